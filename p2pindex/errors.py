@@ -1,0 +1,116 @@
+"""One exception tree for the whole system.
+
+Failures are split by what the caller can conclude about the data:
+a ``DefiniteError`` means the operation did not take effect anywhere, so it is safe to retry
+or to report as failed; an ``IndeterminateError`` means it may or may not have been applied
+(a write that timed out after some replicas may have stored it).
+"""
+
+from __future__ import annotations
+
+
+class P2PIndexError(Exception):
+    """Base of every error p2pindex raises on purpose."""
+
+    code = "error"
+
+
+class DefiniteError(P2PIndexError):
+    """The operation had no effect."""
+
+
+class IndeterminateError(P2PIndexError):
+    """The operation may or may not have taken effect."""
+
+
+class Unavailable(DefiniteError):
+    """Too few replicas were reachable to try the request; nothing was written."""
+
+    code = "unavailable"
+
+    def __init__(self, required: int, alive: int, detail: str = "") -> None:
+        self.required = required
+        self.alive = alive
+        message = f"{required} replicas required but only {alive} reachable"
+        super().__init__(f"{message}: {detail}" if detail else message)
+
+
+class InvalidRequest(DefiniteError):
+    """The request is malformed or breaks a limit; it was refused before doing anything."""
+
+    code = "invalid_request"
+
+
+class SiblingLimitExceeded(InvalidRequest):
+    """The write would push a key past the configured maximum number of siblings."""
+
+    code = "too_many_siblings"
+
+
+class PermissionDenied(DefiniteError):
+    """The caller is not allowed to do this; nothing happened."""
+
+    code = "permission_denied"
+
+
+class NoNodeReachable(DefiniteError):
+    """The client could not reach any of the nodes it was given; nothing was sent."""
+
+    code = "no_node_reachable"
+
+
+class StorageFailure(DefiniteError):
+    """Local storage refused a write (disk full, unreadable file); it was not acknowledged."""
+
+    code = "storage_failure"
+
+
+class Timeout(IndeterminateError):
+    """The deadline passed before enough replicas answered; the write may have landed."""
+
+    code = "timeout"
+
+    def __init__(self, message: str = "", *, required: int = 0, acknowledged: int = 0) -> None:
+        self.required = required
+        self.acknowledged = acknowledged
+        super().__init__(
+            message or f"timed out with {acknowledged} of {required} required replies"
+        )
+
+
+class ConnectionLost(IndeterminateError):
+    """The connection broke after a request was sent; its outcome is unknown."""
+
+    code = "connection_lost"
+
+
+class ProtocolError(P2PIndexError):
+    """Bytes on the wire broke the protocol (framing, CBOR, schema)."""
+
+    code = "protocol_error"
+
+
+class MessageTooLarge(ProtocolError):
+    code = "too_large"
+
+
+class ConfigError(P2PIndexError):
+    """A configuration value or command-line option is wrong; raised before anything starts."""
+
+    code = "config_error"
+
+
+ERROR_CODES: dict[str, type[P2PIndexError]] = {
+    cls.code: cls
+    for cls in (
+        Unavailable,
+        InvalidRequest,
+        SiblingLimitExceeded,
+        PermissionDenied,
+        StorageFailure,
+        Timeout,
+        ProtocolError,
+        MessageTooLarge,
+        ConfigError,
+    )
+}

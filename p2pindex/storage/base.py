@@ -1,0 +1,97 @@
+"""The Storage seam: a node's durable key -> record map, hints and metadata.
+
+Records are opaque bytes (an encoded ``p2pindex.core.versions.VersionedObject``); the node
+merges versions, storage only keeps them. Two promises make the node correct:
+
+* ``put``/``put_many`` make the new record visible to ``get`` immediately (before they
+  return), so the node can read-merge-write in its single-threaded event loop without
+  losing concurrent updates; and they return only once the record is committed (survives
+  kill -9; with ``fsync=True`` also power loss). If the commit fails they raise
+  ``StorageFailure`` and the record is no longer visible, so nothing unacknowledged leaks.
+* ``get`` and ``scan_range`` are quick synchronous reads that never block the event loop
+  for long (a point lookup is a few microseconds).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from p2pindex.types import NodeId
+
+
+@dataclass(frozen=True, slots=True)
+class Hint:
+    """A write held for an unreachable replica until it comes back (hinted handoff)."""
+
+    hint_id: int
+    target: NodeId
+    key: bytes
+    record: bytes
+    created: float
+    """Wall-clock seconds when the hint was stored (for the age bound)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HintBacklog:
+    target: NodeId
+    count: int
+    bytes: int
+    oldest: float
+
+
+class Storage(Protocol):
+    def get(self, key: bytes) -> bytes | None:
+        """The record of ``key`` (pending or committed), or None."""
+        ...
+
+    async def put(self, key: bytes, record: bytes) -> None:
+        """Store ``record`` for ``key``; returns once committed (see module docstring)."""
+        ...
+
+    async def put_many(self, items: list[tuple[bytes, bytes]]) -> None:
+        """Store several records in one commit; all or nothing."""
+        ...
+
+    async def remove(self, key: bytes) -> None:
+        """Physically drop a key (used only to reap tombstones every replica holds)."""
+        ...
+
+    def scan_range(
+        self, start: int, end: int, after: bytes | None, limit: int
+    ) -> list[tuple[bytes, bytes]]:
+        """Up to ``limit`` (key, record) pairs whose ring token t is in the half-open
+        ring arc (start, end], ordered by (token, key) and resuming after key ``after``.
+
+        When start >= end the arc wraps around zero. Tokens are
+        ``p2pindex.core.ring.key_token(key)`` (unsigned 64-bit).
+        """
+        ...
+
+    def count(self) -> int:
+        """Number of keys stored (tombstones included)."""
+        ...
+
+    async def add_hint(self, target: NodeId, key: bytes, record: bytes, created: float) -> None:
+        """Durably keep a write for ``target``; returns once committed."""
+        ...
+
+    def hints_for(self, target: NodeId, limit: int) -> list[Hint]:
+        """The oldest ``limit`` hints held for ``target``."""
+        ...
+
+    async def delete_hints(self, hint_ids: list[int]) -> None:
+        """Drop delivered or expired hints."""
+        ...
+
+    def hint_backlog(self) -> list[HintBacklog]:
+        """Per-target hint counts, sizes and ages (for status and bounds)."""
+        ...
+
+    def get_meta(self, name: str) -> bytes | None: ...
+
+    async def set_meta(self, name: str, value: bytes) -> None: ...
+
+    async def aclose(self) -> None:
+        """Flush pending commits and release the files."""
+        ...

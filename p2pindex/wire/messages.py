@@ -1,0 +1,236 @@
+"""Every message of the protocol, as frozen dataclasses.
+
+Each class has a ``TYPE`` code that is part of the protocol: append new codes, never reuse
+one. Field annotations are the schema: ``p2pindex.wire.codec`` validates every decoded field
+against them (type and size) and against ``Limits`` for keys and values, so handlers receive
+only well-formed messages. Records are encoded ``VersionedObject`` bytes and contexts are
+encoded version vectors (both owned by ``p2pindex.core.versions``).
+
+Consistency fields carry ``"one" | "quorum" | "all"`` or a positive integer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+PROTOCOL_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    TYPE: ClassVar[int] = 0
+
+
+# --- client -> any node ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PutRequest(Message):
+    TYPE: ClassVar[int] = 1
+    key: bytes
+    value: bytes
+    context: bytes | None
+    consistency: str | int
+    timeout_ms: int
+    strict: bool = False
+    forwarded: bool = False
+    """Set when a node relays a client request to a replica; a relayed request is never
+    relayed again, so routing cannot loop."""
+
+
+@dataclass(frozen=True, slots=True)
+class GetRequest(Message):
+    TYPE: ClassVar[int] = 2
+    key: bytes
+    consistency: str | int
+    timeout_ms: int
+    strict: bool = False
+    forwarded: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteRequest(Message):
+    TYPE: ClassVar[int] = 3
+    key: bytes
+    context: bytes | None
+    consistency: str | int
+    timeout_ms: int
+    strict: bool = False
+    forwarded: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StatusRequest(Message):
+    TYPE: ClassVar[int] = 4
+
+
+@dataclass(frozen=True, slots=True)
+class ExplainRequest(Message):
+    TYPE: ClassVar[int] = 5
+    key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class LeaveRequest(Message):
+    TYPE: ClassVar[int] = 6
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveRequest(Message):
+    TYPE: ClassVar[int] = 7
+    node_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class MembersRequest(Message):
+    """Ask for the member list and ring parameters (clients route keys with it)."""
+
+    TYPE: ClassVar[int] = 8
+
+
+# --- replies -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PutReply(Message):
+    TYPE: ClassVar[int] = 20
+    context: bytes
+    warning: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GetReply(Message):
+    TYPE: ClassVar[int] = 21
+    values: list[bytes]
+    """Live sibling values; empty when the key is missing or deleted."""
+    context: bytes
+    """Causal context to pass to the next put or delete (also for a deleted key)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteReply(Message):
+    TYPE: ClassVar[int] = 22
+    context: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StatusReply(Message):
+    TYPE: ClassVar[int] = 23
+    status: dict[str, Any]
+    """A document: node id, address, state, members, ownership, statistics."""
+
+
+@dataclass(frozen=True, slots=True)
+class OkReply(Message):
+    TYPE: ClassVar[int] = 24
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorReply(Message):
+    TYPE: ClassVar[int] = 25
+    code: str
+    """One of ``p2pindex.errors.ERROR_CODES``."""
+    message: str
+    required: int | None = None
+    alive: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExplainReply(Message):
+    TYPE: ClassVar[int] = 26
+    explain: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class MembersReply(Message):
+    TYPE: ClassVar[int] = 27
+    n_replicas: int
+    members: list[dict[str, Any]]
+    """One document per member: node_id, address, liveness, state, incarnation."""
+
+
+# --- node <-> node -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Hello(Message):
+    """First frame on a node-to-node connection: who is calling, and from which cluster."""
+
+    TYPE: ClassVar[int] = 40
+    node_id: str
+    address: str
+    cluster: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaWrite(Message):
+    """Merge ``record`` into the replica's copy of ``key`` (causal merge, never overwrite).
+
+    ``hint_for`` names the unreachable owner when the receiver is a fallback keeping a hint.
+    """
+
+    TYPE: ClassVar[int] = 41
+    key: bytes
+    record: bytes
+    hint_for: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaRead(Message):
+    TYPE: ClassVar[int] = 42
+    key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaReadReply(Message):
+    TYPE: ClassVar[int] = 43
+    record: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaAck(Message):
+    TYPE: ClassVar[int] = 44
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaWriteBatch(Message):
+    """Merge many records at once (hint delivery, ownership handoff, repair)."""
+
+    TYPE: ClassVar[int] = 45
+    items: list[tuple[bytes, bytes]]
+    """(key, record) pairs."""
+
+
+@dataclass(frozen=True, slots=True)
+class RangeScan(Message):
+    """Ask an owner for the records whose token lies in the ring arc (start, end]."""
+
+    TYPE: ClassVar[int] = 46
+    start: int
+    end: int
+    after: bytes | None
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class RangeScanReply(Message):
+    TYPE: ClassVar[int] = 47
+    items: list[tuple[bytes, bytes]]
+    done: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PushPull(Message):
+    """Full membership state exchange over TCP; ``state`` is encoded by the SWIM core."""
+
+    TYPE: ClassVar[int] = 48
+    state: bytes
+    join: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PushPullReply(Message):
+    TYPE: ClassVar[int] = 49
+    state: bytes
