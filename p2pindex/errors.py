@@ -78,6 +78,17 @@ class Timeout(IndeterminateError):
         )
 
 
+class QuorumFailed(IndeterminateError):
+    """Too few replicas acknowledged a write that some replicas may already hold."""
+
+    code = "quorum_failed"
+
+    def __init__(self, message: str = "", *, required: int = 0, acknowledged: int = 0) -> None:
+        self.required = required
+        self.acknowledged = acknowledged
+        super().__init__(message or f"{acknowledged} of {required} replicas acknowledged")
+
+
 class ConnectionLost(IndeterminateError):
     """The connection broke after a request was sent; its outcome is unknown."""
 
@@ -109,6 +120,9 @@ ERROR_CODES: dict[str, type[P2PIndexError]] = {
         PermissionDenied,
         StorageFailure,
         Timeout,
+        QuorumFailed,
+        ConnectionLost,
+        NoNodeReachable,
         ProtocolError,
         MessageTooLarge,
         ConfigError,

@@ -1,0 +1,43 @@
+"""Which nodes a request goes to: the key's preference list, with sloppy-quorum fallbacks.
+
+Pure: the caller says which nodes are usable (alive, reachable, taking writes); this module
+only walks the ring. Keeping it apart from the coordinator lets property tests pin down the
+documented rules:
+
+* sloppy (default, Dynamo): every unusable primary is replaced by the next usable node
+  clockwise beyond the preference list, which stores the write with a hint naming the
+  primary it stands in for;
+* strict (Riak's pr/pw): only usable primaries count, never a fallback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from p2pindex.core.ring import Ring
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    node: str
+    hint_for: str | None = None
+    """The primary this fallback stands in for, or None for a primary itself."""
+
+
+def select_targets(
+    ring: Ring, key: bytes, n: int, usable: Callable[[str], bool], *, strict: bool = False
+) -> list[Target]:
+    """Up to ``n`` targets for ``key``: usable primaries first, then fallbacks (sloppy)."""
+    primaries = ring.preference_list(key, n)
+    targets = [Target(node) for node in primaries if usable(node)]
+    if strict:
+        return targets
+    missing = [node for node in primaries if not usable(node)]
+    if not missing:
+        return targets
+    taken = set(primaries)
+    fallbacks = (node for node in ring.walk(key) if node not in taken and usable(node))
+    for primary, fallback in zip(missing, fallbacks, strict=False):
+        targets.append(Target(fallback, hint_for=primary))
+    return targets

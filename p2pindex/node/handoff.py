@@ -1,0 +1,245 @@
+"""Ownership handoff: moving data when the ring changes because a node joins or leaves.
+
+A joining node is SYNCING: it takes writes for its new ranges at once, but does not count
+toward read quorums (a coordinator reads from the node the joiner displaced instead) until
+it has pulled every range it now replicates from a current owner. The pull is paginated
+and applied one batch at a time, which is the back-pressure: an owner never sends faster
+than the joiner commits. Progress is saved in the node's metadata after every batch, so a
+handoff interrupted by a crash resumes where it stopped.
+
+A leaving node pushes every key it holds to the nodes that take over its place in each
+preference list before it announces that it left.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import trio
+
+from p2pindex.core.ring import Ring, key_token
+from p2pindex.errors import P2PIndexError
+from p2pindex.node.peers import PeerPool
+from p2pindex.node.stats import StatisticsStore
+from p2pindex.storage.base import Storage
+from p2pindex.types import Address
+from p2pindex.wire.messages import RangeScan, RangeScanReply, ReplicaWriteBatch
+
+BATCH_KEYS = 512
+PROGRESS_META = "handoff.progress"
+SYNCED_META = "handoff.synced"
+RETRY_DELAY = 1.0
+PARALLEL_RANGES = 16
+SAVE_INTERVAL = 0.5
+
+
+class HandoffView(Protocol):
+    node_id: str
+
+    @property
+    def ring(self) -> Ring: ...
+
+    def usable(self, node_id: str) -> bool: ...
+
+    def address_of(self, node_id: str) -> Address: ...
+
+
+class BatchApplier(Protocol):
+    async def __call__(self, items: list[tuple[bytes, bytes]]) -> None: ...
+
+
+@dataclass
+class HandoffProgress:
+    """What status shows about a handoff in progress (or the last one)."""
+
+    direction: str = "idle"
+    ranges_total: int = 0
+    ranges_done: int = 0
+    keys: int = 0
+    bytes: int = 0
+    started: float = 0.0
+    finished: float | None = None
+    last_error: str = ""
+    clock: Callable[[], float] = field(default=trio.current_time, repr=False)
+
+    def doc(self) -> dict[str, object]:
+        end = self.finished if self.finished is not None else self.clock()
+        elapsed = max(end - self.started, 1e-9) if self.started else 0.0
+        return {
+            "direction": self.direction,
+            "ranges_total": self.ranges_total,
+            "ranges_done": self.ranges_done,
+            "keys": self.keys,
+            "bytes": self.bytes,
+            "elapsed_s": round(elapsed, 3),
+            "keys_per_s": round(self.keys / elapsed, 1) if elapsed else 0.0,
+            "bytes_per_s": round(self.bytes / elapsed, 1) if elapsed else 0.0,
+            "done": self.finished is not None,
+            "last_error": self.last_error,
+        }
+
+
+class OwnershipHandoff:
+    def __init__(
+        self,
+        view: HandoffView,
+        storage: Storage,
+        peers: PeerPool,
+        apply_batch: BatchApplier,
+        stats: StatisticsStore,
+        n_replicas: int,
+    ) -> None:
+        self._view = view
+        self._storage = storage
+        self._peers = peers
+        self._apply_batch = apply_batch
+        self._stats = stats
+        self._n = n_replicas
+        self.progress = HandoffProgress()
+        self._saved_at = float("-inf")
+
+    def already_synced(self) -> bool:
+        return self._storage.get_meta(SYNCED_META) is not None
+
+    async def mark_synced(self) -> None:
+        await self._storage.set_meta(SYNCED_META, b"1")
+
+    # --- joining ----------------------------------------------------------------------------
+
+    async def pull_ranges(self) -> None:
+        """Pull every range this node replicates from a node that held it before the join.
+
+        Returns when all ranges are in; retries a range against another owner (or later)
+        when its source fails, so it never gives up on data. Several ranges are pulled at
+        once (most arcs are small, so round trips dominate); the saved progress is the
+        index below which every range is done, and a resumed handoff restarts from there
+        (re-applying a record is harmless: replicas merge, never overwrite).
+        """
+        me = self._view.node_id
+        ring = self._view.ring
+        before = ring.without_node(me)
+        ranges = ring.ranges_for(me, self._n)
+        resume_at = self._load_progress()
+        self.progress = HandoffProgress(
+            direction="in", ranges_total=len(ranges), ranges_done=resume_at,
+            started=trio.current_time(),
+        )
+        done = [index < resume_at for index in range(len(ranges))]
+        pending = iter(range(resume_at, len(ranges)))
+
+        async def worker() -> None:
+            for index in pending:
+                start, end = ranges[index]
+                await self._pull_range(start, end, before)
+                done[index] = True
+                self.progress.ranges_done += 1
+                await self._save_progress(done)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(PARALLEL_RANGES):
+                nursery.start_soon(worker)
+        await self._storage.set_meta(PROGRESS_META, b"")
+        await self.mark_synced()
+        self.progress.finished = trio.current_time()
+
+    async def _pull_range(self, start: int, end: int, before: Ring) -> None:
+        sources = [
+            node for node in before.preference_list_for_token(end, self._n)
+            if node != self._view.node_id
+        ]
+        while True:
+            for source in sources:
+                if not self._view.usable(source):
+                    continue
+                try:
+                    await self._pull_from(source, start, end)
+                    return
+                except (OSError, P2PIndexError) as exc:
+                    self._stats.incr("handoff.source_failures")
+                    self.progress.last_error = f"{source}: {exc}"
+            await trio.sleep(RETRY_DELAY)
+
+    async def _pull_from(self, source: str, start: int, end: int) -> None:
+        address = self._view.address_of(source)
+        after: bytes | None = None
+        while True:
+            reply = await self._peers.request(
+                address, RangeScan(start, end, after, BATCH_KEYS), timeout=30.0
+            )
+            if not isinstance(reply, RangeScanReply):
+                raise P2PIndexError(f"unexpected reply {type(reply).__name__} to a range scan")
+            if reply.items:
+                await self._apply_batch(reply.items)
+                after = reply.items[-1][0]
+                self.progress.keys += len(reply.items)
+                self.progress.bytes += sum(len(k) + len(r) for k, r in reply.items)
+                self._stats.incr("handoff.keys_in", len(reply.items))
+            if reply.done:
+                return
+
+    def _load_progress(self) -> int:
+        raw = self._storage.get_meta(PROGRESS_META)
+        return int(json.loads(raw)["watermark"]) if raw else 0
+
+    async def _save_progress(self, done: list[bool]) -> None:
+        """Persist the watermark, at most every SAVE_INTERVAL seconds."""
+        now = trio.current_time()
+        if now - self._saved_at < SAVE_INTERVAL:
+            return
+        self._saved_at = now
+        watermark = next((i for i, finished in enumerate(done) if not finished), len(done))
+        await self._storage.set_meta(PROGRESS_META, json.dumps({"watermark": watermark}).encode())
+
+    # --- leaving ----------------------------------------------------------------------------
+
+    async def push_all(self) -> None:
+        """Give every key this node replicates to the nodes that replace it, then return."""
+        me = self._view.node_id
+        ring = self._view.ring
+        after_ring = ring.without_node(me)
+        ranges = ring.ranges_for(me, self._n)
+        self.progress = HandoffProgress(
+            direction="out", ranges_total=len(ranges), started=trio.current_time()
+        )
+        for start, end in ranges:
+            cursor: bytes | None = None
+            while True:
+                items = self._storage.scan_range(start, end, cursor, BATCH_KEYS)
+                if not items:
+                    break
+                cursor = items[-1][0]
+                await self._push_batch(items, ring, after_ring)
+                if len(items) < BATCH_KEYS:
+                    break
+            self.progress.ranges_done += 1
+        self.progress.finished = trio.current_time()
+
+    async def _push_batch(
+        self, items: list[tuple[bytes, bytes]], ring: Ring, after_ring: Ring
+    ) -> None:
+        by_target: dict[str, list[tuple[bytes, bytes]]] = {}
+        for key, record in items:
+            token = key_token(key)
+            old = set(ring.preference_list_for_token(token, self._n))
+            for node in after_ring.preference_list_for_token(token, self._n):
+                if node not in old:
+                    by_target.setdefault(node, []).append((key, record))
+        for target, batch in by_target.items():
+            while True:
+                try:
+                    await self._peers.request(
+                        self._view.address_of(target), ReplicaWriteBatch(batch), timeout=30.0
+                    )
+                    break
+                except (OSError, P2PIndexError) as exc:
+                    self._stats.incr("handoff.push_failures")
+                    self.progress.last_error = f"{target}: {exc}"
+                    if not self._view.usable(target):
+                        break
+                    await trio.sleep(RETRY_DELAY)
+            self.progress.keys += len(batch)
+            self.progress.bytes += sum(len(k) + len(r) for k, r in batch)
+            self._stats.incr("handoff.keys_out", len(batch))

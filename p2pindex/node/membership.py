@@ -1,0 +1,120 @@
+"""The trio driver of the SWIM core: sockets, one timer and push-pull streams around ``Swim``.
+
+All protocol decisions live in the sans-IO core; this module only moves bytes and time:
+it feeds received datagrams and ``trio.current_time()`` in, sends what comes out, runs
+push-pull exchanges through the node's RPC ``exchange`` and hands membership events to the
+node. Using trio's clock means a test under ``MockClock`` runs the protocol in virtual time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import trio
+
+from p2pindex.core.swim import MemberChanged, Swim
+from p2pindex.errors import P2PIndexError
+from p2pindex.net.base import Transport
+from p2pindex.types import Address
+
+log = logging.getLogger(__name__)
+
+Exchange = Callable[[Address, bytes, bool], Awaitable[bytes]]
+
+POLL_INTERVAL = 0.1
+"""The node also calls the core directly (join, set_local_state); the timer loop looks for
+the outputs of such calls at least this often even when no deadline is due."""
+
+
+class MembershipDriver:
+    def __init__(
+        self,
+        swim: Swim,
+        transport: Transport,
+        exchange: Exchange,
+        on_change: Callable[[MemberChanged], None],
+        *,
+        exchange_timeout: float = 10.0,
+    ) -> None:
+        self._swim = swim
+        self._transport = transport
+        self._exchange = exchange
+        self._on_change = on_change
+        self._exchange_timeout = exchange_timeout
+        self._wakeup = trio.Event()
+        self._nursery: trio.Nursery | None = None
+
+    def notify(self) -> None:
+        """Tell the driver the core was called from outside, so its outputs go out now."""
+        self._wakeup.set()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._receive_loop)
+            task_status.started()
+            await self._timer_loop()
+
+    async def leave(self, timeout: float) -> None:
+        """Announce a graceful leave and return once it is acknowledged (or ``timeout``)."""
+        swim = self._swim
+        swim.leave(trio.current_time())
+        self.notify()
+        with trio.move_on_after(timeout):
+            while not swim.leave_complete(trio.current_time()):
+                await self._flush()
+                await trio.sleep(0.01)
+        await self._flush()
+
+    async def _receive_loop(self) -> None:
+        swim = self._swim
+        while True:
+            data, source = await self._transport.receive_datagram()
+            swim.receive_datagram(data, source, trio.current_time())
+            await self._flush()
+            self._wakeup.set()
+
+    async def _timer_loop(self) -> None:
+        swim = self._swim
+        while True:
+            now = trio.current_time()
+            deadline = swim.next_deadline()
+            wake_at = now + POLL_INTERVAL
+            if deadline is not None:
+                wake_at = min(wake_at, deadline)
+            with trio.move_on_at(wake_at):
+                await self._wakeup.wait()
+            self._wakeup = trio.Event()
+            now = trio.current_time()
+            deadline = swim.next_deadline()
+            if deadline is not None and now >= deadline:
+                swim.handle_timer(now)
+            await self._flush()
+
+    async def _flush(self) -> None:
+        swim = self._swim
+        for address, join in swim.push_pulls_to_start():
+            assert self._nursery is not None
+            self._nursery.start_soon(self._push_pull, address, join)
+        event = swim.next_event()
+        while event is not None:
+            self._on_change(event)
+            event = swim.next_event()
+        for address, data in swim.datagrams_to_send():
+            await self._transport.send_datagram(address, data)
+
+    async def _push_pull(self, address: Address, join: bool) -> None:
+        """One exchange: request, reply, and at most one follow-up while the core asks."""
+        swim = self._swim
+        payload: bytes | None = swim.push_pull_request(join)
+        while payload is not None:
+            reply: bytes | None
+            try:
+                with trio.fail_after(self._exchange_timeout):
+                    reply = await self._exchange(address, payload, join)
+            except (OSError, trio.TooSlowError, P2PIndexError) as exc:
+                log.debug("push-pull with %s failed: %s", address, exc)
+                reply = None
+            payload = swim.push_pull_complete(address, reply, trio.current_time())
+        self._wakeup.set()

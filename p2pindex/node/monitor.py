@@ -1,0 +1,74 @@
+"""IndexMonitor: the node's health and status documents (what `p2pindex status` shows)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from p2pindex.types import NodeRole
+
+if TYPE_CHECKING:
+    from p2pindex.node.node import Node
+
+
+class IndexMonitor:
+    def __init__(self, node: Node) -> None:
+        self._node = node
+
+    def member_docs(self) -> list[dict[str, Any]]:
+        node = self._node
+        ownership = node.ring.ownership(node.config.n_replicas)
+        return [
+            {
+                "node_id": m.node_id,
+                "address": str(m.address),
+                "liveness": m.liveness.value,
+                "state": m.state.value,
+                "incarnation": m.incarnation,
+                "ownership": round(ownership.get(m.node_id, 0.0), 6),
+                "in_ring": m.node_id in node.ring.nodes,
+            }
+            for m in node.members()
+        ]
+
+    def status(self) -> dict[str, Any]:
+        node = self._node
+        return {
+            "node_id": node.node_id,
+            "address": str(node.address),
+            "cluster": node.config.cluster,
+            "state": node.state.value,
+            "state_reason": node.state_reason,
+            "handoff": node.handoff.progress.doc() if node.handoff else None,
+            "n_replicas": node.config.n_replicas,
+            "keys": node.storage.count(),
+            "members": self.member_docs(),
+            "hints": [
+                {"target": b.target, "count": b.count, "bytes": b.bytes, "oldest": b.oldest}
+                for b in node.storage.hint_backlog()
+            ],
+            "statistics": node.stats.snapshot(),
+        }
+
+    def explain(self, key: bytes) -> dict[str, Any]:
+        """The key's preference list with roles, fallbacks, liveness and pending hints."""
+        node = self._node
+        n = node.config.n_replicas
+        primaries = node.ring.preference_list(key, n)
+        hints = {b.target: b.count for b in node.storage.hint_backlog()}
+        members = {m.node_id: m for m in node.members()}
+        rows = []
+        for node_id in node.ring.walk(key):
+            role = NodeRole.PRIMARY if node_id == primaries[0] else (
+                NodeRole.REPLICA if node_id in primaries else NodeRole.FALLBACK
+            )
+            member = members.get(node_id)
+            rows.append({
+                "node_id": node_id,
+                "role": role.value,
+                "address": str(member.address) if member else "",
+                "liveness": member.liveness.value if member else "unknown",
+                "state": member.state.value if member else "unknown",
+                "usable": node.usable(node_id),
+                "hints_held_here": hints.get(node_id, 0),
+            })
+        return {"key": key.hex(), "n_replicas": n, "nodes": rows}

@@ -1,0 +1,392 @@
+"""The node: wires storage, membership, the ring, peers and the coordinator together.
+
+Everything it touches from the outside world comes in through seams — a Transport, a
+Storage, trio's clock, a wall clock and a seeded Random — so the same class runs as a real
+process (``p2pindex serve``) and inside the deterministic simulation.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from p2pindex.config import NodeConfig
+from p2pindex.core import versions
+from p2pindex.core.ring import DEFAULT_VNODES, Ring
+from p2pindex.core.swim import Member, MemberChanged, Swim, SwimConfig
+from p2pindex.errors import InvalidRequest, StorageFailure
+from p2pindex.net.base import Transport
+from p2pindex.net.channel import RpcChannel
+from p2pindex.node.coordinator import Coordinator
+from p2pindex.node.handoff import OwnershipHandoff
+from p2pindex.node.hints import HintedHandoff
+from p2pindex.node.identity import NodeIdentity
+from p2pindex.node.membership import MembershipDriver
+from p2pindex.node.monitor import IndexMonitor
+from p2pindex.node.peers import PeerPool
+from p2pindex.node.replica import IndexManager
+from p2pindex.node.stats import StatisticsStore
+from p2pindex.storage.base import Storage
+from p2pindex.types import Address, Liveness, NodeState
+from p2pindex.wire.messages import (
+    DeleteRequest,
+    ExplainReply,
+    ExplainRequest,
+    GetRequest,
+    Hello,
+    LeaveRequest,
+    MembersReply,
+    MembersRequest,
+    Message,
+    OkReply,
+    PushPull,
+    PushPullReply,
+    PutRequest,
+    RangeScan,
+    RangeScanReply,
+    RemoveRequest,
+    ReplicaAck,
+    ReplicaRead,
+    ReplicaReadReply,
+    ReplicaWrite,
+    ReplicaWriteBatch,
+    StatusReply,
+    StatusRequest,
+)
+
+log = logging.getLogger(__name__)
+
+HEALTH_CHECK_INTERVAL = 5.0
+"""How often a DEGRADED node retries its storage to see whether it recovered."""
+UNREACHABLE_GRACE = 3.0
+"""Seconds a peer that refused a connection is skipped, before SWIM has an opinion."""
+MAX_SCAN_BATCH = 4096
+
+
+class Node:
+    def __init__(
+        self,
+        config: NodeConfig,
+        *,
+        transport: Transport,
+        storage: Storage,
+        identity: NodeIdentity,
+        rng: random.Random,
+        wall_clock: Callable[[], float],
+        swim_config: SwimConfig | None = None,
+    ) -> None:
+        self.config = config
+        self.identity = identity
+        self.node_id = identity.node_id
+        self.storage = storage
+        self.stats = StatisticsStore()
+        self._transport = transport
+        self._rng = rng
+        self._wall_clock = wall_clock
+        self._swim_config = swim_config or SwimConfig.default()
+        self.state = NodeState.ACTIVE
+        self.state_reason = ""
+        self.address: Address = config.advertised
+        self._members: dict[str, Member] = {}
+        self._removed: set[str] = set()
+        self._unreachable_until: dict[str, float] = {}
+        self.ring = Ring([self.node_id], DEFAULT_VNODES)
+        self._swim: Swim | None = None
+        self._driver: MembershipDriver | None = None
+        self._nursery: trio.Nursery | None = None
+        self._index: IndexManager | None = None
+        self._coordinator: Coordinator | None = None
+        self._peers: PeerPool | None = None
+        self._hints: HintedHandoff | None = None
+        self.handoff: OwnershipHandoff | None = None
+        self.monitor = IndexMonitor(self)
+        self._stopped = trio.Event()
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until cancelled (a crash) or until ``leave`` completes (a graceful exit)."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            actor = f"{self.node_id}.{await self._storage_epoch()}"
+            self._index = IndexManager(self.storage, actor, self.config.limits, self.stats)
+            incarnation = await self._next_incarnation()
+            bound = await nursery.start(self._transport.serve, self._handle_stream)
+            self.address = self.config.advertise or bound
+            hello = Hello(self.node_id, str(self.address), self.config.cluster)
+            self._peers = PeerPool(nursery, self._transport, self.config.limits, hello, self.stats)
+            self._coordinator = Coordinator(
+                self.node_id, self, self._index, self._peers, self.config, self.stats,
+                nursery.start_soon,
+            )
+            self._hints = HintedHandoff(self, self.storage, self._peers, self.stats,
+                                        self._wall_clock)
+            self.handoff = OwnershipHandoff(
+                self, self.storage, self._peers, self._apply_records, self.stats,
+                self.config.n_replicas,
+            )
+            if self.config.seeds and not self.handoff.already_synced():
+                self.state = NodeState.SYNCING
+                self.state_reason = "receiving the data of its ranges"
+            self._swim = Swim(
+                self._swim_config, self.node_id, self.address, incarnation, self._rng,
+                trio.current_time(), state=self.state,
+            )
+            self._members = {m.node_id: m for m in self._swim.members()}
+            self._driver = MembershipDriver(
+                self._swim, self._transport, self._exchange, self._on_member_change
+            )
+            await nursery.start(self._driver.run)
+            if self.config.seeds:
+                self._swim.join(list(self.config.seeds), trio.current_time())
+                self._driver.notify()
+            nursery.start_soon(self._hints.run)
+            nursery.start_soon(self._settle_ownership)
+            log.info("node %s listening on %s", self.node_id, self.address)
+            task_status.started(self.address)
+            await self._stopped.wait()
+            nursery.cancel_scope.cancel()
+
+    async def leave(self, timeout: float = 5.0) -> None:
+        """Graceful exit: hand our data to the nodes that replace us, announce `left`, stop."""
+        if self.handoff is not None and len(self.ring.nodes) > 1:
+            await self.handoff.push_all()
+        if self._driver is not None:
+            await self._driver.leave(timeout)
+        self._stopped.set()
+
+    async def _settle_ownership(self) -> None:
+        """A joining node pulls its ranges (SYNCING), then serves reads (ACTIVE)."""
+        assert self.handoff is not None
+        if self.state is not NodeState.SYNCING:
+            await self.handoff.mark_synced()
+            return
+        while len(self.ring.nodes) < 2:
+            await trio.sleep(0.1)
+        await trio.sleep(self._swim_config.gossip_interval * 5)
+        await self.handoff.pull_ranges()
+        self.set_state(NodeState.ACTIVE)
+
+    def set_state(self, state: NodeState, reason: str = "") -> None:
+        if state is self.state and reason == self.state_reason:
+            return
+        log.info("node %s is now %s%s", self.node_id, state.value,
+                    f": {reason}" if reason else "")
+        self.state = state
+        self.state_reason = reason
+        self.stats.incr(f"state.{state.value}")
+        if self._swim is not None and self._driver is not None:
+            self._swim.set_local_state(state, trio.current_time())
+            self._driver.notify()
+
+    def storage_failed(self, error: StorageFailure) -> None:
+        """Failing storage makes the node DEGRADED: it stops taking writes and says why."""
+        if self.state is NodeState.DEGRADED:
+            return
+        self.set_state(NodeState.DEGRADED, f"storage failing: {error}")
+        assert self._nursery is not None
+        self._nursery.start_soon(self._recover_storage)
+
+    async def _recover_storage(self) -> None:
+        while self.state is NodeState.DEGRADED:
+            await trio.sleep(HEALTH_CHECK_INTERVAL)
+            try:
+                await self.storage.set_meta("health", str(self._wall_clock()).encode())
+            except StorageFailure:
+                continue
+            self.set_state(NodeState.ACTIVE)
+
+    # --- cluster view (used by the coordinator and hinted handoff) -------------------------
+
+    def address_of(self, node_id: str) -> Address:
+        if node_id == self.node_id:
+            return self.address
+        member = self._members.get(node_id)
+        if member is None:
+            raise InvalidRequest(f"unknown node {node_id}")
+        return member.address
+
+    def usable(self, node_id: str) -> bool:
+        if node_id == self.node_id:
+            return self.state is not NodeState.DEGRADED
+        member = self._members.get(node_id)
+        if member is None or member.liveness not in (Liveness.ALIVE, Liveness.SUSPECT):
+            return False
+        if member.state is NodeState.DEGRADED:
+            return False
+        until = self._unreachable_until.get(node_id)
+        return until is None or trio.current_time() >= until
+
+    def readable(self, node_id: str) -> bool:
+        if not self.usable(node_id):
+            return False
+        if node_id == self.node_id:
+            return self.state is not NodeState.SYNCING
+        member = self._members.get(node_id)
+        return member is not None and member.state is not NodeState.SYNCING
+
+    def note_unreachable(self, node_id: str) -> None:
+        """Data-path evidence: a refused connection skips the peer for a short grace period."""
+        self._unreachable_until[node_id] = trio.current_time() + UNREACHABLE_GRACE
+
+    def members(self) -> list[Member]:
+        return sorted(self._members.values(), key=lambda m: m.node_id)
+
+    def _on_member_change(self, change: MemberChanged) -> None:
+        member = change.member
+        self._members[member.node_id] = member
+        if member.liveness is Liveness.ALIVE:
+            self._unreachable_until.pop(member.node_id, None)
+        self.stats.incr(f"membership.{member.liveness.value}")
+        self._rebuild_ring()
+
+    def _rebuild_ring(self) -> None:
+        nodes = {
+            node_id
+            for node_id, member in self._members.items()
+            if member.liveness is not Liveness.LEFT and node_id not in self._removed
+        }
+        nodes.add(self.node_id)
+        if nodes != self.ring.nodes:
+            self.ring = Ring(nodes, DEFAULT_VNODES)
+            self.stats.incr("ring.rebuilds")
+
+    def remove_member(self, node_id: str) -> None:
+        if node_id == self.node_id:
+            raise InvalidRequest("a node cannot remove itself; use leave")
+        if node_id not in self._members:
+            raise InvalidRequest(f"unknown node {node_id}")
+        self._removed.add(node_id)
+        self._rebuild_ring()
+
+    # --- connections and dispatch ----------------------------------------------------------
+
+    async def _handle_stream(self, stream: trio.abc.Stream, peer: Address) -> None:
+        channel = RpcChannel(
+            stream,
+            self.config.limits,
+            handler=self._dispatch,
+            name=f"from {peer}",
+            on_bad_input=self._count_bad_input,
+        )
+        await channel.run()
+
+    def _count_bad_input(self, reason: str) -> None:
+        self.stats.incr("rejected.bad_input")
+        log.debug("rejected input: %s", reason)
+
+    async def _dispatch(self, message: Message) -> Message:
+        assert self._coordinator is not None and self._index is not None
+        if isinstance(message, PutRequest | DeleteRequest):
+            return await self._coordinator.put(message)
+        if isinstance(message, GetRequest):
+            return await self._coordinator.get(message)
+        if isinstance(message, ReplicaWrite):
+            return await self._replica_write(message)
+        if isinstance(message, ReplicaRead):
+            return ReplicaReadReply(self.storage.get(message.key))
+        if isinstance(message, ReplicaWriteBatch):
+            return await self._replica_write_batch(message)
+        if isinstance(message, RangeScan):
+            return self._range_scan(message)
+        if isinstance(message, PushPull):
+            assert self._swim is not None
+            reply = self._swim.push_pull_respond(message.state, self.address, trio.current_time())
+            if self._driver is not None:
+                self._driver.notify()
+            return PushPullReply(reply)
+        if isinstance(message, Hello):
+            if message.cluster != self.config.cluster:
+                self.stats.incr("rejected.wrong_cluster")
+                raise InvalidRequest(
+                    f"this node belongs to cluster {self.config.cluster!r}, not {message.cluster!r}"
+                )
+            return OkReply()
+        if isinstance(message, StatusRequest):
+            return StatusReply(self.monitor.status())
+        if isinstance(message, MembersRequest):
+            return MembersReply(self.config.n_replicas, DEFAULT_VNODES, self.monitor.member_docs())
+        if isinstance(message, ExplainRequest):
+            return ExplainReply(self.monitor.explain(message.key))
+        if isinstance(message, LeaveRequest):
+            assert self._nursery is not None
+            self._nursery.start_soon(self.leave)
+            return OkReply(f"node {self.node_id} is leaving")
+        if isinstance(message, RemoveRequest):
+            self.remove_member(message.node_id)
+            return OkReply(f"node {message.node_id} removed from the ring")
+        self.stats.incr("rejected.unexpected_message")
+        raise InvalidRequest(f"{type(message).__name__} is not a request this node serves")
+
+    def _decode(self, record: bytes) -> versions.VersionedObject:
+        try:
+            return versions.decode_object(record)
+        except ValueError as exc:
+            self.stats.incr("rejected.bad_record")
+            raise InvalidRequest(f"bad record: {exc}") from None
+
+    async def _replica_write(self, message: ReplicaWrite) -> Message:
+        assert self._index is not None and self._hints is not None
+        incoming = self._decode(message.record)
+        if self.state is NodeState.DEGRADED:
+            raise StorageFailure(f"node {self.node_id} is degraded and takes no writes")
+        try:
+            if message.hint_for is not None:
+                await self._hints.keep(message.hint_for, message.key, message.record)
+            await self._index.apply(message.key, incoming)
+        except StorageFailure as exc:
+            self.storage_failed(exc)
+            raise
+        self.stats.incr("replica.writes")
+        return ReplicaAck()
+
+    async def _replica_write_batch(self, message: ReplicaWriteBatch) -> Message:
+        await self._apply_records(message.items)
+        return ReplicaAck()
+
+    async def _apply_records(self, records: list[tuple[bytes, bytes]]) -> None:
+        assert self._index is not None
+        items = [(key, self._decode(record)) for key, record in records]
+        try:
+            await self._index.apply_many(items)
+        except StorageFailure as exc:
+            self.storage_failed(exc)
+            raise
+        self.stats.incr("replica.batch_items", len(items))
+
+    def _range_scan(self, message: RangeScan) -> Message:
+        limit = max(1, min(message.limit, MAX_SCAN_BATCH))
+        items = self.storage.scan_range(message.start, message.end, message.after, limit)
+        return RangeScanReply(items, len(items) < limit)
+
+    async def _exchange(self, address: Address, payload: bytes, join: bool) -> bytes:
+        assert self._peers is not None
+        reply = await self._peers.request(address, PushPull(payload, join), timeout=5.0)
+        if not isinstance(reply, PushPullReply):
+            raise InvalidRequest(f"unexpected reply {type(reply).__name__} to a push-pull")
+        return reply.state
+
+    # --- persistent node facts --------------------------------------------------------------
+
+    async def _storage_epoch(self) -> str:
+        epoch = self.storage.get_meta("actor_epoch")
+        if epoch is None:
+            epoch = self._rng.randbytes(4).hex().encode()
+            await self.storage.set_meta("actor_epoch", epoch)
+        return epoch.decode()
+
+    async def _next_incarnation(self) -> int:
+        """Start above every incarnation used before, so a restart always wins over old news."""
+        stored = self.storage.get_meta("incarnation")
+        previous = int(stored) if stored else 0
+        incarnation = max(previous + 1, math.floor(self._wall_clock()))
+        await self.storage.set_meta("incarnation", str(incarnation).encode())
+        return incarnation
+
+    def describe(self) -> dict[str, Any]:
+        return {"node_id": self.node_id, "address": str(self.address), "state": self.state.value}

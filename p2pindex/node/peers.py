@@ -1,0 +1,97 @@
+"""Outgoing connections from this node to its peers: one multiplexed channel per address.
+
+Connections are opened lazily, introduced with a Hello (so the peer knows who calls and
+refuses other clusters), kept open, and reopened after they break. Concurrent requests to a
+peer that is still connecting wait for the same connection attempt instead of racing.
+"""
+
+from __future__ import annotations
+
+import trio
+
+from p2pindex.config import Limits
+from p2pindex.errors import ConnectionLost, P2PIndexError, Timeout
+from p2pindex.net.base import Transport
+from p2pindex.net.channel import RpcChannel
+from p2pindex.node.stats import StatisticsStore
+from p2pindex.types import Address
+from p2pindex.wire.errors import error_from_reply
+from p2pindex.wire.messages import ErrorReply, Hello, Message
+
+
+class PeerPool:
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        transport: Transport,
+        limits: Limits,
+        hello: Hello,
+        stats: StatisticsStore,
+    ) -> None:
+        self._nursery = nursery
+        self._transport = transport
+        self._limits = limits
+        self._hello = hello
+        self._stats = stats
+        self._channels: dict[Address, RpcChannel] = {}
+        self._connecting: dict[Address, trio.Event] = {}
+
+    async def request(self, address: Address, message: Message, timeout: float) -> Message:
+        """Send ``message`` to ``address`` and return its reply.
+
+        Raises OSError when the peer cannot be reached (nothing was sent), ConnectionLost
+        when the link broke after sending, Timeout when no reply came in time, and the
+        mapped P2PIndexError when the peer answered with an error.
+        """
+        with trio.move_on_after(timeout) as scope:
+            channel = await self._channel(address)
+            reply = await channel.request(message)
+        if scope.cancelled_caught:
+            self._stats.incr("peer.timeouts")
+            raise Timeout(f"{address} did not answer within {timeout:g}s")
+        if isinstance(reply, ErrorReply):
+            raise error_from_reply(reply)
+        return reply
+
+    def connected(self, address: Address) -> bool:
+        channel = self._channels.get(address)
+        return channel is not None and not channel.closed
+
+    async def _channel(self, address: Address) -> RpcChannel:
+        while True:
+            channel = self._channels.get(address)
+            if channel is not None and not channel.closed:
+                return channel
+            pending = self._connecting.get(address)
+            if pending is None:
+                break
+            await pending.wait()
+        done = trio.Event()
+        self._connecting[address] = done
+        try:
+            return await self._connect(address)
+        finally:
+            del self._connecting[address]
+            done.set()
+
+    async def _connect(self, address: Address) -> RpcChannel:
+        self._stats.incr("peer.connects")
+        stream = await self._transport.connect(address)
+        channel = RpcChannel(stream, self._limits, name=f"peer {address}")
+        await self._nursery.start(channel.run)
+        try:
+            reply = await channel.request(self._hello)
+        except ConnectionLost:
+            await channel.aclose()
+            raise
+        if isinstance(reply, ErrorReply):
+            await channel.aclose()
+            error: P2PIndexError = error_from_reply(reply)
+            raise OSError(f"{address} refused the connection: {error}")
+        self._channels[address] = channel
+        return channel
+
+    async def aclose(self) -> None:
+        for channel in list(self._channels.values()):
+            await channel.aclose()
+        self._channels.clear()

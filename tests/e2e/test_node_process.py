@@ -1,0 +1,179 @@
+"""Real node processes on loopback: crashes, restarts and hostile bytes on the wire."""
+
+from __future__ import annotations
+
+import socket
+import struct
+from pathlib import Path
+
+import cbor2
+import pytest
+import trio
+
+from p2pindex.config import Limits
+from p2pindex.net.channel import open_channel
+from p2pindex.types import Address
+from p2pindex.wire.codec import encode_frame
+from p2pindex.wire.messages import (
+    PROTOCOL_VERSION,
+    ErrorReply,
+    GetReply,
+    GetRequest,
+    Message,
+    PutReply,
+    PutRequest,
+    StatusReply,
+    StatusRequest,
+)
+from tests.support.processes import NodeProcess, free_port, start_node
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def three_nodes(tmp_path: Path):
+    nodes: list[NodeProcess] = []
+    try:
+        first = start_node(tmp_path / "n0", f"127.0.0.1:{free_port()}")
+        nodes.append(first)
+        for i in (1, 2):
+            nodes.append(
+                start_node(tmp_path / f"n{i}", f"127.0.0.1:{free_port()}", [first.address])
+            )
+        yield nodes
+    finally:
+        for node in nodes:
+            node.kill()
+
+
+async def call(address: str, message: Message) -> Message:
+    async with trio.open_nursery() as nursery:
+        channel = await open_channel(nursery, None, Address.parse(address), Limits())
+        try:
+            with trio.fail_after(10):
+                return await channel.request(message)
+        finally:
+            await channel.aclose()
+
+
+async def wait_members(address: str, count: int, liveness: str = "alive") -> None:
+    with trio.fail_after(20):
+        while True:
+            reply = await call(address, StatusRequest())
+            members = reply.status["members"]
+            if sum(1 for m in members if m["liveness"] == liveness) >= count:
+                return
+            await trio.sleep(0.1)
+
+
+async def test_kill_9_quorum_works_all_fails_and_data_survives_restart(three_nodes, tmp_path):
+    n0, n1, n2 = three_nodes
+    await wait_members(n0.address, 3)
+    for i in range(20):
+        reply = await call(n0.address, PutRequest(f"k{i}".encode(), b"v", None, "all", 5000))
+        assert isinstance(reply, PutReply), reply
+    n2.kill()
+    reply = await call(n1.address, PutRequest(b"after", b"v", None, "quorum", 5000))
+    assert isinstance(reply, PutReply), reply
+    got = await call(n0.address, GetRequest(b"after", "quorum", 5000))
+    assert got.values == [b"v"]
+    with trio.fail_after(20):
+        while True:
+            reply = await call(n0.address, PutRequest(b"all", b"v", None, "all", 3000))
+            if isinstance(reply, ErrorReply) and reply.code == "unavailable":
+                break
+            await trio.sleep(0.2)
+    assert (reply.required, reply.alive) == (3, 2)
+
+    restarted = start_node(n2.data_dir, n2.address, [n0.address])
+    three_nodes.append(restarted)
+    assert restarted.node_id == n2.node_id
+    for i in range(20):
+        got = await call(restarted.address, GetRequest(f"k{i}".encode(), "one", 5000))
+        assert isinstance(got, GetReply) and got.values == [b"v"], (i, got)
+
+
+def raw_exchange(address: str, payload: bytes, *, read: bool = True) -> bytes:
+    host, port = address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(payload)
+        sock.shutdown(socket.SHUT_WR) if not read else None
+        chunks = []
+        try:
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                chunks.append(data)
+                if read and _complete(b"".join(chunks)):
+                    break
+        except (TimeoutError, ConnectionResetError):
+            pass
+        return b"".join(chunks)
+
+
+def _complete(data: bytes) -> bool:
+    return len(data) >= 4 and len(data) >= 4 + struct.unpack(">I", data[:4])[0]
+
+
+def decode_reply(data: bytes) -> tuple[int, dict]:
+    assert len(data) >= 4, "no reply frame"
+    length = struct.unpack(">I", data[:4])[0]
+    version, type_code, request_id, fields = cbor2.loads(data[4 : 4 + length])
+    assert version == PROTOCOL_VERSION
+    assert type_code == ErrorReply.TYPE
+    return request_id, fields
+
+
+def frame(payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + payload
+
+
+BAD_REQUESTS = {
+    "unknown type": frame(cbor2.dumps([PROTOCOL_VERSION, 999, 7, {}])),
+    "wrong field type": frame(
+        cbor2.dumps([PROTOCOL_VERSION, PutRequest.TYPE, 7, {
+            "key": "text-not-bytes", "value": b"v", "context": None,
+            "consistency": "quorum", "timeout_ms": 1000}])
+    ),
+    "missing field": frame(
+        cbor2.dumps([PROTOCOL_VERSION, PutRequest.TYPE, 7, {"key": b"bad-k", "value": b"v"}])
+    ),
+    "key over limit": encode_frame(PutRequest(b"k" * 2000, b"v", None, "quorum", 1000), 7),
+    "value over limit": encode_frame(
+        PutRequest(b"bad-k", b"v" * (1024 * 1024 + 1), None, "quorum", 1000), 7
+    ),
+}
+
+BROKEN_FRAMING = {
+    "garbage": b"\x00\x00\x00\x05hello",
+    "invalid cbor": frame(b"\xff\xfe\xfd"),
+    "oversized length": struct.pack(">I", 64 * 1024 * 1024) + b"x" * 100,
+    "not an envelope": frame(cbor2.dumps({"hello": 1})),
+}
+
+
+async def test_bad_requests_get_errors_write_nothing_and_are_counted(three_nodes):
+    n0 = three_nodes[0]
+    await wait_members(n0.address, 3)
+    for name, payload in BAD_REQUESTS.items():
+        data = await trio.to_thread.run_sync(raw_exchange, n0.address, payload)
+        request_id, fields = decode_reply(data)
+        assert request_id == 7, name
+        assert fields["code"] == "invalid_request", (name, fields)
+    for name, payload in BROKEN_FRAMING.items():
+        data = await trio.to_thread.run_sync(raw_exchange, n0.address, payload)
+        if data:
+            _, fields = decode_reply(data)
+            assert fields["code"] in ("protocol_error", "too_large"), (name, fields)
+    truncated = encode_frame(PutRequest(b"bad-k", b"v", None, "quorum", 1000), 7)[:-3]
+    await trio.to_thread.run_sync(lambda: raw_exchange(n0.address, truncated, read=False))
+
+    got = await call(n0.address, GetRequest(b"bad-k", "all", 5000))
+    assert isinstance(got, GetReply) and got.values == []
+    status = await call(n0.address, StatusRequest())
+    assert isinstance(status, StatusReply)
+    rejected = status.status["statistics"].get("rejected.bad_input", 0)
+    assert rejected >= len(BAD_REQUESTS) + len(BROKEN_FRAMING) + 1
+    reply = await call(n0.address, PutRequest(b"good", b"v", None, "quorum", 5000))
+    assert isinstance(reply, PutReply)

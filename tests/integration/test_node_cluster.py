@@ -1,0 +1,187 @@
+"""In-process clusters of real nodes on loopback: the data path end to end."""
+
+from __future__ import annotations
+
+import trio
+
+from p2pindex.core import versions
+from p2pindex.core.ring import Ring
+from p2pindex.wire.messages import (
+    DeleteReply,
+    DeleteRequest,
+    ErrorReply,
+    GetReply,
+    GetRequest,
+    Hello,
+    PutReply,
+    PutRequest,
+    StatusReply,
+    StatusRequest,
+)
+from tests.support.cluster import Cluster, RunningNode, running_cluster
+
+
+def put(key: bytes, value: bytes, context: bytes | None = None, consistency="quorum") -> PutRequest:
+    return PutRequest(key, value, context, consistency, 2000)
+
+
+def get(key: bytes, consistency="quorum") -> GetRequest:
+    return GetRequest(key, consistency, 2000)
+
+
+def owners(cluster: Cluster, key: bytes) -> list[RunningNode]:
+    ring: Ring = cluster.nodes[0].node.ring
+    by_id = {n.node.node_id: n for n in cluster.nodes}
+    return [by_id[node_id] for node_id in ring.preference_list(key, cluster.n_replicas)]
+
+
+async def test_write_on_one_node_is_read_on_every_node():
+    async with running_cluster(3) as cluster:
+        reply = await cluster.request(cluster.nodes[0], put(b"k", b"v1"))
+        assert isinstance(reply, PutReply)
+        for running in cluster.nodes:
+            got = await cluster.request(running, get(b"k", "all"))
+            assert isinstance(got, GetReply)
+            assert got.values == [b"v1"]
+
+
+async def test_missing_key_reads_empty_with_a_context():
+    async with running_cluster(3) as cluster:
+        got = await cluster.request(cluster.nodes[1], get(b"nope"))
+        assert isinstance(got, GetReply)
+        assert got.values == []
+        versions.decode_context(got.context)
+
+
+async def test_concurrent_writes_become_siblings_and_a_context_resolves_them():
+    async with running_cluster(3) as cluster:
+        await cluster.request(cluster.nodes[0], put(b"k", b"a"))
+        await cluster.request(cluster.nodes[1], put(b"k", b"b"))
+        got = await cluster.request(cluster.nodes[2], get(b"k", "all"))
+        assert sorted(got.values) == [b"a", b"b"]
+        await cluster.request(cluster.nodes[2], put(b"k", b"ab", got.context))
+        got = await cluster.request(cluster.nodes[0], get(b"k", "all"))
+        assert got.values == [b"ab"]
+
+
+async def test_delete_hides_the_key_and_a_stale_context_cannot_resurrect_the_deleted_value():
+    async with running_cluster(3) as cluster:
+        first = await cluster.request(cluster.nodes[0], put(b"k", b"v"))
+        deleted = await cluster.request(
+            cluster.nodes[1], DeleteRequest(b"k", first.context, "quorum", 2000)
+        )
+        assert isinstance(deleted, DeleteReply)
+        got = await cluster.request(cluster.nodes[2], get(b"k", "all"))
+        assert got.values == []
+        await cluster.request(cluster.nodes[2], put(b"k", b"again", got.context))
+        got = await cluster.request(cluster.nodes[0], get(b"k", "all"))
+        assert got.values == [b"again"]
+
+
+async def test_quorum_survives_a_crash_and_all_fails_as_unavailable():
+    async with running_cluster(3) as cluster:
+        victim = cluster.nodes[2]
+        cluster.crash(victim)
+        survivor = cluster.nodes[0]
+        reply = await cluster.request(survivor, put(b"k", b"v"))
+        assert isinstance(reply, PutReply)
+        got = await cluster.request(cluster.nodes[1], get(b"k"))
+        assert got.values == [b"v"]
+        with trio.fail_after(15):
+            while True:
+                reply = await cluster.request(survivor, put(b"k2", b"v", consistency="all"))
+                if isinstance(reply, ErrorReply) and reply.code == "unavailable":
+                    break
+                await trio.sleep(0.2)
+        assert reply.required == 3
+        assert reply.alive == 2
+
+
+async def test_n_larger_than_the_cluster_is_a_clear_error():
+    async with running_cluster(2, n_replicas=3) as cluster:
+        reply = await cluster.request(cluster.nodes[0], put(b"k", b"v"))
+        assert isinstance(reply, ErrorReply)
+        assert reply.code == "invalid_request"
+        assert "N=3" in reply.message
+
+
+async def test_bad_consistency_and_bad_context_are_refused_and_write_nothing():
+    async with running_cluster(3) as cluster:
+        for request in (
+            PutRequest(b"k", b"v", None, "most", 2000),
+            PutRequest(b"k", b"v", None, 7, 2000),
+            PutRequest(b"k", b"v", b"\xff\x00garbage", "quorum", 2000),
+        ):
+            reply = await cluster.request(cluster.nodes[0], request)
+            assert isinstance(reply, ErrorReply)
+            assert reply.code == "invalid_request"
+        got = await cluster.request(cluster.nodes[1], get(b"k", "all"))
+        assert got.values == []
+
+
+async def test_a_node_of_another_cluster_is_refused():
+    async with running_cluster(3) as cluster:
+        reply = await cluster.request(cluster.nodes[0], Hello("abcd", "127.0.0.1:1", "other"))
+        assert isinstance(reply, ErrorReply)
+        assert "other" in reply.message
+        status = await cluster.request(cluster.nodes[0], StatusRequest())
+        assert isinstance(status, StatusReply)
+        assert status.status["statistics"]["rejected.wrong_cluster"] == 1
+
+
+async def test_a_request_to_a_non_replica_is_forwarded():
+    async with running_cluster(5) as cluster:
+        key = b"forward-me"
+        holders = {n.node.node_id for n in owners(cluster, key)}
+        outsider = next(n for n in cluster.nodes if n.node.node_id not in holders)
+        reply = await cluster.request(outsider, put(key, b"v"))
+        assert isinstance(reply, PutReply)
+        assert outsider.storage.get(key) is None
+        got = await cluster.request(outsider, get(key, "all"))
+        assert got.values == [b"v"]
+        assert outsider.node.stats.get("requests.forwarded") == 2
+
+
+async def test_read_repair_heals_a_replica_that_missed_a_write():
+    async with running_cluster(3) as cluster:
+        victim = cluster.nodes[2]
+        cluster.crash(victim)
+        await cluster.request(cluster.nodes[0], put(b"k", b"v"))
+        assert victim.storage.get(b"k") is None
+        restarted = await cluster.start_node(
+            storage=victim.storage, identity=victim.identity,
+            seeds=(cluster.nodes[0].address,),
+        )
+        cluster.nodes.remove(victim)
+        await cluster.wait_converged(timeout=15)
+        got = await cluster.request(cluster.nodes[0], get(b"k", "all"))
+        assert got.values == [b"v"]
+        with trio.fail_after(5):
+            while restarted.storage.get(b"k") is None:
+                await trio.sleep(0.05)
+
+
+async def test_hinted_handoff_delivers_a_write_to_the_replica_that_missed_it():
+    async with running_cluster(4) as cluster:
+        key = b"hinted"
+        victim = owners(cluster, key)[0]
+        cluster.crash(victim)
+        coordinator = next(n for n in cluster.nodes if n is not victim)
+        with trio.fail_after(15):
+            while any(n.node.usable(victim.node.node_id) for n in cluster.nodes if n is not victim):
+                await trio.sleep(0.1)
+        reply = await cluster.request(coordinator, put(key, b"v", consistency="all"))
+        assert isinstance(reply, PutReply)
+        held = sum(
+            b.count for n in cluster.nodes if n is not victim for b in n.storage.hint_backlog()
+        )
+        assert held == 1
+        restarted = await cluster.start_node(
+            storage=victim.storage, identity=victim.identity,
+            seeds=(coordinator.address,),
+        )
+        cluster.nodes.remove(victim)
+        with trio.fail_after(20):
+            while restarted.storage.get(key) is None:
+                await trio.sleep(0.1)
+        assert versions.decode_object(restarted.storage.get(key)).values == [b"v"]

@@ -1,0 +1,122 @@
+"""An in-process cluster of real Node objects on loopback sockets, for protocol tests."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import trio
+
+from p2pindex.config import Limits, NodeConfig
+from p2pindex.core.swim import SwimConfig
+from p2pindex.net.channel import RpcChannel, open_channel
+from p2pindex.net.trio_transport import TrioTransport
+from p2pindex.node.identity import NodeIdentity
+from p2pindex.node.node import Node
+from p2pindex.storage.memory import MemoryStorage
+from p2pindex.types import Address, Liveness, NodeState
+from p2pindex.wire.messages import Message
+
+
+@dataclass
+class RunningNode:
+    node: Node
+    address: Address
+    scope: trio.CancelScope
+    storage: MemoryStorage
+    identity: NodeIdentity
+
+
+@dataclass
+class Cluster:
+    nursery: trio.Nursery
+    n_replicas: int
+    nodes: list[RunningNode] = field(default_factory=list)
+    limits: Limits = field(default_factory=Limits)
+    swim_config: SwimConfig | None = None
+
+    async def start_node(
+        self,
+        *,
+        storage: MemoryStorage | None = None,
+        identity: NodeIdentity | None = None,
+        seeds: tuple[Address, ...] | None = None,
+    ) -> RunningNode:
+        storage = storage or MemoryStorage()
+        identity = identity or NodeIdentity.generate(random.Random(len(self.nodes) + 1000))
+        if seeds is None:
+            seeds = tuple(n.address for n in self.nodes if not n.scope.cancel_called)[:2]
+        config = NodeConfig(
+            data_dir=None,
+            listen=Address("127.0.0.1", 0),
+            seeds=seeds,
+            n_replicas=self.n_replicas,
+            limits=self.limits,
+            replica_timeout=1.0,
+        )
+        node = Node(
+            config,
+            transport=TrioTransport(Address("127.0.0.1", 0)),
+            storage=storage,
+            identity=identity,
+            rng=random.Random(len(self.nodes)),
+            wall_clock=time.time,
+            swim_config=self.swim_config,
+        )
+        scope = trio.CancelScope()
+
+        async def run(task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED) -> None:
+            with scope:
+                await node.run(task_status=task_status)
+
+        address = await self.nursery.start(run)
+        running = RunningNode(node, address, scope, storage, identity)
+        self.nodes.append(running)
+        return running
+
+    def crash(self, running: RunningNode) -> None:
+        running.scope.cancel()
+
+    async def wait_converged(self, timeout: float = 30.0) -> None:
+        """Wait until every running node sees every other running node alive and ACTIVE."""
+        live = [n for n in self.nodes if not n.scope.cancel_called]
+        ids = {n.node.node_id for n in live}
+        with trio.fail_after(timeout):
+            while True:
+                if all(
+                    {
+                        m.node_id
+                        for m in n.node.members()
+                        if m.liveness is Liveness.ALIVE and m.state is NodeState.ACTIVE
+                    }
+                    >= ids
+                    for n in live
+                ):
+                    return
+                await trio.sleep(0.05)
+
+    async def channel(self, running: RunningNode) -> RpcChannel:
+        return await open_channel(self.nursery, None, running.address, self.limits)
+
+    async def request(self, running: RunningNode, message: Message) -> Message:
+        channel = await self.channel(running)
+        try:
+            return await channel.request(message)
+        finally:
+            await channel.aclose()
+
+
+@asynccontextmanager
+async def running_cluster(
+    size: int, n_replicas: int = 3, swim_config: SwimConfig | None = None
+) -> AsyncIterator[Cluster]:
+    async with trio.open_nursery() as nursery:
+        cluster = Cluster(nursery, n_replicas, swim_config=swim_config)
+        for _ in range(size):
+            await cluster.start_node()
+        await cluster.wait_converged()
+        yield cluster
+        nursery.cancel_scope.cancel()
