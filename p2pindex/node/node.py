@@ -63,6 +63,7 @@ log = logging.getLogger(__name__)
 
 HEALTH_CHECK_INTERVAL = 5.0
 """How often a DEGRADED node retries its storage to see whether it recovered."""
+JOIN_WAIT = 10.0
 UNREACHABLE_GRACE = 3.0
 """Seconds a peer that refused a connection is skipped, before SWIM has an opinion."""
 MAX_SCAN_BATCH = 4096
@@ -147,6 +148,7 @@ class Node:
                 self._driver.notify()
             nursery.start_soon(self._hints.run)
             nursery.start_soon(self._settle_ownership)
+            await self._wait_joined()
             log.info("node %s listening on %s", self.node_id, self.address)
             task_status.started(self.address)
             await self._stopped.wait()
@@ -159,6 +161,21 @@ class Node:
         if self._driver is not None:
             await self._driver.leave(timeout)
         self._stopped.set()
+
+    async def _wait_joined(self) -> None:
+        """Report ready only once a seed answered, so the first request sees the cluster.
+
+        If no seed answers within JOIN_WAIT the node starts anyway (it keeps retrying in the
+        background) and says so, rather than hang a deployment whose seeds start later.
+        """
+        assert self._swim is not None
+        if not self.config.seeds:
+            return
+        with trio.move_on_after(JOIN_WAIT):
+            while not self._swim.joined:
+                await trio.sleep(0.02)
+            return
+        log.warning("no seed answered within %gs; still trying in the background", JOIN_WAIT)
 
     async def _settle_ownership(self) -> None:
         """A joining node pulls its ranges (SYNCING), then serves reads (ACTIVE)."""

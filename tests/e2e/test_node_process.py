@@ -61,7 +61,9 @@ async def wait_members(address: str, count: int, liveness: str = "alive") -> Non
         while True:
             reply = await call(address, StatusRequest())
             members = reply.status["members"]
-            if sum(1 for m in members if m["liveness"] == liveness) >= count:
+            if sum(
+                1 for m in members if m["liveness"] == liveness and m["state"] == "active"
+            ) >= count:
                 return
             await trio.sleep(0.1)
 
