@@ -73,9 +73,7 @@ class Timeout(IndeterminateError):
     def __init__(self, message: str = "", *, required: int = 0, acknowledged: int = 0) -> None:
         self.required = required
         self.acknowledged = acknowledged
-        super().__init__(
-            message or f"timed out with {acknowledged} of {required} required replies"
-        )
+        super().__init__(message or f"timed out with {acknowledged} of {required} required replies")
 
 
 class QuorumFailed(IndeterminateError):

@@ -25,30 +25,66 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "gracefully). Prints 'ready node_id=<id> address=<host:port>' once it serves."
         ),
     )
-    parser.add_argument("--data-dir", required=True, type=Path,
-                        help="directory for the node's key and data (created if missing)")
-    parser.add_argument("--listen", default=DEFAULT_LISTEN, type=Address.parse,
-                        help=f"HOST:PORT for TCP and UDP (default {DEFAULT_LISTEN}; port 0 picks one)")
-    parser.add_argument("--advertise", type=Address.parse,
-                        help="HOST:PORT other nodes should use to reach this one (default: --listen)")
-    parser.add_argument("--seed", action="append", default=[], type=Address.parse,
-                        metavar="HOST:PORT", help="an existing member to join through (repeatable)")
-    parser.add_argument("--cluster", default="p2pindex",
-                        help="cluster name; nodes of other clusters are refused (default p2pindex)")
-    parser.add_argument("--n-replicas", type=int, default=3,
-                        help="replicas kept of every key, N (default 3); the same on every node")
-    parser.add_argument("--fsync", action="store_true",
-                        help="fsync every commit so acknowledged writes survive power loss")
-    parser.add_argument("--max-value", type=int, default=Limits().max_value,
-                        help="largest value accepted, in bytes (default 1 MiB)")
-    parser.add_argument("--log-level", default="warning",
-                        choices=["debug", "info", "warning", "error"], help="log verbosity")
+    parser.add_argument(
+        "--data-dir",
+        required=True,
+        type=Path,
+        help="directory for the node's key and data (created if missing)",
+    )
+    parser.add_argument(
+        "--listen",
+        default=DEFAULT_LISTEN,
+        type=Address.parse,
+        help=f"HOST:PORT for TCP and UDP (default {DEFAULT_LISTEN}; port 0 picks one)",
+    )
+    parser.add_argument(
+        "--advertise",
+        type=Address.parse,
+        help="HOST:PORT other nodes should use to reach this one (default: --listen)",
+    )
+    parser.add_argument(
+        "--seed",
+        action="append",
+        default=[],
+        type=Address.parse,
+        metavar="HOST:PORT",
+        help="an existing member to join through (repeatable)",
+    )
+    parser.add_argument(
+        "--cluster",
+        default="p2pindex",
+        help="cluster name; nodes of other clusters are refused (default p2pindex)",
+    )
+    parser.add_argument(
+        "--n-replicas",
+        type=int,
+        default=3,
+        help="replicas kept of every key, N (default 3); the same on every node",
+    )
+    parser.add_argument(
+        "--fsync",
+        action="store_true",
+        help="fsync every commit so acknowledged writes survive power loss",
+    )
+    parser.add_argument(
+        "--max-value",
+        type=int,
+        default=Limits().max_value,
+        help="largest value accepted, in bytes (default 1 MiB)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="warning",
+        choices=["debug", "info", "warning", "error"],
+        help="log verbosity",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
-        level=args.log_level.upper(), stream=sys.stderr,
+        level=args.log_level.upper(),
+        stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     max_frame = max(Limits().max_frame, args.max_value + 64 * 1024)

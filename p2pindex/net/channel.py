@@ -15,6 +15,7 @@ connection per direction.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 from collections.abc import Awaitable, Callable
@@ -23,7 +24,13 @@ import outcome
 import trio
 
 from p2pindex.config import Limits
-from p2pindex.errors import ConnectionLost, InvalidRequest, P2PIndexError, ProtocolError
+from p2pindex.errors import (
+    ConnectionLost,
+    InvalidRequest,
+    P2PIndexError,
+    ProtocolError,
+    Timeout,
+)
 from p2pindex.net.base import Transport
 from p2pindex.types import Address
 from p2pindex.wire.codec import FrameDecoder, encode_frame
@@ -34,10 +41,14 @@ log = logging.getLogger(__name__)
 
 RequestHandler = Callable[[Message], Awaitable[Message]]
 BadInputCounter = Callable[[str], None]
+ReplyCallback = Callable[[outcome.Outcome], None]
+"""Receives ``outcome.Value(reply)`` or ``outcome.Error(P2PIndexError)`` exactly once."""
 
 _READ_SIZE = 256 * 1024
 _WRITE_HIGH_WATER = 8 * 1024 * 1024
 """Requesters wait while this many bytes are queued, so a slow peer cannot grow memory."""
+_SWEEP_INTERVAL = 0.25
+"""How often callbacks whose deadline passed are failed with Timeout."""
 
 
 class RpcChannel:
@@ -57,7 +68,9 @@ class RpcChannel:
         self.name = name
         self._decoder = FrameDecoder(limits)
         self._ids = itertools.count(1)
-        self._waiting: dict[int, trio.lowlevel.Task] = {}
+        self._waiting: dict[int, trio.lowlevel.Task | ReplyCallback] = {}
+        self._deadlines: dict[int, float] = {}
+        self._sweep_wakeup = trio.Event()
         self._out: list[bytes] = []
         self._out_bytes = 0
         self._writer_lot = trio.lowlevel.ParkingLot()
@@ -78,6 +91,7 @@ class RpcChannel:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self._write_loop)
+                nursery.start_soon(self._sweep_loop)
                 task_status.started()
                 await self._read_loop()
                 nursery.cancel_scope.cancel()
@@ -106,6 +120,19 @@ class RpcChannel:
 
         return await trio.lowlevel.wait_task_rescheduled(abort)
 
+    def request_nowait(self, message: Message, callback: ReplyCallback, timeout: float) -> None:
+        """Send ``message``; ``callback`` gets the reply, a Timeout after ``timeout`` seconds,
+        or ConnectionLost. No task per request: the coordinator's fan-out path uses this.
+        """
+        if self._closed:
+            raise ConnectionLost(f"{self._describe()}: {self._close_reason}")
+        request_id = next(self._ids)
+        self._enqueue(encode_frame(message, request_id))
+        self._waiting[request_id] = callback
+        if not self._deadlines:
+            self._sweep_wakeup.set()
+        self._deadlines[request_id] = trio.current_time() + timeout
+
     async def aclose(self) -> None:
         self._shut("closed locally")
         await trio.aclose_forcefully(self._stream)
@@ -126,11 +153,34 @@ class RpcChannel:
         self._closed = True
         self._close_reason = reason
         waiting, self._waiting = self._waiting, {}
-        error = ConnectionLost(f"{self._describe()}: {reason}")
-        for task in waiting.values():
-            trio.lowlevel.reschedule(task, outcome.Error(error))
+        self._deadlines.clear()
+        error = outcome.Error(ConnectionLost(f"{self._describe()}: {reason}"))
+        for waiter in waiting.values():
+            self._resolve(waiter, error)
         self._space_lot.unpark_all()
         self._writer_lot.unpark_all()
+
+    @staticmethod
+    def _resolve(waiter: trio.lowlevel.Task | ReplyCallback, result: outcome.Outcome) -> None:
+        if isinstance(waiter, trio.lowlevel.Task):
+            trio.lowlevel.reschedule(waiter, result)
+        else:
+            waiter(result)
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            if not self._deadlines:
+                self._sweep_wakeup = trio.Event()
+                await self._sweep_wakeup.wait()
+            await trio.sleep(_SWEEP_INTERVAL)
+            now = trio.current_time()
+            expired = [rid for rid, deadline in self._deadlines.items() if deadline <= now]
+            for request_id in expired:
+                del self._deadlines[request_id]
+                waiter = self._waiting.pop(request_id, None)
+                if waiter is not None:
+                    failure = Timeout(f"{self._describe()} did not answer in time")
+                    self._resolve(waiter, outcome.Error(failure))
 
     async def _write_loop(self) -> None:
         while not self._closed:
@@ -187,21 +237,20 @@ class RpcChannel:
             data = b"".join(self._out)
             self._out.clear()
             self._out_bytes = 0
-            try:
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 await self._stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                pass
 
     def _deliver_reply(self, request_id: int, message: Message | None, error: str | None) -> None:
-        task = self._waiting.pop(request_id, None)
-        if task is None:
+        waiter = self._waiting.pop(request_id, None)
+        if waiter is None:
             return
+        self._deadlines.pop(request_id, None)
         if message is None:
             self._count_bad(error or "invalid reply")
             failure = ProtocolError(f"{self._describe()} sent an invalid reply: {error}")
-            trio.lowlevel.reschedule(task, outcome.Error(failure))
+            self._resolve(waiter, outcome.Error(failure))
         else:
-            trio.lowlevel.reschedule(task, outcome.Value(message))
+            self._resolve(waiter, outcome.Value(message))
 
     async def _serve_one(self, request_id: int, message: Message) -> None:
         assert self._handler is not None

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import outcome
 import trio
 
 from p2pindex.config import NodeConfig
@@ -82,6 +83,7 @@ class _Round:
     remaining: int
     done: trio.Event = field(default_factory=trio.Event)
     answered: bool = False
+    key: bytes = b""
 
 
 class Coordinator:
@@ -122,7 +124,10 @@ class Coordinator:
             round_ = _Round(remaining=len(targets))
             for target in targets:
                 if target.node != self._node_id:
-                    self._spawn(self._replicate, target, request.key, record, tracker, round_, timeout)
+                    message = ReplicaWrite(request.key, record, target.hint_for)
+                    self._send(
+                        target.node, message, timeout, self._on_write_result, tracker, round_
+                    )
             try:
                 await self._index.commit(request.key, record)
             except StorageFailure as exc:
@@ -133,6 +138,7 @@ class Coordinator:
                     raise
             else:
                 tracker.record_ack(self._node_id)
+            round_.remaining -= 1
             self._settle(round_, tracker.outcome)
             await round_.done.wait()
         round_.answered = True
@@ -152,31 +158,58 @@ class Coordinator:
             )
         raise Timeout(required=required, acknowledged=tracker.acks)
 
-    async def _replicate(
+    def _send(
         self,
-        target: Target,
-        key: bytes,
-        record: bytes,
-        tracker: WriteQuorum,
-        round_: _Round,
+        node: str,
+        message: Message,
         timeout: float,
+        on_result: Callable[..., None],
+        tracker: WriteQuorum | ReadQuorum,
+        round_: _Round,
     ) -> None:
-        message = ReplicaWrite(key, record, target.hint_for)
+        """Send one replica request; ``on_result(node, outcome, tracker, round_)`` follows.
+
+        Over an open connection this costs no task; the first request to a peer connects
+        in a task of its own.
+        """
+        address = self._view.address_of(node)
+        replica_timeout = min(timeout, self._config.replica_timeout)
+
+        def deliver(result: outcome.Outcome) -> None:
+            on_result(node, result, tracker, round_)
+
+        if not self._peers.send_nowait(address, message, deliver, replica_timeout):
+            self._spawn(self._send_connecting, address, message, replica_timeout, deliver)
+
+    async def _send_connecting(
+        self,
+        address: Address,
+        message: Message,
+        timeout: float,
+        deliver: Callable[[outcome.Outcome], None],
+    ) -> None:
         try:
-            reply = await self._peers.request(
-                self._view.address_of(target.node),
-                message,
-                min(timeout, self._config.replica_timeout),
-            )
+            reply = await self._peers.request(address, message, timeout)
+        except (OSError, P2PIndexError) as exc:
+            deliver(outcome.Error(exc))
+        else:
+            deliver(outcome.Value(reply))
+
+    def _on_write_result(
+        self, node: str, result: outcome.Outcome, tracker: WriteQuorum, round_: _Round
+    ) -> None:
+        try:
+            reply = result.unwrap()
         except (OSError, P2PIndexError) as exc:
             self._stats.incr("replica.write_failures")
-            tracker.record_failure(target.node)
-            self._note_failure(target.node, exc)
+            tracker.record_failure(node)
+            self._note_failure(node, exc)
         else:
             if isinstance(reply, ReplicaAck):
-                tracker.record_ack(target.node)
+                tracker.record_ack(node)
             else:
-                tracker.record_failure(target.node)
+                self._stats.incr("replica.write_failures")
+                tracker.record_failure(node)
         round_.remaining -= 1
         self._settle(round_, tracker.outcome)
 
@@ -202,16 +235,24 @@ class Coordinator:
 
         tracker = ReadQuorum([t.node for t in targets], required)
         round_ = _Round(remaining=len(targets) - 1)
+        round_.key = request.key
         with trio.move_on_after(timeout):
             for target in targets:
                 if target.node != self._node_id:
-                    self._spawn(self._read_one, target, request.key, tracker, round_, timeout)
+                    self._send(
+                        target.node,
+                        ReplicaRead(request.key),
+                        timeout,
+                        self._on_read_result,
+                        tracker,
+                        round_,
+                    )
             tracker.record_reply(self._node_id, self._index.read(request.key))
             self._settle(round_, tracker.outcome)
             await round_.done.wait()
         round_.answered = True
         if round_.remaining == 0:
-            self._spawn(self._repair, request.key, tracker)
+            self._repair_if_stale(request.key, tracker)
         if tracker.outcome is Outcome.SUCCEEDED:
             self._stats.incr("requests.get")
             merged = tracker.merged
@@ -222,28 +263,28 @@ class Coordinator:
             raise Unavailable(required, tracker.replies, "replicas failed to answer the read")
         raise Timeout(required=required, acknowledged=tracker.replies)
 
-    async def _read_one(
-        self, target: Target, key: bytes, tracker: ReadQuorum, round_: _Round, timeout: float
+    def _on_read_result(
+        self, node: str, result: outcome.Outcome, tracker: ReadQuorum, round_: _Round
     ) -> None:
         try:
-            reply = await self._peers.request(
-                self._view.address_of(target.node),
-                ReplicaRead(key),
-                min(timeout, self._config.replica_timeout),
-            )
+            reply = result.unwrap()
             if not isinstance(reply, ReplicaReadReply):
                 raise InvalidRequest(f"unexpected reply {type(reply).__name__} to a replica read")
             obj = None if reply.record is None else versions.decode_object(reply.record)
         except (OSError, P2PIndexError, ValueError) as exc:
             self._stats.incr("replica.read_failures")
-            tracker.record_failure(target.node)
-            self._note_failure(target.node, exc)
+            tracker.record_failure(node)
+            self._note_failure(node, exc)
         else:
-            tracker.record_reply(target.node, obj)
+            tracker.record_reply(node, obj)
         round_.remaining -= 1
         self._settle(round_, tracker.outcome)
         if round_.remaining == 0 and round_.answered:
-            await self._repair(key, tracker)
+            self._repair_if_stale(round_.key, tracker)
+
+    def _repair_if_stale(self, key: bytes, tracker: ReadQuorum) -> None:
+        if tracker.merged is not None and tracker.stale_replicas():
+            self._spawn(self._repair, key, tracker)
 
     async def _repair(self, key: bytes, tracker: ReadQuorum) -> None:
         """Read repair: send the merged version to every replica that answered with less."""
@@ -309,13 +350,18 @@ class Coordinator:
         return targets
 
     async def _forward(
-        self, request: PutRequest | GetRequest | DeleteRequest, targets: list[Target], timeout: float
+        self,
+        request: PutRequest | GetRequest | DeleteRequest,
+        targets: list[Target],
+        timeout: float,
     ) -> Message:
         """Relay a request that reached a node outside the key's targets to one of them."""
         if request.forwarded:
             raise Unavailable(
-                0, 0, "the node this request was relayed to does not hold the key either; the "
-                "membership views disagree, retry shortly"
+                0,
+                0,
+                "the node this request was relayed to does not hold the key either; the "
+                "membership views disagree, retry shortly",
             )
         relayed = _as_forwarded(request)
         last_error: Exception | None = None
@@ -342,12 +388,21 @@ class Coordinator:
 def _as_forwarded(request: PutRequest | GetRequest | DeleteRequest) -> Message:
     if isinstance(request, PutRequest):
         return PutRequest(
-            request.key, request.value, request.context, request.consistency,
-            request.timeout_ms, request.strict, True,
+            request.key,
+            request.value,
+            request.context,
+            request.consistency,
+            request.timeout_ms,
+            request.strict,
+            True,
         )
     if isinstance(request, DeleteRequest):
         return DeleteRequest(
-            request.key, request.context, request.consistency, request.timeout_ms,
-            request.strict, True,
+            request.key,
+            request.context,
+            request.consistency,
+            request.timeout_ms,
+            request.strict,
+            True,
         )
     return GetRequest(request.key, request.consistency, request.timeout_ms, request.strict, True)

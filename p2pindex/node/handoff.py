@@ -124,7 +124,9 @@ class OwnershipHandoff:
         ranges = ring.ranges_for(me, self._n)
         resume_at = self._load_progress()
         self.progress = HandoffProgress(
-            direction="in", ranges_total=len(ranges), ranges_done=resume_at,
+            direction="in",
+            ranges_total=len(ranges),
+            ranges_done=resume_at,
             started=trio.current_time(),
         )
         done = [index < resume_at for index in range(len(ranges))]
@@ -147,7 +149,8 @@ class OwnershipHandoff:
 
     async def _pull_range(self, start: int, end: int, before: Ring) -> None:
         sources = [
-            node for node in before.preference_list_for_token(end, self._n)
+            node
+            for node in before.preference_list_for_token(end, self._n)
             if node != self._view.node_id
         ]
         while True:

@@ -58,17 +58,21 @@ class IndexMonitor:
         members = {m.node_id: m for m in node.members()}
         rows = []
         for node_id in node.ring.walk(key):
-            role = NodeRole.PRIMARY if node_id == primaries[0] else (
-                NodeRole.REPLICA if node_id in primaries else NodeRole.FALLBACK
+            role = (
+                NodeRole.PRIMARY
+                if node_id == primaries[0]
+                else (NodeRole.REPLICA if node_id in primaries else NodeRole.FALLBACK)
             )
             member = members.get(node_id)
-            rows.append({
-                "node_id": node_id,
-                "role": role.value,
-                "address": str(member.address) if member else "",
-                "liveness": member.liveness.value if member else "unknown",
-                "state": member.state.value if member else "unknown",
-                "usable": node.usable(node_id),
-                "hints_held_here": hints.get(node_id, 0),
-            })
+            rows.append(
+                {
+                    "node_id": node_id,
+                    "role": role.value,
+                    "address": str(member.address) if member else "",
+                    "liveness": member.liveness.value if member else "unknown",
+                    "state": member.state.value if member else "unknown",
+                    "usable": node.usable(node_id),
+                    "hints_held_here": hints.get(node_id, 0),
+                }
+            )
         return {"key": key.hex(), "n_replicas": n, "nodes": rows}

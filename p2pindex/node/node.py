@@ -110,7 +110,9 @@ class Node:
 
     # --- lifecycle --------------------------------------------------------------------------
 
-    async def run(self, *, task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Serve until cancelled (a crash) or until ``leave`` completes (a graceful exit)."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
@@ -122,21 +124,36 @@ class Node:
             hello = Hello(self.node_id, str(self.address), self.config.cluster)
             self._peers = PeerPool(nursery, self._transport, self.config.limits, hello, self.stats)
             self._coordinator = Coordinator(
-                self.node_id, self, self._index, self._peers, self.config, self.stats,
+                self.node_id,
+                self,
+                self._index,
+                self._peers,
+                self.config,
+                self.stats,
                 nursery.start_soon,
             )
-            self._hints = HintedHandoff(self, self.storage, self._peers, self.stats,
-                                        self._wall_clock)
+            self._hints = HintedHandoff(
+                self, self.storage, self._peers, self.stats, self._wall_clock
+            )
             self.handoff = OwnershipHandoff(
-                self, self.storage, self._peers, self._apply_records, self.stats,
+                self,
+                self.storage,
+                self._peers,
+                self._apply_records,
+                self.stats,
                 self.config.n_replicas,
             )
             if self.config.seeds and not self.handoff.already_synced():
                 self.state = NodeState.SYNCING
                 self.state_reason = "receiving the data of its ranges"
             self._swim = Swim(
-                self._swim_config, self.node_id, self.address, incarnation, self._rng,
-                trio.current_time(), state=self.state,
+                self._swim_config,
+                self.node_id,
+                self.address,
+                incarnation,
+                self._rng,
+                trio.current_time(),
+                state=self.state,
             )
             self._members = {m.node_id: m for m in self._swim.members()}
             self._driver = MembershipDriver(
@@ -192,8 +209,7 @@ class Node:
     def set_state(self, state: NodeState, reason: str = "") -> None:
         if state is self.state and reason == self.state_reason:
             return
-        log.info("node %s is now %s%s", self.node_id, state.value,
-                    f": {reason}" if reason else "")
+        log.info("node %s is now %s%s", self.node_id, state.value, f": {reason}" if reason else "")
         self.state = state
         self.state_reason = reason
         self.stats.incr(f"state.{state.value}")

@@ -12,7 +12,7 @@ import trio
 from p2pindex.config import Limits
 from p2pindex.errors import ConnectionLost, P2PIndexError, Timeout
 from p2pindex.net.base import Transport
-from p2pindex.net.channel import RpcChannel
+from p2pindex.net.channel import ReplyCallback, RpcChannel
 from p2pindex.node.stats import StatisticsStore
 from p2pindex.types import Address
 from p2pindex.wire.errors import error_from_reply
@@ -52,6 +52,16 @@ class PeerPool:
         if isinstance(reply, ErrorReply):
             raise error_from_reply(reply)
         return reply
+
+    def send_nowait(
+        self, address: Address, message: Message, callback: ReplyCallback, timeout: float
+    ) -> bool:
+        """Send over an open connection without a task; False when there is none yet."""
+        channel = self._channels.get(address)
+        if channel is None or channel.closed:
+            return False
+        channel.request_nowait(message, callback, timeout)
+        return True
 
     def connected(self, address: Address) -> bool:
         channel = self._channels.get(address)

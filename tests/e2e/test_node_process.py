@@ -61,9 +61,10 @@ async def wait_members(address: str, count: int, liveness: str = "alive") -> Non
         while True:
             reply = await call(address, StatusRequest())
             members = reply.status["members"]
-            if sum(
-                1 for m in members if m["liveness"] == liveness and m["state"] == "active"
-            ) >= count:
+            if (
+                sum(1 for m in members if m["liveness"] == liveness and m["state"] == "active")
+                >= count
+            ):
                 return
             await trio.sleep(0.1)
 
@@ -134,9 +135,20 @@ def frame(payload: bytes) -> bytes:
 BAD_REQUESTS = {
     "unknown type": frame(cbor2.dumps([PROTOCOL_VERSION, 999, 7, {}])),
     "wrong field type": frame(
-        cbor2.dumps([PROTOCOL_VERSION, PutRequest.TYPE, 7, {
-            "key": "text-not-bytes", "value": b"v", "context": None,
-            "consistency": "quorum", "timeout_ms": 1000}])
+        cbor2.dumps(
+            [
+                PROTOCOL_VERSION,
+                PutRequest.TYPE,
+                7,
+                {
+                    "key": "text-not-bytes",
+                    "value": b"v",
+                    "context": None,
+                    "consistency": "quorum",
+                    "timeout_ms": 1000,
+                },
+            ]
+        )
     ),
     "missing field": frame(
         cbor2.dumps([PROTOCOL_VERSION, PutRequest.TYPE, 7, {"key": b"bad-k", "value": b"v"}])

@@ -149,7 +149,8 @@ async def test_read_repair_heals_a_replica_that_missed_a_write():
         await cluster.request(cluster.nodes[0], put(b"k", b"v"))
         assert victim.storage.get(b"k") is None
         restarted = await cluster.start_node(
-            storage=victim.storage, identity=victim.identity,
+            storage=victim.storage,
+            identity=victim.identity,
             seeds=(cluster.nodes[0].address,),
         )
         cluster.nodes.remove(victim)
@@ -177,7 +178,8 @@ async def test_hinted_handoff_delivers_a_write_to_the_replica_that_missed_it():
         )
         assert held == 1
         restarted = await cluster.start_node(
-            storage=victim.storage, identity=victim.identity,
+            storage=victim.storage,
+            identity=victim.identity,
             seeds=(coordinator.address,),
         )
         cluster.nodes.remove(victim)

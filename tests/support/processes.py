@@ -63,8 +63,14 @@ def start_node(
     data_dir: Path, address: str, seeds: list[str] = (), extra: list[str] = ()
 ) -> NodeProcess:
     args = [
-        sys.executable, "-m", "p2pindex", "serve",
-        "--data-dir", str(data_dir), "--listen", address,
+        sys.executable,
+        "-m",
+        "p2pindex",
+        "serve",
+        "--data-dir",
+        str(data_dir),
+        "--listen",
+        address,
         *[arg for seed in seeds for arg in ("--seed", seed)],
         *extra,
     ]
