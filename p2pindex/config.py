@@ -48,12 +48,16 @@ class NodeConfig:
     """Default deadline of a coordinated request when the client gives none (seconds)."""
     replica_timeout: float = 2.0
     """How long a coordinator waits for one replica before counting it as failed (seconds)."""
-    push_pull_interval: float = 10.0
-    """Period of the TCP state exchange with one random member (seconds)."""
+    remove_dead_after: float | None = None
+    """Take a member out of the ring after it has been dead this long (seconds); None keeps
+    it until an operator runs `p2pindex remove`, because moving data on a transient failure
+    costs more than hinted handoff does."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.n_replicas <= 16:
             raise ConfigError(f"n_replicas must be in 1..16, not {self.n_replicas}")
+        if self.remove_dead_after is not None and self.remove_dead_after <= 0:
+            raise ConfigError("remove_dead_after must be positive (or None to never)")
         if self.request_timeout <= 0 or self.replica_timeout <= 0:
             raise ConfigError("timeouts must be positive")
         if not self.cluster or len(self.cluster) > 64:

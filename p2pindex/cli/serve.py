@@ -96,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         cluster=args.cluster,
         n_replicas=args.n_replicas,
         fsync=args.fsync,
+        remove_dead_after=args.remove_dead_after,
         limits=Limits(max_value=args.max_value, max_frame=max_frame),
     )
 

@@ -7,6 +7,7 @@ process (``p2pindex serve``) and inside the deterministic simulation.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import random
@@ -19,7 +20,7 @@ from p2pindex.config import NodeConfig
 from p2pindex.core import versions
 from p2pindex.core.ring import DEFAULT_VNODES, Ring
 from p2pindex.core.swim import Member, MemberChanged, Swim, SwimConfig
-from p2pindex.errors import InvalidRequest, StorageFailure
+from p2pindex.errors import InvalidRequest, P2PIndexError, StorageFailure
 from p2pindex.net.base import Transport
 from p2pindex.net.channel import RpcChannel
 from p2pindex.node.coordinator import Coordinator
@@ -64,6 +65,8 @@ log = logging.getLogger(__name__)
 HEALTH_CHECK_INTERVAL = 5.0
 """How often a DEGRADED node retries its storage to see whether it recovered."""
 JOIN_WAIT = 10.0
+DEGRADED_HEALTH = 6
+"""Lifeguard local-health score (0 = healthy) at which the node calls itself DEGRADED."""
 UNREACHABLE_GRACE = 3.0
 """Seconds a peer that refused a connection is skipped, before SWIM has an opinion."""
 MAX_SCAN_BATCH = 4096
@@ -94,7 +97,10 @@ class Node:
         self.state_reason = ""
         self.address: Address = config.advertised
         self._members: dict[str, Member] = {}
-        self._removed: set[str] = set()
+        self._removed: dict[str, int] = {}
+        """Members taken out of the ring, with the incarnation they had; a restart of the
+        node itself (higher incarnation, alive) brings it back."""
+        self._dead_since: dict[str, float] = {}
         self._unreachable_until: dict[str, float] = {}
         self.ring = Ring([self.node_id], DEFAULT_VNODES)
         self._swim: Swim | None = None
@@ -119,6 +125,7 @@ class Node:
             actor = f"{self.node_id}.{await self._storage_epoch()}"
             self._index = IndexManager(self.storage, actor, self.config.limits, self.stats)
             incarnation = await self._next_incarnation()
+            self._removed = self._load_removed()
             bound = await nursery.start(self._transport.serve, self._handle_stream)
             self.address = self.config.advertise or bound
             hello = Hello(self.node_id, str(self.address), self.config.cluster)
@@ -165,6 +172,7 @@ class Node:
                 self._driver.notify()
             nursery.start_soon(self._hints.run)
             nursery.start_soon(self._settle_ownership)
+            nursery.start_soon(self._housekeeping)
             await self._wait_joined()
             log.info("node %s listening on %s", self.node_id, self.address)
             task_status.started(self.address)
@@ -275,6 +283,13 @@ class Node:
         self._members[member.node_id] = member
         if member.liveness is Liveness.ALIVE:
             self._unreachable_until.pop(member.node_id, None)
+            self._dead_since.pop(member.node_id, None)
+            removed_at = self._removed.get(member.node_id)
+            if removed_at is not None and member.incarnation > removed_at:
+                del self._removed[member.node_id]
+                self._spawn_persist_removed()
+        elif member.liveness is Liveness.DEAD:
+            self._dead_since.setdefault(member.node_id, trio.current_time())
         self.stats.incr(f"membership.{member.liveness.value}")
         self._rebuild_ring()
 
@@ -290,12 +305,82 @@ class Node:
             self.stats.incr("ring.rebuilds")
 
     def remove_member(self, node_id: str) -> None:
+        """Take ``node_id`` out of this node's ring (and remember it across restarts)."""
         if node_id == self.node_id:
             raise InvalidRequest("a node cannot remove itself; use leave")
-        if node_id not in self._members:
+        member = self._members.get(node_id)
+        if member is None:
             raise InvalidRequest(f"unknown node {node_id}")
-        self._removed.add(node_id)
+        self._removed[node_id] = member.incarnation
+        self.stats.incr("membership.removed")
+        self._spawn_persist_removed()
         self._rebuild_ring()
+
+    async def _remove(self, request: RemoveRequest) -> Message:
+        member = self._members.get(request.node_id)
+        if member is not None and member.liveness is Liveness.ALIVE and not request.relayed:
+            raise InvalidRequest(
+                f"node {request.node_id} is alive; a live node leaves with `p2pindex leave`"
+            )
+        self.remove_member(request.node_id)
+        if request.relayed:
+            return OkReply(f"node {request.node_id} removed from the ring")
+        assert self._peers is not None
+        others = [
+            m
+            for m in self._members.values()
+            if m.node_id not in (self.node_id, request.node_id)
+            and m.liveness in (Liveness.ALIVE, Liveness.SUSPECT)
+        ]
+        failed: list[str] = []
+
+        async def relay(member: Member) -> None:
+            try:
+                await self._peers.request(
+                    member.address, RemoveRequest(request.node_id, relayed=True), 5.0
+                )
+            except (OSError, P2PIndexError):
+                failed.append(member.node_id)
+
+        async with trio.open_nursery() as nursery:
+            for other in others:
+                nursery.start_soon(relay, other)
+        detail = f"node {request.node_id} removed from the ring on {len(others) - len(failed) + 1}"
+        detail += f" of {len(others) + 1} live members"
+        if failed:
+            detail += f"; not reached (retry there): {', '.join(sorted(failed))}"
+        return OkReply(detail)
+
+    def _load_removed(self) -> dict[str, int]:
+        raw = self.storage.get_meta("removed")
+        return {str(k): int(v) for k, v in json.loads(raw).items()} if raw else {}
+
+    def _spawn_persist_removed(self) -> None:
+        if self._nursery is not None:
+            doc = json.dumps(self._removed, sort_keys=True).encode()
+            self._nursery.start_soon(self.storage.set_meta, "removed", doc)
+
+    async def _housekeeping(self) -> None:
+        """Periodic local checks: auto-removal of long-dead members, local health."""
+        assert self._swim is not None
+        while True:
+            await trio.sleep(1.0)
+            limit = self.config.remove_dead_after
+            if limit is not None:
+                now = trio.current_time()
+                for node_id, since in list(self._dead_since.items()):
+                    if now - since >= limit and node_id not in self._removed:
+                        log.warning("removing %s: dead for %.0fs", node_id, now - since)
+                        self.remove_member(node_id)
+            health = self._swim.local_health()
+            if health >= DEGRADED_HEALTH and self.state is NodeState.ACTIVE:
+                self.set_state(NodeState.DEGRADED, f"poor local health (score {health})")
+            elif (
+                health < DEGRADED_HEALTH
+                and self.state is NodeState.DEGRADED
+                and self.state_reason.startswith("poor local health")
+            ):
+                self.set_state(NodeState.ACTIVE)
 
     # --- connections and dispatch ----------------------------------------------------------
 
@@ -351,8 +436,7 @@ class Node:
             self._nursery.start_soon(self.leave)
             return OkReply(f"node {self.node_id} is leaving")
         if isinstance(message, RemoveRequest):
-            self.remove_member(message.node_id)
-            return OkReply(f"node {message.node_id} removed from the ring")
+            return await self._remove(message)
         self.stats.incr("rejected.unexpected_message")
         raise InvalidRequest(f"{type(message).__name__} is not a request this node serves")
 

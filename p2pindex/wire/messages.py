@@ -78,8 +78,12 @@ class LeaveRequest(Message):
 
 @dataclass(frozen=True, slots=True)
 class RemoveRequest(Message):
+    """Take a dead node out of the ring (an operator's decision, spread to every member)."""
+
     TYPE: ClassVar[int] = 7
     node_id: str
+    relayed: bool = False
+    """Set on the copies the receiving node sends to the other members."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +151,8 @@ class ExplainReply(Message):
 class MembersReply(Message):
     TYPE: ClassVar[int] = 27
     n_replicas: int
+    vnodes: int
+    """Virtual nodes per member: with the member ids this lets a client rebuild the ring."""
     members: list[dict[str, Any]]
     """One document per member: node_id, address, liveness, state, incarnation."""
 

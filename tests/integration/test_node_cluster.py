@@ -6,6 +6,7 @@ import trio
 
 from p2pindex.core import versions
 from p2pindex.core.ring import Ring
+from p2pindex.types import Liveness
 from p2pindex.wire.messages import (
     DeleteReply,
     DeleteRequest,
@@ -13,8 +14,10 @@ from p2pindex.wire.messages import (
     GetReply,
     GetRequest,
     Hello,
+    OkReply,
     PutReply,
     PutRequest,
+    RemoveRequest,
     StatusReply,
     StatusRequest,
 )
@@ -187,3 +190,25 @@ async def test_hinted_handoff_delivers_a_write_to_the_replica_that_missed_it():
             while restarted.storage.get(key) is None:
                 await trio.sleep(0.1)
         assert versions.decode_object(restarted.storage.get(key)).values == [b"v"]
+
+
+async def test_remove_takes_a_dead_node_out_of_every_ring_and_refuses_a_live_one():
+    async with running_cluster(4) as cluster:
+        victim = cluster.nodes[3]
+        victim_id = victim.node.node_id
+        live = cluster.nodes[:3]
+        refused = await cluster.request(live[0], RemoveRequest(victim_id))
+        assert isinstance(refused, ErrorReply) and "alive" in refused.message
+        cluster.crash(victim)
+        with trio.fail_after(20):
+            while any(
+                m.liveness is not Liveness.DEAD
+                for n in live
+                for m in n.node.members()
+                if m.node_id == victim_id
+            ):
+                await trio.sleep(0.1)
+        assert all(victim_id in n.node.ring.nodes for n in live)
+        reply = await cluster.request(live[0], RemoveRequest(victim_id))
+        assert isinstance(reply, OkReply), reply
+        assert all(victim_id not in n.node.ring.nodes for n in live)
