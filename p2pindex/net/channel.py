@@ -154,9 +154,9 @@ class RpcChannel:
         self._close_reason = reason
         waiting, self._waiting = self._waiting, {}
         self._deadlines.clear()
-        error = outcome.Error(ConnectionLost(f"{self._describe()}: {reason}"))
         for waiter in waiting.values():
-            self._resolve(waiter, error)
+            error = ConnectionLost(f"{self._describe()}: {reason}")
+            self._resolve(waiter, outcome.Error(error))
         self._space_lot.unpark_all()
         self._writer_lot.unpark_all()
 
