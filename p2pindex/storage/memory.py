@@ -1,0 +1,253 @@
+"""In-memory Storage for tests and the simulation, plus the ring-arc arithmetic both backends share.
+
+``MemoryStorage`` keeps the same promises as the durable backend: a write is visible to ``get``
+before ``put`` returns, and ``put`` is a real suspension point (it awaits a trio checkpoint, the
+stand-in for a commit), so code that works here meets the same interleavings against SQLite.
+Committing is instantaneous, so everything visible is also "durable" for as long as the object
+lives: a simulated crash keeps the object and hands it to the restarted node. Setting
+``fail_writes`` models a failing disk: every later write raises ``StorageFailure`` with that
+reason and changes nothing, until it is set back to None.
+
+Scans walk a list of ``(token, key)`` pairs kept sorted with ``bisect`` on every insert and
+removal. That costs O(n) memmove per new key, which is cheap at the key counts a test or a
+simulated node holds, and makes a paged ``scan_range`` O(log n + page) instead of a sort per page
+(anti-entropy and handoff page through whole arcs).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass
+
+import trio
+
+from p2pindex.core.ring import key_token
+from p2pindex.errors import StorageFailure
+from p2pindex.storage.base import Hint, HintBacklog
+from p2pindex.types import NodeId
+
+TOKEN_MAX = (1 << 64) - 1
+"""Largest ring token; tokens are unsigned 64-bit integers."""
+
+
+@dataclass(frozen=True, slots=True)
+class ArcPiece:
+    """One contiguous run of tokens ``lo..hi`` (inclusive) of a ring arc, in scan order.
+
+    ``after`` is the ``(token, key)`` position a resumed scan continues strictly after; it only
+    appears on the piece that contains it.
+    """
+
+    lo: int
+    hi: int
+    after: tuple[int, bytes] | None
+
+    def contains(self, token: int, key: bytes) -> bool:
+        return self.lo <= token <= self.hi and (self.after is None or (token, key) > self.after)
+
+
+def arc_pieces(start: int, end: int, after: bytes | None) -> list[ArcPiece]:
+    """Split the half-open ring arc (start, end] into ascending token runs, in ring order.
+
+    The arc is walked clockwise from ``start``: when it wraps (start >= end) the run above
+    ``start`` comes first, then the run from zero; start == end is the whole ring. A scan that
+    resumes after key ``after`` skips every position up to ``(key_token(after), after)``; if that
+    token is outside the arc the scan is already past the end and there is nothing left.
+    """
+    for name, value in (("start", start), ("end", end)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= TOKEN_MAX:
+            raise ValueError(f"{name} must be a ring token in 0..2**64-1, not {value!r}")
+    if start < end:
+        runs = [(start + 1, end)]
+    else:
+        runs = [(start + 1, TOKEN_MAX)] if start < TOKEN_MAX else []
+        runs.append((0, end))
+    if after is None:
+        return [ArcPiece(lo, hi, None) for lo, hi in runs]
+    require_bytes("after", after)
+    token = key_token(after)
+    for index, (lo, hi) in enumerate(runs):
+        if lo <= token <= hi:
+            return [ArcPiece(lo, hi, (token, after))] + [
+                ArcPiece(rest_lo, rest_hi, None) for rest_lo, rest_hi in runs[index + 1 :]
+            ]
+    return []
+
+
+def require_bytes(name: str, value: object) -> None:
+    if not isinstance(value, bytes):
+        raise TypeError(f"{name} must be bytes, not {type(value).__name__}")
+
+
+def require_limit(limit: object) -> None:
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise ValueError(f"limit must be a non-negative integer, not {limit!r}")
+
+
+def require_hint(target: object, key: object, record: object, created: object) -> None:
+    if not isinstance(target, str) or not target:
+        raise ValueError(f"hint target must be a non-empty node id, not {target!r}")
+    require_bytes("key", key)
+    require_bytes("record", record)
+    if (
+        isinstance(created, bool)
+        or not isinstance(created, int | float)
+        or not math.isfinite(created)
+    ):
+        raise ValueError(f"hint created time must be a finite number, not {created!r}")
+
+
+def require_hint_ids(hint_ids: object) -> list[int]:
+    if not isinstance(hint_ids, list | tuple | set | frozenset):
+        raise TypeError(f"hint ids must be a list of integers, not {type(hint_ids).__name__}")
+    ids = list(hint_ids)
+    for hint_id in ids:
+        if isinstance(hint_id, bool) or not isinstance(hint_id, int):
+            raise TypeError(f"hint ids must be integers, not {hint_id!r}")
+    return ids
+
+
+def require_meta_name(name: object) -> None:
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"meta name must be a non-empty string, not {name!r}")
+
+
+def backlog_of(hints: list[Hint]) -> list[HintBacklog]:
+    """Fold hints into one backlog line per target, sorted by target."""
+    totals: dict[NodeId, tuple[int, int, float]] = {}
+    for hint in hints:
+        count, size, oldest = totals.get(hint.target, (0, 0, math.inf))
+        totals[hint.target] = (
+            count + 1,
+            size + len(hint.key) + len(hint.record),
+            min(oldest, hint.created),
+        )
+    return [
+        HintBacklog(target, count, size, oldest)
+        for target, (count, size, oldest) in sorted(totals.items())
+    ]
+
+
+class MemoryStorage:
+    """The Storage protocol over dicts; one trio thread, no locks needed."""
+
+    def __init__(self, *, fail_writes: str | None = None) -> None:
+        self.fail_writes = fail_writes
+        """When set, every write raises StorageFailure with this reason and changes nothing."""
+        self._records: dict[bytes, bytes] = {}
+        self._order: list[tuple[int, bytes]] = []
+        self._hints: dict[NodeId, dict[int, Hint]] = {}
+        self._hint_targets: dict[int, NodeId] = {}
+        self._next_hint_id = 1
+        self._meta: dict[str, bytes] = {}
+        self._closed = False
+
+    def get(self, key: bytes) -> bytes | None:
+        self._check_open()
+        require_bytes("key", key)
+        return self._records.get(key)
+
+    async def put(self, key: bytes, record: bytes) -> None:
+        await self.put_many([(key, record)])
+
+    async def put_many(self, items: list[tuple[bytes, bytes]]) -> None:
+        """Later items win over earlier ones with the same key."""
+        self._check_writable()
+        for key, record in items:
+            require_bytes("key", key)
+            require_bytes("record", record)
+        for key, record in items:
+            if key not in self._records:
+                bisect.insort(self._order, (key_token(key), key))
+            self._records[key] = record
+        await trio.lowlevel.checkpoint()
+
+    async def remove(self, key: bytes) -> None:
+        self._check_writable()
+        require_bytes("key", key)
+        if self._records.pop(key, None) is not None:
+            del self._order[bisect.bisect_left(self._order, (key_token(key), key))]
+        await trio.lowlevel.checkpoint()
+
+    def scan_range(
+        self, start: int, end: int, after: bytes | None, limit: int
+    ) -> list[tuple[bytes, bytes]]:
+        self._check_open()
+        pieces = arc_pieces(start, end, after)
+        require_limit(limit)
+        found: list[tuple[bytes, bytes]] = []
+        for piece in pieces:
+            if piece.after is None:
+                first = bisect.bisect_left(self._order, (piece.lo, b""))
+            else:
+                first = bisect.bisect_right(self._order, piece.after)
+            stop = bisect.bisect_left(self._order, (piece.hi + 1, b""))
+            for _token, key in self._order[first : min(stop, first + limit - len(found))]:
+                found.append((key, self._records[key]))
+            if len(found) >= limit:
+                break
+        return found
+
+    def count(self) -> int:
+        self._check_open()
+        return len(self._records)
+
+    async def add_hint(self, target: NodeId, key: bytes, record: bytes, created: float) -> None:
+        self._check_writable()
+        require_hint(target, key, record, created)
+        hint = Hint(self._next_hint_id, target, key, record, float(created))
+        self._next_hint_id += 1
+        self._hints.setdefault(target, {})[hint.hint_id] = hint
+        self._hint_targets[hint.hint_id] = target
+        await trio.lowlevel.checkpoint()
+
+    def hints_for(self, target: NodeId, limit: int) -> list[Hint]:
+        """Oldest first, meaning first stored (hint ids only grow)."""
+        self._check_open()
+        require_limit(limit)
+        held = self._hints.get(target, {})
+        return [held[hint_id] for hint_id in sorted(held)[:limit]]
+
+    async def delete_hints(self, hint_ids: list[int]) -> None:
+        """Ids that are not held (already delivered) are ignored."""
+        self._check_writable()
+        ids = require_hint_ids(hint_ids)
+        for hint_id in ids:
+            target = self._hint_targets.pop(hint_id, None)
+            if target is not None:
+                held = self._hints[target]
+                del held[hint_id]
+                if not held:
+                    del self._hints[target]
+        await trio.lowlevel.checkpoint()
+
+    def hint_backlog(self) -> list[HintBacklog]:
+        self._check_open()
+        return backlog_of([hint for held in self._hints.values() for hint in held.values()])
+
+    def get_meta(self, name: str) -> bytes | None:
+        self._check_open()
+        require_meta_name(name)
+        return self._meta.get(name)
+
+    async def set_meta(self, name: str, value: bytes) -> None:
+        self._check_writable()
+        require_meta_name(name)
+        require_bytes("meta value", value)
+        self._meta[name] = value
+        await trio.lowlevel.checkpoint()
+
+    async def aclose(self) -> None:
+        """Afterwards every call raises StorageFailure; closing twice is harmless."""
+        self._closed = True
+        await trio.lowlevel.checkpoint()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageFailure("storage is closed")
+
+    def _check_writable(self) -> None:
+        self._check_open()
+        if self.fail_writes is not None:
+            raise StorageFailure(f"simulated disk failure: {self.fail_writes}")
