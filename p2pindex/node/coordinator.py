@@ -53,6 +53,9 @@ from p2pindex.wire.messages import (
 )
 
 MAX_TIMEOUT_MS = 600_000
+MAX_CONTEXT_ACTORS = 256
+"""A real context names the nodes that coordinated writes of one key; far fewer than this.
+The cap stops a forged context from bloating the stored clock forever."""
 
 EMPTY_CONTEXT = versions.encode_context(VersionVector())
 
@@ -324,9 +327,15 @@ class Coordinator:
         if raw is None:
             return VersionVector()
         try:
-            return versions.decode_context(raw)
+            context = versions.decode_context(raw)
         except ValueError as exc:
             raise InvalidRequest(f"bad context: {exc}") from None
+        if len(context) > MAX_CONTEXT_ACTORS:
+            raise InvalidRequest(
+                f"context names {len(context)} actors (at most {MAX_CONTEXT_ACTORS}); pass the "
+                "context a read returned, unmodified"
+            )
+        return context
 
     def _timeout(self, timeout_ms: int) -> float:
         if timeout_ms <= 0:

@@ -1,0 +1,154 @@
+"""SWIM messages: membership records (gossiped and synced) and probe messages (UDP only).
+
+Records carry an optional ``signature``. Nothing fills it yet; it is decoded, kept and
+forwarded unchanged, so signing records later (alive and leave by the subject, suspect and
+dead by the accuser) needs no new format.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from p2pindex.types import Address, Liveness, NodeState
+
+
+class Kind(enum.IntEnum):
+    """Message codes on the wire; append, never reuse."""
+
+    ALIVE = 1
+    SUSPECT = 2
+    DEAD = 3
+    PING = 10
+    PING_REQ = 11
+    ACK = 12
+    NACK = 13
+    PP_REQUEST = 20
+    PP_REPLY = 21
+    PP_PUSH = 22
+    PP_DONE = 23
+
+
+STATE_CODES: dict[NodeState, int] = {
+    NodeState.ACTIVE: 0,
+    NodeState.SYNCING: 1,
+    NodeState.DEGRADED: 2,
+}
+STATES_BY_CODE: dict[int, NodeState] = {code: state for state, code in STATE_CODES.items()}
+
+RANK: dict[Liveness, int] = {
+    Liveness.ALIVE: 0,
+    Liveness.SUSPECT: 1,
+    Liveness.DEAD: 2,
+    Liveness.LEFT: 3,
+}
+"""At equal incarnation a later stage wins; left beats dead so a leave is never undone."""
+
+
+@dataclass(frozen=True, slots=True)
+class Alive:
+    node_id: str
+    incarnation: int
+    address: Address
+    state: NodeState
+    signature: bytes | None = None
+
+    @property
+    def liveness(self) -> Liveness:
+        return Liveness.ALIVE
+
+
+@dataclass(frozen=True, slots=True)
+class Suspect:
+    node_id: str
+    incarnation: int
+    accuser: str
+    signature: bytes | None = None
+
+    @property
+    def liveness(self) -> Liveness:
+        return Liveness.SUSPECT
+
+
+@dataclass(frozen=True, slots=True)
+class Dead:
+    """Declared dead by ``accuser``; when the accuser is the subject itself it is a leave."""
+
+    node_id: str
+    incarnation: int
+    accuser: str
+    signature: bytes | None = None
+
+    @property
+    def liveness(self) -> Liveness:
+        return Liveness.LEFT if self.accuser == self.node_id else Liveness.DEAD
+
+
+Record = Alive | Suspect | Dead
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    seq: int
+    target: str
+    """The node id the sender means to reach; anyone else at that address ignores it."""
+
+
+@dataclass(frozen=True, slots=True)
+class PingReq:
+    seq: int
+    target: str
+    address: Address
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Nack:
+    seq: int
+
+
+Control = Ping | PingReq | Ack | Nack
+
+
+@dataclass(frozen=True, slots=True)
+class Datagram:
+    sender: str
+    incarnation: int
+    """The sender's own current incarnation: lets a restarted node be heard from a new
+    address before its new alive record has reached everyone."""
+    records: tuple[Record, ...]
+    controls: tuple[Control, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PushPullRequest:
+    sender: str
+    join: bool
+    buckets: bytes | None
+    """Digest: 8 bytes per bucket; None asks for the full table (memberlist behaviour)."""
+    records: tuple[Record, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PushPullReply:
+    differing: tuple[int, ...] | None
+    """Buckets whose digests differed (None: full-table exchange, nothing more to send)."""
+    records: tuple[Record, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PushPullPush:
+    sender: str
+    records: tuple[Record, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PushPullDone:
+    pass
+
+
+PushPullMessage = PushPullRequest | PushPullReply | PushPullPush | PushPullDone

@@ -1,0 +1,406 @@
+"""Dotted version vectors: causal versions of one key, as in Riak's dvvset.
+
+A ``VersionedObject`` holds a clock (what this copy has seen) and siblings (the values of
+writes no other write has superseded), each tagged with the dot (actor, counter) of the write
+that made it. Actors are node ids, never client ids, so clocks stay as small as the set of
+nodes that coordinated writes for the key. Dots are what keep siblings honest: a plain
+version vector cannot tell "this value was overwritten" from "this value is concurrent" once
+two writes interleave, and keeps stale values forever (Riak's sibling explosion); a dot names
+exactly one write, so a value survives a merge only if the other side has it or has not seen
+it yet.
+
+A delete is a write whose value is None (a tombstone), so it supersedes and is superseded
+like any other write.
+
+Encoding is canonical CBOR of one flat array (cbor2 spends about 1 us per nested container,
+so nesting would triple the cost of every record on the hot path)::
+
+    record:  [1, k, actor_1, counter_1, ..., actor_k, counter_k,
+                    index_1, counter_1, value_1, ..., index_m, counter_m, value_m]
+    context: [1, actor_1, counter_1, ..., actor_k, counter_k]
+
+where 1 is the format, actors ascend, each sibling names its actor by its index in the
+clock, siblings ascend by dot and a value is a byte string or null (a tombstone). Decoding
+accepts only this exact encoding, so equal objects always have equal bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
+from typing import NamedTuple
+
+from cbor2 import CBORDecodeError, dumps, loads
+
+FORMAT = 1
+MAX_COUNTER = (1 << 64) - 1
+
+_new = tuple.__new__
+"""Builds Dot, Sibling and VersionedObject without re-checking what the caller guarantees."""
+
+
+def _check_actor(actor: object) -> None:
+    if type(actor) is not str:
+        raise TypeError(f"actor must be a str, not {type(actor).__name__}")
+    if not actor:
+        raise ValueError("actor is empty")
+
+
+def _check_counter(counter: object, minimum: int) -> None:
+    if type(counter) is not int:
+        raise TypeError(f"counter must be an int, not {type(counter).__name__}")
+    if not minimum <= counter <= MAX_COUNTER:
+        raise ValueError(f"counter {counter} is outside {minimum}..2**64-1")
+
+
+def _check_value(value: object) -> None:
+    if value is not None and type(value) is not bytes:
+        raise TypeError(f"value must be bytes or None, not {type(value).__name__}")
+
+
+class VersionVector(Mapping[str, int]):
+    """An immutable map actor -> counter; a missing actor means 0.
+
+    Entries are kept sorted by actor and zero counters are dropped, so equal vectors iterate,
+    compare, hash and encode identically.
+    """
+
+    __slots__ = ("_counters",)
+
+    def __init__(self, entries: Mapping[str, int] | Iterable[tuple[str, int]] = ()) -> None:
+        pairs = entries.items() if isinstance(entries, Mapping) else entries
+        counters: dict[str, int] = {}
+        for actor, counter in pairs:
+            _check_actor(actor)
+            _check_counter(counter, 0)
+            if actor in counters:
+                raise ValueError(f"actor {actor!r} appears twice")
+            if counter:
+                counters[actor] = counter
+        self._counters = dict(sorted(counters.items()))
+
+    def __getitem__(self, actor: str) -> int:
+        return self._counters[actor]
+
+    def get(self, actor: str, default: int = 0) -> int:  # type: ignore[override]
+        return self._counters.get(actor, default)
+
+    def __contains__(self, actor: object) -> bool:
+        return actor in self._counters
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._counters)
+
+    def __len__(self) -> int:
+        return len(self._counters)
+
+    def keys(self) -> KeysView[str]:
+        return self._counters.keys()
+
+    def items(self) -> ItemsView[str, int]:
+        return self._counters.items()
+
+    def values(self) -> ValuesView[int]:
+        return self._counters.values()
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, VersionVector):
+            return NotImplemented
+        return self._counters == other._counters
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._counters.items()))
+
+    def __repr__(self) -> str:
+        return f"VersionVector({self._counters!r})"
+
+
+def _vector(counters: dict[str, int]) -> VersionVector:
+    """Wrap a dict that is already canonical (sorted, no zeros) without copying it."""
+    vector = object.__new__(VersionVector)
+    vector._counters = counters
+    return vector
+
+
+class _DotFields(NamedTuple):
+    actor: str
+    counter: int
+
+
+class Dot(_DotFields):
+    """One write: the ``counter``-th write coordinated by ``actor``."""
+
+    __slots__ = ()
+
+    def __new__(cls, actor: str, counter: int) -> Dot:
+        _check_actor(actor)
+        _check_counter(counter, 1)
+        return tuple.__new__(cls, (actor, counter))
+
+
+class _SiblingFields(NamedTuple):
+    dot: Dot
+    value: bytes | None
+
+
+class Sibling(_SiblingFields):
+    """A surviving write and its value; None is a tombstone (the write was a delete)."""
+
+    __slots__ = ()
+
+    def __new__(cls, dot: Dot, value: bytes | None) -> Sibling:
+        if not isinstance(dot, Dot):
+            raise TypeError(f"dot must be a Dot, not {type(dot).__name__}")
+        _check_value(value)
+        return tuple.__new__(cls, (dot, value))
+
+
+class _ObjectFields(NamedTuple):
+    clock: VersionVector
+    siblings: tuple[Sibling, ...]
+
+
+class VersionedObject(_ObjectFields):
+    """A key's versions: the clock of everything seen and the siblings still standing.
+
+    Built by ``update``, ``merge`` and ``decode_object``; the constructor checks the
+    invariants they keep (siblings ascend by dot, every dot is covered by the clock, at
+    least one sibling) so that an object that exists can always be encoded.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, clock: VersionVector, siblings: Iterable[Sibling]) -> VersionedObject:
+        if not isinstance(clock, VersionVector):
+            raise TypeError(f"clock must be a VersionVector, not {type(clock).__name__}")
+        ordered = tuple(siblings)
+        if not ordered:
+            raise ValueError("a versioned object needs at least one sibling")
+        previous: Dot | None = None
+        for sibling in ordered:
+            if not isinstance(sibling, Sibling):
+                raise TypeError(f"siblings must be Sibling, not {type(sibling).__name__}")
+            dot = sibling.dot
+            if dot.counter > clock.get(dot.actor, 0):
+                raise ValueError(f"dot {tuple(dot)} is not covered by the clock")
+            if previous is not None and dot <= previous:
+                problem = "appears twice" if dot == previous else "is out of order"
+                raise ValueError(f"sibling dot {tuple(dot)} {problem}")
+            previous = dot
+        return tuple.__new__(cls, (clock, ordered))
+
+    @property
+    def values(self) -> list[bytes]:
+        """Live values, one per concurrent write (tombstones left out)."""
+        return [value for _, value in self.siblings if value is not None]
+
+    @property
+    def is_deleted(self) -> bool:
+        """True when every surviving write is a delete."""
+        return all(value is None for _, value in self.siblings)
+
+    @property
+    def context(self) -> VersionVector:
+        """What a client must send back to supersede every version it was shown."""
+        return self.clock
+
+    @property
+    def sibling_count(self) -> int:
+        return len(self.siblings)
+
+
+def descends(a: VersionVector, b: VersionVector) -> bool:
+    """True when ``a`` has seen everything ``b`` has."""
+    counters = a._counters
+    return all(counters.get(actor, 0) >= counter for actor, counter in b._counters.items())
+
+
+def _join(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    """Entry-wise maximum; returns a fresh dict (callers may add to it) in sorted order."""
+    joined = dict(a)
+    for actor, counter in b.items():
+        if counter > joined.get(actor, 0):
+            joined[actor] = counter
+    if len(joined) != len(a):
+        joined = dict(sorted(joined.items()))
+    return joined
+
+
+def join(a: VersionVector, b: VersionVector) -> VersionVector:
+    """The least vector that descends from both."""
+    return _vector(_join(a._counters, b._counters))
+
+
+def update(
+    current: VersionedObject | None, context: VersionVector, actor: str, value: bytes | None
+) -> VersionedObject:
+    """The coordinator's write of ``value`` (None deletes) by ``actor``, a replica of the key.
+
+    ``context`` is what the client had read: siblings it covers are superseded, the others
+    were concurrent with this write and stay. The new dot's counter is one past the highest
+    the actor appears with in the object or the context, so it can never collide with an
+    earlier write by the same actor even if the local copy was behind the context.
+    """
+    if type(context) is not VersionVector:
+        raise TypeError(f"context must be a VersionVector, not {type(context).__name__}")
+    if type(actor) is not str or not actor:
+        _check_actor(actor)
+    if value is not None and type(value) is not bytes:
+        _check_value(value)
+    seen = context._counters
+    if current is None:
+        clock = dict(seen)
+        kept: list[Sibling] = []
+    elif type(current) is VersionedObject:
+        clock = _join(current[0]._counters, seen)
+        kept = [sibling for sibling in current[1] if sibling[0][1] > seen.get(sibling[0][0], 0)]
+    else:
+        raise TypeError(f"current must be a VersionedObject or None, not {type(current).__name__}")
+    counter = clock.get(actor, 0) + 1
+    if counter > MAX_COUNTER:
+        raise OverflowError(f"actor {actor!r} has used every counter")
+    is_new_actor = actor not in clock
+    clock[actor] = counter
+    if is_new_actor:
+        clock = dict(sorted(clock.items()))
+    kept.append(_new(Sibling, (_new(Dot, (actor, counter)), value)))
+    kept.sort()
+    return _new(VersionedObject, (_vector(clock), tuple(kept)))
+
+
+def _same_dot_winner(a: Sibling, b: Sibling) -> Sibling:
+    """Two different values under one dot mean an actor reused a counter (a bug or lost
+    state elsewhere). Pick one deterministically so replicas still converge."""
+    return max(a, b, key=lambda sibling: (sibling[1] is not None, sibling[1] or b""))
+
+
+def merge(a: VersionedObject, b: VersionedObject) -> VersionedObject:
+    """Combine two copies of a key (replica write, read repair, handoff).
+
+    A sibling survives if the other copy also has it or has not seen its dot; a sibling the
+    other copy has seen but no longer holds was superseded there. Commutative, associative
+    and idempotent, so copies converge whatever order they meet in.
+    """
+    if type(a) is not VersionedObject or type(b) is not VersionedObject:
+        raise TypeError("merge takes two VersionedObjects")
+    if a == b:
+        return a
+    seen_by_a = a[0]._counters
+    seen_by_b = b[0]._counters
+    only_b = {sibling[0]: sibling for sibling in b[1]}
+    kept: list[Sibling] = []
+    for sibling in a[1]:
+        dot = sibling[0]
+        twin = only_b.pop(dot, None)
+        if twin is not None:
+            kept.append(sibling if twin[1] == sibling[1] else _same_dot_winner(sibling, twin))
+        elif dot[1] > seen_by_b.get(dot[0], 0):
+            kept.append(sibling)
+    for dot, sibling in only_b.items():
+        if dot[1] > seen_by_a.get(dot[0], 0):
+            kept.append(sibling)
+    kept.sort()
+    return _new(VersionedObject, (_vector(_join(seen_by_a, seen_by_b)), tuple(kept)))
+
+
+# --- encoding --------------------------------------------------------------------------------
+
+
+def encode_object(obj: VersionedObject) -> bytes:
+    if type(obj) is not VersionedObject:
+        raise TypeError(f"expected a VersionedObject, not {type(obj).__name__}")
+    counters = obj[0]._counters
+    items: list[object] = [FORMAT, len(counters)]
+    for pair in counters.items():
+        items += pair
+    position = list(counters).index
+    for (actor, counter), value in obj[1]:
+        items += (position(actor), counter, value)
+    return dumps(items)
+
+
+def encode_context(vector: VersionVector) -> bytes:
+    if type(vector) is not VersionVector:
+        raise TypeError(f"expected a VersionVector, not {type(vector).__name__}")
+    items: list[object] = [FORMAT]
+    for pair in vector._counters.items():
+        items += pair
+    return dumps(items)
+
+
+def _load(data: bytes, what: str) -> list[object]:
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"{what} must be bytes, not {type(data).__name__}")
+    try:
+        items = loads(data)
+    except CBORDecodeError as exc:
+        raise ValueError(f"{what} is not valid CBOR: {exc}") from None
+    if type(items) is not list or not items:
+        raise ValueError(f"{what} is not a non-empty CBOR array")
+    if type(items[0]) is not int or items[0] != FORMAT:
+        raise ValueError(f"{what} has unknown format {items[0]!r} (expected {FORMAT})")
+    return items
+
+
+def _clock(actors: list[object], counters: list[object], what: str) -> dict[str, int]:
+    previous = ""
+    for actor, counter in zip(actors, counters, strict=True):
+        if type(actor) is not str or actor <= previous:
+            if type(actor) is not str or not actor:
+                raise ValueError(
+                    f"{what} has a clock actor that is not a non-empty string: {actor!r}"
+                )
+            raise ValueError(f"{what} clock actors are repeated or out of order at {actor!r}")
+        if type(counter) is not int or not 0 < counter <= MAX_COUNTER:
+            raise ValueError(f"{what} has a bad counter {counter!r} for actor {actor!r}")
+        previous = actor
+    return dict(zip(actors, counters, strict=True))  # type: ignore[arg-type]
+
+
+def _check_canonical(items: list[object], data: bytes, what: str) -> None:
+    if dumps(items) != data:
+        raise ValueError(f"{what} is not canonically encoded (trailing or non-minimal bytes)")
+
+
+def decode_object(data: bytes) -> VersionedObject:
+    """Parse a record; raises ValueError naming the first problem in anything else."""
+    items = _load(data, "record")
+    size = len(items)
+    clock_size = items[1] if size > 1 else None
+    if type(clock_size) is not int or clock_size < 1:
+        raise ValueError(f"record has a bad clock size {clock_size!r}")
+    first = 2 + 2 * clock_size
+    if first >= size or (size - first) % 3:
+        raise ValueError(f"record has {size} items, which does not fit a clock of {clock_size}")
+    actors, limits = items[2:first:2], items[3:first:2]
+    counters = _clock(actors, limits, "record")
+    siblings: list[Sibling] = []
+    previous_index = previous_counter = 0
+    triples = zip(items[first::3], items[first + 1 :: 3], items[first + 2 :: 3], strict=True)
+    for index, counter, value in triples:
+        if type(index) is not int or not 0 <= index < clock_size:
+            raise ValueError(f"record has a sibling with a bad actor index {index!r}")
+        actor = actors[index]
+        if type(counter) is not int or counter < 1:
+            raise ValueError(f"record has a sibling of {actor!r} with a bad counter {counter!r}")
+        if counter > limits[index]:  # type: ignore[operator]
+            raise ValueError(f"record has dot ({actor!r}, {counter}) not covered by its clock")
+        if value is not None and type(value) is not bytes:
+            raise ValueError(f"record has a value of type {type(value).__name__}")
+        if index < previous_index or (index == previous_index and counter <= previous_counter):
+            duplicate = (index, counter) == (previous_index, previous_counter)
+            problem = "a duplicate dot" if duplicate else "siblings out of order"
+            raise ValueError(f"record has {problem} at ({actor!r}, {counter})")
+        previous_index, previous_counter = index, counter
+        siblings.append(_new(Sibling, (_new(Dot, (actor, counter)), value)))
+    _check_canonical(items, data, "record")
+    return _new(VersionedObject, (_vector(counters), tuple(siblings)))
+
+
+def decode_context(data: bytes) -> VersionVector:
+    """Parse a context; raises ValueError naming the first problem in anything else."""
+    items = _load(data, "context")
+    if len(items) % 2 != 1:
+        raise ValueError("context has an actor without a counter")
+    counters = _clock(items[1::2], items[2::2], "context")
+    _check_canonical(items, data, "context")
+    return _vector(counters)
