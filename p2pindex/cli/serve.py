@@ -73,6 +73,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="largest value accepted, in bytes (default 1 MiB)",
     )
     parser.add_argument(
+        "--remove-dead-after",
+        type=float,
+        metavar="SECONDS",
+        help="take a member out of the ring after it has been dead this long "
+        "(default: never; use `p2pindex remove`)",
+    )
+    parser.add_argument(
         "--log-level",
         default="warning",
         choices=["debug", "info", "warning", "error"],
