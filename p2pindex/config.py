@@ -31,6 +31,20 @@ class Limits:
             raise ConfigError("sibling_warn must be between 1 and sibling_max")
 
 
+PLANTED_BUGS = frozenset(
+    {
+        "lww",
+        "ack-before-commit",
+        "hints-dropped-on-restart",
+        "early-tombstone-reap",
+        "no-dots",
+        "swim-no-suspicion",
+    }
+)
+"""Deliberate defects the simulation harness must catch (tests prove each one is caught).
+They exist only behind ``NodeConfig.planted_bugs``, which nothing but the harness sets."""
+
+
 @dataclass(frozen=True, slots=True)
 class NodeConfig:
     """Everything a node needs to start; validated on construction."""
@@ -53,7 +67,16 @@ class NodeConfig:
     it until an operator runs `p2pindex remove`, because moving data on a transient failure
     costs more than hinted handoff does."""
 
+    planted_bugs: frozenset[str] = frozenset()
+    """Known defects to switch on, for proving the simulation's checkers (never in production)."""
+
     def __post_init__(self) -> None:
+        unknown = self.planted_bugs - PLANTED_BUGS
+        if unknown:
+            raise ConfigError(
+                f"unknown planted bug(s) {', '.join(sorted(unknown))}; known: "
+                f"{', '.join(sorted(PLANTED_BUGS))}"
+            )
         if not 1 <= self.n_replicas <= 16:
             raise ConfigError(f"n_replicas must be in 1..16, not {self.n_replicas}")
         if self.remove_dead_after is not None and self.remove_dead_after <= 0:

@@ -7,6 +7,7 @@ process (``p2pindex serve``) and inside the deterministic simulation.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -93,6 +94,11 @@ class Node:
         self._rng = rng
         self._wall_clock = wall_clock
         self._swim_config = swim_config or SwimConfig.default()
+        if "swim-no-suspicion" in config.planted_bugs:
+            # Planted bug: a failed probe convicts at once (no suspicion period to refute).
+            self._swim_config = dataclasses.replace(
+                self._swim_config, suspicion_mult=1e-3, lifeguard=False
+            )
         self.state = NodeState.ACTIVE
         self.state_reason = ""
         self.address: Address = config.advertised
@@ -123,7 +129,16 @@ class Node:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             actor = f"{self.node_id}.{await self._storage_epoch()}"
-            self._index = IndexManager(self.storage, actor, self.config.limits, self.stats)
+            self._index = IndexManager(
+                self.storage,
+                actor,
+                self.config.limits,
+                self.stats,
+                planted_bugs=self.config.planted_bugs,
+                spawn=nursery.start_soon,
+            )
+            if "hints-dropped-on-restart" in self.config.planted_bugs:
+                await self._drop_all_hints()
             incarnation = await self._next_incarnation()
             self._removed = self._load_removed()
             bound = await nursery.start(self._transport.serve, self._handle_stream)
@@ -489,6 +504,12 @@ class Node:
         return reply.state
 
     # --- persistent node facts --------------------------------------------------------------
+
+    async def _drop_all_hints(self) -> None:
+        """Planted bug: forget every hint at start, as if they were never made durable."""
+        for backlog in self.storage.hint_backlog():
+            hints = self.storage.hints_for(backlog.target, backlog.count)
+            await self.storage.delete_hints([h.hint_id for h in hints])
 
     async def _storage_epoch(self) -> str:
         epoch = self.storage.get_meta("actor_epoch")

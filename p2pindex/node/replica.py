@@ -7,22 +7,36 @@ serialised without locks (Storage makes a put visible before it awaits the commi
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from p2pindex.config import Limits
 from p2pindex.core import versions
 from p2pindex.core.versions import VersionedObject, VersionVector
 from p2pindex.errors import SiblingLimitExceeded
+from p2pindex.node import planted
 from p2pindex.node.stats import StatisticsStore
 from p2pindex.storage.base import Storage
 
 
 class IndexManager:
-    def __init__(self, storage: Storage, actor: str, limits: Limits, stats: StatisticsStore):
+    def __init__(
+        self,
+        storage: Storage,
+        actor: str,
+        limits: Limits,
+        stats: StatisticsStore,
+        *,
+        planted_bugs: frozenset[str] = frozenset(),
+        spawn: Callable[..., None] | None = None,
+    ):
         self.storage = storage
         self.actor = actor
         """Version-vector actor: the node id plus a storage epoch, so a node whose disk was
         wiped never reissues a dot it already used."""
         self._limits = limits
         self._stats = stats
+        self._bugs = planted_bugs
+        self._spawn = spawn
 
     def read(self, key: bytes) -> VersionedObject | None:
         record = self.storage.get(key)
@@ -38,7 +52,10 @@ class IndexManager:
         would exceed the sibling limit.
         """
         current = self.read(key)
-        updated = versions.update(current, context, self.actor, value)
+        if self._bugs:
+            updated = planted.update(current, context, self.actor, value, self._bugs)
+        else:
+            updated = versions.update(current, context, self.actor, value)
         if updated.sibling_count > self._limits.sibling_max:
             self._stats.incr("writes.refused_siblings")
             raise SiblingLimitExceeded(
@@ -48,15 +65,26 @@ class IndexManager:
         return updated, versions.encode_object(updated)
 
     async def commit(self, key: bytes, record: bytes) -> None:
-        await self.storage.put(key, record)
+        await self._store(key, record)
+
+    async def _store(self, key: bytes, record: bytes) -> None:
+        if "early-tombstone-reap" in self._bugs and versions.decode_object(record).is_deleted:
+            await self.storage.remove(key)
+        elif "ack-before-commit" in self._bugs and self._spawn is not None:
+            self._spawn(self.storage.put, key, record)
+        else:
+            await self.storage.put(key, record)
 
     async def apply(self, key: bytes, incoming: VersionedObject) -> VersionedObject:
         """Merge a version sent by a coordinator, a repair or a handoff; never overwrite."""
         current = self.read(key)
-        merged = incoming if current is None else versions.merge(current, incoming)
+        merged = incoming if current is None else self._merge(current, incoming)
         if merged != current:
-            await self.storage.put(key, versions.encode_object(merged))
+            await self._store(key, versions.encode_object(merged))
         return merged
+
+    def _merge(self, a: VersionedObject, b: VersionedObject) -> VersionedObject:
+        return planted.merge(a, b, self._bugs) if self._bugs else versions.merge(a, b)
 
     async def apply_many(self, items: list[tuple[bytes, VersionedObject]]) -> None:
         """Merge a batch in one commit (hint delivery and ownership handoff)."""
@@ -65,7 +93,7 @@ class IndexManager:
             current = self.read(key)
             if key in changed:
                 current = versions.decode_object(changed[key])
-            merged = incoming if current is None else versions.merge(current, incoming)
+            merged = incoming if current is None else self._merge(current, incoming)
             if merged != current:
                 changed[key] = versions.encode_object(merged)
         if changed:

@@ -1,0 +1,405 @@
+"""The async client: one multiplexed connection per node, token-aware routing, honest failures.
+
+Why it is shaped this way:
+
+* One long-lived ``RpcChannel`` per node carries every request to that node, many in flight
+  at once, with frames coalesced; a connection per request would cost ten times more CPU.
+* Requests go straight to a live replica of their key (the ring is rebuilt from the member
+  list), which saves the forwarding hop a random node would need.
+* Failures say what the caller may conclude. A request that reached no node raises
+  ``NoNodeReachable`` (definite: nothing was sent). A connection that broke after a write
+  was sent raises ``ConnectionLost`` (indeterminate) and the write is never silently
+  retried, since it may have been applied; reads are retried on the next node.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import AbstractAsyncContextManager
+from types import TracebackType
+
+import trio
+
+from p2pindex.client.requests import (
+    CallOptions,
+    ConsistencyArg,
+    Data,
+    as_bytes,
+    call_options,
+    check_consistency,
+    check_context,
+    check_key,
+    check_timeout,
+    check_value,
+    delete_result,
+    describe_error,
+    expect,
+    get_result,
+    parse_addresses,
+    put_result,
+)
+from p2pindex.client.results import Context, DeleteResult, GetResult, PutResult
+from p2pindex.client.routing import Router
+from p2pindex.config import Limits
+from p2pindex.errors import (
+    ConnectionLost,
+    NoNodeReachable,
+    P2PIndexError,
+    Timeout,
+)
+from p2pindex.net.base import Transport
+from p2pindex.net.channel import RpcChannel, open_channel
+from p2pindex.types import Address, ConsistencyLevel
+from p2pindex.wire.messages import (
+    DeleteRequest,
+    ExplainReply,
+    ExplainRequest,
+    GetRequest,
+    LeaveRequest,
+    MembersReply,
+    MembersRequest,
+    Message,
+    OkReply,
+    PutRequest,
+    RemoveRequest,
+    StatusReply,
+    StatusRequest,
+)
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 2.0
+"""Longest wait for one node to accept a connection before trying the next."""
+REFRESH_INTERVAL = 10.0
+"""Period of the member-list refresh when nothing goes wrong (seconds)."""
+REFRESH_MIN_GAP = 0.5
+"""Failures ask for a refresh; this keeps a burst of them from becoming a burst of requests."""
+ADMIN_TIMEOUT = 5.0
+
+
+def client_deadline_margin(timeout: float) -> float:
+    """Extra time the client waits beyond the server-side timeout.
+
+    The node answers ``timeout`` on its own at ``timeout_ms``; the margin lets that answer
+    (which says how many replicas replied) arrive before the client gives up by itself.
+    """
+    return 0.25 + 0.05 * timeout
+
+
+class AsyncClient:
+    """A connection to a p2pindex cluster; use ``async with p2pindex.connect([...]) as db``."""
+
+    def __init__(
+        self,
+        addresses: str | Address | list[str | Address] | tuple[str | Address, ...],
+        *,
+        consistency: ConsistencyArg = ConsistencyLevel.QUORUM,
+        timeout: float = 5.0,
+        limits: Limits | None = None,
+        refresh_interval: float = REFRESH_INTERVAL,
+        transport: Transport | None = None,
+    ) -> None:
+        self._router = Router(parse_addresses(addresses))
+        self._transport = transport
+        """None: plain TCP. The simulation passes its simulated network here."""
+        self._consistency = check_consistency(consistency, None)
+        self._timeout = check_timeout(timeout)
+        self._defaults = call_options(self._consistency, self._timeout)
+        self._refresh_interval = check_timeout(refresh_interval)
+        self._limits = limits or Limits()
+        self._channels: dict[Address, RpcChannel] = {}
+        self._connecting: dict[Address, trio.Event] = {}
+        self._refresh_wanted = trio.Event()
+        self._nursery_manager: AbstractAsyncContextManager[trio.Nursery] | None = None
+        self._nursery: trio.Nursery | None = None
+        self._closed = False
+
+    # --- lifetime --------------------------------------------------------------------------
+
+    async def __aenter__(self) -> AsyncClient:
+        if self._nursery is not None or self._closed:
+            raise RuntimeError("a client can be opened only once")
+        manager = trio.open_nursery()
+        self._nursery = await manager.__aenter__()
+        self._nursery_manager = manager
+        try:
+            self._router.update(await self._fetch_members(None, self._timeout))
+            check_consistency(self._consistency, self._router.n_replicas)
+        except BaseException:
+            await self._close()
+            raise
+        self._nursery.start_soon(self._refresh_loop)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        await self._close()
+        return False
+
+    async def _close(self) -> None:
+        """Close every connection and stop background work; in-flight requests fail.
+
+        Private on purpose: the nursery it closes was opened around the caller's ``async
+        with`` body, so only ``__aexit__`` (or a failed ``__aenter__``) may close it.
+        """
+        if self._closed or self._nursery is None or self._nursery_manager is None:
+            self._closed = True
+            return
+        self._closed = True
+        self._nursery.cancel_scope.cancel()
+        channels, self._channels = list(self._channels.values()), {}
+        with trio.CancelScope(shield=True):
+            for channel in channels:
+                await channel.aclose()
+        # The caller's own exception (if any) keeps propagating unwrapped: the nursery is
+        # closed as if its body ended normally, since its only tasks are ours.
+        await self._nursery_manager.__aexit__(None, None, None)
+
+    # --- key-value operations --------------------------------------------------------------
+
+    async def put(
+        self,
+        key: Data,
+        value: Data,
+        *,
+        context: Context | bytes | str | None = None,
+        consistency: ConsistencyArg | None = None,
+        timeout: float | None = None,
+        strict: bool = False,
+    ) -> PutResult:
+        """Store ``value`` under ``key``.
+
+        Without ``context`` the write is concurrent with whatever the key holds and becomes
+        a sibling of it; pass the context of a previous get or put to replace what it saw.
+        """
+        raw_key = check_key(key, self._limits)
+        raw_value = check_value(value, self._limits)
+        options = self._options(consistency, timeout)
+        request = PutRequest(
+            raw_key,
+            raw_value,
+            check_context(context),
+            options.consistency,
+            options.timeout_ms,
+            bool(strict),
+        )
+        reply = await self._request(raw_key, request, options.timeout, retry_after_send=False)
+        return put_result(reply)
+
+    async def get(
+        self,
+        key: Data,
+        *,
+        consistency: ConsistencyArg | None = None,
+        timeout: float | None = None,
+        strict: bool = False,
+    ) -> GetResult:
+        """Read every live value of ``key`` and the context that covers them."""
+        raw_key = check_key(key, self._limits)
+        options = self._options(consistency, timeout)
+        request = GetRequest(raw_key, options.consistency, options.timeout_ms, bool(strict))
+        reply = await self._request(raw_key, request, options.timeout, retry_after_send=True)
+        return get_result(reply)
+
+    async def delete(
+        self,
+        key: Data,
+        *,
+        context: Context | bytes | str | None = None,
+        consistency: ConsistencyArg | None = None,
+        timeout: float | None = None,
+        strict: bool = False,
+    ) -> DeleteResult:
+        """Delete ``key`` by writing a tombstone; with ``context`` it covers what was read."""
+        raw_key = check_key(key, self._limits)
+        options = self._options(consistency, timeout)
+        request = DeleteRequest(
+            raw_key, check_context(context), options.consistency, options.timeout_ms, bool(strict)
+        )
+        reply = await self._request(raw_key, request, options.timeout, retry_after_send=False)
+        return delete_result(reply)
+
+    # --- cluster operations ----------------------------------------------------------------
+
+    async def status(self, node: str | Address | None = None) -> dict:
+        """The status document of ``node`` (or of any reachable node)."""
+        reply = await self._admin(node, StatusRequest(), retry_after_send=True)
+        return dict(expect(reply, StatusReply).status)
+
+    async def explain(self, key: Data) -> dict:
+        """How the cluster places ``key``: token, preference list, roles and liveness."""
+        raw_key = check_key(key, self._limits)
+        reply = await self._request(raw_key, ExplainRequest(raw_key), ADMIN_TIMEOUT, True)
+        return dict(expect(reply, ExplainReply).explain)
+
+    async def members(self, node: str | Address | None = None) -> MembersReply:
+        """The member list as ``node`` (or any reachable node) sees it; refreshes routing."""
+        address = None if node is None else parse_addresses(node)[0]
+        reply = await self._fetch_members(address, ADMIN_TIMEOUT)
+        self._router.update(reply)
+        return reply
+
+    async def leave(self, node: str | Address) -> None:
+        """Ask the node at ``node`` to hand its data over and leave the cluster."""
+        expect(await self._admin(node, LeaveRequest(), retry_after_send=False), OkReply)
+
+    async def remove(self, node_id: str, node: str | Address | None = None) -> None:
+        """Remove a member that will not come back (its data is re-replicated)."""
+        if not isinstance(node_id, str) or not node_id.strip():
+            raise ValueError("node id must be a non-empty string")
+        request = RemoveRequest(node_id.strip().lower())
+        expect(await self._admin(node, request, retry_after_send=False), OkReply)
+
+    def preference_list(self, key: Data) -> tuple[str, ...]:
+        """The node ids this client would route ``key`` to, primary first."""
+        return self._router.replicas(as_bytes("key", key))
+
+    # --- internals -------------------------------------------------------------------------
+
+    def _options(self, consistency: ConsistencyArg | None, timeout: float | None) -> CallOptions:
+        if consistency is None and timeout is None:
+            return self._defaults
+        level = (
+            self._consistency
+            if consistency is None
+            else check_consistency(consistency, self._router.n_replicas)
+        )
+        return call_options(level, self._timeout if timeout is None else check_timeout(timeout))
+
+    async def _admin(
+        self, node: str | Address | None, message: Message, *, retry_after_send: bool
+    ) -> Message:
+        if node is None:
+            return await self._request(None, message, ADMIN_TIMEOUT, retry_after_send)
+        return await self._request_to(parse_addresses(node)[0], message, ADMIN_TIMEOUT)
+
+    async def _fetch_members(self, address: Address | None, timeout: float) -> MembersReply:
+        if address is None:
+            reply = await self._request(None, MembersRequest(), timeout, True)
+        else:
+            reply = await self._request_to(address, MembersRequest(), timeout)
+        return expect(reply, MembersReply)
+
+    def _ensure_open(self) -> trio.Nursery:
+        if self._closed or self._nursery is None:
+            raise RuntimeError("the client is not open: use `async with p2pindex.connect(...)`")
+        return self._nursery
+
+    async def _channel(self, address: Address) -> RpcChannel:
+        """The open channel to ``address``, connecting once even if many tasks ask at once."""
+        # Background tasks of a closing client must see their cancellation, not "not open".
+        await trio.lowlevel.checkpoint_if_cancelled()
+        nursery = self._ensure_open()
+        while True:
+            channel = self._channels.get(address)
+            if channel is not None and not channel.closed:
+                return channel
+            pending = self._connecting.get(address)
+            if pending is None:
+                break
+            await pending.wait()
+            if address not in self._channels:
+                raise OSError(f"connecting to {address} failed")
+        done = self._connecting[address] = trio.Event()
+        try:
+            channel = await open_channel(
+                nursery,
+                self._transport,
+                address,
+                self._limits,
+                connect_timeout=CONNECT_TIMEOUT,
+            )
+        except OSError:
+            self._channels.pop(address, None)
+            self._router.mark_down(address, trio.current_time())
+            raise
+        finally:
+            del self._connecting[address]
+            done.set()
+        self._channels[address] = channel
+        self._router.mark_up(address)
+        return channel
+
+    async def _request(
+        self, key: bytes | None, message: Message, timeout: float, retry_after_send: bool
+    ) -> Message:
+        """Send to the best reachable node for ``key``, failing over while that is safe."""
+        self._ensure_open()
+        failures: list[str] = []
+        sent_to: Address | None = None
+        with trio.move_on_after(timeout + client_deadline_margin(timeout)):
+            for address in self._router.candidates(key, trio.current_time()):
+                sent_to = None
+                try:
+                    channel = await self._channel(address)
+                except OSError as exc:
+                    failures.append(f"{address} ({describe_error(exc)})")
+                    self._want_refresh()
+                    continue
+                sent_to = address
+                try:
+                    return await channel.request(message)
+                except ConnectionLost as exc:
+                    self._want_refresh()
+                    if not retry_after_send:
+                        raise ConnectionLost(
+                            f"the connection to {address} broke after the request was sent; "
+                            f"it may or may not have been applied ({exc})"
+                        ) from exc
+                    failures.append(f"{address} ({exc})")
+        if sent_to is not None:
+            raise Timeout(f"no reply from {sent_to} within {timeout:g}s")
+        tried = "; ".join(failures) if failures else "no address left to try"
+        raise NoNodeReachable(f"could not reach any node: {tried}")
+
+    async def _request_to(self, address: Address, message: Message, timeout: float) -> Message:
+        """Send to exactly ``address`` (admin commands that name their node)."""
+        self._ensure_open()
+        sent = False
+        with trio.move_on_after(timeout + client_deadline_margin(timeout)):
+            try:
+                channel = await self._channel(address)
+            except OSError as exc:
+                raise NoNodeReachable(f"cannot reach {address}: {describe_error(exc)}") from None
+            sent = True
+            return await channel.request(message)
+        if sent:
+            raise Timeout(f"no reply from {address} within {timeout:g}s")
+        raise NoNodeReachable(f"cannot reach {address}: no connection within {timeout:g}s")
+
+    def _want_refresh(self) -> None:
+        self._refresh_wanted.set()
+
+    async def _refresh_loop(self) -> None:
+        """Keep the routing table current: periodically, and soon after any failure."""
+        while True:
+            with trio.move_on_after(self._refresh_interval):
+                await self._refresh_wanted.wait()
+            self._refresh_wanted = trio.Event()
+            try:
+                self._router.update(await self._fetch_members(None, ADMIN_TIMEOUT))
+            except P2PIndexError as exc:
+                log.debug("member refresh failed: %s", exc)
+            await trio.sleep(REFRESH_MIN_GAP)
+
+
+def connect(
+    addresses: str | Address | list[str | Address] | tuple[str | Address, ...],
+    *,
+    consistency: ConsistencyArg = ConsistencyLevel.QUORUM,
+    timeout: float = 5.0,
+    limits: Limits | None = None,
+    transport: Transport | None = None,
+) -> AsyncClient:
+    """A client for the cluster reachable at ``addresses``; open it with ``async with``.
+
+    Opening fetches the member list from the first node that answers and raises
+    ``NoNodeReachable`` when none does. Bad arguments raise ValueError right here.
+    """
+    return AsyncClient(
+        addresses, consistency=consistency, timeout=timeout, limits=limits, transport=transport
+    )
