@@ -1,0 +1,517 @@
+"""One history format for every workload, runner and checker (simulated or real processes).
+
+A history is what a test run *observed*, in the Jepsen shape: every client operation is an
+``invoke`` followed by ``ok`` (it happened), ``fail`` (it definitely did not happen) or
+``info`` (unknown, e.g. a timeout), plus the fault events the runner injected, the liveness
+changes each node reported about the others, and per-replica snapshots taken after the
+faults healed. Checkers read nothing else, so a history saved by the in-process simulator
+and one saved by the real-process harness are checked by the same code.
+
+Value model, shared by all workloads (the checkers rely on it):
+
+* every write introduces exactly one new *token* (``Op.value`` of an ``add`` or ``put``):
+  a short ASCII word that is unique in the history;
+* a stored value (one sibling) is ASCII words separated by spaces, its writer's token
+  first: a ``put`` stores just its token, an ``add`` (set element by read-modify-write)
+  stores its token followed by every token it read;
+* a read records the raw sibling values it got, so garbage or phantom bytes stay visible;
+* a write records in ``ctx`` the index of the ``ok`` read whose causal context it carried.
+
+Serialisation is JSON lines, one record per line, bytes as hex. Op indexes are strictly
+increasing but need not be dense, so a shortened history keeps the indexes of the original
+and violations keep pointing at the same operations.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from p2pindex.types import Liveness
+
+
+class OpType(enum.Enum):
+    INVOKE = "invoke"
+    OK = "ok"
+    FAIL = "fail"
+    """The operation definitely had no effect (a ``DefiniteError``)."""
+    INFO = "info"
+    """The outcome is unknown (an ``IndeterminateError``): it may or may not have happened."""
+
+
+class OpF(enum.Enum):
+    """What a client operation did."""
+
+    READ = "read"
+    ADD = "add"
+    """Set-add by read-modify-write: the stored value carries every token read plus one."""
+    PUT = "put"
+    """Plain write of one token; with a context it replaces what that context's read saw."""
+    DELETE = "delete"
+    FINAL = "final"
+    """A read of the final phase, after heal and quiescence: what checkers compare against."""
+
+
+WRITES = frozenset({OpF.ADD, OpF.PUT, OpF.DELETE})
+READS = frozenset({OpF.READ, OpF.FINAL})
+
+
+class FaultKind(enum.Enum):
+    """Events the runner injects; membership changes are included because they move data.
+
+    CRASH is ended by RESTART, PAUSE by RESUME, PARTITION by HEAL. Every other kind starts
+    with an event of that kind and ends with an event of the same kind and ``ends=True``.
+    """
+
+    CRASH = "crash"
+    RESTART = "restart"
+    PAUSE = "pause"
+    RESUME = "resume"
+    PARTITION = "partition"
+    """Drop every directed link in ``links`` (adds to partitions already in force)."""
+    HEAL = "heal"
+    """Restore the directed links in ``links``; with no links, end every network fault."""
+    LOSS = "loss"
+    """Drop each message with probability ``amount`` (on links touching ``nodes``, if any)."""
+    DUPLICATE = "duplicate"
+    REORDER = "reorder"
+    DELAY = "delay"
+    """Messages are delayed by ``amount`` seconds on average."""
+    SLOW = "slow"
+    CLOCK_SKEW = "clock_skew"
+    CLOCK_JUMP = "clock_jump"
+    DISK_FULL = "disk_full"
+    DISK_ERROR = "disk_error"
+    """Storage reports errors (e.g. a failing fsync)."""
+    WIPE = "wipe"
+    """The node's data is lost while its identity is kept (amnesia)."""
+    JOIN = "join"
+    LEAVE = "leave"
+    REMOVE = "remove"
+
+
+NETWORK_FAULTS = frozenset(
+    {FaultKind.PARTITION, FaultKind.LOSS, FaultKind.DUPLICATE, FaultKind.REORDER, FaultKind.DELAY}
+)
+"""What a HEAL without links ends."""
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    """One half of a client operation: its invocation or its completion."""
+
+    index: int
+    process: int
+    """Client process; a process whose op ended in ``info`` is never reused (Jepsen)."""
+    type: OpType
+    f: OpF
+    key: str
+    value: bytes | tuple[bytes, ...] | None
+    """Writes: the new token. Ok reads: the raw sibling values. Otherwise None."""
+    time: float
+    node: str | None = None
+    """Name of the node the client talked to, when known."""
+    consistency: str | None = None
+    ctx: int | None = None
+    """For writes: index of the ok read whose context was sent (None: a blind write)."""
+    error: str | None = None
+    """For fail and info: the error code (or exception name) that ended the op."""
+
+
+@dataclass(frozen=True, slots=True)
+class FaultEvent:
+    time: float
+    kind: FaultKind
+    nodes: tuple[str, ...] = ()
+    links: tuple[tuple[str, str], ...] = ()
+    """Directed (source, destination) pairs cut by a PARTITION."""
+    amount: float = 0.0
+    """Probability for LOSS, DUPLICATE, REORDER; seconds for DELAY, SLOW and clock faults."""
+    detail: str = ""
+    ends: bool = False
+    """This event ends a fault of the same kind started earlier on the same nodes."""
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """A liveness change node ``observer`` reported about ``subject``.
+
+    Runners record a change (including the first time an observer learns a subject), not
+    every poll; the membership checker treats the view as constant between changes.
+    """
+
+    time: float
+    observer: str
+    subject: str
+    liveness: Liveness
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaState:
+    """What one replica holds for one key, sampled after the last fault (convergence).
+
+    Replicas of a key are converged in a sampling ``round`` when every sample of that round
+    has the same ``clock`` and the same ``values`` (order ignored). A replica that holds
+    nothing for the key is sampled with empty values and clock, never left out.
+    """
+
+    time: float
+    round: int
+    node: str
+    key: str
+    values: tuple[bytes, ...]
+    clock: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RunMeta:
+    """Everything needed to rerun: the seed and every option (not just the seed)."""
+
+    seed: int | None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+Record = Op | FaultEvent | Observation | ReplicaState
+
+
+class History:
+    """An append-only record of a run; iterate it for every record in append order."""
+
+    __slots__ = ("_faults", "_observations", "_ops", "_records", "_replicas", "meta")
+
+    def __init__(self, meta: RunMeta | None = None, records: Iterable[Record] = ()) -> None:
+        self.meta = meta
+        self._records: list[Record] = []
+        self._ops: list[Op] = []
+        self._faults: list[FaultEvent] = []
+        self._observations: list[Observation] = []
+        self._replicas: list[ReplicaState] = []
+        for record in records:
+            self.append(record)
+
+    def append(self, record: Record) -> Record:
+        """Add one record; op indexes must increase so references stay unambiguous."""
+        if isinstance(record, Op):
+            if self._ops and record.index <= self._ops[-1].index:
+                raise ValueError(
+                    f"op index {record.index} does not follow the last index {self._ops[-1].index}"
+                )
+            if record.index < 0:
+                raise ValueError(f"op index {record.index} is negative")
+            self._ops.append(record)
+        elif isinstance(record, FaultEvent):
+            self._faults.append(record)
+        elif isinstance(record, Observation):
+            self._observations.append(record)
+        elif isinstance(record, ReplicaState):
+            self._replicas.append(record)
+        else:
+            raise TypeError(f"not a history record: {record!r}")
+        self._records.append(record)
+        return record
+
+    def invoke(
+        self,
+        process: int,
+        f: OpF,
+        key: str,
+        value: bytes | None = None,
+        *,
+        time: float,
+        node: str | None = None,
+        consistency: str | None = None,
+        ctx: int | None = None,
+    ) -> Op:
+        """Append the invocation of an op under the next free index."""
+        op = Op(
+            self.next_index, process, OpType.INVOKE, f, key, value, time, node, consistency, ctx
+        )
+        self.append(op)
+        return op
+
+    def complete(
+        self,
+        invocation: Op,
+        type: OpType,
+        *,
+        time: float,
+        value: bytes | tuple[bytes, ...] | None = None,
+        error: str | None = None,
+    ) -> Op:
+        """Append the completion of ``invocation``; writes keep their token as value."""
+        if type is OpType.INVOKE:
+            raise ValueError("a completion must be ok, fail or info")
+        if invocation.f in WRITES:
+            value = invocation.value
+        op = Op(
+            self.next_index,
+            invocation.process,
+            type,
+            invocation.f,
+            invocation.key,
+            value,
+            time,
+            invocation.node,
+            invocation.consistency,
+            invocation.ctx,
+            error,
+        )
+        self.append(op)
+        return op
+
+    @property
+    def next_index(self) -> int:
+        return self._ops[-1].index + 1 if self._ops else 0
+
+    @property
+    def ops(self) -> list[Op]:
+        return self._ops
+
+    @property
+    def faults(self) -> list[FaultEvent]:
+        return self._faults
+
+    @property
+    def observations(self) -> list[Observation]:
+        return self._observations
+
+    @property
+    def replicas(self) -> list[ReplicaState]:
+        return self._replicas
+
+    def keys(self) -> list[str]:
+        """Every key an op touched, in first-use order."""
+        return list(dict.fromkeys(op.key for op in self._ops))
+
+    def __iter__(self) -> Iterator[Record]:
+        return iter(self._records)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    # --- serialisation ---------------------------------------------------------------------
+
+    def to_lines(self) -> Iterator[str]:
+        if self.meta is not None:
+            yield json.dumps(
+                {"kind": "meta", "seed": self.meta.seed, "options": dict(self.meta.options)},
+                sort_keys=True,
+            )
+        for record in self._records:
+            yield json.dumps(_encode(record), separators=(",", ":"))
+
+    @classmethod
+    def from_lines(cls, lines: Iterable[str]) -> History:
+        numbered = [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
+        try:
+            documents = json.loads("[" + ",".join(line for _, line in numbered) + "]")
+        except ValueError:
+            documents = None
+        history = cls()
+        for position, (number, line) in enumerate(numbered):
+            try:
+                document = json.loads(line) if documents is None else documents[position]
+                if document.get("kind") == "meta":
+                    history.meta = RunMeta(document["seed"], document["options"])
+                else:
+                    history.append(_decode(document))
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                raise ValueError(f"history line {number} is not a valid record: {exc}") from exc
+        return history
+
+    def save(self, path: str | Path) -> None:
+        with Path(path).open("w", encoding="utf-8") as out:
+            for line in self.to_lines():
+                out.write(line)
+                out.write("\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> History:
+        with Path(path).open(encoding="utf-8") as source:
+            return cls.from_lines(source)
+
+
+def _encode(record: Record) -> dict[str, Any]:
+    if isinstance(record, Op):
+        document: dict[str, Any] = {
+            "kind": "op",
+            "index": record.index,
+            "process": record.process,
+            "type": record.type.value,
+            "f": record.f.value,
+            "key": record.key,
+            "time": record.time,
+        }
+        if isinstance(record.value, bytes):
+            document["value"] = record.value.hex()
+        elif record.value is not None:
+            document["value"] = [v.hex() for v in record.value]
+        for name in ("node", "consistency", "ctx", "error"):
+            attribute = getattr(record, name)
+            if attribute is not None:
+                document[name] = attribute
+        return document
+    if isinstance(record, FaultEvent):
+        return {
+            "kind": "fault",
+            "time": record.time,
+            "fault": record.kind.value,
+            "nodes": list(record.nodes),
+            "links": [list(link) for link in record.links],
+            "amount": record.amount,
+            "detail": record.detail,
+            "ends": record.ends,
+        }
+    if isinstance(record, Observation):
+        return {
+            "kind": "obs",
+            "time": record.time,
+            "observer": record.observer,
+            "subject": record.subject,
+            "liveness": record.liveness.value,
+        }
+    return {
+        "kind": "replica",
+        "time": record.time,
+        "round": record.round,
+        "node": record.node,
+        "key": record.key,
+        "values": [v.hex() for v in record.values],
+        "clock": record.clock.hex(),
+    }
+
+
+_OP_TYPES = {t.value: t for t in OpType}
+_OP_FS = {f.value: f for f in OpF}
+"""Lookups instead of Enum calls: loading spends a third of its time there otherwise."""
+
+
+def _decode(document: dict[str, Any]) -> Record:
+    kind = document["kind"]
+    if kind == "op":
+        raw = document.get("value")
+        value: bytes | tuple[bytes, ...] | None
+        if raw is None:
+            value = None
+        elif isinstance(raw, str):
+            value = bytes.fromhex(raw)
+        else:
+            value = tuple(bytes.fromhex(v) for v in raw)
+        return Op(
+            int(document["index"]),
+            int(document["process"]),
+            _OP_TYPES[document["type"]],
+            _OP_FS[document["f"]],
+            str(document["key"]),
+            value,
+            float(document["time"]),
+            document.get("node"),
+            document.get("consistency"),
+            document.get("ctx"),
+            document.get("error"),
+        )
+    if kind == "fault":
+        return FaultEvent(
+            float(document["time"]),
+            FaultKind(document["fault"]),
+            tuple(document["nodes"]),
+            tuple((str(a), str(b)) for a, b in document["links"]),
+            float(document["amount"]),
+            str(document["detail"]),
+            bool(document.get("ends", False)),
+        )
+    if kind == "obs":
+        return Observation(
+            float(document["time"]),
+            str(document["observer"]),
+            str(document["subject"]),
+            Liveness(document["liveness"]),
+        )
+    if kind == "replica":
+        return ReplicaState(
+            float(document["time"]),
+            int(document["round"]),
+            str(document["node"]),
+            str(document["key"]),
+            tuple(bytes.fromhex(v) for v in document["values"]),
+            bytes.fromhex(document["clock"]),
+        )
+    raise ValueError(f"unknown record kind {kind!r}")
+
+
+def shorten(history: History, keys: Iterable[str], nodes: Iterable[str] = ()) -> History:
+    """The smallest slice that still shows a violation and lets a runner replay it.
+
+    Keeps the ops and replica samples of ``keys`` (with their original indexes, so every
+    ``ctx`` reference still resolves), every fault event (the schedule to replay), and the
+    liveness observations made by or about ``nodes``.
+    """
+    wanted_keys = set(keys)
+    wanted_nodes = set(nodes)
+    short = History(history.meta)
+    for record in history:
+        if isinstance(record, Op | ReplicaState):
+            keep = record.key in wanted_keys
+        elif isinstance(record, Observation):
+            keep = record.observer in wanted_nodes or record.subject in wanted_nodes
+        else:
+            keep = True
+        if keep:
+            short.append(record)
+    return short
+
+
+def describe_value(value: bytes | tuple[bytes, ...] | None) -> str:
+    """A human-readable rendering: tokens are ASCII, anything else shows as escapes."""
+    if value is None:
+        return "-"
+    if isinstance(value, bytes):
+        return _show(value)
+    return "[" + ", ".join(_show(v) for v in value) + "]"
+
+
+def _show(raw: bytes) -> str:
+    text = raw.decode("ascii", "backslashreplace")
+    return "{" + text + "}" if text.isprintable() else repr(raw)
+
+
+def format_history(history: History) -> str:
+    """One line per record, for failure reports (the JSON lines are for machines)."""
+    lines = []
+    for record in history:
+        if isinstance(record, Op):
+            extra = [
+                f"{name}={getattr(record, name)}"
+                for name in ("node", "consistency", "ctx", "error")
+                if getattr(record, name) is not None
+            ]
+            lines.append(
+                f"{record.time:10.3f} #{record.index:<6} p{record.process:<4} "
+                f"{record.type.value:6} {record.f.value:6} {record.key} "
+                f"{describe_value(record.value)} {' '.join(extra)}".rstrip()
+            )
+        elif isinstance(record, FaultEvent):
+            name = record.kind.value.upper() + (" END" if record.ends else "")
+            parts = [name, ",".join(record.nodes)]
+            if record.links:
+                parts.append(" ".join(f"{a}->{b}" for a, b in record.links))
+            if record.amount:
+                parts.append(f"amount={record.amount:g}")
+            if record.detail:
+                parts.append(record.detail)
+            lines.append(f"{record.time:10.3f} FAULT   " + " ".join(p for p in parts if p))
+        elif isinstance(record, Observation):
+            lines.append(
+                f"{record.time:10.3f} VIEW    {record.observer} sees {record.subject} "
+                f"{record.liveness.value}"
+            )
+        else:
+            lines.append(
+                f"{record.time:10.3f} REPLICA round {record.round} {record.node} {record.key} "
+                f"{describe_value(record.values)} clock={record.clock.hex()}"
+            )
+    return "\n".join(lines)

@@ -1,0 +1,502 @@
+"""Client workloads that generate the operation patterns the checkers need to see bugs.
+
+The workloads drive any client that has the ``get``/``put``/``delete`` shape of
+``p2pindex.AsyncClient`` (the real one over real processes, or the simulator's), record
+every operation in a ``History`` and, after heal and quiescence, read every key at ALL.
+
+Each pattern is aimed at a class of bug (see ``p2pindex.sim.checkers``):
+
+* **set_add**: many processes read-modify-write the same few keys, each read's context
+  sent with the write. Concurrent contexts are what last-write-wins resolution and vector
+  clocks without dots get wrong (lost elements, or siblings that are not concurrent).
+* **register**: plain puts at ONE, QUORUM and ALL, some blind (no context, so concurrent
+  by construction), some replacing what a read saw; many acknowledged ONE writes are what
+  acknowledging before the storage commit, or dropping hints on restart, loses.
+* **delete_recreate**: put, delete with the read's context, put again, on a few keys,
+  so a tombstone reaped before every replica has it lets the deleted value come back.
+* **churn**: nodes join, leave and are removed while the others run.
+
+Values follow the token model of ``p2pindex.sim.history``: every write's token is its
+invocation's op index, so it is unique and names the op that wrote it.
+
+Time is ``trio.current_time()`` (virtual under the simulator's MockClock) and randomness
+comes only from the ``random.Random`` passed in.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import trio
+
+from p2pindex.errors import DefiniteError, IndeterminateError, P2PIndexError
+from p2pindex.sim.history import FaultEvent, FaultKind, History, Op, OpF, OpType
+
+LEVELS = ("one", "quorum", "all")
+
+
+class KVClient(Protocol):
+    """What a workload needs from a client (``p2pindex.AsyncClient`` fits)."""
+
+    async def get(
+        self, key: bytes, *, consistency: Any = None, timeout: float | None = None
+    ) -> Any:
+        """Returns an object with ``.values`` (list of bytes) and ``.context``."""
+        ...
+
+    async def put(
+        self,
+        key: bytes,
+        value: bytes,
+        *,
+        context: Any = None,
+        consistency: Any = None,
+        timeout: float | None = None,
+    ) -> Any: ...
+
+    async def delete(
+        self,
+        key: bytes,
+        *,
+        context: Any = None,
+        consistency: Any = None,
+        timeout: float | None = None,
+    ) -> Any: ...
+
+
+class ClusterControl(Protocol):
+    """Membership operations of a runner; the churn workload records them as faults."""
+
+    def members(self) -> list[str]:
+        """Names of the nodes currently in the cluster."""
+        ...
+
+    async def join(self) -> str:
+        """Start a new node that joins the cluster; returns its name."""
+        ...
+
+    async def leave(self, node: str) -> None:
+        """Ask ``node`` to hand its data over and leave."""
+        ...
+
+    async def remove(self, node: str) -> None:
+        """Stop ``node`` for good and have the others remove it from the ring."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadOptions:
+    processes: int = 10
+    """Concurrent client processes."""
+    think: float = 0.05
+    """Mean pause between two operations of one process (exponential), seconds."""
+    timeout: float = 2.0
+    """Request timeout passed to the client."""
+    active_keys: int = 3
+    """Keys in use at once per pattern: few keys, many writers, real concurrency."""
+    writes_per_key: int = 32
+    """A key is retired after this many writes, which bounds set-add value sizes."""
+    mix: Mapping[str, float] = field(
+        default_factory=lambda: {"set_add": 3.0, "register": 2.0, "delete_recreate": 1.0}
+    )
+    """Relative weight of each pattern."""
+    write_levels: tuple[str, ...] = LEVELS
+    read_levels: tuple[str, ...] = LEVELS
+    blind_fraction: float = 0.3
+    """Share of register puts sent without a context."""
+
+    def __post_init__(self) -> None:
+        if self.processes < 1:
+            raise ValueError("a workload needs at least one process")
+        if self.think < 0 or self.timeout <= 0:
+            raise ValueError("think time must be >= 0 and timeout > 0")
+        if self.active_keys < 1 or self.writes_per_key < 1:
+            raise ValueError("active_keys and writes_per_key must be at least 1")
+        unknown = set(self.mix) - set(PATTERNS)
+        if unknown or not any(w > 0 for w in self.mix.values()):
+            raise ValueError(f"mix needs positive weights for {sorted(PATTERNS)}; bad: {unknown}")
+        if not self.write_levels or not self.read_levels:
+            raise ValueError("write_levels and read_levels must not be empty")
+        if not 0.0 <= self.blind_fraction <= 1.0:
+            raise ValueError("blind_fraction must be within 0..1")
+
+
+PATTERNS = ("set_add", "register", "delete_recreate")
+
+
+class _KeyPool:
+    """A few active keys; each is retired after a number of writes and replaced."""
+
+    def __init__(self, prefix: str, active: int, per_key: int) -> None:
+        self._prefix = prefix
+        self._per_key = per_key
+        self._serial = itertools.count()
+        self._active = [self._fresh() for _ in range(active)]
+        self._writes: dict[str, int] = {}
+
+    def _fresh(self) -> str:
+        return f"{self._prefix}-{next(self._serial)}"
+
+    def pick(self, rng: random.Random) -> str:
+        return rng.choice(self._active)
+
+    def wrote(self, key: str) -> None:
+        count = self._writes.get(key, 0) + 1
+        self._writes[key] = count
+        if count >= self._per_key and key in self._active:
+            self._active[self._active.index(key)] = self._fresh()
+
+
+@dataclass(slots=True)
+class _Process:
+    """One client process: its id changes after an indeterminate outcome (Jepsen rule)."""
+
+    id: int
+    name: str
+    client: KVClient
+    rng: random.Random
+
+
+@dataclass(slots=True)
+class _ReadResult:
+    op: Op
+    values: list[bytes]
+    context: Any
+
+
+def _error_code(exc: BaseException) -> str:
+    return getattr(exc, "code", None) or type(exc).__name__
+
+
+def _outcome(exc: BaseException) -> OpType:
+    return OpType.FAIL if isinstance(exc, DefiniteError) else OpType.INFO
+
+
+class Workload:
+    """Runs the patterns against a cluster and records everything in ``history``."""
+
+    def __init__(
+        self, history: History, rng: random.Random, options: WorkloadOptions | None = None
+    ) -> None:
+        self.history = history
+        self.options = options or WorkloadOptions()
+        self._rng = rng
+        self._pools = {
+            name: _KeyPool(
+                name.replace("_", "-"), self.options.active_keys, self.options.writes_per_key
+            )
+            for name in PATTERNS
+        }
+        self._next_process = max((op.process for op in history.ops), default=-1) + 1
+
+    def _new_process_id(self) -> int:
+        process = self._next_process
+        self._next_process += 1
+        return process
+
+    async def run(self, clients: Mapping[str, KVClient], duration: float) -> None:
+        """Run every process until ``duration`` seconds of (virtual) time have passed."""
+        if not clients:
+            raise ValueError("a workload needs at least one client")
+        names = sorted(clients)
+        deadline = trio.current_time() + duration
+        async with trio.open_nursery() as nursery:
+            for worker in range(self.options.processes):
+                name = names[worker % len(names)]
+                process = _Process(
+                    self._new_process_id(),
+                    name,
+                    clients[name],
+                    random.Random(self._rng.getrandbits(64)),
+                )
+                nursery.start_soon(self._loop, process, deadline)
+
+    async def _loop(self, process: _Process, deadline: float) -> None:
+        patterns = [p for p in PATTERNS if self.options.mix.get(p, 0) > 0]
+        weights = [self.options.mix[p] for p in patterns]
+        while trio.current_time() < deadline:
+            pattern = process.rng.choices(patterns, weights)[0]
+            await getattr(self, f"_{pattern}")(process)
+            if self.options.think:
+                await trio.sleep(process.rng.expovariate(1.0 / self.options.think))
+
+    # --- patterns ---------------------------------------------------------------------------
+
+    async def _set_add(self, process: _Process) -> None:
+        pool = self._pools["set_add"]
+        key = pool.pick(process.rng)
+        read = await self._read(process, key, self._level(process, self.options.read_levels))
+        if read is None:
+            return
+        token = self._token("a")
+        level = self._level(process, self.options.write_levels)
+        await self._write(process, OpF.ADD, key, token, _set_value(token, read), read, level)
+        pool.wrote(key)
+
+    async def _register(self, process: _Process) -> None:
+        pool = self._pools["register"]
+        key = pool.pick(process.rng)
+        read = None
+        if process.rng.random() >= self.options.blind_fraction:
+            read = await self._read(process, key, self._level(process, self.options.read_levels))
+            if read is None:
+                return
+        token = self._token("r")
+        level = self._level(process, self.options.write_levels)
+        await self._write(process, OpF.PUT, key, token, token, read, level)
+        pool.wrote(key)
+
+    async def _delete_recreate(self, process: _Process) -> None:
+        pool = self._pools["delete_recreate"]
+        key = pool.pick(process.rng)
+        read = await self._read(process, key, self._level(process, self.options.read_levels))
+        if read is None:
+            return
+        level = self._level(process, self.options.write_levels)
+        if read.values:
+            await self._write(process, OpF.DELETE, key, None, None, read, level)
+        else:
+            token = self._token("d")
+            await self._write(process, OpF.PUT, key, token, token, read, level)
+        pool.wrote(key)
+
+    @staticmethod
+    def _level(process: _Process, levels: tuple[str, ...]) -> str:
+        return process.rng.choice(levels)
+
+    def _token(self, prefix: str) -> bytes:
+        """The token of the write about to be invoked: its own op index, so it is unique."""
+        return f"{prefix}{self.history.next_index}".encode()
+
+    # --- recording --------------------------------------------------------------------------
+
+    async def _read(
+        self, process: _Process, key: str, consistency: str, f: OpF = OpF.READ
+    ) -> _ReadResult | None:
+        invocation = self.history.invoke(
+            process.id, f, key, time=trio.current_time(), node=process.name, consistency=consistency
+        )
+        result = await self._call(
+            process,
+            invocation,
+            process.client.get,
+            key.encode(),
+            consistency=consistency,
+            timeout=self.options.timeout,
+        )
+        if result is None:
+            return None
+        values = [bytes(v) for v in result.values]
+        done = self.history.complete(
+            invocation, OpType.OK, time=trio.current_time(), value=tuple(values)
+        )
+        return _ReadResult(done, values, result.context)
+
+    async def _write(
+        self,
+        process: _Process,
+        f: OpF,
+        key: str,
+        token: bytes | None,
+        payload: bytes | None,
+        read: _ReadResult | None,
+        consistency: str,
+    ) -> None:
+        invocation = self.history.invoke(
+            process.id,
+            f,
+            key,
+            token,
+            time=trio.current_time(),
+            node=process.name,
+            consistency=consistency,
+            ctx=None if read is None else read.op.index,
+        )
+        context = None if read is None else read.context
+        if f is OpF.DELETE:
+            call, args = process.client.delete, (key.encode(),)
+        else:
+            call, args = process.client.put, (key.encode(), payload)
+        result = await self._call(
+            process,
+            invocation,
+            call,
+            *args,
+            context=context,
+            consistency=consistency,
+            timeout=self.options.timeout,
+        )
+        if result is not None:
+            self.history.complete(invocation, OpType.OK, time=trio.current_time())
+
+    async def _call(
+        self, process: _Process, invocation: Op, call: Any, *args: Any, **kwargs: Any
+    ) -> Any:
+        """Run one client call; record fail or info and return None when it did not succeed.
+
+        A client that neither answers nor raises within twice its timeout is abandoned and
+        the op recorded as ``info``: it may still land.
+        """
+        outcome: OpType | None = OpType.INFO
+        error = "no_answer"
+        with trio.move_on_after(2 * self.options.timeout + 1.0):
+            try:
+                return await call(*args, **kwargs)
+            except (P2PIndexError, OSError) as exc:
+                outcome, error = _outcome(exc), _error_code(exc)
+        self.history.complete(invocation, outcome, time=trio.current_time(), error=error)
+        if outcome is OpType.INFO:
+            process.id = self._new_process_id()
+        return None
+
+    # --- final phase ------------------------------------------------------------------------
+
+    async def final_reads(
+        self,
+        clients: Mapping[str, KVClient],
+        *,
+        attempts: int = 5,
+        retry_pause: float = 1.0,
+        level: str = "all",
+    ) -> list[str]:
+        """Read every key the run touched at ``level``, retrying; returns keys never read.
+
+        Run after heal and quiescence: these reads are what the checkers compare against.
+        """
+        names = sorted(clients)
+        unread = []
+        for number, key in enumerate(self.history.keys()):
+            for attempt in range(attempts):
+                name = names[(number + attempt) % len(names)]
+                process = _Process(self._new_process_id(), name, clients[name], self._rng)
+                if await self._read(process, key, level, OpF.FINAL) is not None:
+                    break
+                await trio.sleep(retry_pause)
+            else:
+                unread.append(key)
+        return unread
+
+
+# --- membership churn -----------------------------------------------------------------------
+
+
+async def run_churn(
+    control: ClusterControl,
+    history: History,
+    rng: random.Random,
+    *,
+    duration: float,
+    interval: float,
+    min_members: int,
+    max_members: int,
+) -> None:
+    """Every ``interval`` seconds on average, a node joins, leaves, or is removed.
+
+    The member count stays within ``min_members..max_members``. Each change is recorded as
+    a fault event (the control must not record it again); a change whose outcome is
+    unknown is recorded with that said in its detail.
+    """
+    if not 1 <= min_members <= max_members:
+        raise ValueError("need 1 <= min_members <= max_members")
+    deadline = trio.current_time() + duration
+    while True:
+        await trio.sleep(rng.expovariate(1.0 / interval))
+        if trio.current_time() >= deadline:
+            return
+        members = sorted(control.members())
+        choices = []
+        if len(members) < max_members:
+            choices.append(FaultKind.JOIN)
+        if len(members) > min_members:
+            choices += [FaultKind.LEAVE, FaultKind.REMOVE]
+        if not choices:
+            return
+        kind = rng.choice(choices)
+        if kind is FaultKind.JOIN:
+            try:
+                node = await control.join()
+            except DefiniteError:
+                continue
+            history.append(FaultEvent(trio.current_time(), kind, (node,)))
+            continue
+        node = rng.choice(members)
+        started = trio.current_time()
+        action = control.leave if kind is FaultKind.LEAVE else control.remove
+        detail = ""
+        try:
+            await action(node)
+        except DefiniteError:
+            continue
+        except IndeterminateError as exc:
+            detail = f"outcome unknown: {_error_code(exc)}"
+        history.append(FaultEvent(started, kind, (node,), detail=detail))
+
+
+# --- replay -----------------------------------------------------------------------------------
+
+
+async def replay(
+    source: History,
+    clients: Mapping[str, KVClient],
+    history: History,
+    *,
+    timeout: float = 2.0,
+) -> None:
+    """Issue the client ops of ``source`` (e.g. a shortened history) again, at their times.
+
+    Each process repeats its reads and writes with the same keys, tokens and consistency
+    levels; a write that carried a read's context carries the context of the replayed
+    read, and a set-add rebuilds its value from it. The final phase is not replayed: run
+    ``Workload.final_reads`` afterwards, and the fault events through the runner.
+    """
+    names = sorted(clients)
+    completion_of: dict[int, int] = {}
+    pending: dict[int, Op] = {}
+    plans: dict[int, list[Op]] = {}
+    for op in source.ops:
+        if op.type is OpType.INVOKE:
+            pending[op.process] = op
+            if op.f is not OpF.FINAL:
+                plans.setdefault(op.process, []).append(op)
+        elif op.process in pending:
+            completion_of[pending.pop(op.process).index] = op.index
+    if not plans:
+        return
+    start = trio.current_time()
+    first = min(op.time for ops in plans.values() for op in ops)
+    workload = Workload(history, random.Random(0), WorkloadOptions(timeout=timeout))
+    reads: dict[int, _ReadResult] = {}
+
+    async def run_process(ops: Sequence[Op]) -> None:
+        name = ops[0].node if ops[0].node in clients else names[ops[0].process % len(names)]
+        process = _Process(workload._new_process_id(), name, clients[name], random.Random(0))
+        for op in ops:
+            await trio.sleep_until(start + op.time - first)
+            level = op.consistency or "quorum"
+            if op.f is OpF.READ:
+                read = await workload._read(process, op.key, level)
+                if read is not None and op.index in completion_of:
+                    reads[completion_of[op.index]] = read
+                continue
+            read = reads.get(op.ctx) if op.ctx is not None else None
+            if op.ctx is not None and read is None:
+                continue
+            token = op.value if isinstance(op.value, bytes) else None
+            payload = token
+            if op.f is OpF.ADD and token is not None:
+                payload = _set_value(token, read)
+            await workload._write(process, op.f, op.key, token, payload, read, level)
+
+    async with trio.open_nursery() as nursery:
+        for ops in plans.values():
+            nursery.start_soon(run_process, ops)
+
+
+def _set_value(token: bytes, read: _ReadResult | None) -> bytes:
+    """A set-add's stored value: its own token first, then every token the read returned."""
+    seen = sorted({t for value in read.values for t in value.split()}) if read else []
+    return b" ".join([token, *seen])

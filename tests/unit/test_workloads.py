@@ -1,0 +1,260 @@
+"""Workloads against an in-memory replicated store with real dotted-version-vector semantics.
+
+The fake keeps three replicas per key, coordinates each write on a random replica, and
+propagates the new version to the others after a random delay, so reads are sometimes stale
+and concurrent writers really produce siblings. Flags plant two classic bugs (last write
+wins, version vectors without dots) to show the workload exposes them to the checkers.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import trio
+
+from p2pindex.core.versions import (
+    Dot,
+    Sibling,
+    VersionedObject,
+    VersionVector,
+    decode_context,
+    encode_context,
+    join,
+    merge,
+    update,
+)
+from p2pindex.errors import Timeout, Unavailable
+from p2pindex.sim.checkers import CheckConfig, check_all
+from p2pindex.sim.history import FaultKind, History, OpF, OpType, shorten
+from p2pindex.sim.workloads import Workload, WorkloadOptions, replay, run_churn
+
+REPLICAS = ("x", "y", "z")
+
+
+class Result:
+    def __init__(self, values: list[bytes], context: bytes) -> None:
+        self.values = values
+        self.context = context
+
+
+class FakeStore:
+    """Three replicas per key; each client call sleeps a little so calls interleave."""
+
+    def __init__(
+        self,
+        rng: random.Random,
+        *,
+        lww: bool = False,
+        no_dots: bool = False,
+        error_rate: float = 0.0,
+    ) -> None:
+        self.rng = rng
+        self.lww = lww
+        self.no_dots = no_dots
+        self.error_rate = error_rate
+        self.data: dict[str, dict[bytes, VersionedObject]] = {r: {} for r in REPLICAS}
+        self.nursery: trio.Nursery | None = None
+
+    async def _hop(self) -> None:
+        await trio.sleep(self.rng.uniform(0.001, 0.02))
+
+    async def get(self, key: bytes, *, consistency=None, timeout=None) -> Result:
+        await self._hop()
+        if self.rng.random() < self.error_rate:
+            raise Unavailable(2, 1)
+        merged: VersionedObject | None = None
+        for replica in self.rng.sample(REPLICAS, 2 if consistency != "all" else 3):
+            current = self.data[replica].get(key)
+            if current is not None:
+                merged = current if merged is None else merge(merged, current)
+        await self._hop()
+        if merged is None:
+            return Result([], encode_context(VersionVector()))
+        return Result(merged.values, encode_context(merged.context))
+
+    async def put(self, key, value, *, context=None, consistency=None, timeout=None) -> Result:
+        return await self._write(key, value, context)
+
+    async def delete(self, key, *, context=None, consistency=None, timeout=None) -> Result:
+        return await self._write(key, None, context)
+
+    async def _write(self, key: bytes, value: bytes | None, context: bytes | None) -> Result:
+        await self._hop()
+        roll = self.rng.random()
+        if roll < self.error_rate:
+            raise Unavailable(2, 1)
+        actor = self.rng.choice(REPLICAS)
+        seen = decode_context(context) if context else VersionVector()
+        current = self.data[actor].get(key)
+        if self.lww:
+            clock = join(current.clock, seen) if current else seen
+            counter = clock.get(actor, 0) + 1
+            new = VersionedObject(
+                join(clock, VersionVector({actor: counter})), [Sibling(Dot(actor, counter), value)]
+            )
+        elif self.no_dots and current is not None:
+            fresh = update(None, join(seen, current.clock), actor, value)
+            kept = [] if _covers(seen, current.clock) else list(current.siblings)
+            new = VersionedObject(fresh.clock, sorted([*kept, *fresh.siblings]))
+        else:
+            new = update(current, seen, actor, value)
+        self.data[actor][key] = new
+        assert self.nursery is not None
+        for replica in REPLICAS:
+            if replica != actor:
+                self.nursery.start_soon(self._propagate, replica, key, new)
+        if roll < 2 * self.error_rate:
+            raise Timeout(required=2, acknowledged=1)
+        await self._hop()
+        return Result([], encode_context(new.context))
+
+    async def _propagate(self, replica: str, key: bytes, obj: VersionedObject) -> None:
+        await trio.sleep(self.rng.uniform(0.0, 0.5))
+        current = self.data[replica].get(key)
+        if self.lww:
+            if current is None or sum(obj.clock.values()) >= sum(current.clock.values()):
+                self.data[replica][key] = obj
+        elif self.no_dots and current is not None:
+            self.data[replica][key] = VersionedObject(
+                join(current.clock, obj.clock),
+                sorted({*current.siblings, *obj.siblings}),
+            )
+        else:
+            self.data[replica][key] = obj if current is None else merge(current, obj)
+
+
+def _covers(seen: VersionVector, clock: VersionVector) -> bool:
+    return all(seen.get(actor, 0) >= counter for actor, counter in clock.items())
+
+
+async def run_against(store: FakeStore, seed: int, duration: float = 8.0, **options) -> History:
+    history = History()
+    workload = Workload(history, random.Random(seed), WorkloadOptions(**options))
+    async with trio.open_nursery() as nursery:
+        store.nursery = nursery
+        await workload.run({"a": store, "b": store}, duration)
+        await trio.sleep(5.0)
+        assert await workload.final_reads({"a": store}) == []
+    return history
+
+
+async def test_a_correct_store_passes_every_checker(autojump_clock) -> None:
+    history = await run_against(FakeStore(random.Random(1), error_rate=0.05), seed=1)
+    assert check_all(history, _no_samples()) == []
+    ops = history.ops
+    assert {op.f for op in ops} == set(OpF)
+    assert {op.consistency for op in ops if op.f is not OpF.FINAL} == {"one", "quorum", "all"}
+    assert {op.type for op in ops} == set(OpType)
+
+
+async def test_the_workload_generates_the_patterns_bugs_hide_behind(autojump_clock) -> None:
+    history = await run_against(FakeStore(random.Random(2), error_rate=0.05), seed=2)
+    ops = history.ops
+    writes_by_ctx: dict[int, int] = {}
+    for op in ops:
+        if op.type is OpType.INVOKE and op.ctx is not None and op.f is OpF.ADD:
+            writes_by_ctx[op.ctx] = writes_by_ctx.get(op.ctx, 0) + 1
+    finals = [op for op in ops if op.f is OpF.FINAL and op.type is OpType.OK]
+    assert any(len(op.value) > 1 for op in finals), "concurrent writers made no siblings"
+    deletes = [op for op in ops if op.f is OpF.DELETE and op.type is OpType.OK]
+    assert deletes
+    recreated = {op.key for op in ops if op.f is OpF.PUT and op.key.startswith("delete")}
+    assert {op.key for op in deletes} & recreated
+    blind = [op for op in ops if op.f is OpF.PUT and op.ctx is None and op.type is OpType.INVOKE]
+    assert blind
+    info = [op for op in ops if op.type is OpType.INFO]
+    assert info
+    for op in info:
+        later = [o for o in ops if o.index > op.index and o.process == op.process]
+        assert later == [], "a process was reused after an indeterminate outcome"
+    keys = {op.key for op in ops if op.key.startswith("set-add")}
+    assert len(keys) > 3, "set-add keys are never retired"
+    biggest = max(len(v.split()) for op in finals for v in op.value)
+    assert biggest <= 33
+
+
+async def test_last_write_wins_is_caught_as_lost_writes(autojump_clock) -> None:
+    history = await run_against(FakeStore(random.Random(3), lww=True), seed=3)
+    checkers = {v.checker for v in check_all(history, _no_samples())}
+    assert "lost_writes" in checkers
+
+
+async def test_clocks_without_dots_are_caught_as_false_siblings(autojump_clock) -> None:
+    history = await run_against(FakeStore(random.Random(4), no_dots=True), seed=4)
+    checkers = {v.checker for v in check_all(history, _no_samples())}
+    assert "siblings" in checkers
+
+
+async def test_replaying_a_shortened_history_repeats_its_ops(autojump_clock) -> None:
+    store = FakeStore(random.Random(5))
+    original = await run_against(store, seed=5, duration=5.0)
+    key = next(op.key for op in original.ops if op.f is OpF.ADD and op.type is OpType.OK)
+    short = shorten(original, [key])
+    again = History()
+    fresh = FakeStore(random.Random(6))
+    async with trio.open_nursery() as nursery:
+        fresh.nursery = nursery
+        await replay(short, {"a": fresh}, again)
+        await trio.sleep(5.0)
+        assert await Workload(again, random.Random(0)).final_reads({"a": fresh}) == []
+    wanted = [
+        (op.f, op.value if op.f is not OpF.READ else None, op.consistency)
+        for op in short.ops
+        if op.type is OpType.INVOKE and op.f is not OpF.FINAL
+    ]
+    got = [
+        (op.f, op.value if op.f is not OpF.READ else None, op.consistency)
+        for op in again.ops
+        if op.type is OpType.INVOKE and op.f is not OpF.FINAL
+    ]
+    assert sorted(got, key=repr) == sorted(wanted, key=repr)
+    assert {op.key for op in again.ops} == {key}
+    assert check_all(again, _no_samples()) == []
+
+
+class Control:
+    def __init__(self) -> None:
+        self.nodes = ["n1", "n2", "n3"]
+        self.serial = 3
+
+    def members(self) -> list[str]:
+        return list(self.nodes)
+
+    async def join(self) -> str:
+        await trio.sleep(0.1)
+        self.serial += 1
+        self.nodes.append(f"n{self.serial}")
+        return self.nodes[-1]
+
+    async def leave(self, node: str) -> None:
+        await trio.sleep(0.1)
+        self.nodes.remove(node)
+
+    async def remove(self, node: str) -> None:
+        self.nodes.remove(node)
+
+
+async def test_churn_keeps_the_member_count_in_bounds_and_records_changes(autojump_clock) -> None:
+    history = History()
+    control = Control()
+    await run_churn(
+        control, history, random.Random(6), duration=60, interval=2, min_members=2, max_members=4
+    )
+    kinds = {event.kind for event in history.faults}
+    assert kinds == {FaultKind.JOIN, FaultKind.LEAVE, FaultKind.REMOVE}
+    assert 2 <= len(control.members()) <= 4
+    assert all(event.time <= trio.current_time() for event in history.faults)
+
+
+def test_options_reject_nonsense() -> None:
+    with pytest.raises(ValueError, match="process"):
+        WorkloadOptions(processes=0)
+    with pytest.raises(ValueError, match="mix"):
+        WorkloadOptions(mix={"nonsense": 1.0})
+    with pytest.raises(ValueError, match="blind"):
+        WorkloadOptions(blind_fraction=2.0)
+
+
+def _no_samples() -> CheckConfig:
+    return CheckConfig(convergence_bound=None)
