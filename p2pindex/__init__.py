@@ -1,0 +1,99 @@
+"""p2pindex: a peer-to-peer, leaderless, Dynamo-style replicated key-value index.
+
+    import p2pindex
+
+    async with p2pindex.connect(["127.0.0.1:7001"]) as db:        # trio
+        await db.put("user:1", b"alice")
+        result = await db.get("user:1")
+
+    with p2pindex.Client(["127.0.0.1:7001"]) as db:               # blocking
+        db.put("user:1", b"alice", consistency=p2pindex.ConsistencyLevel.ALL)
+
+The client names are loaded on first use, so importing a lower layer (``p2pindex.core``,
+``p2pindex.types``) stays cheap and free of the networking stack.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from p2pindex.errors import (
+    ConfigError,
+    ConnectionLost,
+    DefiniteError,
+    IndeterminateError,
+    InvalidRequest,
+    NoNodeReachable,
+    P2PIndexError,
+    PermissionDenied,
+    ProtocolError,
+    QuorumFailed,
+    SiblingLimitExceeded,
+    StorageFailure,
+    Timeout,
+    Unavailable,
+)
+from p2pindex.types import ConsistencyLevel
+
+if TYPE_CHECKING:
+    from p2pindex.client import (
+        AsyncClient,
+        Client,
+        Context,
+        DeleteResult,
+        GetResult,
+        PutResult,
+        SiblingConflict,
+        connect,
+    )
+
+_CLIENT_NAMES = frozenset(
+    {
+        "AsyncClient",
+        "Client",
+        "Context",
+        "DeleteResult",
+        "GetResult",
+        "PutResult",
+        "SiblingConflict",
+        "connect",
+    }
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncClient",
+    "Client",
+    "ConfigError",
+    "ConnectionLost",
+    "ConsistencyLevel",
+    "Context",
+    "DefiniteError",
+    "DeleteResult",
+    "GetResult",
+    "IndeterminateError",
+    "InvalidRequest",
+    "NoNodeReachable",
+    "P2PIndexError",
+    "PermissionDenied",
+    "ProtocolError",
+    "PutResult",
+    "QuorumFailed",
+    "SiblingConflict",
+    "SiblingLimitExceeded",
+    "StorageFailure",
+    "Timeout",
+    "Unavailable",
+    "__version__",
+    "connect",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CLIENT_NAMES:
+        value = getattr(importlib.import_module("p2pindex.client"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'p2pindex' has no attribute {name!r}")

@@ -10,7 +10,6 @@ from pathlib import Path
 import trio
 
 from p2pindex.config import Limits, NodeConfig
-from p2pindex.node.runtime import serve_node
 from p2pindex.types import Address
 
 DEFAULT_LISTEN = "127.0.0.1:7400"
@@ -106,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
         remove_dead_after=args.remove_dead_after,
         limits=Limits(max_value=args.max_value, max_frame=max_frame),
     )
+
+    from p2pindex.node.runtime import serve_node  # here: other commands need not load a node
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:

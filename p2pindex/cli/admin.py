@@ -1,0 +1,254 @@
+"""`p2pindex status | explain | leave | remove`: look at and change cluster membership."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from p2pindex.cli.common import (
+    EXIT_OK,
+    add_format_option,
+    add_node_option,
+    nodes_of,
+    with_client,
+)
+from p2pindex.client import AsyncClient
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    status = subparsers.add_parser(
+        "status",
+        help="show the members, ownership and statistics of a node",
+        description=(
+            "Show the cluster as one node sees it: every member with its liveness (SWIM), "
+            "state, incarnation and share of the ring, then the node's pending hints and "
+            "statistics."
+        ),
+    )
+    add_node_option(status, what="the node to ask")
+    add_format_option(status)
+    status.set_defaults(func=run_status)
+
+    explain = subparsers.add_parser(
+        "explain",
+        help="show where a key lives",
+        description=(
+            "Show the key's place on the ring: its primary, replicas and the fallbacks "
+            "that would stand in for them, with their liveness."
+        ),
+    )
+    explain.add_argument("key", metavar="KEY", help="the key (text, stored as UTF-8)")
+    add_node_option(explain)
+    add_format_option(explain)
+    explain.set_defaults(func=run_explain)
+
+    leave = subparsers.add_parser(
+        "leave",
+        help="make a node hand over its data and leave the cluster",
+        description=(
+            "Ask the node at --node to hand its ranges to their new owners and leave. "
+            "The node process exits when it is done."
+        ),
+    )
+    add_node_option(leave, what="the node that should leave")
+    leave.set_defaults(func=run_leave)
+
+    remove = subparsers.add_parser(
+        "remove",
+        help="remove a dead member for good",
+        description=(
+            "Remove a member that will not come back, so its ranges move to other nodes. "
+            "NODE_ID may be any unique prefix of the id shown by status."
+        ),
+    )
+    remove.add_argument("node_id", metavar="NODE_ID", help="id (or unique prefix) of the member")
+    add_node_option(remove, what="a live node to carry out the removal")
+    remove.set_defaults(func=run_remove)
+
+
+def run_status(args: argparse.Namespace) -> int:
+    async def body(db: AsyncClient) -> int:
+        status = await db.status(nodes_of(args)[0])
+        if args.format == "json":
+            print(json.dumps(status, indent=2, sort_keys=True))
+        else:
+            print(format_status(status))
+        return EXIT_OK
+
+    return with_client(args, body)
+
+
+def run_explain(args: argparse.Namespace) -> int:
+    async def body(db: AsyncClient) -> int:
+        explain = await db.explain(args.key)
+        if args.format == "json":
+            print(json.dumps(explain, indent=2, sort_keys=True))
+        else:
+            print(format_explain(args.key, explain))
+        return EXIT_OK
+
+    return with_client(args, body)
+
+
+def run_leave(args: argparse.Namespace) -> int:
+    node = nodes_of(args)[0]
+
+    async def body(db: AsyncClient) -> int:
+        await db.leave(node)
+        print(f"ok: {node} is handing over its data and leaving the cluster")
+        return EXIT_OK
+
+    return with_client(args, body)
+
+
+def run_remove(args: argparse.Namespace) -> int:
+    async def body(db: AsyncClient) -> int:
+        members = (await db.members()).members
+        node_id = resolve_node_id(args.node_id, [str(m.get("node_id", "")) for m in members])
+        await db.remove(node_id)
+        print(f"ok: removed {node_id}; its ranges move to the remaining members")
+        return EXIT_OK
+
+    return with_client(args, body)
+
+
+def resolve_node_id(prefix: str, known: Sequence[str]) -> str:
+    """The one member id starting with ``prefix``; a clear error otherwise."""
+    wanted = prefix.strip().lower()
+    if not wanted:
+        raise ValueError("node id must not be empty")
+    matches = [node_id for node_id in known if node_id.startswith(wanted)]
+    if not matches:
+        raise ValueError(f"no member has an id starting with {prefix!r} (see p2pindex status)")
+    if len(matches) > 1 and wanted not in matches:
+        raise ValueError(f"{prefix!r} matches several members: {', '.join(sorted(matches))}")
+    return wanted if wanted in matches else matches[0]
+
+
+# --- text rendering ---------------------------------------------------------------------------
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: Sequence[int] = ()) -> str:
+    """A plain aligned table; columns listed in ``right`` are right-aligned (numbers)."""
+    cells = [[str(h) for h in headers]] + [[_cell(v) for v in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = []
+    for row in cells:
+        parts = [
+            row[i].rjust(widths[i]) if i in right else row[i].ljust(widths[i])
+            for i in range(len(headers))
+        ]
+        lines.append("  ".join(parts).rstrip())
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def format_status(status: dict[str, Any]) -> str:
+    lines = [
+        f"node {status.get('node_id', '?')} at {status.get('address', '?')}: "
+        f"state {status.get('state', '?')}"
+        + (f" ({status['state_reason']})" if status.get("state_reason") else ""),
+        f"cluster {status.get('cluster', '?')}, N={status.get('n_replicas', '?')}, "
+        f"{_count(status.get('keys'), 'key')} stored here",
+        "",
+    ]
+    members = status.get("members") or []
+    rows = [
+        [
+            m.get("node_id"),
+            m.get("address"),
+            m.get("liveness"),
+            m.get("state"),
+            m.get("incarnation"),
+            _percent(m.get("ownership")),
+        ]
+        for m in sorted(members, key=lambda m: str(m.get("address")))
+    ]
+    lines.append(
+        table(["ID", "ADDRESS", "LIVENESS", "STATE", "INCARNATION", "OWNERSHIP"], rows, (4, 5))
+    )
+    counts: dict[str, int] = {}
+    for member in members:
+        counts[str(member.get("liveness"))] = counts.get(str(member.get("liveness")), 0) + 1
+    summary = ", ".join(f"{count} {name}" for name, count in sorted(counts.items()))
+    lines.append(f"{len(members)} members: {summary or 'none'}")
+    handoff = status.get("handoff")
+    if handoff:
+        lines += ["", format_handoff(handoff)]
+    hints = status.get("hints") or []
+    lines.append("")
+    if hints:
+        lines.append("hints waiting for delivery:")
+        hint_rows = [
+            [h.get("target"), h.get("count"), h.get("bytes"), h.get("oldest")] for h in hints
+        ]
+        lines.append(_indent(table(["FOR NODE", "COUNT", "BYTES", "OLDEST"], hint_rows, (1, 2))))
+    else:
+        lines.append("hints waiting for delivery: none")
+    statistics = status.get("statistics") or {}
+    if statistics:
+        lines += ["", "statistics:"]
+        lines.append(_indent(table(["NAME", "VALUE"], sorted(statistics.items()), (1,))))
+    return "\n".join(lines)
+
+
+def format_handoff(handoff: dict[str, Any]) -> str:
+    """One line on the ownership handoff that a join or leave started."""
+    direction = handoff.get("direction", "?")
+    keys = _count(handoff.get("keys"), "key")
+    if handoff.get("done"):
+        line = f"handoff ({direction}): done, {keys} moved in {handoff.get('elapsed_s', '?')}s"
+    else:
+        line = (
+            f"handoff ({direction}): {handoff.get('ranges_done', '?')} of "
+            f"{handoff.get('ranges_total', '?')} ranges, {keys} so far"
+        )
+    if handoff.get("last_error"):
+        line += f"; last error: {handoff['last_error']}"
+    return line
+
+
+def _count(value: Any, noun: str) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value} {noun}" + ("" if value == 1 else "s")
+    return f"? {noun}s"
+
+
+def format_explain(key: str, explain: dict[str, Any]) -> str:
+    nodes = explain.get("nodes") or []
+    rows = [
+        [
+            n.get("role"),
+            n.get("node_id"),
+            n.get("address"),
+            n.get("liveness"),
+            n.get("state"),
+            n.get("usable"),
+            n.get("hints_held_here"),
+        ]
+        for n in nodes
+    ]
+    header = f"key {key!r} (hex {explain.get('key', '?')}), N={explain.get('n_replicas', '?')}"
+    body = table(["ROLE", "NODE", "ADDRESS", "LIVENESS", "STATE", "USABLE", "HINTS"], rows, (6,))
+    return f"{header}\n{body}"
+
+
+def _percent(value: Any) -> str:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{value * 100:.1f}%"
+    return "-"
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + line if line else "" for line in text.splitlines())

@@ -1,0 +1,224 @@
+"""One load-generating process of `p2pindex bench`.
+
+A worker keeps one client (one multiplexed connection per node) and ``concurrency`` closed
+loops over it, each with one request in flight: no task per request, latencies into a
+bucketed histogram. It talks to the parent over a pipe: ``ready``, then for each phase it
+waits for ``go``, sends ``progress`` once a second and a ``result`` at the end.
+
+Updates carry the latest context this worker saw for the key, as an application would:
+a blind write without context would become one more sibling instead of replacing the value.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+
+import trio
+
+from p2pindex.cli.bench_stats import OpStats, PhaseResult
+from p2pindex.cli.bench_workload import ScrambledZipfian, key_name
+from p2pindex.cli.common import describe, single_error
+from p2pindex.client import AsyncClient, Context, connect
+from p2pindex.errors import P2PIndexError
+
+PROGRESS_EVERY = 1.0
+VALUE_POOL = 16
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSpec:
+    index: int
+    addresses: tuple[str, ...]
+    read_proportion: float
+    records: int
+    value_size: int
+    concurrency: int
+    first_task: int
+    """Global number of this worker's first task; load work is striped over all tasks."""
+    total_tasks: int
+    duration: float
+    consistency: str
+    timeout: float
+    seed: int
+    load: bool
+
+
+class _Shared:
+    """What every task of one worker shares: key names, contexts, counters, the stop flag."""
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        rng = random.Random(spec.seed)
+        self.keys: list[bytes | None] = [None] * spec.records
+        self.contexts: dict[int, Context] = {}
+        self.values = [rng.randbytes(spec.value_size) for _ in range(VALUE_POOL)]
+        self.done = 0
+        self.stopped = False
+
+    def key(self, record: int) -> bytes:
+        key = self.keys[record]
+        if key is None:
+            key = self.keys[record] = key_name(record)
+        return key
+
+
+def _code(error: P2PIndexError) -> str:
+    return f"ERROR({error.code})"
+
+
+async def _load_task(db: AsyncClient, shared: _Shared, records: range, inserts: OpStats) -> None:
+    clock = time.perf_counter_ns
+    latency = inserts.latency
+    returns = inserts.returns
+    values = shared.values
+    for record in records:
+        start = clock()
+        try:
+            result = await db.put(shared.key(record), values[record % VALUE_POOL])
+        except P2PIndexError as exc:
+            code = _code(exc)
+        else:
+            shared.contexts[record] = result.context
+            code = "OK"
+        latency.record((clock() - start) // 1000)
+        returns[code] += 1
+        shared.done += 1
+
+
+async def _run_task(
+    db: AsyncClient,
+    shared: _Shared,
+    keys: ScrambledZipfian,
+    rng: random.Random,
+    read_proportion: float,
+    reads: OpStats,
+    updates: OpStats,
+) -> None:
+    clock = time.perf_counter_ns
+    contexts = shared.contexts
+    values = shared.values
+    while not shared.stopped:
+        record = keys.next()
+        key = shared.key(record)
+        if rng.random() < read_proportion:
+            stats = reads
+            start = clock()
+            try:
+                got = await db.get(key)
+            except P2PIndexError as exc:
+                code = _code(exc)
+            else:
+                contexts[record] = got.context
+                code = "OK" if got.values else "NOT_FOUND"
+        else:
+            stats = updates
+            start = clock()
+            try:
+                put = await db.put(
+                    key, values[shared.done % VALUE_POOL], context=contexts.get(record)
+                )
+            except P2PIndexError as exc:
+                code = _code(exc)
+            else:
+                contexts[record] = put.context
+                code = "OK"
+        stats.latency.record((clock() - start) // 1000)
+        stats.returns[code] += 1
+        shared.done += 1
+
+
+async def _progress(shared: _Shared, conn: Connection, phase: str) -> None:
+    while True:
+        await trio.sleep(PROGRESS_EVERY)
+        conn.send(("progress", phase, shared.done))
+
+
+async def _wait_go(conn: Connection) -> None:
+    message = await trio.to_thread.run_sync(conn.recv)
+    if message != "go":
+        raise RuntimeError(f"unexpected instruction {message!r}")
+
+
+async def _phase(
+    conn: Connection, phase: str, shared: _Shared, body: Callable[[trio.Nursery, PhaseResult], None]
+) -> None:
+    await _wait_go(conn)
+    shared.done = 0
+    result = PhaseResult()
+    started = time.perf_counter()
+    cpu_started = time.process_time()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_progress, shared, conn, phase)
+        async with trio.open_nursery() as workers:
+            body(workers, result)
+        nursery.cancel_scope.cancel()
+    result.runtime = time.perf_counter() - started
+    result.client_cpu = time.process_time() - cpu_started
+    conn.send(("result", phase, result.to_dict()))
+
+
+async def run_worker(spec: WorkerSpec, conn: Connection) -> None:
+    shared = _Shared(spec)
+    async with connect(
+        list(spec.addresses), consistency=spec.consistency, timeout=spec.timeout
+    ) as db:
+        conn.send(("ready", spec.index))
+        if spec.load:
+
+            def start_load(nursery: trio.Nursery, result: PhaseResult) -> None:
+                inserts = result.stats("INSERT")
+                for task in range(spec.concurrency):
+                    stripe = range(spec.first_task + task, spec.records, spec.total_tasks)
+                    nursery.start_soon(_load_task, db, shared, stripe, inserts)
+
+            await _phase(conn, "load", shared, start_load)
+
+        def start_run(nursery: trio.Nursery, result: PhaseResult) -> None:
+            reads = result.stats("READ") if spec.read_proportion > 0 else OpStats()
+            updates = result.stats("UPDATE") if spec.read_proportion < 1 else OpStats()
+            for task in range(spec.concurrency):
+                rng = random.Random(spec.seed * 7919 + task)
+                keys = ScrambledZipfian(spec.records, rng)
+                nursery.start_soon(
+                    _run_task, db, shared, keys, rng, spec.read_proportion, reads, updates
+                )
+            nursery.start_soon(_stop_after, shared, spec.duration)
+
+        shared.stopped = False
+        await _phase(conn, "run", shared, start_run)
+
+
+async def _stop_after(shared: _Shared, duration: float) -> None:
+    await trio.sleep(duration)
+    shared.stopped = True
+
+
+def worker_main(spec: WorkerSpec, conn: Connection) -> None:
+    """Process entry point; any failure goes back to the parent as one line of text.
+
+    Ctrl-C is left to the parent, which stops its workers by pid; a parent that went away
+    (closed pipe) simply ends the worker.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        trio.run(run_worker, spec, conn)
+    except (EOFError, BrokenPipeError):
+        pass
+    except (P2PIndexError, OSError, ValueError, RuntimeError) as exc:
+        _send_error(conn, spec.index, describe(exc))
+    except BaseExceptionGroup as group:
+        error = single_error(group)
+        if not isinstance(error, EOFError | BrokenPipeError):
+            _send_error(conn, spec.index, describe(error) if error else repr(group))
+    finally:
+        conn.close()
+
+
+def _send_error(conn: Connection, index: int, text: str) -> None:
+    with contextlib.suppress(OSError):
+        conn.send(("error", index, text))

@@ -1,0 +1,178 @@
+"""What every client command shares: options, exit codes and the one-line error report.
+
+A command line tool is judged by its failures: each one here ends as a single
+``error: ...`` line on stderr and an exit code a script can branch on, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Awaitable, Callable
+
+import trio
+
+from p2pindex.client import AsyncClient, connect
+from p2pindex.errors import (
+    IndeterminateError,
+    NoNodeReachable,
+    P2PIndexError,
+    Unavailable,
+)
+from p2pindex.types import Address, Consistency, parse_consistency
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+EXIT_UNAVAILABLE = 4
+EXIT_INDETERMINATE = 5
+"""A timeout or broken connection: the operation may or may not have taken effect."""
+
+NODE_ENV = "P2PINDEX_NODE"
+DEFAULT_NODE = "127.0.0.1:7001"
+"""Where `p2pindex dev` puts its first node, so the two work together without options."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line, like every other error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"error: {message} (see '{self.prog} --help')\n")
+
+
+def address_arg(text: str) -> Address:
+    try:
+        address = Address.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if address.port == 0:
+        raise argparse.ArgumentTypeError(f"bad address {text!r}: port 0 cannot be connected to")
+    return address
+
+
+def consistency_arg(text: str) -> Consistency:
+    try:
+        return parse_consistency(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def seconds_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of seconds")
+    return value
+
+
+def positive_int_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def default_nodes() -> list[Address]:
+    text = os.environ.get(NODE_ENV) or DEFAULT_NODE
+    try:
+        return [Address.parse(part) for part in text.split(",") if part.strip()]
+    except ValueError as exc:
+        raise SystemExit(f"error: ${NODE_ENV}: {exc}") from None
+
+
+def add_node_option(parser: argparse.ArgumentParser, *, what: str = "a node to talk to") -> None:
+    parser.add_argument(
+        "--node",
+        action="append",
+        type=address_arg,
+        metavar="HOST:PORT",
+        help=f"{what} (repeatable; default ${NODE_ENV} or {DEFAULT_NODE})",
+    )
+
+
+def add_format_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--format",
+        choices=["text", "json"],
+        default="text",
+        help="output for people (text, the default) or for scripts (json)",
+    )
+
+
+def add_timeout_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--timeout",
+        type=seconds_arg,
+        default=5.0,
+        metavar="S",
+        help="seconds the cluster may take before the request fails (default 5)",
+    )
+
+
+def nodes_of(args: argparse.Namespace) -> list[Address]:
+    return args.node or default_nodes()
+
+
+def with_client(args: argparse.Namespace, body: Callable[[AsyncClient], Awaitable[int]]) -> int:
+    """Connect to the nodes named by ``args``, run ``body`` and return its exit code."""
+
+    async def run() -> int:
+        async with connect(
+            nodes_of(args),
+            consistency=getattr(args, "consistency", "quorum"),
+            timeout=getattr(args, "timeout", 5.0),
+        ) as db:
+            return await body(db)
+
+    return trio.run(run)
+
+
+def exit_code_for(error: BaseException) -> int:
+    if isinstance(error, Unavailable | NoNodeReachable):
+        return EXIT_UNAVAILABLE
+    if isinstance(error, IndeterminateError):
+        return EXIT_INDETERMINATE
+    return EXIT_ERROR
+
+
+def describe(error: BaseException) -> str:
+    """The text after ``error: ``: what kind of failure, then what happened."""
+    if isinstance(error, P2PIndexError):
+        kind = error.code.replace("_", " ")
+        text = str(error)
+        self_explaining = isinstance(error, NoNodeReachable) or text.startswith(kind)
+        message = text if self_explaining else f"{kind}: {text}"
+        if isinstance(error, IndeterminateError):
+            message += " (the operation may or may not have taken effect)"
+        return message
+    if isinstance(error, OSError) and error.strerror:
+        where = f" ({error.filename})" if error.filename else ""
+        return f"{error.strerror.lower()}{where}"
+    return str(error) or type(error).__name__
+
+
+def report(error: BaseException) -> int:
+    print(f"error: {describe(error)}", file=sys.stderr)
+    return exit_code_for(error)
+
+
+def single_error(group: BaseExceptionGroup) -> BaseException | None:
+    """The one error inside (possibly nested) groups, if there is exactly one."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    return leaves[0] if len(leaves) == 1 else None

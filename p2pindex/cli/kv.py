@@ -1,0 +1,198 @@
+"""`p2pindex put | get | delete`: one key-value operation against a running cluster.
+
+Text output keeps stdout for data (a value can be piped into a file unchanged) and puts
+metadata such as the causal context on stderr; ``--format json`` puts everything in one
+document on stdout for scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import sys
+
+from p2pindex.cli.common import (
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    add_format_option,
+    add_node_option,
+    add_timeout_option,
+    consistency_arg,
+    with_client,
+)
+from p2pindex.client import AsyncClient, Context
+from p2pindex.types import ConsistencyLevel
+
+CONSISTENCY_HELP = "replicas that must answer: one, quorum (default), all, or a number up to N"
+
+
+def context_arg(text: str) -> Context:
+    try:
+        return Context.from_str(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    add_node_option(parser)
+    parser.add_argument(
+        "--consistency",
+        type=consistency_arg,
+        default=ConsistencyLevel.QUORUM,
+        metavar="LEVEL",
+        help=CONSISTENCY_HELP,
+    )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="count only the key's own replicas, never fallback nodes (no sloppy quorum)",
+    )
+    add_timeout_option(parser)
+    add_format_option(parser)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    put = subparsers.add_parser(
+        "put",
+        help="store a value under a key",
+        description=(
+            "Store VALUE under KEY. Without --context the value becomes a sibling of whatever "
+            "the key holds; pass the context printed by get (or a previous put) to replace it."
+        ),
+    )
+    put.add_argument("key", metavar="KEY", help="the key (text, stored as UTF-8)")
+    put.add_argument(
+        "value", metavar="VALUE", help="the value as text, or - to read bytes from stdin"
+    )
+    put.add_argument(
+        "--context", type=context_arg, help="causal context from a previous get or put"
+    )
+    _common(put)
+    put.set_defaults(func=run_put)
+
+    get = subparsers.add_parser(
+        "get",
+        help="read a key",
+        description=(
+            "Print the value of KEY (every sibling if there are several) and its context. "
+            "Exits 3 when the key does not exist."
+        ),
+    )
+    get.add_argument("key", metavar="KEY", help="the key (text, stored as UTF-8)")
+    _common(get)
+    get.set_defaults(func=run_get)
+
+    delete = subparsers.add_parser(
+        "delete",
+        help="delete a key",
+        description=(
+            "Delete KEY by writing a tombstone. Pass --context from a get to delete exactly "
+            "the values that get saw."
+        ),
+    )
+    delete.add_argument("key", metavar="KEY", help="the key (text, stored as UTF-8)")
+    delete.add_argument("--context", type=context_arg, help="causal context from a previous get")
+    _common(delete)
+    delete.set_defaults(func=run_delete)
+
+
+def _options(args: argparse.Namespace) -> dict:
+    return {"consistency": args.consistency, "timeout": args.timeout, "strict": args.strict}
+
+
+def _emit_json(document: dict) -> None:
+    print(json.dumps(document, ensure_ascii=False))
+
+
+def encode_values(values: list[bytes]) -> tuple[str, list[str]]:
+    """Values as JSON strings: UTF-8 text when they all are, otherwise base64."""
+    try:
+        return "utf-8", [value.decode("utf-8") for value in values]
+    except UnicodeDecodeError:
+        return "base64", [base64.b64encode(value).decode("ascii") for value in values]
+
+
+def run_put(args: argparse.Namespace) -> int:
+    value = sys.stdin.buffer.read() if args.value == "-" else args.value.encode("utf-8")
+
+    async def body(db: AsyncClient) -> int:
+        result = await db.put(args.key, value, context=args.context, **_options(args))
+        if args.format == "json":
+            _emit_json(
+                {
+                    "key": args.key,
+                    "ok": True,
+                    "context": str(result.context),
+                    "warning": result.warning,
+                }
+            )
+        else:
+            print(f"ok: stored {len(value)} bytes")
+            print(f"context: {result.context}", file=sys.stderr)
+            if result.warning:
+                print(f"warning: {result.warning}", file=sys.stderr)
+        return EXIT_OK
+
+    return with_client(args, body)
+
+
+def run_get(args: argparse.Namespace) -> int:
+    async def body(db: AsyncClient) -> int:
+        result = await db.get(args.key, **_options(args))
+        if args.format == "json":
+            encoding, values = encode_values(result.values)
+            _emit_json(
+                {
+                    "key": args.key,
+                    "found": result.found,
+                    "encoding": encoding,
+                    "values": values,
+                    "context": str(result.context),
+                }
+            )
+        elif not result.found:
+            print(f"not found: {args.key}", file=sys.stderr)
+        elif len(result.values) == 1:
+            _write_value(result.values[0])
+            print(f"context: {result.context}", file=sys.stderr)
+        else:
+            for number, value in enumerate(result.values, 1):
+                sys.stdout.buffer.write(f"sibling {number}: ".encode())
+                _write_value(value, always_newline=True)
+            print(
+                f"warning: {len(result.values)} concurrent values (siblings); resolve them with\n"
+                f"  p2pindex put {_quote(args.key)} MERGED_VALUE --context {result.context}",
+                file=sys.stderr,
+            )
+        return EXIT_OK if result.found else EXIT_NOT_FOUND
+
+    return with_client(args, body)
+
+
+def run_delete(args: argparse.Namespace) -> int:
+    async def body(db: AsyncClient) -> int:
+        result = await db.delete(args.key, context=args.context, **_options(args))
+        if args.format == "json":
+            _emit_json({"key": args.key, "ok": True, "context": str(result.context)})
+        else:
+            print("ok: deleted")
+            print(f"context: {result.context}", file=sys.stderr)
+        return EXIT_OK
+
+    return with_client(args, body)
+
+
+def _write_value(value: bytes, *, always_newline: bool = False) -> None:
+    """Write the bytes as stored; a newline is added only for a terminal (or between siblings)."""
+    sys.stdout.flush()
+    out = sys.stdout.buffer
+    out.write(value)
+    if (always_newline or sys.stdout.isatty()) and not value.endswith(b"\n"):
+        out.write(b"\n")
+    out.flush()
+
+
+def _quote(text: str) -> str:
+    safe = text and all(c.isalnum() or c in "-_.:/@" for c in text)
+    return text if safe else "'" + text.replace("'", "'\\''") + "'"

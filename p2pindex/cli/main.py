@@ -1,0 +1,67 @@
+"""The `p2pindex` command: one binary, verb-first subcommands, one module per command group."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from p2pindex import __version__
+from p2pindex.cli import admin, bench, demo, dev, kv
+from p2pindex.cli.common import Parser, report, single_error
+from p2pindex.errors import P2PIndexError
+
+OPTIONAL_COMMANDS = ("p2pindex.cli.serve", "p2pindex.cli.simulate")
+"""Command modules owned elsewhere; the tool works (with fewer commands) without them."""
+
+EPILOG = """\
+examples:
+  p2pindex dev --nodes 3                 start a local 3-node cluster (Ctrl-C stops it)
+  p2pindex put user:1 alice              store a value (nodes from --node or $P2PINDEX_NODE)
+  p2pindex get user:1 --consistency all  read it back from every replica
+  p2pindex status                        members, ownership and statistics
+  p2pindex demo                          a narrated tour: quorums, a crash, siblings
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="p2pindex",
+        description="A peer-to-peer, leaderless, Dynamo-style replicated key-value index.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"p2pindex {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in OPTIONAL_COMMANDS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.register(subparsers)
+    for module in (kv, admin, dev, demo, bench):
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (P2PIndexError, ValueError, OSError) as exc:
+        return report(exc)
+    except BaseExceptionGroup as group:
+        error = single_error(group)
+        if isinstance(error, P2PIndexError | ValueError | OSError):
+            return report(error)
+        if isinstance(error, KeyboardInterrupt):
+            print("interrupted", file=sys.stderr)
+            return 130
+        raise

@@ -1,0 +1,175 @@
+"""The client's sans-IO core: turn call arguments into request messages and replies into results.
+
+Everything here is plain functions without I/O, shared by the async and sync clients, so
+argument checking happens once, up front, before anything is sent: a bad argument raises
+ValueError (TypeError for a wrong type) and nothing reaches the cluster.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import TypeVar
+
+from p2pindex.client.results import Context, DeleteResult, GetResult, PutResult
+from p2pindex.config import Limits
+from p2pindex.errors import P2PIndexError, ProtocolError
+from p2pindex.types import (
+    Address,
+    Consistency,
+    ConsistencyLevel,
+    consistency_to_wire,
+    parse_consistency,
+    required_replies,
+)
+from p2pindex.wire.errors import error_from_reply
+from p2pindex.wire.messages import DeleteReply, ErrorReply, GetReply, Message, PutReply
+
+Data = bytes | bytearray | memoryview | str
+ConsistencyArg = ConsistencyLevel | int | str
+M = TypeVar("M", bound=Message)
+
+
+def as_bytes(what: str, data: Data) -> bytes:
+    """Accept bytes-like data or text (encoded UTF-8), nothing else."""
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, str):
+        return data.encode("utf-8")
+    if isinstance(data, bytearray | memoryview):
+        return bytes(data)
+    raise TypeError(f"{what} must be bytes or str, not {type(data).__name__}")
+
+
+def check_key(key: Data, limits: Limits) -> bytes:
+    raw = as_bytes("key", key)
+    if not raw:
+        raise ValueError("key must not be empty")
+    if len(raw) > limits.max_key:
+        raise ValueError(f"key is {len(raw)} bytes; the limit is {limits.max_key}")
+    return raw
+
+
+def check_value(value: Data, limits: Limits) -> bytes:
+    raw = as_bytes("value", value)
+    if len(raw) > limits.max_value:
+        raise ValueError(f"value is {len(raw)} bytes; the limit is {limits.max_value}")
+    return raw
+
+
+def check_context(context: Context | bytes | str | None) -> bytes | None:
+    """Contexts come from results; text (the CLI form) and raw bytes are accepted too."""
+    if context is None:
+        return None
+    if isinstance(context, Context):
+        return context.data or None
+    if isinstance(context, bytes):
+        return context or None
+    if isinstance(context, str):
+        return Context.from_str(context).data or None
+    raise TypeError(
+        f"context must be a Context from a previous result, not {type(context).__name__}"
+    )
+
+
+def check_consistency(consistency: ConsistencyArg, n_replicas: int | None) -> Consistency:
+    """Normalize a level, a level name or an explicit count; check a count against N if known."""
+    if isinstance(consistency, str):
+        level: Consistency = parse_consistency(consistency)
+    elif isinstance(consistency, ConsistencyLevel):
+        level = consistency
+    elif isinstance(consistency, int) and not isinstance(consistency, bool):
+        if consistency < 1:
+            raise ValueError(f"consistency {consistency} must be at least 1")
+        level = consistency
+    else:
+        raise ValueError(
+            f"consistency must be one, quorum, all or a positive integer, not {consistency!r}"
+        )
+    if n_replicas is not None and isinstance(level, int):
+        required_replies(level, n_replicas)
+    return level
+
+
+def check_timeout(timeout: float) -> float:
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise TypeError(f"timeout must be a number of seconds, not {type(timeout).__name__}")
+    if not math.isfinite(timeout) or timeout <= 0:
+        raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+    return float(timeout)
+
+
+def parse_addresses(addresses: str | Address | list[str | Address] | tuple) -> list[Address]:
+    """Parse the addresses a client is given, dropping duplicates but keeping their order."""
+    if isinstance(addresses, str | Address):
+        addresses = [addresses]
+    parsed: list[Address] = []
+    for item in addresses:
+        address = item if isinstance(item, Address) else Address.parse(str(item))
+        if address.port == 0:
+            raise ValueError(f"bad address {item!r}: port 0 cannot be connected to")
+        if address not in parsed:
+            parsed.append(address)
+    if not parsed:
+        raise ValueError("no node addresses given: pass at least one HOST:PORT")
+    return parsed
+
+
+def timeout_to_ms(timeout: float) -> int:
+    return max(1, round(timeout * 1000))
+
+
+@dataclass(frozen=True, slots=True)
+class CallOptions:
+    """Consistency and deadline of one call, already in wire form (computed once per client
+    for the defaults, so the common call pays nothing for them)."""
+
+    consistency: str | int
+    timeout: float
+    timeout_ms: int
+
+
+def call_options(consistency: Consistency, timeout: float) -> CallOptions:
+    return CallOptions(consistency_to_wire(consistency), timeout, timeout_to_ms(timeout))
+
+
+def expect(reply: Message, kind: type[M]) -> M:
+    """Return ``reply`` if it is a ``kind``; raise the mapped error for an ErrorReply."""
+    if isinstance(reply, kind):
+        return reply
+    if isinstance(reply, ErrorReply):
+        raise error_from_reply(reply)
+    raise ProtocolError(f"expected {kind.__name__}, got {type(reply).__name__}")
+
+
+def put_result(reply: Message) -> PutResult:
+    put = expect(reply, PutReply)
+    return PutResult(Context(put.context), put.warning)
+
+
+def get_result(reply: Message) -> GetResult:
+    got = expect(reply, GetReply)
+    return GetResult(list(got.values), Context(got.context))
+
+
+def delete_result(reply: Message) -> DeleteResult:
+    return DeleteResult(Context(expect(reply, DeleteReply).context))
+
+
+def describe_error(error: P2PIndexError | OSError) -> str:
+    """One short phrase for an error, used when listing why each node failed.
+
+    trio reports a failed connect as a generic OSError caused by a group of the real
+    socket errors; the first real reason ("connection refused") says more.
+    """
+    if isinstance(error, OSError):
+        cause: BaseException | None = error
+        if not error.errno:
+            cause = error.__cause__
+            while isinstance(cause, BaseExceptionGroup) and cause.exceptions:
+                cause = cause.exceptions[0]
+        if isinstance(cause, OSError) and cause.errno:
+            reason = os.strerror(cause.errno) if cause.errno > 0 else cause.strerror
+            return str(reason).lower()
+    return str(error) or type(error).__name__

@@ -1,0 +1,135 @@
+"""Token-aware routing: which node a client sends each request to, and in what order to fail over.
+
+Any node accepts any request and forwards it to a replica when it is not one, but that
+costs an extra hop. A client that knows the member list rebuilds the same ring the nodes
+use (tokens come from node ids) and sends a key's request straight to a live replica of
+that key. Pure: time comes in as ``now`` so the failover order is testable without sockets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from p2pindex.core.ring import Ring
+from p2pindex.errors import ProtocolError
+from p2pindex.types import Address, Liveness
+from p2pindex.wire.messages import MembersReply
+
+DOWN_FOR = 2.0
+"""Seconds an address that refused a connection is tried only after every other one."""
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    node_id: str
+    address: Address
+    liveness: Liveness
+    in_ring: bool
+    """Whether the node places keys on this member (a removed or departed one it does not)."""
+
+
+def parse_members(reply: MembersReply) -> list[Member]:
+    """Read the member documents; a malformed one means the node broke the protocol."""
+    members = []
+    for doc in reply.members:
+        try:
+            liveness = Liveness(doc["liveness"])
+            members.append(
+                Member(
+                    str(doc["node_id"]),
+                    Address.parse(str(doc["address"])),
+                    liveness,
+                    bool(doc.get("in_ring", liveness is not Liveness.LEFT)),
+                )
+            )
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ProtocolError(f"malformed member document {doc!r}: {exc}") from None
+    return members
+
+
+class Router:
+    def __init__(self, seeds: list[Address]) -> None:
+        self.seeds = list(seeds)
+        self.n_replicas: int | None = None
+        self._members: dict[str, Member] = {}
+        self._ring: Ring | None = None
+        self._ring_ids: frozenset[str] = frozenset()
+        self._ring_vnodes = 0
+        self._down: dict[Address, float] = {}
+
+    @property
+    def members(self) -> list[Member]:
+        return list(self._members.values())
+
+    def update(self, reply: MembersReply) -> None:
+        """Adopt a member list; the ring is rebuilt only when its member set changed."""
+        members = parse_members(reply)
+        if reply.n_replicas < 1:
+            raise ProtocolError(f"member list claims N={reply.n_replicas}")
+        ring_ids = frozenset(m.node_id for m in members if m.in_ring)
+        if ring_ids != self._ring_ids or reply.vnodes != self._ring_vnodes:
+            try:
+                self._ring = Ring(sorted(ring_ids), reply.vnodes) if ring_ids else None
+            except (ValueError, TypeError) as exc:
+                raise ProtocolError(
+                    f"cannot rebuild the ring from the member list: {exc}"
+                ) from None
+            self._ring_ids = ring_ids
+            self._ring_vnodes = reply.vnodes
+        self.n_replicas = reply.n_replicas
+        self._members = {member.node_id: member for member in members}
+
+    def mark_down(self, address: Address, now: float) -> None:
+        self._down[address] = now + DOWN_FOR
+
+    def mark_up(self, address: Address) -> None:
+        self._down.pop(address, None)
+
+    def replicas(self, key: bytes) -> tuple[str, ...]:
+        """The key's preference list as far as this client knows it (empty before any)."""
+        if self._ring is None or self.n_replicas is None:
+            return ()
+        return self._ring.preference_list(key, self.n_replicas)
+
+    def candidates(self, key: bytes | None, now: float) -> Iterator[Address]:
+        """Every address worth trying, best first, each once.
+
+        Order: the key's live replicas, then other live members, then the addresses the
+        client was given, and last whatever recently failed or is believed dead (it may be
+        back, and trying it late costs nothing when the rest works).
+        """
+        seen: set[Address] = set()
+        later: list[Address] = []
+
+        def usable(address: Address) -> bool:
+            until = self._down.get(address)
+            return until is None or until <= now
+
+        if key is not None:
+            for node_id in self.replicas(key):
+                member = self._members.get(node_id)
+                if member is None or member.address in seen:
+                    continue
+                seen.add(member.address)
+                if member.liveness in (Liveness.ALIVE, Liveness.SUSPECT) and usable(member.address):
+                    yield member.address
+                else:
+                    later.append(member.address)
+        for member in self._members.values():
+            if member.address in seen:
+                continue
+            seen.add(member.address)
+            if member.liveness is Liveness.ALIVE and usable(member.address):
+                yield member.address
+            elif member.liveness is not Liveness.LEFT:
+                later.append(member.address)
+        for address in self.seeds:
+            if address in seen:
+                continue
+            seen.add(address)
+            if usable(address):
+                yield address
+            else:
+                later.append(address)
+        yield from later

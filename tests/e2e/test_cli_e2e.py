@@ -1,0 +1,157 @@
+"""The `p2pindex` command against real node processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from p2pindex.cli.local_cluster import LocalCluster, free_ports, wait_converged
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    with LocalCluster(3, tmp_path_factory.mktemp("cli-e2e")) as local:
+        local.start()
+        wait_converged(local)
+        yield local
+
+
+def p2pindex(
+    *args: str, stdin: bytes | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess:
+    """Run the command line; on a hang, stop it by pid (SIGTERM, then SIGKILL)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "p2pindex", *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={k: v for k, v in os.environ.items() if k != "P2PINDEX_NODE"},
+    )
+    try:
+        out, err = process.communicate(stdin, timeout=timeout)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def test_put_get_delete_round_trip(cluster: LocalCluster) -> None:
+    node = ["--node", cluster.addresses[0]]
+    put = p2pindex("put", "e2e-key", "-", *node, "--consistency", "all", stdin=b"first\x00value")
+    assert put.returncode == 0, put.stderr
+    got = p2pindex("get", "e2e-key", "--node", cluster.addresses[1], "--consistency", "all")
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == b"first\x00value"
+    context = got.stderr.decode().split("context: ", 1)[1].strip()
+    replaced = p2pindex("put", "e2e-key", "second", *node, "--context", context)
+    assert replaced.returncode == 0, replaced.stderr
+    as_json = p2pindex("get", "e2e-key", *node, "--format", "json")
+    document = json.loads(as_json.stdout)
+    assert (document["found"], document["values"]) == (True, ["second"])
+    deleted = p2pindex("delete", "e2e-key", *node, "--context", document["context"])
+    assert deleted.returncode == 0, deleted.stderr
+    gone = p2pindex("get", "e2e-key", *node)
+    assert gone.returncode == 3
+    assert gone.stderr == b"not found: e2e-key\n"
+
+
+def test_get_of_a_missing_key_exits_3(cluster: LocalCluster) -> None:
+    result = p2pindex("get", "never-written", "--node", cluster.addresses[2])
+    assert result.returncode == 3
+    assert result.stdout == b""
+
+
+def test_status_lists_every_member(cluster: LocalCluster) -> None:
+    result = p2pindex("status", "--node", cluster.addresses[0], "--format", "json")
+    assert result.returncode == 0, result.stderr
+    members = json.loads(result.stdout)["members"]
+    assert {m["address"] for m in members} == set(cluster.addresses)
+    text = p2pindex("status", "--node", cluster.addresses[0])
+    assert text.returncode == 0 and b"OWNERSHIP" in text.stdout
+
+
+def one_error_line(result: subprocess.CompletedProcess) -> str:
+    err = result.stderr.decode()
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    return err
+
+
+def test_unreachable_node() -> None:
+    (port,) = free_ports(1)
+    result = p2pindex("get", "k", "--node", f"127.0.0.1:{port}")
+    assert result.returncode == 4
+    assert f"127.0.0.1:{port}" in one_error_line(result)
+
+
+@pytest.mark.parametrize(
+    ("args", "text"),
+    [
+        (["get", "k", "--node", "127.0.0.1"], "bad address"),
+        (["get", "k", "--node", "127.0.0.1:http"], "is not a number"),
+        (["put", "k", "v", "--node", "127.0.0.1:7001", "--consistency", "lots"], "bad consistency"),
+    ],
+)
+def test_bad_arguments(args: list[str], text: str) -> None:
+    result = p2pindex(*args)
+    assert result.returncode == 2
+    assert text in one_error_line(result)
+
+
+def test_consistency_above_n_is_refused(cluster: LocalCluster) -> None:
+    result = p2pindex("put", "k", "v", "--node", cluster.addresses[0], "--consistency", "4")
+    assert result.returncode == 1
+    assert "outside 1..3" in one_error_line(result)
+
+
+def test_dev_starts_and_stops_its_nodes(tmp_path: Path) -> None:
+    base = free_ports(1)[0]
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "p2pindex",
+            "dev",
+            "--nodes",
+            "2",
+            "--base-port",
+            str(base),
+            "--data-dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        lines = []
+        for line in process.stdout:  # type: ignore[union-attr]
+            lines.append(line)
+            if line.startswith("press Ctrl-C"):
+                break
+        pids = [int(line.split(" pid ")[1].split()[0]) for line in lines if " pid " in line]
+        assert len(pids) == 2
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
+        assert process.returncode == 0
+        for pid in pids:
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)

@@ -1,0 +1,172 @@
+"""`p2pindex status | explain | leave | remove`: rendering and requests."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+from test_client_fakes import FakeCluster, FakeNode, serve_in_thread
+
+from p2pindex.cli import main as cli_main
+from p2pindex.cli.admin import (
+    format_explain,
+    format_handoff,
+    format_status,
+    resolve_node_id,
+    table,
+)
+from p2pindex.wire.messages import LeaveRequest, Message, RemoveRequest, StatusReply, StatusRequest
+
+STATUS = {
+    "node_id": "aa11",
+    "address": "127.0.0.1:7001",
+    "cluster": "p2pindex",
+    "state": "active",
+    "state_reason": "",
+    "handoff": None,
+    "n_replicas": 3,
+    "keys": 42,
+    "members": [
+        {
+            "node_id": "bb22",
+            "address": "127.0.0.1:7002",
+            "liveness": "dead",
+            "state": "active",
+            "incarnation": 3,
+            "ownership": 0.25,
+        },
+        {
+            "node_id": "aa11",
+            "address": "127.0.0.1:7001",
+            "liveness": "alive",
+            "state": "active",
+            "incarnation": 1,
+            "ownership": 0.755,
+        },
+    ],
+    "hints": [{"target": "bb22", "count": 7, "bytes": 900, "oldest": 12.5}],
+    "statistics": {"requests.put": 10, "requests.get": 5},
+}
+
+
+@pytest.fixture(autouse=True)
+def only_client_commands(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli_main, "OPTIONAL_COMMANDS", ())
+
+
+@pytest.fixture
+def cluster() -> Iterator[FakeCluster]:
+    with serve_in_thread(FakeCluster(3)) as fake:
+        yield fake
+
+
+def test_status_text_shows_members_hints_and_statistics() -> None:
+    text = format_status(STATUS)
+    lines = text.splitlines()
+    assert lines[0] == "node aa11 at 127.0.0.1:7001: state active"
+    assert "42 keys" in lines[1]
+    header = next(i for i, line in enumerate(lines) if line.startswith("ID"))
+    assert lines[header].split() == [
+        "ID",
+        "ADDRESS",
+        "LIVENESS",
+        "STATE",
+        "INCARNATION",
+        "OWNERSHIP",
+    ]
+    assert lines[header + 1].split() == ["aa11", "127.0.0.1:7001", "alive", "active", "1", "75.5%"]
+    assert lines[header + 2].split() == ["bb22", "127.0.0.1:7002", "dead", "active", "3", "25.0%"]
+    assert "2 members: 1 alive, 1 dead" in text
+    assert any(line.split() == ["bb22", "7", "900", "12.5"] for line in lines)
+    assert any(line.split() == ["requests.get", "5"] for line in lines)
+
+
+def test_table_aligns_columns() -> None:
+    assert table(["A", "NUM"], [["long-name", 1], ["x", 100]], right=(1,)) == (
+        "A          NUM\nlong-name    1\nx          100"
+    )
+
+
+def test_explain_text() -> None:
+    explain = {
+        "key": "6b",
+        "n_replicas": 3,
+        "nodes": [
+            {
+                "node_id": "aa",
+                "role": "primary",
+                "address": "h:1",
+                "liveness": "alive",
+                "state": "active",
+                "usable": True,
+                "hints_held_here": 0,
+            },
+            {
+                "node_id": "bb",
+                "role": "fallback",
+                "address": "h:2",
+                "liveness": "dead",
+                "state": "active",
+                "usable": False,
+                "hints_held_here": 2,
+            },
+        ],
+    }
+    lines = format_explain("k", explain).splitlines()
+    assert lines[0] == "key 'k' (hex 6b), N=3"
+    assert lines[2].split() == ["primary", "aa", "h:1", "alive", "active", "yes", "0"]
+    assert lines[3].split() == ["fallback", "bb", "h:2", "dead", "active", "no", "2"]
+
+
+def test_resolve_node_id() -> None:
+    known = ["abc123", "abd456", "ff"]
+    assert resolve_node_id("abc", known) == "abc123"
+    assert resolve_node_id("FF", known) == "ff"
+    with pytest.raises(ValueError, match="several members"):
+        resolve_node_id("ab", known)
+    with pytest.raises(ValueError, match="no member"):
+        resolve_node_id("99", known)
+    with pytest.raises(ValueError, match="empty"):
+        resolve_node_id(" ", known)
+
+
+def test_status_asks_the_named_node(cluster: FakeCluster, capsys: pytest.CaptureFixture) -> None:
+    async def status(node: FakeNode, message: Message) -> Message:
+        return StatusReply(STATUS)
+
+    target = cluster.nodes[1]
+    target.behaviour = status
+    assert cli_main.main(["status", "--node", str(target.address), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == STATUS
+    assert len(target.requests(StatusRequest)) == 1
+    assert cli_main.main(["status", "--node", str(target.address)]) == 0
+    assert "75.5%" in capsys.readouterr().out
+
+
+def test_leave_and_remove(cluster: FakeCluster, capsys: pytest.CaptureFixture) -> None:
+    target = cluster.nodes[2]
+    assert cli_main.main(["leave", "--node", str(target.address)]) == 0
+    assert len(target.requests(LeaveRequest)) == 1
+    assert "leaving" in capsys.readouterr().out
+    assert cli_main.main(["remove", "node1", "--node", str(cluster.nodes[0].address)]) == 0
+    removes = [m for node in cluster.nodes for m in node.requests(RemoveRequest)]
+    assert removes == [RemoveRequest("node1")]
+    assert cli_main.main(["remove", "nobody", "--node", str(cluster.nodes[0].address)]) == 1
+    assert capsys.readouterr().err.startswith("error: no member has an id starting with 'nobody'")
+
+
+def test_handoff_is_one_line() -> None:
+    done = {"direction": "in", "done": True, "keys": 1, "elapsed_s": 0.5, "last_error": ""}
+    assert format_handoff(done) == "handoff (in): done, 1 key moved in 0.5s"
+    running = {
+        "direction": "out",
+        "done": False,
+        "keys": 10,
+        "ranges_done": 2,
+        "ranges_total": 5,
+        "last_error": "peer gone",
+    }
+    assert format_handoff(running) == (
+        "handoff (out): 2 of 5 ranges, 10 keys so far; last error: peer gone"
+    )

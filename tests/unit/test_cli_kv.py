@@ -1,0 +1,184 @@
+"""`p2pindex put | get | delete` and the error contract, against in-process fake nodes."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from collections.abc import Iterator
+
+import pytest
+from test_client_fakes import FakeCluster, FakeNode, closed_port, serve_in_thread
+
+from p2pindex.cli import main as cli_main
+from p2pindex.client import Context
+from p2pindex.wire.messages import ErrorReply, GetReply, Message, PutRequest
+
+
+@pytest.fixture(autouse=True)
+def only_client_commands(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests are about the client commands; `serve` and `simulate` are tested elsewhere."""
+    monkeypatch.setattr(cli_main, "OPTIONAL_COMMANDS", ())
+
+
+@pytest.fixture
+def cluster() -> Iterator[FakeCluster]:
+    with serve_in_thread(FakeCluster(3)) as fake:
+        yield fake
+
+
+def run(*argv: str) -> int:
+    return cli_main.main(list(argv))
+
+
+def test_put_then_get_round_trip(cluster: FakeCluster, capsys: pytest.CaptureFixture) -> None:
+    node = ["--node", cluster.addresses[0]]
+    assert run("put", "greeting", "hello world", *node) == 0
+    out, err = capsys.readouterr()
+    assert out == "ok: stored 11 bytes\n"
+    assert err.startswith("context: ")
+    assert run("get", "greeting", *node) == 0
+    out, err = capsys.readouterr()
+    assert out == "hello world"
+    assert Context.from_str(err.removeprefix("context: ").strip()).data.startswith(b"ctx-")
+
+
+def test_put_reads_the_value_from_stdin(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"\x00binary\xff")))
+    assert run("put", "blob", "-", "--node", cluster.addresses[0]) == 0
+    puts = [m for node in cluster.nodes for m in node.requests(PutRequest)]
+    assert [m.value for m in puts] == [b"\x00binary\xff"]
+
+
+def test_put_passes_context_consistency_and_timeout(cluster: FakeCluster) -> None:
+    context = str(Context(b"\x07\x08"))
+    argv = ["put", "k", "v", "--context", context, "--consistency", "ALL", "--timeout", "1.5"]
+    assert run(*argv, "--strict", "--node", cluster.addresses[1]) == 0
+    (put,) = [m for node in cluster.nodes for m in node.requests(PutRequest)]
+    assert (put.context, put.consistency, put.timeout_ms, put.strict) == (
+        b"\x07\x08",
+        "all",
+        1500,
+        True,
+    )
+
+
+def test_get_of_a_missing_key_exits_3(cluster: FakeCluster, capsys: pytest.CaptureFixture) -> None:
+    assert run("get", "nothing-here", "--node", cluster.addresses[0]) == 3
+    out, err = capsys.readouterr()
+    assert out == "" and err == "not found: nothing-here\n"
+
+
+def test_get_json_lists_siblings(cluster: FakeCluster, capsys: pytest.CaptureFixture) -> None:
+    async def siblings(node: FakeNode, message: Message) -> Message:
+        return GetReply([b"a", b"\xff"], b"ctx")
+
+    for node in cluster.nodes:
+        node.behaviour = siblings
+    assert run("get", "k", "--format", "json", "--node", cluster.addresses[0]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document == {
+        "key": "k",
+        "found": True,
+        "encoding": "base64",
+        "values": ["YQ==", "/w=="],
+        "context": str(Context(b"ctx")),
+    }
+
+
+def test_get_text_shows_siblings_and_how_to_resolve(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture
+) -> None:
+    async def siblings(node: FakeNode, message: Message) -> Message:
+        return GetReply([b"apples", b"pears"], b"ctx")
+
+    for node in cluster.nodes:
+        node.behaviour = siblings
+    assert run("get", "cart", "--node", cluster.addresses[0]) == 0
+    out, err = capsys.readouterr()
+    assert out == "sibling 1: apples\nsibling 2: pears\n"
+    assert f"p2pindex put cart MERGED_VALUE --context {Context(b'ctx')}" in err
+
+
+def test_delete(cluster: FakeCluster, capsys: pytest.CaptureFixture) -> None:
+    assert run("delete", "k", "--format", "json", "--node", cluster.addresses[0]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["ok"] is True and Context.from_str(document["context"]).data.startswith(b"tomb")
+
+
+@pytest.mark.parametrize(
+    ("reply", "code", "text"),
+    [
+        (
+            ErrorReply("unavailable", "3 replicas required but only 2 reachable", 3, 2),
+            4,
+            "unavailable: 3 replicas",
+        ),
+        (
+            ErrorReply("timeout", "timed out with 1 of 2 required replies", 2, 1),
+            5,
+            "may or may not",
+        ),
+        (ErrorReply("invalid_request", "value too large"), 1, "invalid request: value too large"),
+    ],
+)
+def test_cluster_errors_are_one_line_with_their_exit_code(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture, reply: ErrorReply, code: int, text: str
+) -> None:
+    async def fail(node: FakeNode, message: Message) -> Message:
+        return reply
+
+    for node in cluster.nodes:
+        node.behaviour = fail
+    assert run("put", "k", "v", "--node", cluster.addresses[0]) == code
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("error: ") and text in err
+    assert err.count("\n") == 1
+
+
+def test_unreachable_node_is_one_line_and_exit_4(capsys: pytest.CaptureFixture) -> None:
+    address = f"127.0.0.1:{closed_port()}"
+    assert run("get", "k", "--node", address) == 4
+    _, err = capsys.readouterr()
+    assert err.startswith("error: could not reach any node: ") and address in err
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "text"),
+    [
+        (["get", "k", "--node", "localhost"], "bad address 'localhost'"),
+        (["get", "k", "--node", "127.0.0.1:70000"], "outside 1..65535"),
+        (["get", "k", "--consistency", "most"], "bad consistency 'most'"),
+        (["put", "k", "v", "--context", "%%%"], "bad context"),
+        (["put", "k", "v", "--timeout", "-3"], "positive number of seconds"),
+        (["put", "k"], "required: VALUE"),
+    ],
+)
+def test_usage_errors_are_one_line_and_exit_2(
+    capsys: pytest.CaptureFixture, argv: list[str], text: str
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        run(*argv)
+    assert info.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("error: ") and text in err
+    assert err.count("\n") == 1
+
+
+def test_empty_key_is_refused_without_a_traceback(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture
+) -> None:
+    assert run("put", "", "v", "--node", cluster.addresses[0]) == 1
+    assert capsys.readouterr().err == "error: key must not be empty\n"
+
+
+def test_node_defaults_to_the_environment(
+    cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setenv("P2PINDEX_NODE", f"127.0.0.1:{closed_port()},{cluster.addresses[2]}")
+    assert run("put", "k", "v") == 0
