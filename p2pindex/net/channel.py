@@ -186,6 +186,9 @@ class RpcChannel:
         while not self._closed:
             if not self._out:
                 await self._writer_lot.park()
+                # One scheduler tick more lets the other tasks woken with us queue their
+                # frames too, so they share this send_all (one syscall for many frames).
+                await trio.lowlevel.checkpoint()
                 continue
             data = b"".join(self._out)
             self._out.clear()

@@ -82,6 +82,7 @@ CACHE_KIB = 16_000
 
 _TOKEN_OFFSET = 1 << 63
 _WAL_AUTOCHECKPOINT_PAGES = 4000
+_CHECKPOINT_EVERY_COMMITS = 200
 _JOURNAL_SIZE_LIMIT = 64 << 20
 _WRITER_BUSY_MS = 5000
 _READER_BUSY_MS = 200
@@ -170,6 +171,8 @@ _BACKLOG_EXCEPT = (
 class _Batch:
     """Writes that commit together; while pending, also the overlay reads consult."""
 
+    led: bool = False
+    """Inline mode: a task has taken charge of committing this batch."""
     kv: dict[bytes, tuple[int, bytes | None]] = field(default_factory=dict)
     """key -> (ring token, record); a None record is a pending removal."""
     hints_added: dict[int, Hint] = field(default_factory=dict)
@@ -201,6 +204,7 @@ class SqliteStorage:
         writer: sqlite3.Connection,
         reader: sqlite3.Connection,
         next_hint_id: int,
+        writer_thread: bool,
     ) -> None:
         self._path = path
         self._lock_fd = lock_fd
@@ -214,14 +218,27 @@ class SqliteStorage:
         """Why writes are refused (closed, or the writer thread died); None while writable."""
         self._state = _State.OPEN
         self._closed = trio.Event()
-        self._thread = threading.Thread(
-            target=self._writer_main, args=(writer,), name=f"p2pindex-sqlite {path}", daemon=True
-        )
-        self._thread.start()
+        self._writer = writer
+        self._thread: threading.Thread | None = None
+        self._checkpointing = False
+        self._commits_since_checkpoint = 0
+        if writer_thread:
+            self._thread = threading.Thread(
+                target=self._writer_main,
+                args=(writer,),
+                name=f"p2pindex-sqlite {path}",
+                daemon=True,
+            )
+            self._thread.start()
 
     @classmethod
     async def open(
-        cls, path: Path | str, *, fsync: bool = False, max_bytes: int | None = None
+        cls,
+        path: Path | str,
+        *,
+        fsync: bool = False,
+        max_bytes: int | None = None,
+        writer_thread: bool | None = None,
     ) -> SqliteStorage:
         """Open or create the store at ``path``.
 
@@ -230,6 +247,13 @@ class SqliteStorage:
         "database or disk is full", exactly like a full disk. Raises StorageFailure when the
         file cannot be used: not SQLite, another application's database, an unknown schema
         version, read-only, or already open elsewhere (a ``<path>.lock`` file is flock-ed).
+
+        ``writer_thread`` (default: the same as ``fsync``) commits batches on a dedicated
+        thread. Without fsync a commit never waits for the disk, and committing on the trio
+        thread is cheaper than handing each batch across threads (the two threads would
+        spend their time passing the GIL back and forth); WAL checkpoints, which do sync,
+        still run on a worker thread. With fsync every commit waits for the disk, so it
+        belongs on the writer thread.
         """
         path = Path(path)
         if max_bytes is not None and (
@@ -242,17 +266,18 @@ class SqliteStorage:
             )
         lock_fd = _lock(path)
         writer: sqlite3.Connection | None = None
+        threaded = fsync if writer_thread is None else writer_thread
         try:
             writer, next_hint_id = await trio.to_thread.run_sync(
-                _open_writer, path, fsync, max_bytes
+                _open_writer, path, fsync, max_bytes, threaded
             )
-            reader = _open_reader(path)
+            reader = _open_reader(path) if threaded else writer
         except BaseException:
             if writer is not None:
                 writer.close()
             os.close(lock_fd)
             raise
-        return cls(path, lock_fd, writer, reader, next_hint_id)
+        return cls(path, lock_fd, writer, reader, next_hint_id, threaded)
 
     async def __aenter__(self) -> SqliteStorage:
         return self
@@ -428,9 +453,14 @@ class SqliteStorage:
             self._refusal = "storage is closed"
             while (pending := self._open or self._committing) is not None:
                 await pending.done.wait()
-            self._queue.put(None)
-            await trio.to_thread.run_sync(self._thread.join)
-            self._reader.close()
+            if self._thread is not None:
+                self._queue.put(None)
+                await trio.to_thread.run_sync(self._thread.join)
+                self._reader.close()
+            else:
+                while self._checkpointing:
+                    await trio.sleep(0.01)
+                self._writer.close()
             os.close(self._lock_fd)
             self._state = _State.CLOSED
             self._closed.set()
@@ -449,11 +479,42 @@ class SqliteStorage:
         return self._open
 
     async def _commit(self, batch: _Batch) -> None:
-        if self._committing is None:
-            self._send_open_batch()
-        await batch.done.wait()
+        if self._thread is None:
+            await self._commit_inline(batch)
+        else:
+            if self._committing is None:
+                self._send_open_batch()
+            await batch.done.wait()
         if batch.error is not None:
             raise StorageFailure(f"commit to {self._path} failed: {batch.error}")
+
+    async def _commit_inline(self, batch: _Batch) -> None:
+        """The first writer of a batch lets the rest of this scheduler tick join it, then
+        commits it on the trio thread; the others wait for that commit."""
+        if batch.led:
+            await batch.done.wait()
+            return
+        batch.led = True
+        with trio.CancelScope(shield=True):
+            await trio.lowlevel.checkpoint()
+        if self._open is batch:
+            self._open = None
+        batch.error = _apply(self._writer, batch)
+        batch.done.set()
+        self._maybe_checkpoint()
+
+    def _maybe_checkpoint(self) -> None:
+        """Move the WAL into the database on a worker thread now and then (it syncs)."""
+        self._commits_since_checkpoint += 1
+        if self._checkpointing or self._commits_since_checkpoint < _CHECKPOINT_EVERY_COMMITS:
+            return
+        self._checkpointing = True
+        self._commits_since_checkpoint = 0
+
+        def done(result: object) -> None:
+            self._checkpointing = False
+
+        trio.lowlevel.start_thread_soon(lambda: _checkpoint(self._path), done)
 
     def _send_open_batch(self) -> None:
         self._committing, self._open = self._open, None
@@ -574,7 +635,9 @@ def _lock(path: Path) -> int:
     return fd
 
 
-def _open_writer(path: Path, fsync: bool, max_bytes: int | None) -> tuple[sqlite3.Connection, int]:
+def _open_writer(
+    path: Path, fsync: bool, max_bytes: int | None, threaded: bool
+) -> tuple[sqlite3.Connection, int]:
     """Runs in a worker thread: connect, configure, check or create the schema."""
     try:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -590,7 +653,9 @@ def _open_writer(path: Path, fsync: bool, max_bytes: int | None) -> tuple[sqlite
         conn.execute(f"PRAGMA synchronous = {'FULL' if fsync else 'NORMAL'}")
         conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
         conn.execute(f"PRAGMA busy_timeout = {_WRITER_BUSY_MS}")
-        conn.execute(f"PRAGMA wal_autocheckpoint = {_WAL_AUTOCHECKPOINT_PAGES}")
+        # Inline commits checkpoint from a worker thread instead (see _maybe_checkpoint).
+        autocheckpoint = _WAL_AUTOCHECKPOINT_PAGES if threaded else 0
+        conn.execute(f"PRAGMA wal_autocheckpoint = {autocheckpoint}")
         conn.execute(f"PRAGMA journal_size_limit = {_JOURNAL_SIZE_LIMIT}")
         if max_bytes is not None:
             page_size = conn.execute("PRAGMA page_size").fetchone()[0]
@@ -633,6 +698,19 @@ def _prepare_schema(conn: sqlite3.Connection, path: Path) -> int:
     next_hint_id = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM hints").fetchone()[0]
     conn.execute("COMMIT")
     return next_hint_id
+
+
+def _checkpoint(path: Path) -> None:
+    """A PASSIVE checkpoint on its own connection: never blocks the writer or readers."""
+    try:
+        conn = sqlite3.connect(path, isolation_level=None)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {_READER_BUSY_MS}")
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return  # the next one retries; the WAL only grows meanwhile
 
 
 def _open_reader(path: Path) -> sqlite3.Connection:

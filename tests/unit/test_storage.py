@@ -36,15 +36,20 @@ B = NodeId("b" * 16)
 Opener = Callable[[], Awaitable[Storage]]
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "sqlite-thread"])
 def open_storage(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
-    """Opens a fresh, empty store of the backend under test on every call."""
+    """Opens a fresh, empty store of the backend under test on every call.
+
+    SQLite runs in both commit modes: inline on the trio thread (the default without fsync)
+    and on its writer thread (the default with fsync)."""
     counter = itertools.count()
 
     async def opener() -> Storage:
         if request.param == "memory":
             return MemoryStorage()
-        return await SqliteStorage.open(tmp_path / f"store{next(counter)}.db")
+        return await SqliteStorage.open(
+            tmp_path / f"store{next(counter)}.db", writer_thread=request.param == "sqlite-thread"
+        )
 
     return opener
 
@@ -58,7 +63,8 @@ async def storage(open_storage: Opener) -> AsyncIterator[Storage]:
 
 @pytest.fixture
 async def sqlite_store(tmp_path: Path) -> AsyncIterator[SqliteStorage]:
-    store = await SqliteStorage.open(tmp_path / "store.db")
+    """The threaded mode: its tests stall commits by holding the file's write lock."""
+    store = await SqliteStorage.open(tmp_path / "store.db", writer_thread=True)
     yield store
     await store.aclose()
 
@@ -410,7 +416,7 @@ async def test_sqlite_scan_merges_pending_writes_in_order(
 
 async def test_sqlite_failed_commit_fails_every_write_of_the_batch(tmp_path: Path) -> None:
     path = tmp_path / "small.db"
-    async with await SqliteStorage.open(path, max_bytes=64 << 10) as store:
+    async with await SqliteStorage.open(path, max_bytes=64 << 10, writer_thread=True) as store:
         done: dict[str, object] = {}
         big = b"x" * 4096
         async with trio.open_nursery() as nursery:
@@ -446,7 +452,7 @@ async def test_sqlite_failed_batch_keeps_the_newer_pending_write(
     writes = [("big", big), ("small", b"small")]
     if not failing_first:
         writes.reverse()
-    async with await SqliteStorage.open(path, max_bytes=64 << 10) as store:
+    async with await SqliteStorage.open(path, max_bytes=64 << 10, writer_thread=True) as store:
         done: dict[str, object] = {}
         async with trio.open_nursery() as nursery:
             with writer_stalled(path):
@@ -458,6 +464,20 @@ async def test_sqlite_failed_batch_keeps_the_newer_pending_write(
         assert isinstance(done["big"], StorageFailure)
         assert store.get(b"x") == b"small"
         assert store.count() == 1
+
+
+async def test_sqlite_inline_failed_commit_fails_the_batch_and_hides_it(tmp_path: Path) -> None:
+    async with await SqliteStorage.open(tmp_path / "s.db", max_bytes=64 << 10) as store:
+        await store.put(b"primer", b"small")
+        done: dict[str, object] = {}
+        async with trio.open_nursery() as nursery:
+            for i in range(40):
+                nursery.start_soon(outcome_of, store.put(b"big%d" % i, b"x" * 4096), done, i)
+        assert all(isinstance(o, StorageFailure) for o in done.values()) and len(done) == 40
+        assert all(store.get(b"big%d" % i) is None for i in range(40))
+        assert store.get(b"primer") == b"small"
+        await store.put(b"after", b"the failure")
+        assert store.get(b"after") == b"the failure"
 
 
 async def test_sqlite_reopen_keeps_everything(tmp_path: Path) -> None:
