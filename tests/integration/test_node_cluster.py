@@ -212,3 +212,60 @@ async def test_remove_takes_a_dead_node_out_of_every_ring_and_refuses_a_live_one
         reply = await cluster.request(live[0], RemoveRequest(victim_id))
         assert isinstance(reply, OkReply), reply
         assert all(victim_id not in n.node.ring.nodes for n in live)
+
+
+async def test_a_joining_node_pulls_its_ranges_then_serves_them():
+    async with running_cluster(3) as cluster:
+        keys = [b"join-%d" % i for i in range(200)]
+        for key in keys:
+            assert isinstance(await cluster.request(cluster.nodes[0], put(key, b"v")), PutReply)
+        newcomer = await cluster.start_node()
+        await cluster.wait_converged()
+        assert newcomer.node.handoff.progress.finished is not None
+        ring = newcomer.node.ring
+        mine = [k for k in keys if newcomer.node.node_id in ring.preference_list(k, 3)]
+        assert mine, "the newcomer should own part of the keyspace"
+        for key in mine:
+            record = newcomer.storage.get(key)
+            assert record is not None and versions.decode_object(record).values == [b"v"]
+
+
+async def test_a_leaving_node_hands_its_keys_to_the_nodes_that_replace_it():
+    async with running_cluster(4) as cluster:
+        keys = [b"leave-%d" % i for i in range(200)]
+        for key in keys:
+            assert isinstance(
+                await cluster.request(cluster.nodes[0], put(key, b"v", None, "all")), PutReply
+            )
+        leaver = cluster.nodes[3]
+        await leaver.node.leave()
+        stayers = cluster.nodes[:3]
+        with trio.fail_after(15):
+            while any(leaver.node.node_id in n.node.ring.nodes for n in stayers):
+                await trio.sleep(0.05)
+        for key in keys:
+            for running in stayers:
+                record = running.storage.get(key)
+                assert record is not None, (key, running.node.node_id)
+
+
+async def test_strict_counts_only_primaries_where_sloppy_uses_a_fallback():
+    async with running_cluster(4) as cluster:
+        key = b"strictness"
+        victim = owners(cluster, key)[0]
+        cluster.crash(victim)
+        others = [n for n in cluster.nodes if n is not victim]
+        with trio.fail_after(15):
+            while any(n.node.usable(victim.node.node_id) for n in others):
+                await trio.sleep(0.1)
+        coordinator = others[0]
+        strict = await cluster.request(coordinator, PutRequest(key, b"v", None, "all", 2000, True))
+        assert isinstance(strict, ErrorReply) and strict.code == "unavailable"
+        assert (strict.required, strict.alive) == (3, 2)
+        strict_quorum = await cluster.request(
+            coordinator, PutRequest(key, b"v", None, "quorum", 2000, True)
+        )
+        assert isinstance(strict_quorum, PutReply)
+        sloppy = await cluster.request(coordinator, PutRequest(key, b"w", None, "all", 2000))
+        assert isinstance(sloppy, PutReply)
+        assert sum(b.count for n in others for b in n.storage.hint_backlog()) == 1
