@@ -10,6 +10,7 @@ import cbor2
 import pytest
 import trio
 
+from p2pindex.cli.local_cluster import LocalCluster
 from p2pindex.config import Limits
 from p2pindex.net.channel import open_channel
 from p2pindex.types import Address
@@ -25,25 +26,15 @@ from p2pindex.wire.messages import (
     StatusReply,
     StatusRequest,
 )
-from tests.support.processes import NodeProcess, free_port, start_node
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-def three_nodes(tmp_path: Path):
-    nodes: list[NodeProcess] = []
-    try:
-        first = start_node(tmp_path / "n0", f"127.0.0.1:{free_port()}")
-        nodes.append(first)
-        for i in (1, 2):
-            nodes.append(
-                start_node(tmp_path / f"n{i}", f"127.0.0.1:{free_port()}", [first.address])
-            )
-        yield nodes
-    finally:
-        for node in nodes:
-            node.kill()
+def cluster(tmp_path: Path):
+    with LocalCluster(3, tmp_path) as cluster:
+        cluster.start()
+        yield cluster
 
 
 async def call(address: str, message: Message) -> Message:
@@ -69,30 +60,30 @@ async def wait_members(address: str, count: int, liveness: str = "alive") -> Non
             await trio.sleep(0.1)
 
 
-async def test_kill_9_quorum_works_all_fails_and_data_survives_restart(three_nodes, tmp_path):
-    n0, n1, n2 = three_nodes
-    await wait_members(n0.address, 3)
+async def test_kill_9_quorum_works_all_fails_and_data_survives_restart(cluster):
+    n0, n1, n2 = (str(node.address) for node in cluster.nodes)
+    victim_id = cluster.nodes[2].node_id
+    await wait_members(n0, 3)
     for i in range(20):
-        reply = await call(n0.address, PutRequest(f"k{i}".encode(), b"v", None, "all", 5000))
+        reply = await call(n0, PutRequest(f"k{i}".encode(), b"v", None, "all", 5000))
         assert isinstance(reply, PutReply), reply
-    n2.kill()
-    reply = await call(n1.address, PutRequest(b"after", b"v", None, "quorum", 5000))
+    cluster.kill(2)
+    reply = await call(n1, PutRequest(b"after", b"v", None, "quorum", 5000))
     assert isinstance(reply, PutReply), reply
-    got = await call(n0.address, GetRequest(b"after", "quorum", 5000))
+    got = await call(n0, GetRequest(b"after", "quorum", 5000))
     assert got.values == [b"v"]
     with trio.fail_after(20):
         while True:
-            reply = await call(n0.address, PutRequest(b"all", b"v", None, "all", 3000))
+            reply = await call(n0, PutRequest(b"all", b"v", None, "all", 3000))
             if isinstance(reply, ErrorReply) and reply.code == "unavailable":
                 break
             await trio.sleep(0.2)
     assert (reply.required, reply.alive) == (3, 2)
 
-    restarted = start_node(n2.data_dir, n2.address, [n0.address])
-    three_nodes.append(restarted)
-    assert restarted.node_id == n2.node_id
+    await trio.to_thread.run_sync(cluster.restart, 2)
+    assert cluster.nodes[2].node_id == victim_id
     for i in range(20):
-        got = await call(restarted.address, GetRequest(f"k{i}".encode(), "one", 5000))
+        got = await call(n2, GetRequest(f"k{i}".encode(), "one", 5000))
         assert isinstance(got, GetReply) and got.values == [b"v"], (i, got)
 
 
@@ -167,27 +158,27 @@ BROKEN_FRAMING = {
 }
 
 
-async def test_bad_requests_get_errors_write_nothing_and_are_counted(three_nodes):
-    n0 = three_nodes[0]
-    await wait_members(n0.address, 3)
+async def test_bad_requests_get_errors_write_nothing_and_are_counted(cluster):
+    n0 = str(cluster.nodes[0].address)
+    await wait_members(n0, 3)
     for name, payload in BAD_REQUESTS.items():
-        data = await trio.to_thread.run_sync(raw_exchange, n0.address, payload)
+        data = await trio.to_thread.run_sync(raw_exchange, n0, payload)
         request_id, fields = decode_reply(data)
         assert request_id == 7, name
         assert fields["code"] == "invalid_request", (name, fields)
     for name, payload in BROKEN_FRAMING.items():
-        data = await trio.to_thread.run_sync(raw_exchange, n0.address, payload)
+        data = await trio.to_thread.run_sync(raw_exchange, n0, payload)
         if data:
             _, fields = decode_reply(data)
             assert fields["code"] in ("protocol_error", "too_large"), (name, fields)
     truncated = encode_frame(PutRequest(b"bad-k", b"v", None, "quorum", 1000), 7)[:-3]
-    await trio.to_thread.run_sync(lambda: raw_exchange(n0.address, truncated, read=False))
+    await trio.to_thread.run_sync(lambda: raw_exchange(n0, truncated, read=False))
 
-    got = await call(n0.address, GetRequest(b"bad-k", "all", 5000))
+    got = await call(n0, GetRequest(b"bad-k", "all", 5000))
     assert isinstance(got, GetReply) and got.values == []
-    status = await call(n0.address, StatusRequest())
+    status = await call(n0, StatusRequest())
     assert isinstance(status, StatusReply)
     rejected = status.status["statistics"].get("rejected.bad_input", 0)
     assert rejected >= len(BAD_REQUESTS) + len(BROKEN_FRAMING) + 1
-    reply = await call(n0.address, PutRequest(b"good", b"v", None, "quorum", 5000))
+    reply = await call(n0, PutRequest(b"good", b"v", None, "quorum", 5000))
     assert isinstance(reply, PutReply)
