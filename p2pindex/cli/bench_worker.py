@@ -56,6 +56,9 @@ class _Shared:
         rng = random.Random(spec.seed)
         self.keys: list[bytes | None] = [None] * spec.records
         self.contexts: dict[int, Context] = {}
+        self.writing: set[int] = set()
+        """Records with an update in flight: an application does not race itself on a key
+        (that would make siblings, which a versioned store keeps, on every hot key)."""
         self.values = [rng.randbytes(spec.value_size) for _ in range(VALUE_POOL)]
         self.done = 0
         self.stopped = False
@@ -116,7 +119,11 @@ async def _run_task(
                 contexts[record] = got.context
                 code = "OK" if got.values else "NOT_FOUND"
         else:
+            while record in shared.writing:
+                record = keys.next()
+            key = shared.key(record)
             stats = updates
+            shared.writing.add(record)
             start = clock()
             try:
                 put = await db.put(
@@ -127,6 +134,8 @@ async def _run_task(
             else:
                 contexts[record] = put.context
                 code = "OK"
+            finally:
+                shared.writing.discard(record)
         stats.latency.record((clock() - start) // 1000)
         stats.returns[code] += 1
         shared.done += 1
