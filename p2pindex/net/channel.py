@@ -230,7 +230,10 @@ class RpcChannel:
                     reply = reply_for_error(InvalidRequest(decoded.error or "invalid message"))
                     self._enqueue(encode_frame(reply, decoded.request_id))
                 else:
-                    await self._in_flight.acquire()
+                    try:
+                        self._in_flight.acquire_nowait()
+                    except trio.WouldBlock:  # back-pressure: stop reading until one finishes
+                        await self._in_flight.acquire()
                     assert self._nursery is not None
                     self._nursery.start_soon(self._serve_one, decoded.request_id, decoded.message)
 
