@@ -199,7 +199,32 @@ def _signature(item: list[Any], fixed: int) -> bytes | None:
     raise DecodeError("malformed", "bad record length or signature")
 
 
+_RECORD_MEMO: dict[tuple[object, ...], Record] = {}
+_RECORD_MEMO_LIMIT = 1 << 16
+
+
 def decode_record(item: object) -> Record:
+    """Memoised on the item's values and their types (so ``1`` and ``True`` stay apart):
+    gossip delivers the same record to a node many times, and a simulated cluster decodes
+    the same record in every node."""
+    key: tuple[object, ...] | None = None
+    if type(item) is list:
+        try:
+            key = (*item, *map(type, item))
+            cached = _RECORD_MEMO.get(key)
+        except TypeError:
+            key = cached = None
+        if cached is not None:
+            return cached
+    record = _decode_record(item)
+    if key is not None:
+        if len(_RECORD_MEMO) >= _RECORD_MEMO_LIMIT:
+            _RECORD_MEMO.clear()
+        _RECORD_MEMO[key] = record
+    return record
+
+
+def _decode_record(item: object) -> Record:
     if type(item) is not list or not item:
         raise DecodeError("malformed", "record is not an array")
     kind = item[0]

@@ -47,8 +47,14 @@ class SwimConfig:
     that fell due meanwhile wait for the backlog instead of blaming the peer (Lifeguard only)."""
     stall_threshold: float = 0.25
 
-    retransmit_mult: int = 4
-    """Each update is sent retransmit_mult * ceil(log10(N + 1)) times."""
+    retransmit_mult: int = 7
+    """Each update is sent ceil(retransmit_mult * log10(N + 1)) times (memberlist: 4, with the
+    ceiling taken on the log). Every node then receives each update about that many times;
+    a node misses one with probability ~e^-limit, so 14 at N=100 makes a miss in 10,000
+    node-updates unlikely, where memberlist's 8-12 miss about one in 4,000."""
+    retransmit_smooth: bool = True
+    """ceil(mult * log10(N+1)) instead of memberlist's mult * ceil(log10(N+1)), which jumps
+    by half at every power of ten."""
     gossip_interval: float = 0.2
     """Dedicated gossip tick (s), only while updates are queued."""
     gossip_nodes: int = 3
@@ -144,6 +150,7 @@ class SwimConfig:
             awareness_max=8,
             stall_guard=False,
             retransmit_mult=4,
+            retransmit_smooth=False,
             gossip_interval=0.2,
             gossip_nodes=3,
             gossip_to_dead_time=30.0,
@@ -161,6 +168,8 @@ class SwimConfig:
     # --- formulas ------------------------------------------------------------------------
 
     def retransmit_limit(self, n: int) -> int:
+        if self.retransmit_smooth:
+            return max(1, math.ceil(self.retransmit_mult * math.log10(n + 1)))
         return self.retransmit_mult * max(1, math.ceil(math.log10(n + 1)))
 
     def suspicion_min(self, n: int) -> float:

@@ -117,7 +117,8 @@ class MemberTable:
         """Alive and suspect members other than self: probe, gossip and relay candidates."""
         self.dead = _IndexedList()
         """Dead (not left) members other than self: re-probed so partitions heal."""
-        self._by_bucket: list[set[str]] = [set() for _ in range(buckets)]
+        self._by_bucket: list[dict[str, None]] = [{} for _ in range(buckets)]
+        """Dicts, not sets: their order is the same in every run (sets follow hash seeds)."""
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -142,7 +143,7 @@ class MemberTable:
         if entry is None:
             entry = Entry(bucket_of(node_id, self.buckets))
             self.entries[node_id] = entry
-            self._by_bucket[entry.bucket].add(node_id)
+            self._by_bucket[entry.bucket][node_id] = None
         else:
             previous = entry.member
         liveness = ALIVE if status is None else status.liveness
@@ -179,7 +180,7 @@ class MemberTable:
         if entry is None:
             return
         self.digests[entry.bucket] ^= entry.hash
-        self._by_bucket[entry.bucket].discard(node_id)
+        self._by_bucket[entry.bucket].pop(node_id, None)
         self.live.remove(node_id)
         self.dead.remove(node_id)
 

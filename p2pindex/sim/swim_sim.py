@@ -1,0 +1,335 @@
+"""A lean virtual-time simulator for many SWIM cores: the harness behind simulations/membership_*.
+
+It drives real ``Swim`` engines (the production state machine, bytes and all) through a heapq
+event loop, with per-link latency, uniform loss, partitions, node stalls, crashes and
+restarts, and byte counters. No trio and no threads: a 1,000-node cluster runs far faster
+than real time, and every run is reproduced exactly from its seed.
+
+A stalled node processes nothing; when the stall ends it wakes like a frozen process does:
+its overdue timer fires first, then it reads the datagrams and streams that queued up, all
+at the wake-up time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import random
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from p2pindex.core.swim import Member, MemberChanged, Swim, SwimConfig
+from p2pindex.errors import ProtocolError
+from p2pindex.types import Address, Liveness, NodeState
+
+UDP_IP_HEADER = 28
+"""IPv4 + UDP header bytes, added when reporting bandwidth on the wire."""
+
+_TIMER, _DELIVER, _SERVE, _REPLY, _WAKE, _CALL = range(6)
+
+Observer = Callable[[float, "SimNode", MemberChanged], None]
+
+
+@dataclass(eq=False)
+class SimNode:
+    index: int
+    node_id: str
+    address: Address
+    swim: Swim
+    config: SwimConfig
+    up: bool = True
+    stalled_until: float = 0.0
+    backlog: list[tuple[int, tuple[object, ...]]] = field(default_factory=list)
+    timer_at: float | None = None
+    base_latency: float = 0.001
+    udp_out: int = 0
+    udp_in: int = 0
+    tcp_out: int = 0
+    tcp_in: int = 0
+    datagrams_out: int = 0
+    datagrams_in: int = 0
+    incarnation: int = 1
+    group: int = 0
+    stall_on_probe: float = 0.0
+    """A stall of this length starts right after the node's next probe ping (0: none armed)."""
+    probes_seen: int = 0
+
+
+class SwimSimulation:
+    def __init__(
+        self,
+        *,
+        seed: int = 0,
+        latency: tuple[float, float] = (0.0002, 0.002),
+        loss: float = 0.0,
+        connect_timeout: float = 1.0,
+    ) -> None:
+        self.rng = random.Random(seed)
+        self._seed = seed
+        self.now = 0.0
+        self.latency = latency
+        self.loss = loss
+        self.connect_timeout = connect_timeout
+        self.nodes: list[SimNode] = []
+        self.by_address: dict[Address, SimNode] = {}
+        self.partitioned = False
+        self.observers: list[Observer] = []
+        self.max_datagram = 0
+        self.events_processed = 0
+        self._heap: list[tuple[float, int, int, tuple[object, ...]]] = []
+        self._counter = 0
+
+    # --- building the cluster ----------------------------------------------------------------
+
+    def add_node(
+        self,
+        config: SwimConfig,
+        *,
+        node_id: str | None = None,
+        seeds: Sequence[Address] = (),
+        incarnation: int = 1,
+    ) -> SimNode:
+        index = len(self.nodes)
+        node_id = node_id or hashlib.blake2b(f"{self._seed}/{index}".encode()).hexdigest()[:64]
+        address = Address(f"10.{index >> 16 & 255}.{index >> 8 & 255}.{index & 255}", 7000)
+        swim = self._make_swim(config, node_id, address, incarnation, index)
+        node = SimNode(index, node_id, address, swim, config, incarnation=incarnation)
+        node.base_latency = self.rng.uniform(*self.latency) / 2
+        self.nodes.append(node)
+        self.by_address[address] = node
+        if seeds:
+            swim.join(seeds, self.now)
+        self._flush(node)
+        return node
+
+    def build(self, config: SwimConfig, n: int) -> list[SimNode]:
+        """``n`` nodes that already know each other (as after a long-settled join)."""
+        nodes = [self.add_node(config) for _ in range(n)]
+        members = [
+            Member(x.node_id, x.address, x.incarnation, Liveness.ALIVE, NodeState.ACTIVE)
+            for x in nodes
+        ]
+        for node in nodes:
+            node.swim.restore(members, self.now)
+            self._flush(node)
+        return nodes
+
+    def _make_swim(
+        self, config: SwimConfig, node_id: str, address: Address, incarnation: int, salt: int
+    ) -> Swim:
+        rng = random.Random(f"{self._seed}/{node_id}/{incarnation}/{salt}")
+        return Swim(config, node_id, address, incarnation, rng, self.now)
+
+    # --- faults ------------------------------------------------------------------------------
+
+    def crash(self, node: SimNode) -> None:
+        node.up = False
+        node.backlog.clear()
+        node.timer_at = None
+
+    def restart(
+        self,
+        node: SimNode,
+        *,
+        incarnation: int,
+        seeds: Sequence[Address],
+        new_address: bool = False,
+        config: SwimConfig | None = None,
+    ) -> None:
+        """Start a fresh engine with the same identity (optionally at a new address)."""
+        if new_address:
+            del self.by_address[node.address]
+            index = len(self.by_address) + 1_000_000 + node.index
+            node.address = Address(f"10.{128 + (index >> 16 & 127)}.{index >> 8 & 255}.1", 7001)
+            self.by_address[node.address] = node
+        node.config = config or node.config
+        node.incarnation = incarnation
+        node.swim = self._make_swim(
+            node.config, node.node_id, node.address, incarnation, self._counter
+        )
+        node.up = True
+        node.stalled_until = 0.0
+        node.backlog.clear()
+        node.timer_at = None
+        node.swim.join(seeds, self.now)
+        self._flush(node)
+
+    def stall(self, node: SimNode, duration: float) -> None:
+        if not node.up:
+            return
+        until = max(node.stalled_until, self.now + duration)
+        node.stalled_until = until
+        self._push(until, _WAKE, (node,))
+
+    def flush(self, node: SimNode) -> None:
+        """Send what ``node``'s engine produced after a call from outside the loop
+        (set_local_state, leave), as the runtime driver does."""
+        if node.up:
+            self._flush(node)
+
+    def stall_after_next_probe(self, node: SimNode, duration: float) -> None:
+        """Freeze ``node`` right after it sends its next probe, while the ack is in flight:
+        the way a CPU-starved process loses the processor between sending and receiving."""
+        if node.up:
+            node.stall_on_probe = duration
+            node.probes_seen = node.swim.statistics().get("probes", 0)
+
+    def partition(self, groups: Iterable[Iterable[SimNode]] | None) -> None:
+        """Only nodes of the same group can talk; None heals everything."""
+        for node in self.nodes:
+            node.group = 0
+        self.partitioned = groups is not None
+        if groups is not None:
+            for number, group in enumerate(groups, start=1):
+                for node in group:
+                    node.group = number
+
+    def at(self, when: float, action: Callable[[], None]) -> None:
+        self._push(when, _CALL, (action,))
+
+    # --- the event loop ----------------------------------------------------------------------
+
+    def run_until(self, until: float, *, stop: Callable[[], bool] | None = None) -> None:
+        heap = self._heap
+        while heap and heap[0][0] <= until:
+            when, _, kind, args = heapq.heappop(heap)
+            self.now = when
+            self.events_processed += 1
+            if kind == _TIMER:
+                self._on_timer(args[0], when)  # type: ignore[arg-type]
+            elif kind == _DELIVER:
+                self._on_deliver(*args)  # type: ignore[arg-type]
+            elif kind == _SERVE:
+                self._on_serve(*args)  # type: ignore[arg-type]
+            elif kind == _REPLY:
+                self._on_reply(*args)  # type: ignore[arg-type]
+            elif kind == _WAKE:
+                self._on_wake(args[0])  # type: ignore[arg-type]
+            else:
+                args[0]()  # type: ignore[operator]
+            if stop is not None and stop():
+                return
+        self.now = max(self.now, until)
+
+    def _push(self, when: float, kind: int, args: tuple[object, ...]) -> None:
+        self._counter += 1
+        heapq.heappush(self._heap, (when, self._counter, kind, args))
+
+    def _busy(self, node: SimNode) -> bool:
+        return node.stalled_until > self.now
+
+    def _on_timer(self, node: SimNode, when: float) -> None:
+        if not node.up or node.timer_at != when:
+            return
+        node.timer_at = None
+        if self._busy(node):
+            return
+        node.swim.handle_timer(when)
+        self._flush(node)
+        if node.stall_on_probe and node.swim.statistics().get("probes", 0) > node.probes_seen:
+            self.stall(node, node.stall_on_probe)
+            node.stall_on_probe = 0.0
+
+    def _on_deliver(self, node: SimNode, address: Address, data: bytes, source: Address) -> None:
+        if not node.up or node.address != address:
+            return
+        if self._busy(node):
+            node.backlog.append((_DELIVER, (node, address, data, source)))
+            return
+        node.udp_in += len(data)
+        node.datagrams_in += 1
+        node.swim.receive_datagram(data, source, self.now)
+        self._flush(node)
+
+    def _on_serve(
+        self, server: SimNode, address: Address, client: SimNode, swim: Swim, payload: bytes
+    ) -> None:
+        if not server.up or server.address != address or server.group != client.group:
+            self._push(self.now + self.connect_timeout, _REPLY, (client, swim, address, None))
+            return
+        if self._busy(server):
+            server.backlog.append((_SERVE, (server, address, client, swim, payload)))
+            return
+        server.tcp_in += len(payload)
+        try:
+            reply: bytes | None = server.swim.push_pull_respond(payload, client.address, self.now)
+        except ProtocolError:
+            reply = None
+        if reply is not None:
+            server.tcp_out += len(reply)
+        self._flush(server)
+        delay = self._delay(server, client)
+        self._push(self.now + delay, _REPLY, (client, swim, address, reply))
+
+    def _on_reply(self, client: SimNode, swim: Swim, address: Address, reply: bytes | None) -> None:
+        if not client.up or client.swim is not swim:
+            return
+        if self._busy(client):
+            client.backlog.append((_REPLY, (client, swim, address, reply)))
+            return
+        if reply is not None:
+            client.tcp_in += len(reply)
+        follow_up = swim.push_pull_complete(address, reply, self.now)
+        if follow_up is not None:
+            self._start_stream(client, address, follow_up)
+        self._flush(client)
+
+    def _on_wake(self, node: SimNode) -> None:
+        if not node.up or self._busy(node):
+            return
+        node.swim.handle_timer(self.now)
+        self._flush(node)
+        backlog, node.backlog = node.backlog, []
+        for kind, args in backlog:
+            if kind == _DELIVER:
+                self._on_deliver(*args)  # type: ignore[arg-type]
+            elif kind == _SERVE:
+                self._on_serve(*args)  # type: ignore[arg-type]
+            else:
+                self._on_reply(*args)  # type: ignore[arg-type]
+
+    def _delay(self, src: SimNode, dst: SimNode) -> float:
+        return (src.base_latency + dst.base_latency) * self.rng.uniform(0.9, 1.1)
+
+    def _start_stream(self, client: SimNode, address: Address, payload: bytes) -> None:
+        client.tcp_out += len(payload)
+        server = self.by_address.get(address)
+        if server is None:
+            self._push(
+                self.now + self.connect_timeout, _REPLY, (client, client.swim, address, None)
+            )
+            return
+        delay = self._delay(client, server)
+        self._push(self.now + delay, _SERVE, (server, address, client, client.swim, payload))
+
+    def _flush(self, node: SimNode) -> None:
+        swim = node.swim
+        rng = self.rng
+        for address, data in swim.datagrams_to_send():
+            size = len(data)
+            node.udp_out += size
+            node.datagrams_out += 1
+            if size > self.max_datagram:
+                self.max_datagram = size
+            target = self.by_address.get(address)
+            if target is None or (self.loss and rng.random() < self.loss):
+                continue
+            if self.partitioned and target.group != node.group:
+                continue
+            delay = (node.base_latency + target.base_latency) * rng.uniform(0.9, 1.1)
+            self._push(self.now + delay, _DELIVER, (target, address, data, node.address))
+        for address, join in swim.push_pulls_to_start():
+            self._start_stream(node, address, swim.push_pull_request(join))
+        if self.observers:
+            event = swim.next_event()
+            while event is not None:
+                for observer in self.observers:
+                    observer(self.now, node, event)
+                event = swim.next_event()
+        else:
+            while swim.next_event() is not None:
+                pass
+        deadline = swim.next_deadline()
+        if deadline is not None and (node.timer_at is None or deadline < node.timer_at):
+            node.timer_at = max(deadline, self.now)
+            self._push(node.timer_at, _TIMER, (node,))

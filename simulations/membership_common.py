@@ -1,0 +1,109 @@
+"""Shared pieces of the membership measurement scripts (simulations/membership_*.py).
+
+Every script runs the same scenario once per profile — p2pindex's tuned ``SwimConfig.default()``
+and hashicorp/memberlist's LAN defaults (``SwimConfig.memberlist_lan()``) — in the same
+virtual-time harness (``p2pindex.sim.swim_sim``), and prints the figures side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+from p2pindex.core.swim import SwimConfig
+from p2pindex.sim.swim_sim import SwimSimulation
+
+PROFILES: dict[str, Callable[[], SwimConfig]] = {
+    "p2pindex": SwimConfig.default,
+    "memberlist": SwimConfig.memberlist_lan,
+}
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--profiles",
+        default="p2pindex,memberlist",
+        help="comma-separated: p2pindex, memberlist, plain (p2pindex without Lifeguard)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    return p
+
+
+def profiles(spec: str) -> list[tuple[str, SwimConfig]]:
+    chosen = []
+    for name in spec.split(","):
+        name = name.strip()
+        if name == "plain":
+            chosen.append((name, SwimConfig.default().plain_swim()))
+        elif name in PROFILES:
+            chosen.append((name, PROFILES[name]()))
+        else:
+            raise SystemExit(f"unknown profile {name!r}")
+    return chosen
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100); NaN for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+class Progress:
+    """Runs a simulation in slices, printing where it is every few wall-clock seconds."""
+
+    def __init__(self, label: str, quiet: bool = False, every: float = 10.0) -> None:
+        self.label = label
+        self.quiet = quiet
+        self.every = every
+        self.started = time.monotonic()
+        self._last = self.started
+
+    def run(
+        self,
+        sim: SwimSimulation,
+        until: float,
+        stop: Callable[[], bool] | None = None,
+        step: float = 5.0,
+    ) -> None:
+        while sim.now < until:
+            sim.run_until(min(until, sim.now + step), stop=stop)
+            self.tick(sim, until)
+            if stop is not None and stop():
+                return
+
+    def tick(self, sim: SwimSimulation, until: float) -> None:
+        now = time.monotonic()
+        if not self.quiet and now - self._last >= self.every:
+            self._last = now
+            print(
+                f"  [{self.label}] simulated {sim.now:7.1f}/{until:.0f} s, "
+                f"{sim.events_processed:,} events, wall {now - self.started:5.1f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    cells = [[str(h) for h in headers]] + [[fmt(v) for v in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def fmt(value: object) -> str:
+    if isinstance(value, float):
+        return "n/a" if math.isnan(value) else f"{value:.2f}"
+    return str(value)
+
+
+def command_line() -> str:
+    return "python " + " ".join(sys.argv)
