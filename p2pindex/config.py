@@ -69,6 +69,12 @@ class NodeConfig:
 
     planted_bugs: frozenset[str] = frozenset()
     """Known defects to switch on, for proving the simulation's checkers (never in production)."""
+    insecure: bool = False
+    """Run without authentication or encryption (tests and benchmarks only)."""
+    trust_file: Path | None = None
+    """Trust file (or authority directory) to use instead of ``data_dir/cluster.trust``."""
+    certificate_file: Path | None = None
+    """Node certificate to use instead of ``data_dir/node.cert``."""
 
     def __post_init__(self) -> None:
         unknown = self.planted_bugs - PLANTED_BUGS

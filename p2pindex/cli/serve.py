@@ -79,6 +79,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(default: never; use `p2pindex remove`)",
     )
     parser.add_argument(
+        "--trust",
+        type=Path,
+        metavar="FILE_OR_DIR",
+        help="trust file, or a directory holding cluster.trust (default DATA_DIR/cluster.trust)",
+    )
+    parser.add_argument(
+        "--cert",
+        type=Path,
+        metavar="FILE",
+        help="this node's certificate (default DATA_DIR/node.cert; see `p2pindex cluster`)",
+    )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="no authentication or encryption: for tests and benchmarks only",
+    )
+    parser.add_argument(
         "--log-level",
         default="warning",
         choices=["debug", "info", "warning", "error"],
@@ -103,6 +120,9 @@ def run(args: argparse.Namespace) -> int:
         n_replicas=args.n_replicas,
         fsync=args.fsync,
         remove_dead_after=args.remove_dead_after,
+        insecure=args.insecure,
+        trust_file=args.trust,
+        certificate_file=args.cert,
         limits=Limits(max_value=args.max_value, max_frame=max_frame),
     )
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 from types import TracebackType
 
 import trio
@@ -49,6 +50,7 @@ from p2pindex.errors import (
 )
 from p2pindex.net.base import Transport
 from p2pindex.net.channel import RpcChannel, open_channel
+from p2pindex.security.credentials import ClientCredentials, client_connector
 from p2pindex.types import Address, ConsistencyLevel
 from p2pindex.wire.messages import (
     DeleteRequest,
@@ -98,10 +100,12 @@ class AsyncClient:
         limits: Limits | None = None,
         refresh_interval: float = REFRESH_INTERVAL,
         transport: Transport | None = None,
+        credentials: ClientCredentials | str | Path | None = None,
     ) -> None:
         self._router = Router(parse_addresses(addresses))
-        self._transport = transport
-        """None: plain TCP. The simulation passes its simulated network here."""
+        self._transport = client_connector(credentials, transport, connect_timeout=CONNECT_TIMEOUT)
+        """None: plain TCP. The simulation passes its simulated network here; with client
+        credentials (or $P2PINDEX_CREDENTIALS) connections run the secure handshake."""
         self._consistency = check_consistency(consistency, None)
         self._timeout = check_timeout(timeout)
         self._defaults = call_options(self._consistency, self._timeout)
@@ -394,6 +398,7 @@ def connect(
     timeout: float = 5.0,
     limits: Limits | None = None,
     transport: Transport | None = None,
+    credentials: ClientCredentials | str | Path | None = None,
 ) -> AsyncClient:
     """A client for the cluster reachable at ``addresses``; open it with ``async with``.
 
@@ -401,5 +406,10 @@ def connect(
     ``NoNodeReachable`` when none does. Bad arguments raise ValueError right here.
     """
     return AsyncClient(
-        addresses, consistency=consistency, timeout=timeout, limits=limits, transport=transport
+        addresses,
+        consistency=consistency,
+        timeout=timeout,
+        limits=limits,
+        transport=transport,
+        credentials=credentials,
     )

@@ -33,6 +33,7 @@ from p2pindex.node.monitor import IndexMonitor
 from p2pindex.node.peers import PeerPool
 from p2pindex.node.replica import IndexManager
 from p2pindex.node.stats import StatisticsStore
+from p2pindex.security.manager import SecurityManager
 from p2pindex.storage.base import Storage
 from p2pindex.types import Address, Liveness, NodeState
 from p2pindex.wire.messages import (
@@ -84,12 +85,18 @@ class Node:
         rng: random.Random,
         wall_clock: Callable[[], float],
         swim_config: SwimConfig | None = None,
+        security: SecurityManager | None = None,
     ) -> None:
         self.config = config
         self.identity = identity
         self.node_id = identity.node_id
         self.storage = storage
         self.stats = StatisticsStore()
+        self.security = security
+        """None: no authentication (tests, simulation, --insecure)."""
+        if security is not None:
+            security.use_statistics(self.stats)
+            transport = security.wrap(transport)
         self._transport = transport
         self._rng = rng
         self._wall_clock = wall_clock
@@ -145,6 +152,8 @@ class Node:
             self.address = self.config.advertise or bound
             hello = Hello(self.node_id, str(self.address), self.config.cluster)
             self._peers = PeerPool(nursery, self._transport, self.config.limits, hello, self.stats)
+            if self.security is not None:
+                self.security.attach(nursery, self._peers.request, self._live_addresses)
             self._coordinator = Coordinator(
                 self.node_id,
                 self,
@@ -176,6 +185,7 @@ class Node:
                 self._rng,
                 trio.current_time(),
                 state=self.state,
+                sealer=self.security.sealer if self.security is not None else None,
             )
             self._members = {m.node_id: m for m in self._swim.members()}
             self._driver = MembershipDriver(
@@ -293,10 +303,16 @@ class Node:
     def members(self) -> list[Member]:
         return sorted(self._members.values(), key=lambda m: m.node_id)
 
+    def _live_addresses(self) -> list[tuple[str, Address]]:
+        live = (Liveness.ALIVE, Liveness.SUSPECT)
+        return [(m.node_id, m.address) for m in self._members.values() if m.liveness in live]
+
     def _on_member_change(self, change: MemberChanged) -> None:
         member = change.member
         self._members[member.node_id] = member
         if member.liveness is Liveness.ALIVE:
+            if self.security is not None:
+                self.security.note_member(member.node_id, member.address)
             self._unreachable_until.pop(member.node_id, None)
             self._dead_since.pop(member.node_id, None)
             removed_at = self._removed.get(member.node_id)
@@ -400,10 +416,13 @@ class Node:
     # --- connections and dispatch ----------------------------------------------------------
 
     async def _handle_stream(self, stream: trio.abc.Stream, peer: Address) -> None:
+        handler = self._dispatch
+        if self.security is not None:
+            handler = self.security.guard(stream, self._dispatch)
         channel = RpcChannel(
             stream,
             self.config.limits,
-            handler=self._dispatch,
+            handler=handler,
             name=f"from {peer}",
             on_bad_input=self._count_bad_input,
         )

@@ -18,6 +18,7 @@ from p2pindex.errors import ConfigError
 from p2pindex.net.trio_transport import TrioTransport
 from p2pindex.node.identity import NodeIdentity
 from p2pindex.node.node import Node
+from p2pindex.security.files import node_security
 from p2pindex.storage.sqlite import SqliteStorage
 from p2pindex.types import Address
 
@@ -51,6 +52,13 @@ async def serve_node(
     assert config.data_dir is not None
     with data_dir_lock(config.data_dir):
         identity = NodeIdentity.load_or_create(config.data_dir)
+        security = node_security(
+            config.data_dir,
+            identity.signing_key,
+            insecure=config.insecure,
+            trust=config.trust_file,
+            certificate=config.certificate_file,
+        )
         storage = await SqliteStorage.open(config.data_dir / DATA_FILE, fsync=config.fsync)
         try:
             node = Node(
@@ -60,6 +68,7 @@ async def serve_node(
                 identity=identity,
                 rng=random.Random(),
                 wall_clock=time.time,
+                security=security,
             )
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async with trio.open_nursery() as nursery:

@@ -240,3 +240,31 @@ class PushPull(Message):
 class PushPullReply(Message):
     TYPE: ClassVar[int] = 49
     state: bytes
+
+
+# --- security (p2pindex.security) ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationPush(Message):
+    """A signed revocation list; the receiver adopts it if newer and spreads it."""
+
+    TYPE: ClassVar[int] = 60
+    document: bytes
+    relayed: bool = False
+    """Set on copies nodes pass on, so only the node an operator reached fans out to all."""
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateRequest(Message):
+    """Ask a node for the certificates it holds of ``node_ids`` (empty: all it holds)."""
+
+    TYPE: ClassVar[int] = 61
+    node_ids: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateReply(Message):
+    TYPE: ClassVar[int] = 62
+    certificates: list[bytes]
+    """Signed node certificates; the asker verifies each one itself."""

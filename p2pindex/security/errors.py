@@ -1,0 +1,34 @@
+"""Security failures, as subclasses of the shared error tree, each with a statistics key.
+
+``reason`` is a short stable key (``expired``, ``wrong_cluster``, ...) that names the counter
+and the audit line; the message is the sentence an operator reads. Refusals are
+``PermissionDenied`` (definite: nothing happened), broken handshakes are ``ProtocolError``.
+"""
+
+from __future__ import annotations
+
+from p2pindex.errors import PermissionDenied, ProtocolError
+
+
+class CredentialRejected(PermissionDenied):
+    """A certificate, capability or revocation list that must not be trusted."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)
+
+
+class AccessDenied(PermissionDenied):
+    """An authenticated peer asked for something its role does not allow."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)
+
+
+class HandshakeFailed(ProtocolError):
+    """The secure handshake broke off: truncated, malformed, timed out or not spoken."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)
