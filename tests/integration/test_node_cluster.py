@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import trio
 
 from p2pindex.core import versions
@@ -269,3 +271,32 @@ async def test_strict_counts_only_primaries_where_sloppy_uses_a_fallback():
         sloppy = await cluster.request(coordinator, PutRequest(key, b"w", None, "all", 2000))
         assert isinstance(sloppy, PutReply)
         assert sum(b.count for n in others for b in n.storage.hint_backlog()) == 1
+
+
+async def test_a_join_interrupted_by_a_crash_resumes_where_it_stopped():
+    async with running_cluster(3) as cluster:
+        keys = [b"resume-%d" % i for i in range(300)]
+        for key in keys:
+            assert isinstance(await cluster.request(cluster.nodes[0], put(key, b"v")), PutReply)
+        joiner = await cluster.start_node()
+        def watermark() -> int:
+            raw = joiner.storage.get_meta("handoff.progress")
+            return json.loads(raw)["watermark"] if raw else 0
+
+        with trio.fail_after(30):
+            while watermark() == 0:
+                await trio.sleep(0.01)
+        cluster.crash(joiner)
+        cluster.nodes.remove(joiner)
+        saved = json.loads(joiner.storage.get_meta("handoff.progress"))["watermark"]
+        assert saved > 0
+        restarted = await cluster.start_node(storage=joiner.storage, identity=joiner.identity)
+        await cluster.wait_converged()
+        progress = restarted.node.handoff.progress
+        assert progress.finished is not None
+        assert progress.ranges_done == progress.ranges_total
+        assert progress.keys < len(keys), "a resumed handoff does not pull everything again"
+        ring = restarted.node.ring
+        for key in keys:
+            if restarted.node.node_id in ring.preference_list(key, 3):
+                assert restarted.storage.get(key) is not None, key
