@@ -206,9 +206,8 @@ def _seeds(args: argparse.Namespace, scenario: Any) -> list[int]:
 
 
 def _plan(scenario: Any, seed: int) -> Any:
-    from p2pindex.sim.scenario import Engine
-
     from p2pindex.sim.runner import plan_membership, plan_run
+    from p2pindex.sim.scenario import Engine
 
     if scenario.engine is Engine.SWIM:
         return plan_membership(scenario, seed)
@@ -323,7 +322,7 @@ def _batch_line(result: Any) -> str:
     return (
         f"  seed {result.seed:>6}  {status:8} {result.ops:>6} ops {result.faults:>3} faults "
         f"{len(result.fault_kinds):>2} kinds  {result.virtual_seconds:7.1f} vs "
-        f"{result.wall_seconds:6.2f} s  {result.trace_hash}"
+        f"{result.wall_seconds:6.2f} s {result.cpu_seconds:6.2f} cpu  {result.trace_hash}"
     )
 
 
@@ -349,6 +348,11 @@ def _batch_summary(results: dict[int, Any], repeats: dict[int, Any], wall: float
         ("fault kinds per seed", f"min {min(len(r.fault_kinds) for r in values)}"),
         ("determinism", f"{len(repeats)} seeds run twice, {len(nondeterministic)} differed"),
         ("wall time", f"{wall:.1f} s (longest seed {max(r.wall_seconds for r in values):.1f} s)"),
+        (
+            "CPU time",
+            f"{sum(r.cpu_seconds for r in values):.1f} s in the workers "
+            f"({sum(r.cpu_seconds for r in values) / len(values):.1f} s per seed)",
+        ),
     ]
     width = max(len(name) for name, _ in rows)
     print("\n".join(f"  {name.ljust(width)}  {value}" for name, value in rows))

@@ -124,24 +124,23 @@ class Coordinator:
         with trio.move_on_after(timeout):
             obj, record = self._index.new_version(request.key, context, value)
             tracker = WriteQuorum([t.node for t in targets], required)
-            round_ = _Round(remaining=len(targets))
+            round_ = _Round(remaining=len(targets) - 1)
+            # Our own commit comes first: a version leaves this node only once its dot is
+            # durable here, so a failed commit or a crash can never let this node hand the
+            # same (actor, counter) to a different value later. Nothing was sent if it fails.
+            try:
+                await self._index.commit(request.key, record)
+            except StorageFailure as exc:
+                self._stats.incr("writes.local_failures")
+                self._view.storage_failed(exc)
+                raise
+            tracker.record_ack(self._node_id)
             for target in targets:
                 if target.node != self._node_id:
                     message = ReplicaWrite(request.key, record, target.hint_for)
                     self._send(
                         target.node, message, timeout, self._on_write_result, tracker, round_
                     )
-            try:
-                await self._index.commit(request.key, record)
-            except StorageFailure as exc:
-                self._stats.incr("writes.local_failures")
-                self._view.storage_failed(exc)
-                tracker.record_failure(self._node_id)
-                if tracker.outcome is Outcome.FAILED and len(targets) == 1:
-                    raise
-            else:
-                tracker.record_ack(self._node_id)
-            round_.remaining -= 1
             self._settle(round_, tracker.outcome)
             await round_.done.wait()
         round_.answered = True

@@ -7,6 +7,7 @@ process (``p2pindex serve``) and inside the deterministic simulation.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -202,6 +203,8 @@ class Node:
             log.info("node %s listening on %s", self.node_id, self.address)
             task_status.started(self.address)
             await self._stopped.wait()
+            with contextlib.suppress(StorageFailure):
+                await self.storage.set_meta("clean_shutdown", b"1")
             nursery.cancel_scope.cancel()
 
     async def leave(self, timeout: float = 5.0) -> None:
@@ -531,10 +534,22 @@ class Node:
             await self.storage.delete_hints([h.hint_id for h in hints])
 
     async def _storage_epoch(self) -> str:
+        """The version actor's epoch: kept across clean restarts, new after a crash.
+
+        A crash (or a power cut with fsync off) can lose this node's latest writes after
+        replicas stored them; a fresh epoch makes sure no dot is ever reissued for another
+        value. A clean shutdown marks the store so the next start keeps the clocks short.
+        """
         epoch = self.storage.get_meta("actor_epoch")
-        if epoch is None:
+        if epoch is None or self.storage.get_meta("clean_shutdown") != b"1":
             epoch = self._rng.randbytes(4).hex().encode()
+        try:
             await self.storage.set_meta("actor_epoch", epoch)
+            await self.storage.set_meta("clean_shutdown", b"0")
+        except StorageFailure as exc:
+            # An unsaved epoch is safe: without the clean mark the next start picks a new one.
+            self.state = NodeState.DEGRADED
+            self.state_reason = f"storage failing: {exc}"
         return epoch.decode()
 
     async def _next_incarnation(self) -> int:
@@ -542,7 +557,13 @@ class Node:
         stored = self.storage.get_meta("incarnation")
         previous = int(stored) if stored else 0
         incarnation = max(previous + 1, math.floor(self._wall_clock()))
-        await self.storage.set_meta("incarnation", str(incarnation).encode())
+        try:
+            await self.storage.set_meta("incarnation", str(incarnation).encode())
+        except StorageFailure as exc:
+            # Still above every earlier one (wall clock); the node starts DEGRADED instead
+            # of not at all, and says why.
+            self.state = NodeState.DEGRADED
+            self.state_reason = f"storage failing: {exc}"
         return incarnation
 
     def describe(self) -> dict[str, Any]:
