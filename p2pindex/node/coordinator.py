@@ -27,6 +27,7 @@ from p2pindex.core.quorum import Outcome, ReadQuorum, WriteQuorum
 from p2pindex.core.ring import Ring
 from p2pindex.core.versions import VersionedObject, VersionVector
 from p2pindex.errors import (
+    ConnectionLost,
     InvalidRequest,
     P2PIndexError,
     QuorumFailed,
@@ -172,12 +173,22 @@ class Coordinator:
         """Send one replica request; ``on_result(node, outcome, tracker, round_)`` follows.
 
         Over an open connection this costs no task; the first request to a peer connects
-        in a task of its own.
+        in a task of its own. A connection that breaks under the request (a peer restarting
+        its sessions, say) gets one retry on a fresh connection: replica reads and writes
+        are idempotent, since a replica merges what it receives.
         """
         address = self._view.address_of(node)
         replica_timeout = min(timeout, self._config.replica_timeout)
+        retried = False
 
         def deliver(result: outcome.Outcome) -> None:
+            nonlocal retried
+            lost = isinstance(result, outcome.Error) and isinstance(result.error, ConnectionLost)
+            if lost and not retried:
+                retried = True
+                self._stats.incr("replica.retries")
+                self._spawn(self._send_connecting, address, message, replica_timeout, deliver)
+                return
             on_result(node, result, tracker, round_)
 
         if not self._peers.send_nowait(address, message, deliver, replica_timeout):

@@ -199,6 +199,8 @@ class Node:
             nursery.start_soon(self._hints.run)
             nursery.start_soon(self._settle_ownership)
             nursery.start_soon(self._housekeeping)
+            if self.state is NodeState.DEGRADED:  # storage failed while starting
+                nursery.start_soon(self._recover_storage)
             await self._wait_joined()
             log.info("node %s listening on %s", self.node_id, self.address)
             task_status.started(self.address)

@@ -279,6 +279,7 @@ async def test_a_join_interrupted_by_a_crash_resumes_where_it_stopped():
         for key in keys:
             assert isinstance(await cluster.request(cluster.nodes[0], put(key, b"v")), PutReply)
         joiner = await cluster.start_node()
+
         def watermark() -> int:
             raw = joiner.storage.get_meta("handoff.progress")
             return json.loads(raw)["watermark"] if raw else 0
