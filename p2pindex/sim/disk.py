@@ -298,10 +298,11 @@ class SimStorage:
             raise StorageFailure("the process using this storage crashed")
 
     async def _enter(self, *, adds_data: bool) -> None:
+        # No waiting here, not even for a paused machine: the Storage promise is that a write
+        # is visible before the first await, and the node's read-merge-write relies on it. A
+        # paused machine's writes wait for the gate after they are applied (in _apply).
         self._check_open()
         await trio.lowlevel.checkpoint_if_cancelled()
-        await self._disk._gate()
-        self._check_open()
         if adds_data and self._disk.full:
             self._disk.stats["failures"] += 1
             raise StorageFailure(f"simulated disk full (ENOSPC) on {self._disk.name}")
@@ -319,4 +320,5 @@ class SimStorage:
         except (StorageFailure, ValueError, TypeError):
             self._disk._journal.pop(number, None)
             raise
+        await self._disk._gate()
         await self._disk._commit(number, self)
