@@ -134,7 +134,14 @@ class Coordinator:
             except StorageFailure as exc:
                 self._stats.incr("writes.local_failures")
                 self._view.storage_failed(exc)
-                raise
+                # Indeterminate, not definite: while the commit was pending the version was
+                # visible locally, and a concurrent write to the key may have merged it in.
+                raise QuorumFailed(
+                    f"the coordinator's storage failed ({exc}); nothing was sent to other "
+                    "replicas, but a concurrent write may carry this one",
+                    required=required,
+                    acknowledged=0,
+                ) from exc
             tracker.record_ack(self._node_id)
             for target in targets:
                 if target.node != self._node_id:
