@@ -14,7 +14,6 @@ import logging
 import math
 import random
 from collections.abc import Callable
-from typing import Any
 
 import trio
 
@@ -567,6 +566,3 @@ class Node:
             self.state = NodeState.DEGRADED
             self.state_reason = f"storage failing: {exc}"
         return incarnation
-
-    def describe(self) -> dict[str, Any]:
-        return {"node_id": self.node_id, "address": str(self.address), "state": self.state.value}

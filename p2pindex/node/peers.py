@@ -63,10 +63,6 @@ class PeerPool:
         channel.request_nowait(message, callback, timeout)
         return True
 
-    def connected(self, address: Address) -> bool:
-        channel = self._channels.get(address)
-        return channel is not None and not channel.closed
-
     async def _channel(self, address: Address) -> RpcChannel:
         while True:
             channel = self._channels.get(address)
