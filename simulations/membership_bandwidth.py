@@ -9,10 +9,9 @@ byte each node sends and receives (UDP payloads and push-pull stream payloads) o
 
 from __future__ import annotations
 
-import sys
 import time
 
-from membership_common import Progress, command_line, parser, profiles, table
+from membership_common import Progress, parser, run_profiles, table
 
 from p2pindex.core.swim import SwimConfig
 from p2pindex.sim.swim_sim import UDP_IP_HEADER, SwimSimulation
@@ -62,11 +61,7 @@ def main() -> None:
     p.add_argument("--duration", type=float, default=600.0)
     p.add_argument("--loss", type=float, default=0.0)
     args = p.parse_args()
-    print(f"# {command_line()}")
-    rows = []
-    for name, config in profiles(args.profiles):
-        rows.append(run(name, config, args))
-        print(f"  {name} done", file=sys.stderr)
+    rows = run_profiles(args, run)
     print(f"# G6: idle traffic per node (in+out), N={args.nodes}, {args.duration:.0f} s window")
     headers = [
         "profile",

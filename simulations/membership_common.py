@@ -107,3 +107,15 @@ def fmt(value: object) -> str:
 
 def command_line() -> str:
     return "python " + " ".join(sys.argv)
+
+
+def run_profiles(
+    args: argparse.Namespace, run: Callable[[str, SwimConfig, argparse.Namespace], list[object]]
+) -> list[list[object]]:
+    """Print the command line, then run ``run`` once per chosen profile, one table row each."""
+    print(f"# {command_line()}")
+    rows = []
+    for name, config in profiles(args.profiles):
+        rows.append(run(name, config, args))
+        print(f"  {name} done", file=sys.stderr)
+    return rows

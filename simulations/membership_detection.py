@@ -15,10 +15,15 @@ from __future__ import annotations
 
 import math
 import random
-import sys
 import time
 
-from membership_common import Progress, command_line, parser, percentile, profiles, table
+from membership_common import (
+    Progress,
+    parser,
+    percentile,
+    run_profiles,
+    table,
+)
 
 from p2pindex.core.swim import MemberChanged, SwimConfig
 from p2pindex.sim.swim_sim import SimNode, SwimSimulation
@@ -116,12 +121,8 @@ def main() -> None:
     p.add_argument("--restart-after", type=float, default=90.0)
     p.add_argument("--loss", type=float, default=0.0)
     args = p.parse_args()
-    print(f"# {command_line()}")
+    rows = run_profiles(args, run)
     print(f"# crash detection at N={args.nodes}, {args.trials} crashes, loss {args.loss:.0%}")
-    rows = []
-    for name, config in profiles(args.profiles):
-        rows.append(run(name, config, args))
-        print(f"  {name} done", file=sys.stderr)
     headers = [
         "profile",
         "crashes",

@@ -13,10 +13,15 @@ from __future__ import annotations
 
 import math
 import random
-import sys
 import time
 
-from membership_common import Progress, command_line, parser, percentile, profiles, table
+from membership_common import (
+    Progress,
+    parser,
+    percentile,
+    run_profiles,
+    table,
+)
 
 from p2pindex.core.swim import MemberChanged, SwimConfig
 from p2pindex.sim.swim_sim import SimNode, SwimSimulation
@@ -107,11 +112,7 @@ def main() -> None:
     p.add_argument("--return-after", type=float, default=20.0)
     p.add_argument("--loss", type=float, default=0.01)
     args = p.parse_args()
-    print(f"# {command_line()}")
-    rows = []
-    for name, config in profiles(args.profiles):
-        rows.append(run(name, config, args))
-        print(f"  {name} done", file=sys.stderr)
+    rows = run_profiles(args, run)
     print(f"# G13: graceful leave, N={args.nodes}, {args.loss:.0%} loss")
     headers = [
         "profile",

@@ -10,10 +10,9 @@ network and measures how long until every node holds one and the same membership
 from __future__ import annotations
 
 import math
-import sys
 import time
 
-from membership_common import Progress, command_line, parser, profiles, table
+from membership_common import Progress, parser, run_profiles, table
 
 from p2pindex.core.swim import SwimConfig
 from p2pindex.sim.swim_sim import SimNode, SwimSimulation
@@ -77,11 +76,7 @@ def main() -> None:
     p.add_argument("--check-every", type=float, default=0.5)
     p.add_argument("--loss", type=float, default=0.0)
     args = p.parse_args()
-    print(f"# {command_line()}")
-    rows = []
-    for name, config in profiles(args.profiles):
-        rows.append(run(name, config, args))
-        print(f"  {name} done", file=sys.stderr)
+    rows = run_profiles(args, run)
     print(f"# G10: {args.nodes} nodes split 50/50 for {args.hold:.0f} s, then healed")
     headers = [
         "profile",
