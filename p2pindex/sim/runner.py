@@ -114,16 +114,11 @@ class ChurnSettings:
     max_members: int
 
 
-@dataclass(frozen=True, slots=True)
-class RunPlan:
-    """A prepared run plus the workload and check settings, all validated."""
+class _PlannedRun:
+    """Shortcuts from a plan to the prepared run it wraps (its scenario, seed, schedule)."""
 
+    __slots__ = ()
     prepared: PreparedRun
-    workload: WorkloadOptions
-    clients: int
-    churn: ChurnSettings | None
-    final_level: str
-    check: CheckConfig
 
     @property
     def scenario(self) -> Scenario:
@@ -136,6 +131,18 @@ class RunPlan:
     @property
     def schedule(self) -> FaultSchedule:
         return self.prepared.schedule
+
+
+@dataclass(frozen=True, slots=True)
+class RunPlan(_PlannedRun):
+    """A prepared run plus the workload and check settings, all validated."""
+
+    prepared: PreparedRun
+    workload: WorkloadOptions
+    clients: int
+    churn: ChurnSettings | None
+    final_level: str
+    check: CheckConfig
 
 
 def plan_run(scenario: Scenario, seed: int) -> RunPlan:
@@ -1055,23 +1062,11 @@ SWIM_TIMELINE_ROWS: Final = 40
 
 
 @dataclass(frozen=True, slots=True)
-class MembershipPlan:
+class MembershipPlan(_PlannedRun):
     """A membership-only run (engine ``swim``): SWIM cores on ``p2pindex.sim.swim_sim``."""
 
     prepared: PreparedRun
     bounds: MembershipBounds
-
-    @property
-    def scenario(self) -> Scenario:
-        return self.prepared.scenario
-
-    @property
-    def seed(self) -> int:
-        return self.prepared.seed
-
-    @property
-    def schedule(self) -> FaultSchedule:
-        return self.prepared.schedule
 
 
 def plan_membership(scenario: Scenario, seed: int) -> MembershipPlan:
