@@ -126,7 +126,7 @@ async def verify(db: p2pindex.AsyncClient, keys: list[bytes]) -> list[bytes]:
 async def run(cluster: LocalCluster, args: argparse.Namespace) -> int:
     tally = Tally()
     first3 = cluster.addresses[:3]
-    async with p2pindex.connect(first3, timeout=10.0) as db:
+    async with p2pindex.connect(first3, timeout=10.0, credentials=cluster.credentials) as db:
         print(f"loading {args.keys:,} keys at QUORUM ...", flush=True)
         await load(db, args.keys, tally)
         print(f"loaded {len(tally.acked):,} ({tally.writes_failed} failed)", flush=True)
@@ -140,7 +140,9 @@ async def run(cluster: LocalCluster, args: argparse.Namespace) -> int:
             took = time.monotonic() - joined_at
             nursery.cancel_scope.cancel()
     handoff = status["handoff"]
-    async with p2pindex.connect(cluster.addresses, timeout=10.0) as db:
+    async with p2pindex.connect(
+        cluster.addresses, timeout=10.0, credentials=cluster.credentials
+    ) as db:
         print(f"verifying all {len(tally.acked):,} acknowledged keys at QUORUM ...", flush=True)
         missing = await verify(db, list(tally.acked))
     print()

@@ -53,10 +53,12 @@ def rss_kib(pid: int) -> tuple[int, int]:
     return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
 
 
-async def read_everything(addresses: list[str], keys: int, sample_every: int) -> int:
+async def read_everything(
+    addresses: list[str], credentials: Path | None, keys: int, sample_every: int
+) -> int:
     found = 0
     pending = iter(range(0, keys, sample_every))
-    async with p2pindex.connect(addresses, timeout=10.0) as db:
+    async with p2pindex.connect(addresses, timeout=10.0, credentials=credentials) as db:
 
         async def worker() -> None:
             nonlocal found
@@ -88,7 +90,13 @@ def main(argv: list[str] | None = None) -> int:
         with cluster:
             cluster.start()
             wait_converged(cluster, timeout=120)
-            found = trio.run(read_everything, cluster.addresses, args.keys, args.sample_every)
+            found = trio.run(
+                read_everything,
+                cluster.addresses,
+                cluster.credentials,
+                args.keys,
+                args.sample_every,
+            )
             print(f"read {found:,} keys back through the cluster", flush=True)
             for node in cluster.nodes:
                 assert node.pid is not None

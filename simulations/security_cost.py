@@ -1,10 +1,11 @@
 """What security costs: QUORUM write throughput with security on, beside `--insecure`.
 
-Starts the same 3-node local cluster twice per round — once with a cluster authority that
-certifies every node and a write capability for the client, once with `--insecure` — and
-runs `p2pindex bench --write-only` against each, alternating the order every round so drift
-on a shared machine does not favour one side. Prints each run (throughput, errors, node CPU
-per write, client CPU per write) and the secure/insecure throughput ratio.
+Starts the same 3-node local cluster twice per round — once secure (as LocalCluster runs
+by default: an authority certifies every node; the client gets a write capability), once
+with `--insecure` — and runs `p2pindex bench --write-only` against each, alternating the
+order every round so drift on a shared machine does not favour one side. Prints each run
+(throughput, errors, node CPU per write, client CPU per write) and the secure/insecure
+throughput ratio.
 
     python simulations/security_cost.py [--duration 10] [--rounds 4]
 """
@@ -37,20 +38,15 @@ def node_cpu_seconds(cluster: LocalCluster) -> float:
 def run(secure: bool, args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix="p2pindex-seccost-") as tmp:
         root = Path(tmp)
-        env = {k: v for k, v in os.environ.items() if k != CREDENTIALS_ENV}
-        cluster = LocalCluster(3, root / "nodes", extra_args=() if secure else ("--insecure",))
-        if secure:
-            authority = Authority.init(root / "authority")
-            for node in cluster.nodes:
-                authority.provision(node.data_dir)
-            credentials = root / "writer.cred"
-            authority.credentials(Role.WRITE).save(credentials)
-            env[CREDENTIALS_ENV] = os.environ[CREDENTIALS_ENV] = str(credentials)
-        else:
-            os.environ.pop(CREDENTIALS_ENV, None)
+        cluster = LocalCluster(3, root / "nodes", insecure=not secure)
         with cluster:
             cluster.start()
             wait_converged(cluster)
+            env = cluster.client_environment()
+            if cluster.authority_dir is not None:
+                credentials = root / "writer.cred"
+                Authority.load(cluster.authority_dir).credentials(Role.WRITE).save(credentials)
+                env[CREDENTIALS_ENV] = str(credentials)
             command = [
                 sys.executable,
                 "-m",

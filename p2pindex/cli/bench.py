@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import json
 import multiprocessing
+import os
 import shutil
 import sys
 import tempfile
@@ -31,7 +32,12 @@ from p2pindex.cli.common import (
     positive_int_arg,
     seconds_arg,
 )
-from p2pindex.cli.local_cluster import LocalCluster, sigterm_as_interrupt, wait_converged
+from p2pindex.cli.local_cluster import (
+    LocalCluster,
+    credentials_in_environment,
+    sigterm_as_interrupt,
+    wait_converged,
+)
 from p2pindex.errors import P2PIndexError
 from p2pindex.types import consistency_to_wire
 
@@ -117,6 +123,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="use the existing cluster at this address instead (repeatable)",
     )
     parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="run the local nodes without security (the baseline its cost is measured "
+        "against); by default they run secure, with an authority made for the run",
+    )
+    parser.add_argument(
         "--processes",
         type=positive_int_arg,
         default=1,
@@ -138,24 +150,31 @@ def run(args: argparse.Namespace) -> int:
     processes, concurrency = (1, 1) if args.sequential else (args.processes, args.concurrency)
     if concurrency < processes:
         raise ValueError("--concurrency must be at least --processes (each worker needs a loop)")
+    if args.insecure and args.node:
+        raise ValueError("--insecure is for the local cluster bench starts, not with --node")
     with contextlib.ExitStack() as stack:
         stack.enter_context(sigterm_as_interrupt())
+        node_pids: list[int] = []
         if args.node:
             addresses = [str(address) for address in args.node]
             where = "cluster at " + ", ".join(addresses)
         else:
             root = Path(tempfile.mkdtemp(prefix="p2pindex-bench-"))
             stack.callback(shutil.rmtree, root, ignore_errors=True)
-            cluster = stack.enter_context(LocalCluster(args.nodes, root))
+            cluster = stack.enter_context(LocalCluster(args.nodes, root, insecure=args.insecure))
+            # Workers are spawned processes: they inherit the cluster's credentials this way.
+            stack.enter_context(credentials_in_environment(cluster.credentials))
             _note(f"starting {args.nodes} local node(s) ...")
             cluster.start()
             wait_converged(cluster)
             addresses = cluster.addresses
-            where = f"{args.nodes} local nodes (N={cluster.n_replicas})"
+            node_pids = [node.pid for node in cluster.nodes if node.pid is not None]
+            security = "off (--insecure)" if args.insecure else "on"
+            where = f"{args.nodes} local nodes (N={cluster.n_replicas}, security {security})"
             if not args.load and workload.read_proportion > 0:
                 _note("the new cluster is empty, so reads will miss; add --load to fill it first")
         specs = _specs(args, workload, addresses, processes, concurrency)
-        load, result = _drive(specs, args.load)
+        load, result = _drive(specs, args.load, node_pids)
     config = {
         "workload": workload.name,
         "read_proportion": workload.read_proportion,
@@ -221,8 +240,14 @@ def _note(text: str) -> None:
     print(f"bench: {text}", file=sys.stderr, flush=True)
 
 
-def _drive(specs: list[WorkerSpec], load: bool) -> tuple[PhaseResult | None, PhaseResult]:
-    """Run the worker processes through their phases; stop them by pid whatever happens."""
+def _drive(
+    specs: list[WorkerSpec], load: bool, node_pids: list[int]
+) -> tuple[PhaseResult | None, PhaseResult]:
+    """Run the worker processes through their phases; stop them by pid whatever happens.
+
+    The node processes' CPU time is read around each phase: CPU per operation stays
+    meaningful on a shared machine, where throughput is not.
+    """
     context = multiprocessing.get_context("spawn")
     workers: list[tuple[multiprocessing.process.BaseProcess, Connection]] = []
     try:
@@ -238,9 +263,9 @@ def _drive(specs: list[WorkerSpec], load: bool) -> tuple[PhaseResult | None, Pha
         load_result = None
         if load:
             _note(f"load phase: inserting {specs[0].records} records ...")
-            load_result = _collect(workers, "load")
+            load_result = _measured(workers, "load", node_pids)
         _note(f"run phase: {specs[0].duration:g}s ...")
-        return load_result, _collect(workers, "run")
+        return load_result, _measured(workers, "run", node_pids)
     finally:
         for process, conn in workers:
             conn.close()
@@ -251,6 +276,33 @@ def _drive(specs: list[WorkerSpec], load: bool) -> tuple[PhaseResult | None, Pha
             if process.is_alive():
                 process.kill()
                 process.join()
+
+
+def _measured(
+    workers: list[tuple[Any, Connection]], phase: str, node_pids: list[int]
+) -> PhaseResult:
+    before = _cpu_seconds(node_pids)
+    result = _collect(workers, phase)
+    after = _cpu_seconds(node_pids)
+    if before is not None and after is not None:
+        result.node_cpu = after - before
+    return result
+
+
+def _cpu_seconds(pids: list[int]) -> float | None:
+    """User plus system CPU seconds of ``pids`` together (Linux /proc); None if unreadable."""
+    if not pids:
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return None
+        fields = stat[stat.rindex(")") + 2 :].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / ticks
 
 
 def _collect(workers: list[tuple[Any, Connection]], phase: str) -> PhaseResult:

@@ -144,6 +144,9 @@ class PhaseResult:
     ops: dict[str, OpStats] = field(default_factory=dict)
     client_cpu: float = 0.0
     """CPU seconds the load generator itself used: tells a slow client from a slow cluster."""
+    node_cpu: float | None = None
+    """CPU seconds the cluster's node processes used in the phase (all nodes together), when
+    the bench started them and could read their accounting; None for a remote cluster."""
 
     def stats(self, op: str) -> OpStats:
         found = self.ops.get(op)
@@ -191,6 +194,9 @@ class PhaseResult:
             "client_cpu_us_per_op": round(self.client_cpu * 1e6 / self.operations, 1)
             if self.operations
             else 0.0,
+            "node_cpu_us_per_op": round(self.node_cpu * 1e6 / self.operations, 1)
+            if self.operations and self.node_cpu is not None
+            else None,
             "ops": {op: self.ops[op].summary() for op in sorted(self.ops)},
         }
 
@@ -204,6 +210,8 @@ def ycsb_lines(phase: str, result: PhaseResult) -> list[str]:
         f"[{tag}], Throughput(ops/sec), {summary['throughput_ops_sec']}",
         f"[{tag}], ClientCpuPerOp(us), {summary['client_cpu_us_per_op']}",
     ]
+    if summary["node_cpu_us_per_op"] is not None:
+        lines.append(f"[{tag}], NodeCpuPerOp(us), {summary['node_cpu_us_per_op']}")
     for op, stats in summary["ops"].items():
         lines += [
             f"[{op}], Operations, {stats['operations']}",

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from p2pindex.cli.common import DEFAULT_NODE, EXIT_OK, positive_int_arg
 from p2pindex.cli.local_cluster import LocalCluster, sigterm_as_interrupt, wait_converged
+from p2pindex.security.credentials import CREDENTIALS_ENV
 from p2pindex.types import Address
 
 DEFAULT_BASE_PORT = Address.parse(DEFAULT_NODE).port
@@ -22,8 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="run a local cluster of real nodes until Ctrl-C",
         description=(
             "Start NODES node processes on 127.0.0.1 (ports BASE_PORT, BASE_PORT+1, ...), "
-            "wait until they see each other, print how to use them, and stop exactly those "
-            "processes on Ctrl-C."
+            "secure: a cluster authority in the data directory certifies every node and "
+            "issues an admin credentials file for clients. Wait until the nodes see each "
+            "other, print how to use them, and stop exactly those processes on Ctrl-C."
         ),
     )
     parser.add_argument(
@@ -83,8 +85,11 @@ def _describe(cluster: LocalCluster) -> None:
     first = cluster.addresses[0]
     node_option = "" if first == DEFAULT_NODE else f" --node {first}"
     print(
-        f"\ncluster ready: {len(cluster.nodes)} node(s), N={cluster.n_replicas}\n"
+        f"\ncluster ready: {len(cluster.nodes)} node(s), N={cluster.n_replicas}, security on\n"
+        f"  admin credentials: {cluster.credentials}\n"
+        f"  cluster authority: {cluster.authority_dir} (`p2pindex token issue` makes more)\n"
         "try:\n"
+        f"  export {CREDENTIALS_ENV}={cluster.credentials}\n"
         f"  p2pindex put hello world{node_option}\n"
         f"  p2pindex get hello{node_option}\n"
         f"  p2pindex status{node_option}\n"

@@ -4,6 +4,11 @@ Each node is ``python -m p2pindex serve`` in its own session (so a terminal's Ct
 reaches only us and we stop the nodes in order), with stdout and stderr going to files:
 a pipe nobody drains would eventually block a chatty node. The cluster stops exactly the
 processes it started, by pid: SIGTERM first, SIGKILL after a grace period.
+
+A cluster is secure unless told ``insecure``: it keeps a cluster authority (its own under
+the root, or one it is given), provisions every node's data directory with it right before
+each start (so restarted and later nodes are members too), and keeps an admin credentials
+file in the root for the clients that talk to it.
 """
 
 from __future__ import annotations
@@ -21,12 +26,19 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import BinaryIO
 
-from p2pindex.client import Client
-from p2pindex.errors import P2PIndexError
+import trio
+
+from p2pindex.client import connect
+from p2pindex.errors import ConfigError, P2PIndexError
+from p2pindex.security.authority import Authority
+from p2pindex.security.certs import Role
+from p2pindex.security.credentials import CREDENTIALS_ENV, ClientCredentials
 from p2pindex.types import Address
 
 HOST = "127.0.0.1"
 READY_PREFIX = "ready "
+AUTHORITY_DIR = "authority"
+ADMIN_CREDENTIALS = "admin.cred"
 
 
 class ClusterError(OSError):
@@ -96,7 +108,12 @@ def free_ports(count: int, host: str = HOST) -> list[int]:
 
 
 class LocalCluster:
-    """``size`` node processes under ``root``; a context manager that always stops them."""
+    """``size`` node processes under ``root``; a context manager that always stops them.
+
+    Secure by default: ``authority`` names the authority directory to certify nodes with
+    (default ``root/authority``, created on first use); ``insecure`` runs the nodes with
+    ``--insecure`` instead, for benchmarks that need the baseline.
+    """
 
     def __init__(
         self,
@@ -106,9 +123,15 @@ class LocalCluster:
         base_port: int | None = None,
         n_replicas: int | None = None,
         extra_args: tuple[str, ...] = (),
+        insecure: bool = False,
+        authority: Path | None = None,
     ) -> None:
         if size < 1:
             raise ValueError("a cluster needs at least one node")
+        if "--insecure" in extra_args:
+            raise ValueError("pass insecure=True rather than --insecure in extra_args")
+        if insecure and authority is not None:
+            raise ValueError("an insecure cluster has no authority")
         if base_port is not None:
             if not 1 <= base_port <= 65535 - size + 1:
                 raise ValueError(f"base port {base_port} leaves no room for {size} nodes")
@@ -124,6 +147,10 @@ class LocalCluster:
         self.root = root
         self.n_replicas = n_replicas if n_replicas is not None else min(3, size)
         self.extra_args = extra_args
+        self.insecure = insecure
+        self.authority_dir = None if insecure else (authority or root / AUTHORITY_DIR)
+        self.credentials = None if insecure else root / ADMIN_CREDENTIALS
+        """The admin credentials file clients of this cluster use (None when insecure)."""
         self.nodes = [
             LocalNode(
                 index=i,
@@ -138,6 +165,14 @@ class LocalCluster:
     @property
     def addresses(self) -> list[str]:
         return [str(node.address) for node in self.nodes]
+
+    def client_environment(self) -> dict[str, str]:
+        """This process's environment with ``$P2PINDEX_CREDENTIALS`` naming this cluster's
+        admin credentials (or unset when insecure): for `p2pindex` client subprocesses."""
+        env = {k: v for k, v in os.environ.items() if k != CREDENTIALS_ENV}
+        if self.credentials is not None:
+            env[CREDENTIALS_ENV] = str(self.credentials)
+        return env
 
     def __enter__(self) -> LocalCluster:
         return self
@@ -167,6 +202,26 @@ class LocalCluster:
         self._spawn(node)
         self._wait_ready(node, time.monotonic() + timeout)
 
+    def _provision(self, node: LocalNode) -> None:
+        """Certify ``node`` and make sure the admin credentials are current.
+
+        The authority is read from its directory every time, so a rotation done on disk by
+        the caller is what the next start uses. Provisioning again renews the certificate;
+        credentials that expired or predate a rotation are issued again.
+        """
+        if self.authority_dir is None or self.credentials is None:
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        authority = Authority.load_or_init(self.authority_dir)
+        authority.provision(node.data_dir)
+        try:
+            current = ClientCredentials.load(self.credentials)
+            current.check(time.time())
+        except ConfigError:
+            current = None
+        if current is None or current.trust != authority.trust:
+            authority.credentials(Role.ADMIN).save(self.credentials)
+
     def _command(self, node: LocalNode) -> list[str]:
         command = [
             sys.executable,
@@ -183,9 +238,12 @@ class LocalCluster:
         for other in self.nodes:
             if other is not node:
                 command += ["--seed", str(other.address)]
+        if self.insecure:
+            command.append("--insecure")
         return command + list(self.extra_args)
 
     def _spawn(self, node: LocalNode) -> None:
+        self._provision(node)
         for handle in node._files:
             handle.close()
         out = node.out_path.open("wb")
@@ -279,21 +337,49 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextlib.contextmanager
+def credentials_in_environment(credentials: Path | None) -> Iterator[None]:
+    """Point ``$P2PINDEX_CREDENTIALS`` at ``credentials`` (unset it for None) while the
+    block runs: for clients that take them from the environment, as the blocking Client and
+    the `p2pindex` client commands do."""
+    previous = os.environ.get(CREDENTIALS_ENV)
+    if credentials is None:
+        os.environ.pop(CREDENTIALS_ENV, None)
+    else:
+        os.environ[CREDENTIALS_ENV] = str(credentials)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(CREDENTIALS_ENV, None)
+        else:
+            os.environ[CREDENTIALS_ENV] = previous
+
+
 def wait_converged(cluster: LocalCluster, timeout: float = 20.0) -> None:
     """Wait until every running node sees every running node alive and active.
 
     Alive alone is not enough: a node that just joined is SYNCING (receiving its ranges)
     and does not take requests for them until it is ACTIVE.
     """
+    trio.run(_wait_converged, cluster, timeout)
+
+
+async def _wait_converged(cluster: LocalCluster, timeout: float) -> None:
     running = [node for node in cluster.nodes if node.running]
     expected = {node.node_id for node in running}
     deadline = time.monotonic() + timeout
-    with Client([str(node.address) for node in running], timeout=2.0) as db:
+    addresses = [str(node.address) for node in running]
+    # The client reads its credentials when it is made; scoping the environment also keeps
+    # an insecure cluster's client from picking up credentials meant for another cluster.
+    with credentials_in_environment(cluster.credentials):
+        db = connect(addresses, timeout=2.0)
+    async with db:
         while True:
             lagging = []
             for node in running:
                 try:
-                    members = db.members(node.address).members
+                    members = (await db.members(node.address)).members
                 except P2PIndexError:
                     lagging.append(node)
                     continue
@@ -311,4 +397,4 @@ def wait_converged(cluster: LocalCluster, timeout: float = 20.0) -> None:
                 raise ClusterError(
                     f"the cluster did not converge in {timeout:g}s (lagging: {names})"
                 )
-            time.sleep(0.1)
+            await trio.sleep(0.1)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import trio
 
+from p2pindex.cli.common import address_arg
 from p2pindex.config import Limits, NodeConfig
-from p2pindex.types import Address
 
 DEFAULT_LISTEN = "127.0.0.1:7400"
 
@@ -21,7 +21,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="run a node",
         description=(
             "Run a p2pindex node until SIGINT or SIGTERM (which make it leave the cluster "
-            "gracefully). Prints 'ready node_id=<id> address=<host:port>' once it serves."
+            "gracefully). Prints 'ready node_id=<id> address=<host:port>' once it serves. "
+            "Security is on: the node needs a certificate and the cluster's trust file in its "
+            "data directory (`p2pindex cluster certify --data-dir DIR` writes both) or named "
+            "by --cert and --trust; only --insecure runs it without."
         ),
     )
     parser.add_argument(
@@ -33,19 +36,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--listen",
         default=DEFAULT_LISTEN,
-        type=Address.parse,
-        help=f"HOST:PORT for TCP and UDP (default {DEFAULT_LISTEN}; port 0 picks one)",
+        type=address_arg,
+        help=f"HOST:PORT for TCP and UDP (default {DEFAULT_LISTEN})",
     )
     parser.add_argument(
         "--advertise",
-        type=Address.parse,
+        type=address_arg,
         help="HOST:PORT other nodes should use to reach this one (default: --listen)",
     )
     parser.add_argument(
         "--seed",
         action="append",
         default=[],
-        type=Address.parse,
+        type=address_arg,
         metavar="HOST:PORT",
         help="an existing member to join through (repeatable)",
     )
@@ -93,7 +96,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--insecure",
         action="store_true",
-        help="no authentication or encryption: for tests and benchmarks only",
+        help="run without authentication or encryption (anyone can join, read and write): "
+        "for tests and benchmarks only",
     )
     parser.add_argument(
         "--log-level",

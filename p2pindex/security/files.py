@@ -2,7 +2,8 @@
 
 A data directory holds ``node.key`` (created on first start), ``node.cert`` and
 ``cluster.trust`` (written by `p2pindex cluster certify`), ``revocations.cbor`` (the latest
-list the node adopted) and ``audit.log``. Finding the first two is what turns security on.
+list the node adopted) and ``audit.log``. A node needs the certificate and the trust file
+to start, unless it is told ``--insecure``.
 """
 
 from __future__ import annotations
@@ -102,11 +103,13 @@ def node_security(
     insecure: bool = False,
     trust: Path | None = None,
     certificate: Path | None = None,
-    require: bool = False,
     wall_clock: Callable[[], float] = time.time,
 ) -> SecurityManager | None:
-    """The security a node process runs with: None only when told ``insecure`` or, while
-    ``require`` is False, when its data directory holds no security files (with a warning)."""
+    """The security a node process runs with: None only when told ``insecure``.
+
+    A node that silently ran open because a file was missing would be a hole nobody
+    notices, so without its files it refuses to start and says what to run.
+    """
     if insecure:
         log.warning(
             "INSECURE MODE (--insecure): no authentication, no encryption, anyone can join "
@@ -115,13 +118,10 @@ def node_security(
         return None
     files = SecurityFiles.for_data_dir(data_dir, trust, certificate)
     if trust is None and certificate is None and not files.present():
-        advice = (
-            f"no {TRUST_FILE} or {CERT_FILE} in {data_dir}: set the cluster up with "
-            "`p2pindex cluster init --dir AUTHORITY` and `p2pindex cluster certify --authority "
-            f"AUTHORITY --data-dir {data_dir}`, or pass --insecure for tests and benchmarks"
+        raise ConfigError(
+            f"security is on and {data_dir} holds no {CERT_FILE} or {TRUST_FILE}: certify this "
+            f"node with `p2pindex cluster certify --authority AUTHORITY --data-dir {data_dir}` "
+            "(AUTHORITY made once by `p2pindex cluster init --dir AUTHORITY`), or pass "
+            "--insecure for tests and benchmarks"
         )
-        if require:
-            raise ConfigError(advice)
-        log.warning("RUNNING WITHOUT SECURITY: %s", advice)
-        return None
     return load_manager(files, signing_key, wall_clock=wall_clock)

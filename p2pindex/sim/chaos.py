@@ -8,13 +8,15 @@ so nothing the nodes or the client send can reach any other address; the new PID
 namespace makes the kernel kill every node if the harness itself dies.
 
 Inside it starts the nodes as ``python -m p2pindex serve`` on 127.0.0.11, .12, ... each
-under its own group id, runs the workloads of ``p2pindex.sim.workloads`` through the real
-client, and meanwhile injects a fault every few seconds: partitions (halves, one node
-isolated, a bridge, a majorities ring, one way) as nftables rules in the namespace's own
-table, kill -9 and restart, SIGSTOP/SIGCONT pauses shorter and longer than the SWIM
-suspicion timeout. It records each node's membership view by polling it. Then it heals
-everything, waits for quiescence, reads every key at ALL, stops the nodes and samples each
-replica's copy of every key from its data file, and runs every checker.
+under its own group id, secure as users run them (a cluster authority in the work directory
+certifies every node; the clients hold an admin capability), runs the workloads of
+``p2pindex.sim.workloads`` through the real client, and meanwhile injects a fault every few
+seconds: partitions (halves, one node isolated, a bridge, a majorities ring, one way) as
+nftables rules in the namespace's own table, kill -9 and restart, SIGSTOP/SIGCONT pauses
+shorter and longer than the SWIM suspicion timeout. It records each node's membership view
+by polling it. Then it heals everything, waits for quiescence, reads every key at ALL, stops
+the nodes and samples each replica's copy of every key from its data file, and runs every
+checker.
 
 A partition rule drops a directed link (a, b) twice over: datagrams from a's bound address
 to b on the input hook, and TCP segments from a's sockets (matched by a's group id, since an
@@ -49,6 +51,8 @@ import trio
 
 from p2pindex.core.versions import decode_object, encode_context
 from p2pindex.errors import P2PIndexError
+from p2pindex.security.authority import Authority
+from p2pindex.security.certs import Role
 from p2pindex.sim.checkers import CheckConfig, MembershipBounds, check_all, failure_report
 from p2pindex.sim.history import (
     FaultEvent,
@@ -72,6 +76,8 @@ GROUP_BASE = 61000
 READY_TIMEOUT = 30.0
 POLL_INTERVAL = 0.5
 LEAVE_TIMEOUT = 30.0
+AUTHORITY_DIR = "authority"
+ADMIN_CREDENTIALS = "admin.cred"
 SHAPES = ("halves", "isolate", "bridge", "ring", "one_way", "kill", "pause", "long_pause")
 
 
@@ -296,6 +302,8 @@ class Cluster:
     workdir: Path
     history: History
     n_replicas: int
+    authority: Authority
+    """Certifies every node the harness adds, as `p2pindex cluster certify` would."""
     nodes: list[NodeProcess] = field(default_factory=list)
     hosts: dict[str, str] = field(default_factory=dict)
     groups: dict[str, int] = field(default_factory=dict)
@@ -319,6 +327,7 @@ class Cluster:
             seeds=seeds,
             n_replicas=self.n_replicas,
         )
+        self.authority.provision(node.data_dir)
         self.nodes.append(node)
         self.hosts[node.name] = node.host
         self.groups[node.name] = node.group
@@ -506,7 +515,8 @@ async def run_inside(options: ChaosOptions) -> int:
     workdir = Path(options.workdir or tempfile.mkdtemp(prefix="p2pindex-chaos-"))
     workdir.mkdir(parents=True, exist_ok=True)
     history = History(RunMeta(options.seed, asdict(options)))
-    cluster = Cluster(workdir, history, options.n_replicas)
+    authority = Authority.load_or_init(workdir / AUTHORITY_DIR)
+    cluster = Cluster(workdir, history, options.n_replicas, authority)
     for _ in range(options.nodes):
         cluster.add_node()
     firewall = Firewall(cluster.hosts, cluster.groups)
@@ -549,14 +559,17 @@ async def _exercise(
     history = cluster.history
     rng = random.Random(options.seed)
     addresses = [n.address for n in cluster.nodes]
+    credentials = cluster.workdir / ADMIN_CREDENTIALS
+    cluster.authority.credentials(Role.ADMIN).save(credentials)
     for node in list(cluster.nodes):
         await node.start()
-    await _wait_for_members(cluster, addresses)
+    await _wait_for_members(cluster, addresses, credentials)
     print(f"chaos: {len(addresses)} nodes up: {' '.join(addresses)}", flush=True)
     faults: Counter[str] = Counter()
+    timeout = options.request_timeout
     async with (
-        p2pindex.connect(addresses, timeout=options.request_timeout) as db,
-        p2pindex.connect(addresses, timeout=options.request_timeout) as watcher,
+        p2pindex.connect(addresses, timeout=timeout, credentials=credentials) as db,
+        p2pindex.connect(addresses, timeout=timeout, credentials=credentials) as watcher,
     ):
         workload = Workload(
             history,
@@ -598,12 +611,12 @@ async def _exercise(
     return faults, unread
 
 
-async def _wait_for_members(cluster: Cluster, addresses: list[str]) -> None:
+async def _wait_for_members(cluster: Cluster, addresses: list[str], credentials: Path) -> None:
     import p2pindex
 
     wanted = len(cluster.nodes)
     with trio.move_on_after(READY_TIMEOUT):
-        async with p2pindex.connect(addresses, timeout=2.0) as db:
+        async with p2pindex.connect(addresses, timeout=2.0, credentials=credentials) as db:
             while True:
                 views = []
                 for node in cluster.nodes:

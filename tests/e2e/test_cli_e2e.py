@@ -1,4 +1,4 @@
-"""The `p2pindex` command against real node processes on 127.0.0.1."""
+"""The `p2pindex` command against real (secure) node processes on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from p2pindex.cli.local_cluster import LocalCluster, free_ports, wait_converged
+from p2pindex.security.credentials import CREDENTIALS_ENV
 
 pytestmark = pytest.mark.e2e
 
@@ -26,15 +27,22 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
 
 
 def p2pindex(
-    *args: str, stdin: bytes | None = None, timeout: float = 60
+    *args: str,
+    stdin: bytes | None = None,
+    timeout: float = 60,
+    credentials: Path | str | None = None,
 ) -> subprocess.CompletedProcess:
-    """Run the command line; on a hang, stop it by pid (SIGTERM, then SIGKILL)."""
+    """Run the command line (with ``credentials`` as $P2PINDEX_CREDENTIALS); on a hang, stop
+    it by pid (SIGTERM, then SIGKILL)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("P2PINDEX_NODE", CREDENTIALS_ENV)}
+    if credentials is not None:
+        env[CREDENTIALS_ENV] = str(credentials)
     process = subprocess.Popen(
         [sys.executable, "-m", "p2pindex", *args],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env={k: v for k, v in os.environ.items() if k != "P2PINDEX_NODE"},
+        env=env,
     )
     try:
         out, err = process.communicate(stdin, timeout=timeout)
@@ -51,37 +59,55 @@ def p2pindex(
 
 def test_put_get_delete_round_trip(cluster: LocalCluster) -> None:
     node = ["--node", cluster.addresses[0]]
-    put = p2pindex("put", "e2e-key", "-", *node, "--consistency", "all", stdin=b"first\x00value")
+    admin = {"credentials": cluster.credentials}
+    put = p2pindex(
+        "put", "e2e-key", "-", *node, "--consistency", "all", stdin=b"first\x00value", **admin
+    )
     assert put.returncode == 0, put.stderr
-    got = p2pindex("get", "e2e-key", "--node", cluster.addresses[1], "--consistency", "all")
+    got = p2pindex(
+        "get", "e2e-key", "--node", cluster.addresses[1], "--consistency", "all", **admin
+    )
     assert got.returncode == 0, got.stderr
     assert got.stdout == b"first\x00value"
     context = got.stderr.decode().split("context: ", 1)[1].strip()
-    replaced = p2pindex("put", "e2e-key", "second", *node, "--context", context)
+    replaced = p2pindex("put", "e2e-key", "second", *node, "--context", context, **admin)
     assert replaced.returncode == 0, replaced.stderr
-    as_json = p2pindex("get", "e2e-key", *node, "--format", "json")
+    as_json = p2pindex("get", "e2e-key", *node, "--format", "json", **admin)
     document = json.loads(as_json.stdout)
     assert (document["found"], document["values"]) == (True, ["second"])
-    deleted = p2pindex("delete", "e2e-key", *node, "--context", document["context"])
+    deleted = p2pindex("delete", "e2e-key", *node, "--context", document["context"], **admin)
     assert deleted.returncode == 0, deleted.stderr
-    gone = p2pindex("get", "e2e-key", *node)
+    gone = p2pindex("get", "e2e-key", *node, **admin)
     assert gone.returncode == 3
     assert gone.stderr == b"not found: e2e-key\n"
 
 
 def test_get_of_a_missing_key_exits_3(cluster: LocalCluster) -> None:
-    result = p2pindex("get", "never-written", "--node", cluster.addresses[2])
+    result = p2pindex(
+        "get", "never-written", "--node", cluster.addresses[2], credentials=cluster.credentials
+    )
     assert result.returncode == 3
     assert result.stdout == b""
 
 
 def test_status_lists_every_member(cluster: LocalCluster) -> None:
-    result = p2pindex("status", "--node", cluster.addresses[0], "--format", "json")
+    node = ["--node", cluster.addresses[0]]
+    result = p2pindex("status", *node, "--format", "json", credentials=cluster.credentials)
     assert result.returncode == 0, result.stderr
     members = json.loads(result.stdout)["members"]
     assert {m["address"] for m in members} == set(cluster.addresses)
-    text = p2pindex("status", "--node", cluster.addresses[0])
+    text = p2pindex("status", *node, credentials=cluster.credentials)
     assert text.returncode == 0 and b"OWNERSHIP" in text.stdout
+
+
+def test_a_client_without_credentials_is_refused_with_one_line(cluster: LocalCluster) -> None:
+    result = p2pindex("put", "k", "v", "--node", cluster.addresses[0])
+    assert result.returncode == 1
+    assert "permission denied: this node requires authenticated connections" in one_error_line(
+        result
+    )
+    got = p2pindex("get", "k", "--node", cluster.addresses[0], credentials=cluster.credentials)
+    assert got.returncode == 3
 
 
 def one_error_line(result: subprocess.CompletedProcess) -> str:
@@ -113,7 +139,16 @@ def test_bad_arguments(args: list[str], text: str) -> None:
 
 
 def test_consistency_above_n_is_refused(cluster: LocalCluster) -> None:
-    result = p2pindex("put", "k", "v", "--node", cluster.addresses[0], "--consistency", "4")
+    result = p2pindex(
+        "put",
+        "k",
+        "v",
+        "--node",
+        cluster.addresses[0],
+        "--consistency",
+        "4",
+        credentials=cluster.credentials,
+    )
     assert result.returncode == 1
     assert "outside 1..3" in one_error_line(result)
 
@@ -145,6 +180,13 @@ def test_dev_starts_and_stops_its_nodes(tmp_path: Path) -> None:
                 break
         pids = [int(line.split(" pid ")[1].split()[0]) for line in lines if " pid " in line]
         assert len(pids) == 2
+        assert any("security on" in line for line in lines)
+        exports = [line.split("=", 1)[1].strip() for line in lines if "export " in line]
+        assert exports == [str(tmp_path / "admin.cred")]
+        node = ["--node", f"127.0.0.1:{base}"]
+        put = p2pindex("put", "dev-key", "v", *node, credentials=exports[0])
+        assert put.returncode == 0, put.stderr
+        assert p2pindex("get", "dev-key", *node).returncode == 1  # no credentials: refused
         process.send_signal(signal.SIGINT)
         process.wait(timeout=30)
         assert process.returncode == 0
@@ -155,3 +197,16 @@ def test_dev_starts_and_stops_its_nodes(tmp_path: Path) -> None:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=30)
+
+
+@pytest.mark.parametrize("insecure", [False, True])
+def test_bench_runs_its_local_cluster_secure_unless_told_insecure(insecure: bool) -> None:
+    args = ["bench", "--nodes", "1", "--write-only", "--duration", "1", "--records", "50"]
+    args += ["--concurrency", "4", "--format", "json"] + (["--insecure"] if insecure else [])
+    result = p2pindex(*args, timeout=120)
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    expected = "security off (--insecure)" if insecure else "security on"
+    assert expected in document["config"]["cluster"]
+    run = document["run"]
+    assert run["operations"] > 0 and run["errors"] == 0, run

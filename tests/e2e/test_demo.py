@@ -33,6 +33,9 @@ def test_demo_runs_to_the_end() -> None:
     assert "Traceback" not in err
     for step in ("1. Starting", "2. Writes", "3. Node 3 crashes", "4. Two clients", "5. Status"):
         assert step in out
+    assert "security is on" in out
+    assert "a client without credentials is refused: PermissionDenied" in out
+    assert "security.handshake.accepted.client" in out
     assert "ALL    put city='rome' -> Unavailable" in out
     assert "2 siblings" in out
     assert "(resolved)" in out

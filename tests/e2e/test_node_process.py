@@ -1,18 +1,22 @@
-"""Real node processes on loopback: crashes, restarts and hostile bytes on the wire."""
+"""Real node processes on loopback: crashes, restarts, hostile bytes inside an authenticated
+session, and a node that refuses to start without its certificate."""
 
 from __future__ import annotations
 
-import socket
+import os
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import cbor2
 import pytest
 import trio
 
-from p2pindex.cli.local_cluster import LocalCluster
+from p2pindex.cli.local_cluster import LocalCluster, free_ports
 from p2pindex.config import Limits
 from p2pindex.net.channel import open_channel
+from p2pindex.security.credentials import CREDENTIALS_ENV, ClientCredentials, SecureConnector
 from p2pindex.types import Address
 from p2pindex.wire.codec import encode_frame
 from p2pindex.wire.messages import (
@@ -37,9 +41,15 @@ def cluster(tmp_path: Path):
         yield cluster
 
 
-async def call(address: str, message: Message) -> Message:
+def admin(cluster: LocalCluster) -> SecureConnector:
+    """Opens sessions with the cluster's admin credentials (the nodes refuse plain TCP)."""
+    assert cluster.credentials is not None
+    return SecureConnector(ClientCredentials.load(cluster.credentials))
+
+
+async def call(cluster: LocalCluster, address: str, message: Message) -> Message:
     async with trio.open_nursery() as nursery:
-        channel = await open_channel(nursery, None, Address.parse(address), Limits())
+        channel = await open_channel(nursery, admin(cluster), Address.parse(address), Limits())
         try:
             with trio.fail_after(10):
                 return await channel.request(message)
@@ -47,10 +57,12 @@ async def call(address: str, message: Message) -> Message:
             await channel.aclose()
 
 
-async def wait_members(address: str, count: int, liveness: str = "alive") -> None:
+async def wait_members(
+    cluster: LocalCluster, address: str, count: int, liveness: str = "alive"
+) -> None:
     with trio.fail_after(20):
         while True:
-            reply = await call(address, StatusRequest())
+            reply = await call(cluster, address, StatusRequest())
             members = reply.status["members"]
             if (
                 sum(1 for m in members if m["liveness"] == liveness and m["state"] == "active")
@@ -63,18 +75,18 @@ async def wait_members(address: str, count: int, liveness: str = "alive") -> Non
 async def test_kill_9_quorum_works_all_fails_and_data_survives_restart(cluster):
     n0, n1, n2 = (str(node.address) for node in cluster.nodes)
     victim_id = cluster.nodes[2].node_id
-    await wait_members(n0, 3)
+    await wait_members(cluster, n0, 3)
     for i in range(20):
-        reply = await call(n0, PutRequest(f"k{i}".encode(), b"v", None, "all", 5000))
+        reply = await call(cluster, n0, PutRequest(f"k{i}".encode(), b"v", None, "all", 5000))
         assert isinstance(reply, PutReply), reply
     cluster.kill(2)
-    reply = await call(n1, PutRequest(b"after", b"v", None, "quorum", 5000))
+    reply = await call(cluster, n1, PutRequest(b"after", b"v", None, "quorum", 5000))
     assert isinstance(reply, PutReply), reply
-    got = await call(n0, GetRequest(b"after", "quorum", 5000))
+    got = await call(cluster, n0, GetRequest(b"after", "quorum", 5000))
     assert got.values == [b"v"]
     with trio.fail_after(20):
         while True:
-            reply = await call(n0, PutRequest(b"all", b"v", None, "all", 3000))
+            reply = await call(cluster, n0, PutRequest(b"all", b"v", None, "all", 3000))
             if isinstance(reply, ErrorReply) and reply.code == "unavailable":
                 break
             await trio.sleep(0.2)
@@ -83,27 +95,30 @@ async def test_kill_9_quorum_works_all_fails_and_data_survives_restart(cluster):
     await trio.to_thread.run_sync(cluster.restart, 2)
     assert cluster.nodes[2].node_id == victim_id
     for i in range(20):
-        got = await call(n2, GetRequest(f"k{i}".encode(), "one", 5000))
+        got = await call(cluster, n2, GetRequest(f"k{i}".encode(), "one", 5000))
         assert isinstance(got, GetReply) and got.values == [b"v"], (i, got)
 
 
-def raw_exchange(address: str, payload: bytes, *, read: bool = True) -> bytes:
-    host, port = address.rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=5) as sock:
-        sock.sendall(payload)
-        sock.shutdown(socket.SHUT_WR) if not read else None
-        chunks = []
-        try:
-            while True:
-                data = sock.recv(65536)
-                if not data:
+async def raw_exchange(
+    cluster: LocalCluster, address: str, payload: bytes, *, read: bool = True
+) -> bytes:
+    """Send ``payload`` as the plaintext of an authenticated session and collect the reply
+    (until one whole frame arrived, the node closed the session, or 5 s passed)."""
+    stream = await admin(cluster).connect(Address.parse(address))
+    data = b""
+    try:
+        await stream.send_all(payload)
+        with trio.move_on_after(5 if read else 0.2):
+            while not (read and _complete(data)):
+                chunk = await stream.receive_some()
+                if not chunk:
                     break
-                chunks.append(data)
-                if read and _complete(b"".join(chunks)):
-                    break
-        except (TimeoutError, ConnectionResetError):
-            pass
-        return b"".join(chunks)
+                data += chunk
+    except trio.BrokenResourceError:
+        pass
+    finally:
+        await trio.aclose_forcefully(stream)
+    return data
 
 
 def _complete(data: bytes) -> bool:
@@ -160,25 +175,49 @@ BROKEN_FRAMING = {
 
 async def test_bad_requests_get_errors_write_nothing_and_are_counted(cluster):
     n0 = str(cluster.nodes[0].address)
-    await wait_members(n0, 3)
+    await wait_members(cluster, n0, 3)
     for name, payload in BAD_REQUESTS.items():
-        data = await trio.to_thread.run_sync(raw_exchange, n0, payload)
+        data = await raw_exchange(cluster, n0, payload)
         request_id, fields = decode_reply(data)
         assert request_id == 7, name
         assert fields["code"] == "invalid_request", (name, fields)
     for name, payload in BROKEN_FRAMING.items():
-        data = await trio.to_thread.run_sync(raw_exchange, n0, payload)
+        data = await raw_exchange(cluster, n0, payload)
         if data:
             _, fields = decode_reply(data)
             assert fields["code"] in ("protocol_error", "too_large"), (name, fields)
     truncated = encode_frame(PutRequest(b"bad-k", b"v", None, "quorum", 1000), 7)[:-3]
-    await trio.to_thread.run_sync(lambda: raw_exchange(n0, truncated, read=False))
+    await raw_exchange(cluster, n0, truncated, read=False)
 
-    got = await call(n0, GetRequest(b"bad-k", "all", 5000))
+    got = await call(cluster, n0, GetRequest(b"bad-k", "all", 5000))
     assert isinstance(got, GetReply) and got.values == []
-    status = await call(n0, StatusRequest())
+    status = await call(cluster, n0, StatusRequest())
     assert isinstance(status, StatusReply)
     rejected = status.status["statistics"].get("rejected.bad_input", 0)
     assert rejected >= len(BAD_REQUESTS) + len(BROKEN_FRAMING) + 1
-    reply = await call(n0, PutRequest(b"good", b"v", None, "quorum", 5000))
+    reply = await call(cluster, n0, PutRequest(b"good", b"v", None, "quorum", 5000))
     assert isinstance(reply, PutReply)
+
+
+def test_serve_without_a_certificate_refuses_to_start_and_says_what_to_run(
+    tmp_path: Path,
+) -> None:
+    (port,) = free_ports(1)
+    data_dir = tmp_path / "node"
+    env = {k: v for k, v in os.environ.items() if k != CREDENTIALS_ENV}
+    command = ["serve", "--data-dir", str(data_dir), "--listen", f"127.0.0.1:{port}"]
+    result = subprocess.run(
+        [sys.executable, "-m", "p2pindex", *command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stdout == ""  # never printed its ready line
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: config error: security is on")
+    assert f"p2pindex cluster certify --authority AUTHORITY --data-dir {data_dir}" in result.stderr
+    assert "--insecure" in result.stderr
+    assert not (data_dir / "data.sqlite3").exists()

@@ -38,14 +38,11 @@ Secure = tuple[Authority, LocalCluster]
 @pytest.fixture
 def secure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Secure]:
     authority = Authority.init(tmp_path / "authority")
-    admin = tmp_path / "admin.cred"
-    authority.credentials(Role.ADMIN).save(admin)
-    monkeypatch.setenv(CREDENTIALS_ENV, str(admin))
-    cluster = LocalCluster(3, tmp_path / "nodes")
-    for node in cluster.nodes:
-        authority.provision(node.data_dir)
+    cluster = LocalCluster(3, tmp_path / "nodes", authority=authority.directory)
     with cluster:
         cluster.start()
+        assert cluster.credentials is not None
+        monkeypatch.setenv(CREDENTIALS_ENV, str(cluster.credentials))
         wait_converged(cluster)
         yield authority, cluster
 

@@ -59,15 +59,14 @@ def test_insecure_and_unconfigured_nodes(tmp_path: Path, caplog: pytest.LogCaptu
     key = generate()
     with caplog.at_level(logging.WARNING):
         assert node_security(tmp_path, key, insecure=True) is None
-        assert node_security(tmp_path, key) is None
-    assert "INSECURE MODE" in caplog.text and "RUNNING WITHOUT SECURITY" in caplog.text
+    assert "INSECURE MODE" in caplog.text
     with pytest.raises(ConfigError, match="p2pindex cluster init"):
-        node_security(tmp_path, key, require=True)
+        node_security(tmp_path, key)
 
 
 def test_a_provisioned_directory_starts_secure(authority: Authority, tmp_path: Path) -> None:
     data, manager = node_dir(authority, tmp_path / "n1")
-    loaded = node_security(data, read_private_key(data / "node.key"), require=True)
+    loaded = node_security(data, read_private_key(data / "node.key"))
     assert loaded is not None and loaded.node_id == manager.node_id
     assert loaded.files is not None and loaded.files.audit == data / "audit.log"
 
