@@ -22,6 +22,10 @@ SCRAMBLE_ZETAN = 26.46902820178302
 """...whose zeta(10^10, 0.99) YCSB precomputes (it takes minutes to sum)."""
 
 
+SCRAMBLE_MEMO = 1 << 16
+"""Hashed draws a ScrambledZipfian remembers (a few MB at most)."""
+
+
 def fnvhash64(value: int) -> int:
     """YCSB's ``Utils.fnvhash64``: FNV-1a over the 8 low bytes, then Java's ``Math.abs``."""
     hashval = FNV_OFFSET_BASIS_64
@@ -80,9 +84,18 @@ class ScrambledZipfian:
         self._zipf = ZipfianGenerator(
             SCRAMBLE_ITEMS + 1, rng, ZIPFIAN_CONSTANT, zetan=SCRAMBLE_ZETAN
         )
+        self._scrambled: dict[int, int] = {}
+        """Draws already hashed: the popular ones repeat, and hashing costs the load
+        generator more CPU than the rest of a request's client-side work."""
 
     def next(self) -> int:
-        return fnvhash64(self._zipf.next()) % self.records
+        drawn = self._zipf.next()
+        record = self._scrambled.get(drawn)
+        if record is None:
+            record = fnvhash64(drawn) % self.records
+            if len(self._scrambled) < SCRAMBLE_MEMO:
+                self._scrambled[drawn] = record
+        return record
 
 
 def key_name(record: int) -> bytes:

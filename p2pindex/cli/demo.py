@@ -70,9 +70,7 @@ def run(args: argparse.Namespace) -> int:
                 say(f"   node {node.index + 1}  {node.address}  id {node.node_id}  pid {node.pid}")
             say("   every node sees the other two alive (SWIM gossip)")
             _security(cluster)
-            with credentials_in_environment(cluster.credentials):
-                db = Client(cluster.addresses, timeout=3.0)
-            with db:
+            with Client(cluster.addresses, timeout=3.0, credentials=cluster.credentials) as db:
                 _levels(db)
                 _crash(cluster, db)
                 _siblings(db)

@@ -334,29 +334,36 @@ class AsyncClient:
         """Send to the best reachable node for ``key``, failing over while that is safe."""
         self._ensure_open()
         failures: list[str] = []
-        sent_to: Address | None = None
-        with trio.move_on_after(timeout + client_deadline_margin(timeout)):
-            for address in self._router.candidates(key, trio.current_time()):
-                sent_to = None
-                try:
-                    channel = await self._channel(address)
-                except OSError as exc:
-                    failures.append(f"{address} ({describe_error(exc)})")
-                    self._want_refresh()
-                    continue
-                sent_to = address
-                try:
-                    return await channel.request(message)
-                except ConnectionLost as exc:
-                    self._want_refresh()
-                    if not retry_after_send:
-                        raise ConnectionLost(
-                            f"the connection to {address} broke after the request was sent; "
-                            f"it may or may not have been applied ({exc})"
-                        ) from exc
-                    failures.append(f"{address} ({exc})")
-        if sent_to is not None:
-            raise Timeout(f"no reply from {sent_to} within {timeout:g}s")
+        now = trio.current_time()
+        deadline = now + timeout + client_deadline_margin(timeout)
+        for address in self._router.candidates(key, now):
+            # An open connection is used without a cancel scope (the channel enforces the
+            # deadline); only connecting needs one.
+            channel = self._channels.get(address)
+            if channel is None or channel.closed:
+                with trio.move_on_at(deadline):
+                    try:
+                        channel = await self._channel(address)
+                    except OSError as exc:
+                        failures.append(f"{address} ({describe_error(exc)})")
+                        self._want_refresh()
+                        continue
+                if channel is None or channel.closed:
+                    break  # the deadline passed while connecting
+            try:
+                return await channel.request(message, deadline=deadline)
+            except Timeout:
+                raise Timeout(f"no reply from {address} within {timeout:g}s") from None
+            except ConnectionLost as exc:
+                self._want_refresh()
+                if not retry_after_send:
+                    raise ConnectionLost(
+                        f"the connection to {address} broke after the request was sent; "
+                        f"it may or may not have been applied ({exc})"
+                    ) from exc
+                failures.append(f"{address} ({exc})")
+            if trio.current_time() >= deadline:
+                raise Timeout(f"no reply from {address} within {timeout:g}s")
         tried = "; ".join(failures) if failures else "no address left to try"
         raise NoNodeReachable(f"could not reach any node: {tried}")
 

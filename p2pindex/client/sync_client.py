@@ -11,6 +11,7 @@ import contextlib
 import functools
 import threading
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -20,6 +21,7 @@ from p2pindex.client.async_client import AsyncClient
 from p2pindex.client.requests import ConsistencyArg, Data
 from p2pindex.client.results import Context, DeleteResult, GetResult, PutResult
 from p2pindex.config import Limits
+from p2pindex.security.credentials import ClientCredentials
 from p2pindex.types import Address, ConsistencyLevel
 from p2pindex.wire.messages import MembersReply
 
@@ -41,9 +43,16 @@ class Client:
         consistency: ConsistencyArg = ConsistencyLevel.QUORUM,
         timeout: float = 5.0,
         limits: Limits | None = None,
+        credentials: ClientCredentials | str | Path | None = None,
     ) -> None:
+        """``credentials`` as for ``connect``: a credentials file or object, else
+        $P2PINDEX_CREDENTIALS; without either the client cannot talk to a secure cluster."""
         self._client = AsyncClient(
-            addresses, consistency=consistency, timeout=timeout, limits=limits
+            addresses,
+            consistency=consistency,
+            timeout=timeout,
+            limits=limits,
+            credentials=credentials,
         )
         self._token: trio.lowlevel.TrioToken | None = None
         self._stop: trio.Event | None = None

@@ -18,7 +18,8 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 
 import outcome
 import trio
@@ -40,6 +41,9 @@ from p2pindex.wire.messages import ErrorReply, Message
 log = logging.getLogger(__name__)
 
 RequestHandler = Callable[[Message], Awaitable[Message]]
+Respond = Callable[[int, Message], None]
+"""``respond(position, reply)``: the reply to the request at ``position`` of a batch."""
+BatchHandler = Callable[[list[Message], Respond], Awaitable[None]]
 BadInputCounter = Callable[[str], None]
 ReplyCallback = Callable[[outcome.Outcome], None]
 """Receives ``outcome.Value(reply)`` or ``outcome.Error(P2PIndexError)`` exactly once."""
@@ -49,6 +53,22 @@ _WRITE_HIGH_WATER = 8 * 1024 * 1024
 """Requesters wait while this many bytes are queued, so a slow peer cannot grow memory."""
 _SWEEP_INTERVAL = 0.25
 """How often callbacks whose deadline passed are failed with Timeout."""
+
+
+@dataclass(frozen=True, slots=True)
+class FastPath:
+    """Requests a serving channel handles without a task each (the data path).
+
+    A task per request costs about as much as the work of a replica read or write, so: a
+    type in ``answer`` is answered synchronously by the reader as soon as it is decoded;
+    requests whose type maps to a handler in ``batch`` and that arrived in one read go to
+    that handler together, in one task (so a frame's writes share one commit). The handler
+    answers each request through ``respond`` as soon as its reply is known, and returns
+    once all are answered. Every other request still gets its own task and ``handler``.
+    """
+
+    answer: Mapping[type[Message], Callable[[Message], Message]]
+    batch: Mapping[type[Message], BatchHandler]
 
 
 class RpcChannel:
@@ -61,10 +81,12 @@ class RpcChannel:
         name: str = "",
         max_in_flight: int = 4096,
         on_bad_input: BadInputCounter | None = None,
+        fast_path: FastPath | None = None,
     ) -> None:
         self._stream = stream
         self._limits = limits
         self._handler = handler
+        self._fast = fast_path
         self.name = name
         self._decoder = FrameDecoder(limits)
         self._ids = itertools.count(1)
@@ -100,11 +122,13 @@ class RpcChannel:
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(self._stream)
 
-    async def request(self, message: Message) -> Message:
+    async def request(self, message: Message, *, deadline: float | None = None) -> Message:
         """Send ``message`` and wait for its reply.
 
         Raises ConnectionLost if the connection is or becomes closed before the reply; the
-        caller cannot know whether the peer acted on the request.
+        caller cannot know whether the peer acted on the request. With ``deadline`` (trio
+        time) it raises Timeout once that passes (within ``_SWEEP_INTERVAL``): cheaper than
+        a cancel scope per request, which is what the client's hot path needs.
         """
         if self._closed:
             raise ConnectionLost(f"{self._describe()}: {self._close_reason}")
@@ -113,9 +137,12 @@ class RpcChannel:
         request_id = next(self._ids)
         self._enqueue(encode_frame(message, request_id))
         self._waiting[request_id] = trio.lowlevel.current_task()
+        if deadline is not None:
+            self._add_deadline(request_id, deadline)
 
         def abort(_: object) -> trio.lowlevel.Abort:
             self._waiting.pop(request_id, None)
+            self._deadlines.pop(request_id, None)
             return trio.lowlevel.Abort.SUCCEEDED
 
         return await trio.lowlevel.wait_task_rescheduled(abort)
@@ -129,9 +156,12 @@ class RpcChannel:
         request_id = next(self._ids)
         self._enqueue(encode_frame(message, request_id))
         self._waiting[request_id] = callback
+        self._add_deadline(request_id, trio.current_time() + timeout)
+
+    def _add_deadline(self, request_id: int, deadline: float) -> None:
         if not self._deadlines:
             self._sweep_wakeup.set()
-        self._deadlines[request_id] = trio.current_time() + timeout
+        self._deadlines[request_id] = deadline
 
     async def aclose(self) -> None:
         self._shut("closed locally")
@@ -222,20 +252,39 @@ class RpcChannel:
                 await self._flush_before_close()
                 self._shut(f"protocol error: {exc}")
                 return
-            for decoded in frames:
-                if self._handler is None:
+            if self._handler is None:
+                for decoded in frames:
                     self._deliver_reply(decoded.request_id, decoded.message, decoded.error)
-                elif decoded.message is None:
+                continue
+            batches: dict[BatchHandler, list[tuple[int, Message]]] = {}
+            fast = self._fast
+            for decoded in frames:
+                message = decoded.message
+                if message is None:
                     self._count_bad(decoded.error or "invalid message")
                     reply = reply_for_error(InvalidRequest(decoded.error or "invalid message"))
                     self._enqueue(encode_frame(reply, decoded.request_id))
-                else:
-                    try:
-                        self._in_flight.acquire_nowait()
-                    except trio.WouldBlock:  # back-pressure: stop reading until one finishes
-                        await self._in_flight.acquire()
-                    assert self._nursery is not None
-                    self._nursery.start_soon(self._serve_one, decoded.request_id, decoded.message)
+                    continue
+                if fast is not None:
+                    answer = fast.answer.get(type(message))
+                    if answer is not None:
+                        self._enqueue(encode_frame(_answer(answer, message), decoded.request_id))
+                        continue
+                    serve = fast.batch.get(type(message))
+                    if serve is not None:
+                        batches.setdefault(serve, []).append((decoded.request_id, message))
+                        continue
+                await self._start(self._serve_one, decoded.request_id, message)
+            for serve, batch in batches.items():
+                await self._start(self._serve_batch, serve, batch)
+
+    async def _start(self, serve: Callable[..., Awaitable[None]], *args: object) -> None:
+        try:
+            self._in_flight.acquire_nowait()
+        except trio.WouldBlock:  # back-pressure: stop reading until one finishes
+            await self._in_flight.acquire()
+        assert self._nursery is not None
+        self._nursery.start_soon(serve, *args)
 
     async def _flush_before_close(self) -> None:
         """Give the writer a moment to send the final error before the connection drops."""
@@ -272,9 +321,46 @@ class RpcChannel:
         if not self._closed:
             self._enqueue(encode_frame(reply, request_id))
 
+    async def _serve_batch(self, serve: BatchHandler, batch: list[tuple[int, Message]]) -> None:
+        unanswered = dict(enumerate(request_id for request_id, _message in batch))
+
+        def respond(position: int, reply: Message) -> None:
+            request_id = unanswered.pop(position)
+            if not self._closed:
+                self._enqueue(encode_frame(reply, request_id))
+
+        failure: Message | None = None
+        try:
+            await serve([message for _request_id, message in batch], respond)
+        except P2PIndexError as exc:
+            failure = reply_for_error(exc)
+        except Exception as exc:  # a handler bug must answer these requests, not kill the link
+            log.exception("batch handler failed on %d requests", len(batch))
+            failure = ErrorReply("internal_error", f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            self._in_flight.release()
+        if unanswered:
+            if failure is None:
+                log.error(
+                    "batch handler left %d of %d requests unanswered", len(unanswered), len(batch)
+                )
+                failure = ErrorReply("internal_error", "internal error: request left unanswered")
+            for position in list(unanswered):
+                respond(position, failure)
+
     def _count_bad(self, reason: str) -> None:
         if self._on_bad_input is not None:
             self._on_bad_input(reason)
+
+
+def _answer(answer: Callable[[Message], Message], message: Message) -> Message:
+    try:
+        return answer(message)
+    except P2PIndexError as exc:
+        return reply_for_error(exc)
+    except Exception as exc:  # a handler bug must answer this request, not kill the link
+        log.exception("handler failed on %s", type(message).__name__)
+        return ErrorReply("internal_error", f"internal error: {type(exc).__name__}: {exc}")
 
 
 async def open_channel(

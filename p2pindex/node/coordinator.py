@@ -13,9 +13,9 @@ indeterminate (``Timeout`` / ``QuorumFailed``): some replica may hold the write.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import outcome
 import trio
@@ -31,14 +31,17 @@ from p2pindex.errors import (
     InvalidRequest,
     P2PIndexError,
     QuorumFailed,
+    SiblingLimitExceeded,
     StorageFailure,
     Timeout,
     Unavailable,
 )
+from p2pindex.net.channel import BatchHandler, FastPath, Respond
 from p2pindex.node.peers import PeerPool
-from p2pindex.node.replica import IndexManager
+from p2pindex.node.replica import IndexManager, ReplicaService
 from p2pindex.node.stats import StatisticsStore
 from p2pindex.types import Address, consistency_from_wire, required_replies
+from p2pindex.wire.errors import reply_for_error
 from p2pindex.wire.messages import (
     DeleteReply,
     DeleteRequest,
@@ -49,8 +52,11 @@ from p2pindex.wire.messages import (
     PutRequest,
     ReplicaAck,
     ReplicaRead,
+    ReplicaReadMany,
+    ReplicaReadManyReply,
     ReplicaReadReply,
     ReplicaWrite,
+    ReplicaWriteMany,
 )
 
 MAX_TIMEOUT_MS = 600_000
@@ -79,6 +85,10 @@ class ClusterView(Protocol):
 
     def storage_failed(self, error: StorageFailure) -> None: ...
 
+    async def keep_hint(self, target: str, key: bytes, record: bytes) -> None:
+        """Durably keep ``record`` for ``target`` (hinted handoff delivers it later)."""
+        ...
+
 
 @dataclass(slots=True)
 class _Round:
@@ -88,6 +98,63 @@ class _Round:
     done: trio.Event = field(default_factory=trio.Event)
     answered: bool = False
     key: bytes = b""
+
+
+class _Group:
+    """The requests of one batch: wakes the batch's task when the last one is answered."""
+
+    __slots__ = ("_done", "_open", "_respond")
+
+    def __init__(self, size: int, respond: Respond) -> None:
+        self._open = size
+        self._respond = respond
+        self._done = trio.Event()
+
+    def answer(self, position: int, reply: Message) -> None:
+        self._respond(position, reply)
+        self._open -= 1
+        if self._open == 0:
+            self._done.set()
+
+    async def wait(self) -> None:
+        await self._done.wait()
+
+
+@dataclass(slots=True, eq=False)
+class _Write:
+    """One write of a batch from plan to answer."""
+
+    position: int
+    request: PutRequest | DeleteRequest
+    context: VersionVector
+    targets: list[Target]
+    tracker: WriteQuorum
+    timeout: float
+    deadline: float
+    obj: VersionedObject | None = None
+    record: bytes = b""
+    remaining: int = 0
+    group: _Group | None = None
+    answered: bool = False
+
+    def respond_now(self, reply: Message) -> None:
+        assert self.group is not None
+        self.group.answer(self.position, reply)
+
+
+@dataclass(slots=True, eq=False)
+class _Read:
+    """One read of a batch from plan to answer (and read repair once all replied)."""
+
+    position: int
+    key: bytes
+    targets: list[Target]
+    tracker: ReadQuorum
+    timeout: float
+    deadline: float
+    remaining: int = 0
+    group: _Group | None = None
+    answered: bool = False
 
 
 class Coordinator:
@@ -131,6 +198,7 @@ class Coordinator:
             # same (actor, counter) to a different value later. Nothing was sent if it fails.
             try:
                 await self._index.commit(request.key, record)
+                await self._keep_own_hints([(request.key, record, targets)])
             except StorageFailure as exc:
                 self._stats.incr("writes.local_failures")
                 self._view.storage_failed(exc)
@@ -152,6 +220,19 @@ class Coordinator:
             self._settle(round_, tracker.outcome)
             await round_.done.wait()
         round_.answered = True
+        return self._write_reply(is_delete, obj, tracker)
+
+    async def _keep_own_hints(self, writes: list[tuple[bytes, bytes, list[Target]]]) -> None:
+        """A coordinator standing in for an unusable primary keeps a hint for it, as a remote
+        fallback does on a ReplicaWrite; without one the write would sit on a node outside
+        the key's preference list, where neither repair nor anti-entropy ever finds it."""
+        for key, record, targets in writes:
+            for target in targets:
+                if target.node == self._node_id and target.hint_for is not None:
+                    await self._view.keep_hint(target.hint_for, key, record)
+
+    def _write_reply(self, is_delete: bool, obj: VersionedObject, tracker: WriteQuorum) -> Message:
+        """The answer to a coordinated write whose quorum is decided or whose time ran out."""
         if tracker.outcome is Outcome.SUCCEEDED:
             self._stats.incr("requests.delete" if is_delete else "requests.put")
             context_bytes = versions.encode_context(obj.clock)
@@ -161,12 +242,181 @@ class Coordinator:
         self._stats.incr("requests.write_indeterminate")
         if tracker.outcome is Outcome.FAILED:
             raise QuorumFailed(
-                f"only {tracker.acks} of {required} replicas stored the write; it may still be "
-                "visible on them",
-                required=required,
+                f"only {tracker.acks} of {tracker.required} replicas stored the write; it may "
+                "still be visible on them",
+                required=tracker.required,
                 acknowledged=tracker.acks,
             )
-        raise Timeout(required=required, acknowledged=tracker.acks)
+        raise Timeout(required=tracker.required, acknowledged=tracker.acks)
+
+    # --- writes that arrived together -------------------------------------------------------
+
+    @property
+    def batches_writes(self) -> bool:
+        """Whether ``put_batch`` may serve writes (not while a planted bug changes storage)."""
+        return self._index.plain
+
+    async def put_batch(self, requests: list[Message], respond: Respond) -> None:
+        """Coordinate writes that arrived together, as ``put`` would one by one, but with one
+        local commit for all of them and no task, cancel scope or event per write.
+
+        Each write is answered through ``respond`` the moment its quorum is decided, so a
+        slow replica of one key does not hold back the others.
+        """
+        writes: list[_Write] = []
+        async with trio.open_nursery() as nursery:
+            for position, request in enumerate(requests):
+                assert isinstance(request, PutRequest | DeleteRequest)
+                try:
+                    write = self._plan_write(position, request)
+                except P2PIndexError as exc:
+                    respond(position, reply_for_error(exc))
+                    continue
+                if write is None:  # not a target of its key: relayed on its own
+                    nursery.start_soon(self._put_one, position, request, respond)
+                else:
+                    writes.append(write)
+            if writes:
+                await self._coordinate_writes(writes, respond)
+
+    async def _put_one(
+        self, position: int, request: PutRequest | DeleteRequest, respond: Respond
+    ) -> None:
+        try:
+            reply = await self.put(request)
+        except P2PIndexError as exc:
+            reply = reply_for_error(exc)
+        respond(position, reply)
+
+    def _plan_write(self, position: int, request: PutRequest | DeleteRequest) -> _Write | None:
+        n = self._config.n_replicas
+        required = self._required(request.consistency, n)
+        context = self._context(request.context)
+        timeout = self._timeout(request.timeout_ms)
+        targets = self._targets(request.key, n, request.strict, required)
+        if not any(t.node == self._node_id for t in targets):
+            return None
+        tracker = WriteQuorum([t.node for t in targets], required)
+        deadline = trio.current_time() + timeout
+        return _Write(position, request, context, targets, tracker, timeout, deadline)
+
+    async def _coordinate_writes(self, writes: list[_Write], respond: Respond) -> None:
+        made = self._index.new_versions(
+            [
+                (
+                    w.request.key,
+                    w.context,
+                    None if isinstance(w.request, DeleteRequest) else w.request.value,
+                )
+                for w in writes
+            ]
+        )
+        started: list[_Write] = []
+        for write, version in zip(writes, made, strict=True):
+            if isinstance(version, SiblingLimitExceeded):
+                respond(write.position, reply_for_error(version))
+            else:
+                write.obj, write.record = version
+                started.append(write)
+        if not started:
+            return
+        group = _Group(len(started), respond)
+        for write in started:
+            write.group = group
+        # Our own commit first, as in ``put``: nothing leaves before its dot is durable here.
+        with trio.move_on_at(max(w.deadline for w in started)):
+            try:
+                await self._index.commit_many([(w.request.key, w.record) for w in started])
+                await self._keep_own_hints([(w.request.key, w.record, w.targets) for w in started])
+            except StorageFailure as exc:
+                self._view.storage_failed(exc)
+                for write in started:
+                    self._stats.incr("writes.local_failures")
+                    failure = QuorumFailed(
+                        f"the coordinator's storage failed ({exc}); nothing was sent to other "
+                        "replicas, but a concurrent write may carry this one",
+                        required=write.tracker.required,
+                        acknowledged=0,
+                    )
+                    respond(write.position, reply_for_error(failure))
+                return
+            self._replicate(started)
+        await self._until_answered(started, group, self._answer_write)
+
+    async def _until_answered(
+        self,
+        rounds: Sequence[_Write | _Read],
+        group: _Group,
+        answer: Callable[[Any], None],
+    ) -> None:
+        """Wait for the quorums, each until its own deadline; a round whose deadline passed
+        (during a commit, or waiting for replicas) is answered as it stands (a timeout)."""
+        while True:
+            now = trio.current_time()
+            for round_ in rounds:
+                if not round_.answered and round_.deadline <= now:
+                    answer(round_)
+            remaining = [r.deadline for r in rounds if not r.answered]
+            if not remaining:
+                return
+            with trio.move_on_at(min(remaining)):
+                await group.wait()
+
+    def _replicate(self, writes: list[_Write]) -> None:
+        """Send the committed writes to their other targets: what one replica gets from
+        this batch travels as one ReplicaWriteMany (one frame, one commit, one ack there);
+        a hinted write to a fallback goes alone, since the fallback must keep its hint."""
+        by_node: dict[str, list[_Write]] = {}
+        for write in writes:
+            write.tracker.record_ack(self._node_id)
+            write.remaining = len(write.targets) - 1
+            for target in write.targets:
+                if target.node == self._node_id:
+                    continue
+                if target.hint_for is None:
+                    by_node.setdefault(target.node, []).append(write)
+                else:
+                    message = ReplicaWrite(write.request.key, write.record, target.hint_for)
+                    self._send(
+                        target.node, message, write.timeout, self._on_grouped_write, None, [write]
+                    )
+        for node, carried in by_node.items():
+            if len(carried) == 1:
+                only = carried[0]
+                message: Message = ReplicaWrite(only.request.key, only.record)
+            else:
+                message = ReplicaWriteMany([(w.request.key, w.record) for w in carried])
+            timeout = min(w.timeout for w in carried)
+            self._send(node, message, timeout, self._on_grouped_write, None, carried)
+        for write in writes:
+            self._settle_write(write)
+
+    def _on_grouped_write(
+        self, node: str, result: outcome.Outcome, _tracker: None, carried: list[_Write]
+    ) -> None:
+        """One replica's answer for every write its message carried."""
+        answer = _unwrapped(result)
+        for write in carried:
+            self._count_write_answer(node, answer, write.tracker)
+            write.remaining -= 1
+            self._settle_write(write)
+
+    def _settle_write(self, write: _Write) -> None:
+        if write.tracker.outcome is not Outcome.PENDING or write.remaining == 0:
+            self._answer_write(write)
+
+    def _answer_write(self, write: _Write) -> None:
+        if write.answered:
+            return
+        write.answered = True
+        assert write.obj is not None
+        try:
+            reply = self._write_reply(
+                isinstance(write.request, DeleteRequest), write.obj, write.tracker
+            )
+        except P2PIndexError as exc:
+            reply = reply_for_error(exc)
+        write.respond_now(reply)
 
     def _send(
         self,
@@ -174,8 +424,8 @@ class Coordinator:
         message: Message,
         timeout: float,
         on_result: Callable[..., None],
-        tracker: WriteQuorum | ReadQuorum,
-        round_: _Round,
+        tracker: WriteQuorum | ReadQuorum | None,
+        round_: object,
     ) -> None:
         """Send one replica request; ``on_result(node, outcome, tracker, round_)`` follows.
 
@@ -218,20 +468,27 @@ class Coordinator:
     def _on_write_result(
         self, node: str, result: outcome.Outcome, tracker: WriteQuorum, round_: _Round
     ) -> None:
-        try:
-            reply = result.unwrap()
-        except (OSError, P2PIndexError) as exc:
-            self._stats.incr("replica.write_failures")
-            tracker.record_failure(node)
-            self._note_failure(node, exc)
-        else:
-            if isinstance(reply, ReplicaAck):
-                tracker.record_ack(node)
-            else:
-                self._stats.incr("replica.write_failures")
-                tracker.record_failure(node)
+        self._record_write_result(node, result, tracker)
         round_.remaining -= 1
         self._settle(round_, tracker.outcome)
+
+    def _record_write_result(
+        self, node: str, result: outcome.Outcome, tracker: WriteQuorum
+    ) -> None:
+        self._count_write_answer(node, _unwrapped(result), tracker)
+
+    def _count_write_answer(
+        self, node: str, answer: Message | OSError | P2PIndexError, tracker: WriteQuorum
+    ) -> None:
+        if isinstance(answer, OSError | P2PIndexError):
+            self._stats.incr("replica.write_failures")
+            tracker.record_failure(node)
+            self._note_failure(node, answer)
+        elif isinstance(answer, ReplicaAck):
+            tracker.record_ack(node)
+        else:
+            self._stats.incr("replica.write_failures")
+            tracker.record_failure(node)
 
     def _sibling_warning(self, obj: VersionedObject) -> str | None:
         if obj.sibling_count >= self._config.limits.sibling_warn:
@@ -273,6 +530,10 @@ class Coordinator:
         round_.answered = True
         if round_.remaining == 0:
             self._repair_if_stale(request.key, tracker)
+        return self._read_reply(tracker)
+
+    def _read_reply(self, tracker: ReadQuorum) -> Message:
+        """The answer to a coordinated read whose quorum is decided or whose time ran out."""
         if tracker.outcome is Outcome.SUCCEEDED:
             self._stats.incr("requests.get")
             merged = tracker.merged
@@ -280,12 +541,21 @@ class Coordinator:
                 return GetReply([], EMPTY_CONTEXT)
             return GetReply(merged.values, versions.encode_context(merged.clock))
         if tracker.outcome is Outcome.FAILED:
-            raise Unavailable(required, tracker.replies, "replicas failed to answer the read")
-        raise Timeout(required=required, acknowledged=tracker.replies)
+            raise Unavailable(
+                tracker.required, tracker.replies, "replicas failed to answer the read"
+            )
+        raise Timeout(required=tracker.required, acknowledged=tracker.replies)
 
     def _on_read_result(
         self, node: str, result: outcome.Outcome, tracker: ReadQuorum, round_: _Round
     ) -> None:
+        self._record_read_result(node, result, tracker)
+        round_.remaining -= 1
+        self._settle(round_, tracker.outcome)
+        if round_.remaining == 0 and round_.answered:
+            self._repair_if_stale(round_.key, tracker)
+
+    def _record_read_result(self, node: str, result: outcome.Outcome, tracker: ReadQuorum) -> None:
         try:
             reply = result.unwrap()
             if not isinstance(reply, ReplicaReadReply):
@@ -297,10 +567,120 @@ class Coordinator:
             self._note_failure(node, exc)
         else:
             tracker.record_reply(node, obj)
-        round_.remaining -= 1
-        self._settle(round_, tracker.outcome)
-        if round_.remaining == 0 and round_.answered:
-            self._repair_if_stale(round_.key, tracker)
+
+    # --- reads that arrived together ----------------------------------------------------------
+
+    async def get_batch(self, requests: list[Message], respond: Respond) -> None:
+        """Coordinate reads that arrived together, as ``get`` would one by one, without a
+        task, cancel scope or event per read; each is answered once its quorum is decided."""
+        reads: list[_Read] = []
+        async with trio.open_nursery() as nursery:
+            for position, request in enumerate(requests):
+                assert isinstance(request, GetRequest)
+                try:
+                    read = self._plan_read(position, request)
+                except P2PIndexError as exc:
+                    respond(position, reply_for_error(exc))
+                    continue
+                if read is None:  # not a target of its key: relayed on its own
+                    nursery.start_soon(self._get_one, position, request, respond)
+                else:
+                    reads.append(read)
+            if reads:
+                await self._coordinate_reads(reads, _Group(len(reads), respond))
+
+    async def _get_one(self, position: int, request: GetRequest, respond: Respond) -> None:
+        try:
+            reply = await self.get(request)
+        except P2PIndexError as exc:
+            reply = reply_for_error(exc)
+        respond(position, reply)
+
+    def _plan_read(self, position: int, request: GetRequest) -> _Read | None:
+        n = self._config.n_replicas
+        required = self._required(request.consistency, n)
+        timeout = self._timeout(request.timeout_ms)
+        targets = self._targets(request.key, n, request.strict, required, read=True)
+        if not any(t.node == self._node_id for t in targets):
+            return None
+        tracker = ReadQuorum([t.node for t in targets], required)
+        deadline = trio.current_time() + timeout
+        return _Read(position, request.key, targets, tracker, timeout, deadline)
+
+    async def _coordinate_reads(self, reads: list[_Read], group: _Group) -> None:
+        # What one replica is asked by this batch travels as one ReplicaReadMany.
+        by_node: dict[str, list[_Read]] = {}
+        for read in reads:
+            read.group = group
+            read.remaining = len(read.targets) - 1
+            for target in read.targets:
+                if target.node != self._node_id:
+                    by_node.setdefault(target.node, []).append(read)
+        for node, carried in by_node.items():
+            timeout = min(r.timeout for r in carried)
+            if len(carried) == 1:
+                only = carried[0]
+                message: Message = ReplicaRead(only.key)
+                self._send(node, message, timeout, self._on_batched_read, only.tracker, only)
+            else:
+                message = ReplicaReadMany([r.key for r in carried])
+                self._send(node, message, timeout, self._on_reads_result, None, carried)
+        for read in reads:
+            try:
+                local = self._index.read(read.key)
+            except StorageFailure as exc:  # as ``get`` does: the read fails with the error
+                read.answered = True
+                group.answer(read.position, reply_for_error(exc))
+                continue
+            read.tracker.record_reply(self._node_id, local)
+            self._settle_read(read)
+        await self._until_answered(reads, group, self._answer_read)
+
+    def _on_batched_read(
+        self, node: str, result: outcome.Outcome, tracker: ReadQuorum, read: _Read
+    ) -> None:
+        self._record_read_result(node, result, tracker)
+        read.remaining -= 1
+        self._settle_read(read)
+        if read.remaining == 0 and read.answered:
+            self._repair_if_stale(read.key, tracker)
+
+    def _on_reads_result(
+        self, node: str, result: outcome.Outcome, _tracker: None, carried: list[_Read]
+    ) -> None:
+        """One replica's answer to a ReplicaReadMany, shared out to the reads it carried."""
+        answer = _unwrapped(result)
+        records: list[bytes | None] | None = None
+        if isinstance(answer, ReplicaReadManyReply) and len(answer.records) == len(carried):
+            records = answer.records
+        for position, read in enumerate(carried):
+            if records is None:
+                failure = (
+                    answer
+                    if isinstance(answer, OSError | P2PIndexError)
+                    else InvalidRequest(f"unexpected reply {type(answer).__name__} to reads")
+                )
+                single: outcome.Outcome = outcome.Error(failure)
+            else:
+                single = outcome.Value(ReplicaReadReply(records[position]))
+            self._on_batched_read(node, single, read.tracker, read)
+
+    def _settle_read(self, read: _Read) -> None:
+        if read.tracker.outcome is not Outcome.PENDING or read.remaining == 0:
+            self._answer_read(read)
+
+    def _answer_read(self, read: _Read) -> None:
+        if read.answered:
+            return
+        read.answered = True
+        if read.remaining == 0:
+            self._repair_if_stale(read.key, read.tracker)
+        try:
+            reply = self._read_reply(read.tracker)
+        except P2PIndexError as exc:
+            reply = reply_for_error(exc)
+        assert read.group is not None
+        read.group.answer(read.position, reply)
 
     def _repair_if_stale(self, key: bytes, tracker: ReadQuorum) -> None:
         if tracker.merged is not None and tracker.stale_replicas():
@@ -411,6 +791,14 @@ class Coordinator:
             self._view.note_unreachable(node)
 
 
+def _unwrapped(result: outcome.Outcome) -> Message | OSError | P2PIndexError:
+    """A replica's reply, or the failure that stood in for it (an outcome unwraps once)."""
+    try:
+        return result.unwrap()
+    except (OSError, P2PIndexError) as exc:
+        return exc
+
+
 def _as_forwarded(request: PutRequest | GetRequest | DeleteRequest) -> Message:
     if isinstance(request, PutRequest):
         return PutRequest(
@@ -432,3 +820,51 @@ def _as_forwarded(request: PutRequest | GetRequest | DeleteRequest) -> Message:
             True,
         )
     return GetRequest(request.key, request.consistency, request.timeout_ms, request.strict, True)
+
+
+def data_fast_path(
+    coordinator: Coordinator,
+    replica: ReplicaService,
+    *,
+    node_peer: bool,
+    authorize: Callable[[Message], None] | None = None,
+) -> FastPath:
+    """What a connection serves without a task per request (see ``net.channel.FastPath``).
+
+    Replica requests are served only for node peers; a client's writes are batched too,
+    each first passing ``authorize`` (which raises for a request the peer may not send).
+    """
+    answer: dict[type[Message], Callable[[Message], Message]] = {}
+    batch: dict[type[Message], BatchHandler] = {}
+    if node_peer:
+        answer[ReplicaRead] = replica.read
+        batch[ReplicaWrite] = replica.write_many
+    reads = coordinator.get_batch
+    batch[GetRequest] = reads if authorize is None else _authorized(authorize, reads)
+    if coordinator.batches_writes:
+        writes = (
+            coordinator.put_batch
+            if authorize is None
+            else _authorized(authorize, coordinator.put_batch)
+        )
+        batch[PutRequest] = batch[DeleteRequest] = writes
+    return FastPath(answer, batch)
+
+
+def _authorized(authorize: Callable[[Message], None], serve: BatchHandler) -> BatchHandler:
+    async def serve_authorized(messages: list[Message], respond: Respond) -> None:
+        allowed: list[int] = []
+        for position, message in enumerate(messages):
+            try:
+                authorize(message)
+            except P2PIndexError as exc:
+                respond(position, reply_for_error(exc))
+            else:
+                allowed.append(position)
+        if allowed:
+            await serve(
+                [messages[position] for position in allowed],
+                lambda index, reply: respond(allowed[index], reply),
+            )
+
+    return serve_authorized

@@ -7,16 +7,31 @@ serialised without locks (Storage makes a put visible before it awaits the commi
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
+from typing import Protocol
 
 from p2pindex.config import Limits
 from p2pindex.core import versions
 from p2pindex.core.versions import VersionedObject, VersionVector
-from p2pindex.errors import SiblingLimitExceeded, StorageFailure
+from p2pindex.errors import InvalidRequest, SiblingLimitExceeded, StorageFailure
+from p2pindex.net.channel import FastPath, Respond
 from p2pindex.node import planted
 from p2pindex.node.stats import StatisticsStore
 from p2pindex.storage.base import Storage
+from p2pindex.wire.errors import reply_for_error
+from p2pindex.wire.messages import (
+    Message,
+    ReplicaAck,
+    ReplicaRead,
+    ReplicaReadMany,
+    ReplicaReadManyReply,
+    ReplicaReadReply,
+    ReplicaWrite,
+    ReplicaWriteMany,
+)
+
+DECODED_CACHE = 8192
+"""Decoded records kept per node (a few MB): enough for the keys being written right now."""
 
 
 class IndexManager:
@@ -28,7 +43,6 @@ class IndexManager:
         stats: StatisticsStore,
         *,
         planted_bugs: frozenset[str] = frozenset(),
-        spawn: Callable[..., None] | None = None,
     ):
         self.storage = storage
         self.actor = actor
@@ -37,11 +51,28 @@ class IndexManager:
         self._limits = limits
         self._stats = stats
         self._bugs = planted_bugs
-        self._spawn = spawn
+        self._decoded: dict[bytes, tuple[bytes, VersionedObject]] = {}
 
     def read(self, key: bytes) -> VersionedObject | None:
         record = self.storage.get(key)
-        return None if record is None else versions.decode_object(record)
+        if record is None:
+            return None
+        known = self._decoded.get(key)
+        if known is not None and known[0] == record:
+            return known[1]
+        obj = versions.decode_object(record)
+        self._remember(key, record, obj)
+        return obj
+
+    def _remember(self, key: bytes, record: bytes, obj: VersionedObject) -> None:
+        """Keep the decoded form of a record this node stored or read: every write reads
+        its key first, and decoding (with its canonical-form check) costs more than the
+        storage read. Entries are checked against the stored bytes, so they never go stale.
+        """
+        decoded = self._decoded
+        if key not in decoded and len(decoded) >= DECODED_CACHE:
+            del decoded[next(iter(decoded))]
+        decoded[key] = (record, obj)
 
     def new_version(
         self, key: bytes, context: VersionVector, value: bytes | None
@@ -52,7 +83,33 @@ class IndexManager:
         can interleave. Refuses (definitely, before anything is stored or sent) a write that
         would exceed the sibling limit.
         """
-        current = self.read(key)
+        return self._versioned(self.read(key), context, value)
+
+    def new_versions(
+        self, writes: list[tuple[bytes, VersionVector, bytes | None]]
+    ) -> list[tuple[VersionedObject, bytes] | SiblingLimitExceeded]:
+        """``new_version`` for several writes at once, each seeing those before it (a key
+        may repeat); a refused write gets its error in its place.
+
+        The caller must ``commit_many`` the results before its next await.
+        """
+        staged: dict[bytes, VersionedObject] = {}
+        made: list[tuple[VersionedObject, bytes] | SiblingLimitExceeded] = []
+        for key, context, value in writes:
+            current = staged[key] if key in staged else self.read(key)
+            try:
+                version = self._versioned(current, context, value)
+            except SiblingLimitExceeded as exc:
+                made.append(exc)
+                continue
+            staged[key] = version[0]
+            self._remember(key, version[1], version[0])
+            made.append(version)
+        return made
+
+    def _versioned(
+        self, current: VersionedObject | None, context: VersionVector, value: bytes | None
+    ) -> tuple[VersionedObject, bytes]:
         if self._bugs:
             updated = planted.update(current, context, self.actor, value, self._bugs)
         else:
@@ -68,17 +125,14 @@ class IndexManager:
     async def commit(self, key: bytes, record: bytes) -> None:
         await self._store(key, record)
 
+    async def commit_many(self, records: list[tuple[bytes, bytes]]) -> None:
+        """Commit ``new_versions`` results in one transaction (only when ``plain``)."""
+        await self.storage.put_many(records)
+
     async def _store(self, key: bytes, record: bytes) -> None:
         if "early-tombstone-reap" in self._bugs and versions.decode_object(record).is_deleted:
             await self.storage.remove(key)
-        elif "ack-before-commit" in self._bugs and self._spawn is not None:
-            self._spawn(self._commit_later, key, record)
         else:
-            await self.storage.put(key, record)
-
-    async def _commit_later(self, key: bytes, record: bytes) -> None:
-        """Planted bug's background commit; its failure is the bug's to show, not a crash."""
-        with contextlib.suppress(StorageFailure):
             await self.storage.put(key, record)
 
     async def apply(self, key: bytes, incoming: VersionedObject) -> VersionedObject:
@@ -95,12 +149,126 @@ class IndexManager:
     async def apply_many(self, items: list[tuple[bytes, VersionedObject]]) -> None:
         """Merge a batch in one commit (hint delivery and ownership handoff)."""
         changed: dict[bytes, bytes] = {}
+        latest: dict[bytes, VersionedObject] = {}
         for key, incoming in items:
-            current = self.read(key)
-            if key in changed:
-                current = versions.decode_object(changed[key])
+            current = latest[key] if key in latest else self.read(key)
             merged = incoming if current is None else self._merge(current, incoming)
             if merged != current:
-                changed[key] = versions.encode_object(merged)
+                latest[key] = merged
+                changed[key] = record = versions.encode_object(merged)
+                self._remember(key, record, merged)
         if changed:
             await self.storage.put_many(list(changed.items()))
+
+    @property
+    def plain(self) -> bool:
+        """No planted bug changes how writes are stored (so writes may be batched)."""
+        return not self._bugs
+
+
+class HintKeeper(Protocol):
+    async def keep(self, target: str, key: bytes, record: bytes) -> None: ...
+
+
+_Item = tuple[bytes, bytes, str | None, VersionedObject]
+"""(key, record, the primary a hinted write stands in for, decoded record)."""
+
+
+class ReplicaService:
+    """The replica side of the data path: what a node does for a coordinator's
+    ReplicaRead and ReplicaWrite.
+
+    Reads are answered synchronously and writes that arrived together are merged and
+    committed together (``write_many``: one storage transaction for a frame's worth), so a
+    node pays no task and no commit per replica message (see ``net.channel.FastPath``).
+    Each write is acknowledged only after its commit, as with one write at a time.
+    """
+
+    def __init__(
+        self,
+        index: IndexManager,
+        hints: HintKeeper,
+        stats: StatisticsStore,
+        *,
+        degraded: Callable[[], str | None],
+        storage_failed: Callable[[StorageFailure], None],
+    ) -> None:
+        self._index = index
+        self._hints = hints
+        self._stats = stats
+        self._degraded = degraded
+        """The reason this node takes no writes now, or None."""
+        self._storage_failed = storage_failed
+
+    def fast_path(self) -> FastPath:
+        writes = self.write_many
+        return FastPath(
+            answer={ReplicaRead: self.read, ReplicaReadMany: self.read},
+            batch={ReplicaWrite: writes, ReplicaWriteMany: writes},
+        )
+
+    def read(self, message: Message) -> Message:
+        get = self._index.storage.get
+        if isinstance(message, ReplicaReadMany):
+            return ReplicaReadManyReply([get(key) for key in message.keys])
+        assert isinstance(message, ReplicaRead)
+        return ReplicaReadReply(get(message.key))
+
+    async def write(self, message: ReplicaWrite | ReplicaWriteMany) -> Message:
+        replies: list[Message] = []
+        await self.write_many([message], lambda _position, reply: replies.append(reply))
+        return replies[0]
+
+    async def write_many(self, messages: list[Message], respond: Respond) -> None:
+        """Answer each ReplicaWrite or ReplicaWriteMany: an ack once all it carries is
+        committed, or the error (then nothing it carries was stored)."""
+        accepted: list[tuple[int, list[_Item]]] = []
+        for position, message in enumerate(messages):
+            try:
+                accepted.append((position, self._items(message)))
+            except InvalidRequest as exc:
+                respond(position, reply_for_error(exc))
+        if not accepted:
+            return
+        items = [item for _position, carried in accepted for item in carried]
+        try:
+            reason = self._degraded()
+            if reason is not None:
+                raise StorageFailure(reason)
+            await self._store(items)
+        except StorageFailure as exc:
+            failure = reply_for_error(exc)
+            for position, _carried in accepted:
+                respond(position, failure)
+            return
+        self._stats.incr("replica.writes", len(items))
+        ack = ReplicaAck()
+        for position, _carried in accepted:
+            respond(position, ack)
+
+    def _items(self, message: Message) -> list[_Item]:
+        if isinstance(message, ReplicaWrite):
+            return [(message.key, message.record, message.hint_for, self._decode(message.record))]
+        assert isinstance(message, ReplicaWriteMany)
+        return [(key, record, None, self._decode(record)) for key, record in message.items]
+
+    async def _store(self, items: list[_Item]) -> None:
+        try:
+            for key, record, hint_for, _obj in items:
+                if hint_for is not None:
+                    await self._hints.keep(hint_for, key, record)
+            if self._index.plain:
+                await self._index.apply_many([(key, obj) for key, _record, _hint, obj in items])
+            else:
+                for key, _record, _hint, obj in items:
+                    await self._index.apply(key, obj)
+        except StorageFailure as exc:
+            self._storage_failed(exc)
+            raise
+
+    def _decode(self, record: bytes) -> VersionedObject:
+        try:
+            return versions.decode_object(record)
+        except ValueError as exc:
+            self._stats.incr("rejected.bad_record")
+            raise InvalidRequest(f"bad record: {exc}") from None

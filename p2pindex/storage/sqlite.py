@@ -56,6 +56,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import outcome
 import trio
 
 from p2pindex.core.ring import key_token
@@ -83,6 +84,8 @@ CACHE_KIB = 16_000
 _TOKEN_OFFSET = 1 << 63
 _WAL_AUTOCHECKPOINT_PAGES = 4000
 _CHECKPOINT_EVERY_COMMITS = 200
+_WAL_RESET_FRAMES = 4000
+"""WAL pages (16 MB at 4 KiB) past which a checkpoint holds commits so the WAL can rewind."""
 _JOURNAL_SIZE_LIMIT = 64 << 20
 _WRITER_BUSY_MS = 5000
 _READER_BUSY_MS = 200
@@ -222,6 +225,10 @@ class SqliteStorage:
         self._thread: threading.Thread | None = None
         self._checkpointing = False
         self._commits_since_checkpoint = 0
+        self._wal_frames = 0
+        """WAL size (pages) the last checkpoint saw."""
+        self._hold: trio.Event | None = None
+        """Set while commits wait for a checkpoint that lets the WAL start over."""
         if writer_thread:
             self._thread = threading.Thread(
                 target=self._writer_main,
@@ -495,8 +502,10 @@ class SqliteStorage:
             await batch.done.wait()
             return
         batch.led = True
-        with trio.CancelScope(shield=True):
-            await trio.lowlevel.checkpoint()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        if self._hold is not None:
+            with trio.CancelScope(shield=True):  # the batch's other writers wait for it
+                await self._hold.wait()
         if self._open is batch:
             self._open = None
         batch.error = _apply(self._writer, batch)
@@ -504,15 +513,33 @@ class SqliteStorage:
         self._maybe_checkpoint()
 
     def _maybe_checkpoint(self) -> None:
-        """Move the WAL into the database on a worker thread now and then (it syncs)."""
+        """Move the WAL into the database on a worker thread now and then (it syncs).
+
+        The WAL starts over only when a commit finds it fully checkpointed, which never
+        happens while commits keep coming during each checkpoint: under steady writes it
+        grew without bound (90 MB in 10 s). So once it is past ``_WAL_RESET_FRAMES``, the
+        next checkpoint holds new commits (they keep batching, the event loop runs on) until
+        it is done, and the first commit after it rewinds the WAL.
+        """
         self._commits_since_checkpoint += 1
         if self._checkpointing or self._commits_since_checkpoint < _CHECKPOINT_EVERY_COMMITS:
             return
         self._checkpointing = True
         self._commits_since_checkpoint = 0
+        if self._wal_frames > _WAL_RESET_FRAMES:
+            self._hold = trio.Event()
 
-        def done(result: object) -> None:
+        def finished(frames: int) -> None:
             self._checkpointing = False
+            self._wal_frames = frames
+            if self._hold is not None:
+                self._hold.set()
+                self._hold = None
+
+        def done(result: outcome.Outcome) -> None:  # runs on the worker thread
+            frames = result.value if isinstance(result, outcome.Value) else 0
+            with contextlib.suppress(trio.RunFinishedError):
+                self._trio_token.run_sync_soon(finished, frames)
 
         trio.lowlevel.start_thread_soon(lambda: _checkpoint(self._path), done)
 
@@ -700,17 +727,19 @@ def _prepare_schema(conn: sqlite3.Connection, path: Path) -> int:
     return next_hint_id
 
 
-def _checkpoint(path: Path) -> None:
-    """A PASSIVE checkpoint on its own connection: never blocks the writer or readers."""
+def _checkpoint(path: Path) -> int:
+    """A PASSIVE checkpoint on its own connection: never blocks the writer or readers.
+    Returns the WAL's size in pages (0 when the checkpoint failed)."""
     try:
         conn = sqlite3.connect(path, isolation_level=None)
         try:
             conn.execute(f"PRAGMA busy_timeout = {_READER_BUSY_MS}")
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            row = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         finally:
             conn.close()
     except sqlite3.Error:
-        return  # the next one retries; the WAL only grows meanwhile
+        return 0  # the next one retries; the WAL only grows meanwhile
+    return int(row[1]) if row and row[1] > 0 else 0
 
 
 def _open_reader(path: Path) -> sqlite3.Connection:
