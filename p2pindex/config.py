@@ -66,6 +66,9 @@ class NodeConfig:
     """Take a member out of the ring after it has been dead this long (seconds); None keeps
     it until an operator runs `p2pindex remove`, because moving data on a transient failure
     costs more than hinted handoff does."""
+    anti_entropy_interval: float | None = 5.0
+    """Mean seconds between anti-entropy rounds (each compares one peer's shared keys and
+    repairs what differs); None turns anti-entropy off."""
 
     planted_bugs: frozenset[str] = frozenset()
     """Known defects to switch on, for proving the simulation's checkers (never in production)."""
@@ -87,6 +90,8 @@ class NodeConfig:
             raise ConfigError(f"n_replicas must be in 1..16, not {self.n_replicas}")
         if self.remove_dead_after is not None and self.remove_dead_after <= 0:
             raise ConfigError("remove_dead_after must be positive (or None to never)")
+        if self.anti_entropy_interval is not None and not self.anti_entropy_interval > 0:
+            raise ConfigError("anti_entropy_interval must be positive (or None to turn it off)")
         if self.request_timeout <= 0 or self.replica_timeout <= 0:
             raise ConfigError("timeouts must be positive")
         if not self.cluster or len(self.cluster) > 64:

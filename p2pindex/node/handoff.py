@@ -21,7 +21,7 @@ from typing import Protocol
 import trio
 
 from p2pindex.core.ring import Ring, key_token
-from p2pindex.errors import P2PIndexError
+from p2pindex.errors import P2PIndexError, StorageFailure
 from p2pindex.node.peers import PeerPool
 from p2pindex.node.stats import StatisticsStore
 from p2pindex.storage.base import Storage
@@ -105,7 +105,18 @@ class OwnershipHandoff:
         return self._storage.get_meta(SYNCED_META) is not None
 
     async def mark_synced(self) -> None:
-        await self._storage.set_meta(SYNCED_META, b"1")
+        await self._write_meta(SYNCED_META, b"1")
+
+    async def _write_meta(self, name: str, value: bytes) -> None:
+        """Write handoff metadata, retrying while storage refuses (a full disk): the node
+        runs on meanwhile, and an unwritten mark only means more work after a restart."""
+        while True:
+            try:
+                await self._storage.set_meta(name, value)
+                return
+            except StorageFailure:
+                self._stats.incr("handoff.meta_failures")
+                await trio.sleep(RETRY_DELAY)
 
     # --- joining ----------------------------------------------------------------------------
 
@@ -143,7 +154,7 @@ class OwnershipHandoff:
         async with trio.open_nursery() as nursery:
             for _ in range(PARALLEL_RANGES):
                 nursery.start_soon(worker)
-        await self._storage.set_meta(PROGRESS_META, b"")
+        await self._write_meta(PROGRESS_META, b"")
         await self.mark_synced()
         self.progress.finished = trio.current_time()
 
@@ -194,7 +205,14 @@ class OwnershipHandoff:
             return
         self._saved_at = now
         watermark = next((i for i, finished in enumerate(done) if not finished), len(done))
-        await self._storage.set_meta(PROGRESS_META, json.dumps({"watermark": watermark}).encode())
+        try:
+            await self._storage.set_meta(
+                PROGRESS_META, json.dumps({"watermark": watermark}).encode()
+            )
+        except StorageFailure:
+            # Saved progress only shortens a handoff resumed after a crash; the next save
+            # (or a full restart of the pull) covers for this one.
+            self._stats.incr("handoff.meta_failures")
 
     # --- leaving ----------------------------------------------------------------------------
 

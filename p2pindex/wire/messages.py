@@ -210,6 +210,32 @@ class ReplicaWriteBatch(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class ReplicaWriteMany(Message):
+    """The replica writes a coordinator has for one replica at once (the hot path): one
+    frame, one commit, one ReplicaAck for all of them, or one error when none was stored.
+    Unlike ReplicaWriteBatch it is refused by a node that takes no writes."""
+
+    TYPE: ClassVar[int] = 38
+    items: list[tuple[bytes, bytes]]
+    """(key, record) pairs."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaReadMany(Message):
+    """The replica reads a coordinator has for one replica at once (the hot path)."""
+
+    TYPE: ClassVar[int] = 36
+    keys: list[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaReadManyReply(Message):
+    TYPE: ClassVar[int] = 37
+    records: list[bytes | None]
+    """One per asked key, in order; None where the replica holds nothing."""
+
+
+@dataclass(frozen=True, slots=True)
 class RangeScan(Message):
     """Ask an owner for the records whose token lies in the ring arc (start, end]."""
 
@@ -240,6 +266,63 @@ class PushPull(Message):
 class PushPullReply(Message):
     TYPE: ClassVar[int] = 49
     state: bytes
+
+
+# --- anti-entropy (p2pindex.node.antientropy) ----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DigestRequest(Message):
+    """Digests of the keys the receiver holds in arcs (start[i], end[i]] and shares with
+    ``sender`` (both are in the key's preference list)."""
+
+    TYPE: ClassVar[int] = 50
+    sender: str
+    start: list[int]
+    end: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class DigestReply(Message):
+    TYPE: ClassVar[int] = 51
+    digests: list[bytes]
+    """One per requested arc: the XOR of its key digests (``p2pindex.core.digest``)."""
+    counts: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyDigestRequest(Message):
+    """One digest per shared key in arcs (start[i], end[i]], at most ``limit`` of them."""
+
+    TYPE: ClassVar[int] = 52
+    sender: str
+    start: list[int]
+    end: list[int]
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class KeyDigestReply(Message):
+    TYPE: ClassVar[int] = 53
+    items: list[tuple[bytes, bytes]]
+    """(key, key digest) pairs."""
+    complete: bool
+    """False when ``limit`` cut the list short."""
+
+
+@dataclass(frozen=True, slots=True)
+class RecordsRequest(Message):
+    """The records of these keys (anti-entropy pulls what differs)."""
+
+    TYPE: ClassVar[int] = 54
+    keys: list[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordsReply(Message):
+    TYPE: ClassVar[int] = 55
+    items: list[tuple[bytes, bytes]]
+    """(key, record) for every asked key the receiver holds."""
 
 
 # --- security (p2pindex.security) ----------------------------------------------------------

@@ -1,0 +1,301 @@
+"""Anti-entropy: replicas compare what they hold and exchange only what differs.
+
+Read repair heals keys that are read and hinted handoff heals writes a coordinator knew it
+could not deliver; a replica that silently missed a write (a lost message, a timeout, a
+power cut) and whose key is never read again stays stale without this. Every
+``interval`` seconds (with jitter, so nodes do not move in lockstep) a node takes the next
+peer of a shuffled rotation and the next slice of the ring and runs one round with it:
+
+1. ask the peer for the digests of the keys both replicate in each piece of the slice,
+   compare them with its own, and split the pieces that differ and hold many keys again
+   (descending a Merkle tree that is computed on demand, never stored);
+2. for the differing leaf pieces, fetch one digest per key and work out which keys differ;
+3. pull the peer's records of those keys and merge them locally, then push the merged
+   records (and the keys the peer lacks) back, so both replicas end with the causal merge.
+
+A round is bounded: a slice holds about ``SCAN_BUDGET`` keys (so a sweep of a large store
+takes several rounds), and at most ``MAX_REPAIR_KEYS`` keys move per round. The pure digest
+arithmetic lives in ``p2pindex.core.digest``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from typing import Final, Protocol, TypeVar
+
+import trio
+
+from p2pindex.core.digest import (
+    RING_SIZE,
+    Arc,
+    PieceDigest,
+    arc_length,
+    diff_keys,
+    differing,
+    fold,
+    key_digest,
+    slice_width,
+    split_arc,
+)
+from p2pindex.core.ring import Ring
+from p2pindex.errors import InvalidRequest, P2PIndexError
+from p2pindex.node.peers import PeerPool
+from p2pindex.node.stats import StatisticsStore
+from p2pindex.storage.base import Storage
+from p2pindex.types import Address, NodeState
+from p2pindex.wire.messages import (
+    DigestReply,
+    DigestRequest,
+    KeyDigestReply,
+    KeyDigestRequest,
+    Message,
+    RecordsReply,
+    RecordsRequest,
+    ReplicaWriteBatch,
+)
+
+FANOUT: Final = 16
+"""Pieces a differing arc is split into at each level."""
+LEAF_KEYS: Final = 64
+"""A differing piece with at most this many keys is compared key by key."""
+MAX_DEPTH: Final = 4
+SCAN_BUDGET: Final = 8192
+"""About how many keys one round's slice holds."""
+MAX_REPAIR_KEYS: Final = 1024
+"""Keys pulled (and as many pushed) per round at most."""
+MAX_PIECES: Final = 256
+"""Arcs one digest request may name."""
+SCAN_PAGE: Final = 1024
+REQUEST_TIMEOUT: Final = 5.0
+
+_R = TypeVar("_R", bound=Message)
+
+
+class AntiEntropyView(Protocol):
+    node_id: str
+    state: NodeState
+
+    @property
+    def ring(self) -> Ring: ...
+
+    def readable(self, node_id: str) -> bool: ...
+
+    def address_of(self, node_id: str) -> Address: ...
+
+
+class BatchApplier(Protocol):
+    async def __call__(self, items: list[tuple[bytes, bytes]]) -> None: ...
+
+
+class AntiEntropy:
+    """One node's anti-entropy: the periodic rounds it starts and the requests it answers."""
+
+    def __init__(
+        self,
+        view: AntiEntropyView,
+        storage: Storage,
+        peers: PeerPool,
+        apply_batch: BatchApplier,
+        stats: StatisticsStore,
+        rng: random.Random,
+        *,
+        n_replicas: int,
+        interval: float,
+        max_frame: int,
+    ) -> None:
+        self._view = view
+        self._storage = storage
+        self._peers = peers
+        self._apply_batch = apply_batch
+        self._stats = stats
+        self._rng = rng
+        self._n = n_replicas
+        self._interval = interval
+        self._max_batch_bytes = max_frame // 2
+        self._rotation: list[str] = []
+        self._cursor = rng.randrange(RING_SIZE)
+        self.last_error = ""
+
+    # --- the periodic rounds ----------------------------------------------------------------
+
+    async def run(self) -> None:
+        while True:
+            await trio.sleep(self._interval * (0.5 + self._rng.random()))
+            if self._view.state is not NodeState.ACTIVE:
+                continue
+            peer = self._next_peer()
+            if peer is None:
+                continue
+            try:
+                await self.round(peer)
+            except (OSError, P2PIndexError) as exc:
+                self._stats.incr("antientropy.failed_rounds")
+                self.last_error = f"{peer}: {exc}"
+
+    def _next_peer(self) -> str | None:
+        """The next readable peer of a shuffled rotation over the ring's other members."""
+        for _ in range(2):
+            while self._rotation:
+                peer = self._rotation.pop()
+                if peer in self._view.ring.nodes and self._view.readable(peer):
+                    return peer
+            others = sorted(self._view.ring.nodes - {self._view.node_id})
+            self._rng.shuffle(others)
+            self._rotation = others
+        return None
+
+    def _next_slice(self) -> Arc:
+        width = slice_width(self._storage.count(), SCAN_BUDGET)
+        start = self._cursor
+        if width >= RING_SIZE:
+            return (start, start)
+        self._cursor = (start + width) % RING_SIZE
+        return (start, self._cursor)
+
+    async def round(self, peer: str, arc: Arc | None = None) -> None:
+        """Compare ``arc`` (default: the next slice) with ``peer`` and repair both sides."""
+        address = self._view.address_of(peer)
+        self._stats.incr("antientropy.rounds")
+        leaves = await self._differing_leaves(peer, address, arc or self._next_slice())
+        if not leaves:
+            self._stats.incr("antientropy.in_sync")
+            return
+        reply = await self._ask(
+            address,
+            KeyDigestRequest(
+                self._view.node_id, [a[0] for a in leaves], [a[1] for a in leaves], SCAN_BUDGET
+            ),
+            KeyDigestReply,
+        )
+        theirs = dict(reply.items)
+        mine = {key: key_digest(key, record) for key, record in self._shared(leaves, peer)}
+        diff = diff_keys(mine, theirs)
+        pull = diff.pull[:MAX_REPAIR_KEYS]
+        push = diff.push[:MAX_REPAIR_KEYS] if reply.complete else []
+        if pull:
+            records = await self._ask(address, RecordsRequest(pull), RecordsReply)
+            if records.items:
+                await self._apply_batch(records.items)
+                self._stats.incr("antientropy.keys_pulled", len(records.items))
+        outgoing: list[tuple[bytes, bytes]] = []
+        for key in [*pull, *push]:
+            record = self._storage.get(key)
+            if record is not None and theirs.get(key) != key_digest(key, record):
+                outgoing.append((key, record))
+        for batch in self._batches(outgoing):
+            await self._peers.request(address, ReplicaWriteBatch(batch), REQUEST_TIMEOUT)
+            self._stats.incr("antientropy.keys_pushed", len(batch))
+
+    async def _differing_leaves(self, peer: str, address: Address, arc: Arc) -> list[Arc]:
+        """Descend from ``arc`` to the small pieces whose digests differ."""
+        pending = split_arc(arc, FANOUT)
+        leaves: list[Arc] = []
+        for depth in range(MAX_DEPTH):
+            reply = await self._ask(
+                address,
+                DigestRequest(self._view.node_id, [a[0] for a in pending], [a[1] for a in pending]),
+                DigestReply,
+            )
+            if len(reply.digests) != len(pending) or len(reply.counts) != len(pending):
+                raise InvalidRequest(f"{peer} answered {len(reply.digests)} of {len(pending)} arcs")
+            theirs = [PieceDigest(d, c) for d, c in zip(reply.digests, reply.counts, strict=True)]
+            mine = [self._digest(piece, peer) for piece in pending]
+            self._stats.incr("antientropy.pieces_compared", len(pending))
+            split: list[Arc] = []
+            for index in differing(mine, theirs):
+                piece = pending[index]
+                self._stats.incr("antientropy.pieces_differing")
+                many = max(mine[index].count, theirs[index].count) > LEAF_KEYS
+                last = depth == MAX_DEPTH - 1
+                if many and not last and arc_length(piece) >= FANOUT:
+                    split.extend(split_arc(piece, FANOUT))
+                else:
+                    leaves.append(piece)
+            if not split:
+                break
+            pending = split[:MAX_PIECES]
+        return leaves
+
+    async def _ask(self, address: Address, message: Message, expected: type[_R]) -> _R:
+        reply = await self._peers.request(address, message, REQUEST_TIMEOUT)
+        if not isinstance(reply, expected):
+            raise InvalidRequest(
+                f"unexpected reply {type(reply).__name__} to {type(message).__name__}"
+            )
+        return reply
+
+    def _batches(self, items: list[tuple[bytes, bytes]]) -> Iterator[list[tuple[bytes, bytes]]]:
+        batch: list[tuple[bytes, bytes]] = []
+        size = 0
+        for key, record in items:
+            if batch and size + len(key) + len(record) > self._max_batch_bytes:
+                yield batch
+                batch, size = [], 0
+            batch.append((key, record))
+            size += len(key) + len(record)
+        if batch:
+            yield batch
+
+    # --- local digests (also what the peer computes when it answers) -----------------------
+
+    def _shared(self, arcs: list[Arc], peer: str) -> Iterator[tuple[bytes, bytes]]:
+        """Every (key, record) stored in ``arcs`` whose preference list holds us and ``peer``."""
+        me = self._view.node_id
+        preference: Callable[[bytes, int], tuple[str, ...]] = self._view.ring.preference_list
+        for start, end in arcs:
+            after: bytes | None = None
+            while True:
+                page = self._storage.scan_range(start, end, after, SCAN_PAGE)
+                for key, record in page:
+                    owners = preference(key, self._n)
+                    if me in owners and peer in owners:
+                        yield key, record
+                if len(page) < SCAN_PAGE:
+                    break
+                after = page[-1][0]
+
+    def _digest(self, arc: Arc, peer: str) -> PieceDigest:
+        return fold(key_digest(key, record) for key, record in self._shared([arc], peer))
+
+    # --- answering a peer's round -----------------------------------------------------------
+
+    def serve(self, message: DigestRequest | KeyDigestRequest | RecordsRequest) -> Message:
+        if isinstance(message, RecordsRequest):
+            return self._records(message)
+        arcs = _arcs(message.start, message.end)
+        if isinstance(message, DigestRequest):
+            digests = [self._digest(arc, message.sender) for arc in arcs]
+            return DigestReply([d.digest for d in digests], [d.count for d in digests])
+        limit = min(message.limit, SCAN_BUDGET)
+        items: list[tuple[bytes, bytes]] = []
+        for key, record in self._shared(arcs, message.sender):
+            if len(items) == limit:
+                return KeyDigestReply(items, complete=False)
+            items.append((key, key_digest(key, record)))
+        return KeyDigestReply(items, complete=True)
+
+    def _records(self, message: RecordsRequest) -> Message:
+        if len(message.keys) > MAX_REPAIR_KEYS:
+            raise InvalidRequest(
+                f"asked for {len(message.keys)} records; at most {MAX_REPAIR_KEYS} at once"
+            )
+        items: list[tuple[bytes, bytes]] = []
+        size = 0
+        for key in message.keys:
+            record = self._storage.get(key)
+            if record is None:
+                continue
+            size += len(key) + len(record)
+            if items and size > self._max_batch_bytes:
+                break
+            items.append((key, record))
+        return RecordsReply(items)
+
+
+def _arcs(starts: list[int], ends: list[int]) -> list[Arc]:
+    if len(starts) != len(ends):
+        raise InvalidRequest(f"{len(starts)} arc starts but {len(ends)} ends")
+    if len(starts) > MAX_PIECES:
+        raise InvalidRequest(f"{len(starts)} arcs in one request; at most {MAX_PIECES}")
+    return list(zip(starts, ends, strict=True))
