@@ -1,14 +1,23 @@
 """Deliberate defects for proving the simulation harness (``NodeConfig.planted_bugs``).
 
-Each function here is the *wrong* version of one rule the real code keeps; the replica
-calls them only when the matching bug is planted, so production paths never see them.
-The harness's tests plant one at a time and require the right checker to catch it.
+Each piece here is the *wrong* version of one rule the real code keeps; the node and the
+replica use them only when the matching bug is planted, so production paths never see them.
+simulations/planted_bugs.py and tests/integration/test_planted_bugs.py plant one at a time
+and require the checker that guards the broken rule to catch it.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
 from p2pindex.core import versions
 from p2pindex.core.versions import VersionedObject, VersionVector
+from p2pindex.errors import StorageFailure
+from p2pindex.storage.base import Storage
 
 
 def last_write_wins(obj: VersionedObject) -> VersionedObject:
@@ -35,3 +44,53 @@ def update(
 def merge(a: VersionedObject, b: VersionedObject, bugs: frozenset[str]) -> VersionedObject:
     merged = versions.merge(a, b)
     return last_write_wins(merged) if "lww" in bugs else merged
+
+
+class AckBeforeCommit:
+    """A write-back cache in front of the node's Storage (planted ``ack-before-commit``).
+
+    ``put`` and ``put_many`` return at once, leaving the record in memory, and commit it in
+    a background task: everything above (the coordinator's own commit, a replica's ack)
+    then acknowledges a write that a crash in the next milliseconds loses. Reads see the
+    buffered records, so the node's read-merge-write stays atomic and nothing but a crash
+    (or a failed commit) tells this apart from the real storage.
+    """
+
+    def __init__(self, storage: Storage, spawn: Callable[..., None]) -> None:
+        self._storage = storage
+        self._spawn = spawn
+        self._buffered: dict[bytes, bytes] = {}
+
+    def get(self, key: bytes) -> bytes | None:
+        buffered = self._buffered.get(key)
+        return buffered if buffered is not None else self._storage.get(key)
+
+    async def put(self, key: bytes, record: bytes) -> None:
+        await self.put_many([(key, record)])
+
+    async def put_many(self, items: list[tuple[bytes, bytes]]) -> None:
+        for key, record in items:
+            self._buffered[key] = record
+        self._spawn(self._commit_later, [key for key, _ in items])
+        await trio.lowlevel.checkpoint()
+
+    async def remove(self, key: bytes) -> None:
+        self._buffered.pop(key, None)
+        await self._storage.remove(key)
+
+    async def _commit_later(self, keys: list[bytes]) -> None:
+        """Commit the newest buffered record of each key; a failure loses them silently."""
+        records = [
+            (key, self._buffered[key]) for key in dict.fromkeys(keys) if key in self._buffered
+        ]
+        if not records:
+            return
+        with contextlib.suppress(StorageFailure):
+            await self._storage.put_many(records)
+        for key, record in records:
+            if self._buffered.get(key) is record:
+                del self._buffered[key]
+
+    def __getattr__(self, name: str) -> Any:
+        """Scans, hints and metadata go straight to the real storage."""
+        return getattr(self._storage, name)

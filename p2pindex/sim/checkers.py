@@ -25,6 +25,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from p2pindex.core.versions import decode_context
 from p2pindex.sim.history import (
     NETWORK_FAULTS,
     FaultEvent,
@@ -415,6 +416,25 @@ def _in_past(writes: dict[bytes, Write], newer: bytes, older: bytes) -> bool:
 # --- C4: replicas converge after heal --------------------------------------------------------
 
 
+def describe_clock(raw: bytes) -> str:
+    """A sampled clock as ``{actor:counter ...}`` with actors shortened to node and epoch.
+
+    Every entry is shown: a truncated clock made strictly older replicas look like "same
+    clock, different siblings".
+    """
+    if not raw:
+        return "{}"
+    try:
+        clock = decode_context(raw)
+    except ValueError:
+        return raw.hex()
+    entries = []
+    for actor, counter in clock.items():
+        node, _, epoch = actor.partition(".")
+        entries.append(f"{node[:6]}.{epoch[:4]}:{counter}")
+    return "{" + " ".join(entries) + "}"
+
+
 def check_convergence(history: History, bound: float) -> list[Violation]:
     """Every key's replicas hold the same clock and values in a round sampled in time.
 
@@ -439,7 +459,7 @@ def check_convergence(history: History, bound: float) -> list[Violation]:
         late = next((when for when, agreed, _ in verdicts if agreed), None)
         when, _, samples = verdicts[-1]
         detail = "; ".join(
-            f"{s.node}: {describe_value(tuple(sorted(s.values)))} clock={s.clock.hex()[:16]}"
+            f"{s.node}: {describe_value(tuple(sorted(s.values)))} clock={describe_clock(s.clock)}"
             for s in samples
         )
         if late is not None:

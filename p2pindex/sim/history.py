@@ -181,12 +181,14 @@ Record = Op | FaultEvent | Observation | ReplicaState
 class History:
     """An append-only record of a run; iterate it for every record in append order."""
 
-    __slots__ = ("_faults", "_observations", "_ops", "_records", "_replicas", "meta")
+    __slots__ = ("_faults", "_keys", "_observations", "_ops", "_records", "_replicas", "meta")
 
     def __init__(self, meta: RunMeta | None = None, records: Iterable[Record] = ()) -> None:
         self.meta = meta
         self._records: list[Record] = []
         self._ops: list[Op] = []
+        self._keys: dict[str, None] = {}
+        """Every key an op touched, in first-use order (samplers ask for it every second)."""
         self._faults: list[FaultEvent] = []
         self._observations: list[Observation] = []
         self._replicas: list[ReplicaState] = []
@@ -203,6 +205,7 @@ class History:
             if record.index < 0:
                 raise ValueError(f"op index {record.index} is negative")
             self._ops.append(record)
+            self._keys[record.key] = None
         elif isinstance(record, FaultEvent):
             self._faults.append(record)
         elif isinstance(record, Observation):
@@ -285,7 +288,7 @@ class History:
 
     def keys(self) -> list[str]:
         """Every key an op touched, in first-use order."""
-        return list(dict.fromkeys(op.key for op in self._ops))
+        return list(self._keys)
 
     def __iter__(self) -> Iterator[Record]:
         return iter(self._records)

@@ -705,19 +705,27 @@ class SimStream(trio.abc.Stream):
             raise trio.BusyResourceError("another task is already receiving on this stream")
         pipe.reader_busy = True
         try:
-            await trio.lowlevel.checkpoint()
+            # One checkpoint per call, as trio requires: waiting for data is one, so only a
+            # call that finds data ready yields separately (a reader usually has to wait, and
+            # a second scheduler pass per message is a large share of a simulation's cost).
+            waited = False
             while True:
                 await self._host.wait_running()
                 self._check_open()
-                if pipe.buffer:
+                if pipe.buffer or pipe.eof:
+                    if not waited:
+                        await trio.lowlevel.checkpoint()
+                        waited = True
+                        continue
+                    if not pipe.buffer:
+                        return b""
                     size = max_bytes or DEFAULT_RECEIVE_SIZE
                     chunk = bytes(pipe.buffer[:size])
                     del pipe.buffer[:size]
                     return chunk
-                if pipe.eof:
-                    return b""
                 waiter = pipe.waiter = trio.Event()
                 await waiter.wait()
+                waited = True
         finally:
             pipe.reader_busy = False
 

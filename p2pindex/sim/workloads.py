@@ -94,6 +94,11 @@ class WorkloadOptions:
     """Concurrent client processes."""
     think: float = 0.05
     """Mean pause between two operations of one process (exponential), seconds."""
+    paced: bool = False
+    """True: ``think`` is the mean interval between the *starts* of a process's patterns
+    (an open-loop client with a steady offered rate): time an operation spends waiting on
+    a partition is made up afterwards by starting the next ones at once, so the operation
+    count hardly depends on the faults. False: the pause follows each pattern."""
     timeout: float = 2.0
     """Request timeout passed to the client."""
     active_keys: int = 3
@@ -112,6 +117,8 @@ class WorkloadOptions:
     def __post_init__(self) -> None:
         if self.processes < 1:
             raise ValueError("a workload needs at least one process")
+        if not isinstance(self.paced, bool):
+            raise ValueError(f"paced must be true or false, not {self.paced!r}")
         if self.think < 0 or self.timeout <= 0:
             raise ValueError("think time must be >= 0 and timeout > 0")
         if self.active_keys < 1 or self.writes_per_key < 1:
@@ -218,11 +225,17 @@ class Workload:
     async def _loop(self, process: _Process, deadline: float) -> None:
         patterns = [p for p in PATTERNS if self.options.mix.get(p, 0) > 0]
         weights = [self.options.mix[p] for p in patterns]
+        next_start = trio.current_time()
         while trio.current_time() < deadline:
             pattern = process.rng.choices(patterns, weights)[0]
             await getattr(self, f"_{pattern}")(process)
             if self.options.think:
-                await trio.sleep(process.rng.expovariate(1.0 / self.options.think))
+                pause = process.rng.expovariate(1.0 / self.options.think)
+                if self.options.paced:
+                    next_start += pause
+                    await trio.sleep_until(next_start)
+                else:
+                    await trio.sleep(pause)
 
     # --- patterns ---------------------------------------------------------------------------
 

@@ -216,3 +216,30 @@ def test_list_shows_every_shipped_scenario(
         "membership-1000",
     ):
         assert name in out
+
+
+def test_the_ci_batch_runs_seeds_twice_and_compares_their_hashes(tmp_path: Path) -> None:
+    """What CI's batch does (``--verify-determinism``), on one short seed of the ci scenario."""
+    result = simulate(
+        "ci",
+        "--seeds",
+        "1",
+        "--first-seed",
+        "3",
+        "--nodes",
+        "5",
+        "--duration",
+        "14",
+        "--fault-count",
+        "12",
+        "--jobs",
+        "1",
+        "--verify-determinism",
+        "1",
+        "--output",
+        str(tmp_path / "out"),
+    )
+    assert result.returncode in (0, 1), result.stdout + result.stderr
+    assert "1 of them twice" in result.stdout
+    assert "1 seeds run twice, 0 differed" in result.stdout
+    assert "not deterministic" not in result.stderr

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from p2pindex.core.versions import VersionVector, encode_context
 from p2pindex.sim.checkers import (
     CheckConfig,
     MembershipBounds,
@@ -284,6 +285,18 @@ def test_replicas_agreeing_only_after_the_bound_are_reported() -> None:
     replicas(h, 50.0, 1, "k", [("n1", (b"a",), b"c1"), ("n2", (b"a",), b"c1")])
     assert "only at 50.000" in check_convergence(h, bound=30.0)[0].message
     assert check_convergence(h, bound=45.0) == []
+
+
+def test_a_stale_replica_shows_every_clock_entry_not_a_truncated_prefix() -> None:
+    actor = "0123456789abcdef0123.a1b2c3d4"
+    newer = encode_context(VersionVector({actor: 33}))
+    older = encode_context(VersionVector({actor: 32}))
+    h = History()
+    h.append(FaultEvent(10.0, FaultKind.HEAL))
+    replicas(h, 20.0, 0, "k", [("n1", (b"a", b"b"), newer), ("n2", (b"a",), older)])
+    message = check_convergence(h, bound=30.0)[0].message
+    assert "n1: [{a}, {b}] clock={012345.a1b2:33}" in message
+    assert "n2: [{a}] clock={012345.a1b2:32}" in message
 
 
 def test_convergence_without_samples_cannot_pass() -> None:

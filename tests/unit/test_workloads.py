@@ -251,6 +251,41 @@ async def test_churn_keeps_the_member_count_in_bounds_and_records_changes(autoju
     assert all(event.time <= trio.current_time() for event in history.faults)
 
 
+class StallingStore(FakeStore):
+    """Every call made ``start`` to ``end`` seconds after creation hangs until ``end``."""
+
+    def __init__(self, rng: random.Random, start: float, end: float) -> None:
+        super().__init__(rng)
+        now = trio.current_time()
+        self.window = (now + start, now + end)
+
+    async def _hop(self) -> None:
+        start, end = self.window
+        if start <= trio.current_time() < end:
+            await trio.sleep_until(end)
+        await super()._hop()
+
+
+async def count_ops(store: FakeStore, *, paced: bool) -> int:
+    history = History()
+    options = WorkloadOptions(processes=3, think=0.2, paced=paced)
+    async with trio.open_nursery() as nursery:
+        store.nursery = nursery
+        await Workload(history, random.Random(5), options).run({"a": store}, 20.0)
+    return sum(1 for op in history.ops if op.type is not OpType.INVOKE)
+
+
+async def test_a_paced_workload_makes_up_for_a_stall_and_a_plain_one_does_not(
+    autojump_clock,
+) -> None:
+    paced_calm = await count_ops(FakeStore(random.Random(3)), paced=True)
+    paced_stalled = await count_ops(StallingStore(random.Random(3), 5.0, 12.0), paced=True)
+    plain_calm = await count_ops(FakeStore(random.Random(3)), paced=False)
+    plain_stalled = await count_ops(StallingStore(random.Random(3), 5.0, 12.0), paced=False)
+    assert paced_stalled >= 0.9 * paced_calm
+    assert plain_stalled < 0.75 * plain_calm
+
+
 def test_options_reject_nonsense() -> None:
     with pytest.raises(ValueError, match="process"):
         WorkloadOptions(processes=0)
@@ -258,6 +293,8 @@ def test_options_reject_nonsense() -> None:
         WorkloadOptions(mix={"nonsense": 1.0})
     with pytest.raises(ValueError, match="blind"):
         WorkloadOptions(blind_fraction=2.0)
+    with pytest.raises(ValueError, match="paced"):
+        WorkloadOptions(paced="yes")  # type: ignore[arg-type]
 
 
 def _no_samples() -> CheckConfig:
