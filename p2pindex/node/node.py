@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -24,24 +25,30 @@ from p2pindex.core.swim import Member, MemberChanged, Swim, SwimConfig
 from p2pindex.errors import InvalidRequest, P2PIndexError, StorageFailure
 from p2pindex.net.base import Transport
 from p2pindex.net.channel import RpcChannel
-from p2pindex.node.coordinator import Coordinator
+from p2pindex.node import planted
+from p2pindex.node.antientropy import AntiEntropy
+from p2pindex.node.coordinator import Coordinator, data_fast_path
 from p2pindex.node.handoff import OwnershipHandoff
 from p2pindex.node.hints import HintedHandoff
 from p2pindex.node.identity import NodeIdentity
 from p2pindex.node.membership import MembershipDriver
 from p2pindex.node.monitor import IndexMonitor
 from p2pindex.node.peers import PeerPool
-from p2pindex.node.replica import IndexManager
+from p2pindex.node.replica import IndexManager, ReplicaService
 from p2pindex.node.stats import StatisticsStore
+from p2pindex.security.access import PeerKind
 from p2pindex.security.manager import SecurityManager
+from p2pindex.security.session import SecureStream
 from p2pindex.storage.base import Storage
 from p2pindex.types import Address, Liveness, NodeState
 from p2pindex.wire.messages import (
     DeleteRequest,
+    DigestRequest,
     ExplainReply,
     ExplainRequest,
     GetRequest,
     Hello,
+    KeyDigestRequest,
     LeaveRequest,
     MembersReply,
     MembersRequest,
@@ -52,12 +59,14 @@ from p2pindex.wire.messages import (
     PutRequest,
     RangeScan,
     RangeScanReply,
+    RecordsRequest,
     RemoveRequest,
     ReplicaAck,
     ReplicaRead,
-    ReplicaReadReply,
+    ReplicaReadMany,
     ReplicaWrite,
     ReplicaWriteBatch,
+    ReplicaWriteMany,
     StatusReply,
     StatusRequest,
 )
@@ -72,6 +81,9 @@ DEGRADED_HEALTH = 6
 UNREACHABLE_GRACE = 3.0
 """Seconds a peer that refused a connection is skipped, before SWIM has an opinion."""
 MAX_SCAN_BATCH = 4096
+REMOVED_META = "removed"
+RING_MEMBERS_META = "ring_members"
+"""The ring's other members ([node id, address, incarnation]), restored on restart."""
 
 
 class Node:
@@ -123,7 +135,9 @@ class Node:
         self._coordinator: Coordinator | None = None
         self._peers: PeerPool | None = None
         self._hints: HintedHandoff | None = None
+        self._replica: ReplicaService | None = None
         self.handoff: OwnershipHandoff | None = None
+        self.antientropy: AntiEntropy | None = None
         self.monitor = IndexMonitor(self)
         self._stopped = trio.Event()
 
@@ -135,6 +149,8 @@ class Node:
         """Serve until cancelled (a crash) or until ``leave`` completes (a graceful exit)."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            if "ack-before-commit" in self.config.planted_bugs:
+                self.storage = planted.AckBeforeCommit(self.storage, nursery.start_soon)
             actor = f"{self.node_id}.{await self._storage_epoch()}"
             self._index = IndexManager(
                 self.storage,
@@ -142,7 +158,6 @@ class Node:
                 self.config.limits,
                 self.stats,
                 planted_bugs=self.config.planted_bugs,
-                spawn=nursery.start_soon,
             )
             if "hints-dropped-on-restart" in self.config.planted_bugs:
                 await self._drop_all_hints()
@@ -166,6 +181,13 @@ class Node:
             self._hints = HintedHandoff(
                 self, self.storage, self._peers, self.stats, self._wall_clock
             )
+            self._replica = ReplicaService(
+                self._index,
+                self._hints,
+                self.stats,
+                degraded=self._write_refusal,
+                storage_failed=self.storage_failed,
+            )
             self.handoff = OwnershipHandoff(
                 self,
                 self.storage,
@@ -174,9 +196,21 @@ class Node:
                 self.stats,
                 self.config.n_replicas,
             )
+            self.antientropy = AntiEntropy(
+                self,
+                self.storage,
+                self._peers,
+                self._apply_records,
+                self.stats,
+                random.Random(self._rng.getrandbits(64)),
+                n_replicas=self.config.n_replicas,
+                interval=self.config.anti_entropy_interval or 0.0,
+                max_frame=self.config.limits.max_frame,
+            )
             if self.config.seeds and not self.handoff.already_synced():
                 self.state = NodeState.SYNCING
                 self.state_reason = "receiving the data of its ranges"
+            claims = self.security.claims if self.security is not None else None
             self._swim = Swim(
                 self._swim_config,
                 self.node_id,
@@ -186,16 +220,24 @@ class Node:
                 trio.current_time(),
                 state=self.state,
                 sealer=self.security.sealer if self.security is not None else None,
+                claims=claims,
             )
+            # Members this node knew before a restart stay in its ring while they are down:
+            # the seeds do not hand out tombstones of members the joiner never saw, and a ring
+            # without them would send their keys to other nodes and keep no hints for them.
+            self._swim.restore(self._load_ring_members(), trio.current_time())
             self._members = {m.node_id: m for m in self._swim.members()}
+            self._rebuild_ring()
             self._driver = MembershipDriver(
-                self._swim, self._transport, self._exchange, self._on_member_change
+                self._swim, self._transport, self._exchange, self._on_member_change, claims=claims
             )
             await nursery.start(self._driver.run)
             if self.config.seeds:
                 self._swim.join(list(self.config.seeds), trio.current_time())
                 self._driver.notify()
             nursery.start_soon(self._hints.run)
+            if self.config.anti_entropy_interval is not None:
+                nursery.start_soon(self.antientropy.run)
             nursery.start_soon(self._settle_ownership)
             nursery.start_soon(self._housekeeping)
             if self.state is NodeState.DEGRADED:  # storage failed while starting
@@ -300,12 +342,21 @@ class Node:
         member = self._members.get(node_id)
         return member is not None and member.state is not NodeState.SYNCING
 
+    async def keep_hint(self, target: str, key: bytes, record: bytes) -> None:
+        """Hand a write this node coordinated as a fallback to hinted handoff."""
+        assert self._hints is not None
+        await self._hints.keep(target, key, record)
+
     def note_unreachable(self, node_id: str) -> None:
         """Data-path evidence: a refused connection skips the peer for a short grace period."""
         self._unreachable_until[node_id] = trio.current_time() + UNREACHABLE_GRACE
 
     def members(self) -> list[Member]:
         return sorted(self._members.values(), key=lambda m: m.node_id)
+
+    def membership_statistics(self) -> dict[str, int]:
+        """The SWIM engine's counters (probes, refused input such as ``bad_claim``)."""
+        return self._swim.statistics() if self._swim is not None else {}
 
     def _live_addresses(self) -> list[tuple[str, Address]]:
         live = (Liveness.ALIVE, Liveness.SUSPECT)
@@ -338,6 +389,7 @@ class Node:
         if nodes != self.ring.nodes:
             self.ring = Ring(nodes, DEFAULT_VNODES)
             self.stats.incr("ring.rebuilds")
+            self._spawn_persist_ring_members()
 
     def remove_member(self, node_id: str) -> None:
         """Take ``node_id`` out of this node's ring (and remember it across restarts)."""
@@ -387,13 +439,48 @@ class Node:
         return OkReply(detail)
 
     def _load_removed(self) -> dict[str, int]:
-        raw = self.storage.get_meta("removed")
+        raw = self.storage.get_meta(REMOVED_META)
         return {str(k): int(v) for k, v in json.loads(raw).items()} if raw else {}
 
     def _spawn_persist_removed(self) -> None:
+        doc = json.dumps(self._removed, sort_keys=True).encode()
+        self._spawn_save_meta(REMOVED_META, doc)
+
+    def _load_ring_members(self) -> list[Member]:
+        raw = self.storage.get_meta(RING_MEMBERS_META)
+        if not raw:
+            return []
+        try:
+            return [
+                Member(
+                    str(node_id), Address.parse(address), int(inc), Liveness.ALIVE, NodeState.ACTIVE
+                )
+                for node_id, address, inc in json.loads(raw)
+                if node_id != self.node_id and node_id not in self._removed
+            ]
+        except (ValueError, TypeError) as exc:
+            log.warning("ignoring the saved ring members (%s): the seeds will tell", exc)
+            return []
+
+    def _spawn_persist_ring_members(self) -> None:
+        saved = sorted(
+            [node_id, str(member.address), member.incarnation]
+            for node_id, member in self._members.items()
+            if node_id in self.ring.nodes and node_id != self.node_id
+        )
+        self._spawn_save_meta(RING_MEMBERS_META, json.dumps(saved).encode())
+
+    def _spawn_save_meta(self, name: str, value: bytes) -> None:
         if self._nursery is not None:
-            doc = json.dumps(self._removed, sort_keys=True).encode()
-            self._nursery.start_soon(self.storage.set_meta, "removed", doc)
+            self._nursery.start_soon(self._save_meta, name, value)
+
+    async def _save_meta(self, name: str, value: bytes) -> None:
+        """Best effort: a full disk must not take the node down; the next change retries."""
+        try:
+            await self.storage.set_meta(name, value)
+        except StorageFailure as exc:
+            self.stats.incr("storage.meta_failures")
+            log.warning("could not save %s: %s", name, exc)
 
     async def _housekeeping(self) -> None:
         """Periodic local checks: auto-removal of long-dead members, local health."""
@@ -421,14 +508,26 @@ class Node:
 
     async def _handle_stream(self, stream: trio.abc.Stream, peer: Address) -> None:
         handler = self._dispatch
+        node_peer = True
+        authorize = None
         if self.security is not None:
             handler = self.security.guard(stream, self._dispatch)
+            assert isinstance(stream, SecureStream)  # guard() refuses any other stream
+            node_peer = stream.peer.kind is PeerKind.NODE
+            if not node_peer:  # what guard() does for a client's every request
+                authorize = functools.partial(self.security.authorize, stream.peer)
+        fast_path = None
+        if self._coordinator is not None and self._replica is not None:  # else still starting
+            fast_path = data_fast_path(
+                self._coordinator, self._replica, node_peer=node_peer, authorize=authorize
+            )
         channel = RpcChannel(
             stream,
             self.config.limits,
             handler=handler,
             name=f"from {peer}",
             on_bad_input=self._count_bad_input,
+            fast_path=fast_path,
         )
         await channel.run()
 
@@ -442,14 +541,19 @@ class Node:
             return await self._coordinator.put(message)
         if isinstance(message, GetRequest):
             return await self._coordinator.get(message)
-        if isinstance(message, ReplicaWrite):
-            return await self._replica_write(message)
-        if isinstance(message, ReplicaRead):
-            return ReplicaReadReply(self.storage.get(message.key))
+        if isinstance(message, ReplicaWrite | ReplicaWriteMany):
+            assert self._replica is not None
+            return await self._replica.write(message)
+        if isinstance(message, ReplicaRead | ReplicaReadMany):
+            assert self._replica is not None
+            return self._replica.read(message)
         if isinstance(message, ReplicaWriteBatch):
             return await self._replica_write_batch(message)
         if isinstance(message, RangeScan):
             return self._range_scan(message)
+        if isinstance(message, DigestRequest | KeyDigestRequest | RecordsRequest):
+            assert self.antientropy is not None
+            return self.antientropy.serve(message)
         if isinstance(message, PushPull):
             assert self._swim is not None
             reply = self._swim.push_pull_respond(message.state, self.address, trio.current_time())
@@ -485,20 +589,10 @@ class Node:
             self.stats.incr("rejected.bad_record")
             raise InvalidRequest(f"bad record: {exc}") from None
 
-    async def _replica_write(self, message: ReplicaWrite) -> Message:
-        assert self._index is not None and self._hints is not None
-        incoming = self._decode(message.record)
+    def _write_refusal(self) -> str | None:
         if self.state is NodeState.DEGRADED:
-            raise StorageFailure(f"node {self.node_id} is degraded and takes no writes")
-        try:
-            if message.hint_for is not None:
-                await self._hints.keep(message.hint_for, message.key, message.record)
-            await self._index.apply(message.key, incoming)
-        except StorageFailure as exc:
-            self.storage_failed(exc)
-            raise
-        self.stats.incr("replica.writes")
-        return ReplicaAck()
+            return f"node {self.node_id} is degraded and takes no writes"
+        return None
 
     async def _replica_write_batch(self, message: ReplicaWriteBatch) -> Message:
         await self._apply_records(message.items)
