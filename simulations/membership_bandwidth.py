@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from membership_common import Progress, parser, run_profiles, table
+from membership_common import Progress, parser, run_profiles, simulation, table
 
 from p2pindex.core.swim import SwimConfig
 from p2pindex.sim.swim_sim import UDP_IP_HEADER, SwimSimulation
@@ -27,7 +27,7 @@ def counters(sim: SwimSimulation) -> list[tuple[int, int, int]]:
 
 def run(name: str, config: SwimConfig, args) -> list[object]:
     wall = time.monotonic()
-    sim = SwimSimulation(seed=args.seed, loss=args.loss)
+    sim = simulation(args, loss=args.loss)
     sim.build(config, args.nodes)
     progress = Progress(name, args.quiet)
     progress.run(sim, args.warmup, step=30.0)

@@ -22,11 +22,12 @@ from membership_common import (
     parser,
     percentile,
     run_profiles,
+    simulation,
     table,
 )
 
 from p2pindex.core.swim import MemberChanged, SwimConfig
-from p2pindex.sim.swim_sim import SimNode, SwimSimulation
+from p2pindex.sim.swim_sim import SimNode
 from p2pindex.types import Liveness
 
 
@@ -48,7 +49,7 @@ class Trial:
 
 def run(name: str, config: SwimConfig, args) -> list[object]:
     wall = time.monotonic()
-    sim = SwimSimulation(seed=args.seed, loss=args.loss)
+    sim = simulation(args, loss=args.loss)
     nodes = sim.build(config, args.nodes)
     rng = random.Random(args.seed * 7919 + 1)
     by_id = {node.node_id: node for node in nodes}

@@ -21,10 +21,18 @@ import sys
 import time
 from collections import Counter
 
-from membership_common import Progress, command_line, parser, profiles, table
+from membership_common import (
+    Progress,
+    command_line,
+    parser,
+    profiles,
+    security_summary,
+    simulation,
+    table,
+)
 
 from p2pindex.core.swim import MemberChanged, SwimConfig
-from p2pindex.sim.swim_sim import SimNode, SwimSimulation
+from p2pindex.sim.swim_sim import SimNode
 from p2pindex.types import Liveness
 
 
@@ -54,7 +62,7 @@ class Tally:
 
 def run_loss(name: str, config: SwimConfig, loss: float, args) -> list[object]:
     wall = time.monotonic()
-    sim = SwimSimulation(seed=args.seed, loss=loss)
+    sim = simulation(args, loss=loss)
     nodes = sim.build(config, args.nodes)
     tally = Tally(set())
     sim.observers.append(tally.observe)
@@ -79,7 +87,7 @@ def run_loss(name: str, config: SwimConfig, loss: float, args) -> list[object]:
 
 def run_stall(name: str, config: SwimConfig, onset: str, args) -> list[object]:
     wall = time.monotonic()
-    sim = SwimSimulation(seed=args.seed)
+    sim = simulation(args)
     nodes = sim.build(config, args.stall_nodes)
     rng = random.Random(args.seed * 31 + 7)
     slow_nodes = rng.sample(nodes, args.slow)
@@ -122,11 +130,14 @@ def main() -> None:
     p.add_argument("--onsets", default="random,probe")
     args = p.parse_args()
     print(f"# {command_line()}")
+    signed = "signed" if args.security == "on" else "unsigned"
+    print(f"# security {args.security}: datagrams and membership claims {signed}")
     if args.part in ("loss", "both"):
         rows = []
         for loss in (float(x) for x in args.losses.split(",")):
             for name, config in profiles(args.profiles):
                 rows.append(run_loss(name, config, loss, args))
+                print(security_summary(f"{name} at {loss:.0%}"))
                 print(f"  {name} at {loss:.0%} done", file=sys.stderr)
         print(f"# G3: healthy cluster of {args.nodes}, {args.duration:.0f} s, uniform loss")
         headers = [
@@ -149,6 +160,7 @@ def main() -> None:
         for onset in args.onsets.split(","):
             for name, config in profiles(spec):
                 rows.append(run_stall(name, config, onset, args))
+                print(security_summary(f"{name} stalls/{onset}"))
                 print(f"  {name} stalls/{onset} done", file=sys.stderr)
         print(
             f"# G4: {args.slow} of {args.stall_nodes} nodes stalling 1-5 s, {args.duration:.0f} s"

@@ -12,10 +12,10 @@ from __future__ import annotations
 import math
 import time
 
-from membership_common import Progress, parser, run_profiles, table
+from membership_common import Progress, parser, run_profiles, simulation, table
 
 from p2pindex.core.swim import SwimConfig
-from p2pindex.sim.swim_sim import SimNode, SwimSimulation
+from p2pindex.sim.swim_sim import SimNode
 from p2pindex.types import Liveness
 
 
@@ -33,7 +33,7 @@ def one_view(nodes: list[SimNode]) -> bool:
 
 def run(name: str, config: SwimConfig, args) -> list[object]:
     wall = time.monotonic()
-    sim = SwimSimulation(seed=args.seed, loss=args.loss)
+    sim = simulation(args, loss=args.loss)
     nodes = sim.build(config, args.nodes)
     half = len(nodes) // 2
     progress = Progress(name, args.quiet)

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from p2pindex.cli.local_cluster import LocalCluster, credentials_in_environment, wait_converged
+from p2pindex.cli.local_cluster import LocalCluster, wait_converged
 from p2pindex.client import Client
 from p2pindex.errors import P2PIndexError
 
@@ -58,9 +58,7 @@ def trial(root: Path, nodes: int, victim: int) -> tuple[float, float]:
         wait_converged(cluster, timeout=60)
         subject = cluster.nodes[victim].node_id
         observers = [str(n.address) for i, n in enumerate(cluster.nodes) if i != victim]
-        with credentials_in_environment(cluster.credentials):
-            db = Client(observers, timeout=2.0)
-        with db:
+        with Client(observers, timeout=2.0, credentials=cluster.credentials) as db:
             before = liveness_seen(db, observers[0], subject)
             assert before is not None
             cluster.kill(victim)

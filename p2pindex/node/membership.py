@@ -4,6 +4,10 @@ All protocol decisions live in the sans-IO core; this module only moves bytes an
 it feeds received datagrams and ``trio.current_time()`` in, sends what comes out, runs
 push-pull exchanges through the node's RPC ``exchange`` and hands membership events to the
 node. Using trio's clock means a test under ``MockClock`` runs the protocol in virtual time.
+
+With security on, the core signs its own membership claims and checks everyone's through
+``claims``; the driver's one part in that is to hand back the claims that were held for a
+signer's certificate once the security manager has fetched it.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import trio
 from p2pindex.core.swim import MemberChanged, Swim
 from p2pindex.errors import P2PIndexError
 from p2pindex.net.base import Transport
+from p2pindex.security.claims import Claims
 from p2pindex.types import Address
 
 log = logging.getLogger(__name__)
@@ -36,12 +41,14 @@ class MembershipDriver:
         on_change: Callable[[MemberChanged], None],
         *,
         exchange_timeout: float = 10.0,
+        claims: Claims | None = None,
     ) -> None:
         self._swim = swim
         self._transport = transport
         self._exchange = exchange
         self._on_change = on_change
         self._exchange_timeout = exchange_timeout
+        self._claims = claims
         self._wakeup = trio.Event()
         self._nursery: trio.Nursery | None = None
 
@@ -87,6 +94,10 @@ class MembershipDriver:
                 await self._wakeup.wait()
             self._wakeup = trio.Event()
             now = trio.current_time()
+            if self._claims is not None:
+                held = self._claims.take_verifiable()
+                if held:
+                    swim.receive_records(held, now)
             deadline = swim.next_deadline()
             if deadline is not None and now >= deadline:
                 swim.handle_timer(now)

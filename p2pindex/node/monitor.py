@@ -46,7 +46,10 @@ class IndexMonitor:
                 {"target": b.target, "count": b.count, "bytes": b.bytes, "oldest": b.oldest}
                 for b in node.storage.hint_backlog()
             ],
-            "statistics": node.stats.snapshot(),
+            "statistics": {
+                **node.stats.snapshot(),
+                **{f"membership.{k}": v for k, v in node.membership_statistics().items()},
+            },
         }
 
     def explain(self, key: bytes) -> dict[str, Any]:

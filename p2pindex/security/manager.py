@@ -119,7 +119,14 @@ class SecurityManager:
         self.sealer = DatagramSealer(
             signing_key, trust.cluster_id, self.directory, wall_clock, self
         )
-        self.claims = Claims(signing_key, self.node_id, trust.cluster_id, self.directory, self)
+        self.claims = Claims(
+            signing_key,
+            self.node_id,
+            trust.cluster_id,
+            self.directory,
+            self,
+            locate=self.note_member,
+        )
         self._sessions: weakref.WeakSet[SecureStream] = weakref.WeakSet()
         self._rng = rng or random.Random()
         self._addresses: dict[str, Address] = {}

@@ -5,6 +5,12 @@ event loop, with per-link latency, uniform loss, partitions, node stalls, crashe
 restarts, and byte counters. No trio and no threads: a 1,000-node cluster runs far faster
 than real time, and every run is reproduced exactly from its seed.
 
+With ``signed=True`` every node runs with the production security pieces: a certified
+Ed25519 key (its node id derives from it), a ``DatagramSealer`` that signs and checks every
+datagram, and ``Claims`` that sign and check every membership record, all against one
+cluster authority and a wall clock that follows virtual time. Datagram sizes and what gets
+dropped are then exactly those of a secure cluster; only the CPU cost is paid for real.
+
 A stalled node processes nothing; when the stall ends it wakes like a frozen process does:
 its overdue timer fires first, then it reads the datagrams and streams that queued up, all
 at the wake-up time.
@@ -18,14 +24,33 @@ import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from nacl.signing import SigningKey
+
 from p2pindex.core.swim import Member, MemberChanged, Swim, SwimConfig
+from p2pindex.core.swim.messages import Alive
 from p2pindex.errors import ProtocolError
+from p2pindex.security.certs import (
+    TrustSet,
+    cluster_id_of,
+    issue_node_certificate,
+    issue_revocations,
+    node_id_of,
+)
+from p2pindex.security.claims import Claims
+from p2pindex.security.counting import Tally
+from p2pindex.security.datagrams import DatagramSealer
+from p2pindex.security.directory import CertificateDirectory
+from p2pindex.security.trust import TrustState
 from p2pindex.types import Address, Liveness, NodeState
 
 UDP_IP_HEADER = 28
 """IPv4 + UDP header bytes, added when reporting bandwidth on the wire."""
 
 _TIMER, _DELIVER, _SERVE, _REPLY, _WAKE, _CALL = range(6)
+
+WALL_CLOCK_START = 1_800_000_000.0
+"""The wall clock (for certificates and datagram timestamps) at virtual time 0."""
+CERTIFICATE_LIFETIME = 30 * 24 * 3600
 
 Observer = Callable[[float, "SimNode", MemberChanged], None]
 
@@ -53,6 +78,72 @@ class SimNode:
     stall_on_probe: float = 0.0
     """A stall of this length starts right after the node's next probe ping (0: none armed)."""
     probes_seen: int = 0
+    signing_key: SigningKey | None = None
+    security: Tally = field(default_factory=Tally)
+    """The node's security counters (``swim.*`` from its sealer, ``claims.*`` from its
+    claims), kept across restarts."""
+
+
+class SimAuthority:
+    """One cluster authority for a signed simulation: node keys, certificates, revocations.
+
+    Every node consults one shared certificate directory (each real node would hold its own
+    copy with the same content); keys derive from the seed, so runs stay reproducible.
+    """
+
+    def __init__(self, seed: int, wall_clock: Callable[[], float]) -> None:
+        self._seed = seed
+        self.wall_clock = wall_clock
+        self.key = self.derive_key("authority")
+        public = bytes(self.key.verify_key)
+        self.trust = TrustSet(cluster_id_of(public), frozenset({public}))
+        self.state = TrustState(self.trust)
+        self.directory = CertificateDirectory(self.state, wall_clock)
+        self._serial = 0
+        self._revoked: set[str] = set()
+        self._claims: list[Claims] = []
+
+    def derive_key(self, name: str) -> SigningKey:
+        return SigningKey(hashlib.blake2b(f"{self._seed}/key/{name}".encode()).digest()[:32])
+
+    def certify(self, signing_key: SigningKey) -> str:
+        """Certify ``signing_key`` for this cluster; its node id."""
+        self._serial += 1
+        public = bytes(signing_key.verify_key)
+        blob = issue_node_certificate(
+            self.key,
+            self.trust.cluster_id,
+            public,
+            issued=int(self.wall_clock()) - 60,
+            lifetime=CERTIFICATE_LIFETIME,
+            serial=self._serial,
+        )
+        self.directory.add_raw(blob)
+        return node_id_of(public)
+
+    def revoke(self, node_id: str) -> None:
+        self._revoked.add(node_id)
+        document = issue_revocations(
+            self.key,
+            self.trust.cluster_id,
+            version=len(self._revoked),
+            issued=int(self.wall_clock()),
+            node_ids=sorted(self._revoked),
+        )
+        self.state.offer(document, "the simulation")
+        for claims in self._claims:
+            claims.forget_verified()
+
+    def sealer(self, signing_key: SigningKey, counts: Tally) -> DatagramSealer:
+        return DatagramSealer(
+            signing_key, self.trust.cluster_id, self.directory, self.wall_clock, counts
+        )
+
+    def claims(self, signing_key: SigningKey, counts: Tally) -> Claims:
+        node_id = node_id_of(bytes(signing_key.verify_key))
+        claims = Claims(signing_key, node_id, self.trust.cluster_id, self.directory, counts)
+        self._claims.append(claims)
+        return claims
 
 
 class SwimSimulation:
@@ -63,6 +154,7 @@ class SwimSimulation:
         latency: tuple[float, float] = (0.0002, 0.002),
         loss: float = 0.0,
         connect_timeout: float = 1.0,
+        signed: bool = False,
     ) -> None:
         self.rng = random.Random(seed)
         self._seed = seed
@@ -74,10 +166,16 @@ class SwimSimulation:
         self.by_address: dict[Address, SimNode] = {}
         self.partitioned = False
         self.observers: list[Observer] = []
+        self.taps: list[Callable[[SimNode, bytes, Address], None]] = []
+        """Called with every datagram a node is handed (receiver, bytes, source): capture."""
         self.max_datagram = 0
         self.events_processed = 0
         self._heap: list[tuple[float, int, int, tuple[object, ...]]] = []
         self._counter = 0
+        self.authority = SimAuthority(seed, self.wall_clock) if signed else None
+
+    def wall_clock(self) -> float:
+        return WALL_CLOCK_START + self.now
 
     # --- building the cluster ----------------------------------------------------------------
 
@@ -90,10 +188,26 @@ class SwimSimulation:
         incarnation: int = 1,
     ) -> SimNode:
         index = len(self.nodes)
+        signing_key = None
+        if self.authority is not None:
+            if node_id is not None:
+                raise ValueError("a signed simulation derives node ids from node keys")
+            signing_key = self.authority.derive_key(f"node/{index}")
+            node_id = self.authority.certify(signing_key)
         node_id = node_id or hashlib.blake2b(f"{self._seed}/{index}".encode()).hexdigest()[:64]
         address = Address(f"10.{index >> 16 & 255}.{index >> 8 & 255}.{index & 255}", 7000)
-        swim = self._make_swim(config, node_id, address, incarnation, index)
-        node = SimNode(index, node_id, address, swim, config, incarnation=incarnation)
+        counts = Tally()
+        swim = self._make_swim(config, node_id, address, incarnation, index, signing_key, counts)
+        node = SimNode(
+            index,
+            node_id,
+            address,
+            swim,
+            config,
+            incarnation=incarnation,
+            signing_key=signing_key,
+            security=counts,
+        )
         node.base_latency = self.rng.uniform(*self.latency) / 2
         self.nodes.append(node)
         self.by_address[address] = node
@@ -103,10 +217,13 @@ class SwimSimulation:
         return node
 
     def build(self, config: SwimConfig, n: int) -> list[SimNode]:
-        """``n`` nodes that already know each other (as after a long-settled join)."""
+        """``n`` nodes that already know each other (as after a long-settled join); signed
+        nodes hold each other's signed alive records, as if verified while they settled."""
         nodes = [self.add_node(config) for _ in range(n)]
-        members = [
-            Member(x.node_id, x.address, x.incarnation, Liveness.ALIVE, NodeState.ACTIVE)
+        members: list[Member | Alive] = [
+            x.swim.own_record()
+            if self.authority is not None
+            else Member(x.node_id, x.address, x.incarnation, Liveness.ALIVE, NodeState.ACTIVE)
             for x in nodes
         ]
         for node in nodes:
@@ -115,10 +232,23 @@ class SwimSimulation:
         return nodes
 
     def _make_swim(
-        self, config: SwimConfig, node_id: str, address: Address, incarnation: int, salt: int
+        self,
+        config: SwimConfig,
+        node_id: str,
+        address: Address,
+        incarnation: int,
+        salt: int,
+        signing_key: SigningKey | None,
+        counts: Tally,
     ) -> Swim:
         rng = random.Random(f"{self._seed}/{node_id}/{incarnation}/{salt}")
-        return Swim(config, node_id, address, incarnation, rng, self.now)
+        sealer = claims = None
+        if self.authority is not None and signing_key is not None:
+            sealer = self.authority.sealer(signing_key, counts)
+            claims = self.authority.claims(signing_key, counts)
+        return Swim(
+            config, node_id, address, incarnation, rng, self.now, sealer=sealer, claims=claims
+        )
 
     # --- faults ------------------------------------------------------------------------------
 
@@ -145,7 +275,13 @@ class SwimSimulation:
         node.config = config or node.config
         node.incarnation = incarnation
         node.swim = self._make_swim(
-            node.config, node.node_id, node.address, incarnation, self._counter
+            node.config,
+            node.node_id,
+            node.address,
+            incarnation,
+            self._counter,
+            node.signing_key,
+            node.security,
         )
         node.up = True
         node.stalled_until = 0.0
@@ -186,6 +322,11 @@ class SwimSimulation:
 
     def at(self, when: float, action: Callable[[], None]) -> None:
         self._push(when, _CALL, (action,))
+
+    def inject(self, target: SimNode, data: bytes, source: Address) -> None:
+        """Deliver raw bytes to ``target`` now, as if sent from ``source`` (an attacker on
+        the network): no loss, no partition, no latency."""
+        self._push(self.now, _DELIVER, (target, target.address, data, source))
 
     # --- the event loop ----------------------------------------------------------------------
 
@@ -238,6 +379,8 @@ class SwimSimulation:
             return
         node.udp_in += len(data)
         node.datagrams_in += 1
+        for tap in self.taps:
+            tap(node, data, source)
         node.swim.receive_datagram(data, source, self.now)
         self._flush(node)
 

@@ -2,6 +2,7 @@
 
 from p2pindex.types import Liveness, NodeState
 
+from .claims import ClaimSigner
 from .codec import DecodeError, Sealer
 from .config import HARD_MAX_DATAGRAM, SwimConfig
 from .state import Member, MemberChanged
@@ -9,6 +10,7 @@ from .swim import Swim
 
 __all__ = [
     "HARD_MAX_DATAGRAM",
+    "ClaimSigner",
     "DecodeError",
     "Liveness",
     "Member",

@@ -1,8 +1,8 @@
 """SWIM messages: membership records (gossiped and synced) and probe messages (UDP only).
 
-Records carry an optional ``signature``. Nothing fills it yet; it is decoded, kept and
-forwarded unchanged, so signing records later (alive and leave by the subject, suspect and
-dead by the accuser) needs no new format.
+Records carry an optional ``signature`` by whoever made the claim (alive and leave by the
+subject, suspect and dead by the accuser; see ``claims.ClaimSigner``). It is decoded, kept
+and forwarded unchanged, so a relayed record stays verifiable however many hops it travels.
 """
 
 from __future__ import annotations

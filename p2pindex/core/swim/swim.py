@@ -19,6 +19,7 @@ from p2pindex.types import Address, Liveness, NodeState
 
 from .awareness import Awareness
 from .broadcast import BroadcastQueue
+from .claims import Claim, ClaimSigner
 from .codec import (
     HEADER_SLACK,
     MAX_SEQ,
@@ -102,6 +103,7 @@ class Swim:
         now: float,
         state: NodeState = NodeState.ACTIVE,
         sealer: Sealer | None = None,
+        claims: ClaimSigner | None = None,
     ) -> None:
         if not valid_node_id(node_id):
             raise ConfigError(f"bad node id {node_id!r}")
@@ -114,6 +116,7 @@ class Swim:
         self._state = state
         self._rng = rng
         self._sealer = sealer
+        self._claims = claims
         self._overhead = sealer.overhead if sealer is not None else 0
         self._lifeguard = config.lifeguard
         self._table = MemberTable(node_id, config.push_pull_buckets)
@@ -246,16 +249,26 @@ class Swim:
             return
         self._join_attempt(now)
 
-    def restore(self, members: Iterable[Member], now: float) -> None:
+    def own_record(self) -> Alive:
+        """This node's current alive claim (signed when claims are on), as others store it."""
+        return self._table.entries[self.node_id].alive
+
+    def restore(self, members: Iterable[Member | Alive], now: float) -> None:
         """Load members known from elsewhere (a saved snapshot, a test fixture) without
-        gossiping them: they enter as alive at their incarnation and are probed as usual."""
+        gossiping them: they enter as alive at their incarnation and are probed as usual.
+        The caller vouches for them (they come from this node's own keeping), so nothing is
+        verified here. An ``Alive`` record is kept as it is, signature and all, and relays
+        as such; a bare ``Member`` enters unsigned, so peers that check claims drop it."""
         for member in members:
             node_id = member.node_id
             if node_id == self.node_id or node_id in self._table.entries:
                 continue
             if len(self._table) >= self._cfg.max_members:
                 break
-            alive = Alive(node_id, member.incarnation, member.address, member.state)
+            if isinstance(member, Alive):
+                alive = member
+            else:
+                alive = Alive(node_id, member.incarnation, member.address, member.state)
             self._set(node_id, alive, None, now)
             self._add_probe_candidate(node_id)
 
@@ -264,8 +277,8 @@ class Swim:
             return
         self._leaving_since = now
         self._stats["leaves"] += 1
-        record = Dead(self.node_id, self._inc, self.node_id)
-        self._set(self.node_id, self._self_alive(), record, now)
+        record = self._signed(Dead(self.node_id, self._inc, self.node_id))
+        self._set(self.node_id, self._table.entries[self.node_id].alive, record, now)
         payload = encode_record(record)
         self._broadcast(self.node_id, payload, now)
         targets = self._table.sample_live(self._rng, self._cfg.leave_fanout, set())
@@ -385,7 +398,8 @@ class Swim:
             return
         self._correct_sender = False
         for record in datagram.records:
-            self._merge(record, now)
+            if self._verified(record):
+                self._merge(record, now)
         for message in datagram.controls:
             if type(message) is Ping:
                 self._on_ping(message, source)
@@ -395,6 +409,13 @@ class Swim:
                 self._on_nack(message.seq, sender)
             else:
                 self._on_ping_req(message, source, now)
+
+    def receive_records(self, records: Iterable[Record], now: float) -> None:
+        """Records that reached this node another way (held back until their signer's
+        certificate arrived): checked and merged as if they had come in a datagram."""
+        for record in records:
+            if self._verified(record):
+                self._merge(record, now)
 
     def _on_ping(self, ping: Ping, source: Address) -> None:
         if ping.target != self.node_id:
@@ -539,7 +560,8 @@ class Swim:
         entry = self._table.get(probe.target)
         if entry is not None and entry.member.liveness in LIVE:
             self._stats["suspicions"] += 1
-            self._merge(Suspect(probe.target, entry.member.incarnation, self.node_id), now)
+            accusation = Suspect(probe.target, entry.member.incarnation, self.node_id)
+            self._merge(self._signed(accusation), now)
 
     def _stalled(self, now: float) -> None:
         """Our own timer fired late: verdicts that fell due while we were frozen wait for the
@@ -635,7 +657,7 @@ class Swim:
             stats["stale_records"] += 1
             return
         if stream and liveness is DEAD and current.liveness in LIVE:
-            self._merge(Suspect(node_id, incarnation, self.node_id), now)
+            self._merge(self._signed(Suspect(node_id, incarnation, self.node_id)), now)
             return
         self._suspicions.pop(node_id, None)
         self._set(node_id, entry.alive, record, now)
@@ -673,7 +695,19 @@ class Swim:
         self._broadcast(self.node_id, encode_record(record), now)
 
     def _self_alive(self) -> Alive:
-        return Alive(self.node_id, self._inc, self.address, self._state)
+        return self._signed(Alive(self.node_id, self._inc, self.address, self._state))
+
+    def _signed(self, record: Claim) -> Claim:
+        """A claim this node makes, signed when claims are on."""
+        return self._claims.sign(record) if self._claims is not None else record
+
+    def _verified(self, record: Record) -> bool:
+        """Whether a received record may be merged: its maker's signature checks out (or
+        claims are off). Relays keep records byte for byte, so the signature travels along."""
+        if self._claims is None or self._claims.verify(record):
+            return True
+        self._stats["bad_claim"] += 1
+        return False
 
     def _set(self, node_id: str, alive: Alive, status: Suspect | Dead | None, now: float) -> None:
         change = self._table.put(node_id, alive, status, now)
@@ -714,7 +748,7 @@ class Swim:
         if entry.member.incarnation != suspicion.incarnation:
             return
         self._stats["deaths"] += 1
-        self._merge(Dead(node_id, suspicion.incarnation, self.node_id), now)
+        self._merge(self._signed(Dead(node_id, suspicion.incarnation, self.node_id)), now)
 
     def _reap(self, node_id: str, now: float) -> None:
         entry = self._table.get(node_id)
@@ -905,7 +939,8 @@ class Swim:
         would let expired tombstones bounce between tables forever."""
         grouped: dict[str, list[Record]] = {}
         for record in records:
-            grouped.setdefault(record.node_id, []).append(record)
+            if self._verified(record):
+                grouped.setdefault(record.node_id, []).append(record)
         for node_id, group in grouped.items():
             unknown = node_id != self.node_id and node_id not in self._table.entries
             if unknown and any(r.liveness in (DEAD, LEFT) for r in group):
