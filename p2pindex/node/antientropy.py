@@ -40,6 +40,7 @@ from p2pindex.core.digest import (
 )
 from p2pindex.core.ring import Ring
 from p2pindex.errors import InvalidRequest, P2PIndexError
+from p2pindex.node.handoff import BatchApplier
 from p2pindex.node.peers import PeerPool
 from p2pindex.node.stats import StatisticsStore
 from p2pindex.storage.base import Storage
@@ -82,10 +83,6 @@ class AntiEntropyView(Protocol):
     def readable(self, node_id: str) -> bool: ...
 
     def address_of(self, node_id: str) -> Address: ...
-
-
-class BatchApplier(Protocol):
-    async def __call__(self, items: list[tuple[bytes, bytes]]) -> None: ...
 
 
 class AntiEntropy:
