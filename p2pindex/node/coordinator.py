@@ -13,7 +13,7 @@ indeterminate (``Timeout`` / ``QuorumFailed``): some replica may hold the write.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -263,27 +263,48 @@ class Coordinator:
         Each write is answered through ``respond`` the moment its quorum is decided, so a
         slow replica of one key does not hold back the others.
         """
-        writes: list[_Write] = []
+        await self._serve_batch(
+            requests,
+            respond,
+            self._plan_write,
+            self.put,
+            lambda writes: self._coordinate_writes(writes, respond),
+        )
+
+    async def _serve_batch(
+        self,
+        requests: list[Message],
+        respond: Respond,
+        plan: Callable[[int, Any], Any],
+        one_by_one: Callable[[Any], Awaitable[Message]],
+        coordinate: Callable[[list[Any]], Awaitable[None]],
+    ) -> None:
+        """Plan every request of a batch; coordinate the planned ones together. A request
+        this node is not a target for is relayed on its own, a refused one answered at once."""
+        planned: list[Any] = []
         async with trio.open_nursery() as nursery:
             for position, request in enumerate(requests):
-                assert isinstance(request, PutRequest | DeleteRequest)
                 try:
-                    write = self._plan_write(position, request)
+                    item = plan(position, request)
                 except P2PIndexError as exc:
                     respond(position, reply_for_error(exc))
                     continue
-                if write is None:  # not a target of its key: relayed on its own
-                    nursery.start_soon(self._put_one, position, request, respond)
+                if item is None:
+                    nursery.start_soon(self._answer_one, one_by_one, position, request, respond)
                 else:
-                    writes.append(write)
-            if writes:
-                await self._coordinate_writes(writes, respond)
+                    planned.append(item)
+            if planned:
+                await coordinate(planned)
 
-    async def _put_one(
-        self, position: int, request: PutRequest | DeleteRequest, respond: Respond
+    @staticmethod
+    async def _answer_one(
+        handler: Callable[[Any], Awaitable[Message]],
+        position: int,
+        request: Message,
+        respond: Respond,
     ) -> None:
         try:
-            reply = await self.put(request)
+            reply = await handler(request)
         except P2PIndexError as exc:
             reply = reply_for_error(exc)
         respond(position, reply)
@@ -573,28 +594,13 @@ class Coordinator:
     async def get_batch(self, requests: list[Message], respond: Respond) -> None:
         """Coordinate reads that arrived together, as ``get`` would one by one, without a
         task, cancel scope or event per read; each is answered once its quorum is decided."""
-        reads: list[_Read] = []
-        async with trio.open_nursery() as nursery:
-            for position, request in enumerate(requests):
-                assert isinstance(request, GetRequest)
-                try:
-                    read = self._plan_read(position, request)
-                except P2PIndexError as exc:
-                    respond(position, reply_for_error(exc))
-                    continue
-                if read is None:  # not a target of its key: relayed on its own
-                    nursery.start_soon(self._get_one, position, request, respond)
-                else:
-                    reads.append(read)
-            if reads:
-                await self._coordinate_reads(reads, _Group(len(reads), respond))
-
-    async def _get_one(self, position: int, request: GetRequest, respond: Respond) -> None:
-        try:
-            reply = await self.get(request)
-        except P2PIndexError as exc:
-            reply = reply_for_error(exc)
-        respond(position, reply)
+        await self._serve_batch(
+            requests,
+            respond,
+            self._plan_read,
+            self.get,
+            lambda reads: self._coordinate_reads(reads, _Group(len(reads), respond)),
+        )
 
     def _plan_read(self, position: int, request: GetRequest) -> _Read | None:
         n = self._config.n_replicas

@@ -125,6 +125,8 @@ class Node:
         self._removed: dict[str, int] = {}
         """Members taken out of the ring, with the incarnation they had; a restart of the
         node itself (higher incarnation, alive) brings it back."""
+        self._ring_members_saved = b""
+        """The ring members as last saved: a rebuild that changes nothing saved writes nothing."""
         self._dead_since: dict[str, float] = {}
         self._unreachable_until: dict[str, float] = {}
         self.ring = Ring([self.node_id], DEFAULT_VNODES)
@@ -450,6 +452,7 @@ class Node:
         raw = self.storage.get_meta(RING_MEMBERS_META)
         if not raw:
             return []
+        self._ring_members_saved = raw
         try:
             return [
                 Member(
@@ -468,7 +471,10 @@ class Node:
             for node_id, member in self._members.items()
             if node_id in self.ring.nodes and node_id != self.node_id
         )
-        self._spawn_save_meta(RING_MEMBERS_META, json.dumps(saved).encode())
+        doc = json.dumps(saved).encode()
+        if doc != self._ring_members_saved:
+            self._ring_members_saved = doc
+            self._spawn_save_meta(RING_MEMBERS_META, doc)
 
     def _spawn_save_meta(self, name: str, value: bytes) -> None:
         if self._nursery is not None:
