@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import math
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
@@ -51,8 +52,9 @@ ReplyCallback = Callable[[outcome.Outcome], None]
 _READ_SIZE = 256 * 1024
 _WRITE_HIGH_WATER = 8 * 1024 * 1024
 """Requesters wait while this many bytes are queued, so a slow peer cannot grow memory."""
-_SWEEP_INTERVAL = 0.25
-"""How often callbacks whose deadline passed are failed with Timeout."""
+_SWEEP_INTERVAL = 0.1
+"""How late a request whose deadline passed may be failed with Timeout: expiries this close
+together are handled in one pass."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,8 +84,10 @@ class RpcChannel:
         max_in_flight: int = 4096,
         on_bad_input: BadInputCounter | None = None,
         fast_path: FastPath | None = None,
+        coalesce_sends: bool = True,
     ) -> None:
         self._stream = stream
+        self._coalesce_sends = coalesce_sends
         self._limits = limits
         self._handler = handler
         self._fast = fast_path
@@ -93,6 +97,7 @@ class RpcChannel:
         self._waiting: dict[int, trio.lowlevel.Task | ReplyCallback] = {}
         self._deadlines: dict[int, float] = {}
         self._sweep_wakeup = trio.Event()
+        self._sweep_at = math.inf
         self._out: list[bytes] = []
         self._out_bytes = 0
         self._writer_lot = trio.lowlevel.ParkingLot()
@@ -159,7 +164,7 @@ class RpcChannel:
         self._add_deadline(request_id, trio.current_time() + timeout)
 
     def _add_deadline(self, request_id: int, deadline: float) -> None:
-        if not self._deadlines:
+        if deadline < self._sweep_at:
             self._sweep_wakeup.set()
         self._deadlines[request_id] = deadline
 
@@ -198,11 +203,21 @@ class RpcChannel:
             waiter(result)
 
     async def _sweep_loop(self) -> None:
+        """Fail requests whose deadline passed.
+
+        It sleeps until the earliest deadline rather than polling: most requests are answered
+        long before theirs, and a poll per channel was a good part of a simulation's CPU. A
+        request with an earlier deadline than the one slept for wakes it.
+        """
         while True:
-            if not self._deadlines:
-                self._sweep_wakeup = trio.Event()
+            self._sweep_wakeup = trio.Event()
+            if self._deadlines:
+                earliest = min(self._deadlines.values())
+                self._sweep_at = max(earliest, trio.current_time() + _SWEEP_INTERVAL)
+            else:
+                self._sweep_at = math.inf
+            with trio.move_on_at(self._sweep_at):
                 await self._sweep_wakeup.wait()
-            await trio.sleep(_SWEEP_INTERVAL)
             now = trio.current_time()
             expired = [rid for rid, deadline in self._deadlines.items() if deadline <= now]
             for request_id in expired:
@@ -216,9 +231,10 @@ class RpcChannel:
         while not self._closed:
             if not self._out:
                 await self._writer_lot.park()
-                # One scheduler tick more lets the other tasks woken with us queue their
-                # frames too, so they share this send_all (one syscall for many frames).
-                await trio.lowlevel.checkpoint()
+                if self._coalesce_sends:
+                    # One scheduler tick more lets the other tasks woken with us queue their
+                    # frames too, so they share this send_all (one syscall for many frames).
+                    await trio.lowlevel.checkpoint()
                 continue
             data = b"".join(self._out)
             self._out.clear()
@@ -384,6 +400,7 @@ async def open_channel(
             stream = await trio.open_tcp_stream(address.host, address.port)
         if scope.cancelled_caught:
             raise OSError(f"connecting to {address} timed out after {connect_timeout:g}s")
-    channel = RpcChannel(stream, limits, name=name or str(address))
+    coalesce = transport is None or transport.coalesce_sends
+    channel = RpcChannel(stream, limits, name=name or str(address), coalesce_sends=coalesce)
     await nursery.start(channel.run)
     return channel

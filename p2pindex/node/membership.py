@@ -13,6 +13,7 @@ signer's certificate once the security manager has fetched it.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable
 
 import trio
@@ -27,9 +28,12 @@ log = logging.getLogger(__name__)
 
 Exchange = Callable[[Address, bytes, bool], Awaitable[bytes]]
 
-POLL_INTERVAL = 0.1
-"""The node also calls the core directly (join, set_local_state); the timer loop looks for
-the outputs of such calls at least this often even when no deadline is due."""
+HELD_CLAIMS_POLL = 0.1
+"""While claims are held for a certificate being fetched, the timer loop looks this often
+whether it arrived. Otherwise it sleeps until the core's next deadline: every other way the
+core gets work (a datagram, a push-pull, the node's own calls) wakes it through ``notify``,
+and in a simulation of many nodes a loop that woke every node ten times a second for
+nothing cost a tenth of the CPU."""
 
 
 class MembershipDriver:
@@ -50,6 +54,7 @@ class MembershipDriver:
         self._exchange_timeout = exchange_timeout
         self._claims = claims
         self._wakeup = trio.Event()
+        self._wake_at = math.inf
         self._nursery: trio.Nursery | None = None
 
     def notify(self) -> None:
@@ -80,16 +85,23 @@ class MembershipDriver:
             data, source = await self._transport.receive_datagram()
             swim.receive_datagram(data, source, trio.current_time())
             await self._flush()
-            self._wakeup.set()
+            # Most datagrams (acks, gossip) leave the next deadline where it was; the timer
+            # loop only needs waking when one moved it closer.
+            if self._wake_target() < self._wake_at:
+                self._wakeup.set()
+
+    def _wake_target(self) -> float:
+        """When the timer loop has work next: the core's deadline, or soon if claims wait."""
+        deadline = self._swim.next_deadline()
+        wake_at = math.inf if deadline is None else deadline
+        if self._claims is not None and self._claims.holding:
+            wake_at = min(wake_at, trio.current_time() + HELD_CLAIMS_POLL)
+        return wake_at
 
     async def _timer_loop(self) -> None:
         swim = self._swim
         while True:
-            now = trio.current_time()
-            deadline = swim.next_deadline()
-            wake_at = now + POLL_INTERVAL
-            if deadline is not None:
-                wake_at = min(wake_at, deadline)
+            self._wake_at = wake_at = self._wake_target()
             with trio.move_on_at(wake_at):
                 await self._wakeup.wait()
             self._wakeup = trio.Event()

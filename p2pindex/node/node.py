@@ -534,6 +534,7 @@ class Node:
             name=f"from {peer}",
             on_bad_input=self._count_bad_input,
             fast_path=fast_path,
+            coalesce_sends=self._transport.coalesce_sends,
         )
         await channel.run()
 

@@ -116,6 +116,11 @@ class Claims:
         if self._locate is not None and type(record) is Alive:
             self._locate(record.node_id, record.address)
 
+    @property
+    def holding(self) -> bool:
+        """Whether records are waiting for a certificate (``take_verifiable`` may have work)."""
+        return bool(self._waiting)
+
     def take_verifiable(self) -> list[Record]:
         """Records refused for an unknown signer whose certificate is now known (to be
         received again); each is handed back once."""

@@ -153,6 +153,13 @@ class MemoryStorage:
 
     async def put_many(self, items: list[tuple[bytes, bytes]]) -> None:
         """Later items win over earlier ones with the same key."""
+        self.put_many_now(items)
+        await trio.lowlevel.checkpoint()
+
+    # The ``*_now`` methods are the writes without their suspension point, for a caller that
+    # provides its own (the simulated disk waits out a commit latency after each write).
+
+    def put_many_now(self, items: list[tuple[bytes, bytes]]) -> None:
         self._check_writable()
         for key, record in items:
             require_bytes("key", key)
@@ -161,14 +168,16 @@ class MemoryStorage:
             if key not in self._records:
                 bisect.insort(self._order, (key_token(key), key))
             self._records[key] = record
-        await trio.lowlevel.checkpoint()
 
     async def remove(self, key: bytes) -> None:
+        self.remove_now(key)
+        await trio.lowlevel.checkpoint()
+
+    def remove_now(self, key: bytes) -> None:
         self._check_writable()
         require_bytes("key", key)
         if self._records.pop(key, None) is not None:
             del self._order[bisect.bisect_left(self._order, (key_token(key), key))]
-        await trio.lowlevel.checkpoint()
 
     def scan_range(
         self, start: int, end: int, after: bytes | None, limit: int
@@ -194,13 +203,16 @@ class MemoryStorage:
         return len(self._records)
 
     async def add_hint(self, target: NodeId, key: bytes, record: bytes, created: float) -> None:
+        self.add_hint_now(target, key, record, created)
+        await trio.lowlevel.checkpoint()
+
+    def add_hint_now(self, target: NodeId, key: bytes, record: bytes, created: float) -> None:
         self._check_writable()
         require_hint(target, key, record, created)
         hint = Hint(self._next_hint_id, target, key, record, float(created))
         self._next_hint_id += 1
         self._hints.setdefault(target, {})[hint.hint_id] = hint
         self._hint_targets[hint.hint_id] = target
-        await trio.lowlevel.checkpoint()
 
     def hints_for(self, target: NodeId, limit: int) -> list[Hint]:
         """Oldest first, meaning first stored (hint ids only grow)."""
@@ -211,6 +223,10 @@ class MemoryStorage:
 
     async def delete_hints(self, hint_ids: list[int]) -> None:
         """Ids that are not held (already delivered) are ignored."""
+        self.delete_hints_now(hint_ids)
+        await trio.lowlevel.checkpoint()
+
+    def delete_hints_now(self, hint_ids: list[int]) -> None:
         self._check_writable()
         ids = require_hint_ids(hint_ids)
         for hint_id in ids:
@@ -220,7 +236,6 @@ class MemoryStorage:
                 del held[hint_id]
                 if not held:
                     del self._hints[target]
-        await trio.lowlevel.checkpoint()
 
     def hint_backlog(self) -> list[HintBacklog]:
         self._check_open()
@@ -232,11 +247,14 @@ class MemoryStorage:
         return self._meta.get(name)
 
     async def set_meta(self, name: str, value: bytes) -> None:
+        self.set_meta_now(name, value)
+        await trio.lowlevel.checkpoint()
+
+    def set_meta_now(self, name: str, value: bytes) -> None:
         self._check_writable()
         require_meta_name(name)
         require_bytes("meta value", value)
         self._meta[name] = value
-        await trio.lowlevel.checkpoint()
 
     async def aclose(self) -> None:
         """Afterwards every call raises StorageFailure; closing twice is harmless."""
