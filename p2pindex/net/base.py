@@ -8,13 +8,24 @@ never touches sockets itself, so the same node code runs in both.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import trio
 
 from p2pindex.types import Address
 
 StreamHandler = Callable[[trio.abc.Stream, Address], Awaitable[None]]
+
+
+@runtime_checkable
+class ImmediateSend(Protocol):
+    """A stream that can sometimes take bytes without waiting (the simulated network's).
+
+    ``send_nowait`` sends ``data`` and returns True, or returns False without sending when
+    the caller has to use ``send_all`` (which also reports a closed or broken stream).
+    """
+
+    def send_nowait(self, data: bytes) -> bool: ...
 
 
 class Transport(Protocol):

@@ -33,7 +33,7 @@ from p2pindex.errors import (
     ProtocolError,
     Timeout,
 )
-from p2pindex.net.base import Transport
+from p2pindex.net.base import ImmediateSend, Transport
 from p2pindex.types import Address
 from p2pindex.wire.codec import FrameDecoder, encode_frame
 from p2pindex.wire.errors import reply_for_error
@@ -88,6 +88,8 @@ class RpcChannel:
     ) -> None:
         self._stream = stream
         self._coalesce_sends = coalesce_sends
+        self._send_now = stream.send_nowait if isinstance(stream, ImmediateSend) else None
+        """Frames go straight out when the stream can take them (no writer wake-up)."""
         self._limits = limits
         self._handler = handler
         self._fast = fast_path
@@ -178,6 +180,8 @@ class RpcChannel:
         return self.name or "connection"
 
     def _enqueue(self, frame: bytes) -> None:
+        if not self._out and self._send_now is not None and self._send_now(frame):
+            return
         self._out.append(frame)
         self._out_bytes += len(frame)
         self._writer_lot.unpark()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from nacl.signing import SigningKey
@@ -26,14 +26,14 @@ def node_id_for(public_key: bytes) -> str:
 @dataclass(frozen=True, slots=True)
 class NodeIdentity:
     signing_key: SigningKey
+    public_key: bytes = field(init=False)
+    node_id: str = field(init=False)
+    """Derived once: the id is looked up on every message a node handles."""
 
-    @property
-    def public_key(self) -> bytes:
-        return bytes(self.signing_key.verify_key)
-
-    @property
-    def node_id(self) -> str:
-        return node_id_for(self.public_key)
+    def __post_init__(self) -> None:
+        public_key = bytes(self.signing_key.verify_key)
+        object.__setattr__(self, "public_key", public_key)
+        object.__setattr__(self, "node_id", node_id_for(public_key))
 
     @classmethod
     def generate(cls, rng: random.Random | None = None) -> NodeIdentity:

@@ -696,6 +696,14 @@ class SimStream(trio.abc.Stream):
         finally:
             self._sending = False
 
+    def send_nowait(self, data: bytes) -> bool:
+        """``send_all`` without the task: a simulated send never blocks a running host."""
+        if self._sending or self._host.paused or self._conn.sides[self._side] is not _Side.OPEN:
+            return False
+        if data:
+            self._network._send_chunk(self._conn.pipes[self._side], bytes(data))
+        return True
+
     async def wait_send_all_might_not_block(self) -> None:
         self._check_open()
         await trio.lowlevel.checkpoint()
