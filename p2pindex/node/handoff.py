@@ -32,7 +32,11 @@ BATCH_KEYS = 512
 PROGRESS_META = "handoff.progress"
 SYNCED_META = "handoff.synced"
 RETRY_DELAY = 1.0
-PARALLEL_RANGES = 16
+ARCS_PER_CHUNK = 256
+"""Ranges one worker takes at a time (a node holds about 3 x 2,048 of them)."""
+ARCS_PER_SCAN = 1024
+"""Arcs in one RangeScan (the receiver's limit, MAX_SCAN_ARCS, is the same)."""
+PARALLEL_CHUNKS = 8
 SAVE_INTERVAL = 0.5
 
 
@@ -124,10 +128,11 @@ class OwnershipHandoff:
         """Pull every range this node replicates from a node that held it before the join.
 
         Returns when all ranges are in; retries a range against another owner (or later)
-        when its source fails, so it never gives up on data. Several ranges are pulled at
-        once (most arcs are small, so round trips dominate); the saved progress is the
-        index below which every range is done, and a resumed handoff restarts from there
-        (re-applying a record is harmless: replicas merge, never overwrite).
+        when its source fails, so it never gives up on data. Ranges go in chunks of up to
+        ARCS_PER_CHUNK, several chunks at once; each chunk asks each source for all of the
+        chunk's arcs it held in one scan (most arcs are small, so round trips dominate). The
+        saved progress is the index below which every range is done, and a resumed handoff
+        restarts from there (re-applying a record is harmless: replicas merge).
         """
         me = self._view.node_id
         ring = self._view.ring
@@ -141,58 +146,95 @@ class OwnershipHandoff:
             started=trio.current_time(),
         )
         done = [index < resume_at for index in range(len(ranges))]
-        pending = iter(range(resume_at, len(ranges)))
+        chunks = iter(
+            range(first, min(first + ARCS_PER_CHUNK, len(ranges)))
+            for first in range(resume_at, len(ranges), ARCS_PER_CHUNK)
+        )
+
+        def finished(index: int) -> None:
+            done[index] = True
+            self.progress.ranges_done += 1
 
         async def worker() -> None:
-            for index in pending:
-                start, end = ranges[index]
-                await self._pull_range(start, end, before)
-                done[index] = True
-                self.progress.ranges_done += 1
+            for chunk in chunks:
+                await self._pull_chunk(list(chunk), ranges, before, finished)
                 await self._save_progress(done)
 
         async with trio.open_nursery() as nursery:
-            for _ in range(PARALLEL_RANGES):
+            for _ in range(PARALLEL_CHUNKS):
                 nursery.start_soon(worker)
         await self._write_meta(PROGRESS_META, b"")
         await self.mark_synced()
         self.progress.finished = trio.current_time()
 
-    async def _pull_range(self, start: int, end: int, before: Ring) -> None:
-        sources = [
-            node
-            for node in before.preference_list_for_token(end, self._n)
-            if node != self._view.node_id
-        ]
-        while True:
-            for source in sources:
-                if not self._view.usable(source):
-                    continue
+    async def _pull_chunk(
+        self,
+        indices: list[int],
+        ranges: list[tuple[int, int]],
+        before: Ring,
+        finished: Callable[[int], None],
+    ) -> None:
+        """Pull the ranges at ``indices``, each from a node that held it in ``before``."""
+        me = self._view.node_id
+        sources = {
+            index: [
+                n for n in before.preference_list_for_token(ranges[index][1], self._n) if n != me
+            ]
+            for index in indices
+        }
+        failed: set[str] = set()
+        while sources:
+            by_source: dict[str, list[int]] = {}
+            for index, candidates in sources.items():
+                source = next(
+                    (n for n in candidates if n not in failed and self._view.usable(n)), None
+                )
+                if source is not None:
+                    by_source.setdefault(source, []).append(index)
+            for source, group in by_source.items():
+
+                def arc_done(position: int, group: list[int] = group) -> None:
+                    finished(group[position])
+                    del sources[group[position]]
+
                 try:
-                    await self._pull_from(source, start, end)
-                    return
+                    await self._pull_from(source, [ranges[i] for i in group], arc_done)
                 except (OSError, P2PIndexError) as exc:
+                    failed.add(source)
                     self._stats.incr("handoff.source_failures")
                     self.progress.last_error = f"{source}: {exc}"
-            await trio.sleep(RETRY_DELAY)
+            if sources and not by_source:  # every owner of what is left is down or failed
+                failed.clear()
+                await trio.sleep(RETRY_DELAY)
 
-    async def _pull_from(self, source: str, start: int, end: int) -> None:
+    async def _pull_from(
+        self, source: str, arcs: list[tuple[int, int]], arc_done: Callable[[int], None]
+    ) -> None:
+        """Scan ``arcs`` on ``source``, applying what comes back; ``arc_done(i)`` is called
+        once arc ``i`` is complete here."""
         address = self._view.address_of(source)
+        position = 0
         after: bytes | None = None
-        while True:
-            reply = await self._peers.request(
-                address, RangeScan(start, end, after, BATCH_KEYS), timeout=30.0
-            )
+        while position < len(arcs):
+            asked = arcs[position : position + ARCS_PER_SCAN]
+            scan = RangeScan([a for a, _ in asked], [b for _, b in asked], after, BATCH_KEYS)
+            reply = await self._peers.request(address, scan, timeout=30.0)
             if not isinstance(reply, RangeScanReply):
                 raise P2PIndexError(f"unexpected reply {type(reply).__name__} to a range scan")
+            complete = reply.arcs_done
+            if not 0 <= complete <= len(asked) or (complete < len(asked) and not reply.items):
+                raise P2PIndexError(
+                    f"{source} answered a scan of {len(asked)} arcs with {complete}"
+                )
             if reply.items:
                 await self._apply_batch(reply.items)
-                after = reply.items[-1][0]
                 self.progress.keys += len(reply.items)
                 self.progress.bytes += sum(len(k) + len(r) for k, r in reply.items)
                 self._stats.incr("handoff.keys_in", len(reply.items))
-            if reply.done:
-                return
+            for offset in range(complete):
+                arc_done(position + offset)
+            position += complete
+            after = reply.items[-1][0] if complete < len(asked) else None
 
     def _load_progress(self) -> int:
         raw = self._storage.get_meta(PROGRESS_META)

@@ -15,8 +15,8 @@ class IndexMonitor:
         self._node = node
 
     def member_docs(self) -> list[dict[str, Any]]:
+        """What a client routes by (MembersReply): cheap, as clients ask every few seconds."""
         node = self._node
-        ownership = node.ring.ownership(node.config.n_replicas)
         return [
             {
                 "node_id": m.node_id,
@@ -24,10 +24,19 @@ class IndexMonitor:
                 "liveness": m.liveness.value,
                 "state": m.state.value,
                 "incarnation": m.incarnation,
-                "ownership": round(ownership.get(m.node_id, 0.0), 6),
                 "in_ring": m.node_id in node.ring.nodes,
             }
             for m in node.members()
+        ]
+
+    def _members_with_ownership(self) -> list[dict[str, Any]]:
+        """The member documents plus each member's share of the keyspace, for status. The
+        share walks every token of the ring (O(members x vnodes)) once per ring."""
+        node = self._node
+        ownership = node.ring.ownership(node.config.n_replicas)
+        return [
+            {**doc, "ownership": round(ownership.get(doc["node_id"], 0.0), 6)}
+            for doc in self.member_docs()
         ]
 
     def status(self) -> dict[str, Any]:
@@ -41,7 +50,7 @@ class IndexMonitor:
             "handoff": node.handoff.progress.doc() if node.handoff else None,
             "n_replicas": node.config.n_replicas,
             "keys": node.storage.count(),
-            "members": self.member_docs(),
+            "members": self._members_with_ownership(),
             "hints": [
                 {"target": b.target, "count": b.count, "bytes": b.bytes, "oldest": b.oldest}
                 for b in node.storage.hint_backlog()

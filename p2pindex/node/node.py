@@ -81,6 +81,7 @@ DEGRADED_HEALTH = 6
 UNREACHABLE_GRACE = 3.0
 """Seconds a peer that refused a connection is skipped, before SWIM has an opinion."""
 MAX_SCAN_BATCH = 4096
+MAX_SCAN_ARCS = 1024
 REMOVED_META = "removed"
 RING_MEMBERS_META = "ring_members"
 """The ring's other members ([node id, address, incarnation]), restored on restart."""
@@ -616,9 +617,20 @@ class Node:
         self.stats.incr("replica.batch_items", len(items))
 
     def _range_scan(self, message: RangeScan) -> Message:
+        arcs = message.start, message.end
+        if len(message.start) != len(message.end):
+            raise InvalidRequest(f"{len(message.start)} arc starts but {len(message.end)} ends")
+        if len(message.start) > MAX_SCAN_ARCS:
+            raise InvalidRequest(f"{len(message.start)} arcs in one scan; at most {MAX_SCAN_ARCS}")
         limit = max(1, min(message.limit, MAX_SCAN_BATCH))
-        items = self.storage.scan_range(message.start, message.end, message.after, limit)
-        return RangeScanReply(items, len(items) < limit)
+        items: list[tuple[bytes, bytes]] = []
+        after = message.after
+        for position, (start, end) in enumerate(zip(*arcs, strict=True)):
+            items += self.storage.scan_range(start, end, after, limit - len(items))
+            if len(items) == limit:  # this arc may hold more: the next scan continues it
+                return RangeScanReply(items, position)
+            after = None
+        return RangeScanReply(items, len(message.start))
 
     async def _exchange(self, address: Address, payload: bytes, join: bool) -> bytes:
         assert self._peers is not None

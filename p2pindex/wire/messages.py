@@ -237,11 +237,15 @@ class ReplicaReadManyReply(Message):
 
 @dataclass(frozen=True, slots=True)
 class RangeScan(Message):
-    """Ask an owner for the records whose token lies in the ring arc (start, end]."""
+    """Ask an owner for the records whose token lies in the ring arcs (start[i], end[i]], arc
+    by arc, starting after key ``after`` in the first arc; at most ``limit`` records.
+
+    Handoff pulls thousands of small arcs (a node owns a few thousand virtual nodes), so many
+    go in one round trip."""
 
     TYPE: ClassVar[int] = 46
-    start: int
-    end: int
+    start: list[int]
+    end: list[int]
     after: bytes | None
     limit: int
 
@@ -250,7 +254,9 @@ class RangeScan(Message):
 class RangeScanReply(Message):
     TYPE: ClassVar[int] = 47
     items: list[tuple[bytes, bytes]]
-    done: bool
+    arcs_done: int
+    """How many of the requested arcs, from the first, are complete; the next one (if any)
+    continues after the last item's key."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,8 @@ import json
 import trio
 
 from p2pindex.core import versions
-from p2pindex.core.ring import Ring
+from p2pindex.core.ring import RING_SIZE, Ring
+from p2pindex.node import handoff
 from p2pindex.types import Liveness
 from p2pindex.wire.messages import (
     DeleteReply,
@@ -19,6 +20,8 @@ from p2pindex.wire.messages import (
     OkReply,
     PutReply,
     PutRequest,
+    RangeScan,
+    RangeScanReply,
     RemoveRequest,
     StatusReply,
     StatusRequest,
@@ -273,7 +276,35 @@ async def test_strict_counts_only_primaries_where_sloppy_uses_a_fallback():
         assert sum(b.count for n in others for b in n.storage.hint_backlog()) == 1
 
 
-async def test_a_join_interrupted_by_a_crash_resumes_where_it_stopped():
+async def test_a_range_scan_pages_through_many_arcs_and_refuses_malformed_ones():
+    async with running_cluster(3) as cluster:
+        keys = {b"scan-%d" % i for i in range(120)}
+        for key in keys:
+            reply = await cluster.request(cluster.nodes[0], put(key, b"v", None, "all"))
+            assert isinstance(reply, PutReply)
+        bounds = [i * (RING_SIZE // 64) for i in range(64)]
+        starts, ends = bounds, [*bounds[1:], 0]  # 64 arcs covering the ring, the last wraps
+        channel = await cluster.channel(cluster.nodes[1])
+        seen: list[bytes] = []
+        position, after, scans = 0, None, 0
+        while position < len(starts):
+            reply = await channel.request(RangeScan(starts[position:], ends[position:], after, 7))
+            assert isinstance(reply, RangeScanReply) and len(reply.items) <= 7
+            seen += [key for key, _record in reply.items]
+            position += reply.arcs_done
+            after = reply.items[-1][0] if position < len(starts) else None
+            scans += 1
+        assert sorted(seen) == sorted(keys), "every key exactly once"
+        assert scans >= len(keys) / 7
+        for bad in (RangeScan([0, 1], [1], None, 5), RangeScan([0] * 1025, [1] * 1025, None, 5)):
+            reply = await channel.request(bad)
+            assert isinstance(reply, ErrorReply) and reply.code == "invalid_request", reply
+
+
+async def test_a_join_interrupted_by_a_crash_resumes_where_it_stopped(monkeypatch):
+    # Small chunks pulled one at a time, so the crash lands in the middle of the handoff.
+    monkeypatch.setattr(handoff, "ARCS_PER_CHUNK", 16)
+    monkeypatch.setattr(handoff, "PARALLEL_CHUNKS", 1)
     async with running_cluster(3) as cluster:
         keys = [b"resume-%d" % i for i in range(300)]
         for key in keys:

@@ -483,8 +483,8 @@ def test_non_text_field_name_is_an_extra_field() -> None:
         (ReplicaWriteBatch, {"items": [[b"k"]]}, "items[0]: expected an array of 2, got an a"),
         (ReplicaWriteBatch, {"items": [[b"k", "r"]]}, "items[0][1]: expected a byte string"),
         (ReplicaWriteBatch, {"items": [b"kr"]}, "items[0]: expected an array of 2, got byte s"),
-        (RangeScan, {"start": -1, "end": 0, "after": None, "limit": 1}, "start: -1 is outside"),
-        (RangeScan, {"start": 0, "end": 0, "after": None, "limit": -5}, "limit: -5 is outside"),
+        (RangeScan, {"start": [-1], "end": [0], "after": None, "limit": 1}, "start[0]: -1 is out"),
+        (RangeScan, {"start": [0], "end": [0], "after": None, "limit": -5}, "limit: -5 is outsi"),
         (StatusReply, {"status": [1]}, "StatusReply.status: expected a map, got array"),
         (StatusReply, {"status": {"a": {2: 1}}}, "status['a']: map keys must be text strings"),
         (StatusReply, {"status": {"a": [cbor2.undefined]}}, "status['a'][0]: undefined is not"),
@@ -507,20 +507,20 @@ def test_simple_values_are_not_accepted_for_typed_fields() -> None:
 
 
 def test_integers_and_booleans_are_not_interchangeable() -> None:
-    scan = {"start": 0, "end": 1, "after": None, "limit": 10}
-    assert decode_one(envelope_frame(RangeScan.TYPE, scan)).message == RangeScan(0, 1, None, 10)
+    scan = {"start": [0], "end": [1], "after": None, "limit": 10}
+    assert decode_one(envelope_frame(RangeScan.TYPE, scan)).message == RangeScan([0], [1], None, 10)
     assert "expected an integer, got boolean" in rejected(
         envelope_frame(RangeScan.TYPE, {**scan, "limit": True})
     )
     assert "expected a boolean, got integer" in rejected(
-        envelope_frame(messages.RangeScanReply.TYPE, {"items": [], "done": 0})
+        envelope_frame(messages.KeyDigestReply.TYPE, {"items": [], "complete": 0})
     )
 
 
 def test_ring_tokens_span_unsigned_64_bits() -> None:
-    scan = {"start": 2**64 - 1, "end": 0, "after": b"k", "limit": 1}
+    scan = {"start": [2**64 - 1], "end": [0], "after": b"k", "limit": 1}
     assert decode_one(envelope_frame(RangeScan.TYPE, scan)).message == RangeScan(
-        2**64 - 1, 0, b"k", 1
+        [2**64 - 1], [0], b"k", 1
     )
 
 
@@ -563,7 +563,7 @@ def test_keys_inside_items_and_resume_keys_are_bounded_by_max_key() -> None:
     assert "ReplicaWriteBatch.items[0][0]: 17 bytes exceeds max_key" in rejected(
         envelope_frame(ReplicaWriteBatch.TYPE, {"items": [[long_key, b"r"]]})
     )
-    scan = {"start": 0, "end": 1, "after": long_key, "limit": 1}
+    scan = {"start": [0], "end": [1], "after": long_key, "limit": 1}
     assert "RangeScan.after: 17 bytes exceeds max_key" in rejected(
         envelope_frame(RangeScan.TYPE, scan)
     )

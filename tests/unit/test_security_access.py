@@ -76,7 +76,7 @@ NODE_ONLY = [
     ReplicaWrite(b"k", b"r", hint_for="ab" * 8),
     ReplicaRead(b"k"),
     ReplicaWriteBatch([(b"k", b"r")]),
-    RangeScan(0, 1, None, 10),
+    RangeScan([0], [1], None, 10),
     PushPull(b"state"),
     CertificateRequest([]),
 ]
