@@ -49,8 +49,9 @@ from typing import Any
 
 import trio
 
+from p2pindex.client.routing import Member, parse_members
 from p2pindex.core.versions import decode_object, encode_context
-from p2pindex.errors import P2PIndexError
+from p2pindex.errors import P2PIndexError, Timeout
 from p2pindex.security.authority import Authority
 from p2pindex.security.certs import Role
 from p2pindex.sim.checkers import CheckConfig, MembershipBounds, check_all, failure_report
@@ -76,6 +77,7 @@ GROUP_BASE = 61000
 READY_TIMEOUT = 30.0
 POLL_INTERVAL = 0.5
 LEAVE_TIMEOUT = 30.0
+REMOVE_TIMEOUT = 30.0
 AUTHORITY_DIR = "authority"
 ADMIN_CREDENTIALS = "admin.cred"
 SHAPES = ("halves", "isolate", "bridge", "ring", "one_way", "kill", "pause", "long_pause")
@@ -395,10 +397,47 @@ class Cluster:
         node.kill()
 
     async def remove(self, name: str) -> None:
+        """Kill ``name`` and remove it as an operator would: ask a running member once it
+        sees the node down (one that still looks alive is refused), and ask again after an
+        unknown outcome (removing is idempotent) until that member no longer places keys on
+        it. Sending the request straight after the kill got it refused, or sent it to the
+        dead node itself, and left a dead member in the ring for good."""
         node = self.by_name(name)
         self.gone.add(name)
         node.kill()
-        await self.admin.remove(node.node_id)
+        with trio.move_on_after(REMOVE_TIMEOUT):
+            while True:
+                await self._try_remove(node.node_id)
+                if await self._removed(node.node_id):
+                    return
+                await trio.sleep(POLL_INTERVAL)
+        raise Timeout(f"{name} was still in the ring {REMOVE_TIMEOUT:g}s after it was killed")
+
+    async def _try_remove(self, node_id: str) -> None:
+        for address in self._running_addresses():
+            try:
+                entry = self._entry(await self.admin.members(address), node_id)
+                if entry is not None and entry.in_ring and entry.liveness is not Liveness.ALIVE:
+                    await self.admin.remove(node_id, address)
+                return
+            except (P2PIndexError, OSError):
+                continue
+
+    async def _removed(self, node_id: str) -> bool:
+        for address in self._running_addresses():
+            try:
+                entry = self._entry(await self.admin.members(address), node_id)
+            except (P2PIndexError, OSError):
+                continue
+            return entry is None or not entry.in_ring
+        return False
+
+    def _running_addresses(self) -> list[str]:
+        return [self.by_name(name).address for name in self.members()]
+
+    @staticmethod
+    def _entry(reply: Any, node_id: str) -> Member | None:
+        return next((m for m in parse_members(reply) if m.node_id == node_id), None)
 
     def kill_all(self) -> None:
         for node in self.nodes:
