@@ -53,24 +53,38 @@ class HintedHandoff:
         self._wall_clock = wall_clock
         self._max_bytes = max_bytes
         self._max_age = max_age
+        self._held: dict[str, int] | None = None
+        """Bytes of hints held per target: storage's count when last read (at the first hint
+        and after every delivery round) plus what was kept since. Reading it from storage on
+        every hinted write summed the whole backlog each time, quadratic in a long outage."""
 
     async def keep(self, target: str, key: bytes, record: bytes) -> None:
         """Durably keep ``record`` for ``target``; refuse when its backlog is full."""
-        for backlog in self._storage.hint_backlog():
-            if backlog.target == target and backlog.bytes + len(record) > self._max_bytes:
-                self._stats.incr("hints.refused_full")
-                raise StorageFailure(
-                    f"hint store for {target} is full ({backlog.bytes} bytes); not taking more"
-                )
+        held = self._held if self._held is not None else self._count_held()
+        size = len(key) + len(record)
+        backlog = held.get(target, 0)
+        if backlog + size > self._max_bytes:
+            self._stats.incr("hints.refused_full")
+            raise StorageFailure(
+                f"hint store for {target} is full ({backlog} bytes); not taking more"
+            )
         await self._storage.add_hint(target, key, record, self._wall_clock())
+        held[target] = held.get(target, 0) + size
         self._stats.incr("hints.stored")
 
     async def run(self) -> None:
         while True:
             await trio.sleep(DELIVERY_INTERVAL)
-            for backlog in self._storage.hint_backlog():
+            backlogs = self._storage.hint_backlog()
+            for backlog in backlogs:
                 if self._view.usable(backlog.target):
                     await self.deliver(backlog.target)
+            if backlogs or self._held:
+                self._count_held()
+
+    def _count_held(self) -> dict[str, int]:
+        self._held = {backlog.target: backlog.bytes for backlog in self._storage.hint_backlog()}
+        return self._held
 
     async def deliver(self, target: str) -> int:
         """Deliver every hint held for ``target``; returns how many were delivered."""
