@@ -39,12 +39,6 @@ class Transport(Protocol):
         """The bound address (known after ``serve`` has started)."""
         ...
 
-    @property
-    def coalesce_sends(self) -> bool:
-        """Whether a send costs enough (a system call) that a connection should wait one
-        scheduler pass for more frames to send with it (``RpcChannel(coalesce_sends=)``)."""
-        ...
-
     async def connect(self, address: Address) -> trio.abc.Stream:
         """Open a stream to ``address``; raises OSError when it cannot."""
         ...

@@ -84,12 +84,11 @@ class RpcChannel:
         max_in_flight: int = 4096,
         on_bad_input: BadInputCounter | None = None,
         fast_path: FastPath | None = None,
-        coalesce_sends: bool = True,
     ) -> None:
         self._stream = stream
-        self._coalesce_sends = coalesce_sends
         self._send_now = stream.send_nowait if isinstance(stream, ImmediateSend) else None
-        """Frames go straight out when the stream can take them (no writer wake-up)."""
+        """Frames go straight out when the stream can take them (the simulated network's):
+        no writer wake-up, and no scheduler pass spent collecting frames for one send."""
         self._limits = limits
         self._handler = handler
         self._fast = fast_path
@@ -235,7 +234,7 @@ class RpcChannel:
         while not self._closed:
             if not self._out:
                 await self._writer_lot.park()
-                if self._coalesce_sends:
+                if self._send_now is None:
                     # One scheduler tick more lets the other tasks woken with us queue their
                     # frames too, so they share this send_all (one syscall for many frames).
                     await trio.lowlevel.checkpoint()
@@ -404,7 +403,6 @@ async def open_channel(
             stream = await trio.open_tcp_stream(address.host, address.port)
         if scope.cancelled_caught:
             raise OSError(f"connecting to {address} timed out after {connect_timeout:g}s")
-    coalesce = transport is None or transport.coalesce_sends
-    channel = RpcChannel(stream, limits, name=name or str(address), coalesce_sends=coalesce)
+    channel = RpcChannel(stream, limits, name=name or str(address))
     await nursery.start(channel.run)
     return channel

@@ -53,11 +53,6 @@ class TrioTransport:
         """The bound address while serving; the configured one (maybe port 0) before that."""
         return self._bound or self._listen
 
-    @property
-    def coalesce_sends(self) -> bool:
-        """Each send is a system call: frames produced together should share one."""
-        return True
-
     async def connect(self, address: Address) -> trio.abc.Stream:
         """Open a TCP stream (TCP_NODELAY set by trio) or raise OSError within the timeout."""
         try:

@@ -260,7 +260,7 @@ class AntiEntropy:
     def serve(self, message: DigestRequest | KeyDigestRequest | RecordsRequest) -> Message:
         if isinstance(message, RecordsRequest):
             return self._records(message)
-        arcs = _arcs(message.start, message.end)
+        arcs = request_arcs(message.start, message.end, MAX_PIECES)
         if isinstance(message, DigestRequest):
             digests = [self._digest(arc, message.sender) for arc in arcs]
             return DigestReply([d.digest for d in digests], [d.count for d in digests])
@@ -290,9 +290,11 @@ class AntiEntropy:
         return RecordsReply(items)
 
 
-def _arcs(starts: list[int], ends: list[int]) -> list[Arc]:
+def request_arcs(starts: list[int], ends: list[int], limit: int) -> list[Arc]:
+    """The arcs (start[i], end[i]] a request names, refused unless paired and at most
+    ``limit`` of them (for every message that carries arc lists)."""
     if len(starts) != len(ends):
         raise InvalidRequest(f"{len(starts)} arc starts but {len(ends)} ends")
-    if len(starts) > MAX_PIECES:
-        raise InvalidRequest(f"{len(starts)} arcs in one request; at most {MAX_PIECES}")
+    if len(starts) > limit:
+        raise InvalidRequest(f"{len(starts)} arcs in one request; at most {limit}")
     return list(zip(starts, ends, strict=True))

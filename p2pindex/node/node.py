@@ -26,7 +26,7 @@ from p2pindex.errors import InvalidRequest, P2PIndexError, StorageFailure
 from p2pindex.net.base import Transport
 from p2pindex.net.channel import RpcChannel
 from p2pindex.node import planted
-from p2pindex.node.antientropy import AntiEntropy
+from p2pindex.node.antientropy import AntiEntropy, request_arcs
 from p2pindex.node.coordinator import Coordinator, data_fast_path
 from p2pindex.node.handoff import OwnershipHandoff
 from p2pindex.node.hints import HintedHandoff
@@ -535,7 +535,6 @@ class Node:
             name=f"from {peer}",
             on_bad_input=self._count_bad_input,
             fast_path=fast_path,
-            coalesce_sends=self._transport.coalesce_sends,
         )
         await channel.run()
 
@@ -617,20 +616,16 @@ class Node:
         self.stats.incr("replica.batch_items", len(items))
 
     def _range_scan(self, message: RangeScan) -> Message:
-        arcs = message.start, message.end
-        if len(message.start) != len(message.end):
-            raise InvalidRequest(f"{len(message.start)} arc starts but {len(message.end)} ends")
-        if len(message.start) > MAX_SCAN_ARCS:
-            raise InvalidRequest(f"{len(message.start)} arcs in one scan; at most {MAX_SCAN_ARCS}")
+        arcs = request_arcs(message.start, message.end, MAX_SCAN_ARCS)
         limit = max(1, min(message.limit, MAX_SCAN_BATCH))
         items: list[tuple[bytes, bytes]] = []
         after = message.after
-        for position, (start, end) in enumerate(zip(*arcs, strict=True)):
+        for position, (start, end) in enumerate(arcs):
             items += self.storage.scan_range(start, end, after, limit - len(items))
             if len(items) == limit:  # this arc may hold more: the next scan continues it
                 return RangeScanReply(items, position)
             after = None
-        return RangeScanReply(items, len(message.start))
+        return RangeScanReply(items, len(arcs))
 
     async def _exchange(self, address: Address, payload: bytes, join: bool) -> bytes:
         assert self._peers is not None

@@ -83,12 +83,7 @@ class PeerPool:
     async def _connect(self, address: Address) -> RpcChannel:
         self._stats.incr("peer.connects")
         stream = await self._transport.connect(address)
-        channel = RpcChannel(
-            stream,
-            self._limits,
-            name=f"peer {address}",
-            coalesce_sends=self._transport.coalesce_sends,
-        )
+        channel = RpcChannel(stream, self._limits, name=f"peer {address}")
         await self._nursery.start(channel.run)
         try:
             reply = await channel.request(self._hello)

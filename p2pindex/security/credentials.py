@@ -91,11 +91,6 @@ class Connector(Protocol):
 
     async def connect(self, address: Address) -> trio.abc.Stream: ...
 
-    @property
-    def coalesce_sends(self) -> bool:
-        """As ``Transport.coalesce_sends``."""
-        ...
-
 
 class SecureConnector:
     """Opens client connections: TCP, then the initiator's handshake with the credentials.
@@ -121,10 +116,6 @@ class SecureConnector:
         self._connect_timeout = connect_timeout
         self._handshake_timeout = handshake_timeout
         self._wall_clock = wall_clock
-
-    @property
-    def coalesce_sends(self) -> bool:
-        return self._transport is None or self._transport.coalesce_sends
 
     async def connect(self, address: Address) -> trio.abc.Stream:
         stream = await self._open(address)

@@ -30,10 +30,6 @@ class SecureTransport:
     def local_address(self) -> Address:
         return self._inner.local_address
 
-    @property
-    def coalesce_sends(self) -> bool:
-        return self._inner.coalesce_sends
-
     async def connect(self, address: Address) -> trio.abc.Stream:
         stream = await self._inner.connect(address)
         return await self._manager.connect(stream, address)

@@ -31,6 +31,7 @@ run without ``--workdir`` removes its temporary directory.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -407,37 +408,27 @@ class Cluster:
         node.kill()
         with trio.move_on_after(REMOVE_TIMEOUT):
             while True:
-                await self._try_remove(node.node_id)
-                if await self._removed(node.node_id):
-                    return
+                view = await self._seen_by_a_running_member(node.node_id)
+                if view is not None:
+                    address, entry = view
+                    if entry is None or not entry.in_ring:
+                        return
+                    if entry.liveness is not Liveness.ALIVE:
+                        with contextlib.suppress(P2PIndexError, OSError):
+                            await self.admin.remove(node.node_id, address)
                 await trio.sleep(POLL_INTERVAL)
         raise Timeout(f"{name} was still in the ring {REMOVE_TIMEOUT:g}s after it was killed")
 
-    async def _try_remove(self, node_id: str) -> None:
-        for address in self._running_addresses():
+    async def _seen_by_a_running_member(self, node_id: str) -> tuple[str, Member | None] | None:
+        """(address of a running member that answered, its entry for ``node_id``)."""
+        for name in self.members():
+            address = self.by_name(name).address
             try:
-                entry = self._entry(await self.admin.members(address), node_id)
-                if entry is not None and entry.in_ring and entry.liveness is not Liveness.ALIVE:
-                    await self.admin.remove(node_id, address)
-                return
+                reply = await self.admin.members(address)
             except (P2PIndexError, OSError):
                 continue
-
-    async def _removed(self, node_id: str) -> bool:
-        for address in self._running_addresses():
-            try:
-                entry = self._entry(await self.admin.members(address), node_id)
-            except (P2PIndexError, OSError):
-                continue
-            return entry is None or not entry.in_ring
-        return False
-
-    def _running_addresses(self) -> list[str]:
-        return [self.by_name(name).address for name in self.members()]
-
-    @staticmethod
-    def _entry(reply: Any, node_id: str) -> Member | None:
-        return next((m for m in parse_members(reply) if m.node_id == node_id), None)
+            return address, next((m for m in parse_members(reply) if m.node_id == node_id), None)
+        return None
 
     def kill_all(self) -> None:
         for node in self.nodes:

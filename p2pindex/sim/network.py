@@ -774,12 +774,6 @@ class SimTransport:
     def local_address(self) -> Address:
         return self.address
 
-    @property
-    def coalesce_sends(self) -> bool:
-        """A simulated send costs nothing, and deliveries are grouped by tick anyway; a pass
-        spent waiting for companions would be a tenth of a run's scheduler work."""
-        return False
-
     def next_ephemeral_port(self) -> int:
         return next(self._ports)
 
