@@ -239,15 +239,22 @@ class AntiEntropy:
     def _shared(self, arcs: list[Arc], peer: str) -> Iterator[tuple[bytes, bytes]]:
         """Every (key, record) stored in ``arcs`` whose preference list holds us and ``peer``."""
         me = self._view.node_id
-        preference: Callable[[bytes, int], tuple[str, ...]] = self._view.ring.preference_list
+        ring = self._view.ring
+        preference: Callable[[bytes, int], tuple[str, ...]] = ring.preference_list
+        # With no more members than replicas every member holds every key, and the
+        # per-key ownership lookup was most of a digest's cost.
+        everyone = len(ring.nodes) <= self._n and me in ring.nodes and peer in ring.nodes
         for start, end in arcs:
             after: bytes | None = None
             while True:
                 page = self._storage.scan_range(start, end, after, SCAN_PAGE)
-                for key, record in page:
-                    owners = preference(key, self._n)
-                    if me in owners and peer in owners:
-                        yield key, record
+                if everyone:
+                    yield from page
+                else:
+                    for key, record in page:
+                        owners = preference(key, self._n)
+                        if me in owners and peer in owners:
+                            yield key, record
                 if len(page) < SCAN_PAGE:
                     break
                 after = page[-1][0]

@@ -843,8 +843,9 @@ def data_fast_path(
     answer: dict[type[Message], Callable[[Message], Message]] = {}
     batch: dict[type[Message], BatchHandler] = {}
     if node_peer:
-        answer[ReplicaRead] = replica.read
-        batch[ReplicaWrite] = replica.write_many
+        replica_path = replica.fast_path()
+        answer.update(replica_path.answer)
+        batch.update(replica_path.batch)
     reads = coordinator.get_batch
     batch[GetRequest] = reads if authorize is None else _authorized(authorize, reads)
     if coordinator.batches_writes:
