@@ -30,14 +30,32 @@ def select_targets(
 ) -> list[Target]:
     """Up to ``n`` targets for ``key``: usable primaries first, then fallbacks (sloppy)."""
     primaries = ring.preference_list(key, n)
-    targets = [Target(node) for node in primaries if usable(node)]
-    if strict:
-        return targets
-    missing = [node for node in primaries if not usable(node)]
-    if not missing:
+    targets: list[Target] = []
+    missing: list[str] = []
+    for node in primaries:
+        if usable(node):
+            targets.append(_primary(node))
+        else:
+            missing.append(node)
+    if strict or not missing:
         return targets
     taken = set(primaries)
     fallbacks = (node for node in ring.walk(key) if node not in taken and usable(node))
     for primary, fallback in zip(missing, fallbacks, strict=False):
         targets.append(Target(fallback, hint_for=primary))
     return targets
+
+
+_MAX_SHARED_TARGETS = 65_536
+_PRIMARY_TARGETS: dict[str, Target] = {}
+"""One shared (immutable) Target per primary: every request names its targets, and making
+them anew was a visible part of a coordinator's CPU."""
+
+
+def _primary(node: str) -> Target:
+    target = _PRIMARY_TARGETS.get(node)
+    if target is None:
+        if len(_PRIMARY_TARGETS) >= _MAX_SHARED_TARGETS:  # ids of long-gone members
+            _PRIMARY_TARGETS.clear()
+        target = _PRIMARY_TARGETS[node] = Target(node)
+    return target

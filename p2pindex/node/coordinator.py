@@ -570,18 +570,20 @@ class Coordinator:
     def _on_read_result(
         self, node: str, result: outcome.Outcome, tracker: ReadQuorum, round_: _Round
     ) -> None:
-        self._record_read_result(node, result, tracker)
+        self._record_read_result(node, round_.key, result, tracker)
         round_.remaining -= 1
         self._settle(round_, tracker.outcome)
         if round_.remaining == 0 and round_.answered:
             self._repair_if_stale(round_.key, tracker)
 
-    def _record_read_result(self, node: str, result: outcome.Outcome, tracker: ReadQuorum) -> None:
+    def _record_read_result(
+        self, node: str, key: bytes, result: outcome.Outcome, tracker: ReadQuorum
+    ) -> None:
         try:
             reply = result.unwrap()
             if not isinstance(reply, ReplicaReadReply):
                 raise InvalidRequest(f"unexpected reply {type(reply).__name__} to a replica read")
-            obj = None if reply.record is None else versions.decode_object(reply.record)
+            obj = None if reply.record is None else self._index.decode(key, reply.record)
         except (OSError, P2PIndexError, ValueError) as exc:
             self._stats.incr("replica.read_failures")
             tracker.record_failure(node)
@@ -645,7 +647,7 @@ class Coordinator:
     def _on_batched_read(
         self, node: str, result: outcome.Outcome, tracker: ReadQuorum, read: _Read
     ) -> None:
-        self._record_read_result(node, result, tracker)
+        self._record_read_result(node, read.key, result, tracker)
         read.remaining -= 1
         self._settle_read(read)
         if read.remaining == 0 and read.answered:

@@ -64,6 +64,14 @@ class IndexManager:
         self._remember(key, record, obj)
         return obj
 
+    def decode(self, key: bytes, record: bytes) -> VersionedObject:
+        """Decode a record of ``key`` another replica sent (ValueError if it is bad). Replicas
+        in sync send the bytes this node holds, whose decoded form is usually kept already."""
+        known = self._decoded.get(key)
+        if known is not None and known[0] == record:
+            return known[1]
+        return versions.decode_object(record)
+
     def _remember(self, key: bytes, record: bytes, obj: VersionedObject) -> None:
         """Keep the decoded form of a record this node stored or read: every write reads
         its key first, and decoding (with its canonical-form check) costs more than the
