@@ -30,6 +30,7 @@ from p2pindex.core.digest import (
     RING_SIZE,
     Arc,
     PieceDigest,
+    SliceDigests,
     arc_length,
     diff_keys,
     differing,
@@ -38,7 +39,7 @@ from p2pindex.core.digest import (
     slice_width,
     split_arc,
 )
-from p2pindex.core.ring import Ring
+from p2pindex.core.ring import Ring, key_token
 from p2pindex.errors import InvalidRequest, P2PIndexError
 from p2pindex.node.handoff import BatchApplier
 from p2pindex.node.peers import PeerPool
@@ -154,7 +155,12 @@ class AntiEntropy:
         """Compare ``arc`` (default: the next slice) with ``peer`` and repair both sides."""
         address = self._view.address_of(peer)
         self._stats.incr("antientropy.rounds")
-        leaves = await self._differing_leaves(peer, address, arc or self._next_slice())
+        arc = arc or self._next_slice()
+        local = SliceDigests(
+            (key_token(key), key, key_digest(key, record))
+            for key, record in self._shared([arc], peer)
+        )
+        leaves = await self._differing_leaves(peer, address, arc, local)
         if not leaves:
             self._stats.incr("antientropy.in_sync")
             return
@@ -166,7 +172,7 @@ class AntiEntropy:
             KeyDigestReply,
         )
         theirs = dict(reply.items)
-        mine = {key: key_digest(key, record) for key, record in self._shared(leaves, peer)}
+        mine = local.keys(leaves)
         diff = diff_keys(mine, theirs)
         pull = diff.pull[:MAX_REPAIR_KEYS]
         push = diff.push[:MAX_REPAIR_KEYS] if reply.complete else []
@@ -184,8 +190,11 @@ class AntiEntropy:
             await self._peers.request(address, ReplicaWriteBatch(batch), REQUEST_TIMEOUT)
             self._stats.incr("antientropy.keys_pushed", len(batch))
 
-    async def _differing_leaves(self, peer: str, address: Address, arc: Arc) -> list[Arc]:
-        """Descend from ``arc`` to the small pieces whose digests differ."""
+    async def _differing_leaves(
+        self, peer: str, address: Address, arc: Arc, local: SliceDigests
+    ) -> list[Arc]:
+        """Descend from ``arc`` (whose keys ``local`` holds) to the small pieces whose
+        digests differ."""
         pending = split_arc(arc, FANOUT)
         leaves: list[Arc] = []
         for depth in range(MAX_DEPTH):
@@ -197,7 +206,7 @@ class AntiEntropy:
             if len(reply.digests) != len(pending) or len(reply.counts) != len(pending):
                 raise InvalidRequest(f"{peer} answered {len(reply.digests)} of {len(pending)} arcs")
             theirs = [PieceDigest(d, c) for d, c in zip(reply.digests, reply.counts, strict=True)]
-            mine = [self._digest(piece, peer) for piece in pending]
+            mine = [local.piece(piece) for piece in pending]
             self._stats.incr("antientropy.pieces_compared", len(pending))
             split: list[Arc] = []
             for index in differing(mine, theirs):

@@ -12,6 +12,7 @@ from p2pindex.core.digest import (
     EMPTY_DIGEST,
     RING_SIZE,
     PieceDigest,
+    SliceDigests,
     arc_length,
     diff_keys,
     differing,
@@ -115,3 +116,32 @@ def test_slice_width_keeps_a_round_near_its_budget() -> None:
     assert slice_width(81920, 8192) == RING_SIZE // 10
     with pytest.raises(ValueError, match="budget"):
         slice_width(10, 0)
+
+
+@given(
+    held=st.dictionaries(keys, st.tuples(tokens, records), max_size=30),
+    arcs=st.lists(st.tuples(tokens, tokens), min_size=1, max_size=4),
+    edges=st.booleans(),
+)
+def test_slice_digests_answer_like_a_scan_of_each_arc(
+    held: dict[bytes, tuple[int, bytes]], arcs: list[tuple[int, int]], edges: bool
+) -> None:
+    if edges and held:  # arcs that start or end exactly on a held token
+        some = sorted(token for token, _record in held.values())
+        arcs = [(some[0], some[-1]), (some[-1], some[0]), *arcs]
+    local = SliceDigests(
+        (token, key, key_digest(key, record)) for key, (token, record) in held.items()
+    )
+    assert len(local) == len(held)
+    for arc in arcs:
+        inside = {
+            key: key_digest(key, record)
+            for key, (token, record) in held.items()
+            if in_arc(token, arc)
+        }
+        assert local.piece(arc) == fold(inside.values())
+        assert local.keys([arc]) == inside
+    every = {}
+    for arc in arcs:
+        every |= local.keys([arc])
+    assert local.keys(arcs) == every
