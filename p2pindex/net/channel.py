@@ -231,14 +231,18 @@ class RpcChannel:
                     self._resolve(waiter, outcome.Error(failure))
 
     async def _write_loop(self) -> None:
+        coalesce = False
         while not self._closed:
             if not self._out:
                 await self._writer_lot.park()
-                if self._send_now is None:
+                if coalesce:
                     # One scheduler tick more lets the other tasks woken with us queue their
                     # frames too, so they share this send_all (one syscall for many frames).
                     await trio.lowlevel.checkpoint()
                 continue
+            # Wait that tick only while sends carry several frames: a connection carrying
+            # one request at a time would pay it on every hop for nothing to share.
+            coalesce = self._send_now is None and len(self._out) > 1
             data = b"".join(self._out)
             self._out.clear()
             self._out_bytes = 0
