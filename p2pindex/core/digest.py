@@ -77,6 +77,19 @@ def split_arc(arc: Arc, parts: int) -> list[Arc]:
     return list(itertools.pairwise(bounds))
 
 
+def arc_covers(outer: Arc, inner: Arc) -> bool:
+    """Whether every token of ``inner`` lies in ``outer`` (both (start, end], start == end
+    being the whole ring)."""
+    start, end = outer
+    if start == end:
+        return True
+    if inner[0] == inner[1]:
+        return False
+    first = (inner[0] - start) % RING_SIZE
+    last = (inner[1] - start) % RING_SIZE
+    return first < last <= (end - start) % RING_SIZE
+
+
 def slice_width(total_keys: int, budget: int) -> int:
     """How wide an arc a round may compare so that it scans about ``budget`` keys.
 

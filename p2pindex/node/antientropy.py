@@ -31,6 +31,7 @@ from p2pindex.core.digest import (
     Arc,
     PieceDigest,
     SliceDigests,
+    arc_covers,
     arc_length,
     diff_keys,
     differing,
@@ -70,6 +71,11 @@ MAX_PIECES: Final = 256
 """Arcs one digest request may name."""
 SCAN_PAGE: Final = 1024
 REQUEST_TIMEOUT: Final = 5.0
+ANSWER_KEYS: Final = 2 * SCAN_BUDGET
+"""Keys of a peer's round held to answer its later requests; a larger slice is scanned per
+request instead (an honest round holds about SCAN_BUDGET)."""
+ANSWER_SECONDS: Final = 2.0
+"""How long those keys answer: a round's requests follow each other within milliseconds."""
 
 _R = TypeVar("_R", bound=Message)
 
@@ -112,6 +118,8 @@ class AntiEntropy:
         self._interval = interval
         self._max_batch_bytes = max_frame // 2
         self._rotation: list[str] = []
+        self._answering: dict[str, tuple[Arc, float, SliceDigests]] = {}
+        """Per peer: the slice its current round compares, scanned once (see ``serve``)."""
         self._cursor = rng.randrange(RING_SIZE)
         self.last_error = ""
 
@@ -278,15 +286,59 @@ class AntiEntropy:
             return self._records(message)
         arcs = request_arcs(message.start, message.end, MAX_PIECES)
         if isinstance(message, DigestRequest):
-            digests = [self._digest(arc, message.sender) for arc in arcs]
+            local = self._answering_slice(message.sender, arcs, new_round=_splits_one_arc(arcs))
+            if local is None:
+                digests = [self._digest(arc, message.sender) for arc in arcs]
+            else:
+                digests = [local.piece(arc) for arc in arcs]
             return DigestReply([d.digest for d in digests], [d.count for d in digests])
         limit = min(message.limit, SCAN_BUDGET)
-        items: list[tuple[bytes, bytes]] = []
+        local = self._answering_slice(message.sender, arcs, new_round=False)
+        if local is not None:
+            items = list(local.keys(arcs).items())
+            return KeyDigestReply(items[:limit], complete=len(items) <= limit)
+        items = []
         for key, record in self._shared(arcs, message.sender):
             if len(items) == limit:
                 return KeyDigestReply(items, complete=False)
             items.append((key, key_digest(key, record)))
         return KeyDigestReply(items, complete=True)
+
+    def _answering_slice(
+        self, peer: str, arcs: list[Arc], *, new_round: bool
+    ) -> SliceDigests | None:
+        """The keys of ``peer``'s current round, if they cover ``arcs``.
+
+        A round asks for the digests of its whole slice first, then of smaller and smaller
+        pieces of it, then for key digests: answering each by scanning storage again cost the
+        answering side three scans a round. The first request of a round scans the slice
+        once; later ones of the same round are answered from it. Every new round scans
+        afresh, so answers are never older than the round asking (at most ANSWER_SECONDS).
+        """
+        now = trio.current_time()
+        if not new_round:
+            held = self._answering.get(peer)
+            if (
+                held is not None
+                and now - held[1] <= ANSWER_SECONDS
+                and all(arc_covers(held[0], arc) for arc in arcs)
+            ):
+                return held[2]
+            return None
+        self._answering = {  # rounds that ended; a new one of ``peer`` replaces its old
+            other: held
+            for other, held in self._answering.items()
+            if other != peer and now - held[1] <= ANSWER_SECONDS
+        }
+        cover = (arcs[0][0], arcs[-1][1])
+        entries: list[tuple[int, bytes, bytes]] = []
+        for key, record in self._shared([cover], peer):
+            if len(entries) == ANSWER_KEYS:
+                return None
+            entries.append((key_token(key), key, key_digest(key, record)))
+        local = SliceDigests(entries)
+        self._answering[peer] = (cover, now, local)
+        return local
 
     def _records(self, message: RecordsRequest) -> Message:
         if len(message.keys) > MAX_REPAIR_KEYS:
@@ -304,6 +356,12 @@ class AntiEntropy:
                 break
             items.append((key, record))
         return RecordsReply(items)
+
+
+def _splits_one_arc(arcs: list[Arc]) -> bool:
+    """Whether ``arcs`` are one arc split in FANOUT consecutive pieces: how a round starts
+    (a deeper request may look the same; answering it from a fresh scan is merely correct)."""
+    return len(arcs) == FANOUT and all(arcs[i][1] == arcs[i + 1][0] for i in range(len(arcs) - 1))
 
 
 def request_arcs(starts: list[int], ends: list[int], limit: int) -> list[Arc]:

@@ -13,6 +13,7 @@ from p2pindex.core.digest import (
     RING_SIZE,
     PieceDigest,
     SliceDigests,
+    arc_covers,
     arc_length,
     diff_keys,
     differing,
@@ -145,3 +146,20 @@ def test_slice_digests_answer_like_a_scan_of_each_arc(
     for arc in arcs:
         every |= local.keys([arc])
     assert local.keys(arcs) == every
+
+
+@given(outer=st.tuples(tokens, tokens), parts=st.integers(1, 40), data=st.data())
+def test_an_arc_covers_its_pieces_and_nothing_that_reaches_past_it(
+    outer: tuple[int, int], parts: int, data: st.DataObject
+) -> None:
+    pieces = split_arc(outer, parts)
+    assert all(arc_covers(outer, piece) for piece in pieces)
+    inner = data.draw(st.tuples(tokens, tokens))
+    if arc_covers(outer, inner):  # then both ends of inner, and one past its start, are in
+        assert in_arc(inner[1], outer) and in_arc((inner[0] + 1) % RING_SIZE, outer)
+    start, end = outer
+    if start != end:
+        assert not arc_covers(outer, (start, (end + 1) % RING_SIZE))
+        assert not arc_covers(outer, ((start - 1) % RING_SIZE, end))
+        assert not arc_covers(outer, (end, end))
+    assert arc_covers((start, start), inner)
