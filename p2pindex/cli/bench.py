@@ -35,7 +35,7 @@ from p2pindex.cli.common import (
 from p2pindex.cli.local_cluster import (
     LocalCluster,
     credentials_in_environment,
-    sigterm_as_interrupt,
+    stop_signals_interrupt,
     wait_converged,
 )
 from p2pindex.errors import P2PIndexError
@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
     if args.insecure and args.node:
         raise ValueError("--insecure is for the local cluster bench starts, not with --node")
     with contextlib.ExitStack() as stack:
-        stack.enter_context(sigterm_as_interrupt())
+        stack.enter_context(stop_signals_interrupt())
         node_pids: list[int] = []
         if args.node:
             addresses = [str(address) for address in args.node]

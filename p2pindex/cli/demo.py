@@ -21,7 +21,7 @@ from p2pindex.cli.common import EXIT_OK
 from p2pindex.cli.local_cluster import (
     LocalCluster,
     credentials_in_environment,
-    sigterm_as_interrupt,
+    stop_signals_interrupt,
     wait_converged,
 )
 from p2pindex.client import Client
@@ -59,7 +59,7 @@ def show(value: bytes | None) -> str:
 def run(args: argparse.Namespace) -> int:
     root = Path(tempfile.mkdtemp(prefix="p2pindex-demo-"))
     try:
-        with sigterm_as_interrupt(), LocalCluster(NODES, root) as cluster:
+        with stop_signals_interrupt(), LocalCluster(NODES, root) as cluster:
             say(f"p2pindex demo: {NODES} nodes on 127.0.0.1, N=3 replicas of every key")
             say(f"(data and logs in {root})")
             say()

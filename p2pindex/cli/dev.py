@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from p2pindex.cli.common import DEFAULT_NODE, EXIT_OK, positive_int_arg
-from p2pindex.cli.local_cluster import LocalCluster, sigterm_as_interrupt, wait_converged
+from p2pindex.cli.local_cluster import LocalCluster, stop_signals_interrupt, wait_converged
 from p2pindex.security.credentials import CREDENTIALS_ENV
 from p2pindex.types import Address
 
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     temporary = args.data_dir is None
     root = Path(tempfile.mkdtemp(prefix="p2pindex-dev-")) if temporary else args.data_dir
     try:
-        with sigterm_as_interrupt():
+        with stop_signals_interrupt():
             cluster = LocalCluster(
                 args.nodes, root, base_port=args.base_port, n_replicas=args.n_replicas
             )

@@ -324,17 +324,21 @@ def _ready_line(path: Path) -> str | None:
 
 
 @contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Treat SIGTERM like Ctrl-C while the block runs, so cleanup code still stops the nodes."""
+def stop_signals_interrupt() -> Iterator[None]:
+    """Treat SIGTERM and SIGINT like Ctrl-C while the block runs, so cleanup code still stops
+    the nodes. SIGINT is set explicitly: a command started as a background job inherits it
+    ignored, and `kill -INT` would then leave its nodes running (seen in a test harness)."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous_term = signal.signal(signal.SIGTERM, handler)
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
+        signal.signal(signal.SIGTERM, previous_term)
 
 
 @contextlib.contextmanager

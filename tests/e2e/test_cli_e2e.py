@@ -153,8 +153,14 @@ def test_consistency_above_n_is_refused(cluster: LocalCluster) -> None:
     assert "outside 1..3" in one_error_line(result)
 
 
+def ignore_sigint() -> None:
+    """What a shell does to a background job: it starts with SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def test_dev_starts_and_stops_its_nodes(tmp_path: Path) -> None:
     base = free_ports(1)[0]
+    # Started the way a background job is, `kill -INT` must still stop it and its nodes.
     process = subprocess.Popen(
         [
             sys.executable,
@@ -171,6 +177,7 @@ def test_dev_starts_and_stops_its_nodes(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=ignore_sigint,
     )
     try:
         lines = []
