@@ -286,7 +286,23 @@ def _measured(
     after = _cpu_seconds(node_pids)
     if before is not None and after is not None:
         result.node_cpu = after - before
+    result.node_rss = _largest_resident_bytes(node_pids)
     return result
+
+
+def _largest_resident_bytes(pids: list[int]) -> int | None:
+    """The largest resident set (VmRSS) among ``pids`` now (Linux /proc); None if unreadable."""
+    largest = None
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            return None
+        sizes = [line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")]
+        if not sizes:
+            return None
+        largest = max(largest or 0, int(sizes[0]) * 1024)
+    return largest
 
 
 def _cpu_seconds(pids: list[int]) -> float | None:

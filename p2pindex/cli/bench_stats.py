@@ -147,6 +147,9 @@ class PhaseResult:
     node_cpu: float | None = None
     """CPU seconds the cluster's node processes used in the phase (all nodes together), when
     the bench started them and could read their accounting; None for a remote cluster."""
+    node_rss: int | None = None
+    """Resident memory (bytes) of the largest node process at the end of the phase, under the
+    same conditions as ``node_cpu``."""
 
     def stats(self, op: str) -> OpStats:
         found = self.ops.get(op)
@@ -197,6 +200,7 @@ class PhaseResult:
             "node_cpu_us_per_op": round(self.node_cpu * 1e6 / self.operations, 1)
             if self.operations and self.node_cpu is not None
             else None,
+            "node_max_rss_mb": None if self.node_rss is None else round(self.node_rss / 1e6, 1),
             "ops": {op: self.ops[op].summary() for op in sorted(self.ops)},
         }
 
@@ -212,6 +216,8 @@ def ycsb_lines(phase: str, result: PhaseResult) -> list[str]:
     ]
     if summary["node_cpu_us_per_op"] is not None:
         lines.append(f"[{tag}], NodeCpuPerOp(us), {summary['node_cpu_us_per_op']}")
+    if summary["node_max_rss_mb"] is not None:
+        lines.append(f"[{tag}], NodeMaxRss(MB), {summary['node_max_rss_mb']}")
     for op, stats in summary["ops"].items():
         lines += [
             f"[{op}], Operations, {stats['operations']}",

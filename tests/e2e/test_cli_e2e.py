@@ -217,3 +217,5 @@ def test_bench_runs_its_local_cluster_secure_unless_told_insecure(insecure: bool
     assert expected in document["config"]["cluster"]
     run = document["run"]
     assert run["operations"] > 0 and run["errors"] == 0, run
+    # It started the nodes, so it reports what they cost: CPU per operation and memory.
+    assert run["node_cpu_us_per_op"] > 0 and 10 < run["node_max_rss_mb"] < 1000, run

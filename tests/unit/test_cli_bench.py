@@ -129,6 +129,11 @@ def test_phase_results_merge_and_report_like_ycsb() -> None:
     assert "[READ], Operations, 2" in lines
     assert "[READ], Return=ERROR(timeout), 1" in lines
     assert "[UPDATE], 99thPercentileLatency(us), 200" in lines
+    assert not any("Node" in line for line in lines)  # a remote cluster: nothing measured
+    first.node_cpu, first.node_rss = 0.003, 81_234_567
+    lines = ycsb_lines("run", first)
+    assert "[OVERALL], NodeCpuPerOp(us), 1000.0" in lines
+    assert "[OVERALL], NodeMaxRss(MB), 81.2" in lines
     assert OpStats().summary()["operations"] == 0
 
 
