@@ -34,6 +34,7 @@ from p2pindex.errors import (
     Timeout,
 )
 from p2pindex.net.base import ImmediateSend, Transport
+from p2pindex.net.tcp_stream import connect_tcp
 from p2pindex.types import Address
 from p2pindex.wire.codec import FrameDecoder, encode_frame
 from p2pindex.wire.errors import reply_for_error
@@ -403,10 +404,7 @@ async def open_channel(
     if transport is not None:
         stream: trio.abc.Stream = await transport.connect(address)
     else:
-        with trio.move_on_after(connect_timeout) as scope:
-            stream = await trio.open_tcp_stream(address.host, address.port)
-        if scope.cancelled_caught:
-            raise OSError(f"connecting to {address} timed out after {connect_timeout:g}s")
+        stream = await connect_tcp(address, connect_timeout)
     channel = RpcChannel(stream, limits, name=name or str(address))
     await nursery.start(channel.run)
     return channel

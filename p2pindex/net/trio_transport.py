@@ -17,6 +17,7 @@ import logging
 import trio
 
 from p2pindex.net.base import StreamHandler
+from p2pindex.net.tcp_stream import TcpStream, connect_tcp
 from p2pindex.types import Address
 
 log = logging.getLogger(__name__)
@@ -54,15 +55,8 @@ class TrioTransport:
         return self._bound or self._listen
 
     async def connect(self, address: Address) -> trio.abc.Stream:
-        """Open a TCP stream (TCP_NODELAY set by trio) or raise OSError within the timeout."""
-        try:
-            with trio.fail_after(self._connect_timeout):
-                return await trio.open_tcp_stream(address.host, address.port)
-        except trio.TooSlowError:
-            raise OSError(
-                errno.ETIMEDOUT,
-                f"connecting to {address} timed out after {self._connect_timeout:g}s",
-            ) from None
+        """Open a TCP stream or raise OSError within the timeout."""
+        return await connect_tcp(address, self._connect_timeout)
 
     async def serve(
         self,
@@ -188,7 +182,7 @@ async def _serve_one(handler: StreamHandler, stream: trio.SocketStream) -> None:
         await trio.aclose_forcefully(stream)
         return
     try:
-        await handler(stream, peer)
+        await handler(TcpStream(stream), peer)
     except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
         log.info("connection from %s failed: %s", peer, exc)
     except Exception:  # a handler bug ends its own connection, not the server (not Cancelled)

@@ -18,6 +18,7 @@ import trio
 from nacl.signing import SigningKey
 
 from p2pindex.errors import ConfigError
+from p2pindex.net.tcp_stream import connect_tcp
 from p2pindex.security.access import PeerKind
 from p2pindex.security.certs import ClientCapability, TrustSet, verify_capability
 from p2pindex.security.errors import CredentialRejected, HandshakeFailed
@@ -138,10 +139,7 @@ class SecureConnector:
     async def _open(self, address: Address) -> trio.abc.Stream:
         if self._transport is not None:
             return await self._transport.connect(address)
-        with trio.move_on_after(self._connect_timeout) as scope:
-            return await trio.open_tcp_stream(address.host, address.port)
-        assert scope.cancelled_caught
-        raise OSError(f"connecting to {address} timed out after {self._connect_timeout:g}s")
+        return await connect_tcp(address, self._connect_timeout)
 
 
 def client_connector(

@@ -11,6 +11,7 @@ import pytest
 import trio
 
 from p2pindex.net.base import StreamHandler
+from p2pindex.net.tcp_stream import TcpStream
 from p2pindex.net.trio_transport import MAX_DATAGRAM, TrioTransport
 from p2pindex.types import Address
 
@@ -69,7 +70,7 @@ async def test_serve_connect_and_echo(nursery: trio.Nursery) -> None:
     with trio.fail_after(GUARD):
         stream = await client.connect(address)
         async with stream:
-            assert isinstance(stream, trio.SocketStream)
+            assert isinstance(stream, TcpStream)
             assert stream.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
             await stream.send_all(b"hello")
             assert await stream.receive_some() == b"hello"
