@@ -633,15 +633,16 @@ class Coordinator:
             else:
                 message = ReplicaReadMany([r.key for r in carried])
                 self._send(node, message, timeout, self._on_reads_result, None, carried)
-        for read in reads:
-            try:
-                local = self._index.read(read.key)
-            except StorageFailure as exc:  # as ``get`` does: the read fails with the error
+        try:
+            local = self._index.read_many([read.key for read in reads])
+        except StorageFailure as exc:  # as ``get`` does: the reads fail with the error
+            for read in reads:
                 read.answered = True
                 group.answer(read.position, reply_for_error(exc))
-                continue
-            read.tracker.record_reply(self._node_id, local)
-            self._settle_read(read)
+        else:
+            for read in reads:
+                read.tracker.record_reply(self._node_id, local.get(read.key))
+                self._settle_read(read)
         await self._until_answered(reads, group, self._answer_read)
 
     def _on_batched_read(

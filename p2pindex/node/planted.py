@@ -9,7 +9,7 @@ and require the checker that guards the broken rule to catch it.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import trio
@@ -64,6 +64,11 @@ class AckBeforeCommit:
     def get(self, key: bytes) -> bytes | None:
         buffered = self._buffered.get(key)
         return buffered if buffered is not None else self._storage.get(key)
+
+    def get_many(self, keys: Sequence[bytes]) -> dict[bytes, bytes]:
+        found = self._storage.get_many([key for key in keys if key not in self._buffered])
+        found.update((key, self._buffered[key]) for key in keys if key in self._buffered)
+        return found
 
     async def put(self, key: bytes, record: bytes) -> None:
         await self.put_many([(key, record)])

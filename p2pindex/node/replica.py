@@ -55,8 +55,14 @@ class IndexManager:
 
     def read(self, key: bytes) -> VersionedObject | None:
         record = self.storage.get(key)
-        if record is None:
-            return None
+        return None if record is None else self._decoded_stored(key, record)
+
+    def read_many(self, keys: list[bytes]) -> dict[bytes, VersionedObject | None]:
+        """``read`` for a batch of keys (one storage lookup); absent keys are left out."""
+        found = self.storage.get_many(keys)
+        return {key: self._decoded_stored(key, record) for key, record in found.items()}
+
+    def _decoded_stored(self, key: bytes, record: bytes) -> VersionedObject:
         known = self._decoded.get(key)
         if known is not None and known[0] == record:
             return known[1]
@@ -101,10 +107,10 @@ class IndexManager:
 
         The caller must ``commit_many`` the results before its next await.
         """
-        staged: dict[bytes, VersionedObject] = {}
+        staged = self.read_many([key for key, _context, _value in writes])
         made: list[tuple[VersionedObject, bytes] | SiblingLimitExceeded] = []
         for key, context, value in writes:
-            current = staged[key] if key in staged else self.read(key)
+            current = staged.get(key)
             try:
                 version = self._versioned(current, context, value)
             except SiblingLimitExceeded as exc:
@@ -155,11 +161,11 @@ class IndexManager:
         return planted.merge(a, b, self._bugs) if self._bugs else versions.merge(a, b)
 
     async def apply_many(self, items: list[tuple[bytes, VersionedObject]]) -> None:
-        """Merge a batch in one commit (hint delivery and ownership handoff)."""
+        """Merge a batch in one commit (replica writes, hint delivery, ownership handoff)."""
         changed: dict[bytes, bytes] = {}
-        latest: dict[bytes, VersionedObject] = {}
+        latest = self.read_many([key for key, _incoming in items])
         for key, incoming in items:
-            current = latest[key] if key in latest else self.read(key)
+            current = latest.get(key)
             merged = incoming if current is None else self._merge(current, incoming)
             if merged != current:
                 latest[key] = merged
@@ -216,11 +222,12 @@ class ReplicaService:
         )
 
     def read(self, message: Message) -> Message:
-        get = self._index.storage.get
+        storage = self._index.storage
         if isinstance(message, ReplicaReadMany):
-            return ReplicaReadManyReply([get(key) for key in message.keys])
+            found = storage.get_many(message.keys)
+            return ReplicaReadManyReply([found.get(key) for key in message.keys])
         assert isinstance(message, ReplicaRead)
-        return ReplicaReadReply(get(message.key))
+        return ReplicaReadReply(storage.get(message.key))
 
     async def write(self, message: ReplicaWrite | ReplicaWriteMany) -> Message:
         replies: list[Message] = []

@@ -30,7 +30,7 @@ While the machine is paused every storage call waits.
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Final
@@ -227,6 +227,10 @@ class SimStorage:
     def get(self, key: bytes) -> bytes | None:
         self._check_open()
         return self._disk.image.get(key)
+
+    def get_many(self, keys: Sequence[bytes]) -> dict[bytes, bytes]:
+        self._check_open()
+        return self._disk.image.get_many(keys)
 
     def scan_range(
         self, start: int, end: int, after: bytes | None, limit: int

@@ -14,6 +14,7 @@ merges versions, storage only keeps them. Two promises make the node correct:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -43,6 +44,11 @@ class HintBacklog:
 class Storage(Protocol):
     def get(self, key: bytes) -> bytes | None:
         """The record of ``key`` (pending or committed), or None."""
+        ...
+
+    def get_many(self, keys: Sequence[bytes]) -> dict[bytes, bytes]:
+        """The records of those ``keys`` that exist (pending or committed): ``get`` for a
+        batch of keys, in one lookup where the backend can."""
         ...
 
     async def put(self, key: bytes, record: bytes) -> None:

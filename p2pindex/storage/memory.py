@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import trio
@@ -147,6 +148,16 @@ class MemoryStorage:
         self._check_open()
         require_bytes("key", key)
         return self._records.get(key)
+
+    def get_many(self, keys: Sequence[bytes]) -> dict[bytes, bytes]:
+        self._check_open()
+        found: dict[bytes, bytes] = {}
+        for key in keys:
+            require_bytes("key", key)
+            record = self._records.get(key)
+            if record is not None:
+                found[key] = record
+        return found
 
     async def put(self, key: bytes, record: bytes) -> None:
         await self.put_many([(key, record)])

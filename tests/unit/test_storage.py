@@ -158,6 +158,23 @@ async def test_bad_arguments_are_refused_with_clear_errors(storage: Storage) -> 
     assert storage.hint_backlog() == []
 
 
+async def test_get_many_answers_as_get_does_for_every_key(storage: Storage) -> None:
+    stored = [b"key-%d" % i for i in range(700)]
+    await storage.put_many([(key, record_of(key)) for key in stored[:400]])
+    await storage.put_many([(key, record_of(key)) for key in stored[400:]])
+    for key in stored[::7]:
+        await storage.remove(key)
+    rng = random.Random(5)
+    # Around the one-statement threshold and past a statement's row limit (512), with
+    # absent keys and repeats mixed in.
+    for size in (0, 1, 3, 4, 5, 17, 600):
+        keys = [rng.choice(stored) for _ in range(size)] + [b"absent"] * (size % 2)
+        expected = {key: storage.get(key) for key in keys if storage.get(key) is not None}
+        assert storage.get_many(keys) == expected
+    with pytest.raises(TypeError, match="key must be bytes"):
+        storage.get_many([b"ok", "k"])  # type: ignore[list-item]
+
+
 async def test_remove_drops_the_key(storage: Storage) -> None:
     await storage.put_many([(b"a", b"1"), (b"b", b"2")])
     await storage.remove(b"a")
@@ -300,6 +317,9 @@ async def test_a_closed_store_refuses_everything(storage: Storage) -> None:
         await storage.add_hint(A, b"k", b"v", 1.0)
     with pytest.raises(StorageFailure, match="closed"):
         storage.get(b"k")
+    for keys in ([b"k"], [b"k%d" % i for i in range(10)]):
+        with pytest.raises(StorageFailure, match="closed"):
+            storage.get_many(keys)
     with pytest.raises(StorageFailure, match="closed"):
         storage.count()
 
@@ -364,6 +384,7 @@ async def test_sqlite_put_is_visible_while_its_commit_is_stalled(
             assert done == {}
             assert sqlite_store.get(b"new") == b"pending"
             assert sqlite_store.get(b"old") is None
+            assert sqlite_store.get_many([b"new", b"old", b"none"]) == {b"new": b"pending"}
             assert sqlite_store.scan_range(0, 0, None, 10) == [(b"new", b"pending")]
             assert sqlite_store.get_meta("m") == b"pending"
             assert [(h.key, h.created) for h in sqlite_store.hints_for(A, 10)] == [(b"hk", 2.0)]
