@@ -607,7 +607,7 @@ class Node:
 
     async def _apply_records(self, records: list[tuple[bytes, bytes]]) -> None:
         assert self._index is not None
-        items = [(key, self._decode(record)) for key, record in records]
+        items = [(key, record, self._decode(record)) for key, record in records]
         try:
             await self._index.apply_many(items)
         except StorageFailure as exc:

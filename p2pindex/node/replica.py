@@ -160,16 +160,24 @@ class IndexManager:
     def _merge(self, a: VersionedObject, b: VersionedObject) -> VersionedObject:
         return planted.merge(a, b, self._bugs) if self._bugs else versions.merge(a, b)
 
-    async def apply_many(self, items: list[tuple[bytes, VersionedObject]]) -> None:
-        """Merge a batch in one commit (replica writes, hint delivery, ownership handoff)."""
+    async def apply_many(self, items: list[tuple[bytes, bytes, VersionedObject]]) -> None:
+        """Merge a batch in one commit (replica writes, hint delivery, ownership handoff).
+
+        Each item is (key, record, the record decoded). A record that decoded is in
+        canonical form, so when it wins the merge outright (the usual replica write) its
+        bytes are stored as they came instead of being encoded again (equal objects encode
+        to equal bytes: tests/unit/test_versions.py).
+        """
         changed: dict[bytes, bytes] = {}
-        latest = self.read_many([key for key, _incoming in items])
-        for key, incoming in items:
+        latest = self.read_many([key for key, _record, _incoming in items])
+        for key, incoming_record, incoming in items:
             current = latest.get(key)
             merged = incoming if current is None else self._merge(current, incoming)
             if merged != current:
                 latest[key] = merged
-                changed[key] = record = versions.encode_object(merged)
+                same = merged == incoming
+                record = incoming_record if same else versions.encode_object(merged)
+                changed[key] = record
                 self._remember(key, record, merged)
         if changed:
             await self.storage.put_many(list(changed.items()))
@@ -273,7 +281,9 @@ class ReplicaService:
                 if hint_for is not None:
                     await self._hints.keep(hint_for, key, record)
             if self._index.plain:
-                await self._index.apply_many([(key, obj) for key, _record, _hint, obj in items])
+                await self._index.apply_many(
+                    [(key, record, obj) for key, record, _hint, obj in items]
+                )
             else:
                 for key, _record, _hint, obj in items:
                     await self._index.apply(key, obj)
