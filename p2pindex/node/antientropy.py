@@ -20,6 +20,7 @@ arithmetic lives in ``p2pindex.core.digest``.
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Callable, Iterator
 from typing import Final, Protocol, TypeVar
@@ -164,10 +165,7 @@ class AntiEntropy:
         address = self._view.address_of(peer)
         self._stats.incr("antientropy.rounds")
         arc = arc or self._next_slice()
-        local = SliceDigests(
-            (key_token(key), key, key_digest(key, record))
-            for key, record in self._shared([arc], peer)
-        )
+        local = SliceDigests(self._digest_entries(arc, peer))
         leaves = await self._differing_leaves(peer, address, arc, local)
         if not leaves:
             self._stats.incr("antientropy.in_sync")
@@ -279,6 +277,12 @@ class AntiEntropy:
     def _digest(self, arc: Arc, peer: str) -> PieceDigest:
         return fold(key_digest(key, record) for key, record in self._shared([arc], peer))
 
+    def _digest_entries(self, arc: Arc, peer: str) -> Iterator[tuple[int, bytes, bytes]]:
+        """(ring token, key, key digest) of every key ``_shared`` finds in ``arc``, the
+        entries a SliceDigests holds."""
+        for key, record in self._shared([arc], peer):
+            yield key_token(key), key, key_digest(key, record)
+
     # --- answering a peer's round -----------------------------------------------------------
 
     def serve(self, message: DigestRequest | KeyDigestRequest | RecordsRequest) -> Message:
@@ -331,11 +335,9 @@ class AntiEntropy:
             if other != peer and now - held[1] <= ANSWER_SECONDS
         }
         cover = (arcs[0][0], arcs[-1][1])
-        entries: list[tuple[int, bytes, bytes]] = []
-        for key, record in self._shared([cover], peer):
-            if len(entries) == ANSWER_KEYS:
-                return None
-            entries.append((key_token(key), key, key_digest(key, record)))
+        entries = list(itertools.islice(self._digest_entries(cover, peer), ANSWER_KEYS + 1))
+        if len(entries) > ANSWER_KEYS:
+            return None
         local = SliceDigests(entries)
         self._answering[peer] = (cover, now, local)
         return local

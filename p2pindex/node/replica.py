@@ -57,22 +57,19 @@ class IndexManager:
         record = self.storage.get(key)
         return None if record is None else self._decoded_stored(key, record)
 
-    def read_many(self, keys: list[bytes]) -> dict[bytes, VersionedObject | None]:
+    def read_many(self, keys: list[bytes]) -> dict[bytes, VersionedObject]:
         """``read`` for a batch of keys (one storage lookup); absent keys are left out."""
         found = self.storage.get_many(keys)
         return {key: self._decoded_stored(key, record) for key, record in found.items()}
 
     def _decoded_stored(self, key: bytes, record: bytes) -> VersionedObject:
-        known = self._decoded.get(key)
-        if known is not None and known[0] == record:
-            return known[1]
-        obj = versions.decode_object(record)
+        obj = self.decode(key, record)
         self._remember(key, record, obj)
         return obj
 
     def decode(self, key: bytes, record: bytes) -> VersionedObject:
-        """Decode a record of ``key`` another replica sent (ValueError if it is bad). Replicas
-        in sync send the bytes this node holds, whose decoded form is usually kept already."""
+        """Decode a record of ``key`` (ValueError if it is bad). Replicas in sync send the
+        bytes this node holds, whose decoded form is usually kept already."""
         known = self._decoded.get(key)
         if known is not None and known[0] == record:
             return known[1]

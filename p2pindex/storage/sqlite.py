@@ -55,6 +55,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import outcome
 import trio
@@ -107,8 +108,9 @@ _SCHEMA = (
 
 class _RowsStatement:
     """A statement over many rows, sent as one multi-row statement per 1024 rows (see the GIL
-    note). Every statement here is idempotent per row, so a chunk is padded up to a power of
-    two by repeating its last row: a few SQL texts stay prepared and one step does the chunk.
+    note). Every statement here is idempotent per row (a repeated row of a query returns a
+    repeated result), so a chunk is padded up to a power of two by repeating its last row: a
+    few SQL texts stay prepared and one step does the chunk.
     """
 
     MAX_ROWS = 1024
@@ -120,13 +122,16 @@ class _RowsStatement:
             self._sql[size] = head + ",".join([row] * size) + tail
             size *= 2
 
-    def run(self, conn: sqlite3.Connection, rows: Sequence[tuple[object, ...]]) -> None:
+    def run(self, conn: sqlite3.Connection, rows: Sequence[tuple[object, ...]]) -> list[Any]:
+        """Run the statement over ``rows``; what a query returns, all chunks together."""
+        found: list[Any] = []
         for first in range(0, len(rows), self.MAX_ROWS):
             chunk = rows[first : first + self.MAX_ROWS]
             size = 1 << (len(chunk) - 1).bit_length()
             values = [value for row in chunk for value in row]
             values.extend(chunk[-1] * (size - len(chunk)))
-            conn.execute(self._sql[size], values)
+            found += conn.execute(self._sql[size], values).fetchall()
+        return found
 
 
 _UPSERT_KV = _RowsStatement(
@@ -152,39 +157,15 @@ _UPSERT_META = _RowsStatement(
 _GET_KV = "SELECT record FROM kv WHERE token = ? AND key = ?"
 
 
-class _GetMany:
-    """Point reads of many keys as one statement: the wanted (token, key) pairs are a
-    ``VALUES`` table joined to ``kv`` by its primary key, padded to a power of two (by
-    repeating the last pair) so that a few SQL texts stay prepared. Below ``MIN_ROWS`` keys
-    a ``get`` each is cheaper."""
-
-    MAX_ROWS = 512
-    MIN_ROWS = 4
-
-    def __init__(self) -> None:
-        self._sql: dict[int, str] = {}
-        size = 1
-        while size <= self.MAX_ROWS:
-            self._sql[size] = (
-                "SELECT kv.key, kv.record FROM (VALUES "
-                + ",".join(["(?,?)"] * size)
-                + ") AS wanted CROSS JOIN kv"
-                " ON kv.token = wanted.column1 AND kv.key = wanted.column2"
-            )
-            size *= 2
-
-    def run(self, conn: sqlite3.Connection, pairs: list[tuple[int, bytes]]) -> list[tuple]:
-        rows: list[tuple] = []
-        for first in range(0, len(pairs), self.MAX_ROWS):
-            chunk = pairs[first : first + self.MAX_ROWS]
-            size = 1 << (len(chunk) - 1).bit_length()
-            values = [value for pair in chunk for value in pair]
-            values.extend(chunk[-1] * (size - len(chunk)))
-            rows.extend(conn.execute(self._sql[size], values).fetchall())
-        return rows
-
-
-_GET_MANY = _GetMany()
+_GET_MANY = _RowsStatement(
+    "SELECT kv.key, kv.record FROM (VALUES ",
+    "(?,?)",
+    ") AS wanted CROSS JOIN kv ON kv.token = wanted.column1 AND kv.key = wanted.column2",
+)
+"""Point reads of many keys in one step: the wanted (token, key) pairs as a table joined to
+``kv`` by its primary key."""
+_GET_MANY_FROM = 4
+"""Below this many keys a ``get`` each is cheaper than one joined read."""
 _SCAN_FROM = (
     "SELECT token, key, record FROM kv WHERE token >= ? AND token <= ? ORDER BY token, key LIMIT ?"
 )
@@ -331,46 +312,51 @@ class SqliteStorage:
 
     def get(self, key: bytes) -> bytes | None:
         require_bytes("key", key)
+        entry = self._pending_entry(key)
+        if entry is not None:
+            return entry[1]
+        return self._read_committed(key)
+
+    def get_many(self, keys: Sequence[bytes]) -> dict[bytes, bytes]:
+        """See Storage.get_many: the keys no pending batch holds are read by one statement,
+        about 4 µs a key against 10 for a ``get`` each."""
+        found: dict[bytes, bytes] = {}
+        wanted: list[bytes] = []
+        for key in keys:
+            require_bytes("key", key)
+            entry = self._pending_entry(key)
+            if entry is None:
+                wanted.append(key)
+            elif entry[1] is not None:
+                found[key] = entry[1]
+        if len(wanted) < _GET_MANY_FROM:
+            for key in wanted:
+                record = self._read_committed(key)
+                if record is not None:
+                    found[key] = record
+            return found
+        pairs = [(key_token(key) - _TOKEN_OFFSET, key) for key in wanted]
+        try:
+            found.update(_GET_MANY.run(self._reader, pairs))
+        except sqlite3.Error as exc:
+            raise self._read_failure(exc) from exc
+        return found
+
+    def _pending_entry(self, key: bytes) -> tuple[int, bytes | None] | None:
+        """The newest pending write of ``key`` (a None record: a pending removal), or None."""
         for batch in (self._open, self._committing):
             if batch is not None:
                 entry = batch.kv.get(key)
                 if entry is not None:
-                    return entry[1]
+                    return entry
+        return None
+
+    def _read_committed(self, key: bytes) -> bytes | None:
         try:
             rows = self._reader.execute(_GET_KV, (key_token(key) - _TOKEN_OFFSET, key)).fetchall()
         except sqlite3.Error as exc:
             raise self._read_failure(exc) from exc
         return rows[0][0] if rows else None
-
-    def get_many(self, keys: Sequence[bytes]) -> dict[bytes, bytes]:
-        """See Storage.get_many: the keys no pending batch holds are read by one statement
-        (per ``_GetMany.MAX_ROWS``), about 4 µs a key against 10 for a ``get`` each."""
-        found: dict[bytes, bytes] = {}
-        wanted: dict[bytes, int] = {}
-        pending = [batch.kv for batch in (self._open, self._committing) if batch is not None]
-        for key in keys:
-            require_bytes("key", key)
-            for kv in pending:
-                entry = kv.get(key)
-                if entry is not None:
-                    if entry[1] is not None:
-                        found[key] = entry[1]
-                    break
-            else:
-                wanted[key] = key_token(key) - _TOKEN_OFFSET
-        if not wanted:
-            return found
-        try:
-            if len(wanted) < _GetMany.MIN_ROWS:
-                for key, token in wanted.items():
-                    rows = self._reader.execute(_GET_KV, (token, key)).fetchall()
-                    if rows:
-                        found[key] = rows[0][0]
-            else:
-                found.update(_GET_MANY.run(self._reader, [(t, k) for k, t in wanted.items()]))
-        except sqlite3.Error as exc:
-            raise self._read_failure(exc) from exc
-        return found
 
     def scan_range(
         self, start: int, end: int, after: bytes | None, limit: int
