@@ -7,7 +7,7 @@ serialised without locks (Storage makes a put visible before it awaits the commi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from p2pindex.config import Limits
@@ -54,13 +54,35 @@ class IndexManager:
         self._decoded: dict[bytes, tuple[bytes, VersionedObject]] = {}
 
     def read(self, key: bytes) -> VersionedObject | None:
+        known = self._decoded.get(key)
+        if known is not None:
+            return known[1]
         record = self.storage.get(key)
         return None if record is None else self._decoded_stored(key, record)
 
     def read_many(self, keys: list[bytes]) -> dict[bytes, VersionedObject]:
         """``read`` for a batch of keys (one storage lookup); absent keys are left out."""
-        found = self.storage.get_many(keys)
-        return {key: self._decoded_stored(key, record) for key, record in found.items()}
+        decoded = self._decoded
+        found: dict[bytes, VersionedObject] = {}
+        missing: list[bytes] = []
+        for key in keys:
+            known = decoded.get(key)
+            if known is None:
+                missing.append(key)
+            else:
+                found[key] = known[1]
+        if missing:
+            for key, record in self.storage.get_many(missing).items():
+                found[key] = self._decoded_stored(key, record)
+        return found
+
+    def records(self, keys: list[bytes]) -> list[bytes | None]:
+        """The stored record of each key, None where there is none (what replica reads
+        answer)."""
+        decoded = self._decoded
+        missing = [key for key in keys if key not in decoded]
+        stored = self.storage.get_many(missing) if missing else {}
+        return [known[0] if (known := decoded.get(key)) else stored.get(key) for key in keys]
 
     def _decoded_stored(self, key: bytes, record: bytes) -> VersionedObject:
         obj = self.decode(key, record)
@@ -76,9 +98,15 @@ class IndexManager:
         return versions.decode_object(record)
 
     def _remember(self, key: bytes, record: bytes, obj: VersionedObject) -> None:
-        """Keep the decoded form of a record this node stored or read: every write reads
-        its key first, and decoding (with its canonical-form check) costs more than the
-        storage read. Entries are checked against the stored bytes, so they never go stale.
+        """Keep the record of a key this node stores or read, with its decoded form: every
+        write reads its key first, and a storage read plus a decode (with its canonical-form
+        check) cost more than the rest of a replica write.
+
+        Every record this node stores goes through this class, and a record is kept here
+        only once it is in storage or staged there before the caller's next await, so a kept
+        entry is the key's stored (or pending) record and reads trust it. A write whose
+        commit fails forgets its keys (``_stored``): storage then shows the last committed
+        record again, and so must every read.
         """
         decoded = self._decoded
         if key not in decoded and len(decoded) >= DECODED_CACHE:
@@ -94,7 +122,9 @@ class IndexManager:
         can interleave. Refuses (definitely, before anything is stored or sent) a write that
         would exceed the sibling limit.
         """
-        return self._versioned(self.read(key), context, value)
+        obj, record = version = self._versioned(self.read(key), context, value)
+        self._remember(key, record, obj)
+        return version
 
     def new_versions(
         self, writes: list[tuple[bytes, VersionVector, bytes | None]]
@@ -138,20 +168,33 @@ class IndexManager:
 
     async def commit_many(self, records: list[tuple[bytes, bytes]]) -> None:
         """Commit ``new_versions`` results in one transaction (only when ``plain``)."""
-        await self.storage.put_many(records)
+        await self._stored([key for key, _record in records], self.storage.put_many(records))
 
     async def _store(self, key: bytes, record: bytes) -> None:
         if "early-tombstone-reap" in self._bugs and versions.decode_object(record).is_deleted:
+            self._decoded.pop(key, None)
             await self.storage.remove(key)
         else:
-            await self.storage.put(key, record)
+            await self._stored([key], self.storage.put(key, record))
+
+    async def _stored(self, keys: list[bytes], write: Awaitable[None]) -> None:
+        """Await a storage write of ``keys``; if it fails (or its waiter is cancelled, when
+        the outcome is unknown here) forget them, so reads go back to what storage holds."""
+        try:
+            await write
+        except BaseException:
+            for key in keys:
+                self._decoded.pop(key, None)
+            raise
 
     async def apply(self, key: bytes, incoming: VersionedObject) -> VersionedObject:
         """Merge a version sent by a coordinator, a repair or a handoff; never overwrite."""
         current = self.read(key)
         merged = incoming if current is None else self._merge(current, incoming)
         if merged != current:
-            await self._store(key, versions.encode_object(merged))
+            record = versions.encode_object(merged)
+            self._remember(key, record, merged)
+            await self._store(key, record)
         return merged
 
     def _merge(self, a: VersionedObject, b: VersionedObject) -> VersionedObject:
@@ -177,7 +220,7 @@ class IndexManager:
                 changed[key] = record
                 self._remember(key, record, merged)
         if changed:
-            await self.storage.put_many(list(changed.items()))
+            await self._stored(list(changed), self.storage.put_many(list(changed.items())))
 
     @property
     def plain(self) -> bool:
@@ -227,12 +270,10 @@ class ReplicaService:
         )
 
     def read(self, message: Message) -> Message:
-        storage = self._index.storage
         if isinstance(message, ReplicaReadMany):
-            found = storage.get_many(message.keys)
-            return ReplicaReadManyReply([found.get(key) for key in message.keys])
+            return ReplicaReadManyReply(self._index.records(message.keys))
         assert isinstance(message, ReplicaRead)
-        return ReplicaReadReply(storage.get(message.key))
+        return ReplicaReadReply(self._index.records([message.key])[0])
 
     async def write(self, message: ReplicaWrite | ReplicaWriteMany) -> Message:
         replies: list[Message] = []

@@ -1,0 +1,127 @@
+"""IndexManager's kept records: reads trust them, so they must always match storage."""
+
+from __future__ import annotations
+
+import pytest
+
+from p2pindex.config import Limits
+from p2pindex.core import versions
+from p2pindex.core.versions import VersionVector
+from p2pindex.errors import StorageFailure
+from p2pindex.node.replica import IndexManager
+from p2pindex.node.stats import StatisticsStore
+from p2pindex.storage.memory import MemoryStorage
+
+
+class FlakyStorage(MemoryStorage):
+    """Memory storage that counts reads and can fail its next commits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failing = False
+        self.reads = 0
+
+    def get(self, key: bytes) -> bytes | None:
+        self.reads += 1
+        return super().get(key)
+
+    def get_many(self, keys):  # type: ignore[no-untyped-def]
+        self.reads += 1
+        return super().get_many(keys)
+
+    async def put(self, key: bytes, record: bytes) -> None:
+        await self.put_many([(key, record)])
+
+    async def put_many(self, items: list[tuple[bytes, bytes]]) -> None:
+        if self.failing:
+            raise StorageFailure("disk unplugged")
+        await super().put_many(items)
+
+
+def index_on(storage: MemoryStorage, actor: str = "n1.e1") -> IndexManager:
+    return IndexManager(storage, actor, Limits(), StatisticsStore())
+
+
+def values(obj: versions.VersionedObject | None) -> list[bytes | None]:
+    assert obj is not None
+    return sorted(sibling.value for sibling in obj.siblings)  # type: ignore[type-var]
+
+
+async def test_a_written_key_is_read_back_without_asking_storage() -> None:
+    storage = FlakyStorage()
+    index = index_on(storage)
+    obj, record = index.new_version(b"k", VersionVector(), b"v1")
+    await index.commit(b"k", record)
+    storage.reads = 0
+    assert index.read(b"k") == obj
+    assert index.read_many([b"k", b"absent"]) == {b"k": obj}
+    assert index.records([b"k", b"absent"]) == [record, None]
+    assert storage.get(b"k") == record
+    assert storage.reads == 3  # the absent key twice, and the check above
+
+
+@pytest.mark.parametrize("batched", [False, True])
+async def test_a_failed_commit_is_forgotten_so_reads_show_storage_again(batched: bool) -> None:
+    storage = FlakyStorage()
+    index = index_on(storage)
+    first, record = index.new_version(b"k", VersionVector(), b"v1")
+    await index.commit(b"k", record)
+    storage.failing = True
+    with pytest.raises(StorageFailure):
+        if batched:
+            [(_obj, lost)] = index.new_versions([(b"k", first.clock, b"v2")])  # type: ignore[misc]
+            await index.commit_many([(b"k", lost)])
+        else:
+            _obj, lost = index.new_version(b"k", first.clock, b"v2")
+            await index.commit(b"k", lost)
+    assert index.read(b"k") == first
+    assert index.read_many([b"k"]) == {b"k": first}
+    assert index.records([b"k"]) == [record]
+
+
+async def test_a_failed_replica_merge_is_forgotten_too() -> None:
+    storage = FlakyStorage()
+    index = index_on(storage)
+    mine, record = index.new_version(b"k", VersionVector(), b"mine")
+    await index.commit(b"k", record)
+    theirs = versions.update(None, VersionVector(), "n2.e1", b"theirs")
+    storage.failing = True
+    with pytest.raises(StorageFailure):
+        await index.apply_many([(b"k", versions.encode_object(theirs), theirs)])
+    with pytest.raises(StorageFailure):
+        await index.apply(b"k", theirs)
+    assert index.read(b"k") == mine
+
+
+async def test_every_kind_of_write_updates_what_reads_return() -> None:
+    storage = FlakyStorage()
+    index = index_on(storage)
+    _obj, record = index.new_version(b"k", VersionVector(), b"mine")
+    await index.commit(b"k", record)
+    assert values(index.read(b"k")) == [b"mine"]
+    # A concurrent write from another coordinator, merged in one at a time and batched.
+    theirs = versions.update(None, VersionVector(), "n2.e1", b"theirs")
+    await index.apply(b"k", theirs)
+    assert values(index.read(b"k")) == [b"mine", b"theirs"]
+    other = versions.update(None, VersionVector(), "n3.e1", b"other")
+    await index.apply_many([(b"k", versions.encode_object(other), other)])
+    assert values(index.read(b"k")) == [b"mine", b"other", b"theirs"]
+    # Whatever reads return is exactly what storage holds.
+    stored = storage.get(b"k")
+    assert stored is not None
+    assert index.read(b"k") == versions.decode_object(stored)
+    assert index.records([b"k"]) == [stored]
+    # A write with the full context replaces all three.
+    current = index.read(b"k")
+    assert current is not None
+    [(_obj, resolved)] = index.new_versions([(b"k", current.clock, b"resolved")])  # type: ignore[misc]
+    await index.commit_many([(b"k", resolved)])
+    assert values(index.read(b"k")) == [b"resolved"]
+    assert storage.get(b"k") == resolved
+
+
+async def test_a_fresh_manager_reads_what_an_earlier_one_stored() -> None:
+    storage = FlakyStorage()
+    obj, record = index_on(storage).new_version(b"k", VersionVector(), b"v1")
+    await index_on(storage).commit(b"k", record)
+    assert index_on(storage).read(b"k") == obj
