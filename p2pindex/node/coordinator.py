@@ -457,18 +457,9 @@ class Coordinator:
         """
         address = self._view.address_of(node)
         replica_timeout = min(timeout, self._config.replica_timeout)
-        retried = False
-
-        def deliver(result: outcome.Outcome) -> None:
-            nonlocal retried
-            lost = isinstance(result, outcome.Error) and isinstance(result.error, ConnectionLost)
-            if lost and not retried:
-                retried = True
-                self._stats.incr("replica.retries")
-                self._spawn(self._send_connecting, address, message, replica_timeout, deliver)
-                return
-            on_result(node, result, tracker, round_)
-
+        deliver = _Delivery(
+            self, node, address, message, replica_timeout, on_result, tracker, round_
+        )
         if not self._peers.send_nowait(address, message, deliver, replica_timeout):
             self._spawn(self._send_connecting, address, message, replica_timeout, deliver)
 
@@ -798,6 +789,60 @@ class Coordinator:
         self._stats.incr(f"replica.errors.{type(error).__name__}")
         if isinstance(error, OSError):
             self._view.note_unreachable(node)
+
+
+class _Delivery:
+    """Where the outcome of one replica request goes (see ``Coordinator._send``).
+
+    A class rather than a closure: the retry hands the callback to a new request, and a
+    closure that names itself is a reference cycle, which made every replica request (and
+    the writes and quorums it carries) garbage only the cyclic collector could free.
+    """
+
+    __slots__ = (
+        "_address",
+        "_coordinator",
+        "_message",
+        "_node",
+        "_on_result",
+        "_retried",
+        "_round",
+        "_timeout",
+        "_tracker",
+    )
+
+    def __init__(
+        self,
+        coordinator: Coordinator,
+        node: str,
+        address: Address,
+        message: Message,
+        timeout: float,
+        on_result: Callable[..., None],
+        tracker: WriteQuorum | ReadQuorum | None,
+        round_: object,
+    ) -> None:
+        self._coordinator = coordinator
+        self._node = node
+        self._address = address
+        self._message = message
+        self._timeout = timeout
+        self._on_result = on_result
+        self._tracker = tracker
+        self._round = round_
+        self._retried = False
+
+    def __call__(self, result: outcome.Outcome) -> None:
+        lost = isinstance(result, outcome.Error) and isinstance(result.error, ConnectionLost)
+        if lost and not self._retried:
+            self._retried = True
+            coordinator = self._coordinator
+            coordinator._stats.incr("replica.retries")
+            coordinator._spawn(
+                coordinator._send_connecting, self._address, self._message, self._timeout, self
+            )
+            return
+        self._on_result(self._node, result, self._tracker, self._round)
 
 
 def _unwrapped(result: outcome.Outcome) -> Message | OSError | P2PIndexError:
