@@ -23,7 +23,7 @@ import trio
 
 from p2pindex.cli.bench_stats import OpStats, PhaseResult
 from p2pindex.cli.bench_workload import ScrambledZipfian, key_name
-from p2pindex.cli.common import describe, single_error
+from p2pindex.cli.common import collect_garbage_rarely, describe, single_error
 from p2pindex.client import AsyncClient, Context, connect
 from p2pindex.errors import P2PIndexError
 
@@ -176,6 +176,7 @@ async def run_worker(spec: WorkerSpec, conn: Connection) -> None:
     async with connect(
         list(spec.addresses), consistency=spec.consistency, timeout=spec.timeout
     ) as db:
+        collect_garbage_rarely()
         conn.send(("ready", spec.index))
         if spec.load:
 

@@ -7,6 +7,7 @@ A command line tool is judged by its failures: each one here ends as a single
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -40,6 +41,21 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(EXIT_USAGE, f"error: {message} (see '{self.prog} --help')\n")
+
+
+def collect_garbage_rarely() -> None:
+    """For a process that serves or generates load for its whole life (a node, a bench worker).
+
+    The data path allocates many short-lived objects and few cycles, while such a process
+    holds long-lived state (a node's ring, caches, certificates, sessions; a bench worker's
+    hundreds of request loops): at the default thresholds the cyclic collector ran hundreds
+    of times a second and kept rescanning that state (about 5% of a node's CPU in a write
+    benchmark, 12-18% of a bench worker's at 768 requests in flight). Freezing what start-up
+    made and collecting the young generation less often keeps collection rare; memory stays
+    bounded, since garbage cycles are still collected.
+    """
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 50)
 
 
 def address_arg(text: str) -> Address:

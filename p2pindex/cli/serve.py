@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 import sys
 from pathlib import Path
 
 import trio
 
-from p2pindex.cli.common import address_arg
+from p2pindex.cli.common import address_arg, collect_garbage_rarely
 from p2pindex.config import Limits, NodeConfig
 
 DEFAULT_LISTEN = "127.0.0.1:7400"
@@ -136,20 +135,8 @@ def run(args: argparse.Namespace) -> int:
     async def main() -> None:
         async with trio.open_nursery() as nursery:
             node, address = await nursery.start(serve_node, config)
-            _collect_garbage_rarely()
+            collect_garbage_rarely()
             print(f"ready node_id={node.node_id} address={address}", flush=True)
 
     trio.run(main)
     return 0
-
-
-def _collect_garbage_rarely() -> None:
-    """The data path allocates many short-lived objects and few cycles, while a serving node
-    holds long-lived state (its ring, caches, certificates, sessions): under load the cyclic
-    collector ran hundreds of times a second and kept rescanning that state (about 5% of a
-    node's CPU in a write benchmark). Freezing what start-up made and collecting the young
-    generation less often keeps collection rare; memory stays bounded, since garbage cycles
-    are still collected.
-    """
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 50)
