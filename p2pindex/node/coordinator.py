@@ -791,6 +791,7 @@ class Coordinator:
             self._view.note_unreachable(node)
 
 
+@dataclass(slots=True, eq=False)
 class _Delivery:
     """Where the outcome of one replica request goes (see ``Coordinator._send``).
 
@@ -799,50 +800,27 @@ class _Delivery:
     the writes and quorums it carries) garbage only the cyclic collector could free.
     """
 
-    __slots__ = (
-        "_address",
-        "_coordinator",
-        "_message",
-        "_node",
-        "_on_result",
-        "_retried",
-        "_round",
-        "_timeout",
-        "_tracker",
-    )
-
-    def __init__(
-        self,
-        coordinator: Coordinator,
-        node: str,
-        address: Address,
-        message: Message,
-        timeout: float,
-        on_result: Callable[..., None],
-        tracker: WriteQuorum | ReadQuorum | None,
-        round_: object,
-    ) -> None:
-        self._coordinator = coordinator
-        self._node = node
-        self._address = address
-        self._message = message
-        self._timeout = timeout
-        self._on_result = on_result
-        self._tracker = tracker
-        self._round = round_
-        self._retried = False
+    coordinator: Coordinator
+    node: str
+    address: Address
+    message: Message
+    timeout: float
+    on_result: Callable[..., None]
+    tracker: WriteQuorum | ReadQuorum | None
+    round_: object
+    retried: bool = False
 
     def __call__(self, result: outcome.Outcome) -> None:
         lost = isinstance(result, outcome.Error) and isinstance(result.error, ConnectionLost)
-        if lost and not self._retried:
-            self._retried = True
-            coordinator = self._coordinator
+        if lost and not self.retried:
+            self.retried = True
+            coordinator = self.coordinator
             coordinator._stats.incr("replica.retries")
             coordinator._spawn(
-                coordinator._send_connecting, self._address, self._message, self._timeout, self
+                coordinator._send_connecting, self.address, self.message, self.timeout, self
             )
             return
-        self._on_result(self._node, result, self._tracker, self._round)
+        self.on_result(self.node, result, self.tracker, self.round_)
 
 
 def _unwrapped(result: outcome.Outcome) -> Message | OSError | P2PIndexError:
