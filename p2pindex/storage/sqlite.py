@@ -731,6 +731,10 @@ def _open_writer(
         conn.execute(f"PRAGMA synchronous = {'FULL' if fsync else 'NORMAL'}")
         conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
         conn.execute(f"PRAGMA busy_timeout = {_WRITER_BUSY_MS}")
+        # A multi-row upsert inside BEGIN ... COMMIT keeps a statement journal of every page
+        # it changes; past 64 KiB SQLite spills it to a new file in /var/tmp, so a batch
+        # commit created, wrote and deleted a temporary file besides writing the WAL.
+        conn.execute("PRAGMA temp_store = MEMORY")
         # Inline commits checkpoint from a worker thread instead (see _maybe_checkpoint).
         autocheckpoint = _WAL_AUTOCHECKPOINT_PAGES if threaded else 0
         conn.execute(f"PRAGMA wal_autocheckpoint = {autocheckpoint}")

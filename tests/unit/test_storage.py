@@ -13,6 +13,7 @@ import os
 import random
 import sqlite3
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -641,3 +642,31 @@ async def test_the_wal_starts_over_under_steady_writes(
     # 3200 commits of 8 scattered keys write several thousand pages; a WAL that rewinds
     # stays near the reset threshold.
     assert wal_bytes < 1500 * 4096
+
+
+_BATCH_COMMITS = """
+import os, sys, trio
+from p2pindex.storage.sqlite import SqliteStorage
+
+async def main(path, fsync):
+    async with await SqliteStorage.open(path, fsync=fsync) as store:
+        for round_ in range(3):  # inserts, then updates of the same keys: existing pages change
+            await store.put_many([(b"key%05d" % i, os.urandom(200)) for i in range(1500)])
+
+trio.run(main, sys.argv[1], sys.argv[2] == "fsync")
+"""
+
+
+@pytest.mark.parametrize("mode", ["inline", "fsync"])
+def test_sqlite_batch_commits_create_no_temporary_files(tmp_path: Path, mode: str) -> None:
+    """A multi-row upsert inside a transaction keeps a statement journal; SQLite used to spill
+    it to a new file in its temporary directory on every large commit (created, written,
+    deleted: invisible afterwards, but a directory's mtime records it)."""
+    scratch = tmp_path / "sqlite-tmp"
+    scratch.mkdir()
+    before = scratch.stat().st_mtime_ns
+    env = {**os.environ, "SQLITE_TMPDIR": str(scratch)}
+    command = [sys.executable, "-c", _BATCH_COMMITS, str(tmp_path / "store.db"), mode]
+    subprocess.run(command, env=env, check=True, timeout=120)
+    assert scratch.stat().st_mtime_ns == before
+    assert list(scratch.iterdir()) == []
