@@ -29,6 +29,11 @@ import trio
 from p2pindex.types import Address
 
 DEFAULT_RECEIVE_SIZE = 65_536
+MAX_READ = 65_536
+"""The most one read asks the kernel for, whatever the caller allows. ``os.read(fd, n)``
+allocates n bytes before it reads: above glibc's 128 KiB mmap threshold every read cost an
+mmap, an mremap and an munmap (the channels asked for 256 KiB, and reads on the data path
+bring a few KiB), three system calls and a page fault more per read."""
 
 
 async def connect_tcp(address: Address, timeout: float) -> TcpStream:
@@ -91,14 +96,15 @@ class TcpStream(trio.abc.Stream):
             else:
                 await trio.lowlevel.checkpoint()
             while True:
+                asked = min(max_bytes, MAX_READ)
                 try:
-                    data = os.read(self._descriptor(), max_bytes)
+                    data = os.read(self._descriptor(), asked)
                 except BlockingIOError:
                     await trio.lowlevel.wait_readable(self.socket)
                     continue
                 except OSError as exc:
                     raise trio.BrokenResourceError(f"receive failed: {exc}") from exc
-                self._drained = len(data) < max_bytes
+                self._drained = len(data) < asked
                 return data
         finally:
             self._receiving = False

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 import trio
 
-from p2pindex.net.tcp_stream import TcpStream, connect_tcp
+from p2pindex.net.tcp_stream import MAX_READ, TcpStream, connect_tcp
 from p2pindex.types import Address
 
 GUARD = 10.0
@@ -171,3 +171,21 @@ async def test_receive_size_must_be_positive(pair: tuple[TcpStream, TcpStream]) 
     _client, server = pair
     with pytest.raises(ValueError, match="at least 1"):
         await server.receive_some(0)
+
+
+async def test_a_large_receive_reads_at_most_max_read_at_a_time(
+    pair: tuple[TcpStream, TcpStream],
+) -> None:
+    """Callers may allow far more than MAX_READ; each read still asks for at most that much
+    (a larger request made every read map and unmap its buffer), and nothing is lost."""
+    client, server = pair
+    payload = bytes(range(256)) * 1024  # 256 KiB
+    received = bytearray()
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.send_all, payload)
+            while len(received) < len(payload):
+                chunk = await server.receive_some(16 * MAX_READ)
+                assert 0 < len(chunk) <= MAX_READ
+                received += chunk
+    assert received == payload
