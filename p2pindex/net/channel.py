@@ -34,7 +34,7 @@ from p2pindex.errors import (
     Timeout,
 )
 from p2pindex.net.base import ImmediateSend, Transport
-from p2pindex.net.tcp_stream import connect_tcp
+from p2pindex.net.tcp_stream import MAX_READ, connect_tcp
 from p2pindex.types import Address
 from p2pindex.wire.codec import FrameDecoder, encode_frame
 from p2pindex.wire.errors import reply_for_error
@@ -50,7 +50,6 @@ BadInputCounter = Callable[[str], None]
 ReplyCallback = Callable[[outcome.Outcome], None]
 """Receives ``outcome.Value(reply)`` or ``outcome.Error(P2PIndexError)`` exactly once."""
 
-_READ_SIZE = 256 * 1024
 _WRITE_HIGH_WATER = 8 * 1024 * 1024
 """Requesters wait while this many bytes are queued, so a slow peer cannot grow memory."""
 _SWEEP_INTERVAL = 0.1
@@ -257,7 +256,7 @@ class RpcChannel:
     async def _read_loop(self) -> None:
         while not self._closed:
             try:
-                data = await self._stream.receive_some(_READ_SIZE)
+                data = await self._stream.receive_some(MAX_READ)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 self._shut(f"receive failed: {exc}")
                 return

@@ -30,10 +30,11 @@ from p2pindex.types import Address
 
 DEFAULT_RECEIVE_SIZE = 65_536
 MAX_READ = 65_536
-"""The most one read asks the kernel for, whatever the caller allows. ``os.read(fd, n)``
-allocates n bytes before it reads: above glibc's 128 KiB mmap threshold every read cost an
-mmap, an mremap and an munmap (the channels asked for 256 KiB, and reads on the data path
-bring a few KiB), three system calls and a page fault more per read."""
+"""The most one read asks the kernel for, whatever the caller allows, and what channels and
+secure sessions ask for. ``os.read(fd, n)`` allocates n bytes before it reads: above glibc's
+128 KiB mmap threshold every read cost an mmap, an mremap and an munmap (the channels asked
+for 256 KiB, and reads on the data path bring a few KiB), three system calls and a page
+fault more per read."""
 
 
 async def connect_tcp(address: Address, timeout: float) -> TcpStream:

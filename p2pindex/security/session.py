@@ -21,6 +21,7 @@ import trio
 from nacl.bindings import crypto_secretbox_easy, crypto_secretbox_open_easy
 from nacl.exceptions import CryptoError
 
+from p2pindex.net.tcp_stream import MAX_READ
 from p2pindex.security.access import Peer
 
 RECORD_PLAINTEXT = 256 * 1024
@@ -29,7 +30,6 @@ MAX_RECORD = RECORD_PLAINTEXT + TAG_BYTES
 _HEADER = struct.Struct(">I")
 _NONCE = struct.Struct(">Q16x")
 """A record's nonce: its 64-bit position in the stream, zero-padded to 24 bytes."""
-_READ_SIZE = 256 * 1024
 
 FailureReporter = Callable[[Peer, str, str], None]
 """Called once with (peer, reason, detail) when the session breaks because of bad input."""
@@ -99,7 +99,7 @@ class SecureStream(trio.abc.Stream):
             if record is not None:
                 plain = self._open(record)
                 continue
-            data = await self._inner.receive_some(_READ_SIZE)
+            data = await self._inner.receive_some(MAX_READ)
             if self._broken is not None:
                 self._raise_closed()
             if not data:
