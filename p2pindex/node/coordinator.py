@@ -280,19 +280,30 @@ class Coordinator:
         coordinate: Callable[[list[Any]], Awaitable[None]],
     ) -> None:
         """Plan every request of a batch; coordinate the planned ones together. A request
-        this node is not a target for is relayed on its own, a refused one answered at once."""
+        this node is not a target for is relayed on its own, a refused one answered at once.
+
+        Only a batch that relays opens a nursery: a client routing by the ring sends almost
+        every request to a replica, and a nursery per batch cost about 2% of a node's CPU.
+        """
         planned: list[Any] = []
+        relayed: list[tuple[int, Message]] = []
+        for position, request in enumerate(requests):
+            try:
+                item = plan(position, request)
+            except P2PIndexError as exc:
+                respond(position, reply_for_error(exc))
+                continue
+            if item is None:
+                relayed.append((position, request))
+            else:
+                planned.append(item)
+        if not relayed:
+            if planned:
+                await coordinate(planned)
+            return
         async with trio.open_nursery() as nursery:
-            for position, request in enumerate(requests):
-                try:
-                    item = plan(position, request)
-                except P2PIndexError as exc:
-                    respond(position, reply_for_error(exc))
-                    continue
-                if item is None:
-                    nursery.start_soon(self._answer_one, one_by_one, position, request, respond)
-                else:
-                    planned.append(item)
+            for position, request in relayed:
+                nursery.start_soon(self._answer_one, one_by_one, position, request, respond)
             if planned:
                 await coordinate(planned)
 

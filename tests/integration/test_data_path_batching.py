@@ -89,3 +89,22 @@ async def test_a_replica_refuses_a_write_batch_whole_when_it_takes_no_writes_or_
         target.node.set_state(NodeState.ACTIVE)
         assert await cluster.request(target, ReplicaWriteMany(good)) == ReplicaAck()
         assert all(target.storage.get(key) == record for key, record in good)
+
+
+async def test_a_burst_mixing_held_and_foreign_keys_relays_only_the_foreign_ones():
+    async with running_cluster(5) as cluster:
+        entry = cluster.nodes[0]
+        ring = entry.node.ring
+        keys = [f"mixed{i}".encode() for i in range(40)]
+        foreign = [k for k in keys if entry.node.node_id not in ring.preference_list(k, 3)]
+        assert 0 < len(foreign) < len(keys)
+        writes: list[Message] = [PutRequest(k, b"v-" + k, None, "quorum", 5000) for k in keys]
+        replies = await burst(cluster, entry, writes)
+        assert all(isinstance(reply, PutReply) for reply in replies), replies
+        assert entry.node.stats.get("requests.forwarded") == len(foreign)
+        for key in foreign:
+            assert entry.storage.get(key) is None
+        reads: list[Message] = [GetRequest(k, "quorum", 5000) for k in keys]
+        answers = await burst(cluster, entry, reads)
+        assert [a.values for a in answers if isinstance(a, GetReply)] == [[b"v-" + k] for k in keys]
+        assert entry.node.stats.get("requests.forwarded") == 2 * len(foreign)
