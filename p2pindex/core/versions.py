@@ -27,7 +27,7 @@ accepts only this exact encoding, so equal objects always have equal bytes.
 from __future__ import annotations
 
 from collections.abc import ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
-from typing import NamedTuple
+from typing import NamedTuple, NoReturn
 
 from cbor2 import CBORDecodeError, dumps, loads
 
@@ -328,7 +328,7 @@ def encode_context(vector: VersionVector) -> bytes:
 
 
 def _load(data: bytes, what: str) -> list[object]:
-    if not isinstance(data, (bytes, bytearray, memoryview)):
+    if type(data) is not bytes and not isinstance(data, (bytearray, memoryview)):
         raise TypeError(f"{what} must be bytes, not {type(data).__name__}")
     try:
         items = loads(data)
@@ -336,24 +336,35 @@ def _load(data: bytes, what: str) -> list[object]:
         raise ValueError(f"{what} is not valid CBOR: {exc}") from None
     if type(items) is not list or not items:
         raise ValueError(f"{what} is not a non-empty CBOR array")
-    if type(items[0]) is not int or items[0] != FORMAT:
+    if items[0] != FORMAT or type(items[0]) is not int:
         raise ValueError(f"{what} has unknown format {items[0]!r} (expected {FORMAT})")
     return items
 
 
 def _clock(actors: list[object], counters: list[object], what: str) -> dict[str, int]:
+    """The clock of equally long ``actors`` and ``counters``; one combined test per entry
+    on the way in (this runs for every record a replica receives), the precise reason only
+    for a bad one. Callers slice both from one array by the same range, so the zips need
+    no ``strict`` (which costs a keyword call each, a tenth of a microsecond)."""
     previous = ""
-    for actor, counter in zip(actors, counters, strict=True):
-        if type(actor) is not str or actor <= previous:
-            if type(actor) is not str or not actor:
-                raise ValueError(
-                    f"{what} has a clock actor that is not a non-empty string: {actor!r}"
-                )
-            raise ValueError(f"{what} clock actors are repeated or out of order at {actor!r}")
-        if type(counter) is not int or not 0 < counter <= MAX_COUNTER:
-            raise ValueError(f"{what} has a bad counter {counter!r} for actor {actor!r}")
+    for actor, counter in zip(actors, counters, strict=False):
+        if (
+            type(actor) is not str
+            or actor <= previous
+            or type(counter) is not int
+            or not 0 < counter <= MAX_COUNTER
+        ):
+            _refuse_clock_entry(what, previous, actor, counter)
         previous = actor
-    return dict(zip(actors, counters, strict=True))  # type: ignore[arg-type]
+    return dict(zip(actors, counters, strict=False))  # type: ignore[arg-type]
+
+
+def _refuse_clock_entry(what: str, previous: str, actor: object, counter: object) -> NoReturn:
+    if type(actor) is not str or not actor:
+        raise ValueError(f"{what} has a clock actor that is not a non-empty string: {actor!r}")
+    if actor <= previous:
+        raise ValueError(f"{what} clock actors are repeated or out of order at {actor!r}")
+    raise ValueError(f"{what} has a bad counter {counter!r} for actor {actor!r}")
 
 
 def _check_canonical(items: list[object], data: bytes, what: str) -> None:
@@ -375,25 +386,45 @@ def decode_object(data: bytes) -> VersionedObject:
     counters = _clock(actors, limits, "record")
     siblings: list[Sibling] = []
     previous_index = previous_counter = 0
-    triples = zip(items[first::3], items[first + 1 :: 3], items[first + 2 :: 3], strict=True)
-    for index, counter, value in triples:
-        if type(index) is not int or not 0 <= index < clock_size:
-            raise ValueError(f"record has a sibling with a bad actor index {index!r}")
-        actor = actors[index]
-        if type(counter) is not int or counter < 1:
-            raise ValueError(f"record has a sibling of {actor!r} with a bad counter {counter!r}")
-        if counter > limits[index]:  # type: ignore[operator]
-            raise ValueError(f"record has dot ({actor!r}, {counter}) not covered by its clock")
-        if value is not None and type(value) is not bytes:
-            raise ValueError(f"record has a value of type {type(value).__name__}")
-        if index < previous_index or (index == previous_index and counter <= previous_counter):
-            duplicate = (index, counter) == (previous_index, previous_counter)
-            problem = "a duplicate dot" if duplicate else "siblings out of order"
-            raise ValueError(f"record has {problem} at ({actor!r}, {counter})")
+    for position in range(first, size, 3):
+        index, counter, value = items[position : position + 3]
+        if (
+            type(index) is not int
+            or not 0 <= index < clock_size
+            or type(counter) is not int
+            or not 0 < counter <= limits[index]  # type: ignore[operator]
+            or (value is not None and type(value) is not bytes)
+            or index < previous_index
+            or (index == previous_index and counter <= previous_counter)
+        ):
+            _refuse_sibling(actors, limits, index, counter, value, previous_index, previous_counter)
         previous_index, previous_counter = index, counter
-        siblings.append(_new(Sibling, (_new(Dot, (actor, counter)), value)))
+        siblings.append(_new(Sibling, (_new(Dot, (actors[index], counter)), value)))
     _check_canonical(items, data, "record")
     return _new(VersionedObject, (_vector(counters), tuple(siblings)))
+
+
+def _refuse_sibling(
+    actors: list[object],
+    limits: list[object],
+    index: object,
+    counter: object,
+    value: object,
+    previous_index: int,
+    previous_counter: int,
+) -> NoReturn:
+    if type(index) is not int or not 0 <= index < len(actors):
+        raise ValueError(f"record has a sibling with a bad actor index {index!r}")
+    actor = actors[index]
+    if type(counter) is not int or counter < 1:
+        raise ValueError(f"record has a sibling of {actor!r} with a bad counter {counter!r}")
+    if counter > limits[index]:  # type: ignore[operator]
+        raise ValueError(f"record has dot ({actor!r}, {counter}) not covered by its clock")
+    if value is not None and type(value) is not bytes:
+        raise ValueError(f"record has a value of type {type(value).__name__}")
+    duplicate = (index, counter) == (previous_index, previous_counter)
+    problem = "a duplicate dot" if duplicate else "siblings out of order"
+    raise ValueError(f"record has {problem} at ({actor!r}, {counter})")
 
 
 def decode_context(data: bytes) -> VersionVector:

@@ -109,7 +109,10 @@ class IndexManager:
         record again, and so must every read.
         """
         decoded = self._decoded
-        if key not in decoded and len(decoded) >= DECODED_CACHE:
+        # Re-inserting moves the key to the end, so the least recently stored or read key
+        # goes first: a hot key rewritten all the time stays (inserted once, it was evicted
+        # every DECODED_CACHE new keys and read back from storage and decoded again).
+        if decoded.pop(key, None) is None and len(decoded) >= DECODED_CACHE:
             del decoded[next(iter(decoded))]
         decoded[key] = (record, obj)
 

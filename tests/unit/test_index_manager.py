@@ -125,3 +125,28 @@ async def test_a_fresh_manager_reads_what_an_earlier_one_stored() -> None:
     obj, record = index_on(storage).new_version(b"k", VersionVector(), b"v1")
     await index_on(storage).commit(b"k", record)
     assert index_on(storage).read(b"k") == obj
+
+
+async def test_kept_records_are_bounded_and_a_rewritten_key_is_kept_longest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("p2pindex.node.replica.DECODED_CACHE", 4)
+    storage = FlakyStorage()
+    index = index_on(storage)
+
+    async def write(key: bytes) -> None:
+        current = index.read(key)
+        context = VersionVector() if current is None else current.clock
+        _obj, record = index.new_version(key, context, b"v")
+        await index.commit(key, record)
+
+    for key in (b"hot", b"a", b"b", b"c"):
+        await write(key)
+    await write(b"hot")  # rewritten: now the most recently stored
+    for key in (b"d", b"e", b"f"):  # three new keys push out a, b and c
+        await write(key)
+    storage.reads = 0
+    index.read(b"hot")
+    assert storage.reads == 0
+    index.read(b"a")
+    assert storage.reads == 1
