@@ -109,9 +109,10 @@ class IndexManager:
         record again, and so must every read.
         """
         decoded = self._decoded
-        # Re-inserting moves the key to the end, so the least recently stored or read key
-        # goes first: a hot key rewritten all the time stays (inserted once, it was evicted
-        # every DECODED_CACHE new keys and read back from storage and decoded again).
+        # Re-inserting moves the key to the end, so the key least recently stored (or read
+        # from storage) goes first: a hot key rewritten all the time stays (kept in order of
+        # first insertion, it was evicted every DECODED_CACHE new keys, then read back from
+        # storage and decoded again).
         if decoded.pop(key, None) is None and len(decoded) >= DECODED_CACHE:
             del decoded[next(iter(decoded))]
         decoded[key] = (record, obj)
