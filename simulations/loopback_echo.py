@@ -17,15 +17,15 @@ The reference machine of anchors-perf.md made 10,173 round trips/s at a 97 us me
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import struct
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import trio
+
+from p2pindex.cli.bench import cpu_seconds
 
 PAYLOAD_BYTES = 264
 _HEADER = struct.Struct(">I")
@@ -75,11 +75,6 @@ async def _client(port: int, round_trips: int) -> tuple[float, list[float]]:
     return elapsed, latencies
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def measure(round_trips: int) -> tuple[float, float, float]:
     """(round trips/s, median round trip in us, server CPU us per round trip) of one run."""
     server = subprocess.Popen(
@@ -91,14 +86,16 @@ def measure(round_trips: int) -> tuple[float, float, float]:
     try:
         assert server.stdout is not None
         port = int(server.stdout.readline())
-        cpu_before = _cpu_seconds(server.pid)
+        cpu_before = cpu_seconds([server.pid])
         elapsed, latencies = trio.run(_client, port, round_trips)
-        cpu = _cpu_seconds(server.pid) - cpu_before
+        cpu_after = cpu_seconds([server.pid])
     finally:
         server.kill()
         server.wait()
+    if cpu_before is None or cpu_after is None:
+        raise SystemExit("cannot read the echo server's CPU time from /proc")
     median = statistics.median(latencies)
-    return round_trips / elapsed, median * 1e6, cpu / round_trips * 1e6
+    return round_trips / elapsed, median * 1e6, (cpu_after - cpu_before) / round_trips * 1e6
 
 
 def main() -> int:

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from p2pindex.cli.bench import cpu_seconds
 from p2pindex.cli.local_cluster import LocalCluster, wait_converged
 from p2pindex.security.authority import Authority
 from p2pindex.security.certs import Role
@@ -28,11 +28,10 @@ from p2pindex.security.credentials import CREDENTIALS_ENV
 
 
 def node_cpu_seconds(cluster: LocalCluster) -> float:
-    total = 0
-    for node in cluster.nodes:
-        fields = Path(f"/proc/{node.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+    total = cpu_seconds([node.pid for node in cluster.nodes])
+    if total is None:
+        raise SystemExit("cannot read the nodes' CPU time from /proc")
+    return total
 
 
 def run(secure: bool, args: argparse.Namespace) -> dict:

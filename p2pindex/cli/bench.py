@@ -281,9 +281,9 @@ def _drive(
 def _measured(
     workers: list[tuple[Any, Connection]], phase: str, node_pids: list[int]
 ) -> PhaseResult:
-    before = _cpu_seconds(node_pids)
+    before = cpu_seconds(node_pids)
     result = _collect(workers, phase)
-    after = _cpu_seconds(node_pids)
+    after = cpu_seconds(node_pids)
     if before is not None and after is not None:
         result.node_cpu = after - before
     result.node_rss = _largest_resident_bytes(node_pids)
@@ -305,7 +305,7 @@ def _largest_resident_bytes(pids: list[int]) -> int | None:
     return largest
 
 
-def _cpu_seconds(pids: list[int]) -> float | None:
+def cpu_seconds(pids: list[int]) -> float | None:
     """User plus system CPU seconds of ``pids`` together (Linux /proc); None if unreadable."""
     if not pids:
         return None

@@ -28,13 +28,12 @@ import trio
 
 from p2pindex.types import Address
 
-DEFAULT_RECEIVE_SIZE = 65_536
 MAX_READ = 65_536
-"""The most one read asks the kernel for, whatever the caller allows, and what channels and
-secure sessions ask for. ``os.read(fd, n)`` allocates n bytes before it reads: above glibc's
-128 KiB mmap threshold every read cost an mmap, an mremap and an munmap (the channels asked
-for 256 KiB, and reads on the data path bring a few KiB), three system calls and a page
-fault more per read."""
+"""The most one read asks the kernel for, whatever the caller allows (and what it asks for
+when the caller names no size); channels and secure sessions ask for it too.
+``os.read(fd, n)`` allocates n bytes before it reads: above glibc's 128 KiB mmap threshold
+every read cost an mmap, an mremap and an munmap (the channels asked for 256 KiB, and reads
+on the data path bring a few KiB), three system calls and a page fault more per read."""
 
 
 async def connect_tcp(address: Address, timeout: float) -> TcpStream:
@@ -84,7 +83,7 @@ class TcpStream(trio.abc.Stream):
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         if max_bytes is None:
-            max_bytes = DEFAULT_RECEIVE_SIZE
+            max_bytes = MAX_READ
         if max_bytes < 1:
             raise ValueError(f"max_bytes must be at least 1, not {max_bytes}")
         if self._receiving:

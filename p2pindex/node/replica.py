@@ -85,7 +85,8 @@ class IndexManager:
         return [known[0] if (known := decoded.get(key)) else stored.get(key) for key in keys]
 
     def _decoded_stored(self, key: bytes, record: bytes) -> VersionedObject:
-        obj = self.decode(key, record)
+        """Decode and keep a record read from storage (callers come here on a cache miss)."""
+        obj = versions.decode_object(record)
         self._remember(key, record, obj)
         return obj
 
