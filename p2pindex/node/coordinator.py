@@ -772,7 +772,13 @@ class Coordinator:
         targets: list[Target],
         timeout: float,
     ) -> Message:
-        """Relay a request that reached a node outside the key's targets to one of them."""
+        """Relay a request that reached a node outside the key's targets to one of them.
+
+        A target that cannot be reached (an OSError from the peer pool: nothing was sent)
+        is skipped for the next. Once the relayed request went out, whatever happens next
+        (a broken link, the deadline passing while a target holds it) may follow a write
+        that target applied, so only a relay that every target refused is definite.
+        """
         if request.forwarded:
             raise Unavailable(
                 0,
@@ -781,7 +787,7 @@ class Coordinator:
                 "membership views disagree, retry shortly",
             )
         relayed = _as_forwarded(request)
-        last_error: Exception | None = None
+        refused: list[str] = []
         with trio.move_on_after(timeout):
             for target in targets:
                 try:
@@ -789,10 +795,10 @@ class Coordinator:
                     return await self._peers.request(
                         self._view.address_of(target.node), relayed, timeout
                     )
-                except OSError as exc:
-                    last_error = exc
-        if last_error is not None and not isinstance(request, GetRequest):
-            raise Unavailable(1, 0, f"no replica took the relayed write: {last_error}")
+                except OSError as exc:  # not connected: this target got nothing
+                    refused.append(f"{target.node} ({exc})")
+            tried = "; ".join(refused)
+            raise Unavailable(1, 0, f"no replica could be reached to relay to: {tried}")
         raise Timeout(f"no replica answered the relayed request within {timeout:g}s")
 
     def _note_failure(self, node: str, error: BaseException) -> None:

@@ -1,0 +1,162 @@
+"""What a failed write tells its caller: definite only when nothing can have been applied.
+
+Seeds 24, 110 and 168 of the `ci` simulation caught a relayed write answered ``unavailable``
+(definite) although an earlier relay attempt had reached a replica that applied it: the
+relay refused by one target, sent to the next, and the deadline passed while that target
+held it. These tests drive the real Coordinator over a scripted peer pool.
+"""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from p2pindex.config import Limits, NodeConfig
+from p2pindex.core.ring import Ring
+from p2pindex.errors import (
+    ConnectionLost,
+    DefiniteError,
+    IndeterminateError,
+    StorageFailure,
+    Unavailable,
+)
+from p2pindex.node.coordinator import Coordinator
+from p2pindex.node.replica import IndexManager
+from p2pindex.node.stats import StatisticsStore
+from p2pindex.storage.memory import MemoryStorage
+from p2pindex.types import Address
+from p2pindex.wire.messages import DeleteRequest, Message, PutReply, PutRequest
+
+NODES = ["n0", "n1", "n2", "n3", "n4"]
+TIMEOUT_MS = 2000
+
+
+class View:
+    """The cluster as the coordinator sees it: every node up."""
+
+    def __init__(self) -> None:
+        self.ring = Ring(NODES)
+
+    def address_of(self, node_id: str) -> Address:
+        return Address(node_id, 7000)
+
+    def usable(self, node_id: str) -> bool:
+        return True
+
+    def readable(self, node_id: str) -> bool:
+        return True
+
+    def note_unreachable(self, node_id: str) -> None:
+        pass
+
+    def storage_failed(self, error: StorageFailure) -> None:
+        pass
+
+    async def keep_hint(self, target: str, key: bytes, record: bytes) -> None:
+        pass
+
+
+class ScriptedPeers:
+    """A peer pool whose every address behaves as scripted.
+
+    ``refuse``: no connection (OSError, nothing sent); ``hang``: the request is sent and
+    never answered; ``lost``: the request is sent and the link breaks; ``ok``: a PutReply.
+    """
+
+    def __init__(self, behaviour: dict[str, str]) -> None:
+        self.behaviour = behaviour
+        self.sent: list[str] = []
+
+    async def request(self, address: Address, message: Message, timeout: float) -> Message:
+        what = self.behaviour[address.host]
+        await trio.sleep(0.01)
+        if what == "refuse":
+            raise OSError(111, f"{address} refused the connection")
+        self.sent.append(address.host)
+        if what == "hang":
+            await trio.sleep_forever()
+        if what == "lost":
+            raise ConnectionLost(f"peer {address}: closed by peer")
+        return PutReply(b"", None)
+
+
+def outsider_key() -> tuple[bytes, tuple[str, ...]]:
+    """A key whose replicas leave n0 out, so n0 relays its writes."""
+    ring = Ring(NODES)
+    for number in range(1000):
+        key = f"key-{number}".encode()
+        replicas = ring.preference_list(key, 3)
+        if "n0" not in replicas:
+            return key, replicas
+    raise AssertionError("no key left n0 out")
+
+
+def coordinator(peers: ScriptedPeers) -> Coordinator:
+    config = NodeConfig(data_dir=None, listen=Address("n0", 7000), n_replicas=3)
+    stats = StatisticsStore()
+    index = IndexManager(MemoryStorage(), "n0.e1", Limits(), stats)
+
+    def spawn(*_args: object) -> None:
+        raise AssertionError("a relayed write starts no background task")
+
+    return Coordinator("n0", View(), index, peers, config, stats, spawn)  # type: ignore[arg-type]
+
+
+def put(key: bytes, consistency: str) -> PutRequest:
+    return PutRequest(key, b"v", None, consistency, TIMEOUT_MS, False, False)
+
+
+@pytest.mark.parametrize("consistency", ["one", "quorum"])
+async def test_a_relay_refused_by_one_replica_then_held_by_the_next_is_indeterminate(
+    autojump_clock: trio.abc.Clock, consistency: str
+) -> None:
+    key, replicas = outsider_key()
+    peers = ScriptedPeers({replicas[0]: "refuse", replicas[1]: "hang", replicas[2]: "hang"})
+    with pytest.raises(IndeterminateError) as caught:
+        await coordinator(peers).put(put(key, consistency))
+    assert peers.sent == [replicas[1]]
+    assert not isinstance(caught.value, DefiniteError)
+
+
+async def test_a_relay_whose_link_breaks_after_sending_is_indeterminate(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    key, replicas = outsider_key()
+    peers = ScriptedPeers({replicas[0]: "refuse", replicas[1]: "lost", replicas[2]: "refuse"})
+    with pytest.raises(IndeterminateError):
+        await coordinator(peers).put(put(key, "one"))
+    assert peers.sent == [replicas[1]]
+
+
+async def test_a_relayed_delete_refused_then_held_is_indeterminate(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    key, replicas = outsider_key()
+    peers = ScriptedPeers({replicas[0]: "refuse", replicas[1]: "refuse", replicas[2]: "hang"})
+    with pytest.raises(IndeterminateError):
+        await coordinator(peers).put(DeleteRequest(key, None, "one", TIMEOUT_MS, False, False))
+
+
+async def test_a_relay_that_no_replica_accepted_is_definitely_unavailable(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    key, replicas = outsider_key()
+    peers = ScriptedPeers(dict.fromkeys(replicas, "refuse"))
+    with pytest.raises(Unavailable) as caught:
+        await coordinator(peers).put(put(key, "quorum"))
+    assert peers.sent == []
+    assert "could be reached" in str(caught.value)
+
+
+async def test_a_relay_the_second_replica_answers_succeeds(autojump_clock: trio.abc.Clock) -> None:
+    key, replicas = outsider_key()
+    peers = ScriptedPeers({replicas[0]: "refuse", replicas[1]: "ok", replicas[2]: "hang"})
+    reply = await coordinator(peers).put(put(key, "quorum"))
+    assert isinstance(reply, PutReply)
+    assert peers.sent == [replicas[1]]
+
+
+def test_the_scripted_ring_really_relays() -> None:
+    """Negative control for the fixtures: n0 is outside the key's replicas."""
+    _key, replicas = outsider_key()
+    assert "n0" not in replicas and len(set(replicas)) == 3
