@@ -13,6 +13,11 @@ Definitions (the value model is described in ``p2pindex.sim.history``):
 * a token is *must* when its write was acknowledged and nothing dropped it: it has to be
   in the final read after heal and quiescence (Riak's ``ec_eqc`` Must/May rule, which for
   set-add keys is Jepsen's set checker: every acknowledged element survives);
+* an acknowledged write is *destroyed by faults* when crashes destroyed committed copies
+  of its token on at least as many nodes as its consistency required acknowledgements,
+  the last of them leaving no copy on any disk (``CopyLoss``), and no read begun after
+  that showed it again: a write at ONE acknowledged by a node whose disk is then wiped
+  before the write spread. Such a write is not *must*, and what it replaced may return;
 * a sibling's *writer* is its first token; two siblings of one read must be concurrent:
   the writer of one must not have read (directly or through other writes) the other.
 """
@@ -28,6 +33,7 @@ from dataclasses import dataclass, field
 from p2pindex.core.versions import decode_context
 from p2pindex.sim.history import (
     NETWORK_FAULTS,
+    CopyLoss,
     FaultEvent,
     FaultKind,
     History,
@@ -99,6 +105,8 @@ class Read:
     """The ok completion."""
     siblings: tuple[tuple[bytes, ...], ...]
     """Tokens of each sibling value, writer first."""
+    invoked: float = 0.0
+    """When the read was invoked."""
 
 
 @dataclass(slots=True)
@@ -111,10 +119,12 @@ class KeyRecord:
 class Analysis:
     """One pass over the ops: pairs, tokens, per-key writes and reads."""
 
-    __slots__ = ("_split", "by_key", "writes")
+    __slots__ = ("_split", "by_key", "destroyed", "writes")
 
     def __init__(self, history: History) -> None:
         self.writes: dict[bytes, Write] = {}
+        self.destroyed: set[bytes] = set()
+        """Tokens of acknowledged writes destroyed by faults (see the module docstring)."""
         self.by_key: dict[str, KeyRecord] = defaultdict(KeyRecord)
         self._split: dict[bytes, tuple[bytes, ...]] = {}
         pending: dict[int, tuple[Op, Write | None]] = {}
@@ -136,13 +146,41 @@ class Analysis:
             if write is not None:
                 write.outcome = op.type
             elif op.type is ok:
-                read = Read(op, self._siblings(op))
+                read = Read(op, self._siblings(op), started[0].time)
                 record = self.by_key[op.key]
                 if op.f is final:
                     record.final = read
                 else:
                     record.reads.append(read)
                 ok_reads[op.index] = read
+        if history.losses:
+            replicas = history.meta.options.get("replicas", 3) if history.meta else 3
+            self.destroyed = self._destroyed(history.losses, int(replicas))
+
+    def _destroyed(self, losses: list[CopyLoss], replicas: int) -> set[bytes]:
+        copies: dict[bytes, set[str]] = defaultdict(set)
+        gone_at: dict[bytes, float] = {}
+        for loss in losses:
+            for token in loss.tokens:
+                copies[token].add(loss.node)
+            for token in loss.gone:
+                gone_at[token] = loss.time
+        destroyed = set()
+        for token, when in gone_at.items():
+            write = self.writes.get(token)
+            if write is None or write.outcome is not OpType.OK:
+                continue
+            if len(copies[token]) < _acknowledgements(write.invoke.consistency, replicas):
+                continue
+            record = self.by_key[write.invoke.key]
+            later = [*record.reads, *([record.final] if record.final else [])]
+            if any(
+                read.invoked > when and any(token in sibling for sibling in read.siblings)
+                for read in later
+            ):
+                continue
+            destroyed.add(token)
+        return destroyed
 
     def _siblings(self, op: Op) -> tuple[tuple[bytes, ...], ...]:
         cache = self._split
@@ -198,13 +236,31 @@ def _analysis(source: History | Analysis) -> Analysis:
     return source if isinstance(source, Analysis) else Analysis(source)
 
 
-def _dropping(record: KeyRecord, *, acknowledged_only: bool) -> set[bytes]:
+def _acknowledgements(consistency: str | None, replicas: int) -> int:
+    """How many replicas acknowledged a write at ``consistency`` (as the node counts)."""
+    if consistency is None or consistency == "one":
+        return 1
+    if consistency == "quorum":
+        return replicas // 2 + 1
+    if consistency == "all":
+        return replicas
+    try:
+        return int(consistency)
+    except ValueError:
+        return replicas
+
+
+def _dropping(
+    record: KeyRecord, *, acknowledged_only: bool, destroyed: set[bytes] | None = None
+) -> set[bytes]:
     dropped: set[bytes] = set()
     for write in record.writes:
         if write.invoke.f is OpF.ADD or write.outcome is OpType.FAIL:
             continue
         if acknowledged_only and write.outcome is not OpType.OK:
             continue
+        if destroyed and write.token in destroyed:
+            continue  # its replacement was destroyed with it
         dropped |= write.observed
     return dropped
 
@@ -227,7 +283,10 @@ def check_lost_writes(source: History | Analysis) -> list[Violation]:
         must = [
             w
             for w in record.writes
-            if w.outcome is OpType.OK and w.invoke.f is not OpF.DELETE and w.token not in dropped
+            if w.outcome is OpType.OK
+            and w.invoke.f is not OpF.DELETE
+            and w.token not in dropped
+            and w.token not in analysis.destroyed
         ]
         if not must:
             continue
@@ -329,14 +388,17 @@ def check_resurrection(source: History | Analysis) -> list[Violation]:
     for key, record in analysis.by_key.items():
         if record.final is None:
             continue
-        dead = _dropping(record, acknowledged_only=True)
+        dead = _dropping(record, acknowledged_only=True, destroyed=analysis.destroyed)
         back = [sibling[0] for sibling in record.final.siblings if sibling and sibling[0] in dead]
         if not back:
             continue
         killers = [
             w.invoke.index
             for w in record.writes
-            if w.outcome is OpType.OK and w.invoke.f is not OpF.ADD and w.observed & set(back)
+            if w.outcome is OpType.OK
+            and w.invoke.f is not OpF.ADD
+            and w.token not in analysis.destroyed
+            and w.observed & set(back)
         ]
         violations.append(
             Violation(

@@ -103,6 +103,29 @@ class SimDisk:
         """The disk's current contents (read-only use: samplers and divergence checks)."""
         return self._image
 
+    def records(self) -> dict[bytes, bytes]:
+        """Every record the disk holds now, committed or in flight."""
+        image = self._image
+        return dict(image.scan_range(0, 0, None, image.count() + 1))
+
+    def durable_records(self) -> dict[bytes, bytes]:
+        """The records a kill -9 now would leave: ``records`` without writes in flight.
+
+        What a crash takes beyond these was committed, so a correct node may have
+        acknowledged it; the runner tells the checkers about exactly that loss.
+        """
+        records = self.records()
+        in_flight = [e for e in self._journal.values() if e.status is _Status.IN_FLIGHT]
+        for entry in reversed(in_flight):
+            for key, written, before in reversed(entry.records):
+                if records.get(key) != written:
+                    continue
+                if before is None:
+                    records.pop(key, None)
+                else:
+                    records[key] = before
+        return records
+
     async def provision(self, meta: dict[str, bytes]) -> None:
         """Write metadata straight to stable storage, as an installer would before first boot."""
         if self._current is not None:

@@ -168,6 +168,25 @@ class ReplicaState:
 
 
 @dataclass(frozen=True, slots=True)
+class CopyLoss:
+    """A crash destroyed this node's durable copy of some tokens of one key.
+
+    Only copies that had been committed count (a write still in flight was never
+    acknowledged by this node), so a loss here is one a correct node may suffer: its disk
+    was wiped, or it ran without fsync and lost power. ``gone`` are the tokens of
+    ``tokens`` that no disk held any more afterwards (records and hints). The lost-writes
+    and resurrection checkers excuse an acknowledged write only when its token is gone and
+    at least as many nodes lost a copy as the write's consistency had acknowledge it.
+    """
+
+    time: float
+    node: str
+    key: str
+    tokens: tuple[bytes, ...]
+    gone: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class RunMeta:
     """Everything needed to rerun: the seed and every option (not just the seed)."""
 
@@ -175,13 +194,22 @@ class RunMeta:
     options: Mapping[str, Any] = field(default_factory=dict)
 
 
-Record = Op | FaultEvent | Observation | ReplicaState
+Record = Op | FaultEvent | Observation | ReplicaState | CopyLoss
 
 
 class History:
     """An append-only record of a run; iterate it for every record in append order."""
 
-    __slots__ = ("_faults", "_keys", "_observations", "_ops", "_records", "_replicas", "meta")
+    __slots__ = (
+        "_faults",
+        "_keys",
+        "_losses",
+        "_observations",
+        "_ops",
+        "_records",
+        "_replicas",
+        "meta",
+    )
 
     def __init__(self, meta: RunMeta | None = None, records: Iterable[Record] = ()) -> None:
         self.meta = meta
@@ -192,6 +220,7 @@ class History:
         self._faults: list[FaultEvent] = []
         self._observations: list[Observation] = []
         self._replicas: list[ReplicaState] = []
+        self._losses: list[CopyLoss] = []
         for record in records:
             self.append(record)
 
@@ -212,6 +241,8 @@ class History:
             self._observations.append(record)
         elif isinstance(record, ReplicaState):
             self._replicas.append(record)
+        elif isinstance(record, CopyLoss):
+            self._losses.append(record)
         else:
             raise TypeError(f"not a history record: {record!r}")
         self._records.append(record)
@@ -285,6 +316,10 @@ class History:
     @property
     def replicas(self) -> list[ReplicaState]:
         return self._replicas
+
+    @property
+    def losses(self) -> list[CopyLoss]:
+        return self._losses
 
     def keys(self) -> list[str]:
         """Every key an op touched, in first-use order."""
@@ -377,6 +412,15 @@ def _encode(record: Record) -> dict[str, Any]:
             "subject": record.subject,
             "liveness": record.liveness.value,
         }
+    if isinstance(record, CopyLoss):
+        return {
+            "kind": "loss",
+            "time": record.time,
+            "node": record.node,
+            "key": record.key,
+            "tokens": [t.hex() for t in record.tokens],
+            "gone": [t.hex() for t in record.gone],
+        }
     return {
         "kind": "replica",
         "time": record.time,
@@ -443,6 +487,14 @@ def _decode(document: dict[str, Any]) -> Record:
             tuple(bytes.fromhex(v) for v in document["values"]),
             bytes.fromhex(document["clock"]),
         )
+    if kind == "loss":
+        return CopyLoss(
+            float(document["time"]),
+            str(document["node"]),
+            str(document["key"]),
+            tuple(bytes.fromhex(t) for t in document["tokens"]),
+            tuple(bytes.fromhex(t) for t in document["gone"]),
+        )
     raise ValueError(f"unknown record kind {kind!r}")
 
 
@@ -457,7 +509,7 @@ def shorten(history: History, keys: Iterable[str], nodes: Iterable[str] = ()) ->
     wanted_nodes = set(nodes)
     short = History(history.meta)
     for record in history:
-        if isinstance(record, Op | ReplicaState):
+        if isinstance(record, Op | ReplicaState | CopyLoss):
             keep = record.key in wanted_keys
         elif isinstance(record, Observation):
             keep = record.observer in wanted_nodes or record.subject in wanted_nodes
@@ -511,6 +563,12 @@ def format_history(history: History) -> str:
             lines.append(
                 f"{record.time:10.3f} VIEW    {record.observer} sees {record.subject} "
                 f"{record.liveness.value}"
+            )
+        elif isinstance(record, CopyLoss):
+            gone = " ".join(t.decode("ascii", "backslashreplace") for t in record.gone)
+            lines.append(
+                f"{record.time:10.3f} LOSS    {record.node} {record.key} lost "
+                f"{describe_value(record.tokens)} gone everywhere: {{{gone}}}"
             )
         else:
             lines.append(

@@ -70,6 +70,7 @@ from p2pindex.sim.faults import (
 )
 from p2pindex.sim.history import FaultEvent, History, Observation, OpType, ReplicaState, RunMeta
 from p2pindex.sim.history import FaultKind as EventKind
+from p2pindex.sim.losses import copy_losses
 from p2pindex.sim.network import DatagramFaults, Delay, DelayKind, Link, SimNetwork
 from p2pindex.sim.scenario import Engine, PreparedRun, Scenario, ScenarioError, prepare
 from p2pindex.sim.swim_sim import SwimSimulation
@@ -498,7 +499,14 @@ class SimCluster:
         slot.node = None
         slot.state = SlotState.DOWN
         self._network.crash(name)
+        # A kill loses only writes in flight, which no correct node acknowledged; any other
+        # crash may destroy committed copies, which the checkers are told about.
+        durable = None if mode is DiskMode.KEPT else slot.disk.durable_records()
         await slot.disk.crash(mode)
+        if durable:
+            disks = [other.disk for other in self.slots.values()]
+            for loss in copy_losses(trio.current_time(), name, durable, slot.disk, disks):
+                self._history.append(loss)
         await slot.stopped.wait()
 
     def up(self) -> list[Slot]:
