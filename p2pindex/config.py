@@ -39,6 +39,8 @@ PLANTED_BUGS = frozenset(
         "early-tombstone-reap",
         "no-dots",
         "swim-no-suspicion",
+        "definite-after-send",
+        "ack-failed-commit",
     }
 )
 """Deliberate defects the simulation harness must catch (tests prove each one is caught).

@@ -42,6 +42,8 @@ EXPECTED: dict[str, str] = {
     "early-tombstone-reap": "resurrection",
     "no-dots": "siblings",
     "swim-no-suspicion": "membership",
+    "definite-after-send": "unexpected_values",
+    "ack-failed-commit": "lost_writes",
 }
 """The checker that guards the rule each bug breaks."""
 

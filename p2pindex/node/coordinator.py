@@ -37,6 +37,7 @@ from p2pindex.errors import (
     Unavailable,
 )
 from p2pindex.net.channel import BatchHandler, FastPath, Respond
+from p2pindex.node import planted
 from p2pindex.node.peers import PeerPool
 from p2pindex.node.replica import IndexManager, ReplicaService
 from p2pindex.node.stats import StatisticsStore
@@ -240,14 +241,19 @@ class Coordinator:
                 return DeleteReply(context_bytes)
             return PutReply(context_bytes, self._sibling_warning(obj))
         self._stats.incr("requests.write_indeterminate")
+        failure: QuorumFailed | Timeout
         if tracker.outcome is Outcome.FAILED:
-            raise QuorumFailed(
+            failure = QuorumFailed(
                 f"only {tracker.acks} of {tracker.required} replicas stored the write; it may "
                 "still be visible on them",
                 required=tracker.required,
                 acknowledged=tracker.acks,
             )
-        raise Timeout(required=tracker.required, acknowledged=tracker.acks)
+        else:
+            failure = Timeout(required=tracker.required, acknowledged=tracker.acks)
+        if "definite-after-send" in self._config.planted_bugs:
+            raise planted.definite_write_failure(failure)
+        raise failure
 
     # --- writes that arrived together -------------------------------------------------------
 

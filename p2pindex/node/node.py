@@ -154,6 +154,8 @@ class Node:
             self._nursery = nursery
             if "ack-before-commit" in self.config.planted_bugs:
                 self.storage = planted.AckBeforeCommit(self.storage, nursery.start_soon)
+            if "ack-failed-commit" in self.config.planted_bugs:
+                self.storage = planted.AckFailedCommit(self.storage)
             actor = f"{self.node_id}.{await self._storage_epoch()}"
             self._index = IndexManager(
                 self.storage,

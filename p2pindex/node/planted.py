@@ -16,7 +16,7 @@ import trio
 
 from p2pindex.core import versions
 from p2pindex.core.versions import VersionedObject, VersionVector
-from p2pindex.errors import StorageFailure
+from p2pindex.errors import IndeterminateError, StorageFailure, Unavailable
 from p2pindex.storage.base import Storage
 
 
@@ -98,4 +98,33 @@ class AckBeforeCommit:
 
     def __getattr__(self, name: str) -> Any:
         """Scans, hints and metadata go straight to the real storage."""
+        return getattr(self._storage, name)
+
+
+def definite_write_failure(failure: IndeterminateError) -> Unavailable:
+    """Planted ``definite-after-send``: a write whose replicas may hold it (a timeout, a
+    lost quorum) is reported as ``Unavailable``, as if nothing had been written."""
+    return Unavailable(1, 0, f"the write failed: {failure}")
+
+
+class AckFailedCommit:
+    """Storage that hides a failed commit (planted ``ack-failed-commit``).
+
+    ``put`` and ``put_many`` return normally when the commit failed (a full disk, an fsync
+    error): the coordinator and replicas then acknowledge a write that is not stored, and
+    the node never learns its storage is failing.
+    """
+
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+
+    async def put(self, key: bytes, record: bytes) -> None:
+        await self.put_many([(key, record)])
+
+    async def put_many(self, items: list[tuple[bytes, bytes]]) -> None:
+        with contextlib.suppress(StorageFailure):
+            await self._storage.put_many(items)
+
+    def __getattr__(self, name: str) -> Any:
+        """Everything else goes straight to the real storage."""
         return getattr(self._storage, name)

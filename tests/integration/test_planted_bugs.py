@@ -28,6 +28,8 @@ CAUGHT_BY = {
     "early-tombstone-reap": ("resurrection", 1),
     "no-dots": ("siblings", 1),
     "swim-no-suspicion": ("membership", 1),
+    "definite-after-send": ("unexpected_values", 1),
+    "ack-failed-commit": ("lost_writes", 1),
 }
 """bug -> (the checker that must catch it, a seed on which it does)."""
 
