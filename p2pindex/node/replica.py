@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+import trio
+
 from p2pindex.config import Limits
 from p2pindex.core import versions
 from p2pindex.core.versions import VersionedObject, VersionVector
@@ -52,6 +54,9 @@ class IndexManager:
         self._stats = stats
         self._bugs = planted_bugs
         self._decoded: dict[bytes, tuple[bytes, VersionedObject]] = {}
+        self._committing: dict[bytes, list[trio.Event]] = {}
+        """Keys whose record is pending (visible, not yet committed), with one event per
+        commit in flight, set when it ends either way (see ``_settled``)."""
 
     def read(self, key: bytes) -> VersionedObject | None:
         known = self._decoded.get(key)
@@ -185,12 +190,40 @@ class IndexManager:
     async def _stored(self, keys: list[bytes], write: Awaitable[None]) -> None:
         """Await a storage write of ``keys``; if it fails (or its waiter is cancelled, when
         the outcome is unknown here) forget them, so reads go back to what storage holds."""
+        done = trio.Event()
+        committing = self._committing
+        for key in keys:
+            committing.setdefault(key, []).append(done)
         try:
             await write
         except BaseException:
             for key in keys:
                 self._decoded.pop(key, None)
             raise
+        finally:
+            done.set()
+            for key in keys:
+                pending = committing.get(key)
+                if pending is not None:
+                    pending.remove(done)
+                    if not pending:
+                        del committing[key]
+
+    async def _settled(self, keys: list[bytes]) -> bool:
+        """Wait until no commit of ``keys`` is in flight; False if none was.
+
+        A write that changes nothing (the record already holds it) is acknowledged without
+        a commit of its own, which is right only once the record that holds it is
+        committed: a pending one may still fail (its write is then rolled back) or die in
+        a crash, and the ack would outlive the data. So such a write waits for the commits
+        in flight and is merged again: onto the committed record, or onto what is left.
+        """
+        waited = False
+        for key in keys:
+            while pending := self._committing.get(key):
+                waited = True
+                await pending[0].wait()
+        return waited
 
     async def apply(self, key: bytes, incoming: VersionedObject) -> VersionedObject:
         """Merge a version sent by a coordinator, a repair or a handoff; never overwrite."""
@@ -200,6 +233,8 @@ class IndexManager:
             record = versions.encode_object(merged)
             self._remember(key, record, merged)
             await self._store(key, record)
+        elif await self._settled([key]):
+            return await self.apply(key, incoming)
         return merged
 
     def _merge(self, a: VersionedObject, b: VersionedObject) -> VersionedObject:
@@ -224,8 +259,11 @@ class IndexManager:
                 record = incoming_record if same else versions.encode_object(merged)
                 changed[key] = record
                 self._remember(key, record, merged)
+        unchanged = [item for item in items if item[0] not in changed]
         if changed:
             await self._stored(list(changed), self.storage.put_many(list(changed.items())))
+        if unchanged and await self._settled([key for key, _record, _obj in unchanged]):
+            await self.apply_many(unchanged)
 
     @property
     def plain(self) -> bool:

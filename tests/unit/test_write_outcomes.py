@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import pytest
 import trio
+import trio.testing
 
 from p2pindex.config import Limits, NodeConfig
+from p2pindex.core import versions
 from p2pindex.core.ring import Ring
+from p2pindex.core.versions import VersionVector
 from p2pindex.errors import (
     ConnectionLost,
     DefiniteError,
@@ -160,3 +163,82 @@ def test_the_scripted_ring_really_relays() -> None:
     """Negative control for the fixtures: n0 is outside the key's replicas."""
     _key, replicas = outsider_key()
     assert "n0" not in replicas and len(set(replicas)) == 3
+
+
+# --- a replica acknowledges only what is committed -----------------------------------------
+
+
+class GatedStorage(MemoryStorage):
+    """Writes are visible at once and commit when ``release`` says; a failed commit rolls
+    the write back, as the Storage protocol requires."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gates: list[tuple[trio.Event, list[bool]]] = []
+
+    async def put_many(self, items: list[tuple[bytes, bytes]]) -> None:
+        before = {key: self.get(key) for key, _record in items}
+        self.put_many_now(items)
+        gate, verdict = trio.Event(), [True]
+        self.gates.append((gate, verdict))
+        await gate.wait()
+        if not verdict[0]:
+            for key, record in before.items():
+                if record is None:
+                    self.remove_now(key)
+                else:
+                    self.put_many_now([(key, record)])
+            raise StorageFailure("simulated fsync error")
+
+    def release(self, index: int, *, ok: bool) -> None:
+        gate, verdict = self.gates[index]
+        verdict[0] = ok
+        gate.set()
+
+
+def replica_record(value: bytes) -> bytes:
+    return versions.encode_object(versions.update(None, VersionVector(), "n2.e1", value))
+
+
+async def test_a_duplicate_replica_write_waits_for_the_pending_commit_that_holds_it() -> None:
+    """Seen while auditing seed 146: a replica write arriving twice (a retry on a fresh
+    connection, a duplicated message, a repair) found its record pending and was
+    acknowledged at once; when the pending commit then failed, the ack outlived the data."""
+    storage = GatedStorage()
+    index = IndexManager(storage, "n1.e1", Limits(), StatisticsStore())
+    record = replica_record(b"v")
+    item = (b"k", record, versions.decode_object(record))
+    acked: list[str] = []
+
+    async def write(name: str) -> None:
+        try:
+            await index.apply_many([item])
+        except StorageFailure:
+            acked.append(f"{name} failed")
+        else:
+            acked.append(f"{name} acked")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(write, "first")
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(write, "duplicate")
+        await trio.testing.wait_all_tasks_blocked()
+        assert acked == []  # the duplicate must not be acknowledged before a commit
+        storage.release(0, ok=False)
+        await trio.testing.wait_all_tasks_blocked()
+        assert acked == ["first failed"]
+        storage.release(1, ok=True)  # the duplicate stored the record itself
+    assert acked == ["first failed", "duplicate acked"]
+    assert storage.get(b"k") == record
+
+
+async def test_a_write_already_committed_is_acknowledged_without_a_commit() -> None:
+    storage = GatedStorage()
+    index = IndexManager(storage, "n1.e1", Limits(), StatisticsStore())
+    record = replica_record(b"v")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(index.apply, b"k", versions.decode_object(record))
+        await trio.testing.wait_all_tasks_blocked()
+        storage.release(0, ok=True)
+    await index.apply(b"k", versions.decode_object(record))
+    assert len(storage.gates) == 1
