@@ -21,12 +21,36 @@ class Limits:
     max_value: int = 1 * MIB
     sibling_warn: int = 25
     sibling_max: int = 100
+    max_record: int | None = None
+    """Largest record (every sibling with its dot, and the clock) a write may create; None
+    means a quarter of ``max_frame``, so a repair or handoff that merges the divergent
+    records of up to three replicas still fits in one node-to-node frame."""
+    reply_budget: int = 8 * MIB
+    """Unsent reply bytes (queued, being sent, or expected from requests still being
+    served) at which a connection stops being read: a client that does not read its
+    replies slows only itself."""
+    max_unanswered: int = 1024
+    """Requests of one connection being served at once before it stops being read."""
+    node_in_flight: int = 256 * MIB
+    """Request and reply bytes a node holds for all its clients together; over it, client
+    requests are answered ``overloaded`` before anything is done."""
 
     def __post_init__(self) -> None:
         if self.max_key < 1 or self.max_value < 1:
             raise ConfigError("key and value limits must be positive")
         if self.max_frame < self.max_value + self.max_key + 4 * KIB:
             raise ConfigError("max_frame must hold a full-size key and value plus headers")
+        if not self.max_value + self.max_key + 256 <= self.record_limit <= self.max_frame // 4:
+            raise ConfigError(
+                f"max_record ({self.record_limit} bytes) must hold one full-size value and be "
+                f"at most a quarter of max_frame ({self.max_frame // 4} bytes)"
+            )
+        if self.reply_budget < 1 or self.max_unanswered < 1 or self.node_in_flight < 1:
+            raise ConfigError("reply_budget, max_unanswered and node_in_flight must be positive")
+
+    @property
+    def record_limit(self) -> int:
+        return self.max_frame // 4 if self.max_record is None else self.max_record
         if not 1 <= self.sibling_warn <= self.sibling_max:
             raise ConfigError("sibling_warn must be between 1 and sibling_max")
 

@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    max_frame = max(Limits().max_frame, args.max_value + 64 * 1024)
+    max_frame = max(Limits().max_frame, 4 * (args.max_value + 64 * 1024))
     config = NodeConfig(
         data_dir=args.data_dir,
         listen=args.listen,

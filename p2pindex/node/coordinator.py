@@ -31,7 +31,6 @@ from p2pindex.errors import (
     InvalidRequest,
     P2PIndexError,
     QuorumFailed,
-    SiblingLimitExceeded,
     StorageFailure,
     Timeout,
     Unavailable,
@@ -345,7 +344,7 @@ class Coordinator:
         )
         started: list[_Write] = []
         for write, version in zip(writes, made, strict=True):
-            if isinstance(version, SiblingLimitExceeded):
+            if isinstance(version, InvalidRequest):  # sibling, record or context limits
                 respond(write.position, reply_for_error(version))
             else:
                 write.obj, write.record = version
