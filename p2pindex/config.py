@@ -55,6 +55,30 @@ class Limits:
             raise ConfigError("sibling_warn must be between 1 and sibling_max")
 
 
+@dataclass(frozen=True, slots=True)
+class AdmissionLimits:
+    """What an operator allows each client: enforced by ``node.admission``, refusals counted
+    in `status` (``rejected.connections``, ``rejected.client_connections``,
+    ``overloaded.client_rate``)."""
+
+    max_connections: int = 4096
+    """Open connections a node serves at once (clients and nodes together)."""
+    max_client_connections: int = 256
+    """Open connections of one client key."""
+    client_rate: float | None = None
+    """Requests a second one client key may send on average; None: no limit."""
+    client_burst: int = 1000
+    """Requests a client key may send at once above its rate."""
+
+    def __post_init__(self) -> None:
+        if self.max_connections < 1 or self.max_client_connections < 1:
+            raise ConfigError("connection limits must be at least 1")
+        if self.client_rate is not None and not self.client_rate > 0:
+            raise ConfigError("client_rate must be positive (or None for no limit)")
+        if self.client_burst < 1:
+            raise ConfigError("client_burst must be at least 1")
+
+
 PLANTED_BUGS = frozenset(
     {
         "lww",
@@ -80,6 +104,7 @@ class NodeConfig:
     cluster: str = "p2pindex"
     n_replicas: int = 3
     limits: Limits = field(default_factory=Limits)
+    admission: AdmissionLimits = field(default_factory=AdmissionLimits)
     fsync: bool = False
     """True: every commit is fsynced (survives power loss). False: survives kill -9 only."""
     request_timeout: float = 5.0

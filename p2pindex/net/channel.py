@@ -122,6 +122,7 @@ class RpcChannel:
         node_load: NodeLoad | None = None,
         refuse_when_overloaded: bool = False,
         on_event: EventCounter | None = None,
+        throttle: Callable[[], str | None] | None = None,
     ) -> None:
         self._stream = stream
         self._send_now = stream.send_nowait if isinstance(stream, ImmediateSend) else None
@@ -146,6 +147,9 @@ class RpcChannel:
         self._on_event = on_event
         self._node_load = node_load
         self._refuse_when_overloaded = refuse_when_overloaded
+        self._throttle = throttle
+        """Called for every request: a reason to answer ``overloaded`` (a client over its
+        rate), or None."""
         self._sending = 0
         """Bytes handed to the stream's ``send_all`` that has not returned yet."""
         self._unanswered = 0
@@ -283,13 +287,21 @@ class RpcChannel:
         while self._over_budget() and not self._closed:
             await self._room_lot.park()
 
-    def _overloaded(self) -> bool:
+    def _overloaded(self) -> Overloaded | None:
+        """Why this request is refused before anything is done, or None to serve it."""
+        if self._throttle is not None:
+            reason = self._throttle()
+            if reason is not None:
+                return Overloaded(f"{reason}; nothing was done, try again shortly")
         load = self._node_load
         if load is None or not self._refuse_when_overloaded or not load.over:
-            return False
+            return None
         load.refused += 1
         self._count_event("overloaded.node")
-        return True
+        return Overloaded(
+            "the node is holding as much request and reply data as it may; "
+            "nothing was done, try again shortly"
+        )
 
     def _count_event(self, name: str) -> None:
         if self._on_event is not None:
@@ -420,11 +432,8 @@ class RpcChannel:
                 reply = reply_for_error(InvalidRequest(decoded.error or "invalid message"))
                 self._enqueue(encode_frame(reply, decoded.request_id))
                 continue
-            if self._overloaded():
-                refusal = Overloaded(
-                    "the node is holding as much request and reply data as it may; "
-                    "nothing was done, try again shortly"
-                )
+            refusal = self._overloaded()
+            if refusal is not None:
                 self._enqueue(encode_frame(reply_for_error(refusal), decoded.request_id))
                 continue
             if fast is not None:

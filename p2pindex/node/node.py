@@ -27,6 +27,7 @@ from p2pindex.errors import InvalidRequest, P2PIndexError, StorageFailure
 from p2pindex.net.base import Transport
 from p2pindex.net.channel import NodeLoad, RpcChannel
 from p2pindex.node import planted
+from p2pindex.node.admission import Admission
 from p2pindex.node.antientropy import AntiEntropy, request_arcs
 from p2pindex.node.coordinator import Coordinator, data_fast_path
 from p2pindex.node.handoff import OwnershipHandoff
@@ -145,6 +146,7 @@ class Node:
         self.monitor = IndexMonitor(self)
         self._stopped = trio.Event()
         self._load = NodeLoad(config.limits.node_in_flight)
+        self._admission = Admission(config.admission, self.stats, trio.current_time)
         """Request and reply bytes held for every connection (``net.channel``)."""
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -531,6 +533,14 @@ class Node:
             fast_path = data_fast_path(
                 self._coordinator, self._replica, node_peer=node_peer, authorize=authorize
             )
+        client = None
+        if isinstance(stream, SecureStream) and not node_peer:
+            client = stream.peer.credential.public_key
+        refusal = self._admission.connect(client)
+        if refusal is not None:
+            log.debug("refused a connection from %s: %s", peer, refusal)
+            await trio.aclose_forcefully(stream)
+            return
         channel = RpcChannel(
             stream,
             self.config.limits,
@@ -541,8 +551,12 @@ class Node:
             node_load=self._load,
             refuse_when_overloaded=not node_peer or self.security is None,
             on_event=self.stats.incr,
+            throttle=None if client is None else self._admission.throttle(client),
         )
-        await channel.run()
+        try:
+            await channel.run()
+        finally:
+            self._admission.disconnect(client)
 
     def _count_bad_input(self, reason: str) -> None:
         self.stats.incr("rejected.bad_input")

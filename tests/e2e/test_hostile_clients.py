@@ -142,3 +142,44 @@ def test_data_files_are_private_and_a_readable_node_key_stops_serve(cluster) -> 
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr.count("\n") == 1, result.stderr
     assert f"run chmod 600 {key}" in result.stderr
+
+
+@pytest.fixture
+def limited(tmp_path: Path):
+    args = ("--client-rate", "20", "--client-burst", "50", "--max-client-connections", "3")
+    with LocalCluster(1, tmp_path, extra_args=args) as cluster:
+        cluster.start()
+        yield cluster
+
+
+async def test_a_client_over_its_rate_or_connection_limit_is_refused_and_counted(limited):
+    n0 = str(limited.nodes[0].address)
+    address = Address.parse(n0)
+    connector = admin(limited)
+    async with trio.open_nursery() as nursery:
+        channel = await open_channel(nursery, connector, address, Limits())
+        replies = []
+        async with trio.open_nursery() as burst:
+            for i in range(200):
+
+                async def one(i: int = i) -> None:
+                    key = f"rate-{i}".encode()
+                    replies.append(await channel.request(PutRequest(key, b"v", None, "one", 5000)))
+
+                burst.start_soon(one)
+        codes = [r.code if isinstance(r, ErrorReply) else "ok" for r in replies]
+        assert 40 <= codes.count("ok") < 200 and set(codes) == {"ok", "overloaded"}
+        refusal = next(r for r in replies if isinstance(r, ErrorReply))
+        assert "rate of 20 requests a second" in refusal.message
+        # Two more connections of the same key are allowed, a fourth is closed at once.
+        others = [await connector.connect(address) for _ in range(3)]
+        with trio.fail_after(5):
+            assert await others[2].receive_some() == b""
+        await trio.sleep(3)  # the bucket refills
+        status = await channel.request(StatusRequest())
+        counts = status.status["statistics"]  # type: ignore[attr-defined]
+        assert counts["overloaded.client_rate"] == codes.count("overloaded")
+        assert counts["rejected.client_connections"] == 1
+        for stream in others:
+            await trio.aclose_forcefully(stream)
+        await channel.aclose()
