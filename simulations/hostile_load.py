@@ -16,8 +16,11 @@ what the nodes counted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import random
+import resource
 import struct
 import subprocess
 import sys
@@ -71,7 +74,35 @@ CLOSING = {
     "invalid_cbor": _frame(b"\xff\xfe\xfd\x1b"),
     "oversized_frame": struct.pack(">I", 64 * 1024 * 1024) + b"x" * 64,
 }
-KINDS = [*IN_SESSION, *CLOSING, "garbage_handshake", "foreign_credentials"]
+RAW = ["garbage_handshake", "oversized_handshake", "foreign_hello", "replayed_hello"]
+"""Sent on a fresh TCP connection instead of a handshake; the hellos are recorded once
+(one from credentials of a foreign authority, one from valid ones replayed), so the attacker
+spends no cryptography on them and the node spends what it must."""
+KINDS = [*IN_SESSION, *CLOSING, *RAW]
+
+
+async def record_hello(connector: SecureConnector) -> bytes:
+    """The first handshake message ``connector`` sends, captured on a local listener."""
+    captured = b""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+
+    async def capture(stream: trio.SocketStream) -> None:
+        nonlocal captured
+        while len(captured) < 8 or len(captured) < 8 + struct.unpack(">I", captured[4:8])[0]:
+            chunk = await stream.receive_some()
+            if not chunk:
+                break
+            captured += chunk
+        await trio.aclose_forcefully(stream)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio.serve_listeners, capture, listeners)
+        with trio.move_on_after(5):
+            with contextlib.suppress(OSError, trio.BrokenResourceError, P2PIndexError):
+                await connector.connect(Address("127.0.0.1", port))
+        nursery.cancel_scope.cancel()
+    return captured
 
 
 # --- the attacker (a separate process, so its CPU is not the legitimate client's) ------------
@@ -80,7 +111,7 @@ KINDS = [*IN_SESSION, *CLOSING, "garbage_handshake", "foreign_credentials"]
 async def _attack_one(
     addresses: list[Address],
     admin: SecureConnector,
-    foreign: SecureConnector,
+    hellos: dict[str, bytes],
     per_second: float,
     until: float,
     rng: random.Random,
@@ -96,13 +127,16 @@ async def _attack_one(
             kind = rng.choice(KINDS)
             address = rng.choice(addresses)
             try:
-                if kind == "garbage_handshake":
+                if kind in RAW:
+                    if kind == "garbage_handshake":
+                        data = rng.randbytes(200)
+                    elif kind == "oversized_handshake":
+                        data = b"P2PS" + struct.pack(">I", 2**31) + rng.randbytes(64)
+                    else:
+                        data = hellos[kind]
                     raw = await trio.open_tcp_stream(address.host, address.port)
-                    await raw.send_all(rng.randbytes(200))
-                    await trio.aclose_forcefully(raw)
-                elif kind == "foreign_credentials":
-                    with trio.move_on_after(2):
-                        await foreign.connect(address)
+                    await raw.send_all(data)
+                    nursery.start_soon(_drain, raw)  # the node answers or closes
                 else:
                     if stream is None:
                         stream = await admin.connect(address)
@@ -121,16 +155,23 @@ async def _attack_one(
 
 async def _drain(stream: trio.abc.Stream) -> None:
     try:
-        while await stream.receive_some():
-            pass
+        with trio.move_on_after(15):
+            while await stream.receive_some():
+                pass
     except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, P2PIndexError):
         pass
+    finally:
+        await trio.aclose_forcefully(stream)
 
 
 async def attack(args: argparse.Namespace) -> None:
     addresses = [Address.parse(a) for a in args.attack.split(",")]
     admin = SecureConnector(ClientCredentials.load(args.credentials))
     foreign = SecureConnector(ClientCredentials.load(args.foreign))
+    hellos = {
+        "foreign_hello": await record_hello(foreign),
+        "replayed_hello": await record_hello(admin),
+    }
     sent: Counter[str] = Counter()
     rng = random.Random(1)
     start = trio.current_time()
@@ -141,14 +182,16 @@ async def attack(args: argparse.Namespace) -> None:
                 _attack_one,
                 addresses,
                 admin,
-                foreign,
+                hellos,
                 args.rate / args.connections,
                 until,
                 random.Random(rng.getrandbits(64)),
                 sent,
             )
     elapsed = trio.current_time() - start
-    print(json.dumps({"sent": dict(sent), "seconds": elapsed}), flush=True)
+    cpu = resource.getrusage(resource.RUSAGE_SELF)
+    report = {"sent": dict(sent), "seconds": elapsed, "cpu": cpu.ru_utime + cpu.ru_stime}
+    print(json.dumps(report), flush=True)
 
 
 # --- the legitimate writers and the measurement ------------------------------------------------
@@ -205,6 +248,21 @@ async def node_counts(cluster: LocalCluster) -> Counter[str]:
     return total
 
 
+def own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cpu_of(pids: list[int]) -> float:
+    """CPU seconds (user and system) the processes ``pids`` used so far."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
 def measure(args: argparse.Namespace) -> int:
     with (
         tempfile.TemporaryDirectory(prefix="p2pindex-hostile-") as root,
@@ -218,10 +276,15 @@ def measure(args: argparse.Namespace) -> int:
             foreign
         )
         trio.run(legit_writes, cluster, 2.0, args.writers)  # warm up
+        pids = [node.pid for node in cluster.nodes if node.pid is not None]
+        started, client_started = cpu_of(pids), own_cpu()
         baseline = trio.run(legit_writes, cluster, args.seconds, args.writers)
+        base_cpu = (cpu_of(pids) - started) / args.seconds / len(pids)
+        base_client = (own_cpu() - client_started) / args.seconds
         before = trio.run(node_counts, cluster)
         attacker = subprocess.Popen(
             [
+                *(["nice", "-n", str(args.attacker_nice)] if args.attacker_nice else []),
                 sys.executable,
                 __file__,
                 "--attack",
@@ -241,7 +304,10 @@ def measure(args: argparse.Namespace) -> int:
             text=True,
         )
         time.sleep(1.5)
+        started, client_started = cpu_of(pids), own_cpu()
         attacked = trio.run(legit_writes, cluster, args.seconds, args.writers)
+        attack_cpu = (cpu_of(pids) - started) / args.seconds / len(pids)
+        attack_client = (own_cpu() - client_started) / args.seconds
         out, _ = attacker.communicate(timeout=args.seconds + 60)
         report = json.loads(out.strip().splitlines()[-1])
         after = trio.run(node_counts, cluster)
@@ -255,7 +321,17 @@ def measure(args: argparse.Namespace) -> int:
     )
     print(
         f"hostile requests             {sent:,} in {report['seconds']:.1f} s "
-        f"({sent / report['seconds']:,.0f}/s over {args.connections} connections)"
+        f"({sent / report['seconds']:,.0f}/s over {args.connections} connections; "
+        f"the attacker used {report['cpu'] / report['seconds']:.0%} of a core)"
+    )
+    print(
+        f"node CPU                     {base_cpu:.0%} of a core per node without attack, "
+        f"{attack_cpu:.0%} under attack"
+    )
+    print(
+        f"legitimate client CPU        {base_client:.0%} of a core without attack, "
+        f"{attack_client:.0%} under attack; load average {os.getloadavg()[0]:.1f} on "
+        f"{os.cpu_count()} CPUs"
     )
     for kind, count in sorted(report["sent"].items()):
         print(f"  {kind:<26} {count:,}")
@@ -275,6 +351,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--writers", type=int, default=12)
+    parser.add_argument(
+        "--attacker-nice",
+        type=int,
+        default=0,
+        help="run the attacking process at this niceness: on a small shared machine its own "
+        "CPU competes with the nodes', which an attacker on another machine would not",
+    )
     parser.add_argument("--attack", help=argparse.SUPPRESS)
     parser.add_argument("--credentials", help=argparse.SUPPRESS)
     parser.add_argument("--foreign", help=argparse.SUPPRESS)
