@@ -8,9 +8,11 @@ record, and one record always fits (the record limit is a quarter of a frame).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
 
 Item = tuple[bytes, bytes]
+T = TypeVar("T")
 
 
 def fitting_prefix(items: list[Item], max_bytes: int) -> list[Item]:
@@ -26,14 +28,25 @@ def fitting_prefix(items: list[Item], max_bytes: int) -> list[Item]:
 
 def batches(items: Iterable[Item], max_bytes: int) -> Iterator[list[Item]]:
     """``items`` in order, in batches of at most ``max_bytes`` (or one item each)."""
-    batch: list[Item] = []
-    size = 0
-    for key, record in items:
-        grown = size + len(key) + len(record)
-        if batch and grown > max_bytes:
-            yield batch
-            batch, grown = [], len(key) + len(record)
-        batch.append((key, record))
-        size = grown
-    if batch:
-        yield batch
+    return sized_groups(items, _item_size, max_bytes)
+
+
+def sized_groups(
+    items: Iterable[T], size_of: Callable[[T], int], max_bytes: int
+) -> Iterator[list[T]]:
+    """``items`` in order, in groups whose sizes total at most ``max_bytes`` (or one item)."""
+    group: list[T] = []
+    total = 0
+    for item in items:
+        size = size_of(item)
+        if group and total + size > max_bytes:
+            yield group
+            group, total = [], 0
+        group.append(item)
+        total += size
+    if group:
+        yield group
+
+
+def _item_size(item: Item) -> int:
+    return len(item[0]) + len(item[1])
