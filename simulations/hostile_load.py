@@ -113,6 +113,7 @@ async def _attack_one(
     admin: SecureConnector,
     hellos: dict[str, bytes],
     per_second: float,
+    kinds: list[str],
     until: float,
     rng: random.Random,
     sent: Counter[str],
@@ -124,7 +125,7 @@ async def _attack_one(
         while trio.current_time() < until:
             next_at += 1 / per_second
             await trio.sleep_until(next_at)
-            kind = rng.choice(KINDS)
+            kind = rng.choice(kinds)
             address = rng.choice(addresses)
             try:
                 if kind in RAW:
@@ -184,6 +185,7 @@ async def attack(args: argparse.Namespace) -> None:
                 admin,
                 hellos,
                 args.rate / args.connections,
+                args.kinds.split(",") if args.kinds else KINDS,
                 until,
                 random.Random(rng.getrandbits(64)),
                 sent,
@@ -299,6 +301,7 @@ def measure(args: argparse.Namespace) -> int:
                 str(args.connections),
                 "--seconds",
                 str(args.seconds + 3),
+                *(["--kinds", args.kinds] if args.kinds else []),
             ],
             stdout=subprocess.PIPE,
             text=True,
@@ -358,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         help="run the attacking process at this niceness: on a small shared machine its own "
         "CPU competes with the nodes', which an attacker on another machine would not",
     )
+    parser.add_argument("--kinds", help=f"attack only with these (of {', '.join(KINDS)})")
     parser.add_argument("--attack", help=argparse.SUPPRESS)
     parser.add_argument("--credentials", help=argparse.SUPPRESS)
     parser.add_argument("--foreign", help=argparse.SUPPRESS)
