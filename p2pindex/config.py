@@ -25,7 +25,7 @@ class Limits:
     """Largest record (every sibling with its dot, and the clock) a write may create; None
     means a quarter of ``max_frame``, so a repair or handoff that merges the divergent
     records of up to three replicas still fits in one node-to-node frame."""
-    reply_budget: int = 8 * MIB
+    reply_budget: int = 4 * MIB
     """Unsent reply bytes (queued, being sent, or expected from requests still being
     served) at which a connection stops being read: a client that does not read its
     replies slows only itself."""

@@ -258,7 +258,7 @@ class RpcChannel:
         if self._node_load is not None:
             self._node_load.held += size
 
-    def _reply(self, frame: bytes, request_id: int) -> None:
+    def _reply(self, frame: bytes) -> None:
         """Queue the reply of a request that ``_admit`` counted."""
         if self._unanswered:
             share = self._request_bytes // self._unanswered
@@ -492,14 +492,14 @@ class RpcChannel:
             reply = ErrorReply("internal_error", f"internal error: {type(exc).__name__}: {exc}")
         finally:
             self._in_flight.release()
-        self._reply(encode_frame(reply, request_id), request_id)
+        self._reply(encode_frame(reply, request_id))
 
     async def _serve_batch(self, serve: BatchHandler, batch: list[tuple[int, Message]]) -> None:
         unanswered = dict(enumerate(request_id for request_id, _message in batch))
 
         def respond(position: int, reply: Message) -> None:
             request_id = unanswered.pop(position)
-            self._reply(encode_frame(reply, request_id), request_id)
+            self._reply(encode_frame(reply, request_id))
 
         failure: Message | None = None
         try:
