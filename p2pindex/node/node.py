@@ -499,6 +499,7 @@ class Node:
         assert self._swim is not None
         while True:
             await trio.sleep(1.0)
+            self.stats.set_gauge("load.held_bytes", self._load.held)  # net.channel.NodeLoad
             limit = self.config.remove_dead_after
             if limit is not None:
                 now = trio.current_time()
