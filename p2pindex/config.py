@@ -21,14 +21,62 @@ class Limits:
     max_value: int = 1 * MIB
     sibling_warn: int = 25
     sibling_max: int = 100
+    max_record: int | None = None
+    """Largest record (every sibling with its dot, and the clock) a write may create; None
+    means a quarter of ``max_frame``, so a repair or handoff that merges the divergent
+    records of up to three replicas still fits in one node-to-node frame."""
+    reply_budget: int = 4 * MIB
+    """Unsent reply bytes (queued, being sent, or expected from requests still being
+    served) at which a connection stops being read: a client that does not read its
+    replies slows only itself."""
+    max_unanswered: int = 1024
+    """Requests of one connection being served at once before it stops being read."""
+    node_in_flight: int = 256 * MIB
+    """Request and reply bytes a node holds for all its clients together; over it, client
+    requests are answered ``overloaded`` before anything is done."""
 
     def __post_init__(self) -> None:
         if self.max_key < 1 or self.max_value < 1:
             raise ConfigError("key and value limits must be positive")
         if self.max_frame < self.max_value + self.max_key + 4 * KIB:
             raise ConfigError("max_frame must hold a full-size key and value plus headers")
+        if not self.max_value + self.max_key + 256 <= self.record_limit <= self.max_frame // 4:
+            raise ConfigError(
+                f"max_record ({self.record_limit} bytes) must hold one full-size value and be "
+                f"at most a quarter of max_frame ({self.max_frame // 4} bytes)"
+            )
+        if self.reply_budget < 1 or self.max_unanswered < 1 or self.node_in_flight < 1:
+            raise ConfigError("reply_budget, max_unanswered and node_in_flight must be positive")
+
+    @property
+    def record_limit(self) -> int:
+        return self.max_frame // 4 if self.max_record is None else self.max_record
         if not 1 <= self.sibling_warn <= self.sibling_max:
             raise ConfigError("sibling_warn must be between 1 and sibling_max")
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionLimits:
+    """What an operator allows each client: enforced by ``node.admission``, refusals counted
+    in `status` (``rejected.connections``, ``rejected.client_connections``,
+    ``overloaded.client_rate``)."""
+
+    max_connections: int = 4096
+    """Open connections a node serves at once (clients and nodes together)."""
+    max_client_connections: int = 256
+    """Open connections of one client key."""
+    client_rate: float | None = None
+    """Requests a second one client key may send on average; None: no limit."""
+    client_burst: int = 1000
+    """Requests a client key may send at once above its rate."""
+
+    def __post_init__(self) -> None:
+        if self.max_connections < 1 or self.max_client_connections < 1:
+            raise ConfigError("connection limits must be at least 1")
+        if self.client_rate is not None and not self.client_rate > 0:
+            raise ConfigError("client_rate must be positive (or None for no limit)")
+        if self.client_burst < 1:
+            raise ConfigError("client_burst must be at least 1")
 
 
 PLANTED_BUGS = frozenset(
@@ -58,6 +106,7 @@ class NodeConfig:
     cluster: str = "p2pindex"
     n_replicas: int = 3
     limits: Limits = field(default_factory=Limits)
+    admission: AdmissionLimits = field(default_factory=AdmissionLimits)
     fsync: bool = False
     """True: every commit is fsynced (survives power loss). False: survives kill -9 only."""
     request_timeout: float = 5.0

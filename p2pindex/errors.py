@@ -47,6 +47,21 @@ class SiblingLimitExceeded(InvalidRequest):
     code = "too_many_siblings"
 
 
+class RecordLimitExceeded(InvalidRequest):
+    """The write would make the key's record (every sibling and its context) larger than the
+    configured record limit, which keeps every record small enough to replicate and repair."""
+
+    code = "record_too_large"
+
+
+class Overloaded(DefiniteError):
+    """The node refused the request before doing anything, to protect its memory or to keep
+    a client within its share (connections, request rate); retrying later or elsewhere is
+    safe."""
+
+    code = "overloaded"
+
+
 class PermissionDenied(DefiniteError):
     """The caller is not allowed to do this; nothing happened."""
 
@@ -115,6 +130,8 @@ ERROR_CODES: dict[str, type[P2PIndexError]] = {
         Unavailable,
         InvalidRequest,
         SiblingLimitExceeded,
+        RecordLimitExceeded,
+        Overloaded,
         PermissionDenied,
         StorageFailure,
         Timeout,

@@ -10,7 +10,7 @@ from pathlib import Path
 import trio
 
 from p2pindex.cli.common import address_arg, collect_garbage_rarely
-from p2pindex.config import Limits, NodeConfig
+from p2pindex.config import AdmissionLimits, Limits, NodeConfig
 
 DEFAULT_LISTEN = "127.0.0.1:7400"
 
@@ -75,6 +75,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="largest value accepted, in bytes (default 1 MiB)",
     )
     parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=AdmissionLimits().max_connections,
+        help="open connections served at once (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-client-connections",
+        type=int,
+        default=AdmissionLimits().max_client_connections,
+        help="open connections of one client key (default %(default)s)",
+    )
+    parser.add_argument(
+        "--client-rate",
+        type=float,
+        metavar="PER_SECOND",
+        help="requests a second one client key may send on average; over it requests are "
+        "answered 'overloaded' (default: no limit)",
+    )
+    parser.add_argument(
+        "--client-burst",
+        type=int,
+        default=AdmissionLimits().client_burst,
+        help="requests a client key may send at once above its rate (default %(default)s)",
+    )
+    parser.add_argument(
         "--remove-dead-after",
         type=float,
         metavar="SECONDS",
@@ -114,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    max_frame = max(Limits().max_frame, args.max_value + 64 * 1024)
+    max_frame = max(Limits().max_frame, 4 * (args.max_value + 64 * 1024))
     config = NodeConfig(
         data_dir=args.data_dir,
         listen=args.listen,
@@ -128,6 +153,12 @@ def run(args: argparse.Namespace) -> int:
         trust_file=args.trust,
         certificate_file=args.cert,
         limits=Limits(max_value=args.max_value, max_frame=max_frame),
+        admission=AdmissionLimits(
+            max_connections=args.max_connections,
+            max_client_connections=args.max_client_connections,
+            client_rate=args.client_rate,
+            client_burst=args.client_burst,
+        ),
     )
 
     from p2pindex.node.runtime import serve_node  # here: other commands need not load a node

@@ -45,6 +45,7 @@ from p2pindex.config import Limits
 from p2pindex.errors import (
     ConnectionLost,
     NoNodeReachable,
+    Overloaded,
     P2PIndexError,
     Timeout,
 )
@@ -54,6 +55,7 @@ from p2pindex.security.credentials import ClientCredentials, client_connector
 from p2pindex.types import Address, ConsistencyLevel
 from p2pindex.wire.messages import (
     DeleteRequest,
+    ErrorReply,
     ExplainReply,
     ExplainRequest,
     GetRequest,
@@ -334,6 +336,7 @@ class AsyncClient:
         """Send to the best reachable node for ``key``, failing over while that is safe."""
         self._ensure_open()
         failures: list[str] = []
+        refusal: Message | None = None
         now = trio.current_time()
         deadline = now + timeout + client_deadline_margin(timeout)
         for address in self._router.candidates(key, now):
@@ -351,7 +354,12 @@ class AsyncClient:
                 if channel is None or channel.closed:
                     break  # the deadline passed while connecting
             try:
-                return await channel.request(message, deadline=deadline)
+                reply = await channel.request(message, deadline=deadline)
+                if not _is_overloaded(reply):
+                    return reply
+                refusal = reply  # definite: another node may take it
+                failures.append(f"{address} (overloaded)")
+                continue
             except Timeout:
                 raise Timeout(f"no reply from {address} within {timeout:g}s") from None
             except ConnectionLost as exc:
@@ -364,6 +372,8 @@ class AsyncClient:
                 failures.append(f"{address} ({exc})")
             if trio.current_time() >= deadline:
                 raise Timeout(f"no reply from {address} within {timeout:g}s")
+        if refusal is not None:
+            return refusal
         tried = "; ".join(failures) if failures else "no address left to try"
         raise NoNodeReachable(f"could not reach any node: {tried}")
 
@@ -420,3 +430,8 @@ def connect(
         transport=transport,
         credentials=credentials,
     )
+
+
+def _is_overloaded(reply: Message) -> bool:
+    """An ``overloaded`` refusal: nothing was done, so the next node may be asked."""
+    return isinstance(reply, ErrorReply) and reply.code == Overloaded.code

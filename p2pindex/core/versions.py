@@ -33,6 +33,12 @@ from cbor2 import CBORDecodeError, dumps, loads
 
 FORMAT = 1
 MAX_COUNTER = (1 << 64) - 1
+SANE_COUNTER = (1 << 53) - 1
+"""The highest counter a context from outside may name for an actor unless the replica
+already holds that counter: no actor makes 2**53 writes (285 years at a million writes a
+second to one key), every JSON client represents it exactly, and ``update`` always has room
+to continue from it. A larger claim is a forged or corrupted context, which would otherwise
+push the key's counters to the top of the range."""
 
 _new = tuple.__new__
 """Builds Dot, Sibling and VersionedObject without re-checking what the caller guarantees."""
@@ -256,8 +262,12 @@ def update(
     else:
         raise TypeError(f"current must be a VersionedObject or None, not {type(current).__name__}")
     counter = clock.get(actor, 0) + 1
-    if counter > MAX_COUNTER:
-        raise OverflowError(f"actor {actor!r} has used every counter")
+    while counter > MAX_COUNTER:
+        # Only a record written before contexts were checked (``unseen_claim``) can hold a
+        # counter at the top of the range: write as a fresh actor derived from this one, so
+        # the key stays writable and the new dot still names a write no one else made.
+        actor += "+"
+        counter = clock.get(actor, 0) + 1
     is_new_actor = actor not in clock
     clock[actor] = counter
     if is_new_actor:
@@ -265,6 +275,17 @@ def update(
     kept.append(_new(Sibling, (_new(Dot, (actor, counter)), value)))
     kept.sort()
     return _new(VersionedObject, (_vector(clock), tuple(kept)))
+
+
+def unseen_claim(context: VersionVector, current: VersionedObject | None) -> tuple[str, int] | None:
+    """The first (actor, counter) of a client's ``context`` that no replica can have issued:
+    above ``SANE_COUNTER`` and above what the key's ``current`` version holds for that actor.
+    None when the context is one a read could have returned."""
+    held = current[0]._counters if current is not None else {}
+    for actor, counter in context._counters.items():
+        if counter > SANE_COUNTER and counter > held.get(actor, 0):
+            return actor, counter
+    return None
 
 
 def _same_dot_winner(a: Sibling, b: Sibling) -> Sibling:

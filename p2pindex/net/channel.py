@@ -11,6 +11,14 @@ A channel is one-directional in its requests: the side that opened it sends requ
 reads replies (``handler=None``); the accepting side runs ``handler`` for every request and
 sends back its reply with the same request id. Nodes that call each other open one
 connection per direction.
+
+Memory is bounded on the serving side by not reading: while a connection's unsent replies
+(queued, being sent, or expected from requests still being served, guessed from the sizes
+of its recent replies) exceed ``Limits.reply_budget`` or ``Limits.max_unanswered``
+requests are unanswered, its reader stops taking frames, so TCP pushes back on a peer that
+sends requests faster than it reads replies and that peer slows only itself. A ``NodeLoad``
+shared by a node's channels bounds the bytes held for all of them together; past it a
+client request is answered ``overloaded`` before anything is done.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from p2pindex.config import Limits
 from p2pindex.errors import (
     ConnectionLost,
     InvalidRequest,
+    Overloaded,
     P2PIndexError,
     ProtocolError,
     Timeout,
@@ -36,7 +45,7 @@ from p2pindex.errors import (
 from p2pindex.net.base import ImmediateSend, Transport
 from p2pindex.net.tcp_stream import MAX_READ, connect_tcp
 from p2pindex.types import Address
-from p2pindex.wire.codec import FrameDecoder, encode_frame
+from p2pindex.wire.codec import Decoded, FrameDecoder, encode_frame
 from p2pindex.wire.errors import reply_for_error
 from p2pindex.wire.messages import ErrorReply, Message
 
@@ -47,6 +56,8 @@ Respond = Callable[[int, Message], None]
 """``respond(position, reply)``: the reply to the request at ``position`` of a batch."""
 BatchHandler = Callable[[list[Message], Respond], Awaitable[None]]
 BadInputCounter = Callable[[str], None]
+EventCounter = Callable[[str], None]
+"""Counts a named event (``channel.paused``, ``overloaded.node``) in the node's statistics."""
 ReplyCallback = Callable[[outcome.Outcome], None]
 """Receives ``outcome.Value(reply)`` or ``outcome.Error(P2PIndexError)`` exactly once."""
 
@@ -55,6 +66,30 @@ _WRITE_HIGH_WATER = 8 * 1024 * 1024
 _SWEEP_INTERVAL = 0.1
 """How late a request whose deadline passed may be failed with Timeout: expiries this close
 together are handled in one pass."""
+
+
+_GUESS_DECAY = 64
+"""Each reply moves a connection's reply-size guess 1/64 of the way down to its size: a few
+hundred small replies lift the pessimistic first guess, one large reply restores it."""
+
+
+class NodeLoad:
+    """Request and reply bytes a node holds for all its connections together.
+
+    Every serving channel adds the bytes of the requests it is serving and of the replies it
+    has not sent yet, and takes them off when done. Past ``limit``, channels that refuse
+    when overloaded (those of clients) answer new requests ``overloaded`` at once; peer
+    channels are still served, so replication between nodes is never what gives way.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        self.refused = 0
+
+    @property
+    def over(self) -> bool:
+        return self.held > self.limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +119,10 @@ class RpcChannel:
         max_in_flight: int = 4096,
         on_bad_input: BadInputCounter | None = None,
         fast_path: FastPath | None = None,
+        node_load: NodeLoad | None = None,
+        refuse_when_overloaded: bool = False,
+        on_event: EventCounter | None = None,
+        throttle: Callable[[], str | None] | None = None,
     ) -> None:
         self._stream = stream
         self._send_now = stream.send_nowait if isinstance(stream, ImmediateSend) else None
@@ -105,6 +144,21 @@ class RpcChannel:
         self._space_lot = trio.lowlevel.ParkingLot()
         self._in_flight = trio.Semaphore(max_in_flight)
         self._on_bad_input = on_bad_input
+        self._on_event = on_event
+        self._node_load = node_load
+        self._refuse_when_overloaded = refuse_when_overloaded
+        self._throttle = throttle
+        """Called for every request: a reason to answer ``overloaded`` (a client over its
+        rate), or None."""
+        self._sending = 0
+        """Bytes handed to the stream's ``send_all`` that has not returned yet."""
+        self._unanswered = 0
+        """Requests being served whose reply is not queued yet."""
+        self._request_bytes = 0
+        """Bytes of the requests being served, as counted into ``node_load``."""
+        self._reply_guess = limits.max_value
+        """Expected size of a reply not produced yet: pessimistic on a new connection."""
+        self._room_lot = trio.lowlevel.ParkingLot()
         self._closed = False
         self._close_reason = "connection closed"
         self._nursery: trio.Nursery | None = None
@@ -140,6 +194,8 @@ class RpcChannel:
             raise ConnectionLost(f"{self._describe()}: {self._close_reason}")
         while self._out_bytes > _WRITE_HIGH_WATER and not self._closed:
             await self._space_lot.park()
+        if self._closed:
+            raise ConnectionLost(f"{self._describe()}: {self._close_reason}")
         request_id = next(self._ids)
         self._enqueue(encode_frame(message, request_id))
         self._waiting[request_id] = trio.lowlevel.current_task()
@@ -179,11 +235,77 @@ class RpcChannel:
         return self.name or "connection"
 
     def _enqueue(self, frame: bytes) -> None:
+        if self._closed:
+            return
         if not self._out and self._send_now is not None and self._send_now(frame):
             return
         self._out.append(frame)
         self._out_bytes += len(frame)
+        if self._node_load is not None:
+            self._node_load.held += len(frame)
         self._writer_lot.unpark()
+
+    def _sent(self, size: int) -> None:
+        """``size`` queued bytes left this process (or were dropped with the connection)."""
+        if self._node_load is not None:
+            self._node_load.held -= size
+        self._room_lot.unpark_all()
+
+    def _admit(self, size: int) -> None:
+        """A request of about ``size`` bytes is now being served."""
+        self._unanswered += 1
+        self._request_bytes += size
+        if self._node_load is not None:
+            self._node_load.held += size
+
+    def _reply(self, frame: bytes) -> None:
+        """Queue the reply of a request that ``_admit`` counted."""
+        if self._unanswered:
+            share = self._request_bytes // self._unanswered
+            self._unanswered -= 1
+            self._request_bytes -= share
+            if self._node_load is not None:
+                self._node_load.held -= share
+        size = len(frame)
+        guess = self._reply_guess
+        self._reply_guess = size if size >= guess else guess - (guess - size) // _GUESS_DECAY
+        if not self._closed:
+            self._enqueue(frame)
+        self._room_lot.unpark_all()
+
+    def _over_budget(self) -> bool:
+        """Whether this connection holds as many replies as it may (then it is not read)."""
+        limits = self._limits
+        unsent = self._out_bytes + self._sending
+        unanswered = self._unanswered
+        if unsent >= limits.reply_budget or unanswered >= limits.max_unanswered:
+            return True
+        return unanswered > 0 and unsent + unanswered * self._reply_guess > limits.reply_budget
+
+    async def _wait_for_room(self) -> None:
+        self._count_event("channel.paused")
+        while self._over_budget() and not self._closed:
+            await self._room_lot.park()
+
+    def _overloaded(self) -> Overloaded | None:
+        """Why this request is refused before anything is done, or None to serve it."""
+        if self._throttle is not None:
+            reason = self._throttle()
+            if reason is not None:
+                return Overloaded(f"{reason}; nothing was done, try again shortly")
+        load = self._node_load
+        if load is None or not self._refuse_when_overloaded or not load.over:
+            return None
+        load.refused += 1
+        self._count_event("overloaded.node")
+        return Overloaded(
+            "the node is holding as much request and reply data as it may; "
+            "nothing was done, try again shortly"
+        )
+
+    def _count_event(self, name: str) -> None:
+        if self._on_event is not None:
+            self._on_event(name)
 
     def _shut(self, reason: str) -> None:
         if self._closed:
@@ -197,6 +319,12 @@ class RpcChannel:
             self._resolve(waiter, outcome.Error(error))
         self._space_lot.unpark_all()
         self._writer_lot.unpark_all()
+        self._room_lot.unpark_all()
+        if self._node_load is not None:
+            self._node_load.held -= self._out_bytes + self._request_bytes
+        self._out_bytes = 0
+        self._out.clear()
+        self._request_bytes = 0
 
     @staticmethod
     def _resolve(waiter: trio.lowlevel.Task | ReplyCallback, result: outcome.Outcome) -> None:
@@ -246,12 +374,16 @@ class RpcChannel:
             data = b"".join(self._out)
             self._out.clear()
             self._out_bytes = 0
+            self._sending = len(data)
             self._space_lot.unpark_all()
             try:
                 await self._stream.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 self._shut(f"send failed: {exc}")
                 return
+            finally:
+                self._sent(self._sending)
+                self._sending = 0
 
     async def _read_loop(self) -> None:
         while not self._closed:
@@ -279,27 +411,45 @@ class RpcChannel:
                 for decoded in frames:
                     self._deliver_reply(decoded.request_id, decoded.message, decoded.error)
                 continue
-            batches: dict[BatchHandler, list[tuple[int, Message]]] = {}
-            fast = self._fast
-            for decoded in frames:
-                message = decoded.message
-                if message is None:
-                    self._count_bad(decoded.error or "invalid message")
-                    reply = reply_for_error(InvalidRequest(decoded.error or "invalid message"))
-                    self._enqueue(encode_frame(reply, decoded.request_id))
+            await self._serve_frames(frames, len(data) // max(1, len(frames)))
+
+    async def _serve_frames(self, frames: list[Decoded], size: int) -> None:
+        """Serve the requests of one read, each of about ``size`` bytes."""
+        batches: dict[BatchHandler, list[tuple[int, Message]]] = {}
+        fast = self._fast
+        for decoded in frames:
+            if self._over_budget():
+                # Start what is gathered, then stop reading until replies drain.
+                for serve, batch in batches.items():
+                    await self._start(self._serve_batch, serve, batch)
+                batches = {}
+                await self._wait_for_room()
+                if self._closed:
+                    return
+            message = decoded.message
+            if message is None:
+                self._count_bad(decoded.error or "invalid message")
+                reply = reply_for_error(InvalidRequest(decoded.error or "invalid message"))
+                self._enqueue(encode_frame(reply, decoded.request_id))
+                continue
+            refusal = self._overloaded()
+            if refusal is not None:
+                self._enqueue(encode_frame(reply_for_error(refusal), decoded.request_id))
+                continue
+            if fast is not None:
+                answer = fast.answer.get(type(message))
+                if answer is not None:
+                    self._enqueue(encode_frame(_answer(answer, message), decoded.request_id))
                     continue
-                if fast is not None:
-                    answer = fast.answer.get(type(message))
-                    if answer is not None:
-                        self._enqueue(encode_frame(_answer(answer, message), decoded.request_id))
-                        continue
-                    serve = fast.batch.get(type(message))
-                    if serve is not None:
-                        batches.setdefault(serve, []).append((decoded.request_id, message))
-                        continue
-                await self._start(self._serve_one, decoded.request_id, message)
-            for serve, batch in batches.items():
-                await self._start(self._serve_batch, serve, batch)
+                serve = fast.batch.get(type(message))
+                if serve is not None:
+                    self._admit(size)
+                    batches.setdefault(serve, []).append((decoded.request_id, message))
+                    continue
+            self._admit(size)
+            await self._start(self._serve_one, decoded.request_id, message)
+        for serve, batch in batches.items():
+            await self._start(self._serve_batch, serve, batch)
 
     async def _start(self, serve: Callable[..., Awaitable[None]], *args: object) -> None:
         try:
@@ -315,6 +465,7 @@ class RpcChannel:
             data = b"".join(self._out)
             self._out.clear()
             self._out_bytes = 0
+            self._sent(len(data))
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 await self._stream.send_all(data)
 
@@ -341,16 +492,14 @@ class RpcChannel:
             reply = ErrorReply("internal_error", f"internal error: {type(exc).__name__}: {exc}")
         finally:
             self._in_flight.release()
-        if not self._closed:
-            self._enqueue(encode_frame(reply, request_id))
+        self._reply(encode_frame(reply, request_id))
 
     async def _serve_batch(self, serve: BatchHandler, batch: list[tuple[int, Message]]) -> None:
         unanswered = dict(enumerate(request_id for request_id, _message in batch))
 
         def respond(position: int, reply: Message) -> None:
             request_id = unanswered.pop(position)
-            if not self._closed:
-                self._enqueue(encode_frame(reply, request_id))
+            self._reply(encode_frame(reply, request_id))
 
         failure: Message | None = None
         try:

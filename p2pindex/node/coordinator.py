@@ -20,8 +20,9 @@ from typing import Any, Protocol
 import outcome
 import trio
 
-from p2pindex.config import NodeConfig
+from p2pindex.config import Limits, NodeConfig
 from p2pindex.core import versions
+from p2pindex.core.batching import sized_groups
 from p2pindex.core.placement import Target, select_targets
 from p2pindex.core.quorum import Outcome, ReadQuorum, WriteQuorum
 from p2pindex.core.ring import Ring
@@ -31,7 +32,6 @@ from p2pindex.errors import (
     InvalidRequest,
     P2PIndexError,
     QuorumFailed,
-    SiblingLimitExceeded,
     StorageFailure,
     Timeout,
     Unavailable,
@@ -66,6 +66,8 @@ MAX_CONTEXT_ACTORS = 256
 The cap stops a forged context from bloating the stored clock forever."""
 
 EMPTY_CONTEXT = versions.encode_context(VersionVector())
+BATCH_BYTES = Limits().max_frame // 2
+"""Most record bytes one ReplicaWriteMany carries (the rest go in further messages)."""
 
 
 class ClusterView(Protocol):
@@ -351,7 +353,7 @@ class Coordinator:
         )
         started: list[_Write] = []
         for write, version in zip(writes, made, strict=True):
-            if isinstance(version, SiblingLimitExceeded):
+            if isinstance(version, InvalidRequest):  # sibling, record or context limits
                 respond(write.position, reply_for_error(version))
             else:
                 write.obj, write.record = version
@@ -418,7 +420,11 @@ class Coordinator:
                     self._send(
                         target.node, message, write.timeout, self._on_grouped_write, None, [write]
                     )
-        for node, carried in by_node.items():
+        for node, carried in (
+            (node, group)  # a frame's worth each: a peer closes a link on a larger one
+            for node, all_carried in by_node.items()
+            for group in sized_groups(all_carried, _record_size, BATCH_BYTES)
+        ):
             if len(carried) == 1:
                 only = carried[0]
                 message: Message = ReplicaWrite(only.request.key, only.record)
@@ -844,6 +850,10 @@ class _Delivery:
             )
             return
         self.on_result(self.node, result, self.tracker, self.round_)
+
+
+def _record_size(write: _Write) -> int:
+    return len(write.record) + len(write.request.key)
 
 
 def _unwrapped(result: outcome.Outcome) -> Message | OSError | P2PIndexError:

@@ -20,6 +20,8 @@ from typing import Protocol
 
 import trio
 
+from p2pindex.config import Limits
+from p2pindex.core.batching import batches
 from p2pindex.core.ring import Ring, key_token
 from p2pindex.errors import P2PIndexError, StorageFailure
 from p2pindex.node.peers import PeerPool
@@ -29,6 +31,8 @@ from p2pindex.types import Address
 from p2pindex.wire.messages import RangeScan, RangeScanReply, ReplicaWriteBatch
 
 BATCH_KEYS = 512
+BATCH_BYTES = Limits().max_frame // 2
+"""Most key and record bytes one pushed batch carries, so the peer's frame limit holds."""
 PROGRESS_META = "handoff.progress"
 SYNCED_META = "handoff.synced"
 RETRY_DELAY = 1.0
@@ -290,7 +294,11 @@ class OwnershipHandoff:
             for node in after_ring.preference_list_for_token(token, self._n):
                 if node not in old:
                     by_target.setdefault(node, []).append((key, record))
-        for target, batch in by_target.items():
+        for target, batch in (
+            (target, batch)
+            for target, items in by_target.items()
+            for batch in batches(items, BATCH_BYTES)
+        ):
             while True:
                 try:
                     await self._peers.request(

@@ -15,6 +15,8 @@ from typing import Protocol
 
 import trio
 
+from p2pindex.config import Limits
+from p2pindex.core.batching import fitting_prefix
 from p2pindex.errors import P2PIndexError, StorageFailure
 from p2pindex.node.peers import PeerPool
 from p2pindex.node.stats import StatisticsStore
@@ -24,6 +26,8 @@ from p2pindex.wire.messages import ReplicaWriteBatch
 
 DELIVERY_INTERVAL = 1.0
 BATCH_ITEMS = 256
+BATCH_BYTES = Limits().max_frame // 2
+"""Most key and record bytes one delivery carries; a single hint always fits."""
 MAX_HINT_BYTES_PER_TARGET = 256 * 1024 * 1024
 MAX_HINT_AGE = 3 * 24 * 3600.0
 
@@ -101,6 +105,9 @@ class HintedHandoff:
                 await self._storage.delete_hints(expired)
             if not live:
                 continue
+            # As many as fit in a frame (the rest go next round): a batch the target refuses
+            # as too large would be retried for ever.
+            live = live[: len(fitting_prefix([(h.key, h.record) for h in live], BATCH_BYTES))]
             batch = ReplicaWriteBatch([(h.key, h.record) for h in live])
             try:
                 await self._peers.request(self._view.address_of(target), batch, timeout=10.0)

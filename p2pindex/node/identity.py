@@ -49,9 +49,15 @@ class NodeIdentity:
             seed = path.read_bytes()
             if len(seed) != 32:
                 raise ConfigError(f"{path} is not a node key (expected 32 bytes, got {len(seed)})")
+            mode = path.stat().st_mode & 0o777
+            if mode & 0o077:  # as client credentials are: a readable key lets others be us
+                raise ConfigError(
+                    f"node key {path} is readable by other users (mode {mode:o}); "
+                    f"run chmod 600 {path}"
+                )
             return cls(SigningKey(seed))
         identity = cls.generate()
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as file:
             file.write(bytes(identity.signing_key))

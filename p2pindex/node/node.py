@@ -20,12 +20,14 @@ import trio
 
 from p2pindex.config import NodeConfig
 from p2pindex.core import versions
+from p2pindex.core.batching import fitting_prefix
 from p2pindex.core.ring import DEFAULT_VNODES, Ring
 from p2pindex.core.swim import Member, MemberChanged, Swim, SwimConfig
 from p2pindex.errors import InvalidRequest, P2PIndexError, StorageFailure
 from p2pindex.net.base import Transport
-from p2pindex.net.channel import RpcChannel
+from p2pindex.net.channel import NodeLoad, RpcChannel
 from p2pindex.node import planted
+from p2pindex.node.admission import Admission
 from p2pindex.node.antientropy import AntiEntropy, request_arcs
 from p2pindex.node.coordinator import Coordinator, data_fast_path
 from p2pindex.node.handoff import OwnershipHandoff
@@ -143,6 +145,9 @@ class Node:
         self.antientropy: AntiEntropy | None = None
         self.monitor = IndexMonitor(self)
         self._stopped = trio.Event()
+        self._load = NodeLoad(config.limits.node_in_flight)
+        self._admission = Admission(config.admission, self.stats, trio.current_time)
+        """Request and reply bytes held for every connection (``net.channel``)."""
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -496,6 +501,7 @@ class Node:
         assert self._swim is not None
         while True:
             await trio.sleep(1.0)
+            self.stats.set_gauge("load.held_bytes", self._load.held)  # net.channel.NodeLoad
             limit = self.config.remove_dead_after
             if limit is not None:
                 now = trio.current_time()
@@ -530,6 +536,14 @@ class Node:
             fast_path = data_fast_path(
                 self._coordinator, self._replica, node_peer=node_peer, authorize=authorize
             )
+        client = None
+        if isinstance(stream, SecureStream) and not node_peer:
+            client = stream.peer.credential.public_key
+        refusal = self._admission.connect(client)
+        if refusal is not None:
+            log.debug("refused a connection from %s: %s", peer, refusal)
+            await trio.aclose_forcefully(stream)
+            return
         channel = RpcChannel(
             stream,
             self.config.limits,
@@ -537,8 +551,15 @@ class Node:
             name=f"from {peer}",
             on_bad_input=self._count_bad_input,
             fast_path=fast_path,
+            node_load=self._load,
+            refuse_when_overloaded=not node_peer or self.security is None,
+            on_event=self.stats.incr,
+            throttle=None if client is None else self._admission.throttle(client),
         )
-        await channel.run()
+        try:
+            await channel.run()
+        finally:
+            self._admission.disconnect(client)
 
     def _count_bad_input(self, reason: str) -> None:
         self.stats.incr("rejected.bad_input")
@@ -622,8 +643,14 @@ class Node:
         limit = max(1, min(message.limit, MAX_SCAN_BATCH))
         items: list[tuple[bytes, bytes]] = []
         after = message.after
+        room = self.config.limits.max_frame // 2
         for position, (start, end) in enumerate(arcs):
-            items += self.storage.scan_range(start, end, after, limit - len(items))
+            found = self.storage.scan_range(start, end, after, limit - len(items))
+            kept = fitting_prefix(found, room)  # one record at least: the scan goes on
+            room -= sum(len(key) + len(record) for key, record in kept)
+            items += kept
+            if len(kept) < len(found) or (room <= 0 and kept):  # a frame's worth: stop here
+                return RangeScanReply(items, position)
             if len(items) == limit:  # this arc may hold more: the next scan continues it
                 return RangeScanReply(items, position)
             after = None

@@ -15,7 +15,12 @@ import trio
 from p2pindex.config import Limits
 from p2pindex.core import versions
 from p2pindex.core.versions import VersionedObject, VersionVector
-from p2pindex.errors import InvalidRequest, SiblingLimitExceeded, StorageFailure
+from p2pindex.errors import (
+    InvalidRequest,
+    RecordLimitExceeded,
+    SiblingLimitExceeded,
+    StorageFailure,
+)
 from p2pindex.net.channel import FastPath, Respond
 from p2pindex.node import planted
 from p2pindex.node.stats import StatisticsStore
@@ -138,19 +143,19 @@ class IndexManager:
 
     def new_versions(
         self, writes: list[tuple[bytes, VersionVector, bytes | None]]
-    ) -> list[tuple[VersionedObject, bytes] | SiblingLimitExceeded]:
+    ) -> list[tuple[VersionedObject, bytes] | InvalidRequest]:
         """``new_version`` for several writes at once, each seeing those before it (a key
         may repeat); a refused write gets its error in its place.
 
         The caller must ``commit_many`` the results before its next await.
         """
         staged = self.read_many([key for key, _context, _value in writes])
-        made: list[tuple[VersionedObject, bytes] | SiblingLimitExceeded] = []
+        made: list[tuple[VersionedObject, bytes] | InvalidRequest] = []
         for key, context, value in writes:
             current = staged.get(key)
             try:
                 version = self._versioned(current, context, value)
-            except SiblingLimitExceeded as exc:
+            except InvalidRequest as exc:
                 made.append(exc)
                 continue
             staged[key] = version[0]
@@ -161,6 +166,13 @@ class IndexManager:
     def _versioned(
         self, current: VersionedObject | None, context: VersionVector, value: bytes | None
     ) -> tuple[VersionedObject, bytes]:
+        claim = versions.unseen_claim(context, current)
+        if claim is not None:
+            self._stats.incr("rejected.forged_context")
+            raise InvalidRequest(
+                f"the context claims write {claim[1]} by {claim[0]!r}, which no replica has "
+                "made; pass the context a read returned, unmodified"
+            )
         if self._bugs:
             updated = planted.update(current, context, self.actor, value, self._bugs)
         else:
@@ -171,7 +183,9 @@ class IndexManager:
                 f"key would have {updated.sibling_count} siblings (limit "
                 f"{self._limits.sibling_max}); read it and write with its context to resolve them"
             )
-        return updated, versions.encode_object(updated)
+        record = versions.encode_object(updated)
+        check_record_size(len(record), current, self._limits, self._stats)
+        return updated, record
 
     async def commit(self, key: bytes, record: bytes) -> None:
         await self._store(key, record)
@@ -269,6 +283,29 @@ class IndexManager:
     def plain(self) -> bool:
         """No planted bug changes how writes are stored (so writes may be batched)."""
         return not self._bugs
+
+
+def check_record_size(
+    size: int, current: VersionedObject | None, limits: Limits, stats: StatisticsStore
+) -> None:
+    """Refuse (definitely, before anything is stored or sent) a write whose record would
+    exceed the record limit, so every record stays small enough for replication, repair and
+    handoff to carry. Every node runs this same check when it coordinates a write, and a
+    replica takes what a coordinator checked. A write that resolves an oversized record
+    (from an older version) into a smaller one is let through."""
+    limit = limits.record_limit
+    if size <= limit or (current is not None and size < _size_of(current)):
+        return
+    stats.incr("writes.refused_record_size")
+    raise RecordLimitExceeded(
+        f"the key's record would grow to {size} bytes (limit {limit}) with every value "
+        "written without a context kept as a sibling; read it and write with its context "
+        "to replace them"
+    )
+
+
+def _size_of(obj: VersionedObject) -> int:
+    return len(versions.encode_object(obj))
 
 
 class HintKeeper(Protocol):

@@ -28,8 +28,11 @@ LOCK_FILE = "LOCK"
 
 @contextmanager
 def data_dir_lock(data_dir: Path) -> Iterator[None]:
-    """Refuse to start two nodes on one data directory: they would corrupt each other."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    """Refuse to start two nodes on one data directory: they would corrupt each other.
+
+    A directory created here is private (0700): it holds every value in clear and the
+    node's key."""
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:

@@ -64,8 +64,9 @@ def verify_key(public_key: bytes) -> VerifyKey:
 
 
 def write_file_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Replace ``path`` with ``data`` so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Replace ``path`` with ``data`` so a reader never sees half a file. A directory made
+    for it is private (0700): it is a data or authority directory, holding keys."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:

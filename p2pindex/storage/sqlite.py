@@ -288,6 +288,11 @@ class SqliteStorage:
                 f"max_bytes must be an integer of at least {_MIN_MAX_BYTES}, not {max_bytes!r}"
             )
         lock_fd = _lock(path)
+        try:
+            _make_private(path)
+        except OSError as exc:
+            os.close(lock_fd)
+            raise StorageFailure(f"cannot open {path}: {exc.strerror}") from exc
         writer: sqlite3.Connection | None = None
         threaded = fsync if writer_thread is None else writer_thread
         try:
@@ -693,11 +698,25 @@ def _apply(conn: sqlite3.Connection, batch: _Batch) -> str | None:
     return None
 
 
+def _make_private(path: Path) -> None:
+    """Create the store file 0600 before SQLite does (SQLite gives its -wal and -shm files
+    the mode of the main file), and take group and world access off files an older version
+    left readable: they hold every value in clear."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    for name in (path.name, path.name + "-wal", path.name + "-shm", path.name + ".lock"):
+        part = path.with_name(name)
+        with contextlib.suppress(FileNotFoundError):
+            mode = part.stat().st_mode
+            if mode & 0o077:
+                part.chmod(mode & 0o700)
+
+
 def _lock(path: Path) -> int:
     """Hold an exclusive flock on ``<path>.lock`` so two nodes never share one store."""
     lock_path = path.with_name(path.name + ".lock")
     try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as exc:
         raise StorageFailure(
             f"cannot open {path}: cannot create {lock_path}: {exc.strerror}"

@@ -81,3 +81,29 @@ async def test_delivery_makes_room_again(autojump_clock: trio.testing.MockClock)
         await hints.keep("n1", b"key3", RECORD)
         nursery.cancel_scope.cancel()
     assert stats.get("hints.refused_full") == 0
+
+
+async def test_hints_larger_together_than_a_frame_are_delivered_in_frame_sized_batches(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import p2pindex.node.hints as hints_module
+
+    monkeypatch.setattr(hints_module, "BATCH_BYTES", 100)
+
+    class SizedPeer(AcceptingPeer):
+        def __init__(self) -> None:
+            super().__init__()
+            self.sizes: list[int] = []
+
+        async def request(self, address: Address, message: Message, timeout: float) -> Message:
+            assert isinstance(message, ReplicaWriteBatch)
+            self.sizes.append(sum(len(k) + len(r) for k, r in message.items))
+            return await super().request(address, message, timeout)
+
+    storage, stats, peer = MemoryStorage(), StatisticsStore(), SizedPeer()
+    hints = HintedHandoff(Reachable(), storage, peer, stats, lambda: 1_000.0)  # type: ignore[arg-type]
+    for i in range(7):
+        await hints.keep("n1", f"key{i}".encode(), RECORD)
+    assert await hints.deliver("n1") == 7
+    assert sorted(peer.delivered) == [f"key{i}".encode() for i in range(7)]
+    assert peer.sizes == [80, 80, 80, 40]

@@ -1,0 +1,71 @@
+"""Who may open another connection and send another request: the operator's limits on
+connections (per node and per client key) and on each client key's request rate.
+
+Why per client key rather than per address: one credential is one tenant, whatever the
+addresses it connects from; nodes are never limited here (their traffic is the cluster's
+own replication). Every refusal is counted in the node's statistics, so `status` shows it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from p2pindex.config import AdmissionLimits
+from p2pindex.core.ratelimit import TokenBucket
+from p2pindex.node.stats import StatisticsStore
+
+
+class Admission:
+    def __init__(
+        self, limits: AdmissionLimits, stats: StatisticsStore, clock: Callable[[], float]
+    ) -> None:
+        self._limits = limits
+        self._stats = stats
+        self._clock = clock
+        self._open = 0
+        self._by_client: dict[bytes, int] = {}
+        self._buckets: dict[bytes, TokenBucket] = {}
+
+    def connect(self, client: bytes | None) -> str | None:
+        """Count a new connection (``client``: its key, None for a node or an unauthenticated
+        peer); returns why it is refused instead, having counted nothing."""
+        limits = self._limits
+        if self._open >= limits.max_connections:
+            self._stats.incr("rejected.connections")
+            return f"the node serves {self._open} connections, its limit"
+        if client is not None:
+            held = self._by_client.get(client, 0)
+            if held >= limits.max_client_connections:
+                self._stats.incr("rejected.client_connections")
+                return f"this client key has {held} connections open, its limit"
+            self._by_client[client] = held + 1
+        self._open += 1
+        self._stats.set_gauge("connections.open", self._open)
+        return None
+
+    def disconnect(self, client: bytes | None) -> None:
+        self._open -= 1
+        self._stats.set_gauge("connections.open", self._open)
+        if client is not None:
+            left = self._by_client.pop(client) - 1
+            if left:
+                self._by_client[client] = left
+            # A client's bucket outlives its connections: reconnecting must not refill it.
+
+    def throttle(self, client: bytes) -> Callable[[], str | None]:
+        """The per-request check of one client key's connections (its rate)."""
+        rate = self._limits.client_rate
+
+        def check() -> str | None:
+            if rate is None:
+                return None
+            now = self._clock()
+            bucket = self._buckets.get(client)
+            if bucket is None:
+                bucket = self._buckets[client] = TokenBucket(rate, self._limits.client_burst, now)
+            if bucket.take(now):
+                return None
+            self._stats.incr("overloaded.client_rate")
+            return f"this client key is over its rate of {rate:g} requests a second"
+
+        return check

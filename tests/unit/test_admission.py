@@ -1,0 +1,82 @@
+"""Operator limits: connections per node and per client key, and each client key's request
+rate (a token bucket), every refusal counted."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from p2pindex.config import AdmissionLimits
+from p2pindex.core.ratelimit import TokenBucket
+from p2pindex.errors import ConfigError
+from p2pindex.node.admission import Admission
+from p2pindex.node.stats import StatisticsStore
+
+
+@given(st.lists(st.floats(0, 10), max_size=200), st.floats(0.5, 50), st.integers(1, 20))
+def test_a_bucket_never_grants_more_than_its_burst_plus_its_rate_over_time(
+    gaps: list[float], rate: float, burst: int
+) -> None:
+    bucket = TokenBucket(rate, burst, 0.0)
+    now = granted = 0.0
+    for gap in gaps:
+        now += gap
+        granted += bucket.take(now)
+        assert granted <= burst + rate * now + 1e-6
+
+
+def test_a_flood_is_held_to_the_rate_and_a_pause_refills_the_bucket() -> None:
+    bucket = TokenBucket(10, 5, 0.0)
+    assert sum(bucket.take(0.0) for _ in range(100)) == 5
+    assert sum(bucket.take(1.0) for _ in range(100)) == 5  # refilled to the burst, not 10
+    assert bucket.take(1.05) is False
+    assert bucket.take(1.11) is True
+
+
+class Clock:
+    now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_connections_are_limited_per_node_and_per_client_key_and_counted() -> None:
+    stats = StatisticsStore()
+    admission = Admission(
+        AdmissionLimits(max_connections=3, max_client_connections=2), stats, Clock()
+    )
+    assert admission.connect(b"alice") is None
+    assert admission.connect(b"alice") is None
+    assert "client key" in (admission.connect(b"alice") or "")
+    assert admission.connect(None) is None  # a node
+    assert "3 connections" in (admission.connect(b"bob") or "")
+    admission.disconnect(b"alice")
+    assert admission.connect(b"bob") is None
+    counts = stats.snapshot()
+    assert counts["rejected.client_connections"] == 1
+    assert counts["rejected.connections"] == 1
+    assert counts["connections.open"] == 3
+
+
+def test_a_client_over_its_rate_is_refused_and_reconnecting_does_not_refill_it() -> None:
+    stats = StatisticsStore()
+    clock = Clock()
+    admission = Admission(AdmissionLimits(client_rate=2, client_burst=3), stats, clock)
+    admission.connect(b"alice")
+    check = admission.throttle(b"alice")
+    assert [check() for _ in range(4)][:3] == [None, None, None]
+    admission.disconnect(b"alice")
+    admission.connect(b"alice")
+    assert "rate of 2" in (admission.throttle(b"alice")() or "")
+    assert admission.throttle(b"bob")() is None  # another key has its own bucket
+    clock.now = 1.0
+    assert check() is None
+    assert stats.snapshot()["overloaded.client_rate"] == 2
+
+
+def test_bad_admission_limits_are_refused() -> None:
+    with pytest.raises(ConfigError):
+        AdmissionLimits(client_rate=0)
+    with pytest.raises(ConfigError):
+        AdmissionLimits(max_client_connections=0)
