@@ -35,10 +35,19 @@ class Unavailable(DefiniteError):
         super().__init__(f"{message}: {detail}" if detail else message)
 
 
-class InvalidRequest(DefiniteError):
-    """The request is malformed or breaks a limit; it was refused before doing anything."""
+class InvalidRequest(DefiniteError, ValueError):
+    """The request is malformed or breaks a limit; it was refused before doing anything.
+
+    Also a ``ValueError``, so code written against the built-in error (``except
+    ValueError``) keeps catching the client's refusals of bad arguments.
+    """
 
     code = "invalid_request"
+
+
+class InvalidArgumentType(InvalidRequest, TypeError):
+    """An argument of the wrong type (a key that is neither text nor bytes, ...); also a
+    ``TypeError``, the built-in error such a mistake raises elsewhere in Python."""
 
 
 class SiblingLimitExceeded(InvalidRequest):

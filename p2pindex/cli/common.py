@@ -32,8 +32,10 @@ EXIT_INDETERMINATE = 5
 """A timeout or broken connection: the operation may or may not have taken effect."""
 
 NODE_ENV = "P2PINDEX_NODE"
-DEFAULT_NODE = "127.0.0.1:7001"
-"""Where `p2pindex dev` puts its first node, so the two work together without options."""
+DEFAULT_PORT = 7400
+DEFAULT_NODE = f"127.0.0.1:{DEFAULT_PORT}"
+"""Where `serve` listens and `dev` puts its first node by default, so every command works
+with the others (and with the README's examples) without options."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -95,12 +97,29 @@ def positive_int_arg(text: str) -> int:
     return value
 
 
+class UsageError(Exception):
+    """A mistake in how the command was called (exit 2), found after argument parsing."""
+
+
 def default_nodes() -> list[Address]:
-    text = os.environ.get(NODE_ENV) or DEFAULT_NODE
-    try:
-        return [Address.parse(part) for part in text.split(",") if part.strip()]
-    except ValueError as exc:
-        raise SystemExit(f"error: ${NODE_ENV}: {exc}") from None
+    """The nodes named by $P2PINDEX_NODE (comma-separated HOST:PORT), else the default node.
+
+    A bad value is a usage error (exit 2) that names the variable, like a bad ``--node``.
+    """
+    text = os.environ.get(NODE_ENV)
+    if text is None or not text.strip():
+        return [Address.parse(DEFAULT_NODE)]
+    nodes: list[Address] = []
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        try:
+            nodes.append(address_arg(part.strip()))
+        except argparse.ArgumentTypeError as exc:
+            raise UsageError(f"${NODE_ENV}={text!r}: {exc}") from None
+    if not nodes:
+        raise UsageError(f"${NODE_ENV}={text!r} names no node; expected HOST:PORT[,HOST:PORT...]")
+    return nodes
 
 
 def add_node_option(parser: argparse.ArgumentParser, *, what: str = "a node to talk to") -> None:
@@ -151,6 +170,10 @@ def with_client(args: argparse.Namespace, body: Callable[[AsyncClient], Awaitabl
 
 
 def exit_code_for(error: BaseException) -> int:
+    """The README's table: 1 error, 2 usage, 3 not found (set by `get`), 4 unavailable
+    (definitely not done), 5 timeout or another indeterminate outcome."""
+    if isinstance(error, UsageError):
+        return EXIT_USAGE
     if isinstance(error, Unavailable | NoNodeReachable):
         return EXIT_UNAVAILABLE
     if isinstance(error, IndeterminateError):
@@ -175,7 +198,10 @@ def describe(error: BaseException) -> str:
 
 
 def report(error: BaseException) -> int:
-    print(f"error: {describe(error)}", file=sys.stderr)
+    message = describe(error)
+    if isinstance(error, UsageError):
+        message += " (see 'p2pindex --help')"
+    print(f"error: {message}", file=sys.stderr)
     return exit_code_for(error)
 
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from p2pindex import __version__
 from p2pindex.cli import admin, bench, demo, dev, kv
-from p2pindex.cli.common import Parser, report, single_error
+from p2pindex.cli.common import Parser, UsageError, report, single_error
 from p2pindex.errors import P2PIndexError
 
 OPTIONAL_COMMANDS = ("p2pindex.cli.serve", "p2pindex.cli.simulate", "p2pindex.cli.security")
@@ -55,11 +55,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (P2PIndexError, ValueError, OSError) as exc:
+    except (P2PIndexError, UsageError, ValueError, OSError) as exc:
         return report(exc)
     except BaseExceptionGroup as group:
         error = single_error(group)
-        if isinstance(error, P2PIndexError | ValueError | OSError):
+        if isinstance(error, P2PIndexError | UsageError | ValueError | OSError):
             return report(error)
         if isinstance(error, KeyboardInterrupt):
             print("interrupted", file=sys.stderr)

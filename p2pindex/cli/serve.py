@@ -9,10 +9,10 @@ from pathlib import Path
 
 import trio
 
-from p2pindex.cli.common import address_arg, collect_garbage_rarely
+from p2pindex.cli.common import DEFAULT_NODE, address_arg, collect_garbage_rarely
 from p2pindex.config import Limits, NodeConfig
 
-DEFAULT_LISTEN = "127.0.0.1:7400"
+DEFAULT_LISTEN = DEFAULT_NODE
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

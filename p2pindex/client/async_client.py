@@ -22,6 +22,7 @@ from types import TracebackType
 import trio
 
 from p2pindex.client.requests import (
+    Addresses,
     CallOptions,
     ConsistencyArg,
     Data,
@@ -39,11 +40,20 @@ from p2pindex.client.requests import (
     parse_addresses,
     put_result,
 )
-from p2pindex.client.results import Context, DeleteResult, GetResult, PutResult
+from p2pindex.client.results import (
+    Context,
+    DeleteResult,
+    GetResult,
+    KeyPlacement,
+    Member,
+    NodeStatus,
+    PutResult,
+)
 from p2pindex.client.routing import Router
 from p2pindex.config import Limits
 from p2pindex.errors import (
     ConnectionLost,
+    InvalidRequest,
     NoNodeReachable,
     P2PIndexError,
     Timeout,
@@ -93,7 +103,7 @@ class AsyncClient:
 
     def __init__(
         self,
-        addresses: str | Address | list[str | Address] | tuple[str | Address, ...],
+        addresses: Addresses,
         *,
         consistency: ConsistencyArg = ConsistencyLevel.QUORUM,
         timeout: float = 5.0,
@@ -229,23 +239,25 @@ class AsyncClient:
 
     # --- cluster operations ----------------------------------------------------------------
 
-    async def status(self, node: str | Address | None = None) -> dict:
-        """The status document of ``node`` (or of any reachable node)."""
+    async def status(self, node: str | Address | None = None) -> NodeStatus:
+        """The status of ``node`` (or of any reachable node): its state, every member with
+        liveness and ownership, pending hints and counters."""
         reply = await self._admin(node, StatusRequest(), retry_after_send=True)
-        return dict(expect(reply, StatusReply).status)
+        return NodeStatus.from_document(dict(expect(reply, StatusReply).status))
 
-    async def explain(self, key: Data) -> dict:
-        """How the cluster places ``key``: token, preference list, roles and liveness."""
+    async def explain(self, key: Data) -> KeyPlacement:
+        """Where the cluster places ``key``: its primary, replicas and fallbacks in ring
+        order, with their liveness and the hints held for them."""
         raw_key = check_key(key, self._limits)
         reply = await self._request(raw_key, ExplainRequest(raw_key), ADMIN_TIMEOUT, True)
-        return dict(expect(reply, ExplainReply).explain)
+        return KeyPlacement.from_document(dict(expect(reply, ExplainReply).explain))
 
-    async def members(self, node: str | Address | None = None) -> MembersReply:
+    async def members(self, node: str | Address | None = None) -> tuple[Member, ...]:
         """The member list as ``node`` (or any reachable node) sees it; refreshes routing."""
         address = None if node is None else parse_addresses(node)[0]
         reply = await self._fetch_members(address, ADMIN_TIMEOUT)
         self._router.update(reply)
-        return reply
+        return tuple(Member.from_document(doc) for doc in reply.members)
 
     async def leave(self, node: str | Address) -> None:
         """Ask the node at ``node`` to hand its data over and leave the cluster."""
@@ -254,7 +266,7 @@ class AsyncClient:
     async def remove(self, node_id: str, node: str | Address | None = None) -> None:
         """Remove a member that will not come back (its data is re-replicated)."""
         if not isinstance(node_id, str) or not node_id.strip():
-            raise ValueError("node id must be a non-empty string")
+            raise InvalidRequest("node id must be a non-empty string")
         request = RemoveRequest(node_id.strip().lower())
         expect(await self._admin(node, request, retry_after_send=False), OkReply)
 
@@ -399,7 +411,7 @@ class AsyncClient:
 
 
 def connect(
-    addresses: str | Address | list[str | Address] | tuple[str | Address, ...],
+    addresses: Addresses,
     *,
     consistency: ConsistencyArg = ConsistencyLevel.QUORUM,
     timeout: float = 5.0,
@@ -410,7 +422,8 @@ def connect(
     """A client for the cluster reachable at ``addresses``; open it with ``async with``.
 
     Opening fetches the member list from the first node that answers and raises
-    ``NoNodeReachable`` when none does. Bad arguments raise ValueError right here.
+    ``NoNodeReachable`` when none does. Bad arguments raise ``InvalidRequest`` (a
+    ValueError) right here.
     """
     return AsyncClient(
         addresses,

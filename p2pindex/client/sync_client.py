@@ -18,12 +18,19 @@ from typing import Any, TypeVar
 import trio
 
 from p2pindex.client.async_client import AsyncClient
-from p2pindex.client.requests import ConsistencyArg, Data
-from p2pindex.client.results import Context, DeleteResult, GetResult, PutResult
+from p2pindex.client.requests import Addresses, ConsistencyArg, Data
+from p2pindex.client.results import (
+    Context,
+    DeleteResult,
+    GetResult,
+    KeyPlacement,
+    Member,
+    NodeStatus,
+    PutResult,
+)
 from p2pindex.config import Limits
 from p2pindex.security.credentials import ClientCredentials
 from p2pindex.types import Address, ConsistencyLevel
-from p2pindex.wire.messages import MembersReply
 
 T = TypeVar("T")
 
@@ -38,7 +45,7 @@ class Client:
 
     def __init__(
         self,
-        addresses: str | Address | list[str | Address] | tuple[str | Address, ...],
+        addresses: Addresses,
         *,
         consistency: ConsistencyArg = ConsistencyLevel.QUORUM,
         timeout: float = 5.0,
@@ -125,6 +132,15 @@ class Client:
         timeout: float | None = None,
         strict: bool = False,
     ) -> PutResult:
+        """Store ``value`` under ``key`` and return the context that covers it.
+
+        Without ``context`` the write is concurrent with whatever the key holds and becomes
+        a sibling of it; pass the context of a previous get or put to replace what it saw.
+        ``consistency`` (one, quorum, all or a count) and ``timeout`` (seconds) override the
+        client's defaults for this call; ``strict`` counts only the key's own replicas.
+        Raises ``Unavailable`` when too few replicas were reachable (nothing written) and
+        ``Timeout``/``ConnectionLost`` when the outcome is unknown (read before retrying).
+        """
         return self._call(
             self._client.put,
             key,
@@ -143,6 +159,8 @@ class Client:
         timeout: float | None = None,
         strict: bool = False,
     ) -> GetResult:
+        """Read every live value of ``key`` (several when writes were concurrent) and the
+        context that covers them; ``result.found`` is False for a missing or deleted key."""
         return self._call(
             self._client.get, key, consistency=consistency, timeout=timeout, strict=strict
         )
@@ -156,6 +174,8 @@ class Client:
         timeout: float | None = None,
         strict: bool = False,
     ) -> DeleteResult:
+        """Delete ``key`` by writing a tombstone; with ``context`` (from a get) it replaces
+        exactly the values that get saw. Failures are reported as for ``put``."""
         return self._call(
             self._client.delete,
             key,
@@ -165,20 +185,27 @@ class Client:
             strict=strict,
         )
 
-    def status(self, node: str | Address | None = None) -> dict:
+    def status(self, node: str | Address | None = None) -> NodeStatus:
+        """The status of ``node`` (or of any reachable node): its state, every member with
+        liveness and ownership, pending hints and counters."""
         return self._call(self._client.status, node)
 
-    def explain(self, key: Data) -> dict:
+    def explain(self, key: Data) -> KeyPlacement:
+        """Where the cluster places ``key``: primary, replicas and fallbacks in ring order."""
         return self._call(self._client.explain, key)
 
-    def members(self, node: str | Address | None = None) -> MembersReply:
+    def members(self, node: str | Address | None = None) -> tuple[Member, ...]:
+        """The member list as ``node`` (or any reachable node) sees it; refreshes routing."""
         return self._call(self._client.members, node)
 
     def leave(self, node: str | Address) -> None:
+        """Ask the node at ``node`` to hand its data over and leave the cluster."""
         self._call(self._client.leave, node)
 
     def remove(self, node_id: str, node: str | Address | None = None) -> None:
+        """Remove a member that will not come back; its ranges move to the other members."""
         self._call(self._client.remove, node_id, node)
 
     def preference_list(self, key: Data) -> tuple[str, ...]:
+        """The node ids this client would route ``key`` to, primary first."""
         return self._client.preference_list(key)

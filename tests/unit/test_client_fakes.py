@@ -59,9 +59,19 @@ async def default_behaviour(node: FakeNode, message: Message) -> Message:
         node.store.pop(message.key, None)
         return DeleteReply(b"tomb-" + node.node_id.encode())
     if isinstance(message, StatusRequest):
-        return StatusReply({"node_id": node.node_id, "address": str(node.address)})
+        return StatusReply(
+            {
+                "node_id": node.node_id,
+                "address": str(node.address),
+                "cluster": "fake",
+                "state": "active",
+                "n_replicas": 3,
+                "keys": len(node.store),
+                "statistics": {"requests.get": 1},
+            }
+        )
     if isinstance(message, ExplainRequest):
-        return ExplainReply({"key": message.key.hex(), "by": node.node_id})
+        return ExplainReply({"key": message.key.hex(), "n_replicas": 3, "nodes": []})
     if isinstance(message, LeaveRequest | RemoveRequest):
         return OkReply()
     return ErrorReply("invalid_request", f"unexpected {type(message).__name__}")
