@@ -22,6 +22,7 @@ from p2pindex.types import (
     Consistency,
     ConsistencyLevel,
     consistency_to_wire,
+    key_text,
     parse_consistency,
     required_replies,
 )
@@ -31,18 +32,6 @@ from p2pindex.wire.messages import DeleteReply, ErrorReply, GetReply, Message, P
 Data = bytes | bytearray | memoryview | str
 ConsistencyArg = ConsistencyLevel | int | str
 M = TypeVar("M", bound=Message)
-
-
-def shown(key: bytes, limit: int = 60) -> str:
-    """A key as a person typed it: quoted text when it is UTF-8, else hex; long ones cut."""
-    try:
-        text = key.decode("utf-8")
-    except UnicodeDecodeError:
-        text = ""
-    if text and text.isprintable():
-        return repr(text if len(text) <= limit else text[:limit] + "...")
-    hexed = key.hex()
-    return "0x" + (hexed if len(hexed) <= limit else hexed[:limit] + "...")
 
 
 def as_bytes(what: str, data: Data) -> bytes:
@@ -62,7 +51,7 @@ def check_key(key: Data, limits: Limits) -> bytes:
         raise InvalidRequest("key must not be empty")
     if len(raw) > limits.max_key:
         raise InvalidRequest(
-            f"key {shown(raw)} is {len(raw)} bytes; the cluster's limit is {limits.max_key}"
+            f"key {key_text(raw)} is {len(raw)} bytes; the cluster's limit is {limits.max_key}"
         )
     return raw
 
@@ -77,18 +66,21 @@ def check_value(value: Data, limits: Limits) -> bytes:
 
 
 def check_context(context: Context | bytes | str | None) -> bytes | None:
-    """Contexts come from results; text (the CLI form) and raw bytes are accepted too."""
+    """Contexts come from results; text (the CLI form) and raw bytes are accepted too.
+    Their content is opaque here: the coordinator checks it (and says so in plain words)."""
     if context is None:
         return None
     if isinstance(context, Context):
-        return context.data or None
-    if isinstance(context, bytes):
-        return context or None
-    if isinstance(context, str):
-        return Context.from_str(context).data or None
-    raise InvalidArgumentType(
-        f"context must be a Context from a previous result, not {type(context).__name__}"
-    )
+        raw = context.data
+    elif isinstance(context, bytes):
+        raw = context
+    elif isinstance(context, str):
+        raw = Context.from_str(context).data
+    else:
+        raise InvalidArgumentType(
+            f"context must be a Context from a previous result, not {type(context).__name__}"
+        )
+    return raw or None
 
 
 def check_consistency(consistency: ConsistencyArg, n_replicas: int | None) -> Consistency:

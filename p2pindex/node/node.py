@@ -587,7 +587,7 @@ class Node:
         if isinstance(message, RemoveRequest):
             return await self._remove(message)
         self.stats.incr("rejected.unexpected_message")
-        raise InvalidRequest(f"{type(message).__name__} is not a request this node serves")
+        raise InvalidRequest(f"this node does not serve requests of type {message.TYPE}")
 
     def _decode(self, record: bytes) -> versions.VersionedObject:
         try:
