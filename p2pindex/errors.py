@@ -68,6 +68,13 @@ class NoNodeReachable(DefiniteError):
     code = "no_node_reachable"
 
 
+class NotReady(DefiniteError):
+    """The node cannot serve requests yet (still starting, or shutting down); it did
+    nothing, so a client tries the next node."""
+
+    code = "not_ready"
+
+
 class StorageFailure(DefiniteError):
     """Local storage refused a write (disk full, unreadable file); it was not acknowledged."""
 
@@ -130,6 +137,7 @@ ERROR_CODES: dict[str, type[P2PIndexError]] = {
         QuorumFailed,
         ConnectionLost,
         NoNodeReachable,
+        NotReady,
         ProtocolError,
         MessageTooLarge,
         ConfigError,

@@ -10,6 +10,13 @@ Why it is shaped this way:
   ``NoNodeReachable`` (definite: nothing was sent). A connection that broke after a write
   was sent raises ``ConnectionLost`` (indeterminate) and the write is never silently
   retried, since it may have been applied; reads are retried on the next node.
+* Failing over is safe only before a request is sent, or on an answer that says nothing
+  was done: so a connection that is refused, times out, resets or fails its handshake, and
+  a node that answers "not ready", send every request (writes too) to the next address;
+  anything that goes wrong after a write was sent stays indeterminate.
+* Limits come from the cluster: on opening, the client asks a node for the largest key,
+  value and frame it accepts (``LimitsRequest``) and checks requests against those, so a
+  cluster configured with larger values can be sent them.
 """
 
 from __future__ import annotations
@@ -52,22 +59,30 @@ from p2pindex.client.results import (
 from p2pindex.client.routing import Router
 from p2pindex.config import Limits
 from p2pindex.errors import (
+    ConfigError,
     ConnectionLost,
     InvalidRequest,
     NoNodeReachable,
+    NotReady,
     P2PIndexError,
+    ProtocolError,
     Timeout,
 )
 from p2pindex.net.base import Transport
 from p2pindex.net.channel import RpcChannel, open_channel
 from p2pindex.security.credentials import ClientCredentials, client_connector
+from p2pindex.security.errors import HandshakeFailed
 from p2pindex.types import Address, ConsistencyLevel
 from p2pindex.wire.messages import (
+    LIMITS_VERSION,
     DeleteRequest,
+    ErrorReply,
     ExplainReply,
     ExplainRequest,
     GetRequest,
     LeaveRequest,
+    LimitsReply,
+    LimitsRequest,
     MembersReply,
     MembersRequest,
     Message,
@@ -82,6 +97,12 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 2.0
 """Longest wait for one node to accept a connection before trying the next."""
+HANDSHAKE_TIMEOUT = 2.0
+"""Longest wait for one node to complete the secure handshake before trying the next: a
+node (or anything else) that accepts connections but never answers must not use up the
+whole deadline of the request."""
+MAX_LEARNED_FRAME = 2**32 - 1
+"""The largest frame the wire format can describe; a node announcing more is wrong."""
 REFRESH_INTERVAL = 10.0
 """Period of the member-list refresh when nothing goes wrong (seconds)."""
 REFRESH_MIN_GAP = 0.5
@@ -111,9 +132,18 @@ class AsyncClient:
         refresh_interval: float = REFRESH_INTERVAL,
         transport: Transport | None = None,
         credentials: ClientCredentials | str | Path | None = None,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
     ) -> None:
+        """See ``connect``, which takes the same arguments."""
         self._router = Router(parse_addresses(addresses))
-        self._transport = client_connector(credentials, transport, connect_timeout=CONNECT_TIMEOUT)
+        self._connect_timeout = check_timeout(connect_timeout)
+        self._transport = client_connector(
+            credentials,
+            transport,
+            connect_timeout=self._connect_timeout,
+            handshake_timeout=check_timeout(handshake_timeout),
+        )
         """None: plain TCP. The simulation passes its simulated network here; with client
         credentials (or $P2PINDEX_CREDENTIALS) connections run the secure handshake."""
         self._consistency = check_consistency(consistency, None)
@@ -121,6 +151,7 @@ class AsyncClient:
         self._defaults = call_options(self._consistency, self._timeout)
         self._refresh_interval = check_timeout(refresh_interval)
         self._limits = limits or Limits()
+        self._learn_limits = limits is None
         self._channels: dict[Address, RpcChannel] = {}
         self._connecting: dict[Address, trio.Event] = {}
         self._refresh_wanted = trio.Event()
@@ -139,6 +170,8 @@ class AsyncClient:
         try:
             self._router.update(await self._fetch_members(None, self._timeout))
             check_consistency(self._consistency, self._router.n_replicas)
+            if self._learn_limits:
+                await self._adopt_cluster_limits()
         except BaseException:
             await self._close()
             raise
@@ -274,7 +307,46 @@ class AsyncClient:
         """The node ids this client would route ``key`` to, primary first."""
         return self._router.replicas(as_bytes("key", key))
 
+    @property
+    def limits(self) -> Limits:
+        """The limits requests are checked against: the cluster's once the client is open
+        (unless ``limits`` was given), else the defaults."""
+        return self._limits
+
     # --- internals -------------------------------------------------------------------------
+
+    async def _adopt_cluster_limits(self) -> None:
+        """Ask a node for its limits and check requests against them from now on.
+
+        A node that predates ``LimitsRequest`` answers with an error; the defaults stay.
+        Connections opened so far decode replies with the old limits, so they are closed
+        and reopened on demand when the limits changed.
+        """
+        reply = await self._request(None, LimitsRequest(), ADMIN_TIMEOUT, True)
+        if isinstance(reply, ErrorReply) or (
+            isinstance(reply, LimitsReply) and reply.version != LIMITS_VERSION
+        ):
+            log.debug("the node did not say its limits; using the defaults")
+            return
+        announced = expect(reply, LimitsReply)
+        if announced.max_frame > MAX_LEARNED_FRAME:
+            raise ProtocolError(f"the node announced a frame limit of {announced.max_frame}")
+        try:
+            learned = Limits(
+                max_frame=announced.max_frame,
+                max_key=announced.max_key,
+                max_value=announced.max_value,
+                sibling_warn=min(self._limits.sibling_warn, max(1, announced.sibling_max)),
+                sibling_max=announced.sibling_max,
+            )
+        except ConfigError as exc:
+            raise ProtocolError(f"the node announced limits that do not fit: {exc}") from None
+        if learned == self._limits:
+            return
+        self._limits = learned
+        channels, self._channels = list(self._channels.values()), {}
+        for channel in channels:
+            await channel.aclose()
 
     def _options(self, consistency: ConsistencyArg | None, timeout: float | None) -> CallOptions:
         if consistency is None and timeout is None:
@@ -327,9 +399,9 @@ class AsyncClient:
                 self._transport,
                 address,
                 self._limits,
-                connect_timeout=CONNECT_TIMEOUT,
+                connect_timeout=self._connect_timeout,
             )
-        except OSError:
+        except (OSError, HandshakeFailed):
             self._channels.pop(address, None)
             self._router.mark_down(address, trio.current_time())
             raise
@@ -344,6 +416,8 @@ class AsyncClient:
         self, key: bytes | None, message: Message, timeout: float, retry_after_send: bool
     ) -> Message:
         """Send to the best reachable node for ``key``, failing over while that is safe."""
+        # The refresh task of a closing client must see its cancellation, not "not open".
+        await trio.lowlevel.checkpoint_if_cancelled()
         self._ensure_open()
         failures: list[str] = []
         now = trio.current_time()
@@ -356,14 +430,22 @@ class AsyncClient:
                 with trio.move_on_at(deadline):
                     try:
                         channel = await self._channel(address)
-                    except OSError as exc:
+                    except (OSError, HandshakeFailed) as exc:
+                        # Nothing was sent: safe to try the next address, for writes too.
                         failures.append(f"{address} ({describe_error(exc)})")
                         self._want_refresh()
                         continue
                 if channel is None or channel.closed:
-                    break  # the deadline passed while connecting
+                    failures.append(f"{address} (no connection before the deadline)")
+                    break
             try:
-                return await channel.request(message, deadline=deadline)
+                reply = await channel.request(message, deadline=deadline)
+                if isinstance(reply, ErrorReply) and reply.code == NotReady.code:
+                    # A definite refusal: the node did nothing, so the next one may serve.
+                    failures.append(f"{address} (not ready: {reply.message})")
+                    self._want_refresh()
+                    continue
+                return reply
             except Timeout:
                 raise Timeout(f"no reply from {address} within {timeout:g}s") from None
             except ConnectionLost as exc:
@@ -386,7 +468,7 @@ class AsyncClient:
         with trio.move_on_after(timeout + client_deadline_margin(timeout)):
             try:
                 channel = await self._channel(address)
-            except OSError as exc:
+            except (OSError, HandshakeFailed) as exc:
                 raise NoNodeReachable(f"cannot reach {address}: {describe_error(exc)}") from None
             sent = True
             return await channel.request(message)
@@ -418,10 +500,19 @@ def connect(
     limits: Limits | None = None,
     transport: Transport | None = None,
     credentials: ClientCredentials | str | Path | None = None,
+    connect_timeout: float = CONNECT_TIMEOUT,
+    handshake_timeout: float = HANDSHAKE_TIMEOUT,
 ) -> AsyncClient:
     """A client for the cluster reachable at ``addresses``; open it with ``async with``.
 
-    Opening fetches the member list from the first node that answers and raises
+    ``addresses`` are tried in order until one answers; ``consistency`` and ``timeout``
+    (seconds) are the defaults of every call. ``credentials`` names a credentials file (or
+    is a ``ClientCredentials``); without it $P2PINDEX_CREDENTIALS is used, and without
+    either the client speaks plain TCP (an ``--insecure`` cluster). ``connect_timeout`` and
+    ``handshake_timeout`` bound the wait for one node before the next address is tried.
+    ``limits`` fixes the key/value limits instead of learning them from the cluster.
+
+    Opening fetches the member list and limits from the first node that answers and raises
     ``NoNodeReachable`` when none does. Bad arguments raise ``InvalidRequest`` (a
     ValueError) right here.
     """
@@ -432,4 +523,6 @@ def connect(
         limits=limits,
         transport=transport,
         credentials=credentials,
+        connect_timeout=connect_timeout,
+        handshake_timeout=handshake_timeout,
     )

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import trio
 
-from p2pindex.client.async_client import AsyncClient
+from p2pindex.client.async_client import CONNECT_TIMEOUT, HANDSHAKE_TIMEOUT, AsyncClient
 from p2pindex.client.requests import Addresses, ConsistencyArg, Data
 from p2pindex.client.results import (
     Context,
@@ -51,15 +51,20 @@ class Client:
         timeout: float = 5.0,
         limits: Limits | None = None,
         credentials: ClientCredentials | str | Path | None = None,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
     ) -> None:
-        """``credentials`` as for ``connect``: a credentials file or object, else
-        $P2PINDEX_CREDENTIALS; without either the client cannot talk to a secure cluster."""
+        """Arguments as for ``p2pindex.connect``. ``credentials``: a credentials file or
+        object, else $P2PINDEX_CREDENTIALS; without either the client cannot talk to a
+        secure cluster."""
         self._client = AsyncClient(
             addresses,
             consistency=consistency,
             timeout=timeout,
             limits=limits,
             credentials=credentials,
+            connect_timeout=connect_timeout,
+            handshake_timeout=handshake_timeout,
         )
         self._token: trio.lowlevel.TrioToken | None = None
         self._stop: trio.Event | None = None

@@ -42,6 +42,7 @@ from p2pindex.security.session import SecureStream
 from p2pindex.storage.base import Storage
 from p2pindex.types import Address, Liveness, NodeState
 from p2pindex.wire.messages import (
+    LIMITS_VERSION,
     DeleteRequest,
     DigestRequest,
     ExplainReply,
@@ -50,6 +51,8 @@ from p2pindex.wire.messages import (
     Hello,
     KeyDigestRequest,
     LeaveRequest,
+    LimitsReply,
+    LimitsRequest,
     MembersReply,
     MembersRequest,
     Message,
@@ -580,6 +583,15 @@ class Node:
             return MembersReply(self.config.n_replicas, DEFAULT_VNODES, self.monitor.member_docs())
         if isinstance(message, ExplainRequest):
             return ExplainReply(self.monitor.explain(message.key))
+        if isinstance(message, LimitsRequest):
+            limits = self.config.limits
+            return LimitsReply(
+                LIMITS_VERSION,
+                limits.max_key,
+                limits.max_value,
+                limits.max_frame,
+                limits.sibling_max,
+            )
         if isinstance(message, LeaveRequest):
             assert self._nursery is not None
             self._nursery.start_soon(self.leave)

@@ -147,6 +147,7 @@ def client_connector(
     transport: Connector | None,
     *,
     connect_timeout: float,
+    handshake_timeout: float = DEFAULT_TIMEOUT,
 ) -> Connector | None:
     """How a client opens connections: through the handshake when it has credentials
     (given, or named by $P2PINDEX_CREDENTIALS), else plainly over ``transport`` (None: TCP)."""
@@ -155,4 +156,9 @@ def client_connector(
     credentials = credentials or ClientCredentials.from_environment()
     if credentials is None:
         return transport
-    return SecureConnector(credentials, transport=transport, connect_timeout=connect_timeout)
+    return SecureConnector(
+        credentials,
+        transport=transport,
+        connect_timeout=connect_timeout,
+        handshake_timeout=handshake_timeout,
+    )

@@ -26,6 +26,7 @@ from p2pindex.wire.messages import (
     GetReply,
     GetRequest,
     LeaveRequest,
+    LimitsRequest,
     MembersReply,
     MembersRequest,
     Message,
@@ -107,13 +108,17 @@ class FakeNode:
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         self.connections += 1
-        channel = RpcChannel(stream, Limits(), handler=self._dispatch, name=self.node_id)
+        channel = RpcChannel(
+            stream, self.cluster.node_limits, handler=self._dispatch, name=self.node_id
+        )
         await channel.run()
 
     async def _dispatch(self, message: Message) -> Message:
         self.received.append(message)
         if isinstance(message, MembersRequest):
             return self.cluster.members_reply()
+        if isinstance(message, LimitsRequest):
+            return self.cluster.limits_reply
         return await self.behaviour(self, message)
 
 
@@ -122,6 +127,10 @@ class FakeCluster:
         self.n_replicas = n_replicas
         self.nodes = [FakeNode(self, f"node{i}") for i in range(size)]
         self.liveness: dict[str, str] = {node.node_id: "alive" for node in self.nodes}
+        self.node_limits = Limits()
+        self.limits_reply: Message = ErrorReply("invalid_request", "unknown message type 19")
+        """What the nodes answer a client asking for their limits (by default: what a node
+        that predates the question answers)."""
 
     def members_reply(self) -> MembersReply:
         docs = [
