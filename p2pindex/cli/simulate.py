@@ -32,7 +32,7 @@ examples:
   p2pindex simulate --seeds 100                      the CI batch (scenario 'ci') on every core
   p2pindex simulate split-brain --seed 3 --nodes 7 --faults partition,crash --fault-count 30
   p2pindex simulate ci --seed 5 --plant-bug lww      check that the harness catches a planted bug
-  p2pindex simulate --list                           the scenarios in simulations/
+  p2pindex simulate --list                           the scenarios that come with p2pindex
 """
 
 
@@ -51,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "scenario",
         nargs="?",
         default=DEFAULT_SCENARIO,
-        help=f"a scenario name in simulations/ or a .toml/.json path (default {DEFAULT_SCENARIO})",
+        help=(f"a scenario name (see --list) or a .toml/.json path (default {DEFAULT_SCENARIO})"),
     )
     runs = parser.add_mutually_exclusive_group()
     runs.add_argument("--seed", type=_non_negative, help="run this one seed")
@@ -144,12 +144,27 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def scenario_directory() -> Path:
-    """simulations/ in the working directory, else the one next to the package."""
-    local = Path("simulations")
-    if local.is_dir():
-        return local
-    return Path(__file__).resolve().parents[2] / "simulations"
+PACKAGED_SCENARIOS: Final = Path(__file__).resolve().parents[1] / "sim" / "scenarios"
+"""The scenarios installed with the package (package data), so `simulate --list` and
+`simulate NAME` work from an installed wheel, not only from a clone."""
+LOCAL_SCENARIOS: Final = Path("simulations")
+"""A project's own scenario files, in ./simulations, found by name beside the packaged
+ones (and before them, so a project can shadow one)."""
+
+
+def scenario_directories() -> list[Path]:
+    """Where scenario names are looked up, first match wins."""
+    local = LOCAL_SCENARIOS
+    has_own = local.is_dir() and any(path.suffix in (".toml", ".json") for path in local.iterdir())
+    return [local, PACKAGED_SCENARIOS] if has_own else [PACKAGED_SCENARIOS]
+
+
+def scenario_directory(name: str) -> Path:
+    """The directory that holds scenario ``name`` (the packaged one when none does)."""
+    for directory in scenario_directories():
+        if any((directory / f"{name}{suffix}").is_file() for suffix in (".toml", ".json")):
+            return directory
+    return PACKAGED_SCENARIOS
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,11 +182,10 @@ def run(args: argparse.Namespace) -> int:
     from p2pindex.sim.determinism import reexec_with_fixed_hash_seed
     from p2pindex.sim.scenario import Engine, ScenarioError
 
-    directory = scenario_directory()
     if args.list:
-        return _list(directory)
+        return _list(scenario_directories())
     try:
-        scenario = _scenario(args, directory)
+        scenario = _scenario(args, scenario_directory(args.scenario))
         seeds = _seeds(args, scenario)
         for seed in seeds:
             _plan(scenario, seed)
@@ -232,20 +246,25 @@ def replay_command(args: argparse.Namespace, seed: int) -> str:
     return shlex.join(words)
 
 
-def _list(directory: Path) -> int:
+def _list(directories: Sequence[Path]) -> int:
     from p2pindex.sim.scenario import ScenarioError, load_scenario
 
-    paths = sorted([*directory.glob("*.toml"), *directory.glob("*.json")])
-    if not paths:
-        print(f"no scenarios in {directory}", file=sys.stderr)
+    found: dict[str, Path] = {}
+    for directory in directories:
+        for path in sorted([*directory.glob("*.toml"), *directory.glob("*.json")]):
+            found.setdefault(path.stem, path)
+    if not found:
+        where = ", ".join(str(directory) for directory in directories)
+        print(f"error: no scenarios in {where}", file=sys.stderr)
         return EXIT_ERROR
-    for path in paths:
+    width = max(len(name) for name in found) + 2
+    for path in sorted(found.values(), key=lambda p: p.stem):
         try:
             scenario = load_scenario(path)
         except ScenarioError as exc:
-            print(f"  {path.stem:24} (broken: {exc})")
+            print(f"  {path.stem:{width}} (broken: {exc})")
             continue
-        print(f"  {path.stem:24} {scenario.description}")
+        print(f"  {path.stem:{width}} {scenario.description}")
     return EXIT_OK
 
 
