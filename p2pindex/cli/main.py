@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from p2pindex import __version__
-from p2pindex.cli import admin, bench, demo, dev, kv
+from p2pindex.cli import admin, bench, completion, demo, dev, kv
 from p2pindex.cli.common import Parser, UsageError, report, single_error
 from p2pindex.errors import P2PIndexError
 
@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.register(subparsers)
-    for module in (kv, admin, dev, demo, bench):
+    for module in (kv, admin, dev, demo, bench, completion):
         module.register(subparsers)
     return parser
 
