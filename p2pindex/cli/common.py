@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 import trio
 
@@ -18,6 +19,7 @@ from p2pindex.client import AsyncClient, connect
 from p2pindex.errors import (
     IndeterminateError,
     NoNodeReachable,
+    NotReady,
     P2PIndexError,
     Unavailable,
 )
@@ -141,6 +143,15 @@ def add_format_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def emit(args: argparse.Namespace, text: str, document: Mapping[str, object]) -> None:
+    """Print a command's result: ``text`` for people, or with ``--format json`` the same
+    result as one JSON document (one line) for scripts."""
+    if getattr(args, "format", "text") == "json":
+        print(json.dumps(document, sort_keys=True, default=str))
+    else:
+        print(text)
+
+
 def add_timeout_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout",
@@ -174,7 +185,7 @@ def exit_code_for(error: BaseException) -> int:
     (definitely not done), 5 timeout or another indeterminate outcome."""
     if isinstance(error, UsageError):
         return EXIT_USAGE
-    if isinstance(error, Unavailable | NoNodeReachable):
+    if isinstance(error, Unavailable | NoNodeReachable | NotReady):
         return EXIT_UNAVAILABLE
     if isinstance(error, IndeterminateError):
         return EXIT_INDETERMINATE

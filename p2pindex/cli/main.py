@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
 from p2pindex import __version__
 from p2pindex.cli import admin, bench, completion, demo, dev, kv
-from p2pindex.cli.common import Parser, UsageError, report, single_error
+from p2pindex.cli.common import EXIT_ERROR, Parser, UsageError, report, single_error
 from p2pindex.errors import P2PIndexError
 
 OPTIONAL_COMMANDS = ("p2pindex.cli.serve", "p2pindex.cli.simulate", "p2pindex.cli.security")
@@ -55,6 +56,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`p2pindex ... | head`): not worth an error line. Point
+        # stdout at /dev/null so flushing it at exit does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_ERROR
     except (P2PIndexError, UsageError, ValueError, OSError) as exc:
         return report(exc)
     except BaseExceptionGroup as group:
