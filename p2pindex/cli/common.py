@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping
 import trio
 
 from p2pindex.client import AsyncClient, connect
+from p2pindex.client.async_client import CONNECT_TIMEOUT, HANDSHAKE_TIMEOUT
 from p2pindex.errors import (
     IndeterminateError,
     NoNodeReachable,
@@ -125,12 +126,29 @@ def default_nodes() -> list[Address]:
 
 
 def add_node_option(parser: argparse.ArgumentParser, *, what: str = "a node to talk to") -> None:
+    """``--node`` and the two waits that decide when the client moves to the next node."""
     parser.add_argument(
         "--node",
         action="append",
         type=address_arg,
         metavar="HOST:PORT",
-        help=f"{what} (repeatable; default ${NODE_ENV} or {DEFAULT_NODE})",
+        help=f"{what} (repeatable, tried in order; default ${NODE_ENV} or {DEFAULT_NODE})",
+    )
+    parser.add_argument(
+        "--connect-timeout",
+        type=seconds_arg,
+        default=CONNECT_TIMEOUT,
+        metavar="S",
+        help=f"seconds to wait for a node to accept the connection before trying the next "
+        f"(default {CONNECT_TIMEOUT:g})",
+    )
+    parser.add_argument(
+        "--handshake-timeout",
+        type=seconds_arg,
+        default=HANDSHAKE_TIMEOUT,
+        metavar="S",
+        help=f"seconds to wait for a node to complete the secure handshake before trying the "
+        f"next (default {HANDSHAKE_TIMEOUT:g})",
     )
 
 
@@ -174,6 +192,8 @@ def with_client(args: argparse.Namespace, body: Callable[[AsyncClient], Awaitabl
             nodes_of(args),
             consistency=getattr(args, "consistency", "quorum"),
             timeout=getattr(args, "timeout", 5.0),
+            connect_timeout=getattr(args, "connect_timeout", CONNECT_TIMEOUT),
+            handshake_timeout=getattr(args, "handshake_timeout", HANDSHAKE_TIMEOUT),
         ) as db:
             return await body(db)
 
