@@ -173,7 +173,10 @@ def expect(reply: Message, kind: type[M]) -> M:
         return reply
     if isinstance(reply, ErrorReply):
         raise error_from_reply(reply)
-    raise ProtocolError(f"expected {kind.__name__}, got {type(reply).__name__}")
+    raise ProtocolError(
+        f"the node answered with the wrong kind of message (type {reply.TYPE}, "
+        f"expected type {kind.TYPE})"
+    )
 
 
 def put_result(reply: Message) -> PutResult:
