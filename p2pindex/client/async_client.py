@@ -168,10 +168,13 @@ class AsyncClient:
         self._nursery = await manager.__aenter__()
         self._nursery_manager = manager
         try:
-            self._router.update(await self._fetch_members(None, self._timeout))
-            check_consistency(self._consistency, self._router.n_replicas)
+            members = await self._fetch_members(None, self._timeout)
             if self._learn_limits:
+                # Before the router knows the members: the question goes to the seed that
+                # just answered, over the connection already open to it.
                 await self._adopt_cluster_limits()
+            self._router.update(members)
+            check_consistency(self._consistency, self._router.n_replicas)
         except BaseException:
             await self._close()
             raise
