@@ -134,5 +134,5 @@ def authorize(peer: Peer, message: Message, now: float) -> None:
             raise AccessDenied(
                 "prefix",
                 f"{name} of key {key_text(key)} refused: this client's capability covers only "
-                f"keys starting with {key_text(credential.prefix)}",
+                f"the key prefix {key_text(credential.prefix)}",
             )

@@ -123,8 +123,8 @@ def test_a_missing_role_names_the_operation_and_the_role() -> None:
 def test_a_key_outside_the_prefix_is_shown_as_text() -> None:
     text = refusal(Role.WRITE, DeleteRequest(b"other:1", None, "one", 1000), prefix=b"user:")
     assert text == (
-        "delete of key 'other:1' refused: this client's capability covers only keys "
-        "starting with 'user:'"
+        "delete of key 'other:1' refused: this client's capability covers only the key "
+        "prefix 'user:'"
     )
     binary = refusal(Role.READ, GetRequest(b"\xff\x00", "one", 1000), prefix=b"user:")
     assert "key 0xff00 " in binary
