@@ -2,11 +2,11 @@
 
     import p2pindex
 
-    async with p2pindex.connect(["127.0.0.1:7001"]) as db:        # trio
+    async with p2pindex.connect(["127.0.0.1:7400"]) as db:        # trio
         await db.put("user:1", b"alice")
         result = await db.get("user:1")
 
-    with p2pindex.Client(["127.0.0.1:7001"]) as db:               # blocking
+    with p2pindex.Client(["127.0.0.1:7400"]) as db:               # blocking
         db.put("user:1", b"alice", consistency=p2pindex.ConsistencyLevel.ALL)
 
 The client names are loaded on first use, so importing a lower layer (``p2pindex.core``,
@@ -16,13 +16,14 @@ The client names are loaded on first use, so importing a lower layer (``p2pindex
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from p2pindex.errors import (
     ConfigError,
     ConnectionLost,
     DefiniteError,
     IndeterminateError,
+    InvalidArgumentType,
     InvalidRequest,
     NoNodeReachable,
     Overloaded,
@@ -45,6 +46,12 @@ if TYPE_CHECKING:
         Context,
         DeleteResult,
         GetResult,
+        HintBacklog,
+        KeyPlacement,
+        Member,
+        MemberStatus,
+        NodeStatus,
+        Placement,
         PutResult,
         SiblingConflict,
         connect,
@@ -57,6 +64,12 @@ _CLIENT_NAMES = frozenset(
         "Context",
         "DeleteResult",
         "GetResult",
+        "HintBacklog",
+        "KeyPlacement",
+        "Member",
+        "MemberStatus",
+        "NodeStatus",
+        "Placement",
         "PutResult",
         "SiblingConflict",
         "connect",
@@ -75,12 +88,19 @@ __all__ = [
     "DefiniteError",
     "DeleteResult",
     "GetResult",
+    "HintBacklog",
     "IndeterminateError",
+    "InvalidArgumentType",
     "InvalidRequest",
+    "KeyPlacement",
+    "Member",
+    "MemberStatus",
     "NoNodeReachable",
+    "NodeStatus",
     "Overloaded",
     "P2PIndexError",
     "PermissionDenied",
+    "Placement",
     "ProtocolError",
     "PutResult",
     "QuorumFailed",
@@ -95,7 +115,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     if name in _CLIENT_NAMES:
         value = getattr(importlib.import_module("p2pindex.client"), name)
         globals()[name] = value

@@ -35,10 +35,19 @@ class Unavailable(DefiniteError):
         super().__init__(f"{message}: {detail}" if detail else message)
 
 
-class InvalidRequest(DefiniteError):
-    """The request is malformed or breaks a limit; it was refused before doing anything."""
+class InvalidRequest(DefiniteError, ValueError):
+    """The request is malformed or breaks a limit; it was refused before doing anything.
+
+    Also a ``ValueError``, so code written against the built-in error (``except
+    ValueError``) keeps catching the client's refusals of bad arguments.
+    """
 
     code = "invalid_request"
+
+
+class InvalidArgumentType(InvalidRequest, TypeError):
+    """An argument of the wrong type (a key that is neither text nor bytes, ...); also a
+    ``TypeError``, the built-in error such a mistake raises elsewhere in Python."""
 
 
 class SiblingLimitExceeded(InvalidRequest):
@@ -72,6 +81,13 @@ class NoNodeReachable(DefiniteError):
     """The client could not reach any of the nodes it was given; nothing was sent."""
 
     code = "no_node_reachable"
+
+
+class NotReady(DefiniteError):
+    """The node cannot serve requests yet (still starting, or shutting down); it did
+    nothing, so a client tries the next node."""
+
+    code = "not_ready"
 
 
 class StorageFailure(DefiniteError):
@@ -138,6 +154,7 @@ ERROR_CODES: dict[str, type[P2PIndexError]] = {
         QuorumFailed,
         ConnectionLost,
         NoNodeReachable,
+        NotReady,
         ProtocolError,
         MessageTooLarge,
         ConfigError,

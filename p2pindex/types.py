@@ -145,3 +145,17 @@ class Address:
 
     def __str__(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def key_text(key: bytes, limit: int = 64) -> str:
+    """A key (or key prefix) as a person typed it, for messages: quoted text when it is
+    printable UTF-8, else ``0x`` and hex; long ones are cut short with ``...``."""
+    try:
+        text = key.decode("utf-8")
+    except UnicodeDecodeError:
+        text = ""
+    if text and text.isprintable():
+        cut = text if len(text) <= limit else text[:limit] + "..."
+        return "'" + cut.replace("'", "\\'") + "'"
+    hexed = key.hex()
+    return "0x" + (hexed if len(hexed) <= 2 * limit else hexed[: 2 * limit] + "...")

@@ -89,7 +89,7 @@ async def checker(db: p2pindex.AsyncClient, tally: Tally, rng: random.Random) ->
 async def wait_active(db: p2pindex.AsyncClient, address: str, timeout: float) -> dict:
     deadline = trio.current_time() + timeout
     while True:
-        status = await db.status(address)
+        status = (await db.status(address)).document
         if status["state"] == "active" and status["handoff"]["done"]:
             return status
         handoff = status["handoff"]

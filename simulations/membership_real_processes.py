@@ -28,12 +28,12 @@ POLL = 0.05
 
 def liveness_seen(db: Client, observer: str, subject: str) -> tuple[str, int] | None:
     try:
-        members = db.members(observer).members
+        members = db.members(observer)
     except P2PIndexError:
         return None
     for member in members:
-        if member["node_id"] == subject:
-            return member["liveness"], member["incarnation"]
+        if member.node_id == subject:
+            return member.liveness, member.incarnation
     return None
 
 

@@ -4,7 +4,7 @@
                                        [--verify-determinism]
 
 For every bug in ``p2pindex.config.PLANTED_BUGS`` this runs its scenario
-(simulations/planted-<bug>.toml) with the bug planted on seeds 1, 2, ... until a run's
+(p2pindex/sim/scenarios/planted-<bug>.toml) with the bug planted on seeds 1, 2, ... until a run's
 violations include the checker that guards the broken rule (or ``--max-seeds`` pass), then
 runs the same scenario on the same seeds *without* the bug, which must show no violation at
 all: a catch proves something only if the real code passes the very same runs. ``--all``
@@ -53,7 +53,7 @@ RUN_ERROR = "run error"
 
 
 def scenario_path(bug: str) -> Path:
-    return HERE / f"planted-{bug}.toml"
+    return HERE.parent / "p2pindex" / "sim" / "scenarios" / f"planted-{bug}.toml"
 
 
 Job = tuple[str | None, str, int]

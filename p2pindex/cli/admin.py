@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from p2pindex.cli.common import (
@@ -53,6 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     add_node_option(leave, what="the node that should leave")
+    add_format_option(leave)
     leave.set_defaults(func=run_leave)
 
     remove = subparsers.add_parser(
@@ -65,12 +66,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     remove.add_argument("node_id", metavar="NODE_ID", help="id (or unique prefix) of the member")
     add_node_option(remove, what="a live node to carry out the removal")
+    add_format_option(remove)
     remove.set_defaults(func=run_remove)
 
 
 def run_status(args: argparse.Namespace) -> int:
     async def body(db: AsyncClient) -> int:
-        status = await db.status(nodes_of(args)[0])
+        status = (await db.status(nodes_of(args)[0])).document
         if args.format == "json":
             print(json.dumps(status, indent=2, sort_keys=True))
         else:
@@ -82,7 +84,7 @@ def run_status(args: argparse.Namespace) -> int:
 
 def run_explain(args: argparse.Namespace) -> int:
     async def body(db: AsyncClient) -> int:
-        explain = await db.explain(args.key)
+        explain = (await db.explain(args.key)).document
         if args.format == "json":
             print(json.dumps(explain, indent=2, sort_keys=True))
         else:
@@ -97,7 +99,10 @@ def run_leave(args: argparse.Namespace) -> int:
 
     async def body(db: AsyncClient) -> int:
         await db.leave(node)
-        print(f"ok: {node} is handing over its data and leaving the cluster")
+        if args.format == "json":
+            print(json.dumps({"ok": True, "node": str(node), "leaving": True}))
+        else:
+            print(f"ok: {node} is handing over its data and leaving the cluster")
         return EXIT_OK
 
     return with_client(args, body)
@@ -105,10 +110,13 @@ def run_leave(args: argparse.Namespace) -> int:
 
 def run_remove(args: argparse.Namespace) -> int:
     async def body(db: AsyncClient) -> int:
-        members = (await db.members()).members
-        node_id = resolve_node_id(args.node_id, [str(m.get("node_id", "")) for m in members])
+        members = await db.members()
+        node_id = resolve_node_id(args.node_id, [m.node_id for m in members])
         await db.remove(node_id)
-        print(f"ok: removed {node_id}; its ranges move to the remaining members")
+        if args.format == "json":
+            print(json.dumps({"ok": True, "removed": node_id}))
+        else:
+            print(f"ok: removed {node_id}; its ranges move to the remaining members")
         return EXIT_OK
 
     return with_client(args, body)
@@ -154,7 +162,7 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def format_status(status: dict[str, Any]) -> str:
+def format_status(status: Mapping[str, Any]) -> str:
     lines = [
         f"node {status.get('node_id', '?')} at {status.get('address', '?')}: "
         f"state {status.get('state', '?')}"
@@ -225,7 +233,7 @@ def _count(value: Any, noun: str) -> str:
     return f"? {noun}s"
 
 
-def format_explain(key: str, explain: dict[str, Any]) -> str:
+def format_explain(key: str, explain: Mapping[str, Any]) -> str:
     nodes = explain.get("nodes") or []
     rows = [
         [

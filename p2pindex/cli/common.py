@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 import trio
 
 from p2pindex.client import AsyncClient, connect
+from p2pindex.client.async_client import CONNECT_TIMEOUT, HANDSHAKE_TIMEOUT
 from p2pindex.errors import (
     IndeterminateError,
     NoNodeReachable,
+    NotReady,
     P2PIndexError,
     Unavailable,
 )
@@ -32,8 +35,10 @@ EXIT_INDETERMINATE = 5
 """A timeout or broken connection: the operation may or may not have taken effect."""
 
 NODE_ENV = "P2PINDEX_NODE"
-DEFAULT_NODE = "127.0.0.1:7001"
-"""Where `p2pindex dev` puts its first node, so the two work together without options."""
+DEFAULT_PORT = 7400
+DEFAULT_NODE = f"127.0.0.1:{DEFAULT_PORT}"
+"""Where `serve` listens and `dev` puts its first node by default, so every command works
+with the others (and with the README's examples) without options."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -95,21 +100,55 @@ def positive_int_arg(text: str) -> int:
     return value
 
 
+class UsageError(Exception):
+    """A mistake in how the command was called (exit 2), found after argument parsing."""
+
+
 def default_nodes() -> list[Address]:
-    text = os.environ.get(NODE_ENV) or DEFAULT_NODE
-    try:
-        return [Address.parse(part) for part in text.split(",") if part.strip()]
-    except ValueError as exc:
-        raise SystemExit(f"error: ${NODE_ENV}: {exc}") from None
+    """The nodes named by $P2PINDEX_NODE (comma-separated HOST:PORT), else the default node.
+
+    A bad value is a usage error (exit 2) that names the variable, like a bad ``--node``.
+    """
+    text = os.environ.get(NODE_ENV)
+    if text is None or not text.strip():
+        return [Address.parse(DEFAULT_NODE)]
+    nodes: list[Address] = []
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        try:
+            nodes.append(address_arg(part.strip()))
+        except argparse.ArgumentTypeError as exc:
+            raise UsageError(f"${NODE_ENV}={text!r}: {exc}") from None
+    if not nodes:
+        raise UsageError(f"${NODE_ENV}={text!r} names no node; expected HOST:PORT[,HOST:PORT...]")
+    return nodes
 
 
 def add_node_option(parser: argparse.ArgumentParser, *, what: str = "a node to talk to") -> None:
+    """``--node`` and the two waits that decide when the client moves to the next node."""
     parser.add_argument(
         "--node",
         action="append",
         type=address_arg,
         metavar="HOST:PORT",
-        help=f"{what} (repeatable; default ${NODE_ENV} or {DEFAULT_NODE})",
+        help=f"{what} (repeatable, tried in order; default ${NODE_ENV} or {DEFAULT_NODE})",
+    )
+    parser.add_argument(
+        "--connect-timeout",
+        type=seconds_arg,
+        default=CONNECT_TIMEOUT,
+        metavar="S",
+        help=f"seconds to wait for a node to accept the connection before trying the next "
+        f"(default {CONNECT_TIMEOUT:g})",
+    )
+    parser.add_argument(
+        "--handshake-timeout",
+        type=seconds_arg,
+        default=HANDSHAKE_TIMEOUT,
+        metavar="S",
+        help=f"seconds to wait for a node to complete the secure handshake before trying the "
+        f"next (default {HANDSHAKE_TIMEOUT:g})",
     )
 
 
@@ -120,6 +159,15 @@ def add_format_option(parser: argparse.ArgumentParser) -> None:
         default="text",
         help="output for people (text, the default) or for scripts (json)",
     )
+
+
+def emit(args: argparse.Namespace, text: str, document: Mapping[str, object]) -> None:
+    """Print a command's result: ``text`` for people, or with ``--format json`` the same
+    result as one JSON document (one line) for scripts."""
+    if getattr(args, "format", "text") == "json":
+        print(json.dumps(document, sort_keys=True, default=str))
+    else:
+        print(text)
 
 
 def add_timeout_option(parser: argparse.ArgumentParser) -> None:
@@ -144,6 +192,8 @@ def with_client(args: argparse.Namespace, body: Callable[[AsyncClient], Awaitabl
             nodes_of(args),
             consistency=getattr(args, "consistency", "quorum"),
             timeout=getattr(args, "timeout", 5.0),
+            connect_timeout=getattr(args, "connect_timeout", CONNECT_TIMEOUT),
+            handshake_timeout=getattr(args, "handshake_timeout", HANDSHAKE_TIMEOUT),
         ) as db:
             return await body(db)
 
@@ -151,7 +201,11 @@ def with_client(args: argparse.Namespace, body: Callable[[AsyncClient], Awaitabl
 
 
 def exit_code_for(error: BaseException) -> int:
-    if isinstance(error, Unavailable | NoNodeReachable):
+    """The README's table: 1 error, 2 usage, 3 not found (set by `get`), 4 unavailable
+    (definitely not done), 5 timeout or another indeterminate outcome."""
+    if isinstance(error, UsageError):
+        return EXIT_USAGE
+    if isinstance(error, Unavailable | NoNodeReachable | NotReady):
         return EXIT_UNAVAILABLE
     if isinstance(error, IndeterminateError):
         return EXIT_INDETERMINATE
@@ -175,7 +229,10 @@ def describe(error: BaseException) -> str:
 
 
 def report(error: BaseException) -> int:
-    print(f"error: {describe(error)}", file=sys.stderr)
+    message = describe(error)
+    if isinstance(error, UsageError):
+        message += " (see 'p2pindex --help')"
+    print(f"error: {message}", file=sys.stderr)
     return exit_code_for(error)
 
 

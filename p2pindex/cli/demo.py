@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
                 _siblings(db)
                 say()
                 say("5. Status as node 1 sees it")
-                say(_indent(format_status(db.status(cluster.addresses[0]))))
+                say(_indent(format_status(db.status(cluster.addresses[0]).document)))
             say()
             say("6. Stopping every node (SIGTERM, by pid)")
         say("done")
@@ -151,12 +151,10 @@ def _wait_dead(cluster: LocalCluster, db: Client, node_id: str) -> tuple[bool, f
         views = []
         for address in survivors:
             try:
-                members = db.members(address).members
+                members = db.members(address)
             except P2PIndexError:
                 continue
-            views.append(
-                any(m.get("node_id") == node_id and m.get("liveness") == "dead" for m in members)
-            )
+            views.append(any(m.node_id == node_id and m.liveness == "dead" for m in members))
         if views and all(views):
             return True, time.monotonic() - started
         time.sleep(0.2)

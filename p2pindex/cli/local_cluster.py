@@ -383,14 +383,12 @@ async def _wait_converged(cluster: LocalCluster, timeout: float) -> None:
             lagging = []
             for node in running:
                 try:
-                    members = (await db.members(node.address)).members
+                    members = await db.members(node.address)
                 except P2PIndexError:
                     lagging.append(node)
                     continue
                 ready = {
-                    m.get("node_id")
-                    for m in members
-                    if m.get("liveness") == "alive" and m.get("state", "active") == "active"
+                    m.node_id for m in members if m.liveness == "alive" and m.state == "active"
                 }
                 if not expected <= ready:
                     lagging.append(node)

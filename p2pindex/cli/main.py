@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
 from p2pindex import __version__
-from p2pindex.cli import admin, bench, demo, dev, kv
-from p2pindex.cli.common import Parser, report, single_error
+from p2pindex.cli import admin, bench, completion, demo, dev, kv
+from p2pindex.cli.common import EXIT_ERROR, Parser, UsageError, report, single_error
 from p2pindex.errors import P2PIndexError
 
 OPTIONAL_COMMANDS = ("p2pindex.cli.serve", "p2pindex.cli.simulate", "p2pindex.cli.security")
@@ -42,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.register(subparsers)
-    for module in (kv, admin, dev, demo, bench):
+    for module in (kv, admin, dev, demo, bench, completion):
         module.register(subparsers)
     return parser
 
@@ -55,11 +56,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (P2PIndexError, ValueError, OSError) as exc:
+    except BrokenPipeError:
+        # The reader went away (`p2pindex ... | head`): not worth an error line. Point
+        # stdout at /dev/null so flushing it at exit does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_ERROR
+    except (P2PIndexError, UsageError, ValueError, OSError) as exc:
         return report(exc)
     except BaseExceptionGroup as group:
         error = single_error(group)
-        if isinstance(error, P2PIndexError | ValueError | OSError):
+        if isinstance(error, P2PIndexError | UsageError | ValueError | OSError):
             return report(error)
         if isinstance(error, KeyboardInterrupt):
             print("interrupted", file=sys.stderr)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import trio
 
-from p2pindex.cli.common import EXIT_OK, address_arg
+from p2pindex.cli.common import EXIT_OK, add_format_option, address_arg, emit
 from p2pindex.config import Limits
 from p2pindex.errors import ConfigError, ProtocolError
 from p2pindex.net.channel import RpcChannel
@@ -68,8 +68,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "node id it stands for. A node key goes to DATA_DIR/node.key."
         ),
     )
-    keygen.add_argument("--out", required=True, type=Path, metavar="FILE")
+    keygen.add_argument(
+        "--out", required=True, type=Path, metavar="FILE", help="where to write the key"
+    )
     keygen.add_argument("--force", action="store_true", help="replace an existing key file")
+    add_format_option(keygen)
     keygen.set_defaults(func=run_keygen)
 
     cluster = subparsers.add_parser(
@@ -87,7 +90,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "nodes and clients check certificates against."
         ),
     )
-    init.add_argument("--dir", required=True, type=Path, metavar="DIR")
+    init.add_argument(
+        "--dir",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="the authority directory to create (keep it secret and backed up)",
+    )
+    add_format_option(init)
     init.set_defaults(func=run_init)
 
     certify = actions.add_parser(
@@ -114,6 +124,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="DURATION",
         help="lifetime, e.g. 365d (default 365d)",
     )
+    add_format_option(certify)
     certify.set_defaults(func=run_certify)
 
     revoke = actions.add_parser(
@@ -127,7 +138,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "dead so its ranges are re-replicated."
         ),
     )
-    revoke.add_argument("node_ids", nargs="*", type=node_id_arg, metavar="NODE_ID")
+    revoke.add_argument(
+        "node_ids",
+        nargs="*",
+        type=node_id_arg,
+        metavar="NODE_ID",
+        help="id of a node whose certificate to revoke (16 hex digits; several allowed)",
+    )
     revoke.add_argument(
         "--capability",
         action="append",
@@ -140,6 +157,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     revoke.add_argument(
         "--node", type=address_arg, metavar="HOST:PORT", help="a live node to push the list to"
     )
+    add_format_option(revoke)
     revoke.set_defaults(func=run_revoke)
 
     rotate = actions.add_parser(
@@ -152,6 +170,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     _authority_option(rotate)
+    add_format_option(rotate)
     rotate.set_defaults(func=run_rotate)
 
     retire = actions.add_parser(
@@ -161,6 +180,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     _authority_option(retire)
     retire.add_argument("--key", required=True, metavar="KEY_ID", help="authority key id (hex)")
+    add_format_option(retire)
     retire.set_defaults(func=run_retire)
 
     token = subparsers.add_parser(
@@ -179,7 +199,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     _authority_option(issue)
-    issue.add_argument("--role", required=True, choices=[r.value for r in Role])
+    issue.add_argument(
+        "--role",
+        required=True,
+        choices=[r.value for r in Role],
+        help="what the client may do: read, write (and read) or admin (everything)",
+    )
     issue.add_argument(
         "--prefix", default="", help="only keys starting with this (UTF-8; default: all keys)"
     )
@@ -190,10 +215,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="DURATION",
         help="lifetime, e.g. 30d, 12h (default 30d)",
     )
-    issue.add_argument("--out", required=True, type=Path, metavar="FILE")
+    issue.add_argument(
+        "--out", required=True, type=Path, metavar="FILE", help="the credentials file to write"
+    )
     issue.add_argument(
         "--key", type=Path, metavar="FILE", help="the client's key file (default: a new key)"
     )
+    add_format_option(issue)
     issue.set_defaults(func=run_issue)
 
 
@@ -210,21 +238,30 @@ def run_keygen(args: argparse.Namespace) -> int:
     key = generate()
     write_private_key(args.out, key, overwrite=args.force)
     public = bytes(key.verify_key)
-    print(f"wrote {args.out}")
-    print(f"public key: {public.hex()}")
-    print(f"node id:    {node_id_of(public)}")
+    text = f"wrote {args.out}\npublic key: {public.hex()}\nnode id:    {node_id_of(public)}"
+    emit(args, text, {"file": args.out, "public_key": public.hex(), "node_id": node_id_of(public)})
     return EXIT_OK
 
 
 def run_init(args: argparse.Namespace) -> int:
     authority = Authority.init(args.dir)
-    print(f"created cluster {authority.trust.cluster} in {args.dir}")
-    print(f"  authority key: {args.dir / 'authority.key'} (keep it secret and backed up)")
-    print(f"  trust file:    {args.dir / 'cluster.trust'}")
-    print("next: for each node, run")
-    print(f"  p2pindex cluster certify --authority {args.dir} --data-dir NODE_DATA_DIR")
-    print("and for each client")
-    print(f"  p2pindex token issue --authority {args.dir} --role write --out client.cred")
+    text = "\n".join(
+        [
+            f"created cluster {authority.trust.cluster} in {args.dir}",
+            f"  authority key: {args.dir / 'authority.key'} (keep it secret and backed up)",
+            f"  trust file:    {args.dir / 'cluster.trust'}",
+            "next: for each node, run",
+            f"  p2pindex cluster certify --authority {args.dir} --data-dir NODE_DATA_DIR",
+            "and for each client",
+            f"  p2pindex token issue --authority {args.dir} --role write --out client.cred",
+        ]
+    )
+    document = {
+        "cluster": authority.trust.cluster,
+        "authority_key": args.dir / "authority.key",
+        "trust_file": args.dir / "cluster.trust",
+    }
+    emit(args, text, document)
     return EXIT_OK
 
 
@@ -234,16 +271,28 @@ def run_certify(args: argparse.Namespace) -> int:
         if args.out is not None:
             raise ConfigError("--out goes with --node-key or --public-key, not --data-dir")
         certificate = authority.provision(args.data_dir, args.expires)
-        print(f"certified node {certificate.node_id} in {args.data_dir}")
-        print(f"  valid until {when(certificate.expires)}, serial {certificate.serial}")
-        print(f"start it with: p2pindex serve --data-dir {args.data_dir} ...")
+        text = (
+            f"certified node {certificate.node_id} in {args.data_dir}\n"
+            f"  valid until {when(certificate.expires)}, serial {certificate.serial}\n"
+            f"start it with: p2pindex serve --data-dir {args.data_dir} ..."
+        )
+        document = {
+            "node_id": certificate.node_id,
+            "data_dir": args.data_dir,
+            "expires": when(certificate.expires),
+            "serial": certificate.serial,
+        }
+        emit(args, text, document)
         return EXIT_OK
     if args.out is None:
         raise ConfigError("--out FILE is required with --node-key or --public-key")
     public = args.public_key or bytes(read_private_key(args.node_key).verify_key)
     args.out.write_bytes(authority.certify(public, args.expires))
-    print(f"certified node {node_id_of(public)}: wrote {args.out}")
-    print("copy it to the node's data directory as node.cert, with cluster.trust next to it")
+    text = (
+        f"certified node {node_id_of(public)}: wrote {args.out}\n"
+        "copy it to the node's data directory as node.cert, with cluster.trust next to it"
+    )
+    emit(args, text, {"node_id": node_id_of(public), "file": args.out})
     return EXIT_OK
 
 
@@ -252,12 +301,18 @@ def run_revoke(args: argparse.Namespace) -> int:
     if not args.node_ids and not args.capability and authority.revocations() is None:
         raise ConfigError("name at least one NODE_ID or --capability SERIAL to revoke")
     document = authority.revoke(tuple(args.node_ids), tuple(args.capability))
-    print(f"signed a new revocation list ({args.authority / 'revocations.cbor'})")
+    signed = f"signed a new revocation list ({args.authority / 'revocations.cbor'})"
+    result: dict[str, object] = {
+        "revocation_list": args.authority / "revocations.cbor",
+        "node_ids": list(args.node_ids),
+        "serials": list(args.capability),
+    }
     if args.node is None:
-        print("push it with --node HOST:PORT, or copy revocations.cbor into data directories")
+        hint = "push it with --node HOST:PORT, or copy revocations.cbor into data directories"
+        emit(args, f"{signed}\n{hint}", {**result, "pushed_to": None})
         return EXIT_OK
     detail = trio.run(_push, authority, args.node, document)
-    print(f"{args.node}: {detail}")
+    emit(args, f"{signed}\n{args.node}: {detail}", {**result, "pushed_to": args.node})
     return EXIT_OK
 
 
@@ -273,31 +328,34 @@ async def _push(authority: Authority, address: Address, document: bytes) -> str:
     if isinstance(reply, ErrorReply):
         raise error_from_reply(reply)
     if not isinstance(reply, OkReply):
-        raise ProtocolError(f"unexpected reply {type(reply).__name__}")
+        raise ProtocolError(
+            f"{address} answered the revocation list with message type {reply.TYPE}"
+        )
     return reply.detail
 
 
 def run_rotate(args: argparse.Namespace) -> int:
     old = Authority.load(args.authority)
     new = old.rotate()
-    print(
-        f"new authority key {key_id(new.public_key).hex()}; "
-        f"old key {key_id(old.public_key).hex()} stays trusted"
+    new_id, old_id = key_id(new.public_key).hex(), key_id(old.public_key).hex()
+    text = (
+        f"new authority key {new_id}; old key {old_id} stays trusted\n"
+        "next: copy cluster.trust to every node's data directory, re-certify every node,\n"
+        "re-issue client tokens, then run\n"
+        f"  p2pindex cluster retire --authority {args.authority} --key {old_id}"
     )
-    print("next: copy cluster.trust to every node's data directory, re-certify every node,")
-    print("re-issue client tokens, then run")
-    print(
-        f"  p2pindex cluster retire --authority {args.authority} "
-        f"--key {key_id(old.public_key).hex()}"
-    )
+    emit(args, text, {"new_key": new_id, "old_key": old_id})
     return EXIT_OK
 
 
 def run_retire(args: argparse.Namespace) -> int:
     authority = Authority.load(args.authority).retire(args.key)
-    remaining = ", ".join(sorted(key_id(k).hex() for k in authority.trust.authorities))
-    print(f"authority {args.key} retired; trusted now: {remaining}")
-    print("copy cluster.trust to every node's data directory (nodes reload it on their own)")
+    trusted = sorted(key_id(k).hex() for k in authority.trust.authorities)
+    text = (
+        f"authority {args.key} retired; trusted now: {', '.join(trusted)}\n"
+        "copy cluster.trust to every node's data directory (nodes reload it on their own)"
+    )
+    emit(args, text, {"retired": args.key, "trusted": trusted})
     return EXIT_OK
 
 
@@ -311,10 +369,18 @@ def run_issue(args: argparse.Namespace) -> int:
     credentials.save(args.out)
     capability = credentials.check(time.time())
     scope = f"keys starting with {args.prefix!r}" if prefix else "every key"
-    print(f"wrote {args.out}: role {args.role} on {scope}, valid until {when(capability.expires)}")
-    print(
+    text = (
+        f"wrote {args.out}: role {args.role} on {scope}, valid until {when(capability.expires)}\n"
         f"serial {capability.serial} (revoke with `p2pindex cluster revoke --capability "
-        f"{capability.serial} ...`)"
+        f"{capability.serial} ...`)\n"
+        f"use it with: export {CREDENTIALS_ENV}={args.out}"
     )
-    print(f"use it with: export {CREDENTIALS_ENV}={args.out}")
+    document = {
+        "file": args.out,
+        "role": args.role,
+        "prefix": args.prefix,
+        "expires": when(capability.expires),
+        "serial": capability.serial,
+    }
+    emit(args, text, document)
     return EXIT_OK

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 from pathlib import Path
 
 import trio
 
-from p2pindex.cli.common import address_arg, collect_garbage_rarely
+from p2pindex.cli.common import DEFAULT_NODE, address_arg, collect_garbage_rarely, single_error
 from p2pindex.config import AdmissionLimits, Limits, NodeConfig
+from p2pindex.errors import ConfigError
 
-DEFAULT_LISTEN = "127.0.0.1:7400"
+DEFAULT_LISTEN = DEFAULT_NODE
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -169,5 +171,22 @@ def run(args: argparse.Namespace) -> int:
             collect_garbage_rarely()
             print(f"ready node_id={node.node_id} address={address}", flush=True)
 
-    trio.run(main)
+    try:
+        trio.run(main)
+    except (OSError, BaseExceptionGroup) as exc:
+        error = exc if isinstance(exc, OSError) else single_error(exc)
+        if isinstance(error, OSError) and error.errno in LISTEN_PROBLEMS:
+            raise ConfigError(
+                f"cannot listen on {args.listen}: {LISTEN_PROBLEMS[error.errno]}"
+            ) from None
+        raise
     return 0
+
+
+LISTEN_PROBLEMS = {
+    errno.EADDRINUSE: "the address is already in use (is another node running there?); "
+    "stop it or pick another --listen",
+    errno.EADDRNOTAVAIL: "no network interface of this machine has that address",
+    errno.EACCES: "permission denied (ports below 1024 need privileges)",
+}
+"""Why binding the node's port failed, in words that say what to do."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import multiprocessing
 import shlex
 import sys
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from p2pindex.cli.common import EXIT_ERROR, EXIT_OK, EXIT_USAGE
+from p2pindex.cli.common import EXIT_ERROR, EXIT_OK, EXIT_USAGE, add_format_option
 
 DEFAULT_SCENARIO: Final = "ci"
 DEFAULT_OUTPUT: Final = Path("sim-output")
@@ -32,7 +33,7 @@ examples:
   p2pindex simulate --seeds 100                      the CI batch (scenario 'ci') on every core
   p2pindex simulate split-brain --seed 3 --nodes 7 --faults partition,crash --fault-count 30
   p2pindex simulate ci --seed 5 --plant-bug lww      check that the harness catches a planted bug
-  p2pindex simulate --list                           the scenarios in simulations/
+  p2pindex simulate --list                           the scenarios that come with p2pindex
 """
 
 
@@ -51,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "scenario",
         nargs="?",
         default=DEFAULT_SCENARIO,
-        help=f"a scenario name in simulations/ or a .toml/.json path (default {DEFAULT_SCENARIO})",
+        help=(f"a scenario name (see --list) or a .toml/.json path (default {DEFAULT_SCENARIO})"),
     )
     runs = parser.add_mutually_exclusive_group()
     runs.add_argument("--seed", type=_non_negative, help="run this one seed")
@@ -114,6 +115,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--keep-passing", action="store_true", help="in a batch, write files for passing seeds too"
     )
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    add_format_option(parser)
     parser.set_defaults(func=run)
 
 
@@ -144,12 +146,27 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def scenario_directory() -> Path:
-    """simulations/ in the working directory, else the one next to the package."""
-    local = Path("simulations")
-    if local.is_dir():
-        return local
-    return Path(__file__).resolve().parents[2] / "simulations"
+PACKAGED_SCENARIOS: Final = Path(__file__).resolve().parents[1] / "sim" / "scenarios"
+"""The scenarios installed with the package (package data), so `simulate --list` and
+`simulate NAME` work from an installed wheel, not only from a clone."""
+LOCAL_SCENARIOS: Final = Path("simulations")
+"""A project's own scenario files, in ./simulations, found by name beside the packaged
+ones (and before them, so a project can shadow one)."""
+
+
+def scenario_directories() -> list[Path]:
+    """Where scenario names are looked up, first match wins."""
+    local = LOCAL_SCENARIOS
+    has_own = local.is_dir() and any(path.suffix in (".toml", ".json") for path in local.iterdir())
+    return [local, PACKAGED_SCENARIOS] if has_own else [PACKAGED_SCENARIOS]
+
+
+def scenario_directory(name: str) -> Path:
+    """The directory that holds scenario ``name`` (the packaged one when none does)."""
+    for directory in scenario_directories():
+        if any((directory / f"{name}{suffix}").is_file() for suffix in (".toml", ".json")):
+            return directory
+    return PACKAGED_SCENARIOS
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,11 +184,10 @@ def run(args: argparse.Namespace) -> int:
     from p2pindex.sim.determinism import reexec_with_fixed_hash_seed
     from p2pindex.sim.scenario import Engine, ScenarioError
 
-    directory = scenario_directory()
     if args.list:
-        return _list(directory)
+        return _list(scenario_directories(), as_json=args.format == "json")
     try:
-        scenario = _scenario(args, directory)
+        scenario = _scenario(args, scenario_directory(args.scenario))
         seeds = _seeds(args, scenario)
         for seed in seeds:
             _plan(scenario, seed)
@@ -232,21 +248,55 @@ def replay_command(args: argparse.Namespace, seed: int) -> str:
     return shlex.join(words)
 
 
-def _list(directory: Path) -> int:
+def _list(directories: Sequence[Path], *, as_json: bool = False) -> int:
     from p2pindex.sim.scenario import ScenarioError, load_scenario
 
-    paths = sorted([*directory.glob("*.toml"), *directory.glob("*.json")])
-    if not paths:
-        print(f"no scenarios in {directory}", file=sys.stderr)
+    found: dict[str, Path] = {}
+    for directory in directories:
+        for path in sorted([*directory.glob("*.toml"), *directory.glob("*.json")]):
+            found.setdefault(path.stem, path)
+    if not found:
+        where = ", ".join(str(directory) for directory in directories)
+        print(f"error: no scenarios in {where}", file=sys.stderr)
         return EXIT_ERROR
-    for path in paths:
+    width = max(len(name) for name in found) + 2
+    documents = []
+    for path in sorted(found.values(), key=lambda p: p.stem):
         try:
             scenario = load_scenario(path)
         except ScenarioError as exc:
-            print(f"  {path.stem:24} (broken: {exc})")
+            documents.append({"name": path.stem, "path": str(path), "broken": str(exc)})
+            if not as_json:
+                print(f"  {path.stem:{width}} (broken: {exc})")
             continue
-        print(f"  {path.stem:24} {scenario.description}")
+        documents.append(
+            {"name": path.stem, "path": str(path), "description": scenario.description}
+        )
+        if not as_json:
+            print(f"  {path.stem:{width}} {scenario.description}")
+    if as_json:
+        print(json.dumps(documents))
     return EXIT_OK
+
+
+def result_document(result: Any) -> dict[str, Any]:
+    """One seed's result for ``--format json`` (one line per seed in a batch)."""
+    return {
+        "scenario": result.scenario,
+        "seed": result.seed,
+        "passed": result.passed,
+        "trace_hash": result.trace_hash,
+        "faults": result.faults,
+        "fault_kinds": dict(result.fault_kinds),
+        "operations": getattr(result, "ops", None),
+        "violations": [
+            {"checker": v.checker, "message": v.message, "keys": list(v.keys)}
+            for v in result.violations
+        ],
+        "virtual_seconds": result.virtual_seconds,
+        "wall_seconds": result.wall_seconds,
+        "output": result.output_dir,
+    }
 
 
 def _run_one(scenario: Any, seed: int, args: argparse.Namespace) -> int:
@@ -254,12 +304,20 @@ def _run_one(scenario: Any, seed: int, args: argparse.Namespace) -> int:
 
     plan = plan_run(scenario, seed)
     command = replay_command(args, seed)
-    print(f"simulating {scenario.name} with seed {seed}")
+    say = _narrator(args)
+    say(f"simulating {scenario.name} with seed {seed}")
     for name, value in scenario.options().items():
-        print(f"  {name} = {value}")
-    print(f"  fault schedule: {len(plan.schedule)} faults")
+        say(f"  {name} = {value}")
+    say(f"  fault schedule: {len(plan.schedule)} faults")
     output = default_output(args.output, scenario.name, seed)
     result = run_simulation(plan, output=output, replay_command=command)
+    if args.format == "json":
+        document = result_document(result)
+        if args.verify_determinism:
+            again = run_simulation(plan, output=None)
+            document["deterministic"] = again.trace_hash == result.trace_hash
+        print(json.dumps(document))
+        return EXIT_OK if result.passed and document.get("deterministic", True) else EXIT_ERROR
     print()
     print(format_table(result.summary_rows()))
     print(f"trace hash: {result.trace_hash}")
@@ -277,6 +335,13 @@ def _run_one(scenario: Any, seed: int, args: argparse.Namespace) -> int:
         print(result.report)
         return EXIT_ERROR
     return EXIT_OK
+
+
+def _narrator(args: argparse.Namespace) -> Any:
+    """``print`` for text output; with ``--format json`` stdout carries only results."""
+    if args.format == "json":
+        return lambda *_args, **_kwargs: None
+    return print
 
 
 def _collect_garbage_rarely() -> None:
@@ -306,12 +371,13 @@ def _run_batch(scenario: Any, seeds: Sequence[int], args: argparse.Namespace) ->
     ]
     twice = [job for job in jobs[: args.verify_determinism]]
     workers = args.jobs or multiprocessing.cpu_count()
-    print(
+    say = _narrator(args)
+    say(
         f"simulating {scenario.name}: {len(jobs)} seeds from {seeds[0]} on {workers} workers"
         + (f", {len(twice)} of them twice" if twice else "")
     )
     for name, value in scenario.options().items():
-        print(f"  {name} = {value}")
+        say(f"  {name} = {value}")
     started = time.perf_counter()
     results: dict[int, Any] = {}
     repeats: dict[int, Any] = {}
@@ -324,8 +390,15 @@ def _run_batch(scenario: Any, seeds: Sequence[int], args: argparse.Namespace) ->
                 repeats[job.seed] = result
                 continue
             results[job.seed] = result
-            print(_batch_line(result), flush=True)
+            if args.format == "json":
+                print(json.dumps(result_document(result)), flush=True)
+            else:
+                print(_batch_line(result), flush=True)
     wall = time.perf_counter() - started
+    if args.format == "json":
+        different = [s for s, again in repeats.items() if again.trace_hash != results[s].trace_hash]
+        failed = any(not r.passed for r in results.values())
+        return EXIT_ERROR if failed or different else EXIT_OK
     return _batch_summary(results, repeats, wall)
 
 
@@ -385,6 +458,11 @@ def _run_membership(scenario: Any, seeds: Sequence[int], args: argparse.Namespac
 
     status = EXIT_OK
     for seed in seeds:
+        if args.format == "json":
+            result = run_membership(plan_membership(scenario, seed), output=args.output)
+            print(json.dumps(result_document(result)), flush=True)
+            status = status if result.passed else EXIT_ERROR
+            continue
         print(f"simulating {scenario.name} (membership only) with seed {seed}", flush=True)
         result = run_membership(plan_membership(scenario, seed), output=args.output)
         print(result.table())

@@ -10,6 +10,13 @@ Why it is shaped this way:
   ``NoNodeReachable`` (definite: nothing was sent). A connection that broke after a write
   was sent raises ``ConnectionLost`` (indeterminate) and the write is never silently
   retried, since it may have been applied; reads are retried on the next node.
+* Failing over is safe only before a request is sent, or on an answer that says nothing
+  was done: so a connection that is refused, times out, resets or fails its handshake, and
+  a node that answers "not ready", send every request (writes too) to the next address;
+  anything that goes wrong after a write was sent stays indeterminate.
+* Limits come from the cluster: on opening, the client asks a node for the largest key,
+  value and frame it accepts (``LimitsRequest``) and checks requests against those, so a
+  cluster configured with larger values can be sent them.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from types import TracebackType
 import trio
 
 from p2pindex.client.requests import (
+    Addresses,
     CallOptions,
     ConsistencyArg,
     Data,
@@ -39,27 +47,43 @@ from p2pindex.client.requests import (
     parse_addresses,
     put_result,
 )
-from p2pindex.client.results import Context, DeleteResult, GetResult, PutResult
+from p2pindex.client.results import (
+    Context,
+    DeleteResult,
+    GetResult,
+    KeyPlacement,
+    Member,
+    NodeStatus,
+    PutResult,
+)
 from p2pindex.client.routing import Router
 from p2pindex.config import Limits
 from p2pindex.errors import (
+    ConfigError,
     ConnectionLost,
+    InvalidRequest,
     NoNodeReachable,
+    NotReady,
     Overloaded,
     P2PIndexError,
+    ProtocolError,
     Timeout,
 )
 from p2pindex.net.base import Transport
 from p2pindex.net.channel import RpcChannel, open_channel
 from p2pindex.security.credentials import ClientCredentials, client_connector
+from p2pindex.security.errors import HandshakeFailed
 from p2pindex.types import Address, ConsistencyLevel
 from p2pindex.wire.messages import (
+    LIMITS_VERSION,
     DeleteRequest,
     ErrorReply,
     ExplainReply,
     ExplainRequest,
     GetRequest,
     LeaveRequest,
+    LimitsReply,
+    LimitsRequest,
     MembersReply,
     MembersRequest,
     Message,
@@ -74,6 +98,12 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 2.0
 """Longest wait for one node to accept a connection before trying the next."""
+HANDSHAKE_TIMEOUT = 2.0
+"""Longest wait for one node to complete the secure handshake before trying the next: a
+node (or anything else) that accepts connections but never answers must not use up the
+whole deadline of the request."""
+MAX_LEARNED_FRAME = 2**32 - 1
+"""The largest frame the wire format can describe; a node announcing more is wrong."""
 REFRESH_INTERVAL = 10.0
 """Period of the member-list refresh when nothing goes wrong (seconds)."""
 REFRESH_MIN_GAP = 0.5
@@ -95,7 +125,7 @@ class AsyncClient:
 
     def __init__(
         self,
-        addresses: str | Address | list[str | Address] | tuple[str | Address, ...],
+        addresses: Addresses,
         *,
         consistency: ConsistencyArg = ConsistencyLevel.QUORUM,
         timeout: float = 5.0,
@@ -103,9 +133,18 @@ class AsyncClient:
         refresh_interval: float = REFRESH_INTERVAL,
         transport: Transport | None = None,
         credentials: ClientCredentials | str | Path | None = None,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
     ) -> None:
+        """See ``connect``, which takes the same arguments."""
         self._router = Router(parse_addresses(addresses))
-        self._transport = client_connector(credentials, transport, connect_timeout=CONNECT_TIMEOUT)
+        self._connect_timeout = check_timeout(connect_timeout)
+        self._transport = client_connector(
+            credentials,
+            transport,
+            connect_timeout=self._connect_timeout,
+            handshake_timeout=check_timeout(handshake_timeout),
+        )
         """None: plain TCP. The simulation passes its simulated network here; with client
         credentials (or $P2PINDEX_CREDENTIALS) connections run the secure handshake."""
         self._consistency = check_consistency(consistency, None)
@@ -113,6 +152,7 @@ class AsyncClient:
         self._defaults = call_options(self._consistency, self._timeout)
         self._refresh_interval = check_timeout(refresh_interval)
         self._limits = limits or Limits()
+        self._learn_limits = limits is None
         self._channels: dict[Address, RpcChannel] = {}
         self._connecting: dict[Address, trio.Event] = {}
         self._refresh_wanted = trio.Event()
@@ -129,7 +169,12 @@ class AsyncClient:
         self._nursery = await manager.__aenter__()
         self._nursery_manager = manager
         try:
-            self._router.update(await self._fetch_members(None, self._timeout))
+            members = await self._fetch_members(None, self._timeout)
+            if self._learn_limits:
+                # Before the router knows the members: the question goes to the seed that
+                # just answered, over the connection already open to it.
+                await self._adopt_cluster_limits()
+            self._router.update(members)
             check_consistency(self._consistency, self._router.n_replicas)
         except BaseException:
             await self._close()
@@ -231,23 +276,25 @@ class AsyncClient:
 
     # --- cluster operations ----------------------------------------------------------------
 
-    async def status(self, node: str | Address | None = None) -> dict:
-        """The status document of ``node`` (or of any reachable node)."""
+    async def status(self, node: str | Address | None = None) -> NodeStatus:
+        """The status of ``node`` (or of any reachable node): its state, every member with
+        liveness and ownership, pending hints and counters."""
         reply = await self._admin(node, StatusRequest(), retry_after_send=True)
-        return dict(expect(reply, StatusReply).status)
+        return NodeStatus.from_document(dict(expect(reply, StatusReply).status))
 
-    async def explain(self, key: Data) -> dict:
-        """How the cluster places ``key``: token, preference list, roles and liveness."""
+    async def explain(self, key: Data) -> KeyPlacement:
+        """Where the cluster places ``key``: its primary, replicas and fallbacks in ring
+        order, with their liveness and the hints held for them."""
         raw_key = check_key(key, self._limits)
         reply = await self._request(raw_key, ExplainRequest(raw_key), ADMIN_TIMEOUT, True)
-        return dict(expect(reply, ExplainReply).explain)
+        return KeyPlacement.from_document(dict(expect(reply, ExplainReply).explain))
 
-    async def members(self, node: str | Address | None = None) -> MembersReply:
+    async def members(self, node: str | Address | None = None) -> tuple[Member, ...]:
         """The member list as ``node`` (or any reachable node) sees it; refreshes routing."""
         address = None if node is None else parse_addresses(node)[0]
         reply = await self._fetch_members(address, ADMIN_TIMEOUT)
         self._router.update(reply)
-        return reply
+        return tuple(Member.from_document(doc) for doc in reply.members)
 
     async def leave(self, node: str | Address) -> None:
         """Ask the node at ``node`` to hand its data over and leave the cluster."""
@@ -256,7 +303,7 @@ class AsyncClient:
     async def remove(self, node_id: str, node: str | Address | None = None) -> None:
         """Remove a member that will not come back (its data is re-replicated)."""
         if not isinstance(node_id, str) or not node_id.strip():
-            raise ValueError("node id must be a non-empty string")
+            raise InvalidRequest("node id must be a non-empty string")
         request = RemoveRequest(node_id.strip().lower())
         expect(await self._admin(node, request, retry_after_send=False), OkReply)
 
@@ -264,7 +311,46 @@ class AsyncClient:
         """The node ids this client would route ``key`` to, primary first."""
         return self._router.replicas(as_bytes("key", key))
 
+    @property
+    def limits(self) -> Limits:
+        """The limits requests are checked against: the cluster's once the client is open
+        (unless ``limits`` was given), else the defaults."""
+        return self._limits
+
     # --- internals -------------------------------------------------------------------------
+
+    async def _adopt_cluster_limits(self) -> None:
+        """Ask a node for its limits and check requests against them from now on.
+
+        A node that predates ``LimitsRequest`` answers with an error; the defaults stay.
+        Connections opened so far decode replies with the old limits, so they are closed
+        and reopened on demand when the limits changed.
+        """
+        reply = await self._request(None, LimitsRequest(), ADMIN_TIMEOUT, True)
+        if isinstance(reply, ErrorReply) or (
+            isinstance(reply, LimitsReply) and reply.version != LIMITS_VERSION
+        ):
+            log.debug("the node did not say its limits; using the defaults")
+            return
+        announced = expect(reply, LimitsReply)
+        if announced.max_frame > MAX_LEARNED_FRAME:
+            raise ProtocolError(f"the node announced a frame limit of {announced.max_frame}")
+        try:
+            learned = Limits(
+                max_frame=announced.max_frame,
+                max_key=announced.max_key,
+                max_value=announced.max_value,
+                sibling_warn=min(self._limits.sibling_warn, max(1, announced.sibling_max)),
+                sibling_max=announced.sibling_max,
+            )
+        except ConfigError as exc:
+            raise ProtocolError(f"the node announced limits that do not fit: {exc}") from None
+        if learned == self._limits:
+            return
+        self._limits = learned
+        channels, self._channels = list(self._channels.values()), {}
+        for channel in channels:
+            await channel.aclose()
 
     def _options(self, consistency: ConsistencyArg | None, timeout: float | None) -> CallOptions:
         if consistency is None and timeout is None:
@@ -317,9 +403,9 @@ class AsyncClient:
                 self._transport,
                 address,
                 self._limits,
-                connect_timeout=CONNECT_TIMEOUT,
+                connect_timeout=self._connect_timeout,
             )
-        except OSError:
+        except (OSError, HandshakeFailed):
             self._channels.pop(address, None)
             self._router.mark_down(address, trio.current_time())
             raise
@@ -334,6 +420,8 @@ class AsyncClient:
         self, key: bytes | None, message: Message, timeout: float, retry_after_send: bool
     ) -> Message:
         """Send to the best reachable node for ``key``, failing over while that is safe."""
+        # The refresh task of a closing client must see its cancellation, not "not open".
+        await trio.lowlevel.checkpoint_if_cancelled()
         self._ensure_open()
         failures: list[str] = []
         refusal: Message | None = None
@@ -347,19 +435,26 @@ class AsyncClient:
                 with trio.move_on_at(deadline):
                     try:
                         channel = await self._channel(address)
-                    except OSError as exc:
+                    except (OSError, HandshakeFailed) as exc:
+                        # Nothing was sent: safe to try the next address, for writes too.
                         failures.append(f"{address} ({describe_error(exc)})")
                         self._want_refresh()
                         continue
                 if channel is None or channel.closed:
-                    break  # the deadline passed while connecting
+                    failures.append(f"{address} (no connection before the deadline)")
+                    break
             try:
                 reply = await channel.request(message, deadline=deadline)
-                if not _is_overloaded(reply):
-                    return reply
-                refusal = reply  # definite: another node may take it
-                failures.append(f"{address} (overloaded)")
-                continue
+                if _is_overloaded(reply):
+                    refusal = reply  # definite: another node may take it
+                    failures.append(f"{address} (overloaded)")
+                    continue
+                if isinstance(reply, ErrorReply) and reply.code == NotReady.code:
+                    # A definite refusal: the node did nothing, so the next one may serve.
+                    failures.append(f"{address} (not ready: {reply.message})")
+                    self._want_refresh()
+                    continue
+                return reply
             except Timeout:
                 raise Timeout(f"no reply from {address} within {timeout:g}s") from None
             except ConnectionLost as exc:
@@ -384,7 +479,7 @@ class AsyncClient:
         with trio.move_on_after(timeout + client_deadline_margin(timeout)):
             try:
                 channel = await self._channel(address)
-            except OSError as exc:
+            except (OSError, HandshakeFailed) as exc:
                 raise NoNodeReachable(f"cannot reach {address}: {describe_error(exc)}") from None
             sent = True
             return await channel.request(message)
@@ -409,18 +504,28 @@ class AsyncClient:
 
 
 def connect(
-    addresses: str | Address | list[str | Address] | tuple[str | Address, ...],
+    addresses: Addresses,
     *,
     consistency: ConsistencyArg = ConsistencyLevel.QUORUM,
     timeout: float = 5.0,
     limits: Limits | None = None,
     transport: Transport | None = None,
     credentials: ClientCredentials | str | Path | None = None,
+    connect_timeout: float = CONNECT_TIMEOUT,
+    handshake_timeout: float = HANDSHAKE_TIMEOUT,
 ) -> AsyncClient:
     """A client for the cluster reachable at ``addresses``; open it with ``async with``.
 
-    Opening fetches the member list from the first node that answers and raises
-    ``NoNodeReachable`` when none does. Bad arguments raise ValueError right here.
+    ``addresses`` are tried in order until one answers; ``consistency`` and ``timeout``
+    (seconds) are the defaults of every call. ``credentials`` names a credentials file (or
+    is a ``ClientCredentials``); without it $P2PINDEX_CREDENTIALS is used, and without
+    either the client speaks plain TCP (an ``--insecure`` cluster). ``connect_timeout`` and
+    ``handshake_timeout`` bound the wait for one node before the next address is tried.
+    ``limits`` fixes the key/value limits instead of learning them from the cluster.
+
+    Opening fetches the member list and limits from the first node that answers and raises
+    ``NoNodeReachable`` when none does. Bad arguments raise ``InvalidRequest`` (a
+    ValueError) right here.
     """
     return AsyncClient(
         addresses,
@@ -429,6 +534,8 @@ def connect(
         limits=limits,
         transport=transport,
         credentials=credentials,
+        connect_timeout=connect_timeout,
+        handshake_timeout=handshake_timeout,
     )
 
 

@@ -2,24 +2,27 @@
 
 Everything here is plain functions without I/O, shared by the async and sync clients, so
 argument checking happens once, up front, before anything is sent: a bad argument raises
-ValueError (TypeError for a wrong type) and nothing reaches the cluster.
+``InvalidRequest`` (a ``ValueError``; ``InvalidArgumentType``, also a ``TypeError``, for a
+wrong type) and nothing reaches the cluster.
 """
 
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
 from p2pindex.client.results import Context, DeleteResult, GetResult, PutResult
 from p2pindex.config import Limits
-from p2pindex.errors import P2PIndexError, ProtocolError
+from p2pindex.errors import InvalidArgumentType, InvalidRequest, P2PIndexError, ProtocolError
 from p2pindex.types import (
     Address,
     Consistency,
     ConsistencyLevel,
     consistency_to_wire,
+    key_text,
     parse_consistency,
     required_replies,
 )
@@ -39,80 +42,110 @@ def as_bytes(what: str, data: Data) -> bytes:
         return data.encode("utf-8")
     if isinstance(data, bytearray | memoryview):
         return bytes(data)
-    raise TypeError(f"{what} must be bytes or str, not {type(data).__name__}")
+    raise InvalidArgumentType(f"{what} must be bytes or str, not {type(data).__name__}")
 
 
 def check_key(key: Data, limits: Limits) -> bytes:
     raw = as_bytes("key", key)
     if not raw:
-        raise ValueError("key must not be empty")
+        raise InvalidRequest("key must not be empty")
     if len(raw) > limits.max_key:
-        raise ValueError(f"key is {len(raw)} bytes; the limit is {limits.max_key}")
+        raise InvalidRequest(
+            f"key {key_text(raw)} is {len(raw)} bytes; the cluster's limit is {limits.max_key}"
+        )
     return raw
 
 
 def check_value(value: Data, limits: Limits) -> bytes:
     raw = as_bytes("value", value)
     if len(raw) > limits.max_value:
-        raise ValueError(f"value is {len(raw)} bytes; the limit is {limits.max_value}")
+        raise InvalidRequest(
+            f"value is {len(raw)} bytes; the cluster's limit is {limits.max_value}"
+        )
     return raw
 
 
 def check_context(context: Context | bytes | str | None) -> bytes | None:
-    """Contexts come from results; text (the CLI form) and raw bytes are accepted too."""
+    """Contexts come from results; text (the CLI form) and raw bytes are accepted too.
+    Their content is opaque here: the coordinator checks it (and says so in plain words)."""
     if context is None:
         return None
     if isinstance(context, Context):
-        return context.data or None
-    if isinstance(context, bytes):
-        return context or None
-    if isinstance(context, str):
-        return Context.from_str(context).data or None
-    raise TypeError(
-        f"context must be a Context from a previous result, not {type(context).__name__}"
-    )
+        raw = context.data
+    elif isinstance(context, bytes):
+        raw = context
+    elif isinstance(context, str):
+        raw = Context.from_str(context).data
+    else:
+        raise InvalidArgumentType(
+            f"context must be a Context from a previous result, not {type(context).__name__}"
+        )
+    return raw or None
 
 
 def check_consistency(consistency: ConsistencyArg, n_replicas: int | None) -> Consistency:
     """Normalize a level, a level name or an explicit count; check a count against N if known."""
     if isinstance(consistency, str):
-        level: Consistency = parse_consistency(consistency)
+        try:
+            level: Consistency = parse_consistency(consistency)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from None
     elif isinstance(consistency, ConsistencyLevel):
         level = consistency
     elif isinstance(consistency, int) and not isinstance(consistency, bool):
         if consistency < 1:
-            raise ValueError(f"consistency {consistency} must be at least 1")
+            raise InvalidRequest(f"consistency {consistency} must be at least 1")
         level = consistency
     else:
-        raise ValueError(
+        raise InvalidArgumentType(
             f"consistency must be one, quorum, all or a positive integer, not {consistency!r}"
         )
     if n_replicas is not None and isinstance(level, int):
-        required_replies(level, n_replicas)
+        try:
+            required_replies(level, n_replicas)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from None
     return level
 
 
 def check_timeout(timeout: float) -> float:
     if isinstance(timeout, bool) or not isinstance(timeout, int | float):
-        raise TypeError(f"timeout must be a number of seconds, not {type(timeout).__name__}")
+        raise InvalidArgumentType(
+            f"timeout must be a number of seconds, not {type(timeout).__name__}"
+        )
     if not math.isfinite(timeout) or timeout <= 0:
-        raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+        raise InvalidRequest(f"timeout must be a positive number of seconds, not {timeout!r}")
     return float(timeout)
 
 
-def parse_addresses(addresses: str | Address | list[str | Address] | tuple) -> list[Address]:
+Addresses = str | Address | Sequence[str | Address]
+"""One node address (``"host:port"`` or an ``Address``) or several, tried in order."""
+
+
+def parse_addresses(addresses: Addresses) -> list[Address]:
     """Parse the addresses a client is given, dropping duplicates but keeping their order."""
-    if isinstance(addresses, str | Address):
-        addresses = [addresses]
+    items: Sequence[str | Address] = (
+        [addresses] if isinstance(addresses, str | Address) else addresses
+    )
     parsed: list[Address] = []
-    for item in addresses:
-        address = item if isinstance(item, Address) else Address.parse(str(item))
+    for item in items:
+        if isinstance(item, Address):
+            address = item
+        elif isinstance(item, str):
+            try:
+                address = Address.parse(item)
+            except ValueError as exc:
+                raise InvalidRequest(str(exc)) from None
+        else:
+            raise InvalidArgumentType(
+                f"a node address must be 'HOST:PORT' text, not {type(item).__name__}"
+            )
         if address.port == 0:
-            raise ValueError(f"bad address {item!r}: port 0 cannot be connected to")
+            raise InvalidRequest(f"bad address {str(item)!r}: port 0 cannot be connected to")
         if address not in parsed:
             parsed.append(address)
     if not parsed:
-        raise ValueError("no node addresses given: pass at least one HOST:PORT")
+        raise InvalidRequest("no node addresses given: pass at least one HOST:PORT")
     return parsed
 
 
@@ -140,7 +173,10 @@ def expect(reply: Message, kind: type[M]) -> M:
         return reply
     if isinstance(reply, ErrorReply):
         raise error_from_reply(reply)
-    raise ProtocolError(f"expected {kind.__name__}, got {type(reply).__name__}")
+    raise ProtocolError(
+        f"the node answered with the wrong kind of message (type {reply.TYPE}, "
+        f"expected type {kind.TYPE})"
+    )
 
 
 def put_result(reply: Message) -> PutResult:

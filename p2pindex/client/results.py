@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
-from p2pindex.errors import P2PIndexError
+from p2pindex.errors import InvalidRequest, P2PIndexError, ProtocolError
+
+T = TypeVar("T")
 
 
 class SiblingConflict(P2PIndexError):
@@ -45,16 +49,16 @@ class Context:
 
     @classmethod
     def from_str(cls, text: str) -> Context:
-        """Parse the text form; raises ValueError naming the problem."""
+        """Parse the text form; raises InvalidRequest (a ValueError) naming the problem."""
         stripped = text.strip()
         if not stripped:
             return cls(b"")
         if not all(c.isalnum() or c in "-_" for c in stripped):
-            raise ValueError(f"bad context {text!r}: expected URL-safe base64 text")
+            raise InvalidRequest(f"bad context {text!r}: expected URL-safe base64 text")
         try:
             data = base64.urlsafe_b64decode(stripped + "=" * (-len(stripped) % 4))
         except (binascii.Error, ValueError):
-            raise ValueError(f"bad context {text!r}: not valid base64") from None
+            raise InvalidRequest(f"bad context {text!r}: not valid base64") from None
         return cls(data)
 
 
@@ -90,3 +94,205 @@ class GetResult:
         if len(self.values) > 1:
             raise SiblingConflict(len(self.values))
         return self.values[0]
+
+
+# --- cluster documents ----------------------------------------------------------------------
+
+Document = Mapping[str, object]
+"""A document as a node sent it (JSON-like: text, numbers, booleans, lists, maps)."""
+
+
+def _field(doc: Document, name: str, kind: type[T], what: str) -> T:
+    value = doc.get(name)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if kind is int and isinstance(value, bool):
+        value = None
+    if not isinstance(value, kind):
+        raise ProtocolError(f"the node's {what} has no valid {name!r}")
+    return value
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def _optional_text(doc: Document, name: str) -> str | None:
+    value = doc.get(name)
+    return value if isinstance(value, str) and value else None
+
+
+def _documents(doc: Document, name: str) -> list[Document]:
+    value = doc.get(name)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(item, Mapping) for item in value):
+        raise ProtocolError(f"the node's {name} is not a list of documents")
+    return [_string_keyed(item) for item in value]
+
+
+def _string_keyed(value: Mapping[object, object]) -> Document:
+    return {str(k): v for k, v in value.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One member of the cluster as the answering node sees it (what ``members()`` returns)."""
+
+    node_id: str
+    address: str
+    liveness: str
+    """SWIM's view: alive, suspect, dead or left."""
+    state: str
+    """What the member says it is doing: active, syncing or degraded."""
+    incarnation: int
+    in_ring: bool
+    """Whether keys are placed on it (a removed or departed member is not)."""
+
+    @classmethod
+    def from_document(cls, doc: Document) -> Member:
+        return cls(*_member_fields(doc))
+
+
+def _member_fields(doc: Document) -> tuple[str, str, str, str, int, bool]:
+    return (
+        _field(doc, "node_id", str, "member document"),
+        _field(doc, "address", str, "member document"),
+        _field(doc, "liveness", str, "member document"),
+        str(doc.get("state", "unknown")),
+        _field(doc, "incarnation", int, "member document") if "incarnation" in doc else 0,
+        bool(doc.get("in_ring", doc.get("liveness") != "left")),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class MemberStatus(Member):
+    """A member in a status document, with its share of the ring."""
+
+    ownership: float = 0.0
+    """Share of the keyspace it holds a replica of (0..1)."""
+
+    @classmethod
+    def from_document(cls, doc: Document) -> MemberStatus:
+        return cls(*_member_fields(doc), ownership=_number(doc.get("ownership")) or 0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class HintBacklog:
+    """Writes a node keeps for a member that could not take them yet (hinted handoff)."""
+
+    target: str
+    count: int
+    bytes: int
+    oldest: float | None
+
+    @classmethod
+    def from_document(cls, doc: Document) -> HintBacklog:
+        return cls(
+            target=_field(doc, "target", str, "hint document"),
+            count=_field(doc, "count", int, "hint document"),
+            bytes=_field(doc, "bytes", int, "hint document"),
+            oldest=_number(doc.get("oldest")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    """What ``status()`` returns: one node's view of the cluster and its own counters.
+
+    The typed fields are those every node sends; ``document`` is the whole document as
+    received (newer nodes may add fields), which is also what ``--format json`` prints.
+    """
+
+    node_id: str
+    address: str
+    cluster: str
+    state: str
+    state_reason: str | None
+    n_replicas: int
+    keys: int
+    members: tuple[MemberStatus, ...]
+    hints: tuple[HintBacklog, ...]
+    statistics: Mapping[str, float]
+    document: Document
+
+    @classmethod
+    def from_document(cls, doc: Document) -> NodeStatus:
+        statistics = doc.get("statistics") or {}
+        if not isinstance(statistics, Mapping):
+            raise ProtocolError("the node's statistics are not a document")
+        return cls(
+            node_id=_field(doc, "node_id", str, "status"),
+            address=_field(doc, "address", str, "status"),
+            cluster=_field(doc, "cluster", str, "status"),
+            state=_field(doc, "state", str, "status"),
+            state_reason=_optional_text(doc, "state_reason"),
+            n_replicas=_field(doc, "n_replicas", int, "status"),
+            keys=_field(doc, "keys", int, "status"),
+            members=tuple(MemberStatus.from_document(m) for m in _documents(doc, "members")),
+            hints=tuple(HintBacklog.from_document(h) for h in _documents(doc, "hints")),
+            statistics={
+                str(name): number
+                for name, value in statistics.items()
+                if (number := _number(value)) is not None
+            },
+            document=doc,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """One node on a key's walk around the ring."""
+
+    node_id: str
+    role: str
+    """primary, replica, or fallback (stands in when a replica is down)."""
+    address: str
+    liveness: str
+    state: str
+    usable: bool
+    hints_held_here: int
+
+    @classmethod
+    def from_document(cls, doc: Document) -> Placement:
+        return cls(
+            node_id=_field(doc, "node_id", str, "placement"),
+            role=_field(doc, "role", str, "placement"),
+            address=str(doc.get("address", "")),
+            liveness=str(doc.get("liveness", "unknown")),
+            state=str(doc.get("state", "unknown")),
+            usable=bool(doc.get("usable", False)),
+            hints_held_here=_field(doc, "hints_held_here", int, "placement")
+            if "hints_held_here" in doc
+            else 0,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPlacement:
+    """What ``explain()`` returns: where a key lives, primary first, then fallbacks."""
+
+    key: bytes
+    n_replicas: int
+    nodes: tuple[Placement, ...]
+    document: Document
+
+    @property
+    def replicas(self) -> tuple[Placement, ...]:
+        """The key's preference list (primary and replicas), without fallbacks."""
+        return tuple(node for node in self.nodes if node.role != "fallback")
+
+    @classmethod
+    def from_document(cls, doc: Document) -> KeyPlacement:
+        try:
+            key = bytes.fromhex(_field(doc, "key", str, "placement"))
+        except ValueError:
+            raise ProtocolError("the node's placement has a key that is not hex") from None
+        return cls(
+            key=key,
+            n_replicas=_field(doc, "n_replicas", int, "placement"),
+            nodes=tuple(Placement.from_document(n) for n in _documents(doc, "nodes")),
+            document=doc,
+        )

@@ -43,8 +43,13 @@ def parse_members(reply: MembersReply) -> list[Member]:
                     bool(doc.get("in_ring", liveness is not Liveness.LEFT)),
                 )
             )
-        except (KeyError, ValueError, TypeError) as exc:
-            raise ProtocolError(f"malformed member document {doc!r}: {exc}") from None
+        except KeyError as exc:
+            raise ProtocolError(f"the node's member list has an entry without {exc}") from None
+        except (ValueError, TypeError):
+            raise ProtocolError(
+                f"the node's member list has an entry with a bad id, address or liveness "
+                f"(node {str(doc.get('node_id'))[:64]!r})"
+            ) from None
     return members
 
 

@@ -17,13 +17,20 @@ from typing import Any, TypeVar
 
 import trio
 
-from p2pindex.client.async_client import AsyncClient
-from p2pindex.client.requests import ConsistencyArg, Data
-from p2pindex.client.results import Context, DeleteResult, GetResult, PutResult
+from p2pindex.client.async_client import CONNECT_TIMEOUT, HANDSHAKE_TIMEOUT, AsyncClient
+from p2pindex.client.requests import Addresses, ConsistencyArg, Data
+from p2pindex.client.results import (
+    Context,
+    DeleteResult,
+    GetResult,
+    KeyPlacement,
+    Member,
+    NodeStatus,
+    PutResult,
+)
 from p2pindex.config import Limits
 from p2pindex.security.credentials import ClientCredentials
 from p2pindex.types import Address, ConsistencyLevel
-from p2pindex.wire.messages import MembersReply
 
 T = TypeVar("T")
 
@@ -38,21 +45,26 @@ class Client:
 
     def __init__(
         self,
-        addresses: str | Address | list[str | Address] | tuple[str | Address, ...],
+        addresses: Addresses,
         *,
         consistency: ConsistencyArg = ConsistencyLevel.QUORUM,
         timeout: float = 5.0,
         limits: Limits | None = None,
         credentials: ClientCredentials | str | Path | None = None,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
     ) -> None:
-        """``credentials`` as for ``connect``: a credentials file or object, else
-        $P2PINDEX_CREDENTIALS; without either the client cannot talk to a secure cluster."""
+        """Arguments as for ``p2pindex.connect``. ``credentials``: a credentials file or
+        object, else $P2PINDEX_CREDENTIALS; without either the client cannot talk to a
+        secure cluster."""
         self._client = AsyncClient(
             addresses,
             consistency=consistency,
             timeout=timeout,
             limits=limits,
             credentials=credentials,
+            connect_timeout=connect_timeout,
+            handshake_timeout=handshake_timeout,
         )
         self._token: trio.lowlevel.TrioToken | None = None
         self._stop: trio.Event | None = None
@@ -125,6 +137,15 @@ class Client:
         timeout: float | None = None,
         strict: bool = False,
     ) -> PutResult:
+        """Store ``value`` under ``key`` and return the context that covers it.
+
+        Without ``context`` the write is concurrent with whatever the key holds and becomes
+        a sibling of it; pass the context of a previous get or put to replace what it saw.
+        ``consistency`` (one, quorum, all or a count) and ``timeout`` (seconds) override the
+        client's defaults for this call; ``strict`` counts only the key's own replicas.
+        Raises ``Unavailable`` when too few replicas were reachable (nothing written) and
+        ``Timeout``/``ConnectionLost`` when the outcome is unknown (read before retrying).
+        """
         return self._call(
             self._client.put,
             key,
@@ -143,6 +164,8 @@ class Client:
         timeout: float | None = None,
         strict: bool = False,
     ) -> GetResult:
+        """Read every live value of ``key`` (several when writes were concurrent) and the
+        context that covers them; ``result.found`` is False for a missing or deleted key."""
         return self._call(
             self._client.get, key, consistency=consistency, timeout=timeout, strict=strict
         )
@@ -156,6 +179,8 @@ class Client:
         timeout: float | None = None,
         strict: bool = False,
     ) -> DeleteResult:
+        """Delete ``key`` by writing a tombstone; with ``context`` (from a get) it replaces
+        exactly the values that get saw. Failures are reported as for ``put``."""
         return self._call(
             self._client.delete,
             key,
@@ -165,20 +190,27 @@ class Client:
             strict=strict,
         )
 
-    def status(self, node: str | Address | None = None) -> dict:
+    def status(self, node: str | Address | None = None) -> NodeStatus:
+        """The status of ``node`` (or of any reachable node): its state, every member with
+        liveness and ownership, pending hints and counters."""
         return self._call(self._client.status, node)
 
-    def explain(self, key: Data) -> dict:
+    def explain(self, key: Data) -> KeyPlacement:
+        """Where the cluster places ``key``: primary, replicas and fallbacks in ring order."""
         return self._call(self._client.explain, key)
 
-    def members(self, node: str | Address | None = None) -> MembersReply:
+    def members(self, node: str | Address | None = None) -> tuple[Member, ...]:
+        """The member list as ``node`` (or any reachable node) sees it; refreshes routing."""
         return self._call(self._client.members, node)
 
     def leave(self, node: str | Address) -> None:
+        """Ask the node at ``node`` to hand its data over and leave the cluster."""
         self._call(self._client.leave, node)
 
     def remove(self, node_id: str, node: str | Address | None = None) -> None:
+        """Remove a member that will not come back; its ranges move to the other members."""
         self._call(self._client.remove, node_id, node)
 
     def preference_list(self, key: Data) -> tuple[str, ...]:
+        """The node ids this client would route ``key`` to, primary first."""
         return self._client.preference_list(key)

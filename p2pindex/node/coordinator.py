@@ -748,8 +748,11 @@ class Coordinator:
             return VersionVector()
         try:
             context = versions.decode_context(raw)
-        except ValueError as exc:
-            raise InvalidRequest(f"bad context: {exc}") from None
+        except ValueError:
+            raise InvalidRequest(
+                "the context is not one p2pindex gave out: pass the context a get or put "
+                "returned, unmodified"
+            ) from None
         if len(context) > MAX_CONTEXT_ACTORS:
             raise InvalidRequest(
                 f"context names {len(context)} actors (at most {MAX_CONTEXT_ACTORS}); pass the "

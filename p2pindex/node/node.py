@@ -44,6 +44,7 @@ from p2pindex.security.session import SecureStream
 from p2pindex.storage.base import Storage
 from p2pindex.types import Address, Liveness, NodeState
 from p2pindex.wire.messages import (
+    LIMITS_VERSION,
     DeleteRequest,
     DigestRequest,
     ExplainReply,
@@ -52,6 +53,8 @@ from p2pindex.wire.messages import (
     Hello,
     KeyDigestRequest,
     LeaveRequest,
+    LimitsReply,
+    LimitsRequest,
     MembersReply,
     MembersRequest,
     Message,
@@ -603,6 +606,15 @@ class Node:
             return MembersReply(self.config.n_replicas, DEFAULT_VNODES, self.monitor.member_docs())
         if isinstance(message, ExplainRequest):
             return ExplainReply(self.monitor.explain(message.key))
+        if isinstance(message, LimitsRequest):
+            limits = self.config.limits
+            return LimitsReply(
+                LIMITS_VERSION,
+                limits.max_key,
+                limits.max_value,
+                limits.max_frame,
+                limits.sibling_max,
+            )
         if isinstance(message, LeaveRequest):
             assert self._nursery is not None
             self._nursery.start_soon(self.leave)
@@ -610,7 +622,7 @@ class Node:
         if isinstance(message, RemoveRequest):
             return await self._remove(message)
         self.stats.incr("rejected.unexpected_message")
-        raise InvalidRequest(f"{type(message).__name__} is not a request this node serves")
+        raise InvalidRequest(f"this node does not serve requests of type {message.TYPE}")
 
     def _decode(self, record: bytes) -> versions.VersionedObject:
         try:

@@ -15,11 +15,13 @@ from dataclasses import dataclass
 
 from p2pindex.security.certs import ClientCapability, NodeCertificate, Role, when
 from p2pindex.security.errors import AccessDenied
+from p2pindex.types import key_text
 from p2pindex.wire.messages import (
     DeleteRequest,
     ExplainRequest,
     GetRequest,
     LeaveRequest,
+    LimitsRequest,
     MembersRequest,
     Message,
     PutRequest,
@@ -35,12 +37,32 @@ REQUIRED_ROLE: dict[type[Message], Role] = {
     StatusRequest: Role.READ,
     MembersRequest: Role.READ,
     ExplainRequest: Role.READ,
+    LimitsRequest: Role.READ,
     PutRequest: Role.WRITE,
     DeleteRequest: Role.WRITE,
     LeaveRequest: Role.ADMIN,
     RemoveRequest: Role.ADMIN,
     RevocationPush: Role.ADMIN,
 }
+OPERATION_NAMES: dict[type[Message], str] = {
+    GetRequest: "get",
+    StatusRequest: "status",
+    MembersRequest: "reading the member list",
+    ExplainRequest: "explain",
+    LimitsRequest: "reading the limits",
+    PutRequest: "put",
+    DeleteRequest: "delete",
+    LeaveRequest: "leave",
+    RemoveRequest: "remove",
+    RevocationPush: "revoke",
+}
+"""What a person calls each request, for messages."""
+
+
+def operation_name(message: Message) -> str:
+    return OPERATION_NAMES.get(type(message), f"node-to-node request (type {message.TYPE})")
+
+
 ADMIN_MESSAGES = frozenset(m for m, role in REQUIRED_ROLE.items() if role is Role.ADMIN)
 _KEYED = (GetRequest, PutRequest, DeleteRequest, ExplainRequest)
 
@@ -91,25 +113,26 @@ def authorize(peer: Peer, message: Message, now: float) -> None:
     credential = peer.credential
     if isinstance(credential, NodeCertificate):
         return
-    name = type(message).__name__
+    name = operation_name(message)
     if credential.expires <= now:
         raise AccessDenied(
             "expired", f"the client capability expired at {when(credential.expires)}"
         )
     required = REQUIRED_ROLE.get(type(message))
     if required is None:
-        raise AccessDenied(
-            "node_only", f"{name} is a node-to-node message; no client capability allows it"
-        )
+        raise AccessDenied("node_only", f"{name} is for nodes only; no client capability allows it")
     if _RANK[credential.role] < _RANK[required]:
         raise AccessDenied(
             "role",
-            f"{name} needs the {required.value} role; this capability has {credential.role.value}",
+            f"{name} needs the {required.value} role, but this client's capability has the "
+            f"{credential.role.value} role (issue one with `p2pindex token issue --role "
+            f"{required.value}`)",
         )
     if credential.prefix and isinstance(message, _KEYED):
         key: bytes = message.key
         if not key.startswith(credential.prefix):
             raise AccessDenied(
                 "prefix",
-                f"key {key[:64]!r} is outside this capability's prefix {credential.prefix!r}",
+                f"{name} of key {key_text(key)} refused: this client's capability covers only "
+                f"the key prefix {key_text(credential.prefix)}",
             )

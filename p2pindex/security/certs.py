@@ -111,15 +111,27 @@ class TrustSet:
 
     @classmethod
     def from_json(cls, text: str, origin: str = "trust file") -> TrustSet:
+        """Parse a trust file; every problem is named in words, never in the parser's."""
+        bad = f"{origin} is not a valid trust file"
         try:
             doc = json.loads(text)
-            if doc.get("format") != TRUST_FORMAT:
-                raise ValueError(f"format is {doc.get('format')!r}, expected {TRUST_FORMAT!r}")
+        except ValueError:
+            raise ConfigError(f"{bad}: it is not JSON") from None
+        if not isinstance(doc, dict):
+            raise ConfigError(f"{bad}: it is not a JSON object")
+        if doc.get("format") != TRUST_FORMAT:
+            raise ConfigError(f"{bad}: format is {doc.get('format')!r}, expected {TRUST_FORMAT!r}")
+        try:
             cluster_id = bytes.fromhex(doc["cluster"])
             authorities = frozenset(bytes.fromhex(key) for key in doc["authorities"])
+        except KeyError as exc:
+            raise ConfigError(f"{bad}: the {exc.args[0]!r} field is missing") from None
+        except (ValueError, TypeError):
+            raise ConfigError(f"{bad}: its cluster id and authority keys must be hex") from None
+        try:
             return cls(cluster_id, authorities)
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ConfigError(f"{origin} is not a valid trust file: {exc}") from None
+        except ConfigError as exc:
+            raise ConfigError(f"{bad}: {exc}") from None
 
     @classmethod
     def load(cls, path: Path) -> TrustSet:

@@ -67,18 +67,26 @@ class ClientCredentials:
             doc = json.loads(path.read_text())
         except OSError as exc:
             raise ConfigError(f"cannot read credentials {path}: {exc.strerror}") from None
-        except ValueError as exc:
-            raise ConfigError(f"{path} is not a credentials file: {exc}") from None
+        except ValueError:
+            raise ConfigError(
+                f"{path} is not a p2pindex credentials file (it is not JSON); "
+                "make one with `p2pindex token issue`"
+            ) from None
         if not isinstance(doc, dict) or doc.get("format") != CREDENTIALS_FORMAT:
             raise ConfigError(f"{path} is not a p2pindex credentials file")
         if path.stat().st_mode & 0o077:
             raise ConfigError(f"{path} is readable by other users; run chmod 600 {path}")
+        bad = f"{path} is not a valid credentials file"
         try:
             key = SigningKey(bytes.fromhex(doc["key"]))
             capability = base64.b64decode(doc["capability"], validate=True)
             trust = TrustSet.from_json(json.dumps(doc["trust"]), str(path))
-        except (KeyError, ValueError, TypeError) as exc:
-            raise ConfigError(f"{path} is not a valid credentials file: {exc}") from None
+        except KeyError as exc:
+            raise ConfigError(f"{bad}: the {exc.args[0]!r} field is missing") from None
+        except (ValueError, TypeError):
+            raise ConfigError(
+                f"{bad}: its key must be 32 bytes of hex and its capability base64"
+            ) from None
         return cls(key, capability, trust)
 
     @classmethod
@@ -147,6 +155,7 @@ def client_connector(
     transport: Connector | None,
     *,
     connect_timeout: float,
+    handshake_timeout: float = DEFAULT_TIMEOUT,
 ) -> Connector | None:
     """How a client opens connections: through the handshake when it has credentials
     (given, or named by $P2PINDEX_CREDENTIALS), else plainly over ``transport`` (None: TCP)."""
@@ -155,4 +164,9 @@ def client_connector(
     credentials = credentials or ClientCredentials.from_environment()
     if credentials is None:
         return transport
-    return SecureConnector(credentials, transport=transport, connect_timeout=connect_timeout)
+    return SecureConnector(
+        credentials,
+        transport=transport,
+        connect_timeout=connect_timeout,
+        handshake_timeout=handshake_timeout,
+    )

@@ -50,7 +50,7 @@ from typing import Any
 
 import trio
 
-from p2pindex.client.routing import Member, parse_members
+from p2pindex.client import Member
 from p2pindex.core.versions import decode_object, encode_context
 from p2pindex.errors import P2PIndexError, Timeout
 from p2pindex.security.authority import Authority
@@ -413,7 +413,7 @@ class Cluster:
                     address, entry = view
                     if entry is None or not entry.in_ring:
                         return
-                    if entry.liveness is not Liveness.ALIVE:
+                    if entry.liveness != Liveness.ALIVE.value:
                         with contextlib.suppress(P2PIndexError, OSError):
                             await self.admin.remove(node.node_id, address)
                 await trio.sleep(POLL_INTERVAL)
@@ -427,7 +427,7 @@ class Cluster:
                 reply = await self.admin.members(address)
             except (P2PIndexError, OSError):
                 continue
-            return address, next((m for m in parse_members(reply) if m.node_id == node_id), None)
+            return address, next((m for m in reply if m.node_id == node_id), None)
         return None
 
     def kill_all(self) -> None:
@@ -502,9 +502,9 @@ async def poll_membership(cluster: Cluster, client: Any, history: History) -> No
             if reply is None:
                 continue
             now = trio.current_time()
-            for member in reply.members:
-                subject = names.get(member["node_id"], member["node_id"][:12])
-                liveness = Liveness(member["liveness"])
+            for member in reply:
+                subject = names.get(member.node_id, member.node_id[:12])
+                liveness = Liveness(member.liveness)
                 if subject != node.name and last.get((node.name, subject)) is not liveness:
                     last[(node.name, subject)] = liveness
                     history.append(Observation(now, node.name, subject, liveness))
@@ -654,7 +654,7 @@ async def _wait_for_members(cluster: Cluster, addresses: list[str], credentials:
                         reply = await db.members(node.address)
                     except P2PIndexError:
                         break
-                    views.append(sum(m["liveness"] == "alive" for m in reply.members))
+                    views.append(sum(m.liveness == "alive" for m in reply))
                 if views and min(views) >= wanted:
                     return
                 await trio.sleep(0.2)

@@ -240,8 +240,8 @@ class Scenario:
             "faults": "schedule"
             if plan.schedule is not None
             else f"generate count={plan.count} kinds={','.join(k.value for k in plan.kinds)}",
-            "network": repr(self.network),
-            "disk": repr(self.disk),
+            "network": settings_text(self.network),
+            "disk": settings_text(self.disk),
         }
         for name, value in sorted(self.node.items()):
             options[f"node.{name}"] = value
@@ -250,6 +250,27 @@ class Scenario:
         for name, value in sorted(self.checks.items()):
             options[f"checks.{name}"] = value
         return options
+
+
+def settings_text(value: object) -> str:
+    """Settings as a person reads them (``delay=(kind=exponential, mean=0.002), loss=0``):
+    field names and plain values, no class names or enum reprs."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return ", ".join(
+            f"{item.name}={_setting_value(getattr(value, item.name))}"
+            for item in dataclasses.fields(value)
+        )
+    return _setting_value(value)
+
+
+def _setting_value(value: object) -> str:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return f"({settings_text(value)})"
+    if isinstance(value, enum.Enum):
+        return str(value.value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
 
 
 @dataclass(frozen=True, slots=True)

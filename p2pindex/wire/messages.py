@@ -93,6 +93,18 @@ class MembersRequest(Message):
     TYPE: ClassVar[int] = 8
 
 
+@dataclass(frozen=True, slots=True)
+class LimitsRequest(Message):
+    """Ask for the node's request limits, so a client checks requests against the limits
+    the cluster really has rather than the defaults. A node that predates this message
+    answers it with an ErrorReply (unknown type), and the client keeps its own limits.
+
+    Its code is far from the others so that new requests can keep taking the next code.
+    """
+
+    TYPE: ClassVar[int] = 19
+
+
 # --- replies -------------------------------------------------------------------------------
 
 
@@ -155,6 +167,22 @@ class MembersReply(Message):
     """Virtual nodes per member: with the member ids this lets a client rebuild the ring."""
     members: list[dict[str, Any]]
     """One document per member: node_id, address, liveness, state, incarnation."""
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsReply(Message):
+    """The limits a node enforces on client requests (bytes). ``version`` is the version of
+    this reply's meaning: a client adopts a reply only in a version it knows."""
+
+    TYPE: ClassVar[int] = 39
+    version: int
+    max_key: int
+    max_value: int
+    max_frame: int
+    sibling_max: int
+
+
+LIMITS_VERSION = 1
 
 
 # --- node <-> node -------------------------------------------------------------------------

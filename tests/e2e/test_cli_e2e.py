@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -122,6 +124,52 @@ def test_unreachable_node() -> None:
     result = p2pindex("get", "k", "--node", f"127.0.0.1:{port}")
     assert result.returncode == 4
     assert f"127.0.0.1:{port}" in one_error_line(result)
+
+
+@pytest.fixture
+def silent_seed() -> Iterator[str]:
+    """An address that accepts TCP connections and never says a word (a hung process)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield f"127.0.0.1:{listener.getsockname()[1]}"
+
+
+def test_a_silent_seed_sends_the_client_to_the_next_node(
+    cluster: LocalCluster, silent_seed: str
+) -> None:
+    """Before: `protocol error: the handshake did not complete within 5s`, exit 1."""
+    nodes = ["--node", silent_seed, "--node", cluster.addresses[1]]
+    started = time.monotonic()
+    put = p2pindex("put", "failover-key", "v", *nodes, credentials=cluster.credentials)
+    assert put.returncode == 0, put.stderr
+    got = p2pindex("get", "failover-key", *nodes, credentials=cluster.credentials)
+    assert (got.returncode, got.stdout) == (0, b"v"), got.stderr
+    assert time.monotonic() - started < 20
+    alone = p2pindex(
+        "get", "failover-key", "--node", silent_seed, "--handshake-timeout", "0.5",
+        credentials=cluster.credentials,
+    )  # fmt: skip
+    assert alone.returncode == 4
+    assert f"{silent_seed} (the handshake did not complete within 0.5s)" in one_error_line(alone)
+
+
+def test_a_node_with_a_larger_value_limit_takes_large_values(tmp_path: Path) -> None:
+    """Before: the CLI refused a 2 MB value by the default limit whatever the node said."""
+    with LocalCluster(
+        1, tmp_path, n_replicas=1, extra_args=("--max-value", str(4 * 1024 * 1024))
+    ) as local:
+        local.start()
+        big = os.urandom(2 * 1024 * 1024)
+        node = ["--node", local.addresses[0]]
+        put = p2pindex("put", "big", "-", *node, stdin=big, credentials=local.credentials)
+        assert put.returncode == 0, put.stderr
+        got = p2pindex("get", "big", *node, credentials=local.credentials)
+        assert got.returncode == 0 and got.stdout == big
+        too_big = os.urandom(4 * 1024 * 1024 + 1)
+        refused = p2pindex("put", "big", "-", *node, stdin=too_big, credentials=local.credentials)
+        assert refused.returncode == 1
+        assert "the cluster's limit is 4194304" in one_error_line(refused)
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
 """The harness catches bugs: each planted bug is caught by the checker guarding its rule.
 
-Each bug has a scenario (simulations/planted-<bug>.toml) and a seed on which it is caught
+Each bug has a scenario (p2pindex/sim/scenarios/planted-<bug>.toml) and a seed on which it is caught
 (found by ``python simulations/planted_bugs.py``, which also reports catch rates). The same
 seed without the bug must pass, or the catch would prove nothing. Runs go through the
 ``p2pindex simulate`` command in a subprocess, which fixes PYTHONHASHSEED, so a seed gives
@@ -42,7 +42,7 @@ def simulate(bug: str, tmp_path: Path, *, planted: bool) -> tuple[int, str, set[
         "-m",
         "p2pindex",
         "simulate",
-        str(ROOT / "simulations" / f"planted-{bug}.toml"),
+        str(ROOT / "p2pindex" / "sim" / "scenarios" / f"planted-{bug}.toml"),
         "--seed",
         str(seed),
         "--output",
@@ -62,7 +62,7 @@ def simulate(bug: str, tmp_path: Path, *, planted: bool) -> tuple[int, str, set[
 def test_every_planted_bug_has_a_checker_and_a_scenario() -> None:
     assert set(CAUGHT_BY) == PLANTED_BUGS
     for bug in PLANTED_BUGS:
-        assert (ROOT / "simulations" / f"planted-{bug}.toml").is_file(), bug
+        assert (ROOT / "p2pindex" / "sim" / "scenarios" / f"planted-{bug}.toml").is_file(), bug
 
 
 @pytest.mark.parametrize("bug", sorted(CAUGHT_BY))

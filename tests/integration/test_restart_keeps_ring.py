@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_restarts_while_members_are_down_lose_no_acknowledged_write(tmp_path: Path) -> None:
-    scenario = ROOT / "simulations" / "restart-with-members-down.toml"
+    scenario = ROOT / "p2pindex" / "sim" / "scenarios" / "restart-with-members-down.toml"
     args = [sys.executable, "-m", "p2pindex", "simulate", str(scenario), "--seed", "1"]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONHASHSEED"}
     done = subprocess.run(

@@ -49,7 +49,7 @@ def secure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Secure]:
 
 async def status(address: Address, credentials: ClientCredentials | None = None) -> dict:
     async with connect([str(address)], credentials=credentials) as db:
-        return await db.status(address)
+        return dict((await db.status(address)).document)
 
 
 def counters(document: dict) -> dict[str, float]:

@@ -174,7 +174,7 @@ def test_empty_key_is_refused_without_a_traceback(
     cluster: FakeCluster, capsys: pytest.CaptureFixture
 ) -> None:
     assert run("put", "", "v", "--node", cluster.addresses[0]) == 1
-    assert capsys.readouterr().err == "error: key must not be empty\n"
+    assert capsys.readouterr().err == "error: invalid request: key must not be empty\n"
 
 
 def test_node_defaults_to_the_environment(

@@ -56,6 +56,45 @@ def test_every_command_and_option_has_help(client_only: None) -> None:
             assert option.help, f"{name} {option.option_strings or option.dest}"
 
 
+NO_RESULT = {"serve", "dev", "demo", "completion"}
+"""Commands that print no result to format: a node or a cluster that runs until stopped, a
+narrated tour, a shell script. Every other command takes --format json."""
+
+
+def leaf_commands(
+    parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+) -> list[tuple[tuple[str, ...], argparse.ArgumentParser]]:
+    children = (
+        subcommands(parser)
+        if any(isinstance(a, argparse._SubParsersAction) for a in parser._actions)
+        else {}
+    )
+    if not children:
+        return [(path, parser)]
+    return [
+        leaf for name, child in children.items() for leaf in leaf_commands(child, (*path, name))
+    ]
+
+
+def test_every_option_of_every_command_has_help_and_results_have_json() -> None:
+    """All commands, the optional ones and sub-actions (cluster init, token issue) too."""
+    leaves = leaf_commands(cli_main.build_parser())
+    assert {" ".join(path) for path, _ in leaves} >= {
+        "serve",
+        "simulate",
+        "cluster init",
+        "token issue",
+        "completion",
+    }
+    for path, parser in leaves:
+        name = " ".join(path)
+        assert parser.description, name
+        for option in parser._actions:
+            assert option.help, f"{name} {option.option_strings or option.dest}"
+        has_format = any("--format" in option.option_strings for option in parser._actions)
+        assert has_format == (name not in NO_RESULT), name
+
+
 def test_optional_commands_register_when_present() -> None:
     commands = subcommands(cli_main.build_parser())
     assert "serve" in commands

@@ -251,11 +251,12 @@ async def test_admin_requests_go_to_the_named_node(nursery: trio.Nursery) -> Non
         await db.leave(str(target.address))
         await db.remove(" NODE1 ", str(target.address))
         explained = await db.explain("k")
-    assert status == {"node_id": target.node_id, "address": str(target.address)}
+    assert (status.node_id, status.address) == (target.node_id, str(target.address))
+    assert status.keys == 0 and status.statistics == {"requests.get": 1.0}
     assert len(target.requests(StatusRequest)) == 1
     assert len(target.requests(LeaveRequest)) == 1
     assert target.requests(RemoveRequest) == [RemoveRequest("node1")]
-    assert explained["key"] == b"k".hex()
+    assert explained.key == b"k" and explained.nodes == ()
 
 
 async def test_bad_arguments_are_refused_before_sending(nursery: trio.Nursery) -> None:

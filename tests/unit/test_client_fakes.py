@@ -26,6 +26,7 @@ from p2pindex.wire.messages import (
     GetReply,
     GetRequest,
     LeaveRequest,
+    LimitsRequest,
     MembersReply,
     MembersRequest,
     Message,
@@ -59,9 +60,19 @@ async def default_behaviour(node: FakeNode, message: Message) -> Message:
         node.store.pop(message.key, None)
         return DeleteReply(b"tomb-" + node.node_id.encode())
     if isinstance(message, StatusRequest):
-        return StatusReply({"node_id": node.node_id, "address": str(node.address)})
+        return StatusReply(
+            {
+                "node_id": node.node_id,
+                "address": str(node.address),
+                "cluster": "fake",
+                "state": "active",
+                "n_replicas": 3,
+                "keys": len(node.store),
+                "statistics": {"requests.get": 1},
+            }
+        )
     if isinstance(message, ExplainRequest):
-        return ExplainReply({"key": message.key.hex(), "by": node.node_id})
+        return ExplainReply({"key": message.key.hex(), "n_replicas": 3, "nodes": []})
     if isinstance(message, LeaveRequest | RemoveRequest):
         return OkReply()
     return ErrorReply("invalid_request", f"unexpected {type(message).__name__}")
@@ -97,13 +108,17 @@ class FakeNode:
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         self.connections += 1
-        channel = RpcChannel(stream, Limits(), handler=self._dispatch, name=self.node_id)
+        channel = RpcChannel(
+            stream, self.cluster.node_limits, handler=self._dispatch, name=self.node_id
+        )
         await channel.run()
 
     async def _dispatch(self, message: Message) -> Message:
         self.received.append(message)
         if isinstance(message, MembersRequest):
             return self.cluster.members_reply()
+        if isinstance(message, LimitsRequest):
+            return self.cluster.limits_reply
         return await self.behaviour(self, message)
 
 
@@ -112,6 +127,10 @@ class FakeCluster:
         self.n_replicas = n_replicas
         self.nodes = [FakeNode(self, f"node{i}") for i in range(size)]
         self.liveness: dict[str, str] = {node.node_id: "alive" for node in self.nodes}
+        self.node_limits = Limits()
+        self.limits_reply: Message = ErrorReply("invalid_request", "unknown message type 19")
+        """What the nodes answer a client asking for their limits (by default: what a node
+        that predates the question answers)."""
 
     def members_reply(self) -> MembersReply:
         docs = [

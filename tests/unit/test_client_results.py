@@ -21,7 +21,13 @@ from p2pindex.client.requests import (
 )
 from p2pindex.client.results import Context, GetResult, SiblingConflict
 from p2pindex.config import Limits
-from p2pindex.errors import ProtocolError, Unavailable
+from p2pindex.errors import (
+    InvalidArgumentType,
+    InvalidRequest,
+    P2PIndexError,
+    ProtocolError,
+    Unavailable,
+)
 from p2pindex.types import Address, ConsistencyLevel
 from p2pindex.wire.messages import ErrorReply, GetReply, OkReply, PutReply
 
@@ -61,12 +67,38 @@ def test_keys_values_and_contexts_accept_bytes_and_text() -> None:
 
 def test_limits_are_checked_up_front() -> None:
     limits = Limits(max_key=4, max_value=8)
-    with pytest.raises(ValueError, match="key is 5 bytes; the limit is 4"):
+    with pytest.raises(InvalidRequest, match="key '12345' is 5 bytes; the cluster's limit is 4"):
         check_key("12345", limits)
-    with pytest.raises(ValueError, match="value is 9 bytes; the limit is 8"):
+    with pytest.raises(ValueError, match="key 0xff00 is 2 bytes"):
+        check_key(b"\xff\x00", Limits(max_key=1, max_value=8))
+    with pytest.raises(InvalidRequest, match="value is 9 bytes; the cluster's limit is 8"):
         check_value(b"x" * 9, limits)
-    with pytest.raises(TypeError, match="value must be bytes or str"):
+    with pytest.raises(InvalidArgumentType, match="value must be bytes or str"):
         check_value(3.5, limits)  # type: ignore[arg-type]
+
+
+def test_client_refusals_are_the_projects_errors_and_the_builtin_ones() -> None:
+    """Code that caught ValueError/TypeError before keeps working; new code can catch ours."""
+    refusals = [
+        (lambda: check_key("", Limits()), InvalidRequest, ValueError),
+        (lambda: check_key(5, Limits()), InvalidArgumentType, TypeError),  # type: ignore[arg-type]
+        (lambda: check_consistency("most", None), InvalidRequest, ValueError),
+        (lambda: check_consistency(5, 3), InvalidRequest, ValueError),
+        (lambda: check_consistency(2.5, None), InvalidArgumentType, TypeError),  # type: ignore[arg-type]
+        (lambda: check_timeout(-1), InvalidRequest, ValueError),
+        (lambda: check_timeout("5"), InvalidArgumentType, TypeError),  # type: ignore[arg-type]
+        (lambda: check_context(3), InvalidArgumentType, TypeError),  # type: ignore[arg-type]
+        (lambda: Context.from_str("not base64!"), InvalidRequest, ValueError),
+        (lambda: parse_addresses("nowhere"), InvalidRequest, ValueError),
+        (lambda: parse_addresses([7400]), InvalidArgumentType, TypeError),  # type: ignore[list-item]
+        (lambda: parse_addresses([]), InvalidRequest, ValueError),
+    ]
+    for refuse, ours, builtin in refusals:
+        with pytest.raises(ours) as info:
+            refuse()
+        assert isinstance(info.value, builtin | P2PIndexError)
+        assert isinstance(info.value, builtin)
+        assert "Error" not in str(info.value) and "b'" not in str(info.value)
 
 
 @pytest.mark.parametrize(
@@ -108,7 +140,7 @@ def test_replies_map_to_results_or_errors() -> None:
     assert get_result(GetReply([b"v"], b"c")).context == Context(b"c")
     with pytest.raises(Unavailable):
         put_result(ErrorReply("unavailable", "x", 2, 1))
-    with pytest.raises(ProtocolError, match="expected GetReply, got OkReply"):
+    with pytest.raises(ProtocolError, match=r"wrong kind of message \(type 24, expected type 21\)"):
         get_result(OkReply())
 
 

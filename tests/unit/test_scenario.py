@@ -18,7 +18,7 @@ from p2pindex.sim.scenario import (
     scenario_path,
 )
 
-SIMULATIONS = Path(__file__).resolve().parents[2] / "simulations"
+SIMULATIONS = Path(__file__).resolve().parents[2] / "p2pindex" / "sim" / "scenarios"
 
 
 def write(tmp_path: Path, text: str, name: str = "s.toml") -> Path:

@@ -186,3 +186,39 @@ def test_a_missing_authority_says_how_to_make_one(tmp_path: Path) -> None:
             "--out",
             str(tmp_path / "x"),
         )
+
+
+def test_every_security_command_prints_its_result_as_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    def as_json(*argv: str) -> dict[str, object]:
+        assert run(*argv, "--format", "json") == 0
+        out = capsys.readouterr().out
+        assert out.count("\n") == 1, out
+        document = json.loads(out)
+        assert isinstance(document, dict)
+        return document
+
+    authority = tmp_path / "authority"
+    init = as_json("cluster", "init", "--dir", str(authority))
+    assert init["trust_file"] == str(authority / "cluster.trust")
+    key = as_json("keygen", "--out", str(tmp_path / "node.key"))
+    assert len(str(key["node_id"])) == 16 and len(str(key["public_key"])) == 64
+    certified = as_json(
+        "cluster", "certify", "--authority", str(authority), "--data-dir", str(tmp_path / "n1")
+    )
+    assert len(str(certified["node_id"])) == 16 and isinstance(certified["serial"], int)
+    issued = as_json(
+        "token", "issue", "--authority", str(authority), "--role", "read",
+        "--prefix", "user:", "--out", str(tmp_path / "app.cred"),
+    )  # fmt: skip
+    assert (issued["role"], issued["prefix"]) == ("read", "user:")
+    revoked = as_json("cluster", "revoke", str(certified["node_id"]), "--authority", str(authority))
+    assert revoked["node_ids"] == [certified["node_id"]] and revoked["pushed_to"] is None
+    rotated = as_json("cluster", "rotate", "--authority", str(authority))
+    retired = as_json(
+        "cluster", "retire", "--authority", str(authority), "--key", str(rotated["old_key"])
+    )
+    assert retired["trusted"] == [rotated["new_key"]]

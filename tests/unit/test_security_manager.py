@@ -235,7 +235,7 @@ def test_client_credentials_round_trip_and_refuse_a_node_certificate(
     with pytest.raises(ConfigError, match="chmod 600"):
         ClientCredentials.load(path)
     write_private_key(tmp_path / "not-json", key)
-    with pytest.raises(ConfigError, match="not a credentials file"):
+    with pytest.raises(ConfigError, match=r"not a p2pindex credentials file \(it is not JSON\)"):
         ClientCredentials.load(tmp_path / "not-json")
 
 
