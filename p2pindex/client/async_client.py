@@ -44,6 +44,7 @@ from p2pindex.client.routing import Router
 from p2pindex.config import Limits
 from p2pindex.errors import (
     ConnectionLost,
+    InvalidRequest,
     NoNodeReachable,
     P2PIndexError,
     Timeout,
@@ -53,6 +54,7 @@ from p2pindex.net.channel import RpcChannel, open_channel
 from p2pindex.security.credentials import ClientCredentials, client_connector
 from p2pindex.types import Address, ConsistencyLevel
 from p2pindex.wire.messages import (
+    AdmitRequest,
     DeleteRequest,
     ExplainReply,
     ExplainRequest,
@@ -257,6 +259,14 @@ class AsyncClient:
             raise ValueError("node id must be a non-empty string")
         request = RemoveRequest(node_id.strip().lower())
         expect(await self._admin(node, request, retry_after_send=False), OkReply)
+
+    async def admit(self, node_id: str, node: str | Address | None = None) -> str:
+        """Let a removed member join again (it is refused until then); returns the node's
+        account of how many members it reached."""
+        if not isinstance(node_id, str) or not node_id.strip():
+            raise InvalidRequest("admit needs the full id of the removed node")
+        request = AdmitRequest(node_id.strip().lower())
+        return expect(await self._admin(node, request, retry_after_send=False), OkReply).detail
 
     def preference_list(self, key: Data) -> tuple[str, ...]:
         """The node ids this client would route ``key`` to, primary first."""

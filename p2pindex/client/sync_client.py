@@ -180,5 +180,9 @@ class Client:
     def remove(self, node_id: str, node: str | Address | None = None) -> None:
         self._call(self._client.remove, node_id, node)
 
+    def admit(self, node_id: str, node: str | Address | None = None) -> str:
+        """Let a removed member join again; see ``AsyncClient.admit``."""
+        return self._call(self._client.admit, node_id, node)
+
     def preference_list(self, key: Data) -> tuple[str, ...]:
         return self._client.preference_list(key)

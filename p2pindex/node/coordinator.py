@@ -754,16 +754,10 @@ class Coordinator:
         self, key: bytes, n: int, strict: bool, required: int, *, read: bool = False
     ) -> list[Target]:
         ring = self._view.ring
-        if len(ring.nodes) < n:
-            raise InvalidRequest(
-                f"the cluster keeps N={n} replicas but has only {len(ring.nodes)} node(s); "
-                "add nodes or lower n_replicas"
-            )
         usable = self._view.readable if read else self._view.usable
         targets = select_targets(ring, key, n, usable, strict=strict)
         if len(targets) < required:
-            kind = "primary replicas" if strict else "replicas or fallbacks"
-            raise Unavailable(required, len(targets), f"too few {kind} are up")
+            raise Unavailable(required, len(targets), _too_few(len(ring.nodes), n, strict))
         return targets
 
     async def _forward(
@@ -832,6 +826,18 @@ class _Delivery:
             )
             return
         self.on_result(self.node, result, self.tracker, self.round_)
+
+
+def _too_few(members: int, n: int, strict: bool) -> str:
+    """Why a request has too few targets. A cluster smaller than N still serves (every
+    member holds every key); only a level needing more replies than it has members fails."""
+    if members < n:
+        return (
+            f"the cluster has {members} member(s), fewer than N={n}; a lower consistency "
+            "level is served"
+        )
+    kind = "primary replicas" if strict else "replicas or fallbacks"
+    return f"too few {kind} are up"
 
 
 def _unwrapped(result: outcome.Outcome) -> Message | OSError | P2PIndexError:

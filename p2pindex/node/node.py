@@ -22,7 +22,7 @@ from p2pindex.config import NodeConfig
 from p2pindex.core import versions
 from p2pindex.core.ring import DEFAULT_VNODES, Ring
 from p2pindex.core.swim import Member, MemberChanged, Swim, SwimConfig
-from p2pindex.errors import InvalidRequest, P2PIndexError, StorageFailure
+from p2pindex.errors import InvalidRequest, P2PIndexError, PermissionDenied, StorageFailure
 from p2pindex.net.base import Transport
 from p2pindex.net.channel import RpcChannel
 from p2pindex.node import planted
@@ -42,6 +42,7 @@ from p2pindex.security.session import SecureStream
 from p2pindex.storage.base import Storage
 from p2pindex.types import Address, Liveness, NodeState
 from p2pindex.wire.messages import (
+    AdmitRequest,
     DeleteRequest,
     DigestRequest,
     ExplainReply,
@@ -124,8 +125,8 @@ class Node:
         self.address: Address = config.advertised
         self._members: dict[str, Member] = {}
         self._removed: dict[str, int] = {}
-        """Members taken out of the ring, with the incarnation they had; a restart of the
-        node itself (higher incarnation, alive) brings it back."""
+        """Members taken out of the ring, with the incarnation they had. They stay out when
+        they restart (their connections are refused) until an operator admits them again."""
         self._ring_members_saved = b""
         """The ring members as last saved: a rebuild that changes nothing saved writes nothing."""
         self._dead_since: dict[str, float] = {}
@@ -373,10 +374,6 @@ class Node:
                 self.security.note_member(member.node_id, member.address)
             self._unreachable_until.pop(member.node_id, None)
             self._dead_since.pop(member.node_id, None)
-            removed_at = self._removed.get(member.node_id)
-            if removed_at is not None and member.incarnation > removed_at:
-                del self._removed[member.node_id]
-                self._spawn_persist_removed()
         elif member.liveness is Liveness.DEAD:
             self._dead_since.setdefault(member.node_id, trio.current_time())
         self.stats.incr(f"membership.{member.liveness.value}")
@@ -393,6 +390,22 @@ class Node:
             self.ring = Ring(nodes, DEFAULT_VNODES)
             self.stats.incr("ring.rebuilds")
             self._spawn_persist_ring_members()
+
+    def is_removed(self, node_id: str) -> bool:
+        return node_id in self._removed
+
+    @property
+    def removed_count(self) -> int:
+        return len(self._removed)
+
+    def removed_refusal(self, node_id: str) -> str:
+        """What a removed node is told when it tries to come back, in an operator's words."""
+        return (
+            f"node {node_id} was removed from cluster {self.config.cluster!r} with "
+            f"`p2pindex remove` and may not rejoin; to admit it again run `p2pindex admit "
+            f"{node_id}` against a live member, then restart it (or start it with an empty "
+            "data directory to join as a new node)"
+        )
 
     def remove_member(self, node_id: str) -> None:
         """Take ``node_id`` out of this node's ring (and remember it across restarts)."""
@@ -440,6 +453,45 @@ class Node:
         if failed:
             detail += f"; not reached (retry there): {', '.join(sorted(failed))}"
         return OkReply(detail)
+
+    async def _admit(self, request: AdmitRequest) -> Message:
+        """Undo a removal on this node and, unless relayed, on every live member."""
+        node_id = request.node_id
+        if node_id in self._removed:
+            del self._removed[node_id]
+            self._spawn_persist_removed()
+            self._rebuild_ring()
+            log.info("member %s admitted again: it may rejoin", node_id)
+        elif request.relayed:
+            return OkReply(f"node {node_id} was not removed here")
+        else:
+            raise InvalidRequest(f"node {node_id} is not a removed member of this cluster")
+        if request.relayed:
+            return OkReply(f"node {node_id} admitted")
+        assert self._peers is not None
+        others = [
+            m
+            for m in self._members.values()
+            if m.node_id not in (self.node_id, node_id)
+            and m.node_id not in self._removed
+            and m.liveness in (Liveness.ALIVE, Liveness.SUSPECT)
+        ]
+        failed: list[str] = []
+
+        async def relay(member: Member) -> None:
+            try:
+                await self._peers.request(member.address, AdmitRequest(node_id, relayed=True), 5.0)
+            except (OSError, P2PIndexError):
+                failed.append(member.node_id)
+
+        async with trio.open_nursery() as nursery:
+            for other in others:
+                nursery.start_soon(relay, other)
+        detail = f"node {node_id} may rejoin; admitted on {len(others) - len(failed) + 1}"
+        detail += f" of {len(others) + 1} live members"
+        if failed:
+            detail += f"; not reached (retry there): {', '.join(sorted(failed))}"
+        return OkReply(detail + "; restart it to rejoin")
 
     def _load_removed(self) -> dict[str, int]:
         raw = self.storage.get_meta(REMOVED_META)
@@ -573,6 +625,9 @@ class Node:
                 raise InvalidRequest(
                     f"this node belongs to cluster {self.config.cluster!r}, not {message.cluster!r}"
                 )
+            if message.node_id in self._removed:
+                self.stats.incr("rejected.removed_member")
+                raise PermissionDenied(self.removed_refusal(message.node_id))
             return OkReply()
         if isinstance(message, StatusRequest):
             return StatusReply(self.monitor.status())
@@ -586,6 +641,8 @@ class Node:
             return OkReply(f"node {self.node_id} is leaving")
         if isinstance(message, RemoveRequest):
             return await self._remove(message)
+        if isinstance(message, AdmitRequest):
+            return await self._admit(message)
         self.stats.incr("rejected.unexpected_message")
         raise InvalidRequest(f"{type(message).__name__} is not a request this node serves")
 

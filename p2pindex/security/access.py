@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from p2pindex.security.certs import ClientCapability, NodeCertificate, Role, when
 from p2pindex.security.errors import AccessDenied
 from p2pindex.wire.messages import (
+    AdmitRequest,
     DeleteRequest,
     ExplainRequest,
     GetRequest,
@@ -39,6 +40,7 @@ REQUIRED_ROLE: dict[type[Message], Role] = {
     DeleteRequest: Role.WRITE,
     LeaveRequest: Role.ADMIN,
     RemoveRequest: Role.ADMIN,
+    AdmitRequest: Role.ADMIN,
     RevocationPush: Role.ADMIN,
 }
 ADMIN_MESSAGES = frozenset(m for m, role in REQUIRED_ROLE.items() if role is Role.ADMIN)

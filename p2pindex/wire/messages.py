@@ -87,6 +87,15 @@ class RemoveRequest(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class AdmitRequest(Message):
+    """Let a removed node join again (undoes ``RemoveRequest``, spread to every member)."""
+
+    TYPE: ClassVar[int] = 9
+    node_id: str
+    relayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class MembersRequest(Message):
     """Ask for the member list and ring parameters (clients route keys with it)."""
 

@@ -670,3 +670,33 @@ def test_sqlite_batch_commits_create_no_temporary_files(tmp_path: Path, mode: st
     subprocess.run(command, env=env, check=True, timeout=120)
     assert scratch.stat().st_mtime_ns == before
     assert list(scratch.iterdir()) == []
+
+
+@pytest.mark.parametrize("bounded", [True, False], ids=["truncating", "control"])
+async def test_the_writer_thread_truncates_a_wal_grown_past_its_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bounded: bool
+) -> None:
+    from p2pindex.storage import sqlite as sqlite_module
+
+    bound = 256 << 10
+    monkeypatch.setattr(sqlite_module, "_WAL_TRUNCATE_BYTES", bound if bounded else 1 << 40)
+    monkeypatch.setattr(sqlite_module, "_JOURNAL_SIZE_LIMIT", -1)  # only TRUNCATE shrinks it
+    monkeypatch.setattr(sqlite_module, "_WAL_RESET_FRAMES", 16)
+    monkeypatch.setattr(sqlite_module, "_CHECKPOINT_EVERY_COMMITS", 8)
+    monkeypatch.setattr(sqlite_module, "_WRITER_SIZE_CHECK_EVERY", 8)
+    storage = await SqliteStorage.open(tmp_path / "data.db", writer_thread=True)
+    largest = 0
+    try:
+        value = os.urandom(2048)
+        for round_ in range(600):
+            await storage.put_many([(b"wal-%d-%d" % (round_, i), value) for i in range(4)])
+            largest = max(largest, storage.disk_usage()["wal"])
+        usage = storage.disk_usage()
+    finally:
+        await storage.aclose()
+    assert usage["database"] > 4 << 20, usage
+    if bounded:
+        # A checkpoint runs every few commits and at most that much passes the bound.
+        assert largest < 4 * bound, (largest, usage)
+    else:
+        assert largest > 4 * bound, "the control never grew: the test cannot tell"
