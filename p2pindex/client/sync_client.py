@@ -124,7 +124,10 @@ class Client:
         consistency: ConsistencyArg | None = None,
         timeout: float | None = None,
         strict: bool = False,
+        overwrite: bool = False,
     ) -> PutResult:
+        """Store ``value`` under ``key``; ``overwrite=True`` replaces what the cluster holds
+        now (see ``AsyncClient.put``)."""
         return self._call(
             self._client.put,
             key,
@@ -133,6 +136,7 @@ class Client:
             consistency=consistency,
             timeout=timeout,
             strict=strict,
+            overwrite=overwrite,
         )
 
     def get(

@@ -37,6 +37,7 @@ from p2pindex.errors import (
     Unavailable,
 )
 from p2pindex.net.channel import BatchHandler, FastPath, Respond
+from p2pindex.node import read_first
 from p2pindex.node.peers import PeerPool
 from p2pindex.node.replica import IndexManager, ReplicaService
 from p2pindex.node.stats import StatisticsStore
@@ -188,6 +189,12 @@ class Coordinator:
         targets = self._targets(request.key, n, request.strict, required)
         if not any(t.node == self._node_id for t in targets):
             return await self._forward(request, targets, timeout)
+        if read_first.needs_read_first(request):
+            if request.context is not None:
+                raise InvalidRequest("a put that overwrites takes no context; drop one of them")
+            holders = min(n, len(self._view.ring.nodes))
+            unseen = read_first.may_leave_unseen(required, targets, holders)
+            return await read_first.read_then_write(request, self.get, self.put, unseen)
 
         with trio.move_on_after(timeout):
             obj, record = self._index.new_version(request.key, context, value)
@@ -238,7 +245,7 @@ class Coordinator:
             context_bytes = versions.encode_context(obj.clock)
             if is_delete:
                 return DeleteReply(context_bytes)
-            return PutReply(context_bytes, self._sibling_warning(obj))
+            return PutReply(context_bytes, self._sibling_warning(obj), len(obj.values))
         self._stats.incr("requests.write_indeterminate")
         if tracker.outcome is Outcome.FAILED:
             raise QuorumFailed(
@@ -326,8 +333,10 @@ class Coordinator:
         context = self._context(request.context)
         timeout = self._timeout(request.timeout_ms)
         targets = self._targets(request.key, n, request.strict, required)
-        if not any(t.node == self._node_id for t in targets):
-            return None
+        if not any(t.node == self._node_id for t in targets) or read_first.needs_read_first(
+            request
+        ):
+            return None  # relayed, or read first: served one by one by ``put``
         tracker = WriteQuorum([t.node for t in targets], required)
         deadline = trio.current_time() + timeout
         return _Write(position, request, context, targets, tracker, timeout, deadline)
@@ -858,6 +867,7 @@ def _as_forwarded(request: PutRequest | GetRequest | DeleteRequest) -> Message:
             request.timeout_ms,
             request.strict,
             True,
+            request.overwrite,
         )
     if isinstance(request, DeleteRequest):
         return DeleteRequest(
