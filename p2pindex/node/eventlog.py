@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 DEFAULT_BURST = 10
 DEFAULT_PERIOD = 60.0
-MAX_TOPICS = 1024
-"""Topics are a fixed vocabulary ("member", "hints", ...), but a bound keeps a bug that
-made them per-key from growing this table without end."""
+MAX_TOPICS = 4096
+"""Topics are a small vocabulary ("hints", "state", one per member), but a bound keeps a
+bug that made them per-key from growing this table without end."""
 
 
 @dataclass(slots=True)
@@ -80,3 +80,38 @@ class EventLog:
             budget.held_back = 0
         self._logger.log(level, message, *args)
         return True
+
+
+def describe_member_change(
+    node_id: str,
+    address: str,
+    liveness: str,
+    state: str,
+    previous_liveness: str | None,
+    previous_state: str | None,
+) -> str | None:
+    """The operator's sentence for a membership change, or None when nothing they would
+    look for changed (a refreshed incarnation, say). Liveness and state are their names."""
+    who = f"member {node_id} at {address}"
+    if previous_liveness is None:
+        if liveness == "alive":
+            return f"{who} joined ({state})"
+        return f"{who} is known, {liveness}"
+    if liveness != previous_liveness:
+        if liveness == "alive":
+            if previous_liveness == "suspect":
+                return f"{who} is alive again (it answered the suspicion)"
+            return f"{who} is alive again (was {previous_liveness}), {state}"
+        if liveness == "suspect":
+            return f"{who} is suspected: it did not answer probes"
+        if liveness == "dead":
+            return (
+                f"{who} is dead; it stays in the ring (hints are kept for it) until it comes "
+                "back or is removed with `p2pindex remove`"
+            )
+        if liveness == "left":
+            return f"{who} left the cluster"
+        return f"{who} is {liveness}"
+    if state != previous_state and liveness == "alive":
+        return f"{who} is now {state}"
+    return None

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import trio
 
+from p2pindex import __version__
 from p2pindex.config import NodeConfig
 from p2pindex.core import versions
 from p2pindex.core.ring import DEFAULT_VNODES, Ring
@@ -28,6 +29,7 @@ from p2pindex.net.channel import RpcChannel
 from p2pindex.node import planted
 from p2pindex.node.antientropy import AntiEntropy, request_arcs
 from p2pindex.node.coordinator import Coordinator, data_fast_path
+from p2pindex.node.eventlog import EventLog, describe_member_change
 from p2pindex.node.handoff import OwnershipHandoff
 from p2pindex.node.hints import HintedHandoff
 from p2pindex.node.identity import NodeIdentity
@@ -73,6 +75,7 @@ from p2pindex.wire.messages import (
 )
 
 log = logging.getLogger(__name__)
+events = EventLog(log, trio.current_time)
 
 HEALTH_CHECK_INTERVAL = 5.0
 """How often a DEGRADED node retries its storage to see whether it recovered."""
@@ -247,15 +250,26 @@ class Node:
             if self.state is NodeState.DEGRADED:  # storage failed while starting
                 nursery.start_soon(self._recover_storage)
             await self._wait_joined()
-            log.info("node %s listening on %s", self.node_id, self.address)
+            log.info(
+                "node %s listening on %s, %s%s (version %s, N=%d, %d member(s) in the ring)",
+                self.node_id,
+                self.address,
+                self.state.value,
+                f": {self.state_reason}" if self.state_reason else "",
+                __version__,
+                self.config.n_replicas,
+                len(self.ring.nodes),
+            )
             task_status.started(self.address)
             await self._stopped.wait()
             with contextlib.suppress(StorageFailure):
                 await self.storage.set_meta("clean_shutdown", b"1")
+            log.info("node %s stopped (clean shutdown)", self.node_id)
             nursery.cancel_scope.cancel()
 
     async def leave(self, timeout: float = 5.0) -> None:
         """Graceful exit: hand our data to the nodes that replace us, announce `left`, stop."""
+        log.info("node %s is leaving: handing its keys over", self.node_id)
         if self.handoff is not None and len(self.ring.nodes) > 1:
             await self.handoff.push_all()
         if self._driver is not None:
@@ -292,7 +306,13 @@ class Node:
     def set_state(self, state: NodeState, reason: str = "") -> None:
         if state is self.state and reason == self.state_reason:
             return
-        log.info("node %s is now %s%s", self.node_id, state.value, f": {reason}" if reason else "")
+        events.info(
+            "state",
+            "node %s is now %s%s",
+            self.node_id,
+            state.value,
+            f": {reason}" if reason else "",
+        )
         self.state = state
         self.state_reason = reason
         self.stats.incr(f"state.{state.value}")
@@ -302,6 +322,7 @@ class Node:
 
     def storage_failed(self, error: StorageFailure) -> None:
         """Failing storage makes the node DEGRADED: it stops taking writes and says why."""
+        events.error("storage", "storage error: %s", error)
         if self.state is NodeState.DEGRADED:
             return
         self.set_state(NodeState.DEGRADED, f"storage failing: {error}")
@@ -369,6 +390,7 @@ class Node:
     def _on_member_change(self, change: MemberChanged) -> None:
         member = change.member
         self._members[member.node_id] = member
+        self._log_member_change(change)
         if member.liveness is Liveness.ALIVE:
             if self.security is not None:
                 self.security.note_member(member.node_id, member.address)
@@ -379,6 +401,25 @@ class Node:
         self.stats.incr(f"membership.{member.liveness.value}")
         self._rebuild_ring()
 
+    def _log_member_change(self, change: MemberChanged) -> None:
+        member, previous = change.member, change.previous
+        if member.node_id == self.node_id:
+            return
+        line = describe_member_change(
+            member.node_id,
+            str(member.address),
+            member.liveness.value,
+            member.state.value,
+            previous.liveness.value if previous is not None else None,
+            previous.state.value if previous is not None else None,
+        )
+        if line is None:
+            return
+        if member.node_id in self._removed:
+            line += " (a removed member: kept out of the ring)"
+        # A budget per member: one flapping member cannot hide what happens to the others.
+        events.info(f"member {member.node_id}", "%s", line)
+
     def _rebuild_ring(self) -> None:
         nodes = {
             node_id
@@ -387,6 +428,13 @@ class Node:
         }
         nodes.add(self.node_id)
         if nodes != self.ring.nodes:
+            if len(nodes) < self.config.n_replicas <= len(self.ring.nodes):
+                events.warning(
+                    "ring",
+                    "the ring has %d member(s), fewer than N=%d: every member holds every key",
+                    len(nodes),
+                    self.config.n_replicas,
+                )
             self.ring = Ring(nodes, DEFAULT_VNODES)
             self.stats.incr("ring.rebuilds")
             self._spawn_persist_ring_members()
@@ -416,6 +464,9 @@ class Node:
             raise InvalidRequest(f"unknown node {node_id}")
         self._removed[node_id] = member.incarnation
         self.stats.incr("membership.removed")
+        events.info(
+            f"member {node_id}", "member %s at %s removed from the ring", node_id, member.address
+        )
         self._spawn_persist_removed()
         self._rebuild_ring()
 
@@ -627,6 +678,12 @@ class Node:
                 )
             if message.node_id in self._removed:
                 self.stats.incr("rejected.removed_member")
+                events.warning(
+                    "removed",
+                    "refused removed member %s (from %s): it must be admitted again",
+                    message.node_id,
+                    message.address,
+                )
                 raise PermissionDenied(self.removed_refusal(message.node_id))
             return OkReply()
         if isinstance(message, StatusRequest):
