@@ -91,10 +91,10 @@ _JOURNAL_SIZE_LIMIT = 16 << 20
 """What a rewound WAL file is cut back to; otherwise it is reused but never shrunk, so it
 stayed at its high-water mark (56 MB beside an 8 MB database after 30,000 writes)."""
 _WAL_TRUNCATE_BYTES = 32 << 20
-"""With the writer thread, a WAL file past this is checkpointed with TRUNCATE, which
-empties it (inline commits rewind it with held checkpoints instead, see _maybe_checkpoint)."""
+"""A WAL file past this is rewound at once: with the writer thread by a TRUNCATE checkpoint,
+which empties it; inline, by a held checkpoint (see _maybe_checkpoint)."""
 _WRITER_SIZE_CHECK_EVERY = 64
-"""Batches the writer thread commits between looks at the WAL's size (one stat call)."""
+"""Commits between looks at the WAL's size (one stat call)."""
 _WRITER_BUSY_MS = 5000
 _READER_BUSY_MS = 200
 _MIN_MAX_BYTES = 64 << 10
@@ -590,11 +590,19 @@ class SqliteStorage:
         it is done, and the first commit after it rewinds the WAL.
         """
         self._commits_since_checkpoint += 1
-        if self._checkpointing or self._commits_since_checkpoint < _CHECKPOINT_EVERY_COMMITS:
+        if self._checkpointing:
+            return
+        # Checkpoints that lag behind steady writes let the file outgrow the reset threshold
+        # many times over (47 MB seen); one past _WAL_TRUNCATE_BYTES is rewound at once.
+        oversized = (
+            self._commits_since_checkpoint % _WRITER_SIZE_CHECK_EVERY == 0
+            and _wal_bytes(self._path) > _WAL_TRUNCATE_BYTES
+        )
+        if self._commits_since_checkpoint < _CHECKPOINT_EVERY_COMMITS and not oversized:
             return
         self._checkpointing = True
         self._commits_since_checkpoint = 0
-        if self._wal_frames > _WAL_RESET_FRAMES:
+        if self._wal_frames > _WAL_RESET_FRAMES or oversized:
             self._hold = trio.Event()
 
         def finished(frames: int) -> None:
