@@ -100,6 +100,11 @@ async def test_removing_a_dead_member_of_three_keeps_quorum_serving():
         live = cluster.nodes[:2]
         cluster.crash(victim)
         await _wait_dead(live, victim.node.node_id)
+        before = await status(cluster, live[0])
+        dead = next(m for m in before["members"] if m["node_id"] == victim.node.node_id)
+        assert dead["liveness"] == "dead" and dead["state_last_known"]
+        assert not any(m["state_last_known"] for m in before["members"] if m is not dead)
+        assert before["version"] and before["disk"] == {} and before["removed_members"] == 0
         reply = await cluster.request(live[0], RemoveRequest(victim.node.node_id))
         assert isinstance(reply, OkReply), reply
         for n in range(20):
