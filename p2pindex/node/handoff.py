@@ -254,8 +254,12 @@ class OwnershipHandoff:
                     failed.add(source)
                     self._stats.incr("handoff.source_failures")
                     self.progress.last_error = f"{source}: {exc}"
-                    events.warning(
-                        "handoff-error", "handoff in: pulling from %s failed: %s", source, exc
+                    events.info(
+                        "handoff-error",
+                        "handoff in: pulling from %s failed (another owner or a retry takes "
+                        "over): %s",
+                        source,
+                        exc,
                     )
             if sources and not by_source:  # every owner of what is left is down or failed
                 failed.clear()

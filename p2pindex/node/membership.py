@@ -142,8 +142,11 @@ class MembershipDriver:
                     reply = await self._exchange(address, payload, join)
             except (OSError, trio.TooSlowError, P2PIndexError) as exc:
                 if join:
+                    # A seed that is down is routine (info); one that refuses us says why,
+                    # such as a removed node told how to come back (warning).
                     reason = str(exc) or "no answer in time"
-                    events.warning("join", "joining through %s failed: %s", address, reason)
+                    emit = events.warning if "refused" in reason else events.info
+                    emit("join", "joining through %s failed: %s", address, reason)
                 else:
                     log.debug("push-pull with %s failed: %s", address, exc)
                 reply = None
