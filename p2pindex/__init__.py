@@ -16,6 +16,7 @@ The client names are loaded on first use, so importing a lower layer (``p2pindex
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import TYPE_CHECKING
 
 from p2pindex.errors import (
@@ -75,6 +76,10 @@ _CLIENT_NAMES = frozenset(
         "connect",
     }
 )
+
+# A library logs only where the program configured logging (`serve` does): without this,
+# Python's last-resort handler printed node warnings into `simulate`'s report.
+logging.getLogger("p2pindex").addHandler(logging.NullHandler())
 
 __version__ = "0.1.0"
 

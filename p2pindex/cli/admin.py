@@ -1,4 +1,4 @@
-"""`p2pindex status | explain | leave | remove`: look at and change cluster membership."""
+"""`p2pindex status | explain | leave | remove | admit`: look at and change cluster membership."""
 
 from __future__ import annotations
 
@@ -69,6 +69,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_format_option(remove)
     remove.set_defaults(func=run_remove)
 
+    admit = subparsers.add_parser(
+        "admit",
+        help="let a removed member join again",
+        description=(
+            "Undo `p2pindex remove`: a removed node is refused when it restarts until it is "
+            "admitted again. NODE_ID is the full id the refused node printed."
+        ),
+    )
+    admit.add_argument("node_id", metavar="NODE_ID", help="full id of the removed node")
+    add_node_option(admit, what="a live node to carry out the admission")
+    admit.set_defaults(func=run_admit)
+
 
 def run_status(args: argparse.Namespace) -> int:
     async def body(db: AsyncClient) -> int:
@@ -122,6 +134,15 @@ def run_remove(args: argparse.Namespace) -> int:
     return with_client(args, body)
 
 
+def run_admit(args: argparse.Namespace) -> int:
+    async def body(db: AsyncClient) -> int:
+        detail = await db.admit(args.node_id)
+        print(f"ok: {detail}")
+        return EXIT_OK
+
+    return with_client(args, body)
+
+
 def resolve_node_id(prefix: str, known: Sequence[str]) -> str:
     """The one member id starting with ``prefix``; a clear error otherwise."""
     wanted = prefix.strip().lower()
@@ -169,15 +190,18 @@ def format_status(status: Mapping[str, Any]) -> str:
         + (f" ({status['state_reason']})" if status.get("state_reason") else ""),
         f"cluster {status.get('cluster', '?')}, N={status.get('n_replicas', '?')}, "
         f"{_count(status.get('keys'), 'key')} stored here",
-        "",
     ]
+    if status.get("version"):
+        lines.append(f"version {status['version']}{_disk(status.get('disk'))}")
+    lines += [f"warning: {warning}" for warning in status.get("warnings") or []]
+    lines.append("")
     members = status.get("members") or []
     rows = [
         [
             m.get("node_id"),
             m.get("address"),
             m.get("liveness"),
-            m.get("state"),
+            f"{m.get('state')} (last known)" if m.get("state_last_known") else m.get("state"),
             m.get("incarnation"),
             _percent(m.get("ownership")),
         ]
@@ -190,7 +214,11 @@ def format_status(status: Mapping[str, Any]) -> str:
     for member in members:
         counts[str(member.get("liveness"))] = counts.get(str(member.get("liveness")), 0) + 1
     summary = ", ".join(f"{count} {name}" for name, count in sorted(counts.items()))
-    lines.append(f"{len(members)} members: {summary or 'none'}")
+    removed = status.get("removed_members")
+    lines.append(
+        f"{len(members)} members: {summary or 'none'}"
+        + (f"; {removed} removed (not listed)" if removed else "")
+    )
     handoff = status.get("handoff")
     if handoff:
         lines += ["", format_handoff(handoff)]
@@ -209,6 +237,18 @@ def format_status(status: Mapping[str, Any]) -> str:
         lines += ["", "statistics:"]
         lines.append(_indent(table(["NAME", "VALUE"], sorted(statistics.items()), (1,))))
     return "\n".join(lines)
+
+
+def _disk(disk: Any) -> str:
+    if not isinstance(disk, dict) or not disk:
+        return ", nothing on disk (memory storage)" if disk == {} else ""
+    return ", disk: " + ", ".join(f"{kind} {_mib(size)}" for kind, size in sorted(disk.items()))
+
+
+def _mib(size: Any) -> str:
+    if not isinstance(size, int):
+        return "?"
+    return f"{size / (1 << 20):.1f} MiB"
 
 
 def format_handoff(handoff: dict[str, Any]) -> str:

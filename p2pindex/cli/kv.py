@@ -22,6 +22,8 @@ from p2pindex.cli.common import (
     with_client,
 )
 from p2pindex.client import AsyncClient, Context
+from p2pindex.client.results import PutResult
+from p2pindex.errors import InvalidRequest
 from p2pindex.types import ConsistencyLevel
 
 CONSISTENCY_HELP = "replicas that must answer: one, quorum (default), all, or a number up to N"
@@ -58,7 +60,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="store a value under a key",
         description=(
             "Store VALUE under KEY. Without --context the value becomes a sibling of whatever "
-            "the key holds; pass the context printed by get (or a previous put) to replace it."
+            "the key holds (the line printed says how many values the key now has); pass the "
+            "context printed by get (or a previous put) to replace what that saw, or "
+            "--overwrite to replace what the cluster holds now."
         ),
     )
     put.add_argument("key", metavar="KEY", help="the key (text, stored as UTF-8)")
@@ -67,6 +71,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     put.add_argument(
         "--context", type=context_arg, help="causal context from a previous get or put"
+    )
+    put.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace what the cluster holds now: read the key first and supersede what was read",
     )
     _common(put)
     put.set_defaults(func=run_put)
@@ -87,8 +96,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "delete",
         help="delete a key",
         description=(
-            "Delete KEY by writing a tombstone. Pass --context from a get to delete exactly "
-            "the values that get saw."
+            "Delete KEY by writing a tombstone. Without --context the node reads KEY at the "
+            "given consistency first and deletes what it read; pass --context from a get to "
+            "delete exactly the values that get saw."
         ),
     )
     delete.add_argument("key", metavar="KEY", help="the key (text, stored as UTF-8)")
@@ -117,7 +127,11 @@ def run_put(args: argparse.Namespace) -> int:
     value = sys.stdin.buffer.read() if args.value == "-" else args.value.encode("utf-8")
 
     async def body(db: AsyncClient) -> int:
-        result = await db.put(args.key, value, context=args.context, **_options(args))
+        if args.overwrite and args.context is not None:
+            raise InvalidRequest("put takes --context or --overwrite, not both")
+        result = await db.put(
+            args.key, value, context=args.context, overwrite=args.overwrite, **_options(args)
+        )
         if args.format == "json":
             _emit_json(
                 {
@@ -125,16 +139,36 @@ def run_put(args: argparse.Namespace) -> int:
                     "ok": True,
                     "context": str(result.context),
                     "warning": result.warning,
+                    "siblings": result.siblings,
+                    "overwrote": result.overwrote,
+                    "unseen_may_remain": result.unseen_may_remain,
                 }
             )
         else:
-            print(f"ok: stored {len(value)} bytes")
+            print(f"ok: stored {len(value)} bytes{_put_note(args.key, result)}")
             print(f"context: {result.context}", file=sys.stderr)
             if result.warning:
                 print(f"warning: {result.warning}", file=sys.stderr)
         return EXIT_OK
 
     return with_client(args, body)
+
+
+def _put_note(key: str, result: PutResult) -> str:
+    """What the ok line adds: siblings the put made, and what an overwrite could not see."""
+    note = ""
+    if result.siblings > 1:
+        note = (
+            f"; the key now has {result.siblings} concurrent values (siblings): resolve them "
+            f"with `p2pindex put {_quote(key)} VALUE --overwrite`, or read them with "
+            "`get` and put the merge with its --context"
+        )
+    if result.unseen_may_remain:
+        note += (
+            "; replicas that did not answer may still hold another value "
+            "(overwrite with --consistency all to rule that out)"
+        )
+    return note
 
 
 def run_get(args: argparse.Namespace) -> int:
@@ -174,9 +208,23 @@ def run_delete(args: argparse.Namespace) -> int:
     async def body(db: AsyncClient) -> int:
         result = await db.delete(args.key, context=args.context, **_options(args))
         if args.format == "json":
-            _emit_json({"key": args.key, "ok": True, "context": str(result.context)})
+            _emit_json(
+                {
+                    "key": args.key,
+                    "ok": True,
+                    "context": str(result.context),
+                    "read_first": result.read_first,
+                    "unseen_may_remain": result.unseen_may_remain,
+                }
+            )
         else:
-            print("ok: deleted")
+            note = ""
+            if result.unseen_may_remain:
+                note = (
+                    "; replicas that did not answer may still hold a value "
+                    "(delete with --consistency all to rule that out)"
+                )
+            print(f"ok: deleted{note}")
             print(f"context: {result.context}", file=sys.stderr)
         return EXIT_OK
 

@@ -128,9 +128,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--log-level",
-        default="warning",
+        default="info",
         choices=["debug", "info", "warning", "error"],
-        help="log verbosity",
+        help="log verbosity; info (the default) logs one rate-limited line per membership, "
+        "state, handoff, hint, repair and storage event",
     )
     parser.set_defaults(func=run)
 

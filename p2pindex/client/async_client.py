@@ -76,6 +76,7 @@ from p2pindex.security.errors import HandshakeFailed
 from p2pindex.types import Address, ConsistencyLevel
 from p2pindex.wire.messages import (
     LIMITS_VERSION,
+    AdmitRequest,
     DeleteRequest,
     ErrorReply,
     ExplainReply,
@@ -221,22 +222,31 @@ class AsyncClient:
         consistency: ConsistencyArg | None = None,
         timeout: float | None = None,
         strict: bool = False,
+        overwrite: bool = False,
     ) -> PutResult:
         """Store ``value`` under ``key``.
 
         Without ``context`` the write is concurrent with whatever the key holds and becomes
-        a sibling of it; pass the context of a previous get or put to replace what it saw.
+        a sibling of it (``result.siblings`` says how many values the key now has); pass the
+        context of a previous get or put to replace what it saw. ``overwrite=True`` means
+        "replace what the cluster holds now": the node reads the key at ``consistency`` and
+        supersedes what it read (``result.unseen_may_remain`` says whether a replica that did
+        not answer may still hold another value). It takes no ``context``.
         """
         raw_key = check_key(key, self._limits)
         raw_value = check_value(value, self._limits)
+        raw_context = check_context(context)
+        if overwrite and raw_context is not None:
+            raise InvalidRequest("put takes a context or overwrite=True, not both")
         options = self._options(consistency, timeout)
         request = PutRequest(
             raw_key,
             raw_value,
-            check_context(context),
+            raw_context,
             options.consistency,
             options.timeout_ms,
             bool(strict),
+            overwrite=bool(overwrite),
         )
         reply = await self._request(raw_key, request, options.timeout, retry_after_send=False)
         return put_result(reply)
@@ -265,7 +275,12 @@ class AsyncClient:
         timeout: float | None = None,
         strict: bool = False,
     ) -> DeleteResult:
-        """Delete ``key`` by writing a tombstone; with ``context`` it covers what was read."""
+        """Delete ``key`` by writing a tombstone that supersedes its values.
+
+        With ``context`` the tombstone covers what that read saw; without one the node reads
+        the key at ``consistency`` first and covers what it read (``result.unseen_may_remain``
+        says whether a replica that did not answer may still hold a value).
+        """
         raw_key = check_key(key, self._limits)
         options = self._options(consistency, timeout)
         request = DeleteRequest(
@@ -306,6 +321,14 @@ class AsyncClient:
             raise InvalidRequest("node id must be a non-empty string")
         request = RemoveRequest(node_id.strip().lower())
         expect(await self._admin(node, request, retry_after_send=False), OkReply)
+
+    async def admit(self, node_id: str, node: str | Address | None = None) -> str:
+        """Let a removed member join again (it is refused until then); returns the node's
+        account of how many members it reached."""
+        if not isinstance(node_id, str) or not node_id.strip():
+            raise InvalidRequest("admit needs the full id of the removed node")
+        request = AdmitRequest(node_id.strip().lower())
+        return expect(await self._admin(node, request, retry_after_send=False), OkReply).detail
 
     def preference_list(self, key: Data) -> tuple[str, ...]:
         """The node ids this client would route ``key`` to, primary first."""

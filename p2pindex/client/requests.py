@@ -181,7 +181,9 @@ def expect(reply: Message, kind: type[M]) -> M:
 
 def put_result(reply: Message) -> PutResult:
     put = expect(reply, PutReply)
-    return PutResult(Context(put.context), put.warning)
+    return PutResult(
+        Context(put.context), put.warning, put.siblings, put.read_first, put.unseen_may_remain
+    )
 
 
 def get_result(reply: Message) -> GetResult:
@@ -190,7 +192,8 @@ def get_result(reply: Message) -> GetResult:
 
 
 def delete_result(reply: Message) -> DeleteResult:
-    return DeleteResult(Context(expect(reply, DeleteReply).context))
+    deleted = expect(reply, DeleteReply)
+    return DeleteResult(Context(deleted.context), deleted.read_first, deleted.unseen_may_remain)
 
 
 def describe_error(error: P2PIndexError | OSError) -> str:

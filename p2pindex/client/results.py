@@ -68,11 +68,31 @@ class PutResult:
     """Covers the value just written; pass it to the next write of this key."""
     warning: str | None = None
     """Set when the write succeeded but something needs attention (many siblings)."""
+    siblings: int = 1
+    """Live values the key holds after this write (on the node that coordinated it). More
+    than one means concurrent values: read them, merge, and put the merge with the read's
+    context, or put with ``overwrite=True`` to replace them all."""
+    overwrote: bool = False
+    """The put was an overwrite: the node read the key first and superseded what it read."""
+    unseen_may_remain: bool = False
+    """Only for an overwrite: replicas that did not answer its read may hold a version it
+    did not replace, which would show up as a sibling (read at ``all`` to rule that out)."""
+
+    @property
+    def has_siblings(self) -> bool:
+        return self.siblings > 1
 
 
 @dataclass(frozen=True, slots=True)
 class DeleteResult:
     context: Context
+    """Covers the tombstone; a put with it replaces the deleted key."""
+    read_first: bool = False
+    """The delete came without a context, so the node read the key first and the tombstone
+    supersedes what it read."""
+    unseen_may_remain: bool = False
+    """Replicas that did not answer that read may hold a version the delete did not cover,
+    which a later read would still return (delete at ``all`` to rule that out)."""
 
 
 @dataclass(frozen=True, slots=True)

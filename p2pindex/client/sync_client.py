@@ -136,6 +136,7 @@ class Client:
         consistency: ConsistencyArg | None = None,
         timeout: float | None = None,
         strict: bool = False,
+        overwrite: bool = False,
     ) -> PutResult:
         """Store ``value`` under ``key`` and return the context that covers it.
 
@@ -145,6 +146,8 @@ class Client:
         client's defaults for this call; ``strict`` counts only the key's own replicas.
         Raises ``Unavailable`` when too few replicas were reachable (nothing written) and
         ``Timeout``/``ConnectionLost`` when the outcome is unknown (read before retrying).
+        ``overwrite=True`` reads first and replaces what the cluster holds now (see
+        ``AsyncClient.put``).
         """
         return self._call(
             self._client.put,
@@ -154,6 +157,7 @@ class Client:
             consistency=consistency,
             timeout=timeout,
             strict=strict,
+            overwrite=overwrite,
         )
 
     def get(
@@ -210,6 +214,10 @@ class Client:
     def remove(self, node_id: str, node: str | Address | None = None) -> None:
         """Remove a member that will not come back; its ranges move to the other members."""
         self._call(self._client.remove, node_id, node)
+
+    def admit(self, node_id: str, node: str | Address | None = None) -> str:
+        """Let a removed member join again; see ``AsyncClient.admit``."""
+        return self._call(self._client.admit, node_id, node)
 
     def preference_list(self, key: Data) -> tuple[str, ...]:
         """The node ids this client would route ``key`` to, primary first."""

@@ -21,6 +21,7 @@ arithmetic lives in ``p2pindex.core.digest``.
 from __future__ import annotations
 
 import itertools
+import logging
 import random
 from collections.abc import Callable, Iterator
 from typing import Final, Protocol, TypeVar
@@ -43,6 +44,7 @@ from p2pindex.core.digest import (
 )
 from p2pindex.core.ring import Ring, key_token
 from p2pindex.errors import InvalidRequest, P2PIndexError
+from p2pindex.node.eventlog import EventLog
 from p2pindex.node.handoff import BatchApplier
 from p2pindex.node.peers import PeerPool
 from p2pindex.node.stats import StatisticsStore
@@ -79,6 +81,13 @@ ANSWER_SECONDS: Final = 2.0
 """How long those keys answer: a round's requests follow each other within milliseconds."""
 
 _R = TypeVar("_R", bound=Message)
+
+
+log = logging.getLogger(__name__)
+events = EventLog(log, trio.current_time)
+
+SUMMARY_INTERVAL = 60.0
+"""Seconds over which anti-entropy repairs are summed up into one log line."""
 
 
 class AntiEntropyView(Protocol):
@@ -123,6 +132,10 @@ class AntiEntropy:
         """Per peer: the slice its current round compares, scanned once (see ``serve``)."""
         self._cursor = rng.randrange(RING_SIZE)
         self.last_error = ""
+        self._summary_since: float | None = None
+        self._summary_pulled = 0
+        self._summary_pushed = 0
+        self._summary_peers: set[str] = set()
 
     # --- the periodic rounds ----------------------------------------------------------------
 
@@ -135,10 +148,37 @@ class AntiEntropy:
             if peer is None:
                 continue
             try:
-                await self.round(peer)
+                moved = await self.round(peer)
             except (OSError, P2PIndexError) as exc:
                 self._stats.incr("antientropy.failed_rounds")
                 self.last_error = f"{peer}: {exc}"
+            else:
+                self._note_repairs(peer, moved)
+
+    def _note_repairs(self, peer: str, moved: tuple[int, int]) -> None:
+        """Sum up repairs; one line per SUMMARY_INTERVAL when any key was repaired."""
+        if moved != (0, 0):
+            self._summary_pulled += moved[0]
+            self._summary_pushed += moved[1]
+            self._summary_peers.add(peer)
+        now = trio.current_time()
+        if self._summary_since is None:
+            self._summary_since = now
+        if now - self._summary_since < SUMMARY_INTERVAL:
+            return
+        if self._summary_peers:
+            events.info(
+                "antientropy",
+                "anti-entropy repaired keys over the last %.0fs: %d pulled, %d pushed, "
+                "with %d peer(s)",
+                now - self._summary_since,
+                self._summary_pulled,
+                self._summary_pushed,
+                len(self._summary_peers),
+            )
+        self._summary_since = now
+        self._summary_pulled = self._summary_pushed = 0
+        self._summary_peers = set()
 
     def _next_peer(self) -> str | None:
         """The next readable peer of a shuffled rotation over the ring's other members."""
@@ -160,8 +200,9 @@ class AntiEntropy:
         self._cursor = (start + width) % RING_SIZE
         return (start, self._cursor)
 
-    async def round(self, peer: str, arc: Arc | None = None) -> None:
-        """Compare ``arc`` (default: the next slice) with ``peer`` and repair both sides."""
+    async def round(self, peer: str, arc: Arc | None = None) -> tuple[int, int]:
+        """Compare ``arc`` (default: the next slice) with ``peer`` and repair both sides;
+        returns how many records were (pulled, pushed)."""
         address = self._view.address_of(peer)
         self._stats.incr("antientropy.rounds")
         arc = arc or self._next_slice()
@@ -169,7 +210,7 @@ class AntiEntropy:
         leaves = await self._differing_leaves(peer, address, arc, local)
         if not leaves:
             self._stats.incr("antientropy.in_sync")
-            return
+            return (0, 0)
         reply = await self._ask(
             address,
             KeyDigestRequest(
@@ -182,11 +223,13 @@ class AntiEntropy:
         diff = diff_keys(mine, theirs)
         pull = diff.pull[:MAX_REPAIR_KEYS]
         push = diff.push[:MAX_REPAIR_KEYS] if reply.complete else []
+        pulled = pushed = 0
         if pull:
             records = await self._ask(address, RecordsRequest(pull), RecordsReply)
             if records.items:
                 await self._apply_batch(records.items)
                 self._stats.incr("antientropy.keys_pulled", len(records.items))
+                pulled = len(records.items)
         outgoing: list[tuple[bytes, bytes]] = []
         for key in [*pull, *push]:
             record = self._storage.get(key)
@@ -195,6 +238,8 @@ class AntiEntropy:
         for batch in self._batches(outgoing):
             await self._peers.request(address, ReplicaWriteBatch(batch), REQUEST_TIMEOUT)
             self._stats.incr("antientropy.keys_pushed", len(batch))
+            pushed += len(batch)
+        return (pulled, pushed)
 
     async def _differing_leaves(
         self, peer: str, address: Address, arc: Arc, local: SliceDigests

@@ -37,7 +37,7 @@ from p2pindex.errors import (
     Unavailable,
 )
 from p2pindex.net.channel import BatchHandler, FastPath, Respond
-from p2pindex.node import planted
+from p2pindex.node import planted, read_first
 from p2pindex.node.peers import PeerPool
 from p2pindex.node.replica import IndexManager, ReplicaService
 from p2pindex.node.stats import StatisticsStore
@@ -191,6 +191,12 @@ class Coordinator:
         targets = self._targets(request.key, n, request.strict, required)
         if not any(t.node == self._node_id for t in targets):
             return await self._forward(request, targets, timeout)
+        if read_first.needs_read_first(request):
+            if request.context is not None:
+                raise InvalidRequest("a put that overwrites takes no context; drop one of them")
+            holders = min(n, len(self._view.ring.nodes))
+            unseen = read_first.may_leave_unseen(required, targets, holders)
+            return await read_first.read_then_write(request, self.get, self.put, unseen)
 
         with trio.move_on_after(timeout):
             obj, record = self._index.new_version(request.key, context, value)
@@ -241,7 +247,7 @@ class Coordinator:
             context_bytes = versions.encode_context(obj.clock)
             if is_delete:
                 return DeleteReply(context_bytes)
-            return PutReply(context_bytes, self._sibling_warning(obj))
+            return PutReply(context_bytes, self._sibling_warning(obj), len(obj.values))
         self._stats.incr("requests.write_indeterminate")
         failure: QuorumFailed | Timeout
         if tracker.outcome is Outcome.FAILED:
@@ -334,8 +340,10 @@ class Coordinator:
         context = self._context(request.context)
         timeout = self._timeout(request.timeout_ms)
         targets = self._targets(request.key, n, request.strict, required)
-        if not any(t.node == self._node_id for t in targets):
-            return None
+        if not any(t.node == self._node_id for t in targets) or read_first.needs_read_first(
+            request
+        ):
+            return None  # relayed, or read first: served one by one by ``put``
         tracker = WriteQuorum([t.node for t in targets], required)
         deadline = trio.current_time() + timeout
         return _Write(position, request, context, targets, tracker, timeout, deadline)
@@ -769,16 +777,10 @@ class Coordinator:
         self, key: bytes, n: int, strict: bool, required: int, *, read: bool = False
     ) -> list[Target]:
         ring = self._view.ring
-        if len(ring.nodes) < n:
-            raise InvalidRequest(
-                f"the cluster keeps N={n} replicas but has only {len(ring.nodes)} node(s); "
-                "add nodes or lower n_replicas"
-            )
         usable = self._view.readable if read else self._view.usable
         targets = select_targets(ring, key, n, usable, strict=strict)
         if len(targets) < required:
-            kind = "primary replicas" if strict else "replicas or fallbacks"
-            raise Unavailable(required, len(targets), f"too few {kind} are up")
+            raise Unavailable(required, len(targets), _too_few(len(ring.nodes), n, strict))
         return targets
 
     async def _forward(
@@ -859,6 +861,18 @@ def _record_size(write: _Write) -> int:
     return len(write.record) + len(write.request.key)
 
 
+def _too_few(members: int, n: int, strict: bool) -> str:
+    """Why a request has too few targets. A cluster smaller than N still serves (every
+    member holds every key); only a level needing more replies than it has members fails."""
+    if members < n:
+        return (
+            f"the cluster has {members} member(s), fewer than N={n}; a lower consistency "
+            "level is served"
+        )
+    kind = "primary replicas" if strict else "replicas or fallbacks"
+    return f"too few {kind} are up"
+
+
 def _unwrapped(result: outcome.Outcome) -> Message | OSError | P2PIndexError:
     """A replica's reply, or the failure that stood in for it (an outcome unwraps once)."""
     try:
@@ -877,6 +891,7 @@ def _as_forwarded(request: PutRequest | GetRequest | DeleteRequest) -> Message:
             request.timeout_ms,
             request.strict,
             True,
+            request.overwrite,
         )
     if isinstance(request, DeleteRequest):
         return DeleteRequest(

@@ -14,6 +14,7 @@ preference list before it announces that it left.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -24,12 +25,18 @@ from p2pindex.config import Limits
 from p2pindex.core.batching import batches
 from p2pindex.core.ring import Ring, key_token
 from p2pindex.errors import P2PIndexError, StorageFailure
+from p2pindex.node.eventlog import EventLog
 from p2pindex.node.peers import PeerPool
 from p2pindex.node.stats import StatisticsStore
 from p2pindex.storage.base import Storage
 from p2pindex.types import Address
 from p2pindex.wire.messages import RangeScan, RangeScanReply, ReplicaWriteBatch
 
+log = logging.getLogger(__name__)
+events = EventLog(log, trio.current_time)
+
+PROGRESS_LOG_INTERVAL = 5.0
+"""Seconds between the progress lines of a handoff in the log."""
 BATCH_KEYS = 512
 BATCH_BYTES = Limits().max_frame // 2
 """Most key and record bytes one pushed batch carries, so the peer's frame limit holds."""
@@ -108,6 +115,48 @@ class OwnershipHandoff:
         self._n = n_replicas
         self.progress = HandoffProgress()
         self._saved_at = float("-inf")
+        self._logged_at = float("-inf")
+
+    def _log_started(self) -> None:
+        progress = self.progress
+        self._logged_at = trio.current_time()
+        verb = "pulling" if progress.direction == "in" else "pushing"
+        events.info(
+            "handoff",
+            "handoff %s started: %s %d range(s)%s",
+            progress.direction,
+            verb,
+            progress.ranges_total,
+            f", resuming at {progress.ranges_done}" if progress.ranges_done else "",
+        )
+
+    def _log_progress(self) -> None:
+        """At most one line every PROGRESS_LOG_INTERVAL seconds while a handoff runs."""
+        now = trio.current_time()
+        if now - self._logged_at < PROGRESS_LOG_INTERVAL:
+            return
+        self._logged_at = now
+        progress = self.progress
+        events.info(
+            "handoff",
+            "handoff %s: %d of %d range(s), %d key(s), %d byte(s) so far",
+            progress.direction,
+            progress.ranges_done,
+            progress.ranges_total,
+            progress.keys,
+            progress.bytes,
+        )
+
+    def _log_finished(self) -> None:
+        doc = self.progress.doc()
+        events.info(
+            "handoff",
+            "handoff %s finished: %d key(s), %d byte(s) in %.1fs",
+            doc["direction"],
+            doc["keys"],
+            doc["bytes"],
+            doc["elapsed_s"],
+        )
 
     def already_synced(self) -> bool:
         return self._storage.get_meta(SYNCED_META) is not None
@@ -149,6 +198,7 @@ class OwnershipHandoff:
             ranges_done=resume_at,
             started=trio.current_time(),
         )
+        self._log_started()
         done = [index < resume_at for index in range(len(ranges))]
         chunks = iter(
             range(first, min(first + ARCS_PER_CHUNK, len(ranges)))
@@ -170,6 +220,7 @@ class OwnershipHandoff:
         await self._write_meta(PROGRESS_META, b"")
         await self.mark_synced()
         self.progress.finished = trio.current_time()
+        self._log_finished()
 
     async def _pull_chunk(
         self,
@@ -207,6 +258,13 @@ class OwnershipHandoff:
                     failed.add(source)
                     self._stats.incr("handoff.source_failures")
                     self.progress.last_error = f"{source}: {exc}"
+                    events.info(
+                        "handoff-error",
+                        "handoff in: pulling from %s failed (another owner or a retry takes "
+                        "over): %s",
+                        source,
+                        exc,
+                    )
             if sources and not by_source:  # every owner of what is left is down or failed
                 failed.clear()
                 await trio.sleep(RETRY_DELAY)
@@ -235,6 +293,7 @@ class OwnershipHandoff:
                 self.progress.keys += len(reply.items)
                 self.progress.bytes += sum(len(k) + len(r) for k, r in reply.items)
                 self._stats.incr("handoff.keys_in", len(reply.items))
+                self._log_progress()
             for offset in range(complete):
                 arc_done(position + offset)
             position += complete
@@ -271,6 +330,7 @@ class OwnershipHandoff:
         self.progress = HandoffProgress(
             direction="out", ranges_total=len(ranges), started=trio.current_time()
         )
+        self._log_started()
         for start, end in ranges:
             cursor: bytes | None = None
             while True:
@@ -283,6 +343,7 @@ class OwnershipHandoff:
                     break
             self.progress.ranges_done += 1
         self.progress.finished = trio.current_time()
+        self._log_finished()
 
     async def _push_batch(
         self, items: list[tuple[bytes, bytes]], ring: Ring, after_ring: Ring
@@ -314,3 +375,4 @@ class OwnershipHandoff:
             self.progress.keys += len(batch)
             self.progress.bytes += sum(len(k) + len(r) for k, r in batch)
             self._stats.incr("handoff.keys_out", len(batch))
+            self._log_progress()

@@ -10,7 +10,9 @@ counted; read repair still heals those keys).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 import trio
@@ -18,18 +20,33 @@ import trio
 from p2pindex.config import Limits
 from p2pindex.core.batching import fitting_prefix
 from p2pindex.errors import P2PIndexError, StorageFailure
+from p2pindex.node.eventlog import EventLog
 from p2pindex.node.peers import PeerPool
 from p2pindex.node.stats import StatisticsStore
 from p2pindex.storage.base import Storage
 from p2pindex.types import Address
 from p2pindex.wire.messages import ReplicaWriteBatch
 
+log = logging.getLogger(__name__)
+events = EventLog(log, trio.current_time)
+
 DELIVERY_INTERVAL = 1.0
+SUMMARY_INTERVAL = 30.0
+"""Seconds between the log lines summing up the hints kept for one down member."""
 BATCH_ITEMS = 256
 BATCH_BYTES = Limits().max_frame // 2
 """Most key and record bytes one delivery carries; a single hint always fits."""
 MAX_HINT_BYTES_PER_TARGET = 256 * 1024 * 1024
 MAX_HINT_AGE = 3 * 24 * 3600.0
+
+
+@dataclass(slots=True)
+class _Kept:
+    """Hints kept for one target since its last log line."""
+
+    count: int = 0
+    bytes: int = 0
+    logged_at: float = float("-inf")
 
 
 class HintView(Protocol):
@@ -61,6 +78,7 @@ class HintedHandoff:
         """Bytes of hints held per target: storage's count when last read (at the first hint
         and after every delivery round) plus what was kept since. Reading it from storage on
         every hinted write summed the whole backlog each time, quadratic in a long outage."""
+        self._kept: dict[str, _Kept] = {}
 
     async def keep(self, target: str, key: bytes, record: bytes) -> None:
         """Durably keep ``record`` for ``target``; refuse when its backlog is full."""
@@ -75,14 +93,49 @@ class HintedHandoff:
         await self._storage.add_hint(target, key, record, self._wall_clock())
         held[target] = held.get(target, 0) + size
         self._stats.incr("hints.stored")
+        kept = self._kept.setdefault(target, _Kept())
+        kept.count += 1
+        kept.bytes += size
+        if backlog == 0:  # the first hint of an outage is news; the rest are summed up
+            self._log_kept(target, kept)
+
+    def _log_kept(self, target: str, kept: _Kept) -> None:
+        held = (self._held or {}).get(target, 0)
+        events.info(
+            "hints",
+            "kept %d hint(s) (%d bytes) for member %s, which is down; %d bytes held for it",
+            kept.count,
+            kept.bytes,
+            target,
+            held,
+        )
+        kept.count = kept.bytes = 0
+        kept.logged_at = trio.current_time()
+
+    def _summarise_kept(self) -> None:
+        now = trio.current_time()
+        for target, kept in list(self._kept.items()):
+            if kept.count and now - kept.logged_at >= SUMMARY_INTERVAL:
+                self._log_kept(target, kept)
+            elif not kept.count and now - kept.logged_at >= SUMMARY_INTERVAL:
+                del self._kept[target]
 
     async def run(self) -> None:
         while True:
             await trio.sleep(DELIVERY_INTERVAL)
+            self._summarise_kept()
             backlogs = self._storage.hint_backlog()
             for backlog in backlogs:
                 if self._view.usable(backlog.target):
-                    await self.deliver(backlog.target)
+                    delivered = await self.deliver(backlog.target)
+                    if delivered:
+                        events.info(
+                            "hints-delivered",
+                            "delivered %d hint(s) to member %s; %d left for it",
+                            delivered,
+                            backlog.target,
+                            max(backlog.count - delivered, 0),
+                        )
             if backlogs or self._held:
                 self._count_held()
 
@@ -102,6 +155,14 @@ class HintedHandoff:
             live = [h for h in hints if h.created >= cutoff]
             if expired:
                 self._stats.incr("hints.expired", len(expired))
+                events.warning(
+                    "hints-expired",
+                    "dropped %d hint(s) for member %s older than %gs (read repair and "
+                    "anti-entropy heal those keys)",
+                    len(expired),
+                    target,
+                    self._max_age,
+                )
                 await self._storage.delete_hints(expired)
             if not live:
                 continue

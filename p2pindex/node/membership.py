@@ -21,10 +21,14 @@ import trio
 from p2pindex.core.swim import MemberChanged, Swim
 from p2pindex.errors import P2PIndexError
 from p2pindex.net.base import Transport
+from p2pindex.node.eventlog import EventLog
 from p2pindex.security.claims import Claims
 from p2pindex.types import Address
 
 log = logging.getLogger(__name__)
+events = EventLog(log, trio.current_time, burst=3)
+"""Join attempts repeat every few seconds while no seed answers; a few lines a minute say
+why (a refusal carries the seed's reason, such as a removed node told how to come back)."""
 
 Exchange = Callable[[Address, bytes, bool], Awaitable[bytes]]
 
@@ -137,7 +141,14 @@ class MembershipDriver:
                 with trio.fail_after(self._exchange_timeout):
                     reply = await self._exchange(address, payload, join)
             except (OSError, trio.TooSlowError, P2PIndexError) as exc:
-                log.debug("push-pull with %s failed: %s", address, exc)
+                if join:
+                    # A seed that is down is routine (info); one that refuses us says why,
+                    # such as a removed node told how to come back (warning).
+                    reason = str(exc) or "no answer in time"
+                    emit = events.warning if "refused" in reason else events.info
+                    emit("join", "joining through %s failed: %s", address, reason)
+                else:
+                    log.debug("push-pull with %s failed: %s", address, exc)
                 reply = None
             payload = swim.push_pull_complete(address, reply, trio.current_time())
         self._wakeup.set()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from p2pindex.types import NodeRole
+from p2pindex import __version__
+from p2pindex.types import Liveness, NodeRole
 
 if TYPE_CHECKING:
     from p2pindex.node.node import Node
@@ -15,7 +16,10 @@ class IndexMonitor:
         self._node = node
 
     def member_docs(self) -> list[dict[str, Any]]:
-        """What a client routes by (MembersReply): cheap, as clients ask every few seconds."""
+        """What a client routes by (MembersReply): cheap, as clients ask every few seconds.
+
+        Removed members are left out (status counts them): they are gone for good, and a
+        list that kept them as dead forever hid the members that matter."""
         node = self._node
         return [
             {
@@ -27,6 +31,7 @@ class IndexMonitor:
                 "in_ring": m.node_id in node.ring.nodes,
             }
             for m in node.members()
+            if not node.is_removed(m.node_id)
         ]
 
     def _members_with_ownership(self) -> list[dict[str, Any]]:
@@ -34,8 +39,14 @@ class IndexMonitor:
         share walks every token of the ring (O(members x vnodes)) once per ring."""
         node = self._node
         ownership = node.ring.ownership(node.config.n_replicas)
+        gone = (Liveness.DEAD.value, Liveness.LEFT.value)
         return [
-            {**doc, "ownership": round(ownership.get(doc["node_id"], 0.0), 6)}
+            {
+                **doc,
+                "ownership": round(ownership.get(doc["node_id"], 0.0), 6),
+                # A dead member's state is what it last said, not what it is now.
+                "state_last_known": doc["liveness"] in gone,
+            }
             for doc in self.member_docs()
         ]
 
@@ -48,9 +59,14 @@ class IndexMonitor:
             "state": node.state.value,
             "state_reason": node.state_reason,
             "handoff": node.handoff.progress.doc() if node.handoff else None,
+            "version": __version__,
             "n_replicas": node.config.n_replicas,
+            "ring_size": len(node.ring.nodes),
+            "warnings": self._warnings(),
             "keys": node.storage.count(),
+            "disk": node.storage.disk_usage(),
             "members": self._members_with_ownership(),
+            "removed_members": node.removed_count,
             "hints": [
                 {"target": b.target, "count": b.count, "bytes": b.bytes, "oldest": b.oldest}
                 for b in node.storage.hint_backlog()
@@ -60,6 +76,18 @@ class IndexMonitor:
                 **{f"membership.{k}": v for k, v in node.membership_statistics().items()},
             },
         }
+
+    def _warnings(self) -> list[str]:
+        node = self._node
+        n = node.config.n_replicas
+        size = len(node.ring.nodes)
+        if size >= n:
+            return []
+        return [
+            f"the cluster keeps N={n} copies of each key but has only {size} member(s): every "
+            f"member holds every key, and a level needing more than {size} replies is refused; "
+            "keys are copied up to N as nodes join"
+        ]
 
     def explain(self, key: bytes) -> dict[str, Any]:
         """The key's preference list with roles, fallbacks, liveness and pending hints."""

@@ -18,18 +18,20 @@ from collections.abc import Callable
 
 import trio
 
+from p2pindex import __version__
 from p2pindex.config import NodeConfig
 from p2pindex.core import versions
 from p2pindex.core.batching import fitting_prefix
 from p2pindex.core.ring import DEFAULT_VNODES, Ring
 from p2pindex.core.swim import Member, MemberChanged, Swim, SwimConfig
-from p2pindex.errors import InvalidRequest, P2PIndexError, StorageFailure
+from p2pindex.errors import InvalidRequest, P2PIndexError, PermissionDenied, StorageFailure
 from p2pindex.net.base import Transport
 from p2pindex.net.channel import NodeLoad, RpcChannel
 from p2pindex.node import planted
 from p2pindex.node.admission import Admission
 from p2pindex.node.antientropy import AntiEntropy, request_arcs
 from p2pindex.node.coordinator import Coordinator, data_fast_path
+from p2pindex.node.eventlog import EventLog, describe_member_change
 from p2pindex.node.handoff import OwnershipHandoff
 from p2pindex.node.hints import HintedHandoff
 from p2pindex.node.identity import NodeIdentity
@@ -45,6 +47,7 @@ from p2pindex.storage.base import Storage
 from p2pindex.types import Address, Liveness, NodeState
 from p2pindex.wire.messages import (
     LIMITS_VERSION,
+    AdmitRequest,
     DeleteRequest,
     DigestRequest,
     ExplainReply,
@@ -77,6 +80,7 @@ from p2pindex.wire.messages import (
 )
 
 log = logging.getLogger(__name__)
+events = EventLog(log, trio.current_time)
 
 HEALTH_CHECK_INTERVAL = 5.0
 """How often a DEGRADED node retries its storage to see whether it recovered."""
@@ -129,8 +133,8 @@ class Node:
         self.address: Address = config.advertised
         self._members: dict[str, Member] = {}
         self._removed: dict[str, int] = {}
-        """Members taken out of the ring, with the incarnation they had; a restart of the
-        node itself (higher incarnation, alive) brings it back."""
+        """Members taken out of the ring, with the incarnation they had. They stay out when
+        they restart (their connections are refused) until an operator admits them again."""
         self._ring_members_saved = b""
         """The ring members as last saved: a rebuild that changes nothing saved writes nothing."""
         self._dead_since: dict[str, float] = {}
@@ -256,15 +260,26 @@ class Node:
             if self.state is NodeState.DEGRADED:  # storage failed while starting
                 nursery.start_soon(self._recover_storage)
             await self._wait_joined()
-            log.info("node %s listening on %s", self.node_id, self.address)
+            log.info(
+                "node %s listening on %s, %s%s (version %s, N=%d, %d member(s) in the ring)",
+                self.node_id,
+                self.address,
+                self.state.value,
+                f": {self.state_reason}" if self.state_reason else "",
+                __version__,
+                self.config.n_replicas,
+                len(self.ring.nodes),
+            )
             task_status.started(self.address)
             await self._stopped.wait()
             with contextlib.suppress(StorageFailure):
                 await self.storage.set_meta("clean_shutdown", b"1")
+            log.info("node %s stopped (clean shutdown)", self.node_id)
             nursery.cancel_scope.cancel()
 
     async def leave(self, timeout: float = 5.0) -> None:
         """Graceful exit: hand our data to the nodes that replace us, announce `left`, stop."""
+        log.info("node %s is leaving: handing its keys over", self.node_id)
         if self.handoff is not None and len(self.ring.nodes) > 1:
             await self.handoff.push_all()
         if self._driver is not None:
@@ -301,7 +316,13 @@ class Node:
     def set_state(self, state: NodeState, reason: str = "") -> None:
         if state is self.state and reason == self.state_reason:
             return
-        log.info("node %s is now %s%s", self.node_id, state.value, f": {reason}" if reason else "")
+        events.info(
+            "state",
+            "node %s is now %s%s",
+            self.node_id,
+            state.value,
+            f": {reason}" if reason else "",
+        )
         self.state = state
         self.state_reason = reason
         self.stats.incr(f"state.{state.value}")
@@ -311,6 +332,7 @@ class Node:
 
     def storage_failed(self, error: StorageFailure) -> None:
         """Failing storage makes the node DEGRADED: it stops taking writes and says why."""
+        events.error("storage", "storage error: %s", error)
         if self.state is NodeState.DEGRADED:
             return
         self.set_state(NodeState.DEGRADED, f"storage failing: {error}")
@@ -378,19 +400,35 @@ class Node:
     def _on_member_change(self, change: MemberChanged) -> None:
         member = change.member
         self._members[member.node_id] = member
+        self._log_member_change(change)
         if member.liveness is Liveness.ALIVE:
             if self.security is not None:
                 self.security.note_member(member.node_id, member.address)
             self._unreachable_until.pop(member.node_id, None)
             self._dead_since.pop(member.node_id, None)
-            removed_at = self._removed.get(member.node_id)
-            if removed_at is not None and member.incarnation > removed_at:
-                del self._removed[member.node_id]
-                self._spawn_persist_removed()
         elif member.liveness is Liveness.DEAD:
             self._dead_since.setdefault(member.node_id, trio.current_time())
         self.stats.incr(f"membership.{member.liveness.value}")
         self._rebuild_ring()
+
+    def _log_member_change(self, change: MemberChanged) -> None:
+        member, previous = change.member, change.previous
+        if member.node_id == self.node_id:
+            return
+        line = describe_member_change(
+            member.node_id,
+            str(member.address),
+            member.liveness.value,
+            member.state.value,
+            previous.liveness.value if previous is not None else None,
+            previous.state.value if previous is not None else None,
+        )
+        if line is None:
+            return
+        if member.node_id in self._removed:
+            line += " (a removed member: kept out of the ring)"
+        # A budget per member: one flapping member cannot hide what happens to the others.
+        events.info(f"member {member.node_id}", "%s", line)
 
     def _rebuild_ring(self) -> None:
         nodes = {
@@ -400,9 +438,32 @@ class Node:
         }
         nodes.add(self.node_id)
         if nodes != self.ring.nodes:
+            if len(nodes) < self.config.n_replicas <= len(self.ring.nodes):
+                events.warning(
+                    "ring",
+                    "the ring has %d member(s), fewer than N=%d: every member holds every key",
+                    len(nodes),
+                    self.config.n_replicas,
+                )
             self.ring = Ring(nodes, DEFAULT_VNODES)
             self.stats.incr("ring.rebuilds")
             self._spawn_persist_ring_members()
+
+    def is_removed(self, node_id: str) -> bool:
+        return node_id in self._removed
+
+    @property
+    def removed_count(self) -> int:
+        return len(self._removed)
+
+    def removed_refusal(self, node_id: str) -> str:
+        """What a removed node is told when it tries to come back, in an operator's words."""
+        return (
+            f"node {node_id} was removed from cluster {self.config.cluster!r} with "
+            f"`p2pindex remove` and may not rejoin; to admit it again run `p2pindex admit "
+            f"{node_id}` against a live member, then restart it (or start it with an empty "
+            "data directory to join as a new node)"
+        )
 
     def remove_member(self, node_id: str) -> None:
         """Take ``node_id`` out of this node's ring (and remember it across restarts)."""
@@ -413,6 +474,9 @@ class Node:
             raise InvalidRequest(f"unknown node {node_id}")
         self._removed[node_id] = member.incarnation
         self.stats.incr("membership.removed")
+        events.info(
+            f"member {node_id}", "member %s at %s removed from the ring", node_id, member.address
+        )
         self._spawn_persist_removed()
         self._rebuild_ring()
 
@@ -450,6 +514,45 @@ class Node:
         if failed:
             detail += f"; not reached (retry there): {', '.join(sorted(failed))}"
         return OkReply(detail)
+
+    async def _admit(self, request: AdmitRequest) -> Message:
+        """Undo a removal on this node and, unless relayed, on every live member."""
+        node_id = request.node_id
+        if node_id in self._removed:
+            del self._removed[node_id]
+            self._spawn_persist_removed()
+            self._rebuild_ring()
+            log.info("member %s admitted again: it may rejoin", node_id)
+        elif request.relayed:
+            return OkReply(f"node {node_id} was not removed here")
+        else:
+            raise InvalidRequest(f"node {node_id} is not a removed member of this cluster")
+        if request.relayed:
+            return OkReply(f"node {node_id} admitted")
+        assert self._peers is not None
+        others = [
+            m
+            for m in self._members.values()
+            if m.node_id not in (self.node_id, node_id)
+            and m.node_id not in self._removed
+            and m.liveness in (Liveness.ALIVE, Liveness.SUSPECT)
+        ]
+        failed: list[str] = []
+
+        async def relay(member: Member) -> None:
+            try:
+                await self._peers.request(member.address, AdmitRequest(node_id, relayed=True), 5.0)
+            except (OSError, P2PIndexError):
+                failed.append(member.node_id)
+
+        async with trio.open_nursery() as nursery:
+            for other in others:
+                nursery.start_soon(relay, other)
+        detail = f"node {node_id} may rejoin; admitted on {len(others) - len(failed) + 1}"
+        detail += f" of {len(others) + 1} live members"
+        if failed:
+            detail += f"; not reached (retry there): {', '.join(sorted(failed))}"
+        return OkReply(detail + "; restart it to rejoin")
 
     def _load_removed(self) -> dict[str, int]:
         raw = self.storage.get_meta(REMOVED_META)
@@ -599,6 +702,15 @@ class Node:
                 raise InvalidRequest(
                     f"this node belongs to cluster {self.config.cluster!r}, not {message.cluster!r}"
                 )
+            if message.node_id in self._removed:
+                self.stats.incr("rejected.removed_member")
+                events.warning(
+                    "removed",
+                    "refused removed member %s (from %s): it must be admitted again",
+                    message.node_id,
+                    message.address,
+                )
+                raise PermissionDenied(self.removed_refusal(message.node_id))
             return OkReply()
         if isinstance(message, StatusRequest):
             return StatusReply(self.monitor.status())
@@ -621,6 +733,8 @@ class Node:
             return OkReply(f"node {self.node_id} is leaving")
         if isinstance(message, RemoveRequest):
             return await self._remove(message)
+        if isinstance(message, AdmitRequest):
+            return await self._admit(message)
         self.stats.incr("rejected.unexpected_message")
         raise InvalidRequest(f"this node does not serve requests of type {message.TYPE}")
 

@@ -17,6 +17,7 @@ from p2pindex.security.certs import ClientCapability, NodeCertificate, Role, whe
 from p2pindex.security.errors import AccessDenied
 from p2pindex.types import key_text
 from p2pindex.wire.messages import (
+    AdmitRequest,
     DeleteRequest,
     ExplainRequest,
     GetRequest,
@@ -42,6 +43,7 @@ REQUIRED_ROLE: dict[type[Message], Role] = {
     DeleteRequest: Role.WRITE,
     LeaveRequest: Role.ADMIN,
     RemoveRequest: Role.ADMIN,
+    AdmitRequest: Role.ADMIN,
     RevocationPush: Role.ADMIN,
 }
 OPERATION_NAMES: dict[type[Message], str] = {

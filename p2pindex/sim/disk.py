@@ -265,6 +265,9 @@ class SimStorage:
         self._check_open()
         return self._disk.image.count()
 
+    def disk_usage(self) -> dict[str, int]:
+        return {}
+
     def hints_for(self, target: NodeId, limit: int) -> list[Hint]:
         self._check_open()
         return self._disk.image.hints_for(target, limit)

@@ -78,6 +78,11 @@ class Storage(Protocol):
         """Number of keys stored (tombstones included)."""
         ...
 
+    def disk_usage(self) -> dict[str, int]:
+        """Bytes on disk by file kind (``database``, ``wal``); empty when nothing is on
+        disk. Status shows it so an operator sees a growing WAL before the disk fills."""
+        ...
+
     async def add_hint(self, target: NodeId, key: bytes, record: bytes, created: float) -> None:
         """Durably keep a write for ``target``; returns once committed."""
         ...

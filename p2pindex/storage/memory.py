@@ -213,6 +213,9 @@ class MemoryStorage:
         self._check_open()
         return len(self._records)
 
+    def disk_usage(self) -> dict[str, int]:
+        return {}
+
     async def add_hint(self, target: NodeId, key: bytes, record: bytes, created: float) -> None:
         self.add_hint_now(target, key, record, created)
         await trio.lowlevel.checkpoint()

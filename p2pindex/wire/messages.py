@@ -37,6 +37,9 @@ class PutRequest(Message):
     forwarded: bool = False
     """Set when a node relays a client request to a replica; a relayed request is never
     relayed again, so routing cannot loop."""
+    overwrite: bool = False
+    """Replace what the cluster holds now: the coordinator reads the key first and writes
+    with the context it read (``context`` must be None)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +90,15 @@ class RemoveRequest(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class AdmitRequest(Message):
+    """Let a removed node join again (undoes ``RemoveRequest``, spread to every member)."""
+
+    TYPE: ClassVar[int] = 9
+    node_id: str
+    relayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class MembersRequest(Message):
     """Ask for the member list and ring parameters (clients route keys with it)."""
 
@@ -113,6 +125,14 @@ class PutReply(Message):
     TYPE: ClassVar[int] = 20
     context: bytes
     warning: str | None = None
+    siblings: int = 1
+    """Live values the key has on the coordinator after this write; more than one means
+    concurrent writes (a put without a context on an existing key makes one)."""
+    read_first: bool = False
+    """The coordinator read the key and superseded what it read (an overwrite)."""
+    unseen_may_remain: bool = False
+    """Replicas that did not answer that read may hold a version this write did not
+    supersede (it would show up as a sibling)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +148,12 @@ class GetReply(Message):
 class DeleteReply(Message):
     TYPE: ClassVar[int] = 22
     context: bytes
+    read_first: bool = False
+    """The delete came without a context: the coordinator read the key and the tombstone
+    supersedes what it read."""
+    unseen_may_remain: bool = False
+    """Replicas that did not answer that read may hold a version the tombstone did not
+    supersede, which a later read would still return."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -105,14 +105,6 @@ async def test_quorum_survives_a_crash_and_all_fails_as_unavailable():
         assert reply.alive == 2
 
 
-async def test_n_larger_than_the_cluster_is_a_clear_error():
-    async with running_cluster(2, n_replicas=3) as cluster:
-        reply = await cluster.request(cluster.nodes[0], put(b"k", b"v"))
-        assert isinstance(reply, ErrorReply)
-        assert reply.code == "invalid_request"
-        assert "N=3" in reply.message
-
-
 async def test_bad_consistency_and_bad_context_are_refused_and_write_nothing():
     async with running_cluster(3) as cluster:
         for request in (

@@ -170,3 +170,24 @@ def test_handoff_is_one_line() -> None:
     assert format_handoff(running) == (
         "handoff (out): 2 of 5 ranges, 10 keys so far; last error: peer gone"
     )
+
+
+def test_status_text_shows_version_disk_n_warning_last_known_state_and_removed_count() -> None:
+    members = [dict(m) for m in STATUS["members"]]
+    members[0]["state_last_known"] = True  # bb22 is dead
+    status = {
+        **STATUS,
+        "members": members,
+        "version": "9.9.9",
+        "disk": {"database": 8 << 20, "wal": 3 << 19},
+        "warnings": ["the cluster keeps N=3 copies of each key but has only 2 member(s)"],
+        "removed_members": 2,
+    }
+    text = format_status(status)
+    assert "version 9.9.9, disk: database 8.0 MiB, wal 1.5 MiB" in text
+    assert "warning: the cluster keeps N=3 copies of each key but has only 2 member(s)" in text
+    bb22 = next(line for line in text.splitlines() if line.startswith("bb22"))
+    assert "active (last known)" in bb22
+    assert "2 members: 1 alive, 1 dead; 2 removed (not listed)" in text
+    aa11 = next(line for line in text.splitlines() if line.startswith("aa11"))
+    assert "last known" not in aa11

@@ -182,3 +182,14 @@ def test_node_defaults_to_the_environment(
 ) -> None:
     monkeypatch.setenv("P2PINDEX_NODE", f"127.0.0.1:{closed_port()},{cluster.addresses[2]}")
     assert run("put", "k", "v") == 0
+
+
+def test_the_put_line_says_how_many_siblings_the_key_has_and_how_to_resolve_them():
+    from p2pindex.cli.kv import _put_note
+    from p2pindex.client.results import PutResult
+
+    assert _put_note("k", PutResult(Context(b"c"))) == ""
+    note = _put_note("user:1", PutResult(Context(b"c"), siblings=3))
+    assert "3 concurrent values" in note and "--overwrite" in note and "--context" in note
+    unseen = _put_note("k", PutResult(Context(b"c"), overwrote=True, unseen_may_remain=True))
+    assert "may still hold" in unseen and "--consistency all" in unseen

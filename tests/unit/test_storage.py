@@ -670,3 +670,39 @@ def test_sqlite_batch_commits_create_no_temporary_files(tmp_path: Path, mode: st
     subprocess.run(command, env=env, check=True, timeout=120)
     assert scratch.stat().st_mtime_ns == before
     assert list(scratch.iterdir()) == []
+
+
+@pytest.mark.parametrize("threaded", [False, True], ids=["inline", "writer-thread"])
+@pytest.mark.parametrize("bounded", [True, False], ids=["bounded", "control"])
+async def test_a_wal_grown_past_its_bound_is_rewound_and_cut_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, threaded: bool, bounded: bool
+) -> None:
+    """Only the size check rewinds the WAL here (the periodic checkpoint never runs), so the
+    control without it shows what the check prevents."""
+    from p2pindex.storage import sqlite as sqlite_module
+
+    bound = 256 << 10
+    monkeypatch.setattr(sqlite_module, "_WAL_TRUNCATE_BYTES", bound if bounded else 1 << 40)
+    monkeypatch.setattr(sqlite_module, "_JOURNAL_SIZE_LIMIT", 64 << 10)
+    monkeypatch.setattr(sqlite_module, "_WAL_AUTOCHECKPOINT_PAGES", 0)
+    monkeypatch.setattr(sqlite_module, "_CHECKPOINT_EVERY_COMMITS", 1 << 30)
+    monkeypatch.setattr(sqlite_module, "_WRITER_SIZE_CHECK_EVERY", 4)
+    storage = await SqliteStorage.open(tmp_path / "data.db", writer_thread=threaded)
+    largest = 0
+    try:
+        value = os.urandom(2048)
+        for round_ in range(600):
+            await storage.put_many([(b"wal-%d-%d" % (round_, i), value) for i in range(4)])
+            largest = max(largest, storage.disk_usage()["wal"])
+        with trio.fail_after(10):  # the last checkpoint may still be running inline
+            while bounded and storage.disk_usage()["wal"] > 2 * bound:
+                await storage.put(b"one more", b"v")
+                await trio.sleep(0.01)
+        usage = storage.disk_usage()
+    finally:
+        await storage.aclose()
+    assert usage["database"] > 0
+    if bounded:
+        assert largest < 8 * bound, (largest, usage)
+    else:
+        assert largest > 16 * bound, "the control never grew: the test cannot tell"

@@ -1,0 +1,117 @@
+"""The operator's log: one info line per event worth reading afterwards, never a flood.
+
+A node logs what an operator would want to reconstruct after the fact (members joining,
+dying, coming back and leaving; its own state changes; handoff progress; hints; repairs;
+storage errors; shutdown). Some of these can come in storms (a flapping link, a disk that
+fails every write), so every line goes through a per-topic budget: at most ``burst`` lines
+per ``period`` seconds for a topic, and the next line that is let through says how many
+were held back. A storm therefore costs a few lines a minute, not the disk.
+
+The clock is injected so the same class runs under trio's clock in a node, in the
+simulation, and in unit tests.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+DEFAULT_BURST = 10
+DEFAULT_PERIOD = 60.0
+MAX_TOPICS = 4096
+"""Topics are a small vocabulary ("hints", "state", one per member), but a bound keeps a
+bug that made them per-key from growing this table without end."""
+
+
+@dataclass(slots=True)
+class _Budget:
+    window_start: float
+    used: int = 0
+    held_back: int = 0
+
+
+class EventLog:
+    """Rate-limited info/warning lines, per topic."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        clock: Callable[[], float],
+        *,
+        burst: int = DEFAULT_BURST,
+        period: float = DEFAULT_PERIOD,
+    ) -> None:
+        self._logger = logger
+        self._clock = clock
+        self._burst = burst
+        self._period = period
+        self._budgets: dict[str, _Budget] = {}
+
+    def info(self, topic: str, message: str, *args: object) -> bool:
+        """Log at info level unless ``topic`` is over budget; True if the line was written."""
+        return self._emit(logging.INFO, topic, message, args)
+
+    def warning(self, topic: str, message: str, *args: object) -> bool:
+        return self._emit(logging.WARNING, topic, message, args)
+
+    def error(self, topic: str, message: str, *args: object) -> bool:
+        return self._emit(logging.ERROR, topic, message, args)
+
+    def _emit(self, level: int, topic: str, message: str, args: tuple[object, ...]) -> bool:
+        if not self._logger.isEnabledFor(level):
+            return False
+        now = self._clock()
+        budget = self._budgets.get(topic)
+        if budget is None:
+            if len(self._budgets) >= MAX_TOPICS:
+                self._budgets.clear()
+            budget = self._budgets[topic] = _Budget(now)
+        elif now - budget.window_start >= self._period:
+            budget.window_start = now
+            budget.used = 0
+        if budget.used >= self._burst:
+            budget.held_back += 1
+            return False
+        budget.used += 1
+        if budget.held_back:
+            message += " (%d similar %s line(s) held back)"
+            args = (*args, budget.held_back, topic)
+            budget.held_back = 0
+        self._logger.log(level, message, *args)
+        return True
+
+
+def describe_member_change(
+    node_id: str,
+    address: str,
+    liveness: str,
+    state: str,
+    previous_liveness: str | None,
+    previous_state: str | None,
+) -> str | None:
+    """The operator's sentence for a membership change, or None when nothing they would
+    look for changed (a refreshed incarnation, say). Liveness and state are their names."""
+    who = f"member {node_id} at {address}"
+    if previous_liveness is None:
+        if liveness == "alive":
+            return f"{who} joined ({state})"
+        return f"{who} is known, {liveness}"
+    if liveness != previous_liveness:
+        if liveness == "alive":
+            if previous_liveness == "suspect":
+                return f"{who} is alive again (it answered the suspicion)"
+            return f"{who} is alive again (was {previous_liveness}), {state}"
+        if liveness == "suspect":
+            return f"{who} is suspected: it did not answer probes"
+        if liveness == "dead":
+            return (
+                f"{who} is dead; it stays in the ring (hints are kept for it) until it comes "
+                "back or is removed with `p2pindex remove`"
+            )
+        if liveness == "left":
+            return f"{who} left the cluster"
+        return f"{who} is {liveness}"
+    if state != previous_state and liveness == "alive":
+        return f"{who} is now {state}"
+    return None

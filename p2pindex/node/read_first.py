@@ -1,0 +1,79 @@
+"""Writes that supersede what the cluster holds now: a delete without a context, and a put
+asked to ``overwrite``.
+
+A write without a context is concurrent with every version of the key, so it becomes a
+sibling of them: a delete then hides nothing (``get`` still returns the old value) and a put
+quietly adds a second value. What people mean by "delete k" or "replace k" is to supersede
+what is there, so the coordinator first reads the key at the request's own consistency and
+writes with the context of what it read (Riak does the same for a delete without a vclock).
+
+Whatever the read could not see can survive: a replica that did not answer the read may hold
+a version this write is concurrent with. The answer says so (``unseen_may_remain``) whenever
+fewer replicas answered than hold the key, and for a sloppy read through a fallback, which
+stands in for a primary whose copy it never had. A write racing the read can survive too,
+as with any read-modify-write; that is what contexts and siblings are for.
+
+Kept apart from the coordinator so its one rule is read in one place: the coordinator only
+asks ``needs_read_first`` and hands such requests here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable
+
+from p2pindex.core.placement import Target
+from p2pindex.wire.messages import (
+    DeleteReply,
+    DeleteRequest,
+    GetReply,
+    GetRequest,
+    Message,
+    PutReply,
+    PutRequest,
+)
+
+Serve = Callable[[Message], Awaitable[Message]]
+
+
+def needs_read_first(request: PutRequest | DeleteRequest) -> bool:
+    """A delete without a context, or a put asked to overwrite what the cluster holds."""
+    if isinstance(request, DeleteRequest):
+        return request.context is None
+    return request.overwrite
+
+
+def may_leave_unseen(required: int, targets: list[Target], holders: int) -> bool:
+    """Whether a read answered after ``required`` replies of ``targets`` may have missed a
+    version: fewer answers than the ``holders`` of the key (min(N, members)), or a fallback
+    answering for a primary."""
+    return required < holders or len(targets) < holders or any(t.hint_for for t in targets)
+
+
+async def read_then_write(
+    request: PutRequest | DeleteRequest,
+    get: Serve,
+    write: Serve,
+    unseen: bool,
+) -> Message:
+    """Read ``request.key`` at the request's consistency, then write with the context read.
+
+    A failed read raises before anything is written (the error is definite). ``unseen`` is
+    what ``may_leave_unseen`` said for this key and level.
+    """
+    # Not marked forwarded even when the write was: a coordinator that is no read target
+    # (a SYNCING node) relays the read once, and the node it reaches serves it.
+    read = await get(
+        GetRequest(request.key, request.consistency, request.timeout_ms, request.strict)
+    )
+    if not isinstance(read, GetReply):
+        return read  # an error reply from a relayed read: nothing was written
+    if isinstance(request, DeleteRequest):
+        reply = await write(dataclasses.replace(request, context=read.context))
+        if isinstance(reply, DeleteReply):
+            return dataclasses.replace(reply, read_first=True, unseen_may_remain=unseen)
+        return reply
+    reply = await write(dataclasses.replace(request, context=read.context, overwrite=False))
+    if isinstance(reply, PutReply):
+        return dataclasses.replace(reply, read_first=True, unseen_may_remain=unseen)
+    return reply
