@@ -79,6 +79,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     admit.add_argument("node_id", metavar="NODE_ID", help="full id of the removed node")
     add_node_option(admit, what="a live node to carry out the admission")
+    add_format_option(admit)
     admit.set_defaults(func=run_admit)
 
 
@@ -137,7 +138,10 @@ def run_remove(args: argparse.Namespace) -> int:
 def run_admit(args: argparse.Namespace) -> int:
     async def body(db: AsyncClient) -> int:
         detail = await db.admit(args.node_id)
-        print(f"ok: {detail}")
+        if args.format == "json":
+            print(json.dumps({"ok": True, "admitted": args.node_id, "detail": detail}))
+        else:
+            print(f"ok: {detail}")
         return EXIT_OK
 
     return with_client(args, body)
