@@ -211,6 +211,11 @@ class Client:
         """Remove a member that will not come back; its ranges move to the other members."""
         self._call(self._client.remove, node_id, node)
 
+    @property
+    def limits(self) -> Limits:
+        """The limits requests are checked against (the cluster's, learned on connecting)."""
+        return self._client.limits
+
     def preference_list(self, key: Data) -> tuple[str, ...]:
         """The node ids this client would route ``key`` to, primary first."""
         return self._client.preference_list(key)
