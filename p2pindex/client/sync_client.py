@@ -219,6 +219,11 @@ class Client:
         """Let a removed member join again; see ``AsyncClient.admit``."""
         return self._call(self._client.admit, node_id, node)
 
+    @property
+    def limits(self) -> Limits:
+        """The limits requests are checked against (the cluster's, learned on connecting)."""
+        return self._client.limits
+
     def preference_list(self, key: Data) -> tuple[str, ...]:
         """The node ids this client would route ``key`` to, primary first."""
         return self._client.preference_list(key)

@@ -92,7 +92,8 @@ async def use_async_client(addresses: list[str]) -> None:
         placement: KeyPlacement = await db.explain("user:1")
         members: tuple[Member, ...] = await db.members(addresses[0])
         order: tuple[str, ...] = db.preference_list("user:1")
-        print(warning, values, found, value, deleted.context, order)
+        largest: int = db.limits.max_value
+        print(warning, values, found, value, deleted.context, order, largest)
         print(show_status(status), show_placement(placement), show_members(members))
         try:
             await db.remove("0123abcd")
@@ -110,7 +111,8 @@ def use_blocking_client(addresses: list[str]) -> None:
         placement: KeyPlacement = db.explain(b"user:2")
         members: tuple[Member, ...] = db.members()
         order: tuple[str, ...] = db.preference_list("user:2")
-        print(put.context, deleted.context, order)
+        largest: int = db.limits.max_value
+        print(put.context, deleted.context, order, largest)
         print(show_status(status), show_placement(placement), show_members(members))
         db.remove("0123abcd", addresses[0])
         db.leave(addresses[-1])
