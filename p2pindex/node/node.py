@@ -364,8 +364,8 @@ class Node:
         member = self._members.get(node_id)
         if member is None or member.liveness not in (Liveness.ALIVE, Liveness.SUSPECT):
             return False
-        if member.state is NodeState.DEGRADED:
-            return False
+        if member.state is NodeState.DEGRADED or node_id in self._removed:
+            return False  # a removed node that restarted is alive but gets nothing
         until = self._unreachable_until.get(node_id)
         return until is None or trio.current_time() >= until
 

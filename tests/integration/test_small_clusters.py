@@ -133,6 +133,7 @@ async def test_a_removed_member_is_refused_with_how_to_admit_it_and_admit_lets_i
         back = await cluster.start_node(storage=victim.storage, identity=victim.identity)
         await trio.sleep(3)
         assert all(victim_id not in n.node.ring.nodes for n in live), "restarting is no way back"
+        assert not any(n.node.usable(victim_id) for n in live), "no hints or repairs go to it"
         unknown = await cluster.request(live[0], AdmitRequest("0123456789abcdef"))
         assert isinstance(unknown, ErrorReply) and unknown.code == "invalid_request"
         admitted = await cluster.request(live[0], AdmitRequest(victim_id))
