@@ -50,7 +50,8 @@ from p2pindex.errors import (
 )
 from p2pindex.net.base import Transport
 from p2pindex.net.channel import RpcChannel, open_channel
-from p2pindex.security.credentials import ClientCredentials, client_connector
+from p2pindex.net.secure.connector import client_connector
+from p2pindex.security.credentials import ClientCredentials
 from p2pindex.types import Address, ConsistencyLevel
 from p2pindex.wire.messages import (
     DeleteRequest,

@@ -25,6 +25,8 @@ from p2pindex.core.swim import Member, MemberChanged, Swim, SwimConfig
 from p2pindex.errors import InvalidRequest, P2PIndexError, StorageFailure
 from p2pindex.net.base import Transport
 from p2pindex.net.channel import RpcChannel
+from p2pindex.net.secure.manager import SecurityManager
+from p2pindex.net.secure.session import SecureStream
 from p2pindex.node import planted
 from p2pindex.node.antientropy import AntiEntropy, request_arcs
 from p2pindex.node.coordinator import Coordinator, data_fast_path
@@ -37,8 +39,6 @@ from p2pindex.node.peers import PeerPool
 from p2pindex.node.replica import IndexManager, ReplicaService
 from p2pindex.node.stats import StatisticsStore
 from p2pindex.security.access import PeerKind
-from p2pindex.security.manager import SecurityManager
-from p2pindex.security.session import SecureStream
 from p2pindex.storage.base import Storage
 from p2pindex.types import Address, Liveness, NodeState
 from p2pindex.wire.messages import (
