@@ -29,6 +29,7 @@ from p2pindex.net.secure.manager import SecurityManager
 from p2pindex.net.secure.session import SecureStream
 from p2pindex.node import planted
 from p2pindex.node.antientropy import AntiEntropy, request_arcs
+from p2pindex.node.cluster_view import ClusterView
 from p2pindex.node.coordinator import Coordinator, data_fast_path
 from p2pindex.node.handoff import OwnershipHandoff
 from p2pindex.node.hints import HintedHandoff
@@ -119,18 +120,10 @@ class Node:
             self._swim_config = dataclasses.replace(
                 self._swim_config, suspicion_mult=1e-3, lifeguard=False
             )
-        self.state = NodeState.ACTIVE
+        self.view = ClusterView(self.node_id, config.advertised)
         self.state_reason = ""
-        self.address: Address = config.advertised
-        self._members: dict[str, Member] = {}
-        self._removed: dict[str, int] = {}
-        """Members taken out of the ring, with the incarnation they had; a restart of the
-        node itself (higher incarnation, alive) brings it back."""
         self._ring_members_saved = b""
         """The ring members as last saved: a rebuild that changes nothing saved writes nothing."""
-        self._dead_since: dict[str, float] = {}
-        self._unreachable_until: dict[str, float] = {}
-        self.ring = Ring([self.node_id], DEFAULT_VNODES)
         self._swim: Swim | None = None
         self._driver: MembershipDriver | None = None
         self._nursery: trio.Nursery | None = None
@@ -165,13 +158,13 @@ class Node:
             if "hints-dropped-on-restart" in self.config.planted_bugs:
                 await self._drop_all_hints()
             incarnation = await self._next_incarnation()
-            self._removed = self._load_removed()
+            self.view.removed = self._load_removed()
             bound = await nursery.start(self._transport.serve, self._handle_stream)
             self.address = self.config.advertise or bound
             hello = Hello(self.node_id, str(self.address), self.config.cluster)
             self._peers = PeerPool(nursery, self._transport, self.config.limits, hello, self.stats)
             if self.security is not None:
-                self.security.attach(nursery, self._peers.request, self._live_addresses)
+                self.security.attach(nursery, self._peers.request, self.view.live_addresses)
             self._coordinator = Coordinator(
                 self.node_id,
                 self,
@@ -229,7 +222,7 @@ class Node:
             # the seeds do not hand out tombstones of members the joiner never saw, and a ring
             # without them would send their keys to other nodes and keep no hints for them.
             self._swim.restore(self._load_ring_members(), trio.current_time())
-            self._members = {m.node_id: m for m in self._swim.members()}
+            self.view.members = {m.node_id: m for m in self._swim.members()}
             self._rebuild_ring()
             self._driver = MembershipDriver(
                 self._swim, self._transport, self._exchange, self._on_member_change, claims=claims
@@ -318,32 +311,34 @@ class Node:
 
     # --- cluster view (used by the coordinator and hinted handoff) -------------------------
 
+    @property
+    def state(self) -> NodeState:
+        return self.view.state
+
+    @state.setter
+    def state(self, state: NodeState) -> None:
+        self.view.state = state
+
+    @property
+    def address(self) -> Address:
+        return self.view.address
+
+    @address.setter
+    def address(self, address: Address) -> None:
+        self.view.address = address
+
+    @property
+    def ring(self) -> Ring:
+        return self.view.ring
+
     def address_of(self, node_id: str) -> Address:
-        if node_id == self.node_id:
-            return self.address
-        member = self._members.get(node_id)
-        if member is None:
-            raise InvalidRequest(f"unknown node {node_id}")
-        return member.address
+        return self.view.address_of(node_id)
 
     def usable(self, node_id: str) -> bool:
-        if node_id == self.node_id:
-            return self.state is not NodeState.DEGRADED
-        member = self._members.get(node_id)
-        if member is None or member.liveness not in (Liveness.ALIVE, Liveness.SUSPECT):
-            return False
-        if member.state is NodeState.DEGRADED:
-            return False
-        until = self._unreachable_until.get(node_id)
-        return until is None or trio.current_time() >= until
+        return self.view.usable(node_id, trio.current_time())
 
     def readable(self, node_id: str) -> bool:
-        if not self.usable(node_id):
-            return False
-        if node_id == self.node_id:
-            return self.state is not NodeState.SYNCING
-        member = self._members.get(node_id)
-        return member is not None and member.state is not NodeState.SYNCING
+        return self.view.readable(node_id, trio.current_time())
 
     async def keep_hint(self, target: str, key: bytes, record: bytes) -> None:
         """Hand a write this node coordinated as a fallback to hinted handoff."""
@@ -352,45 +347,34 @@ class Node:
 
     def note_unreachable(self, node_id: str) -> None:
         """Data-path evidence: a refused connection skips the peer for a short grace period."""
-        self._unreachable_until[node_id] = trio.current_time() + UNREACHABLE_GRACE
+        self.view.unreachable_until[node_id] = trio.current_time() + UNREACHABLE_GRACE
 
     def members(self) -> list[Member]:
-        return sorted(self._members.values(), key=lambda m: m.node_id)
+        return sorted(self.view.members.values(), key=lambda m: m.node_id)
 
     def membership_statistics(self) -> dict[str, int]:
         """The SWIM engine's counters (probes, refused input such as ``bad_claim``)."""
         return self._swim.statistics() if self._swim is not None else {}
 
-    def _live_addresses(self) -> list[tuple[str, Address]]:
-        live = (Liveness.ALIVE, Liveness.SUSPECT)
-        return [(m.node_id, m.address) for m in self._members.values() if m.liveness in live]
-
     def _on_member_change(self, change: MemberChanged) -> None:
         member = change.member
-        self._members[member.node_id] = member
+        self.view.members[member.node_id] = member
         if member.liveness is Liveness.ALIVE:
             if self.security is not None:
                 self.security.note_member(member.node_id, member.address)
-            self._unreachable_until.pop(member.node_id, None)
-            self._dead_since.pop(member.node_id, None)
-            removed_at = self._removed.get(member.node_id)
+            self.view.unreachable_until.pop(member.node_id, None)
+            self.view.dead_since.pop(member.node_id, None)
+            removed_at = self.view.removed.get(member.node_id)
             if removed_at is not None and member.incarnation > removed_at:
-                del self._removed[member.node_id]
+                del self.view.removed[member.node_id]
                 self._spawn_persist_removed()
         elif member.liveness is Liveness.DEAD:
-            self._dead_since.setdefault(member.node_id, trio.current_time())
+            self.view.dead_since.setdefault(member.node_id, trio.current_time())
         self.stats.incr(f"membership.{member.liveness.value}")
         self._rebuild_ring()
 
     def _rebuild_ring(self) -> None:
-        nodes = {
-            node_id
-            for node_id, member in self._members.items()
-            if member.liveness is not Liveness.LEFT and node_id not in self._removed
-        }
-        nodes.add(self.node_id)
-        if nodes != self.ring.nodes:
-            self.ring = Ring(nodes, DEFAULT_VNODES)
+        if self.view.rebuild_ring():
             self.stats.incr("ring.rebuilds")
             self._spawn_persist_ring_members()
 
@@ -398,16 +382,16 @@ class Node:
         """Take ``node_id`` out of this node's ring (and remember it across restarts)."""
         if node_id == self.node_id:
             raise InvalidRequest("a node cannot remove itself; use leave")
-        member = self._members.get(node_id)
+        member = self.view.members.get(node_id)
         if member is None:
             raise InvalidRequest(f"unknown node {node_id}")
-        self._removed[node_id] = member.incarnation
+        self.view.removed[node_id] = member.incarnation
         self.stats.incr("membership.removed")
         self._spawn_persist_removed()
         self._rebuild_ring()
 
     async def _remove(self, request: RemoveRequest) -> Message:
-        member = self._members.get(request.node_id)
+        member = self.view.members.get(request.node_id)
         if member is not None and member.liveness is Liveness.ALIVE and not request.relayed:
             raise InvalidRequest(
                 f"node {request.node_id} is alive; a live node leaves with `p2pindex leave`"
@@ -418,7 +402,7 @@ class Node:
         assert self._peers is not None
         others = [
             m
-            for m in self._members.values()
+            for m in self.view.members.values()
             if m.node_id not in (self.node_id, request.node_id)
             and m.liveness in (Liveness.ALIVE, Liveness.SUSPECT)
         ]
@@ -446,7 +430,7 @@ class Node:
         return {str(k): int(v) for k, v in json.loads(raw).items()} if raw else {}
 
     def _spawn_persist_removed(self) -> None:
-        doc = json.dumps(self._removed, sort_keys=True).encode()
+        doc = json.dumps(self.view.removed, sort_keys=True).encode()
         self._spawn_save_meta(REMOVED_META, doc)
 
     def _load_ring_members(self) -> list[Member]:
@@ -460,7 +444,7 @@ class Node:
                     str(node_id), Address.parse(address), int(inc), Liveness.ALIVE, NodeState.ACTIVE
                 )
                 for node_id, address, inc in json.loads(raw)
-                if node_id != self.node_id and node_id not in self._removed
+                if node_id != self.node_id and node_id not in self.view.removed
             ]
         except (ValueError, TypeError) as exc:
             log.warning("ignoring the saved ring members (%s): the seeds will tell", exc)
@@ -469,7 +453,7 @@ class Node:
     def _spawn_persist_ring_members(self) -> None:
         saved = sorted(
             [node_id, str(member.address), member.incarnation]
-            for node_id, member in self._members.items()
+            for node_id, member in self.view.members.items()
             if node_id in self.ring.nodes and node_id != self.node_id
         )
         doc = json.dumps(saved).encode()
@@ -497,8 +481,8 @@ class Node:
             limit = self.config.remove_dead_after
             if limit is not None:
                 now = trio.current_time()
-                for node_id, since in list(self._dead_since.items()):
-                    if now - since >= limit and node_id not in self._removed:
+                for node_id, since in list(self.view.dead_since.items()):
+                    if now - since >= limit and node_id not in self.view.removed:
                         log.warning("removing %s: dead for %.0fs", node_id, now - since)
                         self.remove_member(node_id)
             health = self._swim.local_health()
