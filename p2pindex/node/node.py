@@ -551,6 +551,10 @@ class Node:
             if self._driver is not None:
                 self._driver.notify()
             return PushPullReply(reply)
+        return await self._dispatch_admin(message)
+
+    async def _dispatch_admin(self, message: Message) -> Message:
+        """Introductions, status documents and membership changes an operator asks for."""
         if isinstance(message, Hello):
             if message.cluster != self.config.cluster:
                 self.stats.incr("rejected.wrong_cluster")

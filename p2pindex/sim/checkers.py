@@ -498,6 +498,18 @@ class _FaultTimeline:
         self._close_all(math.inf)
 
     def _apply(self, event: FaultEvent) -> None:
+        if event.kind in (
+            FaultKind.PARTITION,
+            FaultKind.HEAL,
+            FaultKind.LOSS,
+            FaultKind.DELAY,
+            FaultKind.SLOW,
+        ):
+            self._apply_network(event)
+        else:
+            self._apply_process(event)
+
+    def _apply_process(self, event: FaultEvent) -> None:
         t, kind, bounds = event.time, event.kind, self.bounds
         if kind in (FaultKind.CRASH, FaultKind.LEAVE, FaultKind.REMOVE):
             for node in event.nodes:
@@ -516,7 +528,10 @@ class _FaultTimeline:
                 start = self._pause_since.pop(node, None)
                 if start is not None:
                     self._end_pause(node, start, t)
-        elif kind is FaultKind.PARTITION:
+
+    def _apply_network(self, event: FaultEvent) -> None:
+        t, kind, bounds = event.time, event.kind, self.bounds
+        if kind is FaultKind.PARTITION:
             self._links.update(event.links)
             self._recount_cuts(t)
         elif kind is FaultKind.HEAL:
