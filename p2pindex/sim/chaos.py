@@ -57,8 +57,8 @@ from p2pindex.security.authority import Authority
 from p2pindex.security.certs import Role
 from p2pindex.sim.checkers import CheckConfig, MembershipBounds, check_all, failure_report
 from p2pindex.sim.history import (
+    EventKind,
     FaultEvent,
-    FaultKind,
     History,
     Observation,
     OpType,
@@ -349,7 +349,7 @@ class Cluster:
 
     def record(
         self,
-        kind: FaultKind,
+        kind: EventKind,
         nodes: Sequence[str] = (),
         *,
         links: Sequence[tuple[str, str]] = (),
@@ -360,7 +360,7 @@ class Cluster:
         self.history.append(FaultEvent(now, kind, tuple(nodes), tuple(links), amount, detail))
 
     def crash(self, name: str) -> None:
-        self.record(FaultKind.CRASH, [name])
+        self.record(EventKind.CRASH, [name])
         self.by_name(name).kill()
         self.down.add(name)
 
@@ -369,17 +369,17 @@ class Cluster:
         if name in self.gone:
             return
         await self.by_name(name).start()
-        self.record(FaultKind.RESTART, [name])
+        self.record(EventKind.RESTART, [name])
 
     def pause(self, name: str, hold: float) -> None:
-        self.record(FaultKind.PAUSE, [name], amount=hold)
+        self.record(EventKind.PAUSE, [name], amount=hold)
         self.by_name(name).signal(signal.SIGSTOP)
         self.paused.add(name)
 
     def resume(self, name: str) -> None:
         self.by_name(name).signal(signal.SIGCONT)
         self.paused.discard(name)
-        self.record(FaultKind.RESUME, [name])
+        self.record(EventKind.RESUME, [name])
 
     # ClusterControl, for ``run_churn`` (which records these changes itself).
 
@@ -472,11 +472,11 @@ async def nemesis(
         else:
             links = partition_links(shape, nodes)
             firewall.cut(links)
-            cluster.record(FaultKind.PARTITION, links=tuple(links), detail=shape)
+            cluster.record(EventKind.PARTITION, links=tuple(links), detail=shape)
 
             async def undo() -> None:
                 firewall.heal()
-                cluster.record(FaultKind.HEAL)
+                cluster.record(EventKind.HEAL)
 
         done[shape] += 1
         await trio.sleep(hold)
@@ -663,7 +663,7 @@ async def _wait_for_members(cluster: Cluster, addresses: list[str], credentials:
 
 async def _heal_everything(cluster: Cluster, firewall: Firewall) -> None:
     firewall.heal()
-    cluster.record(FaultKind.HEAL)
+    cluster.record(EventKind.HEAL)
     for name in sorted(cluster.paused):
         cluster.resume(name)
     for name in sorted(cluster.down):

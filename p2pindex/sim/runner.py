@@ -68,8 +68,15 @@ from p2pindex.sim.faults import (
     delay_from_fault,
     fault_links,
 )
-from p2pindex.sim.history import FaultEvent, History, Observation, OpType, ReplicaState, RunMeta
-from p2pindex.sim.history import FaultKind as EventKind
+from p2pindex.sim.history import (
+    EventKind,
+    FaultEvent,
+    History,
+    Observation,
+    OpType,
+    ReplicaState,
+    RunMeta,
+)
 from p2pindex.sim.network import DatagramFaults, Delay, DelayKind, Link, SimNetwork
 from p2pindex.sim.scenario import Engine, PreparedRun, Scenario, ScenarioError, prepare
 from p2pindex.sim.swim_sim import SwimSimulation
