@@ -208,7 +208,7 @@ def _seeds(args: argparse.Namespace, scenario: Any) -> list[int]:
 
 
 def _plan(scenario: Any, seed: int) -> Any:
-    from p2pindex.sim.runner import plan_membership, plan_run
+    from p2pindex.sim.plan import plan_membership, plan_run
     from p2pindex.sim.scenario import Engine
 
     if scenario.engine is Engine.SWIM:
@@ -250,7 +250,9 @@ def _list(directory: Path) -> int:
 
 
 def _run_one(scenario: Any, seed: int, args: argparse.Namespace) -> int:
-    from p2pindex.sim.runner import default_output, format_table, plan_run, run_simulation
+    from p2pindex.sim.outputs import default_output, format_table
+    from p2pindex.sim.plan import plan_run
+    from p2pindex.sim.runner import run_simulation
 
     plan = plan_run(scenario, seed)
     command = replay_command(args, seed)
@@ -288,7 +290,9 @@ def _collect_garbage_rarely() -> None:
 
 
 def _batch_worker(job: _Job) -> Any:
-    from p2pindex.sim.runner import default_output, plan_run, run_simulation
+    from p2pindex.sim.outputs import default_output
+    from p2pindex.sim.plan import plan_run
+    from p2pindex.sim.runner import run_simulation
 
     _collect_garbage_rarely()
 
@@ -381,7 +385,8 @@ def _batch_summary(results: dict[int, Any], repeats: dict[int, Any], wall: float
 
 
 def _run_membership(scenario: Any, seeds: Sequence[int], args: argparse.Namespace) -> int:
-    from p2pindex.sim.runner import plan_membership, run_membership
+    from p2pindex.sim.membership_run import run_membership
+    from p2pindex.sim.plan import plan_membership
 
     status = EXIT_OK
     for seed in seeds:
