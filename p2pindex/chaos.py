@@ -1,6 +1,10 @@
 """Real node processes under real faults, inside a network namespace of their own.
 
-    python -m p2pindex.sim.chaos --duration 60 [--seed N] [--nodes 5] [--workdir DIR]
+It lives outside ``p2pindex.sim`` on purpose: the simulator is deterministic (one seed,
+virtual time, a trace hash), this harness is not (real processes, nftables, signals), and
+it only borrows the simulator's workloads, history and checkers.
+
+    python -m p2pindex.chaos --duration 60 [--seed N] [--nodes 5] [--workdir DIR]
 
 The harness re-executes itself under ``unshare --net --pid --fork --kill-child``: the new
 network namespace has nothing but a loopback interface (checked before any node starts),
@@ -685,7 +689,7 @@ def _summary(history: History, faults: Counter[str], unread: list[str], violatio
 
 def parse_args(argv: Sequence[str]) -> ChaosOptions:
     parser = argparse.ArgumentParser(
-        prog="python -m p2pindex.sim.chaos", description=__doc__.split("\n\n")[0]
+        prog="python -m p2pindex.chaos", description=__doc__.split("\n\n")[0]
     )
     defaults = ChaosOptions()
     parser.add_argument("--duration", type=float, default=defaults.duration)
@@ -737,7 +741,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--",
         sys.executable,
         "-m",
-        "p2pindex.sim.chaos",
+        "p2pindex.chaos",
         *argv,
     ]
     return subprocess.run(command, env={**os.environ, INSIDE: "1"}, check=False).returncode
