@@ -29,7 +29,9 @@ from __future__ import annotations
 from collections.abc import ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
 from typing import NamedTuple, NoReturn
 
-from cbor2 import CBORDecodeError, dumps, loads
+from cbor2 import dumps
+
+from p2pindex.core import strict_cbor
 
 FORMAT = 1
 MAX_COUNTER = (1 << 64) - 1
@@ -331,8 +333,8 @@ def _load(data: bytes, what: str) -> list[object]:
     if type(data) is not bytes and not isinstance(data, (bytearray, memoryview)):
         raise TypeError(f"{what} must be bytes, not {type(data).__name__}")
     try:
-        items = loads(data)
-    except CBORDecodeError as exc:
+        items = strict_cbor.loads_leading(data)
+    except strict_cbor.MalformedCbor as exc:
         raise ValueError(f"{what} is not valid CBOR: {exc}") from None
     if type(items) is not list or not items:
         raise ValueError(f"{what} is not a non-empty CBOR array")

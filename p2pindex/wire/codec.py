@@ -58,6 +58,7 @@ from dataclasses import dataclass
 import cbor2
 
 from p2pindex.config import KIB, Limits
+from p2pindex.core import strict_cbor
 from p2pindex.errors import MessageTooLarge, ProtocolError
 from p2pindex.types import ConsistencyLevel
 from p2pindex.wire import messages
@@ -87,11 +88,6 @@ _TOKEN_FIELDS = frozenset({"start", "end"})
 _MAX_TOKEN = 2**64 - 1
 _MAX_COUNT = 2**63 - 1
 _CONSISTENCY_NAMES = tuple(level.value for level in ConsistencyLevel)
-
-_BUILTIN_TAGS = (0, 1, 2, 3, 4, 5, 25, 28, 29, 30, 35, 36, 37, 52, 54, 100, 256, 258, 260, 261)
-_BUILTIN_TAGS_HIGH = (1004, 43000, 55799)
-"""Tags cbor2 6.x decodes itself (dates, bignums, sharing, string refs, sets, ...). Overriding
-them is the only way to refuse them; every other tag reaches ``tag_hook``."""
 
 
 # --- message registry ------------------------------------------------------------------------
@@ -641,20 +637,6 @@ class Decoded:
     error: str | None
 
 
-def _refuse_tag(tag: cbor2.CBORTag, _immutable: bool) -> object:
-    raise ValueError(f"CBOR tag {tag.tag} is not allowed")
-
-
-def _refuse_builtin_tag(tag: int) -> Callable[[object, bool], object]:
-    def refuse(_value: object, _immutable: bool) -> object:
-        raise ValueError(f"CBOR tag {tag} is not allowed")
-
-    return refuse
-
-
-_REFUSED_TAGS = {tag: _refuse_builtin_tag(tag) for tag in _BUILTIN_TAGS + _BUILTIN_TAGS_HIGH}
-
-
 class FrameDecoder:
     """Turns a byte stream into ``Decoded`` frames (sans-IO: feed it what the socket read).
 
@@ -666,14 +648,7 @@ class FrameDecoder:
         self._readers = _readers_for(limits)
         self._buffer = bytearray()
         self._failure: ProtocolError | None = None
-        self._cbor = cbor2.CBORDecoder(
-            io.BytesIO(b""),
-            tag_hook=_refuse_tag,
-            semantic_decoders=_REFUSED_TAGS,
-            max_depth=_MAX_DEPTH,
-            allow_indefinite=False,
-            allow_duplicate_keys=False,
-        )
+        self._cbor = strict_cbor.decoder(io.BytesIO(b""), _MAX_DEPTH)
 
     @property
     def buffered(self) -> int:
