@@ -28,20 +28,15 @@ from typing import Final, Protocol, TypeVar
 import trio
 
 from p2pindex.core.digest import (
-    RING_SIZE,
-    Arc,
     PieceDigest,
     SliceDigests,
-    arc_covers,
-    arc_length,
     diff_keys,
     differing,
     fold,
     key_digest,
     slice_width,
-    split_arc,
 )
-from p2pindex.core.ring import Ring, key_token
+from p2pindex.core.ring import RING_SIZE, Arc, Ring, arc_covers, arc_length, key_token, split_arc
 from p2pindex.errors import InvalidRequest, P2PIndexError
 from p2pindex.node.handoff import BatchApplier
 from p2pindex.node.peers import PeerPool

@@ -60,19 +60,18 @@ from typing import Any
 import outcome
 import trio
 
-from p2pindex.core.ring import key_token
+from p2pindex.core.ring import ArcPiece, arc_pieces, key_token
 from p2pindex.errors import StorageFailure
-from p2pindex.storage.base import Hint, HintBacklog
-from p2pindex.storage.memory import (
-    ArcPiece,
-    arc_pieces,
-    backlog_of,
+from p2pindex.storage.base import (
+    Hint,
+    HintBacklog,
     require_bytes,
     require_hint,
     require_hint_ids,
     require_limit,
     require_meta_name,
 )
+from p2pindex.storage.memory import backlog_of
 from p2pindex.types import NodeId
 
 SCHEMA_VERSION = 1
