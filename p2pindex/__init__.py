@@ -48,19 +48,6 @@ if TYPE_CHECKING:
         connect,
     )
 
-_CLIENT_NAMES = frozenset(
-    {
-        "AsyncClient",
-        "Client",
-        "Context",
-        "DeleteResult",
-        "GetResult",
-        "PutResult",
-        "SiblingConflict",
-        "connect",
-    }
-)
-
 __version__ = "0.1.0"
 
 __all__ = [
@@ -89,6 +76,10 @@ __all__ = [
     "__version__",
     "connect",
 ]
+
+_CLIENT_NAMES = frozenset(name for name in __all__ if name not in globals())
+"""The public names still to load from ``p2pindex.client`` (on first use, so that importing
+a lower layer does not import the client); a test keeps them equal to its ``__all__``."""
 
 
 def __getattr__(name: str) -> Any:

@@ -127,18 +127,9 @@ PARAMS: Final[Mapping[FaultKind, Mapping[str, _Param]]] = {
     FaultKind.DISK_FULL: {},
     FaultKind.FSYNC_ERROR: {"rate": _Param(float, 1.0, 0.0, 1.0)},
 }
-NODE_TARGETED: Final = frozenset(
-    {
-        FaultKind.CRASH,
-        FaultKind.PAUSE,
-        FaultKind.CLOCK_SKEW,
-        FaultKind.CLOCK_JUMP,
-        FaultKind.SLOW,
-        FaultKind.DISK_FULL,
-        FaultKind.FSYNC_ERROR,
-    }
-)
-"""Kinds that must name at least one node (the others optionally restrict to some nodes)."""
+NODE_TARGETED: Final = frozenset(FaultKind) - NETWORK_KINDS
+"""Kinds that must name at least one node: every kind but the network's (which optionally
+restrict themselves to some nodes)."""
 
 
 @dataclass(frozen=True, slots=True)

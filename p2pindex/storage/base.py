@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from p2pindex.errors import StorageFailure
 from p2pindex.types import NodeId
 
 
@@ -143,3 +144,9 @@ def require_hint_ids(hint_ids: object) -> list[int]:
 def require_meta_name(name: object) -> None:
     if not isinstance(name, str) or not name:
         raise ValueError(f"meta name must be a non-empty string, not {name!r}")
+
+
+def require_open(closed: bool) -> None:
+    """Every call on a closed store fails the same way, whichever backend it is."""
+    if closed:
+        raise StorageFailure("storage is closed")

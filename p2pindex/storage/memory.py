@@ -32,6 +32,7 @@ from p2pindex.storage.base import (
     require_hint_ids,
     require_limit,
     require_meta_name,
+    require_open,
 )
 from p2pindex.types import NodeId
 
@@ -195,8 +196,7 @@ class MemoryStorage:
         await trio.lowlevel.checkpoint()
 
     def _check_open(self) -> None:
-        if self._closed:
-            raise StorageFailure("storage is closed")
+        require_open(self._closed)
 
     def _check_writable(self) -> None:
         self._check_open()

@@ -68,3 +68,13 @@ def test_the_client_may_not_import_node_internals(tmp_path: Path) -> None:
     result = lint_imports(parent)
     assert result.returncode != 0
     assert "p2pindex.client.routing -> p2pindex.node.peers" in result.stdout
+
+
+def test_the_package_names_the_client_lazily_and_completely() -> None:
+    import p2pindex
+    import p2pindex.client
+
+    assert set(p2pindex.__dict__["_CLIENT_NAMES"]) == set(p2pindex.client.__all__)
+    code = "import sys, p2pindex.types; print('p2pindex.client' in sys.modules)"
+    lower = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert lower.stdout.strip() == "False"
