@@ -1,7 +1,8 @@
 """Which nodes a request goes to: the key's preference list, with sloppy-quorum fallbacks.
 
 Pure: the caller says which nodes are usable (alive, reachable, taking writes); this module
-only walks the ring. Keeping it apart from the coordinator lets property tests pin down the
+only walks the ring. Keeping it apart from the coordinator lets the property tests in
+tests/unit/test_placement.py pin down the
 documented rules:
 
 * sloppy (default, Dynamo): every unusable primary is replaced by the next usable node
