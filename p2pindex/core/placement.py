@@ -2,8 +2,7 @@
 
 Pure: the caller says which nodes are usable (alive, reachable, taking writes); this module
 only walks the ring. Keeping it apart from the coordinator lets the property tests in
-tests/unit/test_placement.py pin down the
-documented rules:
+tests/unit/test_placement.py pin down the documented rules:
 
 * sloppy (default, Dynamo): every unusable primary is replaced by the next usable node
   clockwise beyond the preference list, which stores the write with a hint naming the
