@@ -19,7 +19,6 @@ from collections.abc import Callable
 import trio
 
 from p2pindex.config import NodeConfig
-from p2pindex.core import versions
 from p2pindex.core.ring import DEFAULT_VNODES, Ring
 from p2pindex.core.swim import Member, MemberChanged, Swim, SwimConfig
 from p2pindex.errors import InvalidRequest, P2PIndexError, StorageFailure
@@ -37,7 +36,7 @@ from p2pindex.node.identity import NodeIdentity
 from p2pindex.node.membership import MembershipDriver
 from p2pindex.node.monitor import IndexMonitor
 from p2pindex.node.peers import PeerPool
-from p2pindex.node.replica import IndexManager, ReplicaService
+from p2pindex.node.replica import IndexManager, ReplicaService, decode_incoming
 from p2pindex.node.stats import StatisticsStore
 from p2pindex.security.access import PeerKind
 from p2pindex.storage.base import Storage
@@ -577,13 +576,6 @@ class Node:
         self.stats.incr("rejected.unexpected_message")
         raise InvalidRequest(f"{type(message).__name__} is not a request this node serves")
 
-    def _decode(self, record: bytes) -> versions.VersionedObject:
-        try:
-            return versions.decode_object(record)
-        except ValueError as exc:
-            self.stats.incr("rejected.bad_record")
-            raise InvalidRequest(f"bad record: {exc}") from None
-
     def _write_refusal(self) -> str | None:
         if self.state is NodeState.DEGRADED:
             return f"node {self.node_id} is degraded and takes no writes"
@@ -595,7 +587,7 @@ class Node:
 
     async def _apply_records(self, records: list[tuple[bytes, bytes]]) -> None:
         assert self._index is not None
-        items = [(key, record, self._decode(record)) for key, record in records]
+        items = [(key, record, decode_incoming(record, self.stats)) for key, record in records]
         try:
             await self._index.apply_many(items)
         except StorageFailure as exc:
