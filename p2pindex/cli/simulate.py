@@ -284,8 +284,8 @@ def _run_one(scenario: Any, seed: int, args: argparse.Namespace) -> int:
 def _collect_garbage_rarely() -> None:
     """A simulation allocates millions of short-lived objects (trio tasks, frames, events) and
     keeps a growing history; with the default thresholds the cyclic collector runs hundreds
-    of times per seed and rescans that history each time. Rarer young collections cut a
-    run's CPU by a few per cent; memory stays bounded by the run itself."""
+    of times per seed and rescans that history each time. Rarer young collections save CPU;
+    memory stays bounded by the run itself."""
     gc.set_threshold(50_000, 20, 50)
 
 

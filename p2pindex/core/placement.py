@@ -48,8 +48,8 @@ def select_targets(
 
 _MAX_SHARED_TARGETS = 65_536
 _PRIMARY_TARGETS: dict[str, Target] = {}
-"""One shared (immutable) Target per primary: every request names its targets, and making
-them anew was a visible part of a coordinator's CPU."""
+"""One shared (immutable) Target per primary: every request names its targets, so they are
+made once per node, not once per request."""
 
 
 def _primary(node: str) -> Target:

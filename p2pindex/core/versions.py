@@ -12,8 +12,8 @@ it yet.
 A delete is a write whose value is None (a tombstone), so it supersedes and is superseded
 like any other write.
 
-Encoding is canonical CBOR of one flat array (cbor2 spends about 1 us per nested container,
-so nesting would triple the cost of every record on the hot path)::
+Encoding is canonical CBOR of one flat array (cbor2 pays per nested container, so nesting
+would multiply the cost of every record on the hot path)::
 
     record:  [1, k, actor_1, counter_1, ..., actor_k, counter_k,
                     index_1, counter_1, value_1, ..., index_m, counter_m, value_m]
@@ -347,7 +347,7 @@ def _clock(actors: list[object], counters: list[object], what: str) -> dict[str,
     """The clock of equally long ``actors`` and ``counters``; one combined test per entry
     on the way in (this runs for every record a replica receives), the precise reason only
     for a bad one. Callers slice both from one array by the same range, so the zips need
-    no ``strict`` (which costs a keyword call each, a tenth of a microsecond)."""
+    no ``strict`` (a keyword call each)."""
     previous = ""
     for actor, counter in zip(actors, counters, strict=False):
         if (

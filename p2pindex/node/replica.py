@@ -111,9 +111,8 @@ class IndexManager:
         """
         decoded = self._decoded
         # Re-inserting moves the key to the end, so the key least recently stored (or read
-        # from storage) goes first: a hot key rewritten all the time stays (kept in order of
-        # first insertion, it was evicted every DECODED_CACHE new keys, then read back from
-        # storage and decoded again).
+        # from storage) goes first: a hot key rewritten all the time stays rather than being
+        # evicted, read back and decoded again every DECODED_CACHE new keys.
         if decoded.pop(key, None) is None and len(decoded) >= DECODED_CACHE:
             del decoded[next(iter(decoded))]
         decoded[key] = (record, obj)

@@ -261,7 +261,7 @@ class _Encoder:
     values: Callable[[Message], tuple[object, ...]]
     canonical: bool
     """Only messages holding free-form documents need cbor2's canonical mode (it sorts every
-    nested map, costing ~4 µs a frame); the others are canonical by construction because
+    nested map, a cost paid on every frame); the others are canonical by construction because
     their field names are pre-sorted in canonical order and every value is a byte string,
     text, integer, boolean, null or an array of these."""
 
@@ -566,8 +566,8 @@ def _build_reader(cls: type[Message], limits: Limits) -> _Reader:
     """Compile one function that reads and validates the fields map of ``cls``.
 
     Generated like ``dataclasses`` generates ``__init__``: straight-line code with the type
-    and size tests inlined runs about a microsecond faster per frame than a loop of checker
-    calls, and this runs for every frame. Any value failing its inline test goes through the
+    and size tests inlined is faster than a loop of checker calls, and this runs for every
+    frame. Any value failing its inline test goes through the
     full check, which either converts it (arrays to tuples) or raises with a precise reason.
     """
     name = cls.__name__
