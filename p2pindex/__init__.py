@@ -58,25 +58,6 @@ if TYPE_CHECKING:
         connect,
     )
 
-_CLIENT_NAMES = frozenset(
-    {
-        "AsyncClient",
-        "Client",
-        "Context",
-        "DeleteResult",
-        "GetResult",
-        "HintBacklog",
-        "KeyPlacement",
-        "Member",
-        "MemberStatus",
-        "NodeStatus",
-        "Placement",
-        "PutResult",
-        "SiblingConflict",
-        "connect",
-    }
-)
-
 # A library logs only where the program configured logging (`serve` does): without this,
 # Python's last-resort handler printed node warnings into `simulate`'s report.
 logging.getLogger("p2pindex").addHandler(logging.NullHandler())
@@ -118,6 +99,10 @@ __all__ = [
     "__version__",
     "connect",
 ]
+
+_CLIENT_NAMES = frozenset(name for name in __all__ if name not in globals())
+"""The public names still to load from ``p2pindex.client`` (on first use, so that importing
+a lower layer does not import the client); a test keeps them equal to its ``__all__``."""
 
 
 def __getattr__(name: str) -> object:

@@ -50,8 +50,7 @@ def required_replies(consistency: Consistency, n: int) -> int:
 
 
 _LEVELS = {level.value: level for level in ConsistencyLevel}
-"""Every request names its level; iterating the enum for each one cost about 2% of a
-coordinator's CPU."""
+"""Every request names its level: a dict lookup, not a walk over the enum, per request."""
 
 
 def parse_consistency(text: str) -> Consistency:

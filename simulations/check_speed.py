@@ -23,8 +23,8 @@ from pathlib import Path
 
 from p2pindex.sim.checkers import CheckConfig, MembershipBounds, check_all
 from p2pindex.sim.history import (
+    EventKind,
     FaultEvent,
-    FaultKind,
     History,
     Observation,
     Op,
@@ -131,7 +131,7 @@ def generate(operations: int, seed: int) -> History:
         if writes[key] >= 32 and number in pools[pattern]:
             pools[pattern][pools[pattern].index(number)] = serial
             serial += 1
-    history.append(FaultEvent(clock, FaultKind.HEAL))
+    history.append(FaultEvent(clock, EventKind.HEAL))
     for number, key in enumerate(history.keys()):
         clock += 0.01
         op = history.invoke(10**6 + number, OpF.FINAL, key, time=clock, consistency="all")
@@ -144,25 +144,25 @@ def generate(operations: int, seed: int) -> History:
 def _fault(history: History, rng: random.Random, t: float) -> None:
     """A crash detected by the others, a short pause, or a partition healed later."""
     node = rng.choice(NODES)
-    kind = rng.choice((FaultKind.CRASH, FaultKind.PAUSE, FaultKind.PARTITION))
+    kind = rng.choice((EventKind.CRASH, EventKind.PAUSE, EventKind.PARTITION))
     others = [n for n in NODES if n != node]
-    if kind is FaultKind.CRASH:
+    if kind is EventKind.CRASH:
         history.append(FaultEvent(t, kind, (node,)))
         for observer in others:
             history.append(Observation(t + 1, observer, node, Liveness.SUSPECT))
             history.append(Observation(t + rng.uniform(2, 8), observer, node, Liveness.DEAD))
-        history.append(FaultEvent(t + 9, FaultKind.RESTART, (node,)))
+        history.append(FaultEvent(t + 9, EventKind.RESTART, (node,)))
         for observer in others:
             history.append(Observation(t + 10, observer, node, Liveness.ALIVE))
-    elif kind is FaultKind.PAUSE:
+    elif kind is EventKind.PAUSE:
         history.append(FaultEvent(t, kind, (node,)))
         history.append(Observation(t + 1, others[0], node, Liveness.SUSPECT))
-        history.append(FaultEvent(t + 1.5, FaultKind.RESUME, (node,)))
+        history.append(FaultEvent(t + 1.5, EventKind.RESUME, (node,)))
         history.append(Observation(t + 2, others[0], node, Liveness.ALIVE))
     else:
         links = tuple((node, o) for o in others) + tuple((o, node) for o in others)
         history.append(FaultEvent(t, kind, links=links))
-        history.append(FaultEvent(t + 4, FaultKind.HEAL))
+        history.append(FaultEvent(t + 4, EventKind.HEAL))
 
 
 def main(argv: list[str] | None = None) -> int:

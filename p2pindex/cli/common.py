@@ -54,8 +54,8 @@ def collect_garbage_rarely() -> None:
     The data path allocates many short-lived objects and few cycles, while such a process
     holds long-lived state (a node's ring, caches, certificates, sessions; a bench worker's
     hundreds of request loops): at the default thresholds the cyclic collector ran hundreds
-    of times a second and kept rescanning that state (about 5% of a node's CPU in a write
-    benchmark, 12-18% of a bench worker's at 768 requests in flight). Freezing what start-up
+    of times a second and kept rescanning that state (a measurable share of the CPU: README,
+    Measuring). Freezing what start-up
     made and collecting the young generation less often keeps collection rare; memory stays
     bounded, since garbage cycles are still collected.
     """

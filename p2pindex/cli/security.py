@@ -18,9 +18,10 @@ from p2pindex.cli.common import EXIT_OK, add_format_option, address_arg, emit
 from p2pindex.config import Limits
 from p2pindex.errors import ConfigError, ProtocolError
 from p2pindex.net.channel import RpcChannel
+from p2pindex.net.secure.connector import SecureConnector
 from p2pindex.security.authority import CLIENT_LIFETIME, NODE_LIFETIME, Authority
 from p2pindex.security.certs import Role, node_id_of, when
-from p2pindex.security.credentials import CREDENTIALS_ENV, SecureConnector
+from p2pindex.security.credentials import CREDENTIALS_ENV
 from p2pindex.security.keys import generate, key_id, read_private_key, write_private_key
 from p2pindex.types import Address
 from p2pindex.wire.errors import error_from_reply

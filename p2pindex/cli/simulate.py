@@ -224,7 +224,7 @@ def _seeds(args: argparse.Namespace, scenario: Any) -> list[int]:
 
 
 def _plan(scenario: Any, seed: int) -> Any:
-    from p2pindex.sim.runner import plan_membership, plan_run
+    from p2pindex.sim.plan import plan_membership, plan_run
     from p2pindex.sim.scenario import Engine
 
     if scenario.engine is Engine.SWIM:
@@ -300,7 +300,9 @@ def result_document(result: Any) -> dict[str, Any]:
 
 
 def _run_one(scenario: Any, seed: int, args: argparse.Namespace) -> int:
-    from p2pindex.sim.runner import default_output, format_table, plan_run, run_simulation
+    from p2pindex.sim.outputs import default_output, format_table
+    from p2pindex.sim.plan import plan_run
+    from p2pindex.sim.runner import run_simulation
 
     plan = plan_run(scenario, seed)
     command = replay_command(args, seed)
@@ -347,13 +349,15 @@ def _narrator(args: argparse.Namespace) -> Any:
 def _collect_garbage_rarely() -> None:
     """A simulation allocates millions of short-lived objects (trio tasks, frames, events) and
     keeps a growing history; with the default thresholds the cyclic collector runs hundreds
-    of times per seed and rescans that history each time. Rarer young collections cut a
-    run's CPU by a few per cent; memory stays bounded by the run itself."""
+    of times per seed and rescans that history each time. Rarer young collections save CPU;
+    memory stays bounded by the run itself."""
     gc.set_threshold(50_000, 20, 50)
 
 
 def _batch_worker(job: _Job) -> Any:
-    from p2pindex.sim.runner import default_output, plan_run, run_simulation
+    from p2pindex.sim.outputs import default_output
+    from p2pindex.sim.plan import plan_run
+    from p2pindex.sim.runner import run_simulation
 
     _collect_garbage_rarely()
 
@@ -454,7 +458,8 @@ def _batch_summary(results: dict[int, Any], repeats: dict[int, Any], wall: float
 
 
 def _run_membership(scenario: Any, seeds: Sequence[int], args: argparse.Namespace) -> int:
-    from p2pindex.sim.runner import plan_membership, run_membership
+    from p2pindex.sim.membership_run import run_membership
+    from p2pindex.sim.plan import plan_membership
 
     status = EXIT_OK
     for seed in seeds:

@@ -71,7 +71,9 @@ from p2pindex.errors import (
 )
 from p2pindex.net.base import Transport
 from p2pindex.net.channel import RpcChannel, open_channel
-from p2pindex.security.credentials import ClientCredentials, client_connector
+from p2pindex.net.pool import ChannelPool
+from p2pindex.net.secure.connector import client_connector
+from p2pindex.security.credentials import ClientCredentials
 from p2pindex.security.errors import HandshakeFailed
 from p2pindex.types import Address, ConsistencyLevel
 from p2pindex.wire.messages import (
@@ -154,8 +156,7 @@ class AsyncClient:
         self._refresh_interval = check_timeout(refresh_interval)
         self._limits = limits or Limits()
         self._learn_limits = limits is None
-        self._channels: dict[Address, RpcChannel] = {}
-        self._connecting: dict[Address, trio.Event] = {}
+        self._pool = ChannelPool(self._open, waiters_retry=False)
         self._refresh_wanted = trio.Event()
         self._nursery_manager: AbstractAsyncContextManager[trio.Nursery] | None = None
         self._nursery: trio.Nursery | None = None
@@ -203,10 +204,7 @@ class AsyncClient:
             return
         self._closed = True
         self._nursery.cancel_scope.cancel()
-        channels, self._channels = list(self._channels.values()), {}
-        with trio.CancelScope(shield=True):
-            for channel in channels:
-                await channel.aclose()
+        await self._pool.aclose()
         # The caller's own exception (if any) keeps propagating unwrapped: the nursery is
         # closed as if its body ended normally, since its only tasks are ours.
         await self._nursery_manager.__aexit__(None, None, None)
@@ -371,9 +369,7 @@ class AsyncClient:
         if learned == self._limits:
             return
         self._limits = learned
-        channels, self._channels = list(self._channels.values()), {}
-        for channel in channels:
-            await channel.aclose()
+        await self._pool.aclose()  # reopened with the learned limits on next use
 
     def _options(self, consistency: ConsistencyArg | None, timeout: float | None) -> CallOptions:
         if consistency is None and timeout is None:
@@ -408,34 +404,21 @@ class AsyncClient:
         """The open channel to ``address``, connecting once even if many tasks ask at once."""
         # Background tasks of a closing client must see their cancellation, not "not open".
         await trio.lowlevel.checkpoint_if_cancelled()
-        nursery = self._ensure_open()
-        while True:
-            channel = self._channels.get(address)
-            if channel is not None and not channel.closed:
-                return channel
-            pending = self._connecting.get(address)
-            if pending is None:
-                break
-            await pending.wait()
-            if address not in self._channels:
-                raise OSError(f"connecting to {address} failed")
-        done = self._connecting[address] = trio.Event()
+        self._ensure_open()
+        return await self._pool.channel(address)
+
+    async def _open(self, address: Address) -> RpcChannel:
         try:
             channel = await open_channel(
-                nursery,
+                self._ensure_open(),
                 self._transport,
                 address,
                 self._limits,
                 connect_timeout=self._connect_timeout,
             )
         except (OSError, HandshakeFailed):
-            self._channels.pop(address, None)
             self._router.mark_down(address, trio.current_time())
             raise
-        finally:
-            del self._connecting[address]
-            done.set()
-        self._channels[address] = channel
         self._router.mark_up(address)
         return channel
 
@@ -453,8 +436,8 @@ class AsyncClient:
         for address in self._router.candidates(key, now):
             # An open connection is used without a cancel scope (the channel enforces the
             # deadline); only connecting needs one.
-            channel = self._channels.get(address)
-            if channel is None or channel.closed:
+            channel = self._pool.open_channel(address)
+            if channel is None:
                 with trio.move_on_at(deadline):
                     try:
                         channel = await self._channel(address)

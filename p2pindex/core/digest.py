@@ -14,19 +14,16 @@ could simply send a bad record).
 
 from __future__ import annotations
 
-import itertools
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import mmh3
 
-RING_SIZE = 1 << 64
+from p2pindex.core.ring import RING_SIZE, Arc
+
 DIGEST_SIZE = 16
 EMPTY_DIGEST = bytes(DIGEST_SIZE)
-
-Arc = tuple[int, int]
-"""A ring arc (start, end] of tokens; start == end is the whole ring."""
 
 
 def key_digest(key: bytes, record: bytes) -> bytes:
@@ -51,43 +48,6 @@ def fold(digests: Iterable[bytes]) -> PieceDigest:
         acc ^= int.from_bytes(digest, "big")
         count += 1
     return PieceDigest(acc.to_bytes(DIGEST_SIZE, "big"), count)
-
-
-def arc_length(arc: Arc) -> int:
-    start, end = arc
-    return (end - start) % RING_SIZE or RING_SIZE
-
-
-def split_arc(arc: Arc, parts: int) -> list[Arc]:
-    """Cut ``arc`` into ``parts`` consecutive arcs of (nearly) equal length, in ring order.
-
-    The pieces cover the arc exactly once. An arc shorter than ``parts`` tokens is not
-    split (a piece of zero length would read as the whole ring).
-    """
-    if isinstance(parts, bool) or not isinstance(parts, int) or parts < 1:
-        raise ValueError(f"parts must be a positive integer, not {parts!r}")
-    start, end = arc
-    for name, value in (("start", start), ("end", end)):
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < RING_SIZE:
-            raise ValueError(f"{name} must be a ring token in 0..2**64-1, not {value!r}")
-    length = arc_length(arc)
-    if length < parts:
-        return [arc]
-    bounds = [(start + length * i // parts) % RING_SIZE for i in range(parts + 1)]
-    return list(itertools.pairwise(bounds))
-
-
-def arc_covers(outer: Arc, inner: Arc) -> bool:
-    """Whether every token of ``inner`` lies in ``outer`` (both (start, end], start == end
-    being the whole ring)."""
-    start, end = outer
-    if start == end:
-        return True
-    if inner[0] == inner[1]:
-        return False
-    first = (inner[0] - start) % RING_SIZE
-    last = (inner[1] - start) % RING_SIZE
-    return first < last <= (end - start) % RING_SIZE
 
 
 def slice_width(total_keys: int, budget: int) -> int:

@@ -1,8 +1,8 @@
 """Which nodes a request goes to: the key's preference list, with sloppy-quorum fallbacks.
 
 Pure: the caller says which nodes are usable (alive, reachable, taking writes); this module
-only walks the ring. Keeping it apart from the coordinator lets property tests pin down the
-documented rules:
+only walks the ring. Keeping it apart from the coordinator lets the property tests in
+tests/unit/test_placement.py pin down the documented rules:
 
 * sloppy (default, Dynamo): every unusable primary is replaced by the next usable node
   clockwise beyond the preference list, which stores the write with a hint naming the
@@ -48,8 +48,8 @@ def select_targets(
 
 _MAX_SHARED_TARGETS = 65_536
 _PRIMARY_TARGETS: dict[str, Target] = {}
-"""One shared (immutable) Target per primary: every request names its targets, and making
-them anew was a visible part of a coordinator's CPU."""
+"""One shared (immutable) Target per primary: every request names its targets, so they are
+made once per node, not once per request."""
 
 
 def _primary(node: str) -> Target:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import itertools
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 import mmh3
 
@@ -326,3 +327,99 @@ class Ring:
         # Equal tokens of two nodes leave an empty arc (t, t], which must not read as the
         # whole ring.
         return sorted(arc for arc in arcs if arc[0] != arc[1])
+
+
+# --- arcs ------------------------------------------------------------------------------
+
+Arc = tuple[int, int]
+"""A ring arc (start, end] of tokens; start == end is the whole ring."""
+
+TOKEN_MAX = RING_SIZE - 1
+"""Largest ring token; tokens are unsigned 64-bit integers."""
+
+
+def check_token(name: str, value: object) -> int:
+    """``value`` if it is a ring token (0..2**64-1); ValueError naming ``name`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= TOKEN_MAX:
+        raise ValueError(f"{name} must be a ring token in 0..2**64-1, not {value!r}")
+    return value
+
+
+def arc_length(arc: Arc) -> int:
+    start, end = arc
+    return (end - start) % RING_SIZE or RING_SIZE
+
+
+def split_arc(arc: Arc, parts: int) -> list[Arc]:
+    """Cut ``arc`` into ``parts`` consecutive arcs of (nearly) equal length, in ring order.
+
+    The pieces cover the arc exactly once. An arc shorter than ``parts`` tokens is not
+    split (a piece of zero length would read as the whole ring).
+    """
+    if isinstance(parts, bool) or not isinstance(parts, int) or parts < 1:
+        raise ValueError(f"parts must be a positive integer, not {parts!r}")
+    start, end = arc
+    check_token("start", start)
+    check_token("end", end)
+    length = arc_length(arc)
+    if length < parts:
+        return [arc]
+    bounds = [(start + length * i // parts) % RING_SIZE for i in range(parts + 1)]
+    return list(itertools.pairwise(bounds))
+
+
+def arc_covers(outer: Arc, inner: Arc) -> bool:
+    """Whether every token of ``inner`` lies in ``outer`` (both (start, end], start == end
+    being the whole ring)."""
+    start, end = outer
+    if start == end:
+        return True
+    if inner[0] == inner[1]:
+        return False
+    first = (inner[0] - start) % RING_SIZE
+    last = (inner[1] - start) % RING_SIZE
+    return first < last <= (end - start) % RING_SIZE
+
+
+@dataclass(frozen=True, slots=True)
+class ArcPiece:
+    """One contiguous run of tokens ``lo..hi`` (inclusive) of a ring arc, in scan order.
+
+    ``after`` is the ``(token, key)`` position a resumed scan continues strictly after; it only
+    appears on the piece that contains it.
+    """
+
+    lo: int
+    hi: int
+    after: tuple[int, bytes] | None
+
+    def contains(self, token: int, key: bytes) -> bool:
+        return self.lo <= token <= self.hi and (self.after is None or (token, key) > self.after)
+
+
+def arc_pieces(start: int, end: int, after: bytes | None) -> list[ArcPiece]:
+    """Split the half-open ring arc (start, end] into ascending token runs, in ring order.
+
+    The arc is walked clockwise from ``start``: when it wraps (start >= end) the run above
+    ``start`` comes first, then the run from zero; start == end is the whole ring. A scan that
+    resumes after key ``after`` skips every position up to ``(key_token(after), after)``; if that
+    token is outside the arc the scan is already past the end and there is nothing left.
+    """
+    check_token("start", start)
+    check_token("end", end)
+    if start < end:
+        runs = [(start + 1, end)]
+    else:
+        runs = [(start + 1, TOKEN_MAX)] if start < TOKEN_MAX else []
+        runs.append((0, end))
+    if after is None:
+        return [ArcPiece(lo, hi, None) for lo, hi in runs]
+    if not isinstance(after, bytes):
+        raise TypeError(f"after must be bytes, not {type(after).__name__}")
+    token = key_token(after)
+    for index, (lo, hi) in enumerate(runs):
+        if lo <= token <= hi:
+            return [ArcPiece(lo, hi, (token, after))] + [
+                ArcPiece(rest_lo, rest_hi, None) for rest_lo, rest_hi in runs[index + 1 :]
+            ]
+    return []

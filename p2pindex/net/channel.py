@@ -1,8 +1,8 @@
 """Multiplexed request/response over one stream, with coalesced writes.
 
-Why this shape: a trio node pays ~20 µs per individually awaited message but ~2 µs per
-frame when many frames share one ``send_all``/``receive_some`` (research/anchors-perf.md).
-So every connection has exactly one writer task that drains everything queued into a
+Why this shape: a trio node pays far more per individually awaited message than per frame
+when many frames share one ``send_all``/``receive_some`` (figures: README, Measuring). So
+every connection has exactly one writer task that drains everything queued into a
 single ``send_all``, one reader task that parses every complete frame in its buffer, and a
 table of waiting requesters keyed by request id that the reader wakes directly (no task or
 Event per request).

@@ -29,23 +29,18 @@ from typing import Final, Protocol, TypeVar
 import trio
 
 from p2pindex.core.digest import (
-    RING_SIZE,
-    Arc,
     PieceDigest,
     SliceDigests,
-    arc_covers,
-    arc_length,
     diff_keys,
     differing,
     fold,
     key_digest,
     slice_width,
-    split_arc,
 )
-from p2pindex.core.ring import Ring, key_token
+from p2pindex.core.ring import RING_SIZE, Arc, Ring, arc_covers, arc_length, key_token, split_arc
 from p2pindex.errors import InvalidRequest, P2PIndexError
 from p2pindex.node.eventlog import EventLog
-from p2pindex.node.handoff import BatchApplier
+from p2pindex.node.handoff import BatchApplier, RecordMover
 from p2pindex.node.peers import PeerPool
 from p2pindex.node.stats import StatisticsStore
 from p2pindex.storage.base import Storage
@@ -102,7 +97,7 @@ class AntiEntropyView(Protocol):
     def address_of(self, node_id: str) -> Address: ...
 
 
-class AntiEntropy:
+class AntiEntropy(RecordMover):
     """One node's anti-entropy: the periodic rounds it starts and the requests it answers."""
 
     def __init__(
@@ -118,11 +113,8 @@ class AntiEntropy:
         interval: float,
         max_frame: int,
     ) -> None:
+        super().__init__(storage, peers, apply_batch, stats)
         self._view = view
-        self._storage = storage
-        self._peers = peers
-        self._apply_batch = apply_batch
-        self._stats = stats
         self._rng = rng
         self._n = n_replicas
         self._interval = interval

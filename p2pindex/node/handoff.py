@@ -97,7 +97,25 @@ class HandoffProgress:
         }
 
 
-class OwnershipHandoff:
+class RecordMover:
+    """What the two tasks that copy records between replicas share (ownership handoff here,
+    anti-entropy in ``antientropy``): the store they read, the peers they ask, the node's
+    way to apply a batch of records, and its statistics."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        peers: PeerPool,
+        apply_batch: BatchApplier,
+        stats: StatisticsStore,
+    ) -> None:
+        self._storage = storage
+        self._peers = peers
+        self._apply_batch = apply_batch
+        self._stats = stats
+
+
+class OwnershipHandoff(RecordMover):
     def __init__(
         self,
         view: HandoffView,
@@ -107,11 +125,8 @@ class OwnershipHandoff:
         stats: StatisticsStore,
         n_replicas: int,
     ) -> None:
+        super().__init__(storage, peers, apply_batch, stats)
         self._view = view
-        self._storage = storage
-        self._peers = peers
-        self._apply_batch = apply_batch
-        self._stats = stats
         self._n = n_replicas
         self.progress = HandoffProgress()
         self._saved_at = float("-inf")

@@ -6,7 +6,6 @@ across restarts and address changes (SWIM recognises a restarted node by it).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 from dataclasses import dataclass, field
@@ -14,13 +13,13 @@ from pathlib import Path
 
 from nacl.signing import SigningKey
 
-from p2pindex.errors import ConfigError
+from p2pindex.security.keys import key_id, read_private_key, write_private_key
 
 KEY_FILE = "node.key"
 
 
 def node_id_for(public_key: bytes) -> str:
-    return hashlib.blake2b(public_key, digest_size=8).hexdigest()
+    return key_id(public_key).hex()
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,24 +42,11 @@ class NodeIdentity:
 
     @classmethod
     def load_or_create(cls, data_dir: Path) -> NodeIdentity:
-        """Read ``data_dir/node.key``, creating it (mode 0600) on first start."""
+        """Read ``data_dir/node.key``, creating it on first start, through the one key loader
+        (``security.keys``: mode 0600 checked on reading, written atomically)."""
         path = data_dir / KEY_FILE
         if path.exists():
-            seed = path.read_bytes()
-            if len(seed) != 32:
-                raise ConfigError(f"{path} is not a node key (expected 32 bytes, got {len(seed)})")
-            mode = path.stat().st_mode & 0o777
-            if mode & 0o077:  # as client credentials are: a readable key lets others be us
-                raise ConfigError(
-                    f"node key {path} is readable by other users (mode {mode:o}); "
-                    f"run chmod 600 {path}"
-                )
-            return cls(SigningKey(seed))
+            return cls(read_private_key(path))
         identity = cls.generate()
-        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as file:
-            file.write(bytes(identity.signing_key))
-            file.flush()
-            os.fsync(file.fileno())
+        write_private_key(path, identity.signing_key)
         return identity

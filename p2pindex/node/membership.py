@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from p2pindex.core.swim import MemberChanged, Swim
+from p2pindex.core.swim.outputs import drain
 from p2pindex.errors import P2PIndexError
 from p2pindex.net.base import Transport
 from p2pindex.node.eventlog import EventLog
@@ -60,6 +61,7 @@ class MembershipDriver:
         self._wakeup = trio.Event()
         self._wake_at = math.inf
         self._nursery: trio.Nursery | None = None
+        self._outgoing: list[tuple[Address, bytes]] = []
 
     def notify(self) -> None:
         """Tell the driver the core was called from outside, so its outputs go out now."""
@@ -120,16 +122,23 @@ class MembershipDriver:
             await self._flush()
 
     async def _flush(self) -> None:
-        swim = self._swim
-        for address, join in swim.push_pulls_to_start():
-            assert self._nursery is not None
-            self._nursery.start_soon(self._push_pull, address, join)
-        event = swim.next_event()
-        while event is not None:
-            self._on_change(event)
-            event = swim.next_event()
-        for address, data in swim.datagrams_to_send():
+        self._outgoing = []
+        drain(self._swim, self)
+        for address, data in self._outgoing:
             await self._transport.send_datagram(address, data)
+
+    # --- Outputs (called by drain) ----------------------------------------------------------
+
+    def send_datagram(self, address: Address, data: bytes) -> None:
+        """Collected, then sent by ``_flush`` once the push-pulls and events are handed on."""
+        self._outgoing.append((address, data))
+
+    def start_push_pull(self, address: Address, join: bool) -> None:
+        assert self._nursery is not None
+        self._nursery.start_soon(self._push_pull, address, join)
+
+    def member_changed(self, event: MemberChanged) -> None:
+        self._on_change(event)
 
     async def _push_pull(self, address: Address, join: bool) -> None:
         """One exchange: request, reply, and at most one follow-up while the core asks."""

@@ -2,17 +2,50 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from p2pindex import __version__
 from p2pindex.types import Liveness, NodeRole
 
 if TYPE_CHECKING:
-    from p2pindex.node.node import Node
+    from p2pindex.config import NodeConfig
+    from p2pindex.core.ring import Ring
+    from p2pindex.core.swim import Member
+    from p2pindex.node.handoff import OwnershipHandoff
+    from p2pindex.node.stats import StatisticsStore
+    from p2pindex.storage.base import Storage
+    from p2pindex.types import Address, NodeState
+
+
+class Monitored(Protocol):
+    """What the monitor reads of a node: it depends on this, not on the Node class, so the
+    node (which owns a monitor) and the monitor do not import each other."""
+
+    node_id: str
+    config: NodeConfig
+    storage: Storage
+    stats: StatisticsStore
+    state_reason: str
+    handoff: OwnershipHandoff | None
+
+    @property
+    def state(self) -> NodeState: ...
+
+    @property
+    def address(self) -> Address: ...
+
+    @property
+    def ring(self) -> Ring: ...
+
+    def members(self) -> list[Member]: ...
+
+    def membership_statistics(self) -> dict[str, int]: ...
+
+    def usable(self, node_id: str) -> bool: ...
 
 
 class IndexMonitor:
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Monitored) -> None:
         self._node = node
 
     def member_docs(self) -> list[dict[str, Any]]:

@@ -20,16 +20,18 @@ import trio
 
 from p2pindex import __version__
 from p2pindex.config import NodeConfig
-from p2pindex.core import versions
 from p2pindex.core.batching import fitting_prefix
 from p2pindex.core.ring import DEFAULT_VNODES, Ring
 from p2pindex.core.swim import Member, MemberChanged, Swim, SwimConfig
 from p2pindex.errors import InvalidRequest, P2PIndexError, PermissionDenied, StorageFailure
 from p2pindex.net.base import Transport
 from p2pindex.net.channel import NodeLoad, RpcChannel
+from p2pindex.net.secure.manager import SecurityManager
+from p2pindex.net.secure.session import SecureStream
 from p2pindex.node import planted
 from p2pindex.node.admission import Admission
 from p2pindex.node.antientropy import AntiEntropy, request_arcs
+from p2pindex.node.cluster_view import ClusterView
 from p2pindex.node.coordinator import Coordinator, data_fast_path
 from p2pindex.node.eventlog import EventLog, describe_member_change
 from p2pindex.node.handoff import OwnershipHandoff
@@ -38,11 +40,9 @@ from p2pindex.node.identity import NodeIdentity
 from p2pindex.node.membership import MembershipDriver
 from p2pindex.node.monitor import IndexMonitor
 from p2pindex.node.peers import PeerPool
-from p2pindex.node.replica import IndexManager, ReplicaService
+from p2pindex.node.replica import IndexManager, ReplicaService, decode_incoming
 from p2pindex.node.stats import StatisticsStore
 from p2pindex.security.access import PeerKind
-from p2pindex.security.manager import SecurityManager
-from p2pindex.security.session import SecureStream
 from p2pindex.storage.base import Storage
 from p2pindex.types import Address, Liveness, NodeState
 from p2pindex.wire.messages import (
@@ -128,18 +128,10 @@ class Node:
             self._swim_config = dataclasses.replace(
                 self._swim_config, suspicion_mult=1e-3, lifeguard=False
             )
-        self.state = NodeState.ACTIVE
+        self.view = ClusterView(self.node_id, config.advertised)
         self.state_reason = ""
-        self.address: Address = config.advertised
-        self._members: dict[str, Member] = {}
-        self._removed: dict[str, int] = {}
-        """Members taken out of the ring, with the incarnation they had. They stay out when
-        they restart (their connections are refused) until an operator admits them again."""
         self._ring_members_saved = b""
         """The ring members as last saved: a rebuild that changes nothing saved writes nothing."""
-        self._dead_since: dict[str, float] = {}
-        self._unreachable_until: dict[str, float] = {}
-        self.ring = Ring([self.node_id], DEFAULT_VNODES)
         self._swim: Swim | None = None
         self._driver: MembershipDriver | None = None
         self._nursery: trio.Nursery | None = None
@@ -179,13 +171,13 @@ class Node:
             if "hints-dropped-on-restart" in self.config.planted_bugs:
                 await self._drop_all_hints()
             incarnation = await self._next_incarnation()
-            self._removed = self._load_removed()
+            self.view.removed = self._load_removed()
             bound = await nursery.start(self._transport.serve, self._handle_stream)
             self.address = self.config.advertise or bound
             hello = Hello(self.node_id, str(self.address), self.config.cluster)
             self._peers = PeerPool(nursery, self._transport, self.config.limits, hello, self.stats)
             if self.security is not None:
-                self.security.attach(nursery, self._peers.request, self._live_addresses)
+                self.security.attach(nursery, self._peers.request, self.view.live_addresses)
             self._coordinator = Coordinator(
                 self.node_id,
                 self,
@@ -243,7 +235,7 @@ class Node:
             # the seeds do not hand out tombstones of members the joiner never saw, and a ring
             # without them would send their keys to other nodes and keep no hints for them.
             self._swim.restore(self._load_ring_members(), trio.current_time())
-            self._members = {m.node_id: m for m in self._swim.members()}
+            self.view.members = {m.node_id: m for m in self._swim.members()}
             self._rebuild_ring()
             self._driver = MembershipDriver(
                 self._swim, self._transport, self._exchange, self._on_member_change, claims=claims
@@ -350,32 +342,34 @@ class Node:
 
     # --- cluster view (used by the coordinator and hinted handoff) -------------------------
 
+    @property
+    def state(self) -> NodeState:
+        return self.view.state
+
+    @state.setter
+    def state(self, state: NodeState) -> None:
+        self.view.state = state
+
+    @property
+    def address(self) -> Address:
+        return self.view.address
+
+    @address.setter
+    def address(self, address: Address) -> None:
+        self.view.address = address
+
+    @property
+    def ring(self) -> Ring:
+        return self.view.ring
+
     def address_of(self, node_id: str) -> Address:
-        if node_id == self.node_id:
-            return self.address
-        member = self._members.get(node_id)
-        if member is None:
-            raise InvalidRequest(f"unknown node {node_id}")
-        return member.address
+        return self.view.address_of(node_id)
 
     def usable(self, node_id: str) -> bool:
-        if node_id == self.node_id:
-            return self.state is not NodeState.DEGRADED
-        member = self._members.get(node_id)
-        if member is None or member.liveness not in (Liveness.ALIVE, Liveness.SUSPECT):
-            return False
-        if member.state is NodeState.DEGRADED or node_id in self._removed:
-            return False  # a removed node that restarted is alive but gets nothing
-        until = self._unreachable_until.get(node_id)
-        return until is None or trio.current_time() >= until
+        return self.view.usable(node_id, trio.current_time())
 
     def readable(self, node_id: str) -> bool:
-        if not self.usable(node_id):
-            return False
-        if node_id == self.node_id:
-            return self.state is not NodeState.SYNCING
-        member = self._members.get(node_id)
-        return member is not None and member.state is not NodeState.SYNCING
+        return self.view.readable(node_id, trio.current_time())
 
     async def keep_hint(self, target: str, key: bytes, record: bytes) -> None:
         """Hand a write this node coordinated as a fallback to hinted handoff."""
@@ -384,30 +378,26 @@ class Node:
 
     def note_unreachable(self, node_id: str) -> None:
         """Data-path evidence: a refused connection skips the peer for a short grace period."""
-        self._unreachable_until[node_id] = trio.current_time() + UNREACHABLE_GRACE
+        self.view.unreachable_until[node_id] = trio.current_time() + UNREACHABLE_GRACE
 
     def members(self) -> list[Member]:
-        return sorted(self._members.values(), key=lambda m: m.node_id)
+        return sorted(self.view.members.values(), key=lambda m: m.node_id)
 
     def membership_statistics(self) -> dict[str, int]:
         """The SWIM engine's counters (probes, refused input such as ``bad_claim``)."""
         return self._swim.statistics() if self._swim is not None else {}
 
-    def _live_addresses(self) -> list[tuple[str, Address]]:
-        live = (Liveness.ALIVE, Liveness.SUSPECT)
-        return [(m.node_id, m.address) for m in self._members.values() if m.liveness in live]
-
     def _on_member_change(self, change: MemberChanged) -> None:
         member = change.member
-        self._members[member.node_id] = member
+        self.view.members[member.node_id] = member
         self._log_member_change(change)
         if member.liveness is Liveness.ALIVE:
             if self.security is not None:
                 self.security.note_member(member.node_id, member.address)
-            self._unreachable_until.pop(member.node_id, None)
-            self._dead_since.pop(member.node_id, None)
+            self.view.unreachable_until.pop(member.node_id, None)
+            self.view.dead_since.pop(member.node_id, None)
         elif member.liveness is Liveness.DEAD:
-            self._dead_since.setdefault(member.node_id, trio.current_time())
+            self.view.dead_since.setdefault(member.node_id, trio.current_time())
         self.stats.incr(f"membership.{member.liveness.value}")
         self._rebuild_ring()
 
@@ -425,36 +415,31 @@ class Node:
         )
         if line is None:
             return
-        if member.node_id in self._removed:
+        if member.node_id in self.view.removed:
             line += " (a removed member: kept out of the ring)"
         # A budget per member: one flapping member cannot hide what happens to the others.
         events.info(f"member {member.node_id}", "%s", line)
 
     def _rebuild_ring(self) -> None:
-        nodes = {
-            node_id
-            for node_id, member in self._members.items()
-            if member.liveness is not Liveness.LEFT and node_id not in self._removed
-        }
-        nodes.add(self.node_id)
-        if nodes != self.ring.nodes:
-            if len(nodes) < self.config.n_replicas <= len(self.ring.nodes):
+        before = len(self.view.ring.nodes)
+        if self.view.rebuild_ring():
+            after = len(self.view.ring.nodes)
+            if after < self.config.n_replicas <= before:
                 events.warning(
                     "ring",
                     "the ring has %d member(s), fewer than N=%d: every member holds every key",
-                    len(nodes),
+                    after,
                     self.config.n_replicas,
                 )
-            self.ring = Ring(nodes, DEFAULT_VNODES)
             self.stats.incr("ring.rebuilds")
             self._spawn_persist_ring_members()
 
     def is_removed(self, node_id: str) -> bool:
-        return node_id in self._removed
+        return node_id in self.view.removed
 
     @property
     def removed_count(self) -> int:
-        return len(self._removed)
+        return len(self.view.removed)
 
     def removed_refusal(self, node_id: str) -> str:
         """What a removed node is told when it tries to come back, in an operator's words."""
@@ -469,10 +454,10 @@ class Node:
         """Take ``node_id`` out of this node's ring (and remember it across restarts)."""
         if node_id == self.node_id:
             raise InvalidRequest("a node cannot remove itself; use leave")
-        member = self._members.get(node_id)
+        member = self.view.members.get(node_id)
         if member is None:
             raise InvalidRequest(f"unknown node {node_id}")
-        self._removed[node_id] = member.incarnation
+        self.view.removed[node_id] = member.incarnation
         self.stats.incr("membership.removed")
         events.info(
             f"member {node_id}", "member %s at %s removed from the ring", node_id, member.address
@@ -481,7 +466,7 @@ class Node:
         self._rebuild_ring()
 
     async def _remove(self, request: RemoveRequest) -> Message:
-        member = self._members.get(request.node_id)
+        member = self.view.members.get(request.node_id)
         if member is not None and member.liveness is Liveness.ALIVE and not request.relayed:
             raise InvalidRequest(
                 f"node {request.node_id} is alive; a live node leaves with `p2pindex leave`"
@@ -492,7 +477,7 @@ class Node:
         assert self._peers is not None
         others = [
             m
-            for m in self._members.values()
+            for m in self.view.members.values()
             if m.node_id not in (self.node_id, request.node_id)
             and m.liveness in (Liveness.ALIVE, Liveness.SUSPECT)
         ]
@@ -518,8 +503,8 @@ class Node:
     async def _admit(self, request: AdmitRequest) -> Message:
         """Undo a removal on this node and, unless relayed, on every live member."""
         node_id = request.node_id
-        if node_id in self._removed:
-            del self._removed[node_id]
+        if node_id in self.view.removed:
+            del self.view.removed[node_id]
             self._spawn_persist_removed()
             self._rebuild_ring()
             log.info("member %s admitted again: it may rejoin", node_id)
@@ -532,9 +517,9 @@ class Node:
         assert self._peers is not None
         others = [
             m
-            for m in self._members.values()
+            for m in self.view.members.values()
             if m.node_id not in (self.node_id, node_id)
-            and m.node_id not in self._removed
+            and m.node_id not in self.view.removed
             and m.liveness in (Liveness.ALIVE, Liveness.SUSPECT)
         ]
         failed: list[str] = []
@@ -559,7 +544,7 @@ class Node:
         return {str(k): int(v) for k, v in json.loads(raw).items()} if raw else {}
 
     def _spawn_persist_removed(self) -> None:
-        doc = json.dumps(self._removed, sort_keys=True).encode()
+        doc = json.dumps(self.view.removed, sort_keys=True).encode()
         self._spawn_save_meta(REMOVED_META, doc)
 
     def _load_ring_members(self) -> list[Member]:
@@ -573,7 +558,7 @@ class Node:
                     str(node_id), Address.parse(address), int(inc), Liveness.ALIVE, NodeState.ACTIVE
                 )
                 for node_id, address, inc in json.loads(raw)
-                if node_id != self.node_id and node_id not in self._removed
+                if node_id != self.node_id and node_id not in self.view.removed
             ]
         except (ValueError, TypeError) as exc:
             log.warning("ignoring the saved ring members (%s): the seeds will tell", exc)
@@ -582,7 +567,7 @@ class Node:
     def _spawn_persist_ring_members(self) -> None:
         saved = sorted(
             [node_id, str(member.address), member.incarnation]
-            for node_id, member in self._members.items()
+            for node_id, member in self.view.members.items()
             if node_id in self.ring.nodes and node_id != self.node_id
         )
         doc = json.dumps(saved).encode()
@@ -611,8 +596,8 @@ class Node:
             limit = self.config.remove_dead_after
             if limit is not None:
                 now = trio.current_time()
-                for node_id, since in list(self._dead_since.items()):
-                    if now - since >= limit and node_id not in self._removed:
+                for node_id, since in list(self.view.dead_since.items()):
+                    if now - since >= limit and node_id not in self.view.removed:
                         log.warning("removing %s: dead for %.0fs", node_id, now - since)
                         self.remove_member(node_id)
             health = self._swim.local_health()
@@ -696,13 +681,17 @@ class Node:
             if self._driver is not None:
                 self._driver.notify()
             return PushPullReply(reply)
+        return await self._dispatch_admin(message)
+
+    async def _dispatch_admin(self, message: Message) -> Message:
+        """Introductions, status documents and membership changes an operator asks for."""
         if isinstance(message, Hello):
             if message.cluster != self.config.cluster:
                 self.stats.incr("rejected.wrong_cluster")
                 raise InvalidRequest(
                     f"this node belongs to cluster {self.config.cluster!r}, not {message.cluster!r}"
                 )
-            if message.node_id in self._removed:
+            if message.node_id in self.view.removed:
                 self.stats.incr("rejected.removed_member")
                 events.warning(
                     "removed",
@@ -738,13 +727,6 @@ class Node:
         self.stats.incr("rejected.unexpected_message")
         raise InvalidRequest(f"this node does not serve requests of type {message.TYPE}")
 
-    def _decode(self, record: bytes) -> versions.VersionedObject:
-        try:
-            return versions.decode_object(record)
-        except ValueError as exc:
-            self.stats.incr("rejected.bad_record")
-            raise InvalidRequest(f"bad record: {exc}") from None
-
     def _write_refusal(self) -> str | None:
         if self.state is NodeState.DEGRADED:
             return f"node {self.node_id} is degraded and takes no writes"
@@ -756,7 +738,7 @@ class Node:
 
     async def _apply_records(self, records: list[tuple[bytes, bytes]]) -> None:
         assert self._index is not None
-        items = [(key, record, self._decode(record)) for key, record in records]
+        items = [(key, record, decode_incoming(record, self.stats)) for key, record in records]
         try:
             await self._index.apply_many(items)
         except StorageFailure as exc:

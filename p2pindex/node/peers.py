@@ -13,6 +13,7 @@ from p2pindex.config import Limits
 from p2pindex.errors import ConnectionLost, P2PIndexError, Timeout
 from p2pindex.net.base import Transport
 from p2pindex.net.channel import ReplyCallback, RpcChannel
+from p2pindex.net.pool import ChannelPool
 from p2pindex.node.stats import StatisticsStore
 from p2pindex.types import Address
 from p2pindex.wire.errors import error_from_reply
@@ -33,8 +34,7 @@ class PeerPool:
         self._limits = limits
         self._hello = hello
         self._stats = stats
-        self._channels: dict[Address, RpcChannel] = {}
-        self._connecting: dict[Address, trio.Event] = {}
+        self._pool = ChannelPool(self._connect, waiters_retry=True)
 
     async def request(self, address: Address, message: Message, timeout: float) -> Message:
         """Send ``message`` to ``address`` and return its reply.
@@ -44,7 +44,7 @@ class PeerPool:
         mapped P2PIndexError when the peer answered with an error.
         """
         with trio.move_on_after(timeout) as scope:
-            channel = await self._channel(address)
+            channel = await self._pool.channel(address)
             reply = await channel.request(message)
         if scope.cancelled_caught:
             self._stats.incr("peer.timeouts")
@@ -57,28 +57,11 @@ class PeerPool:
         self, address: Address, message: Message, callback: ReplyCallback, timeout: float
     ) -> bool:
         """Send over an open connection without a task; False when there is none yet."""
-        channel = self._channels.get(address)
-        if channel is None or channel.closed:
+        channel = self._pool.open_channel(address)
+        if channel is None:
             return False
         channel.request_nowait(message, callback, timeout)
         return True
-
-    async def _channel(self, address: Address) -> RpcChannel:
-        while True:
-            channel = self._channels.get(address)
-            if channel is not None and not channel.closed:
-                return channel
-            pending = self._connecting.get(address)
-            if pending is None:
-                break
-            await pending.wait()
-        done = trio.Event()
-        self._connecting[address] = done
-        try:
-            return await self._connect(address)
-        finally:
-            del self._connecting[address]
-            done.set()
 
     async def _connect(self, address: Address) -> RpcChannel:
         self._stats.incr("peer.connects")
@@ -94,10 +77,7 @@ class PeerPool:
             await channel.aclose()
             error: P2PIndexError = error_from_reply(reply)
             raise OSError(f"{address} refused the connection: {error}")
-        self._channels[address] = channel
         return channel
 
     async def aclose(self) -> None:
-        for channel in list(self._channels.values()):
-            await channel.aclose()
-        self._channels.clear()
+        await self._pool.aclose()

@@ -116,14 +116,13 @@ class IndexManager:
         Every record this node stores goes through this class, and a record is kept here
         only once it is in storage or staged there before the caller's next await, so a kept
         entry is the key's stored (or pending) record and reads trust it. A write whose
-        commit fails forgets its keys (``_stored``): storage then shows the last committed
-        record again, and so must every read.
+        commit fails forgets its keys (``_commit_or_forget``): storage then shows the last
+        committed record again, and so must every read.
         """
         decoded = self._decoded
         # Re-inserting moves the key to the end, so the key least recently stored (or read
-        # from storage) goes first: a hot key rewritten all the time stays (kept in order of
-        # first insertion, it was evicted every DECODED_CACHE new keys, then read back from
-        # storage and decoded again).
+        # from storage) goes first: a hot key rewritten all the time stays rather than being
+        # evicted, read back and decoded again every DECODED_CACHE new keys.
         if decoded.pop(key, None) is None and len(decoded) >= DECODED_CACHE:
             del decoded[next(iter(decoded))]
         decoded[key] = (record, obj)
@@ -188,20 +187,22 @@ class IndexManager:
         return updated, record
 
     async def commit(self, key: bytes, record: bytes) -> None:
-        await self._store(key, record)
+        await self._put_one(key, record)
 
     async def commit_many(self, records: list[tuple[bytes, bytes]]) -> None:
         """Commit ``new_versions`` results in one transaction (only when ``plain``)."""
-        await self._stored([key for key, _record in records], self.storage.put_many(records))
+        await self._commit_or_forget(
+            [key for key, _record in records], self.storage.put_many(records)
+        )
 
-    async def _store(self, key: bytes, record: bytes) -> None:
+    async def _put_one(self, key: bytes, record: bytes) -> None:
         if "early-tombstone-reap" in self._bugs and versions.decode_object(record).is_deleted:
             self._decoded.pop(key, None)
             await self.storage.remove(key)
         else:
-            await self._stored([key], self.storage.put(key, record))
+            await self._commit_or_forget([key], self.storage.put(key, record))
 
-    async def _stored(self, keys: list[bytes], write: Awaitable[None]) -> None:
+    async def _commit_or_forget(self, keys: list[bytes], write: Awaitable[None]) -> None:
         """Await a storage write of ``keys``; if it fails (or its waiter is cancelled, when
         the outcome is unknown here) forget them, so reads go back to what storage holds."""
         done = trio.Event()
@@ -246,7 +247,7 @@ class IndexManager:
         if merged != current:
             record = versions.encode_object(merged)
             self._remember(key, record, merged)
-            await self._store(key, record)
+            await self._put_one(key, record)
         elif await self._settled([key]):
             return await self.apply(key, incoming)
         return merged
@@ -275,7 +276,9 @@ class IndexManager:
                 self._remember(key, record, merged)
         unchanged = [item for item in items if item[0] not in changed]
         if changed:
-            await self._stored(list(changed), self.storage.put_many(list(changed.items())))
+            await self._commit_or_forget(
+                list(changed), self.storage.put_many(list(changed.items()))
+            )
         if unchanged and await self._settled([key for key, _record, _obj in unchanged]):
             await self.apply_many(unchanged)
 
@@ -376,7 +379,7 @@ class ReplicaService:
             reason = self._degraded()
             if reason is not None:
                 raise StorageFailure(reason)
-            await self._store(items)
+            await self._apply_items(items)
         except StorageFailure as exc:
             failure = reply_for_error(exc)
             for position, _carried in accepted:
@@ -393,7 +396,7 @@ class ReplicaService:
         assert isinstance(message, ReplicaWriteMany)
         return [(key, record, None, self._decode(record)) for key, record in message.items]
 
-    async def _store(self, items: list[_Item]) -> None:
+    async def _apply_items(self, items: list[_Item]) -> None:
         try:
             for key, record, hint_for, _obj in items:
                 if hint_for is not None:
@@ -410,8 +413,14 @@ class ReplicaService:
             raise
 
     def _decode(self, record: bytes) -> VersionedObject:
-        try:
-            return versions.decode_object(record)
-        except ValueError as exc:
-            self._stats.incr("rejected.bad_record")
-            raise InvalidRequest(f"bad record: {exc}") from None
+        return decode_incoming(record, self._stats)
+
+
+def decode_incoming(record: bytes, stats: StatisticsStore) -> VersionedObject:
+    """A record another node sent; a bad one is counted and refused as an InvalidRequest
+    (nothing stored), whichever path it came by (replica write, repair, handoff)."""
+    try:
+        return versions.decode_object(record)
+    except ValueError as exc:
+        stats.incr("rejected.bad_record")
+        raise InvalidRequest(f"bad record: {exc}") from None

@@ -15,10 +15,10 @@ import trio
 
 from p2pindex.config import NodeConfig
 from p2pindex.errors import ConfigError
+from p2pindex.net.secure.loading import node_security
 from p2pindex.net.trio_transport import TrioTransport
 from p2pindex.node.identity import NodeIdentity
 from p2pindex.node.node import Node
-from p2pindex.security.files import node_security
 from p2pindex.storage.sqlite import SqliteStorage
 from p2pindex.types import Address
 

@@ -37,7 +37,6 @@ from p2pindex.security.keys import (
     write_file_atomically,
     write_private_key,
 )
-from p2pindex.security.manager import SecurityManager
 
 AUTHORITY_KEY = "authority.key"
 NODE_KEY = "node.key"
@@ -144,17 +143,6 @@ class Authority:
         if revocations is not None:
             write_file_atomically(data_dir / REVOCATIONS_FILE, revocations)
         return verify_node_certificate(certificate, self.trust, time.time(), "the new certificate")
-
-    def manager(self, node_key: SigningKey, **options: object) -> SecurityManager:
-        """A SecurityManager for a node with no data directory (in-process clusters)."""
-        revocations = self.revocations()
-        return SecurityManager(
-            node_key,
-            self.certify(bytes(node_key.verify_key)),
-            self.trust,
-            revocations=revocations,
-            **options,  # type: ignore[arg-type]
-        )
 
     # --- revocation ------------------------------------------------------------------------
 

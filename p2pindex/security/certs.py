@@ -27,8 +27,8 @@ import cbor2
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
+from p2pindex.core import strict_cbor
 from p2pindex.errors import ConfigError
-from p2pindex.security import strict_cbor
 from p2pindex.security.errors import CredentialRejected
 from p2pindex.security.keys import KEY_ID_BYTES, key_id, write_file_atomically
 

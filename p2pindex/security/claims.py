@@ -9,8 +9,8 @@ dead node alive.
 
 The SWIM core needs two calls for this (``core.swim.claims.ClaimSigner``): ``sign`` where
 it creates a record as its own claim, and ``verify`` before it merges a record it received.
-Verification costs one Ed25519 check (about 40 µs) per *distinct* record; gossip delivers
-each record many times, so results are cached.
+Verification costs one Ed25519 check per *distinct* record; gossip delivers each record
+many times, so results are cached.
 
 A record whose signer's certificate this node has not learnt yet (a member that just joined)
 is refused but kept aside: ``take_verifiable`` hands it back once the certificate arrives, so

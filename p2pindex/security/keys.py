@@ -1,8 +1,8 @@
 """Ed25519 key files: 32-byte seeds, written once with mode 0600, and short key ids.
 
-The format is the one ``p2pindex.node.identity`` keeps in a data directory (``node.key``), so
-a key made by ``p2pindex keygen`` can be dropped into a data directory as is, and the same
-loader serves node, client and authority keys.
+Every key file is read and written here: node keys (``p2pindex.node.identity`` loads a data
+directory's ``node.key`` through these functions), client and authority keys alike, so a key
+made by ``p2pindex keygen`` can be dropped into a data directory as is.
 """
 
 from __future__ import annotations

@@ -8,8 +8,12 @@ Modules, from the bottom up:
 * ``faults`` — fault schedules as data: validation, generation from a seed, the driver;
 * ``scenario`` — scenario files (TOML/JSON) and command-line overrides;
 * ``history``, ``workloads``, ``checkers`` — what clients did and what must hold;
-* ``runner`` — one run end to end (cluster engine, and the SWIM-only membership engine
-  built on ``swim_sim``); ``timeline`` — the SVG picture of a run.
+* ``plan`` — a scenario and a seed become a validated plan, before anything runs;
+* ``cluster`` — the simulated machines of a cluster run and the faults applied to them;
+* ``runner`` — the phases of one cluster run (form, workload with faults, heal, quiesce);
+* ``membership_run`` — the SWIM-only engine built on ``swim_sim``;
+* ``recording``, ``outputs``, ``timeline`` — fault events, results and the files a run
+  leaves (the SVG picture of a run among them).
 
 Nothing is imported here, so ``import p2pindex.sim.faults`` stays light.
 """

@@ -34,8 +34,8 @@ from p2pindex.core.versions import decode_context
 from p2pindex.sim.history import (
     NETWORK_FAULTS,
     CopyLoss,
+    EventKind,
     FaultEvent,
-    FaultKind,
     History,
     Op,
     OpF,
@@ -554,34 +554,49 @@ class _FaultTimeline:
         self._pause_since: dict[str, float] = {}
         self._links: set[tuple[str, str]] = set()
         self._cut_since: dict[str, float] = {}
-        self._loud_since: dict[tuple[FaultKind, tuple[str, ...]], float] = {}
+        self._loud_since: dict[tuple[EventKind, tuple[str, ...]], float] = {}
         for event in sorted(faults, key=lambda e: e.time):
             self._apply(event)
         self._close_all(math.inf)
 
     def _apply(self, event: FaultEvent) -> None:
+        if event.kind in (
+            EventKind.PARTITION,
+            EventKind.HEAL,
+            EventKind.LOSS,
+            EventKind.DELAY,
+            EventKind.SLOW,
+        ):
+            self._apply_network(event)
+        else:
+            self._apply_process(event)
+
+    def _apply_process(self, event: FaultEvent) -> None:
         t, kind, bounds = event.time, event.kind, self.bounds
-        if kind in (FaultKind.CRASH, FaultKind.LEAVE, FaultKind.REMOVE):
+        if kind in (EventKind.CRASH, EventKind.LEAVE, EventKind.REMOVE):
             for node in event.nodes:
                 self._down_since.setdefault(node, t)
-        elif kind in (FaultKind.RESTART, FaultKind.JOIN):
+        elif kind in (EventKind.RESTART, EventKind.JOIN):
             for node in event.nodes:
                 start = self._down_since.pop(node, None)
                 if start is not None:
                     self.down[node].append((start, t))
                 self.excused[node].append((t, t + bounds.settle))
-        elif kind is FaultKind.PAUSE:
+        elif kind is EventKind.PAUSE:
             for node in event.nodes:
                 self._pause_since.setdefault(node, t)
-        elif kind is FaultKind.RESUME:
+        elif kind is EventKind.RESUME:
             for node in event.nodes:
                 start = self._pause_since.pop(node, None)
                 if start is not None:
                     self._end_pause(node, start, t)
-        elif kind is FaultKind.PARTITION:
+
+    def _apply_network(self, event: FaultEvent) -> None:
+        t, kind, bounds = event.time, event.kind, self.bounds
+        if kind is EventKind.PARTITION:
             self._links.update(event.links)
             self._recount_cuts(t)
-        elif kind is FaultKind.HEAL:
+        elif kind is EventKind.HEAL:
             if event.links:
                 self._links.difference_update(event.links)
             else:
@@ -589,9 +604,9 @@ class _FaultTimeline:
                 for loud in [k for k in self._loud_since if k[0] in NETWORK_FAULTS]:
                     self._end_loud(loud, t)
             self._recount_cuts(t)
-        elif kind in (FaultKind.LOSS, FaultKind.DELAY, FaultKind.SLOW):
+        elif kind in (EventKind.LOSS, EventKind.DELAY, EventKind.SLOW):
             loud = (kind, tuple(sorted(event.nodes)))
-            limit = bounds.max_loss if kind is FaultKind.LOSS else bounds.max_delay
+            limit = bounds.max_loss if kind is EventKind.LOSS else bounds.max_delay
             if event.ends or event.amount <= limit:
                 if loud in self._loud_since:
                     self._end_loud(loud, t)
@@ -610,7 +625,7 @@ class _FaultTimeline:
         for node in self._cut_since.keys() - touched:
             self.excused[node].append((self._cut_since.pop(node), t + self.bounds.settle))
 
-    def _end_loud(self, loud: tuple[FaultKind, tuple[str, ...]], t: float) -> None:
+    def _end_loud(self, loud: tuple[EventKind, tuple[str, ...]], t: float) -> None:
         window = (self._loud_since.pop(loud), t + self.bounds.settle)
         if loud[1]:
             for node in loud[1]:
@@ -667,7 +682,7 @@ def check_membership(history: History, bounds: MembershipBounds) -> list[Violati
         )
     end_of_run = max((record.time for record in history), default=0.0)
     for event in history.faults:
-        if event.kind is FaultKind.CRASH:
+        if event.kind is EventKind.CRASH:
             for subject in event.nodes:
                 late = _late_observers(timeline, views, event.time, subject, bounds, end_of_run)
                 if late:

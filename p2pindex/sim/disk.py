@@ -39,7 +39,7 @@ import trio
 
 from p2pindex.errors import StorageFailure
 from p2pindex.sim.faults import DiskMode
-from p2pindex.storage.base import Hint, HintBacklog
+from p2pindex.storage.base import Hint, HintBacklog, require_open
 from p2pindex.storage.memory import MemoryStorage
 from p2pindex.types import NodeId
 
@@ -325,8 +325,7 @@ class SimStorage:
     # ----------------------------------------------------------------- internals
 
     def _check_open(self) -> None:
-        if self._closed:
-            raise StorageFailure("storage is closed")
+        require_open(self._closed)
         if not self.alive:
             raise StorageFailure("the process using this storage crashed")
 

@@ -127,18 +127,9 @@ PARAMS: Final[Mapping[FaultKind, Mapping[str, _Param]]] = {
     FaultKind.DISK_FULL: {},
     FaultKind.FSYNC_ERROR: {"rate": _Param(float, 1.0, 0.0, 1.0)},
 }
-NODE_TARGETED: Final = frozenset(
-    {
-        FaultKind.CRASH,
-        FaultKind.PAUSE,
-        FaultKind.CLOCK_SKEW,
-        FaultKind.CLOCK_JUMP,
-        FaultKind.SLOW,
-        FaultKind.DISK_FULL,
-        FaultKind.FSYNC_ERROR,
-    }
-)
-"""Kinds that must name at least one node (the others optionally restrict to some nodes)."""
+NODE_TARGETED: Final = frozenset(FaultKind) - NETWORK_KINDS
+"""Kinds that must name at least one node: every kind but the network's (which optionally
+restrict themselves to some nodes)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,72 +352,78 @@ def fault_links(fault: Fault) -> frozenset[Link]:
 
 def validate_schedule(schedule: FaultSchedule, nodes: Sequence[str], duration: float) -> None:
     """Raise ScheduleError for the first entry that could not run on ``nodes`` in ``duration``."""
-    known = set(nodes)
     windows: dict[str, list[tuple[float, float, str]]] = {}
     for index, fault in enumerate(schedule.faults):
         where = f"fault {index + 1} ({fault.describe()})"
-        if fault.at < 0:
-            raise ScheduleError(f"{where}: starts before time 0")
-        if fault.duration < 0:
-            raise ScheduleError(f"{where}: negative duration")
-        if fault.kind in INSTANT_KINDS:
-            if fault.duration:
-                raise ScheduleError(
-                    f"{where}: a {fault.kind.value} is instantaneous; drop duration"
-                )
-        elif fault.duration <= 0:
-            raise ScheduleError(f"{where}: needs a positive duration")
-        if fault.end > duration:
-            raise ScheduleError(
-                f"{where}: ends at {fault.end:g}s, after the run's duration of {duration:g}s"
-            )
-        missing = [
-            name
-            for name, spec in PARAMS[fault.kind].items()
-            if spec.default is None
-            and name not in fault.params
-            and fault.kind is not FaultKind.PARTITION
-        ]
-        if missing:
-            raise ScheduleError(f"{where}: missing parameter {missing[0]!r}")
-        unknown_nodes = [name for name in fault.nodes if name not in known]
-        if unknown_nodes:
-            raise ScheduleError(
-                f"{where}: node {unknown_nodes[0]!r} does not exist "
-                f"(the cluster has {', '.join(nodes)})"
-            )
-        if len(set(fault.nodes)) != len(fault.nodes):
-            raise ScheduleError(f"{where}: a node is named twice")
-        if fault.kind in NODE_TARGETED and not fault.nodes:
-            raise ScheduleError(f"{where}: name the node(s) it hits in 'nodes'")
+        _validate_timing(fault, duration, where)
+        _validate_targets(fault, nodes, where)
         if fault.kind is FaultKind.PARTITION:
             _validate_partition(fault, nodes, where)
         if fault.kind is FaultKind.DELAY and fault.param("mean") < fault.param("minimum"):
             raise ScheduleError(f"{where}: delay mean is below its minimum")
         if fault.kind in PROCESS_KINDS:
-            for name in fault.nodes:
-                for start, end, other in windows.get(name, []):
-                    if fault.at < end and start < fault.end:
-                        raise ScheduleError(
-                            f"{where}: node {name} is already down ({other}) "
-                            f"from {start:g}s to {end:g}s"
-                        )
-                windows.setdefault(name, []).append((fault.at, fault.end, fault.kind.value))
+            _validate_not_down(fault, windows, where)
+
+
+def _validate_timing(fault: Fault, duration: float, where: str) -> None:
+    if fault.at < 0:
+        raise ScheduleError(f"{where}: starts before time 0")
+    if fault.duration < 0:
+        raise ScheduleError(f"{where}: negative duration")
+    if fault.kind in INSTANT_KINDS:
+        if fault.duration:
+            raise ScheduleError(f"{where}: a {fault.kind.value} is instantaneous; drop duration")
+    elif fault.duration <= 0:
+        raise ScheduleError(f"{where}: needs a positive duration")
+    if fault.end > duration:
+        raise ScheduleError(
+            f"{where}: ends at {fault.end:g}s, after the run's duration of {duration:g}s"
+        )
+
+
+def _validate_targets(fault: Fault, nodes: Sequence[str], where: str) -> None:
+    missing = [
+        name
+        for name, spec in PARAMS[fault.kind].items()
+        if spec.default is None
+        and name not in fault.params
+        and fault.kind is not FaultKind.PARTITION
+    ]
+    if missing:
+        raise ScheduleError(f"{where}: missing parameter {missing[0]!r}")
+    _require_known(fault.nodes, nodes, where)
+    if len(set(fault.nodes)) != len(fault.nodes):
+        raise ScheduleError(f"{where}: a node is named twice")
+    if fault.kind in NODE_TARGETED and not fault.nodes:
+        raise ScheduleError(f"{where}: name the node(s) it hits in 'nodes'")
+
+
+def _require_known(names: Sequence[str], nodes: Sequence[str], where: str) -> None:
+    known = set(nodes)
+    for name in names:
+        if name not in known:
+            raise ScheduleError(
+                f"{where}: node {name!r} does not exist (the cluster has {', '.join(nodes)})"
+            )
+
+
+def _validate_not_down(
+    fault: Fault, windows: dict[str, list[tuple[float, float, str]]], where: str
+) -> None:
+    """A process fault may not hit a node that another process fault holds down."""
+    for name in fault.nodes:
+        for start, end, other in windows.get(name, []):
+            if fault.at < end and start < fault.end:
+                raise ScheduleError(
+                    f"{where}: node {name} is already down ({other}) from {start:g}s to {end:g}s"
+                )
+        windows.setdefault(name, []).append((fault.at, fault.end, fault.kind.value))
 
 
 def _validate_partition(fault: Fault, nodes: Sequence[str], where: str) -> None:
     shape = PartitionShape(fault.param("shape"))
-    known = set(nodes)
     if shape is PartitionShape.LINKS:
-        links = fault.params.get("links")
-        if not links:
-            raise ScheduleError(f"{where}: shape 'links' needs a 'links' list of [src, dst] pairs")
-        for link in links:
-            if len(link) != 2 or link[0] == link[1]:
-                raise ScheduleError(f"{where}: link {list(link)} is not a [src, dst] pair")
-            for name in link:
-                if name not in known:
-                    raise ScheduleError(f"{where}: link names unknown node {name!r}")
+        _validate_links(fault, nodes, where)
         return
     if "links" in fault.params:
         raise ScheduleError(f"{where}: 'links' is only for shape 'links'")
@@ -438,15 +435,29 @@ def _validate_partition(fault: Fault, nodes: Sequence[str], where: str) -> None:
         raise ScheduleError(
             f"{where}: partitions {len(members)} nodes but the cluster has only {len(nodes)}"
         )
-    for name in members:
-        if name not in known:
-            raise ScheduleError(
-                f"{where}: node {name!r} does not exist (the cluster has {', '.join(nodes)})"
-            )
+    _require_known(members, nodes, where)
     if len(set(members)) != len(members):
         raise ScheduleError(f"{where}: a node appears in more than one group")
     if any(not group for group in groups):
         raise ScheduleError(f"{where}: a partition group is empty")
+    _validate_groups(shape, groups, where)
+
+
+def _validate_links(fault: Fault, nodes: Sequence[str], where: str) -> None:
+    links = fault.params.get("links")
+    if not links:
+        raise ScheduleError(f"{where}: shape 'links' needs a 'links' list of [src, dst] pairs")
+    known = set(nodes)
+    for link in links:
+        if len(link) != 2 or link[0] == link[1]:
+            raise ScheduleError(f"{where}: link {list(link)} is not a [src, dst] pair")
+        for name in link:
+            if name not in known:
+                raise ScheduleError(f"{where}: link names unknown node {name!r}")
+
+
+def _validate_groups(shape: PartitionShape, groups: Sequence[Sequence[str]], where: str) -> None:
+    """The group count and sizes each shape needs."""
     expected = {PartitionShape.RING: 1, PartitionShape.BRIDGE: 3}.get(shape, 2)
     if len(groups) != expected:
         raise ScheduleError(f"{where}: shape {shape.value!r} needs {expected} group(s)")

@@ -60,8 +60,10 @@ WRITES = frozenset({OpF.ADD, OpF.PUT, OpF.DELETE})
 READS = frozenset({OpF.READ, OpF.FINAL})
 
 
-class FaultKind(enum.Enum):
-    """Events the runner injects; membership changes are included because they move data.
+class EventKind(enum.Enum):
+    """Fault events as the history records them (what happened, in the checkers' terms);
+    ``p2pindex.sim.faults.FaultKind`` names the faults a schedule asks for. Membership
+    changes are included because they move data.
 
     CRASH is ended by RESTART, PAUSE by RESUME, PARTITION by HEAL. Every other kind starts
     with an event of that kind and ends with an event of the same kind and ``ends=True``.
@@ -95,7 +97,7 @@ class FaultKind(enum.Enum):
 
 
 NETWORK_FAULTS = frozenset(
-    {FaultKind.PARTITION, FaultKind.LOSS, FaultKind.DUPLICATE, FaultKind.REORDER, FaultKind.DELAY}
+    {EventKind.PARTITION, EventKind.LOSS, EventKind.DUPLICATE, EventKind.REORDER, EventKind.DELAY}
 )
 """What a HEAL without links ends."""
 
@@ -125,7 +127,7 @@ class Op:
 @dataclass(frozen=True, slots=True)
 class FaultEvent:
     time: float
-    kind: FaultKind
+    kind: EventKind
     nodes: tuple[str, ...] = ()
     links: tuple[tuple[str, str], ...] = ()
     """Directed (source, destination) pairs cut by a PARTITION."""
@@ -464,7 +466,7 @@ def _decode(document: dict[str, Any]) -> Record:
     if kind == "fault":
         return FaultEvent(
             float(document["time"]),
-            FaultKind(document["fault"]),
+            EventKind(document["fault"]),
             tuple(document["nodes"]),
             tuple((str(a), str(b)) for a, b in document["links"]),
             float(document["amount"]),

@@ -28,6 +28,7 @@ from nacl.signing import SigningKey
 
 from p2pindex.core.swim import Member, MemberChanged, Swim, SwimConfig
 from p2pindex.core.swim.messages import Alive
+from p2pindex.core.swim.outputs import drain
 from p2pindex.errors import ProtocolError
 from p2pindex.security.certs import (
     TrustSet,
@@ -82,6 +83,7 @@ class SimNode:
     security: Tally = field(default_factory=Tally)
     """The node's security counters (``swim.*`` from its sealer, ``claims.*`` from its
     claims), kept across restarts."""
+    outputs: _NodeOutputs | None = None
 
 
 class SimAuthority:
@@ -446,33 +448,48 @@ class SwimSimulation:
         self._push(self.now + delay, _SERVE, (server, address, client, client.swim, payload))
 
     def _flush(self, node: SimNode) -> None:
-        swim = node.swim
-        rng = self.rng
-        for address, data in swim.datagrams_to_send():
-            size = len(data)
-            node.udp_out += size
-            node.datagrams_out += 1
-            if size > self.max_datagram:
-                self.max_datagram = size
-            target = self.by_address.get(address)
-            if target is None or (self.loss and rng.random() < self.loss):
-                continue
-            if self.partitioned and target.group != node.group:
-                continue
-            delay = (node.base_latency + target.base_latency) * rng.uniform(0.9, 1.1)
-            self._push(self.now + delay, _DELIVER, (target, address, data, node.address))
-        for address, join in swim.push_pulls_to_start():
-            self._start_stream(node, address, swim.push_pull_request(join))
-        if self.observers:
-            event = swim.next_event()
-            while event is not None:
-                for observer in self.observers:
-                    observer(self.now, node, event)
-                event = swim.next_event()
-        else:
-            while swim.next_event() is not None:
-                pass
-        deadline = swim.next_deadline()
+        outputs = node.outputs
+        if outputs is None:
+            outputs = node.outputs = _NodeOutputs(self, node)
+        drain(node.swim, outputs)
+        deadline = node.swim.next_deadline()
         if deadline is not None and (node.timer_at is None or deadline < node.timer_at):
             node.timer_at = max(deadline, self.now)
             self._push(node.timer_at, _TIMER, (node,))
+
+    def _send(self, node: SimNode, address: Address, data: bytes) -> None:
+        size = len(data)
+        node.udp_out += size
+        node.datagrams_out += 1
+        if size > self.max_datagram:
+            self.max_datagram = size
+        target = self.by_address.get(address)
+        rng = self.rng
+        if target is None or (self.loss and rng.random() < self.loss):
+            return
+        if self.partitioned and target.group != node.group:
+            return
+        delay = (node.base_latency + target.base_latency) * rng.uniform(0.9, 1.1)
+        self._push(self.now + delay, _DELIVER, (target, address, data, node.address))
+
+
+class _NodeOutputs:
+    """One node's outputs in the simulation (see ``core.swim.outputs``)."""
+
+    __slots__ = ("_node", "_sim")
+
+    def __init__(self, sim: SwimSimulation, node: SimNode) -> None:
+        self._sim = sim
+        self._node = node
+
+    def send_datagram(self, address: Address, data: bytes) -> None:
+        self._sim._send(self._node, address, data)
+
+    def start_push_pull(self, address: Address, join: bool) -> None:
+        node = self._node
+        self._sim._start_stream(node, address, node.swim.push_pull_request(join))
+
+    def member_changed(self, event: MemberChanged) -> None:
+        sim = self._sim
+        for observer in sim.observers:
+            observer(sim.now, self._node, event)

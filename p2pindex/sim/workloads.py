@@ -34,7 +34,7 @@ from typing import Any, Protocol
 import trio
 
 from p2pindex.errors import DefiniteError, IndeterminateError, P2PIndexError
-from p2pindex.sim.history import FaultEvent, FaultKind, History, Op, OpF, OpType
+from p2pindex.sim.history import EventKind, FaultEvent, History, Op, OpF, OpType
 
 LEVELS = ("one", "quorum", "all")
 
@@ -423,13 +423,13 @@ async def run_churn(
         members = sorted(control.members())
         choices = []
         if len(members) < max_members:
-            choices.append(FaultKind.JOIN)
+            choices.append(EventKind.JOIN)
         if len(members) > min_members:
-            choices += [FaultKind.LEAVE, FaultKind.REMOVE]
+            choices += [EventKind.LEAVE, EventKind.REMOVE]
         if not choices:
             return
         kind = rng.choice(choices)
-        if kind is FaultKind.JOIN:
+        if kind is EventKind.JOIN:
             try:
                 node = await control.join()
             except DefiniteError:
@@ -438,7 +438,7 @@ async def run_churn(
             continue
         node = rng.choice(members)
         started = trio.current_time()
-        action = control.leave if kind is FaultKind.LEAVE else control.remove
+        action = control.leave if kind is EventKind.LEAVE else control.remove
         detail = ""
         try:
             await action(node)

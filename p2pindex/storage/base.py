@@ -14,10 +14,12 @@ merges versions, storage only keeps them. Two promises make the node correct:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from p2pindex.errors import StorageFailure
 from p2pindex.types import NodeId
 
 
@@ -106,3 +108,50 @@ class Storage(Protocol):
     async def aclose(self) -> None:
         """Flush pending commits and release the files."""
         ...
+
+
+# --- argument checks every backend makes (bad input: a clear error, nothing changed) ---
+
+
+def require_bytes(name: str, value: object) -> None:
+    if not isinstance(value, bytes):
+        raise TypeError(f"{name} must be bytes, not {type(value).__name__}")
+
+
+def require_limit(limit: object) -> None:
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise ValueError(f"limit must be a non-negative integer, not {limit!r}")
+
+
+def require_hint(target: object, key: object, record: object, created: object) -> None:
+    if not isinstance(target, str) or not target:
+        raise ValueError(f"hint target must be a non-empty node id, not {target!r}")
+    require_bytes("key", key)
+    require_bytes("record", record)
+    if (
+        isinstance(created, bool)
+        or not isinstance(created, int | float)
+        or not math.isfinite(created)
+    ):
+        raise ValueError(f"hint created time must be a finite number, not {created!r}")
+
+
+def require_hint_ids(hint_ids: object) -> list[int]:
+    if not isinstance(hint_ids, list | tuple | set | frozenset):
+        raise TypeError(f"hint ids must be a list of integers, not {type(hint_ids).__name__}")
+    ids = list(hint_ids)
+    for hint_id in ids:
+        if isinstance(hint_id, bool) or not isinstance(hint_id, int):
+            raise TypeError(f"hint ids must be integers, not {hint_id!r}")
+    return ids
+
+
+def require_meta_name(name: object) -> None:
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"meta name must be a non-empty string, not {name!r}")
+
+
+def require_open(closed: bool) -> None:
+    """Every call on a closed store fails the same way, whichever backend it is."""
+    if closed:
+        raise StorageFailure("storage is closed")

@@ -19,99 +19,22 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import trio
 
-from p2pindex.core.ring import key_token
+from p2pindex.core.ring import arc_pieces, key_token
 from p2pindex.errors import StorageFailure
-from p2pindex.storage.base import Hint, HintBacklog
+from p2pindex.storage.base import (
+    Hint,
+    HintBacklog,
+    require_bytes,
+    require_hint,
+    require_hint_ids,
+    require_limit,
+    require_meta_name,
+    require_open,
+)
 from p2pindex.types import NodeId
-
-TOKEN_MAX = (1 << 64) - 1
-"""Largest ring token; tokens are unsigned 64-bit integers."""
-
-
-@dataclass(frozen=True, slots=True)
-class ArcPiece:
-    """One contiguous run of tokens ``lo..hi`` (inclusive) of a ring arc, in scan order.
-
-    ``after`` is the ``(token, key)`` position a resumed scan continues strictly after; it only
-    appears on the piece that contains it.
-    """
-
-    lo: int
-    hi: int
-    after: tuple[int, bytes] | None
-
-    def contains(self, token: int, key: bytes) -> bool:
-        return self.lo <= token <= self.hi and (self.after is None or (token, key) > self.after)
-
-
-def arc_pieces(start: int, end: int, after: bytes | None) -> list[ArcPiece]:
-    """Split the half-open ring arc (start, end] into ascending token runs, in ring order.
-
-    The arc is walked clockwise from ``start``: when it wraps (start >= end) the run above
-    ``start`` comes first, then the run from zero; start == end is the whole ring. A scan that
-    resumes after key ``after`` skips every position up to ``(key_token(after), after)``; if that
-    token is outside the arc the scan is already past the end and there is nothing left.
-    """
-    for name, value in (("start", start), ("end", end)):
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= TOKEN_MAX:
-            raise ValueError(f"{name} must be a ring token in 0..2**64-1, not {value!r}")
-    if start < end:
-        runs = [(start + 1, end)]
-    else:
-        runs = [(start + 1, TOKEN_MAX)] if start < TOKEN_MAX else []
-        runs.append((0, end))
-    if after is None:
-        return [ArcPiece(lo, hi, None) for lo, hi in runs]
-    require_bytes("after", after)
-    token = key_token(after)
-    for index, (lo, hi) in enumerate(runs):
-        if lo <= token <= hi:
-            return [ArcPiece(lo, hi, (token, after))] + [
-                ArcPiece(rest_lo, rest_hi, None) for rest_lo, rest_hi in runs[index + 1 :]
-            ]
-    return []
-
-
-def require_bytes(name: str, value: object) -> None:
-    if not isinstance(value, bytes):
-        raise TypeError(f"{name} must be bytes, not {type(value).__name__}")
-
-
-def require_limit(limit: object) -> None:
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-        raise ValueError(f"limit must be a non-negative integer, not {limit!r}")
-
-
-def require_hint(target: object, key: object, record: object, created: object) -> None:
-    if not isinstance(target, str) or not target:
-        raise ValueError(f"hint target must be a non-empty node id, not {target!r}")
-    require_bytes("key", key)
-    require_bytes("record", record)
-    if (
-        isinstance(created, bool)
-        or not isinstance(created, int | float)
-        or not math.isfinite(created)
-    ):
-        raise ValueError(f"hint created time must be a finite number, not {created!r}")
-
-
-def require_hint_ids(hint_ids: object) -> list[int]:
-    if not isinstance(hint_ids, list | tuple | set | frozenset):
-        raise TypeError(f"hint ids must be a list of integers, not {type(hint_ids).__name__}")
-    ids = list(hint_ids)
-    for hint_id in ids:
-        if isinstance(hint_id, bool) or not isinstance(hint_id, int):
-            raise TypeError(f"hint ids must be integers, not {hint_id!r}")
-    return ids
-
-
-def require_meta_name(name: object) -> None:
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"meta name must be a non-empty string, not {name!r}")
 
 
 def backlog_of(hints: list[Hint]) -> list[HintBacklog]:
@@ -276,8 +199,7 @@ class MemoryStorage:
         await trio.lowlevel.checkpoint()
 
     def _check_open(self) -> None:
-        if self._closed:
-            raise StorageFailure("storage is closed")
+        require_open(self._closed)
 
     def _check_writable(self) -> None:
         self._check_open()

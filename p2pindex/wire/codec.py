@@ -58,6 +58,7 @@ from dataclasses import dataclass
 import cbor2
 
 from p2pindex.config import KIB, Limits
+from p2pindex.core import strict_cbor
 from p2pindex.errors import MessageTooLarge, ProtocolError
 from p2pindex.types import ConsistencyLevel
 from p2pindex.wire import messages
@@ -87,11 +88,6 @@ _TOKEN_FIELDS = frozenset({"start", "end"})
 _MAX_TOKEN = 2**64 - 1
 _MAX_COUNT = 2**63 - 1
 _CONSISTENCY_NAMES = tuple(level.value for level in ConsistencyLevel)
-
-_BUILTIN_TAGS = (0, 1, 2, 3, 4, 5, 25, 28, 29, 30, 35, 36, 37, 52, 54, 100, 256, 258, 260, 261)
-_BUILTIN_TAGS_HIGH = (1004, 43000, 55799)
-"""Tags cbor2 6.x decodes itself (dates, bignums, sharing, string refs, sets, ...). Overriding
-them is the only way to refuse them; every other tag reaches ``tag_hook``."""
 
 
 # --- message registry ------------------------------------------------------------------------
@@ -265,7 +261,7 @@ class _Encoder:
     values: Callable[[Message], tuple[object, ...]]
     canonical: bool
     """Only messages holding free-form documents need cbor2's canonical mode (it sorts every
-    nested map, costing ~4 µs a frame); the others are canonical by construction because
+    nested map, a cost paid on every frame); the others are canonical by construction because
     their field names are pre-sorted in canonical order and every value is a byte string,
     text, integer, boolean, null or an array of these."""
 
@@ -570,8 +566,8 @@ def _build_reader(cls: type[Message], limits: Limits) -> _Reader:
     """Compile one function that reads and validates the fields map of ``cls``.
 
     Generated like ``dataclasses`` generates ``__init__``: straight-line code with the type
-    and size tests inlined runs about a microsecond faster per frame than a loop of checker
-    calls, and this runs for every frame. Any value failing its inline test goes through the
+    and size tests inlined is faster than a loop of checker calls, and this runs for every
+    frame. Any value failing its inline test goes through the
     full check, which either converts it (arrays to tuples) or raises with a precise reason.
     """
     name = cls.__name__
@@ -641,20 +637,6 @@ class Decoded:
     error: str | None
 
 
-def _refuse_tag(tag: cbor2.CBORTag, _immutable: bool) -> object:
-    raise ValueError(f"CBOR tag {tag.tag} is not allowed")
-
-
-def _refuse_builtin_tag(tag: int) -> Callable[[object, bool], object]:
-    def refuse(_value: object, _immutable: bool) -> object:
-        raise ValueError(f"CBOR tag {tag} is not allowed")
-
-    return refuse
-
-
-_REFUSED_TAGS = {tag: _refuse_builtin_tag(tag) for tag in _BUILTIN_TAGS + _BUILTIN_TAGS_HIGH}
-
-
 class FrameDecoder:
     """Turns a byte stream into ``Decoded`` frames (sans-IO: feed it what the socket read).
 
@@ -666,14 +648,7 @@ class FrameDecoder:
         self._readers = _readers_for(limits)
         self._buffer = bytearray()
         self._failure: ProtocolError | None = None
-        self._cbor = cbor2.CBORDecoder(
-            io.BytesIO(b""),
-            tag_hook=_refuse_tag,
-            semantic_decoders=_REFUSED_TAGS,
-            max_depth=_MAX_DEPTH,
-            allow_indefinite=False,
-            allow_duplicate_keys=False,
-        )
+        self._cbor = strict_cbor.decoder(io.BytesIO(b""), _MAX_DEPTH)
 
     @property
     def buffered(self) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from p2pindex.sim.chaos import missing_requirements
+from p2pindex.chaos import missing_requirements
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from p2pindex.sim.chaos import partition_links
+from p2pindex.chaos import partition_links
 
 NODES = ["n1", "n2", "n3", "n4", "n5"]
 
@@ -16,7 +16,7 @@ NODES = ["n1", "n2", "n3", "n4", "n5"]
 def run_harness(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "P2PINDEX_CHAOS_INSIDE"}
     return subprocess.run(
-        [sys.executable, "-m", "p2pindex.sim.chaos", *args],
+        [sys.executable, "-m", "p2pindex.chaos", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -38,7 +38,7 @@ def test_a_short_chaos_run_finds_no_violation(tmp_path) -> None:
 @pytest.mark.chaos
 def test_the_harness_refuses_to_run_outside_an_isolated_namespace() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "p2pindex.sim.chaos", "--duration", "1"],
+        [sys.executable, "-m", "p2pindex.chaos", "--duration", "1"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -16,7 +16,8 @@ import trio
 from p2pindex.cli.local_cluster import LocalCluster, free_ports
 from p2pindex.config import Limits
 from p2pindex.net.channel import open_channel
-from p2pindex.security.credentials import CREDENTIALS_ENV, ClientCredentials, SecureConnector
+from p2pindex.net.secure.connector import SecureConnector
+from p2pindex.security.credentials import CREDENTIALS_ENV, ClientCredentials
 from p2pindex.types import Address
 from p2pindex.wire.codec import encode_frame
 from p2pindex.wire.messages import (

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import cbor2
 from nacl.signing import SigningKey
+from p2pindex.security.session import SecureStream, SessionBroken
 
 from p2pindex.config import Limits
 from p2pindex.core import versions
@@ -51,7 +52,6 @@ from p2pindex.security.credentials import ClientCredentials
 from p2pindex.security.datagrams import DatagramSealer
 from p2pindex.security.directory import CertificateDirectory
 from p2pindex.security.errors import CredentialRejected, HandshakeFailed
-from p2pindex.security.session import SecureStream, SessionBroken
 from p2pindex.security.trust import TrustState
 from p2pindex.sim.scenario import scenario_from_dict
 from p2pindex.types import Address, NodeState

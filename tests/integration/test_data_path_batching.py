@@ -39,7 +39,7 @@ async def burst(cluster, running, requests: list[Message]) -> list[Message]:
     return [replies[position] for position in range(len(requests))]
 
 
-async def test_a_burst_of_writes_is_acknowledged_and_stored_on_every_replica():
+async def test_a_burst_of_writes_is_acknowledged_and_stored_on_every_replica(autojump_clock):
     async with running_cluster(3) as cluster:
         keys = [f"key{i}".encode() for i in range(40)]
         requests: list[Message] = [PutRequest(k, b"v-" + k, None, "quorum", 5000) for k in keys]
@@ -64,7 +64,9 @@ async def test_a_burst_of_writes_is_acknowledged_and_stored_on_every_replica():
         ]
 
 
-async def test_a_replica_refuses_a_write_batch_whole_when_it_takes_no_writes_or_one_is_bad():
+async def test_a_replica_refuses_a_write_batch_whole_when_it_takes_no_writes_or_one_is_bad(
+    autojump_clock,
+):
     async with running_cluster(3) as cluster:
         target = cluster.nodes[1]
         good = [
@@ -91,7 +93,7 @@ async def test_a_replica_refuses_a_write_batch_whole_when_it_takes_no_writes_or_
         assert all(target.storage.get(key) == record for key, record in good)
 
 
-async def test_a_burst_mixing_held_and_foreign_keys_relays_only_the_foreign_ones():
+async def test_a_burst_mixing_held_and_foreign_keys_relays_only_the_foreign_ones(autojump_clock):
     async with running_cluster(5) as cluster:
         entry = cluster.nodes[0]
         ring = entry.node.ring

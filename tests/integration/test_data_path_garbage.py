@@ -14,7 +14,7 @@ from tests.support.cluster import running_cluster
 DATA_PATH_TYPES = (WriteQuorum, ReadQuorum, PutRequest, GetRequest, PutReply, GetReply)
 
 
-async def test_writes_and_reads_leave_no_cyclic_garbage():
+async def test_writes_and_reads_leave_no_cyclic_garbage(autojump_clock):
     async with running_cluster(3) as cluster:
         keys = [f"key{i}".encode() for i in range(30)]
         warmup: list[Message] = [PutRequest(k, b"warm", None, "quorum", 5000) for k in keys]

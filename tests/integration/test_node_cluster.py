@@ -43,7 +43,7 @@ def owners(cluster: Cluster, key: bytes) -> list[RunningNode]:
     return [by_id[node_id] for node_id in ring.preference_list(key, cluster.n_replicas)]
 
 
-async def test_write_on_one_node_is_read_on_every_node():
+async def test_write_on_one_node_is_read_on_every_node(autojump_clock):
     async with running_cluster(3) as cluster:
         reply = await cluster.request(cluster.nodes[0], put(b"k", b"v1"))
         assert isinstance(reply, PutReply)
@@ -53,7 +53,7 @@ async def test_write_on_one_node_is_read_on_every_node():
             assert got.values == [b"v1"]
 
 
-async def test_missing_key_reads_empty_with_a_context():
+async def test_missing_key_reads_empty_with_a_context(autojump_clock):
     async with running_cluster(3) as cluster:
         got = await cluster.request(cluster.nodes[1], get(b"nope"))
         assert isinstance(got, GetReply)
@@ -61,7 +61,7 @@ async def test_missing_key_reads_empty_with_a_context():
         versions.decode_context(got.context)
 
 
-async def test_concurrent_writes_become_siblings_and_a_context_resolves_them():
+async def test_concurrent_writes_become_siblings_and_a_context_resolves_them(autojump_clock):
     async with running_cluster(3) as cluster:
         await cluster.request(cluster.nodes[0], put(b"k", b"a"))
         await cluster.request(cluster.nodes[1], put(b"k", b"b"))
@@ -72,7 +72,9 @@ async def test_concurrent_writes_become_siblings_and_a_context_resolves_them():
         assert got.values == [b"ab"]
 
 
-async def test_delete_hides_the_key_and_a_stale_context_cannot_resurrect_the_deleted_value():
+async def test_delete_hides_the_key_and_a_stale_context_cannot_resurrect_the_deleted_value(
+    autojump_clock,
+):
     async with running_cluster(3) as cluster:
         first = await cluster.request(cluster.nodes[0], put(b"k", b"v"))
         deleted = await cluster.request(
@@ -86,7 +88,7 @@ async def test_delete_hides_the_key_and_a_stale_context_cannot_resurrect_the_del
         assert got.values == [b"again"]
 
 
-async def test_quorum_survives_a_crash_and_all_fails_as_unavailable():
+async def test_quorum_survives_a_crash_and_all_fails_as_unavailable(autojump_clock):
     async with running_cluster(3) as cluster:
         victim = cluster.nodes[2]
         cluster.crash(victim)
@@ -105,7 +107,7 @@ async def test_quorum_survives_a_crash_and_all_fails_as_unavailable():
         assert reply.alive == 2
 
 
-async def test_bad_consistency_and_bad_context_are_refused_and_write_nothing():
+async def test_bad_consistency_and_bad_context_are_refused_and_write_nothing(autojump_clock):
     async with running_cluster(3) as cluster:
         for request in (
             PutRequest(b"k", b"v", None, "most", 2000),
@@ -119,7 +121,7 @@ async def test_bad_consistency_and_bad_context_are_refused_and_write_nothing():
         assert got.values == []
 
 
-async def test_a_node_of_another_cluster_is_refused():
+async def test_a_node_of_another_cluster_is_refused(autojump_clock):
     async with running_cluster(3) as cluster:
         reply = await cluster.request(cluster.nodes[0], Hello("abcd", "127.0.0.1:1", "other"))
         assert isinstance(reply, ErrorReply)
@@ -129,7 +131,7 @@ async def test_a_node_of_another_cluster_is_refused():
         assert status.status["statistics"]["rejected.wrong_cluster"] == 1
 
 
-async def test_a_request_to_a_non_replica_is_forwarded():
+async def test_a_request_to_a_non_replica_is_forwarded(autojump_clock):
     async with running_cluster(5) as cluster:
         key = b"forward-me"
         holders = {n.node.node_id for n in owners(cluster, key)}
@@ -142,7 +144,7 @@ async def test_a_request_to_a_non_replica_is_forwarded():
         assert outsider.node.stats.get("requests.forwarded") == 2
 
 
-async def test_read_repair_heals_a_replica_that_missed_a_write():
+async def test_read_repair_heals_a_replica_that_missed_a_write(autojump_clock):
     async with running_cluster(3) as cluster:
         victim = cluster.nodes[2]
         cluster.crash(victim)
@@ -162,7 +164,7 @@ async def test_read_repair_heals_a_replica_that_missed_a_write():
                 await trio.sleep(0.05)
 
 
-async def test_hinted_handoff_delivers_a_write_to_the_replica_that_missed_it():
+async def test_hinted_handoff_delivers_a_write_to_the_replica_that_missed_it(autojump_clock):
     async with running_cluster(4) as cluster:
         key = b"hinted"
         victim = owners(cluster, key)[0]
@@ -189,7 +191,7 @@ async def test_hinted_handoff_delivers_a_write_to_the_replica_that_missed_it():
         assert versions.decode_object(restarted.storage.get(key)).values == [b"v"]
 
 
-async def test_remove_takes_a_dead_node_out_of_every_ring_and_refuses_a_live_one():
+async def test_remove_takes_a_dead_node_out_of_every_ring_and_refuses_a_live_one(autojump_clock):
     async with running_cluster(4) as cluster:
         victim = cluster.nodes[3]
         victim_id = victim.node.node_id
@@ -211,7 +213,7 @@ async def test_remove_takes_a_dead_node_out_of_every_ring_and_refuses_a_live_one
         assert all(victim_id not in n.node.ring.nodes for n in live)
 
 
-async def test_a_joining_node_pulls_its_ranges_then_serves_them():
+async def test_a_joining_node_pulls_its_ranges_then_serves_them(autojump_clock):
     async with running_cluster(3) as cluster:
         keys = [b"join-%d" % i for i in range(200)]
         for key in keys:
@@ -227,7 +229,7 @@ async def test_a_joining_node_pulls_its_ranges_then_serves_them():
             assert record is not None and versions.decode_object(record).values == [b"v"]
 
 
-async def test_a_leaving_node_hands_its_keys_to_the_nodes_that_replace_it():
+async def test_a_leaving_node_hands_its_keys_to_the_nodes_that_replace_it(autojump_clock):
     async with running_cluster(4) as cluster:
         keys = [b"leave-%d" % i for i in range(200)]
         for key in keys:
@@ -246,7 +248,7 @@ async def test_a_leaving_node_hands_its_keys_to_the_nodes_that_replace_it():
                 assert record is not None, (key, running.node.node_id)
 
 
-async def test_strict_counts_only_primaries_where_sloppy_uses_a_fallback():
+async def test_strict_counts_only_primaries_where_sloppy_uses_a_fallback(autojump_clock):
     async with running_cluster(4) as cluster:
         key = b"strictness"
         victim = owners(cluster, key)[0]
@@ -268,7 +270,7 @@ async def test_strict_counts_only_primaries_where_sloppy_uses_a_fallback():
         assert sum(b.count for n in others for b in n.storage.hint_backlog()) == 1
 
 
-async def test_a_range_scan_pages_through_many_arcs_and_refuses_malformed_ones():
+async def test_a_range_scan_pages_through_many_arcs_and_refuses_malformed_ones(autojump_clock):
     async with running_cluster(3) as cluster:
         keys = {b"scan-%d" % i for i in range(120)}
         for key in keys:
@@ -293,7 +295,7 @@ async def test_a_range_scan_pages_through_many_arcs_and_refuses_malformed_ones()
             assert isinstance(reply, ErrorReply) and reply.code == "invalid_request", reply
 
 
-async def test_a_join_interrupted_by_a_crash_resumes_where_it_stopped(monkeypatch):
+async def test_a_join_interrupted_by_a_crash_resumes_where_it_stopped(monkeypatch, autojump_clock):
     # Small chunks pulled one at a time, so the crash lands in the middle of the handoff.
     monkeypatch.setattr(handoff, "ARCS_PER_CHUNK", 16)
     monkeypatch.setattr(handoff, "PARALLEL_CHUNKS", 1)

@@ -15,6 +15,7 @@ from p2pindex.config import NodeConfig
 from p2pindex.core.swim import SwimConfig
 from p2pindex.core.swim.codec import assemble, datagram_prefix, encode_record
 from p2pindex.core.swim.messages import Alive, Dead, Record, Suspect
+from p2pindex.net.secure.manager import SecurityManager
 from p2pindex.net.trio_transport import TrioTransport
 from p2pindex.node.identity import NodeIdentity
 from p2pindex.node.node import Node
@@ -40,7 +41,7 @@ async def start(
         rng=random.Random(index),
         wall_clock=time.time,
         swim_config=FAST,
-        security=authority.manager(identity.signing_key),
+        security=SecurityManager.issued_by(authority, identity.signing_key),
     )
     await nursery.start(node.run)
     return node
@@ -67,7 +68,7 @@ async def test_claims_are_signed_relayed_and_forgeries_are_refused(tmp_path: Pat
                 await trio.sleep(0.05)
         assert all(n._swim.own_record().signature is not None for n in nodes)
 
-        mallory = authority.manager(NodeIdentity.generate().signing_key)
+        mallory = SecurityManager.issued_by(authority, NodeIdentity.generate().signing_key)
         first.security.directory.add(mallory.certificate)
         cluster = authority.trust.cluster_id
         victim = second.node_id

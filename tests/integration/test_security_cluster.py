@@ -19,6 +19,7 @@ from p2pindex.core.swim import SwimConfig
 from p2pindex.core.swim.codec import assemble, datagram_prefix, encode_control
 from p2pindex.core.swim.messages import Ping
 from p2pindex.errors import PermissionDenied
+from p2pindex.net.secure.manager import SecurityManager
 from p2pindex.net.trio_transport import TrioTransport
 from p2pindex.node.identity import NodeIdentity
 from p2pindex.node.node import Node
@@ -27,7 +28,6 @@ from p2pindex.security.certs import Role
 from p2pindex.security.counting import Tally
 from p2pindex.security.datagrams import DatagramSealer
 from p2pindex.security.directory import CertificateDirectory
-from p2pindex.security.manager import SecurityManager
 from p2pindex.security.trust import TrustState
 from p2pindex.storage.memory import MemoryStorage
 from p2pindex.types import Address, Liveness, NodeState
@@ -60,7 +60,7 @@ class SecureCluster:
     ) -> Member:
         identity = NodeIdentity.generate(random.Random(seed or len(self.members) + 500))
         if manager is None:
-            manager = self.authority.manager(identity.signing_key)
+            manager = SecurityManager.issued_by(self.authority, identity.signing_key)
         else:
             identity = NodeIdentity(manager.local.signing_key)
         seeds = tuple(m.address for m in self.members if not m.scope.cancel_called)[:2]
@@ -151,7 +151,7 @@ async def test_a_node_of_another_cluster_cannot_join(tmp_path: Path) -> None:
     async with secure_cluster(tmp_path) as cluster:
         foreign = Authority.init(tmp_path / "foreign")
         intruder = await cluster.start(
-            foreign.manager(NodeIdentity.generate().signing_key), wait=False
+            SecurityManager.issued_by(foreign, NodeIdentity.generate().signing_key), wait=False
         )
         await trio.sleep(2.0)
         insiders = cluster.members[:3]
@@ -222,10 +222,12 @@ async def test_injected_datagrams_against_a_running_node_are_all_dropped(tmp_pat
         honest = cluster.members[1]
         authority = cluster.authority
         revoked_key = NodeIdentity.generate().signing_key
-        revoked = authority.manager(revoked_key)
+        revoked = SecurityManager.issued_by(authority, revoked_key)
         target.node.security.directory.add(revoked.certificate)
         target.node.security.adopt(authority.revoke((revoked.node_id,)), "test")
-        outsider = Authority.init(tmp_path / "x").manager(NodeIdentity.generate().signing_key)
+        outsider = SecurityManager.issued_by(
+            Authority.init(tmp_path / "x"), NodeIdentity.generate().signing_key
+        )
 
         def sealer(key: object) -> DatagramSealer:
             directory = CertificateDirectory(TrustState(authority.trust), time.time)

@@ -17,14 +17,16 @@ from p2pindex.client import connect
 from p2pindex.core.swim.codec import assemble, datagram_prefix, encode_control
 from p2pindex.core.swim.messages import Ping
 from p2pindex.errors import ConfigError, P2PIndexError, PermissionDenied
+from p2pindex.net.secure.connector import SecureConnector
+from p2pindex.net.secure.handshake import LocalParty, secure_client
+from p2pindex.net.secure.manager import SecurityManager
 from p2pindex.security.access import PeerKind
 from p2pindex.security.authority import Authority
 from p2pindex.security.certs import Role
 from p2pindex.security.counting import Tally
-from p2pindex.security.credentials import CREDENTIALS_ENV, ClientCredentials, SecureConnector
+from p2pindex.security.credentials import CREDENTIALS_ENV, ClientCredentials
 from p2pindex.security.datagrams import DatagramSealer
 from p2pindex.security.directory import CertificateDirectory
-from p2pindex.security.handshake import LocalParty, secure_client
 from p2pindex.security.keys import generate, read_private_key
 from p2pindex.security.trust import TrustState
 from p2pindex.types import Address
@@ -101,8 +103,8 @@ async def test_secure_processes_refuse_bad_clients_and_bad_datagrams(
     honest = cluster.nodes[1]
     honest_key = read_private_key(honest.data_dir / "node.key")
     revoked_key = generate()
-    revoked = authority.manager(revoked_key)
-    outsider = Authority.init(tmp_path / "outsider").manager(generate())
+    revoked = SecurityManager.issued_by(authority, revoked_key)
+    outsider = SecurityManager.issued_by(Authority.init(tmp_path / "outsider"), generate())
 
     def sealer(key: object) -> DatagramSealer:
         directory = CertificateDirectory(TrustState(authority.trust), time.time)

@@ -17,7 +17,9 @@ import trio
 
 from p2pindex.cli.main import main
 from p2pindex.sim.determinism import DeterminismUnavailable, seed_trio_scheduler, tick_clock
-from p2pindex.sim.runner import plan_membership, plan_run, run_membership, run_simulation
+from p2pindex.sim.membership_run import run_membership
+from p2pindex.sim.plan import plan_membership, plan_run
+from p2pindex.sim.runner import run_simulation
 from p2pindex.sim.scenario import Scenario, scenario_from_dict
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,9 +1,15 @@
-"""An in-process cluster of real Node objects on loopback sockets, for protocol tests."""
+"""An in-process cluster of real Node objects on the simulated network, for protocol tests.
+
+The nodes are the real ones; only the seams differ: the simulator's network (hosts n1, n2,
+... and one client host per request channel) and a wall clock that follows trio's clock.
+Tests that use it take pytest-trio's ``autojump_clock``, so every deadline is virtual and a
+loaded machine cannot make them flaky: time only moves when every task waits.
+"""
 
 from __future__ import annotations
 
+import itertools
 import random
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -13,9 +19,10 @@ import trio
 from p2pindex.config import Limits, NodeConfig
 from p2pindex.core.swim import SwimConfig
 from p2pindex.net.channel import RpcChannel, open_channel
-from p2pindex.net.trio_transport import TrioTransport
 from p2pindex.node.identity import NodeIdentity
 from p2pindex.node.node import Node
+from p2pindex.sim.determinism import SimWallClock, Trace
+from p2pindex.sim.network import SimNetwork
 from p2pindex.storage.memory import MemoryStorage
 from p2pindex.types import Address, Liveness, NodeState
 from p2pindex.wire.messages import Message
@@ -30,13 +37,19 @@ class RunningNode:
     identity: NodeIdentity
 
 
+NODE_PORT = 7000
+CLIENT_PORT = 9000
+
+
 @dataclass
 class Cluster:
     nursery: trio.Nursery
     n_replicas: int
+    network: SimNetwork
     nodes: list[RunningNode] = field(default_factory=list)
     limits: Limits = field(default_factory=Limits)
     swim_config: SwimConfig | None = None
+    _clients: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     async def start_node(
         self,
@@ -49,9 +62,10 @@ class Cluster:
         identity = identity or NodeIdentity.generate(random.Random(len(self.nodes) + 1000))
         if seeds is None:
             seeds = tuple(n.address for n in self.nodes if not n.scope.cancel_called)[:2]
+        listen = Address(f"n{len(self.nodes) + 1}", NODE_PORT)
         config = NodeConfig(
             data_dir=None,
-            listen=Address("127.0.0.1", 0),
+            listen=listen,
             seeds=seeds,
             n_replicas=self.n_replicas,
             limits=self.limits,
@@ -59,11 +73,11 @@ class Cluster:
         )
         node = Node(
             config,
-            transport=TrioTransport(Address("127.0.0.1", 0)),
+            transport=self.network.transport_for(listen),
             storage=storage,
             identity=identity,
             rng=random.Random(len(self.nodes)),
-            wall_clock=time.time,
+            wall_clock=SimWallClock(),
             swim_config=self.swim_config,
         )
         scope = trio.CancelScope()
@@ -78,7 +92,9 @@ class Cluster:
         return running
 
     def crash(self, running: RunningNode) -> None:
+        """Kill the node's process: its tasks stop and its host drops every connection."""
         running.scope.cancel()
+        self.network.crash(running.address.host)
 
     async def wait_converged(self, timeout: float = 30.0) -> None:
         """Wait until every running node sees every other running node alive and ACTIVE."""
@@ -99,7 +115,9 @@ class Cluster:
                 await trio.sleep(0.05)
 
     async def channel(self, running: RunningNode) -> RpcChannel:
-        return await open_channel(self.nursery, None, running.address, self.limits)
+        client = Address(f"c{next(self._clients)}", CLIENT_PORT)
+        transport = self.network.transport_for(client)
+        return await open_channel(self.nursery, transport, running.address, self.limits)
 
     async def request(self, running: RunningNode, message: Message) -> Message:
         channel = await self.channel(running)
@@ -114,7 +132,9 @@ async def running_cluster(
     size: int, n_replicas: int = 3, swim_config: SwimConfig | None = None
 ) -> AsyncIterator[Cluster]:
     async with trio.open_nursery() as nursery:
-        cluster = Cluster(nursery, n_replicas, swim_config=swim_config)
+        network = SimNetwork(random.Random(size), Trace())
+        await nursery.start(network.run)
+        cluster = Cluster(nursery, n_replicas, network, swim_config=swim_config)
         for _ in range(size):
             await cluster.start_node()
         await cluster.wait_converged()

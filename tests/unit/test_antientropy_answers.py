@@ -8,8 +8,8 @@ import random
 import trio
 import trio.testing
 
-from p2pindex.core.digest import RING_SIZE, fold, key_digest, split_arc
-from p2pindex.core.ring import Ring
+from p2pindex.core.digest import fold, key_digest
+from p2pindex.core.ring import RING_SIZE, Ring, split_arc
 from p2pindex.node import antientropy
 from p2pindex.node.antientropy import FANOUT, AntiEntropy
 from p2pindex.node.stats import StatisticsStore

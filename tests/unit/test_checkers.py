@@ -20,8 +20,8 @@ from p2pindex.sim.checkers import (
     failure_report,
 )
 from p2pindex.sim.history import (
+    EventKind,
     FaultEvent,
-    FaultKind,
     History,
     Observation,
     OpF,
@@ -263,14 +263,14 @@ def replicas(history: History, t: float, round: int, key: str, states) -> None:
 
 def test_replicas_agreeing_within_the_bound_pass() -> None:
     h = History()
-    h.append(FaultEvent(10.0, FaultKind.HEAL))
+    h.append(FaultEvent(10.0, EventKind.HEAL))
     replicas(h, 20.0, 0, "k", [("n1", (b"a", b"b"), b"c"), ("n2", (b"b", b"a"), b"c")])
     assert check_convergence(h, bound=30.0) == []
 
 
 def test_replicas_still_different_are_reported_with_their_states() -> None:
     h = History()
-    h.append(FaultEvent(10.0, FaultKind.HEAL))
+    h.append(FaultEvent(10.0, EventKind.HEAL))
     replicas(h, 20.0, 0, "k", [("n1", (b"a",), b"c1"), ("n2", (), b"")])
     violations = check_convergence(h, bound=30.0)
     assert len(violations) == 1
@@ -280,7 +280,7 @@ def test_replicas_still_different_are_reported_with_their_states() -> None:
 
 def test_replicas_agreeing_only_after_the_bound_are_reported() -> None:
     h = History()
-    h.append(FaultEvent(10.0, FaultKind.HEAL))
+    h.append(FaultEvent(10.0, EventKind.HEAL))
     replicas(h, 20.0, 0, "k", [("n1", (b"a",), b"c1"), ("n2", (), b"")])
     replicas(h, 50.0, 1, "k", [("n1", (b"a",), b"c1"), ("n2", (b"a",), b"c1")])
     assert "only at 50.000" in check_convergence(h, bound=30.0)[0].message
@@ -292,7 +292,7 @@ def test_a_stale_replica_shows_every_clock_entry_not_a_truncated_prefix() -> Non
     newer = encode_context(VersionVector({actor: 33}))
     older = encode_context(VersionVector({actor: 32}))
     h = History()
-    h.append(FaultEvent(10.0, FaultKind.HEAL))
+    h.append(FaultEvent(10.0, EventKind.HEAL))
     replicas(h, 20.0, 0, "k", [("n1", (b"a", b"b"), newer), ("n2", (b"a",), older)])
     message = check_convergence(h, bound=30.0)[0].message
     assert "n1: [{a}, {b}] clock={012345.a1b2:33}" in message
@@ -317,7 +317,7 @@ def membership(*events) -> History:
                 h.append(Observation(0.0, observer, subject, Liveness.ALIVE))
     for event in events:
         h.append(event)
-    h.append(FaultEvent(100.0, FaultKind.HEAL))
+    h.append(FaultEvent(100.0, EventKind.HEAL))
     return h
 
 
@@ -327,14 +327,14 @@ def dead(t: float, observer: str, subject: str) -> Observation:
 
 def test_a_crash_every_up_member_detects_in_time_passes() -> None:
     h = membership(
-        FaultEvent(10.0, FaultKind.CRASH, ("n3",)), dead(12.0, "n1", "n3"), dead(14.0, "n2", "n3")
+        FaultEvent(10.0, EventKind.CRASH, ("n3",)), dead(12.0, "n1", "n3"), dead(14.0, "n2", "n3")
     )
     assert check_membership(h, BOUNDS) == []
 
 
 def test_a_member_that_misses_a_crash_is_reported() -> None:
     h = membership(
-        FaultEvent(10.0, FaultKind.CRASH, ("n3",)), dead(12.0, "n1", "n3"), dead(16.0, "n2", "n3")
+        FaultEvent(10.0, EventKind.CRASH, ("n3",)), dead(12.0, "n1", "n3"), dead(16.0, "n2", "n3")
     )
     violations = check_membership(h, BOUNDS)
     assert len(violations) == 1
@@ -344,23 +344,23 @@ def test_a_member_that_misses_a_crash_is_reported() -> None:
 
 def test_no_detection_is_required_from_a_paused_observer_or_after_a_quick_restart() -> None:
     paused = membership(
-        FaultEvent(10.0, FaultKind.CRASH, ("n3",)),
-        FaultEvent(11.0, FaultKind.PAUSE, ("n2",)),
-        FaultEvent(12.0, FaultKind.RESUME, ("n2",)),
+        FaultEvent(10.0, EventKind.CRASH, ("n3",)),
+        FaultEvent(11.0, EventKind.PAUSE, ("n2",)),
+        FaultEvent(12.0, EventKind.RESUME, ("n2",)),
         dead(12.0, "n1", "n3"),
     )
     assert check_membership(paused, BOUNDS) == []
     restarted = membership(
-        FaultEvent(10.0, FaultKind.CRASH, ("n3",)), FaultEvent(12.0, FaultKind.RESTART, ("n3",))
+        FaultEvent(10.0, EventKind.CRASH, ("n3",)), FaultEvent(12.0, EventKind.RESTART, ("n3",))
     )
     assert check_membership(restarted, BOUNDS) == []
 
 
 def test_a_healthy_node_declared_dead_inside_the_envelope_is_a_false_death() -> None:
     h = membership(
-        FaultEvent(10.0, FaultKind.PAUSE, ("n2",)),
-        FaultEvent(11.5, FaultKind.RESUME, ("n2",)),
-        FaultEvent(20.0, FaultKind.LOSS, amount=0.05),
+        FaultEvent(10.0, EventKind.PAUSE, ("n2",)),
+        FaultEvent(11.5, EventKind.RESUME, ("n2",)),
+        FaultEvent(20.0, EventKind.LOSS, amount=0.05),
         dead(13.0, "n1", "n2"),
         dead(25.0, "n3", "n1"),
     )
@@ -372,19 +372,19 @@ def test_a_healthy_node_declared_dead_inside_the_envelope_is_a_false_death() -> 
 @pytest.mark.parametrize(
     "events",
     [
-        [FaultEvent(8.0, FaultKind.PAUSE, ("n2",)), FaultEvent(11.0, FaultKind.RESUME, ("n2",))],
-        [FaultEvent(8.0, FaultKind.PAUSE, ("n1",)), FaultEvent(11.0, FaultKind.RESUME, ("n1",))],
+        [FaultEvent(8.0, EventKind.PAUSE, ("n2",)), FaultEvent(11.0, EventKind.RESUME, ("n2",))],
+        [FaultEvent(8.0, EventKind.PAUSE, ("n1",)), FaultEvent(11.0, EventKind.RESUME, ("n1",))],
         [
-            FaultEvent(8.0, FaultKind.PARTITION, links=(("n1", "n2"),)),
-            FaultEvent(11.0, FaultKind.HEAL),
+            FaultEvent(8.0, EventKind.PARTITION, links=(("n1", "n2"),)),
+            FaultEvent(11.0, EventKind.HEAL),
         ],
-        [FaultEvent(8.0, FaultKind.LOSS, amount=0.5), FaultEvent(11.0, FaultKind.HEAL)],
+        [FaultEvent(8.0, EventKind.LOSS, amount=0.5), FaultEvent(11.0, EventKind.HEAL)],
         [
-            FaultEvent(8.0, FaultKind.DELAY, ("n2",), amount=2.0),
-            FaultEvent(11.0, FaultKind.DELAY, ("n2",), ends=True),
+            FaultEvent(8.0, EventKind.DELAY, ("n2",), amount=2.0),
+            FaultEvent(11.0, EventKind.DELAY, ("n2",), ends=True),
         ],
-        [FaultEvent(8.0, FaultKind.CRASH, ("n2",)), FaultEvent(11.0, FaultKind.RESTART, ("n2",))],
-        [FaultEvent(8.0, FaultKind.LEAVE, ("n2",))],
+        [FaultEvent(8.0, EventKind.CRASH, ("n2",)), FaultEvent(11.0, EventKind.RESTART, ("n2",))],
+        [FaultEvent(8.0, EventKind.LEAVE, ("n2",))],
     ],
 )
 def test_deaths_outside_the_envelope_are_excused(events) -> None:
@@ -394,8 +394,8 @@ def test_deaths_outside_the_envelope_are_excused(events) -> None:
 
 def test_an_excuse_expires_after_the_settle_time() -> None:
     h = membership(
-        FaultEvent(8.0, FaultKind.PARTITION, links=(("n1", "n2"),)),
-        FaultEvent(11.0, FaultKind.HEAL, links=(("n1", "n2"),)),
+        FaultEvent(8.0, EventKind.PARTITION, links=(("n1", "n2"),)),
+        FaultEvent(11.0, EventKind.HEAL, links=(("n1", "n2"),)),
         dead(14.5, "n1", "n2"),
     )
     assert len(check_membership(h, BOUNDS)) == 1
@@ -409,7 +409,7 @@ def test_failure_report_prints_seed_options_and_the_shortened_history() -> None:
     b.write(0, OpF.PUT, "good", "r0")
     b.final("good", "r0")
     b.write(1, OpF.PUT, "bad", "r4")
-    b.history.append(FaultEvent(b.tick(), FaultKind.CRASH, ("n2",)))
+    b.history.append(FaultEvent(b.tick(), EventKind.CRASH, ("n2",)))
     b.final("bad")
     violations = check_all(b.history, CheckConfig(convergence_bound=None))
     assert [v.checker for v in violations] == ["lost_writes"]

@@ -10,19 +10,15 @@ from hypothesis import strategies as st
 
 from p2pindex.core.digest import (
     EMPTY_DIGEST,
-    RING_SIZE,
     PieceDigest,
     SliceDigests,
-    arc_covers,
-    arc_length,
     diff_keys,
     differing,
     fold,
     key_digest,
     slice_width,
-    split_arc,
 )
-from p2pindex.storage.memory import arc_pieces
+from p2pindex.core.ring import RING_SIZE, arc_covers, arc_length, arc_pieces, split_arc
 
 tokens = st.integers(0, RING_SIZE - 1)
 keys = st.binary(min_size=1, max_size=12)

@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from p2pindex.sim.history import (
+    EventKind,
     FaultEvent,
-    FaultKind,
     History,
     Observation,
     Op,
@@ -30,8 +30,8 @@ def sample_history() -> History:
         0, OpF.PUT, "k1", b"r2", time=0.2, node="n1", consistency="one", ctx=done.index
     )
     history.complete(put, OpType.INFO, time=0.3, error="timeout")
-    history.append(FaultEvent(0.25, FaultKind.PARTITION, links=(("n1", "n2"), ("n2", "n1"))))
-    history.append(FaultEvent(0.5, FaultKind.LOSS, ("n3",), amount=0.2, ends=True))
+    history.append(FaultEvent(0.25, EventKind.PARTITION, links=(("n1", "n2"), ("n2", "n1"))))
+    history.append(FaultEvent(0.5, EventKind.LOSS, ("n3",), amount=0.2, ends=True))
     history.append(Observation(0.4, "n1", "n2", Liveness.SUSPECT))
     other = history.invoke(1, OpF.DELETE, "k2", time=0.45, consistency="all")
     history.complete(other, OpType.FAIL, time=0.46, error="unavailable")

@@ -11,11 +11,12 @@ import pytest
 from p2pindex.cli import security as cli
 from p2pindex.cli.common import Parser
 from p2pindex.errors import ConfigError
+from p2pindex.net.secure.loading import load_manager
 from p2pindex.node.identity import NodeIdentity
 from p2pindex.security.authority import Authority
 from p2pindex.security.certs import Role, TrustSet, verify_node_certificate, verify_revocations
 from p2pindex.security.credentials import ClientCredentials
-from p2pindex.security.files import SecurityFiles, load_manager
+from p2pindex.security.files import SecurityFiles
 from p2pindex.security.keys import key_id
 
 

@@ -15,6 +15,9 @@ from nacl.signing import SigningKey
 
 from p2pindex.config import Limits
 from p2pindex.errors import PermissionDenied, ProtocolError
+from p2pindex.net.secure.handshake import LocalParty, secure_client, secure_server
+from p2pindex.net.secure.manager import SecurityManager
+from p2pindex.net.secure.session import SecureStream, SessionBroken
 from p2pindex.security.access import Peer, PeerKind
 from p2pindex.security.certs import (
     Role,
@@ -26,9 +29,6 @@ from p2pindex.security.certs import (
     node_id_of,
 )
 from p2pindex.security.errors import CredentialRejected, HandshakeFailed
-from p2pindex.security.handshake import LocalParty, secure_client, secure_server
-from p2pindex.security.manager import SecurityManager
-from p2pindex.security.session import SecureStream, SessionBroken
 from p2pindex.security.trust import TrustState
 from p2pindex.types import Address
 from p2pindex.wire.codec import FrameDecoder, encode_frame

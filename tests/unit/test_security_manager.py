@@ -14,15 +14,16 @@ import trio
 import trio.testing
 
 from p2pindex.errors import ConfigError, PermissionDenied
+from p2pindex.net.secure.loading import load_manager, node_security
+from p2pindex.net.secure.manager import SecurityManager
+from p2pindex.net.secure.session import SecureStream
 from p2pindex.security.access import Peer, PeerKind
 from p2pindex.security.audit import BURST, AuditLog
 from p2pindex.security.authority import Authority
 from p2pindex.security.certs import Role, node_id_of, verify_capability
 from p2pindex.security.credentials import ClientCredentials
-from p2pindex.security.files import SecurityFiles, load_manager, node_security
+from p2pindex.security.files import SecurityFiles
 from p2pindex.security.keys import generate, key_id, read_private_key, write_private_key
-from p2pindex.security.manager import SecurityManager
-from p2pindex.security.session import SecureStream
 from p2pindex.types import Address
 from p2pindex.wire.messages import (
     CertificateReply,
@@ -122,8 +123,8 @@ def test_a_newer_revocation_list_cuts_sessions_and_is_saved(
     authority: Authority, tmp_path: Path
 ) -> None:
     _, manager = node_dir(authority, tmp_path / "n1")
-    victim = authority.manager(generate())
-    bystander = authority.manager(generate())
+    victim = SecurityManager.issued_by(authority, generate())
+    bystander = SecurityManager.issued_by(authority, generate())
     cut = session_with(manager, Peer(PeerKind.NODE, victim.certificate))
     kept = session_with(manager, Peer(PeerKind.NODE, bystander.certificate))
     document = authority.revoke((victim.node_id,))
@@ -140,7 +141,7 @@ def test_a_newer_revocation_list_cuts_sessions_and_is_saved(
 def test_a_revocation_list_of_another_cluster_is_refused(tmp_path: Path) -> None:
     ours = Authority.init(tmp_path / "a")
     theirs = Authority.init(tmp_path / "b")
-    manager = ours.manager(generate())
+    manager = SecurityManager.issued_by(ours, generate())
     with pytest.raises(PermissionDenied, match="cluster"):
         manager.adopt(theirs.revoke(("ab" * 8,)), "a peer")
     assert manager.stats["security.revocations.rejected.wrong_cluster"] == 1
@@ -151,7 +152,9 @@ def test_a_revocation_list_of_another_cluster_is_refused(tmp_path: Path) -> None
 
 def test_rotation_reloads_files_without_a_restart(authority: Authority, tmp_path: Path) -> None:
     data, manager = node_dir(authority, tmp_path / "n1")
-    old_peer = session_with(manager, Peer(PeerKind.NODE, authority.manager(generate()).certificate))
+    old_peer = session_with(
+        manager, Peer(PeerKind.NODE, SecurityManager.issued_by(authority, generate()).certificate)
+    )
     rotated = authority.rotate()
     rotated.provision(data)
     os.utime(data / "node.cert", (time.time() + 5, time.time() + 5))
@@ -186,7 +189,7 @@ def test_an_unusable_new_certificate_keeps_the_old_one(
 async def test_the_guard_authorises_audits_and_answers_security_messages(
     authority: Authority,
 ) -> None:
-    manager = authority.manager(generate())
+    manager = SecurityManager.issued_by(authority, generate())
     seen: list[object] = []
 
     async def dispatch(message: object) -> OkReply:
@@ -208,7 +211,7 @@ async def test_the_guard_authorises_audits_and_answers_security_messages(
     events = [line["event"] for line in manager.audit.lines]
     assert events == ["denied", "denied"]
 
-    node = Peer(PeerKind.NODE, authority.manager(generate()).certificate)
+    node = Peer(PeerKind.NODE, SecurityManager.issued_by(authority, generate()).certificate)
     node_guard = manager.guard(session_with(manager, node), dispatch)
     reply = await node_guard(CertificateRequest([manager.node_id]))
     assert isinstance(reply, CertificateReply) and len(reply.certificates) == 1
@@ -243,7 +246,7 @@ def test_client_credentials_round_trip_and_refuse_a_node_certificate(
 
 
 def test_unknown_ids_are_fetched_a_few_times_then_dropped(authority: Authority) -> None:
-    manager = authority.manager(generate())
+    manager = SecurityManager.issued_by(authority, generate())
     manager.directory.want("ab" * 8)
     rounds = [manager._due_for_fetch(now) for now in (0.0, 0.5, 2.0, 4.0, 6.0, 8.0, 10.0)]
     assert rounds == [["ab" * 8], [], ["ab" * 8], ["ab" * 8], ["ab" * 8], ["ab" * 8], []]
@@ -254,7 +257,7 @@ def test_unknown_ids_are_fetched_a_few_times_then_dropped(authority: Authority) 
 
 def test_sessions_end_when_their_credentials_expire(authority: Authority) -> None:
     now = [time.time()]
-    manager = authority.manager(generate(), wall_clock=lambda: now[0])
+    manager = SecurityManager.issued_by(authority, generate(), wall_clock=lambda: now[0])
     short_key, long_key = generate(), generate()
     short = verify_capability(
         authority.capability(bytes(short_key.verify_key), Role.READ, lifetime=60),
@@ -262,7 +265,9 @@ def test_sessions_end_when_their_credentials_expire(authority: Authority) -> Non
         now[0],
     )
     expiring = session_with(manager, Peer(PeerKind.CLIENT, short))
-    lasting = session_with(manager, Peer(PeerKind.NODE, authority.manager(long_key).certificate))
+    lasting = session_with(
+        manager, Peer(PeerKind.NODE, SecurityManager.issued_by(authority, long_key).certificate)
+    )
     manager._cut_expired()
     assert expiring.closed_reason is None
     now[0] += 120

@@ -118,6 +118,9 @@ def test_every_truncation_is_rejected(recs, data) -> None:
         (cbor2.dumps([1, "a", 1, "not a message"]), "malformed"),
         (b"\x9b\x00\x00\x00\x01\x00\x00\x00\x00", "truncated"),
         (b"\x81" * 1000 + b"\x00", "malformed"),
+        (cbor2.dumps([1, cbor2.CBORTag(258, ["a"]), 1]), "malformed"),  # a tag (set)
+        (cbor2.dumps([1, "a", cbor2.CBORTag(2, b"\x01")]), "malformed"),  # a bignum tag
+        (b"\x9f\x01aa\x01\xff", "malformed"),  # an indefinite-length array
     ],
 )
 def test_bad_datagrams_are_named(data: bytes, reason: str) -> None:

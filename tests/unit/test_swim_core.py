@@ -492,3 +492,29 @@ def test_leave_completes_after_an_ack_or_the_bounded_delay() -> None:
     know(other, 1)
     other.leave(0.0)
     assert not other.leave_complete(1.0) and other.leave_complete(CFG.leave_timeout)
+
+
+def test_drain_hands_on_datagrams_then_push_pulls_then_events_and_leaves_nothing() -> None:
+    from p2pindex.core.swim.outputs import drain
+
+    swim = make("n0")
+    swim.restore([Member("n1", addr(1), 1, Liveness.ALIVE, NodeState.ACTIVE)], 0.0)
+    swim.join([addr(2)], 0.0)
+    swim.handle_timer(100.0)
+    seen: list[str] = []
+
+    class Recorder:
+        def send_datagram(self, address, data) -> None:
+            seen.append("datagram")
+
+        def start_push_pull(self, address, join) -> None:
+            seen.append("push_pull")
+
+        def member_changed(self, event) -> None:
+            seen.append("event")
+
+    drain(swim, Recorder())
+    assert {"datagram", "push_pull", "event"} <= set(seen)
+    assert seen == sorted(seen, key=["datagram", "push_pull", "event"].index)
+    assert not swim.datagrams_to_send() and not swim.push_pulls_to_start()
+    assert swim.next_event() is None

@@ -26,7 +26,7 @@ from p2pindex.core.versions import (
 )
 from p2pindex.errors import Timeout, Unavailable
 from p2pindex.sim.checkers import CheckConfig, check_all
-from p2pindex.sim.history import FaultKind, History, OpF, OpType, shorten
+from p2pindex.sim.history import EventKind, History, OpF, OpType, shorten
 from p2pindex.sim.workloads import Workload, WorkloadOptions, replay, run_churn
 
 REPLICAS = ("x", "y", "z")
@@ -246,7 +246,7 @@ async def test_churn_keeps_the_member_count_in_bounds_and_records_changes(autoju
         control, history, random.Random(6), duration=60, interval=2, min_members=2, max_members=4
     )
     kinds = {event.kind for event in history.faults}
-    assert kinds == {FaultKind.JOIN, FaultKind.LEAVE, FaultKind.REMOVE}
+    assert kinds == {EventKind.JOIN, EventKind.LEAVE, EventKind.REMOVE}
     assert 2 <= len(control.members()) <= 4
     assert all(event.time <= trio.current_time() for event in history.faults)
 

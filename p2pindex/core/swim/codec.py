@@ -13,13 +13,13 @@ Decoding never trusts the input: any structural problem raises ``DecodeError`` w
 from __future__ import annotations
 
 import functools
-import io
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 import cbor2
 
+from p2pindex.core import strict_cbor
 from p2pindex.errors import ProtocolError
 from p2pindex.types import Address
 
@@ -153,20 +153,18 @@ def assemble(prefix: bytes, prefix_items: int, parts: Sequence[bytes]) -> bytes:
     return array_header(prefix_items + len(parts)) + prefix + b"".join(parts)
 
 
+MAX_DEPTH = 16
+"""Nesting a datagram or push-pull payload may have; the deepest real one has four levels."""
+
+
 # --- decoding ------------------------------------------------------------------------------
 
 
 def _loads(data: bytes) -> Any:
-    stream = io.BytesIO(data)
     try:
-        value = cbor2.CBORDecoder(stream).decode()
-    except cbor2.CBORDecodeEOF as exc:
-        raise DecodeError("truncated", str(exc)) from None
-    except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError) as exc:
-        raise DecodeError("malformed", str(exc)) from None
-    if stream.tell() != len(data):
-        raise DecodeError("malformed", "trailing bytes")
-    return value
+        return strict_cbor.loads(data, MAX_DEPTH)
+    except strict_cbor.MalformedCbor as exc:
+        raise DecodeError("truncated" if exc.truncated else "malformed", str(exc)) from None
 
 
 def _node_id(value: object) -> str:

@@ -59,25 +59,25 @@ class Alive:
 
 
 @dataclass(frozen=True, slots=True)
-class Suspect:
+class _Accusation:
+    """What ``accuser`` claims about ``node_id`` at ``incarnation`` (suspect or dead)."""
+
     node_id: str
     incarnation: int
     accuser: str
     signature: bytes | None = None
 
+
+@dataclass(frozen=True, slots=True)
+class Suspect(_Accusation):
     @property
     def liveness(self) -> Liveness:
         return Liveness.SUSPECT
 
 
 @dataclass(frozen=True, slots=True)
-class Dead:
+class Dead(_Accusation):
     """Declared dead by ``accuser``; when the accuser is the subject itself it is a leave."""
-
-    node_id: str
-    incarnation: int
-    accuser: str
-    signature: bytes | None = None
 
     @property
     def liveness(self) -> Liveness:

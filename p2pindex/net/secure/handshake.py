@@ -37,12 +37,12 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
 from p2pindex.config import Limits
+from p2pindex.core import strict_cbor
 from p2pindex.errors import PermissionDenied, ProtocolError
-from p2pindex.security import strict_cbor
+from p2pindex.net.secure.session import FailureReporter, SecureStream
 from p2pindex.security.access import Peer, PeerKind
 from p2pindex.security.certs import verify_capability, verify_node_certificate
 from p2pindex.security.errors import CredentialRejected, HandshakeFailed
-from p2pindex.security.session import FailureReporter, SecureStream
 from p2pindex.security.trust import TrustState
 from p2pindex.wire.codec import FrameDecoder, encode_frame
 from p2pindex.wire.messages import ErrorReply

@@ -15,7 +15,7 @@ from p2pindex.types import Address
 
 if TYPE_CHECKING:
     from p2pindex.net.base import Transport
-    from p2pindex.security.manager import SecurityManager
+    from p2pindex.net.secure.manager import SecurityManager
 
 
 class SecureTransport:

@@ -1,6 +1,10 @@
 """Real node processes under real faults, inside a network namespace of their own.
 
-    python -m p2pindex.sim.chaos --duration 60 [--seed N] [--nodes 5] [--workdir DIR]
+It lives outside ``p2pindex.sim`` on purpose: the simulator is deterministic (one seed,
+virtual time, a trace hash), this harness is not (real processes, nftables, signals), and
+it only borrows the simulator's workloads, history and checkers.
+
+    python -m p2pindex.chaos --duration 60 [--seed N] [--nodes 5] [--workdir DIR]
 
 The harness re-executes itself under ``unshare --net --pid --fork --kill-child``: the new
 network namespace has nothing but a loopback interface (checked before any node starts),
@@ -57,8 +61,8 @@ from p2pindex.security.authority import Authority
 from p2pindex.security.certs import Role
 from p2pindex.sim.checkers import CheckConfig, MembershipBounds, check_all, failure_report
 from p2pindex.sim.history import (
+    EventKind,
     FaultEvent,
-    FaultKind,
     History,
     Observation,
     OpType,
@@ -349,7 +353,7 @@ class Cluster:
 
     def record(
         self,
-        kind: FaultKind,
+        kind: EventKind,
         nodes: Sequence[str] = (),
         *,
         links: Sequence[tuple[str, str]] = (),
@@ -360,7 +364,7 @@ class Cluster:
         self.history.append(FaultEvent(now, kind, tuple(nodes), tuple(links), amount, detail))
 
     def crash(self, name: str) -> None:
-        self.record(FaultKind.CRASH, [name])
+        self.record(EventKind.CRASH, [name])
         self.by_name(name).kill()
         self.down.add(name)
 
@@ -369,17 +373,17 @@ class Cluster:
         if name in self.gone:
             return
         await self.by_name(name).start()
-        self.record(FaultKind.RESTART, [name])
+        self.record(EventKind.RESTART, [name])
 
     def pause(self, name: str, hold: float) -> None:
-        self.record(FaultKind.PAUSE, [name], amount=hold)
+        self.record(EventKind.PAUSE, [name], amount=hold)
         self.by_name(name).signal(signal.SIGSTOP)
         self.paused.add(name)
 
     def resume(self, name: str) -> None:
         self.by_name(name).signal(signal.SIGCONT)
         self.paused.discard(name)
-        self.record(FaultKind.RESUME, [name])
+        self.record(EventKind.RESUME, [name])
 
     # ClusterControl, for ``run_churn`` (which records these changes itself).
 
@@ -472,11 +476,11 @@ async def nemesis(
         else:
             links = partition_links(shape, nodes)
             firewall.cut(links)
-            cluster.record(FaultKind.PARTITION, links=tuple(links), detail=shape)
+            cluster.record(EventKind.PARTITION, links=tuple(links), detail=shape)
 
             async def undo() -> None:
                 firewall.heal()
-                cluster.record(FaultKind.HEAL)
+                cluster.record(EventKind.HEAL)
 
         done[shape] += 1
         await trio.sleep(hold)
@@ -663,7 +667,7 @@ async def _wait_for_members(cluster: Cluster, addresses: list[str], credentials:
 
 async def _heal_everything(cluster: Cluster, firewall: Firewall) -> None:
     firewall.heal()
-    cluster.record(FaultKind.HEAL)
+    cluster.record(EventKind.HEAL)
     for name in sorted(cluster.paused):
         cluster.resume(name)
     for name in sorted(cluster.down):
@@ -685,7 +689,7 @@ def _summary(history: History, faults: Counter[str], unread: list[str], violatio
 
 def parse_args(argv: Sequence[str]) -> ChaosOptions:
     parser = argparse.ArgumentParser(
-        prog="python -m p2pindex.sim.chaos", description=__doc__.split("\n\n")[0]
+        prog="python -m p2pindex.chaos", description=__doc__.split("\n\n")[0]
     )
     defaults = ChaosOptions()
     parser.add_argument("--duration", type=float, default=defaults.duration)
@@ -737,7 +741,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--",
         sys.executable,
         "-m",
-        "p2pindex.sim.chaos",
+        "p2pindex.chaos",
         *argv,
     ]
     return subprocess.run(command, env={**os.environ, INSIDE: "1"}, check=False).returncode

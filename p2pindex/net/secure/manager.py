@@ -15,12 +15,21 @@ import random
 import time
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Self
 
 import trio
 from nacl.signing import SigningKey
 
 from p2pindex.errors import ConfigError, P2PIndexError
+from p2pindex.net.secure.handshake import (
+    DEFAULT_TIMEOUT,
+    Accepted,
+    LocalParty,
+    secure_client,
+    secure_server,
+)
+from p2pindex.net.secure.session import SecureStream
+from p2pindex.net.secure.transport import SecureTransport
 from p2pindex.security.access import ADMIN_MESSAGES, Peer, PeerKind, authorize
 from p2pindex.security.audit import AuditLog
 from p2pindex.security.certs import (
@@ -38,16 +47,7 @@ from p2pindex.security.counting import Counts, Tally
 from p2pindex.security.datagrams import DatagramSealer
 from p2pindex.security.directory import MAX_WANTED, CertificateDirectory
 from p2pindex.security.errors import AccessDenied, CredentialRejected, HandshakeFailed
-from p2pindex.security.handshake import (
-    DEFAULT_TIMEOUT,
-    Accepted,
-    LocalParty,
-    secure_client,
-    secure_server,
-)
 from p2pindex.security.keys import write_file_atomically
-from p2pindex.security.session import SecureStream
-from p2pindex.security.transport import SecureTransport
 from p2pindex.security.trust import TrustState
 from p2pindex.types import Address
 from p2pindex.wire.messages import (
@@ -60,6 +60,7 @@ from p2pindex.wire.messages import (
 
 if TYPE_CHECKING:
     from p2pindex.net.base import Transport
+    from p2pindex.security.authority import Authority
     from p2pindex.security.files import SecurityFiles
 
 log = logging.getLogger(__name__)
@@ -138,6 +139,18 @@ class SecurityManager:
         self._nursery: trio.Nursery | None = None
         self._mtimes = self._file_times()
         self.state.on_revocations(self._revocations_adopted)
+
+    @classmethod
+    def issued_by(cls, authority: Authority, node_key: SigningKey, **options: Any) -> Self:
+        """A manager for a node with no data directory (in-process clusters), certified by
+        ``authority`` on the spot."""
+        return cls(
+            node_key,
+            authority.certify(bytes(node_key.verify_key)),
+            authority.trust,
+            revocations=authority.revocations(),
+            **options,
+        )
 
     # --- construction ----------------------------------------------------------------------
 

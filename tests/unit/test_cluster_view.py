@@ -1,0 +1,72 @@
+"""The cluster view answers from its members and the ``now`` it is given, nothing else."""
+
+from __future__ import annotations
+
+import pytest
+
+from p2pindex.core.swim import Member
+from p2pindex.errors import InvalidRequest
+from p2pindex.node.cluster_view import ClusterView
+from p2pindex.types import Address, Liveness, NodeState
+
+ME = "a" * 16
+PEER = "b" * 16
+
+
+def view_with(liveness: Liveness, state: NodeState = NodeState.ACTIVE) -> ClusterView:
+    view = ClusterView(ME, Address("10.0.0.1", 7000))
+    view.members[PEER] = Member(PEER, Address("10.0.0.2", 7000), 1, liveness, state)
+    return view
+
+
+@pytest.mark.parametrize(
+    ("liveness", "usable"),
+    [
+        (Liveness.ALIVE, True),
+        (Liveness.SUSPECT, True),
+        (Liveness.DEAD, False),
+        (Liveness.LEFT, False),
+    ],
+)
+def test_a_member_is_usable_while_alive_or_suspect(liveness: Liveness, usable: bool) -> None:
+    assert view_with(liveness).usable(PEER, now=0.0) is usable
+
+
+def test_an_unreachable_member_is_skipped_until_its_grace_ends() -> None:
+    view = view_with(Liveness.ALIVE)
+    view.unreachable_until[PEER] = 10.0
+    assert not view.usable(PEER, now=9.9)
+    assert view.usable(PEER, now=10.0)
+
+
+def test_a_syncing_member_takes_writes_but_not_reads() -> None:
+    view = view_with(Liveness.ALIVE, NodeState.SYNCING)
+    assert view.usable(PEER, now=0.0)
+    assert not view.readable(PEER, now=0.0)
+    view.state = NodeState.SYNCING
+    assert view.usable(ME, now=0.0) and not view.readable(ME, now=0.0)
+
+
+def test_a_degraded_node_is_not_usable_itself() -> None:
+    view = view_with(Liveness.ALIVE, NodeState.DEGRADED)
+    view.state = NodeState.DEGRADED
+    assert not view.usable(PEER, now=0.0)
+    assert not view.usable(ME, now=0.0)
+
+
+def test_the_ring_keeps_dead_members_and_drops_left_and_removed_ones() -> None:
+    view = view_with(Liveness.DEAD)
+    assert view.rebuild_ring()
+    assert view.ring.nodes == {ME, PEER}
+    assert not view.rebuild_ring()
+    view.removed[PEER] = 1
+    assert view.rebuild_ring()
+    assert view.ring.nodes == {ME}
+
+
+def test_an_unknown_node_has_no_address() -> None:
+    view = view_with(Liveness.ALIVE)
+    assert view.address_of(ME) == Address("10.0.0.1", 7000)
+    assert view.address_of(PEER) == Address("10.0.0.2", 7000)
+    with pytest.raises(InvalidRequest, match="unknown node"):
+        view.address_of("c" * 16)
