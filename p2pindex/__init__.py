@@ -62,7 +62,7 @@ if TYPE_CHECKING:
 # Python's last-resort handler printed node warnings into `simulate`'s report.
 logging.getLogger("p2pindex").addHandler(logging.NullHandler())
 
-__version__ = "0.1.0"
+from p2pindex.version import __version__  # noqa: E402
 
 __all__ = [
     "AsyncClient",

@@ -8,10 +8,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from p2pindex import __version__
 from p2pindex.cli import admin, bench, completion, demo, dev, kv
 from p2pindex.cli.common import EXIT_ERROR, Parser, UsageError, report, single_error
 from p2pindex.errors import P2PIndexError
+from p2pindex.version import __version__
 
 OPTIONAL_COMMANDS = ("p2pindex.cli.serve", "p2pindex.cli.simulate", "p2pindex.cli.security")
 """Command modules owned elsewhere; the tool works (with fewer commands) without them."""

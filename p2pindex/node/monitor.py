@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
 
-from p2pindex import __version__
 from p2pindex.types import Liveness, NodeRole
+from p2pindex.version import __version__
 
 if TYPE_CHECKING:
     from p2pindex.config import NodeConfig

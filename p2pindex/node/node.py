@@ -18,7 +18,6 @@ from collections.abc import Callable
 
 import trio
 
-from p2pindex import __version__
 from p2pindex.config import NodeConfig
 from p2pindex.core.batching import fitting_prefix
 from p2pindex.core.ring import DEFAULT_VNODES, Ring
@@ -45,6 +44,7 @@ from p2pindex.node.stats import StatisticsStore
 from p2pindex.security.access import PeerKind
 from p2pindex.storage.base import Storage
 from p2pindex.types import Address, Liveness, NodeState
+from p2pindex.version import __version__
 from p2pindex.wire.messages import (
     LIMITS_VERSION,
     AdmitRequest,
