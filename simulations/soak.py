@@ -28,7 +28,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from p2pindex.sim.determinism import reexec_with_fixed_hash_seed
-from p2pindex.sim.runner import plan_run, run_simulation
+from p2pindex.sim.plan import plan_run
+from p2pindex.sim.runner import run_simulation
 from p2pindex.sim.scenario import load_scenario
 
 HERE = Path(__file__).resolve().parent

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import cbor2
 from nacl.signing import SigningKey
-from p2pindex.security.session import SecureStream, SessionBroken
 
 from p2pindex.config import Limits
 from p2pindex.core import versions
@@ -32,7 +31,8 @@ from p2pindex.core.swim.codec import DecodeError, assemble, datagram_prefix, enc
 from p2pindex.core.swim.messages import Alive
 from p2pindex.core.versions import VersionVector
 from p2pindex.errors import ConfigError, P2PIndexError, ProtocolError
-from p2pindex.security import handshake
+from p2pindex.net.secure import handshake
+from p2pindex.net.secure.session import SecureStream, SessionBroken
 from p2pindex.security.certs import (
     Role,
     TrustSet,
@@ -319,7 +319,7 @@ def _scenario(data: bytes) -> None:
 
 
 def _scenario_seeds() -> tuple[bytes, ...]:
-    root = Path(__file__).resolve().parents[2] / "simulations"
+    root = Path(__file__).resolve().parents[2] / "p2pindex" / "sim" / "scenarios"
     return tuple(path.read_bytes() for path in sorted(root.glob("*.toml"))[:6])
 
 
