@@ -54,6 +54,9 @@ class LocalNode:
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
     node_id: str = ""
+    http_port: int | None = None
+    http_url: str = ""
+    """The node's HTTP listener, from its ready line (empty when it has none)."""
     _files: list[BinaryIO] = field(default_factory=list, repr=False)
 
     @property
@@ -125,6 +128,7 @@ class LocalCluster:
         extra_args: tuple[str, ...] = (),
         insecure: bool = False,
         authority: Path | None = None,
+        http: bool = False,
     ) -> None:
         if size < 1:
             raise ValueError("a cluster needs at least one node")
@@ -161,6 +165,9 @@ class LocalCluster:
             )
             for i, port in enumerate(ports)
         ]
+        if http:
+            for node, port in zip(self.nodes, free_ports(size), strict=True):
+                node.http_port = port
 
     @property
     def addresses(self) -> list[str]:
@@ -240,6 +247,8 @@ class LocalCluster:
                 command += ["--seed", str(other.address)]
         if self.insecure:
             command.append("--insecure")
+        if node.http_port is not None:
+            command += ["--http", f"{HOST}:{node.http_port}"]
         return command + list(self.extra_args)
 
     def _spawn(self, node: LocalNode) -> None:
@@ -266,6 +275,7 @@ class LocalCluster:
                     part.split("=", 1) for part in line[len(READY_PREFIX) :].split() if "=" in part
                 )
                 node.node_id = fields.get("node_id", "")
+                node.http_url = fields.get("http", "")
                 return
             assert node.process is not None
             if node.process.poll() is not None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import trio
 
 from p2pindex.cli.common import address_arg, collect_garbage_rarely
-from p2pindex.config import Limits, NodeConfig
+from p2pindex.config import HttpConfig, Limits, NodeConfig
 
 DEFAULT_LISTEN = "127.0.0.1:7400"
 
@@ -100,6 +100,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "for tests and benchmarks only",
     )
     parser.add_argument(
+        "--http",
+        type=address_arg,
+        metavar="HOST:PORT",
+        help="also serve the HTTP API, health checks, /metrics and the dashboard here",
+    )
+    parser.add_argument(
+        "--http-cert", type=Path, metavar="FILE", help="TLS certificate (PEM) for the HTTP listener"
+    )
+    parser.add_argument(
+        "--http-key", type=Path, metavar="FILE", help="private key (PEM) of --http-cert"
+    )
+    parser.add_argument(
+        "--http-insecure",
+        action="store_true",
+        help="allow plain HTTP on a non-loopback address (tokens would cross in the clear)",
+    )
+    parser.add_argument(
         "--log-level",
         default="warning",
         choices=["debug", "info", "warning", "error"],
@@ -115,6 +132,9 @@ def run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     max_frame = max(Limits().max_frame, args.max_value + 64 * 1024)
+    http = None
+    if args.http is not None:
+        http = HttpConfig(args.http, args.http_cert, args.http_key, insecure=args.http_insecure)
     config = NodeConfig(
         data_dir=args.data_dir,
         listen=args.listen,
@@ -128,15 +148,34 @@ def run(args: argparse.Namespace) -> int:
         trust_file=args.trust,
         certificate_file=args.cert,
         limits=Limits(max_value=args.max_value, max_frame=max_frame),
+        http=http,
     )
+    return serve(config)
 
+
+def serve(config: NodeConfig) -> int:
+    """Run the node (and its HTTP listener) until it leaves; the exit code of `serve`."""
     from p2pindex.node.runtime import serve_node  # here: other commands need not load a node
+
+    log = logging.getLogger("p2pindex.serve")
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
-            node, address = await nursery.start(serve_node, config)
+
+            async def node_then_stop(task_status: trio.TaskStatus[object]) -> None:
+                await serve_node(config, task_status=task_status)
+                nursery.cancel_scope.cancel()  # the node left: close the HTTP listener too
+
+            node, address = await nursery.start(node_then_stop)
+            ready = f"ready node_id={node.node_id} address={address}"
+            if config.http is not None:
+                from p2pindex.http.listener import serve_http
+
+                url = await nursery.start(serve_http, node, config.http)
+                ready += f" http={url}"
             collect_garbage_rarely()
-            print(f"ready node_id={node.node_id} address={address}", flush=True)
+            print(ready, flush=True)
+        log.warning("node %s left the cluster and stopped", node.node_id)
 
     trio.run(main)
     return 0

@@ -22,7 +22,7 @@ from p2pindex.config import NodeConfig
 from p2pindex.core import versions
 from p2pindex.core.ring import DEFAULT_VNODES, Ring
 from p2pindex.core.swim import Member, MemberChanged, Swim, SwimConfig
-from p2pindex.errors import InvalidRequest, P2PIndexError, StorageFailure
+from p2pindex.errors import InvalidRequest, P2PIndexError, PermissionDenied, StorageFailure
 from p2pindex.net.base import Transport
 from p2pindex.net.channel import RpcChannel
 from p2pindex.node import planted
@@ -36,7 +36,7 @@ from p2pindex.node.monitor import IndexMonitor
 from p2pindex.node.peers import PeerPool
 from p2pindex.node.replica import IndexManager, ReplicaService
 from p2pindex.node.stats import StatisticsStore
-from p2pindex.security.access import PeerKind
+from p2pindex.security.access import Peer, PeerKind
 from p2pindex.security.manager import SecurityManager
 from p2pindex.security.session import SecureStream
 from p2pindex.storage.base import Storage
@@ -142,6 +142,8 @@ class Node:
         self.handoff: OwnershipHandoff | None = None
         self.antientropy: AntiEntropy | None = None
         self.monitor = IndexMonitor(self)
+        self.leaving = False
+        """Set once a graceful leave began: the node hands over and will stop serving."""
         self._stopped = trio.Event()
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -255,6 +257,7 @@ class Node:
 
     async def leave(self, timeout: float = 5.0) -> None:
         """Graceful exit: hand our data to the nodes that replace us, announce `left`, stop."""
+        self.leaving = True
         if self.handoff is not None and len(self.ring.nodes) > 1:
             await self.handoff.push_all()
         if self._driver is not None:
@@ -537,6 +540,22 @@ class Node:
             fast_path=fast_path,
         )
         await channel.run()
+
+    async def serve_client(self, message: Message, peer: Peer | None) -> Message:
+        """One client request that arrived outside a binary session (the HTTP API).
+
+        The same authorisation a client session's guard applies, then the same dispatch:
+        there is one copy of request handling whichever protocol a client speaks.
+        """
+        if self.security is not None:
+            if peer is None:
+                raise PermissionDenied("this node needs client credentials")
+            self.security.authorize(peer, message)
+        return await self._dispatch(message)
+
+    def ring_known(self) -> bool:
+        """Whether this node sees enough members to place N replicas of every key."""
+        return len(self.ring.nodes) >= self.config.n_replicas
 
     def _count_bad_input(self, reason: str) -> None:
         self.stats.incr("rejected.bad_input")

@@ -1,0 +1,56 @@
+"""Starting a node's HTTP listener: TLS from the operator's files, the API, the limits."""
+
+from __future__ import annotations
+
+import ssl
+from typing import TYPE_CHECKING
+
+import trio
+
+from p2pindex.config import HttpConfig
+from p2pindex.errors import ConfigError
+from p2pindex.http.api import HttpApi
+from p2pindex.http.server import HttpLimits, HttpServer
+
+if TYPE_CHECKING:
+    from p2pindex.node.node import Node
+
+
+def tls_context(config: HttpConfig) -> ssl.SSLContext | None:
+    if config.tls_cert is None or config.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(config.tls_cert, config.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"cannot use the HTTP certificate {config.tls_cert} with key {config.tls_key}: {exc}"
+        ) from None
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+def build_server(node: Node, config: HttpConfig) -> HttpServer:
+    limits = HttpLimits(
+        max_header_bytes=config.max_header_bytes,
+        max_body=node.config.limits.max_value + 64 * 1024,
+        request_deadline=config.request_deadline,
+        idle_timeout=config.idle_timeout,
+        max_connections=config.max_connections,
+    )
+    return HttpServer(HttpApi(node), node.stats, limits, tls_context(config))
+
+
+async def serve_http(
+    node: Node, config: HttpConfig, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Serve until cancelled; reports the URL (with the port actually bound)."""
+    server = build_server(node, config)
+    scheme = "https" if config.tls_cert is not None else "http"
+
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(server.serve, config.listen.host, config.listen.port)
+        host = config.listen.host
+        shown = f"[{host}]" if ":" in host else host
+        task_status.started(f"{scheme}://{shown}:{port}")
