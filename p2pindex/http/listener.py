@@ -10,7 +10,8 @@ import trio
 from p2pindex.config import HttpConfig
 from p2pindex.errors import ConfigError
 from p2pindex.http.api import HttpApi
-from p2pindex.http.server import HttpLimits, HttpServer
+from p2pindex.http.metrics import CONTENT_TYPE, metrics_registry, render
+from p2pindex.http.server import HttpLimits, HttpServer, Request, Response
 
 if TYPE_CHECKING:
     from p2pindex.node.node import Node
@@ -39,7 +40,13 @@ def build_server(node: Node, config: HttpConfig) -> HttpServer:
         idle_timeout=config.idle_timeout,
         max_connections=config.max_connections,
     )
-    return HttpServer(HttpApi(node), node.stats, limits, tls_context(config))
+    registry = metrics_registry(node)
+
+    async def metrics(_request: Request) -> Response:
+        return Response(200, render(registry), CONTENT_TYPE)
+
+    api = HttpApi(node, extra_routes={"/metrics": metrics})
+    return HttpServer(api, node.stats, limits, tls_context(config))
 
 
 async def serve_http(

@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import random
+import time
 from collections.abc import Callable
 
 import trio
@@ -35,6 +36,7 @@ from p2pindex.node.membership import MembershipDriver
 from p2pindex.node.monitor import IndexMonitor
 from p2pindex.node.peers import PeerPool
 from p2pindex.node.replica import IndexManager, ReplicaService
+from p2pindex.node.request_metrics import OPERATIONS, RequestMetrics
 from p2pindex.node.stats import StatisticsStore
 from p2pindex.security.access import Peer, PeerKind
 from p2pindex.security.manager import SecurityManager
@@ -44,6 +46,7 @@ from p2pindex.types import Address, Liveness, NodeState
 from p2pindex.wire.messages import (
     DeleteRequest,
     DigestRequest,
+    ErrorReply,
     ExplainReply,
     ExplainRequest,
     GetRequest,
@@ -105,6 +108,7 @@ class Node:
         self.node_id = identity.node_id
         self.storage = storage
         self.stats = StatisticsStore()
+        self.request_metrics = RequestMetrics(self.stats)
         self.security = security
         """None: no authentication (tests, simulation, --insecure)."""
         if security is not None:
@@ -528,8 +532,10 @@ class Node:
                 authorize = functools.partial(self.security.authorize, stream.peer)
         fast_path = None
         if self._coordinator is not None and self._replica is not None:  # else still starting
-            fast_path = data_fast_path(
-                self._coordinator, self._replica, node_peer=node_peer, authorize=authorize
+            fast_path = self.request_metrics.timed(
+                data_fast_path(
+                    self._coordinator, self._replica, node_peer=node_peer, authorize=authorize
+                )
             )
         channel = RpcChannel(
             stream,
@@ -551,7 +557,17 @@ class Node:
             if peer is None:
                 raise PermissionDenied("this node needs client credentials")
             self.security.authorize(peer, message)
-        return await self._dispatch(message)
+        if type(message) not in OPERATIONS:
+            return await self._dispatch(message)
+        started = time.perf_counter()
+        try:
+            reply = await self._dispatch(message)
+        except P2PIndexError as exc:
+            self.request_metrics.observe(message, time.perf_counter() - started, exc.code)
+            raise
+        code = reply.code if isinstance(reply, ErrorReply) else None
+        self.request_metrics.observe(message, time.perf_counter() - started, code)
+        return reply
 
     def ring_known(self) -> bool:
         """Whether this node sees enough members to place N replicas of every key."""

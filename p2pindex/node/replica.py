@@ -7,6 +7,7 @@ serialised without locks (Storage makes a put visible before it awaits the commi
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -50,6 +51,7 @@ class IndexManager:
         wiped never reissues a dot it already used."""
         self._limits = limits
         self._stats = stats
+        self._commit_seconds = stats.histogram("storage.commit")
         self._bugs = planted_bugs
         self._decoded: dict[bytes, tuple[bytes, VersionedObject]] = {}
 
@@ -185,8 +187,10 @@ class IndexManager:
     async def _stored(self, keys: list[bytes], write: Awaitable[None]) -> None:
         """Await a storage write of ``keys``; if it fails (or its waiter is cancelled, when
         the outcome is unknown here) forget them, so reads go back to what storage holds."""
+        started = time.perf_counter()
         try:
             await write
+            self._commit_seconds.observe(time.perf_counter() - started)
         except BaseException:
             for key in keys:
                 self._decoded.pop(key, None)
@@ -263,6 +267,7 @@ class ReplicaService:
         self._index = index
         self._hints = hints
         self._stats = stats
+        self._apply_seconds = stats.histogram("replica.apply")
         self._degraded = degraded
         """The reason this node takes no writes now, or None."""
         self._storage_failed = storage_failed
@@ -301,7 +306,9 @@ class ReplicaService:
             reason = self._degraded()
             if reason is not None:
                 raise StorageFailure(reason)
+            started = time.perf_counter()
             await self._store(items)
+            self._apply_seconds.observe(time.perf_counter() - started)
         except StorageFailure as exc:
             failure = reply_for_error(exc)
             for position, _carried in accepted:

@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from p2pindex.cli.local_cluster import LocalCluster, free_ports
 
@@ -277,3 +278,42 @@ def test_a_public_http_listener_without_tls_is_refused_before_start(tmp_path: Pa
     assert result.returncode != 0
     assert "not on loopback" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_metrics_follow_prometheus_naming_and_count_both_protocols(node):
+    client = Http(url_of(node))
+    assert client("PUT", "/v1/kv/a", b"v")[0] == 204
+    native = subprocess.run(
+        [sys.executable, "-m", "p2pindex", "put", "b", "v", "--node", str(node.nodes[0].address)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=node.client_environment(),
+    )
+    assert native.returncode == 0, native.stderr
+    raw(url_of(node), b"NONSENSE\r\n\r\n")
+    status, headers, body = client("GET", "/metrics")
+    assert status == 200
+    assert headers["content-type"].startswith("text/plain; version=0.0.4")
+    families = {f.name: f for f in text_string_to_metric_families(body.decode())}
+    assert families["p2pindex_build_info"].samples[0].value == 1
+    duration = families["p2pindex_request_duration_seconds"]
+    assert duration.type == "histogram"
+    count = next(
+        s.value
+        for s in duration.samples
+        if s.name.endswith("_count") and s.labels == {"operation": "put", "consistency": "quorum"}
+    )
+    assert count == 2  # one over HTTP, one over the binary protocol
+    refused = families["p2pindex_http_refused"]
+    assert any(s.labels == {"reason": "malformed"} and s.value >= 1 for s in refused.samples)
+    for required in ("process_cpu_seconds", "process_resident_memory_bytes", "process_open_fds"):
+        assert required in families
+    for family in families.values():
+        if family.type == "counter":
+            assert all(s.name.endswith(("_total", "_created")) for s in family.samples)
+        if family.type == "histogram":
+            assert family.name.endswith("_seconds")
+        for sample in family.samples:
+            assert sample.labels.get("key") != "a"  # no per-key labels
+            assert all(len(value) < 64 for value in sample.labels.values())
