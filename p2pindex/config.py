@@ -116,6 +116,10 @@ class NodeConfig:
     anti_entropy_interval: float | None = 5.0
     """Mean seconds between anti-entropy rounds (each compares one peer's shared keys and
     repairs what differs); None turns anti-entropy off."""
+    hint_max_bytes_per_target: int = 256 * MIB
+    """Hinted-handoff budget per unreachable node: past it, writes for it keep no hint."""
+    hint_max_age: float = 3 * 24 * 3600.0
+    """Hints older than this are dropped (anti-entropy repairs what they carried)."""
 
     planted_bugs: frozenset[str] = frozenset()
     """Known defects to switch on, for proving the simulation's checkers (never in production)."""
@@ -141,6 +145,8 @@ class NodeConfig:
             raise ConfigError("remove_dead_after must be positive (or None to never)")
         if self.anti_entropy_interval is not None and not self.anti_entropy_interval > 0:
             raise ConfigError("anti_entropy_interval must be positive (or None to turn it off)")
+        if self.hint_max_bytes_per_target < 0 or not self.hint_max_age > 0:
+            raise ConfigError("hint_max_bytes_per_target must be >= 0 and hint_max_age positive")
         if self.request_timeout <= 0 or self.replica_timeout <= 0:
             raise ConfigError("timeouts must be positive")
         if not self.cluster or len(self.cluster) > 64:

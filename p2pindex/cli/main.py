@@ -12,7 +12,12 @@ from p2pindex.cli import admin, bench, demo, dev, kv
 from p2pindex.cli.common import Parser, report, single_error
 from p2pindex.errors import P2PIndexError
 
-OPTIONAL_COMMANDS = ("p2pindex.cli.serve", "p2pindex.cli.simulate", "p2pindex.cli.security")
+OPTIONAL_COMMANDS = (
+    "p2pindex.cli.serve",
+    "p2pindex.cli.config",
+    "p2pindex.cli.simulate",
+    "p2pindex.cli.security",
+)
 """Command modules owned elsewhere; the tool works (with fewer commands) without them."""
 
 EPILOG = """\

@@ -188,7 +188,13 @@ class Node:
                 nursery.start_soon,
             )
             self._hints = HintedHandoff(
-                self, self.storage, self._peers, self.stats, self._wall_clock
+                self,
+                self.storage,
+                self._peers,
+                self.stats,
+                self._wall_clock,
+                max_bytes=self.config.hint_max_bytes_per_target,
+                max_age=self.config.hint_max_age,
             )
             self._replica = ReplicaService(
                 self._index,
