@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote_to_bytes
 
 from p2pindex.errors import InvalidRequest, P2PIndexError
+from p2pindex.http.batching import RequestBatcher
 from p2pindex.http.problems import problem, problem_for
 from p2pindex.http.server import Request, Response
 from p2pindex.security.access import Peer, PeerKind
@@ -65,8 +66,15 @@ _QUERY_NAMES = {"consistency", "strict", "timeout_ms"}
 class HttpApi:
     """The request handler of a node's HTTP listener (see ``HttpServer``)."""
 
-    def __init__(self, node: Node, *, extra_routes: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        node: Node,
+        *,
+        extra_routes: dict[str, Any] | None = None,
+        batcher: RequestBatcher | None = None,
+    ) -> None:
         self._node = node
+        self._batcher = batcher
         self._bearer = BearerVerifier(node.security.state) if node.security is not None else None
         self._routes = extra_routes or {}
 
@@ -135,7 +143,12 @@ class HttpApi:
         else:
             context = _context(request.headers.get(CONTEXT_HEADER))
             message = DeleteRequest(key, context, wire_consistency, timeout_ms, strict)
-        reply = await self._node.serve_client(message, peer)
+        batcher = self._batcher
+        if batcher is not None and batcher.serves(message):
+            self._node.authorize_client(message, peer)
+            reply = await batcher.submit(message)
+        else:
+            reply = await self._node.serve_client(message, peer)
         return _kv_response(reply)
 
     # --- admin reads ------------------------------------------------------------------------

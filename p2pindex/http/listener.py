@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import trio
@@ -10,6 +11,7 @@ import trio
 from p2pindex.config import HttpConfig
 from p2pindex.errors import ConfigError
 from p2pindex.http.api import HttpApi
+from p2pindex.http.batching import RequestBatcher
 from p2pindex.http.metrics import CONTENT_TYPE, metrics_registry, render
 from p2pindex.http.server import HttpLimits, HttpServer, Request, Response
 
@@ -32,7 +34,9 @@ def tls_context(config: HttpConfig) -> ssl.SSLContext | None:
     return context
 
 
-def build_server(node: Node, config: HttpConfig) -> HttpServer:
+def build_server(
+    node: Node, config: HttpConfig, spawn: Callable[..., None] | None = None
+) -> HttpServer:
     limits = HttpLimits(
         max_header_bytes=config.max_header_bytes,
         max_body=node.config.limits.max_value + 64 * 1024,
@@ -45,7 +49,8 @@ def build_server(node: Node, config: HttpConfig) -> HttpServer:
     async def metrics(_request: Request) -> Response:
         return Response(200, render(registry), CONTENT_TYPE)
 
-    api = HttpApi(node, extra_routes={"/metrics": metrics})
+    batcher = RequestBatcher(node.client_batch_handlers(), spawn) if spawn else None
+    api = HttpApi(node, extra_routes={"/metrics": metrics}, batcher=batcher)
     return HttpServer(api, node.stats, limits, tls_context(config))
 
 
@@ -53,10 +58,9 @@ async def serve_http(
     node: Node, config: HttpConfig, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
 ) -> None:
     """Serve until cancelled; reports the URL (with the port actually bound)."""
-    server = build_server(node, config)
     scheme = "https" if config.tls_cert is not None else "http"
-
     async with trio.open_nursery() as nursery:
+        server = build_server(node, config, nursery.start_soon)
         port = await nursery.start(server.serve, config.listen.host, config.listen.port)
         host = config.listen.host
         shown = f"[{host}]" if ":" in host else host

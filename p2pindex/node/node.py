@@ -15,7 +15,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import trio
 
@@ -25,7 +25,7 @@ from p2pindex.core.ring import DEFAULT_VNODES, Ring
 from p2pindex.core.swim import Member, MemberChanged, Swim, SwimConfig
 from p2pindex.errors import InvalidRequest, P2PIndexError, PermissionDenied, StorageFailure
 from p2pindex.net.base import Transport
-from p2pindex.net.channel import RpcChannel
+from p2pindex.net.channel import BatchHandler, RpcChannel
 from p2pindex.node import planted
 from p2pindex.node.antientropy import AntiEntropy, request_arcs
 from p2pindex.node.coordinator import Coordinator, data_fast_path
@@ -559,10 +559,7 @@ class Node:
         The same authorisation a client session's guard applies, then the same dispatch:
         there is one copy of request handling whichever protocol a client speaks.
         """
-        if self.security is not None:
-            if peer is None:
-                raise PermissionDenied("this node needs client credentials")
-            self.security.authorize(peer, message)
+        self.authorize_client(message, peer)
         if type(message) not in OPERATIONS:
             return await self._dispatch(message)
         started = time.perf_counter()
@@ -574,6 +571,20 @@ class Node:
         code = reply.code if isinstance(reply, ErrorReply) else None
         self.request_metrics.observe(message, time.perf_counter() - started, code)
         return reply
+
+    def authorize_client(self, message: Message, peer: Peer | None) -> None:
+        """Raise PermissionDenied unless ``peer`` may send ``message`` (as a session's guard)."""
+        if self.security is not None:
+            if peer is None:
+                raise PermissionDenied("this node needs client credentials")
+            self.security.authorize(peer, message)
+
+    def client_batch_handlers(self) -> Mapping[type[Message], BatchHandler]:
+        """The batch handlers a binary client connection's data path uses (timed), for
+        requests that arrive by another protocol; authorise each first (authorize_client)."""
+        assert self._coordinator is not None and self._replica is not None
+        fast_path = data_fast_path(self._coordinator, self._replica, node_peer=False)
+        return self.request_metrics.timed(fast_path).batch
 
     def ring_known(self) -> bool:
         """Whether this node sees enough members to place N replicas of every key."""
