@@ -76,7 +76,16 @@ def wrk(
     url: str, script: Path, connections: int, duration: int, env: dict[str, str], threads: int = 2
 ) -> dict:
     out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url],
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{duration}s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ],
         capture_output=True,
         text=True,
         env={**os.environ, **env},
