@@ -17,6 +17,7 @@ import base64
 import binascii
 import json
 import logging
+import os
 import re
 import time
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,8 @@ from p2pindex.errors import InvalidRequest, P2PIndexError
 from p2pindex.http.batching import RequestBatcher
 from p2pindex.http.problems import problem, problem_for
 from p2pindex.http.server import Request, Response
+from p2pindex.node import trace as trace_seam
+from p2pindex.node.trace import RequestTrace, tracing
 from p2pindex.security.access import Peer, PeerKind
 from p2pindex.security.bearer import BearerVerifier
 from p2pindex.security.errors import CredentialRejected
@@ -53,10 +56,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CONTEXT_HEADER = "x-p2p-context"
+REQUEST_ID_HEADER = "x-request-id"
+TRACE_HEADER = "x-p2p-trace"
+"""Request header: ask for the coordinator's steps; response header: the steps, as JSON."""
 WARNING_HEADER = "x-p2p-warning"
 JSON = "application/json"
 OCTETS = "application/octet-stream"
 MAX_CONTEXT_CHARS = 16 * 1024
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _TRUE = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 _KEY_METHODS = {"GET", "PUT", "DELETE"}
@@ -79,6 +86,40 @@ class HttpApi:
         self._routes = extra_routes or {}
 
     async def __call__(self, request: Request) -> Response:
+        """Answer ``request``, tagged with its request id (the client's or a new one)."""
+        started = time.perf_counter()
+        request_id = _request_id(request.headers.get(REQUEST_ID_HEADER))
+        trace = None
+        if request.headers.get(TRACE_HEADER, "").lower() in ("1", "true", "yes"):
+            trace = RequestTrace(request_id)
+        with tracing(trace):
+            response = await self._answer(request)
+        response.headers.append((REQUEST_ID_HEADER, request_id))
+        if trace is not None:
+            response.headers.append((TRACE_HEADER, json.dumps(trace.doc(), separators=(",", ":"))))
+        if log.isEnabledFor(logging.DEBUG):
+            elapsed = (time.perf_counter() - started) * 1000
+            log.debug(
+                "request %s: %s %s from %s -> %d in %.2f ms",
+                request_id,
+                request.method,
+                request.target[:200],
+                request.peer,
+                response.status,
+                elapsed,
+                extra={
+                    "fields": {
+                        "request_id": request_id,
+                        "method": request.method,
+                        "path": request.target[:200],
+                        "status": response.status,
+                        "ms": round(elapsed, 3),
+                    }
+                },
+            )
+        return response
+
+    async def _answer(self, request: Request) -> Response:
         path, _, query = request.target.partition("?")
         try:
             if path.startswith("/v1/kv/"):
@@ -144,7 +185,7 @@ class HttpApi:
             context = _context(request.headers.get(CONTEXT_HEADER))
             message = DeleteRequest(key, context, wire_consistency, timeout_ms, strict)
         batcher = self._batcher
-        if batcher is not None and batcher.serves(message):
+        if batcher is not None and batcher.serves(message) and trace_seam.current() is None:
             self._node.authorize_client(message, peer)
             reply = await batcher.submit(message)
         else:
@@ -234,6 +275,13 @@ def readiness(node: Node) -> list[str]:
             " (no seed answered yet)"
         )
     return reasons
+
+
+def _request_id(given: str | None) -> str:
+    """The client's id when it is a sane token (echoed back), else a fresh random one."""
+    if given and _REQUEST_ID.fullmatch(given):
+        return given
+    return os.urandom(8).hex()
 
 
 def decode_component(raw: str, what: str) -> bytes:
