@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
             wait_converged(cluster)
             for node in cluster.nodes:
                 say(f"   node {node.index + 1}  {node.address}  id {node.node_id}  pid {node.pid}")
-                say(f"          HTTP API, metrics and dashboard: {node.http_url}/")
+                say(f"          HTTP API {node.http_url}, dashboard {cluster.dashboard_url(node)}")
             say("   every node sees the other two alive (SWIM gossip)")
             _security(cluster)
             with Client(cluster.addresses, timeout=3.0, credentials=cluster.credentials) as db:

@@ -87,7 +87,7 @@ def _describe(cluster: LocalCluster) -> None:
             f"log {node.log_path}"
         )
         if node.http_url:
-            print(f"          HTTP API, metrics and dashboard: {node.http_url}/")
+            print(f"          HTTP API {node.http_url}, dashboard {cluster.dashboard_url(node)}")
     first = cluster.addresses[0]
     node_option = "" if first == DEFAULT_NODE else f" --node {first}"
     print(

@@ -31,12 +31,14 @@ import trio
 from p2pindex.client import connect
 from p2pindex.errors import ConfigError, P2PIndexError
 from p2pindex.security.authority import Authority
+from p2pindex.security.bearer import issue_bearer
 from p2pindex.security.certs import Role
 from p2pindex.security.credentials import CREDENTIALS_ENV, ClientCredentials
 from p2pindex.types import Address
 
 HOST = "127.0.0.1"
 READY_PREFIX = "ready "
+DASHBOARD_TOKEN_LIFETIME = 7 * 24 * 3600
 AUTHORITY_DIR = "authority"
 ADMIN_CREDENTIALS = "admin.cred"
 
@@ -172,6 +174,17 @@ class LocalCluster:
     @property
     def addresses(self) -> list[str]:
         return [str(node.address) for node in self.nodes]
+
+    def dashboard_url(self, node: LocalNode) -> str:
+        """The node's dashboard; on a secure cluster with a read-only bearer token (valid a
+        week) in the URL's fragment, which the page sends and the browser never logs."""
+        if not node.http_url:
+            return ""
+        if self.authority_dir is None:
+            return f"{node.http_url}/"
+        authority = Authority.load(self.authority_dir)
+        token = issue_bearer(authority, Role.READ, b"", DASHBOARD_TOKEN_LIFETIME)
+        return f"{node.http_url}/#token={token}"
 
     def client_environment(self) -> dict[str, str]:
         """This process's environment with ``$P2PINDEX_CREDENTIALS`` naming this cluster's

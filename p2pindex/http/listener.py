@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Callable
+from importlib import resources
 from typing import TYPE_CHECKING
 
 import trio
@@ -49,8 +50,13 @@ def build_server(
     async def metrics(_request: Request) -> Response:
         return Response(200, render(registry), CONTENT_TYPE)
 
+    page = resources.files("p2pindex.http").joinpath("dashboard.html").read_bytes()
+
+    async def dashboard(_request: Request) -> Response:
+        return Response(200, page, "text/html; charset=utf-8", [("cache-control", "no-cache")])
+
     batcher = RequestBatcher(node.client_batch_handlers(), spawn) if spawn else None
-    api = HttpApi(node, extra_routes={"/metrics": metrics}, batcher=batcher)
+    api = HttpApi(node, extra_routes={"/metrics": metrics, "/": dashboard}, batcher=batcher)
     return HttpServer(api, node.stats, limits, tls_context(config))
 
 
