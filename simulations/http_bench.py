@@ -181,6 +181,7 @@ class Scraper:
 
 @contextlib.contextmanager
 def etcd_cluster(root: Path):
+    root.mkdir(parents=True, exist_ok=True)
     ports = free_ports(6)
     names = ["e1", "e2", "e3"]
     peers = ",".join(f"{n}=http://127.0.0.1:{ports[3 + i]}" for i, n in enumerate(names))
