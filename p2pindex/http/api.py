@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import json
 import logging
 import os
@@ -63,6 +64,10 @@ WARNING_HEADER = "x-p2p-warning"
 JSON = "application/json"
 OCTETS = "application/octet-stream"
 MAX_CONTEXT_CHARS = 16 * 1024
+_ID_PREFIX = os.urandom(4).hex()
+_ID_COUNTER = itertools.count()
+"""Generated ids: a per-process random prefix and a counter (unique, and cheaper than
+reading random bytes for every request)."""
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _TRUE = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
@@ -92,8 +97,11 @@ class HttpApi:
         trace = None
         if request.headers.get(TRACE_HEADER, "").lower() in ("1", "true", "yes"):
             trace = RequestTrace(request_id)
-        with tracing(trace):
+        if trace is None:
             response = await self._answer(request)
+        else:
+            with tracing(trace):
+                response = await self._answer(request)
         response.headers.append((REQUEST_ID_HEADER, request_id))
         if trace is not None:
             response.headers.append((TRACE_HEADER, json.dumps(trace.doc(), separators=(",", ":"))))
@@ -281,7 +289,7 @@ def _request_id(given: str | None) -> str:
     """The client's id when it is a sane token (echoed back), else a fresh random one."""
     if given and _REQUEST_ID.fullmatch(given):
         return given
-    return os.urandom(8).hex()
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):08x}"
 
 
 def decode_component(raw: str, what: str) -> bytes:
