@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,6 +80,52 @@ class AdmissionLimits:
             raise ConfigError("client_burst must be at least 1")
 
 
+@dataclass(frozen=True, slots=True)
+class HttpConfig:
+    """The node's HTTP listener (API, health, metrics, dashboard)."""
+
+    listen: Address
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    insecure: bool = False
+    """Allow a non-loopback listener without TLS (bearer tokens would cross in the clear)."""
+    request_deadline: float = 10.0
+    """Seconds a client has from a request's first byte to its last (slow clients cut off)."""
+    idle_timeout: float = 60.0
+    """Seconds a keep-alive connection may sit idle between requests."""
+    max_connections: int = 1024
+    max_header_bytes: int = 16 * KIB
+
+    def __post_init__(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("HTTP TLS needs both a certificate (http_tls_cert) and its key")
+        if self.tls_cert is None and not self.insecure and not _loopback(self.listen.host):
+            raise ConfigError(
+                f"the HTTP listener {self.listen} is not on loopback: give it a TLS certificate "
+                "and key (--http-cert, --http-key) or accept plain HTTP with --http-insecure"
+            )
+        if self.request_deadline <= 0 or self.idle_timeout <= 0:
+            raise ConfigError("HTTP timeouts must be positive")
+        if not 1 <= self.max_connections <= 100_000:
+            raise ConfigError("http max_connections must be in 1..100000")
+        if not 1 * KIB <= self.max_header_bytes <= 1 * MIB:
+            raise ConfigError("http max_header_bytes must be in 1 KiB..1 MiB")
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if self.tls_cert is not None else "http"
+        return f"{scheme}://{self.listen}"
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 PLANTED_BUGS = frozenset(
     {
         "lww",
@@ -120,6 +167,10 @@ class NodeConfig:
     anti_entropy_interval: float | None = 5.0
     """Mean seconds between anti-entropy rounds (each compares one peer's shared keys and
     repairs what differs); None turns anti-entropy off."""
+    hint_max_bytes_per_target: int = 256 * MIB
+    """Hinted-handoff budget per unreachable node: past it, writes for it keep no hint."""
+    hint_max_age: float = 3 * 24 * 3600.0
+    """Hints older than this are dropped (anti-entropy repairs what they carried)."""
 
     planted_bugs: frozenset[str] = frozenset()
     """Known defects to switch on, for proving the simulation's checkers (never in production)."""
@@ -129,6 +180,8 @@ class NodeConfig:
     """Trust file (or authority directory) to use instead of ``data_dir/cluster.trust``."""
     certificate_file: Path | None = None
     """Node certificate to use instead of ``data_dir/node.cert``."""
+    http: HttpConfig | None = None
+    """The HTTP listener; None: the node speaks only the binary protocol."""
 
     def __post_init__(self) -> None:
         unknown = self.planted_bugs - PLANTED_BUGS
@@ -143,6 +196,8 @@ class NodeConfig:
             raise ConfigError("remove_dead_after must be positive (or None to never)")
         if self.anti_entropy_interval is not None and not self.anti_entropy_interval > 0:
             raise ConfigError("anti_entropy_interval must be positive (or None to turn it off)")
+        if self.hint_max_bytes_per_target < 0 or not self.hint_max_age > 0:
+            raise ConfigError("hint_max_bytes_per_target must be >= 0 and hint_max_age positive")
         if self.request_timeout <= 0 or self.replica_timeout <= 0:
             raise ConfigError("timeouts must be positive")
         if not self.cluster or len(self.cluster) > 64:

@@ -40,9 +40,10 @@ from p2pindex.config import Limits  # noqa: E402
 from p2pindex.core.versions import MAX_COUNTER, VersionVector, encode_context  # noqa: E402
 from p2pindex.errors import P2PIndexError  # noqa: E402
 from p2pindex.net.channel import open_channel  # noqa: E402
+from p2pindex.net.secure.connector import SecureConnector  # noqa: E402
 from p2pindex.security.authority import Authority  # noqa: E402
 from p2pindex.security.certs import Role  # noqa: E402
-from p2pindex.security.credentials import ClientCredentials, SecureConnector  # noqa: E402
+from p2pindex.security.credentials import ClientCredentials  # noqa: E402
 from p2pindex.types import Address  # noqa: E402
 from p2pindex.wire.codec import encode_frame  # noqa: E402
 from p2pindex.wire.messages import (  # noqa: E402

@@ -28,7 +28,8 @@ sys.path.insert(0, str(ROOT))
 from p2pindex.cli.local_cluster import LocalCluster, wait_converged  # noqa: E402
 from p2pindex.config import Limits  # noqa: E402
 from p2pindex.net.channel import RpcChannel, open_channel  # noqa: E402
-from p2pindex.security.credentials import ClientCredentials, SecureConnector  # noqa: E402
+from p2pindex.net.secure.connector import SecureConnector  # noqa: E402
+from p2pindex.security.credentials import ClientCredentials  # noqa: E402
 from p2pindex.types import Address  # noqa: E402
 from p2pindex.wire.codec import encode_frame  # noqa: E402
 from p2pindex.wire.messages import (  # noqa: E402

@@ -59,7 +59,7 @@ def show(value: bytes | None) -> str:
 def run(args: argparse.Namespace) -> int:
     root = Path(tempfile.mkdtemp(prefix="p2pindex-demo-"))
     try:
-        with stop_signals_interrupt(), LocalCluster(NODES, root) as cluster:
+        with stop_signals_interrupt(), LocalCluster(NODES, root, http=True) as cluster:
             say(f"p2pindex demo: {NODES} nodes on 127.0.0.1, N=3 replicas of every key")
             say(f"(data and logs in {root})")
             say()
@@ -68,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
             wait_converged(cluster)
             for node in cluster.nodes:
                 say(f"   node {node.index + 1}  {node.address}  id {node.node_id}  pid {node.pid}")
+                say(f"          HTTP API {node.http_url}, dashboard {cluster.dashboard_url(node)}")
             say("   every node sees the other two alive (SWIM gossip)")
             _security(cluster)
             with Client(cluster.addresses, timeout=3.0, credentials=cluster.credentials) as db:

@@ -56,7 +56,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         with stop_signals_interrupt():
             cluster = LocalCluster(
-                args.nodes, root, base_port=args.base_port, n_replicas=args.n_replicas
+                args.nodes,
+                root,
+                base_port=args.base_port,
+                n_replicas=args.n_replicas,
+                http=True,
             )
             with cluster:
                 print(f"starting {args.nodes} node(s) on 127.0.0.1, data in {root} ...", flush=True)
@@ -82,6 +86,8 @@ def _describe(cluster: LocalCluster) -> None:
             f"  node {node.index + 1}  {node.address}  id {node.node_id}  pid {node.pid}  "
             f"log {node.log_path}"
         )
+        if node.http_url:
+            print(f"          HTTP API {node.http_url}, dashboard {cluster.dashboard_url(node)}")
     first = cluster.addresses[0]
     node_option = "" if first == DEFAULT_NODE else f" --node {first}"
     print(

@@ -31,12 +31,14 @@ import trio
 from p2pindex.client import connect
 from p2pindex.errors import ConfigError, P2PIndexError
 from p2pindex.security.authority import Authority
+from p2pindex.security.bearer import issue_bearer
 from p2pindex.security.certs import Role
 from p2pindex.security.credentials import CREDENTIALS_ENV, ClientCredentials
 from p2pindex.types import Address
 
 HOST = "127.0.0.1"
 READY_PREFIX = "ready "
+DASHBOARD_TOKEN_LIFETIME = 7 * 24 * 3600
 AUTHORITY_DIR = "authority"
 ADMIN_CREDENTIALS = "admin.cred"
 
@@ -54,6 +56,9 @@ class LocalNode:
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
     node_id: str = ""
+    http_port: int | None = None
+    http_url: str = ""
+    """The node's HTTP listener, from its ready line (empty when it has none)."""
     _files: list[BinaryIO] = field(default_factory=list, repr=False)
 
     @property
@@ -125,6 +130,7 @@ class LocalCluster:
         extra_args: tuple[str, ...] = (),
         insecure: bool = False,
         authority: Path | None = None,
+        http: bool = False,
     ) -> None:
         if size < 1:
             raise ValueError("a cluster needs at least one node")
@@ -161,10 +167,24 @@ class LocalCluster:
             )
             for i, port in enumerate(ports)
         ]
+        if http:
+            for node, port in zip(self.nodes, free_ports(size), strict=True):
+                node.http_port = port
 
     @property
     def addresses(self) -> list[str]:
         return [str(node.address) for node in self.nodes]
+
+    def dashboard_url(self, node: LocalNode) -> str:
+        """The node's dashboard; on a secure cluster with a read-only bearer token (valid a
+        week) in the URL's fragment, which the page sends and the browser never logs."""
+        if not node.http_url:
+            return ""
+        if self.authority_dir is None:
+            return f"{node.http_url}/"
+        authority = Authority.load(self.authority_dir)
+        token = issue_bearer(authority, Role.READ, b"", DASHBOARD_TOKEN_LIFETIME)
+        return f"{node.http_url}/#token={token}"
 
     def client_environment(self) -> dict[str, str]:
         """This process's environment with ``$P2PINDEX_CREDENTIALS`` naming this cluster's
@@ -240,6 +260,8 @@ class LocalCluster:
                 command += ["--seed", str(other.address)]
         if self.insecure:
             command.append("--insecure")
+        if node.http_port is not None:
+            command += ["--http", f"{HOST}:{node.http_port}"]
         return command + list(self.extra_args)
 
     def _spawn(self, node: LocalNode) -> None:
@@ -266,6 +288,7 @@ class LocalCluster:
                     part.split("=", 1) for part in line[len(READY_PREFIX) :].split() if "=" in part
                 )
                 node.node_id = fields.get("node_id", "")
+                node.http_url = fields.get("http", "")
                 return
             assert node.process is not None
             if node.process.poll() is not None:

@@ -13,7 +13,12 @@ from p2pindex.cli.common import EXIT_ERROR, Parser, UsageError, report, single_e
 from p2pindex.errors import P2PIndexError
 from p2pindex.version import __version__
 
-OPTIONAL_COMMANDS = ("p2pindex.cli.serve", "p2pindex.cli.simulate", "p2pindex.cli.security")
+OPTIONAL_COMMANDS = (
+    "p2pindex.cli.serve",
+    "p2pindex.cli.config",
+    "p2pindex.cli.simulate",
+    "p2pindex.cli.security",
+)
 """Command modules owned elsewhere; the tool works (with fewer commands) without them."""
 
 EPILOG = """\

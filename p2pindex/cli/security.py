@@ -20,9 +20,17 @@ from p2pindex.errors import ConfigError, ProtocolError
 from p2pindex.net.channel import RpcChannel
 from p2pindex.net.secure.connector import SecureConnector
 from p2pindex.security.authority import CLIENT_LIFETIME, NODE_LIFETIME, Authority
+from p2pindex.security.bearer import BearerVerifier, issue_bearer
 from p2pindex.security.certs import Role, node_id_of, when
 from p2pindex.security.credentials import CREDENTIALS_ENV
-from p2pindex.security.keys import generate, key_id, read_private_key, write_private_key
+from p2pindex.security.keys import (
+    generate,
+    key_id,
+    read_private_key,
+    write_file_atomically,
+    write_private_key,
+)
+from p2pindex.security.trust import TrustState
 from p2pindex.types import Address
 from p2pindex.wire.errors import error_from_reply
 from p2pindex.wire.messages import ErrorReply, OkReply, RevocationPush
@@ -220,6 +228,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--out", required=True, type=Path, metavar="FILE", help="the credentials file to write"
     )
     issue.add_argument(
+        "--bearer",
+        action="store_true",
+        help="write an HTTP bearer token (one line, mode 0600) instead of a credentials file: "
+        "whoever holds it has its role, so keep it secret and short-lived",
+    )
+    issue.add_argument(
         "--key", type=Path, metavar="FILE", help="the client's key file (default: a new key)"
     )
     add_format_option(issue)
@@ -362,6 +376,8 @@ def run_retire(args: argparse.Namespace) -> int:
 
 def run_issue(args: argparse.Namespace) -> int:
     authority = Authority.load(args.authority)
+    if args.bearer:
+        return _issue_bearer(args, authority)
     key = read_private_key(args.key) if args.key is not None else None
     prefix = args.prefix.encode()
     credentials = authority.credentials(Role(args.role), prefix, args.expires, key)
@@ -384,4 +400,25 @@ def run_issue(args: argparse.Namespace) -> int:
         "serial": capability.serial,
     }
     emit(args, text, document)
+    return EXIT_OK
+
+
+def _issue_bearer(args: argparse.Namespace, authority: Authority) -> int:
+    if args.key is not None:
+        raise ConfigError("a bearer token has no client key; drop --key or --bearer")
+    if args.out.exists():
+        raise ConfigError(f"{args.out} already exists; refusing to overwrite a token")
+    token = issue_bearer(authority, Role(args.role), args.prefix.encode(), args.expires)
+    write_file_atomically(args.out, (token + "\n").encode(), 0o600)
+    capability = BearerVerifier(TrustState(authority.trust)).verify(token, time.time())
+    scope = f"keys starting with {args.prefix!r}" if args.prefix else "every key"
+    print(
+        f"wrote {args.out}: bearer token, role {args.role} on {scope}, valid until "
+        f"{when(capability.expires)}"
+    )
+    print(
+        f"serial {capability.serial} (revoke with `p2pindex cluster revoke --capability "
+        f"{capability.serial} ...`)"
+    )
+    print(f'use it with: curl -H "Authorization: Bearer $(cat {args.out})" URL')
     return EXIT_OK

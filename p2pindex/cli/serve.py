@@ -5,14 +5,15 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
-import sys
 from pathlib import Path
 
 import trio
 
 from p2pindex.cli.common import DEFAULT_NODE, address_arg, collect_garbage_rarely, single_error
-from p2pindex.config import AdmissionLimits, Limits, NodeConfig
+from p2pindex.config import NodeConfig
+from p2pindex.config_file import effective, node_config, read_file
 from p2pindex.errors import ConfigError
+from p2pindex.logs import configure_logging
 
 DEFAULT_LISTEN = DEFAULT_NODE
 
@@ -23,23 +24,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="run a node",
         description=(
             "Run a p2pindex node until SIGINT or SIGTERM (which make it leave the cluster "
-            "gracefully). Prints 'ready node_id=<id> address=<host:port>' once it serves. "
+            "gracefully) or until a `p2pindex leave` completes. Prints 'ready node_id=<id> "
+            "address=<host:port>' once it serves. Settings come from --config FILE (TOML; "
+            "`p2pindex config show` lists every one), then from these flags, which win. "
             "Security is on: the node needs a certificate and the cluster's trust file in its "
             "data directory (`p2pindex cluster certify --data-dir DIR` writes both) or named "
             "by --cert and --trust; only --insecure runs it without."
         ),
     )
+    add_node_options(parser)
+    parser.set_defaults(func=run)
+
+
+def add_node_options(parser: argparse.ArgumentParser) -> None:
+    """The flags of `serve` (also accepted by `config show`); None means "not given"."""
     parser.add_argument(
-        "--data-dir",
-        required=True,
-        type=Path,
-        help="directory for the node's key and data (created if missing)",
+        "--config", type=Path, metavar="FILE", help="TOML file with the node's settings"
     )
     parser.add_argument(
-        "--listen",
-        default=DEFAULT_LISTEN,
-        type=address_arg,
-        help=f"HOST:PORT for TCP and UDP (default {DEFAULT_LISTEN})",
+        "--data-dir", type=Path, help="directory for the node's key and data (created if missing)"
+    )
+    parser.add_argument(
+        "--listen", type=address_arg, help=f"HOST:PORT for TCP and UDP (default {DEFAULT_LISTEN})"
     )
     parser.add_argument(
         "--advertise",
@@ -49,44 +55,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--seed",
         action="append",
-        default=[],
         type=address_arg,
         metavar="HOST:PORT",
-        help="an existing member to join through (repeatable)",
+        help="an existing member to join through (repeatable; replaces the file's seeds)",
     )
     parser.add_argument(
-        "--cluster",
-        default="p2pindex",
-        help="cluster name; nodes of other clusters are refused (default p2pindex)",
+        "--cluster", help="cluster name; nodes of other clusters are refused (default p2pindex)"
     )
     parser.add_argument(
         "--n-replicas",
         type=int,
-        default=3,
         help="replicas kept of every key, N (default 3); the same on every node",
     )
     parser.add_argument(
         "--fsync",
         action="store_true",
+        default=None,
         help="fsync every commit so acknowledged writes survive power loss",
     )
     parser.add_argument(
-        "--max-value",
-        type=int,
-        default=Limits().max_value,
-        help="largest value accepted, in bytes (default 1 MiB)",
+        "--max-value", type=int, help="largest value accepted, in bytes (default 1 MiB)"
     )
     parser.add_argument(
         "--max-connections",
         type=int,
-        default=AdmissionLimits().max_connections,
-        help="open connections served at once (default %(default)s)",
+        help="open connections served at once (default 4096)",
     )
     parser.add_argument(
         "--max-client-connections",
         type=int,
-        default=AdmissionLimits().max_client_connections,
-        help="open connections of one client key (default %(default)s)",
+        help="open connections of one client key (default 256)",
     )
     parser.add_argument(
         "--client-rate",
@@ -98,8 +96,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--client-burst",
         type=int,
-        default=AdmissionLimits().client_burst,
-        help="requests a client key may send at once above its rate (default %(default)s)",
+        help="requests a client key may send at once above its rate (default 1000)",
     )
     parser.add_argument(
         "--remove-dead-after",
@@ -123,54 +120,107 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--insecure",
         action="store_true",
+        default=None,
         help="run without authentication or encryption (anyone can join, read and write): "
         "for tests and benchmarks only",
     )
     parser.add_argument(
+        "--http",
+        type=address_arg,
+        metavar="HOST:PORT",
+        help="also serve the HTTP API, health checks, /metrics and the dashboard here",
+    )
+    parser.add_argument(
+        "--http-cert", type=Path, metavar="FILE", help="TLS certificate (PEM) for the HTTP listener"
+    )
+    parser.add_argument(
+        "--http-key", type=Path, metavar="FILE", help="private key (PEM) of --http-cert"
+    )
+    parser.add_argument(
+        "--http-insecure",
+        action="store_true",
+        default=None,
+        help="allow plain HTTP on a non-loopback address (tokens would cross in the clear)",
+    )
+    parser.add_argument(
         "--log-level",
-        default="info",
         choices=["debug", "info", "warning", "error"],
         help="log verbosity; info (the default) logs one rate-limited line per membership, "
         "state, handoff, hint, repair and storage event",
     )
-    parser.set_defaults(func=run)
+    parser.add_argument(
+        "--log-format", choices=["text", "json"], help="log lines as text or one JSON object"
+    )
+
+
+FLAG_SETTINGS = {
+    "data_dir": "data_dir",
+    "listen": "listen",
+    "advertise": "advertise",
+    "seed": "seeds",
+    "cluster": "cluster",
+    "n_replicas": "n_replicas",
+    "fsync": "fsync",
+    "max_value": "limits.max_value",
+    "max_connections": "admission.max_connections",
+    "max_client_connections": "admission.max_client_connections",
+    "client_rate": "admission.client_rate",
+    "client_burst": "admission.client_burst",
+    "remove_dead_after": "remove_dead_after",
+    "trust": "trust_file",
+    "cert": "certificate_file",
+    "insecure": "insecure",
+    "http": "http.listen",
+    "http_cert": "http.tls_cert",
+    "http_key": "http.tls_key",
+    "http_insecure": "http.insecure",
+    "log_level": "log_level",
+    "log_format": "log_format",
+}
+"""Each flag and the setting it overrides."""
+
+
+def settings_from(args: argparse.Namespace) -> tuple[dict[str, object], dict[str, str]]:
+    """The effective settings and where each came from (default, the file, a flag)."""
+    file_values = read_file(args.config) if args.config is not None else {}
+    overrides = {setting: getattr(args, flag) for flag, setting in FLAG_SETTINGS.items()}
+    values = effective(file_values, overrides)
+    sources = {name: "default" for name in values}
+    sources.update({name: str(args.config) for name in file_values})
+    sources.update({name: "flag" for name, value in overrides.items() if value is not None})
+    return values, sources
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    max_frame = max(Limits().max_frame, 4 * (args.max_value + 64 * 1024))
-    config = NodeConfig(
-        data_dir=args.data_dir,
-        listen=args.listen,
-        advertise=args.advertise,
-        seeds=tuple(args.seed),
-        cluster=args.cluster,
-        n_replicas=args.n_replicas,
-        fsync=args.fsync,
-        remove_dead_after=args.remove_dead_after,
-        insecure=args.insecure,
-        trust_file=args.trust,
-        certificate_file=args.cert,
-        limits=Limits(max_value=args.max_value, max_frame=max_frame),
-        admission=AdmissionLimits(
-            max_connections=args.max_connections,
-            max_client_connections=args.max_client_connections,
-            client_rate=args.client_rate,
-            client_burst=args.client_burst,
-        ),
-    )
+    values, _sources = settings_from(args)
+    config = node_config(values)  # every error raised here, before anything starts
+    configure_logging(str(values["log_level"]), str(values["log_format"]))
+    return serve(config)
 
+
+def serve(config: NodeConfig) -> int:
+    """Run the node (and its HTTP listener) until it leaves; the exit code of `serve`."""
     from p2pindex.node.runtime import serve_node  # here: other commands need not load a node
+
+    log = logging.getLogger("p2pindex.serve")
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
-            node, address = await nursery.start(serve_node, config)
+
+            async def node_then_stop(task_status: trio.TaskStatus[object]) -> None:
+                await serve_node(config, task_status=task_status)
+                nursery.cancel_scope.cancel()  # the node left: close the HTTP listener too
+
+            node, address = await nursery.start(node_then_stop)
+            ready = f"ready node_id={node.node_id} address={address}"
+            if config.http is not None:
+                from p2pindex.http.listener import serve_http
+
+                url = await nursery.start(serve_http, node, config.http)
+                ready += f" http={url}"
             collect_garbage_rarely()
-            print(f"ready node_id={node.node_id} address={address}", flush=True)
+            print(ready, flush=True)
+        log.warning("node %s left the cluster and stopped", node.node_id)
 
     try:
         trio.run(main)
@@ -178,7 +228,7 @@ def run(args: argparse.Namespace) -> int:
         error = exc if isinstance(exc, OSError) else single_error(exc)
         if isinstance(error, OSError) and error.errno in LISTEN_PROBLEMS:
             raise ConfigError(
-                f"cannot listen on {args.listen}: {LISTEN_PROBLEMS[error.errno]}"
+                f"cannot listen on {config.listen}: {LISTEN_PROBLEMS[error.errno]}"
             ) from None
         raise
     return 0

@@ -38,6 +38,7 @@ from p2pindex.errors import (
 )
 from p2pindex.net.channel import BatchHandler, FastPath, Respond
 from p2pindex.node import planted, read_first
+from p2pindex.node import trace as trace_seam
 from p2pindex.node.peers import PeerPool
 from p2pindex.node.replica import IndexManager, ReplicaService
 from p2pindex.node.stats import StatisticsStore
@@ -189,6 +190,11 @@ class Coordinator:
         context = self._context(request.context)
         timeout = self._timeout(request.timeout_ms)
         targets = self._targets(request.key, n, request.strict, required)
+        trace = trace_seam.current()
+        on_result = self._on_write_result
+        if trace is not None:
+            trace.step("targets", required=required, nodes=_describe(targets))
+            on_result = trace.observing(on_result)
         if not any(t.node == self._node_id for t in targets):
             return await self._forward(request, targets, timeout)
         if read_first.needs_read_first(request):
@@ -220,15 +226,17 @@ class Coordinator:
                     acknowledged=0,
                 ) from exc
             tracker.record_ack(self._node_id)
+            if trace is not None:
+                trace.step("committed_locally", node=self._node_id)
             for target in targets:
                 if target.node != self._node_id:
                     message = ReplicaWrite(request.key, record, target.hint_for)
-                    self._send(
-                        target.node, message, timeout, self._on_write_result, tracker, round_
-                    )
+                    self._send(target.node, message, timeout, on_result, tracker, round_)
             self._settle(round_, tracker.outcome)
             await round_.done.wait()
         round_.answered = True
+        if trace is not None:
+            trace.step("decided", outcome=tracker.outcome.name.lower(), acks=tracker.acks)
         return self._write_reply(is_delete, obj, tracker)
 
     async def _keep_own_hints(self, writes: list[tuple[bytes, bytes, list[Target]]]) -> None:
@@ -550,6 +558,11 @@ class Coordinator:
         required = self._required(request.consistency, n)
         timeout = self._timeout(request.timeout_ms)
         targets = self._targets(request.key, n, request.strict, required, read=True)
+        trace = trace_seam.current()
+        on_result = self._on_read_result
+        if trace is not None:
+            trace.step("targets", required=required, nodes=_describe(targets))
+            on_result = trace.observing(on_result)
         if not any(t.node == self._node_id for t in targets):
             return await self._forward(request, targets, timeout)
 
@@ -560,12 +573,7 @@ class Coordinator:
             for target in targets:
                 if target.node != self._node_id:
                     self._send(
-                        target.node,
-                        ReplicaRead(request.key),
-                        timeout,
-                        self._on_read_result,
-                        tracker,
-                        round_,
+                        target.node, ReplicaRead(request.key), timeout, on_result, tracker, round_
                     )
             tracker.record_reply(self._node_id, self._index.read(request.key))
             self._settle(round_, tracker.outcome)
@@ -573,6 +581,9 @@ class Coordinator:
         round_.answered = True
         if round_.remaining == 0:
             self._repair_if_stale(request.key, tracker)
+        if trace is not None:
+            stale = sorted(tracker.stale_replicas()) if tracker.merged is not None else []
+            trace.step("decided", outcome=tracker.outcome.name.lower(), read_repair_to=stale)
         return self._read_reply(tracker)
 
     def _read_reply(self, tracker: ReadQuorum) -> Message:
@@ -805,9 +816,12 @@ class Coordinator:
             )
         relayed = _as_forwarded(request)
         refused: list[str] = []
+        trace = trace_seam.current()
         with trio.move_on_after(timeout):
             for target in targets:
                 try:
+                    if trace is not None:
+                        trace.step("relayed", node=target.node)
                     self._stats.incr("requests.forwarded")
                     return await self._peers.request(
                         self._view.address_of(target.node), relayed, timeout
@@ -871,6 +885,11 @@ def _too_few(members: int, n: int, strict: bool) -> str:
         )
     kind = "primary replicas" if strict else "replicas or fallbacks"
     return f"too few {kind} are up"
+
+
+def _describe(targets: list[Target]) -> list[dict[str, str | None]]:
+    """The targets of a request as a trace shows them (fallbacks name whom they stand in for)."""
+    return [{"node": t.node, "hint_for": t.hint_for} for t in targets]
 
 
 def _unwrapped(result: outcome.Outcome) -> Message | OSError | P2PIndexError:

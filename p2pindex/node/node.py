@@ -14,7 +14,8 @@ import json
 import logging
 import math
 import random
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 
 import trio
 
@@ -24,7 +25,7 @@ from p2pindex.core.ring import DEFAULT_VNODES, Ring
 from p2pindex.core.swim import Member, MemberChanged, Swim, SwimConfig
 from p2pindex.errors import InvalidRequest, P2PIndexError, PermissionDenied, StorageFailure
 from p2pindex.net.base import Transport
-from p2pindex.net.channel import NodeLoad, RpcChannel
+from p2pindex.net.channel import BatchHandler, NodeLoad, RpcChannel
 from p2pindex.net.secure.manager import SecurityManager
 from p2pindex.net.secure.session import SecureStream
 from p2pindex.node import planted
@@ -40,8 +41,9 @@ from p2pindex.node.membership import MembershipDriver
 from p2pindex.node.monitor import IndexMonitor
 from p2pindex.node.peers import PeerPool
 from p2pindex.node.replica import IndexManager, ReplicaService, decode_incoming
+from p2pindex.node.request_metrics import OPERATIONS, RequestMetrics
 from p2pindex.node.stats import StatisticsStore
-from p2pindex.security.access import PeerKind
+from p2pindex.security.access import Peer, PeerKind
 from p2pindex.storage.base import Storage
 from p2pindex.types import Address, Liveness, NodeState
 from p2pindex.version import __version__
@@ -50,6 +52,7 @@ from p2pindex.wire.messages import (
     AdmitRequest,
     DeleteRequest,
     DigestRequest,
+    ErrorReply,
     ExplainReply,
     ExplainRequest,
     GetRequest,
@@ -114,6 +117,7 @@ class Node:
         self.node_id = identity.node_id
         self.storage = storage
         self.stats = StatisticsStore()
+        self.request_metrics = RequestMetrics(self.stats)
         self.security = security
         """None: no authentication (tests, simulation, --insecure)."""
         if security is not None:
@@ -143,6 +147,8 @@ class Node:
         self.handoff: OwnershipHandoff | None = None
         self.antientropy: AntiEntropy | None = None
         self.monitor = IndexMonitor(self)
+        self.leaving = False
+        """Set once a graceful leave began: the node hands over and will stop serving."""
         self._stopped = trio.Event()
         self._load = NodeLoad(config.limits.node_in_flight)
         self._admission = Admission(config.admission, self.stats, trio.current_time)
@@ -188,7 +194,13 @@ class Node:
                 nursery.start_soon,
             )
             self._hints = HintedHandoff(
-                self, self.storage, self._peers, self.stats, self._wall_clock
+                self,
+                self.storage,
+                self._peers,
+                self.stats,
+                self._wall_clock,
+                max_bytes=self.config.hint_max_bytes_per_target,
+                max_age=self.config.hint_max_age,
             )
             self._replica = ReplicaService(
                 self._index,
@@ -271,6 +283,7 @@ class Node:
 
     async def leave(self, timeout: float = 5.0) -> None:
         """Graceful exit: hand our data to the nodes that replace us, announce `left`, stop."""
+        self.leaving = True
         log.info("node %s is leaving: handing its keys over", self.node_id)
         if self.handoff is not None and len(self.ring.nodes) > 1:
             await self.handoff.push_all()
@@ -624,8 +637,10 @@ class Node:
                 authorize = functools.partial(self.security.authorize, stream.peer)
         fast_path = None
         if self._coordinator is not None and self._replica is not None:  # else still starting
-            fast_path = data_fast_path(
-                self._coordinator, self._replica, node_peer=node_peer, authorize=authorize
+            fast_path = self.request_metrics.timed(
+                data_fast_path(
+                    self._coordinator, self._replica, node_peer=node_peer, authorize=authorize
+                )
             )
         client = None
         if isinstance(stream, SecureStream) and not node_peer:
@@ -651,6 +666,43 @@ class Node:
             await channel.run()
         finally:
             self._admission.disconnect(client)
+
+    async def serve_client(self, message: Message, peer: Peer | None) -> Message:
+        """One client request that arrived outside a binary session (the HTTP API).
+
+        The same authorisation a client session's guard applies, then the same dispatch:
+        there is one copy of request handling whichever protocol a client speaks.
+        """
+        self.authorize_client(message, peer)
+        if type(message) not in OPERATIONS:
+            return await self._dispatch(message)
+        started = time.perf_counter()
+        try:
+            reply = await self._dispatch(message)
+        except P2PIndexError as exc:
+            self.request_metrics.observe(message, time.perf_counter() - started, exc.code)
+            raise
+        code = reply.code if isinstance(reply, ErrorReply) else None
+        self.request_metrics.observe(message, time.perf_counter() - started, code)
+        return reply
+
+    def authorize_client(self, message: Message, peer: Peer | None) -> None:
+        """Raise PermissionDenied unless ``peer`` may send ``message`` (as a session's guard)."""
+        if self.security is not None:
+            if peer is None:
+                raise PermissionDenied("this node needs client credentials")
+            self.security.authorize(peer, message)
+
+    def client_batch_handlers(self) -> Mapping[type[Message], BatchHandler]:
+        """The batch handlers a binary client connection's data path uses (timed), for
+        requests that arrive by another protocol; authorise each first (authorize_client)."""
+        assert self._coordinator is not None and self._replica is not None
+        fast_path = data_fast_path(self._coordinator, self._replica, node_peer=False)
+        return self.request_metrics.timed(fast_path).batch
+
+    def ring_known(self) -> bool:
+        """Whether this node sees enough members to place N replicas of every key."""
+        return len(self.ring.nodes) >= self.config.n_replicas
 
     def _count_bad_input(self, reason: str) -> None:
         self.stats.incr("rejected.bad_input")

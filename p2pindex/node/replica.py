@@ -7,6 +7,7 @@ serialised without locks (Storage makes a put visible before it awaits the commi
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -57,6 +58,7 @@ class IndexManager:
         wiped never reissues a dot it already used."""
         self._limits = limits
         self._stats = stats
+        self._commit_seconds = stats.histogram("storage.commit")
         self._bugs = planted_bugs
         self._decoded: dict[bytes, tuple[bytes, VersionedObject]] = {}
         self._committing: dict[bytes, list[trio.Event]] = {}
@@ -209,8 +211,10 @@ class IndexManager:
         committing = self._committing
         for key in keys:
             committing.setdefault(key, []).append(done)
+        started = time.perf_counter()
         try:
             await write
+            self._commit_seconds.observe(time.perf_counter() - started)
         except BaseException:
             for key in keys:
                 self._decoded.pop(key, None)
@@ -341,6 +345,7 @@ class ReplicaService:
         self._index = index
         self._hints = hints
         self._stats = stats
+        self._apply_seconds = stats.histogram("replica.apply")
         self._degraded = degraded
         """The reason this node takes no writes now, or None."""
         self._storage_failed = storage_failed
@@ -379,7 +384,9 @@ class ReplicaService:
             reason = self._degraded()
             if reason is not None:
                 raise StorageFailure(reason)
+            started = time.perf_counter()
             await self._apply_items(items)
+            self._apply_seconds.observe(time.perf_counter() - started)
         except StorageFailure as exc:
             failure = reply_for_error(exc)
             for position, _carried in accepted:

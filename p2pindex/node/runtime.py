@@ -51,7 +51,8 @@ async def serve_node(
     *,
     task_status: trio.TaskStatus[tuple[Node, Address]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run a node until SIGINT or SIGTERM, then leave the cluster gracefully and exit."""
+    """Run a node until SIGINT or SIGTERM (then leave the cluster gracefully) or until a
+    remote `p2pindex leave` has handed its data over; either way, return."""
     assert config.data_dir is not None
     with data_dir_lock(config.data_dir):
         identity = NodeIdentity.load_or_create(config.data_dir)
@@ -75,7 +76,15 @@ async def serve_node(
             )
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async with trio.open_nursery() as nursery:
-                    address = await nursery.start(node.run)
+
+                    async def run_until_left(
+                        task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED,
+                    ) -> None:
+                        # A remote `p2pindex leave` ends run() too: stop waiting for a signal.
+                        await node.run(task_status=task_status)
+                        nursery.cancel_scope.cancel()
+
+                    address = await nursery.start(run_until_left)
                     task_status.started((node, address))
                     async for _ in signals:
                         await node.leave()

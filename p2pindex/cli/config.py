@@ -1,0 +1,37 @@
+"""`p2pindex config show`: the settings a node would run with, and where each came from."""
+
+from __future__ import annotations
+
+import argparse
+
+from p2pindex.cli.common import EXIT_OK
+from p2pindex.cli.serve import add_node_options, settings_from
+from p2pindex.config_file import node_config, render
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "config",
+        help="show a node's effective settings",
+        description="Work with node configuration files (TOML, `serve --config FILE`).",
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    show = actions.add_parser(
+        "show",
+        help="print the effective settings of `serve` with the same file and flags",
+        description=(
+            "Print every setting a node started with the same --config file and flags would "
+            "use, as TOML, each marked with its source (default, the file, or a flag). An "
+            "unknown key or a bad value is reported as `serve` would, naming it."
+        ),
+    )
+    add_node_options(show)
+    show.set_defaults(func=run_show)
+
+
+def run_show(args: argparse.Namespace) -> int:
+    values, sources = settings_from(args)
+    if values["data_dir"] is not None:
+        node_config(values)  # the checks `serve` makes on the values taken together
+    print(render(values, sources.__getitem__), end="")
+    return EXIT_OK

@@ -1,0 +1,1 @@
+"""The HTTP face of a node: key API, admin reads, health, metrics and the dashboard."""

@@ -1,0 +1,370 @@
+"""The HTTP API: requests mapped onto the node's client operations, answers mapped back.
+
+Nothing here coordinates anything: a key request becomes the same ``GetRequest``,
+``PutRequest`` or ``DeleteRequest`` a binary-protocol client sends, and goes through
+``Node.serve_client`` (the authorisation and dispatch a client session gets), so both
+protocols share one copy of request handling, limits and counters.
+
+Keys are the percent-decoded path segment after ``/v1/kv/`` (any bytes; a ``%`` not followed
+by two hex digits is refused). The causal context travels base64url in ``X-P2P-Context``:
+a read returns it, a write passes it back. One value is the raw body; concurrent siblings
+are ``300 Multiple Choices`` with JSON ``{"siblings": [base64...], "context": ...}``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import itertools
+import json
+import logging
+import os
+import re
+import time
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, unquote_to_bytes
+
+from p2pindex.errors import InvalidRequest, P2PIndexError
+from p2pindex.http.batching import RequestBatcher
+from p2pindex.http.problems import problem, problem_for
+from p2pindex.http.server import Request, Response
+from p2pindex.node import trace as trace_seam
+from p2pindex.node.trace import RequestTrace, tracing
+from p2pindex.security.access import Peer, PeerKind
+from p2pindex.security.bearer import BearerVerifier
+from p2pindex.security.errors import CredentialRejected
+from p2pindex.types import NodeState, parse_consistency
+from p2pindex.wire.messages import (
+    DeleteReply,
+    DeleteRequest,
+    ErrorReply,
+    ExplainReply,
+    ExplainRequest,
+    GetReply,
+    GetRequest,
+    MembersReply,
+    MembersRequest,
+    Message,
+    PutReply,
+    PutRequest,
+    StatusReply,
+    StatusRequest,
+)
+
+if TYPE_CHECKING:
+    from p2pindex.node.node import Node
+
+log = logging.getLogger(__name__)
+
+CONTEXT_HEADER = "x-p2p-context"
+REQUEST_ID_HEADER = "x-request-id"
+TRACE_HEADER = "x-p2p-trace"
+"""Request header: ask for the coordinator's steps; response header: the steps, as JSON."""
+WARNING_HEADER = "x-p2p-warning"
+JSON = "application/json"
+OCTETS = "application/octet-stream"
+MAX_CONTEXT_CHARS = 16 * 1024
+_ID_PREFIX = os.urandom(4).hex()
+_ID_COUNTER = itertools.count()
+"""Generated ids: a per-process random prefix and a counter (unique, and cheaper than
+reading random bytes for every request)."""
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_TRUE = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+_KEY_METHODS = {"GET", "PUT", "DELETE"}
+_QUERY_NAMES = {"consistency", "strict", "timeout_ms"}
+
+
+class HttpApi:
+    """The request handler of a node's HTTP listener (see ``HttpServer``)."""
+
+    def __init__(
+        self,
+        node: Node,
+        *,
+        extra_routes: dict[str, Any] | None = None,
+        batcher: RequestBatcher | None = None,
+    ) -> None:
+        self._node = node
+        self._batcher = batcher
+        self._bearer = BearerVerifier(node.security.state) if node.security is not None else None
+        self._routes = extra_routes or {}
+
+    async def __call__(self, request: Request) -> Response:
+        """Answer ``request``, tagged with its request id (the client's or a new one)."""
+        started = time.perf_counter()
+        request_id = _request_id(request.headers.get(REQUEST_ID_HEADER))
+        trace = None
+        if request.headers.get(TRACE_HEADER, "").lower() in ("1", "true", "yes"):
+            trace = RequestTrace(request_id)
+        if trace is None:
+            response = await self._answer(request)
+        else:
+            with tracing(trace):
+                response = await self._answer(request)
+        response.headers.append((REQUEST_ID_HEADER, request_id))
+        if trace is not None:
+            response.headers.append((TRACE_HEADER, json.dumps(trace.doc(), separators=(",", ":"))))
+        if log.isEnabledFor(logging.DEBUG):
+            elapsed = (time.perf_counter() - started) * 1000
+            log.debug(
+                "request %s: %s %s from %s -> %d in %.2f ms",
+                request_id,
+                request.method,
+                request.target[:200],
+                request.peer,
+                response.status,
+                elapsed,
+                extra={
+                    "fields": {
+                        "request_id": request_id,
+                        "method": request.method,
+                        "path": request.target[:200],
+                        "status": response.status,
+                        "ms": round(elapsed, 3),
+                    }
+                },
+            )
+        return response
+
+    async def _answer(self, request: Request) -> Response:
+        path, _, query = request.target.partition("?")
+        try:
+            if path.startswith("/v1/kv/"):
+                return await self._kv(request, path[len("/v1/kv/") :], query)
+            if path in ("/v1/status", "/v1/members") or path.startswith("/v1/explain/"):
+                return await self._admin(request, path)
+            if path == "/livez":
+                return Response(200, b"ok\n")
+            if path == "/readyz":
+                return self._readyz()
+            route = self._routes.get(path)
+            if route is not None and request.method in ("GET", "HEAD"):
+                return await route(request)
+            return problem(404, "not_found", f"no resource at {path[:200]}")
+        except P2PIndexError as exc:
+            return problem_for(exc)
+
+    # --- keys -------------------------------------------------------------------------------
+
+    async def _kv(self, request: Request, raw_key: str, query: str) -> Response:
+        if request.method not in _KEY_METHODS:
+            return problem(
+                405,
+                "method_not_allowed",
+                f"{request.method} is not served on keys; use GET, PUT or DELETE",
+                headers=[("allow", "GET, PUT, DELETE")],
+            )
+        key = decode_component(raw_key, "key")
+        if not key:
+            raise InvalidRequest("the key is empty: use /v1/kv/{key}")
+        if len(key) > self._node.config.limits.max_key:
+            raise InvalidRequest(
+                f"the key is {len(key)} bytes, over the {self._node.config.limits.max_key}-byte "
+                "limit"
+            )
+        params = parse_query(query)
+        consistency = params.get("consistency", "quorum")
+        try:
+            parse_consistency(consistency)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from None
+        strict = _flag(params.get("strict", "false"), "strict")
+        timeout_ms = _int_param(params.get("timeout_ms", "0"), "timeout_ms")
+        wire_consistency: str | int = int(consistency) if consistency.isdigit() else consistency
+        wire_consistency = (
+            wire_consistency.lower() if isinstance(wire_consistency, str) else wire_consistency
+        )
+        peer = self._authenticate(request)
+        if isinstance(peer, Response):
+            return peer
+        message: Message
+        if request.method == "GET":
+            message = GetRequest(key, wire_consistency, timeout_ms, strict)
+        elif request.method == "PUT":
+            limit = self._node.config.limits.max_value
+            if len(request.body) > limit:
+                return problem(
+                    413, "too_large", f"the value is over the {limit}-byte limit; nothing written"
+                )
+            context = _context(request.headers.get(CONTEXT_HEADER))
+            message = PutRequest(key, request.body, context, wire_consistency, timeout_ms, strict)
+        else:
+            context = _context(request.headers.get(CONTEXT_HEADER))
+            message = DeleteRequest(key, context, wire_consistency, timeout_ms, strict)
+        batcher = self._batcher
+        if batcher is not None and batcher.serves(message) and trace_seam.current() is None:
+            self._node.authorize_client(message, peer)
+            reply = await batcher.submit(message)
+        else:
+            reply = await self._node.serve_client(message, peer)
+        return _kv_response(reply)
+
+    # --- admin reads ------------------------------------------------------------------------
+
+    async def _admin(self, request: Request, path: str) -> Response:
+        if request.method not in ("GET", "HEAD"):
+            return problem(405, "method_not_allowed", "admin resources are read-only (GET)")
+        peer = self._authenticate(request)
+        if isinstance(peer, Response):
+            return peer
+        message: Message
+        if path == "/v1/status":
+            message = StatusRequest()
+        elif path == "/v1/members":
+            message = MembersRequest()
+        else:
+            key = decode_component(path[len("/v1/explain/") :], "key")
+            if not key:
+                raise InvalidRequest("the key is empty: use /v1/explain/{key}")
+            message = ExplainRequest(key)
+        reply = await self._node.serve_client(message, peer)
+        if isinstance(reply, ErrorReply):
+            return _error_reply(reply)
+        if isinstance(reply, StatusReply):
+            doc: object = reply.status
+        elif isinstance(reply, MembersReply):
+            doc = {"n_replicas": reply.n_replicas, "vnodes": reply.vnodes, "members": reply.members}
+        elif isinstance(reply, ExplainReply):
+            doc = reply.explain
+        else:
+            doc = {}
+        return Response(200, json.dumps(doc, default=str).encode(), JSON)
+
+    # --- health -----------------------------------------------------------------------------
+
+    def _readyz(self) -> Response:
+        reasons = readiness(self._node)
+        if reasons:
+            return Response(503, ("not ready: " + "; ".join(reasons) + "\n").encode())
+        return Response(200, b"ready\n")
+
+    # --- authentication ---------------------------------------------------------------------
+
+    def _authenticate(self, request: Request) -> Peer | Response | None:
+        """The client a request speaks for (None with security off), or a 401 answer."""
+        node = self._node
+        if self._bearer is None or node.security is None:
+            return None
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        try:
+            if scheme.lower() != "bearer" or not token.strip():
+                raise CredentialRejected(
+                    "missing", "this node needs an Authorization: Bearer token"
+                )
+            capability = self._bearer.verify(token.strip(), time.time())
+        except CredentialRejected as exc:
+            reason = exc.reason
+            node.security.incr(f"bearer.{exc.reason}")
+            node.security.audit.record(
+                "bearer_refused", address=request.peer, reason=exc.reason, detail=str(exc)
+            )
+            return problem(
+                401,
+                "unauthenticated",
+                str(exc),
+                headers=[("www-authenticate", f'Bearer error="invalid_token", reason="{reason}"')],
+            )
+        return Peer(PeerKind.CLIENT, capability)
+
+
+def readiness(node: Node) -> list[str]:
+    """Why ``node`` should not take traffic from a load balancer (empty: it should)."""
+    reasons = []
+    if node.state is not NodeState.ACTIVE:
+        detail = f": {node.state_reason}" if node.state_reason else ""
+        reasons.append(f"state is {node.state.value}{detail}")
+    if node.leaving:
+        reasons.append("the node is leaving the cluster")
+    if not node.ring_known():
+        reasons.append(
+            f"the ring has {len(node.ring.nodes)} node(s), fewer than N={node.config.n_replicas}"
+            " (no seed answered yet)"
+        )
+    return reasons
+
+
+def _request_id(given: str | None) -> str:
+    """The client's id when it is a sane token (echoed back), else a fresh random one."""
+    if given and _REQUEST_ID.fullmatch(given):
+        return given
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):08x}"
+
+
+def decode_component(raw: str, what: str) -> bytes:
+    if _BAD_PERCENT.search(raw):
+        raise InvalidRequest(f"the {what} has a bad percent-encoding (% must start %XX)")
+    return unquote_to_bytes(raw)
+
+
+def parse_query(query: str) -> dict[str, str]:
+    if _BAD_PERCENT.search(query):
+        raise InvalidRequest("the query string has a bad percent-encoding (% must start %XX)")
+    params: dict[str, str] = {}
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name not in _QUERY_NAMES:
+            raise InvalidRequest(
+                f"unknown query parameter {name[:40]!r}; known: {', '.join(sorted(_QUERY_NAMES))}"
+            )
+        params[name] = value
+    return params
+
+
+def _flag(value: str, name: str) -> bool:
+    flag = _TRUE.get(value.lower())
+    if flag is None:
+        raise InvalidRequest(f"{name} must be true or false, not {value[:20]!r}")
+    return flag
+
+
+def _int_param(value: str, name: str) -> int:
+    if not value.isdigit() or len(value) > 9:
+        raise InvalidRequest(f"{name} must be a whole number of milliseconds, not {value[:20]!r}")
+    return int(value)
+
+
+def _context(header: str | None) -> bytes | None:
+    if header is None or header == "":
+        return None
+    if len(header) > MAX_CONTEXT_CHARS:
+        raise InvalidRequest("the X-P2P-Context header is too long; pass back what a read gave")
+    try:
+        return base64.urlsafe_b64decode(header + "=" * (-len(header) % 4))
+    except (binascii.Error, ValueError):
+        raise InvalidRequest(
+            "the X-P2P-Context header is not base64url; pass back what a read gave"
+        ) from None
+
+
+def encode_context(context: bytes) -> str:
+    return base64.urlsafe_b64encode(context).rstrip(b"=").decode()
+
+
+def _kv_response(reply: Message) -> Response:
+    if isinstance(reply, ErrorReply):
+        return _error_reply(reply)
+    if isinstance(reply, GetReply):
+        headers = [(CONTEXT_HEADER, encode_context(reply.context))]
+        if not reply.values:
+            return problem(404, "not_found", "no value under this key", headers=headers)
+        if len(reply.values) == 1:
+            return Response(200, reply.values[0], OCTETS, headers)
+        doc = {
+            "siblings": [base64.b64encode(value).decode() for value in reply.values],
+            "context": encode_context(reply.context),
+        }
+        return Response(300, json.dumps(doc).encode(), JSON, headers)
+    if isinstance(reply, PutReply | DeleteReply):
+        headers = [(CONTEXT_HEADER, encode_context(reply.context))]
+        if isinstance(reply, PutReply) and reply.warning:
+            headers.append((WARNING_HEADER, reply.warning))
+        return Response(204, b"", OCTETS, headers)
+    return problem(500, "error", f"unexpected reply {type(reply).__name__}")
+
+
+def _error_reply(reply: ErrorReply) -> Response:
+    """A relayed request's error, as the client-facing error it stands for."""
+    from p2pindex.wire.errors import error_from_reply
+
+    return problem_for(error_from_reply(reply))

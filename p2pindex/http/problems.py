@@ -1,0 +1,83 @@
+"""Errors as ``application/problem+json`` (RFC 9457), saying whether anything was written.
+
+``outcome`` is the field a client branches on: ``definite`` means nothing was written (safe
+to retry or report as failed), ``indeterminate`` means the write may have landed (read
+before retrying a non-idempotent change). ``type`` names the error in the same words the
+binary protocol uses (``p2pindex.errors`` codes).
+"""
+
+from __future__ import annotations
+
+import json
+
+from p2pindex.errors import (
+    ConnectionLost,
+    DefiniteError,
+    IndeterminateError,
+    InvalidRequest,
+    P2PIndexError,
+    PermissionDenied,
+    QuorumFailed,
+    SiblingLimitExceeded,
+    StorageFailure,
+    Timeout,
+    Unavailable,
+)
+from p2pindex.http.server import Response
+
+PROBLEM_TYPE = "application/problem+json"
+
+_STATUS: tuple[tuple[type[P2PIndexError], int], ...] = (
+    (SiblingLimitExceeded, 409),
+    (InvalidRequest, 400),
+    (PermissionDenied, 403),
+    (Unavailable, 503),
+    (StorageFailure, 507),
+    (Timeout, 504),
+    (QuorumFailed, 502),
+    (ConnectionLost, 502),
+)
+
+
+def status_for(error: P2PIndexError) -> int:
+    for cls, status in _STATUS:
+        if isinstance(error, cls):
+            return status
+    return 500
+
+
+def outcome_of(error: P2PIndexError) -> str:
+    if isinstance(error, IndeterminateError):
+        return "indeterminate"
+    if isinstance(error, DefiniteError):
+        return "definite"
+    return "definite"
+
+
+def problem(
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    outcome: str = "definite",
+    headers: list[tuple[str, str]] | None = None,
+    **extra: object,
+) -> Response:
+    doc: dict[str, object] = {
+        "type": f"urn:p2pindex:error:{code}",
+        "title": code.replace("_", " "),
+        "status": status,
+        "detail": detail,
+        "outcome": outcome,
+        **extra,
+    }
+    return Response(status, json.dumps(doc).encode(), PROBLEM_TYPE, headers or [])
+
+
+def problem_for(error: P2PIndexError) -> Response:
+    extra: dict[str, object] = {}
+    if isinstance(error, Unavailable):
+        extra = {"required": error.required, "reachable": error.alive}
+    elif isinstance(error, Timeout | QuorumFailed):
+        extra = {"required": error.required, "acknowledged": error.acknowledged}
+    return problem(status_for(error), error.code, str(error), outcome=outcome_of(error), **extra)

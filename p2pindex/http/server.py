@@ -1,0 +1,282 @@
+"""A small HTTP/1.1 server on trio with h11: keep-alive, bounded everything, no pipelining.
+
+h11 parses and frames; this module owns the sockets and the limits an untrusted client
+must not get past: header size (h11's incomplete-event bound: a client that never ends its
+headers gets 431), body size (checked against Content-Length before a byte of body is read,
+and again while reading a chunked body), a deadline for a whole request once its first
+byte arrives (a client sending one byte a second is cut off and the connection closed), an
+idle limit between keep-alive requests, and a connection cap. A request carrying both
+Content-Length and Transfer-Encoding is refused (the classic smuggling set-up) rather than
+resolved either way. Every refusal is counted in the node's StatisticsStore as
+``http.refused.<reason>``.
+
+Requests on one connection are served one at a time, in order; a client wanting more in
+flight opens more connections, as every HTTP/1.1 load balancer does.
+
+h11 parses every request (the part where HTTP's ambiguities live); responses are written
+here, from a fixed shape (status line, content type and length, our own headers, with any
+CR or LF in a value replaced), because building them through h11's validating event objects
+cost more than parsing and more than half of a whole replicated write. A fresh h11
+connection takes over each keep-alive request with the bytes already received.
+"""
+
+from __future__ import annotations
+
+import http
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import h11
+import trio
+
+from p2pindex.node.stats import StatisticsStore
+
+log = logging.getLogger(__name__)
+
+READ_SIZE = 64 * 1024
+_REASONS = {status.value: status.phrase for status in http.HTTPStatus}
+
+
+@dataclass(frozen=True, slots=True)
+class HttpLimits:
+    max_header_bytes: int = 16 * 1024
+    max_body: int = 1024 * 1024
+    request_deadline: float = 10.0
+    """Seconds from a request's first byte to its last (slow clients are cut off)."""
+    idle_timeout: float = 60.0
+    """Seconds a keep-alive connection may wait for its next request."""
+    max_connections: int = 1024
+
+
+@dataclass(slots=True)
+class Request:
+    method: str
+    target: str
+    headers: dict[str, str]
+    """Lower-case names; a repeated header keeps its last value."""
+    body: bytes = b""
+    peer: str = ""
+    keep_alive: bool = True
+    """HTTP/1.1 without ``Connection: close``: the connection serves the next request."""
+
+
+@dataclass(slots=True)
+class Response:
+    status: int
+    body: bytes = b""
+    content_type: str = "text/plain; charset=utf-8"
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class _Refused(Exception):
+    """The request cannot be served; answer ``status`` (0: just close) and close."""
+
+    def __init__(self, status: int, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.reason = reason
+
+
+class HttpServer:
+    def __init__(
+        self,
+        handler: Handler,
+        stats: StatisticsStore,
+        limits: HttpLimits | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self._handler = handler
+        self._stats = stats
+        self.limits = limits or HttpLimits()
+        self._ssl = ssl_context
+        self._open = 0
+
+    async def serve(
+        self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        listeners = await trio.open_tcp_listeners(port, host=host)
+        bound = listeners[0].socket.getsockname()[1]
+        task_status.started(bound)
+        await trio.serve_listeners(self._connection, listeners)
+
+    def _refuse(self, reason: str) -> None:
+        self._stats.incr(f"http.refused.{reason}")
+
+    async def _connection(self, stream: trio.SocketStream) -> None:
+        peer = _peer_of(stream)
+        if self._open >= self.limits.max_connections:
+            self._refuse("too_many_connections")
+            await trio.aclose_forcefully(stream)
+            return
+        self._open += 1
+        self._stats.incr("http.connections")
+        wrapped: trio.abc.Stream = stream
+        if self._ssl is not None:
+            wrapped = trio.SSLStream(stream, self._ssl, server_side=True)
+        try:
+            await self._serve(wrapped, peer)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            log.debug("HTTP connection from %s broke: %s", peer, exc)
+        except ssl.SSLError as exc:
+            self._refuse("tls")
+            log.debug("TLS with %s failed: %s", peer, exc)
+        finally:
+            self._open -= 1
+            await trio.aclose_forcefully(wrapped)
+
+    def _parser(self, leftover: tuple[bytes, bool] = (b"", False)) -> h11.Connection:
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_header_bytes)
+        data, closed = leftover
+        if data:
+            conn.receive_data(data)
+        if closed:
+            conn.receive_data(b"")
+        return conn
+
+    async def _serve(self, stream: trio.abc.Stream, peer: str) -> None:
+        conn = self._parser()
+        while True:
+            try:
+                request = await self._read_request(conn, stream, peer)
+            except _Refused as refused:
+                self._refuse(refused.reason)
+                log.debug("refused HTTP request from %s: %s", peer, refused)
+                if refused.status and conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                    await _send_error(stream, refused.status, str(refused))
+                return
+            if request is None:
+                return
+            try:
+                response = await self._handler(request)
+            except Exception:  # a bug in one handler must not take the listener down
+                log.exception("HTTP %s %s failed", request.method, request.target[:200])
+                self._stats.incr("http.internal_errors")
+                response = Response(500, b"internal error; see the node's log\n")
+            self._stats.incr(f"http.responses.{response.status // 100}xx")
+            await stream.send_all(
+                encode_response(response, request.keep_alive, head=request.method == "HEAD")
+            )
+            if not request.keep_alive:
+                return
+            conn = self._parser(conn.trailing_data)
+
+    async def _read_request(
+        self, conn: h11.Connection, stream: trio.abc.Stream, peer: str
+    ) -> Request | None:
+        """The next complete request; None when the client closed or went idle."""
+        limits = self.limits
+        request: h11.Request | None = None
+        body: list[bytes] = []
+        size = 0
+        deadline = trio.current_time() + limits.idle_timeout
+        started = False
+        while True:
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                status = exc.error_status_hint
+                reason = "headers_too_large" if status == 431 else "malformed"
+                raise _Refused(status, reason, f"malformed HTTP request: {exc}") from None
+            if event is h11.NEED_DATA:
+                with trio.move_on_at(deadline):
+                    data = await stream.receive_some(READ_SIZE)
+                    if not started and data:
+                        started = True
+                        deadline = trio.current_time() + limits.request_deadline
+                    conn.receive_data(data)
+                    continue
+                if not started:
+                    return None  # idle keep-alive connection: close quietly
+                raise _Refused(408, "slow_client", "the request took too long to arrive")
+            if isinstance(event, h11.Request):
+                request = event
+                _check_framing(event, limits.max_body)
+                if conn.they_are_waiting_for_100_continue:
+                    await stream.send_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            elif isinstance(event, h11.Data):
+                size += len(event.data)
+                if size > limits.max_body:
+                    raise _Refused(413, "body_too_large", _too_large(limits.max_body))
+                body.append(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                assert request is not None
+                headers = {
+                    name.decode("latin-1"): value.decode("latin-1")
+                    for name, value in request.headers
+                }
+                connection = headers.get("connection", "").lower()
+                keep_alive = request.http_version == b"1.1" and "close" not in connection
+                return Request(
+                    request.method.decode("ascii", "replace"),
+                    request.target.decode("latin-1"),
+                    headers,
+                    b"".join(body),
+                    peer,
+                    keep_alive,
+                )
+            elif isinstance(event, h11.ConnectionClosed):
+                if started:
+                    raise _Refused(0, "truncated", "the client closed mid-request")
+                return None
+
+
+def _check_framing(request: h11.Request, max_body: int) -> None:
+    lengths = [value for name, value in request.headers if name == b"content-length"]
+    chunked = any(name == b"transfer-encoding" for name, _ in request.headers)
+    if lengths and chunked:
+        raise _Refused(
+            400,
+            "ambiguous_length",
+            "a request may carry Content-Length or Transfer-Encoding, not both",
+        )
+    if lengths and int(lengths[0]) > max_body:
+        raise _Refused(413, "body_too_large", _too_large(max_body))
+
+
+def _too_large(max_body: int) -> str:
+    return f"the request body is over the {max_body}-byte limit"
+
+
+def encode_response(response: Response, keep_alive: bool, *, head: bool = False) -> bytes:
+    status = response.status
+    reason = _REASONS.get(status, "")
+    parts = [
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: {response.content_type}\r\n"
+        f"content-length: {len(response.body)}\r\n"
+    ]
+    for name, value in response.headers:
+        if "\r" in value or "\n" in value:
+            value = value.replace("\r", " ").replace("\n", " ")
+        parts.append(f"{name}: {value}\r\n")
+    if not keep_alive:
+        parts.append("connection: close\r\n")
+    parts.append("\r\n")
+    head_bytes = "".join(parts).encode("latin-1", "replace")
+    return head_bytes if head else head_bytes + response.body
+
+
+async def _send_error(stream: trio.abc.Stream, status: int, detail: str) -> None:
+    """A last answer on a connection h11 can no longer frame (it is closed right after)."""
+    body = (detail + "\n").encode()
+    reason = {400: "Bad Request", 408: "Request Timeout", 413: "Content Too Large"}.get(
+        status, "Request Header Fields Too Large" if status == 431 else "Error"
+    )
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    )
+    with trio.move_on_after(2.0):
+        await stream.send_all(head.encode() + body)
+
+
+def _peer_of(stream: trio.SocketStream) -> str:
+    try:
+        host, port = stream.socket.getpeername()[:2]
+    except OSError:
+        return "?"
+    return f"{host}:{port}"

@@ -1,0 +1,73 @@
+"""Following one request: the coordinator's steps, with the time each happened.
+
+A caller that wants a trace (an HTTP request with ``X-P2P-Trace: 1``) opens one with
+``tracing()`` around the request; the coordinator finds it through a context variable
+(``current()``), so the seam costs an untraced request one context-variable lookup, and no
+signature in the coordinator changes. Replica answers arrive in other tasks, so the
+coordinator wraps its result callback with ``observing`` only when a trace is open.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+from typing import Any
+
+import outcome
+
+_CURRENT: ContextVar[RequestTrace | None] = ContextVar("p2pindex_trace", default=None)
+MAX_STEPS = 256
+"""A trace is bounded: a request that relays or retries a lot still fits in a header."""
+
+
+class RequestTrace:
+    def __init__(self, request_id: str, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.request_id = request_id
+        self._clock = clock
+        self._start = clock()
+        self._last = self._start
+        self.steps: list[dict[str, Any]] = []
+
+    def step(self, what: str, **fields: Any) -> None:
+        if len(self.steps) >= MAX_STEPS:
+            return
+        now = self._clock()
+        self.steps.append(
+            {
+                "at_ms": round((now - self._start) * 1000, 3),
+                "took_ms": round((now - self._last) * 1000, 3),
+                "step": what,
+                **fields,
+            }
+        )
+        self._last = now
+
+    def observing(self, on_result: Callable[..., None]) -> Callable[..., None]:
+        """``on_result(node, result, ...)`` that first records which replica answered how."""
+
+        def observed(node: str, result: outcome.Outcome, *rest: Any) -> None:
+            if isinstance(result, outcome.Error):
+                self.step("replica_failed", node=node, error=str(result.error)[:200])
+            else:
+                self.step("replica_answered", node=node, reply=type(result.value).__name__)
+            on_result(node, result, *rest)
+
+        return observed
+
+    def doc(self) -> dict[str, Any]:
+        return {"request_id": self.request_id, "steps": self.steps}
+
+
+def current() -> RequestTrace | None:
+    return _CURRENT.get()
+
+
+@contextlib.contextmanager
+def tracing(trace: RequestTrace | None) -> Iterator[None]:
+    token = _CURRENT.set(trace)
+    try:
+        yield
+    finally:
+        _CURRENT.reset(token)

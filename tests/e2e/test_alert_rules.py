@@ -1,0 +1,230 @@
+"""docs/alerts.yml evaluated by a real Prometheus scraping a real cluster.
+
+Every rule must stay silent while the cluster is healthy and fire in the fault it names.
+The shipped windows (``[5m]``) and ``for`` durations (minutes) are shortened here, and said
+so, so the whole story takes a few minutes: Prometheus scrapes every second, rates look at
+20 s and ``for`` is 3 s. The expressions themselves are the shipped ones, evaluated by
+Prometheus. Skipped where Prometheus is not installed (Debian: apt-get install prometheus).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from p2pindex.cli.local_cluster import LocalCluster, free_ports, wait_converged
+from tests.e2e.test_http_api import Http, raw
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(
+        shutil.which("prometheus") is None,
+        reason="Prometheus is not installed (apt-get install -y prometheus)",
+    ),
+]
+
+HEALTHY_ENV = "P2PINDEX_ALERTS_HEALTHY_SECONDS"
+RULES = Path(__file__).resolve().parents[2] / "docs" / "alerts.yml"
+ALERTS = {
+    "P2PIndexInstanceDown",
+    "P2PIndexMemberDead",
+    "P2PIndexNodeNotReady",
+    "P2PIndexQuorumFailures",
+    "P2PIndexRequestLatencyHigh",
+    "P2PIndexSecurityRefusals",
+    "P2PIndexHTTPInputRefused",
+}
+
+
+def shortened(rules: str) -> str:
+    rules = re.sub(r"\[5m\]", "[20s]", rules)
+    return re.sub(r"for: \d+m", "for: 3s", rules)
+
+
+class Prometheus:
+    def __init__(self, root: Path) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        self.root = root
+        self.targets: list[str] = []
+        (root / "rules.yml").write_text(shortened(RULES.read_text()))
+        self._write_targets()
+        (root / "prometheus.yml").write_text(
+            "global: {scrape_interval: 1s, evaluation_interval: 1s, scrape_timeout: 900ms}\n"
+            "rule_files: [rules.yml]\n"
+            "scrape_configs:\n"
+            "  - job_name: p2pindex\n"
+            "    file_sd_configs: [{files: [targets.json], refresh_interval: 1s}]\n"
+        )
+        (self.port,) = free_ports(1)
+        self.log = (root / "prometheus.log").open("wb")
+        self.process = subprocess.Popen(
+            [
+                "prometheus",
+                f"--config.file={root / 'prometheus.yml'}",
+                f"--storage.tsdb.path={root / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+            ],
+            stdout=self.log,
+            stderr=self.log,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/-/ready", timeout=1)
+                return
+            except OSError:
+                time.sleep(0.2)
+        raise AssertionError("Prometheus did not start")
+
+    def _write_targets(self) -> None:
+        doc = [{"targets": self.targets, "labels": {}}]
+        path = self.root / "targets.json"
+        path.with_suffix(".tmp").write_text(json.dumps(doc))
+        path.with_suffix(".tmp").replace(path)
+
+    def add(self, *http_urls: str) -> None:
+        self.targets += [url.removeprefix("http://") for url in http_urls]
+        self._write_targets()
+
+    def alerts(self) -> list[dict]:
+        url = f"http://127.0.0.1:{self.port}/api/v1/alerts"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return json.loads(response.read())["data"]["alerts"]
+
+    def active(self) -> set[str]:
+        return {alert["labels"]["alertname"] for alert in self.alerts()}
+
+    def wait_firing(self, name: str, while_waiting: Callable[[], None], timeout: float = 60):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            firing = [a for a in self.alerts() if a["labels"]["alertname"] == name]
+            if any(a["state"] == "firing" for a in firing):
+                return firing
+            while_waiting()
+        raise AssertionError(f"{name} did not fire; active: {self.alerts()}")
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.log.close()
+
+
+class Load:
+    """QUORUM writes in the background (a healthy cluster is a busy one)."""
+
+    def __init__(self, url: str, consistency: str = "quorum", threads: int = 2) -> None:
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._run, args=(url, consistency, i)) for i in range(threads)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _run(self, url: str, consistency: str, index: int) -> None:
+        i = 0
+        while not self._stop.is_set():
+            try:
+                Http(url)("PUT", f"/v1/kv/load{index}-{i % 500}?consistency={consistency}", b"v")
+            except OSError:
+                time.sleep(0.2)
+            i += 1
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+
+
+def pause(seconds: float = 1.0) -> Callable[[], None]:
+    return lambda: time.sleep(seconds)
+
+
+def test_every_rule_is_silent_when_healthy_and_fires_in_its_fault(tmp_path: Path):
+    assert {rule for rule in re.findall(r"alert: (\w+)", RULES.read_text())} == ALERTS
+    prometheus = Prometheus(tmp_path / "prometheus")
+    cluster = LocalCluster(3, tmp_path / "cluster", insecure=True, http=True)
+    lone = LocalCluster(1, tmp_path / "lone", insecure=True, http=True, n_replicas=3)
+    secure = LocalCluster(1, tmp_path / "secure", http=True)
+    try:
+        cluster.start()
+        wait_converged(cluster)
+        urls = [node.http_url for node in cluster.nodes]
+        prometheus.add(*urls)
+        load = Load(urls[0])
+        try:
+            # healthy: nothing pending or firing, with traffic, for 30 s of evaluations
+            # (P2PINDEX_ALERTS_HEALTHY_SECONDS=600 for the issue's ten minutes)
+            deadline = time.monotonic() + float(os.environ.get(HEALTHY_ENV, "30"))
+            while time.monotonic() < deadline:
+                assert prometheus.active() == set(), prometheus.alerts()
+                time.sleep(1)
+        finally:
+            load.stop()
+
+        # malformed HTTP, several a second
+        def probe() -> None:
+            for _ in range(10):
+                raw(urls[0], b"NOT HTTP\r\n\r\n")
+            time.sleep(0.5)
+
+        prometheus.wait_firing("P2PIndexHTTPInputRefused", probe)
+
+        # a stalled replica: ALL writes wait for it until their deadline
+        victim = cluster.nodes[2]
+        assert victim.process is not None
+        victim.process.send_signal(signal.SIGSTOP)
+        slow = Load(urls[0], consistency="all", threads=8)
+        try:
+            prometheus.wait_firing("P2PIndexRequestLatencyHigh", pause())
+        finally:
+            slow.stop()
+            victim.process.send_signal(signal.SIGCONT)
+
+        # a crashed member: its scrape fails and the others see it dead
+        cluster.kill(2)
+        prometheus.wait_firing("P2PIndexInstanceDown", pause())
+        prometheus.wait_firing("P2PIndexMemberDead", pause())
+
+        # two of three down: QUORUM requests fail
+        cluster.kill(1)
+        failing = Load(urls[0], threads=2)
+        try:
+            prometheus.wait_firing("P2PIndexQuorumFailures", pause())
+        finally:
+            failing.stop()
+
+        # a node alone in a cluster that keeps N=3: not ready
+        lone.start()
+        prometheus.add(lone.nodes[0].http_url)
+        prometheus.wait_firing("P2PIndexNodeNotReady", pause())
+
+        # requests without credentials to a secure node
+        secure.start()
+        prometheus.add(secure.nodes[0].http_url)
+
+        def unauthenticated() -> None:
+            client = Http(secure.nodes[0].http_url)
+            for _ in range(10):
+                assert client("GET", "/v1/kv/k")[0] == 401
+            time.sleep(0.5)
+
+        prometheus.wait_firing("P2PIndexSecurityRefusals", unauthenticated)
+    finally:
+        prometheus.stop()
+        for each in (cluster, lone, secure):
+            each.stop()
