@@ -274,7 +274,7 @@ def render(values: Mapping[str, object], source: Callable[[str], str]) -> str:
             lines += ["", f"[{section}]"]
         value = values[setting.name]
         text = _toml_value(value)
-        if value is None and setting.kind == "seconds_or_off":
+        if value is None and setting.kind in ("seconds_or_off", "rate_or_off"):
             lines.append(f"{key} = false  # {setting.help} [{source(setting.name)}]")
         elif value is None:
             lines.append(f"# {key} = (unset)  # {setting.help} [{source(setting.name)}]")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
-from p2pindex.cli.common import EXIT_OK
+from p2pindex.cli.common import EXIT_OK, add_format_option
 from p2pindex.cli.serve import add_node_options, settings_from
 from p2pindex.config_file import node_config, render
 
@@ -26,6 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     add_node_options(show)
+    add_format_option(show)
     show.set_defaults(func=run_show)
 
 
@@ -33,5 +36,21 @@ def run_show(args: argparse.Namespace) -> int:
     values, sources = settings_from(args)
     if values["data_dir"] is not None:
         node_config(values)  # the checks `serve` makes on the values taken together
-    print(render(values, sources.__getitem__), end="")
+    if args.format == "json":
+        document = {
+            name: {"value": _jsonable(value), "source": sources[name]}
+            for name, value in values.items()
+        }
+        print(json.dumps(document, indent=2, sort_keys=True))
+    else:
+        print(render(values, sources.__getitem__), end="")
     return EXIT_OK
+
+
+def _jsonable(value: object) -> object:
+    """Settings as JSON: paths and addresses as the text a file would hold."""
+    if isinstance(value, list):
+        return [_jsonable(item) for item in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value) if not isinstance(value, Path) else value.as_posix()

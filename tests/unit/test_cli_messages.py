@@ -14,6 +14,7 @@ from test_security_access import NOW, client
 
 from p2pindex.cli import main as cli_main
 from p2pindex.cli.common import DEFAULT_NODE, default_nodes, exit_code_for
+from p2pindex.config_file import BY_NAME
 from p2pindex.errors import (
     ConfigError,
     ConnectionLost,
@@ -60,7 +61,7 @@ def test_one_default_port_everywhere(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("P2PINDEX_NODE", raising=False)
     assert DEFAULT_NODE == "127.0.0.1:7400"
     assert [str(a) for a in default_nodes()] == [DEFAULT_NODE]
-    assert str(default_of(subparser("serve"), "listen")) == DEFAULT_NODE
+    assert str(BY_NAME["listen"].default) == DEFAULT_NODE  # serve's, through the config file
     assert default_of(subparser("dev"), "base_port") == 7400
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     assert "P2PINDEX_NODE" in readme and "7400" in readme and "7001" not in readme
