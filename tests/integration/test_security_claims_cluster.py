@@ -1,4 +1,5 @@
-"""Signed membership claims in a secure in-process cluster on loopback: members learn a
+"""Signed membership claims in a secure in-process cluster on the simulated network (under
+trio's autojump clock): members learn a
 newcomer whose certificate they had to fetch first, and forged claims injected into a running
 node are refused, counted in its status and change nobody's view."""
 
@@ -16,11 +17,12 @@ from p2pindex.core.swim import SwimConfig
 from p2pindex.core.swim.codec import assemble, datagram_prefix, encode_record
 from p2pindex.core.swim.messages import Alive, Dead, Record, Suspect
 from p2pindex.net.secure.manager import SecurityManager
-from p2pindex.net.trio_transport import TrioTransport
 from p2pindex.node.identity import NodeIdentity
 from p2pindex.node.node import Node
 from p2pindex.security.authority import Authority
 from p2pindex.security.claims import claim_bytes
+from p2pindex.sim.determinism import Trace
+from p2pindex.sim.network import SimNetwork
 from p2pindex.storage.memory import MemoryStorage
 from p2pindex.types import Address, Liveness, NodeState
 
@@ -30,12 +32,17 @@ FAST = SwimConfig(
 
 
 async def start(
-    nursery: trio.Nursery, authority: Authority, index: int, seeds: tuple[Address, ...]
+    nursery: trio.Nursery,
+    network: SimNetwork,
+    authority: Authority,
+    index: int,
+    seeds: tuple[Address, ...],
 ) -> Node:
     identity = NodeIdentity.generate(random.Random(index + 900))
+    listen = Address(f"n{index}", 7000)
     node = Node(
-        NodeConfig(data_dir=None, listen=Address("127.0.0.1", 0), seeds=seeds, n_replicas=3),
-        transport=TrioTransport(Address("127.0.0.1", 0)),
+        NodeConfig(data_dir=None, listen=listen, seeds=seeds, n_replicas=3),
+        transport=network.transport_for(listen),
         storage=MemoryStorage(),
         identity=identity,
         rng=random.Random(index),
@@ -56,12 +63,16 @@ def sees_alive(node: Node, others: list[Node]) -> bool:
     return {o.node_id for o in others} <= alive
 
 
-async def test_claims_are_signed_relayed_and_forgeries_are_refused(tmp_path: Path) -> None:
+async def test_claims_are_signed_relayed_and_forgeries_are_refused(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
     authority = Authority.init(tmp_path / "authority")
     async with trio.open_nursery() as nursery:
-        first = await start(nursery, authority, 1, ())
-        second = await start(nursery, authority, 2, (first.address,))
-        third = await start(nursery, authority, 3, (first.address,))
+        network = SimNetwork(random.Random(4), Trace())
+        await nursery.start(network.run)
+        first = await start(nursery, network, authority, 1, ())
+        second = await start(nursery, network, authority, 2, (first.address,))
+        third = await start(nursery, network, authority, 3, (first.address,))
         nodes = [first, second, third]
         with trio.fail_after(20):
             while not all(sees_alive(n, nodes) for n in nodes):
@@ -78,19 +89,17 @@ async def test_claims_are_signed_relayed_and_forgeries_are_refused(tmp_path: Pat
             signature = mallory.local.signing_key.sign(claim_bytes(cluster, record)).signature
             return encode_record(dataclasses.replace(record, signature=signature))
 
-        where = Address("127.0.0.1", 9)
+        where = Address("elsewhere", 9)
         claims = [
             forged(Alive(victim, incarnation + 5, where, NodeState.ACTIVE)),
             forged(Suspect(victim, incarnation, third.node_id)),
             forged(Dead(victim, incarnation, third.node_id)),
             forged(Dead(victim, incarnation, victim)),
         ]
-        udp = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
-        await udp.bind(("127.0.0.1", 0))
+        attacker = network.transport_for(Address("mallory", 7000))
         for claim in claims:
             payload = assemble(datagram_prefix(mallory.node_id, 1), 3, [claim])
-            await udp.sendto(mallory.sealer.seal(payload), (first.address.host, first.address.port))
-        udp.close()
+            await attacker.send_datagram(first.address, mallory.sealer.seal(payload))
         statistics = first.monitor.status()["statistics"]
         with trio.fail_after(10):
             while statistics.get("membership.bad_claim", 0) < len(claims):
@@ -103,7 +112,7 @@ async def test_claims_are_signed_relayed_and_forgeries_are_refused(tmp_path: Pat
         assert member.incarnation == second._swim.incarnation < incarnation + 5
         assert member.address == second.address
 
-        fourth = await start(nursery, authority, 4, (first.address,))
+        fourth = await start(nursery, network, authority, 4, (first.address,))
         nodes.append(fourth)
         with trio.fail_after(20):
             while not all(sees_alive(n, nodes) for n in nodes):

@@ -1,8 +1,10 @@
-"""Secure in-process clusters on loopback: admission, roles, revocation spreading, and
-attacks injected against running nodes (all counted, none accepted, service continues)."""
+"""Secure in-process clusters on the simulated network (under trio's autojump clock):
+admission, roles, revocation spreading, and attacks injected against running nodes (all
+counted, none accepted, service continues)."""
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
 from collections.abc import AsyncIterator
@@ -13,22 +15,24 @@ from pathlib import Path
 import pytest
 import trio
 
-from p2pindex.client import connect
+from p2pindex.client import AsyncClient, connect
 from p2pindex.config import NodeConfig
 from p2pindex.core.swim import SwimConfig
 from p2pindex.core.swim.codec import assemble, datagram_prefix, encode_control
 from p2pindex.core.swim.messages import Ping
 from p2pindex.errors import PermissionDenied
 from p2pindex.net.secure.manager import SecurityManager
-from p2pindex.net.trio_transport import TrioTransport
 from p2pindex.node.identity import NodeIdentity
 from p2pindex.node.node import Node
 from p2pindex.security.authority import Authority
 from p2pindex.security.certs import Role
 from p2pindex.security.counting import Tally
+from p2pindex.security.credentials import ClientCredentials
 from p2pindex.security.datagrams import DatagramSealer
 from p2pindex.security.directory import CertificateDirectory
 from p2pindex.security.trust import TrustState
+from p2pindex.sim.determinism import Trace
+from p2pindex.sim.network import SimNetwork, SimTransport
 from p2pindex.storage.memory import MemoryStorage
 from p2pindex.types import Address, Liveness, NodeState
 from p2pindex.wire.messages import RevocationPush
@@ -51,9 +55,22 @@ class Member:
 
 @dataclass
 class SecureCluster:
+    """Secure nodes on the simulated network (hosts n1, n2, ...; clients c1, c2, ...)."""
+
     nursery: trio.Nursery
     authority: Authority
+    network: SimNetwork
     members: list[Member] = field(default_factory=list)
+    hosts: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    clients: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    def listen(self) -> tuple[Address, SimTransport]:
+        address = Address(f"n{next(self.hosts)}", 7000)
+        return address, self.network.transport_for(address)
+
+    def client(self, credentials: ClientCredentials, address: Address) -> AsyncClient:
+        transport = self.network.transport_for(Address(f"c{next(self.clients)}", 9000))
+        return connect([address], credentials=credentials, transport=transport)
 
     async def start(
         self, manager: SecurityManager | None = None, *, wait: bool = True, seed: int = 0
@@ -64,9 +81,10 @@ class SecureCluster:
         else:
             identity = NodeIdentity(manager.local.signing_key)
         seeds = tuple(m.address for m in self.members if not m.scope.cancel_called)[:2]
+        listen, transport = self.listen()
         config = NodeConfig(
             data_dir=None,
-            listen=Address("127.0.0.1", 0),
+            listen=listen,
             seeds=seeds,
             n_replicas=3,
             replica_timeout=1.0,
@@ -74,7 +92,7 @@ class SecureCluster:
         storage = MemoryStorage()
         node = Node(
             config,
-            transport=TrioTransport(Address("127.0.0.1", 0)),
+            transport=transport,
             storage=storage,
             identity=identity,
             rng=random.Random(len(self.members)),
@@ -92,7 +110,7 @@ class SecureCluster:
             address = await self.nursery.start(run)
         else:
             self.nursery.start_soon(run)
-            address = Address("127.0.0.1", 0)
+            address = listen
         member = Member(node, address, scope, storage)
         self.members.append(member)
         return member
@@ -115,7 +133,9 @@ class SecureCluster:
 @asynccontextmanager
 async def secure_cluster(tmp_path: Path, size: int = 3) -> AsyncIterator[SecureCluster]:
     async with trio.open_nursery() as nursery:
-        cluster = SecureCluster(nursery, Authority.init(tmp_path / "authority"))
+        network = SimNetwork(random.Random(size), Trace())
+        await nursery.start(network.run)
+        cluster = SecureCluster(nursery, Authority.init(tmp_path / "authority"), network)
         for _ in range(size):
             await cluster.start()
         await cluster.converged(cluster.members)
@@ -123,11 +143,13 @@ async def secure_cluster(tmp_path: Path, size: int = 3) -> AsyncIterator[SecureC
         nursery.cancel_scope.cancel()
 
 
-async def test_a_secure_cluster_serves_clients_by_role(tmp_path: Path) -> None:
+async def test_a_secure_cluster_serves_clients_by_role(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
     async with secure_cluster(tmp_path) as cluster:
-        address = str(cluster.members[0].address)
+        address = cluster.members[0].address
         writer = cluster.authority.credentials(Role.WRITE, b"user:")
-        async with connect([address], credentials=writer) as db:
+        async with cluster.client(writer, address) as db:
             await db.put("user:1", b"alice")
             assert (await db.get("user:1")).values == [b"alice"]
             with pytest.raises(PermissionDenied, match="prefix"):
@@ -135,7 +157,7 @@ async def test_a_secure_cluster_serves_clients_by_role(tmp_path: Path) -> None:
             with pytest.raises(PermissionDenied, match="admin role"):
                 await db.leave(address)
         reader = cluster.authority.credentials(Role.READ)
-        async with connect([address], credentials=reader) as db:
+        async with cluster.client(reader, address) as db:
             with pytest.raises(PermissionDenied, match="write role"):
                 await db.delete("user:1")
             assert (await db.get("user:1")).values == [b"alice"]
@@ -147,7 +169,9 @@ async def test_a_secure_cluster_serves_clients_by_role(tmp_path: Path) -> None:
             assert member.count("swim.bad_signature") == 0
 
 
-async def test_a_node_of_another_cluster_cannot_join(tmp_path: Path) -> None:
+async def test_a_node_of_another_cluster_cannot_join(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
     async with secure_cluster(tmp_path) as cluster:
         foreign = Authority.init(tmp_path / "foreign")
         intruder = await cluster.start(
@@ -165,18 +189,21 @@ async def test_a_node_of_another_cluster_cannot_join(tmp_path: Path) -> None:
         assert len(intruder.node.members()) == 1
 
 
-async def test_an_uncertified_insecure_node_gets_a_clear_refusal(tmp_path: Path) -> None:
+async def test_an_uncertified_insecure_node_gets_a_clear_refusal(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
     async with secure_cluster(tmp_path, size=1) as cluster:
         identity = NodeIdentity.generate()
+        listen, transport = cluster.listen()
         config = NodeConfig(
             data_dir=None,
-            listen=Address("127.0.0.1", 0),
+            listen=listen,
             seeds=(cluster.members[0].address,),
             n_replicas=1,
         )
         node = Node(
             config,
-            transport=TrioTransport(Address("127.0.0.1", 0)),
+            transport=transport,
             storage=MemoryStorage(),
             identity=identity,
             rng=random.Random(3),
@@ -188,13 +215,15 @@ async def test_an_uncertified_insecure_node_gets_a_clear_refusal(tmp_path: Path)
         assert identity.node_id not in {m.node_id for m in cluster.members[0].node.members()}
 
 
-async def test_a_revocation_spreads_and_cuts_the_node_off(tmp_path: Path) -> None:
+async def test_a_revocation_spreads_and_cuts_the_node_off(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
     async with secure_cluster(tmp_path, size=3) as cluster:
         victim = cluster.members[2]
         document = cluster.authority.revoke((victim.node.node_id,))
         admin = cluster.authority.credentials(Role.ADMIN)
         first = cluster.members[0]
-        async with connect([str(first.address)], credentials=admin) as db:
+        async with cluster.client(admin, first.address) as db:
             reply = await db._request_to(first.address, RevocationPush(document), 10.0)
         assert "passed on to 1 of 1" in reply.detail
         others = cluster.members[:2]
@@ -209,14 +238,16 @@ async def test_a_revocation_spreads_and_cuts_the_node_off(tmp_path: Path) -> Non
                 await trio.sleep(0.1)
         assert sum(m.count("sessions_cut") for m in others) >= 1
         assert sum(m.count("swim.revoked_sender") for m in others) >= 1
-        async with connect([str(first.address)], credentials=admin) as db:
+        async with cluster.client(admin, first.address) as db:
             await db.put("after", b"revocation")
         assert victim.node.node_id not in {
             x.node_id for x in first.node.members() if x.liveness is Liveness.ALIVE
         }
 
 
-async def test_injected_datagrams_against_a_running_node_are_all_dropped(tmp_path: Path) -> None:
+async def test_injected_datagrams_against_a_running_node_are_all_dropped(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
     async with secure_cluster(tmp_path, size=2) as cluster:
         target = cluster.members[0]
         honest = cluster.members[1]
@@ -254,18 +285,16 @@ async def test_injected_datagrams_against_a_running_node_are_all_dropped(tmp_pat
                 for i in range(per_kind)
             ],
         }
-        udp = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
-        await udp.bind(("127.0.0.1", 0))
+        attacker = cluster.network.transport_for(Address("attacker", 7000))
         before = dict(target.node.stats.snapshot())
         for data in captured:  # first delivery from a wrong address: dropped by the core
-            await udp.sendto(data, (target.address.host, target.address.port))
+            await attacker.send_datagram(target.address, data)
         for data in captured:
-            await udp.sendto(data, (target.address.host, target.address.port))
+            await attacker.send_datagram(target.address, data)
         for datagrams in attacks.values():
             for data in datagrams:
-                await udp.sendto(data, (target.address.host, target.address.port))
+                await attacker.send_datagram(target.address, data)
         await trio.sleep(1.0)
-        udp.close()
         after = target.node.stats.snapshot()
 
         def delta(name: str) -> int:
