@@ -143,6 +143,13 @@ class Node:
         self.antientropy: AntiEntropy | None = None
         self.monitor = IndexMonitor(self)
         self._stopped = trio.Event()
+        self._seeds: tuple[Address, ...] = ()
+        self._address_holder: dict[Address, str] = {}
+        """The member last seen alive at each address. A node that lost its disk comes back
+        at its old address with a new identity; until the old identity is removed, requests
+        meant for it would reach the newcomer (which holds none of its data) and count as
+        its answers, so the old identity is treated as unusable instead."""
+        """The seeds this node joins through: ``config.seeds`` minus its own address."""
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -168,6 +175,7 @@ class Node:
             self._removed = self._load_removed()
             bound = await nursery.start(self._transport.serve, self._handle_stream)
             self.address = self.config.advertise or bound
+            self._address_holder[self.address] = self.node_id
             hello = Hello(self.node_id, str(self.address), self.config.cluster)
             self._peers = PeerPool(nursery, self._transport, self.config.limits, hello, self.stats)
             if self.security is not None:
@@ -210,7 +218,8 @@ class Node:
                 interval=self.config.anti_entropy_interval or 0.0,
                 max_frame=self.config.limits.max_frame,
             )
-            if self.config.seeds and not self.handoff.already_synced():
+            self._seeds = self._seeds_without_self(bound)
+            if self._seeds and not self.handoff.already_synced():
                 self.state = NodeState.SYNCING
                 self.state_reason = "receiving the data of its ranges"
             claims = self.security.claims if self.security is not None else None
@@ -235,8 +244,8 @@ class Node:
                 self._swim, self._transport, self._exchange, self._on_member_change, claims=claims
             )
             await nursery.start(self._driver.run)
-            if self.config.seeds:
-                self._swim.join(list(self.config.seeds), trio.current_time())
+            if self._seeds:
+                self._swim.join(list(self._seeds), trio.current_time())
                 self._driver.notify()
             nursery.start_soon(self._hints.run)
             if self.config.anti_entropy_interval is not None:
@@ -261,6 +270,18 @@ class Node:
             await self._driver.leave(timeout)
         self._stopped.set()
 
+    def _seeds_without_self(self, bound: Address) -> tuple[Address, ...]:
+        """The configured seeds minus this node's own addresses.
+
+        Every node of a cluster takes the same seed list, so no node is special: one that
+        lost its disk and restarts with its usual command line joins the others through
+        them instead of forming a cluster of its own. Its own entry would only make it
+        wait for itself, so it is dropped here (a list naming nobody else starts a new
+        cluster, as no seed at all does).
+        """
+        own = {bound, self.address, self.config.listen, self.config.advertised}
+        return tuple(seed for seed in self.config.seeds if seed not in own)
+
     async def _wait_joined(self) -> None:
         """Report ready only once a seed answered, so the first request sees the cluster.
 
@@ -268,7 +289,7 @@ class Node:
         background) and says so, rather than hang a deployment whose seeds start later.
         """
         assert self._swim is not None
-        if not self.config.seeds:
+        if not self._seeds:
             return
         with trio.move_on_after(JOIN_WAIT):
             while not self._swim.joined:
@@ -334,6 +355,8 @@ class Node:
             return False
         if member.state is NodeState.DEGRADED:
             return False
+        if self._address_holder.get(member.address, node_id) != node_id:
+            return False
         until = self._unreachable_until.get(node_id)
         return until is None or trio.current_time() >= until
 
@@ -369,6 +392,8 @@ class Node:
         member = change.member
         self._members[member.node_id] = member
         if member.liveness is Liveness.ALIVE:
+            if member.address != self.address:
+                self._address_holder[member.address] = member.node_id
             if self.security is not None:
                 self.security.note_member(member.node_id, member.address)
             self._unreachable_until.pop(member.node_id, None)

@@ -44,14 +44,16 @@ class Cluster:
         storage: MemoryStorage | None = None,
         identity: NodeIdentity | None = None,
         seeds: tuple[Address, ...] | None = None,
+        listen: Address | None = None,
     ) -> RunningNode:
         storage = storage or MemoryStorage()
         identity = identity or NodeIdentity.generate(random.Random(len(self.nodes) + 1000))
         if seeds is None:
             seeds = tuple(n.address for n in self.nodes if not n.scope.cancel_called)[:2]
+        listen = listen or Address("127.0.0.1", 0)
         config = NodeConfig(
             data_dir=None,
-            listen=Address("127.0.0.1", 0),
+            listen=listen,
             seeds=seeds,
             n_replicas=self.n_replicas,
             limits=self.limits,
@@ -59,7 +61,7 @@ class Cluster:
         )
         node = Node(
             config,
-            transport=TrioTransport(Address("127.0.0.1", 0)),
+            transport=TrioTransport(listen),
             storage=storage,
             identity=identity,
             rng=random.Random(len(self.nodes)),
