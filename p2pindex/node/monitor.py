@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from p2pindex.node.capacity import estimate_stored_bytes
 from p2pindex.types import NodeRole
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ class IndexMonitor:
             "handoff": node.handoff.progress.doc() if node.handoff else None,
             "n_replicas": node.config.n_replicas,
             "keys": node.storage.count(),
+            "bytes": estimate_stored_bytes(node.storage),
             "members": self._members_with_ownership(),
             "hints": [
                 {"target": b.target, "count": b.count, "bytes": b.bytes, "oldest": b.oldest}
