@@ -214,6 +214,8 @@ def format_handoff(handoff: dict[str, Any]) -> str:
             f"handoff ({direction}): {handoff.get('ranges_done', '?')} of "
             f"{handoff.get('ranges_total', '?')} ranges, {keys} so far"
         )
+        if isinstance(handoff.get("eta_s"), int | float):
+            line += f", about {handoff['eta_s']:.0f}s left"
     if handoff.get("last_error"):
         line += f"; last error: {handoff['last_error']}"
     return line

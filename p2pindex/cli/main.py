@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from p2pindex import __version__
-from p2pindex.cli import admin, bench, demo, dev, kv, plan
+from p2pindex.cli import admin, bench, demo, dev, drain, kv, plan
 from p2pindex.cli.common import Parser, report, single_error
 from p2pindex.errors import P2PIndexError
 
@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.register(subparsers)
-    for module in (kv, admin, plan, dev, demo, bench):
+    for module in (kv, admin, plan, drain, dev, demo, bench):
         module.register(subparsers)
     return parser
 

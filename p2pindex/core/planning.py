@@ -200,6 +200,22 @@ def removal_refusal(members: int, n: int, node_id: str) -> str | None:
     return None
 
 
+def leave_refusal(members: int, n: int, node_id: str) -> str | None:
+    """Why a live node may not leave a ring of ``members`` (None: it may).
+
+    Unlike a removal, a leaving node hands its data over first, so N=1 is no obstacle;
+    only a ring too small to keep N copies is.
+    """
+    if members <= 1:
+        return f"node {node_id} is the only member: its data would have nowhere to go"
+    if members - 1 < n:
+        return (
+            f"without node {node_id} the cluster would have {members - 1} nodes, fewer "
+            f"than N={n}: every key it holds would lose a copy; add a node first"
+        )
+    return None
+
+
 def _ring(ring_nodes: Iterable[str], vnodes: int | None) -> Ring:
     nodes = set(ring_nodes)
     if not nodes:

@@ -49,6 +49,7 @@ class IndexMonitor:
             "state": node.state.value,
             "state_reason": node.state_reason,
             "handoff": node.handoff.progress.doc() if node.handoff else None,
+            "leaving": node.leaving,
             "n_replicas": node.config.n_replicas,
             "keys": node.storage.count(),
             "bytes": estimate_stored_bytes(node.storage),

@@ -20,6 +20,7 @@ import trio
 
 from p2pindex.config import NodeConfig
 from p2pindex.core import versions
+from p2pindex.core.planning import leave_refusal
 from p2pindex.core.ring import DEFAULT_VNODES, Ring
 from p2pindex.core.swim import Member, MemberChanged, Swim, SwimConfig
 from p2pindex.errors import InvalidRequest, P2PIndexError, StorageFailure
@@ -143,6 +144,9 @@ class Node:
         self.antientropy: AntiEntropy | None = None
         self.monitor = IndexMonitor(self)
         self._stopped = trio.Event()
+        self.leaving = False
+        """Set once a leave (or drain) starts: the node stops coordinating requests (it
+        relays them to the key's other replicas), hands its ranges over, then leaves."""
         self._seeds: tuple[Address, ...] = ()
         self._address_holder: dict[Address, str] = {}
         """The member last seen alive at each address. A node that lost its disk comes back
@@ -264,6 +268,7 @@ class Node:
 
     async def leave(self, timeout: float = 5.0) -> None:
         """Graceful exit: hand our data to the nodes that replace us, announce `left`, stop."""
+        self.leaving = True
         if self.handoff is not None and len(self.ring.nodes) > 1:
             await self.handoff.push_all()
         if self._driver is not None:
@@ -606,13 +611,24 @@ class Node:
         if isinstance(message, ExplainRequest):
             return ExplainReply(self.monitor.explain(message.key))
         if isinstance(message, LeaveRequest):
-            assert self._nursery is not None
-            self._nursery.start_soon(self.leave)
-            return OkReply(f"node {self.node_id} is leaving")
+            return self._start_leave()
         if isinstance(message, RemoveRequest):
             return await self._remove(message)
         self.stats.incr("rejected.unexpected_message")
         raise InvalidRequest(f"{type(message).__name__} is not a request this node serves")
+
+    def _start_leave(self) -> Message:
+        """An operator's leave (or drain): refused when the rest could not keep N copies."""
+        if self.leaving:
+            return OkReply(f"node {self.node_id} is already leaving")
+        refusal = leave_refusal(len(self.ring.nodes), self.config.n_replicas, self.node_id)
+        if refusal is not None:
+            self.stats.incr("rejected.leave")
+            raise InvalidRequest(f"leave refused: {refusal}")
+        assert self._nursery is not None
+        self.leaving = True
+        self._nursery.start_soon(self.leave)
+        return OkReply(f"node {self.node_id} is leaving")
 
     def _decode(self, record: bytes) -> versions.VersionedObject:
         try:
