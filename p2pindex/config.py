@@ -69,6 +69,9 @@ class NodeConfig:
     anti_entropy_interval: float | None = 5.0
     """Mean seconds between anti-entropy rounds (each compares one peer's shared keys and
     repairs what differs); None turns anti-entropy off."""
+    tombstone_grace: float | None = 3600.0
+    """Seconds a node keeps a tombstone at least; after that it is removed once every
+    replica of its key is known to hold it (node/reaper.py). None keeps every tombstone."""
 
     planted_bugs: frozenset[str] = frozenset()
     """Known defects to switch on, for proving the simulation's checkers (never in production)."""
@@ -92,6 +95,8 @@ class NodeConfig:
             raise ConfigError("remove_dead_after must be positive (or None to never)")
         if self.anti_entropy_interval is not None and not self.anti_entropy_interval > 0:
             raise ConfigError("anti_entropy_interval must be positive (or None to turn it off)")
+        if self.tombstone_grace is not None and not self.tombstone_grace > 0:
+            raise ConfigError("tombstone_grace must be positive (or None to never reap)")
         if self.request_timeout <= 0 or self.replica_timeout <= 0:
             raise ConfigError("timeouts must be positive")
         if not self.cluster or len(self.cluster) > 64:

@@ -50,6 +50,13 @@ class IndexMonitor:
             "state_reason": node.state_reason,
             "handoff": node.handoff.progress.doc() if node.handoff else None,
             "leaving": node.leaving,
+            "tombstones": {
+                "held": node.reaper.held if node.reaper else None,
+                "reaped": node.stats.get("tombstones.reaped"),
+                "markers": node.reaper.markers if node.reaper else 0,
+                "stale_dropped": node.stats.get("tombstones.stale_dropped"),
+                "grace_s": node.config.tombstone_grace,
+            },
             "n_replicas": node.config.n_replicas,
             "keys": node.storage.count(),
             "bytes": estimate_stored_bytes(node.storage),

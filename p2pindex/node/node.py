@@ -35,6 +35,7 @@ from p2pindex.node.identity import NodeIdentity
 from p2pindex.node.membership import MembershipDriver
 from p2pindex.node.monitor import IndexMonitor
 from p2pindex.node.peers import PeerPool
+from p2pindex.node.reaper import TombstoneReaper, load_markers
 from p2pindex.node.replica import IndexManager, ReplicaService
 from p2pindex.node.stats import StatisticsStore
 from p2pindex.security.access import PeerKind
@@ -142,6 +143,7 @@ class Node:
         self._replica: ReplicaService | None = None
         self.handoff: OwnershipHandoff | None = None
         self.antientropy: AntiEntropy | None = None
+        self.reaper: TombstoneReaper | None = None
         self.monitor = IndexMonitor(self)
         self._stopped = trio.Event()
         self.leaving = False
@@ -173,6 +175,7 @@ class Node:
                 self.stats,
                 planted_bugs=self.config.planted_bugs,
             )
+            reaped_at = load_markers(self.storage, self._index)
             if "hints-dropped-on-restart" in self.config.planted_bugs:
                 await self._drop_all_hints()
             incarnation = await self._next_incarnation()
@@ -222,6 +225,18 @@ class Node:
                 interval=self.config.anti_entropy_interval or 0.0,
                 max_frame=self.config.limits.max_frame,
             )
+            if self.config.tombstone_grace is not None:
+                self.reaper = TombstoneReaper(
+                    self,
+                    self._index,
+                    self.storage,
+                    self._peers,
+                    self.stats,
+                    self._wall_clock,
+                    n_replicas=self.config.n_replicas,
+                    grace=self.config.tombstone_grace,
+                    reaped_at=reaped_at,
+                )
             self._seeds = self._seeds_without_self(bound)
             if self._seeds and not self.handoff.already_synced():
                 self.state = NodeState.SYNCING
@@ -254,6 +269,8 @@ class Node:
             nursery.start_soon(self._hints.run)
             if self.config.anti_entropy_interval is not None:
                 nursery.start_soon(self.antientropy.run)
+            if self.reaper is not None:
+                nursery.start_soon(self.reaper.run)
             nursery.start_soon(self._settle_ownership)
             nursery.start_soon(self._housekeeping)
             if self.state is NodeState.DEGRADED:  # storage failed while starting

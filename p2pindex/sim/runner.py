@@ -26,7 +26,7 @@ import json
 import time
 import traceback
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -271,6 +271,8 @@ class RunResult:
     cpu_seconds: float = 0.0
     network: dict[str, int] = field(default_factory=dict)
     lost_disk_writes: int = 0
+    tombstones: dict[str, int] = field(default_factory=dict)
+    """Tombstones on the disks at the end, and reaped / stale copies dropped (node/reaper.py)."""
     output_dir: str | None = None
     report: str = ""
     options: dict[str, Any] = field(default_factory=dict)
@@ -314,6 +316,12 @@ class RunResult:
                 f"{self.network.get('stream_resets', 0)} resets",
             ),
             ("disk writes lost", str(self.lost_disk_writes)),
+            (
+                "tombstones",
+                f"{self.tombstones.get('on_disk', 0)} on disk at the end, "
+                f"{self.tombstones.get('reaped', 0)} reaped, "
+                f"{self.tombstones.get('stale_dropped', 0)} stale copies dropped",
+            ),
             ("virtual time", f"{self.virtual_seconds:.1f} s"),
             ("wall time", f"{self.wall_seconds:.2f} s ({self.cpu_seconds:.2f} s CPU)"),
             ("trace", f"{self.trace_hash} ({self.trace_events} events)"),
@@ -321,6 +329,21 @@ class RunResult:
         if self.output_dir:
             rows.append(("output", self.output_dir))
         return rows
+
+
+def _tombstone_counts(slots: Iterable[Slot]) -> dict[str, int]:
+    """Tombstones left on every disk, and what the nodes running at the end reaped."""
+    on_disk = 0
+    reaped = dropped = 0
+    for slot in slots:
+        image = slot.disk.image
+        for _key, record in image.scan_range(0, 0, None, image.count() + 1):
+            if decode_object(record).is_deleted:
+                on_disk += 1
+        if slot.node is not None:
+            reaped += slot.node.stats.get("tombstones.reaped")
+            dropped += slot.node.stats.get("tombstones.stale_dropped")
+    return {"on_disk": on_disk, "reaped": reaped, "stale_dropped": dropped}
 
 
 def format_table(rows: list[tuple[str, str]]) -> str:
@@ -1001,6 +1024,7 @@ def run_simulation(
         cpu_seconds=cpu,
         network=dict(simulation.network.stats),
         lost_disk_writes=sum(s.disk.stats["lost_writes"] for s in cluster.slots.values()),
+        tombstones=_tombstone_counts(cluster.slots.values()),
         options=plan.scenario.options(),
     )
     if violations:

@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 
@@ -37,6 +38,8 @@ class Cluster:
     nodes: list[RunningNode] = field(default_factory=list)
     limits: Limits = field(default_factory=Limits)
     swim_config: SwimConfig | None = None
+    node_options: dict[str, Any] = field(default_factory=dict)
+    """Extra NodeConfig fields for every node started (e.g. tombstone_grace)."""
 
     async def start_node(
         self,
@@ -58,6 +61,7 @@ class Cluster:
             n_replicas=self.n_replicas,
             limits=self.limits,
             replica_timeout=1.0,
+            **self.node_options,
         )
         node = Node(
             config,
@@ -113,10 +117,15 @@ class Cluster:
 
 @asynccontextmanager
 async def running_cluster(
-    size: int, n_replicas: int = 3, swim_config: SwimConfig | None = None
+    size: int,
+    n_replicas: int = 3,
+    swim_config: SwimConfig | None = None,
+    node_options: dict[str, Any] | None = None,
 ) -> AsyncIterator[Cluster]:
     async with trio.open_nursery() as nursery:
-        cluster = Cluster(nursery, n_replicas, swim_config=swim_config)
+        cluster = Cluster(
+            nursery, n_replicas, swim_config=swim_config, node_options=node_options or {}
+        )
         for _ in range(size):
             await cluster.start_node()
         await cluster.wait_converged()

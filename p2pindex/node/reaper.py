@@ -1,0 +1,283 @@
+"""Tombstone reaping: a delete's tombstone is removed only when every replica holds it.
+
+A tombstone protects a delete against older copies of the key (a replica that missed the
+delete, a pending hint, a fallback's or a former owner's extra copy): merged with it, they
+lose. Removing it early lets such a copy bring the value back (Cassandra's resurrections
+when repair did not run within gc_grace_seconds). So a node removes a tombstone only when
+
+1. it has held it for the grace period (``NodeConfig.tombstone_grace``), which lets writes
+   and hints in flight at the time of the delete arrive, and
+2. every replica of the key's preference list, asked through the replication protocol
+   itself (a replica read, as a coordinator makes), answers with that tombstone or a
+   version that descends from it. A replica that is down, SYNCING or unreachable blocks
+   the reap; it does not get skipped after a timeout.
+
+Each replica decides for itself, so nothing has to reach every replica at once.
+
+A reaped key leaves a *marker*: the tombstone itself, kept off the key-value store in the
+IndexManager's ``shadow`` and saved in the node's metadata. While the marker lives the node
+answers replica reads of the key with the tombstone and merges every incoming version
+against it, so a stale copy that shows up later (from a replica that was down for longer
+than the grace period and lost the tombstone to a power cut, a hint, a handoff, a fallback's
+copy) is recognised as older and dropped, and a new write of the key gets a clock above the
+deleted one. Markers expire after ``MARKER_TTL_GRACES`` grace periods; the tombstones
+themselves are gone from storage, so storage no longer grows with the number of deletes.
+Markers are few (deletes of the last few grace periods) and saved as one metadata
+document, rewritten once per round that changes them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Protocol
+
+import cbor2
+import trio
+
+from p2pindex.core import versions
+from p2pindex.core.ring import Ring
+from p2pindex.errors import P2PIndexError, StorageFailure
+from p2pindex.node.peers import PeerPool
+from p2pindex.node.replica import IndexManager
+from p2pindex.node.stats import StatisticsStore
+from p2pindex.storage.base import Storage
+from p2pindex.types import Address
+from p2pindex.wire.messages import ReplicaReadMany, ReplicaReadManyReply
+
+log = logging.getLogger(__name__)
+
+MARKERS_META = "reaper.markers"
+MARKER_TTL_GRACES = 10
+"""A marker outlives its tombstone by this many grace periods."""
+SCAN_CHUNK = 1024
+"""Records looked at per round while looking for tombstones."""
+CONFIRM_BATCH = 512
+"""Tombstones confirmed (and reaped) per round at most."""
+MAX_CANDIDATES = 100_000
+"""Tombstones tracked at once; more wait for a later scan (the bound on this node's memory)."""
+CONFIRM_TIMEOUT = 5.0
+
+
+class ReapView(Protocol):
+    node_id: str
+
+    @property
+    def ring(self) -> Ring: ...
+
+    def readable(self, node_id: str) -> bool: ...
+
+    def address_of(self, node_id: str) -> Address: ...
+
+
+def load_markers(storage: Storage, index: IndexManager) -> dict[bytes, float]:
+    """Restore the markers saved before a restart into ``index.shadow`` (before the node
+    serves anything); returns when each was made, for the reaper."""
+    raw = storage.get_meta(MARKERS_META)
+    reaped_at: dict[bytes, float] = {}
+    if not raw:
+        return reaped_at
+    try:
+        for key, record, made in cbor2.loads(raw):
+            index.shadow[key] = (record, versions.decode_object(record))
+            reaped_at[key] = float(made)
+    except (ValueError, TypeError, cbor2.CBORDecodeError) as exc:
+        # The node still starts: the markers only matter if a stale copy is left somewhere.
+        log.warning("could not read the saved reap markers (%s)", exc)
+    return reaped_at
+
+
+def reap_interval(grace: float) -> float:
+    """How often a round runs: often enough that a tombstone goes soon after its grace."""
+    return max(0.5, min(grace / 4, 60.0))
+
+
+class TombstoneReaper:
+    def __init__(
+        self,
+        view: ReapView,
+        index: IndexManager,
+        storage: Storage,
+        peers: PeerPool,
+        stats: StatisticsStore,
+        wall_clock: Callable[[], float],
+        *,
+        n_replicas: int,
+        grace: float,
+        reaped_at: dict[bytes, float] | None = None,
+    ) -> None:
+        self._view = view
+        self._index = index
+        self._storage = storage
+        self._peers = peers
+        self._stats = stats
+        self._wall_clock = wall_clock
+        self._n = n_replicas
+        self.grace = grace
+        self._candidates: dict[bytes, float] = {}
+        """Tombstones seen by the scan, with when they were first seen (trio time)."""
+        self._seen_this_cycle: set[bytes] = set()
+        self._cursor: bytes | None = None
+        self._reaped_at: dict[bytes, float] = reaped_at or {}
+        """Wall time each marker was made (markers themselves live in ``index.shadow``)."""
+        self._saved = storage.get_meta(MARKERS_META) or b""
+
+    @property
+    def held(self) -> int:
+        """Tombstones this node holds, as of its latest scan."""
+        return len(self._candidates)
+
+    @property
+    def markers(self) -> int:
+        return len(self._index.shadow)
+
+    async def run(self) -> None:
+        interval = reap_interval(self.grace)
+        while True:
+            await trio.sleep(interval)
+            try:
+                await self.round()
+            except StorageFailure as exc:
+                self._stats.incr("tombstones.round_failures")
+                log.debug("reaping round failed: %s", exc)
+
+    async def round(self) -> int:
+        """Scan a chunk, confirm the tombstones past their grace, reap them; return how many
+        were reaped."""
+        self._scan_chunk()
+        now = trio.current_time()
+        due = [key for key, since in self._candidates.items() if now - since >= self.grace]
+        reaped = 0
+        if due:
+            confirmed = await self._confirm(due[:CONFIRM_BATCH])
+            reaped = await self._reap(confirmed)
+        await self._expire_markers()
+        return reaped
+
+    def _scan_chunk(self) -> None:
+        """Look at the next SCAN_CHUNK records, noting tombstones; a full cycle forgets the
+        candidates it no longer found (overwritten, or reaped)."""
+        items = self._storage.scan_range(0, 0, self._cursor, SCAN_CHUNK)
+        now = trio.current_time()
+        for key, record in items:
+            try:
+                obj = self._index.decode(key, record)
+            except ValueError:
+                continue
+            if obj.is_deleted:
+                self._seen_this_cycle.add(key)
+                if key not in self._candidates and len(self._candidates) < MAX_CANDIDATES:
+                    self._candidates[key] = now
+        if len(items) < SCAN_CHUNK:
+            for key in list(self._candidates):
+                if key not in self._seen_this_cycle:
+                    del self._candidates[key]
+            self._seen_this_cycle = set()
+            self._cursor = None
+        else:
+            self._cursor = items[-1][0]
+
+    async def _confirm(self, keys: list[bytes]) -> dict[bytes, bytes]:
+        """The keys (with their tombstone record) every preference-list replica holds."""
+        ring = self._view.ring
+        if len(ring.nodes) < self._n:
+            return {}
+        mine = dict(zip(keys, self._index.records(keys), strict=True))
+        tombstones: dict[bytes, tuple[bytes, versions.VersionedObject]] = {}
+        for key, record in mine.items():
+            obj = None if record is None else self._index.decode(key, record)
+            if obj is None or not obj.is_deleted or key in self._index.shadow:
+                self._candidates.pop(key, None)
+                continue
+            tombstones[key] = (record, obj)
+        asks: dict[str, list[bytes]] = {}
+        waiting: dict[bytes, int] = {}
+        for key in tombstones:
+            replicas = ring.preference_list(key, self._n)
+            if not all(self._view.readable(node) for node in replicas):
+                continue
+            others = [node for node in replicas if node != self._view.node_id]
+            waiting[key] = len(others)
+            for node in others:
+                asks.setdefault(node, []).append(key)
+
+        def holds(key: bytes, record: bytes | None) -> bool:
+            if record is None:
+                return False
+            try:
+                theirs = versions.decode_object(record)
+            except ValueError:
+                return False
+            return versions.descends(theirs.clock, tombstones[key][1].clock)
+
+        async def ask(node: str, wanted: list[bytes]) -> None:
+            try:
+                reply = await self._peers.request(
+                    self._view.address_of(node), ReplicaReadMany(wanted), CONFIRM_TIMEOUT
+                )
+            except (OSError, P2PIndexError):
+                self._stats.incr("tombstones.confirm_failures")
+                return
+            if not isinstance(reply, ReplicaReadManyReply) or len(reply.records) != len(wanted):
+                return
+            for key, record in zip(wanted, reply.records, strict=True):
+                if holds(key, record):
+                    waiting[key] -= 1
+
+        async with trio.open_nursery() as nursery:
+            for node, wanted in asks.items():
+                nursery.start_soon(ask, node, wanted)
+        return {key: tombstones[key][0] for key, left in waiting.items() if left == 0}
+
+    async def _reap(self, confirmed: dict[bytes, bytes]) -> int:
+        """Save the markers first, then remove the tombstones: a crash in between leaves a
+        marker for a tombstone still stored, which is harmless; the other order is not."""
+        if not confirmed:
+            return 0
+        now = self._wall_clock()
+        for key in confirmed:
+            self._reaped_at[key] = now
+        await self._save_markers(extra=confirmed)
+        reaped = 0
+        for key, record in confirmed.items():
+            self._candidates.pop(key, None)
+            if await self._index.reap(key, record):
+                reaped += 1
+            else:
+                self._reaped_at.pop(key, None)  # written again meanwhile: nothing to reap
+        self._stats.incr("tombstones.reaped", reaped)
+        return reaped
+
+    async def _expire_markers(self) -> None:
+        shadow = self._index.shadow
+        horizon = self._wall_clock() - self.grace * MARKER_TTL_GRACES
+        changed = False
+        for key, reaped_at in list(self._reaped_at.items()):
+            if key not in shadow:  # the key was written again: its record carries the clock
+                del self._reaped_at[key]
+                changed = True
+            elif reaped_at < horizon:
+                del self._reaped_at[key]
+                del shadow[key]
+                self._stats.incr("tombstones.markers_expired")
+                changed = True
+        for key in [key for key in shadow if key not in self._reaped_at]:
+            del shadow[key]  # reaped by a planted bug or left by a failed save: not ours
+            changed = True
+        if changed:
+            await self._save_markers()
+
+    async def _save_markers(self, extra: dict[bytes, bytes] | None = None) -> None:
+        shadow = self._index.shadow
+        rows = [
+            [key, shadow[key][0], reaped_at]
+            for key, reaped_at in sorted(self._reaped_at.items())
+            if key in shadow
+        ]
+        for key, record in (extra or {}).items():
+            if key not in shadow:
+                rows.append([key, record, self._reaped_at[key]])
+        doc = cbor2.dumps(rows)
+        if doc != self._saved:
+            await self._storage.set_meta(MARKERS_META, doc)
+            self._saved = doc
