@@ -57,6 +57,8 @@ class IndexMonitor:
                 "stale_dropped": node.stats.get("tombstones.stale_dropped"),
                 "grace_s": node.config.tombstone_grace,
             },
+            "keys_outside_ranges": node.reaper.strays_found if node.reaper else None,
+            "copies_dropped": node.stats.get("copies.dropped"),
             "n_replicas": node.config.n_replicas,
             "keys": node.storage.count(),
             "bytes": estimate_stored_bytes(node.storage),

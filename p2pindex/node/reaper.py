@@ -1,4 +1,5 @@
-"""Tombstone reaping: a delete's tombstone is removed only when every replica holds it.
+"""Tombstone reaping and stray copies: a delete's tombstone, or a copy held outside this
+node's ranges, is removed only when every replica of the key holds it.
 
 A tombstone protects a delete against older copies of the key (a replica that missed the
 delete, a pending hint, a fallback's or a former owner's extra copy): merged with it, they
@@ -24,6 +25,12 @@ deleted one. Markers expire after ``MARKER_TTL_GRACES`` grace periods; the tombs
 themselves are gone from storage, so storage no longer grows with the number of deletes.
 Markers are few (deletes of the last few grace periods) and saved as one metadata
 document, rewritten once per round that changes them.
+
+The same scan finds copies of keys this node is no replica of: a fallback's copy of a
+write it stood in for, or what a former owner kept after handing a range over. Once every
+preference-list replica answers with that version or a newer one (so its hints were
+delivered, or the new owners confirmed the handoff), the copy is dropped, and the number
+of copies of every key comes back to N. Riak deletes after a confirmed handoff likewise.
 """
 
 from __future__ import annotations
@@ -57,6 +64,9 @@ CONFIRM_BATCH = 512
 MAX_CANDIDATES = 100_000
 """Tombstones tracked at once; more wait for a later scan (the bound on this node's memory)."""
 CONFIRM_TIMEOUT = 5.0
+STRAY_WAIT = 10.0
+"""Seconds a copy held outside this node's ranges waits before it is confirmed and dropped
+(at most the grace): lets a handoff or hint delivery that is under way finish first."""
 
 
 class ReapView(Protocol):
@@ -116,6 +126,11 @@ class TombstoneReaper:
         self.grace = grace
         self._candidates: dict[bytes, float] = {}
         """Tombstones seen by the scan, with when they were first seen (trio time)."""
+        self._strays: dict[bytes, float] = {}
+        """Copies of keys this node is no replica of (a fallback's, or a former owner's),
+        with when they were first seen (trio time)."""
+        self.strays_found = 0
+        """Keys held outside this node's ranges, as of the last full scan."""
         self._seen_this_cycle: set[bytes] = set()
         self._cursor: bytes | None = None
         self._reaped_at: dict[bytes, float] = reaped_at or {}
@@ -142,24 +157,39 @@ class TombstoneReaper:
                 log.debug("reaping round failed: %s", exc)
 
     async def round(self) -> int:
-        """Scan a chunk, confirm the tombstones past their grace, reap them; return how many
-        were reaped."""
+        """Scan a chunk; confirm the tombstones past their grace and the copies held outside
+        this node's ranges; reap and drop what every replica holds. Returns how many
+        tombstones were reaped."""
         self._scan_chunk()
         now = trio.current_time()
         due = [key for key, since in self._candidates.items() if now - since >= self.grace]
         reaped = 0
         if due:
-            confirmed = await self._confirm(due[:CONFIRM_BATCH])
+            confirmed = await self._confirm(due[:CONFIRM_BATCH], tombstones=True)
             reaped = await self._reap(confirmed)
+        wait = min(self.grace, STRAY_WAIT)
+        strays = [key for key, since in self._strays.items() if now - since >= wait]
+        if strays:
+            confirmed = await self._confirm(strays[:CONFIRM_BATCH], tombstones=False)
+            await self._drop_strays(confirmed)
         await self._expire_markers()
         return reaped
 
     def _scan_chunk(self) -> None:
-        """Look at the next SCAN_CHUNK records, noting tombstones; a full cycle forgets the
-        candidates it no longer found (overwritten, or reaped)."""
+        """Look at the next SCAN_CHUNK records, noting tombstones and copies of keys this
+        node is no replica of; a full cycle forgets what it no longer found (overwritten,
+        reaped, dropped, or back in this node's ranges)."""
         items = self._storage.scan_range(0, 0, self._cursor, SCAN_CHUNK)
         now = trio.current_time()
+        ring = self._view.ring
+        me = self._view.node_id
+        placed = len(ring.nodes) >= self._n
         for key, record in items:
+            if placed and me not in ring.preference_list(key, self._n):
+                self._seen_this_cycle.add(key)
+                if key not in self._strays and len(self._strays) < MAX_CANDIDATES:
+                    self._strays[key] = now
+                continue
             try:
                 obj = self._index.decode(key, record)
             except ValueError:
@@ -169,34 +199,46 @@ class TombstoneReaper:
                 if key not in self._candidates and len(self._candidates) < MAX_CANDIDATES:
                     self._candidates[key] = now
         if len(items) < SCAN_CHUNK:
-            for key in list(self._candidates):
-                if key not in self._seen_this_cycle:
-                    del self._candidates[key]
+            for tracked in (self._candidates, self._strays):
+                for key in [key for key in tracked if key not in self._seen_this_cycle]:
+                    del tracked[key]
+            self.strays_found = len(self._strays)
             self._seen_this_cycle = set()
             self._cursor = None
         else:
             self._cursor = items[-1][0]
 
-    async def _confirm(self, keys: list[bytes]) -> dict[bytes, bytes]:
-        """The keys (with their tombstone record) every preference-list replica holds."""
+    async def _confirm(self, keys: list[bytes], *, tombstones: bool) -> dict[bytes, bytes]:
+        """The keys whose record here every preference-list replica holds (or has a
+        version descending from), with that record. ``tombstones``: only tombstones are
+        wanted (the rest are forgotten as candidates); otherwise copies this node is no
+        replica of."""
         ring = self._view.ring
-        if len(ring.nodes) < self._n:
-            return {}
+        me = self._view.node_id
+        if len(ring.nodes) < self._n or not self._view.readable(me):
+            return {}  # a node still syncing (or degraded) trusts its view of the ring less
+        tracked = self._candidates if tombstones else self._strays
         mine = dict(zip(keys, self._index.records(keys), strict=True))
-        tombstones: dict[bytes, tuple[bytes, versions.VersionedObject]] = {}
+        held: dict[bytes, tuple[bytes, versions.VersionedObject]] = {}
         for key, record in mine.items():
             obj = None if record is None else self._index.decode(key, record)
-            if obj is None or not obj.is_deleted or key in self._index.shadow:
-                self._candidates.pop(key, None)
+            if obj is None or key in self._index.shadow:
+                tracked.pop(key, None)
                 continue
-            tombstones[key] = (record, obj)
+            if tombstones and not obj.is_deleted:
+                tracked.pop(key, None)
+                continue
+            held[key] = (record, obj)
         asks: dict[str, list[bytes]] = {}
         waiting: dict[bytes, int] = {}
-        for key in tombstones:
+        for key in held:
             replicas = ring.preference_list(key, self._n)
+            if not tombstones and me in replicas:
+                tracked.pop(key, None)  # the ring changed: this node is a replica again
+                continue
             if not all(self._view.readable(node) for node in replicas):
                 continue
-            others = [node for node in replicas if node != self._view.node_id]
+            others = [node for node in replicas if node != me]
             waiting[key] = len(others)
             for node in others:
                 asks.setdefault(node, []).append(key)
@@ -208,7 +250,7 @@ class TombstoneReaper:
                 theirs = versions.decode_object(record)
             except ValueError:
                 return False
-            return versions.descends(theirs.clock, tombstones[key][1].clock)
+            return versions.descends(theirs.clock, held[key][1].clock)
 
         async def ask(node: str, wanted: list[bytes]) -> None:
             try:
@@ -227,7 +269,20 @@ class TombstoneReaper:
         async with trio.open_nursery() as nursery:
             for node, wanted in asks.items():
                 nursery.start_soon(ask, node, wanted)
-        return {key: tombstones[key][0] for key, left in waiting.items() if left == 0}
+        return {key: held[key][0] for key, left in waiting.items() if left == 0}
+
+    async def _drop_strays(self, confirmed: dict[bytes, bytes]) -> None:
+        """Remove copies every replica of their key holds; the ring is looked at again right
+        before each removal, with no await in between, as is the record."""
+        me = self._view.node_id
+        dropped = 0
+        for key, record in confirmed.items():
+            self._strays.pop(key, None)
+            if me in self._view.ring.preference_list(key, self._n):
+                continue
+            if await self._index.drop_copy(key, record):
+                dropped += 1
+        self._stats.incr("copies.dropped", dropped)
 
     async def _reap(self, confirmed: dict[bytes, bytes]) -> int:
         """Save the markers first, then remove the tombstones: a crash in between leaves a

@@ -207,6 +207,15 @@ class IndexManager:
         await self.storage.remove(key)
         return True
 
+    async def drop_copy(self, key: bytes, record: bytes) -> bool:
+        """Remove a copy of ``key`` this node is no replica of, if it still holds
+        ``record`` (nothing awaited between the check and the removal)."""
+        if self.records([key])[0] != record or key in self.shadow:
+            return False
+        self._decoded.pop(key, None)
+        await self.storage.remove(key)
+        return True
+
     async def _store(self, key: bytes, record: bytes) -> None:
         if "early-tombstone-reap" in self._bugs and versions.decode_object(record).is_deleted:
             self._decoded.pop(key, None)

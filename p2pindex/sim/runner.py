@@ -322,6 +322,11 @@ class RunResult:
                 f"{self.tombstones.get('reaped', 0)} reaped, "
                 f"{self.tombstones.get('stale_dropped', 0)} stale copies dropped",
             ),
+            (
+                "copies",
+                f"{self.tombstones.get('keys_over_n', 0)} keys on more than N running nodes, "
+                f"{self.tombstones.get('keys_under_n', 0)} on fewer",
+            ),
             ("virtual time", f"{self.virtual_seconds:.1f} s"),
             ("wall time", f"{self.wall_seconds:.2f} s ({self.cpu_seconds:.2f} s CPU)"),
             ("trace", f"{self.trace_hash} ({self.trace_events} events)"),
@@ -331,19 +336,29 @@ class RunResult:
         return rows
 
 
-def _tombstone_counts(slots: Iterable[Slot]) -> dict[str, int]:
-    """Tombstones left on every disk, and what the nodes running at the end reaped."""
+def _tombstone_counts(slots: Iterable[Slot], n: int) -> dict[str, int]:
+    """Tombstones left on every disk, what the nodes running at the end reaped, and how
+    many keys the running nodes hold more or fewer than N copies of."""
     on_disk = 0
     reaped = dropped = 0
+    held: Counter[bytes] = Counter()
     for slot in slots:
         image = slot.disk.image
-        for _key, record in image.scan_range(0, 0, None, image.count() + 1):
+        for key, record in image.scan_range(0, 0, None, image.count() + 1):
             if decode_object(record).is_deleted:
                 on_disk += 1
+            if slot.node is not None:
+                held[key] += 1
         if slot.node is not None:
             reaped += slot.node.stats.get("tombstones.reaped")
             dropped += slot.node.stats.get("tombstones.stale_dropped")
-    return {"on_disk": on_disk, "reaped": reaped, "stale_dropped": dropped}
+    return {
+        "on_disk": on_disk,
+        "reaped": reaped,
+        "stale_dropped": dropped,
+        "keys_over_n": sum(1 for count in held.values() if count > n),
+        "keys_under_n": sum(1 for count in held.values() if count < n),
+    }
 
 
 def format_table(rows: list[tuple[str, str]]) -> str:
@@ -1024,7 +1039,7 @@ def run_simulation(
         cpu_seconds=cpu,
         network=dict(simulation.network.stats),
         lost_disk_writes=sum(s.disk.stats["lost_writes"] for s in cluster.slots.values()),
-        tombstones=_tombstone_counts(cluster.slots.values()),
+        tombstones=_tombstone_counts(cluster.slots.values(), plan.scenario.replicas),
         options=plan.scenario.options(),
     )
     if violations:
