@@ -42,6 +42,8 @@ class IndexMonitor:
 
     def status(self) -> dict[str, Any]:
         node = self._node
+        stored_bytes = estimate_stored_bytes(node.storage)
+        backlog = node.storage.hint_backlog()
         return {
             "node_id": node.node_id,
             "address": str(node.address),
@@ -61,11 +63,17 @@ class IndexMonitor:
             "copies_dropped": node.stats.get("copies.dropped"),
             "n_replicas": node.config.n_replicas,
             "keys": node.storage.count(),
-            "bytes": estimate_stored_bytes(node.storage),
+            "bytes": stored_bytes,
+            "load": {
+                **node.load.signals(),
+                "storage_bytes": stored_bytes,
+                "keys": node.storage.count(),
+                "pending_hints": sum(b.count for b in backlog),
+            },
             "members": self._members_with_ownership(),
             "hints": [
                 {"target": b.target, "count": b.count, "bytes": b.bytes, "oldest": b.oldest}
-                for b in node.storage.hint_backlog()
+                for b in backlog
             ],
             "statistics": {
                 **node.stats.snapshot(),

@@ -32,6 +32,7 @@ from p2pindex.node.coordinator import Coordinator, data_fast_path
 from p2pindex.node.handoff import OwnershipHandoff
 from p2pindex.node.hints import HintedHandoff
 from p2pindex.node.identity import NodeIdentity
+from p2pindex.node.load import LoadMeter
 from p2pindex.node.membership import MembershipDriver
 from p2pindex.node.monitor import IndexMonitor
 from p2pindex.node.peers import PeerPool
@@ -145,6 +146,7 @@ class Node:
         self.antientropy: AntiEntropy | None = None
         self.reaper: TombstoneReaper | None = None
         self.monitor = IndexMonitor(self)
+        self.load = LoadMeter()
         self._stopped = trio.Event()
         self.leaving = False
         """Set once a leave (or drain) starts: the node stops coordinating requests (it
@@ -572,8 +574,10 @@ class Node:
                 authorize = functools.partial(self.security.authorize, stream.peer)
         fast_path = None
         if self._coordinator is not None and self._replica is not None:  # else still starting
-            fast_path = data_fast_path(
-                self._coordinator, self._replica, node_peer=node_peer, authorize=authorize
+            fast_path = self.load.timed_fast_path(
+                data_fast_path(
+                    self._coordinator, self._replica, node_peer=node_peer, authorize=authorize
+                )
             )
         channel = RpcChannel(
             stream,
@@ -591,10 +595,14 @@ class Node:
 
     async def _dispatch(self, message: Message) -> Message:
         assert self._coordinator is not None and self._index is not None
-        if isinstance(message, PutRequest | DeleteRequest):
-            return await self._coordinator.put(message)
-        if isinstance(message, GetRequest):
-            return await self._coordinator.get(message)
+        if isinstance(message, PutRequest | DeleteRequest | GetRequest):
+            started = trio.current_time()
+            try:
+                if isinstance(message, GetRequest):
+                    return await self._coordinator.get(message)
+                return await self._coordinator.put(message)
+            finally:
+                self.load.record(trio.current_time() - started)
         if isinstance(message, ReplicaWrite | ReplicaWriteMany):
             assert self._replica is not None
             return await self._replica.write(message)
