@@ -73,6 +73,12 @@ async def gather_loads(db: AsyncClient, docs: list[dict[str, Any]]) -> list[Node
             return
         keys, data = status.get("keys"), status.get("bytes")
         if isinstance(keys, int) and isinstance(data, int):
+            # Copies held outside the node's ranges (a fallback's, a former owner's, not
+            # dropped yet) are not part of its share: count only what its ranges hold.
+            outside = status.get("keys_outside_ranges")
+            if isinstance(outside, int) and 0 < outside <= keys:
+                data = round(data * (keys - outside) / keys)
+                keys -= outside
             loads.append(NodeLoad(str(doc["node_id"]), keys, data))
 
     async with trio.open_nursery() as nursery:

@@ -72,7 +72,15 @@ async def serve_node(
             )
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async with trio.open_nursery() as nursery:
-                    address = await nursery.start(node.run)
+
+                    async def run_node(
+                        task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED,
+                    ) -> None:
+                        await node.run(task_status=task_status)
+                        # The node left (`p2pindex leave` or drain): the process exits too.
+                        nursery.cancel_scope.cancel()
+
+                    address = await nursery.start(run_node)
                     task_status.started((node, address))
                     async for _ in signals:
                         await node.leave()

@@ -14,7 +14,7 @@ import cbor2
 import pytest
 import trio
 
-from p2pindex.cli.local_cluster import LocalCluster, free_ports
+from p2pindex.cli.local_cluster import LocalCluster, free_ports, wait_converged
 from p2pindex.config import Limits
 from p2pindex.net.channel import open_channel
 from p2pindex.security.credentials import CREDENTIALS_ENV, ClientCredentials, SecureConnector
@@ -245,3 +245,33 @@ async def test_a_seed_that_lost_its_disk_rejoins_with_its_usual_command_line(clu
     for i in range(20):
         got = await call(cluster, n0, GetRequest(f"k{i}".encode(), "quorum", 5000))
         assert isinstance(got, GetReply) and got.values == [b"v"], (i, got)
+
+
+def test_a_drained_node_hands_over_and_its_process_exits(tmp_path: Path) -> None:
+    with LocalCluster(4, tmp_path, n_replicas=3) as four:
+        four.start()
+        wait_converged(four)
+        env = four.client_environment()
+        leaver = four.nodes[3]
+        done = subprocess.run(
+            [sys.executable, "-m", "p2pindex", "drain", "--node", str(leaver.address)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert done.stdout.splitlines()[-1].startswith(f"ok: node {leaver.node_id}")
+        assert leaver.process is not None
+        assert leaver.process.wait(timeout=20) == 0
+        refused = subprocess.run(
+            [sys.executable, "-m", "p2pindex", "drain", "--node", str(four.nodes[0].address)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            check=False,
+        )
+        assert refused.returncode != 0
+        assert "fewer than N=3" in refused.stderr
