@@ -69,6 +69,8 @@ class NodeConfig:
     anti_entropy_interval: float | None = 5.0
     """Mean seconds between anti-entropy rounds (each compares one peer's shared keys and
     repairs what differs); None turns anti-entropy off."""
+    replace: str | None = None
+    """Id of a dead member this (new) node replaces (`serve --replace`, node/replace.py)."""
     tombstone_grace: float | None = 3600.0
     """Seconds a node keeps a tombstone at least; after that it is removed once every
     replica of its key is known to hold it (node/reaper.py). None keeps every tombstone."""

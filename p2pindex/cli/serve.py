@@ -82,6 +82,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(default: never; use `p2pindex remove`)",
     )
     parser.add_argument(
+        "--replace",
+        metavar="NODE_ID",
+        help="stand in for this dead member: it is removed from the ring as this new node "
+        "joins (refused for a live, unknown or already replaced member)",
+    )
+    parser.add_argument(
         "--trust",
         type=Path,
         metavar="FILE_OR_DIR",
@@ -124,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
         n_replicas=args.n_replicas,
         fsync=args.fsync,
         remove_dead_after=args.remove_dead_after,
+        replace=args.replace,
         insecure=args.insecure,
         trust_file=args.trust,
         certificate_file=args.cert,

@@ -37,6 +37,7 @@ from p2pindex.node.membership import MembershipDriver
 from p2pindex.node.monitor import IndexMonitor
 from p2pindex.node.peers import PeerPool
 from p2pindex.node.reaper import TombstoneReaper, load_markers
+from p2pindex.node.replace import prepare_replacement
 from p2pindex.node.replica import IndexManager, ReplicaService
 from p2pindex.node.stats import StatisticsStore
 from p2pindex.security.access import PeerKind
@@ -127,6 +128,8 @@ class Node:
         self.address: Address = config.advertised
         self._members: dict[str, Member] = {}
         self._removed: dict[str, int] = {}
+        self._replaced_by: dict[str, str] = {}
+        """Dead members this node (as arbiter) let a `serve --replace` node stand in for."""
         """Members taken out of the ring, with the incarnation they had; a restart of the
         node itself (higher incarnation, alive) brings it back."""
         self._ring_members_saved = b""
@@ -240,6 +243,10 @@ class Node:
                     reaped_at=reaped_at,
                 )
             self._seeds = self._seeds_without_self(bound)
+            if self.config.replace is not None:
+                await prepare_replacement(
+                    self.node_id, self.config.replace, self._seeds, self._peers, self.storage
+                )
             if self._seeds and not self.handoff.already_synced():
                 self.state = NodeState.SYNCING
                 self.state_reason = "receiving the data of its ranges"
@@ -461,6 +468,8 @@ class Node:
             raise InvalidRequest(
                 f"node {request.node_id} is alive; a live node leaves with `p2pindex leave`"
             )
+        if request.replaced_by is not None and not request.relayed:
+            self._claim_replacement(request.node_id, request.replaced_by)
         self.remove_member(request.node_id)
         if request.relayed:
             return OkReply(f"node {request.node_id} removed from the ring")
@@ -489,6 +498,17 @@ class Node:
         if failed:
             detail += f"; not reached (retry there): {', '.join(sorted(failed))}"
         return OkReply(detail)
+
+    def _claim_replacement(self, node_id: str, replaced_by: str) -> None:
+        """As arbiter of `serve --replace`: one replacement per dead member."""
+        taken = self._replaced_by.get(node_id)
+        if taken is not None and taken != replaced_by:
+            self.stats.incr("rejected.replace")
+            raise InvalidRequest(f"node {node_id} is already being replaced by {taken}")
+        if node_id in self._removed and taken is None:
+            self.stats.incr("rejected.replace")
+            raise InvalidRequest(f"node {node_id} is no longer in the ring")
+        self._replaced_by[node_id] = replaced_by
 
     def _load_removed(self) -> dict[str, int]:
         raw = self.storage.get_meta(REMOVED_META)

@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 MARKERS_META = "reaper.markers"
 MARKER_TTL_GRACES = 10
 """A marker outlives its tombstone by this many grace periods."""
-SCAN_CHUNK = 1024
+SCAN_CHUNK = 4096
 """Records looked at per round while looking for tombstones."""
 CONFIRM_BATCH = 512
 """Tombstones confirmed (and reaped) per round at most."""
@@ -98,8 +98,9 @@ def load_markers(storage: Storage, index: IndexManager) -> dict[bytes, float]:
 
 
 def reap_interval(grace: float) -> float:
-    """How often a round runs: often enough that a tombstone goes soon after its grace."""
-    return max(0.5, min(grace / 4, 60.0))
+    """How often a round runs: often enough that a tombstone goes soon after its grace, and
+    that a full scan (SCAN_CHUNK records a round) finds extra copies within minutes."""
+    return max(0.5, min(grace / 4, 2.0))
 
 
 class TombstoneReaper:

@@ -48,6 +48,7 @@ class Cluster:
         identity: NodeIdentity | None = None,
         seeds: tuple[Address, ...] | None = None,
         listen: Address | None = None,
+        options: dict[str, Any] | None = None,
     ) -> RunningNode:
         storage = storage or MemoryStorage()
         identity = identity or NodeIdentity.generate(random.Random(len(self.nodes) + 1000))
@@ -61,7 +62,7 @@ class Cluster:
             n_replicas=self.n_replicas,
             limits=self.limits,
             replica_timeout=1.0,
-            **self.node_options,
+            **{**self.node_options, **(options or {})},
         )
         node = Node(
             config,
