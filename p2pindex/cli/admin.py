@@ -186,6 +186,7 @@ def format_status(status: dict[str, Any]) -> str:
     handoff = status.get("handoff")
     if handoff:
         lines += ["", format_handoff(handoff)]
+    lines += format_upkeep(status)
     hints = status.get("hints") or []
     lines.append("")
     if hints:
@@ -201,6 +202,33 @@ def format_status(status: dict[str, Any]) -> str:
         lines += ["", "statistics:"]
         lines.append(_indent(table(["NAME", "VALUE"], sorted(statistics.items()), (1,))))
     return "\n".join(lines)
+
+
+def format_upkeep(status: dict[str, Any]) -> list[str]:
+    """Load signals (for autoscalers), tombstones and copies outside the node's ranges."""
+    lines: list[str] = []
+    load = status.get("load")
+    if isinstance(load, dict):
+        p99 = load.get("p99_ms")
+        lines += [
+            "",
+            f"load: {load.get('requests_per_s', '?')} requests/s, p99 "
+            + (f"{p99} ms" if p99 is not None else "-")
+            + f", cpu {load.get('cpu_percent', '?')}%, {load.get('storage_bytes', '?')} bytes "
+            f"stored, {load.get('pending_hints', '?')} hints pending "
+            f"(last {load.get('window_s', '?')}s)",
+        ]
+    tombstones = status.get("tombstones")
+    if isinstance(tombstones, dict):
+        lines.append(
+            f"tombstones: {tombstones.get('held', '-')} held, {tombstones.get('reaped', 0)} "
+            f"reaped, {tombstones.get('markers', 0)} markers, "
+            f"{tombstones.get('stale_dropped', 0)} stale copies dropped; "
+            f"{status.get('keys_outside_ranges', '-')} keys held outside this node's ranges"
+        )
+    if status.get("leaving"):
+        lines.append("leaving: handing its ranges over (stops coordinating requests)")
+    return lines
 
 
 def format_handoff(handoff: dict[str, Any]) -> str:

@@ -170,3 +170,26 @@ def test_handoff_is_one_line() -> None:
     assert format_handoff(running) == (
         "handoff (out): 2 of 5 ranges, 10 keys so far; last error: peer gone"
     )
+
+
+def test_status_text_shows_load_tombstones_and_copies_outside_ranges() -> None:
+    status = {
+        **STATUS,
+        "load": {
+            "requests_per_s": 12.5,
+            "p99_ms": 4.2,
+            "cpu_percent": 30.0,
+            "storage_bytes": 4096,
+            "pending_hints": 3,
+            "window_s": 10.0,
+        },
+        "tombstones": {"held": 7, "reaped": 5, "markers": 5, "stale_dropped": 1},
+        "keys_outside_ranges": 2,
+        "leaving": True,
+    }
+    text = format_status(status)
+    assert (
+        "load: 12.5 requests/s, p99 4.2 ms, cpu 30.0%, 4096 bytes stored, 3 hints pending" in text
+    )
+    assert "tombstones: 7 held, 5 reaped, 5 markers, 1 stale copies dropped; 2 keys" in text
+    assert "leaving: handing its ranges over" in text
