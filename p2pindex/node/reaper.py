@@ -97,6 +97,18 @@ def load_markers(storage: Storage, index: IndexManager) -> dict[bytes, float]:
     return reaped_at
 
 
+def saved_markers(storage: Storage) -> dict[bytes, bytes]:
+    """The reaped tombstones ``storage`` keeps as markers (key -> tombstone record): what
+    the node answers for those keys, for observers such as the simulator's checkers."""
+    raw = storage.get_meta(MARKERS_META)
+    if not raw:
+        return {}
+    try:
+        return {bytes(key): bytes(record) for key, record, _made in cbor2.loads(raw)}
+    except (ValueError, TypeError, cbor2.CBORDecodeError):
+        return {}
+
+
 def reap_interval(grace: float) -> float:
     """How often a round runs: often enough that a tombstone goes soon after its grace, and
     that a full scan (SCAN_CHUNK records a round) finds extra copies within minutes."""
