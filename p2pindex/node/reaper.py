@@ -21,7 +21,9 @@ answers replica reads of the key with the tombstone and merges every incoming ve
 against it, so a stale copy that shows up later (from a replica that was down for longer
 than the grace period and lost the tombstone to a power cut, a hint, a handoff, a fallback's
 copy) is recognised as older and dropped, and a new write of the key gets a clock above the
-deleted one. Markers expire after ``MARKER_TTL_GRACES`` grace periods; the tombstones
+deleted one. Markers expire after ``MARKER_TTL_GRACES`` grace periods, once no replica
+of the key still stores the tombstone (a straggler that has not reaped needs the others'
+markers to confirm its own reap); the tombstones
 themselves are gone from storage, so storage no longer grows with the number of deletes.
 Markers are few (deletes of the last few grace periods) and saved as one metadata
 document, rewritten once per round that changes them.
@@ -50,7 +52,12 @@ from p2pindex.node.replica import IndexManager
 from p2pindex.node.stats import StatisticsStore
 from p2pindex.storage.base import Storage
 from p2pindex.types import Address
-from p2pindex.wire.messages import ReplicaReadMany, ReplicaReadManyReply
+from p2pindex.wire.messages import (
+    RecordsReply,
+    RecordsRequest,
+    ReplicaReadMany,
+    ReplicaReadManyReply,
+)
 
 log = logging.getLogger(__name__)
 
@@ -317,23 +324,75 @@ class TombstoneReaper:
         return reaped
 
     async def _expire_markers(self) -> None:
+        """Drop markers past their time, but only once no replica of the key still stores
+        the tombstone (or anything older): a straggler that has not reaped yet needs the
+        others' markers to confirm its own reap, and would otherwise keep it forever."""
         shadow = self._index.shadow
         horizon = self._wall_clock() - self.grace * MARKER_TTL_GRACES
         changed = False
+        old: list[bytes] = []
         for key, reaped_at in list(self._reaped_at.items()):
             if key not in shadow:  # the key was written again: its record carries the clock
                 del self._reaped_at[key]
                 changed = True
             elif reaped_at < horizon:
-                del self._reaped_at[key]
-                del shadow[key]
-                self._stats.incr("tombstones.markers_expired")
-                changed = True
+                old.append(key)
+        for key in await self._nobody_stores(old[:CONFIRM_BATCH]):
+            del self._reaped_at[key]
+            del shadow[key]
+            self._stats.incr("tombstones.markers_expired")
+            changed = True
         for key in [key for key in shadow if key not in self._reaped_at]:
             del shadow[key]  # reaped by a planted bug or left by a failed save: not ours
             changed = True
         if changed:
             await self._save_markers()
+
+    async def _nobody_stores(self, keys: list[bytes]) -> list[bytes]:
+        """The marked keys no other replica stores at or below the marker's version (asked
+        for what is in their storage, not what they answer reads with)."""
+        ring = self._view.ring
+        me = self._view.node_id
+        if not keys or len(ring.nodes) < self._n:
+            return []
+        shadow = self._index.shadow
+        asks: dict[str, list[bytes]] = {}
+        waiting: dict[bytes, int] = {}
+        for key in keys:
+            replicas = ring.preference_list(key, self._n)
+            if not all(self._view.readable(node) for node in replicas):
+                continue
+            others = [node for node in replicas if node != me]
+            waiting[key] = len(others)
+            for node in others:
+                asks.setdefault(node, []).append(key)
+
+        async def ask(node: str, wanted: list[bytes]) -> None:
+            try:
+                reply = await self._peers.request(
+                    self._view.address_of(node), RecordsRequest(wanted), CONFIRM_TIMEOUT
+                )
+            except (OSError, P2PIndexError):
+                self._stats.incr("tombstones.confirm_failures")
+                return
+            if not isinstance(reply, RecordsReply):
+                return
+            stored = dict(reply.items)
+            for key in wanted:
+                record = stored.get(key)
+                if record is not None and key in shadow:
+                    try:
+                        theirs = versions.decode_object(record)
+                    except ValueError:
+                        continue
+                    if versions.descends(shadow[key][1].clock, theirs.clock):
+                        continue  # it still stores the tombstone (or older): keep ours
+                waiting[key] -= 1
+
+        async with trio.open_nursery() as nursery:
+            for node, wanted in asks.items():
+                nursery.start_soon(ask, node, wanted)
+        return [key for key, left in waiting.items() if left == 0 and key in shadow]
 
     async def _save_markers(self, extra: dict[bytes, bytes] | None = None) -> None:
         shadow = self._index.shadow

@@ -104,3 +104,42 @@ async def test_markers_survive_a_restart():
             )
         assert all(back.storage.get(key) is None for key in KEYS)
         assert back.node.stats.get("tombstones.stale_dropped") >= len(KEYS)
+
+
+async def test_markers_expire_once_no_replica_stores_the_tombstone_any_more():
+    async with running_cluster(3, node_options=GRACE) as cluster:
+        await write_then_delete(cluster)
+        await wait_reaped(cluster, cluster.nodes)
+        with trio.fail_after(30):  # ten grace periods (4 s), then every replica checked
+            while any(n.node.reaper.markers for n in cluster.nodes):
+                await trio.sleep(0.2)
+        assert all(
+            n.node.stats.get("tombstones.markers_expired") == len(KEYS) for n in cluster.nodes
+        )
+
+
+async def test_markers_outlive_their_time_until_every_replica_has_reaped():
+    async with running_cluster(3, node_options=GRACE) as cluster:
+        await write_then_delete(cluster)
+        await wait_reaped(cluster, cluster.nodes)
+        straggler = cluster.nodes[2]
+        index = straggler.node.reaper._index
+        record = index.shadow.pop(KEYS[0])[0]
+        straggler.node.reaper._reaped_at.pop(KEYS[0])
+        await straggler.storage.put(KEYS[0], record)  # as if it had not reaped this one yet
+        # The others' markers are past their time, but the straggler still stores the
+        # tombstone: they keep them, it confirms against them and reaps, then all expire.
+        with trio.fail_after(30):
+            while any(n.node.reaper.markers for n in cluster.nodes):
+                await trio.sleep(0.2)
+        assert straggler.storage.get(KEYS[0]) is None
+        assert straggler.node.stats.get("tombstones.reaped") >= len(KEYS) + 1
+
+
+async def test_a_replica_that_cannot_be_asked_keeps_the_markers():
+    async with running_cluster(3, node_options=GRACE) as cluster:
+        await write_then_delete(cluster)
+        await wait_reaped(cluster, cluster.nodes)
+        cluster.crash(cluster.nodes[2])
+        await trio.sleep(6.0)  # past ten grace periods
+        assert all(n.node.reaper.markers == len(KEYS) for n in cluster.nodes[:2])
