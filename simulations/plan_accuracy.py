@@ -3,7 +3,8 @@
 Loads --keys keys (values of random size around --value-size) into 3 nodes at ALL, runs
 `p2pindex plan add 1` twice (with placeholder ids, and with the new node's real id read
 from its data directory before it starts), starts the 4th node, waits until it is ACTIVE
-and compares the handoff it reports (keys and bytes received) with both plans.
+and compares the handoff it reports (keys and bytes received) with both plans; then runs
+`p2pindex plan remove` for the new node, drains it, and compares what it handed over.
 
     python simulations/plan_accuracy.py [--keys 20000] [--value-size 200]
 """
@@ -11,6 +12,7 @@ and compares the handoff it reports (keys and bytes received) with both plans.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import random
 import subprocess
@@ -47,8 +49,8 @@ async def load(db: p2pindex.AsyncClient, keys: int, size: int, seed: int) -> int
     return failed
 
 
-def plan(cluster: LocalCluster, *extra: str) -> dict:
-    command = [sys.executable, "-m", "p2pindex", "plan", "add", "1", "--format", "json"]
+def plan(cluster: LocalCluster, *extra: str, action: tuple[str, ...] = ("add", "1")) -> dict:
+    command = [sys.executable, "-m", "p2pindex", "plan", *action, "--format", "json"]
     command += ["--node", cluster.addresses[0], *extra]
     out = subprocess.run(
         command, check=True, capture_output=True, text=True, env=cluster.client_environment()
@@ -95,6 +97,27 @@ def main(argv: list[str] | None = None) -> int:
                     started = time.monotonic()
                     await trio.to_thread.run_sync(cluster.restart, 3)
                     status = await wait_active(db, cluster.addresses[3], args.timeout)
+
+                    def received() -> int:  # keys the stayers took in batches (the handoff)
+                        return sum(st["statistics"].get("replica.batch_items", 0) for st in stayers)
+
+                    stayers = [await db.status(a) for a in cluster.addresses[:3]]
+                    before = received()
+                    removal = await trio.to_thread.run_sync(
+                        functools.partial(plan, cluster, action=("remove", new_id))
+                    )
+                    await db.leave(cluster.addresses[3])
+                    out: dict = {}
+                    with trio.fail_after(args.timeout):
+                        while True:
+                            try:
+                                out = (await db.status(cluster.addresses[3]))["handoff"] or out
+                            except P2PIndexError:
+                                break
+                            await trio.sleep(0.2)
+                    await trio.sleep(1.0)
+                    stayers = [await db.status(a) for a in cluster.addresses[:3]]
+                    out["received"] = received() - before
                 handoff = status["handoff"]
                 print(f"4th node {new_id} ACTIVE after {time.monotonic() - started:.1f} s")
                 print(f"{'':28}{'keys':>10}{'bytes':>14}{'keys off':>10}{'bytes off':>10}")
@@ -108,11 +131,17 @@ def main(argv: list[str] | None = None) -> int:
                         f"{off(handoff['bytes'], p['moved_bytes']):>10}"
                     )
                 print(f"ideal (fair share) bytes: {exact['ideal_bytes']:,}")
+                print(f"{'drained (stayers received)':28}{out['received']:>10,}{'-':>14}")
+                print(
+                    f"{'plan remove':28}{removal['moved_keys']:>10,}{removal['moved_bytes']:>14,}"
+                    f"{off(out['received'], removal['moved_keys']):>10}"
+                )
                 worst = max(
                     abs(p[f] - handoff[h]) / handoff[h]
                     for p in (guess, exact)
                     for f, h in (("moved_keys", "keys"), ("moved_bytes", "bytes"))
                 )
+                worst = max(worst, abs(removal["moved_keys"] - out["received"]) / out["received"])
                 return 0 if worst <= 0.05 else 1
 
             return trio.run(run)

@@ -83,7 +83,12 @@ async def gather_loads(db: AsyncClient, docs: list[dict[str, Any]]) -> list[Node
 
     async with trio.open_nursery() as nursery:
         for doc in docs:
-            if doc.get("in_ring", True) and doc.get("liveness") == "alive":
+            # A SYNCING node holds only part of its ranges yet: it would spoil the estimate.
+            if (
+                doc.get("in_ring", True)
+                and doc.get("liveness") == "alive"
+                and doc.get("state", "active") == "active"
+            ):
                 nursery.start_soon(ask, doc)
     return loads
 

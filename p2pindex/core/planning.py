@@ -7,7 +7,8 @@ keys and of the bytes: the data that moves is the sum, over arcs, of ``f`` times
 of nodes that join the arc's preference list, times the cluster's distinct data. The
 distinct data is estimated from what the nodes report holding and the share of the ring
 each holds (a node holding a share ``s`` of the keyspace among ``c`` copies holds
-``s * c`` of the distinct data), so a dead node that cannot report does not spoil it.
+``s * c`` of the distinct data), so a dead node that cannot report does not spoil it, and
+extra copies not dropped yet do not inflate it (``distinct_data``).
 
 Nodes that do not exist yet have no id: a plan for "add 2" uses placeholder ids, whose
 tokens are as random as a real node's, so the moved amount is right to within the ring's
@@ -117,22 +118,25 @@ def placeholder_ids(count: int, taken: Iterable[str]) -> list[str]:
 
 
 def distinct_data(ring: Ring, n: int, loads: Iterable[NodeLoad]) -> tuple[int, int]:
-    """(keys, bytes) of distinct data, estimated from the nodes that reported."""
+    """(keys, bytes) of distinct data, estimated from the nodes that reported.
+
+    Each node's figures divided by the share of the copies it should hold give one
+    estimate; the smallest is taken, because what inflates a node's figures (copies held
+    outside its ranges, not dropped yet after a join or an outage) is common, while a node
+    that misses data is SYNCING and does not report. The smallest of a few estimates is
+    low by about their spread (1-2%)."""
     copies = min(n, len(ring))
     shares = ring.ownership(n)
-    held = 0.0
-    keys = 0
-    data = 0
+    estimates: list[tuple[float, float]] = []
     for load in loads:
         share = shares.get(load.node_id)
         if share is None or share <= 0:
             continue
-        held += share * copies
-        keys += load.keys
-        data += load.bytes
-    if held <= 0:
+        held = share * copies
+        estimates.append((load.keys / held, load.bytes / held))
+    if not estimates:
         return 0, 0
-    return round(keys / held), round(data / held)
+    return round(min(k for k, _ in estimates)), round(min(b for _, b in estimates))
 
 
 def plan_add(
