@@ -171,6 +171,11 @@ class NodeConfig:
     """Hinted-handoff budget per unreachable node: past it, writes for it keep no hint."""
     hint_max_age: float = 3 * 24 * 3600.0
     """Hints older than this are dropped (anti-entropy repairs what they carried)."""
+    replace: str | None = None
+    """Id of a dead member this (new) node replaces (`serve --replace`, node/replace.py)."""
+    tombstone_grace: float | None = 3600.0
+    """Seconds a node keeps a tombstone at least; after that it is removed once every
+    replica of its key is known to hold it (node/reaper.py). None keeps every tombstone."""
 
     planted_bugs: frozenset[str] = frozenset()
     """Known defects to switch on, for proving the simulation's checkers (never in production)."""
@@ -198,6 +203,8 @@ class NodeConfig:
             raise ConfigError("anti_entropy_interval must be positive (or None to turn it off)")
         if self.hint_max_bytes_per_target < 0 or not self.hint_max_age > 0:
             raise ConfigError("hint_max_bytes_per_target must be >= 0 and hint_max_age positive")
+        if self.tombstone_grace is not None and not self.tombstone_grace > 0:
+            raise ConfigError("tombstone_grace must be positive (or None to never reap)")
         if self.request_timeout <= 0 or self.replica_timeout <= 0:
             raise ConfigError("timeouts must be positive")
         if not self.cluster or len(self.cluster) > 64:

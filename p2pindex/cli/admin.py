@@ -226,6 +226,7 @@ def format_status(status: Mapping[str, Any]) -> str:
     handoff = status.get("handoff")
     if handoff:
         lines += ["", format_handoff(handoff)]
+    lines += format_upkeep(status)
     hints = status.get("hints") or []
     lines.append("")
     if hints:
@@ -255,6 +256,33 @@ def _mib(size: Any) -> str:
     return f"{size / (1 << 20):.1f} MiB"
 
 
+def format_upkeep(status: dict[str, Any]) -> list[str]:
+    """Load signals (for autoscalers), tombstones and copies outside the node's ranges."""
+    lines: list[str] = []
+    load = status.get("load")
+    if isinstance(load, dict):
+        p99 = load.get("p99_ms")
+        lines += [
+            "",
+            f"load: {load.get('requests_per_s', '?')} requests/s, p99 "
+            + (f"{p99} ms" if p99 is not None else "-")
+            + f", cpu {load.get('cpu_percent', '?')}%, {load.get('storage_bytes', '?')} bytes "
+            f"stored, {load.get('pending_hints', '?')} hints pending "
+            f"(last {load.get('window_s', '?')}s)",
+        ]
+    tombstones = status.get("tombstones")
+    if isinstance(tombstones, dict):
+        lines.append(
+            f"tombstones: {tombstones.get('held', '-')} held, {tombstones.get('reaped', 0)} "
+            f"reaped, {tombstones.get('markers', 0)} markers, "
+            f"{tombstones.get('stale_dropped', 0)} stale copies dropped; "
+            f"{status.get('keys_outside_ranges', '-')} keys held outside this node's ranges"
+        )
+    if status.get("leaving"):
+        lines.append("leaving: handing its ranges over (stops coordinating requests)")
+    return lines
+
+
 def format_handoff(handoff: dict[str, Any]) -> str:
     """One line on the ownership handoff that a join or leave started."""
     direction = handoff.get("direction", "?")
@@ -266,6 +294,8 @@ def format_handoff(handoff: dict[str, Any]) -> str:
             f"handoff ({direction}): {handoff.get('ranges_done', '?')} of "
             f"{handoff.get('ranges_total', '?')} ranges, {keys} so far"
         )
+        if isinstance(handoff.get("eta_s"), int | float):
+            line += f", about {handoff['eta_s']:.0f}s left"
     if handoff.get("last_error"):
         line += f"; last error: {handoff['last_error']}"
     return line

@@ -255,9 +255,8 @@ class LocalCluster:
             "--n-replicas",
             str(self.n_replicas),
         ]
-        for other in self.nodes:
-            if other is not node:
-                command += ["--seed", str(other.address)]
+        for other in self.nodes:  # the same list on every node, its own address included
+            command += ["--seed", str(other.address)]
         if self.insecure:
             command.append("--insecure")
         if node.http_port is not None:

@@ -99,11 +99,23 @@ def add_node_options(parser: argparse.ArgumentParser) -> None:
         help="requests a client key may send at once above its rate (default 1000)",
     )
     parser.add_argument(
+        "--replace",
+        metavar="NODE_ID",
+        help="stand in for this dead member: it is removed from the ring as this new node "
+        "joins (refused for a live, unknown or already replaced member)",
+    )
+    parser.add_argument(
         "--remove-dead-after",
         type=float,
         metavar="SECONDS",
         help="take a member out of the ring after it has been dead this long "
         "(default: never; use `p2pindex remove`)",
+    )
+    parser.add_argument(
+        "--replace",
+        metavar="NODE_ID",
+        help="stand in for this dead member: it is removed from the ring as this new node "
+        "joins (refused for a live, unknown or already replaced member)",
     )
     parser.add_argument(
         "--trust",
@@ -167,6 +179,7 @@ FLAG_SETTINGS = {
     "client_rate": "admission.client_rate",
     "client_burst": "admission.client_burst",
     "remove_dead_after": "remove_dead_after",
+    "replace": "replace",
     "trust": "trust_file",
     "cert": "certificate_file",
     "insecure": "insecure",

@@ -276,6 +276,11 @@ class Ring:
             start, end = tokens[position - 1], tokens[position]
             yield start, end, end - start if position else end - start + RING_SIZE, preference
 
+    def arcs(self, n: int) -> Iterator[tuple[int, int, int, tuple[str, ...]]]:
+        """(start, end, length, preference list) of every arc (start, end] between
+        consecutive tokens; every key of an arc has the arc's ``n``-long preference list."""
+        return self._sweep(self._count(n))
+
     def ownership(self, n: int = 1) -> dict[str, float]:
         """Each node's fraction of the keyspace among the first ``n`` replicas, divided by
         min(n, nodes) so the fractions sum to 1."""

@@ -25,6 +25,11 @@ class ClusterView:
         self.removed: dict[str, int] = {}
         """Members taken out of the ring, with the incarnation they had. They stay out when
         they restart (their connections are refused) until an operator admits them again."""
+        self.address_holder: dict[Address, str] = {}
+        """The member last seen alive at each address. A node that lost its disk comes back
+        at its old address with a new identity; until the old identity is removed, requests
+        meant for it would reach the newcomer (which holds none of its data) and count as
+        its answers, so the old identity is treated as unusable instead."""
         self.dead_since: dict[str, float] = {}
         self.unreachable_until: dict[str, float] = {}
         self.ring = Ring([node_id], DEFAULT_VNODES)
@@ -46,6 +51,8 @@ class ClusterView:
             return False
         if member.state is NodeState.DEGRADED or node_id in self.removed:
             return False  # a removed node that restarted is alive but gets nothing
+        if self.address_holder.get(member.address, node_id) != node_id:
+            return False
         until = self.unreachable_until.get(node_id)
         return until is None or now >= until
 

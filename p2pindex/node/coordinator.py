@@ -87,6 +87,11 @@ class ClusterView(Protocol):
 
     def note_unreachable(self, node_id: str) -> None: ...
 
+    @property
+    def leaving(self) -> bool:
+        """True while the node drains: it relays requests instead of coordinating them."""
+        ...
+
     def storage_failed(self, error: StorageFailure) -> None: ...
 
     async def keep_hint(self, target: str, key: bytes, record: bytes) -> None:
@@ -195,8 +200,9 @@ class Coordinator:
         if trace is not None:
             trace.step("targets", required=required, nodes=_describe(targets))
             on_result = trace.observing(on_result)
-        if not any(t.node == self._node_id for t in targets):
-            return await self._forward(request, targets, timeout)
+        if not self._coordinates(request, targets):
+            others = [t for t in targets if t.node != self._node_id]
+            return await self._forward(request, others, timeout)
         if read_first.needs_read_first(request):
             if request.context is not None:
                 raise InvalidRequest("a put that overwrites takes no context; drop one of them")
@@ -348,9 +354,7 @@ class Coordinator:
         context = self._context(request.context)
         timeout = self._timeout(request.timeout_ms)
         targets = self._targets(request.key, n, request.strict, required)
-        if not any(t.node == self._node_id for t in targets) or read_first.needs_read_first(
-            request
-        ):
+        if not self._coordinates(request, targets) or read_first.needs_read_first(request):
             return None  # relayed, or read first: served one by one by ``put``
         tracker = WriteQuorum([t.node for t in targets], required)
         deadline = trio.current_time() + timeout
@@ -563,8 +567,9 @@ class Coordinator:
         if trace is not None:
             trace.step("targets", required=required, nodes=_describe(targets))
             on_result = trace.observing(on_result)
-        if not any(t.node == self._node_id for t in targets):
-            return await self._forward(request, targets, timeout)
+        if not self._coordinates(request, targets):
+            others = [t for t in targets if t.node != self._node_id]
+            return await self._forward(request, others, timeout)
 
         tracker = ReadQuorum([t.node for t in targets], required)
         round_ = _Round(remaining=len(targets) - 1)
@@ -642,7 +647,7 @@ class Coordinator:
         required = self._required(request.consistency, n)
         timeout = self._timeout(request.timeout_ms)
         targets = self._targets(request.key, n, request.strict, required, read=True)
-        if not any(t.node == self._node_id for t in targets):
+        if not self._coordinates(request, targets):
             return None
         tracker = ReadQuorum([t.node for t in targets], required)
         deadline = trio.current_time() + timeout
@@ -783,6 +788,18 @@ class Coordinator:
         if timeout_ms <= 0:
             return self._config.request_timeout
         return min(timeout_ms, MAX_TIMEOUT_MS) / 1000.0
+
+    def _coordinates(
+        self, request: PutRequest | GetRequest | DeleteRequest, targets: list[Target]
+    ) -> bool:
+        """Whether this node coordinates ``request`` itself rather than relaying it: only
+        for keys it is a target of, and not while it leaves (draining), unless the request
+        was already relayed here (relaying it again would bounce it between nodes)."""
+        if not any(t.node == self._node_id for t in targets):
+            return False
+        if not self._view.leaving or request.forwarded:
+            return True
+        return all(t.node == self._node_id for t in targets)  # nobody else to relay it to
 
     def _targets(
         self, key: bytes, n: int, strict: bool, required: int, *, read: bool = False

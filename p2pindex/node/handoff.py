@@ -80,9 +80,19 @@ class HandoffProgress:
     last_error: str = ""
     clock: Callable[[], float] = field(default=trio.current_time, repr=False)
 
+    def eta(self, elapsed: float) -> float | None:
+        """Seconds left at the pace so far (ranges are many and similar in size, so the
+        fraction of ranges done is a fair measure of the work done); None before any."""
+        if self.finished is not None:
+            return 0.0
+        if not self.ranges_done or not self.ranges_total:
+            return None
+        return elapsed * (self.ranges_total - self.ranges_done) / self.ranges_done
+
     def doc(self) -> dict[str, object]:
         end = self.finished if self.finished is not None else self.clock()
         elapsed = max(end - self.started, 1e-9) if self.started else 0.0
+        eta = self.eta(elapsed)
         return {
             "direction": self.direction,
             "ranges_total": self.ranges_total,
@@ -93,6 +103,10 @@ class HandoffProgress:
             "keys_per_s": round(self.keys / elapsed, 1) if elapsed else 0.0,
             "bytes_per_s": round(self.bytes / elapsed, 1) if elapsed else 0.0,
             "done": self.finished is not None,
+            "percent": round(100 * self.ranges_done / self.ranges_total, 1)
+            if self.ranges_total
+            else 0.0,
+            "eta_s": None if eta is None else round(eta, 1),
             "last_error": self.last_error,
         }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
 
+from p2pindex.node.capacity import estimate_stored_bytes
 from p2pindex.types import Liveness, NodeRole
 from p2pindex.version import __version__
 
@@ -85,6 +86,8 @@ class IndexMonitor:
 
     def status(self) -> dict[str, Any]:
         node = self._node
+        stored_bytes = estimate_stored_bytes(node.storage)
+        backlog = node.storage.hint_backlog()
         return {
             "node_id": node.node_id,
             "address": str(node.address),
@@ -93,16 +96,33 @@ class IndexMonitor:
             "state_reason": node.state_reason,
             "handoff": node.handoff.progress.doc() if node.handoff else None,
             "version": __version__,
+            "leaving": node.leaving,
+            "tombstones": {
+                "held": node.reaper.held if node.reaper else None,
+                "reaped": node.stats.get("tombstones.reaped"),
+                "markers": node.reaper.markers if node.reaper else 0,
+                "stale_dropped": node.stats.get("tombstones.stale_dropped"),
+                "grace_s": node.config.tombstone_grace,
+            },
+            "keys_outside_ranges": node.reaper.strays_found if node.reaper else None,
+            "copies_dropped": node.stats.get("copies.dropped"),
             "n_replicas": node.config.n_replicas,
             "ring_size": len(node.ring.nodes),
             "warnings": self._warnings(),
             "keys": node.storage.count(),
             "disk": node.storage.disk_usage(),
+            "bytes": stored_bytes,
+            "load": {
+                **node.load.signals(),
+                "storage_bytes": stored_bytes,
+                "keys": node.storage.count(),
+                "pending_hints": sum(b.count for b in backlog),
+            },
             "members": self._members_with_ownership(),
             "removed_members": node.removed_count,
             "hints": [
                 {"target": b.target, "count": b.count, "bytes": b.bytes, "oldest": b.oldest}
-                for b in node.storage.hint_backlog()
+                for b in backlog
             ],
             "statistics": {
                 **node.stats.snapshot(),

@@ -21,6 +21,7 @@ import trio
 
 from p2pindex.config import NodeConfig
 from p2pindex.core.batching import fitting_prefix
+from p2pindex.core.planning import leave_refusal
 from p2pindex.core.ring import DEFAULT_VNODES, Ring
 from p2pindex.core.swim import Member, MemberChanged, Swim, SwimConfig
 from p2pindex.errors import InvalidRequest, P2PIndexError, PermissionDenied, StorageFailure
@@ -37,9 +38,12 @@ from p2pindex.node.eventlog import EventLog, describe_member_change
 from p2pindex.node.handoff import OwnershipHandoff
 from p2pindex.node.hints import HintedHandoff
 from p2pindex.node.identity import NodeIdentity
+from p2pindex.node.load import LoadMeter
 from p2pindex.node.membership import MembershipDriver
 from p2pindex.node.monitor import IndexMonitor
 from p2pindex.node.peers import PeerPool
+from p2pindex.node.reaper import TombstoneReaper, load_markers
+from p2pindex.node.replace import prepare_replacement
 from p2pindex.node.replica import IndexManager, ReplicaService, decode_incoming
 from p2pindex.node.request_metrics import OPERATIONS, RequestMetrics
 from p2pindex.node.stats import StatisticsStore
@@ -117,7 +121,8 @@ class Node:
         self.node_id = identity.node_id
         self.storage = storage
         self.stats = StatisticsStore()
-        self.request_metrics = RequestMetrics(self.stats)
+        self.load = LoadMeter()
+        self.request_metrics = RequestMetrics(self.stats, on_latency=self.load.record)
         self.security = security
         """None: no authentication (tests, simulation, --insecure)."""
         if security is not None:
@@ -146,9 +151,15 @@ class Node:
         self._replica: ReplicaService | None = None
         self.handoff: OwnershipHandoff | None = None
         self.antientropy: AntiEntropy | None = None
+        self.reaper: TombstoneReaper | None = None
         self.monitor = IndexMonitor(self)
         self.leaving = False
-        """Set once a graceful leave began: the node hands over and will stop serving."""
+        """Set once a leave (or drain) starts: the node stops coordinating requests (it
+        relays them to the key's other replicas), hands its ranges over, then leaves."""
+        self._seeds: tuple[Address, ...] = ()
+        """The seeds this node joins through: ``config.seeds`` minus its own address."""
+        self._replaced_by: dict[str, str] = {}
+        """Dead members this node (as arbiter) let a `serve --replace` node stand in for."""
         self._stopped = trio.Event()
         self._load = NodeLoad(config.limits.node_in_flight)
         self._admission = Admission(config.admission, self.stats, trio.current_time)
@@ -174,12 +185,14 @@ class Node:
                 self.stats,
                 planted_bugs=self.config.planted_bugs,
             )
+            reaped_at = load_markers(self.storage, self._index)
             if "hints-dropped-on-restart" in self.config.planted_bugs:
                 await self._drop_all_hints()
             incarnation = await self._next_incarnation()
             self.view.removed = self._load_removed()
             bound = await nursery.start(self._transport.serve, self._handle_stream)
             self.address = self.config.advertise or bound
+            self.view.address_holder[self.address] = self.node_id
             hello = Hello(self.node_id, str(self.address), self.config.cluster)
             self._peers = PeerPool(nursery, self._transport, self.config.limits, hello, self.stats)
             if self.security is not None:
@@ -228,7 +241,24 @@ class Node:
                 interval=self.config.anti_entropy_interval or 0.0,
                 max_frame=self.config.limits.max_frame,
             )
-            if self.config.seeds and not self.handoff.already_synced():
+            if self.config.tombstone_grace is not None:
+                self.reaper = TombstoneReaper(
+                    self,
+                    self._index,
+                    self.storage,
+                    self._peers,
+                    self.stats,
+                    self._wall_clock,
+                    n_replicas=self.config.n_replicas,
+                    grace=self.config.tombstone_grace,
+                    reaped_at=reaped_at,
+                )
+            self._seeds = self._seeds_without_self(bound)
+            if self.config.replace is not None:
+                await prepare_replacement(
+                    self.node_id, self.config.replace, self._seeds, self._peers, self.storage
+                )
+            if self._seeds and not self.handoff.already_synced():
                 self.state = NodeState.SYNCING
                 self.state_reason = "receiving the data of its ranges"
             claims = self.security.claims if self.security is not None else None
@@ -253,12 +283,14 @@ class Node:
                 self._swim, self._transport, self._exchange, self._on_member_change, claims=claims
             )
             await nursery.start(self._driver.run)
-            if self.config.seeds:
-                self._swim.join(list(self.config.seeds), trio.current_time())
+            if self._seeds:
+                self._swim.join(list(self._seeds), trio.current_time())
                 self._driver.notify()
             nursery.start_soon(self._hints.run)
             if self.config.anti_entropy_interval is not None:
                 nursery.start_soon(self.antientropy.run)
+            if self.reaper is not None:
+                nursery.start_soon(self.reaper.run)
             nursery.start_soon(self._settle_ownership)
             nursery.start_soon(self._housekeeping)
             if self.state is NodeState.DEGRADED:  # storage failed while starting
@@ -291,6 +323,18 @@ class Node:
             await self._driver.leave(timeout)
         self._stopped.set()
 
+    def _seeds_without_self(self, bound: Address) -> tuple[Address, ...]:
+        """The configured seeds minus this node's own addresses.
+
+        Every node of a cluster takes the same seed list, so no node is special: one that
+        lost its disk and restarts with its usual command line joins the others through
+        them instead of forming a cluster of its own. Its own entry would only make it
+        wait for itself, so it is dropped here (a list naming nobody else starts a new
+        cluster, as no seed at all does).
+        """
+        own = {bound, self.address, self.config.listen, self.config.advertised}
+        return tuple(seed for seed in self.config.seeds if seed not in own)
+
     async def _wait_joined(self) -> None:
         """Report ready only once a seed answered, so the first request sees the cluster.
 
@@ -298,7 +342,7 @@ class Node:
         background) and says so, rather than hang a deployment whose seeds start later.
         """
         assert self._swim is not None
-        if not self.config.seeds:
+        if not self._seeds:
             return
         with trio.move_on_after(JOIN_WAIT):
             while not self._swim.joined:
@@ -405,6 +449,8 @@ class Node:
         self.view.members[member.node_id] = member
         self._log_member_change(change)
         if member.liveness is Liveness.ALIVE:
+            if member.address != self.address:
+                self.view.address_holder[member.address] = member.node_id
             if self.security is not None:
                 self.security.note_member(member.node_id, member.address)
             self.view.unreachable_until.pop(member.node_id, None)
@@ -484,6 +530,8 @@ class Node:
             raise InvalidRequest(
                 f"node {request.node_id} is alive; a live node leaves with `p2pindex leave`"
             )
+        if request.replaced_by is not None and not request.relayed:
+            self._claim_replacement(request.node_id, request.replaced_by)
         self.remove_member(request.node_id)
         if request.relayed:
             return OkReply(f"node {request.node_id} removed from the ring")
@@ -551,6 +599,17 @@ class Node:
         if failed:
             detail += f"; not reached (retry there): {', '.join(sorted(failed))}"
         return OkReply(detail + "; restart it to rejoin")
+
+    def _claim_replacement(self, node_id: str, replaced_by: str) -> None:
+        """As arbiter of `serve --replace`: one replacement per dead member."""
+        taken = self._replaced_by.get(node_id)
+        if taken is not None and taken != replaced_by:
+            self.stats.incr("rejected.replace")
+            raise InvalidRequest(f"node {node_id} is already being replaced by {taken}")
+        if node_id in self.view.removed and taken is None:
+            self.stats.incr("rejected.replace")
+            raise InvalidRequest(f"node {node_id} is no longer in the ring")
+        self._replaced_by[node_id] = replaced_by
 
     def _load_removed(self) -> dict[str, int]:
         raw = self.storage.get_meta(REMOVED_META)
@@ -769,15 +828,26 @@ class Node:
                 limits.sibling_max,
             )
         if isinstance(message, LeaveRequest):
-            assert self._nursery is not None
-            self._nursery.start_soon(self.leave)
-            return OkReply(f"node {self.node_id} is leaving")
+            return self._start_leave()
         if isinstance(message, RemoveRequest):
             return await self._remove(message)
         if isinstance(message, AdmitRequest):
             return await self._admit(message)
         self.stats.incr("rejected.unexpected_message")
         raise InvalidRequest(f"this node does not serve requests of type {message.TYPE}")
+
+    def _start_leave(self) -> Message:
+        """An operator's leave (or drain): refused when the rest could not keep N copies."""
+        if self.leaving:
+            return OkReply(f"node {self.node_id} is already leaving")
+        refusal = leave_refusal(len(self.ring.nodes), self.config.n_replicas, self.node_id)
+        if refusal is not None:
+            self.stats.incr("rejected.leave")
+            raise InvalidRequest(f"leave refused: {refusal}")
+        assert self._nursery is not None
+        self.leaving = True
+        self._nursery.start_soon(self.leave)
+        return OkReply(f"node {self.node_id} is leaving")
 
     def _write_refusal(self) -> str | None:
         if self.state is NodeState.DEGRADED:

@@ -64,13 +64,20 @@ class IndexManager:
         self._committing: dict[bytes, list[trio.Event]] = {}
         """Keys whose record is pending (visible, not yet committed), with one event per
         commit in flight, set when it ends either way (see ``_settled``)."""
+        self.shadow: dict[bytes, tuple[bytes, VersionedObject]] = {}
+        """Reaped tombstones (node/reaper.py): a key absent from storage reads as its
+        marker, so stale copies merge against the delete and lose, and new writes get a
+        clock above it. A write of the key drops its marker."""
 
     def read(self, key: bytes) -> VersionedObject | None:
         known = self._decoded.get(key)
         if known is not None:
             return known[1]
         record = self.storage.get(key)
-        return None if record is None else self._decoded_stored(key, record)
+        if record is None:
+            marker = self.shadow.get(key) if self.shadow else None
+            return None if marker is None else marker[1]
+        return self._decoded_stored(key, record)
 
     def read_many(self, keys: list[bytes]) -> dict[bytes, VersionedObject]:
         """``read`` for a batch of keys (one storage lookup); absent keys are left out."""
@@ -86,6 +93,11 @@ class IndexManager:
         if missing:
             for key, record in self.storage.get_many(missing).items():
                 found[key] = self._decoded_stored(key, record)
+            if self.shadow:
+                for key in missing:
+                    marker = self.shadow.get(key)
+                    if marker is not None and key not in found:
+                        found[key] = marker[1]
         return found
 
     def records(self, keys: list[bytes]) -> list[bytes | None]:
@@ -94,7 +106,12 @@ class IndexManager:
         decoded = self._decoded
         missing = [key for key in keys if key not in decoded]
         stored = self.storage.get_many(missing) if missing else {}
-        return [known[0] if (known := decoded.get(key)) else stored.get(key) for key in keys]
+        records = [known[0] if (known := decoded.get(key)) else stored.get(key) for key in keys]
+        if self.shadow:
+            for position, key in enumerate(keys):
+                if records[position] is None and key in self.shadow:
+                    records[position] = self.shadow[key][0]
+        return records
 
     def _decoded_stored(self, key: bytes, record: bytes) -> VersionedObject:
         """Decode and keep a record read from storage (callers come here on a cache miss)."""
@@ -122,6 +139,8 @@ class IndexManager:
         committed record again, and so must every read.
         """
         decoded = self._decoded
+        if self.shadow:
+            self.shadow.pop(key, None)  # a record of the key exists again
         # Re-inserting moves the key to the end, so the key least recently stored (or read
         # from storage) goes first: a hot key rewritten all the time stays rather than being
         # evicted, read back and decoded again every DECODED_CACHE new keys.
@@ -197,6 +216,28 @@ class IndexManager:
             [key for key, _record in records], self.storage.put_many(records)
         )
 
+    async def reap(self, key: bytes, record: bytes) -> bool:
+        """Remove the tombstone ``record`` of ``key`` from storage, keeping it as the key's
+        marker; False (nothing done) when the key holds anything else by now. Nothing is
+        awaited between the check and the removal, so no write can slip in between."""
+        current = self.records([key])[0]
+        if current != record or key in self.shadow:
+            return False
+        obj = self.decode(key, record)
+        self._decoded.pop(key, None)
+        self.shadow[key] = (record, obj)
+        await self.storage.remove(key)
+        return True
+
+    async def drop_copy(self, key: bytes, record: bytes) -> bool:
+        """Remove a copy of ``key`` this node is no replica of, if it still holds
+        ``record`` (nothing awaited between the check and the removal)."""
+        if self.records([key])[0] != record or key in self.shadow:
+            return False
+        self._decoded.pop(key, None)
+        await self.storage.remove(key)
+        return True
+
     async def _put_one(self, key: bytes, record: bytes) -> None:
         if "early-tombstone-reap" in self._bugs and versions.decode_object(record).is_deleted:
             self._decoded.pop(key, None)
@@ -248,6 +289,8 @@ class IndexManager:
         """Merge a version sent by a coordinator, a repair or a handoff; never overwrite."""
         current = self.read(key)
         merged = incoming if current is None else self._merge(current, incoming)
+        if merged == current and self.shadow and key in self.shadow:
+            self._stats.incr("tombstones.stale_dropped")
         if merged != current:
             record = versions.encode_object(merged)
             self._remember(key, record, merged)
@@ -272,6 +315,8 @@ class IndexManager:
         for key, incoming_record, incoming in items:
             current = latest.get(key)
             merged = incoming if current is None else self._merge(current, incoming)
+            if merged == current and self.shadow and key in self.shadow:
+                self._stats.incr("tombstones.stale_dropped")
             if merged != current:
                 latest[key] = merged
                 same = merged == incoming

@@ -28,9 +28,17 @@ def consistency_label(consistency: object) -> str:
 
 
 class RequestMetrics:
-    def __init__(self, stats: StatisticsStore, clock: Callable[[], float] = time.perf_counter):
+    def __init__(
+        self,
+        stats: StatisticsStore,
+        clock: Callable[[], float] = time.perf_counter,
+        on_latency: Callable[[float], None] | None = None,
+    ):
         self._stats = stats
         self._clock = clock
+        self._on_latency = on_latency
+        """Also told every latency (the node's load signals, ``node.load``): one timing
+        feeds both, so a request is timed once."""
         self._histograms: dict[tuple[type[Message], object], Histogram] = {}
 
     def _histogram(self, message: Message) -> Histogram:
@@ -46,6 +54,8 @@ class RequestMetrics:
         if message.forwarded:  # type: ignore[attr-defined]
             return
         self._histogram(message).observe(seconds)
+        if self._on_latency is not None:
+            self._on_latency(seconds)
         if error_code is not None:
             self._stats.incr(f"requests.errors.{OPERATIONS[type(message)]}.{error_code}")
 

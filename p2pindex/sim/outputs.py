@@ -38,6 +38,8 @@ class RunResult:
     cpu_seconds: float = 0.0
     network: dict[str, int] = field(default_factory=dict)
     lost_disk_writes: int = 0
+    tombstones: dict[str, int] = field(default_factory=dict)
+    """Tombstones on the disks at the end, and reaped / stale copies dropped (node/reaper.py)."""
     output_dir: str | None = None
     report: str = ""
     options: dict[str, Any] = field(default_factory=dict)
@@ -81,6 +83,17 @@ class RunResult:
                 f"{self.network.get('stream_resets', 0)} resets",
             ),
             ("disk writes lost", str(self.lost_disk_writes)),
+            (
+                "tombstones",
+                f"{self.tombstones.get('on_disk', 0)} on disk at the end, "
+                f"{self.tombstones.get('reaped', 0)} reaped, "
+                f"{self.tombstones.get('stale_dropped', 0)} stale copies dropped",
+            ),
+            (
+                "copies",
+                f"{self.tombstones.get('keys_over_n', 0)} keys on more than N running nodes, "
+                f"{self.tombstones.get('keys_under_n', 0)} on fewer",
+            ),
             ("virtual time", f"{self.virtual_seconds:.1f} s"),
             ("wall time", f"{self.wall_seconds:.2f} s ({self.cpu_seconds:.2f} s CPU)"),
             ("trace", f"{self.trace_hash} ({self.trace_events} events)"),

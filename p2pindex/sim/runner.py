@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Final
@@ -34,6 +34,7 @@ from p2pindex.client.async_client import AsyncClient
 from p2pindex.core.ring import DEFAULT_VNODES, Ring
 from p2pindex.core.versions import decode_object, encode_context
 from p2pindex.node.handoff import SYNCED_META
+from p2pindex.node.reaper import saved_markers
 from p2pindex.sim import checkers
 from p2pindex.sim.cluster import SimCluster, Slot, SlotState
 from p2pindex.sim.determinism import (
@@ -244,9 +245,15 @@ class Simulation:
 
     def _sample_replicas(self, number: int) -> None:
         now = trio.current_time()
+        markers: dict[str, dict[bytes, bytes]] = {}
         for key, raw, owners in self._replica_sets():
             for slot in owners:
                 record = slot.disk.image.get(raw)
+                if record is None:
+                    # A reaped tombstone is still what the node answers (node/reaper.py).
+                    if slot.name not in markers:
+                        markers[slot.name] = saved_markers(slot.disk.image)
+                    record = markers[slot.name].get(raw)
                 if record is None:
                     values: tuple[bytes, ...] = ()
                     clock = b""
@@ -341,6 +348,7 @@ def run_simulation(
         cpu_seconds=cpu,
         network=dict(simulation.network.stats),
         lost_disk_writes=sum(s.disk.stats["lost_writes"] for s in cluster.slots.values()),
+        tombstones=_tombstone_counts(cluster.slots.values(), plan.scenario.replicas),
         options=plan.scenario.options(),
     )
     if violations:
@@ -369,3 +377,28 @@ def _write_outputs(output: Path, plan: RunPlan, simulation: Simulation, result: 
         subtitle,
         trace_tail=simulation.trace.tail(),
     )
+
+
+def _tombstone_counts(slots: Iterable[Slot], n: int) -> dict[str, int]:
+    """Tombstones left on every disk, what the nodes running at the end reaped, and how
+    many keys the running nodes hold more or fewer than N copies of."""
+    on_disk = 0
+    reaped = dropped = 0
+    held: Counter[bytes] = Counter()
+    for slot in slots:
+        image = slot.disk.image
+        for key, record in image.scan_range(0, 0, None, image.count() + 1):
+            if decode_object(record).is_deleted:
+                on_disk += 1
+            if slot.node is not None:
+                held[key] += 1
+        if slot.node is not None:
+            reaped += slot.node.stats.get("tombstones.reaped")
+            dropped += slot.node.stats.get("tombstones.stale_dropped")
+    return {
+        "on_disk": on_disk,
+        "reaped": reaped,
+        "stale_dropped": dropped,
+        "keys_over_n": sum(1 for count in held.values() if count > n),
+        "keys_under_n": sum(1 for count in held.values() if count < n),
+    }

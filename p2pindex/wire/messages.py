@@ -87,6 +87,8 @@ class RemoveRequest(Message):
     node_id: str
     relayed: bool = False
     """Set on the copies the receiving node sends to the other members."""
+    replaced_by: str | None = None
+    """Set by `serve --replace`: the new node standing in; a second one is refused."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ session, and a node that refuses to start without its certificate."""
 from __future__ import annotations
 
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import cbor2
 import pytest
 import trio
 
-from p2pindex.cli.local_cluster import LocalCluster, free_ports
+from p2pindex.cli.local_cluster import LocalCluster, free_ports, wait_converged
 from p2pindex.config import Limits
 from p2pindex.net.channel import open_channel
 from p2pindex.net.secure.connector import SecureConnector
@@ -222,3 +223,56 @@ def test_serve_without_a_certificate_refuses_to_start_and_says_what_to_run(
     assert f"p2pindex cluster certify --authority AUTHORITY --data-dir {data_dir}" in result.stderr
     assert "--insecure" in result.stderr
     assert not (data_dir / "data.sqlite3").exists()
+
+
+async def test_a_seed_that_lost_its_disk_rejoins_with_its_usual_command_line(cluster):
+    """Every node has the same seed list (its own address included); node 1, whose address
+    the old README gave the others as their only seed, loses its disk and is started again
+    with the same command: it joins the running cluster and serves its data, instead of
+    forming a cluster of its own."""
+    n0, n1, _ = (str(node.address) for node in cluster.nodes)
+    old_id = cluster.nodes[0].node_id
+    await wait_members(cluster, n1, 3)
+    for i in range(20):
+        reply = await call(cluster, n1, PutRequest(f"k{i}".encode(), b"v", None, "all", 5000))
+        assert isinstance(reply, PutReply), reply
+    cluster.kill(0)
+    shutil.rmtree(cluster.nodes[0].data_dir)
+    await trio.to_thread.run_sync(cluster.restart, 0)
+    assert cluster.nodes[0].node_id != old_id
+    await wait_members(cluster, n0, 3)
+    status = (await call(cluster, n0, StatusRequest())).status
+    assert {m["node_id"] for m in status["members"]} >= {n.node_id for n in cluster.nodes}
+    for i in range(20):
+        got = await call(cluster, n0, GetRequest(f"k{i}".encode(), "quorum", 5000))
+        assert isinstance(got, GetReply) and got.values == [b"v"], (i, got)
+
+
+def test_a_drained_node_hands_over_and_its_process_exits(tmp_path: Path) -> None:
+    with LocalCluster(4, tmp_path, n_replicas=3) as four:
+        four.start()
+        wait_converged(four)
+        env = four.client_environment()
+        leaver = four.nodes[3]
+        done = subprocess.run(
+            [sys.executable, "-m", "p2pindex", "drain", "--node", str(leaver.address)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert done.stdout.splitlines()[-1].startswith(f"ok: node {leaver.node_id}")
+        assert leaver.process is not None
+        assert leaver.process.wait(timeout=20) == 0
+        refused = subprocess.run(
+            [sys.executable, "-m", "p2pindex", "drain", "--node", str(four.nodes[0].address)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            check=False,
+        )
+        assert refused.returncode != 0
+        assert "fewer than N=3" in refused.stderr

@@ -13,6 +13,7 @@ import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 
@@ -50,6 +51,8 @@ class Cluster:
     limits: Limits = field(default_factory=Limits)
     swim_config: SwimConfig | None = None
     _clients: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    node_options: dict[str, Any] = field(default_factory=dict)
+    """Extra NodeConfig fields for every node started (e.g. tombstone_grace)."""
 
     async def start_node(
         self,
@@ -57,12 +60,14 @@ class Cluster:
         storage: MemoryStorage | None = None,
         identity: NodeIdentity | None = None,
         seeds: tuple[Address, ...] | None = None,
+        listen: Address | None = None,
+        options: dict[str, Any] | None = None,
     ) -> RunningNode:
         storage = storage or MemoryStorage()
         identity = identity or NodeIdentity.generate(random.Random(len(self.nodes) + 1000))
         if seeds is None:
             seeds = tuple(n.address for n in self.nodes if not n.scope.cancel_called)[:2]
-        listen = Address(f"n{len(self.nodes) + 1}", NODE_PORT)
+        listen = listen or Address(f"n{len(self.nodes) + 1}", NODE_PORT)
         config = NodeConfig(
             data_dir=None,
             listen=listen,
@@ -70,6 +75,7 @@ class Cluster:
             n_replicas=self.n_replicas,
             limits=self.limits,
             replica_timeout=1.0,
+            **{**self.node_options, **(options or {})},
         )
         node = Node(
             config,
@@ -129,12 +135,21 @@ class Cluster:
 
 @asynccontextmanager
 async def running_cluster(
-    size: int, n_replicas: int = 3, swim_config: SwimConfig | None = None
+    size: int,
+    n_replicas: int = 3,
+    swim_config: SwimConfig | None = None,
+    node_options: dict[str, Any] | None = None,
 ) -> AsyncIterator[Cluster]:
     async with trio.open_nursery() as nursery:
         network = SimNetwork(random.Random(size), Trace())
         await nursery.start(network.run)
-        cluster = Cluster(nursery, n_replicas, network, swim_config=swim_config)
+        cluster = Cluster(
+            nursery,
+            n_replicas,
+            network,
+            swim_config=swim_config,
+            node_options=node_options or {},
+        )
         for _ in range(size):
             await cluster.start_node()
         await cluster.wait_converged()

@@ -278,6 +278,17 @@ def test_replicas_still_different_are_reported_with_their_states() -> None:
     assert violations[0].nodes == ("n1", "n2")
 
 
+def test_replicas_that_all_read_as_deleted_agree_whatever_their_clocks() -> None:
+    """A tombstone, a reaped tombstone's marker and nothing: reaping passes through these
+    one replica at a time; a replica still holding a value is caught as before."""
+    h = History()
+    h.append(FaultEvent(10.0, EventKind.HEAL))
+    replicas(h, 20.0, 0, "k", [("n1", (), b"c2"), ("n2", (), b""), ("n3", (), b"c1")])
+    assert check_convergence(h, bound=30.0) == []
+    replicas(h, 20.0, 0, "j", [("n1", (), b"c2"), ("n2", (b"a",), b"c1")])
+    assert [v.keys for v in check_convergence(h, bound=30.0)] == [("j",)]
+
+
 def test_replicas_agreeing_only_after_the_bound_are_reported() -> None:
     h = History()
     h.append(FaultEvent(10.0, EventKind.HEAL))

@@ -191,3 +191,26 @@ def test_status_text_shows_version_disk_n_warning_last_known_state_and_removed_c
     assert "2 members: 1 alive, 1 dead; 2 removed (not listed)" in text
     aa11 = next(line for line in text.splitlines() if line.startswith("aa11"))
     assert "last known" not in aa11
+
+
+def test_status_text_shows_load_tombstones_and_copies_outside_ranges() -> None:
+    status = {
+        **STATUS,
+        "load": {
+            "requests_per_s": 12.5,
+            "p99_ms": 4.2,
+            "cpu_percent": 30.0,
+            "storage_bytes": 4096,
+            "pending_hints": 3,
+            "window_s": 10.0,
+        },
+        "tombstones": {"held": 7, "reaped": 5, "markers": 5, "stale_dropped": 1},
+        "keys_outside_ranges": 2,
+        "leaving": True,
+    }
+    text = format_status(status)
+    assert (
+        "load: 12.5 requests/s, p99 4.2 ms, cpu 30.0%, 4096 bytes stored, 3 hints pending" in text
+    )
+    assert "tombstones: 7 held, 5 reaped, 5 markers, 1 stale copies dropped; 2 keys" in text
+    assert "leaving: handing its ranges over" in text

@@ -41,15 +41,16 @@ def test_a_busy_base_port_is_refused_before_anything_starts(tmp_path: Path) -> N
     assert not any(tmp_path.iterdir())
 
 
-def test_nodes_seed_each_other_and_n_fits_the_cluster(tmp_path: Path) -> None:
+def test_every_node_gets_the_same_seed_list_and_n_fits_the_cluster(tmp_path: Path) -> None:
     single = LocalCluster(1, tmp_path)
     assert single.n_replicas == 1
     cluster = LocalCluster(3, tmp_path)
     assert cluster.n_replicas == 3
-    command = cluster._command(cluster.nodes[0])
-    assert command[1:4] == ["-m", "p2pindex", "serve"]
-    seeds = [command[i + 1] for i, arg in enumerate(command) if arg == "--seed"]
-    assert seeds == cluster.addresses[1:]
+    for node in cluster.nodes:
+        command = cluster._command(node)
+        assert command[1:4] == ["-m", "p2pindex", "serve"]
+        seeds = [command[i + 1] for i, arg in enumerate(command) if arg == "--seed"]
+        assert seeds == cluster.addresses
 
 
 @pytest.mark.parametrize(("size", "base"), [(0, None), (2, 65535)])

@@ -1,0 +1,100 @@
+"""`serve --replace NODE_ID`: a new machine stands in for a dead member in one step.
+
+Before the new node joins, it asks the cluster (through its seeds) for the member list and
+refuses, with the reason, a replacement of a member that is alive, unknown, already out of
+the ring, or itself. It then asks one arbiter (the live ring member with the lowest id, the
+same for every replacement that sees the same cluster) to remove the dead member on its
+behalf; the arbiter refuses a second replacement of the same member. Then the node joins as
+any new node does: SYNCING while it pulls its ranges from the surviving replicas, ACTIVE
+once it holds them; the dead member's other ranges are repaired onto their new owners by
+anti-entropy from the N-1 surviving copies.
+
+What this does not do (yet): take over the dead member's ring *tokens*. Tokens come from a
+node's id, so the newcomer gets ranges of its own and about twice the dead member's share
+moves instead of once (Cassandra's replace_address keeps the tokens).
+
+A replacement that crashes and restarts with the same command line finds its own mark
+(``REPLACED_META``) and carries on joining instead of refusing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from p2pindex.errors import ConfigError, InvalidRequest, P2PIndexError
+from p2pindex.node.peers import PeerPool
+from p2pindex.storage.base import Storage
+from p2pindex.types import Address
+from p2pindex.wire.messages import MembersReply, MembersRequest, RemoveRequest
+
+REPLACED_META = "replace.done"
+ASK_TIMEOUT = 10.0
+
+
+def replace_refusal(replace_id: str, own_id: str, members: Sequence[dict[str, Any]]) -> str | None:
+    """Why ``own_id`` may not replace ``replace_id`` in a cluster with these members."""
+    if replace_id == own_id:
+        return "a node cannot replace itself"
+    member = next((m for m in members if m.get("node_id") == replace_id), None)
+    if member is None:
+        return f"no member has the id {replace_id} (see p2pindex status)"
+    if member.get("liveness") in ("alive", "suspect"):
+        return (
+            f"node {replace_id} is {member.get('liveness')}: only a dead member can be "
+            "replaced (a live one leaves with `p2pindex drain`)"
+        )
+    if not member.get("in_ring", True):
+        return f"node {replace_id} is no longer in the ring (removed or already replaced)"
+    return None
+
+
+def arbiter(members: Sequence[dict[str, Any]], replace_id: str) -> Address | None:
+    """The live ring member every replacement of ``replace_id`` asks: the lowest id."""
+    live = sorted(
+        (str(m["node_id"]), str(m["address"]))
+        for m in members
+        if m.get("liveness") == "alive" and m.get("in_ring", True) and m["node_id"] != replace_id
+    )
+    return Address.parse(live[0][1]) if live else None
+
+
+async def prepare_replacement(
+    own_id: str,
+    replace_id: str,
+    seeds: Sequence[Address],
+    peers: PeerPool,
+    storage: Storage,
+) -> None:
+    """Check the replacement against the cluster and have the dead member removed; raises
+    ConfigError (one line, nothing changed) when refused."""
+    if storage.get_meta(REPLACED_META) == replace_id.encode():
+        return  # this node already took the member's place and restarted: carry on
+    if replace_id == own_id:
+        raise ConfigError("replacement refused: a node cannot replace itself")
+    if not seeds:
+        raise ConfigError("replacement refused: --replace needs the cluster's --seed list")
+    reply: MembersReply | None = None
+    for seed in seeds:
+        try:
+            answer = await peers.request(seed, MembersRequest(), ASK_TIMEOUT)
+        except (OSError, P2PIndexError):
+            continue
+        if isinstance(answer, MembersReply):
+            reply = answer
+            break
+    if reply is None:
+        raise ConfigError("replacement refused: no seed answered, so nothing was checked")
+    refusal = replace_refusal(replace_id, own_id, reply.members)
+    if refusal is not None:
+        raise ConfigError(f"replacement refused: {refusal}")
+    judge = arbiter(reply.members, replace_id)
+    if judge is None:
+        raise ConfigError("replacement refused: no live member to carry out the removal")
+    try:
+        await peers.request(judge, RemoveRequest(replace_id, replaced_by=own_id), ASK_TIMEOUT)
+    except InvalidRequest as exc:
+        raise ConfigError(f"replacement refused: {exc}") from None
+    except (OSError, P2PIndexError) as exc:
+        raise ConfigError(f"replacement not done: {judge} did not answer ({exc})") from None
+    await storage.set_meta(REPLACED_META, replace_id.encode())

@@ -1,0 +1,82 @@
+"""`serve --replace NODE_ID`: a new node stands in for a dead member in one step, and every
+bad replacement is refused with the reason before anything changes."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import trio
+
+from p2pindex.node.identity import NodeIdentity
+from p2pindex.storage.memory import MemoryStorage
+from p2pindex.types import Liveness, NodeState
+from p2pindex.wire.messages import GetReply, GetRequest, PutReply, PutRequest
+from tests.support.cluster import Cluster, running_cluster
+
+
+async def refused(cluster: Cluster, replace: str, seed: int) -> str:
+    """Start a new node replacing ``replace``; return the refusal it stopped with."""
+    with pytest.raises(BaseException) as info:
+        await cluster.start_node(
+            identity=NodeIdentity.generate(random.Random(seed)),
+            seeds=(cluster.nodes[0].address,),
+            options={"replace": replace},
+        )
+    error = info.value
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return str(error)
+
+
+async def test_a_new_node_replaces_a_dead_one_and_bad_replacements_are_refused():
+    async with running_cluster(4) as cluster:
+        keys = [b"rep-%d" % i for i in range(60)]
+        for key in keys:
+            reply = await cluster.request(
+                cluster.nodes[0], PutRequest(key, b"v", None, "all", 5000)
+            )
+            assert isinstance(reply, PutReply)
+        dead = cluster.nodes[3]
+        dead_id = dead.node.node_id
+        live_id = cluster.nodes[1].node.node_id
+        assert "is alive" in await refused(cluster, live_id, 50)
+        assert "no member has the id" in await refused(cluster, "0123456789abcdef", 51)
+        cluster.crash(dead)
+        cluster.nodes.remove(dead)
+        with trio.fail_after(20):
+            while any(
+                m.node_id == dead_id and m.liveness is not Liveness.DEAD
+                for m in cluster.nodes[0].node.members()
+            ):
+                await trio.sleep(0.1)
+        storage = MemoryStorage()
+        identity = NodeIdentity.generate(random.Random(52))
+        new = await cluster.start_node(
+            storage=storage,
+            identity=identity,
+            seeds=(cluster.nodes[0].address,),
+            options={"replace": dead_id},
+        )
+        with trio.fail_after(30):
+            while new.node.state is not NodeState.ACTIVE or any(
+                dead_id in n.node.ring.nodes for n in cluster.nodes
+            ):
+                await trio.sleep(0.1)
+        assert all(new.node.node_id in n.node.ring.nodes for n in cluster.nodes)
+        for key in keys:
+            got = await cluster.request(new, GetRequest(key, "quorum", 5000))
+            assert isinstance(got, GetReply) and got.values == [b"v"], key
+        # A second replacement of the same member: refused, nothing changed.
+        assert "no longer in the ring" in await refused(cluster, dead_id, 53)
+        # The replacement crashes halfway and restarts with the same command line.
+        cluster.crash(new)
+        cluster.nodes.remove(new)
+        await trio.sleep(0.2)
+        again = await cluster.start_node(
+            storage=storage,
+            identity=identity,
+            seeds=(cluster.nodes[0].address,),
+            options={"replace": dead_id},
+        )
+        assert again.node.node_id == identity.node_id

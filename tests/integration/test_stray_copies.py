@@ -1,0 +1,78 @@
+"""Copies only where they belong: a fallback's copy, or a former owner's, goes once every
+replica of the key holds it, and the number of copies of every key comes back to N."""
+
+from __future__ import annotations
+
+import trio
+
+from p2pindex.wire.messages import PutReply, PutRequest, StatusReply, StatusRequest
+from tests.support.cluster import Cluster, RunningNode, running_cluster
+
+FAST = {"tombstone_grace": 0.4, "anti_entropy_interval": 0.5}
+
+
+def holders(cluster: Cluster, key: bytes) -> set[str]:
+    live = [n for n in cluster.nodes if not n.scope.cancel_called]
+    return {n.node.node_id for n in live if n.storage.get(key) is not None}
+
+
+def copies(cluster: Cluster, key: bytes) -> int:
+    return len(holders(cluster, key))
+
+
+async def wait_only_replicas(cluster: Cluster, keys: list[bytes], timeout: float = 30) -> None:
+    """Until every key is held by exactly its preference list (as the first node sees it)."""
+    with trio.fail_after(timeout):
+        while True:
+            ring = cluster.nodes[0].node.ring
+            wanted = {key: set(ring.preference_list(key, cluster.n_replicas)) for key in keys}
+            if all(holders(cluster, key) == wanted[key] for key in keys):
+                return
+            await trio.sleep(0.2)
+
+
+async def test_a_fallbacks_copy_goes_once_the_replica_it_stood_in_for_has_it():
+    async with running_cluster(4, node_options=FAST) as cluster:
+        victim = cluster.nodes[3]
+        others = cluster.nodes[:3]
+        cluster.crash(victim)
+        with trio.fail_after(15):
+            while any(n.node.usable(victim.node.node_id) for n in others):
+                await trio.sleep(0.1)
+        ring = others[0].node.ring
+        keys = [b"stray-%d" % i for i in range(60)]
+        keys = [k for k in keys if victim.node.node_id in ring.preference_list(k, 3)][:15]
+        for key in keys:
+            reply = await cluster.request(others[0], PutRequest(key, b"v", None, "all", 5000))
+            assert isinstance(reply, PutReply), reply
+        assert all(copies(cluster, key) == 3 for key in keys)  # one of them on a fallback
+        back = await cluster.start_node(
+            storage=victim.storage, identity=victim.identity, seeds=(others[0].address,)
+        )
+        cluster.nodes.remove(victim)
+        await wait_only_replicas(cluster, keys)
+        assert back.storage.get(keys[0]) is not None
+        dropped = sum(n.node.stats.get("copies.dropped") for n in cluster.nodes)
+        assert dropped >= len(keys)
+
+
+async def test_former_owners_drop_what_a_new_node_took_over():
+    async with running_cluster(3, node_options=FAST) as cluster:
+        keys = [b"moved-%d" % i for i in range(100)]
+        for key in keys:
+            reply = await cluster.request(
+                cluster.nodes[0], PutRequest(key, b"v", None, "all", 5000)
+            )
+            assert isinstance(reply, PutReply), reply
+        newcomer: RunningNode = await cluster.start_node()
+        await cluster.wait_converged()
+        await wait_only_replicas(cluster, keys)
+        assert all(copies(cluster, key) == 3 for key in keys)
+        assert sum(1 for key in keys if newcomer.storage.get(key) is not None) > 50
+        status = await cluster.request(cluster.nodes[0], StatusRequest())
+        assert isinstance(status, StatusReply)
+        with trio.fail_after(10):  # the next full scan finds nothing outside its ranges
+            while status.status["keys_outside_ranges"]:
+                await trio.sleep(0.2)
+                status = await cluster.request(cluster.nodes[0], StatusRequest())
+        assert status.status["copies_dropped"] > 0

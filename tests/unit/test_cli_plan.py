@@ -1,0 +1,65 @@
+"""`p2pindex plan`: reads the ring and the members' loads, prints the plan, changes nothing."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+from test_client_fakes import FakeCluster, FakeNode, serve_in_thread
+
+from p2pindex.cli import main as cli_main
+from p2pindex.wire.messages import Message, StatusReply, StatusRequest
+
+
+@pytest.fixture(autouse=True)
+def only_client_commands(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli_main, "OPTIONAL_COMMANDS", ())
+
+
+async def loaded(node: FakeNode, message: Message) -> Message:
+    assert isinstance(message, StatusRequest)
+    return StatusReply({"node_id": node.node_id, "keys": 1000, "bytes": 100_000})
+
+
+@pytest.fixture
+def cluster() -> Iterator[FakeCluster]:
+    with serve_in_thread(FakeCluster(3)) as fake:
+        for node in fake.nodes:
+            node.behaviour = loaded
+        yield fake
+
+
+def test_plan_add_prints_shares_and_moved_bytes_and_changes_nothing(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture
+) -> None:
+    node = str(cluster.nodes[0].address)
+    assert cli_main.main(["plan", "add", "1", "--node", node, "--format", "json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["distinct_keys"] == 1000 and plan["distinct_bytes"] == 100_000
+    # 3 of 4 copies land on the new node (the fakes use few vnodes, so the share varies).
+    assert plan["moved_bytes"] == pytest.approx(75_000, rel=0.15)
+    assert [n["node_id"] for n in plan["nodes"] if n["joining"]] == ["new-1"]
+    asked = [type(m).__name__ for n in cluster.nodes for m in n.received]
+    assert set(asked) <= {"MembersRequest", "StatusRequest"}  # nothing that changes anything
+    assert cli_main.main(["plan", "add", "2", "--node", node]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("plan: add 2 nodes (N=3); nothing has been changed")
+    assert "new-2 (new)" in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "reason"),
+    [
+        (["plan", "remove", "node1"], "would leave 2 nodes, fewer than N=3"),
+        (["plan", "remove", "zzz"], "no member has an id starting with 'zzz'"),
+        (["plan", "add", "0"], "must be 1..64"),
+    ],
+)
+def test_bad_plans_are_refused_with_one_clear_line(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture, argv: list[str], reason: str
+) -> None:
+    assert cli_main.main([*argv, "--node", str(cluster.nodes[0].address)]) != 0
+    err = capsys.readouterr().err
+    assert reason in err
+    assert len(err.strip().splitlines()) == 1
