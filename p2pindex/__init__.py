@@ -54,6 +54,7 @@ if TYPE_CHECKING:
         NodeStatus,
         Placement,
         PutResult,
+        RingView,
         SiblingConflict,
         connect,
     )
@@ -89,6 +90,7 @@ __all__ = [
     "Placement",
     "ProtocolError",
     "PutResult",
+    "RingView",
     "QuorumFailed",
     "RecordLimitExceeded",
     "SiblingConflict",

@@ -22,6 +22,7 @@ Exit status 1 if any acknowledged write is lost or any write failed definitely.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import signal
 import sys
 import tempfile
@@ -91,8 +92,8 @@ async def steady_writer(db: p2pindex.AsyncClient, rate: float, tally: Tally) -> 
 
 
 async def current_plan(db: p2pindex.AsyncClient, node: str, change: str, who: str) -> Plan:
-    reply = await db.members(node)
-    docs = [dict(m) for m in reply.members]
+    reply = await db.ring_view(node)
+    docs = [dataclasses.asdict(m) for m in reply.members]
     ring = [str(m["node_id"]) for m in docs if m.get("in_ring", True)]
     loads = await gather_loads(db, docs)
     if change == "add":
@@ -104,7 +105,7 @@ async def wait_active(db: p2pindex.AsyncClient, address: str, timeout: float) ->
     with trio.fail_after(timeout):
         while True:
             try:
-                status = await db.status(address)
+                status = (await db.status(address)).document
             except P2PIndexError:
                 await trio.sleep(0.5)
                 continue
@@ -120,7 +121,7 @@ async def drain(db: p2pindex.AsyncClient, address: str, timeout: float) -> dict:
     with trio.fail_after(timeout):
         while True:
             try:
-                status = await db.status(address)
+                status = (await db.status(address)).document
             except P2PIndexError:
                 return last
             last = status.get("handoff") or last
@@ -187,7 +188,7 @@ async def run(cluster: LocalCluster, args: argparse.Namespace) -> int:
                 print(rows[-1], flush=True)
             await trio.sleep(3.0)
             for address in addresses[:6]:
-                load = (await db.status(address))["load"]
+                load = (await db.status(address)).document["load"]
                 loads.append(
                     f"  {address}: {load['requests_per_s']:.0f} req/s, p99 {load['p99_ms']} ms, "
                     f"cpu {load['cpu_percent']:.0f}%, {load['keys']:,} keys, "

@@ -61,7 +61,7 @@ def plan(cluster: LocalCluster, *extra: str, action: tuple[str, ...] = ("add", "
 async def wait_active(db: p2pindex.AsyncClient, address: str, timeout: float) -> dict:
     deadline = trio.current_time() + timeout
     while True:
-        status = await db.status(address)
+        status = (await db.status(address)).document
         if status["state"] == "active" and (status["handoff"] or {}).get("done"):
             return status
         if trio.current_time() > deadline:
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                     def received() -> int:  # keys the stayers took in batches (the handoff)
                         return sum(st["statistics"].get("replica.batch_items", 0) for st in stayers)
 
-                    stayers = [await db.status(a) for a in cluster.addresses[:3]]
+                    stayers = [(await db.status(a)).document for a in cluster.addresses[:3]]
                     before = received()
                     removal = await trio.to_thread.run_sync(
                         functools.partial(plan, cluster, action=("remove", new_id))
@@ -111,12 +111,14 @@ def main(argv: list[str] | None = None) -> int:
                     with trio.fail_after(args.timeout):
                         while True:
                             try:
-                                out = (await db.status(cluster.addresses[3]))["handoff"] or out
+                                out = (await db.status(cluster.addresses[3])).document[
+                                    "handoff"
+                                ] or out
                             except P2PIndexError:
                                 break
                             await trio.sleep(0.2)
                     await trio.sleep(1.0)
-                    stayers = [await db.status(a) for a in cluster.addresses[:3]]
+                    stayers = [(await db.status(a)).document for a in cluster.addresses[:3]]
                     out["received"] = received() - before
                 handoff = status["handoff"]
                 print(f"4th node {new_id} ACTIVE after {time.monotonic() - started:.1f} s")

@@ -70,7 +70,7 @@ def run_drain(args: argparse.Namespace) -> int:
     node = nodes_of(args)[0]
 
     async def body(db: AsyncClient) -> int:
-        node_id = (await db.status(node)).get("node_id", "?")
+        node_id = (await db.status(node)).node_id
         await db.leave(node)
         print(f"draining node {node_id} at {node}", flush=True)
         if args.no_wait:
@@ -78,7 +78,7 @@ def run_drain(args: argparse.Namespace) -> int:
         with trio.move_on_after(args.timeout):
             while True:
                 try:
-                    status = await db.status(node)
+                    status = (await db.status(node)).document
                 except (OSError, P2PIndexError):
                     break  # the node has left and exited
                 if status.get("node_id") != node_id:

@@ -7,6 +7,7 @@ counts through `status`, and computes the plan with ``p2pindex.core.planning``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from typing import Any
 
@@ -68,7 +69,7 @@ async def gather_loads(db: AsyncClient, docs: list[dict[str, Any]]) -> list[Node
 
     async def ask(doc: dict[str, Any]) -> None:
         try:
-            status = await db.status(str(doc["address"]))
+            status = (await db.status(str(doc["address"]))).document
         except (OSError, P2PIndexError):
             return
         keys, data = status.get("keys"), status.get("bytes")
@@ -95,8 +96,8 @@ async def gather_loads(db: AsyncClient, docs: list[dict[str, Any]]) -> list[Node
 
 def run_plan(args: argparse.Namespace) -> int:
     async def body(db: AsyncClient) -> int:
-        reply = await db.members(nodes_of(args)[0])
-        docs = [dict(m) for m in reply.members]
+        reply = await db.ring_view(nodes_of(args)[0])
+        docs = [dataclasses.asdict(m) for m in reply.members]
         ring = [str(m["node_id"]) for m in docs if m.get("in_ring", True)]
         loads = await gather_loads(db, docs)
         try:

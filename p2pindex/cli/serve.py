@@ -99,12 +99,6 @@ def add_node_options(parser: argparse.ArgumentParser) -> None:
         help="requests a client key may send at once above its rate (default 1000)",
     )
     parser.add_argument(
-        "--replace",
-        metavar="NODE_ID",
-        help="stand in for this dead member: it is removed from the ring as this new node "
-        "joins (refused for a live, unknown or already replaced member)",
-    )
-    parser.add_argument(
         "--remove-dead-after",
         type=float,
         metavar="SECONDS",

@@ -12,6 +12,7 @@ from p2pindex.client.results import (
     NodeStatus,
     Placement,
     PutResult,
+    RingView,
     SiblingConflict,
 )
 from p2pindex.client.sync_client import Client
@@ -29,6 +30,7 @@ __all__ = [
     "NodeStatus",
     "Placement",
     "PutResult",
+    "RingView",
     "SiblingConflict",
     "connect",
 ]

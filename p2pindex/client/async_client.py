@@ -55,6 +55,7 @@ from p2pindex.client.results import (
     Member,
     NodeStatus,
     PutResult,
+    RingView,
 )
 from p2pindex.client.routing import Router
 from p2pindex.config import Limits
@@ -308,6 +309,15 @@ class AsyncClient:
         reply = await self._fetch_members(address, ADMIN_TIMEOUT)
         self._router.update(reply)
         return tuple(Member.from_document(doc) for doc in reply.members)
+
+    async def ring_view(self, node: str | Address | None = None) -> RingView:
+        """The members as ``node`` (or any reachable node) sees them, with N and the
+        virtual nodes per member: what `p2pindex plan` computes a change from."""
+        address = None if node is None else parse_addresses(node)[0]
+        reply = await self._fetch_members(address, ADMIN_TIMEOUT)
+        self._router.update(reply)
+        members = tuple(Member.from_document(doc) for doc in reply.members)
+        return RingView(members, reply.n_replicas, reply.vnodes)
 
     async def leave(self, node: str | Address) -> None:
         """Ask the node at ``node`` to hand its data over and leave the cluster."""

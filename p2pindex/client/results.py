@@ -176,6 +176,16 @@ class Member:
         return cls(*_member_fields(doc))
 
 
+@dataclass(frozen=True, slots=True)
+class RingView:
+    """What ``ring_view()`` returns: the members as one node sees them, with the ring's
+    settings (N and virtual nodes per member) that placement plans are computed from."""
+
+    members: tuple[Member, ...]
+    n_replicas: int
+    vnodes: int
+
+
 def _member_fields(doc: Document) -> tuple[str, str, str, str, int, bool]:
     return (
         _field(doc, "node_id", str, "member document"),

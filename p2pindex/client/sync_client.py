@@ -27,6 +27,7 @@ from p2pindex.client.results import (
     Member,
     NodeStatus,
     PutResult,
+    RingView,
 )
 from p2pindex.config import Limits
 from p2pindex.security.credentials import ClientCredentials
@@ -206,6 +207,10 @@ class Client:
     def members(self, node: str | Address | None = None) -> tuple[Member, ...]:
         """The member list as ``node`` (or any reachable node) sees it; refreshes routing."""
         return self._call(self._client.members, node)
+
+    def ring_view(self, node: str | Address | None = None) -> RingView:
+        """The members as ``node`` sees them, with N and the virtual nodes per member."""
+        return self._call(self._client.ring_view, node)
 
     def leave(self, node: str | Address) -> None:
         """Ask the node at ``node`` to hand its data over and leave the cluster."""
