@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from p2pindex.core.terms import TermLimits
 from p2pindex.errors import ConfigError
 from p2pindex.types import Address
 
@@ -69,6 +70,9 @@ class NodeConfig:
     anti_entropy_interval: float | None = 5.0
     """Mean seconds between anti-entropy rounds (each compares one peer's shared keys and
     repairs what differs); None turns anti-entropy off."""
+
+    term_limits: TermLimits = field(default_factory=TermLimits)
+    """Bounds on the index terms one write may carry (count, term size, name length)."""
 
     planted_bugs: frozenset[str] = frozenset()
     """Known defects to switch on, for proving the simulation's checkers (never in production)."""

@@ -37,6 +37,8 @@ class PutRequest(Message):
     forwarded: bool = False
     """Set when a node relays a client request to a replica; a relayed request is never
     relayed again, so routing cannot loop."""
+    index: bytes | None = None
+    """The write's index terms, encoded by ``p2pindex.core.terms.encode`` (None: none)."""
 
 
 @dataclass(frozen=True, slots=True)
