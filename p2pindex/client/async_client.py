@@ -15,12 +15,24 @@ Why it is shaped this way:
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import trio
 
+from p2pindex.client.queries import (
+    DEFAULT_PAGE,
+    QueryPage,
+    check_page_size,
+    continuation_from_text,
+    index_for_wire,
+    page_from_reply,
+    route_of,
+    term_for_wire,
+)
 from p2pindex.client.requests import (
     CallOptions,
     ConsistencyArg,
@@ -63,6 +75,7 @@ from p2pindex.wire.messages import (
     Message,
     OkReply,
     PutRequest,
+    QueryRequest,
     RemoveRequest,
     StatusReply,
     StatusRequest,
@@ -174,11 +187,15 @@ class AsyncClient:
         consistency: ConsistencyArg | None = None,
         timeout: float | None = None,
         strict: bool = False,
+        index: Mapping[str, Any] | None = None,
     ) -> PutResult:
         """Store ``value`` under ``key``.
 
         Without ``context`` the write is concurrent with whatever the key holds and becomes
         a sibling of it; pass the context of a previous get or put to replace what it saw.
+        ``index={"email": ["a@b.example"], "total": [420]}`` files this version under those
+        terms (integers, or text/bytes); a later write with this write's context replaces
+        them, a delete removes them.
         """
         raw_key = check_key(key, self._limits)
         raw_value = check_value(value, self._limits)
@@ -190,6 +207,7 @@ class AsyncClient:
             options.consistency,
             options.timeout_ms,
             bool(strict),
+            index=index_for_wire(index),
         )
         reply = await self._request(raw_key, request, options.timeout, retry_after_send=False)
         return put_result(reply)
@@ -226,6 +244,93 @@ class AsyncClient:
         )
         reply = await self._request(raw_key, request, options.timeout, retry_after_send=False)
         return delete_result(reply)
+
+    # --- queries ---------------------------------------------------------------------------
+
+    async def keys(
+        self,
+        prefix: Data = b"",
+        *,
+        limit: int = DEFAULT_PAGE,
+        continuation: str | None = None,
+        consistency: ConsistencyArg | None = None,
+        timeout: float | None = None,
+        values: bool = False,
+        complete_only: bool = False,
+        explain: bool = False,
+    ) -> QueryPage:
+        """One page of the live keys starting with ``prefix``, in key order."""
+        return await self._query(
+            "", None, None, prefix, limit, continuation, consistency, timeout,
+            values, complete_only, explain,
+        )  # fmt: skip
+
+    async def query(
+        self,
+        index: str,
+        term: object,
+        high: object = None,
+        *,
+        prefix: Data = b"",
+        limit: int = DEFAULT_PAGE,
+        continuation: str | None = None,
+        consistency: ConsistencyArg | None = None,
+        timeout: float | None = None,
+        values: bool = False,
+        complete_only: bool = False,
+        explain: bool = False,
+    ) -> QueryPage:
+        """One page of the keys filed under ``term`` in ``index`` (or, with ``high``, under
+        any term from ``term`` to ``high`` inclusive), sorted by term then key.
+
+        The page says whether every arc of the ring was read (``complete``); with
+        ``complete_only`` a page that could not be raises ``Unavailable`` instead.
+        """
+        if not isinstance(index, str) or not index:
+            raise ValueError(f"index must be a non-empty name, not {index!r}")
+        low = term_for_wire(term, "low" if high is not None else "queried")
+        top = low if high is None else term_for_wire(high, "high")
+        return await self._query(
+            index, low, top, prefix, limit, continuation, consistency, timeout,
+            values, complete_only, explain,
+        )  # fmt: skip
+
+    async def _query(
+        self,
+        index: str,
+        low: bytes | None,
+        high: bytes | None,
+        prefix: Data,
+        limit: int,
+        continuation: str | None,
+        consistency: ConsistencyArg | None,
+        timeout: float | None,
+        values: bool,
+        complete_only: bool,
+        explain: bool,
+    ) -> QueryPage:
+        options = self._options(consistency, timeout)
+        token = continuation_from_text(continuation)
+        request = QueryRequest(
+            index,
+            low,
+            high,
+            as_bytes("prefix", prefix),
+            check_page_size(limit),
+            token,
+            options.consistency,
+            options.timeout_ms,
+            bool(values),
+            bool(complete_only),
+            bool(explain),
+        )
+        issuer = route_of(token)
+        address = next((m.address for m in self._router.members if m.node_id == issuer), None)
+        if address is not None:
+            reply = await self._request_to(address, request, options.timeout)
+        else:
+            reply = await self._request(None, request, options.timeout, retry_after_send=True)
+        return page_from_reply(reply, listing=not index)
 
     # --- cluster operations ----------------------------------------------------------------
 

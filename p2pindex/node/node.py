@@ -34,6 +34,7 @@ from p2pindex.node.identity import NodeIdentity
 from p2pindex.node.membership import MembershipDriver
 from p2pindex.node.monitor import IndexMonitor
 from p2pindex.node.peers import PeerPool
+from p2pindex.node.query import QueryService
 from p2pindex.node.replica import IndexManager, ReplicaService
 from p2pindex.node.stats import StatisticsStore
 from p2pindex.security.access import PeerKind
@@ -48,6 +49,7 @@ from p2pindex.wire.messages import (
     ExplainRequest,
     GetRequest,
     Hello,
+    IndexScan,
     KeyDigestRequest,
     LeaveRequest,
     MembersReply,
@@ -57,6 +59,7 @@ from p2pindex.wire.messages import (
     PushPull,
     PushPullReply,
     PutRequest,
+    QueryRequest,
     RangeScan,
     RangeScanReply,
     RecordsRequest,
@@ -136,6 +139,7 @@ class Node:
         self._nursery: trio.Nursery | None = None
         self._index: IndexManager | None = None
         self._coordinator: Coordinator | None = None
+        self._query: QueryService | None = None
         self._peers: PeerPool | None = None
         self._hints: HintedHandoff | None = None
         self._replica: ReplicaService | None = None
@@ -181,6 +185,16 @@ class Node:
                 self.stats,
                 nursery.start_soon,
             )
+            self._query = QueryService(
+                self.node_id,
+                self,
+                self.storage,
+                self._peers,
+                self.config,
+                self.stats,
+                random.Random(self._rng.getrandbits(64)),
+            )
+            await self._query.start()
             self._hints = HintedHandoff(
                 self, self.storage, self._peers, self.stats, self._wall_clock
             )
@@ -558,6 +572,11 @@ class Node:
             return await self._replica_write_batch(message)
         if isinstance(message, RangeScan):
             return self._range_scan(message)
+        if isinstance(message, QueryRequest | IndexScan):
+            assert self._query is not None
+            if isinstance(message, IndexScan):
+                return self._query.scan(message)
+            return await self._query.query(message)
         if isinstance(message, DigestRequest | KeyDigestRequest | RecordsRequest):
             assert self.antientropy is not None
             return self.antientropy.serve(message)

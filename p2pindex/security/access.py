@@ -23,6 +23,7 @@ from p2pindex.wire.messages import (
     MembersRequest,
     Message,
     PutRequest,
+    QueryRequest,
     RemoveRequest,
     RevocationPush,
     StatusRequest,
@@ -35,6 +36,7 @@ REQUIRED_ROLE: dict[type[Message], Role] = {
     StatusRequest: Role.READ,
     MembersRequest: Role.READ,
     ExplainRequest: Role.READ,
+    QueryRequest: Role.READ,
     PutRequest: Role.WRITE,
     DeleteRequest: Role.WRITE,
     LeaveRequest: Role.ADMIN,
@@ -105,6 +107,18 @@ def authorize(peer: Peer, message: Message, now: float) -> None:
         raise AccessDenied(
             "role",
             f"{name} needs the {required.value} role; this capability has {credential.role.value}",
+        )
+    if (
+        credential.prefix
+        and isinstance(message, QueryRequest)
+        and not message.prefix.startswith(credential.prefix)
+    ):
+        # Every answer's key starts with the query's prefix (nodes filter by it), so a
+        # query inside the capability's prefix sees nothing outside it.
+        raise AccessDenied(
+            "prefix",
+            f"this capability reads only keys under {credential.prefix!r}; query with a "
+            f"prefix inside it (asked for {message.prefix[:64]!r})",
         )
     if credential.prefix and isinstance(message, _KEYED):
         key: bytes = message.key
