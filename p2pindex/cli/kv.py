@@ -21,6 +21,7 @@ from p2pindex.cli.common import (
     consistency_arg,
     with_client,
 )
+from p2pindex.cli.query import index_arg, index_terms
 from p2pindex.client import AsyncClient, Context
 from p2pindex.types import ConsistencyLevel
 
@@ -67,6 +68,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     put.add_argument(
         "--context", type=context_arg, help="causal context from a previous get or put"
+    )
+    put.add_argument(
+        "--index",
+        type=index_arg,
+        action="append",
+        metavar="NAME=TERM",
+        help="file this version under TERM in index NAME (repeatable; 420 is an integer,"
+        " other terms are text, text:420 forces text)",
     )
     _common(put)
     put.set_defaults(func=run_put)
@@ -117,7 +126,13 @@ def run_put(args: argparse.Namespace) -> int:
     value = sys.stdin.buffer.read() if args.value == "-" else args.value.encode("utf-8")
 
     async def body(db: AsyncClient) -> int:
-        result = await db.put(args.key, value, context=args.context, **_options(args))
+        result = await db.put(
+            args.key,
+            value,
+            context=args.context,
+            index=index_terms(args.index),
+            **_options(args),
+        )
         if args.format == "json":
             _emit_json(
                 {

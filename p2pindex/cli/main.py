@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from p2pindex import __version__
 from p2pindex.cli import admin, bench, demo, dev, kv
+from p2pindex.cli import query as query_cli
 from p2pindex.cli.common import Parser, report, single_error
 from p2pindex.errors import P2PIndexError
 
@@ -42,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.register(subparsers)
-    for module in (kv, admin, dev, demo, bench):
+    for module in (kv, query_cli, admin, dev, demo, bench):
         module.register(subparsers)
     return parser
 
