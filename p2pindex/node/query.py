@@ -18,7 +18,9 @@ The node a client asks is the query's coordinator. For one page it
    merged version still carries the term, and is live. So a quorum page holds every key
    whose last acknowledged quorum write matches and none whose acknowledged current version
    does not (with strict writes; a sloppy write acknowledged by fallbacks only reaches the
-   primaries by hinted handoff);
+   primaries by hinted handoff). A key fewer than ``r`` replicas spoke for (one failed, or
+   its arc has fewer readable replicas) is left out of a quorum page, which then says it
+   is incomplete: a partial page holds no key a quorum did not confirm;
 5. answers with the rows, the coverage (``complete``, the uncovered share of the ring, a
    replica that failed counts as uncovered once a replan without it fails too) and a
    continuation.
@@ -379,8 +381,11 @@ class QueryService:
         failed: set[str],
         timeout: float,
     ) -> dict[bytes, VersionedObject]:
-        """Each candidate key's versions from every replica asked for it, merged."""
+        """Each candidate key's versions from every replica asked for it, merged. A key
+        that fewer than ``r`` replicas spoke for (one failed) is left out: its merge could
+        miss the version that replaced the one listed, and the page is incomplete anyway."""
         merged: dict[bytes, VersionedObject] = {}
+        heard: dict[bytes, int] = dict.fromkeys(keys, 0)
         missing: dict[str, list[bytes]] = {}
         for answer in answers:
             accepts = key_filter(plan.assignments.get(answer.node, ()))
@@ -391,6 +396,7 @@ class QueryService:
                 if record is None:
                     missing.setdefault(answer.node, []).append(key)
                 else:
+                    heard[key] += 1
                     _fold(merged, key, versions.decode_object(record))
 
         async def fetch(node: str, wanted: list[bytes]) -> None:
@@ -409,7 +415,8 @@ class QueryService:
                 self._stats.incr("queries.replica_failures")
                 failed.add(node)
                 return
-            for key, record in zip(wanted, records, strict=False):
+            for key, record in zip(wanted, records, strict=True):
+                heard[key] += 1
                 if record is not None:
                     _fold(merged, key, versions.decode_object(record))
 
@@ -417,6 +424,9 @@ class QueryService:
             async with trio.open_nursery() as nursery:
                 for node, wanted in missing.items():
                     nursery.start_soon(fetch, node, wanted)
+        for key, count in heard.items():
+            if count < plan.r:
+                merged.pop(key, None)
         return merged
 
     @staticmethod

@@ -70,6 +70,8 @@ from p2pindex.sim.faults import (
 )
 from p2pindex.sim.history import FaultEvent, History, Observation, OpType, ReplicaState, RunMeta
 from p2pindex.sim.history import FaultKind as EventKind
+from p2pindex.sim.index_checker import check_index_run
+from p2pindex.sim.index_workload import index_workload_for
 from p2pindex.sim.network import DatagramFaults, Delay, DelayKind, Link, SimNetwork
 from p2pindex.sim.scenario import Engine, PreparedRun, Scenario, ScenarioError, prepare
 from p2pindex.sim.swim_sim import SwimSimulation
@@ -748,6 +750,7 @@ class Simulation:
         self.faults_started = 0
         self._views: dict[tuple[str, str], Liveness] = {}
         self._workload = Workload(self.history, derive_rng(plan.seed, "workload"), plan.workload)
+        self.index_workload = index_workload_for(plan.seed, plan.workload)
         self._ring: Ring | None = None
 
     async def main(self) -> None:
@@ -783,6 +786,8 @@ class Simulation:
                     await self._run_phase(clients)
                     await self._quiesce()
                     unread = await self._workload.final_reads(clients, level=plan.final_level)
+                    if self.index_workload is not None:
+                        await self.index_workload.final_queries(clients)
                     if unread:
                         self.trace.event("unread", ",".join(unread))
                     samplers.cancel_scope.cancel()
@@ -847,6 +852,8 @@ class Simulation:
         driver = ScheduleDriver(plan.schedule, self.cluster)
         async with trio.open_nursery() as phase:
             phase.start_soon(self._workload.run, clients, scenario.duration)
+            if self.index_workload is not None:
+                phase.start_soon(self.index_workload.run, clients, scenario.duration)
             phase.start_soon(driver.run, self.origin)
             if plan.churn is not None:
                 phase.start_soon(self._churn, plan.churn)
@@ -979,6 +986,7 @@ def run_simulation(
     history = simulation.history
     assert simulation.cluster is not None
     violations = [*simulation.cluster.deaths, *checkers.check_all(history, plan.check)]
+    violations += check_index_run(simulation.index_workload, history, CHURN_EVENTS)
     counts = Counter(op.type for op in history.ops if op.type is not OpType.INVOKE)
     fault_counts = Counter(simulation.cluster.fault_counts)
     fault_counts.update(event.kind.value for event in history.faults if event.kind in CHURN_EVENTS)
