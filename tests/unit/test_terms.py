@@ -108,3 +108,28 @@ def test_a_format_2_record_without_terms_is_not_canonical() -> None:
     data = cbor2.dumps([2, 1, "n1", 1, 0, 1, b"a", []])
     with pytest.raises(ValueError, match="carries no index terms"):
         versions.decode_object(data)
+
+
+@pytest.mark.parametrize(
+    ("items", "problem"),
+    [
+        ([2, 1, "n1", 1, 0, 1, None, ["x", 1]], "tombstone that carries index terms"),
+        ([2, 1, "n1", 1, 0, 1, b"a", ["x", 1.5]], "bad index terms"),
+        ([2, 1, "n1", 1, 0, 1, b"a", ["b", 1, "a", 1]], "bad index terms"),
+        ([2, 1, "n1", 1, 0, 2, b"a", ["x", 1]], "not covered"),
+    ],
+)
+def test_bad_indexed_records_are_refused(items: list, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        versions.decode_object(cbor2.dumps(items))
+
+
+def test_index_facts_read_records_without_building_them() -> None:
+    one = versions.update(None, VersionVector(), "n1", b"a", normalize({"x": [1, b"q"]}))
+    two = versions.merge(one, versions.update(None, VersionVector(), "n2", None))
+    assert versions.index_facts(versions.encode_object(two)) == (
+        True,
+        frozenset({("x", 1), ("x", b"q")}),
+    )
+    gone = versions.update(two, two.context, "n1", None)
+    assert versions.index_facts(versions.encode_object(gone)) == (False, frozenset())
