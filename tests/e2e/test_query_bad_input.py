@@ -3,6 +3,10 @@ nothing written, the node keeps serving, a counter records it."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import cbor2
@@ -169,3 +173,40 @@ async def test_capabilities_bound_what_a_query_may_see(cluster):
     assert isinstance(refused, ErrorReply) and refused.code == "permission_denied"
     stats = await statistics(cluster, address)
     assert stats.get("security.denied.prefix", 0) >= 1
+
+
+def cli(cluster: LocalCluster, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, **cluster.client_environment())
+    node = str(cluster.nodes[0].address)
+    return subprocess.run(
+        [sys.executable, "-m", "p2pindex", *args, "--node", node],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+async def test_the_command_line_puts_terms_pages_and_explains(cluster):
+    await wait_ready(cluster, str(cluster.nodes[0].address))
+    for number, total in enumerate((420, 120, 990)):
+        done = await trio.to_thread.run_sync(
+            lambda n=number, t=total: cli(cluster, "put", f"cli:{n}", "v", "--index", f"cli={t}")
+        )
+        assert done.returncode == 0, done.stderr
+    done = await trio.to_thread.run_sync(
+        lambda: cli(cluster, "query", "cli", "--range", "100", "500", "--limit", "1", "--all")
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["120\tcli:1", "420\tcli:0"]
+    done = await trio.to_thread.run_sync(
+        lambda: cli(cluster, "query", "cli", "420", "--format", "json", "--explain")
+    )
+    document = json.loads(done.stdout)
+    assert [row["key"] for row in document["rows"]] == ["cli:0"]
+    assert document["complete"] and "plan" in document["coverage"]
+    done = await trio.to_thread.run_sync(lambda: cli(cluster, "keys", "--prefix", "cli:"))
+    assert done.stdout.splitlines() == ["cli:0", "cli:1", "cli:2"]
+    done = await trio.to_thread.run_sync(lambda: cli(cluster, "query", "cli", "--range", "9", "1"))
+    assert done.returncode != 0 and "above its high end" in done.stderr
