@@ -385,7 +385,18 @@ class QueryService:
         that fewer than ``r`` replicas spoke for (one failed) is left out: its merge could
         miss the version that replaced the one listed, and the page is incomplete anyway."""
         merged: dict[bytes, VersionedObject] = {}
+        first_seen: dict[bytes, bytes] = {}
         heard: dict[bytes, int] = dict.fromkeys(keys, 0)
+
+        def fold(key: bytes, record: bytes) -> None:
+            heard[key] += 1
+            seen = first_seen.get(key)
+            if seen is None:
+                first_seen[key] = record
+            elif record == seen:
+                return  # replicas that agree (the usual case) cost one decode
+            _fold(merged, key, versions.decode_object(record))
+
         missing: dict[str, list[bytes]] = {}
         for answer in answers:
             accepts = key_filter(plan.assignments.get(answer.node, ()))
@@ -396,8 +407,7 @@ class QueryService:
                 if record is None:
                     missing.setdefault(answer.node, []).append(key)
                 else:
-                    heard[key] += 1
-                    _fold(merged, key, versions.decode_object(record))
+                    fold(key, record)
 
         async def fetch(node: str, wanted: list[bytes]) -> None:
             try:
@@ -416,9 +426,10 @@ class QueryService:
                 failed.add(node)
                 return
             for key, record in zip(wanted, records, strict=True):
-                heard[key] += 1
-                if record is not None:
-                    _fold(merged, key, versions.decode_object(record))
+                if record is None:
+                    heard[key] += 1
+                else:
+                    fold(key, record)
 
         with trio.move_on_after(timeout):
             async with trio.open_nursery() as nursery:

@@ -106,3 +106,15 @@ async def test_tampered_or_foreign_continuations_and_bad_pages_are_refused():
         # The genuine continuation still resumes exactly after the first page.
         rest = await db.query("n", 0, 10, continuation=token, limit=10)
         assert rest.keys == [b"k2", b"k3", b"k4"]
+
+
+async def test_quorum_merges_versions_so_a_stale_replica_cannot_answer_for_a_replaced_term():
+    async with running_cluster(3) as cluster, client(cluster) as db:
+        first = await db.put("k", b"old", index={"n": [1]}, consistency="all")
+        stale = cluster.nodes[2].storage.get(b"k")
+        await db.put("k", b"new", context=first.context, index={"n": [2]}, consistency="all")
+        cluster.nodes[2].storage.put_many_now([(b"k", stale)])  # this replica missed it
+        for level in ("quorum", "all"):  # "all" always asks the stale replica too
+            assert (await db.query("n", 1, consistency=level)).keys == []
+            page = await db.query("n", 0, 5, consistency=level, values=True)
+            assert [(r.term, r.key, r.values) for r in page.rows] == [(2, b"k", (b"new",))]
