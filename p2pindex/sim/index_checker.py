@@ -15,7 +15,10 @@ unknown outcome) began after W began and before ``t1``. Then:
   after every earlier write of ``k`` had completed, and every earlier write is known (none
   of unknown outcome): W superseded them all, so W is the only version. A quorum query must
   not return ``k`` under any term but W's (none after a delete); a ``one`` query neither
-  when W was acknowledged by ALL and the ring has not changed.
+  when W was acknowledged by ALL. Both only while the ring has not changed: a node that
+  joined took its copy of a key from one old owner, which may have missed an earlier
+  write, so after a join W's quorum read may not have seen (and replaced) it; such a
+  version stays a sibling, legitimately, until repair.
 
 Queries asked after heal and quiescence (``final``) hold every replica to the model: any
 acknowledged level counts, for keys with no write of unknown outcome.
@@ -89,7 +92,7 @@ def _check_key(
                 op_indexes=(index,),
             )
         )
-    if covers and _supersedes_all(index, last, writes):
+    if covers and (steady or query.final) and _supersedes_all(index, last, writes):
         wrong = sorted(t for t, k in returned if k == key and t != last.term)
         if wrong:
             what = "a delete" if last.term is None else f"term {last.term}"

@@ -58,3 +58,8 @@ def test_a_blind_write_or_an_unknown_earlier_write_leaves_old_terms_possible() -
 def test_final_queries_hold_every_replica_to_the_model() -> None:
     writes = [put(3, "quorum", at=1.0)]
     assert len(check(writes, [query("one", [], at=50.0, final=True)])) == 1
+
+
+def test_after_a_membership_change_old_terms_are_not_held_against_a_query() -> None:
+    writes = [put(3, at=1.0), put(None, "all", at=3.0, read=2.5)]
+    assert check(writes, [query("quorum", [(3, K)], at=5.0)], changes=[2.0]) == []
