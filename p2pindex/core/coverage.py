@@ -85,8 +85,12 @@ def plan_coverage(
     r: int,
     readable: Callable[[str], bool],
     rng: random.Random,
+    prefer: str | None = None,
 ) -> CoveragePlan:
-    """The plan for a query read from ``r`` replicas per arc (see the module docstring)."""
+    """The plan for a query read from ``r`` replicas per arc (see the module docstring).
+
+    ``prefer`` (the planning node itself) wins ties, so the arcs it holds are read locally
+    instead of over the network."""
     if type(r) is not int or r < 1:
         raise ValueError(f"r must be a positive integer, not {r!r}")
     arcs = ring.arcs(n)
@@ -96,6 +100,9 @@ def plan_coverage(
     chosen: list[list[str]] = [[] for _ in arcs]
     order = sorted(ring.nodes)
     rng.shuffle(order)  # ties go to a random node, so load spreads over queries
+    if prefer in order:
+        order.remove(prefer)
+        order.insert(0, prefer)
     while True:
         counts = dict.fromkeys(order, 0)
         for position, nodes in enumerate(sources):

@@ -269,7 +269,14 @@ class QueryService:
         if plan is None:
             if len(self._plans) > 64:
                 self._plans.clear()
-            plan = plan_coverage(ring, self._config.n_replicas, r, readable.__contains__, self._rng)
+            plan = plan_coverage(
+                ring,
+                self._config.n_replicas,
+                r,
+                readable.__contains__,
+                self._rng,
+                prefer=self._node_id,
+            )
             self._plans[key] = plan
         return plan
 
@@ -346,8 +353,13 @@ class QueryService:
             return (start is None or order > start) and (page.bound is None or order <= page.bound)
 
         if query.r == 1:
-            rows = sorted({row for answer in answers for row in answer.rows if wanted(row)})
-            rows.sort(key=_sort_row)
+            if len(answers) == 1:  # one replica for the whole ring: already in order
+                rows = [row for row in answers[0].rows if wanted(row)]
+            else:
+                rows = sorted(
+                    {row for answer in answers for row in answer.rows if wanted(row)},
+                    key=_sort_row,
+                )
             records = {key: rec for answer in answers for key, rec in answer.records.items()}
             objects = {key: versions.decode_object(rec) for key, rec in records.items()}
         else:

@@ -29,7 +29,8 @@ def setups(draw):
 @given(setups())
 def test_every_key_is_asked_of_enough_readable_primaries_or_reported(setup) -> None:
     ring, n, r, readable, seed = setup
-    plan = plan_coverage(ring, n, r, readable.__contains__, random.Random(seed))
+    prefer = NODES[seed % len(NODES)]
+    plan = plan_coverage(ring, n, r, readable.__contains__, random.Random(seed), prefer=prefer)
     filters = {node: ArcFilter(runs) for node, runs in plan.assignments.items()}
     uncovered = ArcFilter(plan.uncovered) if plan.uncovered else None
     keys = [f"key{i}".encode() for i in range(300)]
@@ -88,3 +89,10 @@ def test_runs_merge_across_the_wrap() -> None:
     assert merge_runs([(90, 5), (5, 90)]) == ((0, 0),)
     whole_wrapped = ArcFilter([(RING_SIZE - 10, 5)])
     assert whole_wrapped(b"x") == (key_token(b"x") > RING_SIZE - 10 or key_token(b"x") <= 5)
+
+
+def test_the_planning_node_reads_what_it_holds_itself() -> None:
+    ring = Ring(NODES[:3], vnodes=64)
+    for me in NODES[:3]:
+        plan = plan_coverage(ring, 3, 1, lambda node: True, random.Random(5), prefer=me)
+        assert list(plan.assignments) == [me]
