@@ -353,8 +353,10 @@ class QueryService:
             return (start is None or order > start) and (page.bound is None or order <= page.bound)
 
         if query.r == 1:
-            if len(answers) == 1:  # one replica for the whole ring: already in order
-                rows = [row for row in answers[0].rows if wanted(row)]
+            if len(answers) == 1:
+                # One replica answered for the whole ring: its rows are in order, after the
+                # cursor, and its last row is the bound.
+                rows = answers[0].rows
             else:
                 rows = sorted(
                     {row for answer in answers for row in answer.rows if wanted(row)},
