@@ -48,6 +48,8 @@ class CoveragePlan:
     """Their share of the ring (0.0 when complete)."""
     excluded: tuple[str, ...]
     """Ring members that were not readable (dead, unreachable, degraded or syncing)."""
+    fewest: int = 0
+    """The fewest readable replicas any arc has."""
 
     @property
     def complete(self) -> bool:
@@ -134,6 +136,7 @@ def plan_coverage(
         uncovered=merged_uncovered,
         uncovered_share=share_of(merged_uncovered),
         excluded=tuple(sorted(node for node, ok in usable.items() if not ok)),
+        fewest=min((len(nodes) for nodes in sources), default=0),
     )
 
 

@@ -186,7 +186,7 @@ class QueryService:
             self._stats.incr("queries.unavailable")
             raise Unavailable(
                 query.r,
-                query.r - 1,
+                plan.fewest,
                 f"{plan.uncovered_share:.1%} of the ring has fewer than {query.r} readable "
                 "replicas; ask without complete_only for a partial answer marked as such",
             )
@@ -207,7 +207,9 @@ class QueryService:
         complete = plan.complete and not failed
         if request.complete_only and not complete:
             self._stats.incr("queries.unavailable")
-            raise Unavailable(query.r, query.r - 1, f"replicas {sorted(failed)} did not answer")
+            raise Unavailable(
+                query.r, query.r - 1, f"replicas {', '.join(sorted(failed))} did not answer"
+            )
         self._stats.incr("queries.pages")
         if not complete:
             self._stats.incr("queries.incomplete_pages")
@@ -312,7 +314,7 @@ class QueryService:
                 if not isinstance(reply, IndexScanReply):
                     raise InvalidRequest(f"unexpected reply {type(reply).__name__} to a scan")
                 rows = [(self._term_of(term, query), key) for term, key in reply.rows]
-            except (OSError, P2PIndexError):
+            except (OSError, P2PIndexError, ValueError):  # ValueError: a garbled term
                 self._stats.incr("queries.replica_failures")
                 failed.add(node)
                 return
@@ -362,8 +364,12 @@ class QueryService:
                     {row for answer in answers for row in answer.rows if wanted(row)},
                     key=_sort_row,
                 )
-            records = {key: rec for answer in answers for key, rec in answer.records.items()}
-            objects = {key: versions.decode_object(rec) for key, rec in records.items()}
+            objects = {
+                key: obj
+                for answer in answers
+                for key, rec in answer.records.items()
+                if (obj := _decoded(rec)) is not None
+            }
         else:
             candidates = {row[1] for answer in answers for row in answer.rows if wanted(row)}
             objects = await self._versions_of(plan, candidates, answers, failed, timeout)
@@ -403,13 +409,15 @@ class QueryService:
         heard: dict[bytes, int] = dict.fromkeys(keys, 0)
 
         def fold(key: bytes, record: bytes) -> None:
+            if first_seen.get(key) == record:
+                heard[key] += 1  # replicas that agree (the usual case) cost one decode
+                return
+            obj = _decoded(record)
+            if obj is None:
+                return  # a garbled record speaks for nothing
             heard[key] += 1
-            seen = first_seen.get(key)
-            if seen is None:
-                first_seen[key] = record
-            elif record == seen:
-                return  # replicas that agree (the usual case) cost one decode
-            _fold(merged, key, versions.decode_object(record))
+            first_seen.setdefault(key, record)
+            _fold(merged, key, obj)
 
         missing: dict[str, list[bytes]] = {}
         for answer in answers:
@@ -552,6 +560,13 @@ def _both(arcs: Callable[[bytes], bool] | None, prefix: bytes) -> Callable[[byte
     if arcs is None:
         return lambda key: key.startswith(prefix)
     return lambda key: key.startswith(prefix) and arcs(key)
+
+
+def _decoded(record: bytes) -> VersionedObject | None:
+    try:
+        return versions.decode_object(record)
+    except ValueError:
+        return None
 
 
 def _fold(merged: dict[bytes, VersionedObject], key: bytes, obj: VersionedObject) -> None:

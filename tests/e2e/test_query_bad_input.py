@@ -13,6 +13,7 @@ import cbor2
 import pytest
 import trio
 
+import p2pindex
 from p2pindex.cli.local_cluster import LocalCluster
 from p2pindex.config import Limits
 from p2pindex.core import terms
@@ -210,3 +211,18 @@ async def test_the_command_line_puts_terms_pages_and_explains(cluster):
     assert done.stdout.splitlines() == ["cli:0", "cli:1", "cli:2"]
     done = await trio.to_thread.run_sync(lambda: cli(cluster, "query", "cli", "--range", "9", "1"))
     assert done.returncode != 0 and "above its high end" in done.stderr
+
+
+async def test_the_sync_client_queries_and_lists(cluster):
+    await wait_ready(cluster, str(cluster.nodes[0].address))
+
+    def use() -> tuple:
+        with p2pindex.Client(cluster.addresses, credentials=cluster.credentials) as db:
+            db.put("sync:1", b"v", index={"total": [420], "email": ["a@b.example"]})
+            ranged = db.query("total", 400, 450, prefix=b"sync:")
+            exact = db.query("email", "a@b.example", consistency="quorum", prefix=b"sync:")
+            return ranged.rows, exact.keys, db.keys("sync:").keys
+
+    rows, exact, keys = await trio.to_thread.run_sync(use)
+    assert [(row.term, row.key) for row in rows] == [(420, b"sync:1")]
+    assert exact == [b"sync:1"] and keys == [b"sync:1"]
