@@ -190,6 +190,7 @@ _INDEX_AFTER = (
 )
 _KEYS_FROM = "SELECT key FROM live WHERE key >= ? ORDER BY key LIMIT ?"
 _KEYS_AFTER = "SELECT key FROM live WHERE key > ? ORDER BY key LIMIT ?"
+_ANY_INDEX_ROW = "SELECT EXISTS (SELECT 1 FROM idx)"
 _INDEX_CHUNK = 256
 """Rows fetched per statement when a key filter may drop some of them."""
 
@@ -835,25 +836,38 @@ def _apply(conn: sqlite3.Connection, batch: _Batch) -> str | None:
 
 def _move_index_rows(conn: sqlite3.Connection, batch: _Batch) -> None:
     """Inside ``_apply``'s transaction: the index rows of the batch's keys go from what their
-    committed records said to what the new records say."""
+    committed records said to what the new records say.
+
+    While no key of the store has ever had an index term (``idx`` is empty), the old records
+    need not be read: they had no terms, and the live-key rows are set outright (an insert
+    that finds the key, or a delete that finds nothing, changes nothing). That keeps a store
+    that uses no indexes within a statement per batch of what it cost before indexes."""
     if not batch.kv:
         return
-    old = dict(
-        _GET_MANY.run(conn, [(token - _TOKEN_OFFSET, key) for key, (token, _r) in batch.kv.items()])
-    )
     added: list[tuple[object, ...]] = []
     dropped: list[tuple[object, ...]] = []
     became_live: list[tuple[object, ...]] = []
     became_dead: list[tuple[object, ...]] = []
-    for key, (_token, record) in batch.kv.items():
-        was = facts_of(old.get(key))
-        now = facts_of(record)
-        if was == now:
-            continue
-        if was[0] != now[0]:
-            (became_live if now[0] else became_dead).append((key,))
-        dropped += [(name, term, key) for name, term in was[1] - now[1]]
-        added += [(name, term, key) for name, term in now[1] - was[1]]
+    if conn.execute(_ANY_INDEX_ROW).fetchone()[0] == 0:
+        for key, (_token, record) in batch.kv.items():
+            live, terms = facts_of(record)
+            (became_live if live else became_dead).append((key,))
+            added += [(name, term, key) for name, term in terms]
+    else:
+        old = dict(
+            _GET_MANY.run(
+                conn, [(token - _TOKEN_OFFSET, key) for key, (token, _r) in batch.kv.items()]
+            )
+        )
+        for key, (_token, record) in batch.kv.items():
+            was = facts_of(old.get(key))
+            now = facts_of(record)
+            if was == now:
+                continue
+            if was[0] != now[0]:
+                (became_live if now[0] else became_dead).append((key,))
+            dropped += [(name, term, key) for name, term in was[1] - now[1]]
+            added += [(name, term, key) for name, term in now[1] - was[1]]
     _DELETE_IDX.run(conn, dropped)
     _INSERT_IDX.run(conn, added)
     _DELETE_LIVE.run(conn, became_dead)
