@@ -34,7 +34,7 @@ from p2pindex.node.identity import NodeIdentity
 from p2pindex.node.membership import MembershipDriver
 from p2pindex.node.monitor import IndexMonitor
 from p2pindex.node.peers import PeerPool
-from p2pindex.node.query import QueryService
+from p2pindex.node.query import QueryService, query_mac_key
 from p2pindex.node.replica import IndexManager, ReplicaService
 from p2pindex.node.stats import StatisticsStore
 from p2pindex.security.access import PeerKind
@@ -192,9 +192,8 @@ class Node:
                 self._peers,
                 self.config,
                 self.stats,
-                random.Random(self._rng.getrandbits(64)),
+                query_mac_key(bytes(self.identity.signing_key)),
             )
-            await self._query.start()
             self._hints = HintedHandoff(
                 self, self.storage, self._peers, self.stats, self._wall_clock
             )

@@ -28,7 +28,8 @@ The node a client asks is the query's coordinator. For one page it
 The continuation is ``[1, issuer, query digest, ring digest, term, key, mac]``: the cursor
 (the last row answered, so the next page resumes strictly after it), bound to the query it
 came from by a digest of its index, bounds and prefix, and authenticated by a keyed BLAKE2b
-with a secret only the issuing node holds (kept in its storage, so it survives restarts).
+with a secret only the issuing node holds (derived from its private key, so it survives
+restarts).
 An altered continuation, or one from another query, is refused; one presented to another
 node is refused naming the node to ask (clients route it there). The cursor is a position in
 (term, key) order, which does not depend on the ring, so a continuation planned on a ring
@@ -71,7 +72,6 @@ from p2pindex.wire.messages import (
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 MAX_QUERY_TIMEOUT_MS = 60_000
-MAC_KEY_META = "query_mac_key"
 CONTINUATION_FORMAT = 1
 _MAC_BYTES = 16
 _VALUE_BUDGET_SHARE = 2
@@ -104,10 +104,6 @@ class Storage(Protocol):
     def key_scan(
         self, prefix: bytes, after: bytes | None, limit: int, keep: Any = None
     ) -> list[bytes]: ...
-
-    def get_meta(self, name: str) -> bytes | None: ...
-
-    async def set_meta(self, name: str, value: bytes) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +151,7 @@ class QueryService:
         peers: PeerPool,
         config: NodeConfig,
         stats: StatisticsStore,
-        rng: random.Random,
+        mac_key: bytes,
     ) -> None:
         self._node_id = node_id
         self._view = view
@@ -163,17 +159,11 @@ class QueryService:
         self._peers = peers
         self._config = config
         self._stats = stats
-        self._rng = rng
-        self._mac_key: bytes | None = None
+        self._mac_key = mac_key
+        # Plans break ties at random so load spreads; seeded from the key, so a simulated
+        # run stays reproducible and the node's own random stream is left untouched.
+        self._rng = random.Random(mac_key)
         self._plans: dict[tuple[Ring, frozenset[str], int], CoveragePlan] = {}
-
-    async def start(self) -> None:
-        """Load (or make and keep) the secret continuations are authenticated with."""
-        key = self._storage.get_meta(MAC_KEY_META)
-        if key is None or len(key) != 32:
-            key = self._rng.randbytes(32)
-            await self._storage.set_meta(MAC_KEY_META, key)
-        self._mac_key = key
 
     # --- coordinating a page ----------------------------------------------------------------
 
@@ -197,8 +187,7 @@ class QueryService:
             for node in failed:
                 self._view.note_unreachable(node)
             plan = self._plan(ring, query.r, failed)
-            answers, more_failed = await self._ask(plan, query, request.values, timeout)
-            failed |= more_failed
+            answers, failed = await self._ask(plan, query, request.values, timeout)
         page = await self._merge(plan, query, answers, failed, request.values, timeout)
         uncovered = plan.uncovered_share
         if failed:
@@ -484,7 +473,6 @@ class QueryService:
         return cbor2.dumps([*body, self._mac(body)])
 
     def _mac(self, body: list[object]) -> bytes:
-        assert self._mac_key is not None, "QueryService.start() was not awaited"
         return hashlib.blake2b(
             cbor2.dumps(body), key=self._mac_key, digest_size=_MAC_BYTES
         ).digest()
@@ -552,6 +540,12 @@ class QueryService:
             records = [(key, found_records[key]) for key in wanted if key in found_records]
         self._stats.incr("queries.scans")
         return IndexScanReply(rows, records, len(rows) >= request.limit)
+
+
+def query_mac_key(node_secret: bytes) -> bytes:
+    """The key continuations are authenticated with, derived from the node's private key:
+    secret, the same after a restart, and nothing to store or draw at random."""
+    return hashlib.blake2b(node_secret, digest_size=32, person=b"p2pix-query-mac").digest()
 
 
 def _both(arcs: Callable[[bytes], bool] | None, prefix: bytes) -> Callable[[bytes], bool] | None:
