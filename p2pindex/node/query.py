@@ -534,12 +534,26 @@ class QueryService:
             self._stats.incr("rejected.bad_scan")
             raise InvalidRequest(f"index scan: {exc}") from None
         records: list[tuple[bytes, bytes]] = []
+        truncated = len(rows) >= request.limit
         if request.records:
-            wanted = list(dict.fromkeys(key for _term, key in rows))
-            found_records = self._storage.get_many(wanted)
-            records = [(key, found_records[key]) for key in wanted if key in found_records]
+            found_records = self._storage.get_many(list(dict.fromkeys(k for _t, k in rows)))
+            budget = self._config.limits.max_frame // _VALUE_BUDGET_SHARE
+            sent: set[bytes] = set()
+            for position, (_term, key) in enumerate(rows):
+                record = found_records.get(key)
+                if record is None or key in sent:
+                    continue
+                budget -= len(record) + len(key)
+                if budget < 0 and records:
+                    # The reply must fit a frame: stop here, the coordinator continues
+                    # after the last row sent.
+                    rows = rows[:position]
+                    truncated = True
+                    break
+                sent.add(key)
+                records.append((key, record))
         self._stats.incr("queries.scans")
-        return IndexScanReply(rows, records, len(rows) >= request.limit)
+        return IndexScanReply(rows, records, truncated)
 
 
 def query_mac_key(node_secret: bytes) -> bytes:
