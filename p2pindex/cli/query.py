@@ -114,9 +114,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "text; text:420 forces text."
         ),
     )
-    query.add_argument("index", metavar="INDEX")
-    query.add_argument("term", metavar="TERM", nargs="?", type=term_arg)
-    query.add_argument("--range", nargs=2, metavar=("LO", "HI"), type=term_arg)
+    query.add_argument("index", metavar="INDEX", help="the index name")
+    query.add_argument(
+        "term", metavar="TERM", nargs="?", type=term_arg, help="the exact term to look up"
+    )
+    query.add_argument(
+        "--range",
+        nargs=2,
+        metavar=("LO", "HI"),
+        type=term_arg,
+        help="every term from LO to HI inclusive (both integers or both text)",
+    )
     query.add_argument("--prefix", default="", help="only keys starting with this text")
     _common(query)
     query.set_defaults(func=run_query)

@@ -63,3 +63,8 @@ def test_final_queries_hold_every_replica_to_the_model() -> None:
 def test_after_a_membership_change_old_terms_are_not_held_against_a_query() -> None:
     writes = [put(3, at=1.0), put(None, "all", at=3.0, read=2.5)]
     assert check(writes, [query("quorum", [(3, K)], at=5.0)], changes=[2.0]) == []
+
+
+def test_a_write_around_a_membership_change_is_not_held_against_a_query() -> None:
+    assert check([put(3, at=1.0)], [query("quorum", [], at=5.0)], changes=[3.0]) == []
+    assert len(check([put(3, at=20.0)], [query("quorum", [], at=25.0)], changes=[3.0])) == 1
