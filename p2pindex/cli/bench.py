@@ -144,7 +144,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=1, help="seed of the key and value choices")
     parser.add_argument(
         "--index-workload",
-        choices=["write", "query", "scan", "all"],
+        choices=["write", "query", "scan", "read", "all"],
         help="instead of YCSB: the index benchmark (p2pindex.cli.bench_index); --records "
         "objects with two terms each",
     )

@@ -9,6 +9,8 @@ Phases, on the cluster ``bench`` starts (or names):
   (``num`` from n to n+99), at ``one`` and ``quorum``: p50/p99/max latency per page.
 * **scan**: every key listed by pages of 1000 at ``one``: keys per second.
 
+``read`` is query and scan after loading only the indexed objects (half the load time).
+
 Then the node processes' largest resident set. One client process with ``--concurrency``
 requests in flight loads; queries run one at a time (latency, not throughput).
 """
@@ -131,7 +133,10 @@ def run_index_bench(
 ) -> int:
     from p2pindex.cli.bench import _largest_resident_bytes
 
-    phases = {"write", "query", "scan"} if args.index_workload == "all" else {args.index_workload}
+    phases = {
+        "all": {"write", "query", "scan"},
+        "read": {"query", "scan"},
+    }.get(args.index_workload, {args.index_workload})
 
     async def main() -> dict:
         async with AsyncClient(addresses, timeout=args.timeout) as db:
