@@ -6,6 +6,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from p2pindex.core.terms import TermLimits
 from p2pindex.errors import ConfigError
 from p2pindex.types import Address
 
@@ -176,6 +177,9 @@ class NodeConfig:
     tombstone_grace: float | None = 3600.0
     """Seconds a node keeps a tombstone at least; after that it is removed once every
     replica of its key is known to hold it (node/reaper.py). None keeps every tombstone."""
+
+    term_limits: TermLimits = field(default_factory=TermLimits)
+    """Bounds on the index terms one write may carry (count, term size, name length)."""
 
     planted_bugs: frozenset[str] = frozenset()
     """Known defects to switch on, for proving the simulation's checkers (never in production)."""

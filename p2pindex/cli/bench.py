@@ -20,6 +20,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
+from p2pindex.cli.bench_index import run_index_bench
 from p2pindex.cli.bench_stats import PhaseResult, ycsb_lines
 from p2pindex.cli.bench_worker import WorkerSpec, worker_main
 from p2pindex.cli.bench_workload import WORKLOADS, Workload
@@ -141,6 +142,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="one client, one request at a time (single-client latency)",
     )
     parser.add_argument("--seed", type=int, default=1, help="seed of the key and value choices")
+    parser.add_argument(
+        "--index-workload",
+        choices=["write", "query", "scan", "read", "all"],
+        help="instead of YCSB: the index benchmark (p2pindex.cli.bench_index); --records "
+        "objects with two terms each",
+    )
     add_format_option(parser)
     parser.set_defaults(func=run)
 
@@ -173,6 +180,8 @@ def run(args: argparse.Namespace) -> int:
             where = f"{args.nodes} local nodes (N={cluster.n_replicas}, security {security})"
             if not args.load and workload.read_proportion > 0:
                 _note("the new cluster is empty, so reads will miss; add --load to fill it first")
+        if args.index_workload:
+            return run_index_bench(args, addresses, node_pids, where)
         specs = _specs(args, workload, addresses, processes, concurrency)
         load, result = _drive(specs, args.load, node_pids)
     config = {

@@ -21,6 +21,7 @@ from p2pindex.cli.common import (
     consistency_arg,
     with_client,
 )
+from p2pindex.cli.query import index_arg, index_terms
 from p2pindex.client import AsyncClient, Context
 from p2pindex.client.results import PutResult
 from p2pindex.errors import InvalidRequest
@@ -77,6 +78,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="replace what the cluster holds now: read the key first and supersede what was read",
     )
+    put.add_argument(
+        "--index",
+        type=index_arg,
+        action="append",
+        metavar="NAME=TERM",
+        help="file this version under TERM in index NAME (repeatable; 420 is an integer,"
+        " other terms are text, text:420 forces text)",
+    )
     _common(put)
     put.set_defaults(func=run_put)
 
@@ -130,7 +139,12 @@ def run_put(args: argparse.Namespace) -> int:
         if args.overwrite and args.context is not None:
             raise InvalidRequest("put takes --context or --overwrite, not both")
         result = await db.put(
-            args.key, value, context=args.context, overwrite=args.overwrite, **_options(args)
+            args.key,
+            value,
+            context=args.context,
+            overwrite=args.overwrite,
+            index=index_terms(args.index),
+            **_options(args),
         )
         if args.format == "json":
             _emit_json(

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from p2pindex.cli import admin, bench, completion, demo, dev, drain, kv, plan
+from p2pindex.cli import query as query_cli
 from p2pindex.cli.common import EXIT_ERROR, Parser, UsageError, report, single_error
 from p2pindex.errors import P2PIndexError
 from p2pindex.version import __version__
@@ -48,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.register(subparsers)
-    for module in (kv, admin, plan, drain, dev, demo, bench, completion):
+    for module in (kv, query_cli, admin, plan, drain, dev, demo, bench, completion):
         module.register(subparsers)
     return parser
 

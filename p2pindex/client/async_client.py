@@ -22,12 +22,24 @@ Why it is shaped this way:
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import trio
 
+from p2pindex.client.queries import (
+    DEFAULT_PAGE,
+    QueryPage,
+    check_page_size,
+    continuation_from_text,
+    index_for_wire,
+    page_from_reply,
+    route_of,
+    term_for_wire,
+)
 from p2pindex.client.requests import (
     Addresses,
     CallOptions,
@@ -93,6 +105,7 @@ from p2pindex.wire.messages import (
     Message,
     OkReply,
     PutRequest,
+    QueryRequest,
     RemoveRequest,
     StatusReply,
     StatusRequest,
@@ -222,6 +235,7 @@ class AsyncClient:
         timeout: float | None = None,
         strict: bool = False,
         overwrite: bool = False,
+        index: Mapping[str, Any] | None = None,
     ) -> PutResult:
         """Store ``value`` under ``key``.
 
@@ -231,6 +245,9 @@ class AsyncClient:
         "replace what the cluster holds now": the node reads the key at ``consistency`` and
         supersedes what it read (``result.unseen_may_remain`` says whether a replica that did
         not answer may still hold another value). It takes no ``context``.
+        ``index={"email": ["a@b.example"], "total": [420]}`` files this version under those
+        terms (integers, or text/bytes); a later write with this write's context replaces
+        them, a delete removes them.
         """
         raw_key = check_key(key, self._limits)
         raw_value = check_value(value, self._limits)
@@ -246,6 +263,7 @@ class AsyncClient:
             options.timeout_ms,
             bool(strict),
             overwrite=bool(overwrite),
+            index=index_for_wire(index),
         )
         reply = await self._request(raw_key, request, options.timeout, retry_after_send=False)
         return put_result(reply)
@@ -287,6 +305,93 @@ class AsyncClient:
         )
         reply = await self._request(raw_key, request, options.timeout, retry_after_send=False)
         return delete_result(reply)
+
+    # --- queries ---------------------------------------------------------------------------
+
+    async def keys(
+        self,
+        prefix: Data = b"",
+        *,
+        limit: int = DEFAULT_PAGE,
+        continuation: str | None = None,
+        consistency: ConsistencyArg | None = None,
+        timeout: float | None = None,
+        values: bool = False,
+        complete_only: bool = False,
+        explain: bool = False,
+    ) -> QueryPage:
+        """One page of the live keys starting with ``prefix``, in key order."""
+        return await self._query(
+            "", None, None, prefix, limit, continuation, consistency, timeout,
+            values, complete_only, explain,
+        )  # fmt: skip
+
+    async def query(
+        self,
+        index: str,
+        term: object,
+        high: object = None,
+        *,
+        prefix: Data = b"",
+        limit: int = DEFAULT_PAGE,
+        continuation: str | None = None,
+        consistency: ConsistencyArg | None = None,
+        timeout: float | None = None,
+        values: bool = False,
+        complete_only: bool = False,
+        explain: bool = False,
+    ) -> QueryPage:
+        """One page of the keys filed under ``term`` in ``index`` (or, with ``high``, under
+        any term from ``term`` to ``high`` inclusive), sorted by term then key.
+
+        The page says whether every arc of the ring was read (``complete``); with
+        ``complete_only`` a page that could not be raises ``Unavailable`` instead.
+        """
+        if not isinstance(index, str) or not index:
+            raise ValueError(f"index must be a non-empty name, not {index!r}")
+        low = term_for_wire(term, "low" if high is not None else "queried")
+        top = low if high is None else term_for_wire(high, "high")
+        return await self._query(
+            index, low, top, prefix, limit, continuation, consistency, timeout,
+            values, complete_only, explain,
+        )  # fmt: skip
+
+    async def _query(
+        self,
+        index: str,
+        low: bytes | None,
+        high: bytes | None,
+        prefix: Data,
+        limit: int,
+        continuation: str | None,
+        consistency: ConsistencyArg | None,
+        timeout: float | None,
+        values: bool,
+        complete_only: bool,
+        explain: bool,
+    ) -> QueryPage:
+        options = self._options(consistency, timeout)
+        token = continuation_from_text(continuation)
+        request = QueryRequest(
+            index,
+            low,
+            high,
+            as_bytes("prefix", prefix),
+            check_page_size(limit),
+            token,
+            options.consistency,
+            options.timeout_ms,
+            bool(values),
+            bool(complete_only),
+            bool(explain),
+        )
+        issuer = route_of(token)
+        address = next((m.address for m in self._router.members if m.node_id == issuer), None)
+        if address is not None:
+            reply = await self._request_to(address, request, options.timeout)
+        else:
+            reply = await self._request(None, request, options.timeout, retry_after_send=True)
+        return page_from_reply(reply, listing=not index)
 
     # --- cluster operations ----------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import trio
 
 from p2pindex.client.async_client import CONNECT_TIMEOUT, HANDSHAKE_TIMEOUT, AsyncClient
+from p2pindex.client.queries import QueryPage
 from p2pindex.client.requests import Addresses, ConsistencyArg, Data
 from p2pindex.client.results import (
     Context,
@@ -138,6 +139,7 @@ class Client:
         timeout: float | None = None,
         strict: bool = False,
         overwrite: bool = False,
+        index: Mapping[str, Any] | None = None,
     ) -> PutResult:
         """Store ``value`` under ``key`` and return the context that covers it.
 
@@ -159,7 +161,16 @@ class Client:
             timeout=timeout,
             strict=strict,
             overwrite=overwrite,
+            index=index,
         )
+
+    def keys(self, prefix: Data = b"", **options: Any) -> QueryPage:
+        """See ``AsyncClient.keys``."""
+        return self._call(self._client.keys, prefix, **options)
+
+    def query(self, index: str, term: object, high: object = None, **options: Any) -> QueryPage:
+        """See ``AsyncClient.query``."""
+        return self._call(self._client.query, index, term, high, **options)
 
     def get(
         self,

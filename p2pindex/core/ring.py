@@ -295,6 +295,16 @@ class Ring:
             shares = self._shares[count] = {node: total / scale for node, total in totals.items()}
         return dict(shares)
 
+    def arcs_in_order(self, n: int) -> list[tuple[int, int, tuple[str, ...]]]:
+        """Every arc (start, end] between consecutive tokens with its ``n``-long preference
+        list, in ring order (the first arc wraps past zero: its start is the last token).
+        Coverage planning (``p2pindex.core.coverage``) walks these."""
+        self._require_nodes()
+        count = self._count(n)
+        found = [(start, end, preference) for start, end, _, preference in self._sweep(count)]
+        found.reverse()
+        return found
+
     def ranges_for(self, node: str, n: int) -> list[tuple[int, int]]:
         """The ring arcs (start, end] of the keys whose ``n``-long preference list holds
         ``node``, sorted by start; an arc with start >= end wraps past zero, and [(0, 0)] is

@@ -22,6 +22,12 @@ would multiply the cost of every record on the hot path)::
 where 1 is the format, actors ascend, each sibling names its actor by its index in the
 clock, siblings ascend by dot and a value is a byte string or null (a tombstone). Decoding
 accepts only this exact encoding, so equal objects always have equal bytes.
+
+A record in which some sibling carries index terms (``p2pindex.core.terms``) is format 2:
+each sibling is four items, ``index, counter, value, terms`` where terms is the flat array
+of ``p2pindex.core.terms`` (empty for a sibling without terms, always empty for a
+tombstone). A record without terms is always written as format 1, so unindexed data keeps
+its bytes (and its speed) and older records still read.
 """
 
 from __future__ import annotations
@@ -32,8 +38,11 @@ from typing import NamedTuple, NoReturn
 from cbor2 import dumps
 
 from p2pindex.core import strict_cbor
+from p2pindex.core import terms as _terms
+from p2pindex.core.terms import IndexTerms
 
 FORMAT = 1
+FORMAT_WITH_TERMS = 2
 MAX_COUNTER = (1 << 64) - 1
 SANE_COUNTER = (1 << 53) - 1
 """The highest counter a context from outside may name for an actor unless the replica
@@ -148,18 +157,24 @@ class Dot(_DotFields):
 class _SiblingFields(NamedTuple):
     dot: Dot
     value: bytes | None
+    terms: IndexTerms = ()
 
 
 class Sibling(_SiblingFields):
-    """A surviving write and its value; None is a tombstone (the write was a delete)."""
+    """A surviving write, its value (None is a tombstone: the write was a delete) and the
+    index terms it was written with (a tombstone has none)."""
 
     __slots__ = ()
 
-    def __new__(cls, dot: Dot, value: bytes | None) -> Sibling:
+    def __new__(cls, dot: Dot, value: bytes | None, terms: IndexTerms = ()) -> Sibling:
         if not isinstance(dot, Dot):
             raise TypeError(f"dot must be a Dot, not {type(dot).__name__}")
         _check_value(value)
-        return tuple.__new__(cls, (dot, value))
+        if terms:
+            if value is None:
+                raise ValueError("a tombstone carries no index terms")
+            terms = _terms.from_flat(_terms.flat(terms))
+        return tuple.__new__(cls, (dot, value, terms))
 
 
 class _ObjectFields(NamedTuple):
@@ -199,12 +214,12 @@ class VersionedObject(_ObjectFields):
     @property
     def values(self) -> list[bytes]:
         """Live values, one per concurrent write (tombstones left out)."""
-        return [value for _, value in self.siblings if value is not None]
+        return [sibling[1] for sibling in self.siblings if sibling[1] is not None]
 
     @property
     def is_deleted(self) -> bool:
         """True when every surviving write is a delete."""
-        return all(value is None for _, value in self.siblings)
+        return all(sibling[1] is None for sibling in self.siblings)
 
     @property
     def context(self) -> VersionVector:
@@ -214,6 +229,11 @@ class VersionedObject(_ObjectFields):
     @property
     def sibling_count(self) -> int:
         return len(self.siblings)
+
+    @property
+    def index_terms(self) -> frozenset[tuple[str, _terms.Term]]:
+        """What the object is found under: the union of its live siblings' terms."""
+        return frozenset(pair for sibling in self.siblings for pair in sibling[2])
 
 
 def descends(a: VersionVector, b: VersionVector) -> bool:
@@ -239,7 +259,11 @@ def join(a: VersionVector, b: VersionVector) -> VersionVector:
 
 
 def update(
-    current: VersionedObject | None, context: VersionVector, actor: str, value: bytes | None
+    current: VersionedObject | None,
+    context: VersionVector,
+    actor: str,
+    value: bytes | None,
+    terms: IndexTerms = (),
 ) -> VersionedObject:
     """The coordinator's write of ``value`` (None deletes) by ``actor``, a replica of the key.
 
@@ -247,6 +271,8 @@ def update(
     were concurrent with this write and stay. The new dot's counter is one past the highest
     the actor appears with in the object or the context, so it can never collide with an
     earlier write by the same actor even if the local copy was behind the context.
+    ``terms`` (canonical, from ``p2pindex.core.terms.normalize``) belong to the new write
+    only: the superseded siblings' terms go with them, a delete carries none.
     """
     if type(context) is not VersionVector:
         raise TypeError(f"context must be a VersionVector, not {type(context).__name__}")
@@ -274,7 +300,9 @@ def update(
     clock[actor] = counter
     if is_new_actor:
         clock = dict(sorted(clock.items()))
-    kept.append(_new(Sibling, (_new(Dot, (actor, counter)), value)))
+    if terms and value is None:
+        raise ValueError("a delete carries no index terms")
+    kept.append(_new(Sibling, (_new(Dot, (actor, counter)), value, terms)))
     kept.sort()
     return _new(VersionedObject, (_vector(clock), tuple(kept)))
 
@@ -293,7 +321,15 @@ def unseen_claim(context: VersionVector, current: VersionedObject | None) -> tup
 def _same_dot_winner(a: Sibling, b: Sibling) -> Sibling:
     """Two different values under one dot mean an actor reused a counter (a bug or lost
     state elsewhere). Pick one deterministically so replicas still converge."""
-    return max(a, b, key=lambda sibling: (sibling[1] is not None, sibling[1] or b""))
+    return max(
+        a,
+        b,
+        key=lambda sibling: (
+            sibling[1] is not None,
+            sibling[1] or b"",
+            _terms.encode(sibling[2]),
+        ),
+    )
 
 
 def merge(a: VersionedObject, b: VersionedObject) -> VersionedObject:
@@ -315,7 +351,7 @@ def merge(a: VersionedObject, b: VersionedObject) -> VersionedObject:
         dot = sibling[0]
         twin = only_b.pop(dot, None)
         if twin is not None:
-            kept.append(sibling if twin[1] == sibling[1] else _same_dot_winner(sibling, twin))
+            kept.append(sibling if twin == sibling else _same_dot_winner(sibling, twin))
         elif dot[1] > seen_by_b.get(dot[0], 0):
             kept.append(sibling)
     for dot, sibling in only_b.items():
@@ -332,12 +368,17 @@ def encode_object(obj: VersionedObject) -> bytes:
     if type(obj) is not VersionedObject:
         raise TypeError(f"expected a VersionedObject, not {type(obj).__name__}")
     counters = obj[0]._counters
-    items: list[object] = [FORMAT, len(counters)]
+    with_terms = any(sibling[2] for sibling in obj[1])
+    items: list[object] = [FORMAT_WITH_TERMS if with_terms else FORMAT, len(counters)]
     for pair in counters.items():
         items += pair
     position = list(counters).index
-    for (actor, counter), value in obj[1]:
-        items += (position(actor), counter, value)
+    if with_terms:
+        for (actor, counter), value, terms in obj[1]:
+            items += (position(actor), counter, value, _terms.flat(terms))
+    else:
+        for (actor, counter), value, _ in obj[1]:
+            items += (position(actor), counter, value)
     return dumps(items)
 
 
@@ -350,7 +391,7 @@ def encode_context(vector: VersionVector) -> bytes:
     return dumps(items)
 
 
-def _load(data: bytes, what: str) -> list[object]:
+def _load(data: bytes, what: str, formats: tuple[int, ...] = (FORMAT,)) -> list[object]:
     if type(data) is not bytes and not isinstance(data, (bytearray, memoryview)):
         raise TypeError(f"{what} must be bytes, not {type(data).__name__}")
     try:
@@ -359,8 +400,9 @@ def _load(data: bytes, what: str) -> list[object]:
         raise ValueError(f"{what} is not valid CBOR: {exc}") from None
     if type(items) is not list or not items:
         raise ValueError(f"{what} is not a non-empty CBOR array")
-    if items[0] != FORMAT or type(items[0]) is not int:
-        raise ValueError(f"{what} has unknown format {items[0]!r} (expected {FORMAT})")
+    if type(items[0]) is not int or items[0] not in formats:
+        expected = " or ".join(map(str, formats))
+        raise ValueError(f"{what} has unknown format {items[0]!r} (expected {expected})")
     return items
 
 
@@ -397,7 +439,9 @@ def _check_canonical(items: list[object], data: bytes, what: str) -> None:
 
 def decode_object(data: bytes) -> VersionedObject:
     """Parse a record; raises ValueError naming the first problem in anything else."""
-    items = _load(data, "record")
+    items = _load(data, "record", (FORMAT, FORMAT_WITH_TERMS))
+    if items[0] == FORMAT_WITH_TERMS:
+        return _decode_with_terms(items, data)
     size = len(items)
     clock_size = items[1] if size > 1 else None
     if type(clock_size) is not int or clock_size < 1:
@@ -422,9 +466,81 @@ def decode_object(data: bytes) -> VersionedObject:
         ):
             _refuse_sibling(actors, limits, index, counter, value, previous_index, previous_counter)
         previous_index, previous_counter = index, counter
-        siblings.append(_new(Sibling, (_new(Dot, (actors[index], counter)), value)))
+        siblings.append(_new(Sibling, (_new(Dot, (actors[index], counter)), value, ())))
     _check_canonical(items, data, "record")
     return _new(VersionedObject, (_vector(counters), tuple(siblings)))
+
+
+def _decode_with_terms(items: list[object], data: bytes) -> VersionedObject:
+    """Format 2 (see the module docstring), checked as strictly as format 1."""
+    size = len(items)
+    clock_size = items[1] if size > 1 else None
+    if type(clock_size) is not int or clock_size < 1:
+        raise ValueError(f"record has a bad clock size {clock_size!r}")
+    first = 2 + 2 * clock_size
+    if first >= size or (size - first) % 4:
+        raise ValueError(f"record has {size} items, which does not fit a clock of {clock_size}")
+    actors, limits = items[2:first:2], items[3:first:2]
+    counters = _clock(actors, limits, "record")
+    siblings: list[Sibling] = []
+    indexed = False
+    previous_index = previous_counter = 0
+    for position in range(first, size, 4):
+        index, counter, value, flat_terms = items[position : position + 4]
+        if (
+            type(index) is not int
+            or not 0 <= index < clock_size
+            or type(counter) is not int
+            or not 0 < counter <= limits[index]  # type: ignore[operator]
+            or (value is not None and type(value) is not bytes)
+            or index < previous_index
+            or (index == previous_index and counter <= previous_counter)
+        ):
+            _refuse_sibling(actors, limits, index, counter, value, previous_index, previous_counter)
+        previous_index, previous_counter = index, counter
+        try:
+            terms = _terms.from_flat(flat_terms)
+        except ValueError as exc:
+            raise ValueError(f"record has bad index terms: {exc}") from None
+        if terms and value is None:
+            raise ValueError("record has a tombstone that carries index terms")
+        indexed = indexed or bool(terms)
+        siblings.append(_new(Sibling, (_new(Dot, (actors[index], counter)), value, terms)))
+    if not indexed:
+        raise ValueError("record is format 2 but carries no index terms")
+    _check_canonical(items, data, "record")
+    return _new(VersionedObject, (_vector(counters), tuple(siblings)))
+
+
+def index_facts(data: bytes) -> tuple[bool, frozenset[tuple[str, _terms.Term]]]:
+    """(live, terms) of a stored record: whether some sibling is not a tombstone, and the
+    union of the siblings' index terms. What a storage backend derives its index rows from,
+    in the transaction that stores the record, for every record it stores, so it reads the
+    flat array without building the object (records reach storage already checked by the
+    node). A record that does not parse (storage tests keep opaque bytes) counts as live and
+    unindexed."""
+    try:
+        items = strict_cbor.loads(data)
+    except (ValueError, TypeError, EOFError):
+        return True, _NO_TERMS
+    if type(items) is not list or len(items) < 2 or type(items[1]) is not int:
+        return True, _NO_TERMS
+    first = 2 + 2 * items[1]
+    if items[0] == FORMAT:
+        return any(value is not None for value in items[first + 2 :: 3]), _NO_TERMS
+    if items[0] != FORMAT_WITH_TERMS:
+        return True, _NO_TERMS
+    live = any(value is not None for value in items[first + 2 :: 4])
+    found: set[tuple[str, _terms.Term]] = set()
+    for flat_terms in items[first + 3 :: 4]:
+        if type(flat_terms) is list:
+            for name, term in zip(flat_terms[::2], flat_terms[1::2], strict=False):
+                if type(name) is str and type(term) in (int, bytes):
+                    found.add((name, term))
+    return live, frozenset(found)
+
+
+_NO_TERMS: frozenset[tuple[str, _terms.Term]] = frozenset()
 
 
 def _refuse_sibling(

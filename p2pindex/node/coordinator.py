@@ -39,6 +39,7 @@ from p2pindex.errors import (
 from p2pindex.net.channel import BatchHandler, FastPath, Respond
 from p2pindex.node import planted, read_first
 from p2pindex.node import trace as trace_seam
+from p2pindex.node.index_terms import write_terms
 from p2pindex.node.peers import PeerPool
 from p2pindex.node.replica import IndexManager, ReplicaService
 from p2pindex.node.stats import StatisticsStore
@@ -190,6 +191,7 @@ class Coordinator:
     async def put(self, request: PutRequest | DeleteRequest) -> Message:
         is_delete = isinstance(request, DeleteRequest)
         value = None if is_delete else request.value
+        terms = write_terms(request, self._config.term_limits, self._stats)
         n = self._config.n_replicas
         required = self._required(request.consistency, n)
         context = self._context(request.context)
@@ -211,7 +213,7 @@ class Coordinator:
             return await read_first.read_then_write(request, self.get, self.put, unseen)
 
         with trio.move_on_after(timeout):
-            obj, record = self._index.new_version(request.key, context, value)
+            obj, record = self._index.new_version(request.key, context, value, terms)
             tracker = WriteQuorum([t.node for t in targets], required)
             round_ = _Round(remaining=len(targets) - 1)
             # Our own commit comes first: a version leaves this node only once its dot is
@@ -349,6 +351,7 @@ class Coordinator:
         respond(position, reply)
 
     def _plan_write(self, position: int, request: PutRequest | DeleteRequest) -> _Write | None:
+        write_terms(request, self._config.term_limits, self._stats)  # refuse bad terms here
         n = self._config.n_replicas
         required = self._required(request.consistency, n)
         context = self._context(request.context)
@@ -367,6 +370,7 @@ class Coordinator:
                     w.request.key,
                     w.context,
                     None if isinstance(w.request, DeleteRequest) else w.request.value,
+                    write_terms(w.request, self._config.term_limits, self._stats),
                 )
                 for w in writes
             ]
@@ -928,6 +932,7 @@ def _as_forwarded(request: PutRequest | GetRequest | DeleteRequest) -> Message:
             request.strict,
             True,
             request.overwrite,
+            request.index,
         )
     if isinstance(request, DeleteRequest):
         return DeleteRequest(

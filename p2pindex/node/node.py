@@ -42,6 +42,7 @@ from p2pindex.node.load import LoadMeter
 from p2pindex.node.membership import MembershipDriver
 from p2pindex.node.monitor import IndexMonitor
 from p2pindex.node.peers import PeerPool
+from p2pindex.node.query import QueryService, query_mac_key
 from p2pindex.node.reaper import TombstoneReaper, load_markers
 from p2pindex.node.replace import prepare_replacement
 from p2pindex.node.replica import IndexManager, ReplicaService, decode_incoming
@@ -61,6 +62,7 @@ from p2pindex.wire.messages import (
     ExplainRequest,
     GetRequest,
     Hello,
+    IndexScan,
     KeyDigestRequest,
     LeaveRequest,
     LimitsReply,
@@ -72,6 +74,7 @@ from p2pindex.wire.messages import (
     PushPull,
     PushPullReply,
     PutRequest,
+    QueryRequest,
     RangeScan,
     RangeScanReply,
     RecordsRequest,
@@ -146,6 +149,7 @@ class Node:
         self._nursery: trio.Nursery | None = None
         self._index: IndexManager | None = None
         self._coordinator: Coordinator | None = None
+        self._query: QueryService | None = None
         self._peers: PeerPool | None = None
         self._hints: HintedHandoff | None = None
         self._replica: ReplicaService | None = None
@@ -205,6 +209,15 @@ class Node:
                 self.config,
                 self.stats,
                 nursery.start_soon,
+            )
+            self._query = QueryService(
+                self.node_id,
+                self,
+                self.storage,
+                self._peers,
+                self.config,
+                self.stats,
+                query_mac_key(bytes(self.identity.signing_key)),
             )
             self._hints = HintedHandoff(
                 self,
@@ -783,6 +796,11 @@ class Node:
             return await self._replica_write_batch(message)
         if isinstance(message, RangeScan):
             return self._range_scan(message)
+        if isinstance(message, QueryRequest | IndexScan):
+            assert self._query is not None
+            if isinstance(message, IndexScan):
+                return self._query.scan(message)
+            return await self._query.query(message)
         if isinstance(message, DigestRequest | KeyDigestRequest | RecordsRequest):
             assert self.antientropy is not None
             return self.antientropy.serve(message)

@@ -8,13 +8,14 @@ serialised without locks (Storage makes a put visible before it awaits the commi
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 import trio
 
 from p2pindex.config import Limits
 from p2pindex.core import versions
+from p2pindex.core.terms import IndexTerms
 from p2pindex.core.versions import VersionedObject, VersionVector
 from p2pindex.errors import (
     InvalidRequest,
@@ -149,7 +150,11 @@ class IndexManager:
         decoded[key] = (record, obj)
 
     def new_version(
-        self, key: bytes, context: VersionVector, value: bytes | None
+        self,
+        key: bytes,
+        context: VersionVector,
+        value: bytes | None,
+        terms: IndexTerms = (),
     ) -> tuple[VersionedObject, bytes]:
         """The new version of ``key`` with this node as its actor, and its encoding.
 
@@ -157,24 +162,29 @@ class IndexManager:
         can interleave. Refuses (definitely, before anything is stored or sent) a write that
         would exceed the sibling limit.
         """
-        obj, record = version = self._versioned(self.read(key), context, value)
+        obj, record = version = self._versioned(self.read(key), context, value, terms)
         self._remember(key, record, obj)
         return version
 
     def new_versions(
-        self, writes: list[tuple[bytes, VersionVector, bytes | None]]
+        self,
+        writes: Sequence[
+            tuple[bytes, VersionVector, bytes | None]
+            | tuple[bytes, VersionVector, bytes | None, IndexTerms]
+        ],
     ) -> list[tuple[VersionedObject, bytes] | InvalidRequest]:
         """``new_version`` for several writes at once, each seeing those before it (a key
         may repeat); a refused write gets its error in its place.
 
         The caller must ``commit_many`` the results before its next await.
         """
-        staged = self.read_many([key for key, _context, _value in writes])
+        staged = self.read_many([write[0] for write in writes])
         made: list[tuple[VersionedObject, bytes] | InvalidRequest] = []
-        for key, context, value in writes:
+        for key, context, value, *rest in writes:
+            terms: IndexTerms = rest[0] if rest else ()
             current = staged.get(key)
             try:
-                version = self._versioned(current, context, value)
+                version = self._versioned(current, context, value, terms)
             except InvalidRequest as exc:
                 made.append(exc)
                 continue
@@ -184,7 +194,11 @@ class IndexManager:
         return made
 
     def _versioned(
-        self, current: VersionedObject | None, context: VersionVector, value: bytes | None
+        self,
+        current: VersionedObject | None,
+        context: VersionVector,
+        value: bytes | None,
+        terms: IndexTerms = (),
     ) -> tuple[VersionedObject, bytes]:
         claim = versions.unseen_claim(context, current)
         if claim is not None:
@@ -196,7 +210,7 @@ class IndexManager:
         if self._bugs:
             updated = planted.update(current, context, self.actor, value, self._bugs)
         else:
-            updated = versions.update(current, context, self.actor, value)
+            updated = versions.update(current, context, self.actor, value, terms)
         if updated.sibling_count > self._limits.sibling_max:
             self._stats.incr("writes.refused_siblings")
             raise SiblingLimitExceeded(

@@ -26,6 +26,7 @@ from p2pindex.wire.messages import (
     MembersRequest,
     Message,
     PutRequest,
+    QueryRequest,
     RemoveRequest,
     RevocationPush,
     StatusRequest,
@@ -39,6 +40,7 @@ REQUIRED_ROLE: dict[type[Message], Role] = {
     MembersRequest: Role.READ,
     ExplainRequest: Role.READ,
     LimitsRequest: Role.READ,
+    QueryRequest: Role.READ,
     PutRequest: Role.WRITE,
     DeleteRequest: Role.WRITE,
     LeaveRequest: Role.ADMIN,
@@ -129,6 +131,18 @@ def authorize(peer: Peer, message: Message, now: float) -> None:
             f"{name} needs the {required.value} role, but this client's capability has the "
             f"{credential.role.value} role (issue one with `p2pindex token issue --role "
             f"{required.value}`)",
+        )
+    if (
+        credential.prefix
+        and isinstance(message, QueryRequest)
+        and not message.prefix.startswith(credential.prefix)
+    ):
+        # Every answer's key starts with the query's prefix (nodes filter by it), so a
+        # query inside the capability's prefix sees nothing outside it.
+        raise AccessDenied(
+            "prefix",
+            f"this capability reads only keys under {credential.prefix!r}; query with a "
+            f"prefix inside it (asked for {message.prefix[:64]!r})",
         )
     if credential.prefix and isinstance(message, _KEYED):
         key: bytes = message.key

@@ -37,9 +37,11 @@ from typing import Final
 
 import trio
 
+from p2pindex.core.terms import Term
 from p2pindex.errors import StorageFailure
 from p2pindex.sim.faults import DiskMode
 from p2pindex.storage.base import Hint, HintBacklog, require_open
+from p2pindex.storage.index_rows import KeyFilter, TermRange
 from p2pindex.storage.memory import MemoryStorage
 from p2pindex.types import NodeId
 
@@ -267,6 +269,22 @@ class SimStorage:
 
     def disk_usage(self) -> dict[str, int]:
         return {}
+
+    def index_scan(
+        self,
+        terms: TermRange,
+        after: tuple[Term, bytes] | None,
+        limit: int,
+        keep: KeyFilter = None,
+    ) -> list[tuple[Term, bytes]]:
+        self._check_open()
+        return self._disk.image.index_scan(terms, after, limit, keep)
+
+    def key_scan(
+        self, prefix: bytes, after: bytes | None, limit: int, keep: KeyFilter = None
+    ) -> list[bytes]:
+        self._check_open()
+        return self._disk.image.key_scan(prefix, after, limit, keep)
 
     def hints_for(self, target: NodeId, limit: int) -> list[Hint]:
         self._check_open()

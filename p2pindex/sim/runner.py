@@ -55,6 +55,8 @@ from p2pindex.sim.history import (
     ReplicaState,
     RunMeta,
 )
+from p2pindex.sim.index_checker import check_index_run
+from p2pindex.sim.index_workload import index_workload_for
 from p2pindex.sim.network import DatagramFaults, SimNetwork
 from p2pindex.sim.outputs import RunResult, failure_report, format_table, write_run_files
 from p2pindex.sim.plan import ChurnSettings, RunPlan
@@ -89,6 +91,7 @@ class Simulation:
         self.faults_started = 0
         self._views: dict[tuple[str, str], Liveness] = {}
         self._workload = Workload(self.history, derive_rng(plan.seed, "workload"), plan.workload)
+        self.index_workload = index_workload_for(plan.seed, plan.workload)
         self._ring: Ring | None = None
 
     async def main(self) -> None:
@@ -124,6 +127,8 @@ class Simulation:
                     await self._run_phase(clients)
                     await self._quiesce()
                     unread = await self._workload.final_reads(clients, level=plan.final_level)
+                    if self.index_workload is not None:
+                        await self.index_workload.final_queries(clients)
                     if unread:
                         self.trace.event("unread", ",".join(unread))
                     samplers.cancel_scope.cancel()
@@ -188,6 +193,8 @@ class Simulation:
         driver = ScheduleDriver(plan.schedule, self.cluster)
         async with trio.open_nursery() as phase:
             phase.start_soon(self._workload.run, clients, scenario.duration)
+            if self.index_workload is not None:
+                phase.start_soon(self.index_workload.run, clients, scenario.duration)
             phase.start_soon(driver.run, self.origin)
             if plan.churn is not None:
                 phase.start_soon(self._churn, plan.churn)
@@ -326,6 +333,7 @@ def run_simulation(
     history = simulation.history
     assert simulation.cluster is not None
     violations = [*simulation.cluster.deaths, *checkers.check_all(history, plan.check)]
+    violations += check_index_run(simulation.index_workload, history, CHURN_EVENTS)
     counts = Counter(op.type for op in history.ops if op.type is not OpType.INVOKE)
     fault_counts = Counter(simulation.cluster.fault_counts)
     fault_counts.update(event.kind.value for event in history.faults if event.kind in CHURN_EVENTS)

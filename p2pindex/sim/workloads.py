@@ -113,6 +113,8 @@ class WorkloadOptions:
     read_levels: tuple[str, ...] = LEVELS
     blind_fraction: float = 0.3
     """Share of register puts sent without a context."""
+    index_processes: int = 0
+    """Processes of the index workload (``p2pindex.sim.index_workload``); 0 runs none."""
 
     def __post_init__(self) -> None:
         if self.processes < 1:
@@ -130,6 +132,8 @@ class WorkloadOptions:
             raise ValueError("write_levels and read_levels must not be empty")
         if not 0.0 <= self.blind_fraction <= 1.0:
             raise ValueError("blind_fraction must be within 0..1")
+        if type(self.index_processes) is not int or self.index_processes < 0:
+            raise ValueError("index_processes must be a non-negative integer")
 
 
 PATTERNS = ("set_add", "register", "delete_recreate")

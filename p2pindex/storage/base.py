@@ -17,10 +17,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
+from p2pindex.core.terms import Term
 from p2pindex.errors import StorageFailure
 from p2pindex.types import NodeId
+
+if TYPE_CHECKING:
+    from p2pindex.storage.index_rows import KeyFilter, TermRange
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +78,24 @@ class Storage(Protocol):
         When start >= end the arc wraps around zero. Tokens are
         ``p2pindex.core.ring.key_token(key)`` (unsigned 64-bit).
         """
+        ...
+
+    def index_scan(
+        self,
+        terms: TermRange,
+        after: tuple[Term, bytes] | None,
+        limit: int,
+        keep: KeyFilter = None,
+    ) -> list[tuple[Term, bytes]]:
+        """Up to ``limit`` (term, key) rows of one index's term range, in (term, key) order,
+        strictly after ``after``, of keys ``keep`` accepts (``storage.index_rows``)."""
+        ...
+
+    def key_scan(
+        self, prefix: bytes, after: bytes | None, limit: int, keep: KeyFilter = None
+    ) -> list[bytes]:
+        """Up to ``limit`` live keys (some sibling is not a tombstone) starting with
+        ``prefix``, in key order, strictly after ``after``, that ``keep`` accepts."""
         ...
 
     def count(self) -> int:

@@ -12,6 +12,10 @@ Scans walk a list of ``(token, key)`` pairs kept sorted with ``bisect`` on every
 removal. That costs O(n) memmove per new key, which is cheap at the key counts a test or a
 simulated node holds, and makes a paged ``scan_range`` O(log n + page) instead of a sort per page
 (anti-entropy and handoff page through whole arcs).
+
+Index rows (``p2pindex.storage.index_rows``) live the same way: a sorted list of
+``(index, kind, term, key)`` and a sorted list of live keys, changed in the same step as the
+record they come from.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from collections.abc import Sequence
 import trio
 
 from p2pindex.core.ring import arc_pieces, key_token
+from p2pindex.core.terms import Term, term_order
 from p2pindex.errors import StorageFailure
 from p2pindex.storage.base import (
     Hint,
@@ -33,6 +38,15 @@ from p2pindex.storage.base import (
     require_limit,
     require_meta_name,
     require_open,
+)
+from p2pindex.storage.index_rows import (
+    NO_FACTS,
+    Facts,
+    KeyFilter,
+    TermRange,
+    facts_of,
+    prefix_end,
+    require_cursor,
 )
 from p2pindex.types import NodeId
 
@@ -66,6 +80,9 @@ class MemoryStorage:
         self._next_hint_id = 1
         self._meta: dict[str, bytes] = {}
         self._closed = False
+        self._facts: dict[bytes, Facts] = {}
+        self._index: list[tuple[str, int, Term, bytes]] = []
+        self._live: list[bytes] = []
 
     def get(self, key: bytes) -> bytes | None:
         self._check_open()
@@ -102,6 +119,23 @@ class MemoryStorage:
             if key not in self._records:
                 bisect.insort(self._order, (key_token(key), key))
             self._records[key] = record
+            self._reindex(key, facts_of(record))
+
+    def _reindex(self, key: bytes, new: Facts) -> None:
+        """Move ``key``'s index rows from what its old record said to what ``new`` says."""
+        old = self._facts.pop(key, NO_FACTS)
+        if new != NO_FACTS:
+            self._facts[key] = new
+        if old[0] != new[0]:
+            if new[0]:
+                bisect.insort(self._live, key)
+            else:
+                del self._live[bisect.bisect_left(self._live, key)]
+        for name, term in old[1] - new[1]:
+            row = (name, *term_order(term), key)
+            del self._index[bisect.bisect_left(self._index, row)]
+        for name, term in new[1] - old[1]:
+            bisect.insort(self._index, (name, *term_order(term), key))
 
     async def remove(self, key: bytes) -> None:
         self.remove_now(key)
@@ -112,6 +146,54 @@ class MemoryStorage:
         require_bytes("key", key)
         if self._records.pop(key, None) is not None:
             del self._order[bisect.bisect_left(self._order, (key_token(key), key))]
+            self._reindex(key, NO_FACTS)
+
+    def index_scan(
+        self,
+        terms: TermRange,
+        after: tuple[Term, bytes] | None,
+        limit: int,
+        keep: KeyFilter = None,
+    ) -> list[tuple[Term, bytes]]:
+        """Up to ``limit`` (term, key) rows of ``terms``, in (term, key) order, strictly
+        after ``after``, only of keys ``keep`` accepts."""
+        self._check_open()
+        require_cursor(after)
+        require_limit(limit)
+        if after is None or term_order(after[0]) < term_order(terms.lo):
+            first = bisect.bisect_left(self._index, (terms.index, *term_order(terms.lo), b""))
+        else:
+            first = bisect.bisect_right(self._index, (terms.index, *term_order(after[0]), after[1]))
+        top = (terms.index, *term_order(terms.hi))
+        found: list[tuple[Term, bytes]] = []
+        for name, kind, term, key in self._index[first:]:
+            if len(found) >= limit or (name, kind, term) > top:
+                break
+            if keep is None or keep(key):
+                found.append((term, key))
+        return found
+
+    def key_scan(
+        self, prefix: bytes, after: bytes | None, limit: int, keep: KeyFilter = None
+    ) -> list[bytes]:
+        """Up to ``limit`` live keys starting with ``prefix``, in key order, after ``after``."""
+        self._check_open()
+        require_bytes("prefix", prefix)
+        require_limit(limit)
+        start = prefix if after is None or after < prefix else after
+        first = (
+            bisect.bisect_right(self._live, start)
+            if start == after
+            else bisect.bisect_left(self._live, start)
+        )
+        end = prefix_end(prefix)
+        found: list[bytes] = []
+        for key in self._live[first:]:
+            if len(found) >= limit or (end is not None and key >= end):
+                break
+            if keep is None or keep(key):
+                found.append(key)
+        return found
 
     def scan_range(
         self, start: int, end: int, after: bytes | None, limit: int

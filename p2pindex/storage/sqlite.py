@@ -13,6 +13,13 @@ Layout (schema version 1):
 * ``hints(id, target, key, record, created)`` indexed by ``(target, id)``; ids are handed out here,
   so a hint still waiting for its commit already has its final id.
 * ``meta(name, value)``.
+* Schema version 2 adds the index rows of ``p2pindex.storage.index_rows``:
+  ``idx(name, term, key)`` WITHOUT ROWID with primary key ``(name, term, key)`` (the one
+  B-tree is the covering index a query walks in (term, key) order; SQLite orders INTEGER
+  terms before BLOB ones) and ``live(key)`` WITHOUT ROWID, the keys with a live sibling in key
+  order (key listing). ``_apply`` reads the old records of the batch's keys and moves their
+  rows in the same transaction as the records, so a committed index always matches the
+  committed records. A version 1 file is upgraded on open (its rows derived from its records).
 * The file is recognised by ``PRAGMA application_id`` and versioned by ``PRAGMA user_version``,
   which keeps every ``meta`` name free for the node.
 
@@ -61,6 +68,7 @@ import outcome
 import trio
 
 from p2pindex.core.ring import ArcPiece, arc_pieces, key_token
+from p2pindex.core.terms import Term, term_order
 from p2pindex.errors import StorageFailure
 from p2pindex.storage.base import (
     Hint,
@@ -71,10 +79,12 @@ from p2pindex.storage.base import (
     require_limit,
     require_meta_name,
 )
+from p2pindex.storage.index_rows import KeyFilter, TermRange, facts_of, prefix_end, require_cursor
 from p2pindex.storage.memory import backlog_of
 from p2pindex.types import NodeId
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+_UPGRADABLE_FROM = 1
 APPLICATION_ID = 0x70326978
 """``PRAGMA application_id`` of a p2pindex storage file (ASCII "p2ix")."""
 
@@ -109,6 +119,11 @@ _SCHEMA = (
     " record BLOB NOT NULL, created REAL NOT NULL)",
     "CREATE INDEX hints_by_target ON hints (target, id)",
     "CREATE TABLE meta (name TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID",
+)
+_INDEX_SCHEMA = (
+    "CREATE TABLE idx (name TEXT NOT NULL, term ANY NOT NULL, key BLOB NOT NULL,"
+    " PRIMARY KEY (name, term, key)) WITHOUT ROWID",
+    "CREATE TABLE live (key BLOB PRIMARY KEY) WITHOUT ROWID",
 )
 
 
@@ -161,6 +176,29 @@ _UPSERT_META = _RowsStatement(
 )
 
 _GET_KV = "SELECT record FROM kv WHERE token = ? AND key = ?"
+_INSERT_IDX = _RowsStatement(
+    "INSERT INTO idx (name, term, key) VALUES ", "(?,?,?)", " ON CONFLICT DO NOTHING"
+)
+_DELETE_IDX = _RowsStatement(
+    "DELETE FROM idx WHERE (name, term, key) IN (SELECT column1, column2, column3 FROM (VALUES ",
+    "(?,?,?)",
+    "))",
+)
+_INSERT_LIVE = _RowsStatement("INSERT INTO live (key) VALUES ", "(?)", " ON CONFLICT DO NOTHING")
+_DELETE_LIVE = _RowsStatement("DELETE FROM live WHERE key IN (", "?", ")")
+_INDEX_FROM = (
+    "SELECT term, key FROM idx WHERE name = ? AND term >= ? AND term <= ?"
+    " ORDER BY term, key LIMIT ?"
+)
+_INDEX_AFTER = (
+    "SELECT term, key FROM idx WHERE name = ? AND (term, key) > (?, ?) AND term <= ?"
+    " ORDER BY term, key LIMIT ?"
+)
+_KEYS_FROM = "SELECT key FROM live WHERE key >= ? ORDER BY key LIMIT ?"
+_KEYS_AFTER = "SELECT key FROM live WHERE key > ? ORDER BY key LIMIT ?"
+_ANY_INDEX_ROW = "SELECT EXISTS (SELECT 1 FROM idx)"
+_INDEX_CHUNK = 256
+"""Rows fetched per statement when a key filter may drop some of them."""
 
 
 _GET_MANY = _RowsStatement(
@@ -409,6 +447,108 @@ class SqliteStorage:
             except OSError:
                 usage[kind] = 0
         return usage
+
+    def index_scan(
+        self,
+        terms: TermRange,
+        after: tuple[Term, bytes] | None,
+        limit: int,
+        keep: KeyFilter = None,
+    ) -> list[tuple[Term, bytes]]:
+        """See ``MemoryStorage.index_scan``; pending writes overlay the committed rows."""
+        require_cursor(after)
+        require_limit(limit)
+        pending = self._pending_records()
+        found: list[tuple[Term, bytes]] = []
+        cursor = after
+        if cursor is not None and term_order(cursor[0]) < term_order(terms.lo):
+            cursor = None
+        exhausted = False
+        while len(found) < limit:
+            wanted = max(limit - len(found), _INDEX_CHUNK if keep else 0) + len(pending)
+            if cursor is None:
+                sql, args = _INDEX_FROM, (terms.index, terms.lo, terms.hi, wanted)
+            else:
+                sql, args = _INDEX_AFTER, (terms.index, cursor[0], cursor[1], terms.hi, wanted)
+            try:
+                rows = self._reader.execute(sql, args).fetchall()
+            except sqlite3.Error as exc:
+                raise self._read_failure(exc) from exc
+            found += [
+                (term, key)
+                for term, key in rows
+                if key not in pending and (keep is None or keep(key))
+            ]
+            if len(rows) < wanted:
+                exhausted = True
+                break
+            cursor = rows[-1][0], rows[-1][1]
+        if pending:
+            start = None if after is None else (term_order(after[0]), after[1])
+            found += [
+                (term, key)
+                for key, record in pending.items()
+                if keep is None or keep(key)
+                for name, term in facts_of(record)[1]
+                if name == terms.index
+                and terms.contains(term)
+                and (start is None or (term_order(term), key) > start)
+            ]
+            found.sort(key=lambda row: (term_order(row[0]), row[1]))
+            if not exhausted and cursor is not None:
+                # Rows past the last one read from the file may have committed neighbours
+                # not read yet; leave them to the next page.
+                last = (term_order(cursor[0]), cursor[1])
+                found = [row for row in found if (term_order(row[0]), row[1]) <= last]
+        return found[:limit]
+
+    def key_scan(
+        self, prefix: bytes, after: bytes | None, limit: int, keep: KeyFilter = None
+    ) -> list[bytes]:
+        """See ``MemoryStorage.key_scan``; pending writes overlay the committed keys."""
+        require_bytes("prefix", prefix)
+        require_limit(limit)
+        pending = self._pending_records()
+        end = prefix_end(prefix)
+        found: list[bytes] = []
+        cursor = after if after is not None and after >= prefix else None
+        exhausted = False
+        while len(found) < limit:
+            wanted = max(limit - len(found), _INDEX_CHUNK if keep else 0) + len(pending)
+            if cursor is None:
+                sql, args = _KEYS_FROM, (prefix, wanted)
+            else:
+                sql, args = _KEYS_AFTER, (cursor, wanted)
+            try:
+                rows = [row[0] for row in self._reader.execute(sql, args).fetchall()]
+            except sqlite3.Error as exc:
+                raise self._read_failure(exc) from exc
+            inside = [key for key in rows if end is None or key < end]
+            found += [key for key in inside if key not in pending and (keep is None or keep(key))]
+            if len(rows) < wanted or len(inside) < len(rows):
+                exhausted = True
+                break
+            cursor = rows[-1]
+        if pending:
+            found += [
+                key
+                for key, record in pending.items()
+                if facts_of(record)[0]
+                and key.startswith(prefix)
+                and (after is None or key > after)
+                and (keep is None or keep(key))
+            ]
+            found.sort()
+            if not exhausted and cursor is not None and len(found) > limit:
+                found = [key for key in found if key <= cursor]
+        return found[:limit]
+
+    def _pending_records(self) -> dict[bytes, bytes | None]:
+        pending: dict[bytes, bytes | None] = {}
+        for batch in (self._committing, self._open):
+            if batch is not None:
+                pending.update((key, record) for key, (_token, record) in batch.kv.items())
+        return pending
 
     def count(self) -> int:
         """Committed keys (tombstones included); writes still committing are not counted yet."""
@@ -708,6 +848,7 @@ def _apply(conn: sqlite3.Connection, batch: _Batch) -> str | None:
                 removals.append((token - _TOKEN_OFFSET, key))
             else:
                 puts.append((token - _TOKEN_OFFSET, key, record))
+        _move_index_rows(conn, batch)
         _UPSERT_KV.run(conn, puts)
         _DELETE_KV.run(conn, removals)
         _INSERT_HINTS.run(
@@ -738,6 +879,46 @@ def _make_private(path: Path) -> None:
             mode = part.stat().st_mode
             if mode & 0o077:
                 part.chmod(mode & 0o700)
+
+
+def _move_index_rows(conn: sqlite3.Connection, batch: _Batch) -> None:
+    """Inside ``_apply``'s transaction: the index rows of the batch's keys go from what their
+    committed records said to what the new records say.
+
+    While no key of the store has ever had an index term (``idx`` is empty), the old records
+    need not be read: they had no terms, and the live-key rows are set outright (an insert
+    that finds the key, or a delete that finds nothing, changes nothing). That keeps a store
+    that uses no indexes within a statement per batch of what it cost before indexes."""
+    if not batch.kv:
+        return
+    added: list[tuple[object, ...]] = []
+    dropped: list[tuple[object, ...]] = []
+    became_live: list[tuple[object, ...]] = []
+    became_dead: list[tuple[object, ...]] = []
+    if conn.execute(_ANY_INDEX_ROW).fetchone()[0] == 0:
+        for key, (_token, record) in batch.kv.items():
+            live, terms = facts_of(record)
+            (became_live if live else became_dead).append((key,))
+            added += [(name, term, key) for name, term in terms]
+    else:
+        old = dict(
+            _GET_MANY.run(
+                conn, [(token - _TOKEN_OFFSET, key) for key, (token, _r) in batch.kv.items()]
+            )
+        )
+        for key, (_token, record) in batch.kv.items():
+            was = facts_of(old.get(key))
+            now = facts_of(record)
+            if was == now:
+                continue
+            if was[0] != now[0]:
+                (became_live if now[0] else became_dead).append((key,))
+            dropped += [(name, term, key) for name, term in was[1] - now[1]]
+            added += [(name, term, key) for name, term in now[1] - was[1]]
+    _DELETE_IDX.run(conn, dropped)
+    _INSERT_IDX.run(conn, added)
+    _DELETE_LIVE.run(conn, became_dead)
+    _INSERT_LIVE.run(conn, became_live)
 
 
 def _lock(path: Path) -> int:
@@ -809,7 +990,7 @@ def _prepare_schema(conn: sqlite3.Connection, path: Path) -> int:
                 f"cannot open {path}: it is another application's SQLite database"
                 " (it has tables but no p2pindex application id)"
             )
-        for statement in _SCHEMA:
+        for statement in (*_SCHEMA, *_INDEX_SCHEMA):
             conn.execute(statement)
         conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
     elif application_id != APPLICATION_ID:
@@ -817,6 +998,8 @@ def _prepare_schema(conn: sqlite3.Connection, path: Path) -> int:
             f"cannot open {path}: it is another application's SQLite database"
             f" (application id {application_id:#x})"
         )
+    elif version == _UPGRADABLE_FROM:
+        _add_index_tables(conn)
     elif version != SCHEMA_VERSION:
         raise StorageFailure(
             f"cannot open {path}: it has storage schema version {version},"
@@ -846,6 +1029,23 @@ def _truncate_if_large(conn: sqlite3.Connection, path: Path) -> None:
     if _wal_bytes(path) > _WAL_TRUNCATE_BYTES:
         with contextlib.suppress(sqlite3.Error):
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+def _add_index_tables(conn: sqlite3.Connection) -> None:
+    """Upgrade a version 1 file: derive every key's index rows from its record."""
+    for statement in _INDEX_SCHEMA:
+        conn.execute(statement)
+    rows = conn.execute("SELECT key, record FROM kv")
+    while chunk := rows.fetchmany(1024):
+        added: list[tuple[object, ...]] = []
+        live: list[tuple[object, ...]] = []
+        for key, record in chunk:
+            is_live, terms = facts_of(record)
+            if is_live:
+                live.append((key,))
+            added += [(name, term, key) for name, term in terms]
+        _INSERT_IDX.run(conn, added)
+        _INSERT_LIVE.run(conn, live)
 
 
 def _checkpoint(path: Path) -> int:

@@ -40,6 +40,8 @@ class PutRequest(Message):
     overwrite: bool = False
     """Replace what the cluster holds now: the coordinator reads the key first and writes
     with the context it read (``context`` must be None)."""
+    index: bytes | None = None
+    """The write's index terms, encoded by ``p2pindex.core.terms.encode`` (None: none)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -413,3 +415,73 @@ class CertificateReply(Message):
     TYPE: ClassVar[int] = 62
     certificates: list[bytes]
     """Signed node certificates; the asker verifies each one itself."""
+
+
+# --- queries: index scans and key listings (p2pindex.node.query) ---------------------------
+# Codes 70..79 are kept for queries.
+
+
+@dataclass(frozen=True, slots=True)
+class QueryRequest(Message):
+    """One page of an index query (``index`` set) or a key listing (``index`` empty).
+
+    ``lo`` and ``hi`` are terms encoded by ``p2pindex.core.terms.encode_term`` (an exact
+    query sends the same term twice); a listing sends neither. Every answer's key starts
+    with ``prefix`` (a capability with a prefix must send one inside it). ``continuation``
+    is the opaque token of the previous page.
+    """
+
+    TYPE: ClassVar[int] = 70
+    index: str
+    lo: bytes | None
+    hi: bytes | None
+    prefix: bytes
+    limit: int
+    continuation: bytes | None
+    consistency: str | int
+    timeout_ms: int
+    values: bool = False
+    complete_only: bool = False
+    explain: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class QueryReply(Message):
+    TYPE: ClassVar[int] = 71
+    rows: list[tuple[bytes, bytes]]
+    """(encoded term, key) in (term, key) order; the term is empty in a key listing."""
+    row_values: list[list[bytes]]
+    """The live values of each row's key when asked for, else empty."""
+    continuation: bytes | None
+    """None when there is nothing after this page."""
+    coverage: dict[str, Any]
+    """complete, uncovered_share, replicas_per_arc and (with explain) the plan."""
+
+
+@dataclass(frozen=True, slots=True)
+class IndexScan(Message):
+    """A coordinator's sub-query to one replica: the rows of its arcs (start[i], end[i]]
+    (none: the whole ring) after the cursor, at most ``limit``; with ``records`` the
+    records of the keys named too (for merging by version, or values)."""
+
+    TYPE: ClassVar[int] = 72
+    index: str
+    lo: bytes | None
+    hi: bytes | None
+    prefix: bytes
+    start: list[int]
+    end: list[int]
+    after_term: bytes | None
+    after_key: bytes | None
+    limit: int
+    records: bool
+
+
+@dataclass(frozen=True, slots=True)
+class IndexScanReply(Message):
+    TYPE: ClassVar[int] = 73
+    rows: list[tuple[bytes, bytes]]
+    records: list[tuple[bytes, bytes]]
+    """(key, record) for each distinct key of ``rows`` when asked."""
+    truncated: bool
+    """True when ``limit`` rows were found: more may follow the last one."""

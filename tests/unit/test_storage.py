@@ -572,7 +572,7 @@ async def test_sqlite_open_refuses_an_unknown_schema_version(tmp_path: Path) -> 
     await (await SqliteStorage.open(path)).aclose()
     with contextlib.closing(sqlite3.connect(path)) as conn:
         conn.execute("PRAGMA user_version = 99")
-    with pytest.raises(StorageFailure, match="schema version 99, this p2pindex reads version 1"):
+    with pytest.raises(StorageFailure, match="schema version 99, this p2pindex reads version 2"):
         await SqliteStorage.open(path)
 
 

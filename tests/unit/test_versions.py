@@ -280,7 +280,7 @@ def test_the_documented_layout_decodes() -> None:
         (b"", "not valid CBOR"),
         (b"\xff\x00", "not valid CBOR"),
         (cbor2.dumps({"a": 1}), "array"),
-        (record(2, 1, "n1", 1, 0, 1, b"a"), "format"),
+        (record(3, 1, "n1", 1, 0, 1, b"a"), "format"),
         (record(1.0, 1, "n1", 1, 0, 1, b"a"), "format"),
         (record(1, 0), "clock size"),
         (record(1, True, "n1", 1, 0, 1, b"a"), "clock size"),

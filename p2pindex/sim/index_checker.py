@@ -1,0 +1,161 @@
+"""The index checker: every completed query against the model of acknowledged writes.
+
+For a query that ran from ``t0`` to ``t1`` over terms ``lo..hi`` and a key ``k``, let W be
+the acknowledged write of ``k`` that completed last before ``t0``. The key is *settled* for
+the query when no other write of ``k`` that may have taken effect (acknowledged, or of
+unknown outcome) began after W began and before ``t1``. Then:
+
+* **must be there**: W is a put with a term in ``lo..hi``. W's dot can only be superseded
+  by a write that began after it, so W's sibling stands on every replica that has it. A
+  quorum query must return (term, k) when W was acknowledged by a strict QUORUM or ALL; a
+  ``one`` query when W was acknowledged by ALL and the ring has not changed (every primary
+  holds it). Excused only when the query said it was incomplete: a page claimed complete
+  that omits such a key is exactly the silently partial answer this checker exists for.
+* **must not be there**: additionally W carried the context of a quorum read that began
+  after every earlier write of ``k`` had completed, and every earlier write is known (none
+  of unknown outcome): W superseded them all, so W is the only version. A quorum query must
+  not return ``k`` under any term but W's (none after a delete); a ``one`` query neither
+  when W was acknowledged by ALL. Both only while the ring has not changed: a node that
+  joined took its copy of a key from one old owner, which may have missed an earlier
+  write, so after a join W's quorum read may not have seen (and replaced) it; such a
+  version stays a sibling, legitimately, until repair.
+
+Neither rule applies to a write made around a membership change (from ``RING_SETTLE``
+before W to the end of the query): W's copies were placed on another ring's primaries. A
+removed node may have held one of a quorum's two copies, and nothing marks the arcs its
+successor just gained the way SYNCING marks a joiner's, so until anti-entropy copies W
+again a quorum of the new primaries can miss it (found by seed 2 of the index scenario).
+
+Queries asked after heal and quiescence (``final``) hold every replica to the model: any
+acknowledged level counts, for keys with no write of unknown outcome.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from p2pindex.sim.checkers import Violation
+from p2pindex.sim.history import History
+from p2pindex.sim.index_workload import IndexHistory, IndexQuery, IndexWorkload, IndexWrite
+
+CHECKER = "index"
+_TAKES_EFFECT = ("ok", "unknown", "pending")
+
+
+RING_SETTLE = 10.0
+"""Seconds a membership change takes to reach every node's ring (gossip), as a margin."""
+
+
+def check_index(history: IndexHistory) -> list[Violation]:
+    by_key: dict[bytes, list[tuple[int, IndexWrite]]] = {}
+    for number, write in enumerate(history.writes):
+        by_key.setdefault(write.key, []).append((number, write))
+    violations: list[Violation] = []
+    for number, query in enumerate(history.queries):
+        if query.outcome != "ok" or query.complete is None:
+            continue
+        steady = not any(t <= query.complete for t in history.membership_changes)
+        returned = set(query.rows)
+        for key, writes in by_key.items():
+            violations += _check_key(
+                number, query, key, writes, returned, steady, history.membership_changes
+            )
+    return violations
+
+
+def _check_key(
+    number: int,
+    query: IndexQuery,
+    key: bytes,
+    writes: list[tuple[int, IndexWrite]],
+    returned: set[tuple[int, bytes]],
+    steady: bool,
+    changes: list[float],
+) -> list[Violation]:
+    assert query.complete is not None
+    done = [
+        (i, w)
+        for i, w in writes
+        if w.outcome == "ok" and w.complete is not None and w.complete < query.invoke
+    ]
+    if not done:
+        return []
+    index, last = max(done, key=lambda item: item[1].complete or 0.0)
+    for i, other in writes:
+        if (
+            i != index
+            and other.outcome in _TAKES_EFFECT
+            and last.invoke < other.invoke <= query.complete
+        ):
+            return []  # a later write may or may not be in the answer
+    if query.final and any(w.outcome != "ok" and w.outcome != "fail" for _, w in writes):
+        return []
+    covers = _level_covers(query, last, steady)
+    if not query.final and any(last.invoke - RING_SETTLE < t <= query.complete for t in changes):
+        # W went to the primaries of another ring: a node removed since may have held one
+        # of its copies (repair re-replicates it), a joiner may have taken its copy of the
+        # key from an owner that missed W.
+        covers = False
+    text = key.decode()
+    found: list[Violation] = []
+    in_range = last.term is not None and query.lo <= last.term <= query.hi
+    if covers and in_range and query.claimed_complete and (last.term, key) not in returned:
+        found.append(
+            Violation(
+                CHECKER,
+                f"{query.level} query #{number} over {query.lo}..{query.hi} claimed complete "
+                f"but omitted {text} (term {last.term}), acknowledged at {last.level} by write "
+                f"#{index} before the query began and not written since",
+                keys=(text,),
+                op_indexes=(index,),
+            )
+        )
+    if covers and (steady or query.final) and _supersedes_all(index, last, writes):
+        wrong = sorted(t for t, k in returned if k == key and t != last.term)
+        if wrong:
+            what = "a delete" if last.term is None else f"term {last.term}"
+            found.append(
+                Violation(
+                    CHECKER,
+                    f"{query.level} query #{number} returned {text} under term(s) {wrong}, but "
+                    f"its acknowledged current version (write #{index}, {what} at "
+                    f"{last.level}) replaced every earlier version",
+                    keys=(text,),
+                    op_indexes=(index,),
+                )
+            )
+    return found
+
+
+def _level_covers(query: IndexQuery, write: IndexWrite, steady: bool) -> bool:
+    if query.final:
+        return True
+    if query.level == "quorum":
+        return write.level in ("quorum", "all")
+    return write.level == "all" and steady
+
+
+def _supersedes_all(index: int, last: IndexWrite, writes: list[tuple[int, IndexWrite]]) -> bool:
+    if last.read_invoke is None:
+        return False
+    for i, other in writes:
+        if i == index or other.invoke > last.invoke:
+            continue
+        if other.outcome == "fail":
+            continue
+        if other.outcome != "ok" or other.complete is None:
+            return False
+        if other.complete >= last.read_invoke:
+            return False
+    return True
+
+
+def check_index_run(
+    workload: IndexWorkload | None, history: History, churn: Collection[object]
+) -> list[Violation]:
+    """The index violations of a run (none when it had no index workload)."""
+    if workload is None:
+        return []
+    index_history = workload.history
+    index_history.membership_changes = [e.time for e in history.faults if e.kind in churn]
+    return check_index(index_history)

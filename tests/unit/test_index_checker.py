@@ -1,0 +1,70 @@
+"""The index checker on hand-written histories: what it must flag, and what it must excuse."""
+
+from __future__ import annotations
+
+from p2pindex.sim.index_checker import check_index
+from p2pindex.sim.index_workload import IndexHistory, IndexQuery, IndexWrite
+
+K = b"ix:01"
+
+
+def put(term, level="quorum", *, at, read=None, outcome="ok", key=K) -> IndexWrite:
+    return IndexWrite(key, term, level, read, at, at + 0.5, outcome)
+
+
+def query(level, rows, *, at, complete=True, final=False) -> IndexQuery:
+    return IndexQuery(level, 0, 9, at, at + 0.5, list(rows), complete, "ok", final)
+
+
+def check(writes, queries, changes=()) -> list:
+    return check_index(IndexHistory(list(writes), list(queries), list(changes)))
+
+
+def test_a_complete_quorum_answer_must_hold_the_last_acknowledged_write() -> None:
+    found = check([put(3, at=1.0)], [query("quorum", [], at=5.0)])
+    assert len(found) == 1 and "omitted ix:01 (term 3)" in found[0].message
+    assert check([put(3, at=1.0)], [query("quorum", [(3, K)], at=5.0)]) == []
+
+
+def test_an_answer_that_says_it_is_incomplete_is_excused() -> None:
+    assert check([put(3, at=1.0)], [query("quorum", [], at=5.0, complete=False)]) == []
+
+
+def test_a_write_during_the_query_excuses_the_key() -> None:
+    writes = [put(3, at=1.0), put(4, at=5.2)]
+    assert check(writes, [query("quorum", [], at=5.0)]) == []
+
+
+def test_one_needs_all_replicas_and_a_steady_ring() -> None:
+    assert check([put(3, "quorum", at=1.0)], [query("one", [], at=5.0)]) == []
+    assert len(check([put(3, "all", at=1.0)], [query("one", [], at=5.0)])) == 1
+    assert check([put(3, "all", at=1.0)], [query("one", [], at=5.0)], changes=[4.0]) == []
+
+
+def test_a_version_that_replaced_everything_must_not_be_found_under_old_terms() -> None:
+    writes = [put(3, at=1.0), put(None, "all", at=3.0, read=2.5)]
+    found = check(writes, [query("quorum", [(3, K)], at=5.0)])
+    assert len(found) == 1 and "a delete" in found[0].message
+    assert len(check(writes, [query("one", [(3, K)], at=5.0)])) == 1
+
+
+def test_a_blind_write_or_an_unknown_earlier_write_leaves_old_terms_possible() -> None:
+    blind = [put(3, at=1.0), put(4, at=3.0)]
+    assert check(blind, [query("quorum", [(3, K), (4, K)], at=5.0)]) == []
+    unknown = [put(3, at=1.0, outcome="unknown"), put(4, at=3.0, read=2.5)]
+    assert check(unknown, [query("quorum", [(3, K), (4, K)], at=5.0)]) == []
+
+
+def test_final_queries_hold_every_replica_to_the_model() -> None:
+    writes = [put(3, "quorum", at=1.0)]
+    assert len(check(writes, [query("one", [], at=50.0, final=True)])) == 1
+
+
+def test_after_a_membership_change_old_terms_are_not_held_against_a_query() -> None:
+    writes = [put(3, at=1.0), put(None, "all", at=3.0, read=2.5)]
+    assert check(writes, [query("quorum", [(3, K)], at=5.0)], changes=[2.0]) == []
+
+
+def test_a_write_around_a_membership_change_is_not_held_against_a_query() -> None:
+    assert check([put(3, at=1.0)], [query("quorum", [], at=5.0)], changes=[3.0]) == []
+    assert len(check([put(3, at=20.0)], [query("quorum", [], at=25.0)], changes=[3.0])) == 1
