@@ -6,12 +6,27 @@ import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from p2pindex.core.terms import TermLimits
 from p2pindex.errors import ConfigError
 from p2pindex.types import Address
 
 KIB = 1024
 MIB = 1024 * KIB
+
+
+@dataclass(frozen=True, slots=True)
+class TermLimits:
+    """Bounds on what one write may carry, so an index row always fits a frame and a page."""
+
+    max_terms: int = 32
+    """Terms per object version, over all its indexes."""
+    max_term_bytes: int = 256
+    max_name_chars: int = 64
+
+    def __post_init__(self) -> None:
+        for name in ("max_terms", "max_term_bytes", "max_name_chars"):
+            value = getattr(self, name)
+            if type(value) is not int or not 1 <= value <= 1 << 16:
+                raise ValueError(f"{name} must be an integer in 1..65536, not {value!r}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,9 +14,8 @@ import binascii
 from dataclasses import dataclass, field
 from typing import Any
 
-import cbor2
-
 from p2pindex.client.requests import expect
+from p2pindex.core import strict_cbor
 from p2pindex.core import terms as index_terms
 from p2pindex.core.terms import Term, TermLimits
 from p2pindex.errors import ProtocolError
@@ -87,8 +86,8 @@ def route_of(continuation: bytes | None) -> str | None:
     if continuation is None:
         return None
     try:
-        items = cbor2.loads(continuation)
-    except (cbor2.CBORDecodeError, ValueError, TypeError, EOFError):
+        items = strict_cbor.loads(continuation)
+    except (ValueError, TypeError, EOFError):
         return None
     if type(items) is list and len(items) > 1 and type(items[1]) is str:
         return items[1]

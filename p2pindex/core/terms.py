@@ -16,9 +16,11 @@ Pure: no I/O. Limits are arguments so nodes can configure them.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 
-from cbor2 import CBORDecodeError, dumps, loads
+from cbor2 import dumps
+
+from p2pindex.config import TermLimits
+from p2pindex.core import strict_cbor
 
 Term = int | bytes
 IndexTerms = tuple[tuple[str, Term], ...]
@@ -28,22 +30,6 @@ MAX_INT_TERM = (1 << 63) - 1
 KEY_INDEX = "$key"
 """The built-in index of live keys (its terms are the keys); names starting with "$" are
 reserved."""
-
-
-@dataclass(frozen=True, slots=True)
-class TermLimits:
-    """Bounds on what one write may carry, so an index row always fits a frame and a page."""
-
-    max_terms: int = 32
-    """Terms per object version, over all its indexes."""
-    max_term_bytes: int = 256
-    max_name_chars: int = 64
-
-    def __post_init__(self) -> None:
-        for name in ("max_terms", "max_term_bytes", "max_name_chars"):
-            value = getattr(self, name)
-            if type(value) is not int or not 1 <= value <= 1 << 16:
-                raise ValueError(f"{name} must be an integer in 1..65536, not {value!r}")
 
 
 DEFAULT_LIMITS = TermLimits()
@@ -154,8 +140,8 @@ def from_flat(items: object, limits: TermLimits | None = None) -> IndexTerms:
 def decode(data: bytes, limits: TermLimits = DEFAULT_LIMITS) -> IndexTerms:
     """Terms sent by a client, checked against ``limits``; ValueError names the problem."""
     try:
-        items = loads(data)
-    except (CBORDecodeError, ValueError, TypeError) as exc:
+        items = strict_cbor.loads(data)
+    except (ValueError, TypeError, EOFError) as exc:
         raise ValueError(f"index terms are not valid CBOR: {exc}") from None
     terms = from_flat(items, limits)
     if dumps(items) != data:
@@ -170,8 +156,8 @@ def encode_term(term: Term) -> bytes:
 def decode_term(data: bytes, what: str) -> Term:
     """One term of a query bound; ValueError in the user's words."""
     try:
-        term = loads(data)
-    except (CBORDecodeError, ValueError, TypeError):
+        term = strict_cbor.loads(data)
+    except (ValueError, TypeError, EOFError):
         raise ValueError(f"the {what} term is not valid") from None
     if type(term) is bool or type(term) not in (int, bytes):
         raise ValueError(f"the {what} term must be an integer, text or bytes")

@@ -49,8 +49,8 @@ import cbor2
 import trio
 
 from p2pindex.config import NodeConfig
+from p2pindex.core import strict_cbor, versions
 from p2pindex.core import terms as index_terms
-from p2pindex.core import versions
 from p2pindex.core.coverage import CoveragePlan, key_filter, plan_coverage, share_of
 from p2pindex.core.ring import Ring
 from p2pindex.core.terms import Term, term_order
@@ -484,8 +484,8 @@ class QueryService:
 
     def _open_continuation(self, token: bytes, digest: bytes, listing: bool) -> Row:
         try:
-            items = cbor2.loads(token)
-        except (cbor2.CBORDecodeError, ValueError, TypeError, EOFError):
+            items = strict_cbor.loads(token)
+        except (ValueError, TypeError, EOFError):
             items = None
         if type(items) is not list or len(items) != 7 or items[0] != CONTINUATION_FORMAT:
             raise ValueError("the continuation is not one this cluster issued")
