@@ -9,12 +9,14 @@ A drain that would leave fewer than N nodes is refused by the node, with the rea
 from __future__ import annotations
 
 import argparse
+import json
 
 import trio
 
 from p2pindex.cli.common import (
     EXIT_INDETERMINATE,
     EXIT_OK,
+    add_format_option,
     add_node_option,
     nodes_of,
     seconds_arg,
@@ -38,6 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     add_node_option(drain, what="the node to drain")
+    add_format_option(drain)
     drain.add_argument("--no-wait", action="store_true", help="start the drain and return at once")
     drain.add_argument(
         "--timeout",
@@ -72,8 +75,12 @@ def run_drain(args: argparse.Namespace) -> int:
     async def body(db: AsyncClient) -> int:
         node_id = (await db.status(node)).node_id
         await db.leave(node)
-        print(f"draining node {node_id} at {node}", flush=True)
+        as_json = args.format == "json"
+        if not as_json:
+            print(f"draining node {node_id} at {node}", flush=True)
         if args.no_wait:
+            if as_json:
+                print(json.dumps({"ok": True, "node_id": node_id, "draining": True}))
             return EXIT_OK
         with trio.move_on_after(args.timeout):
             while True:
@@ -83,11 +90,20 @@ def run_drain(args: argparse.Namespace) -> int:
                     break  # the node has left and exited
                 if status.get("node_id") != node_id:
                     break  # another node now answers at this address
-                print(progress_line(status), flush=True)
+                if not as_json:
+                    print(progress_line(status), flush=True)
                 await trio.sleep(POLL)
-            print(f"ok: node {node_id} handed its data over and left the cluster")
+            if as_json:
+                print(json.dumps({"ok": True, "node_id": node_id, "left": True}))
+            else:
+                print(f"ok: node {node_id} handed its data over and left the cluster")
             return EXIT_OK
-        print(f"node {node_id} is still draining; follow it with `p2pindex status --node {node}`")
+        if as_json:
+            print(json.dumps({"ok": False, "node_id": node_id, "left": False}))
+        else:
+            print(
+                f"node {node_id} is still draining; follow it with `p2pindex status --node {node}`"
+            )
         return EXIT_INDETERMINATE
 
     return with_client(args, body)

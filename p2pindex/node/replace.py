@@ -38,7 +38,10 @@ def replace_refusal(replace_id: str, own_id: str, members: Sequence[dict[str, An
         return "a node cannot replace itself"
     member = next((m for m in members if m.get("node_id") == replace_id), None)
     if member is None:
-        return f"no member has the id {replace_id} (see p2pindex status)"
+        return (
+            f"no member has the id {replace_id}: it is unknown, or was removed or replaced "
+            "already (removed members are not listed; see p2pindex status)"
+        )
     if member.get("liveness") in ("alive", "suspect"):
         return (
             f"node {replace_id} is {member.get('liveness')}: only a dead member can be "

@@ -7,31 +7,28 @@ import random
 
 import trio
 
-from p2pindex.cli.local_cluster import free_ports
 from p2pindex.node.identity import NodeIdentity
 from p2pindex.storage.memory import MemoryStorage
 from p2pindex.types import Address, Liveness, NodeState
 from p2pindex.wire.messages import GetReply, GetRequest, PutReply, PutRequest
-from tests.support.cluster import Cluster
+from tests.support.cluster import NODE_PORT, running_cluster
 
 
-async def test_a_node_whose_only_seed_is_itself_starts_a_cluster_at_once():
-    port = free_ports(1)[0]
-    own = Address("127.0.0.1", port)
-    async with trio.open_nursery() as nursery:
-        cluster = Cluster(nursery, 1)
+async def test_a_node_whose_only_seed_is_itself_starts_a_cluster_at_once(autojump_clock):
+    own = Address("solo", NODE_PORT)
+    async with running_cluster(0, n_replicas=1) as cluster:
         with trio.fail_after(5):  # not JOIN_WAIT: it does not wait for itself
             node = await cluster.start_node(seeds=(own,), listen=own)
         assert node.node.state is NodeState.ACTIVE
         reply = await cluster.request(node, PutRequest(b"k", b"v", None, "all", 2000))
         assert isinstance(reply, PutReply), reply
-        nursery.cancel_scope.cancel()
 
 
-async def test_a_seed_that_lost_its_disk_rejoins_the_cluster_instead_of_forming_its_own():
-    addresses = tuple(Address("127.0.0.1", p) for p in free_ports(3))
-    async with trio.open_nursery() as nursery:
-        cluster = Cluster(nursery, 3)
+async def test_a_seed_that_lost_its_disk_rejoins_the_cluster_instead_of_forming_its_own(
+    autojump_clock,
+):
+    addresses = tuple(Address(f"seed{i}", NODE_PORT) for i in range(3))
+    async with running_cluster(0) as cluster:
         async with trio.open_nursery() as starting:  # together: no one waits for the others
             for index, address in enumerate(addresses):
                 identity = NodeIdentity.generate(random.Random(index))
@@ -67,4 +64,3 @@ async def test_a_seed_that_lost_its_disk_rejoins_the_cluster_instead_of_forming_
         for i in range(30):
             got = await cluster.request(reborn, GetRequest(b"k%d" % i, "quorum", 5000))
             assert isinstance(got, GetReply) and got.values == [b"v"], (i, got)
-        nursery.cancel_scope.cancel()

@@ -51,6 +51,9 @@ class Cluster:
     limits: Limits = field(default_factory=Limits)
     swim_config: SwimConfig | None = None
     _clients: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _hosts: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    """Host names n1, n2, ... never reused: a node started after another was dropped from
+    ``nodes`` gets a host of its own (restarting on a host is asked with ``listen``)."""
     node_options: dict[str, Any] = field(default_factory=dict)
     """Extra NodeConfig fields for every node started (e.g. tombstone_grace)."""
 
@@ -67,7 +70,7 @@ class Cluster:
         identity = identity or NodeIdentity.generate(random.Random(len(self.nodes) + 1000))
         if seeds is None:
             seeds = tuple(n.address for n in self.nodes if not n.scope.cancel_called)[:2]
-        listen = listen or Address(f"n{len(self.nodes) + 1}", NODE_PORT)
+        listen = listen or Address(f"n{next(self._hosts)}", NODE_PORT)
         config = NodeConfig(
             data_dir=None,
             listen=listen,

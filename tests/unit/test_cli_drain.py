@@ -40,6 +40,19 @@ def test_progress_line_says_how_far_and_how_long() -> None:
     assert progress_line({"node_id": "n1", "handoff": None}) == "node n1: starting the handoff"
 
 
+def status_doc(node: FakeNode, **extra: object) -> dict[str, object]:
+    """The fields every node's status carries (the client reads them typed)."""
+    return {
+        "node_id": node.node_id,
+        "address": str(node.address),
+        "cluster": "p2pindex",
+        "state": "active",
+        "n_replicas": 3,
+        "keys": 0,
+        **extra,
+    }
+
+
 def test_drain_follows_the_node_until_it_is_gone(
     cluster: FakeCluster, capsys: pytest.CaptureFixture
 ) -> None:
@@ -53,7 +66,7 @@ def test_drain_follows_the_node_until_it_is_gone(
         polls += 1
         if polls > 3:
             node.crash()  # it left and exited
-        return StatusReply({"node_id": node.node_id, "handoff": {**HANDOFF, "keys": polls}})
+        return StatusReply(status_doc(node, handoff={**HANDOFF, "keys": polls}))
 
     target = cluster.nodes[1]
     target.behaviour = draining
@@ -71,7 +84,7 @@ def test_a_refused_drain_says_why_in_one_line(
     async def refusing(node: FakeNode, message: Message) -> Message:
         if isinstance(message, LeaveRequest):
             return ErrorReply("invalid_request", "leave refused: fewer than N=3")
-        return StatusReply({"node_id": node.node_id})
+        return StatusReply(status_doc(node))
 
     cluster.nodes[0].behaviour = refusing
     assert cli_main.main(["drain", "--node", str(cluster.nodes[0].address)]) != 0

@@ -19,7 +19,17 @@ def only_client_commands(monkeypatch: pytest.MonkeyPatch) -> None:
 
 async def loaded(node: FakeNode, message: Message) -> Message:
     assert isinstance(message, StatusRequest)
-    return StatusReply({"node_id": node.node_id, "keys": 1000, "bytes": 100_000})
+    return StatusReply(
+        {
+            "node_id": node.node_id,
+            "address": str(node.address),
+            "cluster": "p2pindex",
+            "state": "active",
+            "n_replicas": 3,
+            "keys": 1000,
+            "bytes": 100_000,
+        }
+    )
 
 
 @pytest.fixture
@@ -41,7 +51,8 @@ def test_plan_add_prints_shares_and_moved_bytes_and_changes_nothing(
     assert plan["moved_bytes"] == pytest.approx(75_000, rel=0.15)
     assert [n["node_id"] for n in plan["nodes"] if n["joining"]] == ["new-1"]
     asked = [type(m).__name__ for n in cluster.nodes for m in n.received]
-    assert set(asked) <= {"MembersRequest", "StatusRequest"}  # nothing that changes anything
+    # nothing that changes anything (the client also asks the node for its limits on opening)
+    assert set(asked) <= {"MembersRequest", "StatusRequest", "LimitsRequest"}
     assert cli_main.main(["plan", "add", "2", "--node", node]) == 0
     text = capsys.readouterr().out
     assert text.startswith("plan: add 2 nodes (N=3); nothing has been changed")
