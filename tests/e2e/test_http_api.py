@@ -256,18 +256,23 @@ def test_readyz_says_why_a_node_cannot_place_n_replicas(tmp_path: Path):
         assert client("GET", "/livez")[0] == 200  # liveness never needs other nodes
 
 
-def test_a_remote_leave_ends_the_serve_process_with_exit_code_0(node):
-    process = node.nodes[0].process
-    assert process is not None
-    result = subprocess.run(
-        [sys.executable, "-m", "p2pindex", "leave", "--node", str(node.nodes[0].address)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert result.returncode == 0, result.stderr
-    assert process.wait(timeout=20) == 0
-    assert "left the cluster and stopped" in node.nodes[0].log_tail(1)
+def test_a_remote_leave_ends_the_serve_process_with_exit_code_0(tmp_path: Path):
+    # Two nodes keeping N=1: the leaver's keys have somewhere to go (a lone node, or one
+    # whose leave would leave fewer than N, is refused: see test_drain).
+    with LocalCluster(2, tmp_path, insecure=True, http=True, n_replicas=1) as cluster:
+        cluster.start()
+        leaver = cluster.nodes[1]
+        process = leaver.process
+        assert process is not None
+        result = subprocess.run(
+            [sys.executable, "-m", "p2pindex", "leave", "--node", str(leaver.address)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert result.returncode == 0, result.stderr
+        assert process.wait(timeout=30) == 0
+        assert "left the cluster and stopped" in leaver.log_tail(1)
 
 
 def test_a_public_http_listener_without_tls_is_refused_before_start(tmp_path: Path):

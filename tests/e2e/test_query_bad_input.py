@@ -18,9 +18,10 @@ from p2pindex.cli.local_cluster import LocalCluster
 from p2pindex.config import Limits
 from p2pindex.core import terms
 from p2pindex.net.channel import open_channel
+from p2pindex.net.secure.connector import SecureConnector
 from p2pindex.security.authority import Authority
 from p2pindex.security.certs import Role
-from p2pindex.security.credentials import ClientCredentials, SecureConnector
+from p2pindex.security.credentials import ClientCredentials
 from p2pindex.types import Address
 from p2pindex.wire.messages import (
     ErrorReply,
