@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from p2pindex.cli.simulate import PACKAGED_SCENARIOS
 from p2pindex.sim.determinism import reexec_with_fixed_hash_seed
 from p2pindex.sim.plan import plan_run
 from p2pindex.sim.runner import run_simulation
@@ -51,10 +52,15 @@ class SeedResult:
 
 
 def scenario_path(scenario: str) -> Path:
-    """A scenario name from simulations/ or the path of a scenario file."""
-    if scenario.endswith(".toml"):
+    """A scenario name (looked up as `p2pindex simulate NAME` does: this directory's own
+    files, then the ones packaged with p2pindex) or the path of a scenario file."""
+    if scenario.endswith((".toml", ".json")):
         return Path(scenario).resolve()
-    return HERE / f"{scenario}.toml"
+    for directory in (HERE, PACKAGED_SCENARIOS):
+        for suffix in (".toml", ".json"):
+            if (directory / f"{scenario}{suffix}").is_file():
+                return directory / f"{scenario}{suffix}"
+    return PACKAGED_SCENARIOS / f"{scenario}.toml"
 
 
 def replay(scenario: str, seed: int, bugs: Sequence[str] = ()) -> str:
