@@ -9,6 +9,9 @@ Keys are the percent-decoded path segment after ``/v1/kv/`` (any bytes; a ``%`` 
 by two hex digits is refused). The causal context travels base64url in ``X-P2P-Context``:
 a read returns it, a write passes it back. One value is the raw body; concurrent siblings
 are ``300 Multiple Choices`` with JSON ``{"siblings": [base64...], "context": ...}``.
+
+``/v1/keys`` and ``/v1/query/{index}`` become the ``QueryRequest`` of ``AsyncClient.keys``
+and ``query`` (``p2pindex.http.queries`` reads the parameters and writes the JSON page).
 """
 
 from __future__ import annotations
