@@ -9,6 +9,9 @@ Keys are the percent-decoded path segment after ``/v1/kv/`` (any bytes; a ``%`` 
 by two hex digits is refused). The causal context travels base64url in ``X-P2P-Context``:
 a read returns it, a write passes it back. One value is the raw body; concurrent siblings
 are ``300 Multiple Choices`` with JSON ``{"siblings": [base64...], "context": ...}``.
+
+``/v1/keys`` and ``/v1/query/{index}`` become the ``QueryRequest`` of ``AsyncClient.keys``
+and ``query`` (``p2pindex.http.queries`` reads the parameters and writes the JSON page).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote_to_bytes
 
 from p2pindex.errors import InvalidRequest, P2PIndexError
+from p2pindex.http import queries as http_queries
 from p2pindex.http.batching import RequestBatcher
 from p2pindex.http.problems import problem, problem_for
 from p2pindex.http.server import Request, Response
@@ -47,6 +51,8 @@ from p2pindex.wire.messages import (
     Message,
     PutReply,
     PutRequest,
+    QueryReply,
+    QueryRequest,
     StatusReply,
     StatusRequest,
 )
@@ -132,6 +138,8 @@ class HttpApi:
         try:
             if path.startswith("/v1/kv/"):
                 return await self._kv(request, path[len("/v1/kv/") :], query)
+            if path == "/v1/keys" or path.startswith("/v1/query/"):
+                return await self._query(request, path, query)
             if path in ("/v1/status", "/v1/members") or path.startswith("/v1/explain/"):
                 return await self._admin(request, path)
             if path == "/livez":
@@ -199,6 +207,35 @@ class HttpApi:
         else:
             reply = await self._node.serve_client(message, peer)
         return _kv_response(reply)
+
+    # --- listings and index queries ---------------------------------------------------------
+
+    async def _query(self, request: Request, path: str, query: str) -> Response:
+        if request.method not in ("GET", "HEAD"):
+            return problem(405, "method_not_allowed", "listings and queries are read-only (GET)")
+        message: QueryRequest
+        try:
+            if path == "/v1/keys":
+                message = http_queries.listing_request(query)
+                terms = False
+            else:
+                index = decode_component(path[len("/v1/query/") :], "index name")
+                message = http_queries.query_request(index, query)
+                terms = http_queries.wants_terms(query)
+        except InvalidRequest:
+            # The node counts the refusals it makes itself; this layer counts its own.
+            self._node.stats.incr("rejected.bad_query")
+            raise
+        peer = self._authenticate(request)
+        if isinstance(peer, Response):
+            return peer
+        reply = await self._node.serve_client(message, peer)
+        if isinstance(reply, ErrorReply):
+            return _error_reply(reply)
+        if not isinstance(reply, QueryReply):
+            return problem(500, "error", f"unexpected reply {type(reply).__name__}")
+        doc = http_queries.reply_document(reply, terms=terms, values=message.values)
+        return Response(200, json.dumps(doc, ensure_ascii=False).encode(), JSON)
 
     # --- admin reads ------------------------------------------------------------------------
 
