@@ -50,7 +50,12 @@ from pathlib import Path
 from typing import Any
 
 from p2pindex.cli.bench_workload import key_name
-from p2pindex.cli.local_cluster import LocalCluster, free_ports, wait_converged
+from p2pindex.cli.local_cluster import (
+    LocalCluster,
+    free_ports,
+    stop_signals_interrupt,
+    wait_converged,
+)
 
 HERE = Path(__file__).resolve().parent
 EXIT_MISSING_TOOL = 2
@@ -545,24 +550,34 @@ def main(argv: list[str] | None = None) -> int:
     keys_b64 = [base64.b64encode(key_name(i)).decode() for i in range(args.records)]
     value_b64 = base64.b64encode(rng.randbytes(args.value_size)).decode()
     root = Path(tempfile.mkdtemp(prefix="p2pindex-vs-etcd-"))
-    echo: list[float] = []
     try:
-        scripts = {}
-        for kind in ("put", "range"):
-            scripts[kind] = root / f"{kind}.lua"
-            scripts[kind].write_text(wrk_script(kind, keys_b64, value_b64, args.seed))
-        if args.echo_round_trips > 0:
-            echo.append(echo_figure(args.echo_round_trips))
-        first = measure_etcd("etcd (first)", root / "etcd1", scripts, keys_b64, value_b64, args)
-        p2p = measure_p2pindex(root / "p2pindex", args)
-        second = measure_etcd("etcd (second)", root / "etcd2", scripts, keys_b64, value_b64, args)
-        if args.echo_round_trips > 0:
-            echo.append(echo_figure(args.echo_round_trips))
+        with stop_signals_interrupt():
+            return _measure_all(args, root, keys_b64, value_b64)
+    except KeyboardInterrupt:
+        print("vs_etcd: interrupted; every process it started is stopped", file=sys.stderr)
+        return 130
     except (RuntimeError, ValueError, OSError, subprocess.TimeoutExpired) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _measure_all(
+    args: argparse.Namespace, root: Path, keys_b64: Sequence[str], value_b64: str
+) -> int:
+    echo: list[float] = []
+    scripts = {}
+    for kind in ("put", "range"):
+        scripts[kind] = root / f"{kind}.lua"
+        scripts[kind].write_text(wrk_script(kind, keys_b64, value_b64, args.seed))
+    if args.echo_round_trips > 0:
+        echo.append(echo_figure(args.echo_round_trips))
+    first = measure_etcd("etcd (first)", root / "etcd1", scripts, keys_b64, value_b64, args)
+    p2p = measure_p2pindex(root / "p2pindex", args)
+    second = measure_etcd("etcd (second)", root / "etcd2", scripts, keys_b64, value_b64, args)
+    if args.echo_round_trips > 0:
+        echo.append(echo_figure(args.echo_round_trips))
     etcd_runs = [first, second]
     if args.json:
         document = {
