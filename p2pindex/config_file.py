@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from p2pindex.config import AdmissionLimits, HttpConfig, Limits, NodeConfig
+from p2pindex.config import AdmissionLimits, HttpConfig, Limits, NodeConfig, TermLimits
 from p2pindex.errors import ConfigError
 from p2pindex.types import Address
 
 _LIMITS = Limits()
 _ADMISSION = AdmissionLimits()
+_TERMS = TermLimits()
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +82,11 @@ SETTINGS: tuple[Setting, ...] = (
             "requests a second one client key may send on average (false: no limit)"),
     Setting("admission.client_burst", "int", _ADMISSION.client_burst,
             "requests a client key may send at once above its rate"),
+    Setting("terms.max_terms", "int", _TERMS.max_terms,
+            "index terms one object version may carry, over all its indexes"),
+    Setting("terms.max_term_bytes", "int", _TERMS.max_term_bytes, "largest index term, in bytes"),
+    Setting("terms.max_name_chars", "int", _TERMS.max_name_chars,
+            "longest index name, in characters"),
     Setting("http.listen", "address", None, "HOST:PORT of the HTTP API (unset: no HTTP)"),
     Setting("http.tls_cert", "path", None, "TLS certificate (PEM) of the HTTP listener"),
     Setting("http.tls_key", "path", None, "private key (PEM) of http.tls_cert"),
@@ -255,7 +261,19 @@ def node_config(values: Mapping[str, Any]) -> NodeConfig:
         certificate_file=values["certificate_file"],
         http=http,
         admission=admission,
+        term_limits=_term_limits(values),
     )
+
+
+def _term_limits(values: Mapping[str, Any]) -> TermLimits:
+    try:
+        return TermLimits(
+            max_terms=values["terms.max_terms"],
+            max_term_bytes=values["terms.max_term_bytes"],
+            max_name_chars=values["terms.max_name_chars"],
+        )
+    except ValueError as exc:
+        raise ConfigError(f"terms: {exc}") from None
 
 
 def _toml_value(value: object) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from p2pindex.sim import runner
 from p2pindex.sim.index_bugs import planted
+from p2pindex.sim.plan import plan_run
 from p2pindex.sim.scenario import load_scenario
 
 SCENARIO = (
@@ -19,7 +20,7 @@ SEED = 1
 
 
 def run(bug: str | None) -> list:
-    plan = runner.plan_run(load_scenario(SCENARIO), SEED)
+    plan = plan_run(load_scenario(SCENARIO), SEED)
     if bug is None:
         return runner.run_simulation(plan).violations
     with planted(bug):

@@ -15,6 +15,7 @@ from tests.support.cluster import running_cluster
 def client(cluster, consistency="quorum"):
     return p2pindex.connect(
         [str(n.address) for n in cluster.nodes if not n.scope.cancel_called],
+        transport=cluster.client_transport(),
         consistency=consistency,
         timeout=3.0,
     )

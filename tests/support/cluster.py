@@ -23,7 +23,7 @@ from p2pindex.net.channel import RpcChannel, open_channel
 from p2pindex.node.identity import NodeIdentity
 from p2pindex.node.node import Node
 from p2pindex.sim.determinism import SimWallClock, Trace
-from p2pindex.sim.network import SimNetwork
+from p2pindex.sim.network import SimNetwork, SimTransport
 from p2pindex.storage.memory import MemoryStorage
 from p2pindex.types import Address, Liveness, NodeState
 from p2pindex.wire.messages import Message
@@ -123,9 +123,12 @@ class Cluster:
                     return
                 await trio.sleep(0.05)
 
+    def client_transport(self) -> SimTransport:
+        """A fresh client host on the simulated network (for ``p2pindex.connect``)."""
+        return self.network.transport_for(Address(f"c{next(self._clients)}", CLIENT_PORT))
+
     async def channel(self, running: RunningNode) -> RpcChannel:
-        client = Address(f"c{next(self._clients)}", CLIENT_PORT)
-        transport = self.network.transport_for(client)
+        transport = self.client_transport()
         return await open_channel(self.nursery, transport, running.address, self.limits)
 
     async def request(self, running: RunningNode, message: Message) -> Message:

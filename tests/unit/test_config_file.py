@@ -10,7 +10,7 @@ import pytest
 
 from p2pindex.cli.main import build_parser
 from p2pindex.cli.serve import DEFAULT_LISTEN, settings_from
-from p2pindex.config import AdmissionLimits, HttpConfig, Limits, NodeConfig
+from p2pindex.config import AdmissionLimits, HttpConfig, Limits, NodeConfig, TermLimits
 from p2pindex.config_file import BY_NAME, node_config, read_file, render
 from p2pindex.errors import ConfigError
 from p2pindex.types import Address
@@ -27,10 +27,16 @@ def settings(*argv: str):
 
 
 def test_every_node_setting_can_be_set_in_the_file():
-    tables = {"limits": Limits, "http": HttpConfig, "admission": AdmissionLimits}
+    tables = {
+        "limits": Limits,
+        "http": HttpConfig,
+        "admission": AdmissionLimits,
+        "term_limits": TermLimits,
+    }
     settable = {f.name for f in dataclasses.fields(NodeConfig)} - {"planted_bugs", *tables}
     assert settable <= set(BY_NAME)
     assert {f"admission.{f.name}" for f in dataclasses.fields(AdmissionLimits)} <= set(BY_NAME)
+    assert {f"terms.{f.name}" for f in dataclasses.fields(TermLimits)} <= set(BY_NAME)
     assert str(BY_NAME["listen"].default) == DEFAULT_LISTEN
 
 

@@ -48,7 +48,7 @@ def scan(**changes) -> IndexScan:
 def test_records_stop_before_the_reply_outgrows_a_frame() -> None:
     storage = MemoryStorage()
     fill(storage, 10, 40 * KIB)
-    limits = Limits(max_frame=160 * KIB, max_value=64 * KIB)
+    limits = Limits(max_frame=160 * KIB, max_value=32 * KIB)  # a record: a quarter frame
     reply = service(storage, limits).scan(scan())
     assert reply.truncated and 1 <= len(reply.rows) < 10
     assert len(reply.records) == len(reply.rows)
