@@ -51,12 +51,15 @@ class IndexManager:
         limits: Limits,
         stats: StatisticsStore,
         *,
+        fresh_actor: Callable[[], str] | None = None,
         planted_bugs: frozenset[str] = frozenset(),
     ):
         self.storage = storage
         self.actor = actor
         """Version-vector actor: the node id plus a storage epoch, so a node whose disk was
         wiped never reissues a dot it already used."""
+        self._fresh_actor = fresh_actor
+        """Makes a new actor when a commit fails (see ``_commit_or_forget``)."""
         self._limits = limits
         self._stats = stats
         self._commit_seconds = stats.histogram("storage.commit")
@@ -273,6 +276,7 @@ class IndexManager:
         except BaseException:
             for key in keys:
                 self._decoded.pop(key, None)
+            self._retire_actor()
             raise
         finally:
             done.set()
@@ -282,6 +286,20 @@ class IndexManager:
                     pending.remove(done)
                     if not pending:
                         del committing[key]
+
+    def _retire_actor(self) -> None:
+        """Never issue another dot under the actor of a version that was forgotten.
+
+        While its commit was pending the version was visible: a read may have returned it,
+        read repair may have copied it to other replicas, a concurrent write may have merged
+        it. Forgetting it lowers this actor's counter again, and the next write would reuse
+        the dot for another value; replicas holding the first value would then take the
+        second for one they already have and drop it, losing an acknowledged write. A fresh
+        actor makes every later dot new, as a fresh epoch does after a crash.
+        """
+        if self._fresh_actor is not None:
+            self.actor = self._fresh_actor()
+            self._stats.incr("versions.actor_retired")
 
     async def _settled(self, keys: list[bytes]) -> bool:
         """Wait until no commit of ``keys`` is in flight; False if none was.

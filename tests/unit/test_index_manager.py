@@ -150,3 +150,37 @@ async def test_kept_records_are_bounded_and_a_rewritten_key_is_kept_longest(
     assert storage.reads == 0
     index.read(b"a")
     assert storage.reads == 1
+
+
+def dots(obj: versions.VersionedObject) -> set[tuple[str, int]]:
+    return {sibling.dot for sibling in obj.siblings}
+
+
+@pytest.mark.parametrize("batched", [False, True])
+async def test_a_forgotten_version_s_dot_is_never_issued_again(batched: bool) -> None:
+    """Seeds 1721, 1875 and 1883: while a commit was pending, a concurrent read returned the
+    pending version and read repair copied it to the other replicas; the commit failed, the
+    node forgot the version and issued its dot again for the next write. The replicas took
+    that write for the version they held and dropped it: an acknowledged write lost."""
+    storage = FlakyStorage()
+    fresh = iter(["n1.e2", "n1.e3"])
+    index = IndexManager(
+        storage, "n1.e1", Limits(), StatisticsStore(), fresh_actor=lambda: next(fresh)
+    )
+    first, record = index.new_version(b"k", VersionVector(), b"v1")
+    await index.commit(b"k", record)
+    storage.failing = True
+    exposed, pending = index.new_version(b"k", first.clock, b"v2")
+    assert index.records([b"k"]) == [pending]  # what a read, and read repair, sees meanwhile
+    with pytest.raises(StorageFailure):
+        if batched:
+            await index.commit_many([(b"k", pending)])
+        else:
+            await index.commit(b"k", pending)
+    storage.failing = False
+    later, record = index.new_version(b"k", first.clock, b"v3")
+    await index.commit(b"k", record)
+    assert dots(later).isdisjoint(dots(exposed))
+    # A replica that holds the exposed version keeps the later write as a sibling of it.
+    merged = versions.merge(exposed, later)
+    assert values(merged) == [b"v2", b"v3"]
