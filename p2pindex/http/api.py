@@ -314,6 +314,8 @@ def readiness(node: Node) -> list[str]:
         reasons.append(f"state is {node.state.value}{detail}")
     if node.leaving:
         reasons.append("the node is leaving the cluster")
+    if not node.membership_confirmed:
+        reasons.append("no seed or known member has answered since the node started")
     if not node.ring_known():
         reasons.append(
             f"the ring has {len(node.ring.nodes)} node(s), fewer than N={node.config.n_replicas}"

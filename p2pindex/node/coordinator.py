@@ -30,6 +30,7 @@ from p2pindex.core.versions import VersionedObject, VersionVector
 from p2pindex.errors import (
     ConnectionLost,
     InvalidRequest,
+    NotReady,
     P2PIndexError,
     QuorumFailed,
     StorageFailure,
@@ -91,6 +92,11 @@ class ClusterView(Protocol):
     @property
     def leaving(self) -> bool:
         """True while the node drains: it relays requests instead of coordinating them."""
+        ...
+
+    @property
+    def membership_confirmed(self) -> bool:
+        """False until the node learnt the membership from a live member since it started."""
         ...
 
     def storage_failed(self, error: StorageFailure) -> None: ...
@@ -808,6 +814,11 @@ class Coordinator:
     def _targets(
         self, key: bytes, n: int, strict: bool, required: int, *, read: bool = False
     ) -> list[Target]:
+        if not self._view.membership_confirmed:
+            raise NotReady(
+                f"node {self._node_id} has not reached any member since it started, so it "
+                "does not know the whole ring yet; another node can serve this request"
+            )
         ring = self._view.ring
         usable = self._view.readable if read else self._view.usable
         targets = select_targets(ring, key, n, usable, strict=strict)

@@ -62,6 +62,11 @@ class MembershipDriver:
         self._wake_at = math.inf
         self._nursery: trio.Nursery | None = None
         self._outgoing: list[tuple[Address, bytes]] = []
+        self.joined = False
+        """True once the core joined and every member change up to then reached the node.
+        The core counts as joined the moment an exchange is merged, but its member events
+        reach ``on_change`` only at the next flush; in between the node's ring is the one
+        it restored, which may lack most of the cluster."""
 
     def notify(self) -> None:
         """Tell the driver the core was called from outside, so its outputs go out now."""
@@ -124,6 +129,7 @@ class MembershipDriver:
     async def _flush(self) -> None:
         self._outgoing = []
         drain(self._swim, self)
+        self.joined = self._swim.joined
         for address, data in self._outgoing:
             await self._transport.send_datagram(address, data)
 

@@ -187,6 +187,7 @@ class Node:
                 actor,
                 self.config.limits,
                 self.stats,
+                fresh_actor=self._fresh_actor,
                 planted_bugs=self.config.planted_bugs,
             )
             reaped_at = load_markers(self.storage, self._index)
@@ -289,16 +290,22 @@ class Node:
             # Members this node knew before a restart stay in its ring while they are down:
             # the seeds do not hand out tombstones of members the joiner never saw, and a ring
             # without them would send their keys to other nodes and keep no hints for them.
-            self._swim.restore(self._load_ring_members(), trio.current_time())
+            restored = self._load_ring_members()
+            self._swim.restore(restored, trio.current_time())
             self.view.members = {m.node_id: m for m in self._swim.members()}
             self._rebuild_ring()
             self._driver = MembershipDriver(
                 self._swim, self._transport, self._exchange, self._on_member_change, claims=claims
             )
             await nursery.start(self._driver.run)
-            if self._seeds:
-                self._swim.join(list(self._seeds), trio.current_time())
-                self._driver.notify()
+            if self._seeds or restored:
+                # Any member it knew before a restart can confirm the membership as well as
+                # a seed can; the seeds may be the ones that are down.
+                known = [m.address for m in restored if m.address not in self._seeds]
+                self._swim.join([*self._seeds, *known], trio.current_time())
+            else:
+                self._swim.join([], trio.current_time())  # the first node: nothing to confirm
+            self._driver.notify()
             nursery.start_soon(self._hints.run)
             if self.config.anti_entropy_interval is not None:
                 nursery.start_soon(self.antientropy.run)
@@ -322,6 +329,9 @@ class Node:
             task_status.started(self.address)
             await self._stopped.wait()
             with contextlib.suppress(StorageFailure):
+                # The epoch in use now (a failed commit retires one while running), saved
+                # before the clean mark: the next start may only keep an epoch that is saved.
+                await self.storage.set_meta("actor_epoch", self._current_epoch().encode())
                 await self.storage.set_meta("clean_shutdown", b"1")
             log.info("node %s stopped (clean shutdown)", self.node_id)
             nursery.cancel_scope.cancel()
@@ -354,14 +364,17 @@ class Node:
         If no seed answers within JOIN_WAIT the node starts anyway (it keeps retrying in the
         background) and says so, rather than hang a deployment whose seeds start later.
         """
-        assert self._swim is not None
-        if not self._seeds:
+        if self.membership_confirmed:
             return
         with trio.move_on_after(JOIN_WAIT):
-            while not self._swim.joined:
+            while not self.membership_confirmed:
                 await trio.sleep(0.02)
             return
-        log.warning("no seed answered within %gs; still trying in the background", JOIN_WAIT)
+        log.warning(
+            "no seed or known member answered within %gs; still trying in the background, and "
+            "refusing reads and writes (not_ready) until one does",
+            JOIN_WAIT,
+        )
 
     async def _settle_ownership(self) -> None:
         """A joining node pulls its ranges (SYNCING), then serves reads (ACTIVE)."""
@@ -437,6 +450,17 @@ class Node:
 
     def usable(self, node_id: str) -> bool:
         return self.view.usable(node_id, trio.current_time())
+
+    @property
+    def membership_confirmed(self) -> bool:
+        """Whether this process has exchanged membership with a live member (or needs none).
+
+        Until then its ring is only what it restored from disk or what it is itself: a node
+        that crashed soon after joining may have saved three members of nine, and a write it
+        coordinated on that ring would go to nodes that are not the key's replicas, be
+        acknowledged at ONE, and be read by nobody. So it coordinates nothing until then.
+        """
+        return self._driver is not None and self._driver.joined
 
     def readable(self, node_id: str) -> bool:
         return self.view.readable(node_id, trio.current_time())
@@ -918,6 +942,14 @@ class Node:
         for backlog in self.storage.hint_backlog():
             hints = self.storage.hints_for(backlog.target, backlog.count)
             await self.storage.delete_hints([h.hint_id for h in hints])
+
+    def _fresh_actor(self) -> str:
+        """A new version actor for this node, used from the next write on."""
+        return f"{self.node_id}.{self._rng.randbytes(4).hex()}"
+
+    def _current_epoch(self) -> str:
+        assert self._index is not None
+        return self._index.actor.removeprefix(f"{self.node_id}.")
 
     async def _storage_epoch(self) -> str:
         """The version actor's epoch: kept across clean restarts, new after a crash.

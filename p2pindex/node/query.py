@@ -55,7 +55,7 @@ from p2pindex.core.coverage import CoveragePlan, key_filter, plan_coverage, shar
 from p2pindex.core.ring import Ring
 from p2pindex.core.terms import Term, term_order
 from p2pindex.core.versions import VersionedObject
-from p2pindex.errors import InvalidRequest, P2PIndexError, Unavailable
+from p2pindex.errors import InvalidRequest, NotReady, P2PIndexError, Unavailable
 from p2pindex.node.peers import PeerPool
 from p2pindex.node.stats import StatisticsStore
 from p2pindex.storage.index_rows import TermRange, check_range
@@ -92,6 +92,9 @@ class QueryView(Protocol):
     def readable(self, node_id: str) -> bool: ...
 
     def note_unreachable(self, node_id: str) -> None: ...
+
+    @property
+    def membership_confirmed(self) -> bool: ...
 
 
 class Storage(Protocol):
@@ -169,6 +172,12 @@ class QueryService:
 
     async def query(self, request: QueryRequest) -> QueryReply:
         query = self._checked(request)
+        if not self._view.membership_confirmed:
+            # A ring restored from disk may lack members: its coverage claim would be false.
+            raise NotReady(
+                f"node {self._node_id} has not reached any member since it started, so it "
+                "cannot plan a query over the whole ring yet; another node can serve it"
+            )
         timeout = (min(request.timeout_ms, MAX_QUERY_TIMEOUT_MS) or 5000) / 1000.0
         ring = self._view.ring
         plan = self._plan(ring, query.r, set())
