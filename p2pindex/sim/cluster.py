@@ -221,10 +221,15 @@ class SimCluster:
         durable = None if mode is DiskMode.KEPT else slot.disk.durable_records()
         await slot.disk.crash(mode)
         if durable:
-            disks = [other.disk for other in self.slots.values()]
+            disks = self._cluster_disks()
             for loss in copy_losses(trio.current_time(), name, durable, slot.disk, disks):
                 self._history.append(loss)
         await slot.stopped.wait()
+
+    def _cluster_disks(self) -> list[SimDisk]:
+        """Every disk but those of removed nodes, which are gone for good. A node that left
+        still counts: a token only its disk holds was lost by its handoff, not by design."""
+        return [slot.disk for slot in self.slots.values() if slot.state is not SlotState.REMOVED]
 
     def up(self) -> list[Slot]:
         return [slot for slot in self.slots.values() if slot.state is SlotState.UP]
@@ -264,6 +269,15 @@ class SimCluster:
         if slot.state is SlotState.UP:
             await self.crash(node, DiskMode.KEPT)
         slot.state = SlotState.REMOVED
+        # An operator removes a node that is gone for good: whatever only it held (a write
+        # acknowledged at ONE that replication had not spread yet) is lost with it.
+        others = self._cluster_disks()
+        node_id = slot.identity.node_id
+        durable = slot.disk.durable_records()
+        for loss in copy_losses(
+            trio.current_time(), node, durable, None, others, undeliverable_hints=node_id
+        ):
+            self._history.append(loss)
         for other in self.up():
             assert other.node is not None
             other.node.remove_member(slot.identity.node_id)

@@ -32,23 +32,29 @@ def copy_losses(
     time: float,
     node: str,
     before: dict[bytes, bytes],
-    crashed: SimDisk,
+    crashed: SimDisk | None,
     disks: Iterable[SimDisk],
+    *,
+    undeliverable_hints: str | None = None,
 ) -> list[CopyLoss]:
     """The losses of ``crashed`` (``before``: its durable records before the crash), each
-    key's lost tokens split by whether any disk in ``disks`` still holds them."""
+    key's lost tokens split by whether any disk in ``disks`` still holds them.
+
+    ``crashed=None`` is a node removed from the cluster: every record it held is lost to
+    the cluster, kept or not, and hints meant for it (``undeliverable_hints``, its node id)
+    will never be delivered, so they hold nothing either."""
     losses: list[CopyLoss] = []
     disks = list(disks)
     hinted: dict[bytes, set[bytes]] | None = None
     for key, record in before.items():
-        now = crashed.image.get(key)
+        now = None if crashed is None else crashed.image.get(key)
         if now == record:
             continue
         lost = record_tokens(record) - record_tokens(now)
         if not lost:
             continue
         if hinted is None:
-            hinted = _hinted_tokens(disks)
+            hinted = _hinted_tokens(disks, undeliverable_hints)
         held = set(hinted.get(key, ()))
         for disk in disks:
             held |= record_tokens(disk.image.get(key))
@@ -65,12 +71,14 @@ def copy_losses(
     return losses
 
 
-def _hinted_tokens(disks: list[SimDisk]) -> dict[bytes, set[bytes]]:
+def _hinted_tokens(disks: list[SimDisk], skip_target: str | None) -> dict[bytes, set[bytes]]:
     """Tokens held in hints, by key: a fallback delivers them later."""
     hinted: dict[bytes, set[bytes]] = {}
     for disk in disks:
         image = disk.image
         for backlog in image.hint_backlog():
+            if backlog.target == skip_target:
+                continue
             for hint in image.hints_for(backlog.target, backlog.count):
                 hinted.setdefault(hint.key, set()).update(record_tokens(hint.record))
     return hinted

@@ -175,3 +175,19 @@ async def test_a_write_still_in_flight_is_not_a_committed_copy(
         assert record_tokens(disk.records()[b"k"]) == {b"r1", b"r2"}
         assert record_tokens(disk.durable_records()[b"k"]) == {b"r1"}
         nursery.cancel_scope.cancel()
+
+
+async def test_a_removed_node_loses_everything_only_it_held_even_with_its_disk_kept() -> None:
+    """Index seed 35: two writes at ONE reached only n4 and n6, which an operator then
+    removed; no disk the cluster can read holds them, so they were lost by design."""
+    rng = random.Random(1)
+    removed, other = SimDisk("n4", rng, latency=0.0), SimDisk("n2", rng, latency=0.0)
+    await removed.open().put(b"k", record("r1 r0", "r2"))
+    await other.open().put(b"k", record("r1"))
+    await removed.crash(DiskMode.KEPT)
+    durable = removed.durable_records()
+    [loss] = copy_losses(5.0, "n4", durable, None, [other], undeliverable_hints="n4-id")
+    assert loss.tokens == (b"r0", b"r1", b"r2")
+    assert loss.gone == (b"r0", b"r2")
+    # The same crash without the removal destroyed nothing: the disk kept every record.
+    assert copy_losses(5.0, "n4", durable, removed, [removed, other]) == []
