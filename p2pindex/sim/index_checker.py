@@ -28,6 +28,11 @@ again a quorum of the new primaries can miss it (found by seed 2 of the index sc
 
 Queries asked after heal and quiescence (``final``) hold every replica to the model: any
 acknowledged level counts, for keys with no write of unknown outcome.
+
+No rule applies to W once as many nodes as W had acknowledgements (1 at ``one``, N/2+1 at
+``quorum``, N at ``all``) were removed or had their disks wiped after W began: every copy of
+W may have been on them, and then W is gone by design (index seed 22: a delete at quorum
+stored on two nodes that were both removed within three seconds).
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from p2pindex.sim.checkers import Violation
-from p2pindex.sim.history import History
+from p2pindex.sim.history import EventKind, History
 from p2pindex.sim.index_workload import IndexHistory, IndexQuery, IndexWorkload, IndexWrite
 
 CHECKER = "index"
@@ -57,10 +62,12 @@ def check_index(history: IndexHistory) -> list[Violation]:
         steady = not any(t <= query.complete for t in history.membership_changes)
         returned = set(query.rows)
         for key, writes in by_key.items():
-            violations += _check_key(
-                number, query, key, writes, returned, steady, history.membership_changes
-            )
+            violations += _check_key(number, query, key, writes, returned, steady, history)
     return violations
+
+
+def _acknowledgements(level: str, replicas: int) -> int:
+    return {"one": 1, "quorum": replicas // 2 + 1}.get(level, replicas)
 
 
 def _check_key(
@@ -70,9 +77,10 @@ def _check_key(
     writes: list[tuple[int, IndexWrite]],
     returned: set[tuple[int, bytes]],
     steady: bool,
-    changes: list[float],
+    history: IndexHistory,
 ) -> list[Violation]:
     assert query.complete is not None
+    changes = history.membership_changes
     done = [
         (i, w)
         for i, w in writes
@@ -90,6 +98,9 @@ def _check_key(
             return []  # a later write may or may not be in the answer
     if query.final and any(w.outcome != "ok" and w.outcome != "fail" for _, w in writes):
         return []
+    destroyed = sum(1 for t in history.copy_losses if last.invoke < t <= query.complete)
+    if destroyed >= _acknowledgements(last.level, history.replicas):
+        return []  # every copy of W may have been on the nodes removed or wiped since
     covers = _level_covers(query, last, steady)
     if not query.final and any(last.invoke - RING_SETTLE < t <= query.complete for t in changes):
         # W went to the primaries of another ring: a node removed since may have held one
@@ -151,11 +162,18 @@ def _supersedes_all(index: int, last: IndexWrite, writes: list[tuple[int, IndexW
 
 
 def check_index_run(
-    workload: IndexWorkload | None, history: History, churn: Collection[object]
+    workload: IndexWorkload | None,
+    history: History,
+    churn: Collection[object],
+    replicas: int,
 ) -> list[Violation]:
     """The index violations of a run (none when it had no index workload)."""
     if workload is None:
         return []
     index_history = workload.history
     index_history.membership_changes = [e.time for e in history.faults if e.kind in churn]
+    index_history.copy_losses = [
+        e.time for e in history.faults if e.kind in (EventKind.REMOVE, EventKind.WIPE)
+    ]
+    index_history.replicas = replicas
     return check_index(index_history)

@@ -333,7 +333,9 @@ def run_simulation(
     history = simulation.history
     assert simulation.cluster is not None
     violations = [*simulation.cluster.deaths, *checkers.check_all(history, plan.check)]
-    violations += check_index_run(simulation.index_workload, history, CHURN_EVENTS)
+    violations += check_index_run(
+        simulation.index_workload, history, CHURN_EVENTS, plan.scenario.replicas
+    )
     counts = Counter(op.type for op in history.ops if op.type is not OpType.INVOKE)
     fault_counts = Counter(simulation.cluster.fault_counts)
     fault_counts.update(event.kind.value for event in history.faults if event.kind in CHURN_EVENTS)

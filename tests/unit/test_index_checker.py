@@ -68,3 +68,18 @@ def test_after_a_membership_change_old_terms_are_not_held_against_a_query() -> N
 def test_a_write_around_a_membership_change_is_not_held_against_a_query() -> None:
     assert check([put(3, at=1.0)], [query("quorum", [], at=5.0)], changes=[3.0]) == []
     assert len(check([put(3, at=20.0)], [query("quorum", [], at=25.0)], changes=[3.0])) == 1
+
+
+def test_a_write_whose_every_copy_may_have_been_removed_is_excused_and_no_other() -> None:
+    """Index seed 22: a delete at quorum sat on two nodes, both removed three seconds apart;
+    the final query found the version it had replaced, held by the third replica."""
+    writes = [put(1, "quorum", at=1.0), put(None, "quorum", at=3.0, read=2.0)]
+    final = [query("one", [(1, K)], at=50.0, final=True)]
+
+    def history(losses: list[float]) -> IndexHistory:
+        return IndexHistory(list(writes), list(final), [], copy_losses=losses, replicas=3)
+
+    assert len(check_index(history([]))) == 1
+    assert len(check_index(history([10.0]))) == 1  # one removal leaves a copy to repair from
+    assert len(check_index(history([1.5, 2.0]))) == 1  # both before the delete began
+    assert check_index(history([10.0, 12.0])) == []
