@@ -240,7 +240,7 @@ class OwnershipHandoff(RecordMover):
 
         async def worker() -> None:
             for chunk in chunks:
-                await self._pull_chunk(list(chunk), ranges, before, finished)
+                await self._pull_chunk(list(chunk), ranges, ring, before, finished)
                 await self._save_progress(done)
 
         async with trio.open_nursery() as nursery:
@@ -255,15 +255,13 @@ class OwnershipHandoff(RecordMover):
         self,
         indices: list[int],
         ranges: list[tuple[int, int]],
+        ring: Ring,
         before: Ring,
         finished: Callable[[int], None],
     ) -> None:
         """Pull the ranges at ``indices``, each from a node that held it in ``before``."""
-        me = self._view.node_id
         sources = {
-            index: [
-                n for n in before.preference_list_for_token(ranges[index][1], self._n) if n != me
-            ]
+            index: _sources(ranges[index][1], ring, before, self._n, self._view.node_id)
             for index in indices
         }
         failed: set[str] = set()
@@ -405,3 +403,18 @@ class OwnershipHandoff(RecordMover):
             self.progress.bytes += sum(len(k) + len(r) for k, r in batch)
             self._stats.incr("handoff.keys_out", len(batch))
             self._log_progress()
+
+
+def _sources(token: int, ring: Ring, before: Ring, n: int, me: str) -> list[str]:
+    """The nodes that held the range ending at ``token`` before this node joined, the one
+    this node displaces first.
+
+    The displaced node gives up the range, so taking its copy keeps every quorum
+    intersecting: a write acknowledged by two of the old replicas is on two of the new
+    ones (the joiner standing in for the displaced node). A copy from another old replica
+    may lack a write that reached only the displaced node and one other, and a quorum of
+    the new replicas could then miss it. The others are the fallback while it is down.
+    """
+    owners = set(ring.preference_list_for_token(token, n))
+    held = [node for node in before.preference_list_for_token(token, n) if node != me]
+    return sorted(held, key=lambda node: node in owners)
