@@ -20,11 +20,16 @@ unknown outcome) began after W began and before ``t1``. Then:
   write, so after a join W's quorum read may not have seen (and replaced) it; such a
   version stays a sibling, legitimately, until repair.
 
-Neither rule applies to a write made around a membership change (from ``RING_SETTLE``
-before W to the end of the query): W's copies were placed on another ring's primaries. A
-removed node may have held one of a quorum's two copies, and nothing marks the arcs its
-successor just gained the way SYNCING marks a joiner's, so until anti-entropy copies W
-again a quorum of the new primaries can miss it (found by seed 2 of the index scenario).
+Neither rule applies to a write that raced a membership change. A join counts from
+``RING_SETTLE`` before W began to ``RING_SETTLE`` after it ended: coordinators that had not
+heard of the joiner yet did not send W to it, and it may have copied the range before W
+reached the node it displaces. A join long before or after W is checked in full: the joiner
+takes each range from the node it displaces, so a quorum of the new replicas still meets
+every quorum of the old ones. A leave or a removal counts from ``RING_SETTLE`` before W to
+the end of the query: a leaving node keeps taking writes while it hands its ranges over, so
+the new owner may lack one that came after, and a removed node may have held one of a
+quorum's two copies, which nothing copies again until anti-entropy does (found by seed 2
+of the index scenario).
 
 Queries asked after heal and quiescence (``final``) hold every replica to the model: any
 acknowledged level counts, for keys with no write of unknown outcome.
@@ -66,6 +71,18 @@ def check_index(history: IndexHistory) -> list[Violation]:
     return violations
 
 
+def _raced(write: IndexWrite, query: IndexQuery, history: IndexHistory) -> bool:
+    """Whether ``write`` raced a membership change before ``query`` ended (module doc)."""
+    assert write.complete is not None and query.complete is not None
+    since = write.invoke - RING_SETTLE
+    joins = set(history.joins)
+    for t in history.membership_changes:
+        until = write.complete + RING_SETTLE if t in joins else query.complete
+        if since < t <= until:
+            return True
+    return False
+
+
 def _acknowledgements(level: str, replicas: int) -> int:
     return {"one": 1, "quorum": replicas // 2 + 1}.get(level, replicas)
 
@@ -80,7 +97,6 @@ def _check_key(
     history: IndexHistory,
 ) -> list[Violation]:
     assert query.complete is not None
-    changes = history.membership_changes
     done = [
         (i, w)
         for i, w in writes
@@ -101,12 +117,9 @@ def _check_key(
     destroyed = sum(1 for t in history.copy_losses if last.invoke < t <= query.complete)
     if destroyed >= _acknowledgements(last.level, history.replicas):
         return []  # every copy of W may have been on the nodes removed or wiped since
-    covers = _level_covers(query, last, steady)
-    if not query.final and any(last.invoke - RING_SETTLE < t <= query.complete for t in changes):
-        # W went to the primaries of another ring: a node removed since may have held one
-        # of its copies (repair re-replicates it), a joiner may have taken its copy of the
-        # key from an owner that missed W.
-        covers = False
+    covers = _level_covers(query, last, steady) and (
+        query.final or not _raced(last, query, history)
+    )
     text = key.decode()
     found: list[Violation] = []
     in_range = last.term is not None and query.lo <= last.term <= query.hi
@@ -172,6 +185,7 @@ def check_index_run(
         return []
     index_history = workload.history
     index_history.membership_changes = [e.time for e in history.faults if e.kind in churn]
+    index_history.joins = [e.time for e in history.faults if e.kind is EventKind.JOIN]
     index_history.copy_losses = [
         e.time for e in history.faults if e.kind in (EventKind.REMOVE, EventKind.WIPE)
     ]
