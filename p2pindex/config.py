@@ -142,22 +142,6 @@ def _loopback(host: str) -> bool:
         return False
 
 
-PLANTED_BUGS = frozenset(
-    {
-        "lww",
-        "ack-before-commit",
-        "hints-dropped-on-restart",
-        "early-tombstone-reap",
-        "no-dots",
-        "swim-no-suspicion",
-        "definite-after-send",
-        "ack-failed-commit",
-    }
-)
-"""Deliberate defects the simulation harness must catch (tests prove each one is caught).
-They exist only behind ``NodeConfig.planted_bugs``, which nothing but the harness sets."""
-
-
 @dataclass(frozen=True, slots=True)
 class NodeConfig:
     """Everything a node needs to start; validated on construction."""
@@ -199,8 +183,6 @@ class NodeConfig:
     term_limits: TermLimits = field(default_factory=TermLimits)
     """Bounds on the index terms one write may carry (count, term size, name length)."""
 
-    planted_bugs: frozenset[str] = frozenset()
-    """Known defects to switch on, for proving the simulation's checkers (never in production)."""
     insecure: bool = False
     """Run without authentication or encryption (tests and benchmarks only)."""
     trust_file: Path | None = None
@@ -211,12 +193,6 @@ class NodeConfig:
     """The HTTP listener; None: the node speaks only the binary protocol."""
 
     def __post_init__(self) -> None:
-        unknown = self.planted_bugs - PLANTED_BUGS
-        if unknown:
-            raise ConfigError(
-                f"unknown planted bug(s) {', '.join(sorted(unknown))}; known: "
-                f"{', '.join(sorted(PLANTED_BUGS))}"
-            )
         if not 1 <= self.n_replicas <= 16:
             raise ConfigError(f"n_replicas must be in 1..16, not {self.n_replicas}")
         if self.remove_dead_after is not None and self.remove_dead_after <= 0:

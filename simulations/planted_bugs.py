@@ -3,7 +3,7 @@
     python simulations/planted_bugs.py [--max-seeds 200] [--all] [--jobs 2] [--bug NAME ...]
                                        [--verify-determinism]
 
-For every bug in ``p2pindex.config.PLANTED_BUGS`` this runs its scenario
+For every bug in ``p2pindex.sim.planted.PLANTED_BUGS`` this runs its scenario
 (p2pindex/sim/scenarios/planted-<bug>.toml) with the bug planted on seeds 1, 2, ... until a run's
 violations include the checker that guards the broken rule (or ``--max-seeds`` pass), then
 runs the same scenario on the same seeds *without* the bug, which must show no violation at
@@ -28,9 +28,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from p2pindex.config import PLANTED_BUGS
 from p2pindex.sim.determinism import reexec_with_fixed_hash_seed
 from p2pindex.sim.plan import plan_run
+from p2pindex.sim.planted import PLANTED_BUGS
 from p2pindex.sim.runner import run_simulation
 from p2pindex.sim.scenario import load_scenario
 

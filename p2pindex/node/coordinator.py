@@ -38,7 +38,7 @@ from p2pindex.errors import (
     Unavailable,
 )
 from p2pindex.net.channel import BatchHandler, FastPath, Respond
-from p2pindex.node import planted, read_first
+from p2pindex.node import read_first
 from p2pindex.node import trace as trace_seam
 from p2pindex.node.index_terms import write_terms
 from p2pindex.node.peers import PeerPool
@@ -281,16 +281,9 @@ class Coordinator:
             )
         else:
             failure = Timeout(required=tracker.required, acknowledged=tracker.acks)
-        if "definite-after-send" in self._config.planted_bugs:
-            raise planted.definite_write_failure(failure)
         raise failure
 
     # --- writes that arrived together -------------------------------------------------------
-
-    @property
-    def batches_writes(self) -> bool:
-        """Whether ``put_batch`` may serve writes (not while a planted bug changes storage)."""
-        return self._index.plain
 
     async def put_batch(self, requests: list[Message], respond: Respond) -> None:
         """Coordinate writes that arrived together, as ``put`` would one by one, but with one
@@ -977,13 +970,10 @@ def data_fast_path(
         batch.update(replica_path.batch)
     reads = coordinator.get_batch
     batch[GetRequest] = reads if authorize is None else _authorized(authorize, reads)
-    if coordinator.batches_writes:
-        writes = (
-            coordinator.put_batch
-            if authorize is None
-            else _authorized(authorize, coordinator.put_batch)
-        )
-        batch[PutRequest] = batch[DeleteRequest] = writes
+    writes = coordinator.put_batch
+    batch[PutRequest] = batch[DeleteRequest] = (
+        writes if authorize is None else _authorized(authorize, writes)
+    )
     return FastPath(answer, batch)
 
 

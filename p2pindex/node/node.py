@@ -8,7 +8,6 @@ process (``p2pindex serve``) and inside the deterministic simulation.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import json
 import logging
@@ -29,7 +28,6 @@ from p2pindex.net.base import Transport
 from p2pindex.net.channel import BatchHandler, NodeLoad, RpcChannel
 from p2pindex.net.secure.manager import SecurityManager
 from p2pindex.net.secure.session import SecureStream
-from p2pindex.node import planted
 from p2pindex.node.admission import Admission
 from p2pindex.node.antientropy import AntiEntropy, request_arcs
 from p2pindex.node.cluster_view import ClusterView
@@ -45,7 +43,7 @@ from p2pindex.node.peers import PeerPool
 from p2pindex.node.query import QueryService, query_mac_key
 from p2pindex.node.reaper import TombstoneReaper, load_markers
 from p2pindex.node.replace import prepare_replacement
-from p2pindex.node.replica import IndexManager, ReplicaService, decode_incoming
+from p2pindex.node.replica import IndexManager, ReplicaService, Versioning, decode_incoming
 from p2pindex.node.request_metrics import OPERATIONS, RequestMetrics
 from p2pindex.node.stats import StatisticsStore
 from p2pindex.security.access import Peer, PeerKind
@@ -118,6 +116,7 @@ class Node:
         wall_clock: Callable[[], float],
         swim_config: SwimConfig | None = None,
         security: SecurityManager | None = None,
+        versioning: Versioning | None = None,
     ) -> None:
         self.config = config
         self.identity = identity
@@ -135,11 +134,8 @@ class Node:
         self._rng = rng
         self._wall_clock = wall_clock
         self._swim_config = swim_config or SwimConfig.default()
-        if "swim-no-suspicion" in config.planted_bugs:
-            # Planted bug: a failed probe convicts at once (no suspicion period to refute).
-            self._swim_config = dataclasses.replace(
-                self._swim_config, suspicion_mult=1e-3, lifeguard=False
-            )
+        self._versioning = versioning
+        """The version rules (None: core.versions); the simulator plants wrong ones."""
         self.view = ClusterView(self.node_id, config.advertised)
         self.state_reason = ""
         self._ring_members_saved = b""
@@ -177,10 +173,6 @@ class Node:
         """Serve until cancelled (a crash) or until ``leave`` completes (a graceful exit)."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            if "ack-before-commit" in self.config.planted_bugs:
-                self.storage = planted.AckBeforeCommit(self.storage, nursery.start_soon)
-            if "ack-failed-commit" in self.config.planted_bugs:
-                self.storage = planted.AckFailedCommit(self.storage)
             actor = f"{self.node_id}.{await self._storage_epoch()}"
             self._index = IndexManager(
                 self.storage,
@@ -188,11 +180,9 @@ class Node:
                 self.config.limits,
                 self.stats,
                 fresh_actor=self._fresh_actor,
-                planted_bugs=self.config.planted_bugs,
+                versioning=self._versioning,
             )
             reaped_at = load_markers(self.storage, self._index)
-            if "hints-dropped-on-restart" in self.config.planted_bugs:
-                await self._drop_all_hints()
             incarnation = await self._next_incarnation()
             self.view.removed = self._load_removed()
             bound = await nursery.start(self._transport.serve, self._handle_stream)
@@ -936,12 +926,6 @@ class Node:
         return reply.state
 
     # --- persistent node facts --------------------------------------------------------------
-
-    async def _drop_all_hints(self) -> None:
-        """Planted bug: forget every hint at start, as if they were never made durable."""
-        for backlog in self.storage.hint_backlog():
-            hints = self.storage.hints_for(backlog.target, backlog.count)
-            await self.storage.delete_hints([h.hint_id for h in hints])
 
     def _fresh_actor(self) -> str:
         """A new version actor for this node, used from the next write on."""

@@ -24,7 +24,6 @@ from p2pindex.errors import (
     StorageFailure,
 )
 from p2pindex.net.channel import FastPath, Respond
-from p2pindex.node import planted
 from p2pindex.node.stats import StatisticsStore
 from p2pindex.storage.base import Storage
 from p2pindex.wire.errors import reply_for_error
@@ -39,6 +38,30 @@ from p2pindex.wire.messages import (
     ReplicaWriteMany,
 )
 
+
+class Versioning(Protocol):
+    """The rules that make a new version and merge two (core.versions). A seam, so the
+    simulator can build a node with wrong rules and prove its checkers catch them."""
+
+    def update(
+        self,
+        current: VersionedObject | None,
+        context: VersionVector,
+        actor: str,
+        value: bytes | None,
+        terms: IndexTerms = (),
+    ) -> VersionedObject: ...
+
+    def merge(self, a: VersionedObject, b: VersionedObject) -> VersionedObject: ...
+
+
+class DottedVersions:
+    """The real rules: dotted version vectors (core.versions)."""
+
+    update = staticmethod(versions.update)
+    merge = staticmethod(versions.merge)
+
+
 DECODED_CACHE = 8192
 """Decoded records kept per node (a few MB): enough for the keys being written right now."""
 
@@ -52,7 +75,7 @@ class IndexManager:
         stats: StatisticsStore,
         *,
         fresh_actor: Callable[[], str] | None = None,
-        planted_bugs: frozenset[str] = frozenset(),
+        versioning: Versioning | None = None,
     ):
         self.storage = storage
         self.actor = actor
@@ -63,7 +86,7 @@ class IndexManager:
         self._limits = limits
         self._stats = stats
         self._commit_seconds = stats.histogram("storage.commit")
-        self._bugs = planted_bugs
+        self._versioning = versioning or DottedVersions()
         self._decoded: dict[bytes, tuple[bytes, VersionedObject]] = {}
         self._committing: dict[bytes, list[trio.Event]] = {}
         """Keys whose record is pending (visible, not yet committed), with one event per
@@ -210,10 +233,7 @@ class IndexManager:
                 f"the context claims write {claim[1]} by {claim[0]!r}, which no replica has "
                 "made; pass the context a read returned, unmodified"
             )
-        if self._bugs:
-            updated = planted.update(current, context, self.actor, value, self._bugs)
-        else:
-            updated = versions.update(current, context, self.actor, value, terms)
+        updated = self._versioning.update(current, context, self.actor, value, terms)
         if updated.sibling_count > self._limits.sibling_max:
             self._stats.incr("writes.refused_siblings")
             raise SiblingLimitExceeded(
@@ -256,11 +276,7 @@ class IndexManager:
         return True
 
     async def _put_one(self, key: bytes, record: bytes) -> None:
-        if "early-tombstone-reap" in self._bugs and versions.decode_object(record).is_deleted:
-            self._decoded.pop(key, None)
-            await self.storage.remove(key)
-        else:
-            await self._commit_or_forget([key], self.storage.put(key, record))
+        await self._commit_or_forget([key], self.storage.put(key, record))
 
     async def _commit_or_forget(self, keys: list[bytes], write: Awaitable[None]) -> None:
         """Await a storage write of ``keys``; if it fails (or its waiter is cancelled, when
@@ -332,7 +348,7 @@ class IndexManager:
         return merged
 
     def _merge(self, a: VersionedObject, b: VersionedObject) -> VersionedObject:
-        return planted.merge(a, b, self._bugs) if self._bugs else versions.merge(a, b)
+        return self._versioning.merge(a, b)
 
     async def apply_many(self, items: list[tuple[bytes, bytes, VersionedObject]]) -> None:
         """Merge a batch in one commit (replica writes, hint delivery, ownership handoff).
@@ -362,11 +378,6 @@ class IndexManager:
             )
         if unchanged and await self._settled([key for key, _record, _obj in unchanged]):
             await self.apply_many(unchanged)
-
-    @property
-    def plain(self) -> bool:
-        """No planted bug changes how writes are stored (so writes may be batched)."""
-        return not self._bugs
 
 
 def check_record_size(
@@ -485,13 +496,7 @@ class ReplicaService:
             for key, record, hint_for, _obj in items:
                 if hint_for is not None:
                     await self._hints.keep(hint_for, key, record)
-            if self._index.plain:
-                await self._index.apply_many(
-                    [(key, record, obj) for key, record, _hint, obj in items]
-                )
-            else:
-                for key, _record, _hint, obj in items:
-                    await self._index.apply(key, obj)
+            await self._index.apply_many([(key, record, obj) for key, record, _hint, obj in items])
         except StorageFailure as exc:
             self._storage_failed(exc)
             raise

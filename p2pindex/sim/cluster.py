@@ -43,6 +43,7 @@ from p2pindex.sim.history import (
 from p2pindex.sim.losses import copy_losses
 from p2pindex.sim.network import DatagramFaults, Delay, DelayKind, Link, SimNetwork
 from p2pindex.sim.plan import PORT, RunPlan
+from p2pindex.sim.planted import AckBeforeCommit, plant, prepare
 from p2pindex.sim.recording import FaultRecorder, FaultWindows
 from p2pindex.sim.timeline import Timeline
 from p2pindex.types import Address
@@ -126,8 +127,6 @@ class SimCluster:
     def _config(self, slot: Slot, seeds: tuple[Address, ...]) -> NodeConfig:
         scenario = self._plan.scenario
         extra: dict[str, Any] = dict(scenario.node)
-        if scenario.planted_bugs:
-            extra["planted_bugs"] = scenario.planted_bugs
         return NodeConfig(
             data_dir=None,
             listen=slot.address,
@@ -146,20 +145,29 @@ class SimCluster:
         """Start a node process on machine ``name`` (first start, join or restart)."""
         slot = self.slots[name]
         slot.incarnation += 1
+        config = self._config(slot, self._seeds_for(slot))
+        storage = slot.disk.open()
+        transport = self._network.transport_for(slot.address)
+        seams = plant(self._plan.scenario.planted_bugs, storage, transport, config.limits)
         node = Node(
-            self._config(slot, self._seeds_for(slot)),
-            transport=self._network.transport_for(slot.address),
-            storage=slot.disk.open(),
+            config,
+            transport=seams.transport,
+            storage=seams.storage,
             identity=slot.identity,
             rng=derive_rng(self._plan.seed, f"node:{name}:{slot.incarnation}"),
             wall_clock=slot.clock,
+            swim_config=seams.swim_config,
+            versioning=seams.versioning,
         )
         slot.node = node
         slot.scope = trio.CancelScope()
         slot.stopped = trio.Event()
         slot.state = SlotState.UP
         ready = trio.Event()
-        self._nursery.start_soon(self._supervise, slot, node, slot.scope, slot.stopped, ready)
+        await prepare(seams, storage)
+        self._nursery.start_soon(
+            self._supervise, slot, node, slot.scope, slot.stopped, ready, seams.write_back
+        )
         if wait:
             await ready.wait()
 
@@ -170,6 +178,7 @@ class SimCluster:
         scope: trio.CancelScope,
         stopped: trio.Event,
         ready: trio.Event,
+        write_back: AckBeforeCommit | None = None,
     ) -> None:
         """Run one node process; an error escaping it kills only that process.
 
@@ -180,6 +189,8 @@ class SimCluster:
         try:
             with scope:
                 async with trio.open_nursery() as nursery:
+                    if write_back is not None:  # its commits die with the process
+                        write_back.run_in(nursery.start_soon)
                     await nursery.start(node.run)
                     ready.set()
         except Exception as exc:

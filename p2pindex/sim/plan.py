@@ -21,6 +21,7 @@ from p2pindex.sim.faults import (
     GenerationPolicy,
     PartitionShape,
 )
+from p2pindex.sim.planted import unknown_bugs
 from p2pindex.sim.scenario import Engine, PreparedRun, Scenario, ScenarioError, prepare
 from p2pindex.sim.workloads import WorkloadOptions
 from p2pindex.types import Address
@@ -135,8 +136,9 @@ def plan_run(scenario: Scenario, seed: int) -> RunPlan:
 def _check_node_settings(scenario: Scenario) -> None:
     """Build one NodeConfig now, so a bad [node] value or bug name fails before the run."""
     extra: dict[str, Any] = dict(scenario.node)
-    if scenario.planted_bugs:
-        extra["planted_bugs"] = scenario.planted_bugs
+    refusal = unknown_bugs(scenario.planted_bugs)
+    if refusal is not None:
+        raise ScenarioError(refusal)
     try:
         NodeConfig(data_dir=None, listen=Address("n1", PORT), n_replicas=scenario.replicas, **extra)
     except ConfigError as exc:

@@ -17,7 +17,7 @@ File layout (TOML; JSON uses the same keys)::
     replicas = 3
     duration = 120.0            # virtual seconds of workload and faults
     quiesce = 30.0              # virtual seconds after healing, before the final reads
-    planted_bugs = []           # names passed to NodeConfig.planted_bugs
+    planted_bugs = []           # bugs the simulator plants in every node (sim/planted.py)
 
     [node]                      # NodeConfig fields
     fsync = true

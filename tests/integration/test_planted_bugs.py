@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from p2pindex.config import PLANTED_BUGS
+from p2pindex.sim.planted import PLANTED_BUGS
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -33,7 +33,7 @@ def test_every_node_setting_can_be_set_in_the_file():
         "admission": AdmissionLimits,
         "term_limits": TermLimits,
     }
-    settable = {f.name for f in dataclasses.fields(NodeConfig)} - {"planted_bugs", *tables}
+    settable = {f.name for f in dataclasses.fields(NodeConfig)} - {*tables}
     assert settable <= set(BY_NAME)
     assert {f"admission.{f.name}" for f in dataclasses.fields(AdmissionLimits)} <= set(BY_NAME)
     assert {f"terms.{f.name}" for f in dataclasses.fields(TermLimits)} <= set(BY_NAME)
