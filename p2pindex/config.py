@@ -49,8 +49,10 @@ class Limits:
     max_unanswered: int = 1024
     """Requests of one connection being served at once before it stops being read."""
     node_in_flight: int = 256 * MIB
-    """Request and reply bytes a node holds for all its clients together; over it, client
-    requests are answered ``overloaded`` before anything is done."""
+    """Request, expected reply and unsent reply bytes a node holds for all its clients
+    together; over it, requests of client connections that already hold something are
+    answered ``overloaded`` before anything is done, and a quarter over it every client
+    request is (``net.channel.NodeLoad``)."""
 
     def __post_init__(self) -> None:
         if self.max_key < 1 or self.max_value < 1:

@@ -73,7 +73,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("limits.reply_budget", "int", _LIMITS.reply_budget,
             "unsent reply bytes per connection before it stops being read"),
     Setting("limits.node_in_flight", "int", _LIMITS.node_in_flight,
-            "request and reply bytes held for all connections before clients get 'overloaded'"),
+            "request and reply bytes held for all connections before clients that pipeline "
+            "get 'overloaded' (everyone a quarter above it)"),
     Setting("admission.max_connections", "int", _ADMISSION.max_connections,
             "open connections served at once (clients and nodes together)"),
     Setting("admission.max_client_connections", "int", _ADMISSION.max_client_connections,

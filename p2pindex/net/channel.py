@@ -18,7 +18,8 @@ of its recent replies) exceed ``Limits.reply_budget`` or ``Limits.max_unanswered
 requests are unanswered, its reader stops taking frames, so TCP pushes back on a peer that
 sends requests faster than it reads replies and that peer slows only itself. A ``NodeLoad``
 shared by a node's channels bounds the bytes held for all of them together; past it a
-client request is answered ``overloaded`` before anything is done.
+request of a client connection that already holds something is answered ``overloaded``
+before anything is done.
 """
 
 from __future__ import annotations
@@ -76,20 +77,30 @@ hundred small replies lift the pessimistic first guess, one large reply restores
 class NodeLoad:
     """Request and reply bytes a node holds for all its connections together.
 
-    Every serving channel adds the bytes of the requests it is serving and of the replies it
-    has not sent yet, and takes them off when done. Past ``limit``, channels that refuse
-    when overloaded (those of clients) answer new requests ``overloaded`` at once; peer
-    channels are still served, so replication between nodes is never what gives way.
+    Every serving channel adds the bytes of the requests it is serving with the replies it
+    expects them to produce, and of the replies it has not sent yet, and takes them off when
+    done. Past ``limit``, channels that refuse when overloaded (those of clients) answer
+    ``overloaded`` at once to the requests of connections that already hold something: the
+    clients that pipeline without reading are the ones that filled the budget, so they are
+    the ones refused, while a client that waits for each answer (holding nothing when its
+    next request arrives) is still served. Past ``ceiling`` (a quarter above ``limit``)
+    every client request is refused, which bounds what the well-behaved ones may add. Peer
+    channels are always served, so replication between nodes is never what gives way.
     """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
+        self.ceiling = limit + limit // 4
         self.held = 0
         self.refused = 0
 
     @property
     def over(self) -> bool:
         return self.held > self.limit
+
+    @property
+    def full(self) -> bool:
+        return self.held > self.ceiling
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +166,8 @@ class RpcChannel:
         self._unanswered = 0
         """Requests being served whose reply is not queued yet."""
         self._request_bytes = 0
-        """Bytes of the requests being served, as counted into ``node_load``."""
+        """Bytes of the requests being served and of their expected replies, as counted
+        into ``node_load``."""
         self._reply_guess = limits.max_value
         """Expected size of a reply not produced yet: pessimistic on a new connection."""
         self._room_lot = trio.lowlevel.ParkingLot()
@@ -252,7 +264,13 @@ class RpcChannel:
         self._room_lot.unpark_all()
 
     def _admit(self, size: int) -> None:
-        """A request of about ``size`` bytes is now being served."""
+        """A request of about ``size`` bytes is now being served.
+
+        Its expected reply is counted with it, so the node-wide budget sees a burst of
+        requests for large values when they are admitted, not only once their replies exist
+        (by then every connection of the burst would have been let in).
+        """
+        size += self._reply_guess
         self._unanswered += 1
         self._request_bytes += size
         if self._node_load is not None:
@@ -296,6 +314,8 @@ class RpcChannel:
         load = self._node_load
         if load is None or not self._refuse_when_overloaded or not load.over:
             return None
+        if not load.full and self._out_bytes + self._sending + self._request_bytes == 0:
+            return None  # a client waiting for each answer: it did not fill the budget
         load.refused += 1
         self._count_event("overloaded.node")
         return Overloaded(

@@ -18,7 +18,7 @@ import enum
 import json
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -446,10 +446,18 @@ def _expect(document: Document, kind: type, presented: str) -> None:
         )
 
 
+Opener = Callable[[object, TrustSet, str], Document]
+"""``open_document`` or a cache in front of it (``TrustState.open``)."""
+
+
 def verify_node_certificate(
-    blob: object, trust: TrustSet, now: float, presented: str = "the peer"
+    blob: object,
+    trust: TrustSet,
+    now: float,
+    presented: str = "the peer",
+    opener: Opener = open_document,
 ) -> NodeCertificate:
-    document = open_document(blob, trust, "node certificate")
+    document = opener(blob, trust, "node certificate")
     _expect(document, NodeCertificate, presented)
     assert isinstance(document, NodeCertificate)
     check_validity(document, now)
@@ -457,9 +465,13 @@ def verify_node_certificate(
 
 
 def verify_capability(
-    blob: object, trust: TrustSet, now: float, presented: str = "the client"
+    blob: object,
+    trust: TrustSet,
+    now: float,
+    presented: str = "the client",
+    opener: Opener = open_document,
 ) -> ClientCapability:
-    document = open_document(blob, trust, "client capability")
+    document = opener(blob, trust, "client capability")
     _expect(document, ClientCapability, presented)
     assert isinstance(document, ClientCapability)
     check_validity(document, now)
@@ -467,9 +479,9 @@ def verify_capability(
 
 
 def verify_revocations(
-    blob: object, trust: TrustSet, presented: str = "the peer"
+    blob: object, trust: TrustSet, presented: str = "the peer", opener: Opener = open_document
 ) -> RevocationList:
-    document = open_document(blob, trust, "revocation list")
+    document = opener(blob, trust, "revocation list")
     _expect(document, RevocationList, presented)
     assert isinstance(document, RevocationList)
     return document

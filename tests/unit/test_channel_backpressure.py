@@ -54,8 +54,8 @@ async def test_a_client_that_never_reads_stops_being_served_after_the_reply_budg
 async def test_over_the_node_budget_a_client_request_is_refused_as_overloaded() -> None:
     server_stream, client_stream = trio.testing.memory_stream_pair()
     served = Served()
-    load = NodeLoad(limit=1000)
-    load.held = 5000  # other connections hold more than the node may
+    load = NodeLoad(limit=10 * MIB)
+    load.held = 50 * MIB  # other connections hold more than the node may
     server = RpcChannel(
         server_stream, LIMITS, handler=served, node_load=load, refuse_when_overloaded=True
     )
@@ -80,4 +80,44 @@ async def test_over_the_node_budget_a_client_request_is_refused_as_overloaded() 
         assert served.count == 2
         await trio.testing.wait_all_tasks_blocked()
         assert load.held == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_past_the_budget_only_connections_holding_data_are_refused_until_the_ceiling() -> (
+    None
+):
+    server_stream, client_stream = trio.testing.memory_stream_pair()
+    served = Served()
+    load = NodeLoad(limit=10 * MIB)
+    load.held = load.limit + 1  # over the budget, under its ceiling
+    server = RpcChannel(
+        server_stream, LIMITS, handler=served, node_load=load, refuse_when_overloaded=True
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.run)
+        decoder = FrameDecoder(LIMITS)
+        # Three pipelined: the first comes from a connection holding nothing and is served,
+        # the other two from one that holds the first and its expected reply.
+        await client_stream.send_all(requests(3))
+        frames = []
+        with trio.fail_after(5):
+            while len(frames) < 3:
+                frames += decoder.feed(await client_stream.receive_some())
+        codes = {f.request_id: getattr(f.message, "code", "served") for f in frames}
+        assert codes == {1: "served", 2: "overloaded", 3: "overloaded"}
+        assert served.count == 1 and load.refused == 2
+        # A client that waited for its answers holds nothing and is served again.
+        await trio.testing.wait_all_tasks_blocked()
+        await client_stream.send_all(requests(1))
+        with trio.fail_after(5):
+            while len(frames) < 4:
+                frames += decoder.feed(await client_stream.receive_some())
+        assert isinstance(frames[3].message, GetReply) and served.count == 2
+        # Past the ceiling even it is refused.
+        load.held = load.ceiling + 1
+        await client_stream.send_all(requests(1))
+        with trio.fail_after(5):
+            while len(frames) < 5:
+                frames += decoder.feed(await client_stream.receive_some())
+        assert getattr(frames[4].message, "code", None) == "overloaded" and served.count == 2
         nursery.cancel_scope.cancel()

@@ -15,7 +15,7 @@ import trio.testing
 
 from p2pindex.errors import ConfigError, PermissionDenied
 from p2pindex.net.secure.loading import load_manager, node_security
-from p2pindex.net.secure.manager import SecurityManager
+from p2pindex.net.secure.manager import LOG_BURST, LOG_RATE, SecurityManager
 from p2pindex.net.secure.session import SecureStream
 from p2pindex.security.access import Peer, PeerKind
 from p2pindex.security.audit import BURST, AuditLog
@@ -25,6 +25,7 @@ from p2pindex.security.credentials import ClientCredentials
 from p2pindex.security.files import SecurityFiles
 from p2pindex.security.keys import generate, key_id, read_private_key, write_private_key
 from p2pindex.types import Address
+from p2pindex.wire.codec import encode_frame
 from p2pindex.wire.messages import (
     CertificateReply,
     CertificateRequest,
@@ -114,6 +115,38 @@ def test_the_audit_log_is_private_json_lines_and_rate_limited(tmp_path: Path) ->
     assert len(lines) == BURST + 1
     assert lines[-1]["event"] == "admin" and lines[-1]["suppressed_before"] == 30
     assert lines[0]["time"].startswith("1970-01-01T00:16:40")
+
+
+async def test_a_flood_of_refused_handshakes_is_counted_whole_and_logged_within_a_budget(
+    authority: Authority, caplog: pytest.LogCaptureFixture
+) -> None:
+    now = [time.time()]
+    manager = SecurityManager.issued_by(authority, generate(), wall_clock=lambda: now[0])
+    caplog.set_level(logging.INFO, logger="p2pindex.net.secure.manager")
+
+    async def garbage_connection() -> bytes:
+        server, client = trio.testing.memory_stream_pair()
+        await client.send_all(encode_frame(StatusRequest(), 1))  # no handshake: plain protocol
+        await client.send_eof()
+        with trio.fail_after(5):
+            assert await manager.accept(server, Address("127.0.0.1", 9)) is None
+            await server.aclose()  # as the transport does once the handler returns
+            answer = b""
+            while chunk := await client.receive_some():
+                answer += chunk
+        return answer
+
+    answers = [await garbage_connection() for _ in range(LOG_BURST + 80)]
+    assert all(b"requires authenticated connections" in answer for answer in answers)
+    assert manager.stats["security.handshake.failed.not_secure"] == LOG_BURST + 80
+    lines = [r.getMessage() for r in caplog.records if "handshake with" in r.getMessage()]
+    assert len(lines) == LOG_BURST and manager.log_suppressed == 80
+    now[0] += 1 / LOG_RATE
+    await garbage_connection()
+    lines = [r.getMessage() for r in caplog.records if "handshake with" in r.getMessage()]
+    assert len(lines) == LOG_BURST + 1
+    assert lines[-1].endswith("(80 similar lines left out before this one)")
+    assert "plain protocol" in lines[-1] and manager.log_suppressed == 0
 
 
 # --- revocations -------------------------------------------------------------------------

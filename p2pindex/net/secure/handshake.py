@@ -177,10 +177,10 @@ def _admit(hello: _Hello, state: TrustState, now: float, who: str) -> Peer:
     if hello.revocations is not None:
         state.offer(hello.revocations, who)
     if hello.kind is PeerKind.NODE:
-        certificate = verify_node_certificate(hello.credential, state.trust, now, who)
+        certificate = verify_node_certificate(hello.credential, state.trust, now, who, state.open)
         state.check_node(certificate)
         return Peer(PeerKind.NODE, certificate)
-    capability = verify_capability(hello.credential, state.trust, now, who)
+    capability = verify_capability(hello.credential, state.trust, now, who, state.open)
     state.check_capability(capability)
     return Peer(PeerKind.CLIENT, capability)
 

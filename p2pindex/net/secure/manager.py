@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Self
 import trio
 from nacl.signing import SigningKey
 
+from p2pindex.core.ratelimit import TokenBucket
 from p2pindex.errors import ConfigError, P2PIndexError
 from p2pindex.net.secure.handshake import (
     DEFAULT_TIMEOUT,
@@ -75,6 +76,14 @@ FETCH_ATTEMPTS = 5
 MAX_CERTIFICATES_PER_REPLY = 10_000
 RELAY_FANOUT = 3
 EXPIRY_WARNING = 7 * 24 * 3600
+
+LOG_BURST = 20
+LOG_RATE = 1.0
+"""Node-log lines a second about refused handshakes and broken sessions, after a burst of
+``LOG_BURST``. Each refusal is still counted in `status` and audited (the audit log has a
+budget of its own); a flood of garbage connections must not also cost the node a formatted
+log line and a write to its log each (a fifth of what refusing one cost), nor fill the disk.
+The next line written says how many were left out."""
 
 _NOTEWORTHY = ADMIN_MESSAGES | {RevocationPush, CertificateRequest}
 """What a node peer sends that the guard handles or audits; the rest goes straight through
@@ -139,6 +148,9 @@ class SecurityManager:
         self._nursery: trio.Nursery | None = None
         self._mtimes = self._file_times()
         self.state.on_revocations(self._revocations_adopted)
+        self._log_budget = TokenBucket(LOG_RATE, LOG_BURST, wall_clock())
+        self.log_suppressed = 0
+        """Lines about refusals left out of the node log since the last one written."""
 
     @classmethod
     def issued_by(cls, authority: Authority, node_key: SigningKey, **options: Any) -> Self:
@@ -186,7 +198,20 @@ class SecurityManager:
     def _session_failed(self, peer: Peer, reason: str, detail: str) -> None:
         self.incr(f"session.{reason}")
         self.audit.record("session_failed", peer=peer.describe(), reason=reason, detail=detail)
-        log.warning("session with %s broken: %s", peer.name, detail)
+        self._log_limited(logging.WARNING, "session with %s broken: %s", peer.name, detail)
+
+    def _log_limited(self, level: int, message: str, *args: object) -> None:
+        """Log a refusal within the log budget (``LOG_RATE``), else only count it as left out."""
+        if not log.isEnabledFor(level):
+            return
+        if not self._log_budget.take(self._wall_clock()):
+            self.log_suppressed += 1
+            return
+        if self.log_suppressed:
+            message += " (%d similar lines left out before this one)"
+            args = (*args, self.log_suppressed)
+            self.log_suppressed = 0
+        log.log(level, message, *args)
 
     # --- the transport seam ----------------------------------------------------------------
 
@@ -255,7 +280,7 @@ class SecurityManager:
         self.audit.record(
             f"handshake_{side}", address=str(address), reason=error.reason, detail=str(error)
         )
-        log.info("handshake with %s %s: %s", address, side, error)
+        self._log_limited(logging.INFO, "handshake with %s %s: %s", address, side, error)
 
     # --- requests --------------------------------------------------------------------------
 
