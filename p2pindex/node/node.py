@@ -26,7 +26,7 @@ from p2pindex.core.ring import DEFAULT_VNODES, Ring
 from p2pindex.core.swim import Member, MemberChanged, Swim, SwimConfig
 from p2pindex.errors import InvalidRequest, P2PIndexError, PermissionDenied, StorageFailure
 from p2pindex.net.base import Transport
-from p2pindex.net.channel import BatchHandler, NodeLoad, RpcChannel
+from p2pindex.net.channel import BatchHandler, NodeLoad, RpcChannel, Traffic
 from p2pindex.net.secure.manager import SecurityManager
 from p2pindex.net.secure.session import SecureStream
 from p2pindex.node import planted
@@ -124,6 +124,8 @@ class Node:
         self.node_id = identity.node_id
         self.storage = storage
         self.stats = StatisticsStore()
+        self.traffic = Traffic()
+        """Connections, frames and bytes of the binary protocol (``/metrics`` reads them)."""
         self.load = LoadMeter()
         self.request_metrics = RequestMetrics(self.stats, on_latency=self.load.record)
         self.security = security
@@ -199,7 +201,9 @@ class Node:
             self.address = self.config.advertise or bound
             self.view.address_holder[self.address] = self.node_id
             hello = Hello(self.node_id, str(self.address), self.config.cluster)
-            self._peers = PeerPool(nursery, self._transport, self.config.limits, hello, self.stats)
+            self._peers = PeerPool(
+                nursery, self._transport, self.config.limits, hello, self.stats, self.traffic
+            )
             if self.security is not None:
                 self.security.attach(nursery, self._peers.request, self.view.live_addresses)
             self._coordinator = Coordinator(
@@ -295,7 +299,12 @@ class Node:
             self.view.members = {m.node_id: m for m in self._swim.members()}
             self._rebuild_ring()
             self._driver = MembershipDriver(
-                self._swim, self._transport, self._exchange, self._on_member_change, claims=claims
+                self._swim,
+                self._transport,
+                self._exchange,
+                self._on_member_change,
+                claims=claims,
+                on_round_trip=self.stats.histogram("swim.probe_rtt").observe,
             )
             await nursery.start(self._driver.run)
             if self._seeds or restored:
@@ -757,6 +766,7 @@ class Node:
             refuse_when_overloaded=not node_peer or self.security is None,
             on_event=self.stats.incr,
             throttle=None if client is None else self._admission.throttle(client),
+            traffic=self.traffic,
         )
         try:
             await channel.run()
