@@ -506,7 +506,9 @@ class RpcChannel:
                     self._enqueue(encode_frame(_answer(answer, message), decoded.request_id))
                     continue
                 serve = fast.batch.get(type(message))
-                if serve is not None:
+                # A request asking for a trace (``trace`` set) takes the handler: a batch
+                # serves many requests at once and has no steps of one request to show.
+                if serve is not None and not getattr(message, "trace", False):
                     self._admit(size)
                     batches.setdefault(serve, []).append((decoded.request_id, message))
                     continue

@@ -48,18 +48,22 @@ from p2pindex.node.replace import prepare_replacement
 from p2pindex.node.replica import IndexManager, ReplicaService, decode_incoming
 from p2pindex.node.request_metrics import OPERATIONS, RequestMetrics
 from p2pindex.node.stats import StatisticsStore
+from p2pindex.node.trace import RequestTrace, new_request_id, tracing
 from p2pindex.security.access import Peer, PeerKind
 from p2pindex.storage.base import Storage
 from p2pindex.types import Address, Liveness, NodeState
 from p2pindex.version import __version__
+from p2pindex.wire.errors import reply_for_error
 from p2pindex.wire.messages import (
     LIMITS_VERSION,
     AdmitRequest,
+    DeleteReply,
     DeleteRequest,
     DigestRequest,
     ErrorReply,
     ExplainReply,
     ExplainRequest,
+    GetReply,
     GetRequest,
     Hello,
     IndexScan,
@@ -73,6 +77,7 @@ from p2pindex.wire.messages import (
     OkReply,
     PushPull,
     PushPullReply,
+    PutReply,
     PutRequest,
     QueryRequest,
     RangeScan,
@@ -816,6 +821,8 @@ class Node:
 
     async def _dispatch(self, message: Message) -> Message:
         assert self._coordinator is not None and self._index is not None
+        if isinstance(message, PutRequest | DeleteRequest | GetRequest) and message.trace:
+            return await self._traced(message)
         if isinstance(message, PutRequest | DeleteRequest):
             return await self._coordinator.put(message)
         if isinstance(message, GetRequest):
@@ -845,6 +852,28 @@ class Node:
                 self._driver.notify()
             return PushPullReply(reply)
         return await self._dispatch_admin(message)
+
+    async def _traced(self, message: PutRequest | DeleteRequest | GetRequest) -> Message:
+        """Serve a request that asked for the coordinator's steps, and answer them with it.
+
+        A failure is answered as the ErrorReply it would have been, with the steps that led
+        to it: that is when an operator most wants to see them. Steps are timed by trio's
+        clock, so a simulated cluster shows simulated time.
+        """
+        trace = RequestTrace(new_request_id(), clock=trio.current_time)
+        untraced = dataclasses.replace(message, trace=False)
+        started = time.perf_counter()
+        with tracing(trace):
+            try:
+                reply = await self._dispatch(untraced)
+            except P2PIndexError as exc:
+                reply = reply_for_error(exc)
+        # The batched data path times the requests it serves; this one is timed here.
+        code = reply.code if isinstance(reply, ErrorReply) else None
+        self.request_metrics.observe(message, time.perf_counter() - started, code)
+        if isinstance(reply, PutReply | GetReply | DeleteReply | ErrorReply):
+            return dataclasses.replace(reply, trace=trace.doc())
+        return reply
 
     async def _dispatch_admin(self, message: Message) -> Message:
         """Introductions, status documents and membership changes an operator asks for."""
