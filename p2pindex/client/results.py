@@ -101,21 +101,23 @@ class Trace:
         for number, raw in enumerate(raw_steps, 1):
             if not isinstance(raw, Mapping):
                 raise ProtocolError(f"step {number} of the node's trace is not a document")
-            step, at_ms, took_ms = raw.get("step"), raw.get("at_ms"), raw.get("took_ms")
-            if not isinstance(step, str) or not all(_is_time(value) for value in (at_ms, took_ms)):
+            step, at_ms, took_ms = (
+                raw.get("step"),
+                _time(raw.get("at_ms")),
+                _time(raw.get("took_ms")),
+            )
+            if not isinstance(step, str) or at_ms is None or took_ms is None:
                 raise ProtocolError(f"step {number} of the node's trace lacks its name or times")
             details = {k: v for k, v in raw.items() if k not in ("step", "at_ms", "took_ms")}
-            steps.append(TraceStep(step, float(at_ms), float(took_ms), details))
+            steps.append(TraceStep(step, at_ms, took_ms, details))
         return cls(request_id, tuple(steps))
 
 
-def _is_time(value: object) -> bool:
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value >= 0
-    )
+def _time(value: object) -> float | None:
+    """A step's time in milliseconds, or None unless it is a finite number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) and value >= 0 else None
 
 
 @dataclass(frozen=True, slots=True)
