@@ -269,10 +269,11 @@ class _Encoder:
     nested map, a cost paid on every frame); the others are canonical by construction because
     their field names are pre-sorted in canonical order and every value is a byte string,
     text, integer, boolean, null or an array of these."""
-    omitted: tuple[tuple[str, bool], ...] = ()
-    """Fields of ``messages.UNSET_OMITTED`` this message has, each with whether it holds a
-    document: left out of the frame while unset, and a set document makes the frame need
-    canonical mode (so an unset one costs the hot path nothing more than a test)."""
+    omitted: tuple[Callable[[Message], object], ...] = ()
+    """For a message with fields of ``messages.UNSET_OMITTED``: a getter of each. While none
+    is set, ``names`` (which leaves them out) makes the frame, so an unset field costs the
+    hot path one attribute test; otherwise ``full`` does, without the unset ones."""
+    full: _Encoder | None = None
 
 
 def _canonical_order(names: tuple[str, ...]) -> tuple[str, ...]:
@@ -292,19 +293,27 @@ def _values_getter(names: tuple[str, ...]) -> Callable[[Message], tuple[object, 
 def _make_encoder(cls: type[Message]) -> _Encoder:
     plans = _PLANS[cls]
     names = _canonical_order(tuple(plan.name for plan in plans))
-    omitted = []
-    for plan in plans:
-        if plan.name in UNSET_OMITTED:
-            if plan.default is not False and plan.default is not None:
-                raise TypeError(
-                    f"{cls.__name__}.{plan.name} travels only when set, so it must default "
-                    "to False or None"
-                )
-            omitted.append((plan.name, _contains_document(plan.shape)))
-    canonical = any(
+    canonical = any(_contains_document(plan.shape) for plan in plans)
+    full = _Encoder(cls.TYPE, names, _values_getter(names), canonical)
+    omitted = [plan for plan in plans if plan.name in UNSET_OMITTED]
+    if not omitted:
+        return full
+    for plan in omitted:
+        if plan.default is not False and plan.default is not None:
+            raise TypeError(
+                f"{cls.__name__}.{plan.name} travels only when set, so it must default "
+                "to False or None"
+            )
+    getters = tuple(operator.attrgetter(plan.name) for plan in omitted)
+    base = tuple(name for name in names if name not in UNSET_OMITTED)
+    base_canonical = any(
         _contains_document(plan.shape) for plan in plans if plan.name not in UNSET_OMITTED
     )
-    return _Encoder(cls.TYPE, names, _values_getter(names), canonical, tuple(omitted))
+    return _Encoder(cls.TYPE, base, _values_getter(base), base_canonical, getters, full)
+
+
+def _is_set(value: object) -> bool:
+    return value is not None and value is not False
 
 
 _ENCODERS: dict[type[Message], _Encoder] = {cls: _make_encoder(cls) for cls in _PLANS}
@@ -322,16 +331,21 @@ def encode_frame(message: Message, request_id: int, *, max_frame: int | None = N
         raise TypeError(f"{type(message).__name__} is not a registered protocol message")
     if type(request_id) is not int or not 0 <= request_id <= MAX_REQUEST_ID:
         raise ValueError(f"request id must be an integer in 0..2**63-1, not {request_id!r}")
-    fields = dict(zip(encoder.names, encoder.values(message), strict=True))
-    canonical = encoder.canonical
-    for name, document in encoder.omitted:
-        value = fields[name]
-        if value is None or value is False:
-            del fields[name]
-        elif document:
-            canonical = True
+    for get in encoder.omitted:
+        value = get(message)
+        if value is not None and value is not False:
+            assert encoder.full is not None
+            encoder = encoder.full
+            fields = {
+                name: value
+                for name, value in zip(encoder.names, encoder.values(message), strict=True)
+                if name not in UNSET_OMITTED or _is_set(value)
+            }
+            break
+    else:
+        fields = dict(zip(encoder.names, encoder.values(message), strict=True))
     envelope = [PROTOCOL_VERSION, encoder.type_code, request_id, fields]
-    payload = cbor2.dumps(envelope, canonical=canonical)
+    payload = cbor2.dumps(envelope, canonical=encoder.canonical)
     limit = _MAX_PAYLOAD if max_frame is None else min(max_frame, _MAX_PAYLOAD)
     if len(payload) > limit:
         raise MessageTooLarge(
