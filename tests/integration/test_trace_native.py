@@ -144,3 +144,22 @@ async def test_an_untraced_request_gets_no_trace_and_the_same_answer(autojump_cl
         assert plain.trace is None and got.trace is None
         reply = await cluster.request(cluster.nodes[0], GetRequest(b"k", "all", 0))
         assert isinstance(reply, GetReply) and reply.trace is None
+
+
+async def test_a_traced_request_relayed_to_a_replica_carries_the_relays_steps(autojump_clock):
+    async with running_cluster(4) as cluster:
+        async with client_of(cluster) as db:
+            key = "relayed"
+            owners = set(db.preference_list(key))
+        outsider = next(n for n in cluster.nodes if n.node.node_id not in owners)
+        reply = await cluster.request(outsider, GetRequest(key.encode(), "all", 0, trace=True))
+        assert isinstance(reply, GetReply) and reply.trace is not None
+        steps = reply.trace["steps"]
+        names = [step["step"] for step in steps]
+        assert names[:2] == ["targets", "relayed"]
+        relay = next(step for step in steps if step["step"] == "relay_answered")
+        assert relay["node"] in owners
+        inner = [step["step"] for step in relay["steps"]]
+        assert inner[0] == "targets" and inner[-1] == "decided"
+        answered = {s["node"] for s in relay["steps"] if s["step"] == "replica_answered"}
+        assert answered == owners - {relay["node"]}

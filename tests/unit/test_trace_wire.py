@@ -159,6 +159,23 @@ def test_an_unknown_step_is_shown_with_its_details() -> None:
     assert trace_lines(Trace.from_document(doc))[1].endswith("new thing aa n=3")
 
 
+def test_a_relays_steps_are_shown_indented_under_it() -> None:
+    doc = {
+        "request_id": "r",
+        "steps": [
+            {"step": "relayed", "at_ms": 0.1, "took_ms": 0.1, "node": "bb"},
+            {"step": "relay_answered", "at_ms": 4.0, "took_ms": 3.9, "node": "bb",
+             "steps": STEPS["steps"]},
+        ],
+    }  # fmt: skip
+    lines = trace_lines(Trace.from_document(doc))
+    assert lines[1].endswith("relayed to bb, which holds the key")
+    assert lines[2].endswith("bb answered the relayed request")
+    assert lines[3] == "    steps on bb:"
+    assert lines[4].startswith("      ") and lines[4].endswith("2 must answer")
+    assert len(lines) == 4 + len(STEPS["steps"])
+
+
 # --- the command line, against fake nodes -----------------------------------------------------
 
 
