@@ -56,6 +56,8 @@ if TYPE_CHECKING:
         PutResult,
         RingView,
         SiblingConflict,
+        Trace,
+        TraceStep,
         connect,
     )
 
@@ -97,6 +99,8 @@ __all__ = [
     "SiblingLimitExceeded",
     "StorageFailure",
     "Timeout",
+    "Trace",
+    "TraceStep",
     "Unavailable",
     "__version__",
     "connect",

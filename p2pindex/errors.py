@@ -13,6 +13,9 @@ class P2PIndexError(Exception):
     """Base of every error p2pindex raises on purpose."""
 
     code = "error"
+    trace: object | None = None
+    """For a request that asked for a trace (``trace=True``): the coordinator's steps that
+    led to this failure (a ``p2pindex.client.Trace``), set by the client."""
 
 
 class DefiniteError(P2PIndexError):

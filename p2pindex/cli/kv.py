@@ -11,6 +11,7 @@ import argparse
 import base64
 import json
 import sys
+from collections.abc import Awaitable, Callable
 
 from p2pindex.cli.common import (
     EXIT_NOT_FOUND,
@@ -19,12 +20,14 @@ from p2pindex.cli.common import (
     add_node_option,
     add_timeout_option,
     consistency_arg,
+    describe,
     with_client,
 )
 from p2pindex.cli.query import index_arg, index_terms
-from p2pindex.client import AsyncClient, Context
+from p2pindex.cli.trace_view import trace_lines
+from p2pindex.client import AsyncClient, Context, Trace
 from p2pindex.client.results import PutResult
-from p2pindex.errors import InvalidRequest
+from p2pindex.errors import InvalidRequest, P2PIndexError
 from p2pindex.types import ConsistencyLevel
 
 CONSISTENCY_HELP = "replicas that must answer: one, quorum (default), all, or a number up to N"
@@ -50,6 +53,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--strict",
         action="store_true",
         help="count only the key's own replicas, never fallback nodes (no sloppy quorum)",
+    )
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="show the coordinator's steps after the result: replicas asked, who answered"
+        " when, fallbacks and hints, read repair (on stderr; in the document with --format"
+        " json)",
     )
     add_timeout_option(parser)
     add_format_option(parser)
@@ -117,11 +127,45 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _options(args: argparse.Namespace) -> dict:
-    return {"consistency": args.consistency, "timeout": args.timeout, "strict": args.strict}
+    return {
+        "consistency": args.consistency,
+        "timeout": args.timeout,
+        "strict": args.strict,
+        "trace": args.trace,
+    }
 
 
-def _emit_json(document: dict) -> None:
+def _emit_json(document: dict, trace: Trace | None = None) -> None:
+    if trace is not None:
+        document["trace"] = trace.as_document()
     print(json.dumps(document, ensure_ascii=False))
+
+
+def _print_trace(trace: Trace | None) -> None:
+    """After the normal output, on stderr: stdout holds only the value a get printed."""
+    if trace is not None:
+        print("\n".join(trace_lines(trace)), file=sys.stderr)
+
+
+def _traced(args: argparse.Namespace, body: Callable[[AsyncClient], Awaitable[int]]) -> int:
+    """Run ``body``; when a traced request fails, show the steps that led to the failure
+    before the error line (as text on stderr, or as ``{"error", "trace"}`` on stdout with
+    --format json), then fail as usual."""
+    if not args.trace:
+        return with_client(args, body)
+
+    async def traced_body(db: AsyncClient) -> int:
+        try:
+            return await body(db)
+        except P2PIndexError as exc:
+            if isinstance(exc.trace, Trace):
+                if args.format == "json":
+                    _emit_json({"key": args.key, "ok": False, "error": describe(exc)}, exc.trace)
+                else:
+                    _print_trace(exc.trace)
+            raise
+
+    return with_client(args, traced_body)
 
 
 def encode_values(values: list[bytes]) -> tuple[str, list[str]]:
@@ -156,16 +200,18 @@ def run_put(args: argparse.Namespace) -> int:
                     "siblings": result.siblings,
                     "overwrote": result.overwrote,
                     "unseen_may_remain": result.unseen_may_remain,
-                }
+                },
+                result.trace,
             )
         else:
             print(f"ok: stored {len(value)} bytes{_put_note(args.key, result)}")
             print(f"context: {result.context}", file=sys.stderr)
             if result.warning:
                 print(f"warning: {result.warning}", file=sys.stderr)
+            _print_trace(result.trace)
         return EXIT_OK
 
-    return with_client(args, body)
+    return _traced(args, body)
 
 
 def _put_note(key: str, result: PutResult) -> str:
@@ -197,9 +243,11 @@ def run_get(args: argparse.Namespace) -> int:
                     "encoding": encoding,
                     "values": values,
                     "context": str(result.context),
-                }
+                },
+                result.trace,
             )
-        elif not result.found:
+            return EXIT_OK if result.found else EXIT_NOT_FOUND
+        if not result.found:
             print(f"not found: {args.key}", file=sys.stderr)
         elif len(result.values) == 1:
             _write_value(result.values[0])
@@ -213,9 +261,10 @@ def run_get(args: argparse.Namespace) -> int:
                 f"  p2pindex put {_quote(args.key)} MERGED_VALUE --context {result.context}",
                 file=sys.stderr,
             )
+        _print_trace(result.trace)
         return EXIT_OK if result.found else EXIT_NOT_FOUND
 
-    return with_client(args, body)
+    return _traced(args, body)
 
 
 def run_delete(args: argparse.Namespace) -> int:
@@ -229,7 +278,8 @@ def run_delete(args: argparse.Namespace) -> int:
                     "context": str(result.context),
                     "read_first": result.read_first,
                     "unseen_may_remain": result.unseen_may_remain,
-                }
+                },
+                result.trace,
             )
         else:
             note = ""
@@ -240,9 +290,10 @@ def run_delete(args: argparse.Namespace) -> int:
                 )
             print(f"ok: deleted{note}")
             print(f"context: {result.context}", file=sys.stderr)
+            _print_trace(result.trace)
         return EXIT_OK
 
-    return with_client(args, body)
+    return _traced(args, body)
 
 
 def _write_value(value: bytes, *, always_newline: bool = False) -> None:

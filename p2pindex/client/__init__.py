@@ -14,6 +14,8 @@ from p2pindex.client.results import (
     PutResult,
     RingView,
     SiblingConflict,
+    Trace,
+    TraceStep,
 )
 from p2pindex.client.sync_client import Client
 
@@ -32,5 +34,7 @@ __all__ = [
     "PutResult",
     "RingView",
     "SiblingConflict",
+    "Trace",
+    "TraceStep",
     "connect",
 ]

@@ -236,6 +236,7 @@ class AsyncClient:
         strict: bool = False,
         overwrite: bool = False,
         index: Mapping[str, Any] | None = None,
+        trace: bool = False,
     ) -> PutResult:
         """Store ``value`` under ``key``.
 
@@ -247,7 +248,8 @@ class AsyncClient:
         not answer may still hold another value). It takes no ``context``.
         ``index={"email": ["a@b.example"], "total": [420]}`` files this version under those
         terms (integers, or text/bytes); a later write with this write's context replaces
-        them, a delete removes them.
+        them, a delete removes them. ``trace=True`` returns the coordinator's steps in
+        ``result.trace`` (or, if it fails, in the error's ``trace``).
         """
         raw_key = check_key(key, self._limits)
         raw_value = check_value(value, self._limits)
@@ -264,9 +266,10 @@ class AsyncClient:
             bool(strict),
             overwrite=bool(overwrite),
             index=index_for_wire(index),
+            trace=bool(trace),
         )
         reply = await self._request(raw_key, request, options.timeout, retry_after_send=False)
-        return put_result(reply)
+        return put_result(reply, traced=bool(trace))
 
     async def get(
         self,
@@ -275,13 +278,17 @@ class AsyncClient:
         consistency: ConsistencyArg | None = None,
         timeout: float | None = None,
         strict: bool = False,
+        trace: bool = False,
     ) -> GetResult:
-        """Read every live value of ``key`` and the context that covers them."""
+        """Read every live value of ``key`` and the context that covers them (with
+        ``trace=True``, the coordinator's steps too, as ``put`` says)."""
         raw_key = check_key(key, self._limits)
         options = self._options(consistency, timeout)
-        request = GetRequest(raw_key, options.consistency, options.timeout_ms, bool(strict))
+        request = GetRequest(
+            raw_key, options.consistency, options.timeout_ms, bool(strict), trace=bool(trace)
+        )
         reply = await self._request(raw_key, request, options.timeout, retry_after_send=True)
-        return get_result(reply)
+        return get_result(reply, traced=bool(trace))
 
     async def delete(
         self,
@@ -291,20 +298,27 @@ class AsyncClient:
         consistency: ConsistencyArg | None = None,
         timeout: float | None = None,
         strict: bool = False,
+        trace: bool = False,
     ) -> DeleteResult:
         """Delete ``key`` by writing a tombstone that supersedes its values.
 
         With ``context`` the tombstone covers what that read saw; without one the node reads
         the key at ``consistency`` first and covers what it read (``result.unseen_may_remain``
-        says whether a replica that did not answer may still hold a value).
+        says whether a replica that did not answer may still hold a value). ``trace=True``
+        returns the coordinator's steps, as ``put`` says.
         """
         raw_key = check_key(key, self._limits)
         options = self._options(consistency, timeout)
         request = DeleteRequest(
-            raw_key, check_context(context), options.consistency, options.timeout_ms, bool(strict)
+            raw_key,
+            check_context(context),
+            options.consistency,
+            options.timeout_ms,
+            bool(strict),
+            trace=bool(trace),
         )
         reply = await self._request(raw_key, request, options.timeout, retry_after_send=False)
-        return delete_result(reply)
+        return delete_result(reply, traced=bool(trace))
 
     # --- queries ---------------------------------------------------------------------------
 

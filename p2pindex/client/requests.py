@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from p2pindex.client.results import Context, DeleteResult, GetResult, PutResult
+from p2pindex.client.results import Context, DeleteResult, GetResult, PutResult, Trace
 from p2pindex.config import Limits
 from p2pindex.errors import InvalidArgumentType, InvalidRequest, P2PIndexError, ProtocolError
 from p2pindex.types import (
@@ -168,32 +168,57 @@ def call_options(consistency: Consistency, timeout: float) -> CallOptions:
 
 
 def expect(reply: Message, kind: type[M]) -> M:
-    """Return ``reply`` if it is a ``kind``; raise the mapped error for an ErrorReply."""
+    """Return ``reply`` if it is a ``kind``; raise the mapped error for an ErrorReply (with
+    the coordinator's steps as its ``trace`` when the request asked for them)."""
     if isinstance(reply, kind):
         return reply
     if isinstance(reply, ErrorReply):
-        raise error_from_reply(reply)
+        error = error_from_reply(reply)
+        if reply.trace is not None:
+            error.trace = Trace.from_document(reply.trace)
+        raise error
     raise ProtocolError(
         f"the node answered with the wrong kind of message (type {reply.TYPE}, "
         f"expected type {kind.TYPE})"
     )
 
 
-def put_result(reply: Message) -> PutResult:
+def trace_of(reply: PutReply | GetReply | DeleteReply, asked: bool) -> Trace | None:
+    """The reply's trace, which must be there exactly when the request asked for one."""
+    if reply.trace is None:
+        if asked:
+            raise ProtocolError("the node sent no trace although the request asked for one")
+        return None
+    if not asked:
+        raise ProtocolError("the node sent a trace nobody asked for")
+    return Trace.from_document(reply.trace)
+
+
+def put_result(reply: Message, *, traced: bool = False) -> PutResult:
     put = expect(reply, PutReply)
     return PutResult(
-        Context(put.context), put.warning, put.siblings, put.read_first, put.unseen_may_remain
+        Context(put.context),
+        put.warning,
+        put.siblings,
+        put.read_first,
+        put.unseen_may_remain,
+        trace_of(put, traced),
     )
 
 
-def get_result(reply: Message) -> GetResult:
+def get_result(reply: Message, *, traced: bool = False) -> GetResult:
     got = expect(reply, GetReply)
-    return GetResult(list(got.values), Context(got.context))
+    return GetResult(list(got.values), Context(got.context), trace_of(got, traced))
 
 
-def delete_result(reply: Message) -> DeleteResult:
+def delete_result(reply: Message, *, traced: bool = False) -> DeleteResult:
     deleted = expect(reply, DeleteReply)
-    return DeleteResult(Context(deleted.context), deleted.read_first, deleted.unseen_may_remain)
+    return DeleteResult(
+        Context(deleted.context),
+        deleted.read_first,
+        deleted.unseen_may_remain,
+        trace_of(deleted, traced),
+    )
 
 
 def describe_error(error: P2PIndexError | OSError) -> str:

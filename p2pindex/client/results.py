@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import TypeVar
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from p2pindex.errors import InvalidRequest, P2PIndexError, ProtocolError
 
@@ -63,6 +64,63 @@ class Context:
 
 
 @dataclass(frozen=True, slots=True)
+class TraceStep:
+    """One step of the coordinator: what happened (``step``), when (ms after the request
+    reached the coordinator), how long since the previous step, and its details (``node``,
+    ``nodes``, ``outcome``, ``read_repair_to``, ...), as the node recorded them."""
+
+    step: str
+    at_ms: float
+    took_ms: float
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    def as_document(self) -> dict[str, Any]:
+        return {"step": self.step, "at_ms": self.at_ms, "took_ms": self.took_ms, **self.details}
+
+
+@dataclass(frozen=True, slots=True)
+class Trace:
+    """The coordinator's steps for one request (asked with ``trace=True``)."""
+
+    request_id: str
+    steps: tuple[TraceStep, ...]
+
+    def as_document(self) -> dict[str, Any]:
+        return {"request_id": self.request_id, "steps": [s.as_document() for s in self.steps]}
+
+    @classmethod
+    def from_document(cls, doc: object) -> Trace:
+        """Check the node's document; raises ProtocolError naming what is wrong."""
+        if not isinstance(doc, Mapping):
+            raise ProtocolError("the node's trace is not a document")
+        request_id = doc.get("request_id")
+        raw_steps = doc.get("steps")
+        if not isinstance(request_id, str) or not isinstance(raw_steps, list):
+            raise ProtocolError("the node's trace lacks a request id or its steps")
+        steps = []
+        for number, raw in enumerate(raw_steps, 1):
+            if not isinstance(raw, Mapping):
+                raise ProtocolError(f"step {number} of the node's trace is not a document")
+            step, at_ms, took_ms = (
+                raw.get("step"),
+                _time(raw.get("at_ms")),
+                _time(raw.get("took_ms")),
+            )
+            if not isinstance(step, str) or at_ms is None or took_ms is None:
+                raise ProtocolError(f"step {number} of the node's trace lacks its name or times")
+            details = {k: v for k, v in raw.items() if k not in ("step", "at_ms", "took_ms")}
+            steps.append(TraceStep(step, at_ms, took_ms, details))
+        return cls(request_id, tuple(steps))
+
+
+def _time(value: object) -> float | None:
+    """A step's time in milliseconds, or None unless it is a finite number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) and value >= 0 else None
+
+
+@dataclass(frozen=True, slots=True)
 class PutResult:
     context: Context
     """Covers the value just written; pass it to the next write of this key."""
@@ -77,6 +135,8 @@ class PutResult:
     unseen_may_remain: bool = False
     """Only for an overwrite: replicas that did not answer its read may hold a version it
     did not replace, which would show up as a sibling (read at ``all`` to rule that out)."""
+    trace: Trace | None = None
+    """The coordinator's steps, when the call asked for them (``trace=True``)."""
 
     @property
     def has_siblings(self) -> bool:
@@ -93,6 +153,8 @@ class DeleteResult:
     unseen_may_remain: bool = False
     """Replicas that did not answer that read may hold a version the delete did not cover,
     which a later read would still return (delete at ``all`` to rule that out)."""
+    trace: Trace | None = None
+    """The coordinator's steps, when the call asked for them (``trace=True``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +163,8 @@ class GetResult:
     """Every live concurrent value; empty when the key is missing or deleted."""
     context: Context
     """Covers every value returned (also for a deleted key): write it back to resolve."""
+    trace: Trace | None = None
+    """The coordinator's steps, when the call asked for them (``trace=True``)."""
 
     @property
     def found(self) -> bool:

@@ -140,6 +140,7 @@ class Client:
         strict: bool = False,
         overwrite: bool = False,
         index: Mapping[str, Any] | None = None,
+        trace: bool = False,
     ) -> PutResult:
         """Store ``value`` under ``key`` and return the context that covers it.
 
@@ -150,7 +151,7 @@ class Client:
         Raises ``Unavailable`` when too few replicas were reachable (nothing written) and
         ``Timeout``/``ConnectionLost`` when the outcome is unknown (read before retrying).
         ``overwrite=True`` reads first and replaces what the cluster holds now (see
-        ``AsyncClient.put``).
+        ``AsyncClient.put``); ``trace=True`` returns the coordinator's steps too.
         """
         return self._call(
             self._client.put,
@@ -162,6 +163,7 @@ class Client:
             strict=strict,
             overwrite=overwrite,
             index=index,
+            trace=trace,
         )
 
     def keys(self, prefix: Data = b"", **options: Any) -> QueryPage:
@@ -179,11 +181,17 @@ class Client:
         consistency: ConsistencyArg | None = None,
         timeout: float | None = None,
         strict: bool = False,
+        trace: bool = False,
     ) -> GetResult:
         """Read every live value of ``key`` (several when writes were concurrent) and the
         context that covers them; ``result.found`` is False for a missing or deleted key."""
         return self._call(
-            self._client.get, key, consistency=consistency, timeout=timeout, strict=strict
+            self._client.get,
+            key,
+            consistency=consistency,
+            timeout=timeout,
+            strict=strict,
+            trace=trace,
         )
 
     def delete(
@@ -194,6 +202,7 @@ class Client:
         consistency: ConsistencyArg | None = None,
         timeout: float | None = None,
         strict: bool = False,
+        trace: bool = False,
     ) -> DeleteResult:
         """Delete ``key`` by writing a tombstone; with ``context`` (from a get) it replaces
         exactly the values that get saw. Failures are reported as for ``put``."""
@@ -204,6 +213,7 @@ class Client:
             consistency=consistency,
             timeout=timeout,
             strict=strict,
+            trace=trace,
         )
 
     def status(self, node: str | Address | None = None) -> NodeStatus:

@@ -27,6 +27,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from p2pindex.net.channel import Traffic
 from p2pindex.node.stats import Histogram
 from p2pindex.types import Liveness, NodeState
 
@@ -102,7 +103,42 @@ PREFIXES: tuple[tuple[str, str, str, str], ...] = (
 HISTOGRAMS: dict[str, tuple[str, str]] = {
     "replica.apply": ("p2pindex_replica_apply_seconds", "Time to apply replica writes."),
     "storage.commit": ("p2pindex_storage_commit_seconds", "Time of one storage commit."),
+    "swim.probe_rtt": (
+        "p2pindex_swim_probe_rtt_seconds",
+        "Round trip of SWIM probes that were acknowledged (ping to ack, direct or relayed).",
+    ),
 }
+
+SWIM_COUNTERS: dict[str, tuple[str, str]] = {
+    # SWIM core statistic -> (metric, help); the others go to p2pindex_swim_events_total
+    "probes": ("p2pindex_swim_probes_total", "SWIM probes this node started."),
+    "probe_failures": (
+        "p2pindex_swim_probe_failures_total",
+        "SWIM probes that got no ack, direct or relayed, in time.",
+    ),
+    "suspicions": (
+        "p2pindex_swim_suspicions_total",
+        "Members this node suspected after a failed probe.",
+    ),
+    "refutations": (
+        "p2pindex_swim_refutations_total",
+        "Times this node refuted a suspicion or false claim about itself.",
+    ),
+}
+
+SWIM_GAUGES: dict[str, tuple[str, str]] = {
+    # SWIM core statistics that are levels, not counts
+    "local_health": (
+        "p2pindex_swim_local_health",
+        "Lifeguard's local health score (0 is healthy; higher scales timeouts up).",
+    ),
+    "broadcast_queue": (
+        "p2pindex_swim_broadcast_queue",
+        "Membership updates waiting to be gossiped.",
+    ),
+}
+SWIM_TABLE = frozenset({"members", "live_members"})
+"""Member counts the SWIM core reports, exported by state as p2pindex_swim_members."""
 
 
 def _histogram_buckets(histogram: Histogram) -> list[tuple[str, float]]:
@@ -235,12 +271,67 @@ class NodeCollector(Collector):
         )
         keys = node.storage.count()
         yield GaugeMetricFamily("p2pindex_keys", "Keys stored on this node.", value=keys)
-        swim = CounterMetricFamily(
-            "p2pindex_swim_events", "SWIM membership engine events, by name.", labels=["event"]
-        )
-        for name, value in sorted(node.membership_statistics().items()):
-            swim.add_metric([name], value)
-        yield swim
+        yield from _swim(node)
+        yield from _connections(node.traffic)
+
+
+def _swim(node: Node) -> Iterator[Metric]:
+    statistics = node.membership_statistics()
+    for name, (metric, help_text) in SWIM_COUNTERS.items():
+        yield CounterMetricFamily(metric, help_text, value=statistics.get(name, 0))
+    for name, (metric, help_text) in SWIM_GAUGES.items():
+        yield GaugeMetricFamily(metric, help_text, value=statistics.get(name, 0))
+    events = CounterMetricFamily(
+        "p2pindex_swim_events", "Other SWIM membership engine events, by name.", labels=["event"]
+    )
+    for name, value in sorted(statistics.items()):
+        if name not in SWIM_COUNTERS and name not in SWIM_GAUGES and name not in SWIM_TABLE:
+            events.add_metric([name], value)
+    yield events
+    members = GaugeMetricFamily(
+        "p2pindex_swim_members",
+        "Other members in this node's SWIM view, by state.",
+        labels=["state"],
+    )
+    by_state = {value: 0 for value in Liveness}
+    for member in node.members():
+        if member.node_id != node.node_id:
+            by_state[member.liveness] += 1
+    for liveness, count in by_state.items():
+        members.add_metric([liveness.value], count)
+    yield members
+
+
+def _connections(traffic: Traffic) -> Iterator[Metric]:
+    """The binary protocol's connections (clients and peers); HTTP counts its own."""
+    open_ = GaugeMetricFamily(
+        "p2pindex_connections_open",
+        "Binary-protocol connections open: in (accepted) or out (opened to peers).",
+        labels=["direction"],
+    )
+    open_.add_metric(["in"], traffic.open_in)
+    open_.add_metric(["out"], traffic.open_out)
+    yield open_
+    opened = CounterMetricFamily(
+        "p2pindex_connections_opened",
+        "Binary-protocol connections opened: in (accepted) or out (opened to peers).",
+        labels=["direction"],
+    )
+    opened.add_metric(["in"], traffic.opened_in)
+    opened.add_metric(["out"], traffic.opened_out)
+    yield opened
+    yield CounterMetricFamily(
+        "p2pindex_frames_received", "Protocol frames received.", value=traffic.frames_received
+    )
+    yield CounterMetricFamily(
+        "p2pindex_frames_sent", "Protocol frames sent.", value=traffic.frames_sent
+    )
+    yield CounterMetricFamily(
+        "p2pindex_received_bytes", "Protocol bytes received.", value=traffic.bytes_received
+    )
+    yield CounterMetricFamily(
+        "p2pindex_sent_bytes", "Protocol bytes sent.", value=traffic.bytes_sent
+    )
 
 
 def metrics_registry(node: Node) -> CollectorRegistry:

@@ -103,6 +103,42 @@ class NodeLoad:
         return self.held > self.ceiling
 
 
+class Traffic:
+    """Connections, frames and bytes of every channel a node runs, added up.
+
+    Plain integers that a channel bumps where it already touches the data (one read, one
+    ``send_all``), so counting costs the hot path a few additions per read or write, not a
+    statistics lookup per frame. ``in`` is a connection this node accepted (it serves the
+    requests), ``out`` one it opened (it sends requests); frames and bytes are counted by
+    the direction they travel, received or sent, whichever side opened the connection.
+    """
+
+    __slots__ = (
+        "bytes_received",
+        "bytes_sent",
+        "closed_in",
+        "closed_out",
+        "frames_received",
+        "frames_sent",
+        "opened_in",
+        "opened_out",
+    )
+
+    def __init__(self) -> None:
+        self.opened_in = self.opened_out = 0
+        self.closed_in = self.closed_out = 0
+        self.frames_received = self.frames_sent = 0
+        self.bytes_received = self.bytes_sent = 0
+
+    @property
+    def open_in(self) -> int:
+        return self.opened_in - self.closed_in
+
+    @property
+    def open_out(self) -> int:
+        return self.opened_out - self.closed_out
+
+
 @dataclass(frozen=True, slots=True)
 class FastPath:
     """Requests a serving channel handles without a task each (the data path).
@@ -134,8 +170,10 @@ class RpcChannel:
         refuse_when_overloaded: bool = False,
         on_event: EventCounter | None = None,
         throttle: Callable[[], str | None] | None = None,
+        traffic: Traffic | None = None,
     ) -> None:
         self._stream = stream
+        self._traffic = traffic
         self._send_now = stream.send_nowait if isinstance(stream, ImmediateSend) else None
         """Frames go straight out when the stream can take them (the simulated network's):
         no writer wake-up, and no scheduler pass spent collecting frames for one send."""
@@ -181,6 +219,12 @@ class RpcChannel:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve the connection until the peer closes it, it breaks, or we are cancelled."""
+        traffic = self._traffic
+        if traffic is not None:
+            if self._handler is None:
+                traffic.opened_out += 1
+            else:
+                traffic.opened_in += 1
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -190,6 +234,11 @@ class RpcChannel:
                 await self._read_loop()
                 nursery.cancel_scope.cancel()
         finally:
+            if traffic is not None:
+                if self._handler is None:
+                    traffic.closed_out += 1
+                else:
+                    traffic.closed_in += 1
             self._shut("connection closed")
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(self._stream)
@@ -250,6 +299,10 @@ class RpcChannel:
         if self._closed:
             return
         if not self._out and self._send_now is not None and self._send_now(frame):
+            traffic = self._traffic
+            if traffic is not None:
+                traffic.frames_sent += 1
+                traffic.bytes_sent += len(frame)
             return
         self._out.append(frame)
         self._out_bytes += len(frame)
@@ -391,6 +444,7 @@ class RpcChannel:
             # Wait that tick only while sends carry several frames: a connection carrying
             # one request at a time would pay it on every hop for nothing to share.
             coalesce = self._send_now is None and len(self._out) > 1
+            frames = len(self._out)
             data = b"".join(self._out)
             self._out.clear()
             self._out_bytes = 0
@@ -401,6 +455,11 @@ class RpcChannel:
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 self._shut(f"send failed: {exc}")
                 return
+            else:
+                traffic = self._traffic
+                if traffic is not None:
+                    traffic.frames_sent += frames
+                    traffic.bytes_sent += len(data)
             finally:
                 self._sent(self._sending)
                 self._sending = 0
@@ -419,6 +478,9 @@ class RpcChannel:
                     self._count_bad(str(exc))
                 self._shut("closed by peer")
                 return
+            traffic = self._traffic
+            if traffic is not None:
+                traffic.bytes_received += len(data)
             try:
                 frames = self._decoder.feed(data)
             except ProtocolError as exc:
@@ -427,6 +489,8 @@ class RpcChannel:
                 await self._flush_before_close()
                 self._shut(f"protocol error: {exc}")
                 return
+            if traffic is not None:
+                traffic.frames_received += len(frames)
             if self._handler is None:
                 for decoded in frames:
                     self._deliver_reply(decoded.request_id, decoded.message, decoded.error)
@@ -462,7 +526,9 @@ class RpcChannel:
                     self._enqueue(encode_frame(_answer(answer, message), decoded.request_id))
                     continue
                 serve = fast.batch.get(type(message))
-                if serve is not None:
+                # A request asking for a trace (``trace`` set) takes the handler: a batch
+                # serves many requests at once and has no steps of one request to show.
+                if serve is not None and not getattr(message, "trace", False):
                     self._admit(size)
                     batches.setdefault(serve, []).append((decoded.request_id, message))
                     continue

@@ -839,18 +839,22 @@ class Coordinator:
                 "the node this request was relayed to does not hold the key either; the "
                 "membership views disagree, retry shortly",
             )
-        relayed = _as_forwarded(request)
-        refused: list[str] = []
         trace = trace_seam.current()
+        relayed = _as_forwarded(request, trace=trace is not None)
+        refused: list[str] = []
         with trio.move_on_after(timeout):
             for target in targets:
                 try:
                     if trace is not None:
                         trace.step("relayed", node=target.node)
                     self._stats.incr("requests.forwarded")
-                    return await self._peers.request(
+                    reply = await self._peers.request(
                         self._view.address_of(target.node), relayed, timeout
                     )
+                    if trace is not None:
+                        remote = getattr(reply, "trace", None) or {}
+                        trace.step("relay_answered", node=target.node, steps=remote.get("steps"))
+                    return reply
                 except OSError as exc:  # not connected: this target got nothing
                     refused.append(f"{target.node} ({exc})")
             tried = "; ".join(refused)
@@ -925,7 +929,10 @@ def _unwrapped(result: outcome.Outcome) -> Message | OSError | P2PIndexError:
         return exc
 
 
-def _as_forwarded(request: PutRequest | GetRequest | DeleteRequest) -> Message:
+def _as_forwarded(
+    request: PutRequest | GetRequest | DeleteRequest, *, trace: bool = False
+) -> Message:
+    """The request as relayed; ``trace`` asks the relay's coordinator for its steps too."""
     if isinstance(request, PutRequest):
         return PutRequest(
             request.key,
@@ -937,6 +944,7 @@ def _as_forwarded(request: PutRequest | GetRequest | DeleteRequest) -> Message:
             True,
             request.overwrite,
             request.index,
+            trace,
         )
     if isinstance(request, DeleteRequest):
         return DeleteRequest(
@@ -946,8 +954,11 @@ def _as_forwarded(request: PutRequest | GetRequest | DeleteRequest) -> Message:
             request.timeout_ms,
             request.strict,
             True,
+            trace,
         )
-    return GetRequest(request.key, request.consistency, request.timeout_ms, request.strict, True)
+    return GetRequest(
+        request.key, request.consistency, request.timeout_ms, request.strict, True, trace
+    )
 
 
 def data_fast_path(

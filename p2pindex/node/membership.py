@@ -51,8 +51,12 @@ class MembershipDriver:
         *,
         exchange_timeout: float = 10.0,
         claims: Claims | None = None,
+        on_round_trip: Callable[[float], None] | None = None,
     ) -> None:
         self._swim = swim
+        self._on_round_trip = on_round_trip
+        """Gets each probe's round trip (seconds, trio time): the core computes them from
+        the ``now`` values this driver passes in, and never reads a clock itself."""
         self._transport = transport
         self._exchange = exchange
         self._on_change = on_change
@@ -129,6 +133,10 @@ class MembershipDriver:
     async def _flush(self) -> None:
         self._outgoing = []
         drain(self._swim, self)
+        round_trips = self._swim.probe_round_trips()
+        if self._on_round_trip is not None:
+            for seconds in round_trips:
+                self._on_round_trip(seconds)
         self.joined = self._swim.joined
         for address, data in self._outgoing:
             await self._transport.send_datagram(address, data)

@@ -25,7 +25,7 @@ from p2pindex.core.ring import DEFAULT_VNODES, Ring
 from p2pindex.core.swim import Member, MemberChanged, Swim, SwimConfig
 from p2pindex.errors import InvalidRequest, P2PIndexError, PermissionDenied, StorageFailure
 from p2pindex.net.base import Transport
-from p2pindex.net.channel import BatchHandler, NodeLoad, RpcChannel
+from p2pindex.net.channel import BatchHandler, NodeLoad, RpcChannel, Traffic
 from p2pindex.net.secure.manager import SecurityManager
 from p2pindex.net.secure.session import SecureStream
 from p2pindex.node.admission import Admission
@@ -46,18 +46,22 @@ from p2pindex.node.replace import prepare_replacement
 from p2pindex.node.replica import IndexManager, ReplicaService, Versioning, decode_incoming
 from p2pindex.node.request_metrics import OPERATIONS, RequestMetrics
 from p2pindex.node.stats import StatisticsStore
+from p2pindex.node.trace import RequestTrace, new_request_id, tracing
 from p2pindex.security.access import Peer, PeerKind
 from p2pindex.storage.base import Storage
 from p2pindex.types import Address, Liveness, NodeState
 from p2pindex.version import __version__
+from p2pindex.wire.errors import reply_for_error
 from p2pindex.wire.messages import (
     LIMITS_VERSION,
     AdmitRequest,
+    DeleteReply,
     DeleteRequest,
     DigestRequest,
     ErrorReply,
     ExplainReply,
     ExplainRequest,
+    GetReply,
     GetRequest,
     Hello,
     IndexScan,
@@ -71,6 +75,7 @@ from p2pindex.wire.messages import (
     OkReply,
     PushPull,
     PushPullReply,
+    PutReply,
     PutRequest,
     QueryRequest,
     RangeScan,
@@ -123,6 +128,8 @@ class Node:
         self.node_id = identity.node_id
         self.storage = storage
         self.stats = StatisticsStore()
+        self.traffic = Traffic()
+        """Connections, frames and bytes of the binary protocol (``/metrics`` reads them)."""
         self.load = LoadMeter()
         self.request_metrics = RequestMetrics(self.stats, on_latency=self.load.record)
         self.security = security
@@ -189,7 +196,9 @@ class Node:
             self.address = self.config.advertise or bound
             self.view.address_holder[self.address] = self.node_id
             hello = Hello(self.node_id, str(self.address), self.config.cluster)
-            self._peers = PeerPool(nursery, self._transport, self.config.limits, hello, self.stats)
+            self._peers = PeerPool(
+                nursery, self._transport, self.config.limits, hello, self.stats, self.traffic
+            )
             if self.security is not None:
                 self.security.attach(nursery, self._peers.request, self.view.live_addresses)
             self._coordinator = Coordinator(
@@ -285,7 +294,12 @@ class Node:
             self.view.members = {m.node_id: m for m in self._swim.members()}
             self._rebuild_ring()
             self._driver = MembershipDriver(
-                self._swim, self._transport, self._exchange, self._on_member_change, claims=claims
+                self._swim,
+                self._transport,
+                self._exchange,
+                self._on_member_change,
+                claims=claims,
+                on_round_trip=self.stats.histogram("swim.probe_rtt").observe,
             )
             await nursery.start(self._driver.run)
             if self._seeds or restored:
@@ -747,6 +761,7 @@ class Node:
             refuse_when_overloaded=not node_peer or self.security is None,
             on_event=self.stats.incr,
             throttle=None if client is None else self._admission.throttle(client),
+            traffic=self.traffic,
         )
         try:
             await channel.run()
@@ -796,6 +811,8 @@ class Node:
 
     async def _dispatch(self, message: Message) -> Message:
         assert self._coordinator is not None and self._index is not None
+        if isinstance(message, PutRequest | DeleteRequest | GetRequest) and message.trace:
+            return await self._traced(message)
         if isinstance(message, PutRequest | DeleteRequest):
             return await self._coordinator.put(message)
         if isinstance(message, GetRequest):
@@ -825,6 +842,28 @@ class Node:
                 self._driver.notify()
             return PushPullReply(reply)
         return await self._dispatch_admin(message)
+
+    async def _traced(self, message: PutRequest | DeleteRequest | GetRequest) -> Message:
+        """Serve a request that asked for the coordinator's steps, and answer them with it.
+
+        A failure is answered as the ErrorReply it would have been, with the steps that led
+        to it: that is when an operator most wants to see them. Steps are timed by trio's
+        clock, so a simulated cluster shows simulated time.
+        """
+        trace = RequestTrace(new_request_id(), clock=trio.current_time)
+        untraced = dataclasses.replace(message, trace=False)
+        started = time.perf_counter()
+        with tracing(trace):
+            try:
+                reply = await self._dispatch(untraced)
+            except P2PIndexError as exc:
+                reply = reply_for_error(exc)
+        # The batched data path times the requests it serves; this one is timed here.
+        code = reply.code if isinstance(reply, ErrorReply) else None
+        self.request_metrics.observe(message, time.perf_counter() - started, code)
+        if isinstance(reply, PutReply | GetReply | DeleteReply | ErrorReply):
+            return dataclasses.replace(reply, trace=trace.doc())
+        return reply
 
     async def _dispatch_admin(self, message: Message) -> Message:
         """Introductions, status documents and membership changes an operator asks for."""

@@ -12,7 +12,7 @@ import trio
 from p2pindex.config import Limits
 from p2pindex.errors import ConnectionLost, P2PIndexError, Timeout
 from p2pindex.net.base import Transport
-from p2pindex.net.channel import ReplyCallback, RpcChannel
+from p2pindex.net.channel import ReplyCallback, RpcChannel, Traffic
 from p2pindex.net.pool import ChannelPool
 from p2pindex.node.stats import StatisticsStore
 from p2pindex.types import Address
@@ -28,8 +28,10 @@ class PeerPool:
         limits: Limits,
         hello: Hello,
         stats: StatisticsStore,
+        traffic: Traffic | None = None,
     ) -> None:
         self._nursery = nursery
+        self._traffic = traffic
         self._transport = transport
         self._limits = limits
         self._hello = hello
@@ -66,7 +68,7 @@ class PeerPool:
     async def _connect(self, address: Address) -> RpcChannel:
         self._stats.incr("peer.connects")
         stream = await self._transport.connect(address)
-        channel = RpcChannel(stream, self._limits, name=f"peer {address}")
+        channel = RpcChannel(stream, self._limits, name=f"peer {address}", traffic=self._traffic)
         await self._nursery.start(channel.run)
         try:
             reply = await channel.request(self._hello)

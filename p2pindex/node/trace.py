@@ -1,6 +1,7 @@
 """Following one request: the coordinator's steps, with the time each happened.
 
-A caller that wants a trace (an HTTP request with ``X-P2P-Trace: 1``) opens one with
+A caller that wants a trace (an HTTP request with ``X-P2P-Trace: 1``, a binary-protocol
+request with ``trace`` set) opens one with
 ``tracing()`` around the request; the coordinator finds it through a context variable
 (``current()``), so the seam costs an untraced request one context-variable lookup, and no
 signature in the coordinator changes. Replica answers arrive in other tasks, so the
@@ -10,6 +11,8 @@ coordinator wraps its result callback with ``observing`` only when a trace is op
 from __future__ import annotations
 
 import contextlib
+import itertools
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
@@ -20,6 +23,16 @@ import outcome
 _CURRENT: ContextVar[RequestTrace | None] = ContextVar("p2pindex_trace", default=None)
 MAX_STEPS = 256
 """A trace is bounded: a request that relays or retries a lot still fits in a header."""
+
+
+_ID_PREFIX = os.urandom(4).hex()
+_ID_COUNTER = itertools.count(1)
+
+
+def new_request_id() -> str:
+    """An id for a request that arrived without one (a per-process random prefix and a
+    counter: unique, and cheaper than random bytes per request)."""
+    return f"{_ID_PREFIX}-{next(_ID_COUNTER)}"
 
 
 class RequestTrace:

@@ -32,6 +32,11 @@ at import time. Size rules come from field names (documented in ``_BYTES_BOUNDS`
 * ``consistency`` must be ``one``, ``quorum``, ``all`` (as ``consistency_to_wire`` sends them)
   or a positive integer.
 
+Fields named in ``messages.UNSET_OMITTED`` (the request ``trace`` flag and the reply's
+``trace`` document) are left out of a frame while unset, so frames that do not use them are
+unchanged; when present they are validated like any other field, and a present false or
+null is refused (no encoder sends one).
+
 CBOR hazards and how they are closed: every tag is refused (tags decode to arbitrary Python
 objects, and value sharing or string references could make a small frame expand into a huge
 structure); indefinite-length items and duplicate map keys are refused; nesting is capped at
@@ -62,7 +67,7 @@ from p2pindex.core import strict_cbor
 from p2pindex.errors import MessageTooLarge, ProtocolError
 from p2pindex.types import ConsistencyLevel
 from p2pindex.wire import messages
-from p2pindex.wire.messages import PROTOCOL_VERSION, Message
+from p2pindex.wire.messages import PROTOCOL_VERSION, UNSET_OMITTED, Message
 
 __all__ = [
     "MAX_REQUEST_ID",
@@ -264,6 +269,11 @@ class _Encoder:
     nested map, a cost paid on every frame); the others are canonical by construction because
     their field names are pre-sorted in canonical order and every value is a byte string,
     text, integer, boolean, null or an array of these."""
+    omitted: tuple[Callable[[Message], object], ...] = ()
+    """For a message with fields of ``messages.UNSET_OMITTED``: a getter of each. While none
+    is set, ``names`` (which leaves them out) makes the frame, so an unset field costs the
+    hot path one attribute test; otherwise ``full`` does, without the unset ones."""
+    full: _Encoder | None = None
 
 
 def _canonical_order(names: tuple[str, ...]) -> tuple[str, ...]:
@@ -284,7 +294,26 @@ def _make_encoder(cls: type[Message]) -> _Encoder:
     plans = _PLANS[cls]
     names = _canonical_order(tuple(plan.name for plan in plans))
     canonical = any(_contains_document(plan.shape) for plan in plans)
-    return _Encoder(cls.TYPE, names, _values_getter(names), canonical)
+    full = _Encoder(cls.TYPE, names, _values_getter(names), canonical)
+    omitted = [plan for plan in plans if plan.name in UNSET_OMITTED]
+    if not omitted:
+        return full
+    for plan in omitted:
+        if plan.default is not False and plan.default is not None:
+            raise TypeError(
+                f"{cls.__name__}.{plan.name} travels only when set, so it must default "
+                "to False or None"
+            )
+    getters = tuple(operator.attrgetter(plan.name) for plan in omitted)
+    base = tuple(name for name in names if name not in UNSET_OMITTED)
+    base_canonical = any(
+        _contains_document(plan.shape) for plan in plans if plan.name not in UNSET_OMITTED
+    )
+    return _Encoder(cls.TYPE, base, _values_getter(base), base_canonical, getters, full)
+
+
+def _is_set(value: object) -> bool:
+    return value is not None and value is not False
 
 
 _ENCODERS: dict[type[Message], _Encoder] = {cls: _make_encoder(cls) for cls in _PLANS}
@@ -302,7 +331,19 @@ def encode_frame(message: Message, request_id: int, *, max_frame: int | None = N
         raise TypeError(f"{type(message).__name__} is not a registered protocol message")
     if type(request_id) is not int or not 0 <= request_id <= MAX_REQUEST_ID:
         raise ValueError(f"request id must be an integer in 0..2**63-1, not {request_id!r}")
-    fields = dict(zip(encoder.names, encoder.values(message), strict=True))
+    for get in encoder.omitted:
+        value = get(message)
+        if value is not None and value is not False:
+            assert encoder.full is not None
+            encoder = encoder.full
+            fields = {
+                name: value
+                for name, value in zip(encoder.names, encoder.values(message), strict=True)
+                if name not in UNSET_OMITTED or _is_set(value)
+            }
+            break
+    else:
+        fields = dict(zip(encoder.names, encoder.values(message), strict=True))
     envelope = [PROTOCOL_VERSION, encoder.type_code, request_id, fields]
     payload = cbor2.dumps(envelope, canonical=encoder.canonical)
     limit = _MAX_PAYLOAD if max_frame is None else min(max_frame, _MAX_PAYLOAD)
@@ -555,6 +596,10 @@ def _unexpected(name: str, fields: dict[object, object], known: frozenset[str]) 
     raise _Invalid(f"{name}: unexpected field(s) {', '.join(extra[:5])}")
 
 
+def _sent_unset(name: str, field: str) -> typing.NoReturn:
+    raise _Invalid(f"{name}.{field}: travels only when set, never as false or null")
+
+
 def _checked(name: str, field: str, check: _Check, value: object) -> object:
     try:
         return check(value)
@@ -578,6 +623,7 @@ def _build_reader(cls: type[Message], limits: Limits) -> _Reader:
         "_not_a_map": _not_a_map,
         "_missing": _missing,
         "_unexpected": _unexpected,
+        "_sent_unset": _sent_unset,
         "_checked": _checked,
         "cls": cls,
         "known": frozenset(plan.name for plan in plans),
@@ -606,6 +652,11 @@ def _build_reader(cls: type[Message], limits: Limits) -> _Reader:
             "    else:",
             "        present += 1",
         ]
+        if plan.name in UNSET_OMITTED:
+            lines += [
+                f"        if {var} is False or {var} is None:",
+                f"            _sent_unset({name!r}, {plan.name!r})",
+            ]
         if fast is None:
             lines.append(f"        {slow}")
         else:

@@ -16,6 +16,14 @@ from typing import Any, ClassVar
 
 PROTOCOL_VERSION = 1
 
+UNSET_OMITTED = frozenset({"trace"})
+"""Fields added to version 1 after it shipped, which travel only when set (not False, not
+None). A frame that does not use one is byte for byte what a node without them sends and
+accepts, so clients and nodes that never ask behave exactly as before; a node that predates
+a field refuses a frame carrying it as an unexpected field (an ErrorReply: nothing done),
+which is the client's clear answer that the node cannot do it. The codec enforces that
+every such field defaults to False or None."""
+
 
 @dataclass(frozen=True, slots=True)
 class Message:
@@ -42,6 +50,9 @@ class PutRequest(Message):
     with the context it read (``context`` must be None)."""
     index: bytes | None = None
     """The write's index terms, encoded by ``p2pindex.core.terms.encode`` (None: none)."""
+    trace: bool = False
+    """Ask the coordinator for its steps (``p2pindex.node.trace``): the reply, or the
+    ErrorReply of a failure, carries them in its ``trace``. Sent only when True."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +63,9 @@ class GetRequest(Message):
     timeout_ms: int
     strict: bool = False
     forwarded: bool = False
+    trace: bool = False
+    """Ask the coordinator for its steps (``p2pindex.node.trace``): the reply, or the
+    ErrorReply of a failure, carries them in its ``trace``. Sent only when True."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +77,9 @@ class DeleteRequest(Message):
     timeout_ms: int
     strict: bool = False
     forwarded: bool = False
+    trace: bool = False
+    """Ask the coordinator for its steps (``p2pindex.node.trace``): the reply, or the
+    ErrorReply of a failure, carries them in its ``trace``. Sent only when True."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +154,9 @@ class PutReply(Message):
     unseen_may_remain: bool = False
     """Replicas that did not answer that read may hold a version this write did not
     supersede (it would show up as a sibling)."""
+    trace: dict[str, Any] | None = None
+    """The coordinator's steps, only in answer to a request that set ``trace``:
+    ``{"request_id": text, "steps": [{"step", "at_ms", "took_ms", ...}, ...]}``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +166,9 @@ class GetReply(Message):
     """Live sibling values; empty when the key is missing or deleted."""
     context: bytes
     """Causal context to pass to the next put or delete (also for a deleted key)."""
+    trace: dict[str, Any] | None = None
+    """The coordinator's steps, only in answer to a request that set ``trace``:
+    ``{"request_id": text, "steps": [{"step", "at_ms", "took_ms", ...}, ...]}``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +181,9 @@ class DeleteReply(Message):
     unseen_may_remain: bool = False
     """Replicas that did not answer that read may hold a version the tombstone did not
     supersede, which a later read would still return."""
+    trace: dict[str, Any] | None = None
+    """The coordinator's steps, only in answer to a request that set ``trace``:
+    ``{"request_id": text, "steps": [{"step", "at_ms", "took_ms", ...}, ...]}``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +207,9 @@ class ErrorReply(Message):
     message: str
     required: int | None = None
     alive: int | None = None
+    trace: dict[str, Any] | None = None
+    """The coordinator's steps, only in answer to a request that set ``trace``:
+    ``{"request_id": text, "steps": [{"step", "at_ms", "took_ms", ...}, ...]}``."""
 
 
 @dataclass(frozen=True, slots=True)

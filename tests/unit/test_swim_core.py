@@ -141,6 +141,45 @@ def test_probe_ack_succeeds_and_lowers_local_health() -> None:
     assert swim.member("n1").liveness is Liveness.ALIVE
 
 
+def test_an_acked_probe_yields_its_round_trip_from_the_times_passed_in() -> None:
+    swim = make("n0")
+    know(swim, 1)
+    assert swim.probe_round_trips() == []
+    now, _, ping = advance_to_probe(swim)
+    swim.receive_datagram(dg("n1", 1, ctl(Ack(ping.seq))), addr(1), now + 0.0125)
+    assert swim.probe_round_trips() == [pytest.approx(0.0125)]
+    assert swim.probe_round_trips() == []  # handed out once
+    # an ack nobody waits for (a duplicate) is no round trip
+    swim.receive_datagram(dg("n1", 1, ctl(Ack(ping.seq))), addr(1), now + 0.02)
+    assert swim.probe_round_trips() == []
+
+
+def test_an_ack_through_a_relay_counts_the_whole_wait_and_a_failed_probe_none() -> None:
+    swim = make("n0")
+    know(swim, 1, 2, 3, 4)
+    now, _, ping = advance_to_probe(swim)
+    swim.handle_timer(now + CFG.probe_timeout)
+    relay_address = next(a for a, d in sent(swim) if isinstance(d.controls[0], PingReq))
+    relay_id = next(f"n{i}" for i in range(1, 5) if addr(i) == relay_address)
+    swim.receive_datagram(dg(relay_id, 1, ctl(Ack(ping.seq))), relay_address, now + 0.7)
+    assert swim.probe_round_trips() == [pytest.approx(0.7)]
+    later, _, _ = advance_to_probe(swim)
+    swim.handle_timer(later + CFG.probe_interval)  # nobody answers this one
+    assert swim.probe_round_trips() == []
+
+
+def test_round_trips_a_driver_never_takes_stay_bounded_and_are_counted() -> None:
+    from p2pindex.core.swim.swim import MAX_ROUND_TRIPS
+
+    swim = make("n0")
+    know(swim, 1)
+    swim._round_trips.extend([0.001] * MAX_ROUND_TRIPS)
+    now, _, ping = advance_to_probe(swim)
+    swim.receive_datagram(dg("n1", 1, ctl(Ack(ping.seq))), addr(1), now + 0.01)
+    assert len(swim.probe_round_trips()) == MAX_ROUND_TRIPS
+    assert swim.statistics()["round_trips_dropped"] == 1
+
+
 def test_failed_probe_asks_relays_then_suspects_and_counts_missing_nacks() -> None:
     swim = make("n0")
     know(swim, 1, 2, 3, 4)

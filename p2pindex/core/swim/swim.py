@@ -52,13 +52,29 @@ SUSPECT = Liveness.SUSPECT
 DEAD = Liveness.DEAD
 LEFT = Liveness.LEFT
 
+MAX_ROUND_TRIPS = 1024
+"""Probe round trips held until a driver takes them (``probe_round_trips``)."""
+
 
 class _Probe:
-    __slots__ = ("deadline", "direct", "expected_nacks", "nackers", "relays", "seq", "target")
+    __slots__ = (
+        "deadline",
+        "direct",
+        "expected_nacks",
+        "nackers",
+        "relays",
+        "sent_at",
+        "seq",
+        "target",
+    )
 
-    def __init__(self, target: str, seq: int, timeout_at: float, deadline: float) -> None:
+    def __init__(
+        self, target: str, seq: int, sent_at: float, timeout_at: float, deadline: float
+    ) -> None:
         self.target = target
         self.seq = seq
+        self.sent_at = sent_at
+        """The ``now`` the ping went out with: an ack's ``now`` minus this is the round trip."""
         self.direct: float | None = timeout_at
         """When to give up on the direct ping and ask relays (None once asked)."""
         self.deadline = deadline
@@ -111,6 +127,7 @@ class Swim(PushPullSide):
         self._pp_out: list[tuple[Address, bool]] = []
         self._events: deque[MemberChanged] = deque()
         self._stats: Counter[str] = Counter()
+        self._round_trips: list[float] = []
         self._seq = rng.randrange(MAX_SEQ)
         self._prefix_cache: tuple[int, bytes] = (-1, b"")
 
@@ -177,6 +194,14 @@ class Swim(PushPullSide):
 
     def datagrams_to_send(self) -> list[tuple[Address, bytes]]:
         out, self._out = self._out, []
+        return out
+
+    def probe_round_trips(self) -> list[float]:
+        """Seconds from each probe's ping to its ack (direct or through a relay) since the
+        last call, computed from the ``now`` values passed in: the driver that measures time
+        turns them into a histogram. At most ``MAX_ROUND_TRIPS`` wait for a driver that
+        never asks (the simulator); later ones are counted as ``round_trips_dropped``."""
+        out, self._round_trips = self._round_trips, []
         return out
 
     def push_pulls_to_start(self) -> list[tuple[Address, bool]]:
@@ -443,6 +468,10 @@ class Swim(PushPullSide):
             and (sender == probe.target or sender in probe.relays)
         ):
             self._stats["acks"] += 1
+            if len(self._round_trips) < MAX_ROUND_TRIPS:
+                self._round_trips.append(now - probe.sent_at)
+            else:
+                self._stats["round_trips_dropped"] += 1
             self._probe_succeeded()
             return
         relay = self._relays.get(seq)
@@ -521,7 +550,7 @@ class Swim(PushPullSide):
         if self._lifeguard and isinstance(entry.status, Suspect):
             parts.append(entry.encoded[-1])
         self._stats["probes"] += 1
-        self._probe = _Probe(target, seq, now + self._probe_timeout(), now + interval)
+        self._probe = _Probe(target, seq, now, now + self._probe_timeout(), now + interval)
         self._send(entry.member.address, parts)
 
     def _probe_indirect(self, now: float) -> None:
