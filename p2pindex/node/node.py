@@ -8,6 +8,7 @@ process (``p2pindex serve``) and inside the deterministic simulation.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import logging

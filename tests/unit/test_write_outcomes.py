@@ -41,7 +41,6 @@ class View:
 
     def __init__(self) -> None:
         self.ring = Ring(NODES)
-        self.membership_confirmed = True
 
     def address_of(self, node_id: str) -> Address:
         return Address(node_id, 7000)
