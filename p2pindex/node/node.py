@@ -482,6 +482,10 @@ class Node:
     def members(self) -> list[Member]:
         return sorted(self.view.members.values(), key=lambda m: m.node_id)
 
+    def accuser(self, node_id: str) -> str | None:
+        """The member whose accusation made ``node_id`` suspect or dead here (None if alive)."""
+        return self._swim.accuser(node_id) if self._swim is not None else None
+
     def membership_statistics(self) -> dict[str, int]:
         """The SWIM engine's counters (probes, refused input such as ``bad_claim``)."""
         return self._swim.statistics() if self._swim is not None else {}

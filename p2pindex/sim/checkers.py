@@ -666,16 +666,33 @@ def check_membership(history: History, bounds: MembershipBounds) -> list[Violati
     for obs in history.observations:
         views[(obs.observer, obs.subject)].append((obs.time, obs.liveness))
     violations = []
+    own_verdicts: dict[tuple[str, str], list[float]] = defaultdict(list)
+    """(accuser, subject) -> when the accuser declared the subject dead on its own."""
+    for obs in history.observations:
+        if obs.liveness is Liveness.DEAD and obs.accuser in (None, obs.observer):
+            own_verdicts[(obs.observer, obs.subject)].append(obs.time)
+
+    def excused(observer: str, subject: str, t: float) -> bool:
+        return (
+            timeline.inside(timeline.excused[subject], t)
+            or timeline.inside(timeline.excused[observer], t)
+            or timeline.inside(timeline.everyone, t)
+        )
+
     for obs in history.observations:
         if obs.liveness is not Liveness.DEAD:
             continue
         t = obs.time
-        if (
-            timeline.inside(timeline.excused[obs.subject], t)
-            or timeline.inside(timeline.excused[obs.observer], t)
-            or timeline.inside(timeline.everyone, t)
-        ):
+        if excused(obs.observer, obs.subject, t):
             continue
+        accuser = obs.accuser
+        if accuser not in (None, obs.observer):
+            # A verdict taken over by gossip is as sound as the accuser's own: one reached
+            # while the accuser was cut off or paused spreads once it is back (SWIM accepts
+            # a dead record from anyone; the subject refutes it when it hears).
+            verdicts = [v for v in own_verdicts.get((accuser, obs.subject), []) if v <= t]
+            if verdicts and excused(accuser, obs.subject, verdicts[-1]):
+                continue
         violations.append(
             Violation(
                 "membership",

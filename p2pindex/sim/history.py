@@ -150,6 +150,9 @@ class Observation:
     observer: str
     subject: str
     liveness: Liveness
+    accuser: str | None = None
+    """For suspect and dead: the node whose verdict the observer holds (itself, or one it
+    heard by gossip)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -413,6 +416,7 @@ def _encode(record: Record) -> dict[str, Any]:
             "observer": record.observer,
             "subject": record.subject,
             "liveness": record.liveness.value,
+            **({"accuser": record.accuser} if record.accuser is not None else {}),
         }
     if isinstance(record, CopyLoss):
         return {
@@ -479,6 +483,7 @@ def _decode(document: dict[str, Any]) -> Record:
             str(document["observer"]),
             str(document["subject"]),
             Liveness(document["liveness"]),
+            None if document.get("accuser") is None else str(document["accuser"]),
         )
     if kind == "replica":
         return ReplicaState(

@@ -293,7 +293,11 @@ class Simulation:
                         alive += 1
                     if self._views.get((slot.name, subject)) is not member.liveness:
                         self._views[(slot.name, subject)] = member.liveness
-                        self.history.append(Observation(now, slot.name, subject, member.liveness))
+                        accuser = node.accuser(member.node_id)
+                        by = None if accuser is None else names.get(accuser, accuser)
+                        self.history.append(
+                            Observation(now, slot.name, subject, member.liveness, by)
+                        )
                 expected = max(len(cluster.in_cluster()) - 1, 1)
                 self.timeline.add_view(now - self.origin, slot.name, min(alive / expected, 1.0))
             await trio.sleep(OBSERVE_INTERVAL)

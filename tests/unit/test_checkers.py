@@ -524,3 +524,24 @@ def test_the_model_with_last_write_wins_is_caught() -> None:
     assert [v.checker for v in check_all(history, CheckConfig(convergence_bound=None))] == [
         "lost_writes"
     ]
+
+
+def test_a_verdict_taken_over_from_a_cut_off_accuser_is_excused_and_no_other() -> None:
+    """ci seed 5096 with reaping on: n2, cut off and then paused, declared n3 dead; when it
+    came back its dead record spread and n1 held it for half a second until n3 refuted."""
+    cut_off = [
+        FaultEvent(10.0, EventKind.PARTITION, links=(("n2", "n3"), ("n3", "n2"))),
+        FaultEvent(30.0, EventKind.HEAL),
+        Observation(15.0, "n2", "n3", Liveness.DEAD, "n2"),
+    ]
+    taken_over = Observation(40.0, "n1", "n3", Liveness.DEAD, "n2")
+    assert check_membership(membership(*cut_off, taken_over), BOUNDS) == []
+    # The same verdict reached by n2 while nothing excused it is a false death, and so is
+    # n1's copy of it.
+    healthy = Observation(15.0, "n2", "n3", Liveness.DEAD, "n2")
+    found = check_membership(membership(healthy, taken_over), BOUNDS)
+    assert [v.nodes for v in found] == [("n2", "n3"), ("n1", "n3")]
+    # n1's own verdict gets no excuse from n2's.
+    own = Observation(40.0, "n1", "n3", Liveness.DEAD, "n1")
+    found = check_membership(membership(*cut_off, own), BOUNDS)
+    assert [v.nodes for v in found] == [("n1", "n3")]
