@@ -37,9 +37,10 @@ class CountingStorage(MemoryStorage):
 class NoCoordinator:
     """Stands in for the coordinator: these tests send no client requests."""
 
-    batches_writes = False
-
     async def get_batch(self, messages: list[Message], respond: Respond) -> None:
+        raise AssertionError("no client request was sent")
+
+    async def put_batch(self, messages: list[Message], respond: Respond) -> None:
         raise AssertionError("no client request was sent")
 
 
