@@ -14,7 +14,7 @@ import pytest
 import trio
 
 import p2pindex
-from p2pindex.cli.local_cluster import LocalCluster
+from p2pindex.cli.local_cluster import LocalCluster, wait_converged
 from p2pindex.config import Limits
 from p2pindex.core import terms
 from p2pindex.net.channel import open_channel
@@ -43,6 +43,8 @@ pytestmark = pytest.mark.e2e
 def cluster(tmp_path_factory: pytest.TempPathFactory):
     with LocalCluster(3, tmp_path_factory.mktemp("cluster")) as cluster:
         cluster.start()
+        # The tests read and write at ALL: every node must see every other alive first.
+        wait_converged(cluster)
         yield cluster
 
 
