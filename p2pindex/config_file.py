@@ -51,7 +51,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("hint_max_bytes_per_target", "int", 256 * 1024 * 1024,
             "hint budget per unreachable node, in bytes"),
     Setting("hint_max_age", "seconds", 3 * 24 * 3600.0, "hints older than this are dropped"),
-    Setting("tombstone_grace", "seconds_or_off", None,
+    Setting("tombstone_grace", "seconds_or_off", 3600.0,
             "seconds a tombstone is kept at least before it may be reaped (false: never)"),
     Setting("replace", "str", None, "id of a dead member this new node replaces"),
     Setting("insecure", "bool", False, "no authentication or encryption (tests only)"),

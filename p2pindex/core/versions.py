@@ -264,6 +264,8 @@ def update(
     actor: str,
     value: bytes | None,
     terms: IndexTerms = (),
+    *,
+    floor: int = 0,
 ) -> VersionedObject:
     """The coordinator's write of ``value`` (None deletes) by ``actor``, a replica of the key.
 
@@ -271,6 +273,10 @@ def update(
     were concurrent with this write and stay. The new dot's counter is one past the highest
     the actor appears with in the object or the context, so it can never collide with an
     earlier write by the same actor even if the local copy was behind the context.
+    ``floor`` is the highest counter the actor has issued for any key: the new dot goes
+    above it too, because a node can forget a key's history (a reaped tombstone whose
+    marker expired, a stray copy it dropped) while other replicas still hold a version with
+    the actor's earlier dots, and a dot below theirs would be taken for one they have.
     ``terms`` (canonical, from ``p2pindex.core.terms.normalize``) belong to the new write
     only: the superseded siblings' terms go with them, a delete carries none.
     """
@@ -289,7 +295,7 @@ def update(
         kept = [sibling for sibling in current[1] if sibling[0][1] > seen.get(sibling[0][0], 0)]
     else:
         raise TypeError(f"current must be a VersionedObject or None, not {type(current).__name__}")
-    counter = clock.get(actor, 0) + 1
+    counter = max(clock.get(actor, 0), floor) + 1
     while counter > MAX_COUNTER:
         # Only a record written before contexts were checked (``unseen_claim``) can hold a
         # counter at the top of the range: write as a fresh actor derived from this one, so

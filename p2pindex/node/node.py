@@ -181,14 +181,15 @@ class Node:
         """Serve until cancelled (a crash) or until ``leave`` completes (a graceful exit)."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            actor = f"{self.node_id}.{await self._storage_epoch()}"
+            epoch, issued = await self._storage_epoch()
             self._index = IndexManager(
                 self.storage,
-                actor,
+                f"{self.node_id}.{epoch}",
                 self.config.limits,
                 self.stats,
                 fresh_actor=self._fresh_actor,
                 versioning=self._versioning,
+                issued=issued,
             )
             reaped_at = load_markers(self.storage, self._index)
             incarnation = await self._next_incarnation()
@@ -337,6 +338,7 @@ class Node:
                 # The epoch in use now (a failed commit retires one while running), saved
                 # before the clean mark: the next start may only keep an epoch that is saved.
                 await self.storage.set_meta("actor_epoch", self._current_epoch().encode())
+                await self.storage.set_meta("actor_issued", str(self._index.issued).encode())
                 await self.storage.set_meta("clean_shutdown", b"1")
             log.info("node %s stopped (clean shutdown)", self.node_id)
             nursery.cancel_scope.cancel()
@@ -979,16 +981,19 @@ class Node:
         assert self._index is not None
         return self._index.actor.removeprefix(f"{self.node_id}.")
 
-    async def _storage_epoch(self) -> str:
-        """The version actor's epoch: kept across clean restarts, new after a crash.
+    async def _storage_epoch(self) -> tuple[str, int]:
+        """The version actor's epoch and the highest counter it issued: kept across clean
+        restarts, a new epoch (from counter 0) after a crash.
 
         A crash (or a power cut with fsync off) can lose this node's latest writes after
         replicas stored them; a fresh epoch makes sure no dot is ever reissued for another
         value. A clean shutdown marks the store so the next start keeps the clocks short.
         """
         epoch = self.storage.get_meta("actor_epoch")
-        if epoch is None or self.storage.get_meta("clean_shutdown") != b"1":
-            epoch = self._rng.randbytes(4).hex().encode()
+        issued = self.storage.get_meta("actor_issued")
+        clean = self.storage.get_meta("clean_shutdown") == b"1"
+        if epoch is None or not clean or issued is None or not issued.isdigit():
+            epoch, issued = self._rng.randbytes(4).hex().encode(), b"0"
         try:
             await self.storage.set_meta("actor_epoch", epoch)
             await self.storage.set_meta("clean_shutdown", b"0")
@@ -996,7 +1001,7 @@ class Node:
             # An unsaved epoch is safe: without the clean mark the next start picks a new one.
             self.state = NodeState.DEGRADED
             self.state_reason = f"storage failing: {exc}"
-        return epoch.decode()
+        return epoch.decode(), int(issued)
 
     async def _next_incarnation(self) -> int:
         """Start above every incarnation used before, so a restart always wins over old news."""

@@ -50,6 +50,8 @@ class Versioning(Protocol):
         actor: str,
         value: bytes | None,
         terms: IndexTerms = (),
+        *,
+        floor: int = 0,
     ) -> VersionedObject: ...
 
     def merge(self, a: VersionedObject, b: VersionedObject) -> VersionedObject: ...
@@ -76,11 +78,15 @@ class IndexManager:
         *,
         fresh_actor: Callable[[], str] | None = None,
         versioning: Versioning | None = None,
+        issued: int = 0,
     ):
         self.storage = storage
         self.actor = actor
         """Version-vector actor: the node id plus a storage epoch, so a node whose disk was
         wiped never reissues a dot it already used."""
+        self.issued = issued
+        """The highest counter ``actor`` has issued, over every key: each new dot goes above
+        it (``versions.update``'s floor), so forgetting a key never lets a dot repeat."""
         self._fresh_actor = fresh_actor
         """Makes a new actor when a commit fails (see ``_commit_or_forget``)."""
         self._limits = limits
@@ -233,7 +239,10 @@ class IndexManager:
                 f"the context claims write {claim[1]} by {claim[0]!r}, which no replica has "
                 "made; pass the context a read returned, unmodified"
             )
-        updated = self._versioning.update(current, context, self.actor, value, terms)
+        updated = self._versioning.update(
+            current, context, self.actor, value, terms, floor=self.issued
+        )
+        self.issued = max(self.issued, updated[0]._counters.get(self.actor, 0))
         if updated.sibling_count > self._limits.sibling_max:
             self._stats.incr("writes.refused_siblings")
             raise SiblingLimitExceeded(
@@ -315,6 +324,7 @@ class IndexManager:
         """
         if self._fresh_actor is not None:
             self.actor = self._fresh_actor()
+            self.issued = 0
             self._stats.incr("versions.actor_retired")
 
     async def _settled(self, keys: list[bytes]) -> bool:

@@ -135,10 +135,12 @@ class PlantedVersioning:
         actor: str,
         value: bytes | None,
         terms: IndexTerms = (),
+        *,
+        floor: int = 0,
     ) -> VersionedObject:
         if self.no_dots and current is not None and not versions.descends(context, current.clock):
             context = VersionVector()
-        updated = versions.update(current, context, actor, value, terms)
+        updated = versions.update(current, context, actor, value, terms, floor=floor)
         return last_write_wins(updated) if self.lww else updated
 
     def merge(self, a: VersionedObject, b: VersionedObject) -> VersionedObject:

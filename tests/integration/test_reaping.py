@@ -143,3 +143,19 @@ async def test_a_replica_that_cannot_be_asked_keeps_the_markers():
         cluster.crash(cluster.nodes[2])
         await trio.sleep(6.0)  # past ten grace periods
         assert all(n.node.reaper.markers == len(KEYS) for n in cluster.nodes[:2])
+
+
+async def test_a_write_from_a_node_whose_marker_expired_first_is_kept_everywhere():
+    """Seed 3896: one replica's marker went early (its clock jumped ahead) while the others
+    kept theirs; its next write of the key must not be taken for one the delete covers."""
+    async with running_cluster(3, node_options=GRACE) as cluster:
+        await write_then_delete(cluster)
+        await wait_reaped(cluster, cluster.nodes)
+        first = cluster.nodes[0]
+        first.node.reaper._index.shadow.clear()
+        first.node.reaper._reaped_at.clear()
+        reply = await cluster.request(first, PutRequest(KEYS[0], b"again", None, "all", 5000))
+        assert isinstance(reply, PutReply), reply
+        for node in cluster.nodes:
+            got = await cluster.request(node, GetRequest(KEYS[0], "all", 5000))
+            assert isinstance(got, GetReply) and got.values == [b"again"], got

@@ -184,3 +184,40 @@ async def test_a_forgotten_version_s_dot_is_never_issued_again(batched: bool) ->
     # A replica that holds the exposed version keeps the later write as a sibling of it.
     merged = versions.merge(exposed, later)
     assert values(merged) == [b"v2", b"v3"]
+
+
+async def test_a_key_whose_history_was_forgotten_gets_a_dot_above_every_earlier_one() -> None:
+    """Seed 3896 with reaping on: a tombstone carrying this node's dot n1.e1:3 was reaped on
+    every replica, and this node's marker expired (a forward clock jump aged it) while the
+    other replicas kept theirs. The next write of the key here started the key's counter
+    again at 1; the replicas merged it against their markers, took n1.e1:1 for a write the
+    tombstone already covers and dropped it: an acknowledged write lost."""
+    storage = MemoryStorage()
+    index = index_on(storage)
+    clock = VersionVector()
+    for value in (b"v1", b"v2", None):
+        obj, record = index.new_version(b"k", clock, value)
+        await index.commit(b"k", record)
+        clock = obj.clock
+    tombstone = index.read(b"k")
+    assert tombstone is not None and tombstone.is_deleted
+    assert await index.reap(b"k", storage.get(b"k") or b"")
+    index.shadow.clear()  # the marker expired here; the other replicas still hold theirs
+    assert index.read(b"k") is None
+    fresh, _ = index.new_version(b"k", VersionVector(), b"again")
+    merged = versions.merge(tombstone, fresh)
+    assert values(merged) == [b"again"]
+
+
+async def test_the_highest_issued_counter_carries_over_to_the_next_manager_only_as_given() -> None:
+    """A clean restart keeps the epoch and passes the saved counter on (node.py); a new
+    manager told about it never goes below it, for any key."""
+    storage = MemoryStorage()
+    first = index_on(storage)
+    for number in range(5):
+        _, record = first.new_version(f"k{number}".encode(), VersionVector(), b"v")
+        await first.commit(f"k{number}".encode(), record)
+    assert first.issued == 5
+    later = IndexManager(storage, "n1.e1", Limits(), StatisticsStore(), issued=first.issued)
+    obj, _ = later.new_version(b"new", VersionVector(), b"v")
+    assert dots(obj) == {("n1.e1", 6)}

@@ -178,6 +178,26 @@ def test_new_dot_is_past_anything_the_context_names_for_the_actor() -> None:
     assert obj.siblings[0].dot == Dot("n1", 6)
 
 
+@given(
+    history=st.lists(st.sampled_from([b"a", b"b", None]), min_size=1, max_size=6),
+    floor=st.integers(min_value=0, max_value=1000),
+)
+def test_a_write_after_its_key_was_forgotten_survives_every_earlier_version(
+    history: list[bytes | None], floor: int
+) -> None:
+    """With ``floor`` at the highest counter the actor issued, a write made with no memory
+    of the key (no local copy, an empty context) is never covered by an earlier version."""
+    obj: VersionedObject | None = None
+    issued = 0
+    for value in history:
+        obj = update(obj, EMPTY if obj is None else obj.context, "n1", value, floor=issued)
+        issued = max(issued, obj.clock["n1"])
+    assert obj is not None
+    fresh = update(None, EMPTY, "n1", b"new", floor=max(issued, floor))
+    assert fresh.siblings[0].dot.counter > max(issued, floor)
+    assert b"new" in merge(obj, fresh).values
+
+
 def test_update_rejects_bad_arguments() -> None:
     with pytest.raises(TypeError):
         update(None, {"n1": 1}, "n1", b"x")  # type: ignore[arg-type]
