@@ -85,8 +85,14 @@ class RunResult:
             ("disk writes lost", str(self.lost_disk_writes)),
             (
                 "tombstones",
-                f"{self.tombstones.get('on_disk', 0)} on disk at the end, "
-                f"{self.tombstones.get('reaped', 0)} reaped, "
+                f"{self.tombstones.get('on_disk', 0)} on disk at the end"
+                + (
+                    f" (peak {self.tombstones['peak_first_half']} in the first half, "
+                    f"{self.tombstones['peak_second_half']} in the second), "
+                    if "peak_second_half" in self.tombstones
+                    else ", "
+                )
+                + f"{self.tombstones.get('reaped', 0)} reaped, "
                 f"{self.tombstones.get('stale_dropped', 0)} stale copies dropped",
             ),
             (

@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import trio
 import trio.testing
@@ -69,6 +69,8 @@ FORM_TIMEOUT: Final = 120.0
 """Virtual seconds the initial cluster gets to form before the run is declared broken."""
 OBSERVE_INTERVAL: Final = 0.5
 DIVERGENCE_INTERVAL: Final = 1.0
+TOMBSTONE_SAMPLE_EVERY: Final = 30
+"""Divergence samples between two counts of the tombstones on disk (a full scan)."""
 CHURN_EVENTS: Final = frozenset({EventKind.JOIN, EventKind.LEAVE, EventKind.REMOVE})
 REPLICA_ROUNDS: Final = 6
 """Convergence samples of every key taken during quiescence."""
@@ -83,6 +85,9 @@ class Simulation:
         self.trace = Trace()
         self.history = History(RunMeta(plan.seed, scenario.options()))
         self.timeline = Timeline(f"{scenario.name} — seed {plan.seed}")
+        self.tombstone_samples: list[tuple[float, int]] = []
+        """(seconds since the origin, tombstones on every disk), while reaping is on: the
+        count must stay bounded however many deletes the run makes."""
         self.network: SimNetwork | None = None
         self.cluster: SimCluster | None = None
         self.origin = 0.0
@@ -303,8 +308,17 @@ class Simulation:
             await trio.sleep(OBSERVE_INTERVAL)
 
     async def _sample_divergence(self) -> None:
-        """Count the keys whose current replicas do not all hold the same record."""
+        """Count the keys whose current replicas do not all hold the same record, and every
+        TOMBSTONE_SAMPLE_EVERY samples the tombstones on all disks (when reaping is on)."""
+        reaping = self.plan.scenario.node.get("tombstone_grace") is not None
+        number = 0
         while True:
+            if reaping and number % TOMBSTONE_SAMPLE_EVERY == 0:
+                assert self.cluster is not None
+                slots = self.cluster.slots.values()
+                held = sum(_tombstones_on(slot.disk.image) for slot in slots)
+                self.tombstone_samples.append((trio.current_time() - self.origin, held))
+            number += 1
             divergent = 0
             for _key, raw, owners in self._replica_sets():
                 first = owners[0].disk.image.get(raw)
@@ -362,7 +376,8 @@ def run_simulation(
         cpu_seconds=cpu,
         network=dict(simulation.network.stats),
         lost_disk_writes=sum(s.disk.stats["lost_writes"] for s in cluster.slots.values()),
-        tombstones=_tombstone_counts(cluster.slots.values(), plan.scenario.replicas),
+        tombstones=_tombstone_counts(cluster.slots.values(), plan.scenario.replicas)
+        | _tombstone_peaks(simulation.tombstone_samples),
         options=plan.scenario.options(),
     )
     if violations:
@@ -391,6 +406,26 @@ def _write_outputs(output: Path, plan: RunPlan, simulation: Simulation, result: 
         subtitle,
         trace_tail=simulation.trace.tail(),
     )
+
+
+def _tombstones_on(image: Any) -> int:
+    return sum(
+        1
+        for _key, record in image.scan_range(0, 0, None, image.count() + 1)
+        if decode_object(record).is_deleted
+    )
+
+
+def _tombstone_peaks(samples: list[tuple[float, int]]) -> dict[str, int]:
+    """The most tombstones on disk at once in each half of the run (empty without
+    reaping): with reaping they must not grow with the deletes, so the second half's peak
+    stays near the first's."""
+    if not samples:
+        return {}
+    middle = samples[-1][0] / 2
+    first = [held for t, held in samples if t <= middle] or [0]
+    second = [held for t, held in samples if t > middle] or [0]
+    return {"peak_first_half": max(first), "peak_second_half": max(second)}
 
 
 def _tombstone_counts(slots: Iterable[Slot], n: int) -> dict[str, int]:
