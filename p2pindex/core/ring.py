@@ -344,6 +344,33 @@ class Ring:
         return sorted(arc for arc in arcs if arc[0] != arc[1])
 
 
+def gained_arcs(
+    before: Ring, after: Ring, node: str, n: int
+) -> list[tuple[int, int, tuple[str, ...]]]:
+    """The arcs (start, end] whose keys ``node`` replicates in ``after`` but did not in
+    ``before`` (``after`` is ``before`` with members removed), each with the nodes that
+    replicated it in ``before`` and are still in ``after``: where its data is now.
+
+    ``before``'s arcs are the finer cut (removing nodes only merges arcs), so each one has a
+    single preference list in either ring. Adjacent gained arcs with the same sources are
+    merged. A node that held every key before gains nothing.
+    """
+    if node not in after.nodes or not before.nodes:
+        return []
+    found: list[tuple[int, int, tuple[str, ...]]] = []
+    for start, end, preference in before.arcs_in_order(n):
+        if node in preference or start == end:
+            continue
+        if node not in after.preference_list_for_token(end, n):
+            continue
+        sources = tuple(sorted(other for other in preference if other in after.nodes))
+        if found and found[-1][1] == start and found[-1][2] == sources:
+            found[-1] = (found[-1][0], end, sources)
+        else:
+            found.append((start, end, sources))
+    return found
+
+
 # --- arcs ------------------------------------------------------------------------------
 
 Arc = tuple[int, int]

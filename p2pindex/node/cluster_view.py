@@ -30,6 +30,11 @@ class ClusterView:
         at its old address with a new identity; until the old identity is removed, requests
         meant for it would reach the newcomer (which holds none of its data) and count as
         its answers, so the old identity is treated as unusable instead."""
+        self.handing_over = False
+        """A leaving node that pushed its ranges: it takes no more writes (``Node.leave``)."""
+        self.gaining: set[str] = set()
+        """Removed members whose arcs this node gained and is still pulling: until it has
+        them it serves no reads (``Node.remove_member``)."""
         self.dead_since: dict[str, float] = {}
         self.unreachable_until: dict[str, float] = {}
         self.ring = Ring([node_id], DEFAULT_VNODES)
@@ -45,7 +50,7 @@ class ClusterView:
     def usable(self, node_id: str, now: float) -> bool:
         """May a write (or a read) be sent to ``node_id`` at ``now``?"""
         if node_id == self.node_id:
-            return self.state is not NodeState.DEGRADED
+            return self.state is not NodeState.DEGRADED and not self.handing_over
         member = self.members.get(node_id)
         if member is None or member.liveness not in (Liveness.ALIVE, Liveness.SUSPECT):
             return False
@@ -61,7 +66,7 @@ class ClusterView:
         if not self.usable(node_id, now):
             return False
         if node_id == self.node_id:
-            return self.state is not NodeState.SYNCING
+            return self.state is not NodeState.SYNCING and not self.gaining
         member = self.members.get(node_id)
         return member is not None and member.state is not NodeState.SYNCING
 

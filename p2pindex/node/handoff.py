@@ -8,7 +8,11 @@ than the joiner commits. Progress is saved in the node's metadata after every ba
 handoff interrupted by a crash resumes where it stopped.
 
 A leaving node pushes every key it holds to the nodes that take over its place in each
-preference list before it announces that it left.
+preference list, then stops taking writes and pushes again the keys written meanwhile,
+before it announces that it left.
+
+When a member is removed, each node that gains arcs pulls them from every old replica that
+remains (``pull_gained``), and answers no reads until it has them.
 """
 
 from __future__ import annotations
@@ -49,6 +53,9 @@ ARCS_PER_SCAN = 1024
 """Arcs in one RangeScan (the receiver's limit, MAX_SCAN_ARCS, is the same)."""
 PARALLEL_CHUNKS = 8
 SAVE_INTERVAL = 0.5
+GAINED_ATTEMPTS = 5
+"""Tries per source when pulling arcs gained by a removal, before it is left to
+anti-entropy."""
 
 
 class HandoffView(Protocol):
@@ -149,7 +156,7 @@ class OwnershipHandoff(RecordMover):
     def _log_started(self) -> None:
         progress = self.progress
         self._logged_at = trio.current_time()
-        verb = "pulling" if progress.direction == "in" else "pushing"
+        verb = "pushing" if progress.direction == "out" else "pulling"
         events.info(
             "handoff",
             "handoff %s started: %s %d range(s)%s",
@@ -346,6 +353,57 @@ class OwnershipHandoff(RecordMover):
             # (or a full restart of the pull) covers for this one.
             self._stats.incr("handoff.meta_failures")
 
+    # --- after a removal ---------------------------------------------------------------------
+
+    async def pull_gained(self, arcs: list[tuple[int, int, tuple[str, ...]]]) -> None:
+        """Pull the arcs this node gained when a member was removed from *every* old replica
+        of each that is still reachable (``core.ring.gained_arcs`` names them).
+
+        No displaced node hands its copy over here: the removed one is gone, so a write
+        acknowledged by it and one other replica is on that other replica only. The union of
+        the remaining old replicas holds every write a quorum acknowledged. A source that
+        is down is retried while it is usable, then skipped: its copies come back through
+        anti-entropy once it returns.
+        """
+        by_source: dict[str, list[tuple[int, int]]] = {}
+        for start, end, sources in arcs:
+            for source in sources:
+                if source != self._view.node_id:
+                    by_source.setdefault(source, []).append((start, end))
+        self.progress = HandoffProgress(
+            direction="gained",
+            ranges_total=sum(len(group) for group in by_source.values()),
+            started=trio.current_time(),
+        )
+        self._log_started()
+
+        def arc_done(_position: int) -> None:
+            self.progress.ranges_done += 1
+
+        async def pull(source: str, group: list[tuple[int, int]]) -> None:
+            for _attempt in range(GAINED_ATTEMPTS):
+                if not self._view.usable(source):
+                    break
+                try:
+                    await self._pull_from(source, group, arc_done)
+                    return
+                except (OSError, P2PIndexError) as exc:
+                    self._stats.incr("handoff.source_failures")
+                    self.progress.last_error = f"{source}: {exc}"
+                    await trio.sleep(RETRY_DELAY)
+            self._stats.incr("handoff.gained_sources_skipped")
+            events.info(
+                "handoff-error",
+                "handoff gained: %s could not be read; anti-entropy brings its copies later",
+                source,
+            )
+
+        async with trio.open_nursery() as nursery:
+            for source, group in sorted(by_source.items()):
+                nursery.start_soon(pull, source, group)
+        self.progress.finished = trio.current_time()
+        self._log_finished()
+
     # --- leaving ----------------------------------------------------------------------------
 
     async def push_all(self) -> None:
@@ -371,6 +429,21 @@ class OwnershipHandoff(RecordMover):
             self.progress.ranges_done += 1
         self.progress.finished = trio.current_time()
         self._log_finished()
+
+    async def push_keys(self, keys: set[bytes]) -> None:
+        """Push ``keys`` again (those written while ``push_all`` ran) to the nodes that
+        replace this one: a write that reached this node after its range was pushed would
+        otherwise leave with it."""
+        me = self._view.node_id
+        ring = self._view.ring
+        after_ring = ring.without_node(me)
+        ordered = sorted(keys)
+        for first in range(0, len(ordered), BATCH_KEYS):
+            chunk = ordered[first : first + BATCH_KEYS]
+            stored = self._storage.get_many(chunk)
+            items = [(key, stored[key]) for key in chunk if key in stored]
+            if items:
+                await self._push_batch(items, ring, after_ring)
 
     async def _push_batch(
         self, items: list[tuple[bytes, bytes]], ring: Ring, after_ring: Ring

@@ -34,6 +34,7 @@ from p2pindex.node.antientropy import AntiEntropy, request_arcs
 from p2pindex.node.cluster_view import ClusterView
 from p2pindex.node.coordinator import Coordinator, data_fast_path
 from p2pindex.node.eventlog import EventLog, describe_member_change
+from p2pindex.node.gained import GainedRanges
 from p2pindex.node.handoff import OwnershipHandoff
 from p2pindex.node.hints import HintedHandoff
 from p2pindex.node.identity import NodeIdentity
@@ -158,6 +159,7 @@ class Node:
         self._hints: HintedHandoff | None = None
         self._replica: ReplicaService | None = None
         self.handoff: OwnershipHandoff | None = None
+        self._gained: GainedRanges | None = None
         self.antientropy: AntiEntropy | None = None
         self.reaper: TombstoneReaper | None = None
         self.monitor = IndexMonitor(self)
@@ -236,6 +238,7 @@ class Node:
                 self.stats,
                 degraded=self._write_refusal,
                 storage_failed=self.storage_failed,
+                unreadable=self._read_refusal,
             )
             self.handoff = OwnershipHandoff(
                 self,
@@ -244,6 +247,9 @@ class Node:
                 self._apply_records,
                 self.stats,
                 self.config.n_replicas,
+            )
+            self._gained = GainedRanges(
+                self.view, self.handoff, self.storage, self.stats, self.config.n_replicas
             )
             self.antientropy = AntiEntropy(
                 self,
@@ -318,6 +324,7 @@ class Node:
             if self.reaper is not None:
                 nursery.start_soon(self.reaper.run)
             nursery.start_soon(self._settle_ownership)
+            await self._gained.resume(nursery)
             nursery.start_soon(self._housekeeping)
             if self.state is NodeState.DEGRADED:  # storage failed while starting
                 nursery.start_soon(self._recover_storage)
@@ -347,8 +354,18 @@ class Node:
         """Graceful exit: hand our data to the nodes that replace us, announce `left`, stop."""
         self.leaving = True
         log.info("node %s is leaving: handing its keys over", self.node_id)
-        if self.handoff is not None and len(self.ring.nodes) > 1:
+        if self.handoff is not None and self._index is not None and len(self.ring.nodes) > 1:
+            # Replicas keep writing to this node while it pushes; a write that lands after
+            # its range went would leave with it. So: push, stop taking writes, wait for
+            # the commits in flight, and push again what was written meanwhile.
+            self._index.track_writes()
             await self.handoff.push_all()
+            self.view.handing_over = True
+            written = await self._index.written()
+            if written is None:
+                await self.handoff.push_all()
+            else:
+                await self.handoff.push_keys(written)
         if self._driver is not None:
             await self._driver.leave(timeout)
         self._stopped.set()
@@ -570,7 +587,10 @@ class Node:
             f"member {node_id}", "member %s at %s removed from the ring", node_id, member.address
         )
         self._spawn_persist_removed()
+        before = self.ring
         self._rebuild_ring()
+        if self._nursery is not None and before is not self.ring and self._gained is not None:
+            self._nursery.start_soon(self._gained.gain, node_id, before)
 
     async def _remove(self, request: RemoveRequest) -> Message:
         member = self.view.members.get(request.node_id)
@@ -930,6 +950,15 @@ class Node:
     def _write_refusal(self) -> str | None:
         if self.state is NodeState.DEGRADED:
             return f"node {self.node_id} is degraded and takes no writes"
+        if self.view.handing_over:
+            return f"node {self.node_id} is leaving and has handed its ranges over"
+        return None
+
+    def _read_refusal(self) -> str | None:
+        if self.view.state is NodeState.SYNCING:
+            return f"node {self.node_id} is still receiving its ranges (SYNCING)"
+        if self.view.gaining and self._gained is not None:
+            return self._gained.refusal()
         return None
 
     async def _replica_write_batch(self, message: ReplicaWriteBatch) -> Message:

@@ -517,7 +517,14 @@ class QueryService:
     # --- serving a sub-query ----------------------------------------------------------------
 
     def scan(self, request: IndexScan) -> IndexScanReply:
-        """This replica's rows for a coordinator (see ``IndexScan``)."""
+        """This replica's rows for a coordinator (see ``IndexScan``). A node that is still
+        receiving ranges refuses: its rows may lack keys, and a coordinator that has not
+        heard so yet would take them for the whole arc."""
+        if not self._view.readable(self._node_id):
+            self._stats.incr("queries.scans_refused")
+            raise NotReady(
+                f"node {self._node_id} is still receiving ranges and answers no scans yet"
+            )
         try:
             if len(request.start) != len(request.end):
                 raise ValueError("arc starts and ends differ in number")

@@ -19,6 +19,7 @@ from p2pindex.core.terms import IndexTerms
 from p2pindex.core.versions import VersionedObject, VersionVector
 from p2pindex.errors import (
     InvalidRequest,
+    NotReady,
     RecordLimitExceeded,
     SiblingLimitExceeded,
     StorageFailure,
@@ -64,6 +65,9 @@ class DottedVersions:
     merge = staticmethod(versions.merge)
 
 
+WRITTEN_TRACK_MAX = 200_000
+"""Keys a leaving node remembers writing while it pushes its ranges; beyond that it pushes
+every range again instead."""
 DECODED_CACHE = 8192
 """Decoded records kept per node (a few MB): enough for the keys being written right now."""
 
@@ -97,6 +101,10 @@ class IndexManager:
         self._committing: dict[bytes, list[trio.Event]] = {}
         """Keys whose record is pending (visible, not yet committed), with one event per
         commit in flight, set when it ends either way (see ``_settled``)."""
+        self._written: set[bytes] | None = None
+        """Keys committed since ``track_writes`` (None when not tracking), for a leaving
+        node's second push; past WRITTEN_TRACK_MAX it is dropped and ``written`` says so."""
+        self._written_overflow = False
         self.shadow: dict[bytes, tuple[bytes, VersionedObject]] = {}
         """Reaped tombstones (node/reaper.py): a key absent from storage reads as its
         marker, so stale copies merge against the delete and lose, and new writes get a
@@ -298,6 +306,8 @@ class IndexManager:
         try:
             await write
             self._commit_seconds.observe(time.perf_counter() - started)
+            if self._written is not None:
+                self._note_written(keys)
         except BaseException:
             for key in keys:
                 self._decoded.pop(key, None)
@@ -311,6 +321,28 @@ class IndexManager:
                     pending.remove(done)
                     if not pending:
                         del committing[key]
+
+    def track_writes(self) -> None:
+        """Start recording the keys committed from now on (see ``written``)."""
+        self._written = set()
+        self._written_overflow = False
+
+    def _note_written(self, keys: list[bytes]) -> None:
+        assert self._written is not None
+        self._written.update(keys)
+        if len(self._written) > WRITTEN_TRACK_MAX:
+            self._written = set()
+            self._written_overflow = True
+
+    async def written(self) -> set[bytes] | None:
+        """Once every commit in flight now has ended: the keys committed since
+        ``track_writes`` (None if there were too many to keep: then all of them count);
+        tracking stops."""
+        for pending in list(self._committing.values()):
+            for done in list(pending):
+                await done.wait()
+        keys, self._written = self._written, None
+        return None if self._written_overflow else keys
 
     def _retire_actor(self) -> None:
         """Never issue another dot under the actor of a version that was forgotten.
@@ -439,8 +471,12 @@ class ReplicaService:
         *,
         degraded: Callable[[], str | None],
         storage_failed: Callable[[StorageFailure], None],
+        unreadable: Callable[[], str | None] = lambda: None,
     ) -> None:
         self._index = index
+        self._unreadable = unreadable
+        """Why this node's copies may lack writes now (still receiving ranges), or None:
+        a replica read is then refused, so the coordinator counts the other replicas."""
         self._hints = hints
         self._stats = stats
         self._apply_seconds = stats.histogram("replica.apply")
@@ -456,6 +492,10 @@ class ReplicaService:
         )
 
     def read(self, message: Message) -> Message:
+        refusal = self._unreadable()
+        if refusal is not None:
+            self._stats.incr("replica.reads_refused")
+            return reply_for_error(NotReady(refusal))
         if isinstance(message, ReplicaReadMany):
             return ReplicaReadManyReply(self._index.records(message.keys))
         assert isinstance(message, ReplicaRead)

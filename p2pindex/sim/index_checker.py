@@ -20,16 +20,18 @@ unknown outcome) began after W began and before ``t1``. Then:
   write, so after a join W's quorum read may not have seen (and replaced) it; such a
   version stays a sibling, legitimately, until repair.
 
-Neither rule applies to a write that raced a membership change. A join counts from
-``RING_SETTLE`` before W began to ``RING_SETTLE`` after it ended: coordinators that had not
-heard of the joiner yet did not send W to it, and it may have copied the range before W
-reached the node it displaces. A join long before or after W is checked in full: the joiner
-takes each range from the node it displaces, so a quorum of the new replicas still meets
-every quorum of the old ones. A leave or a removal counts from ``RING_SETTLE`` before W to
-the end of the query: a leaving node keeps taking writes while it hands its ranges over, so
-the new owner may lack one that came after, and a removed node may have held one of a
-quorum's two copies, which nothing copies again until anti-entropy does (found by seed 2
-of the index scenario).
+Neither rule applies to a write that raced a membership change: a join, leave or removal
+from ``RING_SETTLE`` before W began to ``RING_SETTLE`` after it ended. Coordinators that had
+not heard of the change yet sent W to the old replicas, and the range may have been copied
+before W reached them. A change long before or after W is checked in full:
+
+* a joiner takes each range from the node it displaces, so a quorum of the new replicas
+  still meets every quorum of the old ones;
+* a leaving node pushes its ranges, stops taking writes and pushes again what it took
+  meanwhile, before it leaves;
+* after a removal, each node that gained arcs pulls them from every remaining old replica
+  and serves no reads of them until then (index seed 2 found the gap this closes: a removed
+  node had held one of a quorum's two copies).
 
 Queries asked after heal and quiescence (``final``) hold every replica to the model: any
 acknowledged level counts, for keys with no write of unknown outcome.
@@ -75,12 +77,8 @@ def _raced(write: IndexWrite, query: IndexQuery, history: IndexHistory) -> bool:
     """Whether ``write`` raced a membership change before ``query`` ended (module doc)."""
     assert write.complete is not None and query.complete is not None
     since = write.invoke - RING_SETTLE
-    joins = set(history.joins)
-    for t in history.membership_changes:
-        until = write.complete + RING_SETTLE if t in joins else query.complete
-        if since < t <= until:
-            return True
-    return False
+    until = write.complete + RING_SETTLE
+    return any(since < t <= until for t in history.membership_changes)
 
 
 def _acknowledgements(level: str, replicas: int) -> int:
@@ -185,7 +183,6 @@ def check_index_run(
         return []
     index_history = workload.history
     index_history.membership_changes = [e.time for e in history.faults if e.kind in churn]
-    index_history.joins = [e.time for e in history.faults if e.kind is EventKind.JOIN]
     index_history.copy_losses = [
         e.time for e in history.faults if e.kind in (EventKind.REMOVE, EventKind.WIPE)
     ]

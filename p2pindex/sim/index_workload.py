@@ -66,8 +66,6 @@ class IndexHistory:
     membership_changes: list[float] = field(default_factory=list)
     """Times of joins, leaves and removals (the ``one`` checks hold only on a steady ring)."""
     heal_time: float | None = None
-    joins: list[float] = field(default_factory=list)
-    """Times joiners were up (a subset of ``membership_changes``)."""
     copy_losses: list[float] = field(default_factory=list)
     """Times a node's copies were destroyed for good: removals and wiped disks."""
     replicas: int = 3

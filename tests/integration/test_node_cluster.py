@@ -17,12 +17,15 @@ from p2pindex.wire.messages import (
     GetReply,
     GetRequest,
     Hello,
+    Message,
     OkReply,
     PutReply,
     PutRequest,
     RangeScan,
     RangeScanReply,
     RemoveRequest,
+    ReplicaAck,
+    ReplicaWrite,
     StatusReply,
     StatusRequest,
 )
@@ -326,3 +329,44 @@ async def test_a_join_interrupted_by_a_crash_resumes_where_it_stopped(monkeypatc
         for key in keys:
             if restarted.node.node_id in ring.preference_list(key, 3):
                 assert restarted.storage.get(key) is not None, key
+
+
+async def test_writes_a_leaving_node_takes_while_it_pushes_leave_with_the_others(autojump_clock):
+    """A replica write that reaches a leaving node after its range was pushed is pushed
+    again; once pushed, the node refuses writes, so nothing lands after its last push."""
+    async with running_cluster(4, node_options={"anti_entropy_interval": None}) as cluster:
+        leaver = cluster.nodes[3]
+        ring = leaver.node.ring
+        late = [
+            k
+            for k in (b"late-%d" % i for i in range(60))
+            if leaver.node.node_id in ring.preference_list(k, 3)
+        ][:10]
+        record = versions.encode_object(
+            versions.update(None, versions.VersionVector(), "writer.e1", b"late")
+        )
+        handoff = leaver.node.handoff
+        push_all = handoff.push_all
+        refused: list[Message] = []
+
+        async def push_then_take_writes() -> None:
+            await push_all()
+            if not leaver.node.view.handing_over:  # the first push: writes still arrive
+                for key in late:
+                    reply = await cluster.request(leaver, ReplicaWrite(key, record, None))
+                    assert isinstance(reply, ReplicaAck)
+
+        handoff.push_all = push_then_take_writes  # type: ignore[method-assign]
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(leaver.node.leave)
+                while not leaver.node.view.handing_over:
+                    await trio.sleep(0.01)
+                refused.append(await cluster.request(leaver, ReplicaWrite(b"after", record, None)))
+        assert isinstance(refused[0], ErrorReply), refused
+        after = ring.without_node(leaver.node.node_id)
+        by_id = {n.node.node_id: n for n in cluster.nodes}
+        for key in late:
+            for node_id in after.preference_list(key, 3):
+                if node_id not in ring.preference_list(key, 3):
+                    assert by_id[node_id].storage.get(key) is not None, key

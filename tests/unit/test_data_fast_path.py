@@ -11,6 +11,7 @@ from p2pindex.node.replica import IndexManager, ReplicaService
 from p2pindex.node.stats import StatisticsStore
 from p2pindex.storage.memory import MemoryStorage
 from p2pindex.wire.messages import (
+    ErrorReply,
     Message,
     OkReply,
     ReplicaAck,
@@ -93,3 +94,28 @@ async def test_clients_get_no_replica_fast_path() -> None:
         OkReply("slow path: ReplicaReadMany"),
     ]
     assert storage.commits == 0
+
+
+async def test_a_replica_still_receiving_ranges_refuses_reads_and_takes_writes() -> None:
+    """Its copy may lack writes a quorum acknowledged: the coordinator must count others."""
+    storage = MemoryStorage()
+    stats = StatisticsStore()
+    index = IndexManager(storage, "n1-1", Limits(), stats)
+    hints = type("Hints", (), {"keep": staticmethod(no_hints)})()
+    receiving: list[str] = []
+    replica = ReplicaService(
+        index,
+        hints,
+        stats,
+        degraded=lambda: None,
+        storage_failed=lambda _exc: None,
+        unreadable=lambda: receiving[0] if receiving else None,
+    )
+    assert await replica.write(ReplicaWrite(b"k", record(b"v"))) == ReplicaAck()
+    assert replica.read(ReplicaRead(b"k")) == ReplicaReadReply(record(b"v"))
+    receiving.append("still receiving the ranges of a removed node")
+    refused = replica.read(ReplicaReadMany([b"k"]))
+    assert isinstance(refused, ErrorReply) and refused.code == "not_ready"
+    assert "still receiving" in refused.message
+    assert await replica.write(ReplicaWrite(b"j", record(b"w"))) == ReplicaAck()
+    assert stats.get("replica.reads_refused") == 1

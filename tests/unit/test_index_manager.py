@@ -221,3 +221,23 @@ async def test_the_highest_issued_counter_carries_over_to_the_next_manager_only_
     later = IndexManager(storage, "n1.e1", Limits(), StatisticsStore(), issued=first.issued)
     obj, _ = later.new_version(b"new", VersionVector(), b"v")
     assert dots(obj) == {("n1.e1", 6)}
+
+
+async def test_keys_written_while_tracked_are_listed_and_too_many_say_so(monkeypatch) -> None:
+    from p2pindex.node import replica
+
+    storage = MemoryStorage()
+    index = index_on(storage)
+    _, record = index.new_version(b"before", VersionVector(), b"v")
+    await index.commit(b"before", record)
+    index.track_writes()
+    for key in (b"a", b"b"):
+        _, record = index.new_version(key, VersionVector(), b"v")
+        await index.commit(key, record)
+    assert await index.written() == {b"a", b"b"}
+    monkeypatch.setattr(replica, "WRITTEN_TRACK_MAX", 2)
+    index.track_writes()
+    for key in (b"c", b"d", b"e"):
+        _, record = index.new_version(key, VersionVector(), b"v")
+        await index.commit(key, record)
+    assert await index.written() is None  # the caller pushes everything again

@@ -7,7 +7,7 @@ import pytest
 from p2pindex.config import KIB, Limits, NodeConfig
 from p2pindex.core import terms, versions
 from p2pindex.core.versions import VersionVector
-from p2pindex.errors import InvalidRequest
+from p2pindex.errors import InvalidRequest, NotReady
 from p2pindex.node.query import QueryService, query_mac_key
 from p2pindex.node.stats import StatisticsStore
 from p2pindex.storage.memory import MemoryStorage
@@ -15,10 +15,22 @@ from p2pindex.types import Address
 from p2pindex.wire.messages import IndexScan
 
 
-def service(storage: MemoryStorage, limits: Limits | None = None) -> QueryService:
+class View:
+    """The node's view of itself: readable unless still receiving ranges."""
+
+    def __init__(self) -> None:
+        self.receiving = False
+
+    def readable(self, node_id: str) -> bool:
+        return not self.receiving
+
+
+def service(
+    storage: MemoryStorage, limits: Limits | None = None, view: View | None = None
+) -> QueryService:
     config = NodeConfig(data_dir=None, listen=Address("127.0.0.1", 1), limits=limits or Limits())
     return QueryService(
-        "a" * 16, None, storage, None, config, StatisticsStore(), query_mac_key(b"s" * 32)
+        "a" * 16, view or View(), storage, None, config, StatisticsStore(), query_mac_key(b"s" * 32)
     )  # type: ignore[arg-type]
 
 
@@ -76,3 +88,15 @@ def test_a_scan_resumes_after_its_cursor_and_says_when_it_filled_its_page() -> N
 def test_bad_scans_are_refused(changes: dict, problem: str) -> None:
     with pytest.raises(InvalidRequest, match=problem):
         service(MemoryStorage()).scan(scan(**changes))
+
+
+def test_a_node_still_receiving_ranges_refuses_scans() -> None:
+    """Its rows may lack keys; a coordinator that asked replans without it."""
+    storage = MemoryStorage()
+    fill(storage, 5, 10)
+    view = View()
+    node = service(storage, view=view)
+    assert len(node.scan(scan()).rows) == 5
+    view.receiving = True
+    with pytest.raises(NotReady, match="still receiving ranges"):
+        node.scan(scan())
