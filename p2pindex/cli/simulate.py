@@ -295,6 +295,7 @@ def result_document(result: Any) -> dict[str, Any]:
         ],
         "virtual_seconds": result.virtual_seconds,
         "wall_seconds": result.wall_seconds,
+        "tombstones": dict(getattr(result, "tombstones", None) or {}),
         "output": result.output_dir,
     }
 
