@@ -515,20 +515,24 @@ async def poll_membership(cluster: Cluster, client: Any, history: History) -> No
         await trio.sleep(POLL_INTERVAL)
 
 
-async def sample_replicas(cluster: Cluster, owners: dict[str, tuple[str, ...]]) -> None:
-    """With every node stopped, read each owner's copy of each key from its data file."""
+async def sample_replicas(cluster: Cluster, owners: dict[str, tuple[str, ...]]) -> Counter[int]:
+    """With every node stopped, read each owner's copy of each key from its data file.
+    Returns how many keys are held by how many of the cluster's nodes (owners or not):
+    once faults heal, extra copies are dropped and every key is back to N."""
     from p2pindex.node.runtime import DATA_FILE
     from p2pindex.storage.sqlite import SqliteStorage
 
     cluster.kill_all()
     now = trio.current_time()
     by_id = {node.node_id: node for node in cluster.nodes}
+    holders: Counter[str] = Counter()
     for node in cluster.nodes:
-        keys = [key for key, ids in owners.items() if node.node_id in ids]
-        if not keys:
+        if node.name in cluster.gone:
             continue
+        keys = [key for key, ids in owners.items() if node.node_id in ids]
         storage = await SqliteStorage.open(node.data_dir / DATA_FILE)
         try:
+            holders.update(key for key in owners if storage.get(key.encode()) is not None)
             for key in keys:
                 raw = storage.get(key.encode())
                 values: tuple[bytes, ...] = ()
@@ -542,6 +546,7 @@ async def sample_replicas(cluster: Cluster, owners: dict[str, tuple[str, ...]]) 
     missing = {i for ids in owners.values() for i in ids} - by_id.keys()
     if missing:
         raise HarnessError(f"keys are owned by unknown nodes {sorted(missing)}")
+    return Counter(holders[key] for key in owners)
 
 
 async def run_inside(options: ChaosOptions) -> int:
@@ -641,7 +646,9 @@ async def _exercise(
         await db.members()
         keys = history.keys()
         owners = {key: db.preference_list(key.encode()) for key in keys}
-    await sample_replicas(cluster, owners)
+    copies = await sample_replicas(cluster, owners)
+    held = ", ".join(f"{count} key(s) on {n} node(s)" for n, count in sorted(copies.items()))
+    print(f"chaos: copies {options.quiesce:g} s after the heal: {held or 'no keys'}", flush=True)
     return faults, unread
 
 
