@@ -147,17 +147,23 @@ async def run(cluster: LocalCluster, args: argparse.Namespace) -> int:
         missing = await verify(db, list(tally.acked))
     print()
     print(f"new node ACTIVE {took:.1f} s after it started")
+    return report(handoff, tally, missing, "the join")
+
+
+def report(handoff: dict, tally: Tally, missing: list[bytes], what: str) -> int:
+    """Print the new node's handoff and the checks made during and after ``what``; the exit
+    status (1 when an acknowledged key was missing)."""
     print(
         f"handoff: {handoff['keys']:,} keys, {handoff['bytes']:,} bytes in "
         f"{handoff['elapsed_s']:.1f} s = {handoff['keys_per_s']:,.0f} keys/s, "
         f"{handoff['bytes_per_s'] / 1e6:.2f} MB/s"
     )
     print(
-        f"during the join: {tally.reads_ok:,} checked reads ok, "
+        f"during {what}: {tally.reads_ok:,} checked reads ok, "
         f"{len(tally.reads_missing)} acknowledged keys missing, {tally.reads_failed} reads failed,"
         f" {tally.writes_failed} writes failed"
     )
-    print(f"after the join: {len(missing)} of {len(tally.acked):,} acknowledged keys unreadable")
+    print(f"after {what}: {len(missing)} of {len(tally.acked):,} acknowledged keys unreadable")
     return 0 if not missing and not tally.reads_missing else 1
 
 

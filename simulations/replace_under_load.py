@@ -25,7 +25,7 @@ import p2pindex
 from p2pindex.cli.local_cluster import LocalCluster
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from join_under_load import Tally, checker, load, steady_writer, verify, wait_active
+from join_under_load import Tally, checker, load, report, steady_writer, verify, wait_active
 
 
 async def wait_dead(db: p2pindex.AsyncClient, address: str, node_id: str, timeout: float) -> None:
@@ -68,19 +68,9 @@ async def run(cluster: LocalCluster, args: argparse.Namespace) -> int:
     handoff = status["handoff"]
     print()
     print(f"replacement ACTIVE {took:.1f} s after it started (the dead node held {held:,} keys)")
-    print(
-        f"its handoff: {handoff['keys']:,} keys, {handoff['bytes']:,} bytes in "
-        f"{handoff['elapsed_s']:.1f} s = {handoff['keys_per_s']:,.0f} keys/s"
-    )
     still = [m.node_id for m in members if m.node_id == dead.node_id]
     print(f"dead member still listed: {'yes' if still else 'no (removed in the same step)'}")
-    print(
-        f"during the replacement: {tally.reads_ok:,} checked reads ok, "
-        f"{len(tally.reads_missing)} acknowledged keys missing, {tally.reads_failed} reads "
-        f"failed, {tally.writes_failed} writes failed"
-    )
-    print(f"after it: {len(missing)} of {len(tally.acked):,} acknowledged keys unreadable")
-    return 0 if not missing and not tally.reads_missing else 1
+    return report(handoff, tally, missing, "the replacement")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,6 @@ import trio
 from p2pindex.core import versions
 from p2pindex.core.ring import RING_SIZE, Ring
 from p2pindex.node import handoff
-from p2pindex.types import Liveness
 from p2pindex.wire.messages import (
     DeleteReply,
     DeleteRequest,
@@ -202,14 +201,7 @@ async def test_remove_takes_a_dead_node_out_of_every_ring_and_refuses_a_live_one
         refused = await cluster.request(live[0], RemoveRequest(victim_id))
         assert isinstance(refused, ErrorReply) and "alive" in refused.message
         cluster.crash(victim)
-        with trio.fail_after(20):
-            while any(
-                m.liveness is not Liveness.DEAD
-                for n in live
-                for m in n.node.members()
-                if m.node_id == victim_id
-            ):
-                await trio.sleep(0.1)
+        await cluster.wait_dead(victim_id, 20)
         assert all(victim_id in n.node.ring.nodes for n in live)
         reply = await cluster.request(live[0], RemoveRequest(victim_id))
         assert isinstance(reply, OkReply), reply

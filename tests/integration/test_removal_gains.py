@@ -12,7 +12,6 @@ import trio
 
 from p2pindex.core import versions
 from p2pindex.core.versions import VersionVector
-from p2pindex.types import Liveness
 from p2pindex.wire.messages import (
     GetReply,
     GetRequest,
@@ -28,17 +27,6 @@ QUIET = {"anti_entropy_interval": None}  # only the removal's pull may bring the
 
 def by_id(cluster: Cluster) -> dict[str, RunningNode]:
     return {n.node.node_id: n for n in cluster.nodes}
-
-
-async def wait_dead(live: list[RunningNode], node_id: str) -> None:
-    with trio.fail_after(30):
-        while any(
-            m.liveness is not Liveness.DEAD
-            for n in live
-            for m in n.node.members()
-            if m.node_id == node_id
-        ):
-            await trio.sleep(0.1)
 
 
 async def test_a_quorum_write_held_by_a_removed_member_is_read_everywhere_after(autojump_clock):
@@ -60,7 +48,7 @@ async def test_a_quorum_write_held_by_a_removed_member_is_read_everywhere_after(
         victim = nodes[removed_id]
         live = [n for n in cluster.nodes if n is not victim]
         cluster.crash(victim)
-        await wait_dead(live, removed_id)
+        await cluster.wait_dead(removed_id)
         reply = await cluster.request(live[0], RemoveRequest(removed_id))
         assert isinstance(reply, OkReply), reply
         after = live[0].node.ring

@@ -5,7 +5,6 @@ from __future__ import annotations
 import trio
 
 from p2pindex.core import versions
-from p2pindex.types import Liveness
 from p2pindex.wire.messages import (
     AdmitRequest,
     ErrorReply,
@@ -83,23 +82,12 @@ async def test_a_joining_node_brings_a_lone_nodes_keys_up_to_more_copies():
         assert doc["warnings"], "two members are still fewer than N=3"
 
 
-async def _wait_dead(live: list[RunningNode], node_id: str) -> None:
-    with trio.fail_after(20):
-        while any(
-            m.liveness is not Liveness.DEAD
-            for n in live
-            for m in n.node.members()
-            if m.node_id == node_id
-        ):
-            await trio.sleep(0.1)
-
-
 async def test_removing_a_dead_member_of_three_keeps_quorum_serving():
     async with running_cluster(3, n_replicas=3) as cluster:
         victim = cluster.nodes[2]
         live = cluster.nodes[:2]
         cluster.crash(victim)
-        await _wait_dead(live, victim.node.node_id)
+        await cluster.wait_dead(victim.node.node_id, 20)
         before = await status(cluster, live[0])
         dead = next(m for m in before["members"] if m["node_id"] == victim.node.node_id)
         assert dead["liveness"] == "dead" and dead["state_last_known"]
@@ -123,7 +111,7 @@ async def test_a_removed_member_is_refused_with_how_to_admit_it_and_admit_lets_i
         victim_id = victim.node.node_id
         live = cluster.nodes[:2]
         cluster.crash(victim)
-        await _wait_dead(live, victim_id)
+        await cluster.wait_dead(victim_id, 20)
         assert isinstance(await cluster.request(live[0], RemoveRequest(victim_id)), OkReply)
         hello = Hello(victim_id, str(victim.address), live[0].node.config.cluster)
         refused = await cluster.request(live[1], hello)

@@ -123,6 +123,18 @@ class Cluster:
                     return
                 await trio.sleep(0.05)
 
+    async def wait_dead(self, node_id: str, timeout: float = 30.0) -> None:
+        """Wait until every running node holds ``node_id`` dead (as `remove` requires)."""
+        live = [n for n in self.nodes if not n.scope.cancel_called]
+        with trio.fail_after(timeout):
+            while any(
+                m.liveness is not Liveness.DEAD
+                for n in live
+                for m in n.node.members()
+                if m.node_id == node_id
+            ):
+                await trio.sleep(0.1)
+
     def client_transport(self) -> SimTransport:
         """A fresh client host on the simulated network (for ``p2pindex.connect``)."""
         return self.network.transport_for(Address(f"c{next(self._clients)}", CLIENT_PORT))
