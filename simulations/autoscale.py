@@ -13,7 +13,8 @@ Real processes on loopback. The documented procedure an autoscaler follows:
 
 Before each step the script computes the plan (p2pindex.core.planning, as `p2pindex plan`
 does) and afterwards compares the bytes that really moved with it and with the least any
-placement could move. At the end every acknowledged write is read back at QUORUM.
+placement could move (the plan's ideal, scaled by how much the data grew during the step).
+At the end every acknowledged write is read back at QUORUM.
 Exit status 1 if any acknowledged write is lost or any write failed definitely.
 
     python simulations/autoscale.py [--keys 5000] [--write-rate 200]
@@ -149,12 +150,18 @@ async def verify(db: p2pindex.AsyncClient, keys: list[bytes]) -> int:
     return missing
 
 
-def row(step: str, took: float, moved: int, plan: Plan) -> str:
-    ratio = moved / plan.ideal_bytes if plan.ideal_bytes else 0.0
+def row(step: str, took: float, moved: int, plan: Plan, growth: float) -> str:
+    """One step's figures. The plan is made before the step from the data held then; the
+    writes that keep arriving meanwhile land in the moving ranges too and move with them,
+    so the least any placement could move is the plan's ideal scaled by the data's growth
+    during the step (keys are hashed over the ring and all of one size)."""
+    ideal = round(plan.ideal_bytes * growth)
+    ratio = moved / ideal if ideal else 0.0
+    unscaled = moved / plan.ideal_bytes if plan.ideal_bytes else 0.0
     off = (plan.moved_bytes - moved) / moved * 100 if moved else 0.0
     return (
         f"{step:24}{took:7.1f} s{moved:>13,}{plan.moved_bytes:>13,}{off:>+8.1f}%"
-        f"{plan.ideal_bytes:>13,}{ratio:>7.2f}x"
+        f"{ideal:>13,}{ratio:>7.2f}x{unscaled:>9.2f}x"
     )
 
 
@@ -173,6 +180,7 @@ async def run(cluster: LocalCluster, args: argparse.Namespace) -> int:
                 node = cluster.nodes[index]
                 new_id = NodeIdentity.load_or_create(node.data_dir).node_id
                 plan = await current_plan(db, addresses[0], "add", new_id)
+                held = len(tally.acked)
                 started = time.monotonic()
                 await trio.to_thread.run_sync(cluster.restart, index)
                 status = await wait_active(db, addresses[index], args.timeout)
@@ -183,6 +191,7 @@ async def run(cluster: LocalCluster, args: argparse.Namespace) -> int:
                         took,
                         status["handoff"]["bytes"],
                         plan,
+                        len(tally.acked) / held,
                     )
                 )
                 print(rows[-1], flush=True)
@@ -197,6 +206,7 @@ async def run(cluster: LocalCluster, args: argparse.Namespace) -> int:
             for index in (5, 4, 3):
                 node = cluster.nodes[index]
                 plan = await current_plan(db, addresses[0], "remove", node.node_id)
+                held = len(tally.acked)
                 started = time.monotonic()
                 handoff = await drain(db, addresses[index], args.timeout)
                 took = time.monotonic() - started
@@ -206,6 +216,7 @@ async def run(cluster: LocalCluster, args: argparse.Namespace) -> int:
                         took,
                         handoff.get("bytes", 0),
                         plan,
+                        len(tally.acked) / held,
                     )
                 )
                 print(rows[-1], flush=True)
@@ -216,8 +227,8 @@ async def run(cluster: LocalCluster, args: argparse.Namespace) -> int:
         print(f"verifying {len(tally.acked):,} acknowledged writes at QUORUM ...", flush=True)
         missing = await verify(db, list(tally.acked))
     print()
-    header = ("step", "took", "moved B", "plan B", "plan off", "ideal B", "vs ideal")
-    widths = (24, 9, 13, 13, 9, 13, 8)
+    header = ("step", "took", "moved B", "plan B", "plan off", "least B", "vs least", "unscaled")
+    widths = (24, 9, 13, 13, 9, 13, 8, 9)
     print(
         "".join(
             f"{h:{'<' if i == 0 else '>'}{w}}"
