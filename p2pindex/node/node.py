@@ -32,8 +32,9 @@ from p2pindex.node.admin import serve_admin
 from p2pindex.node.admission import Admission
 from p2pindex.node.antientropy import AntiEntropy, request_arcs
 from p2pindex.node.cluster_view import ClusterView
-from p2pindex.node.coordinator import Coordinator, data_fast_path
+from p2pindex.node.coordinator import Coordinator
 from p2pindex.node.eventlog import EventLog, describe_member_change
+from p2pindex.node.fast_path import data_fast_path
 from p2pindex.node.handoff import OwnershipHandoff
 from p2pindex.node.hints import HintedHandoff
 from p2pindex.node.identity import NodeIdentity
