@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
+from typing import Any, Generic, TypeVar
 
 from p2pindex.core.versions import VersionedObject, merge
 
@@ -138,7 +139,10 @@ class ReadQuorum(_Quorum):
         ]
 
 
-class Round:
+Q = TypeVar("Q", WriteQuorum, ReadQuorum)
+
+
+class Round(Generic[Q]):
     """One coordinated request from its replica messages to its caller's answer, as a plain
     record (riak_kv's put_core state): the quorum, how many replicas asked are still to
     answer, the deadline, and whether the caller has been answered.
@@ -150,7 +154,7 @@ class Round:
 
     __slots__ = ("answered", "deadline", "quorum", "remaining")
 
-    def __init__(self, quorum: WriteQuorum | ReadQuorum, asked: int, deadline: float) -> None:
+    def __init__(self, quorum: Q, asked: int, deadline: float) -> None:
         if not 0 <= asked < len(quorum.targets):
             raise ValueError(f"asked {asked} is outside 0..{len(quorum.targets) - 1}")
         self.quorum = quorum
@@ -159,11 +163,15 @@ class Round:
         self.deadline = deadline
         self.answered = False
 
-    def heard(self) -> None:
-        """One replica asked has answered (recorded in ``quorum`` by the caller)."""
+    def heard(self) -> bool:
+        """One replica asked has answered (recorded in ``quorum`` by the caller); whether
+        the caller is to be answered now (``ready``)."""
         if self.remaining <= 0:
             raise ValueError("more answers than replicas asked")
         self.remaining -= 1
+        return not self.answered and (
+            self.quorum.outcome is not Outcome.PENDING or self.remaining == 0
+        )
 
     @property
     def all_heard(self) -> bool:
@@ -188,6 +196,6 @@ class Round:
         return True
 
 
-def next_deadline(rounds: Sequence[Round]) -> float | None:
+def next_deadline(rounds: Sequence[Round[Any]]) -> float | None:
     """The earliest deadline of the rounds not answered yet; None once all are answered."""
     return min((r.deadline for r in rounds if not r.answered), default=None)

@@ -61,6 +61,7 @@ from p2pindex.wire.messages import (
 )
 
 BATCH_BYTES = Limits().max_frame // 2
+NO_CONTEXT = VersionVector()
 """Most record bytes one ReplicaWriteMany carries (the rest go in further messages)."""
 
 Answer = Callable[[int, "Message | P2PIndexError"], None]
@@ -110,28 +111,14 @@ class _Request:
     position: int
     request: ClientRequest
     targets: list[Target]
-    round: Round
+    round: Round[Any]  # a WriteQuorum's for a write, a ReadQuorum's for a read
     timeout: float
     trace: RequestTrace | None
-    context: VersionVector | None = None
+    context: VersionVector = NO_CONTEXT
     terms: IndexTerms = ()
     obj: VersionedObject | None = None
     record: bytes = b""
     answers: _Answers | None = None
-
-    @property
-    def write_quorum(self) -> WriteQuorum:
-        """A write's quorum."""
-        quorum = self.round.quorum
-        assert isinstance(quorum, WriteQuorum)
-        return quorum
-
-    @property
-    def read_quorum(self) -> ReadQuorum:
-        """A read's quorum."""
-        quorum = self.round.quorum
-        assert isinstance(quorum, ReadQuorum)
-        return quorum
 
 
 Aside = Callable[[], Awaitable[Message]]
@@ -249,7 +236,8 @@ class Coordinator:
             return functools.partial(
                 read_first.read_then_write, request, self.get, self.put, unseen
             )
-        round_ = self._round(WriteQuorum([t.node for t in targets], needed), timeout)
+        quorum = WriteQuorum([t.node for t in targets], needed)
+        round_ = Round(quorum, len(targets) - 1, trio.current_time() + timeout)
         return _Request(position, request, targets, round_, timeout, trace, context, terms)
 
     def _plan_read(
@@ -259,7 +247,8 @@ class Coordinator:
         targets, timeout, relayed = self._place(request, needed, trace, read=True)
         if relayed is not None:
             return relayed
-        round_ = self._round(ReadQuorum([t.node for t in targets], needed), timeout)
+        quorum = ReadQuorum([t.node for t in targets], needed)
+        round_ = Round(quorum, len(targets) - 1, trio.current_time() + timeout)
         return _Request(position, request, targets, round_, timeout, trace)
 
     def _place(
@@ -278,17 +267,11 @@ class Coordinator:
         relaying = (request, others, timeout, self._peers, self._view.address_of, self._stats)
         return targets, timeout, functools.partial(relay.forward, *relaying)
 
-    def _round(self, quorum: WriteQuorum | ReadQuorum, timeout: float) -> Round:
-        return Round(quorum, len(quorum.targets) - 1, trio.current_time() + timeout)
-
     # --- writes -----------------------------------------------------------------------------
 
     async def _coordinate_writes(self, writes: list[_Request], answer: Answer) -> None:
         made = self._index.new_versions(
-            [
-                (w.request.key, w.context or VersionVector(), _value(w.request), w.terms)
-                for w in writes
-            ]
+            [(w.request.key, w.context, _value(w.request), w.terms) for w in writes]
         )
         started: list[_Request] = []
         for write, version in zip(writes, made, strict=True):
@@ -334,7 +317,7 @@ class Coordinator:
         a hinted write to a fallback goes alone, since the fallback must keep its hint."""
         by_node: dict[str, list[_Request]] = {}
         for write in writes:
-            write.write_quorum.record_ack(self._node_id)
+            write.round.quorum.record_ack(self._node_id)
             if write.trace is not None:
                 write.trace.step("committed_locally", node=self._node_id)
             for target in write.targets:
@@ -367,7 +350,7 @@ class Coordinator:
         for write in carried:
             if write.trace is not None and not write.round.answered:  # the trace ends at "decided"
                 write.trace.replica(node, result)
-            quorum = write.write_quorum
+            quorum = write.round.quorum
             if isinstance(answer, ReplicaAck):
                 quorum.record_ack(node)
             else:
@@ -375,7 +358,8 @@ class Coordinator:
                 quorum.record_failure(node)
                 if isinstance(answer, OSError | P2PIndexError):
                     self._calls.note_failure(node, answer)
-            self._heard(write)
+            if write.round.heard():
+                self._answer(write)
 
     # --- reads ------------------------------------------------------------------------------
 
@@ -404,7 +388,7 @@ class Coordinator:
                 answers.give(read.position, exc)
         else:
             for read in reads:
-                read.read_quorum.record_reply(self._node_id, local.get(read.request.key))
+                read.round.quorum.record_reply(self._node_id, local.get(read.request.key))
                 if read.round.ready():
                     self._answer(read)
         await self._until_answered(reads, answers)
@@ -428,7 +412,11 @@ class Coordinator:
             else:
                 unexpected = f"unexpected reply {type(answer).__name__} to a replica read"
                 self._read_failed(node, read, InvalidRequest(unexpected))
-            self._heard(read)
+            round_ = read.round
+            if round_.heard():
+                self._answer(read)
+            elif round_.answered and round_.all_heard:  # the last straggler is in
+                self._calls.repair_if_stale(read.request.key, round_.quorum)
 
     def _record_read(self, node: str, read: _Request, record: bytes | None) -> None:
         try:
@@ -436,7 +424,7 @@ class Coordinator:
         except ValueError as exc:
             self._read_failed(node, read, exc)
         else:
-            read.read_quorum.record_reply(node, obj)
+            read.round.quorum.record_reply(node, obj)
 
     def _read_failed(self, node: str, read: _Request, error: BaseException) -> None:
         self._stats.incr("replica.read_failures")
@@ -444,16 +432,6 @@ class Coordinator:
         self._calls.note_failure(node, error)
 
     # --- rounds -----------------------------------------------------------------------------
-
-    def _heard(self, item: _Request) -> None:
-        """A replica asked for ``item`` answered: answer the caller if that decided it, and
-        repair a read's stale replicas once the last straggler is in."""
-        round_ = item.round
-        round_.heard()
-        if round_.ready():
-            self._answer(item)
-        elif round_.answered and round_.all_heard and isinstance(round_.quorum, ReadQuorum):
-            self._calls.repair_if_stale(item.request.key, round_.quorum)
 
     def _answer(self, item: _Request) -> None:
         """Answer ``item``'s caller as its round stands (decided, or out of time), once."""

@@ -52,7 +52,7 @@ def test_a_round_is_ready_exactly_when_its_quorum_is_decided_or_all_have_answere
             quorum.record_ack(node)
         else:
             quorum.record_failure(node)
-        round_.heard()
+        assert round_.heard() is round_.ready()
     assert round_.all_heard and round_.remaining == 0
     assert round_.ready() is not round_.answered
     with pytest.raises(ValueError, match="more answers"):
@@ -86,7 +86,7 @@ def test_the_caller_is_answered_once_and_a_write_never_fails_definitely(
             quorum.record_ack(node)
         else:
             quorum.record_failure(node)
-        round_.heard()
+        assert round_.heard() is round_.ready()
         answer_if_due(None)
     answer_if_due(deadline)
     assert len(answered) == 1
@@ -127,11 +127,11 @@ def test_a_read_answered_early_is_ready_no_more_but_repairs_once_all_have_answer
     quorum.record_reply("n1", None)
     assert not round_.ready()
     quorum.record_reply("n2", update(None, VersionVector(), "n2.e1", b"v"))
-    round_.heard()
+    assert round_.heard() is True
     assert round_.ready() and round_.answer()
     assert not round_.all_heard
     quorum.record_failure("n3")
-    round_.heard()
+    assert round_.heard() is False  # answered already
     assert round_.all_heard and not round_.ready()
     assert quorum.stale_replicas() == ["n1"]
     assert read_reply(quorum, StatisticsStore()).values == [b"v"]  # type: ignore[attr-defined]
