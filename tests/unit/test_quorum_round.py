@@ -24,12 +24,14 @@ TARGETS = ("n1", "n2", "n3", "n4", "n5")
 
 @st.composite
 def rounds(draw: st.DrawFn) -> tuple[Round, list[tuple[str, bool]], float]:
-    """A write round whose coordinator (the first target) has acknowledged, the remote
-    answers in a random order (True: an ack), and its deadline."""
+    """A write round whose coordinator (the first target) has acknowledged or not (its own
+    answer missing: the quorum may still be pending once every replica asked answered),
+    the remote answers in a random order (True: an ack), and its deadline."""
     size = draw(st.integers(1, len(TARGETS)))
     targets = TARGETS[:size]
     quorum = WriteQuorum(targets, draw(st.integers(1, size)))
-    quorum.record_ack(targets[0])
+    if draw(st.booleans()):
+        quorum.record_ack(targets[0])
     deadline = draw(st.floats(0, 10))
     remote = draw(st.permutations(targets[1:]))
     answers = [(node, draw(st.booleans())) for node in remote]
@@ -135,6 +137,16 @@ def test_a_read_answered_early_is_ready_no_more_but_repairs_once_all_have_answer
     assert round_.all_heard and not round_.ready()
     assert quorum.stale_replicas() == ["n1"]
     assert read_reply(quorum, StatisticsStore()).values == [b"v"]  # type: ignore[attr-defined]
+
+
+def test_a_round_whose_replicas_all_answered_is_ready_though_its_quorum_is_pending() -> None:
+    quorum = WriteQuorum(["n1", "n2", "n3"], 3)  # n1, the coordinator, never answered
+    round_ = Round(quorum, 2, 5.0)
+    quorum.record_ack("n2")
+    assert round_.heard() is False
+    quorum.record_ack("n3")
+    assert round_.heard() is True
+    assert quorum.outcome is Outcome.PENDING and round_.ready()
 
 
 def test_a_read_answered_at_its_deadline_is_a_timeout_not_a_definite_failure() -> None:
