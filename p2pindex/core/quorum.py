@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
+from typing import Any, Generic, TypeVar
 
 from p2pindex.core.versions import VersionedObject, merge
 
@@ -136,3 +137,65 @@ class ReadQuorum(_Quorum):
         return [
             target for target in self._targets if target in replies and replies[target] != merged
         ]
+
+
+Q = TypeVar("Q", WriteQuorum, ReadQuorum)
+
+
+class Round(Generic[Q]):
+    """One coordinated request from its replica messages to its caller's answer, as a plain
+    record (riak_kv's put_core state): the quorum, how many replicas asked are still to
+    answer, the deadline, and whether the caller has been answered.
+
+    The coordinator moves the bytes and reads the clock; this record only says when to
+    answer: once the quorum is decided or every replica asked has answered (``ready``), or
+    once the deadline passed (``expired``, with ``now`` passed in), and only once.
+    """
+
+    __slots__ = ("answered", "deadline", "quorum", "remaining")
+
+    def __init__(self, quorum: Q, asked: int, deadline: float) -> None:
+        if not 0 <= asked < len(quorum.targets):
+            raise ValueError(f"asked {asked} is outside 0..{len(quorum.targets) - 1}")
+        self.quorum = quorum
+        self.remaining = asked
+        """Replicas asked that have not answered (an answer or a failure) yet."""
+        self.deadline = deadline
+        self.answered = False
+
+    def heard(self) -> bool:
+        """One replica asked has answered (recorded in ``quorum`` by the caller); whether
+        the caller is to be answered now (``ready``)."""
+        if self.remaining <= 0:
+            raise ValueError("more answers than replicas asked")
+        self.remaining -= 1
+        return not self.answered and (
+            self.quorum.outcome is not Outcome.PENDING or self.remaining == 0
+        )
+
+    @property
+    def all_heard(self) -> bool:
+        """Every replica asked has answered: a read may repair the stale ones now."""
+        return self.remaining == 0
+
+    def ready(self) -> bool:
+        """Whether the caller is to be answered now, before the deadline."""
+        return not self.answered and (
+            self.quorum.outcome is not Outcome.PENDING or self.remaining == 0
+        )
+
+    def expired(self, now: float) -> bool:
+        """Whether the caller, not answered yet, is to be answered because time ran out."""
+        return not self.answered and now >= self.deadline
+
+    def answer(self) -> bool:
+        """Mark the caller answered; True only the first time (a caller is answered once)."""
+        if self.answered:
+            return False
+        self.answered = True
+        return True
+
+
+def next_deadline(rounds: Sequence[Round[Any]]) -> float | None:
+    """The earliest deadline of the rounds not answered yet; None once all are answered."""
+    return min((r.deadline for r in rounds if not r.answered), default=None)

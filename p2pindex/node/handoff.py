@@ -69,6 +69,19 @@ class HandoffView(Protocol):
     def address_of(self, node_id: str) -> Address: ...
 
 
+class WrittenKeys(Protocol):
+    """The keys a node commits while it leaves (``IndexManager``)."""
+
+    def track_writes(self) -> None: ...
+
+    async def written(self) -> set[bytes] | None: ...
+
+
+class HandingOver(Protocol):
+    handing_over: bool
+    """Set once the node has pushed its ranges: it takes no more writes."""
+
+
 class BatchApplier(Protocol):
     async def __call__(self, items: list[tuple[bytes, bytes]]) -> None: ...
 
@@ -429,6 +442,20 @@ class OwnershipHandoff(RecordMover):
             self.progress.ranges_done += 1
         self.progress.finished = trio.current_time()
         self._log_finished()
+
+    async def hand_over(self, written: WrittenKeys, view: HandingOver) -> None:
+        """A leaving node's handoff. Replicas keep writing to it while it pushes, and a
+        write that lands after its range went would leave with it. So: push everything,
+        stop taking writes, wait for the commits in flight, push again what was written
+        meanwhile."""
+        written.track_writes()
+        await self.push_all()
+        view.handing_over = True
+        keys = await written.written()
+        if keys is None:
+            await self.push_all()
+        else:
+            await self.push_keys(keys)
 
     async def push_keys(self, keys: set[bytes]) -> None:
         """Push ``keys`` again (those written while ``push_all`` ran) to the nodes that

@@ -15,8 +15,8 @@ from p2pindex.wire.messages import Message, PutRequest
 
 _RECENT = 4096
 _recent: dict[tuple[bytes, TermLimits], IndexTerms] = {}
-"""Terms decoded lately: the coordinator asks once when planning a write and once when
-making its version, and a decode is the same answer for the same bytes and limits."""
+"""Terms decoded lately: a client repeating a put sends the same terms again, and a decode is
+the same answer for the same bytes and limits."""
 
 
 def write_terms(request: Message, limits: TermLimits, stats: StatisticsStore) -> IndexTerms:

@@ -15,25 +15,26 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 import trio
 
 from p2pindex.config import NodeConfig
 from p2pindex.core.batching import fitting_prefix
-from p2pindex.core.planning import leave_refusal
-from p2pindex.core.ring import DEFAULT_VNODES, Ring
+from p2pindex.core.ring import Ring
 from p2pindex.core.swim import Member, MemberChanged, Swim, SwimConfig
 from p2pindex.errors import InvalidRequest, P2PIndexError, PermissionDenied, StorageFailure
 from p2pindex.net.base import Transport
 from p2pindex.net.channel import BatchHandler, NodeLoad, RpcChannel, Traffic
 from p2pindex.net.secure.manager import SecurityManager
 from p2pindex.net.secure.session import SecureStream
+from p2pindex.node.admin import serve_admin
 from p2pindex.node.admission import Admission
 from p2pindex.node.antientropy import AntiEntropy, request_arcs
 from p2pindex.node.cluster_view import ClusterView
-from p2pindex.node.coordinator import Coordinator, data_fast_path
+from p2pindex.node.coordinator import Coordinator
 from p2pindex.node.eventlog import EventLog, describe_member_change
+from p2pindex.node.fast_path import data_fast_path
 from p2pindex.node.gained import GainedRanges
 from p2pindex.node.handoff import OwnershipHandoff
 from p2pindex.node.hints import HintedHandoff
@@ -55,26 +56,16 @@ from p2pindex.types import Address, Liveness, NodeState
 from p2pindex.version import __version__
 from p2pindex.wire.errors import reply_for_error
 from p2pindex.wire.messages import (
-    LIMITS_VERSION,
-    AdmitRequest,
     DeleteReply,
     DeleteRequest,
     DigestRequest,
     ErrorReply,
-    ExplainReply,
-    ExplainRequest,
     GetReply,
     GetRequest,
     Hello,
     IndexScan,
     KeyDigestRequest,
-    LeaveRequest,
-    LimitsReply,
-    LimitsRequest,
-    MembersReply,
-    MembersRequest,
     Message,
-    OkReply,
     PushPull,
     PushPullReply,
     PutReply,
@@ -83,15 +74,12 @@ from p2pindex.wire.messages import (
     RangeScan,
     RangeScanReply,
     RecordsRequest,
-    RemoveRequest,
     ReplicaAck,
     ReplicaRead,
     ReplicaReadMany,
     ReplicaWrite,
     ReplicaWriteBatch,
     ReplicaWriteMany,
-    StatusReply,
-    StatusRequest,
 )
 
 log = logging.getLogger(__name__)
@@ -168,7 +156,7 @@ class Node:
         relays them to the key's other replicas), hands its ranges over, then leaves."""
         self._seeds: tuple[Address, ...] = ()
         """The seeds this node joins through: ``config.seeds`` minus its own address."""
-        self._replaced_by: dict[str, str] = {}
+        self.replaced_by: dict[str, str] = {}
         """Dead members this node (as arbiter) let a `serve --replace` node stand in for."""
         self._stopped = trio.Event()
         self._load = NodeLoad(config.limits.node_in_flight)
@@ -355,17 +343,7 @@ class Node:
         self.leaving = True
         log.info("node %s is leaving: handing its keys over", self.node_id)
         if self.handoff is not None and self._index is not None and len(self.ring.nodes) > 1:
-            # Replicas keep writing to this node while it pushes; a write that lands after
-            # its range went would leave with it. So: push, stop taking writes, wait for
-            # the commits in flight, and push again what was written meanwhile.
-            self._index.track_writes()
-            await self.handoff.push_all()
-            self.view.handing_over = True
-            written = await self._index.written()
-            if written is None:
-                await self.handoff.push_all()
-            else:
-                await self.handoff.push_keys(written)
+            await self.handoff.hand_over(self._index, self.view)
         if self._driver is not None:
             await self._driver.leave(timeout)
         self._stopped.set()
@@ -592,92 +570,22 @@ class Node:
         if self._nursery is not None and before is not self.ring and self._gained is not None:
             self._nursery.start_soon(self._gained.gain, node_id, before)
 
-    async def _remove(self, request: RemoveRequest) -> Message:
-        member = self.view.members.get(request.node_id)
-        if member is not None and member.liveness is Liveness.ALIVE and not request.relayed:
-            raise InvalidRequest(
-                f"node {request.node_id} is alive; a live node leaves with `p2pindex leave`"
-            )
-        if request.replaced_by is not None and not request.relayed:
-            self._claim_replacement(request.node_id, request.replaced_by)
-        self.remove_member(request.node_id)
-        if request.relayed:
-            return OkReply(f"node {request.node_id} removed from the ring")
+    def readmit(self, node_id: str) -> None:
+        """Undo the removal of ``node_id`` here (and remember it across restarts)."""
+        del self.view.removed[node_id]
+        self._spawn_persist_removed()
+        self._rebuild_ring()
+        log.info("member %s admitted again: it may rejoin", node_id)
+
+    def spawn(self, task: Callable[[], Awaitable[object]]) -> None:
+        """Run ``task`` in the node's nursery (the node is running)."""
+        assert self._nursery is not None
+        self._nursery.start_soon(task)
+
+    @property
+    def peers(self) -> PeerPool:
         assert self._peers is not None
-        others = [
-            m
-            for m in self.view.members.values()
-            if m.node_id not in (self.node_id, request.node_id)
-            and m.liveness in (Liveness.ALIVE, Liveness.SUSPECT)
-        ]
-        failed: list[str] = []
-
-        async def relay(member: Member) -> None:
-            try:
-                await self._peers.request(
-                    member.address, RemoveRequest(request.node_id, relayed=True), 5.0
-                )
-            except (OSError, P2PIndexError):
-                failed.append(member.node_id)
-
-        async with trio.open_nursery() as nursery:
-            for other in others:
-                nursery.start_soon(relay, other)
-        detail = f"node {request.node_id} removed from the ring on {len(others) - len(failed) + 1}"
-        detail += f" of {len(others) + 1} live members"
-        if failed:
-            detail += f"; not reached (retry there): {', '.join(sorted(failed))}"
-        return OkReply(detail)
-
-    async def _admit(self, request: AdmitRequest) -> Message:
-        """Undo a removal on this node and, unless relayed, on every live member."""
-        node_id = request.node_id
-        if node_id in self.view.removed:
-            del self.view.removed[node_id]
-            self._spawn_persist_removed()
-            self._rebuild_ring()
-            log.info("member %s admitted again: it may rejoin", node_id)
-        elif request.relayed:
-            return OkReply(f"node {node_id} was not removed here")
-        else:
-            raise InvalidRequest(f"node {node_id} is not a removed member of this cluster")
-        if request.relayed:
-            return OkReply(f"node {node_id} admitted")
-        assert self._peers is not None
-        others = [
-            m
-            for m in self.view.members.values()
-            if m.node_id not in (self.node_id, node_id)
-            and m.node_id not in self.view.removed
-            and m.liveness in (Liveness.ALIVE, Liveness.SUSPECT)
-        ]
-        failed: list[str] = []
-
-        async def relay(member: Member) -> None:
-            try:
-                await self._peers.request(member.address, AdmitRequest(node_id, relayed=True), 5.0)
-            except (OSError, P2PIndexError):
-                failed.append(member.node_id)
-
-        async with trio.open_nursery() as nursery:
-            for other in others:
-                nursery.start_soon(relay, other)
-        detail = f"node {node_id} may rejoin; admitted on {len(others) - len(failed) + 1}"
-        detail += f" of {len(others) + 1} live members"
-        if failed:
-            detail += f"; not reached (retry there): {', '.join(sorted(failed))}"
-        return OkReply(detail + "; restart it to rejoin")
-
-    def _claim_replacement(self, node_id: str, replaced_by: str) -> None:
-        """As arbiter of `serve --replace`: one replacement per dead member."""
-        taken = self._replaced_by.get(node_id)
-        if taken is not None and taken != replaced_by:
-            self.stats.incr("rejected.replace")
-            raise InvalidRequest(f"node {node_id} is already being replaced by {taken}")
-        if node_id in self.view.removed and taken is None:
-            self.stats.incr("rejected.replace")
-            raise InvalidRequest(f"node {node_id} is no longer in the ring")
-        self._replaced_by[node_id] = replaced_by
+        return self._peers
 
     def _load_removed(self) -> dict[str, int]:
         raw = self.storage.get_meta(REMOVED_META)
@@ -868,7 +776,7 @@ class Node:
             if self._driver is not None:
                 self._driver.notify()
             return PushPullReply(reply)
-        return await self._dispatch_admin(message)
+        return await serve_admin(self, message)
 
     async def _traced(self, message: PutRequest | DeleteRequest | GetRequest) -> Message:
         """Serve a request that asked for the coordinator's steps, and answer them with it.
@@ -891,61 +799,6 @@ class Node:
         if isinstance(reply, PutReply | GetReply | DeleteReply | ErrorReply):
             return dataclasses.replace(reply, trace=trace.doc())
         return reply
-
-    async def _dispatch_admin(self, message: Message) -> Message:
-        """Introductions, status documents and membership changes an operator asks for."""
-        if isinstance(message, Hello):
-            if message.cluster != self.config.cluster:
-                self.stats.incr("rejected.wrong_cluster")
-                raise InvalidRequest(
-                    f"this node belongs to cluster {self.config.cluster!r}, not {message.cluster!r}"
-                )
-            if message.node_id in self.view.removed:
-                self.stats.incr("rejected.removed_member")
-                events.warning(
-                    "removed",
-                    "refused removed member %s (from %s): it must be admitted again",
-                    message.node_id,
-                    message.address,
-                )
-                raise PermissionDenied(self.removed_refusal(message.node_id))
-            return OkReply()
-        if isinstance(message, StatusRequest):
-            return StatusReply(self.monitor.status())
-        if isinstance(message, MembersRequest):
-            return MembersReply(self.config.n_replicas, DEFAULT_VNODES, self.monitor.member_docs())
-        if isinstance(message, ExplainRequest):
-            return ExplainReply(self.monitor.explain(message.key))
-        if isinstance(message, LimitsRequest):
-            limits = self.config.limits
-            return LimitsReply(
-                LIMITS_VERSION,
-                limits.max_key,
-                limits.max_value,
-                limits.max_frame,
-                limits.sibling_max,
-            )
-        if isinstance(message, LeaveRequest):
-            return self._start_leave()
-        if isinstance(message, RemoveRequest):
-            return await self._remove(message)
-        if isinstance(message, AdmitRequest):
-            return await self._admit(message)
-        self.stats.incr("rejected.unexpected_message")
-        raise InvalidRequest(f"this node does not serve requests of type {message.TYPE}")
-
-    def _start_leave(self) -> Message:
-        """An operator's leave (or drain): refused when the rest could not keep N copies."""
-        if self.leaving:
-            return OkReply(f"node {self.node_id} is already leaving")
-        refusal = leave_refusal(len(self.ring.nodes), self.config.n_replicas, self.node_id)
-        if refusal is not None:
-            self.stats.incr("rejected.leave")
-            raise InvalidRequest(f"leave refused: {refusal}")
-        assert self._nursery is not None
-        self.leaving = True
-        self._nursery.start_soon(self.leave)
-        return OkReply(f"node {self.node_id} is leaving")
 
     def _write_refusal(self) -> str | None:
         if self.state is NodeState.DEGRADED:

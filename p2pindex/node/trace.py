@@ -5,7 +5,7 @@ request with ``trace`` set) opens one with
 ``tracing()`` around the request; the coordinator finds it through a context variable
 (``current()``), so the seam costs an untraced request one context-variable lookup, and no
 signature in the coordinator changes. Replica answers arrive in other tasks, so the
-coordinator wraps its result callback with ``observing`` only when a trace is open.
+coordinator keeps the trace with the request and records each answer with ``replica``.
 """
 
 from __future__ import annotations
@@ -57,17 +57,13 @@ class RequestTrace:
         )
         self._last = now
 
-    def observing(self, on_result: Callable[..., None]) -> Callable[..., None]:
-        """``on_result(node, result, ...)`` that first records which replica answered how."""
-
-        def observed(node: str, result: outcome.Outcome, *rest: Any) -> None:
-            if isinstance(result, outcome.Error):
-                self.step("replica_failed", node=node, error=str(result.error)[:200])
-            else:
-                self.step("replica_answered", node=node, reply=type(result.value).__name__)
-            on_result(node, result, *rest)
-
-        return observed
+    def replica(self, node: str, result: outcome.Outcome) -> None:
+        """Record which replica answered how (the coordinator calls it as answers arrive,
+        in whatever task delivers them)."""
+        if isinstance(result, outcome.Error):
+            self.step("replica_failed", node=node, error=str(result.error)[:200])
+        else:
+            self.step("replica_answered", node=node, reply=type(result.value).__name__)
 
     def doc(self) -> dict[str, Any]:
         return {"request_id": self.request_id, "steps": self.steps}

@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import fcntl
 import json
 import os
 import queue
@@ -62,9 +61,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import outcome
 import trio
 
 from p2pindex.core.ring import ArcPiece, arc_pieces, key_token
@@ -81,153 +78,43 @@ from p2pindex.storage.base import (
 )
 from p2pindex.storage.index_rows import KeyFilter, TermRange, facts_of, prefix_end, require_cursor
 from p2pindex.storage.memory import backlog_of
+from p2pindex.storage.sqlite_file import (
+    _MIN_MAX_BYTES,
+    WalCheckpoints,
+    lock_file,
+    make_private,
+    open_reader,
+    open_writer,
+    truncate_if_due,
+    wal_path,
+)
+from p2pindex.storage.sqlite_sql import (
+    _ANY_INDEX_ROW,
+    _BACKLOG,
+    _BACKLOG_EXCEPT,
+    _DELETE_HINTS,
+    _DELETE_IDX,
+    _DELETE_KV,
+    _DELETE_LIVE,
+    _GET_KV,
+    _GET_MANY,
+    _GET_MANY_FROM,
+    _HINTS_FOR,
+    _INDEX_AFTER,
+    _INDEX_CHUNK,
+    _INDEX_FROM,
+    _INSERT_HINTS,
+    _INSERT_IDX,
+    _INSERT_LIVE,
+    _KEYS_AFTER,
+    _KEYS_FROM,
+    _SCAN_AFTER,
+    _SCAN_FROM,
+    _TOKEN_OFFSET,
+    _UPSERT_KV,
+    _UPSERT_META,
+)
 from p2pindex.types import NodeId
-
-SCHEMA_VERSION = 2
-_UPGRADABLE_FROM = 1
-APPLICATION_ID = 0x70326978
-"""``PRAGMA application_id`` of a p2pindex storage file (ASCII "p2ix")."""
-
-CACHE_KIB = 16_000
-"""Page cache per connection; two connections keep a 1M-key node well inside its memory budget."""
-
-_TOKEN_OFFSET = 1 << 63
-_WAL_AUTOCHECKPOINT_PAGES = 4000
-_CHECKPOINT_EVERY_COMMITS = 200
-_WAL_RESET_FRAMES = 4000
-"""WAL pages (16 MB at 4 KiB) past which a checkpoint holds commits so the WAL can rewind."""
-_JOURNAL_SIZE_LIMIT = 16 << 20
-"""What a rewound WAL file is cut back to; otherwise it is reused but never shrunk, so it
-stayed at its high-water mark (56 MB beside an 8 MB database after 30,000 writes)."""
-_WAL_TRUNCATE_BYTES = 32 << 20
-"""A WAL file past this is rewound at once: with the writer thread by a TRUNCATE checkpoint,
-which empties it; inline, by a held checkpoint (see _maybe_checkpoint)."""
-_WRITER_SIZE_CHECK_EVERY = 64
-"""Commits between looks at the WAL's size (one stat call)."""
-_WRITER_BUSY_MS = 5000
-_READER_BUSY_MS = 200
-_MIN_MAX_BYTES = 64 << 10
-
-_SCHEMA = (
-    "CREATE TABLE kv (token INTEGER NOT NULL, key BLOB NOT NULL, record BLOB NOT NULL,"
-    " PRIMARY KEY (token, key)) WITHOUT ROWID",
-    "CREATE TABLE kv_count (n INTEGER NOT NULL)",
-    "INSERT INTO kv_count (n) VALUES (0)",
-    "CREATE TRIGGER kv_inserted AFTER INSERT ON kv BEGIN UPDATE kv_count SET n = n + 1; END",
-    "CREATE TRIGGER kv_deleted AFTER DELETE ON kv BEGIN UPDATE kv_count SET n = n - 1; END",
-    "CREATE TABLE hints (id INTEGER PRIMARY KEY, target TEXT NOT NULL, key BLOB NOT NULL,"
-    " record BLOB NOT NULL, created REAL NOT NULL)",
-    "CREATE INDEX hints_by_target ON hints (target, id)",
-    "CREATE TABLE meta (name TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID",
-)
-_INDEX_SCHEMA = (
-    "CREATE TABLE idx (name TEXT NOT NULL, term ANY NOT NULL, key BLOB NOT NULL,"
-    " PRIMARY KEY (name, term, key)) WITHOUT ROWID",
-    "CREATE TABLE live (key BLOB PRIMARY KEY) WITHOUT ROWID",
-)
-
-
-class _RowsStatement:
-    """A statement over many rows, sent as one multi-row statement per 1024 rows (see the GIL
-    note). Every statement here is idempotent per row (a repeated row of a query returns a
-    repeated result), so a chunk is padded up to a power of two by repeating its last row: a
-    few SQL texts stay prepared and one step does the chunk.
-    """
-
-    MAX_ROWS = 1024
-
-    def __init__(self, head: str, row: str, tail: str = "") -> None:
-        self._sql: dict[int, str] = {}
-        size = 1
-        while size <= self.MAX_ROWS:
-            self._sql[size] = head + ",".join([row] * size) + tail
-            size *= 2
-
-    def run(self, conn: sqlite3.Connection, rows: Sequence[tuple[object, ...]]) -> list[Any]:
-        """Run the statement over ``rows``; what a query returns, all chunks together."""
-        found: list[Any] = []
-        for first in range(0, len(rows), self.MAX_ROWS):
-            chunk = rows[first : first + self.MAX_ROWS]
-            size = 1 << (len(chunk) - 1).bit_length()
-            values = [value for row in chunk for value in row]
-            values.extend(chunk[-1] * (size - len(chunk)))
-            found += conn.execute(self._sql[size], values).fetchall()
-        return found
-
-
-_UPSERT_KV = _RowsStatement(
-    "INSERT INTO kv (token, key, record) VALUES ",
-    "(?,?,?)",
-    " ON CONFLICT (token, key) DO UPDATE SET record = excluded.record",
-)
-_DELETE_KV = _RowsStatement(
-    "DELETE FROM kv WHERE (token, key) IN (SELECT column1, column2 FROM (VALUES ", "(?,?)", "))"
-)
-_INSERT_HINTS = _RowsStatement(
-    "INSERT INTO hints (id, target, key, record, created) VALUES ",
-    "(?,?,?,?,?)",
-    " ON CONFLICT (id) DO NOTHING",
-)
-_DELETE_HINTS = _RowsStatement("DELETE FROM hints WHERE id IN (", "?", ")")
-_UPSERT_META = _RowsStatement(
-    "INSERT INTO meta (name, value) VALUES ",
-    "(?,?)",
-    " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-)
-
-_GET_KV = "SELECT record FROM kv WHERE token = ? AND key = ?"
-_INSERT_IDX = _RowsStatement(
-    "INSERT INTO idx (name, term, key) VALUES ", "(?,?,?)", " ON CONFLICT DO NOTHING"
-)
-_DELETE_IDX = _RowsStatement(
-    "DELETE FROM idx WHERE (name, term, key) IN (SELECT column1, column2, column3 FROM (VALUES ",
-    "(?,?,?)",
-    "))",
-)
-_INSERT_LIVE = _RowsStatement("INSERT INTO live (key) VALUES ", "(?)", " ON CONFLICT DO NOTHING")
-_DELETE_LIVE = _RowsStatement("DELETE FROM live WHERE key IN (", "?", ")")
-_INDEX_FROM = (
-    "SELECT term, key FROM idx WHERE name = ? AND term >= ? AND term <= ?"
-    " ORDER BY term, key LIMIT ?"
-)
-_INDEX_AFTER = (
-    "SELECT term, key FROM idx WHERE name = ? AND (term, key) > (?, ?) AND term <= ?"
-    " ORDER BY term, key LIMIT ?"
-)
-_KEYS_FROM = "SELECT key FROM live WHERE key >= ? ORDER BY key LIMIT ?"
-_KEYS_AFTER = "SELECT key FROM live WHERE key > ? ORDER BY key LIMIT ?"
-_ANY_INDEX_ROW = "SELECT EXISTS (SELECT 1 FROM idx)"
-_INDEX_CHUNK = 256
-"""Rows fetched per statement when a key filter may drop some of them."""
-
-
-_GET_MANY = _RowsStatement(
-    "SELECT kv.key, kv.record FROM (VALUES ",
-    "(?,?)",
-    ") AS wanted CROSS JOIN kv ON kv.token = wanted.column1 AND kv.key = wanted.column2",
-)
-"""Point reads of many keys in one step: the wanted (token, key) pairs as a table joined to
-``kv`` by its primary key."""
-_GET_MANY_FROM = 4
-"""Below this many keys a ``get`` each is cheaper than one joined read."""
-_SCAN_FROM = (
-    "SELECT token, key, record FROM kv WHERE token >= ? AND token <= ? ORDER BY token, key LIMIT ?"
-)
-_SCAN_AFTER = (
-    "SELECT token, key, record FROM kv WHERE (token, key) > (?, ?) AND token <= ?"
-    " ORDER BY token, key LIMIT ?"
-)
-_HINTS_FOR = (
-    "SELECT id, target, key, record, created FROM hints WHERE target = ? ORDER BY id LIMIT ?"
-)
-_BACKLOG = (
-    "SELECT target, count(*), sum(length(key) + length(record)), min(created) FROM hints"
-    " GROUP BY target"
-)
-_BACKLOG_EXCEPT = (
-    "SELECT target, count(*), sum(length(key) + length(record)), min(created) FROM hints"
-    " WHERE id NOT IN (SELECT value FROM json_each(?)) GROUP BY target"
-)
 
 
 @dataclass(eq=False, slots=True)
@@ -283,12 +170,7 @@ class SqliteStorage:
         self._closed = trio.Event()
         self._writer = writer
         self._thread: threading.Thread | None = None
-        self._checkpointing = False
-        self._commits_since_checkpoint = 0
-        self._wal_frames = 0
-        """WAL size (pages) the last checkpoint saw."""
-        self._hold: trio.Event | None = None
-        """Set while commits wait for a checkpoint that lets the WAL start over."""
+        self._wal = WalCheckpoints(path, self._trio_token)
         if writer_thread:
             self._thread = threading.Thread(
                 target=self._writer_main,
@@ -331,9 +213,9 @@ class SqliteStorage:
             raise ValueError(
                 f"max_bytes must be an integer of at least {_MIN_MAX_BYTES}, not {max_bytes!r}"
             )
-        lock_fd = _lock(path)
+        lock_fd = lock_file(path)
         try:
-            _make_private(path)
+            make_private(path)
         except OSError as exc:
             os.close(lock_fd)
             raise StorageFailure(f"cannot open {path}: {exc.strerror}") from exc
@@ -341,9 +223,9 @@ class SqliteStorage:
         threaded = fsync if writer_thread is None else writer_thread
         try:
             writer, next_hint_id = await trio.to_thread.run_sync(
-                _open_writer, path, fsync, max_bytes, threaded
+                open_writer, path, fsync, max_bytes, threaded
             )
-            reader = _open_reader(path) if threaded else writer
+            reader = open_reader(path) if threaded else writer
         except BaseException:
             if writer is not None:
                 writer.close()
@@ -441,7 +323,7 @@ class SqliteStorage:
     def disk_usage(self) -> dict[str, int]:
         """The database and WAL file sizes (a missing WAL, after a TRUNCATE, is 0)."""
         usage = {}
-        for kind, path in (("database", self._path), ("wal", _wal_path(self._path))):
+        for kind, path in (("database", self._path), ("wal", wal_path(self._path))):
             try:
                 usage[kind] = path.stat().st_size
             except OSError:
@@ -677,7 +559,7 @@ class SqliteStorage:
                 await trio.to_thread.run_sync(self._thread.join)
                 self._reader.close()
             else:
-                while self._checkpointing:
+                while self._wal.checkpointing:
                     await trio.sleep(0.01)
                 self._writer.close()
             os.close(self._lock_fd)
@@ -715,53 +597,15 @@ class SqliteStorage:
             return
         batch.led = True
         await trio.lowlevel.cancel_shielded_checkpoint()
-        if self._hold is not None:
+        hold = self._wal.hold
+        if hold is not None:
             with trio.CancelScope(shield=True):  # the batch's other writers wait for it
-                await self._hold.wait()
+                await hold.wait()
         if self._open is batch:
             self._open = None
         batch.error = _apply(self._writer, batch)
         batch.done.set()
-        self._maybe_checkpoint()
-
-    def _maybe_checkpoint(self) -> None:
-        """Move the WAL into the database on a worker thread now and then (it syncs).
-
-        The WAL starts over only when a commit finds it fully checkpointed, which never
-        happens while commits keep coming during each checkpoint: under steady writes it
-        grew without bound (90 MB in 10 s). So once it is past ``_WAL_RESET_FRAMES``, the
-        next checkpoint holds new commits (they keep batching, the event loop runs on) until
-        it is done, and the first commit after it rewinds the WAL.
-        """
-        self._commits_since_checkpoint += 1
-        if self._checkpointing:
-            return
-        # Checkpoints that lag behind steady writes let the file outgrow the reset threshold
-        # many times over (47 MB seen); one past _WAL_TRUNCATE_BYTES is rewound at once.
-        oversized = (
-            self._commits_since_checkpoint % _WRITER_SIZE_CHECK_EVERY == 0
-            and _wal_bytes(self._path) > _WAL_TRUNCATE_BYTES
-        )
-        if self._commits_since_checkpoint < _CHECKPOINT_EVERY_COMMITS and not oversized:
-            return
-        self._checkpointing = True
-        self._commits_since_checkpoint = 0
-        if self._wal_frames > _WAL_RESET_FRAMES or oversized:
-            self._hold = trio.Event()
-
-        def finished(frames: int) -> None:
-            self._checkpointing = False
-            self._wal_frames = frames
-            if self._hold is not None:
-                self._hold.set()
-                self._hold = None
-
-        def done(result: outcome.Outcome) -> None:  # runs on the worker thread
-            frames = result.value if isinstance(result, outcome.Value) else 0
-            with contextlib.suppress(trio.RunFinishedError):
-                self._trio_token.run_sync_soon(finished, frames)
-
-        trio.lowlevel.start_thread_soon(lambda: _checkpoint(self._path), done)
+        self._wal.after_commit()
 
     def _send_open_batch(self) -> None:
         self._committing, self._open = self._open, None
@@ -821,8 +665,7 @@ class SqliteStorage:
                 error = _apply(conn, batch)
                 self._trio_token.run_sync_soon(self._batch_committed, batch, error)
                 committed += 1
-                if committed % _WRITER_SIZE_CHECK_EVERY == 0:
-                    _truncate_if_large(conn, self._path)
+                truncate_if_due(conn, self._path, committed)
         except trio.RunFinishedError:
             return  # the trio run ended without aclose(); nobody is waiting for an answer
         except BaseException as exc:
@@ -867,20 +710,6 @@ def _apply(conn: sqlite3.Connection, batch: _Batch) -> str | None:
     return None
 
 
-def _make_private(path: Path) -> None:
-    """Create the store file 0600 before SQLite does (SQLite gives its -wal and -shm files
-    the mode of the main file), and take group and world access off files an older version
-    left readable: they hold every value in clear."""
-    with contextlib.suppress(FileExistsError):
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
-    for name in (path.name, path.name + "-wal", path.name + "-shm", path.name + ".lock"):
-        part = path.with_name(name)
-        with contextlib.suppress(FileNotFoundError):
-            mode = part.stat().st_mode
-            if mode & 0o077:
-                part.chmod(mode & 0o700)
-
-
 def _move_index_rows(conn: sqlite3.Connection, batch: _Batch) -> None:
     """Inside ``_apply``'s transaction: the index rows of the batch's keys go from what their
     committed records said to what the new records say.
@@ -919,161 +748,3 @@ def _move_index_rows(conn: sqlite3.Connection, batch: _Batch) -> None:
     _INSERT_IDX.run(conn, added)
     _DELETE_LIVE.run(conn, became_dead)
     _INSERT_LIVE.run(conn, became_live)
-
-
-def _lock(path: Path) -> int:
-    """Hold an exclusive flock on ``<path>.lock`` so two nodes never share one store."""
-    lock_path = path.with_name(path.name + ".lock")
-    try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        raise StorageFailure(
-            f"cannot open {path}: cannot create {lock_path}: {exc.strerror}"
-        ) from exc
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        os.close(fd)
-        raise StorageFailure(
-            f"cannot open {path}: it is already open in another process or storage object"
-            f" ({lock_path} is locked)"
-        ) from exc
-    return fd
-
-
-def _open_writer(
-    path: Path, fsync: bool, max_bytes: int | None, threaded: bool
-) -> tuple[sqlite3.Connection, int]:
-    """Runs in a worker thread: connect, configure, check or create the schema."""
-    try:
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    except sqlite3.Error as exc:
-        raise StorageFailure(f"cannot open {path}: {exc}") from exc
-    try:
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if mode != "wal":
-            raise StorageFailure(
-                f"cannot open {path}: it cannot switch to WAL journaling (journal mode {mode});"
-                " is it read-only?"
-            )
-        conn.execute(f"PRAGMA synchronous = {'FULL' if fsync else 'NORMAL'}")
-        conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
-        conn.execute(f"PRAGMA busy_timeout = {_WRITER_BUSY_MS}")
-        # A multi-row upsert inside BEGIN ... COMMIT keeps a statement journal of every page
-        # it changes; past 64 KiB SQLite spills it to a new file in /var/tmp, so a batch
-        # commit created, wrote and deleted a temporary file besides writing the WAL.
-        conn.execute("PRAGMA temp_store = MEMORY")
-        # Inline commits checkpoint from a worker thread instead (see _maybe_checkpoint).
-        autocheckpoint = _WAL_AUTOCHECKPOINT_PAGES if threaded else 0
-        conn.execute(f"PRAGMA wal_autocheckpoint = {autocheckpoint}")
-        conn.execute(f"PRAGMA journal_size_limit = {_JOURNAL_SIZE_LIMIT}")
-        if max_bytes is not None:
-            page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-            conn.execute(f"PRAGMA max_page_count = {max_bytes // page_size}")
-        return conn, _prepare_schema(conn, path)
-    except sqlite3.Error as exc:
-        conn.close()
-        raise StorageFailure(f"cannot open {path}: {exc}") from exc
-    except StorageFailure:
-        conn.close()
-        raise
-
-
-def _prepare_schema(conn: sqlite3.Connection, path: Path) -> int:
-    """Create the schema in a new file or check an existing one; returns the next hint id."""
-    conn.execute("BEGIN IMMEDIATE")
-    application_id = conn.execute("PRAGMA application_id").fetchone()[0]
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if application_id == 0 and version == 0:
-        if conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]:
-            raise StorageFailure(
-                f"cannot open {path}: it is another application's SQLite database"
-                " (it has tables but no p2pindex application id)"
-            )
-        for statement in (*_SCHEMA, *_INDEX_SCHEMA):
-            conn.execute(statement)
-        conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-    elif application_id != APPLICATION_ID:
-        raise StorageFailure(
-            f"cannot open {path}: it is another application's SQLite database"
-            f" (application id {application_id:#x})"
-        )
-    elif version == _UPGRADABLE_FROM:
-        _add_index_tables(conn)
-    elif version != SCHEMA_VERSION:
-        raise StorageFailure(
-            f"cannot open {path}: it has storage schema version {version},"
-            f" this p2pindex reads version {SCHEMA_VERSION}"
-        )
-    # Always written, so a read-only file is refused here rather than at the first put.
-    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-    next_hint_id = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM hints").fetchone()[0]
-    conn.execute("COMMIT")
-    return next_hint_id
-
-
-def _wal_path(path: Path) -> Path:
-    return path.with_name(path.name + "-wal")
-
-
-def _wal_bytes(path: Path) -> int:
-    try:
-        return _wal_path(path).stat().st_size
-    except OSError:
-        return 0
-
-
-def _truncate_if_large(conn: sqlite3.Connection, path: Path) -> None:
-    """On the writer thread, between batches: empty a WAL grown past its bound. A failure
-    (a long read holding the WAL) is left for the next look; the WAL only grows meanwhile."""
-    if _wal_bytes(path) > _WAL_TRUNCATE_BYTES:
-        with contextlib.suppress(sqlite3.Error):
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-
-
-def _add_index_tables(conn: sqlite3.Connection) -> None:
-    """Upgrade a version 1 file: derive every key's index rows from its record."""
-    for statement in _INDEX_SCHEMA:
-        conn.execute(statement)
-    rows = conn.execute("SELECT key, record FROM kv")
-    while chunk := rows.fetchmany(1024):
-        added: list[tuple[object, ...]] = []
-        live: list[tuple[object, ...]] = []
-        for key, record in chunk:
-            is_live, terms = facts_of(record)
-            if is_live:
-                live.append((key,))
-            added += [(name, term, key) for name, term in terms]
-        _INSERT_IDX.run(conn, added)
-        _INSERT_LIVE.run(conn, live)
-
-
-def _checkpoint(path: Path) -> int:
-    """A PASSIVE checkpoint on its own connection: never blocks the writer or readers.
-    Returns the WAL's size in pages (0 when the checkpoint failed)."""
-    try:
-        conn = sqlite3.connect(path, isolation_level=None)
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {_READER_BUSY_MS}")
-            row = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return 0  # the next one retries; the WAL only grows meanwhile
-    return int(row[1]) if row and row[1] > 0 else 0
-
-
-def _open_reader(path: Path) -> sqlite3.Connection:
-    """The trio thread's connection; WAL lets it read while the writer commits."""
-    try:
-        conn = sqlite3.connect(path, isolation_level=None)
-    except sqlite3.Error as exc:
-        raise StorageFailure(f"cannot open {path} for reading: {exc}") from exc
-    try:
-        conn.execute("PRAGMA query_only = ON")
-        conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
-        conn.execute(f"PRAGMA busy_timeout = {_READER_BUSY_MS}")
-    except sqlite3.Error as exc:
-        conn.close()
-        raise StorageFailure(f"cannot open {path} for reading: {exc}") from exc
-    return conn

@@ -6,7 +6,7 @@ from p2pindex.config import Limits
 from p2pindex.core import versions
 from p2pindex.core.versions import VersionVector
 from p2pindex.net.channel import Respond
-from p2pindex.node.coordinator import data_fast_path
+from p2pindex.node.fast_path import data_fast_path
 from p2pindex.node.replica import IndexManager, ReplicaService
 from p2pindex.node.stats import StatisticsStore
 from p2pindex.storage.memory import MemoryStorage

@@ -623,7 +623,7 @@ async def test_the_wal_starts_over_under_steady_writes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Commits arriving during every checkpoint used to keep the WAL from ever rewinding."""
-    import p2pindex.storage.sqlite as sqlite_module
+    import p2pindex.storage.sqlite_file as sqlite_module
 
     monkeypatch.setattr(sqlite_module, "_CHECKPOINT_EVERY_COMMITS", 5)
     monkeypatch.setattr(sqlite_module, "_WAL_RESET_FRAMES", 100)
@@ -679,7 +679,7 @@ async def test_a_wal_grown_past_its_bound_is_rewound_and_cut_back(
 ) -> None:
     """Only the size check rewinds the WAL here (the periodic checkpoint never runs), so the
     control without it shows what the check prevents."""
-    from p2pindex.storage import sqlite as sqlite_module
+    from p2pindex.storage import sqlite_file as sqlite_module
 
     bound = 256 << 10
     monkeypatch.setattr(sqlite_module, "_WAL_TRUNCATE_BYTES", bound if bounded else 1 << 40)

@@ -1,0 +1,181 @@
+"""Requests an operator sends a node: introductions, status documents, leave, and the
+membership changes (remove, admit) that every live member must hear about.
+
+Kept apart from the node's data path: these are rare, talk to the whole cluster, and read
+the node's state rather than the key space.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import trio
+
+from p2pindex.core.planning import leave_refusal
+from p2pindex.core.ring import DEFAULT_VNODES
+from p2pindex.core.swim import Member
+from p2pindex.errors import InvalidRequest, P2PIndexError, PermissionDenied
+from p2pindex.node.eventlog import EventLog
+from p2pindex.types import Liveness
+from p2pindex.wire.messages import (
+    LIMITS_VERSION,
+    AdmitRequest,
+    ExplainReply,
+    ExplainRequest,
+    Hello,
+    LeaveRequest,
+    LimitsReply,
+    LimitsRequest,
+    MembersReply,
+    MembersRequest,
+    Message,
+    OkReply,
+    RemoveRequest,
+    StatusReply,
+    StatusRequest,
+)
+
+if TYPE_CHECKING:
+    from p2pindex.node.node import Node
+
+events = EventLog(logging.getLogger("p2pindex.node.node"), trio.current_time)
+"""The node's logger: an operator reads one log, whichever module wrote the line."""
+
+RELAY_TIMEOUT = 5.0
+"""How long a remove or admit waits for each live member it tells."""
+
+
+async def serve_admin(node: Node, message: Message) -> Message:
+    """Introductions, status documents and membership changes an operator asks for."""
+    if isinstance(message, Hello):
+        return _hello(node, message)
+    if isinstance(message, StatusRequest):
+        return StatusReply(node.monitor.status())
+    if isinstance(message, MembersRequest):
+        return MembersReply(node.config.n_replicas, DEFAULT_VNODES, node.monitor.member_docs())
+    if isinstance(message, ExplainRequest):
+        return ExplainReply(node.monitor.explain(message.key))
+    if isinstance(message, LimitsRequest):
+        limits = node.config.limits
+        return LimitsReply(
+            LIMITS_VERSION,
+            limits.max_key,
+            limits.max_value,
+            limits.max_frame,
+            limits.sibling_max,
+        )
+    if isinstance(message, LeaveRequest):
+        return start_leave(node)
+    if isinstance(message, RemoveRequest):
+        return await remove(node, message)
+    if isinstance(message, AdmitRequest):
+        return await admit(node, message)
+    node.stats.incr("rejected.unexpected_message")
+    raise InvalidRequest(f"this node does not serve requests of type {message.TYPE}")
+
+
+def _hello(node: Node, message: Hello) -> Message:
+    if message.cluster != node.config.cluster:
+        node.stats.incr("rejected.wrong_cluster")
+        raise InvalidRequest(
+            f"this node belongs to cluster {node.config.cluster!r}, not {message.cluster!r}"
+        )
+    if message.node_id in node.view.removed:
+        node.stats.incr("rejected.removed_member")
+        events.warning(
+            "removed",
+            "refused removed member %s (from %s): it must be admitted again",
+            message.node_id,
+            message.address,
+        )
+        raise PermissionDenied(node.removed_refusal(message.node_id))
+    return OkReply()
+
+
+def start_leave(node: Node) -> Message:
+    """An operator's leave (or drain): refused when the rest could not keep N copies."""
+    if node.leaving:
+        return OkReply(f"node {node.node_id} is already leaving")
+    refusal = leave_refusal(len(node.ring.nodes), node.config.n_replicas, node.node_id)
+    if refusal is not None:
+        node.stats.incr("rejected.leave")
+        raise InvalidRequest(f"leave refused: {refusal}")
+    node.leaving = True
+    node.spawn(node.leave)
+    return OkReply(f"node {node.node_id} is leaving")
+
+
+async def remove(node: Node, request: RemoveRequest) -> Message:
+    member = node.view.members.get(request.node_id)
+    if member is not None and member.liveness is Liveness.ALIVE and not request.relayed:
+        raise InvalidRequest(
+            f"node {request.node_id} is alive; a live node leaves with `p2pindex leave`"
+        )
+    if request.replaced_by is not None and not request.relayed:
+        claim_replacement(node, request.node_id, request.replaced_by)
+    node.remove_member(request.node_id)
+    if request.relayed:
+        return OkReply(f"node {request.node_id} removed from the ring")
+    others = [
+        m
+        for m in node.view.members.values()
+        if m.node_id not in (node.node_id, request.node_id)
+        and m.liveness in (Liveness.ALIVE, Liveness.SUSPECT)
+    ]
+    told = await _tell(node, others, RemoveRequest(request.node_id, relayed=True))
+    return OkReply(f"node {request.node_id} removed from the ring on {told}")
+
+
+async def admit(node: Node, request: AdmitRequest) -> Message:
+    """Undo a removal on this node and, unless relayed, on every live member."""
+    node_id = request.node_id
+    if node_id in node.view.removed:
+        node.readmit(node_id)
+    elif request.relayed:
+        return OkReply(f"node {node_id} was not removed here")
+    else:
+        raise InvalidRequest(f"node {node_id} is not a removed member of this cluster")
+    if request.relayed:
+        return OkReply(f"node {node_id} admitted")
+    others = [
+        m
+        for m in node.view.members.values()
+        if m.node_id not in (node.node_id, node_id)
+        and m.node_id not in node.view.removed
+        and m.liveness in (Liveness.ALIVE, Liveness.SUSPECT)
+    ]
+    told = await _tell(node, others, AdmitRequest(node_id, relayed=True))
+    return OkReply(f"node {node_id} may rejoin; admitted on {told}; restart it to rejoin")
+
+
+async def _tell(node: Node, others: list[Member], message: Message) -> str:
+    """Relay a membership change to ``others`` at once; says how many heard it (this node
+    included) and which to retry."""
+    failed: list[str] = []
+
+    async def relay(member: Member) -> None:
+        try:
+            await node.peers.request(member.address, message, RELAY_TIMEOUT)
+        except (OSError, P2PIndexError):
+            failed.append(member.node_id)
+
+    async with trio.open_nursery() as nursery:
+        for other in others:
+            nursery.start_soon(relay, other)
+    detail = f"{len(others) - len(failed) + 1} of {len(others) + 1} live members"
+    if failed:
+        detail += f"; not reached (retry there): {', '.join(sorted(failed))}"
+    return detail
+
+
+def claim_replacement(node: Node, node_id: str, replaced_by: str) -> None:
+    """As arbiter of `serve --replace`: one replacement per dead member."""
+    taken = node.replaced_by.get(node_id)
+    if taken is not None and taken != replaced_by:
+        node.stats.incr("rejected.replace")
+        raise InvalidRequest(f"node {node_id} is already being replaced by {taken}")
+    if node_id in node.view.removed and taken is None:
+        node.stats.incr("rejected.replace")
+        raise InvalidRequest(f"node {node_id} is no longer in the ring")
+    node.replaced_by[node_id] = replaced_by

@@ -1,0 +1,60 @@
+"""What a connection serves without a task per request: replica requests (node peers
+only) and the client requests the coordinator batches, each first authorised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from p2pindex.errors import P2PIndexError
+from p2pindex.net.channel import BatchHandler, FastPath, Respond
+from p2pindex.node.coordinator import Coordinator
+from p2pindex.node.replica import ReplicaService
+from p2pindex.wire.errors import reply_for_error
+from p2pindex.wire.messages import DeleteRequest, GetRequest, Message, PutRequest
+
+
+def data_fast_path(
+    coordinator: Coordinator,
+    replica: ReplicaService,
+    *,
+    node_peer: bool,
+    authorize: Callable[[Message], None] | None = None,
+) -> FastPath:
+    """What a connection serves without a task per request (see ``net.channel.FastPath``).
+
+    Replica requests are served only for node peers; a client's writes are batched too,
+    each first passing ``authorize`` (which raises for a request the peer may not send).
+    """
+    answer: dict[type[Message], Callable[[Message], Message]] = {}
+    batch: dict[type[Message], BatchHandler] = {}
+    if node_peer:
+        replica_path = replica.fast_path()
+        answer.update(replica_path.answer)
+        batch.update(replica_path.batch)
+    reads = coordinator.get_batch
+    batch[GetRequest] = reads if authorize is None else _authorized(authorize, reads)
+    writes = coordinator.put_batch
+    batch[PutRequest] = batch[DeleteRequest] = (
+        writes if authorize is None else _authorized(authorize, writes)
+    )
+    return FastPath(answer, batch)
+
+
+def _authorized(authorize: Callable[[Message], None], serve: BatchHandler) -> BatchHandler:
+    async def serve_authorized(messages: list[Message], respond: Respond) -> None:
+        allowed: list[int] = []
+        for position, message in enumerate(messages):
+            try:
+                authorize(message)
+            except P2PIndexError as exc:
+                respond(position, reply_for_error(exc))
+            else:
+                allowed.append(position)
+        if allowed:
+            await serve(
+                [messages[position] for position in allowed],
+                lambda index, reply: respond(allowed[index], reply),
+            )
+
+    return serve_authorized

@@ -1,0 +1,66 @@
+"""Relaying a client request that reached a node outside the key's targets to one of them.
+
+A target that cannot be reached (an OSError from the peer pool: nothing was sent) is skipped
+for the next. Once the relayed request went out, whatever happens next (a broken link, the
+deadline passing while a target holds it) may follow a write that target applied, so only a
+relay that every target refused is definite.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import trio
+
+from p2pindex.core.placement import Target
+from p2pindex.errors import Timeout, Unavailable
+from p2pindex.node import trace as trace_seam
+from p2pindex.node.peers import PeerPool
+from p2pindex.node.stats import StatisticsStore
+from p2pindex.types import Address
+from p2pindex.wire.messages import DeleteRequest, GetRequest, Message, PutRequest
+
+
+async def forward(
+    request: PutRequest | GetRequest | DeleteRequest,
+    targets: list[Target],
+    timeout: float,
+    peers: PeerPool,
+    address_of: Callable[[str], Address],
+    stats: StatisticsStore,
+) -> Message:
+    """Relay ``request`` to the first of ``targets`` that takes it."""
+    if request.forwarded:
+        raise Unavailable(
+            0,
+            0,
+            "the node this request was relayed to does not hold the key either; the "
+            "membership views disagree, retry shortly",
+        )
+    trace = trace_seam.current()
+    relayed = as_forwarded(request, trace=trace is not None)
+    refused: list[str] = []
+    with trio.move_on_after(timeout):
+        for target in targets:
+            try:
+                if trace is not None:
+                    trace.step("relayed", node=target.node)
+                stats.incr("requests.forwarded")
+                reply = await peers.request(address_of(target.node), relayed, timeout)
+                if trace is not None:
+                    remote = getattr(reply, "trace", None) or {}
+                    trace.step("relay_answered", node=target.node, steps=remote.get("steps"))
+                return reply
+            except OSError as exc:  # not connected: this target got nothing
+                refused.append(f"{target.node} ({exc})")
+        tried = "; ".join(refused)
+        raise Unavailable(1, 0, f"no replica could be reached to relay to: {tried}")
+    raise Timeout(f"no replica answered the relayed request within {timeout:g}s")
+
+
+def as_forwarded(
+    request: PutRequest | GetRequest | DeleteRequest, *, trace: bool = False
+) -> Message:
+    """The request as relayed; ``trace`` asks the relay's coordinator for its steps too."""
+    return dataclasses.replace(request, forwarded=True, trace=trace)
