@@ -790,6 +790,10 @@ class SimTransport:
         *,
         task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED,
     ) -> None:
+        # A process killed while starting is cancelled, as ``connect`` is: the kill, not a
+        # shut socket, is what stops it (delete-heavy seed 108 counted a node crashed
+        # during its restart as one that died of an unhandled error).
+        await trio.lowlevel.checkpoint_if_cancelled()
         if not self.alive:
             raise OSError(errno.EBADF, "transport was shut down")
         if self._host.listener is not None:

@@ -194,6 +194,23 @@ async def test_crash_gives_the_peer_end_of_file_and_resets_later_sends(
         nursery.cancel_scope.cancel()
 
 
+async def test_a_process_killed_while_starting_is_cancelled_not_failed(
+    autojump_clock: object,
+) -> None:
+    """The simulator kills a starting node by cancelling it and dropping its transport; its
+    listen must end in the cancellation (delete-heavy seed 108 took the shut transport's
+    OSError for an unhandled error the node died of)."""
+    async with network() as net:
+        transport = net.transport_for(B)
+        net.crash("n2")
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await transport.serve(echo)
+        assert scope.cancelled_caught
+        with pytest.raises(OSError, match="shut down"):
+            await transport.serve(echo)  # not cancelled: a shut transport is an error
+
+
 async def test_concurrent_sends_on_one_stream_are_refused(autojump_clock: object) -> None:
     async with network() as net, trio.open_nursery() as nursery:
         client, server = net.transport_for(A), net.transport_for(B)
