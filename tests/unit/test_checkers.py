@@ -545,3 +545,18 @@ def test_a_verdict_taken_over_from_a_cut_off_accuser_is_excused_and_no_other() -
     own = Observation(40.0, "n1", "n3", Liveness.DEAD, "n1")
     found = check_membership(membership(*cut_off, own), BOUNDS)
     assert [v.nodes for v in found] == [("n1", "n3")]
+
+
+def test_a_verdict_taken_over_from_an_accuser_whose_own_was_never_seen() -> None:
+    """ci seed 8509: n7, back from an 11.9 s pause, declared n5 dead and was told otherwise
+    before the next poll of its view; n3 held n7's record a moment longer. n7 was within
+    its settle time after the pause, so n3's copy is excused; an accuser that nothing
+    excused is not."""
+    paused = [
+        FaultEvent(15.0, EventKind.PAUSE, ("n7",)),
+        FaultEvent(27.0, EventKind.RESUME, ("n7",)),  # excused until 30 (settle 3 s)
+    ]
+    taken_over = Observation(29.0, "n3", "n5", Liveness.DEAD, "n7")
+    assert check_membership(membership(*paused, taken_over), BOUNDS) == []
+    found = check_membership(membership(taken_over), BOUNDS)
+    assert [v.nodes for v in found] == [("n3", "n5")]
