@@ -531,6 +531,13 @@ def test_leave_completes_after_an_ack_or_the_bounded_delay() -> None:
     know(other, 1)
     other.leave(0.0)
     assert not other.leave_complete(1.0) and other.leave_complete(CFG.leave_timeout)
+    # Once the wait is over its deadline is no longer due: index seed 39's leaving node,
+    # unacknowledged, had its timer loop woken at once forever (virtual time stood still).
+    late = CFG.leave_timeout + 0.01
+    assert (other.next_deadline() or late) <= late
+    other.handle_timer(late)
+    deadline = other.next_deadline()
+    assert deadline is None or deadline > late
 
 
 def test_drain_hands_on_datagrams_then_push_pulls_then_events_and_leaves_nothing() -> None:

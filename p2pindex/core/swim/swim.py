@@ -159,6 +159,7 @@ class Swim(PushPullSide):
         self._leave_seqs: set[int] = set()
         self._leave_acks = 0
         self._leave_targets = 0
+        self._leave_timed_out = False
 
         self._table.put(node_id, self._self_alive(), None, now)
 
@@ -345,6 +346,11 @@ class Swim(PushPullSide):
         self._expire_waits(now)
         self._expire_suspicions(now)
         self._periodic_timers(now)
+        leaving = self._leaving_since
+        if leaving is not None and now >= leaving + cfg.leave_timeout:
+            # The bounded wait is over: the deadline must not stay due, or a driver that
+            # sleeps until the next deadline is woken at once, forever.
+            self._leave_timed_out = True
 
     def _probe_timers(self, now: float) -> None:
         probe = self._probe
@@ -857,4 +863,4 @@ class Swim(PushPullSide):
         return self._seq
 
     def _leave_done(self) -> bool:
-        return self._leave_acks > 0 or self._leave_targets == 0
+        return self._leave_acks > 0 or self._leave_targets == 0 or self._leave_timed_out
