@@ -26,7 +26,6 @@ import argparse
 import dataclasses
 import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -38,6 +37,9 @@ from p2pindex.cli.plan import gather_loads
 from p2pindex.core.planning import Plan, plan_add, plan_remove
 from p2pindex.errors import DefiniteError, P2PIndexError
 from p2pindex.node.identity import NodeIdentity
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from join_under_load import run_on_cluster
 
 VALUE = b"y" * 200
 
@@ -251,12 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write-rate", type=float, default=200.0, help="steady writes/s")
     parser.add_argument("--timeout", type=float, default=300.0)
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="p2pindex-autoscale-") as tmp:
-        cluster = LocalCluster(6, Path(tmp), n_replicas=3)
-        with cluster:
-            for index in range(3):
-                cluster.restart(index)
-            return trio.run(run, cluster, args)
+    return run_on_cluster(6, "autoscale", run, args)
 
 
 if __name__ == "__main__":

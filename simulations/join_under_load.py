@@ -16,6 +16,7 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import trio
@@ -167,6 +168,22 @@ def report(handoff: dict, tally: Tally, missing: list[bytes], what: str) -> int:
     return 0 if not missing and not tally.reads_missing else 1
 
 
+def run_on_cluster(
+    size: int,
+    name: str,
+    run: Callable[[LocalCluster, argparse.Namespace], Awaitable[int]],
+    args: argparse.Namespace,
+) -> int:
+    """Start the first 3 nodes of a ``size``-node local cluster (N=3) in a temporary
+    directory, run ``run`` on it, and stop every node at the end."""
+    with tempfile.TemporaryDirectory(prefix=f"p2pindex-{name}-") as tmp:
+        cluster = LocalCluster(size, Path(tmp), n_replicas=3)
+        with cluster:
+            for index in range(3):
+                cluster.restart(index)
+            return trio.run(run, cluster, args)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keys", type=int, default=100_000)
@@ -174,12 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="p2pindex-join-") as tmp:
-        cluster = LocalCluster(4, Path(tmp), n_replicas=3)
-        with cluster:
-            for index in range(3):
-                cluster.restart(index)
-            return trio.run(run, cluster, args)
+    return run_on_cluster(4, "join", run, args)
 
 
 if __name__ == "__main__":

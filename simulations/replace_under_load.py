@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import random
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -25,7 +24,16 @@ import p2pindex
 from p2pindex.cli.local_cluster import LocalCluster
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from join_under_load import Tally, checker, load, report, steady_writer, verify, wait_active
+from join_under_load import (
+    Tally,
+    checker,
+    load,
+    report,
+    run_on_cluster,
+    steady_writer,
+    verify,
+    wait_active,
+)
 
 
 async def wait_dead(db: p2pindex.AsyncClient, address: str, node_id: str, timeout: float) -> None:
@@ -81,12 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle", type=float, default=5.0, help="seconds of load after ACTIVE")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="p2pindex-replace-") as tmp:
-        cluster = LocalCluster(4, Path(tmp), n_replicas=3)
-        with cluster:
-            for index in range(3):
-                cluster.restart(index)
-            return trio.run(run, cluster, args)
+    return run_on_cluster(4, "replace", run, args)
 
 
 if __name__ == "__main__":
