@@ -162,17 +162,7 @@ class ArcFilter:
     __slots__ = ("_highs", "_lows")
 
     def __init__(self, runs: tuple[Run, ...] | list[Run]) -> None:
-        pieces: list[tuple[int, int]] = []
-        for start, end in runs:
-            if start == end:
-                pieces.append((0, RING_SIZE - 1))
-            elif start < end:
-                pieces.append((start + 1, end))
-            else:
-                if start < RING_SIZE - 1:
-                    pieces.append((start + 1, RING_SIZE - 1))
-                pieces.append((0, end))
-        pieces.sort()
+        pieces = _token_intervals(runs)
         self._lows = [lo for lo, _ in pieces]
         self._highs = [hi for _, hi in pieces]
 
@@ -180,6 +170,31 @@ class ArcFilter:
         token = key_token(key)
         position = bisect.bisect_right(self._lows, token) - 1
         return position >= 0 and token <= self._highs[position]
+
+    def overlaps(self, runs: tuple[Run, ...] | list[Run]) -> bool:
+        """Whether some token of ``runs`` is in this set (whose own runs are disjoint, as a
+        ring's arcs are)."""
+        for lo, hi in _token_intervals(runs):
+            position = bisect.bisect_right(self._lows, hi) - 1
+            if position >= 0 and self._highs[position] >= lo:
+                return True
+        return False
+
+
+def _token_intervals(runs: tuple[Run, ...] | list[Run]) -> list[tuple[int, int]]:
+    """Runs (start, end] as sorted closed token intervals, a wrapping run split in two."""
+    pieces: list[tuple[int, int]] = []
+    for start, end in runs:
+        if start == end:
+            pieces.append((0, RING_SIZE - 1))
+        elif start < end:
+            pieces.append((start + 1, end))
+        else:
+            if start < RING_SIZE - 1:
+                pieces.append((start + 1, RING_SIZE - 1))
+            pieces.append((0, end))
+    pieces.sort()
+    return pieces
 
 
 def key_filter(runs: tuple[Run, ...] | list[Run]) -> Callable[[bytes], bool] | None:

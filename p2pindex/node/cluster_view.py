@@ -8,6 +8,7 @@ process and in the simulator, and a test can ask it without a running node.
 
 from __future__ import annotations
 
+from p2pindex.core.coverage import ArcFilter
 from p2pindex.core.ring import DEFAULT_VNODES, Ring
 from p2pindex.core.swim import Member
 from p2pindex.errors import InvalidRequest
@@ -32,9 +33,11 @@ class ClusterView:
         its answers, so the old identity is treated as unusable instead."""
         self.handing_over = False
         """A leaving node that pushed its ranges: it takes no more writes (``Node.leave``)."""
-        self.gaining: set[str] = set()
-        """Removed members whose arcs this node gained and is still pulling: until it has
-        them it serves no reads (``Node.remove_member``)."""
+        self.gaining: dict[str, ArcFilter] = {}
+        """Removed members whose arcs this node gained and is still pulling, with those arcs:
+        until it holds them it serves no reads of their keys (``node/gained.py``). Only
+        those keys: refusing every read would take this node out of quorums it can serve,
+        and while a replacement is still SYNCING that leaves keys with no readable quorum."""
         self.dead_since: dict[str, float] = {}
         self.unreachable_until: dict[str, float] = {}
         self.ring = Ring([node_id], DEFAULT_VNODES)
@@ -61,12 +64,21 @@ class ClusterView:
         until = self.unreachable_until.get(node_id)
         return until is None or now >= until
 
-    def readable(self, node_id: str, now: float) -> bool:
-        """Usable, and not still receiving its ranges (a SYNCING node may miss keys)."""
+    def gains(self, key: bytes) -> bool:
+        """Whether ``key`` lies in arcs this node is still pulling after a removal."""
+        return any(arcs(key) for arcs in self.gaining.values())
+
+    def readable(self, node_id: str, now: float, key: bytes | None = None) -> bool:
+        """Usable, and not still receiving its ranges (a SYNCING node may miss keys).
+
+        ``key`` narrows a gaining node's refusal to the keys it gained; asked without a key
+        (a scan plan, the reaper), a node that gains anything counts as unreadable."""
         if not self.usable(node_id, now):
             return False
         if node_id == self.node_id:
-            return self.state is not NodeState.SYNCING and not self.gaining
+            if self.state is NodeState.SYNCING:
+                return False
+            return not self.gaining or (key is not None and not self.gains(key))
         member = self.members.get(node_id)
         return member is not None and member.state is not NodeState.SYNCING
 

@@ -464,8 +464,8 @@ class Node:
         """
         return self._driver is not None and self._driver.joined
 
-    def readable(self, node_id: str) -> bool:
-        return self.view.readable(node_id, trio.current_time())
+    def readable(self, node_id: str, key: bytes | None = None) -> bool:
+        return self.view.readable(node_id, trio.current_time(), key)
 
     async def keep_hint(self, target: str, key: bytes, record: bytes) -> None:
         """Hand a write this node coordinated as a fallback to hinted handoff."""
@@ -568,7 +568,9 @@ class Node:
         before = self.ring
         self._rebuild_ring()
         if self._nursery is not None and before is not self.ring and self._gained is not None:
-            self._nursery.start_soon(self._gained.gain, node_id, before)
+            # The refusal starts now, before any read of a gained key can be served.
+            arcs = self._gained.begin(node_id, before)
+            self._nursery.start_soon(self._gained.gain, node_id, arcs)
 
     def readmit(self, node_id: str) -> None:
         """Undo the removal of ``node_id`` here (and remember it across restarts)."""
@@ -807,11 +809,18 @@ class Node:
             return f"node {self.node_id} is leaving and has handed its ranges over"
         return None
 
-    def _read_refusal(self) -> str | None:
+    def _read_refusal(self, keys: list[bytes]) -> str | None:
         if self.view.state is NodeState.SYNCING:
             return f"node {self.node_id} is still receiving its ranges (SYNCING)"
         if self.view.gaining and self._gained is not None:
-            return self._gained.refusal()
+            return self._gained.refusal(keys)
+        return None
+
+    def scan_refusal(self, runs: list[tuple[int, int]]) -> str | None:
+        if self.view.state is NodeState.SYNCING:
+            return f"node {self.node_id} is still receiving its ranges and answers no scans yet"
+        if self.view.gaining and self._gained is not None:
+            return self._gained.scan_refusal(runs)
         return None
 
     async def _replica_write_batch(self, message: ReplicaWriteBatch) -> Message:

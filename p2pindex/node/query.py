@@ -91,6 +91,10 @@ class QueryView(Protocol):
 
     def readable(self, node_id: str) -> bool: ...
 
+    def scan_refusal(self, runs: list[tuple[int, int]]) -> str | None:
+        """Why this node's rows of ``runs`` (all of them when empty) may lack keys now."""
+        ...
+
     def note_unreachable(self, node_id: str) -> None: ...
 
     @property
@@ -518,19 +522,19 @@ class QueryService:
 
     def scan(self, request: IndexScan) -> IndexScanReply:
         """This replica's rows for a coordinator (see ``IndexScan``). A node that is still
-        receiving ranges refuses: its rows may lack keys, and a coordinator that has not
-        heard so yet would take them for the whole arc."""
-        if not self._view.readable(self._node_id):
+        receiving any of the arcs asked refuses: its rows may lack keys, and a coordinator
+        that has not heard so yet would take them for the whole arc."""
+        if len(request.start) != len(request.end):
+            self._stats.incr("rejected.bad_scan")
+            raise InvalidRequest("index scan: arc starts and ends differ in number")
+        runs = list(zip(request.start, request.end, strict=True))
+        refusal = self._view.scan_refusal(runs)
+        if refusal is not None:
             self._stats.incr("queries.scans_refused")
-            raise NotReady(
-                f"node {self._node_id} is still receiving ranges and answers no scans yet"
-            )
+            raise NotReady(refusal)
         try:
-            if len(request.start) != len(request.end):
-                raise ValueError("arc starts and ends differ in number")
             if not 1 <= request.limit <= MAX_PAGE:
                 raise ValueError(f"page size {request.limit} is outside 1..{MAX_PAGE}")
-            runs = list(zip(request.start, request.end, strict=True))
             arcs = key_filter(runs) if runs else None  # no arcs: the whole ring
             keep = _both(arcs, request.prefix)
             if request.index:

@@ -471,12 +471,13 @@ class ReplicaService:
         *,
         degraded: Callable[[], str | None],
         storage_failed: Callable[[StorageFailure], None],
-        unreadable: Callable[[], str | None] = lambda: None,
+        unreadable: Callable[[list[bytes]], str | None] = lambda _keys: None,
     ) -> None:
         self._index = index
         self._unreadable = unreadable
-        """Why this node's copies may lack writes now (still receiving ranges), or None:
-        a replica read is then refused, so the coordinator counts the other replicas."""
+        """Why this node's copies of these keys may lack writes now (still receiving
+        ranges), or None: the replica read is then refused, so the coordinator counts the
+        other replicas."""
         self._hints = hints
         self._stats = stats
         self._apply_seconds = stats.histogram("replica.apply")
@@ -492,14 +493,16 @@ class ReplicaService:
         )
 
     def read(self, message: Message) -> Message:
-        refusal = self._unreadable()
+        many = isinstance(message, ReplicaReadMany)
+        if not many:
+            assert isinstance(message, ReplicaRead)
+        keys = message.keys if many else [message.key]  # type: ignore[attr-defined]
+        refusal = self._unreadable(keys)
         if refusal is not None:
             self._stats.incr("replica.reads_refused")
             return reply_for_error(NotReady(refusal))
-        if isinstance(message, ReplicaReadMany):
-            return ReplicaReadManyReply(self._index.records(message.keys))
-        assert isinstance(message, ReplicaRead)
-        return ReplicaReadReply(self._index.records([message.key])[0])
+        records = self._index.records(keys)
+        return ReplicaReadManyReply(records) if many else ReplicaReadReply(records[0])
 
     async def write(self, message: ReplicaWrite | ReplicaWriteMany) -> Message:
         replies: list[Message] = []

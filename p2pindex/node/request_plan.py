@@ -30,7 +30,7 @@ class TargetView(Protocol):
 
     def usable(self, node_id: str) -> bool: ...
 
-    def readable(self, node_id: str) -> bool: ...
+    def readable(self, node_id: str, key: bytes | None = None) -> bool: ...
 
     @property
     def leaving(self) -> bool: ...
@@ -91,7 +91,7 @@ def targets(
             "does not know the whole ring yet; another node can serve this request"
         )
     ring = view.ring
-    usable = view.readable if read else view.usable
+    usable = (lambda node: view.readable(node, key)) if read else view.usable
     chosen = select_targets(ring, key, n, usable, strict=strict)
     if len(chosen) < needed:
         raise Unavailable(needed, len(chosen), _too_few(len(ring.nodes), n, strict))

@@ -70,3 +70,25 @@ def test_an_unknown_node_has_no_address() -> None:
     assert view.address_of(PEER) == Address("10.0.0.2", 7000)
     with pytest.raises(InvalidRequest, match="unknown node"):
         view.address_of("c" * 16)
+
+
+def test_a_gaining_node_refuses_reads_of_its_gained_keys_only() -> None:
+    from p2pindex.core.coverage import ArcFilter
+    from p2pindex.core.ring import key_token
+
+    view = view_with(Liveness.ALIVE)
+    inside, outside = b"gained", b"kept"
+    token = key_token(inside)
+    assert not token - 1 < key_token(outside) <= token  # the two keys are told apart
+    view.gaining["c" * 16] = ArcFilter([(token - 1, token)])
+    assert not view.readable(ME, now=0.0, key=inside)
+    assert view.readable(ME, now=0.0, key=outside)
+    assert not view.readable(ME, now=0.0)  # asked for no key: gaining anything counts
+    view.gaining.clear()
+    assert view.readable(ME, now=0.0, key=inside)
+
+
+def test_a_syncing_node_refuses_every_read_whatever_the_key() -> None:
+    view = view_with(Liveness.ALIVE)
+    view.state = NodeState.SYNCING
+    assert not view.readable(ME, now=0.0, key=b"any")

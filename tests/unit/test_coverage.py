@@ -96,3 +96,52 @@ def test_the_planning_node_reads_what_it_holds_itself() -> None:
     for me in NODES[:3]:
         plan = plan_coverage(ring, 3, 1, lambda node: True, random.Random(5), prefer=me)
         assert list(plan.assignments) == [me]
+
+
+def _disjoint_runs(cuts: list[int], take: list[bool]) -> list[tuple[int, int]]:
+    """Every other arc of a ring cut at ``cuts``: disjoint runs, one of them maybe wrapping."""
+    points = sorted(set(cuts))
+    arcs = [(points[i - 1], points[i]) for i in range(len(points))]  # arc 0 wraps
+    return [arc for arc, keep in zip(arcs, take, strict=False) if keep]
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.integers(0, RING_SIZE - 1), min_size=2, max_size=12),
+    st.lists(st.booleans(), min_size=12, max_size=12),
+    st.integers(0, RING_SIZE - 1),
+    st.integers(0, RING_SIZE - 1),
+)
+def test_runs_overlap_exactly_when_some_token_is_in_both(cuts, take, start, end) -> None:
+    held = _disjoint_runs(cuts, take)
+    arcs = ArcFilter(held)
+    asked = [(start, end)]
+    expected = _brute_overlap(held, asked)
+    assert arcs.overlaps(asked) is expected
+
+
+def _brute_overlap(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> bool:
+    def intervals(runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        out = []
+        for start, end in runs:
+            if start == end:
+                out.append((0, RING_SIZE - 1))
+            elif start < end:
+                out.append((start + 1, end))
+            else:
+                if start < RING_SIZE - 1:
+                    out.append((start + 1, RING_SIZE - 1))
+                out.append((0, end))
+        return out
+
+    return any(
+        max(lo1, lo2) <= min(hi1, hi2) for lo1, hi1 in intervals(a) for lo2, hi2 in intervals(b)
+    )
+
+
+def test_an_arc_touching_another_only_at_its_open_start_does_not_overlap() -> None:
+    arcs = ArcFilter([(100, 200)])
+    assert not arcs.overlaps([(200, 300)])  # (200, 300] starts after 200
+    assert not arcs.overlaps([(50, 100)])  # (50, 100] ends before 101
+    assert arcs.overlaps([(50, 101)])
+    assert arcs.overlaps([(0, 0)])  # the whole ring

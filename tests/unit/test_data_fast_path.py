@@ -109,7 +109,7 @@ async def test_a_replica_still_receiving_ranges_refuses_reads_and_takes_writes()
         stats,
         degraded=lambda: None,
         storage_failed=lambda _exc: None,
-        unreadable=lambda: receiving[0] if receiving else None,
+        unreadable=lambda _keys: receiving[0] if receiving else None,
     )
     assert await replica.write(ReplicaWrite(b"k", record(b"v"))) == ReplicaAck()
     assert replica.read(ReplicaRead(b"k")) == ReplicaReadReply(record(b"v"))

@@ -24,6 +24,9 @@ class View:
     def readable(self, node_id: str) -> bool:
         return not self.receiving
 
+    def scan_refusal(self, runs: list[tuple[int, int]]) -> str | None:
+        return "still receiving ranges" if self.receiving else None
+
 
 def service(
     storage: MemoryStorage, limits: Limits | None = None, view: View | None = None
