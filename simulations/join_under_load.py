@@ -87,18 +87,21 @@ async def checker(db: p2pindex.AsyncClient, tally: Tally, rng: random.Random) ->
         await trio.sleep(0)
 
 
-async def wait_active(db: p2pindex.AsyncClient, address: str, timeout: float) -> dict:
+async def wait_active(
+    db: p2pindex.AsyncClient, address: str, timeout: float, quiet: bool = False
+) -> dict:
     deadline = trio.current_time() + timeout
     while True:
         status = (await db.status(address)).document
         if status["state"] == "active" and status["handoff"]["done"]:
             return status
         handoff = status["handoff"]
-        print(
-            f"  joiner {status['state']}: {handoff['keys']:,} keys in, "
-            f"{handoff['ranges_done']}/{handoff['ranges_total']} ranges",
-            flush=True,
-        )
+        if not quiet:
+            print(
+                f"  joiner {status['state']}: {handoff['keys']:,} keys in, "
+                f"{handoff['ranges_done']}/{handoff['ranges_total']} ranges",
+                flush=True,
+            )
         if trio.current_time() > deadline:
             raise TimeoutError("the new node did not become ACTIVE in time")
         await trio.sleep(1.0)
@@ -181,7 +184,22 @@ def run_on_cluster(
         with cluster:
             for index in range(3):
                 cluster.restart(index)
-            return trio.run(run, cluster, args)
+            return trio.run(_when_active, cluster, run, args)
+
+
+async def _when_active(
+    cluster: LocalCluster,
+    run: Callable[[LocalCluster, argparse.Namespace], Awaitable[int]],
+    args: argparse.Namespace,
+) -> int:
+    """Run ``run`` once the three first nodes are ACTIVE: until then a node that has just
+    joined is still SYNCING and refuses reads, which the measurement would count as failed
+    reads of the join, replacement or resize it measures."""
+    first3 = cluster.addresses[:3]
+    async with p2pindex.connect(first3, timeout=10.0, credentials=cluster.credentials) as db:
+        for address in first3:
+            await wait_active(db, address, args.timeout, quiet=True)
+    return await run(cluster, args)
 
 
 def main(argv: list[str] | None = None) -> int:
