@@ -448,62 +448,65 @@ def decode_object(data: bytes) -> VersionedObject:
     items = _load(data, "record", (FORMAT, FORMAT_WITH_TERMS))
     if items[0] == FORMAT_WITH_TERMS:
         return _decode_with_terms(items, data)
-    size = len(items)
-    clock_size = items[1] if size > 1 else None
-    if type(clock_size) is not int or clock_size < 1:
-        raise ValueError(f"record has a bad clock size {clock_size!r}")
-    first = 2 + 2 * clock_size
-    if first >= size or (size - first) % 3:
-        raise ValueError(f"record has {size} items, which does not fit a clock of {clock_size}")
-    actors, limits = items[2:first:2], items[3:first:2]
-    counters = _clock(actors, limits, "record")
+    actors, limits, counters, first = _record_header(items, 3)
     siblings: list[Sibling] = []
-    previous_index = previous_counter = 0
-    for position in range(first, size, 3):
+    previous = (0, 0)
+    for position in range(first, len(items), 3):
         index, counter, value = items[position : position + 3]
-        if (
-            type(index) is not int
-            or not 0 <= index < clock_size
-            or type(counter) is not int
-            or not 0 < counter <= limits[index]  # type: ignore[operator]
-            or (value is not None and type(value) is not bytes)
-            or index < previous_index
-            or (index == previous_index and counter <= previous_counter)
-        ):
-            _refuse_sibling(actors, limits, index, counter, value, previous_index, previous_counter)
-        previous_index, previous_counter = index, counter
-        siblings.append(_new(Sibling, (_new(Dot, (actors[index], counter)), value, ())))
+        previous = _check_sibling(actors, limits, index, counter, value, previous)
+        siblings.append(_new(Sibling, (_new(Dot, (actors[index], counter)), value, ())))  # type: ignore[index]
     _check_canonical(items, data, "record")
     return _new(VersionedObject, (_vector(counters), tuple(siblings)))
 
 
-def _decode_with_terms(items: list[object], data: bytes) -> VersionedObject:
-    """Format 2 (see the module docstring), checked as strictly as format 1."""
+def _record_header(
+    items: list[object], width: int
+) -> tuple[list[object], list[object], dict[str, int], int]:
+    """(actors, counters as stored, the clock, index of the first sibling) of a record whose
+    siblings take ``width`` items each; ValueError when the sizes do not fit."""
     size = len(items)
     clock_size = items[1] if size > 1 else None
     if type(clock_size) is not int or clock_size < 1:
         raise ValueError(f"record has a bad clock size {clock_size!r}")
     first = 2 + 2 * clock_size
-    if first >= size or (size - first) % 4:
+    if first >= size or (size - first) % width:
         raise ValueError(f"record has {size} items, which does not fit a clock of {clock_size}")
     actors, limits = items[2:first:2], items[3:first:2]
-    counters = _clock(actors, limits, "record")
+    return actors, limits, _clock(actors, limits, "record"), first
+
+
+def _check_sibling(
+    actors: list[object],
+    limits: list[object],
+    index: object,
+    counter: object,
+    value: object,
+    previous: tuple[int, int],
+) -> tuple[int, int]:
+    """Refuse a sibling whose dot is outside the clock, out of order or repeated, or whose
+    value is neither bytes nor None; its (index, counter) otherwise, for the next check."""
+    if (
+        type(index) is not int
+        or not 0 <= index < len(actors)
+        or type(counter) is not int
+        or not 0 < counter <= limits[index]  # type: ignore[operator]
+        or (value is not None and type(value) is not bytes)
+        or index < previous[0]
+        or (index == previous[0] and counter <= previous[1])
+    ):
+        _refuse_sibling(actors, limits, index, counter, value, *previous)
+    return index, counter
+
+
+def _decode_with_terms(items: list[object], data: bytes) -> VersionedObject:
+    """Format 2 (see the module docstring), checked as strictly as format 1."""
+    actors, limits, counters, first = _record_header(items, 4)
     siblings: list[Sibling] = []
     indexed = False
-    previous_index = previous_counter = 0
-    for position in range(first, size, 4):
+    previous = (0, 0)
+    for position in range(first, len(items), 4):
         index, counter, value, flat_terms = items[position : position + 4]
-        if (
-            type(index) is not int
-            or not 0 <= index < clock_size
-            or type(counter) is not int
-            or not 0 < counter <= limits[index]  # type: ignore[operator]
-            or (value is not None and type(value) is not bytes)
-            or index < previous_index
-            or (index == previous_index and counter <= previous_counter)
-        ):
-            _refuse_sibling(actors, limits, index, counter, value, previous_index, previous_counter)
-        previous_index, previous_counter = index, counter
+        previous = _check_sibling(actors, limits, index, counter, value, previous)
         try:
             terms = _terms.from_flat(flat_terms)
         except ValueError as exc:
@@ -511,7 +514,7 @@ def _decode_with_terms(items: list[object], data: bytes) -> VersionedObject:
         if terms and value is None:
             raise ValueError("record has a tombstone that carries index terms")
         indexed = indexed or bool(terms)
-        siblings.append(_new(Sibling, (_new(Dot, (actors[index], counter)), value, terms)))
+        siblings.append(_new(Sibling, (_new(Dot, (actors[index], counter)), value, terms)))  # type: ignore[index]
     if not indexed:
         raise ValueError("record is format 2 but carries no index terms")
     _check_canonical(items, data, "record")

@@ -38,7 +38,7 @@ of copies of every key comes back to N. Riak deletes after a confirmed handoff l
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 import cbor2
@@ -53,6 +53,7 @@ from p2pindex.node.stats import StatisticsStore
 from p2pindex.storage.base import Storage
 from p2pindex.types import Address
 from p2pindex.wire.messages import (
+    Message,
     RecordsReply,
     RecordsRequest,
     ReplicaReadMany,
@@ -259,13 +260,25 @@ class TombstoneReaper:
         """Which replica to ask about which key, and how many answers each key waits for."""
         ring = self._view.ring
         me = self._view.node_id
+        keys = []
+        for key in held:
+            if not tombstones and me in ring.preference_list(key, self._n):
+                tracked.pop(key, None)  # the ring changed: this node is a replica again
+            else:
+                keys.append(key)
+        return self._replicas_to_ask(keys)
+
+    def _replicas_to_ask(
+        self, keys: Iterable[bytes]
+    ) -> tuple[dict[str, list[bytes]], dict[bytes, int]]:
+        """For the keys whose replicas are all readable: which other replica to ask about
+        which key, and how many answers each key waits for."""
+        ring = self._view.ring
+        me = self._view.node_id
         asks: dict[str, list[bytes]] = {}
         waiting: dict[bytes, int] = {}
-        for key in held:
+        for key in keys:
             replicas = ring.preference_list(key, self._n)
-            if not tombstones and me in replicas:
-                tracked.pop(key, None)  # the ring changed: this node is a replica again
-                continue
             if not all(self._view.readable(node) for node in replicas):
                 continue
             others = [node for node in replicas if node != me]
@@ -273,6 +286,29 @@ class TombstoneReaper:
             for node in others:
                 asks.setdefault(node, []).append(key)
         return asks, waiting
+
+    async def _ask_all(
+        self,
+        asks: dict[str, list[bytes]],
+        request: Callable[[list[bytes]], Message],
+        answered: Callable[[list[bytes], Message], None],
+    ) -> None:
+        """Send each replica its request about its keys at once; ``answered`` gets each
+        reply. A replica that cannot be reached answers nothing: its keys stay unconfirmed."""
+
+        async def ask(node: str, wanted: list[bytes]) -> None:
+            try:
+                reply = await self._peers.request(
+                    self._view.address_of(node), request(wanted), CONFIRM_TIMEOUT
+                )
+            except (OSError, P2PIndexError):
+                self._stats.incr("tombstones.confirm_failures")
+                return
+            answered(wanted, reply)
+
+        async with trio.open_nursery() as nursery:
+            for node, wanted in asks.items():
+                nursery.start_soon(ask, node, wanted)
 
     async def _confirm(self, keys: list[bytes], *, tombstones: bool) -> dict[bytes, bytes]:
         """The keys whose record here every preference-list replica holds (or has a
@@ -296,23 +332,14 @@ class TombstoneReaper:
                 return False
             return versions.descends(theirs.clock, held[key][1].clock)
 
-        async def ask(node: str, wanted: list[bytes]) -> None:
-            try:
-                reply = await self._peers.request(
-                    self._view.address_of(node), ReplicaReadMany(wanted), CONFIRM_TIMEOUT
-                )
-            except (OSError, P2PIndexError):
-                self._stats.incr("tombstones.confirm_failures")
-                return
+        def answered(wanted: list[bytes], reply: Message) -> None:
             if not isinstance(reply, ReplicaReadManyReply) or len(reply.records) != len(wanted):
                 return
             for key, record in zip(wanted, reply.records, strict=True):
                 if holds(key, record):
                     waiting[key] -= 1
 
-        async with trio.open_nursery() as nursery:
-            for node, wanted in asks.items():
-                nursery.start_soon(ask, node, wanted)
+        await self._ask_all(asks, ReplicaReadMany, answered)
         return {key: held[key][0] for key, left in waiting.items() if left == 0}
 
     async def _drop_strays(self, confirmed: dict[bytes, bytes]) -> None:
@@ -376,29 +403,12 @@ class TombstoneReaper:
         """The marked keys no other replica stores at or below the marker's version (asked
         for what is in their storage, not what they answer reads with)."""
         ring = self._view.ring
-        me = self._view.node_id
         if not keys or len(ring.nodes) < self._n:
             return []
         shadow = self._index.shadow
-        asks: dict[str, list[bytes]] = {}
-        waiting: dict[bytes, int] = {}
-        for key in keys:
-            replicas = ring.preference_list(key, self._n)
-            if not all(self._view.readable(node) for node in replicas):
-                continue
-            others = [node for node in replicas if node != me]
-            waiting[key] = len(others)
-            for node in others:
-                asks.setdefault(node, []).append(key)
+        asks, waiting = self._replicas_to_ask(keys)
 
-        async def ask(node: str, wanted: list[bytes]) -> None:
-            try:
-                reply = await self._peers.request(
-                    self._view.address_of(node), RecordsRequest(wanted), CONFIRM_TIMEOUT
-                )
-            except (OSError, P2PIndexError):
-                self._stats.incr("tombstones.confirm_failures")
-                return
+        def answered(wanted: list[bytes], reply: Message) -> None:
             if not isinstance(reply, RecordsReply):
                 return
             stored = dict(reply.items)
@@ -413,9 +423,7 @@ class TombstoneReaper:
                         continue  # it still stores the tombstone (or older): keep ours
                 waiting[key] -= 1
 
-        async with trio.open_nursery() as nursery:
-            for node, wanted in asks.items():
-                nursery.start_soon(ask, node, wanted)
+        await self._ask_all(asks, RecordsRequest, answered)
         return [key for key, left in waiting.items() if left == 0 and key in shadow]
 
     async def _save_markers(self, extra: dict[bytes, bytes] | None = None) -> None:
