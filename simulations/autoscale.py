@@ -222,6 +222,12 @@ async def run(cluster: LocalCluster, args: argparse.Namespace) -> int:
                     )
                 )
                 print(rows[-1], flush=True)
+                print(
+                    f"  pushed {handoff.get('keys', 0):,} keys, of them "
+                    f"{handoff.get('second_pass_keys')} again in the second pass (written "
+                    "during the first)",
+                    flush=True,
+                )
                 cluster.kill(index, signal.SIGKILL)  # it left already; end the idle process
             await trio.sleep(3.0)
             nursery.cancel_scope.cancel()

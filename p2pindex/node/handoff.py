@@ -98,6 +98,8 @@ class HandoffProgress:
     started: float = 0.0
     finished: float | None = None
     last_error: str = ""
+    second_pass_keys: int | None = None
+    """A leave's second push: the keys written while the first one ran (None before it)."""
     clock: Callable[[], float] = field(default=trio.current_time, repr=False)
 
     def eta(self, elapsed: float) -> float | None:
@@ -128,6 +130,7 @@ class HandoffProgress:
             else 0.0,
             "eta_s": None if eta is None else round(eta, 1),
             "last_error": self.last_error,
+            "second_pass_keys": self.second_pass_keys,
         }
 
 
@@ -460,8 +463,11 @@ class OwnershipHandoff(RecordMover):
         view.handing_over = True
         keys = await written.written()
         if keys is None:
+            log.info("handoff out: too many keys were written during the push; pushing all again")
             await self.push_all()
         else:
+            log.info("handoff out: pushing again the %d key(s) written during the push", len(keys))
+            self.progress.second_pass_keys = len(keys)
             await self.push_keys(keys)
 
     async def push_keys(self, keys: set[bytes]) -> None:
