@@ -4,14 +4,16 @@ only) and the client requests the coordinator batches, each first authorised.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 from p2pindex.errors import P2PIndexError
 from p2pindex.net.channel import BatchHandler, FastPath, Respond
+from p2pindex.node.client_batch import serve_batches
 from p2pindex.node.coordinator import Coordinator
 from p2pindex.node.replica import ReplicaService
 from p2pindex.wire.errors import reply_for_error
-from p2pindex.wire.messages import DeleteRequest, GetRequest, Message, PutRequest
+from p2pindex.wire.messages import BatchRequest, DeleteRequest, GetRequest, Message, PutRequest
 
 
 def data_fast_path(
@@ -37,6 +39,13 @@ def data_fast_path(
     writes = coordinator.put_batch
     batch[PutRequest] = batch[DeleteRequest] = (
         writes if authorize is None else _authorized(authorize, writes)
+    )
+    # A client's BatchRequest: its items go through the same (authorised) handlers.
+    batch[BatchRequest] = functools.partial(
+        serve_batches,
+        writes=batch[PutRequest],
+        reads=batch[GetRequest],
+        limits=coordinator.limits,
     )
     return FastPath(answer, batch)
 

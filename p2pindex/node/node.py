@@ -31,6 +31,7 @@ from p2pindex.net.secure.session import SecureStream
 from p2pindex.node.admin import serve_admin
 from p2pindex.node.admission import Admission
 from p2pindex.node.antientropy import AntiEntropy, request_arcs
+from p2pindex.node.client_batch import serve_batches
 from p2pindex.node.cluster_view import ClusterView
 from p2pindex.node.coordinator import Coordinator
 from p2pindex.node.eventlog import EventLog, describe_member_change
@@ -56,6 +57,7 @@ from p2pindex.types import Address, Liveness, NodeState
 from p2pindex.version import __version__
 from p2pindex.wire.errors import reply_for_error
 from p2pindex.wire.messages import (
+    BatchRequest,
     DeleteReply,
     DeleteRequest,
     DigestRequest,
@@ -752,6 +754,8 @@ class Node:
             return await self._coordinator.put(message)
         if isinstance(message, GetRequest):
             return await self._coordinator.get(message)
+        if isinstance(message, BatchRequest):
+            return await self._client_batch(message)
         if isinstance(message, ReplicaWrite | ReplicaWriteMany):
             assert self._replica is not None
             return await self._replica.write(message)
@@ -777,6 +781,22 @@ class Node:
                 self._driver.notify()
             return PushPullReply(reply)
         return await serve_admin(self, message)
+
+    async def _client_batch(self, message: BatchRequest) -> Message:
+        """A client batch that came outside a connection's data path (which serves it
+        without a task, as ``fast_path`` says): served the same way, answered here."""
+        assert self._coordinator is not None
+        replies: list[Message] = []
+        coordinator = self._coordinator
+        await serve_batches(
+            [message],
+            lambda _position, reply: replies.append(reply),
+            writes=coordinator.put_batch,
+            reads=coordinator.get_batch,
+            limits=self.config.limits,
+        )
+        (reply,) = replies
+        return reply
 
     async def _traced(self, message: PutRequest | DeleteRequest | GetRequest) -> Message:
         """Serve a request that asked for the coordinator's steps, and answer them with it.
