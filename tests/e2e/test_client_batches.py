@@ -229,9 +229,22 @@ async def test_the_command_line_puts_many_from_stdin(cluster):
     )
     assert done.returncode == 1, done
     assert "line 3" in done.stderr + done.stdout and "line 4" in done.stderr + done.stdout
+    keys = "cli:1\ncli:4\ncli:3\n"
     got = await trio.to_thread.run_sync(
-        lambda: cli(cluster, "get", "--many", "-", "--json", stdin="cli:1\ncli:4\ncli:3\n")
+        lambda: cli(cluster, "get", "--many", "-", "--format", "json", stdin=keys)
     )
     rows = [json.loads(line) for line in got.stdout.splitlines()]
     assert [row["key"] for row in rows] == ["cli:1", "cli:4", "cli:3"]
     assert [row.get("values") for row in rows] == [["one"], ["four"], []]
+
+
+async def test_the_blocking_client_has_the_same_batches(cluster):
+    def blocking() -> None:
+        with p2pindex.Client(cluster.addresses, credentials=cluster.credentials) as db:
+            assert db.put_many([("sync:1", "a"), ("sync:2", "b")]).ok
+            read = db.get_many(["sync:1", "sync:2", "sync:3"])
+            assert [o.unwrap().values for o in read] == [[b"a"], [b"b"], []]
+            assert db.delete_many(["sync:1"]).ok
+            assert db.get_many(["sync:1"])[0].unwrap().values == []
+
+    await trio.to_thread.run_sync(blocking)

@@ -128,3 +128,21 @@ def test_a_batch_result_keeps_every_outcome():
     assert [o.definite for o in result] == [True, True, False]
     with pytest.raises(Timeout):
         result[2].unwrap()
+
+
+def test_put_lines_read_like_get_prints_them():
+    from p2pindex.cli.kv_many import parse_put_line
+
+    item = parse_put_line(1, '{"key": "k", "value": "AAE=", "encoding": "base64"}')
+    assert (item.key, item.value, item.context) == ("k", b"\x00\x01", None)
+    assert parse_put_line(2, '{"key": "k", "value": "v", "context": "AQ"}').context == "AQ"
+    for line, problem in [
+        ("nope", "line 7: not a JSON object"),
+        ("[1]", "expected a JSON object"),
+        ('{"key": "k"}', 'text "value"'),
+        ('{"key": "k", "value": "v", "colour": 1}', "unknown field(s) colour"),
+        ('{"key": "k", "value": "*", "encoding": "base64"}', "not valid base64"),
+        ('{"key": "k", "value": "v", "context": 5}', "context must be text"),
+    ]:
+        with pytest.raises(InvalidRequest, match=problem.replace("(", r"\(").replace(")", r"\)")):
+            parse_put_line(7, line)
