@@ -176,7 +176,7 @@ async def test_bad_batches_sent_raw_are_refused_and_the_node_keeps_serving(clust
         (b"raw:x", []),
     ]:
         assert await read_all(cluster, key) == values, key
-    # Not a BatchRequest's shape at all: refused as an invalid message.
+    # An empty batch is answered with an empty reply.
     reply = await call(cluster, address, BatchRequest(BATCH_VERSION, []))
     assert items_of(reply) == []
     # The node still serves single requests and batches.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+
 import cbor2
 import pytest
 from hypothesis import given
@@ -12,7 +14,7 @@ from p2pindex.client.results import BatchResult, KeyOutcome
 from p2pindex.config import Limits
 from p2pindex.errors import InvalidRequest, Timeout, Unavailable
 from p2pindex.node.client_batch import open_batch
-from p2pindex.wire.codec import decode_item, encode_item
+from p2pindex.wire.codec import FrameDecoder, decode_item, encode_item
 from p2pindex.wire.messages import (
     BATCH_VERSION,
     MAX_BATCH_ITEMS,
@@ -104,6 +106,20 @@ def test_a_batch_is_opened_item_by_item():
     assert items[3] is items[4] and "appears 2 times" in str(items[3])
     assert "relayed" in str(items[5])
     assert all(isinstance(item, InvalidRequest) for item in items[1:6])
+
+
+def test_a_batch_frame_of_the_wrong_shape_is_an_invalid_message():
+    decoder = FrameDecoder(Limits())
+    for fields, problem in [
+        ({"version": 1, "requests": [5]}, "BatchRequest.requests[0]: expected a byte string"),
+        ({"version": 1, "requests": b"x"}, "BatchRequest.requests: expected an array"),
+        ({"version": -1, "requests": []}, "BatchRequest.version"),
+        ({"requests": []}, "missing field 'version'"),
+    ]:
+        payload = cbor2.dumps([1, BatchRequest.TYPE, 7, fields])
+        (decoded,) = decoder.feed(struct.pack(">I", len(payload)) + payload)
+        assert decoded.message is None and decoded.request_id == 7
+        assert problem in (decoded.error or ""), decoded.error
 
 
 def test_a_batch_over_the_count_limit_or_of_another_version_is_refused_whole():
