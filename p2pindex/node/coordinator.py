@@ -155,12 +155,6 @@ class Coordinator:
             config.replica_timeout,
         )
 
-    @property
-    def limits(self) -> Limits:
-        """The request limits this node enforces (a client batch's items are checked
-        against them)."""
-        return self._config.limits
-
     async def put(self, request: PutRequest | DeleteRequest) -> Message:
         """Coordinate one write (a batch of one); a failure is raised."""
         return await _one(request, self._serve_writes)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
+from p2pindex.config import Limits
 from p2pindex.errors import P2PIndexError
 from p2pindex.net.channel import BatchHandler, FastPath, Respond
 from p2pindex.node.client_batch import serve_batches
@@ -40,14 +41,18 @@ def data_fast_path(
     batch[PutRequest] = batch[DeleteRequest] = (
         writes if authorize is None else _authorized(authorize, writes)
     )
-    # A client's BatchRequest: its items go through the same (authorised) handlers.
-    batch[BatchRequest] = functools.partial(
-        serve_batches,
-        writes=batch[PutRequest],
-        reads=batch[GetRequest],
-        limits=coordinator.limits,
-    )
     return FastPath(answer, batch)
+
+
+def with_client_batches(fast_path: FastPath, limits: Limits) -> FastPath:
+    """``fast_path`` serving a client's BatchRequest too: its items go through the very
+    handlers single requests use (authorised, and timed when ``fast_path`` is), so a batch
+    is served, refused and measured exactly as its requests sent one by one would be."""
+    batch = dict(fast_path.batch)
+    batch[BatchRequest] = functools.partial(
+        serve_batches, writes=batch[PutRequest], reads=batch[GetRequest], limits=limits
+    )
+    return FastPath(fast_path.answer, batch)
 
 
 def _authorized(authorize: Callable[[Message], None], serve: BatchHandler) -> BatchHandler:

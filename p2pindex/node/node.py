@@ -35,7 +35,7 @@ from p2pindex.node.client_batch import serve_batches
 from p2pindex.node.cluster_view import ClusterView
 from p2pindex.node.coordinator import Coordinator
 from p2pindex.node.eventlog import EventLog, describe_member_change
-from p2pindex.node.fast_path import data_fast_path
+from p2pindex.node.fast_path import data_fast_path, with_client_batches
 from p2pindex.node.gained import GainedRanges
 from p2pindex.node.handoff import OwnershipHandoff
 from p2pindex.node.hints import HintedHandoff
@@ -674,10 +674,13 @@ class Node:
                 authorize = functools.partial(self.security.authorize, stream.peer)
         fast_path = None
         if self._coordinator is not None and self._replica is not None:  # else still starting
-            fast_path = self.request_metrics.timed(
-                data_fast_path(
-                    self._coordinator, self._replica, node_peer=node_peer, authorize=authorize
-                )
+            fast_path = with_client_batches(
+                self.request_metrics.timed(
+                    data_fast_path(
+                        self._coordinator, self._replica, node_peer=node_peer, authorize=authorize
+                    )
+                ),
+                self.config.limits,
             )
         client = None
         if isinstance(stream, SecureStream) and not node_peer:

@@ -38,8 +38,6 @@ class CountingStorage(MemoryStorage):
 class NoCoordinator:
     """Stands in for the coordinator: these tests send no client requests."""
 
-    limits = Limits()
-
     async def get_batch(self, messages: list[Message], respond: Respond) -> None:
         raise AssertionError("no client request was sent")
 
