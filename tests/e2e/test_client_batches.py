@@ -197,6 +197,23 @@ async def test_bad_batches_sent_raw_are_refused_and_the_node_keeps_serving(clust
     assert status.status["state"] in ("active", "ACTIVE")
 
 
+async def test_a_raw_batch_over_the_frame_limit_closes_only_its_connection(cluster):
+    # The client splits batches to fit; a peer that sends a larger frame anyway is refused
+    # as any oversized frame is (its connection closed), and nothing of it is written.
+    address = cluster.addresses[2]
+    value = b"y" * (Limits().max_value - 100)
+    items = [put(f"huge:{i}".encode(), value) for i in range(17)]
+    lost = False
+    try:
+        await call(cluster, address, BatchRequest(BATCH_VERSION, items))
+    except* p2pindex.ConnectionLost:
+        lost = True
+    assert lost
+    assert await read_all(cluster, b"huge:0") == []
+    ok = await call(cluster, address, BatchRequest(BATCH_VERSION, [put(b"huge:after")]))
+    assert isinstance(items_of(ok)[0], PutReply)
+
+
 async def test_a_batch_over_the_frame_limit_is_split_by_the_client(cluster):
     # 40 values of 512 KiB (20 MiB) cannot go in one 16 MiB frame: the client splits them.
     async with p2pindex.connect(cluster.addresses, credentials=cluster.credentials) as db:
