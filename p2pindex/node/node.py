@@ -786,8 +786,11 @@ class Node:
         return await serve_admin(self, message)
 
     async def _client_batch(self, message: BatchRequest) -> Message:
-        """A client batch that came outside a connection's data path (which serves it
-        without a task, as ``fast_path`` says): served the same way, answered here."""
+        """A batch that came outside a connection's data path (which serves clients' batches
+        without a task, authorising each item, as ``fast_path`` says): served the same way.
+        Its items are not authorised one by one here, so a secure node's guard must keep
+        refusing BatchRequest to clients on this path (it has no client role in
+        ``security.access``); insecure nodes and node peers authorise nothing anyway."""
         assert self._coordinator is not None
         replies: list[Message] = []
         coordinator = self._coordinator
