@@ -141,6 +141,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="one client, one request at a time (single-client latency)",
     )
+    parser.add_argument(
+        "--batch",
+        type=positive_int_arg,
+        default=1,
+        metavar="K",
+        help="keys per call: each request in flight is a put_many or get_many of K keys "
+        "(default 1: single requests); figures then count keys, each timed by its call",
+    )
     parser.add_argument("--seed", type=int, default=1, help="seed of the key and value choices")
     parser.add_argument(
         "--index-workload",
@@ -197,6 +205,7 @@ def run(args: argparse.Namespace) -> int:
         "concurrency": concurrency,
         "duration_s": args.duration,
         "sequential": args.sequential,
+        "batch": args.batch,
     }
     if args.format == "json":
         document = {
@@ -239,6 +248,7 @@ def _specs(
                 timeout=args.timeout,
                 seed=args.seed * 1000 + index,
                 load=args.load,
+                batch=args.batch,
             )
         )
         first += tasks
@@ -379,6 +389,8 @@ def _text_report(
         if config["sequential"]
         else f"{config['processes']} process(es), {config['concurrency']} requests in flight"
     )
+    if config["batch"] > 1:
+        mode += f", {config['batch']} keys per request (operations are keys)"
     lines = [
         f"# p2pindex bench: {workload.describe()}, {config['records']} records, "
         f"{config['value_size']}-byte values, consistency {config['consistency']}",

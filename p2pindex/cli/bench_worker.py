@@ -18,13 +18,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from typing import Any
 
 import trio
 
 from p2pindex.cli.bench_stats import OpStats, PhaseResult
 from p2pindex.cli.bench_workload import ScrambledZipfian, key_name
 from p2pindex.cli.common import collect_garbage_rarely, describe, single_error
-from p2pindex.client import AsyncClient, Context, connect
+from p2pindex.client import AsyncClient, BatchResult, Context, GetResult, connect
 from p2pindex.errors import P2PIndexError
 
 PROGRESS_EVERY = 1.0
@@ -47,6 +48,9 @@ class WorkerSpec:
     timeout: float
     seed: int
     load: bool
+    batch: int = 1
+    """Keys per call: above 1 every call is a put_many or get_many of this many keys (an
+    operation is then one key, timed by the call that carried it)."""
 
 
 class _Shared:
@@ -141,6 +145,77 @@ async def _run_task(
         shared.done += 1
 
 
+def _note_outcomes(
+    stats: OpStats, outcomes: BatchResult[Any], micros: int, shared: _Shared, records: list[int]
+) -> None:
+    """Each key of a batch call is one operation, timed by its call."""
+    contexts = shared.contexts
+    for record, outcome in zip(records, outcomes, strict=True):
+        if outcome.error is not None:
+            code = _code(outcome.error)
+        else:
+            result = outcome.result
+            contexts[record] = result.context  # type: ignore[union-attr]
+            code = "OK" if not isinstance(result, GetResult) or result.values else "NOT_FOUND"
+        stats.latency.record(micros)
+        stats.returns[code] += 1
+    shared.done += len(records)
+
+
+async def _load_batch_task(
+    db: AsyncClient, shared: _Shared, records: range, batch: int, inserts: OpStats
+) -> None:
+    clock = time.perf_counter_ns
+    values = shared.values
+    for first in range(0, len(records), batch):
+        chosen = list(records[first : first + batch])
+        items = [(shared.key(r), values[r % VALUE_POOL]) for r in chosen]
+        start = clock()
+        outcomes = await db.put_many(items)
+        _note_outcomes(inserts, outcomes, (clock() - start) // 1000, shared, chosen)
+
+
+async def _run_batch_task(
+    db: AsyncClient,
+    shared: _Shared,
+    keys: ScrambledZipfian,
+    rng: random.Random,
+    spec: WorkerSpec,
+    reads: OpStats,
+    updates: OpStats,
+) -> None:
+    """Like ``_run_task``, but ``spec.batch`` distinct keys per call, all read or all
+    written (a zipfian pick repeated within one call is skipped: a batch takes a key once)."""
+    clock = time.perf_counter_ns
+    contexts = shared.contexts
+    values = shared.values
+    while not shared.stopped:
+        reading = rng.random() < spec.read_proportion
+        chosen: dict[int, None] = {}
+        tries = 0
+        while len(chosen) < spec.batch and tries < 20 * spec.batch:
+            tries += 1
+            record = keys.next()
+            if reading or record not in shared.writing:
+                chosen[record] = None
+        records = list(chosen)
+        start = clock()
+        if reading:
+            outcomes: BatchResult[Any] = await db.get_many([shared.key(r) for r in records])
+            stats = reads
+        else:
+            shared.writing.update(records)
+            value = values[shared.done % VALUE_POOL]
+            try:
+                outcomes = await db.put_many(
+                    [(shared.key(r), value, contexts.get(r)) for r in records]
+                )
+            finally:
+                shared.writing.difference_update(records)
+            stats = updates
+        _note_outcomes(stats, outcomes, (clock() - start) // 1000, shared, records)
+
+
 async def _progress(shared: _Shared, conn: Connection, phase: str) -> None:
     while True:
         await trio.sleep(PROGRESS_EVERY)
@@ -184,7 +259,12 @@ async def run_worker(spec: WorkerSpec, conn: Connection) -> None:
                 inserts = result.stats("INSERT")
                 for task in range(spec.concurrency):
                     stripe = range(spec.first_task + task, spec.records, spec.total_tasks)
-                    nursery.start_soon(_load_task, db, shared, stripe, inserts)
+                    if spec.batch > 1:
+                        nursery.start_soon(
+                            _load_batch_task, db, shared, stripe, spec.batch, inserts
+                        )
+                    else:
+                        nursery.start_soon(_load_task, db, shared, stripe, inserts)
 
             await _phase(conn, "load", shared, start_load)
 
@@ -194,9 +274,12 @@ async def run_worker(spec: WorkerSpec, conn: Connection) -> None:
             for task in range(spec.concurrency):
                 rng = random.Random(spec.seed * 7919 + task)
                 keys = ScrambledZipfian(spec.records, rng)
-                nursery.start_soon(
-                    _run_task, db, shared, keys, rng, spec.read_proportion, reads, updates
-                )
+                if spec.batch > 1:
+                    nursery.start_soon(_run_batch_task, db, shared, keys, rng, spec, reads, updates)
+                else:
+                    nursery.start_soon(
+                        _run_task, db, shared, keys, rng, spec.read_proportion, reads, updates
+                    )
             nursery.start_soon(_stop_after, shared, spec.duration)
 
         shared.stopped = False

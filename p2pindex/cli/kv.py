@@ -8,7 +8,6 @@ document on stdout for scripts.
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import sys
 from collections.abc import Awaitable, Callable
@@ -16,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from p2pindex.cli.common import (
     EXIT_NOT_FOUND,
     EXIT_OK,
+    EXIT_USAGE,
     add_format_option,
     add_node_option,
     add_timeout_option,
@@ -23,6 +23,7 @@ from p2pindex.cli.common import (
     describe,
     with_client,
 )
+from p2pindex.cli.kv_many import encode_values, run_get_many, run_put_many
 from p2pindex.cli.query import index_arg, index_terms
 from p2pindex.cli.trace_view import trace_lines
 from p2pindex.client import AsyncClient, Context, Trace
@@ -76,9 +77,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "--overwrite to replace what the cluster holds now."
         ),
     )
-    put.add_argument("key", metavar="KEY", help="the key (text, stored as UTF-8)")
+    put.add_argument("key", metavar="KEY", nargs="?", help="the key (text, stored as UTF-8)")
     put.add_argument(
-        "value", metavar="VALUE", help="the value as text, or - to read bytes from stdin"
+        "value",
+        metavar="VALUE",
+        nargs="?",
+        help="the value as text, or - to read bytes from stdin",
+    )
+    put.add_argument(
+        "--many",
+        metavar="FILE",
+        help="store many keys in batches instead of KEY VALUE: FILE (- for stdin) holds one"
+        ' JSON object a line, {"key": ..., "value": ..., "context": ...} ("encoding":'
+        ' "base64" for bytes); one outcome is printed a line, and the exit status is'
+        " non-zero if any key failed",
     )
     put.add_argument(
         "--context", type=context_arg, help="causal context from a previous get or put"
@@ -107,7 +119,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Exits 3 when the key does not exist."
         ),
     )
-    get.add_argument("key", metavar="KEY", help="the key (text, stored as UTF-8)")
+    get.add_argument("key", metavar="KEY", nargs="?", help="the key (text, stored as UTF-8)")
+    get.add_argument(
+        "--many",
+        metavar="FILE",
+        help="read many keys in batches instead of KEY: FILE (- for stdin) holds one key a"
+        " line; prints KEY<TAB>VALUE lines (one per value; --format json: one document a key)",
+    )
     _common(get)
     get.set_defaults(func=run_get)
 
@@ -168,15 +186,30 @@ def _traced(args: argparse.Namespace, body: Callable[[AsyncClient], Awaitable[in
     return with_client(args, traced_body)
 
 
-def encode_values(values: list[bytes]) -> tuple[str, list[str]]:
-    """Values as JSON strings: UTF-8 text when they all are, otherwise base64."""
-    try:
-        return "utf-8", [value.decode("utf-8") for value in values]
-    except UnicodeDecodeError:
-        return "base64", [base64.b64encode(value).decode("ascii") for value in values]
+def _one_or_many(
+    args: argparse.Namespace, *, needs: tuple[str, ...], alone: tuple[str, ...]
+) -> None:
+    """Exit with a usage error unless the arguments name one key or ``--many``, as argparse
+    would (KEY is optional to the parser only because ``--many`` replaces it)."""
+    given = [name for name in needs if getattr(args, name) is not None]
+    missing = [name.upper() for name in needs if name not in given]
+    if args.many is None and missing:
+        problem = f"the following arguments are required: {', '.join(missing)} (or --many FILE)"
+    elif args.many is not None and given:
+        problem = f"--many reads its keys from FILE: give no {given[0].upper()}"
+    elif args.many is not None and any(getattr(args, name, None) for name in alone):
+        flags = " or ".join("--" + name for name in alone)
+        problem = f"--many does not take {flags} (a line may carry its own context)"
+    else:
+        return
+    print(f"error: {problem}", file=sys.stderr)
+    raise SystemExit(EXIT_USAGE)
 
 
 def run_put(args: argparse.Namespace) -> int:
+    _one_or_many(args, needs=("key", "value"), alone=("context", "overwrite", "index", "trace"))
+    if args.many is not None:
+        return run_put_many(args)
     value = sys.stdin.buffer.read() if args.value == "-" else args.value.encode("utf-8")
 
     async def body(db: AsyncClient) -> int:
@@ -232,6 +265,10 @@ def _put_note(key: str, result: PutResult) -> str:
 
 
 def run_get(args: argparse.Namespace) -> int:
+    _one_or_many(args, needs=("key",), alone=("trace",))
+    if args.many is not None:
+        return run_get_many(args)
+
     async def body(db: AsyncClient) -> int:
         result = await db.get(args.key, **_options(args))
         if args.format == "json":

@@ -10,11 +10,11 @@ from __future__ import annotations
 import base64
 import binascii
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
-from p2pindex.errors import InvalidRequest, P2PIndexError, ProtocolError
+from p2pindex.errors import DefiniteError, InvalidRequest, P2PIndexError, ProtocolError
 
 T = TypeVar("T")
 
@@ -178,6 +178,70 @@ class GetResult:
         if len(self.values) > 1:
             raise SiblingConflict(len(self.values))
         return self.values[0]
+
+
+# --- batches (put_many, get_many, delete_many) ----------------------------------------------
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class KeyOutcome(Generic[R]):
+    """What one key of a batch came to: its ``result``, or the ``error`` it failed with.
+
+    Each key fails on its own, so one failure never hides another's outcome. ``definite``
+    says what the caller may conclude from a failure, as the single calls' errors do:
+    True means nothing was done for this key (safe to retry), False that a write may or
+    may not have been applied (read before retrying)."""
+
+    key: bytes
+    result: R | None = None
+    error: P2PIndexError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def definite(self) -> bool:
+        return self.error is None or isinstance(self.error, DefiniteError)
+
+    def unwrap(self) -> R:
+        """The result; raises this key's error if it failed."""
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult(Generic[R]):
+    """The outcome of every key of a batch call, in the order the keys were given."""
+
+    outcomes: tuple[KeyOutcome[R], ...]
+
+    def __len__(self) -> int:
+        return len(self.outcomes)
+
+    def __iter__(self) -> Iterator[KeyOutcome[R]]:
+        return iter(self.outcomes)
+
+    def __getitem__(self, position: int) -> KeyOutcome[R]:
+        return self.outcomes[position]
+
+    @property
+    def ok(self) -> bool:
+        """Whether every key succeeded."""
+        return all(outcome.error is None for outcome in self.outcomes)
+
+    @property
+    def failed(self) -> tuple[KeyOutcome[R], ...]:
+        return tuple(outcome for outcome in self.outcomes if outcome.error is not None)
+
+    @property
+    def results(self) -> dict[bytes, R]:
+        """The result of every key that succeeded, by key."""
+        return {o.key: o.result for o in self.outcomes if o.error is None and o.result is not None}
 
 
 # --- cluster documents ----------------------------------------------------------------------

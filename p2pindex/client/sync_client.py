@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -18,9 +18,11 @@ from typing import Any, TypeVar
 import trio
 
 from p2pindex.client.async_client import CONNECT_TIMEOUT, HANDSHAKE_TIMEOUT, AsyncClient
+from p2pindex.client.batching import DeleteItem, PutItem
 from p2pindex.client.queries import QueryPage
 from p2pindex.client.requests import Addresses, ConsistencyArg, Data
 from p2pindex.client.results import (
+    BatchResult,
     Context,
     DeleteResult,
     GetResult,
@@ -164,6 +166,50 @@ class Client:
             overwrite=overwrite,
             index=index,
             trace=trace,
+        )
+
+    def put_many(
+        self,
+        items: Iterable[PutItem | tuple[Any, ...]],
+        *,
+        consistency: ConsistencyArg | None = None,
+        timeout: float | None = None,
+        strict: bool = False,
+    ) -> BatchResult[PutResult]:
+        """Store many keys in one call, each item with its own context; every key's
+        outcome in the order given, a failure never hiding another (see
+        ``AsyncClient.put_many``)."""
+        items = list(items)  # consumed here, not on the client's thread
+        return self._call(
+            self._client.put_many, items, consistency=consistency, timeout=timeout, strict=strict
+        )
+
+    def get_many(
+        self,
+        keys: Iterable[Data],
+        *,
+        consistency: ConsistencyArg | None = None,
+        timeout: float | None = None,
+        strict: bool = False,
+    ) -> BatchResult[GetResult]:
+        """Read many keys in one call (see ``AsyncClient.get_many``)."""
+        keys = list(keys)
+        return self._call(
+            self._client.get_many, keys, consistency=consistency, timeout=timeout, strict=strict
+        )
+
+    def delete_many(
+        self,
+        keys: Iterable[Data | DeleteItem | tuple[Any, ...]],
+        *,
+        consistency: ConsistencyArg | None = None,
+        timeout: float | None = None,
+        strict: bool = False,
+    ) -> BatchResult[DeleteResult]:
+        """Delete many keys in one call (see ``AsyncClient.delete_many``)."""
+        keys = list(keys)
+        return self._call(
+            self._client.delete_many, keys, consistency=consistency, timeout=timeout, strict=strict
         )
 
     def keys(self, prefix: Data = b"", **options: Any) -> QueryPage:

@@ -4,14 +4,17 @@ only) and the client requests the coordinator batches, each first authorised.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
+from p2pindex.config import Limits
 from p2pindex.errors import P2PIndexError
 from p2pindex.net.channel import BatchHandler, FastPath, Respond
+from p2pindex.node.client_batch import serve_batches
 from p2pindex.node.coordinator import Coordinator
 from p2pindex.node.replica import ReplicaService
 from p2pindex.wire.errors import reply_for_error
-from p2pindex.wire.messages import DeleteRequest, GetRequest, Message, PutRequest
+from p2pindex.wire.messages import BatchRequest, DeleteRequest, GetRequest, Message, PutRequest
 
 
 def data_fast_path(
@@ -39,6 +42,17 @@ def data_fast_path(
         writes if authorize is None else _authorized(authorize, writes)
     )
     return FastPath(answer, batch)
+
+
+def with_client_batches(fast_path: FastPath, limits: Limits) -> FastPath:
+    """``fast_path`` serving a client's BatchRequest too: its items go through the very
+    handlers single requests use (authorised, and timed when ``fast_path`` is), so a batch
+    is served, refused and measured exactly as its requests sent one by one would be."""
+    batch = dict(fast_path.batch)
+    batch[BatchRequest] = functools.partial(
+        serve_batches, writes=batch[PutRequest], reads=batch[GetRequest], limits=limits
+    )
+    return FastPath(fast_path.answer, batch)
 
 
 def _authorized(authorize: Callable[[Message], None], serve: BatchHandler) -> BatchHandler:

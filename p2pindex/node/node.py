@@ -31,10 +31,11 @@ from p2pindex.net.secure.session import SecureStream
 from p2pindex.node.admin import serve_admin
 from p2pindex.node.admission import Admission
 from p2pindex.node.antientropy import AntiEntropy, request_arcs
+from p2pindex.node.client_batch import serve_batches
 from p2pindex.node.cluster_view import ClusterView
 from p2pindex.node.coordinator import Coordinator
 from p2pindex.node.eventlog import EventLog, describe_member_change
-from p2pindex.node.fast_path import data_fast_path
+from p2pindex.node.fast_path import data_fast_path, with_client_batches
 from p2pindex.node.gained import GainedRanges
 from p2pindex.node.handoff import OwnershipHandoff
 from p2pindex.node.hints import HintedHandoff
@@ -56,6 +57,7 @@ from p2pindex.types import Address, Liveness, NodeState
 from p2pindex.version import __version__
 from p2pindex.wire.errors import reply_for_error
 from p2pindex.wire.messages import (
+    BatchRequest,
     DeleteReply,
     DeleteRequest,
     DigestRequest,
@@ -674,10 +676,13 @@ class Node:
                 authorize = functools.partial(self.security.authorize, stream.peer)
         fast_path = None
         if self._coordinator is not None and self._replica is not None:  # else still starting
-            fast_path = self.request_metrics.timed(
-                data_fast_path(
-                    self._coordinator, self._replica, node_peer=node_peer, authorize=authorize
-                )
+            fast_path = with_client_batches(
+                self.request_metrics.timed(
+                    data_fast_path(
+                        self._coordinator, self._replica, node_peer=node_peer, authorize=authorize
+                    )
+                ),
+                self.config.limits,
             )
         client = None
         if isinstance(stream, SecureStream) and not node_peer:
@@ -754,6 +759,8 @@ class Node:
             return await self._coordinator.put(message)
         if isinstance(message, GetRequest):
             return await self._coordinator.get(message)
+        if isinstance(message, BatchRequest):
+            return await self._client_batch(message)
         if isinstance(message, ReplicaWrite | ReplicaWriteMany):
             assert self._replica is not None
             return await self._replica.write(message)
@@ -779,6 +786,25 @@ class Node:
                 self._driver.notify()
             return PushPullReply(reply)
         return await serve_admin(self, message)
+
+    async def _client_batch(self, message: BatchRequest) -> Message:
+        """A batch that came outside a connection's data path (which serves clients' batches
+        without a task, authorising each item, as ``fast_path`` says): served the same way.
+        Its items are not authorised one by one here, so a secure node's guard must keep
+        refusing BatchRequest to clients on this path (it has no client role in
+        ``security.access``); insecure nodes and node peers authorise nothing anyway."""
+        assert self._coordinator is not None
+        replies: list[Message] = []
+        coordinator = self._coordinator
+        await serve_batches(
+            [message],
+            lambda _position, reply: replies.append(reply),
+            writes=coordinator.put_batch,
+            reads=coordinator.get_batch,
+            limits=self.config.limits,
+        )
+        (reply,) = replies
+        return reply
 
     async def _traced(self, message: PutRequest | DeleteRequest | GetRequest) -> Message:
         """Serve a request that asked for the coordinator's steps, and answer them with it.

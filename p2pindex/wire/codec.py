@@ -74,7 +74,9 @@ __all__ = [
     "MESSAGE_TYPES",
     "Decoded",
     "FrameDecoder",
+    "decode_item",
     "encode_frame",
+    "encode_item",
 ]
 
 MAX_REQUEST_ID = 2**63 - 1
@@ -353,6 +355,45 @@ def encode_frame(message: Message, request_id: int, *, max_frame: int | None = N
             f"over the frame limit of {limit} bytes"
         )
     return _HEADER.pack(len(payload)) + payload
+
+
+def encode_item(message: Message) -> bytes:
+    """One message inside a batch: the canonical CBOR of ``[type_code, {field: value}]``,
+    what a frame's envelope holds without its version and request id."""
+    encoder = _ENCODERS.get(type(message))
+    if encoder is None:
+        raise TypeError(f"{type(message).__name__} is not a registered protocol message")
+    fields = dict(zip(encoder.names, encoder.values(message), strict=True))
+    for get in encoder.omitted:
+        if _is_set(get(message)):
+            assert encoder.full is not None
+            encoder = encoder.full
+            fields = {
+                name: value
+                for name, value in zip(encoder.names, encoder.values(message), strict=True)
+                if name not in UNSET_OMITTED or _is_set(value)
+            }
+            break
+    return cbor2.dumps([encoder.type_code, fields], canonical=encoder.canonical)
+
+
+def decode_item(data: bytes, limits: Limits) -> Message:
+    """Decode and validate one ``encode_item`` as strictly as a frame's message; raises
+    ValueError saying what is wrong (the caller refuses that item alone)."""
+    try:
+        item = strict_cbor.loads(data, _MAX_DEPTH)
+    except strict_cbor.MalformedCbor as exc:
+        raise ValueError(f"not valid CBOR: {exc}") from None
+    if type(item) is not list or len(item) != 2:
+        raise ValueError(f"expected [type, fields], got {_describe_array(item)}")
+    type_code, fields = item
+    reader = _readers_for(limits).get(type_code) if type(type_code) is int else None
+    if reader is None:
+        raise ValueError(f"unknown message type {_short_repr(type_code)}")
+    try:
+        return reader(fields)
+    except _Invalid as exc:
+        raise ValueError(exc.reason) from None
 
 
 # --- validation: shapes -> checks, bound to one Limits ----------------------------------------

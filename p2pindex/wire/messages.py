@@ -138,6 +138,28 @@ class LimitsRequest(Message):
     TYPE: ClassVar[int] = 19
 
 
+@dataclass(frozen=True, slots=True)
+class BatchRequest(Message):
+    """Many client requests in one frame (``put_many``, ``get_many``, ``delete_many``).
+
+    Each of ``requests`` is one PutRequest, GetRequest or DeleteRequest encoded by
+    ``codec.encode_item`` and decoded (and validated as strictly as a frame) one by one, so
+    a bad item is refused on its own while the others are served. A node refuses the whole
+    batch (an ErrorReply, nothing done) when ``version`` is not ``BATCH_VERSION`` or it holds
+    more than ``MAX_BATCH_ITEMS`` requests; a key may appear at most once (every request of
+    a repeated key is refused, since which of them should win is the caller's choice).
+    """
+
+    TYPE: ClassVar[int] = 10
+    version: int
+    requests: list[bytes]
+
+
+BATCH_VERSION = 1
+MAX_BATCH_ITEMS = 1000
+"""Most requests one BatchRequest may carry; a client splits larger batches."""
+
+
 # --- replies -------------------------------------------------------------------------------
 
 
@@ -184,6 +206,14 @@ class DeleteReply(Message):
     trace: dict[str, Any] | None = None
     """The coordinator's steps, only in answer to a request that set ``trace``:
     ``{"request_id": text, "steps": [{"step", "at_ms", "took_ms", ...}, ...]}``."""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchReply(Message):
+    TYPE: ClassVar[int] = 28
+    replies: list[bytes]
+    """One per request of the BatchRequest, in order: its reply (a PutReply, GetReply,
+    DeleteReply or ErrorReply) encoded by ``codec.encode_item``."""
 
 
 @dataclass(frozen=True, slots=True)
