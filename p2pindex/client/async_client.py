@@ -22,16 +22,23 @@ Why it is shaped this way:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import trio
 
-from p2pindex.client.batching import DeleteItem, PutItem, plan_frames, repeated
+from p2pindex.client.batch_send import (
+    BatchItem,
+    BatchSender,
+    delete_item,
+    invalid_item,
+    key_of,
+    put_item,
+)
+from p2pindex.client.batching import DeleteItem, PutItem
 from p2pindex.client.queries import (
     DEFAULT_PAGE,
     QueryPage,
@@ -54,6 +61,7 @@ from p2pindex.client.requests import (
     check_key,
     check_timeout,
     check_value,
+    client_deadline_margin,
     delete_result,
     describe_error,
     expect,
@@ -78,7 +86,6 @@ from p2pindex.config import Limits
 from p2pindex.errors import (
     ConfigError,
     ConnectionLost,
-    InvalidArgumentType,
     InvalidRequest,
     NoNodeReachable,
     NotReady,
@@ -93,15 +100,11 @@ from p2pindex.net.pool import ChannelPool
 from p2pindex.net.secure.connector import client_connector
 from p2pindex.security.credentials import ClientCredentials
 from p2pindex.security.errors import HandshakeFailed
-from p2pindex.types import Address, ConsistencyLevel, key_text
-from p2pindex.wire.codec import decode_item, encode_item
-from p2pindex.wire.errors import error_from_reply
+from p2pindex.types import Address, ConsistencyLevel
+from p2pindex.wire.codec import encode_item
 from p2pindex.wire.messages import (
-    BATCH_VERSION,
     LIMITS_VERSION,
     AdmitRequest,
-    BatchReply,
-    BatchRequest,
     DeleteRequest,
     ErrorReply,
     ExplainReply,
@@ -136,15 +139,6 @@ REFRESH_INTERVAL = 10.0
 REFRESH_MIN_GAP = 0.5
 """Failures ask for a refresh; this keeps a burst of them from becoming a burst of requests."""
 ADMIN_TIMEOUT = 5.0
-
-
-def client_deadline_margin(timeout: float) -> float:
-    """Extra time the client waits beyond the server-side timeout.
-
-    The node answers ``timeout`` on its own at ``timeout_ms``; the margin lets that answer
-    (which says how many replicas replied) arrive before the client gives up by itself.
-    """
-    return 0.25 + 0.05 * timeout
 
 
 class AsyncClient:
@@ -350,13 +344,13 @@ class AsyncClient:
         call) or the write may have been applied (``Timeout``, ``ConnectionLost``).
         """
         options = self._options(consistency, timeout)
-        prepared: list[_BatchItem | KeyOutcome[Any]] = []
+        prepared: list[BatchItem | KeyOutcome[Any]] = []
         for item in items:
             try:
-                put = _put_item(item)
+                put = put_item(item)
                 raw_key = check_key(put.key, self._limits)
             except InvalidRequest as exc:
-                prepared.append(KeyOutcome(_key_of(item), error=exc))
+                prepared.append(KeyOutcome(key_of(item), error=exc))
                 continue
             try:
                 raw_context = check_context(put.context)
@@ -373,9 +367,9 @@ class AsyncClient:
                     index=index_for_wire(put.index),
                 )
             except (InvalidRequest, ValueError) as exc:
-                prepared.append(KeyOutcome(raw_key, error=_invalid(raw_key, exc)))
+                prepared.append(KeyOutcome(raw_key, error=invalid_item(raw_key, exc)))
                 continue
-            prepared.append(_BatchItem(raw_key, encode_item(request), put_result))
+            prepared.append(BatchItem(raw_key, encode_item(request), put_result))
         return await self._many(prepared, options.timeout, write=True)
 
     async def get_many(
@@ -390,15 +384,15 @@ class AsyncClient:
         ``put_many``). A read is retried on another replica when its node cannot be
         reached or its connection breaks."""
         options = self._options(consistency, timeout)
-        prepared: list[_BatchItem | KeyOutcome[Any]] = []
+        prepared: list[BatchItem | KeyOutcome[Any]] = []
         for key in keys:
             try:
                 raw_key = check_key(key, self._limits)
             except InvalidRequest as exc:
-                prepared.append(KeyOutcome(_key_of(key), error=exc))
+                prepared.append(KeyOutcome(key_of(key), error=exc))
                 continue
             request = GetRequest(raw_key, options.consistency, options.timeout_ms, bool(strict))
-            prepared.append(_BatchItem(raw_key, encode_item(request), get_result))
+            prepared.append(BatchItem(raw_key, encode_item(request), get_result))
         return await self._many(prepared, options.timeout, write=False)
 
     async def delete_many(
@@ -413,192 +407,39 @@ class AsyncClient:
         context)`` tuple (without a context the node reads the key first, as ``delete``
         says); every key's outcome, in the order given (see ``put_many``)."""
         options = self._options(consistency, timeout)
-        prepared: list[_BatchItem | KeyOutcome[Any]] = []
+        prepared: list[BatchItem | KeyOutcome[Any]] = []
         for item in keys:
             try:
-                gone = _delete_item(item)
+                gone = delete_item(item)
                 raw_key = check_key(gone.key, self._limits)
             except InvalidRequest as exc:
-                prepared.append(KeyOutcome(_key_of(item), error=exc))
+                prepared.append(KeyOutcome(key_of(item), error=exc))
                 continue
             try:
                 raw_context = check_context(gone.context)
             except InvalidRequest as exc:
-                prepared.append(KeyOutcome(raw_key, error=_invalid(raw_key, exc)))
+                prepared.append(KeyOutcome(raw_key, error=invalid_item(raw_key, exc)))
                 continue
             request = DeleteRequest(
                 raw_key, raw_context, options.consistency, options.timeout_ms, bool(strict)
             )
-            prepared.append(_BatchItem(raw_key, encode_item(request), delete_result))
+            prepared.append(BatchItem(raw_key, encode_item(request), delete_result))
         return await self._many(prepared, options.timeout, write=True)
 
     async def _many(
-        self, prepared: list[_BatchItem | KeyOutcome[Any]], timeout: float, *, write: bool
+        self, prepared: list[BatchItem | KeyOutcome[Any]], timeout: float, *, write: bool
     ) -> BatchResult[Any]:
-        """Send the prepared items in rounds: each round groups the items still pending by
-        the best node for each key not yet tried for it, into as few frames as the limits
-        allow, all frames in flight at once. An item goes round again only when nothing was
-        done for it (no connection, a node that refused the whole frame as overloaded or not
-        ready, or a read whose connection broke); every other outcome is final."""
         await trio.lowlevel.checkpoint_if_cancelled()
         self._ensure_open()
-        counts = repeated(item.key for item in prepared if isinstance(item, _BatchItem))
-        pending: list[_BatchItem] = []
-        for position, item in enumerate(prepared):
-            if isinstance(item, _BatchItem):
-                if item.key in counts:
-                    prepared[position] = KeyOutcome(item.key, error=_repeated(item.key, counts))
-                else:
-                    item.position = position
-                    pending.append(item)
-        deadline = trio.current_time() + timeout + client_deadline_margin(timeout)
-        outcomes: list[KeyOutcome[Any] | None] = [
-            item if isinstance(item, KeyOutcome) else None for item in prepared
-        ]
-        while pending:
-            now = trio.current_time()
-            routed: list[tuple[Address, _BatchItem]] = []
-            for item in pending:
-                address = next(
-                    (a for a in self._router.candidates(item.key, now) if a not in item.tried),
-                    None,
-                )
-                if address is None:
-                    outcomes[item.position] = KeyOutcome(item.key, error=item.gave_up())
-                else:
-                    routed.append((address, item))
-            retry: list[_BatchItem] = []
-            frames = plan_frames(
-                ((address, len(item.encoded)) for address, item in routed),
-                self._limits.max_frame,
-            )
-            async with trio.open_nursery() as nursery:
-                for address, positions in frames:
-                    group = [routed[p][1] for p in positions]
-                    nursery.start_soon(
-                        self._send_batch, address, group, deadline, timeout, write, retry, outcomes
-                    )
-            pending = retry
-            if pending and trio.current_time() >= deadline:
-                for item in pending:
-                    outcomes[item.position] = KeyOutcome(item.key, error=item.gave_up())
-                break
-        done = tuple(outcome for outcome in outcomes if outcome is not None)
-        assert len(done) == len(outcomes)
-        return BatchResult(done)
-
-    async def _send_batch(
-        self,
-        address: Address,
-        group: list[_BatchItem],
-        deadline: float,
-        timeout: float,
-        write: bool,
-        retry: list[_BatchItem],
-        outcomes: list[KeyOutcome[Any] | None],
-    ) -> None:
-        """Send one frame of a batch to ``address`` and share its answer out to its keys."""
-
-        def again(reason: str, refusal: P2PIndexError | None = None) -> None:
-            for item in group:
-                item.tried.add(address)
-                item.failures.append(f"{address} ({reason})")
-                if refusal is not None:
-                    item.refusal = refusal
-            retry.extend(group)
-
-        def fail(error: Callable[[_BatchItem], P2PIndexError]) -> None:
-            for item in group:
-                outcomes[item.position] = KeyOutcome(item.key, error=error(item))
-
-        channel = self._pool.open_channel(address)
-        if channel is None:
-            channel, failure = await self._batch_channel(address, deadline)
-            if channel is None:
-                again(failure)
-                return
-        try:
-            reply = await channel.request(
-                BatchRequest(BATCH_VERSION, [item.encoded for item in group]), deadline=deadline
-            )
-        except Timeout:
-            fail(lambda item: Timeout(f"no reply from {address} within {timeout:g}s"))
-            return
-        except ConnectionLost as exc:
-            self._want_refresh()
-            if not write:
-                again(str(exc))
-                return
-            lost = str(exc)
-            fail(
-                lambda item: ConnectionLost(
-                    f"the connection to {address} broke after the write of key "
-                    f"{key_text(item.key)} was sent; it may or may not have been applied ({lost})"
-                )
-            )
-            return
-        if isinstance(reply, ErrorReply):
-            if reply.code in (Overloaded.code, NotReady.code):  # definite: nothing was done
-                if reply.code == NotReady.code:
-                    self._want_refresh()
-                again(reply.message, error_from_reply(reply))
-                return
-            error = error_from_reply(reply)
-            fail(lambda item: error)
-            return
-        if not isinstance(reply, BatchReply) or len(reply.replies) != len(group):
-            fail(
-                lambda item: ProtocolError(
-                    f"{address} answered a batch of {len(group)} requests with something else"
-                )
-            )
-            return
-        self._share_out(address, group, reply, retry, outcomes)
-
-    async def _batch_channel(
-        self, address: Address, deadline: float
-    ) -> tuple[RpcChannel | None, str]:
-        """A channel to ``address`` for a batch frame, or None and why (nothing was sent)."""
-        channel: RpcChannel | None = None
-        with trio.move_on_at(deadline):
-            try:
-                channel = await self._channel(address)
-            except (OSError, HandshakeFailed) as exc:
-                self._want_refresh()
-                return None, describe_error(exc)
-        if channel is None or channel.closed:
-            return None, "no connection before the deadline"
-        return channel, ""
-
-    def _share_out(
-        self,
-        address: Address,
-        group: list[_BatchItem],
-        reply: BatchReply,
-        retry: list[_BatchItem],
-        outcomes: list[KeyOutcome[Any] | None],
-    ) -> None:
-        """Each key's own reply becomes its outcome; a key its node refused as overloaded
-        or not ready (nothing done) goes round again to another replica."""
-        for item, data in zip(group, reply.replies, strict=True):
-            try:
-                inner = decode_item(data, self._limits)
-            except ValueError as exc:
-                bad = ProtocolError(
-                    f"{address} sent an invalid reply for key {key_text(item.key)}: {exc}"
-                )
-                outcomes[item.position] = KeyOutcome(item.key, error=bad)
-                continue
-            if isinstance(inner, ErrorReply) and inner.code in (Overloaded.code, NotReady.code):
-                item.tried.add(address)
-                item.failures.append(f"{address} ({inner.message})")
-                item.refusal = error_from_reply(inner)
-                retry.append(item)
-                continue
-            try:
-                outcomes[item.position] = KeyOutcome(item.key, item.convert(inner))
-            except P2PIndexError as exc:
-                outcomes[item.position] = KeyOutcome(item.key, error=exc)
+        assert self._pool is not None
+        sender = BatchSender(
+            self._router.candidates,
+            self._pool.open_channel,
+            self._channel,
+            self._want_refresh,
+            self._limits,
+        )
+        return await sender.send(prepared, timeout, write=write)
 
     # --- queries ---------------------------------------------------------------------------
 
@@ -957,73 +798,3 @@ def connect(
 def _is_overloaded(reply: Message) -> bool:
     """An ``overloaded`` refusal: nothing was done, so the next node may be asked."""
     return isinstance(reply, ErrorReply) and reply.code == Overloaded.code
-
-
-@dataclass(slots=True, eq=False)
-class _BatchItem:
-    """One key of a batch call on its way: its encoded request, how to read its reply,
-    and the nodes already tried for it (with why), so a retry goes elsewhere."""
-
-    key: bytes
-    encoded: bytes
-    convert: Callable[[Message], Any]
-    position: int = 0
-    tried: set[Address] = field(default_factory=set)
-    failures: list[str] = field(default_factory=list)
-    refusal: P2PIndexError | None = None
-    """The last definite refusal (overloaded, not ready), reported if no node takes it."""
-
-    def gave_up(self) -> P2PIndexError:
-        if self.refusal is not None:
-            return self.refusal
-        tried = "; ".join(self.failures) if self.failures else "no address left to try"
-        return NoNodeReachable(f"could not reach any node for key {key_text(self.key)}: {tried}")
-
-
-def _put_item(item: object) -> PutItem:
-    if isinstance(item, PutItem):
-        return item
-    if isinstance(item, tuple) and len(item) in (2, 3):
-        return PutItem(*item)
-    raise InvalidArgumentType(
-        f"each item of put_many must be a PutItem or a (key, value[, context]) tuple, "
-        f"not {type(item).__name__}"
-    )
-
-
-def _delete_item(item: object) -> DeleteItem:
-    if isinstance(item, DeleteItem):
-        return item
-    if isinstance(item, tuple) and len(item) == 2:
-        return DeleteItem(*item)
-    if isinstance(item, bytes | bytearray | memoryview | str):
-        return DeleteItem(bytes(item) if not isinstance(item, str) else item)
-    raise InvalidArgumentType(
-        f"each item of delete_many must be a key, a DeleteItem or a (key, context) tuple, "
-        f"not {type(item).__name__}"
-    )
-
-
-def _key_of(item: object) -> bytes:
-    """The key of an item refused before it was checked, as far as it can be told."""
-    key = item.key if isinstance(item, PutItem | DeleteItem) else item
-    if isinstance(key, tuple) and key:
-        key = key[0]
-    if isinstance(key, str):
-        return key.encode("utf-8", "replace")
-    if isinstance(key, bytes | bytearray | memoryview):
-        return bytes(key)
-    return b""
-
-
-def _invalid(key: bytes, error: Exception) -> InvalidRequest:
-    if isinstance(error, InvalidRequest):
-        return error
-    return InvalidRequest(f"key {key_text(key)}: {error}")
-
-
-def _repeated(key: bytes, counts: Mapping[bytes, int]) -> InvalidRequest:
-    return InvalidRequest(
-        f"key {key_text(key)} appears {counts[key]} times in one call; a key may appear "
-        "once per batch (nothing was done for it): send its requests in separate calls"
-    )

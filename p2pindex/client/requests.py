@@ -237,3 +237,12 @@ def describe_error(error: P2PIndexError | OSError) -> str:
             reason = os.strerror(cause.errno) if cause.errno > 0 else cause.strerror
             return str(reason).lower()
     return str(error) or type(error).__name__
+
+
+def client_deadline_margin(timeout: float) -> float:
+    """Extra time the client waits beyond the server-side timeout.
+
+    The node answers ``timeout`` on its own at ``timeout_ms``; the margin lets that answer
+    (which says how many replicas replied) arrive before the client gives up by itself.
+    """
+    return 0.25 + 0.05 * timeout

@@ -10,9 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import json
 import logging
-import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -28,6 +26,7 @@ from p2pindex.net.base import Transport
 from p2pindex.net.channel import BatchHandler, NodeLoad, RpcChannel, Traffic
 from p2pindex.net.secure.manager import SecurityManager
 from p2pindex.net.secure.session import SecureStream
+from p2pindex.node import restart_meta
 from p2pindex.node.admin import serve_admin
 from p2pindex.node.admission import Admission
 from p2pindex.node.antientropy import AntiEntropy, request_arcs
@@ -49,6 +48,7 @@ from p2pindex.node.reaper import TombstoneReaper, load_markers
 from p2pindex.node.replace import prepare_replacement
 from p2pindex.node.replica import IndexManager, ReplicaService, Versioning, decode_incoming
 from p2pindex.node.request_metrics import OPERATIONS, RequestMetrics
+from p2pindex.node.restart_meta import REMOVED_META, RING_MEMBERS_META
 from p2pindex.node.stats import StatisticsStore
 from p2pindex.node.trace import RequestTrace, new_request_id, tracing
 from p2pindex.security.access import Peer, PeerKind
@@ -96,8 +96,6 @@ UNREACHABLE_GRACE = 3.0
 """Seconds a peer that refused a connection is skipped, before SWIM has an opinion."""
 MAX_SCAN_BATCH = 4096
 MAX_SCAN_ARCS = 1024
-REMOVED_META = "removed"
-RING_MEMBERS_META = "ring_members"
 """The ring's other members ([node id, address, incarnation]), restored on restart."""
 
 
@@ -592,37 +590,20 @@ class Node:
         return self._peers
 
     def _load_removed(self) -> dict[str, int]:
-        raw = self.storage.get_meta(REMOVED_META)
-        return {str(k): int(v) for k, v in json.loads(raw).items()} if raw else {}
+        return restart_meta.load_removed(self.storage)
 
     def _spawn_persist_removed(self) -> None:
-        doc = json.dumps(self.view.removed, sort_keys=True).encode()
-        self._spawn_save_meta(REMOVED_META, doc)
+        self._spawn_save_meta(REMOVED_META, restart_meta.removed_doc(self.view.removed))
 
     def _load_ring_members(self) -> list[Member]:
         raw = self.storage.get_meta(RING_MEMBERS_META)
         if not raw:
             return []
         self._ring_members_saved = raw
-        try:
-            return [
-                Member(
-                    str(node_id), Address.parse(address), int(inc), Liveness.ALIVE, NodeState.ACTIVE
-                )
-                for node_id, address, inc in json.loads(raw)
-                if node_id != self.node_id and node_id not in self.view.removed
-            ]
-        except (ValueError, TypeError) as exc:
-            log.warning("ignoring the saved ring members (%s): the seeds will tell", exc)
-            return []
+        return restart_meta.ring_members(raw, self.node_id, self.view.removed)
 
     def _spawn_persist_ring_members(self) -> None:
-        saved = sorted(
-            [node_id, str(member.address), member.incarnation]
-            for node_id, member in self.view.members.items()
-            if node_id in self.ring.nodes and node_id != self.node_id
-        )
-        doc = json.dumps(saved).encode()
+        doc = restart_meta.ring_members_doc(self.view.members, self.ring, self.node_id)
         if doc != self._ring_members_saved:
             self._ring_members_saved = doc
             self._spawn_save_meta(RING_MEMBERS_META, doc)
@@ -899,37 +880,15 @@ class Node:
         return self._index.actor.removeprefix(f"{self.node_id}.")
 
     async def _storage_epoch(self) -> tuple[str, int]:
-        """The version actor's epoch and the highest counter it issued: kept across clean
-        restarts, a new epoch (from counter 0) after a crash.
-
-        A crash (or a power cut with fsync off) can lose this node's latest writes after
-        replicas stored them; a fresh epoch makes sure no dot is ever reissued for another
-        value. A clean shutdown marks the store so the next start keeps the clocks short.
-        """
-        epoch = self.storage.get_meta("actor_epoch")
-        issued = self.storage.get_meta("actor_issued")
-        clean = self.storage.get_meta("clean_shutdown") == b"1"
-        if epoch is None or not clean or issued is None or not issued.isdigit():
-            epoch, issued = self._rng.randbytes(4).hex().encode(), b"0"
-        try:
-            await self.storage.set_meta("actor_epoch", epoch)
-            await self.storage.set_meta("clean_shutdown", b"0")
-        except StorageFailure as exc:
-            # An unsaved epoch is safe: without the clean mark the next start picks a new one.
+        epoch, issued, failure = await restart_meta.storage_epoch(self.storage, self._rng)
+        if failure is not None:
             self.state = NodeState.DEGRADED
-            self.state_reason = f"storage failing: {exc}"
-        return epoch.decode(), int(issued)
+            self.state_reason = failure
+        return epoch, issued
 
     async def _next_incarnation(self) -> int:
-        """Start above every incarnation used before, so a restart always wins over old news."""
-        stored = self.storage.get_meta("incarnation")
-        previous = int(stored) if stored else 0
-        incarnation = max(previous + 1, math.floor(self._wall_clock()))
-        try:
-            await self.storage.set_meta("incarnation", str(incarnation).encode())
-        except StorageFailure as exc:
-            # Still above every earlier one (wall clock); the node starts DEGRADED instead
-            # of not at all, and says why.
+        incarnation, failure = await restart_meta.next_incarnation(self.storage, self._wall_clock)
+        if failure is not None:
             self.state = NodeState.DEGRADED
-            self.state_reason = f"storage failing: {exc}"
+            self.state_reason = failure
         return incarnation

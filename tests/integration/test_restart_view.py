@@ -11,7 +11,7 @@ import json
 
 import trio
 
-from p2pindex.node.node import RING_MEMBERS_META
+from p2pindex.node.restart_meta import RING_MEMBERS_META
 from p2pindex.wire.messages import ErrorReply, GetReply, GetRequest, PutReply, PutRequest
 from tests.support.cluster import running_cluster
 

@@ -1,0 +1,289 @@
+"""Sending a batch call's keys: grouped by the node each key goes to, in as few frames as
+the limits allow, every frame in flight at once, each key's reply shared out to it, and a
+key sent round again to another replica only when nothing was done for it.
+
+Kept apart from ``async_client`` so the client's single requests and its batches each read
+in one place; the client hands in what a batch needs (routing, channels, limits).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from p2pindex.client.batching import DeleteItem, PutItem, plan_frames, repeated
+from p2pindex.client.requests import client_deadline_margin, describe_error
+from p2pindex.client.results import BatchResult, KeyOutcome
+from p2pindex.config import Limits
+from p2pindex.errors import (
+    ConnectionLost,
+    InvalidArgumentType,
+    InvalidRequest,
+    NoNodeReachable,
+    NotReady,
+    Overloaded,
+    P2PIndexError,
+    ProtocolError,
+    Timeout,
+)
+from p2pindex.net.channel import RpcChannel
+from p2pindex.security.errors import HandshakeFailed
+from p2pindex.types import Address, key_text
+from p2pindex.wire.codec import decode_item
+from p2pindex.wire.errors import error_from_reply
+from p2pindex.wire.messages import BATCH_VERSION, BatchReply, BatchRequest, ErrorReply, Message
+
+
+class BatchSender:
+    def __init__(
+        self,
+        candidates: Callable[[bytes, float], Iterator[Address]],
+        open_channel: Callable[[Address], RpcChannel | None],
+        connect: Callable[[Address], Any],
+        want_refresh: Callable[[], None],
+        limits: Limits,
+    ) -> None:
+        self._candidates = candidates
+        self._open_channel = open_channel
+        self._connect = connect
+        self._want_refresh = want_refresh
+        self._limits = limits
+
+    async def send(
+        self, prepared: list[BatchItem | KeyOutcome[Any]], timeout: float, *, write: bool
+    ) -> BatchResult[Any]:
+        """Send the prepared items in rounds: each round groups the items still pending by
+        the best node for each key not yet tried for it, into as few frames as the limits
+        allow, all frames in flight at once. An item goes round again only when nothing was
+        done for it (no connection, a node that refused the whole frame as overloaded or not
+        ready, or a read whose connection broke); every other outcome is final."""
+        counts = repeated(item.key for item in prepared if isinstance(item, BatchItem))
+        pending: list[BatchItem] = []
+        for position, item in enumerate(prepared):
+            if isinstance(item, BatchItem):
+                if item.key in counts:
+                    prepared[position] = KeyOutcome(item.key, error=_repeated(item.key, counts))
+                else:
+                    item.position = position
+                    pending.append(item)
+        deadline = trio.current_time() + timeout + client_deadline_margin(timeout)
+        outcomes: list[KeyOutcome[Any] | None] = [
+            item if isinstance(item, KeyOutcome) else None for item in prepared
+        ]
+        while pending:
+            now = trio.current_time()
+            routed: list[tuple[Address, BatchItem]] = []
+            for item in pending:
+                address = next(
+                    (a for a in self._candidates(item.key, now) if a not in item.tried),
+                    None,
+                )
+                if address is None:
+                    outcomes[item.position] = KeyOutcome(item.key, error=item.gave_up())
+                else:
+                    routed.append((address, item))
+            retry: list[BatchItem] = []
+            frames = plan_frames(
+                ((address, len(item.encoded)) for address, item in routed),
+                self._limits.max_frame,
+            )
+            async with trio.open_nursery() as nursery:
+                for address, positions in frames:
+                    group = [routed[p][1] for p in positions]
+                    nursery.start_soon(
+                        self._send_batch, address, group, deadline, timeout, write, retry, outcomes
+                    )
+            pending = retry
+            if pending and trio.current_time() >= deadline:
+                for item in pending:
+                    outcomes[item.position] = KeyOutcome(item.key, error=item.gave_up())
+                break
+        done = tuple(outcome for outcome in outcomes if outcome is not None)
+        assert len(done) == len(outcomes)
+        return BatchResult(done)
+
+    async def _send_batch(
+        self,
+        address: Address,
+        group: list[BatchItem],
+        deadline: float,
+        timeout: float,
+        write: bool,
+        retry: list[BatchItem],
+        outcomes: list[KeyOutcome[Any] | None],
+    ) -> None:
+        """Send one frame of a batch to ``address`` and share its answer out to its keys."""
+
+        def again(reason: str, refusal: P2PIndexError | None = None) -> None:
+            for item in group:
+                item.tried.add(address)
+                item.failures.append(f"{address} ({reason})")
+                if refusal is not None:
+                    item.refusal = refusal
+            retry.extend(group)
+
+        def fail(error: Callable[[BatchItem], P2PIndexError]) -> None:
+            for item in group:
+                outcomes[item.position] = KeyOutcome(item.key, error=error(item))
+
+        channel = self._open_channel(address)
+        if channel is None:
+            channel, failure = await self._batch_channel(address, deadline)
+            if channel is None:
+                again(failure)
+                return
+        try:
+            reply = await channel.request(
+                BatchRequest(BATCH_VERSION, [item.encoded for item in group]), deadline=deadline
+            )
+        except Timeout:
+            fail(lambda item: Timeout(f"no reply from {address} within {timeout:g}s"))
+            return
+        except ConnectionLost as exc:
+            self._want_refresh()
+            if not write:
+                again(str(exc))
+                return
+            lost = str(exc)
+            fail(
+                lambda item: ConnectionLost(
+                    f"the connection to {address} broke after the write of key "
+                    f"{key_text(item.key)} was sent; it may or may not have been applied ({lost})"
+                )
+            )
+            return
+        if isinstance(reply, ErrorReply):
+            if reply.code in (Overloaded.code, NotReady.code):  # definite: nothing was done
+                if reply.code == NotReady.code:
+                    self._want_refresh()
+                again(reply.message, error_from_reply(reply))
+                return
+            error = error_from_reply(reply)
+            fail(lambda item: error)
+            return
+        if not isinstance(reply, BatchReply) or len(reply.replies) != len(group):
+            fail(
+                lambda item: ProtocolError(
+                    f"{address} answered a batch of {len(group)} requests with something else"
+                )
+            )
+            return
+        self._share_out(address, group, reply, retry, outcomes)
+
+    async def _batch_channel(
+        self, address: Address, deadline: float
+    ) -> tuple[RpcChannel | None, str]:
+        """A channel to ``address`` for a batch frame, or None and why (nothing was sent)."""
+        channel: RpcChannel | None = None
+        with trio.move_on_at(deadline):
+            try:
+                channel = await self._connect(address)
+            except (OSError, HandshakeFailed) as exc:
+                self._want_refresh()
+                return None, describe_error(exc)
+        if channel is None or channel.closed:
+            return None, "no connection before the deadline"
+        return channel, ""
+
+    def _share_out(
+        self,
+        address: Address,
+        group: list[BatchItem],
+        reply: BatchReply,
+        retry: list[BatchItem],
+        outcomes: list[KeyOutcome[Any] | None],
+    ) -> None:
+        """Each key's own reply becomes its outcome; a key its node refused as overloaded
+        or not ready (nothing done) goes round again to another replica."""
+        for item, data in zip(group, reply.replies, strict=True):
+            try:
+                inner = decode_item(data, self._limits)
+            except ValueError as exc:
+                bad = ProtocolError(
+                    f"{address} sent an invalid reply for key {key_text(item.key)}: {exc}"
+                )
+                outcomes[item.position] = KeyOutcome(item.key, error=bad)
+                continue
+            if isinstance(inner, ErrorReply) and inner.code in (Overloaded.code, NotReady.code):
+                item.tried.add(address)
+                item.failures.append(f"{address} ({inner.message})")
+                item.refusal = error_from_reply(inner)
+                retry.append(item)
+                continue
+            try:
+                outcomes[item.position] = KeyOutcome(item.key, item.convert(inner))
+            except P2PIndexError as exc:
+                outcomes[item.position] = KeyOutcome(item.key, error=exc)
+
+
+@dataclass(slots=True, eq=False)
+class BatchItem:
+    """One key of a batch call on its way: its encoded request, how to read its reply,
+    and the nodes already tried for it (with why), so a retry goes elsewhere."""
+
+    key: bytes
+    encoded: bytes
+    convert: Callable[[Message], Any]
+    position: int = 0
+    tried: set[Address] = field(default_factory=set)
+    failures: list[str] = field(default_factory=list)
+    refusal: P2PIndexError | None = None
+    """The last definite refusal (overloaded, not ready), reported if no node takes it."""
+
+    def gave_up(self) -> P2PIndexError:
+        if self.refusal is not None:
+            return self.refusal
+        tried = "; ".join(self.failures) if self.failures else "no address left to try"
+        return NoNodeReachable(f"could not reach any node for key {key_text(self.key)}: {tried}")
+
+
+def put_item(item: object) -> PutItem:
+    if isinstance(item, PutItem):
+        return item
+    if isinstance(item, tuple) and len(item) in (2, 3):
+        return PutItem(*item)
+    raise InvalidArgumentType(
+        f"each item of put_many must be a PutItem or a (key, value[, context]) tuple, "
+        f"not {type(item).__name__}"
+    )
+
+
+def delete_item(item: object) -> DeleteItem:
+    if isinstance(item, DeleteItem):
+        return item
+    if isinstance(item, tuple) and len(item) == 2:
+        return DeleteItem(*item)
+    if isinstance(item, bytes | bytearray | memoryview | str):
+        return DeleteItem(bytes(item) if not isinstance(item, str) else item)
+    raise InvalidArgumentType(
+        f"each item of delete_many must be a key, a DeleteItem or a (key, context) tuple, "
+        f"not {type(item).__name__}"
+    )
+
+
+def key_of(item: object) -> bytes:
+    """The key of an item refused before it was checked, as far as it can be told."""
+    key = item.key if isinstance(item, PutItem | DeleteItem) else item
+    if isinstance(key, tuple) and key:
+        key = key[0]
+    if isinstance(key, str):
+        return key.encode("utf-8", "replace")
+    if isinstance(key, bytes | bytearray | memoryview):
+        return bytes(key)
+    return b""
+
+
+def invalid_item(key: bytes, error: Exception) -> InvalidRequest:
+    if isinstance(error, InvalidRequest):
+        return error
+    return InvalidRequest(f"key {key_text(key)}: {error}")
+
+
+def _repeated(key: bytes, counts: Mapping[bytes, int]) -> InvalidRequest:
+    return InvalidRequest(
+        f"key {key_text(key)} appears {counts[key]} times in one call; a key may appear "
+        "once per batch (nothing was done for it): send its requests in separate calls"
+    )

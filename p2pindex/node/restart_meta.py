@@ -1,0 +1,97 @@
+"""What a node keeps in its metadata so a restart carries on where it stopped: its version
+actor's epoch and highest counter, its SWIM incarnation, the members removed from its ring
+and the members its ring had.
+
+Functions over a storage backend (and the injected randomness and wall clock), so the rules
+read in one place; the node applies a storage failure to its state.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+from collections.abc import Callable, Mapping
+
+from p2pindex.core.ring import Ring
+from p2pindex.core.swim import Member
+from p2pindex.errors import StorageFailure
+from p2pindex.storage.base import Storage
+from p2pindex.types import Address, Liveness, NodeState
+
+log = logging.getLogger(__name__)
+
+REMOVED_META = "removed"
+RING_MEMBERS_META = "ring_members"
+
+
+async def storage_epoch(storage: Storage, rng: random.Random) -> tuple[str, int, str | None]:
+    """The version actor's epoch and the highest counter it issued, kept across clean
+    restarts, a new epoch (from counter 0) after a crash; and why the store failed, if it did.
+
+    A crash (or a power cut with fsync off) can lose this node's latest writes after
+    replicas stored them; a fresh epoch makes sure no dot is ever reissued for another
+    value. A clean shutdown marks the store so the next start keeps the clocks short.
+    """
+    epoch = storage.get_meta("actor_epoch")
+    issued = storage.get_meta("actor_issued")
+    clean = storage.get_meta("clean_shutdown") == b"1"
+    if epoch is None or not clean or issued is None or not issued.isdigit():
+        epoch, issued = rng.randbytes(4).hex().encode(), b"0"
+    failure = None
+    try:
+        await storage.set_meta("actor_epoch", epoch)
+        await storage.set_meta("clean_shutdown", b"0")
+    except StorageFailure as exc:
+        # An unsaved epoch is safe: without the clean mark the next start picks a new one.
+        failure = f"storage failing: {exc}"
+    return epoch.decode(), int(issued), failure
+
+
+async def next_incarnation(
+    storage: Storage, wall_clock: Callable[[], float]
+) -> tuple[int, str | None]:
+    """An incarnation above every one used before, so a restart always wins over old news;
+    and why the store failed, if it did (the incarnation is still above every earlier one,
+    by the wall clock, so the node starts DEGRADED instead of not at all)."""
+    stored = storage.get_meta("incarnation")
+    previous = int(stored) if stored else 0
+    incarnation = max(previous + 1, math.floor(wall_clock()))
+    try:
+        await storage.set_meta("incarnation", str(incarnation).encode())
+    except StorageFailure as exc:
+        return incarnation, f"storage failing: {exc}"
+    return incarnation, None
+
+
+def load_removed(storage: Storage) -> dict[str, int]:
+    raw = storage.get_meta(REMOVED_META)
+    return {str(k): int(v) for k, v in json.loads(raw).items()} if raw else {}
+
+
+def removed_doc(removed: Mapping[str, int]) -> bytes:
+    return json.dumps(dict(removed), sort_keys=True).encode()
+
+
+def ring_members(raw: bytes, node_id: str, removed: Mapping[str, int]) -> list[Member]:
+    """The saved ring members other than this node and the removed ones (none when the
+    document does not parse: the seeds will tell)."""
+    try:
+        return [
+            Member(str(member), Address.parse(address), int(inc), Liveness.ALIVE, NodeState.ACTIVE)
+            for member, address, inc in json.loads(raw)
+            if member != node_id and member not in removed
+        ]
+    except (ValueError, TypeError) as exc:
+        log.warning("ignoring the saved ring members (%s): the seeds will tell", exc)
+        return []
+
+
+def ring_members_doc(members: Mapping[str, Member], ring: Ring, node_id: str) -> bytes:
+    saved = sorted(
+        [member_id, str(member.address), member.incarnation]
+        for member_id, member in members.items()
+        if member_id in ring.nodes and member_id != node_id
+    )
+    return json.dumps(saved).encode()
