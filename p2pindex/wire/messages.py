@@ -64,8 +64,7 @@ class GetRequest(Message):
     strict: bool = False
     forwarded: bool = False
     trace: bool = False
-    """Ask the coordinator for its steps (``p2pindex.node.trace``): the reply, or the
-    ErrorReply of a failure, carries them in its ``trace``. Sent only when True."""
+    """As ``PutRequest.trace``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +77,7 @@ class DeleteRequest(Message):
     strict: bool = False
     forwarded: bool = False
     trace: bool = False
-    """Ask the coordinator for its steps (``p2pindex.node.trace``): the reply, or the
-    ErrorReply of a failure, carries them in its ``trace``. Sent only when True."""
+    """As ``PutRequest.trace``."""
 
 
 @dataclass(frozen=True, slots=True)
