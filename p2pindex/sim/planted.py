@@ -4,9 +4,10 @@ Each bug is the *wrong* version of one rule the real code keeps. The simulator p
 through a seam it owns anyway, so no production module knows the bug exists: the storage
 it hands a node (storage bugs), the SWIM configuration (no suspicion), the version rules
 the node is built with (last-writer-wins, no dots), and the network between the node and
-its callers (a definite answer after a write was sent). simulations/planted_bugs.py and
-tests/integration/test_planted_bugs.py plant one at a time and require the checker that
-guards the broken rule to catch it.
+its callers (a definite answer after a write was sent; on a secure node that is the
+transport its security hands the node, where replies are still plain frames).
+simulations/planted_bugs.py and tests/integration/test_planted_bugs.py plant one at a time
+and require the checker that guards the broken rule to catch it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from p2pindex.core.terms import IndexTerms
 from p2pindex.core.versions import VersionedObject, VersionVector
 from p2pindex.errors import StorageFailure, Timeout, Unavailable
 from p2pindex.net.base import StreamHandler, Transport
+from p2pindex.net.secure.manager import SecurityManager
 from p2pindex.node.replica import Versioning
 from p2pindex.storage.base import Storage
 from p2pindex.types import Address
@@ -68,20 +70,33 @@ class PlantedSeams:
     write_back: AckBeforeCommit | None
     """Needs a nursery of the node's process to commit in (``run_in``)."""
     drop_hints_at_start: bool
+    security: type[SecurityManager] = SecurityManager
+    """What a secure node's security is built as (a planted network bug lives there)."""
+    security_options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def plant(
-    bugs: frozenset[str], storage: Storage, transport: Transport, limits: Limits
+    bugs: frozenset[str],
+    storage: Storage,
+    transport: Transport,
+    limits: Limits,
+    *,
+    secure: bool = False,
 ) -> PlantedSeams:
-    """The seams of one node process with ``bugs`` planted."""
+    """The seams of one node process with ``bugs`` planted (``secure``: the node runs with
+    a SecurityManager, whose sessions a bug on the wire must sit above)."""
     write_back = None
+    security: type[SecurityManager] = SecurityManager
+    security_options: dict[str, Any] = {}
     if "ack-failed-commit" in bugs:
         storage = AckFailedCommit(storage)
     if "early-tombstone-reap" in bugs:
         storage = EarlyTombstoneReap(storage)
     if "ack-before-commit" in bugs:
         storage = write_back = AckBeforeCommit(storage)
-    if "definite-after-send" in bugs:
+    if "definite-after-send" in bugs and secure:
+        security, security_options = DefiniteAfterSendSecurity, {"limits": limits}
+    elif "definite-after-send" in bugs:
         transport = DefiniteAfterSend(transport, limits)
     swim_config = None
     if "swim-no-suspicion" in bugs:
@@ -99,6 +114,8 @@ def plant(
         versioning,
         write_back,
         drop_hints_at_start="hints-dropped-on-restart" in bugs,
+        security=security,
+        security_options=security_options,
     )
 
 
@@ -280,6 +297,18 @@ class DefiniteAfterSend:
 
     async def receive_datagram(self) -> tuple[bytes, Address]:
         return await self._transport.receive_datagram()
+
+
+class DefiniteAfterSendSecurity(SecurityManager):
+    """A secure node's security whose transport answers ``unavailable`` for ``timeout``: the
+    rewriting sits above the sessions, where the node's replies are plain frames."""
+
+    def __init__(self, *args: Any, limits: Limits, **options: Any) -> None:
+        super().__init__(*args, **options)
+        self._rewrite_limits = limits
+
+    def wrap(self, transport: Transport) -> Transport:
+        return DefiniteAfterSend(super().wrap(transport), self._rewrite_limits)
 
 
 _INDETERMINATE_CODES: Final = frozenset({Timeout.code, "quorum_failed"})
