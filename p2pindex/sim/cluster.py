@@ -121,7 +121,7 @@ class SimCluster:
                 clock=SimWallClock(derive_rng(seed, f"clock:{name}").uniform(-0.05, 0.05)),
             )
         self.names_by_id = {slot.identity.node_id: name for name, slot in self.slots.items()}
-        self.authority = None if scenario.node.get("insecure") else SimClusterAuthority(seed)
+        self.authority = SimClusterAuthority(seed) if scenario.secure else None
         """None: the nodes run without security (``--insecure``)."""
         if self.authority is not None:
             for slot in self.slots.values():
