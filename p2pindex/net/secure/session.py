@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import trio
 from nacl.bindings import crypto_secretbox_easy, crypto_secretbox_open_easy
@@ -190,15 +190,17 @@ class ImmediateSecureStream(SecureStream):
     Streams without it (TCP) get a plain ``SecureStream``: a ``send_nowait`` that always
     declined would cost the channel its coalescing of queued frames."""
 
+    def __init__(self, inner: ImmediateSend, *args: Any, **options: Any) -> None:
+        super().__init__(inner, *args, **options)  # type: ignore[arg-type]
+        self._inner_send_nowait = inner.send_nowait
+
     def send_nowait(self, data: bytes) -> bool:
-        inner = self._inner
-        assert isinstance(inner, ImmediateSend)
         if self._broken is not None or self._sending or len(data) > RECORD_PLAINTEXT:
             return False
         # The counter moves only once the record is out: a declined record was never seen,
         # so sealing other bytes under the same nonce later reveals nothing.
         sealed = crypto_secretbox_easy(data, _NONCE.pack(self._send_counter), self._send_key)
-        if not inner.send_nowait(_HEADER.pack(len(sealed)) + sealed):
+        if not self._inner_send_nowait(_HEADER.pack(len(sealed)) + sealed):
             return False
         self._send_counter += 1
         return True
