@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Final
 
 from nacl.signing import SigningKey
 
@@ -88,19 +88,16 @@ class SimClusterAuthority:
         certificate: bytes,
         process: str,
         wall_clock: Callable[[], float],
-        kind: type[SecurityManager] = SecurityManager,
-        **options: Any,
     ) -> SecurityManager:
         """The security of one node process (``process`` names it among the run's
         processes, so each draws its own random stream)."""
-        return kind(
+        return SecurityManager(
             identity.signing_key,
             certificate,
             self.trust,
             wall_clock=wall_clock,
             rng=derive_rng(self._seed, f"security:{process}"),
             random_bytes=_bytes_from(derive_rng(self._seed, f"handshakes:{process}")),
-            **options,
         )
 
     def connector(

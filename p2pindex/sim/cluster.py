@@ -161,19 +161,11 @@ class SimCluster:
         config = self._config(slot, self._seeds_for(slot))
         storage = slot.disk.open()
         transport = self._network.transport_for(slot.address)
-        bugs = self._plan.scenario.planted_bugs
-        secure = self.authority is not None
-        seams = plant(bugs, storage, transport, config.limits, secure=secure)
+        seams = plant(self._plan.scenario.planted_bugs, storage, transport)
         security = None
         if self.authority is not None and slot.certificate is not None:
-            security = self.authority.manager(
-                slot.identity,
-                slot.certificate,
-                f"{name}:{slot.incarnation}",
-                slot.clock,
-                kind=seams.security,
-                **seams.security_options,
-            )
+            process = f"{name}:{slot.incarnation}"
+            security = self.authority.manager(slot.identity, slot.certificate, process, slot.clock)
         node = Node(
             config,
             transport=seams.transport,

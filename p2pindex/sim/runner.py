@@ -62,6 +62,7 @@ from p2pindex.sim.index_workload import index_workload_for
 from p2pindex.sim.network import DatagramFaults, SimNetwork
 from p2pindex.sim.outputs import RunResult, failure_report, format_table, write_run_files
 from p2pindex.sim.plan import ChurnSettings, RunPlan
+from p2pindex.sim.planted import plant_client
 from p2pindex.sim.timeline import Timeline, availability
 from p2pindex.sim.workloads import Workload, run_churn
 from p2pindex.types import Address, Liveness, NodeState
@@ -192,6 +193,7 @@ class Simulation:
             authority = self.cluster.authority
             if authority is not None:  # credentials, as `token issue` gives a real client
                 transport = authority.connector(name, transport, SimWallClock())
+            transport = plant_client(self.plan.scenario.planted_bugs, transport)
             client = AsyncClient(addresses, timeout=timeout, transport=transport)  # type: ignore[arg-type]
             clients[name] = await stack.enter_async_context(client)
         return clients

@@ -218,7 +218,7 @@ class SecurityManager:
 
     # --- the transport seam ----------------------------------------------------------------
 
-    def wrap(self, transport: Transport) -> Transport:
+    def wrap(self, transport: Transport) -> SecureTransport:
         return SecureTransport(transport, self)
 
     async def accept(self, stream: trio.abc.Stream, address: Address) -> SecureStream | None:
