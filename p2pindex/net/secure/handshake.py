@@ -39,7 +39,7 @@ from nacl.signing import SigningKey, VerifyKey
 from p2pindex.config import Limits
 from p2pindex.core import strict_cbor
 from p2pindex.errors import PermissionDenied, ProtocolError
-from p2pindex.net.secure.session import FailureReporter, SecureStream, open_session
+from p2pindex.net.secure.session import FailureReporter, SecureStream, session_class
 from p2pindex.security.access import Peer, PeerKind
 from p2pindex.security.certs import verify_capability, verify_node_certificate
 from p2pindex.security.errors import CredentialRejected, HandshakeFailed
@@ -289,7 +289,7 @@ async def _serve(
         await _refuse(stream, exc)
         raise
     await stream.send_all(_frame({"ok": True}))
-    secured = open_session(
+    secured = session_class(stream)(
         stream, backward, forward, peer, buffered=reader.leftover(), on_failure=on_failure
     )
     return Accepted(secured, peer)
@@ -382,7 +382,7 @@ async def _initiate(
         raise refused
     if final.get("ok") is not True:
         raise HandshakeFailed("malformed", "malformed handshake confirmation")
-    secured = open_session(
+    secured = session_class(stream)(
         stream, forward, backward, peer, buffered=reader.leftover(), on_failure=on_failure
     )
     return Accepted(secured, peer)

@@ -206,15 +206,6 @@ class ImmediateSecureStream(SecureStream):
         return True
 
 
-def open_session(
-    inner: trio.abc.Stream,
-    send_key: bytes,
-    receive_key: bytes,
-    peer: Peer,
-    *,
-    buffered: bytes = b"",
-    on_failure: FailureReporter | None = None,
-) -> SecureStream:
-    """The session over ``inner`` once the handshake set its keys."""
-    kind = ImmediateSecureStream if isinstance(inner, ImmediateSend) else SecureStream
-    return kind(inner, send_key, receive_key, peer, buffered=buffered, on_failure=on_failure)
+def session_class(inner: trio.abc.Stream) -> type[SecureStream]:
+    """What kind of session runs over ``inner`` (one that sends at once if ``inner`` can)."""
+    return ImmediateSecureStream if isinstance(inner, ImmediateSend) else SecureStream
