@@ -92,6 +92,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="switch on a planted bug in every node (repeatable)",
     )
     parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="run the nodes without security (no certificates, handshakes or signed "
+        "datagrams), to compare speed; by default they run secure",
+    )
+    parser.add_argument(
         "--output",
         type=Path,
         default=DEFAULT_OUTPUT,
@@ -214,6 +220,7 @@ def _scenario(args: argparse.Namespace, directory: Path) -> Any:
         fault_kinds=kinds,
         fault_count=args.fault_count,
         planted_bugs=args.plant_bug,
+        insecure=args.insecure,
     )
 
 
@@ -245,6 +252,8 @@ def replay_command(args: argparse.Namespace, seed: int) -> str:
         words += ["--fault-count", str(args.fault_count)]
     for bug in args.plant_bug:
         words += ["--plant-bug", bug]
+    if args.insecure:
+        words.append("--insecure")
     return shlex.join(words)
 
 

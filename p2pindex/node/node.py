@@ -123,7 +123,7 @@ class Node:
         self.load = LoadMeter()
         self.request_metrics = RequestMetrics(self.stats, on_latency=self.load.record)
         self.security = security
-        """None: no authentication (tests, simulation, --insecure)."""
+        """None: no authentication (tests, `serve --insecure`, `simulate --insecure`)."""
         if security is not None:
             security.use_statistics(self.stats)
             transport = security.wrap(transport)

@@ -4,6 +4,11 @@ Each machine (a ``Slot``) keeps its identity, disk and wall clock across node pr
 a crash and restart, a wipe or a leave and re-join act on the same machine. The real
 ``Node`` runs on each, over the simulated network and disk; a process that dies of an
 unhandled error is recorded as a violation and stays down until the final heal.
+
+Unless the scenario sets ``node.insecure`` (``simulate --insecure``), every machine holds a
+certificate from the run's in-memory cluster authority and each node process runs with a
+``SecurityManager`` built from it, as a process started on a certified data directory does:
+handshakes, sealed sessions and signed SWIM datagrams and claims under every fault.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from p2pindex.config import NodeConfig
 from p2pindex.errors import InvalidRequest
 from p2pindex.node.identity import NodeIdentity
 from p2pindex.node.node import Node
+from p2pindex.sim.authority import SimClusterAuthority
 from p2pindex.sim.checkers import Violation
 from p2pindex.sim.determinism import (
     SimWallClock,
@@ -66,6 +72,8 @@ class Slot:
     identity: NodeIdentity
     disk: SimDisk
     clock: SimWallClock
+    certificate: bytes | None = None
+    """Issued by the run's cluster authority (None when the run is insecure)."""
     state: SlotState = SlotState.SPARE
     node: Node | None = None
     scope: trio.CancelScope | None = None
@@ -113,6 +121,11 @@ class SimCluster:
                 clock=SimWallClock(derive_rng(seed, f"clock:{name}").uniform(-0.05, 0.05)),
             )
         self.names_by_id = {slot.identity.node_id: name for name, slot in self.slots.items()}
+        self.authority = SimClusterAuthority(seed) if scenario.secure else None
+        """None: the nodes run without security (``--insecure``)."""
+        if self.authority is not None:
+            for slot in self.slots.values():
+                slot.certificate = self.authority.certify(slot.identity)
         self._skipped: set[str] = set()
         self._net_state: dict[str, tuple[FaultKind, Fault]] = {}
         self._published: tuple[frozenset[Link], float, float, float] = (frozenset(), 0.0, 0.0, 0.0)
@@ -148,7 +161,11 @@ class SimCluster:
         config = self._config(slot, self._seeds_for(slot))
         storage = slot.disk.open()
         transport = self._network.transport_for(slot.address)
-        seams = plant(self._plan.scenario.planted_bugs, storage, transport, config.limits)
+        seams = plant(self._plan.scenario.planted_bugs, storage, transport)
+        security = None
+        if self.authority is not None and slot.certificate is not None:
+            process = f"{name}:{slot.incarnation}"
+            security = self.authority.manager(slot.identity, slot.certificate, process, slot.clock)
         node = Node(
             config,
             transport=seams.transport,
@@ -158,6 +175,7 @@ class SimCluster:
             wall_clock=slot.clock,
             swim_config=seams.swim_config,
             versioning=seams.versioning,
+            security=security,
         )
         slot.node = node
         slot.scope = trio.CancelScope()

@@ -3,10 +3,11 @@
 Each bug is the *wrong* version of one rule the real code keeps. The simulator plants it
 through a seam it owns anyway, so no production module knows the bug exists: the storage
 it hands a node (storage bugs), the SWIM configuration (no suspicion), the version rules
-the node is built with (last-writer-wins, no dots), and the network between the node and
-its callers (a definite answer after a write was sent). simulations/planted_bugs.py and
-tests/integration/test_planted_bugs.py plant one at a time and require the checker that
-guards the broken rule to catch it.
+the node is built with (last-writer-wins, no dots), and the network between the nodes and
+their clients (a definite answer after a write was sent; rewritten at the client's end,
+where the replies are plain frames even when the cluster is secure).
+simulations/planted_bugs.py and tests/integration/test_planted_bugs.py plant one at a time
+and require the checker that guards the broken rule to catch it.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from p2pindex.core.swim import SwimConfig
 from p2pindex.core.terms import IndexTerms
 from p2pindex.core.versions import VersionedObject, VersionVector
 from p2pindex.errors import StorageFailure, Timeout, Unavailable
-from p2pindex.net.base import StreamHandler, Transport
+from p2pindex.net.base import Transport
+from p2pindex.net.secure.connector import Connector
 from p2pindex.node.replica import Versioning
 from p2pindex.storage.base import Storage
 from p2pindex.types import Address
@@ -70,9 +72,7 @@ class PlantedSeams:
     drop_hints_at_start: bool
 
 
-def plant(
-    bugs: frozenset[str], storage: Storage, transport: Transport, limits: Limits
-) -> PlantedSeams:
+def plant(bugs: frozenset[str], storage: Storage, transport: Transport) -> PlantedSeams:
     """The seams of one node process with ``bugs`` planted."""
     write_back = None
     if "ack-failed-commit" in bugs:
@@ -81,8 +81,6 @@ def plant(
         storage = EarlyTombstoneReap(storage)
     if "ack-before-commit" in bugs:
         storage = write_back = AckBeforeCommit(storage)
-    if "definite-after-send" in bugs:
-        transport = DefiniteAfterSend(transport, limits)
     swim_config = None
     if "swim-no-suspicion" in bugs:
         # A failed probe convicts at once: no suspicion period for the member to refute.
@@ -100,6 +98,13 @@ def plant(
         write_back,
         drop_hints_at_start="hints-dropped-on-restart" in bugs,
     )
+
+
+def plant_client(bugs: frozenset[str], connector: Connector) -> Connector:
+    """How a simulated client reaches the nodes with ``bugs`` planted."""
+    if "definite-after-send" in bugs:
+        return DefiniteAfterSend(connector, Limits())
+    return connector
 
 
 async def prepare(seams: PlantedSeams, storage: Storage) -> None:
@@ -250,36 +255,17 @@ class EarlyTombstoneReap(_StorageWrapper):
 
 
 class DefiniteAfterSend:
-    """The node's listening side, answering ``unavailable`` (definite: nothing written) where
-    the node answered ``timeout`` or ``quorum_failed`` (the write may be on replicas)."""
+    """The network between the nodes and a client, turning the ``timeout`` or
+    ``quorum_failed`` the client is sent (the write may be on replicas) into ``unavailable``
+    (definite: nothing written). It sits at the client's end, above the client's session
+    when the cluster is secure: there the replies are still plain frames."""
 
-    def __init__(self, transport: Transport, limits: Limits) -> None:
-        self._transport = transport
+    def __init__(self, connector: Connector, limits: Limits) -> None:
+        self._connector = connector
         self._limits = limits
 
-    async def serve(
-        self,
-        handler: StreamHandler,
-        *,
-        task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        async def rewritten(stream: trio.abc.Stream, peer: Address) -> None:
-            await handler(_DefiniteReplies(stream, self._limits), peer)
-
-        await self._transport.serve(rewritten, task_status=task_status)
-
-    @property
-    def local_address(self) -> Address:
-        return self._transport.local_address
-
     async def connect(self, address: Address) -> trio.abc.Stream:
-        return await self._transport.connect(address)
-
-    async def send_datagram(self, address: Address, data: bytes) -> None:
-        await self._transport.send_datagram(address, data)
-
-    async def receive_datagram(self) -> tuple[bytes, Address]:
-        return await self._transport.receive_datagram()
+        return _DefiniteReplies(await self._connector.connect(address), self._limits)
 
 
 _INDETERMINATE_CODES: Final = frozenset({Timeout.code, "quorum_failed"})
@@ -289,31 +275,35 @@ class _DefiniteReplies(trio.abc.Stream):
     def __init__(self, stream: trio.abc.Stream, limits: Limits) -> None:
         self._stream = stream
         self._frames = FrameDecoder(limits)
+        self._received = b""
+        """Rewritten bytes past what the last ``receive_some`` could return."""
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        while not self._received:
+            data = await self._stream.receive_some(max_bytes)
+            if not data:
+                return data
+            self._received = self._rewrite(bytes(data))
+        size = len(self._received) if max_bytes is None else max_bytes
+        out, self._received = self._received[:size], self._received[size:]
+        return out
+
+    def _rewrite(self, data: bytes) -> bytes:
         out = bytearray()
-        for frame in self._frames.feed(bytes(data)):
+        for frame in self._frames.feed(data):
             message = frame.message
             if isinstance(message, ErrorReply) and message.code in _INDETERMINATE_CODES:
                 failure = Unavailable(1, 0, f"the write failed: {message.message}")
                 message = ErrorReply(failure.code, str(failure), 1, 0)
             assert message is not None
             out += encode_frame(message, frame.request_id)
-        if out:
-            await self._stream.send_all(bytes(out))
-        else:
-            await trio.lowlevel.checkpoint()
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self._stream.wait_send_all_might_not_block()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        return await self._stream.receive_some(max_bytes)
+        return bytes(out)
 
     async def aclose(self) -> None:
         await self._stream.aclose()
-
-    async def send_eof(self) -> None:
-        send_eof = getattr(self._stream, "send_eof", None)
-        if send_eof is not None:
-            await send_eof()

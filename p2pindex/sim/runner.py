@@ -33,11 +33,13 @@ import trio.testing
 from p2pindex.client.async_client import AsyncClient
 from p2pindex.core.ring import DEFAULT_VNODES, Ring
 from p2pindex.core.versions import decode_object, encode_context
+from p2pindex.net.secure.connector import Connector
 from p2pindex.node.handoff import SYNCED_META
 from p2pindex.node.reaper import saved_markers
 from p2pindex.sim import checkers
 from p2pindex.sim.cluster import SimCluster, Slot, SlotState
 from p2pindex.sim.determinism import (
+    SimWallClock,
     Trace,
     derive_rng,
     seed_trio_scheduler,
@@ -60,6 +62,7 @@ from p2pindex.sim.index_workload import index_workload_for
 from p2pindex.sim.network import DatagramFaults, SimNetwork
 from p2pindex.sim.outputs import RunResult, failure_report, format_table, write_run_files
 from p2pindex.sim.plan import ChurnSettings, RunPlan
+from p2pindex.sim.planted import plant_client
 from p2pindex.sim.timeline import Timeline, availability
 from p2pindex.sim.workloads import Workload, run_churn
 from p2pindex.types import Address, Liveness, NodeState
@@ -186,8 +189,12 @@ class Simulation:
         timeout = self.plan.workload.timeout
         for index in range(1, self.plan.clients + 1):
             name = f"c{index}"
-            transport = self.network.transport_for(Address(name, CLIENT_PORT))
-            client = AsyncClient(addresses, timeout=timeout, transport=transport)
+            transport: Connector = self.network.transport_for(Address(name, CLIENT_PORT))
+            authority = self.cluster.authority
+            if authority is not None:  # credentials, as `token issue` gives a real client
+                transport = authority.connector(name, transport, SimWallClock())
+            transport = plant_client(self.plan.scenario.planted_bugs, transport)
+            client = AsyncClient(addresses, timeout=timeout, transport=transport)  # type: ignore[arg-type]
             clients[name] = await stack.enter_async_context(client)
         return clients
 

@@ -4,6 +4,7 @@ then the initiator's handshake with the client's credentials.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,7 +12,12 @@ from typing import Protocol
 
 import trio
 
-from p2pindex.net.secure.handshake import DEFAULT_TIMEOUT, LocalParty, secure_client
+from p2pindex.net.secure.handshake import (
+    DEFAULT_TIMEOUT,
+    LocalParty,
+    RandomBytes,
+    secure_client,
+)
 from p2pindex.net.tcp_stream import connect_tcp
 from p2pindex.security.access import PeerKind
 from p2pindex.security.credentials import ClientCredentials
@@ -42,9 +48,12 @@ class SecureConnector:
         connect_timeout: float = 2.0,
         handshake_timeout: float = DEFAULT_TIMEOUT,
         wall_clock: Callable[[], float] = time.time,
+        random_bytes: RandomBytes = os.urandom,
     ) -> None:
         credentials.check(wall_clock())
-        self._local = LocalParty(credentials.signing_key, credentials.capability, PeerKind.CLIENT)
+        self._local = LocalParty(
+            credentials.signing_key, credentials.capability, PeerKind.CLIENT, random_bytes
+        )
         self._state = TrustState(credentials.trust)
         self._transport = transport
         self._connect_timeout = connect_timeout

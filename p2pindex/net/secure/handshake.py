@@ -27,7 +27,7 @@ import hashlib
 import os
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NoReturn
 
 import cbor2
@@ -39,7 +39,7 @@ from nacl.signing import SigningKey, VerifyKey
 from p2pindex.config import Limits
 from p2pindex.core import strict_cbor
 from p2pindex.errors import PermissionDenied, ProtocolError
-from p2pindex.net.secure.session import FailureReporter, SecureStream
+from p2pindex.net.secure.session import FailureReporter, SecureStream, session_class
 from p2pindex.security.access import Peer, PeerKind
 from p2pindex.security.certs import verify_capability, verify_node_certificate
 from p2pindex.security.errors import CredentialRejected, HandshakeFailed
@@ -60,15 +60,20 @@ _CLIENT_LABEL = b"p2pindex/handshake/v1/initiator\x00"
 _KINDS = {kind.value: kind for kind in PeerKind}
 
 Clock = Callable[[], float]
+RandomBytes = Callable[[int], bytes]
+"""Where a handshake's ephemeral keys and nonces come from: ``os.urandom`` in a process; the
+simulator passes a stream seeded from the run's seed, so a run's bytes repeat exactly."""
 
 
 @dataclass(frozen=True, slots=True)
 class LocalParty:
-    """What this side presents: its key, its signed credential and what kind of party it is."""
+    """What this side presents: its key, its signed credential and what kind of party it is,
+    and the randomness its handshakes draw on."""
 
     signing_key: SigningKey
     credential: bytes
     kind: PeerKind
+    random_bytes: RandomBytes = field(default=os.urandom, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,8 +190,8 @@ def _admit(hello: _Hello, state: TrustState, now: float, who: str) -> Peer:
     return Peer(PeerKind.CLIENT, capability)
 
 
-def _ephemeral() -> tuple[bytes, bytes]:
-    secret = os.urandom(32)
+def _ephemeral(random_bytes: RandomBytes) -> tuple[bytes, bytes]:
+    secret = random_bytes(32)
     return secret, crypto_scalarmult_base(secret)
 
 
@@ -225,7 +230,7 @@ def _hello_fields(local: LocalParty, public: bytes, state: TrustState) -> dict[s
         "v": VERSION,
         "kind": local.kind.value,
         "eph": public,
-        "nonce": os.urandom(32),
+        "nonce": local.random_bytes(32),
         "cred": local.credential,
         "rev": revocations.raw if revocations is not None else None,
     }
@@ -268,7 +273,7 @@ async def _serve(
     except (CredentialRejected, HandshakeFailed) as exc:
         await _refuse(stream, exc)
         raise
-    secret, public = _ephemeral()
+    secret, public = _ephemeral(local.random_bytes)
     body = cbor2.dumps(_hello_fields(local, public, state), canonical=True)
     transcript = _transcript(first, body)
     signature = local.signing_key.sign(_SERVER_LABEL + transcript).signature
@@ -284,7 +289,7 @@ async def _serve(
         await _refuse(stream, exc)
         raise
     await stream.send_all(_frame({"ok": True}))
-    secured = SecureStream(
+    secured = session_class(stream)(
         stream, backward, forward, peer, buffered=reader.leftover(), on_failure=on_failure
     )
     return Accepted(secured, peer)
@@ -337,7 +342,7 @@ async def _initiate(
     expect_node: str | None,
     on_failure: FailureReporter | None,
 ) -> Accepted:
-    secret, public = _ephemeral()
+    secret, public = _ephemeral(local.random_bytes)
     first = cbor2.dumps(_hello_fields(local, public, state), canonical=True)
     await stream.send_all(_HEADER.pack(MAGIC, len(first)) + first)
     reader = _Reader(stream)
@@ -377,7 +382,7 @@ async def _initiate(
         raise refused
     if final.get("ok") is not True:
         raise HandshakeFailed("malformed", "malformed handshake confirmation")
-    secured = SecureStream(
+    secured = session_class(stream)(
         stream, forward, backward, peer, buffered=reader.leftover(), on_failure=on_failure
     )
     return Accepted(secured, peer)

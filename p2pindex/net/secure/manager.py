@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import random
 import time
 import weakref
@@ -26,6 +27,7 @@ from p2pindex.net.secure.handshake import (
     DEFAULT_TIMEOUT,
     Accepted,
     LocalParty,
+    RandomBytes,
     secure_client,
     secure_server,
 )
@@ -107,6 +109,7 @@ class SecurityManager:
         files: SecurityFiles | None = None,
         handshake_timeout: float = DEFAULT_TIMEOUT,
         rng: random.Random | None = None,
+        random_bytes: RandomBytes = os.urandom,
     ) -> None:
         self._wall_clock = wall_clock
         self.node_id = node_id_of(bytes(signing_key.verify_key))
@@ -123,7 +126,7 @@ class SecurityManager:
         self.audit = audit or AuditLog(None, wall_clock)
         self.files = files
         self.handshake_timeout = handshake_timeout
-        self.local = LocalParty(signing_key, certificate, PeerKind.NODE)
+        self.local = LocalParty(signing_key, certificate, PeerKind.NODE, random_bytes)
         self.directory = CertificateDirectory(self.state, wall_clock)
         self.directory.add(own)
         self.sealer = DatagramSealer(
@@ -548,7 +551,7 @@ class SecurityManager:
             log.error("keeping the current trust and certificate: %s", exc)
             return False
         self.state.trust = trust
-        self.local = LocalParty(self.local.signing_key, blob, PeerKind.NODE)
+        self.local = dataclasses.replace(self.local, credential=blob)
         self.certificate = own
         self.directory.forget_invalid()
         self.directory.add(own)
