@@ -16,6 +16,7 @@ sent one by one would be.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
@@ -114,10 +115,12 @@ async def serve_batches(
     writes: BatchHandler,
     reads: BatchHandler,
     limits: Limits,
+    refused: Callable[[str], None] = lambda _reason: None,
 ) -> None:
     """Serve BatchRequests that arrived together; each is answered with one BatchReply
     once every one of its items is answered (``writes`` and ``reads`` are the handlers a
-    connection uses for single requests, authorisation included)."""
+    connection uses for single requests, authorisation included). ``refused`` counts each
+    batch refused whole and each item refused alone, as bad input."""
     write_items: list[tuple[_Open, int, Message]] = []
     read_items: list[tuple[_Open, int, Message]] = []
     for position, batch in enumerate(messages):
@@ -125,11 +128,13 @@ async def serve_batches(
         try:
             items = open_batch(batch, limits)
         except InvalidRequest as exc:
+            refused(str(exc))
             respond(position, reply_for_error(exc))
             continue
         state = _Open(position, [None] * len(items), len(items))
         for index, item in enumerate(items):
             if isinstance(item, P2PIndexError):
+                refused(str(item))
                 state.replies[index] = reply_for_error(item)
                 state.missing -= 1
             elif isinstance(item, GetRequest):

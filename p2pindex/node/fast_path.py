@@ -44,13 +44,19 @@ def data_fast_path(
     return FastPath(answer, batch)
 
 
-def with_client_batches(fast_path: FastPath, limits: Limits) -> FastPath:
+def with_client_batches(
+    fast_path: FastPath, limits: Limits, refused: Callable[[str], None]
+) -> FastPath:
     """``fast_path`` serving a client's BatchRequest too: its items go through the very
     handlers single requests use (authorised, and timed when ``fast_path`` is), so a batch
     is served, refused and measured exactly as its requests sent one by one would be."""
     batch = dict(fast_path.batch)
     batch[BatchRequest] = functools.partial(
-        serve_batches, writes=batch[PutRequest], reads=batch[GetRequest], limits=limits
+        serve_batches,
+        writes=batch[PutRequest],
+        reads=batch[GetRequest],
+        limits=limits,
+        refused=refused,
     )
     return FastPath(fast_path.answer, batch)
 

@@ -664,6 +664,7 @@ class Node:
                     )
                 ),
                 self.config.limits,
+                self._count_bad_input,
             )
         client = None
         if isinstance(stream, SecureStream) and not node_peer:
@@ -783,6 +784,7 @@ class Node:
             writes=coordinator.put_batch,
             reads=coordinator.get_batch,
             limits=self.config.limits,
+            refused=self._count_bad_input,
         )
         (reply,) = replies
         return reply

@@ -132,8 +132,14 @@ async def test_a_client_batch_with_bad_items_and_repeated_keys_fails_only_those(
         assert [o.unwrap().values for o in read] == [[b"a"], [b"c"], [], [], []]
 
 
+async def bad_input_count(cluster: LocalCluster, address) -> int:
+    reply = await call(cluster, address, StatusRequest())
+    return reply.status["statistics"].get("rejected.bad_input", 0)
+
+
 async def test_bad_batches_sent_raw_are_refused_and_the_node_keeps_serving(cluster):
     address = cluster.addresses[1]
+    counted_before = await bad_input_count(cluster, address)
     # Over the count limit: refused whole, nothing written.
     over = BatchRequest(
         BATCH_VERSION, [put(f"over:{i}".encode()) for i in range(MAX_BATCH_ITEMS + 1)]
@@ -178,6 +184,8 @@ async def test_bad_batches_sent_raw_are_refused_and_the_node_keeps_serving(clust
     assert "exceeds max_value" in replies[5].message
     assert "trace" in replies[6].message
     assert isinstance(replies[11], GetReply) and replies[11].values == []
+    # Two batches refused whole and nine items refused alone, each counted as bad input.
+    assert await bad_input_count(cluster, address) - counted_before == 2 + 9
     for key, values in [
         (b"raw:ok1", [b"one"]),
         (b"raw:ok2", [b"two"]),
