@@ -3,7 +3,10 @@
 Any node accepts any request and forwards it to a replica when it is not one, but that
 costs an extra hop. A client that knows the member list rebuilds the same ring the nodes
 use (tokens come from node ids) and sends a key's request straight to a live replica of
-that key. Pure: time comes in as ``now`` so the failover order is testable without sockets.
+that key, the one of them that is fastest now (``core.replica_score``: measured latency
+and requests outstanding), so a slow or stalled replica stops coordinating this client's
+requests within about a second. Pure: time comes in as ``now`` so the failover order is
+testable without sockets.
 """
 
 from __future__ import annotations
@@ -11,10 +14,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from p2pindex.core.replica_score import ReplicaScores
 from p2pindex.core.ring import Ring
 from p2pindex.errors import ProtocolError
-from p2pindex.types import Address, Liveness
-from p2pindex.wire.messages import MembersReply
+from p2pindex.types import Address, Liveness, consistency_from_wire, required_replies
+from p2pindex.wire.messages import MembersReply, Message
 
 DOWN_FOR = 2.0
 """Seconds an address that refused a connection is tried only after every other one."""
@@ -62,6 +66,28 @@ class Router:
         self._ring_ids: frozenset[str] = frozenset()
         self._ring_vnodes = 0
         self._down: dict[Address, float] = {}
+        self._scores: ReplicaScores[Address] = ReplicaScores()
+
+    def timed(self, message: Message) -> bool:
+        """Whether the time ``message`` takes says how fast the node it goes to is: not for
+        a request that waits for every replica, which takes as long wherever it goes (and,
+        counted, would make the nodes that coordinate it look as slow as the slowest)."""
+        level = getattr(message, "consistency", None)
+        if level is None or self.n_replicas is None:
+            return True
+        try:
+            needed = required_replies(consistency_from_wire(level), self.n_replicas)
+        except ValueError:
+            return False
+        return needed < self.n_replicas
+
+    def sent(self, address: Address, now: float) -> None:
+        """A timed request went out to ``address`` (its end follows: ``ended``)."""
+        self._scores.sent(address, now)
+
+    def ended(self, address: Address, elapsed: float, now: float) -> None:
+        """A timed request to ``address`` ended after ``elapsed`` seconds, answered or not."""
+        self._scores.answered(address, elapsed, now)
 
     @property
     def members(self) -> list[Member]:
@@ -100,9 +126,10 @@ class Router:
     def candidates(self, key: bytes | None, now: float) -> Iterator[Address]:
         """Every address worth trying, best first, each once.
 
-        Order: the key's live replicas, then other live members, then the addresses the
-        client was given, and last whatever recently failed or is believed dead (it may be
-        back, and trying it late costs nothing when the rest works).
+        Order: the key's live replicas (the fastest now first, see ``ReplicaScores``),
+        then other live members (for no key, one due for a probe first), then the
+        addresses the client was given, and last whatever recently failed or is believed
+        dead (it may be back, and trying it late costs nothing when the rest works).
         """
         seen: set[Address] = set()
         later: list[Address] = []
@@ -112,23 +139,29 @@ class Router:
             return until is None or until <= now
 
         if key is not None:
+            live: list[Address] = []
             for node_id in self.replicas(key):
                 member = self._members.get(node_id)
                 if member is None or member.address in seen:
                     continue
                 seen.add(member.address)
                 if member.liveness in (Liveness.ALIVE, Liveness.SUSPECT) and usable(member.address):
-                    yield member.address
+                    live.append(member.address)
                 else:
                     later.append(member.address)
+            yield from self._scores.rank(live, now)
+        alive: list[Address] = []
         for member in self._members.values():
             if member.address in seen:
                 continue
             seen.add(member.address)
             if member.liveness is Liveness.ALIVE and usable(member.address):
-                yield member.address
+                alive.append(member.address)
             elif member.liveness is not Liveness.LEFT:
                 later.append(member.address)
+        # A request for no key (the member refresh) probes a replica avoided for being
+        # slow, so it is measured again without a user's read waiting on it.
+        yield from self._scores.rank(alive, now, probe=key is None)
         for address in self.seeds:
             if address in seen:
                 continue

@@ -260,7 +260,7 @@ class Coordinator:
         if relayed is not None:
             return relayed
         nodes = [t.node for t in targets]
-        read_plan = plan_read(nodes, needed, self._node_id, nodes)
+        read_plan = plan_read(nodes, needed, self._node_id, self._calls.rank(nodes))
         round_ = Round(
             ReadQuorum(nodes, needed), len(read_plan.digests), trio.current_time() + timeout
         )
@@ -280,8 +280,9 @@ class Coordinator:
             trace.step("targets", required=needed, nodes=plan.describe(targets))
         if plan.coordinates(self._view, self._node_id, request, targets):
             return targets, timeout, None
-        others = [t for t in targets if t.node != self._node_id]
-        relaying = (request, others, timeout, self._peers, self._view.address_of, self._stats)
+        others = {t.node: t for t in targets if t.node != self._node_id}
+        ranked = [others[node] for node in self._calls.rank(list(others))]  # the fastest first
+        relaying = (request, ranked, timeout, self._peers, self._view.address_of, self._stats)
         return targets, timeout, functools.partial(relay.forward, *relaying)
 
     # --- writes -----------------------------------------------------------------------------
