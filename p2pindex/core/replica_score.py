@@ -37,8 +37,10 @@ PROBE_AFTER = 1.0
 """Seconds a replica that gets nothing (it scored badly) waits before one request probes it."""
 TOLERANCE = 0.5
 """The preferred first replica is kept while its score is at most (1 + this) times the best."""
-SLACK = 0.0005
-"""Seconds of latency treated as equal anyway (loopback and scheduling noise)."""
+SLACK = 0.005
+"""Seconds of latency treated as equal anyway: a few milliseconds are scheduling noise on a
+loaded machine (a garbage collection, a busy core), not a slow replica, and chasing them
+would move a key's requests between coordinators for nothing."""
 MAX_TRACKED = 4096
 """Most replicas remembered; the one heard from longest ago is forgotten first."""
 
