@@ -72,12 +72,13 @@ def version_digest(key: bytes, record: bytes | None) -> bytes | None:
     return None if record is None else key_digest(key, record)
 
 
-def verdict(key: bytes, value: bytes | None, digest: object) -> Verdict:
-    """Whether a replica's ``digest`` shows it holds the version ``value`` (the record the
-    value replica sent, None for no copy). Only an exact match agrees: a digest of the
-    wrong type or size, or of any other version, means fetch."""
+def verdict(expected: bytes | None, digest: object) -> Verdict:
+    """Whether a replica's ``digest`` shows it holds the value's version, whose own digest
+    is ``expected`` (``version_digest`` of the record the value replica sent: computed
+    once per read, not per reply). Only an exact match agrees: a digest of the wrong type
+    or size, or of any other version, means fetch."""
     if digest is None:
-        return Verdict.AGREES if value is None else Verdict.FETCH
-    if value is None or not isinstance(digest, bytes) or len(digest) != DIGEST_SIZE:
+        return Verdict.AGREES if expected is None else Verdict.FETCH
+    if expected is None or not isinstance(digest, bytes) or len(digest) != DIGEST_SIZE:
         return Verdict.FETCH
-    return Verdict.AGREES if key_digest(key, value) == digest else Verdict.FETCH
+    return Verdict.AGREES if digest == expected else Verdict.FETCH

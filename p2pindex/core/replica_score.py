@@ -133,12 +133,15 @@ class ReplicaScores(Generic[K]):
         come first."""
         if len(nodes) < 2:
             return list(nodes)
-        scores = {node: self.score(node, now, probe=probe) for node in nodes}
-        bar = min(scores.values()) * (1 + self._tolerance) + SLACK
-        good = [node for node in nodes if scores[node] <= bar]
-        if len(good) == len(nodes):
+        scores = [self.score(node, now, probe=probe) for node in nodes]
+        bar = min(scores) * (1 + self._tolerance) + SLACK
+        if max(scores) <= bar:  # the usual case: nothing to reorder
             return list(nodes)
-        return good + sorted((node for node in nodes if scores[node] > bar), key=scores.__getitem__)
+        good = [node for node, score in zip(nodes, scores, strict=True) if score <= bar]
+        bad = sorted(
+            ((score, position) for position, score in enumerate(scores) if score > bar),
+        )
+        return good + [nodes[position] for _score, position in bad]
 
     def outstanding(self, node: K) -> int:
         entry = self._replicas.get(node)

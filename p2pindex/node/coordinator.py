@@ -32,7 +32,7 @@ import trio
 
 from p2pindex.config import Limits, NodeConfig
 from p2pindex.core.batching import sized_groups
-from p2pindex.core.digest_read import ReadPlan, Verdict, plan_read, verdict
+from p2pindex.core.digest_read import ReadPlan, Verdict, plan_read, verdict, version_digest
 from p2pindex.core.placement import Target
 from p2pindex.core.quorum import Outcome, ReadQuorum, Round, WriteQuorum, next_deadline
 from p2pindex.core.terms import IndexTerms
@@ -129,6 +129,8 @@ class _Request:
     """A read's: who is asked for the value, who for a digest, who is a spare."""
     value: tuple[bytes, VersionedObject] | None = None
     """A read's value as this node holds it (record bytes, decoded), None for no copy."""
+    digest: bytes | None = None
+    """The digest of ``value``'s record, which the other replicas' digests are checked against."""
     spares: tuple[str, ...] = ()
     """A read's replicas not asked yet, to fall back to in this order."""
 
@@ -260,7 +262,8 @@ class Coordinator:
         if relayed is not None:
             return relayed
         nodes = [t.node for t in targets]
-        read_plan = plan_read(nodes, needed, self._node_id, self._calls.rank(nodes))
+        order = self._calls.rank(nodes) if needed == 1 else nodes  # only ONE has spares
+        read_plan = plan_read(nodes, needed, self._node_id, order)
         round_ = Round(
             ReadQuorum(nodes, needed), len(read_plan.digests), trio.current_time() + timeout
         )
@@ -402,6 +405,10 @@ class Coordinator:
                 assert read.plan is not None and read.plan.value == self._node_id
                 read.value = value
                 read.round.quorum.record_reply(self._node_id, None if value is None else value[1])
+                if read.plan.digests:
+                    read.digest = version_digest(
+                        read.request.key, None if value is None else value[0]
+                    )
                 for node in read.plan.digests:
                     by_node.setdefault(node, []).append(read)
             for node, carried in by_node.items():
@@ -430,12 +437,10 @@ class Coordinator:
             if isinstance(answer, OSError | P2PIndexError):
                 self._read_failed(node, read, answer)
             else:
-                value = read.value
-                key = read.request.key
-                record = None if value is None else value[0]
-                if digests is None or verdict(key, record, digests[position]) is Verdict.FETCH:
+                if digests is None or verdict(read.digest, digests[position]) is Verdict.FETCH:
                     fetch.append(read)  # heard once the fetch is answered
                     continue
+                value = read.value
                 read.round.quorum.record_reply(node, None if value is None else value[1])
             self._heard(read)
         if fetch:

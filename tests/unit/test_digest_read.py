@@ -87,7 +87,7 @@ def test_a_digest_agrees_exactly_when_the_records_are_equal(
 ) -> None:
     mine = record(value_a, counter=count_a)
     theirs = record(value_b, counter=count_b)
-    agrees = verdict(key, mine, version_digest(key, theirs)) is Verdict.AGREES
+    agrees = verdict(version_digest(key, mine), version_digest(key, theirs)) is Verdict.AGREES
     assert agrees == (mine == theirs)
 
 
@@ -95,9 +95,9 @@ def test_a_digest_agrees_exactly_when_the_records_are_equal(
 def test_no_copy_agrees_only_with_no_copy(key: bytes, value: bytes) -> None:
     mine = record(value)
     assert version_digest(key, None) is None
-    assert verdict(key, None, None) is Verdict.AGREES
-    assert verdict(key, mine, None) is Verdict.FETCH  # the replica lacks the version
-    assert verdict(key, None, version_digest(key, mine)) is Verdict.FETCH  # it has one
+    assert verdict(None, None) is Verdict.AGREES
+    assert verdict(version_digest(key, mine), None) is Verdict.FETCH  # the replica lacks it
+    assert verdict(None, version_digest(key, mine)) is Verdict.FETCH  # it has a version
 
 
 @given(
@@ -109,12 +109,12 @@ def test_a_garbled_digest_never_agrees(key: bytes, value: bytes, garbage: object
     mine = record(value)
     if garbage == key_digest(key, mine):
         return  # the one right answer
-    assert verdict(key, mine, garbage) is Verdict.FETCH
+    assert verdict(version_digest(key, mine), garbage) is Verdict.FETCH
 
 
 def test_a_digest_of_another_key_does_not_agree() -> None:
     mine = record(b"v")
-    assert verdict(b"a", mine, key_digest(b"b", mine)) is Verdict.FETCH
+    assert verdict(version_digest(b"a", mine), key_digest(b"b", mine)) is Verdict.FETCH
     assert len(key_digest(b"a", mine)) == DIGEST_SIZE
 
 
