@@ -160,6 +160,7 @@ class Router:
         seen: set[Address] = set()
         later: list[Address] = []
         down = self._down
+        members = self._members  # an update while a request fails over replaces the dict
 
         def usable(address: Address) -> bool:
             if not down:  # the usual case, and an address hashes slowly
@@ -178,7 +179,7 @@ class Router:
             later += [address for address in dict.fromkeys(gone) if address not in seen]
             seen.update(gone)
         alive: list[str] = []
-        for member in self._members.values():
+        for member in members.values():
             if member.address in seen:
                 continue
             seen.add(member.address)
@@ -189,7 +190,7 @@ class Router:
         # A request for no key (the member refresh) probes a replica avoided for being
         # slow, so it is measured again without a user's read waiting on it.
         for node_id in self._scores.rank(alive, now, probe=key is None):
-            yield self._members[node_id].address
+            yield members[node_id].address
         for address in self.seeds:
             if address in seen:
                 continue

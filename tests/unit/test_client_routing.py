@@ -148,3 +148,13 @@ def test_a_slow_replica_stops_coordinating_and_is_probed_again_later() -> None:
     # key (a member refresh), never a user's read.
     assert next(iter(router.candidates(key, 1.2))) != preferred[0]
     assert next(iter(router.candidates(None, 1.2))) == preferred[0]
+
+
+def test_a_member_list_update_while_a_request_fails_over_keeps_its_order_whole() -> None:
+    router = router_with([member(i) for i in range(6)])
+    remaining = router.candidates(b"user42", 0.0)
+    first = next(remaining)
+    router.update(MembersReply(3, VNODES, [member(i) for i in range(3)]))  # three left
+    rest = list(remaining)
+    assert sorted([first, *rest]) == sorted({first, *rest})
+    assert {first, *rest} >= {addr(i) for i in range(6)}
