@@ -99,6 +99,8 @@ def _reply(reply: object) -> str:
     return {
         "ReplicaAck": " (write stored)",
         "ReplicaReadReply": " (its copy)",
+        "ReplicaReadManyReply": " (its copy)",
+        "ReplicaDigestManyReply": " (a digest of its copy)",
     }.get(str(reply), f" ({reply})" if reply else "")
 
 

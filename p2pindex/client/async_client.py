@@ -700,7 +700,16 @@ class AsyncClient:
                     failures.append(f"{address} (no connection before the deadline)")
                     break
             try:
-                reply = await channel.request(message, deadline=deadline)
+                timed = self._router.timed(message)  # it ranks replicas by what they take
+                began = trio.current_time()
+                if timed:
+                    self._router.sent(address, began)
+                try:
+                    reply = await channel.request(message, deadline=deadline)
+                finally:
+                    if timed:
+                        ended = trio.current_time()
+                        self._router.ended(address, ended - began, ended)
                 if _is_overloaded(reply):
                     refusal = reply  # definite: another node may take it
                     failures.append(f"{address} (overloaded)")

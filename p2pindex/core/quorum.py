@@ -173,6 +173,12 @@ class Round(Generic[Q]):
             self.quorum.outcome is not Outcome.PENDING or self.remaining == 0
         )
 
+    def ask(self) -> None:
+        """One more replica is asked (a read's spare, after the replica asked failed)."""
+        if self.remaining + 1 >= len(self.quorum.targets):
+            raise ValueError("more replicas asked than the targets besides the coordinator")
+        self.remaining += 1
+
     @property
     def all_heard(self) -> bool:
         """Every replica asked has answered: a read may repair the stale ones now."""

@@ -3,9 +3,12 @@
 The coordinator of a write is one of the key's replicas (or a fallback standing in for one),
 so the version actor is always a node that holds the data. It computes the new version,
 commits it locally first (a version leaves this node only once its dot is durable here),
-then sends it to the other replicas and answers after W acknowledgements. Reads ask every
-target, answer after R replies, and repair stale replicas in the background once the
-stragglers have answered.
+then sends it to the other replicas and answers after W acknowledgements. Reads take the
+value from this node's own copy and ask the other targets for a digest of theirs
+(``core.digest_read``), fetching a replica's record only when its digest differs; they
+answer after R replies and repair stale replicas in the background once the stragglers have
+answered. A read at ONE touches this node alone and falls back to the other replicas, one at
+a time, only when that fails.
 
 There is one pipeline: requests that arrived together are planned, then coordinated
 together, each answered the moment its round is decided; a single request is a batch of
@@ -29,8 +32,9 @@ import trio
 
 from p2pindex.config import Limits, NodeConfig
 from p2pindex.core.batching import sized_groups
+from p2pindex.core.digest_read import ReadPlan, Verdict, plan_read, verdict, version_digest
 from p2pindex.core.placement import Target
-from p2pindex.core.quorum import ReadQuorum, Round, WriteQuorum, next_deadline
+from p2pindex.core.quorum import Outcome, ReadQuorum, Round, WriteQuorum, next_deadline
 from p2pindex.core.terms import IndexTerms
 from p2pindex.core.versions import VersionedObject, VersionVector
 from p2pindex.errors import InvalidRequest, P2PIndexError, StorageFailure
@@ -52,6 +56,8 @@ from p2pindex.wire.messages import (
     Message,
     PutRequest,
     ReplicaAck,
+    ReplicaDigestMany,
+    ReplicaDigestManyReply,
     ReplicaRead,
     ReplicaReadMany,
     ReplicaReadManyReply,
@@ -119,6 +125,14 @@ class _Request:
     obj: VersionedObject | None = None
     record: bytes = b""
     answers: _Answers | None = None
+    plan: ReadPlan | None = None
+    """A read's: who is asked for the value, who for a digest, who is a spare."""
+    value: tuple[bytes, VersionedObject] | None = None
+    """A read's value as this node holds it (record bytes, decoded), None for no copy."""
+    digest: bytes | None = None
+    """The digest of ``value``'s record, which the other replicas' digests are checked against."""
+    spares: tuple[str, ...] = ()
+    """A read's replicas not asked yet, to fall back to in this order."""
 
 
 Aside = Callable[[], Awaitable[Message]]
@@ -247,9 +261,15 @@ class Coordinator:
         targets, timeout, relayed = self._place(request, needed, trace, read=True)
         if relayed is not None:
             return relayed
-        quorum = ReadQuorum([t.node for t in targets], needed)
-        round_ = Round(quorum, len(targets) - 1, trio.current_time() + timeout)
-        return _Request(position, request, targets, round_, timeout, trace)
+        nodes = [t.node for t in targets]
+        order = self._calls.rank(nodes) if needed == 1 else nodes  # only ONE has spares
+        read_plan = plan_read(nodes, needed, self._node_id, order)
+        round_ = Round(
+            ReadQuorum(nodes, needed), len(read_plan.digests), trio.current_time() + timeout
+        )
+        read = _Request(position, request, targets, round_, timeout, trace, plan=read_plan)
+        read.spares = read_plan.spares
+        return read
 
     def _place(
         self, request: ClientRequest, needed: int, trace: RequestTrace | None, *, read: bool = False
@@ -263,8 +283,9 @@ class Coordinator:
             trace.step("targets", required=needed, nodes=plan.describe(targets))
         if plan.coordinates(self._view, self._node_id, request, targets):
             return targets, timeout, None
-        others = [t for t in targets if t.node != self._node_id]
-        relaying = (request, others, timeout, self._peers, self._view.address_of, self._stats)
+        others = {t.node: t for t in targets if t.node != self._node_id}
+        ranked = [others[node] for node in self._calls.rank(list(others))]  # the fastest first
+        relaying = (request, ranked, timeout, self._peers, self._view.address_of, self._stats)
         return targets, timeout, functools.partial(relay.forward, *relaying)
 
     # --- writes -----------------------------------------------------------------------------
@@ -365,37 +386,75 @@ class Coordinator:
 
     async def _coordinate_reads(self, reads: list[_Request], answer: Answer) -> None:
         answers = _Answers(len(reads), answer)
-        # What one replica is asked by this batch travels as one ReplicaReadMany.
-        by_node: dict[str, list[_Request]] = {}
         for read in reads:
             read.answers = answers
-            for target in read.targets:
-                if target.node != self._node_id:
-                    by_node.setdefault(target.node, []).append(read)
-        for node, carried in by_node.items():
-            if len(carried) == 1:
-                message: Message = ReplicaRead(carried[0].request.key)
-            else:
-                message = ReplicaReadMany([r.request.key for r in carried])
-            self._calls.send(
-                node, message, min(r.timeout for r in carried), self._on_reads, carried
-            )
         try:
-            local = self._index.read_many([read.request.key for read in reads])
-        except StorageFailure as exc:  # the reads fail with the error
+            local = self._index.read_records([read.request.key for read in reads])
+        except StorageFailure as exc:
             for read in reads:
-                read.round.answer()
-                answers.give(read.position, exc)
+                if read.spares:  # a read at ONE falls back to another replica
+                    read.round.quorum.record_failure(self._node_id)
+                    self._fall_back(read)
+                else:  # the read fails with the error
+                    read.round.answer()
+                    answers.give(read.position, exc)
         else:
+            # What one replica is asked by this batch travels as one ReplicaDigestMany.
+            by_node: dict[str, list[_Request]] = {}
+            for read, value in zip(reads, local, strict=True):
+                assert read.plan is not None and read.plan.value == self._node_id
+                read.value = value
+                read.round.quorum.record_reply(self._node_id, None if value is None else value[1])
+                if read.plan.digests:
+                    read.digest = version_digest(
+                        read.request.key, None if value is None else value[0]
+                    )
+                for node in read.plan.digests:
+                    by_node.setdefault(node, []).append(read)
+            for node, carried in by_node.items():
+                message = ReplicaDigestMany([r.request.key for r in carried])
+                timeout = min(r.timeout for r in carried)
+                self._calls.send(node, message, timeout, self._on_digests, carried)
             for read in reads:
-                read.round.quorum.record_reply(self._node_id, local.get(read.request.key))
                 if read.round.ready():
                     self._answer(read)
         await self._until_answered(reads, answers)
 
+    def _on_digests(self, node: str, result: outcome.Outcome, carried: list[_Request]) -> None:
+        """One replica's digests for the reads its ReplicaDigestMany carried: one equal to
+        this node's record counts as that replica's copy; any other answer, or a reply
+        that is not a digest for each key, is settled by fetching the replica's record."""
+        answer = unwrapped(result)
+        digests: list[bytes | None] | None = None
+        if isinstance(answer, ReplicaDigestManyReply) and len(answer.digests) == len(carried):
+            digests = answer.digests
+        elif not isinstance(answer, OSError | P2PIndexError):
+            self._stats.incr("reads.digest_replies_unusable")
+        fetch: list[_Request] = []
+        for position, read in enumerate(carried):
+            if read.trace is not None and not read.round.answered:  # the trace ends at "decided"
+                read.trace.replica(node, result)
+            if isinstance(answer, OSError | P2PIndexError):
+                self._read_failed(node, read, answer)
+            else:
+                if digests is None or verdict(read.digest, digests[position]) is Verdict.FETCH:
+                    fetch.append(read)  # heard once the fetch is answered
+                    continue
+                value = read.value
+                read.round.quorum.record_reply(node, None if value is None else value[1])
+            self._heard(read)
+        if fetch:
+            self._stats.incr("reads.digest_fetches", len(fetch))
+            message: Message
+            if len(fetch) == 1:
+                message = ReplicaRead(fetch[0].request.key)
+            else:
+                message = ReplicaReadMany([r.request.key for r in fetch])
+            self._calls.send(node, message, min(r.timeout for r in fetch), self._on_reads, fetch)
+
     def _on_reads(self, node: str, result: outcome.Outcome, carried: list[_Request]) -> None:
-        """One replica's answer to a ReplicaRead or ReplicaReadMany, shared out to the
-        reads it carried."""
+        """One replica's answer to a ReplicaRead or ReplicaReadMany (a fetch after a digest
+        differed, or a spare's read), shared out to the reads it carried."""
         answer = unwrapped(result)
         records: list[bytes | None] | None = None
         if isinstance(answer, ReplicaReadReply) and len(carried) == 1:
@@ -413,10 +472,26 @@ class Coordinator:
                 unexpected = f"unexpected reply {type(answer).__name__} to a replica read"
                 self._read_failed(node, read, InvalidRequest(unexpected))
             round_ = read.round
-            if round_.heard():
-                self._answer(read)
-            elif round_.answered and round_.all_heard:  # the last straggler is in
-                self._calls.repair_if_stale(read.request.key, round_.quorum)
+            if read.spares and not round_.answered and round_.quorum.outcome is Outcome.PENDING:
+                self._fall_back(read)  # a read at ONE: this replica failed, ask the next
+            self._heard(read)
+
+    def _fall_back(self, read: _Request) -> None:
+        """Ask a read's next spare replica for its record (the replica asked failed)."""
+        node, *rest = read.spares
+        read.spares = tuple(rest)
+        read.round.ask()
+        self._stats.incr("reads.fallbacks")
+        self._calls.send(node, ReplicaRead(read.request.key), read.timeout, self._on_reads, [read])
+
+    def _heard(self, read: _Request) -> None:
+        """One replica asked has answered ``read`` (recorded): answer it if that decides
+        it, or repair the stale replicas once the last straggler is in."""
+        round_ = read.round
+        if round_.heard():
+            self._answer(read)
+        elif round_.answered and round_.all_heard:
+            self._calls.repair_if_stale(read.request.key, round_.quorum)
 
     def _record_read(self, node: str, read: _Request, record: bytes | None) -> None:
         try:

@@ -77,6 +77,7 @@ from p2pindex.wire.messages import (
     RangeScanReply,
     RecordsRequest,
     ReplicaAck,
+    ReplicaDigestMany,
     ReplicaRead,
     ReplicaReadMany,
     ReplicaWrite,
@@ -746,7 +747,7 @@ class Node:
         if isinstance(message, ReplicaWrite | ReplicaWriteMany):
             assert self._replica is not None
             return await self._replica.write(message)
-        if isinstance(message, ReplicaRead | ReplicaReadMany):
+        if isinstance(message, ReplicaRead | ReplicaReadMany | ReplicaDigestMany):
             assert self._replica is not None
             return self._replica.read(message)
         if isinstance(message, ReplicaWriteBatch):

@@ -15,6 +15,7 @@ import trio
 
 from p2pindex.config import Limits
 from p2pindex.core import versions
+from p2pindex.core.digest_read import version_digest
 from p2pindex.core.terms import IndexTerms
 from p2pindex.core.versions import VersionedObject, VersionVector
 from p2pindex.errors import (
@@ -31,6 +32,8 @@ from p2pindex.wire.errors import reply_for_error
 from p2pindex.wire.messages import (
     Message,
     ReplicaAck,
+    ReplicaDigestMany,
+    ReplicaDigestManyReply,
     ReplicaRead,
     ReplicaReadMany,
     ReplicaReadManyReply,
@@ -153,6 +156,24 @@ class IndexManager:
                 if records[position] is None and key in self.shadow:
                     records[position] = self.shadow[key][0]
         return records
+
+    def read_records(self, keys: list[bytes]) -> list[tuple[bytes, VersionedObject] | None]:
+        """``read_many`` with each record's bytes as stored: a digest read compares the
+        other replicas' digests with the digest of these bytes."""
+        decoded = self._decoded
+        missing = [key for key in keys if key not in decoded]
+        stored = self.storage.get_many(missing) if missing else {}
+        found: list[tuple[bytes, VersionedObject] | None] = []
+        for key in keys:
+            known = decoded.get(key)
+            if known is None:
+                record = stored.get(key)
+                if record is not None:
+                    known = (record, self._decoded_stored(key, record))
+                elif self.shadow:
+                    known = self.shadow.get(key)
+            found.append(known)
+        return found
 
     def _decoded_stored(self, key: bytes, record: bytes) -> VersionedObject:
         """Decode and keep a record read from storage (callers come here on a cache miss)."""
@@ -488,12 +509,16 @@ class ReplicaService:
     def fast_path(self) -> FastPath:
         writes = self.write_many
         return FastPath(
-            answer={ReplicaRead: self.read, ReplicaReadMany: self.read},
+            answer={
+                ReplicaRead: self.read,
+                ReplicaReadMany: self.read,
+                ReplicaDigestMany: self.read,
+            },
             batch={ReplicaWrite: writes, ReplicaWriteMany: writes},
         )
 
     def read(self, message: Message) -> Message:
-        many = isinstance(message, ReplicaReadMany)
+        many = isinstance(message, ReplicaReadMany | ReplicaDigestMany)
         if not many:
             assert isinstance(message, ReplicaRead)
         keys = message.keys if many else [message.key]  # type: ignore[attr-defined]
@@ -502,6 +527,8 @@ class ReplicaService:
             self._stats.incr("replica.reads_refused")
             return reply_for_error(NotReady(refusal))
         records = self._index.records(keys)
+        if isinstance(message, ReplicaDigestMany):
+            return ReplicaDigestManyReply(list(map(version_digest, keys, records)))
         return ReplicaReadManyReply(records) if many else ReplicaReadReply(records[0])
 
     async def write(self, message: ReplicaWrite | ReplicaWriteMany) -> Message:

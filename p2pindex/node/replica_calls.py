@@ -1,5 +1,7 @@
 """The coordinator's requests to replicas: sending them without a task per request, one
-retry when a link breaks under one, counting failures, and read repair.
+retry when a link breaks under one, counting failures, timing them (``rank`` orders a
+request's replicas by what their requests took and how many are out, ``core.replica_score``),
+and read repair.
 """
 
 from __future__ import annotations
@@ -9,9 +11,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import outcome
+import trio
 
 from p2pindex.core import versions
 from p2pindex.core.quorum import ReadQuorum
+from p2pindex.core.replica_score import ReplicaScores
 from p2pindex.errors import ConnectionLost, P2PIndexError
 from p2pindex.node.peers import PeerPool
 from p2pindex.node.replica import IndexManager
@@ -43,6 +47,11 @@ class ReplicaCalls:
         self._stats = stats
         self._spawn = spawn
         self._replica_timeout = replica_timeout
+        self._scores: ReplicaScores[str] = ReplicaScores()
+
+    def rank(self, nodes: list[str]) -> list[str]:
+        """``nodes`` best first by their replies' latency and requests outstanding."""
+        return self._scores.rank(nodes, trio.current_time())
 
     def send(
         self, node: str, message: Message, timeout: float, on_result: OnResult, carried: Any
@@ -56,7 +65,11 @@ class ReplicaCalls:
         """
         address = self._address_of(node)
         replica_timeout = min(timeout, self._replica_timeout)
-        deliver = _Delivery(self, node, address, message, replica_timeout, on_result, carried)
+        began = trio.current_time()
+        self._scores.sent(node, began)
+        deliver = _Delivery(
+            self, node, address, message, replica_timeout, on_result, carried, began
+        )
         if not self._peers.send_nowait(address, message, deliver, replica_timeout):
             self._spawn(self._send_connecting, address, message, replica_timeout, deliver)
 
@@ -120,6 +133,7 @@ class _Delivery:
     timeout: float
     on_result: OnResult
     carried: Any
+    began: float
     retried: bool = False
 
     def __call__(self, result: outcome.Outcome) -> None:
@@ -130,6 +144,8 @@ class _Delivery:
             calls._stats.incr("replica.retries")
             calls._spawn(calls._send_connecting, self.address, self.message, self.timeout, self)
             return
+        now = trio.current_time()
+        self.calls._scores.answered(self.node, now - self.began, now)
         self.on_result(self.node, result, self.carried)
 
 

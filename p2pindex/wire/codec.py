@@ -136,6 +136,8 @@ _BYTES_BOUNDS: dict[str | tuple[str, int], _Bound] = {
     "context": _Bound.VALUE,
     "record": _Bound.FRAME,
     "state": _Bound.FRAME,
+    "digests": _Bound.KEY,
+    "keys": _Bound.KEY,
     ("items", 0): _Bound.KEY,
     ("items", 1): _Bound.FRAME,
 }

@@ -351,6 +351,23 @@ class ReplicaReadManyReply(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class ReplicaDigestMany(Message):
+    """A coordinator's digest reads (``core.digest_read``): the digest of the replica's
+    version of each key instead of its record; the value comes from another replica."""
+
+    TYPE: ClassVar[int] = 56
+    keys: list[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaDigestManyReply(Message):
+    TYPE: ClassVar[int] = 57
+    digests: list[bytes | None]
+    """One per asked key, in order: ``core.digest_read.version_digest`` of the replica's
+    record, None where it holds nothing."""
+
+
+@dataclass(frozen=True, slots=True)
 class RangeScan(Message):
     """Ask an owner for the records whose token lies in the ring arcs (start[i], end[i]], arc
     by arc, starting after key ``after`` in the first arc; at most ``limit`` records.

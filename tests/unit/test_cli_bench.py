@@ -143,7 +143,7 @@ def only_client_commands(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_a_short_run_against_fake_nodes(capsys: pytest.CaptureFixture) -> None:
-    with serve_in_thread(FakeCluster(3)) as cluster:
+    with serve_in_thread(FakeCluster(3, shared_store=True)) as cluster:
         argv = ["bench", "--node", cluster.addresses[0], "--records", "40", "--load"]
         argv += ["--duration", "0.5", "--concurrency", "4", "--processes", "2", "--format", "json"]
         assert cli_main.main(argv) == 0

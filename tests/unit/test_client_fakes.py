@@ -123,9 +123,14 @@ class FakeNode:
 
 
 class FakeCluster:
-    def __init__(self, size: int, n_replicas: int = 3) -> None:
+    def __init__(self, size: int, n_replicas: int = 3, *, shared_store: bool = False) -> None:
+        """``shared_store``: every node answers from one store, as replicas in sync do (a
+        load-aware client may send a key's read to another replica than its write)."""
         self.n_replicas = n_replicas
         self.nodes = [FakeNode(self, f"node{i}") for i in range(size)]
+        if shared_store:
+            for node in self.nodes[1:]:
+                node.store = self.nodes[0].store
         self.liveness: dict[str, str] = {node.node_id: "alive" for node in self.nodes}
         self.node_limits = Limits()
         self.limits_reply: Message = ErrorReply("invalid_request", "unknown message type 19")

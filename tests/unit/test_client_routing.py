@@ -126,3 +126,35 @@ def test_candidates_cover_every_reachable_address_once(
     assert flags == sorted(flags, reverse=True), "every usable address precedes the rest"
     usable_replicas = [addr(int(n[1:])) for n in replicas if usable(addr(int(n[1:])))]
     assert order[: len(usable_replicas)] == usable_replicas
+
+
+def test_a_slow_replica_stops_coordinating_and_is_probed_again_later() -> None:
+    router = router_with([member(i) for i in range(6)])
+    ring = Ring([f"n{i}" for i in range(6)], VNODES)
+    key = b"user42"
+    preferred = [addr(int(n[1:])) for n in ring.preference_list(key, 3)]
+    now = 0.0
+    for address in preferred:  # every replica answers in 1 ms...
+        router.sent(address, now)
+        router.ended(address, 0.001, now + 0.001)
+    assert list(router.candidates(key, now + 0.01))[:3] == preferred
+    router.sent(preferred[0], 0.01)  # ...until the first one takes 60 ms
+    router.ended(preferred[0], 0.06, 0.07)
+    assert list(router.candidates(key, 0.07))[:3] == [*preferred[1:], preferred[0]]
+    # A stalled one (a request out, no answer) moves back too.
+    router.sent(preferred[1], 0.07)
+    assert list(router.candidates(key, 0.2))[:3] == [preferred[2], preferred[0], preferred[1]]
+    # A second after its last answer, the slow one gets a probe: the next request for no
+    # key (a member refresh), never a user's read.
+    assert next(iter(router.candidates(key, 1.2))) != preferred[0]
+    assert next(iter(router.candidates(None, 1.2))) == preferred[0]
+
+
+def test_a_member_list_update_while_a_request_fails_over_keeps_its_order_whole() -> None:
+    router = router_with([member(i) for i in range(6)])
+    remaining = router.candidates(b"user42", 0.0)
+    first = next(remaining)
+    router.update(MembersReply(3, VNODES, [member(i) for i in range(3)]))  # three left
+    rest = list(remaining)
+    assert sorted([first, *rest]) == sorted({first, *rest})
+    assert {first, *rest} >= {addr(i) for i in range(6)}
