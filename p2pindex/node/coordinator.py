@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import outcome
@@ -32,16 +31,23 @@ import trio
 
 from p2pindex.config import Limits, NodeConfig
 from p2pindex.core.batching import sized_groups
-from p2pindex.core.digest_read import ReadPlan, Verdict, plan_read, verdict, version_digest
+from p2pindex.core.digest_read import Verdict, plan_read, verdict, version_digest
 from p2pindex.core.placement import Target
 from p2pindex.core.quorum import Outcome, ReadQuorum, Round, WriteQuorum, next_deadline
-from p2pindex.core.terms import IndexTerms
-from p2pindex.core.versions import VersionedObject, VersionVector
 from p2pindex.errors import InvalidRequest, P2PIndexError, StorageFailure
 from p2pindex.net.channel import Respond
 from p2pindex.node import read_first, relay, replies
 from p2pindex.node import request_plan as plan
 from p2pindex.node import trace as trace_seam
+from p2pindex.node.in_flight import (
+    Answer,
+    Answers,
+    ClientRequest,
+    InFlight,
+    record_size,
+    replying,
+    value_of,
+)
 from p2pindex.node.index_terms import write_terms
 from p2pindex.node.peers import PeerPool
 from p2pindex.node.replica import IndexManager
@@ -49,7 +55,6 @@ from p2pindex.node.replica_calls import ReplicaCalls, unwrapped
 from p2pindex.node.stats import StatisticsStore
 from p2pindex.node.trace import RequestTrace
 from p2pindex.types import Address
-from p2pindex.wire.errors import reply_for_error
 from p2pindex.wire.messages import (
     DeleteRequest,
     GetRequest,
@@ -67,12 +72,7 @@ from p2pindex.wire.messages import (
 )
 
 BATCH_BYTES = Limits().max_frame // 2
-NO_CONTEXT = VersionVector()
 """Most record bytes one ReplicaWriteMany carries (the rest go in further messages)."""
-
-Answer = Callable[[int, "Message | P2PIndexError"], None]
-"""Answers the request at a position of its batch: its reply, or the error it failed with."""
-ClientRequest = PutRequest | DeleteRequest | GetRequest
 
 
 class ClusterView(plan.TargetView, Protocol):
@@ -89,55 +89,9 @@ class ClusterView(plan.TargetView, Protocol):
         ...
 
 
-class _Answers:
-    """The answers of one batch: passes each on, and wakes the batch's task at the last."""
-
-    __slots__ = ("_answer", "_done", "_open")
-
-    def __init__(self, size: int, answer: Answer) -> None:
-        self._open = size
-        self._answer = answer
-        self._done = trio.Event()
-
-    def give(self, position: int, reply: Message | P2PIndexError) -> None:
-        self._answer(position, reply)
-        self._open -= 1
-        if self._open == 0:
-            self._done.set()
-
-    async def wait(self) -> None:
-        await self._done.wait()
-
-
-@dataclass(slots=True, eq=False)
-class _Request:
-    """One coordinated request of a batch: what moves it (targets, bytes, its trace); when
-    to answer it is its ``round``."""
-
-    position: int
-    request: ClientRequest
-    targets: list[Target]
-    round: Round[Any]  # a WriteQuorum's for a write, a ReadQuorum's for a read
-    timeout: float
-    trace: RequestTrace | None
-    context: VersionVector = NO_CONTEXT
-    terms: IndexTerms = ()
-    obj: VersionedObject | None = None
-    record: bytes = b""
-    answers: _Answers | None = None
-    plan: ReadPlan | None = None
-    """A read's: who is asked for the value, who for a digest, who is a spare."""
-    value: tuple[bytes, VersionedObject] | None = None
-    """A read's value as this node holds it (record bytes, decoded), None for no copy."""
-    digest: bytes | None = None
-    """The digest of ``value``'s record, which the other replicas' digests are checked against."""
-    spares: tuple[str, ...] = ()
-    """A read's replicas not asked yet, to fall back to in this order."""
-
-
 Aside = Callable[[], Awaitable[Message]]
-Plan = Callable[[int, Any, "RequestTrace | None"], "_Request | Aside"]
-"""Plans one request: coordinated here (a ``_Request``), or served aside (a relay, or a
+Plan = Callable[[int, Any, "RequestTrace | None"], "InFlight | Aside"]
+"""Plans one request: coordinated here (a ``InFlight``), or served aside (a relay, or a
 write that reads first) by the returned coroutine function."""
 
 
@@ -181,11 +135,11 @@ class Coordinator:
         """Coordinate writes that arrived together with one local commit for all of them
         and no task, cancel scope or event per write; each is answered through ``respond``
         the moment its quorum is decided, so a slow replica of one key holds back no other."""
-        await self._serve_writes(requests, _replying(respond))
+        await self._serve_writes(requests, replying(respond))
 
     async def get_batch(self, requests: list[Message], respond: Respond) -> None:
         """Coordinate reads that arrived together, each answered once its quorum is decided."""
-        await self._serve_reads(requests, _replying(respond))
+        await self._serve_reads(requests, replying(respond))
 
     async def _serve_writes(self, requests: Sequence[Message], answer: Answer) -> None:
         await self._serve(requests, answer, self._plan_write, self._coordinate_writes)
@@ -198,7 +152,7 @@ class Coordinator:
         requests: Sequence[Message],
         answer: Answer,
         plan_one: Plan,
-        coordinate: Callable[[list[_Request], Answer], Awaitable[None]],
+        coordinate: Callable[[list[InFlight], Answer], Awaitable[None]],
     ) -> None:
         """Plan every request of a batch; coordinate the planned ones together. A request
         served aside (relayed, or read first) runs on its own, a refused one is answered
@@ -208,7 +162,7 @@ class Coordinator:
         ring sends almost every request to a replica, and a nursery per batch costs CPU.
         """
         trace = trace_seam.current()  # one look per batch: only a single request has one
-        planned: list[_Request] = []
+        planned: list[InFlight] = []
         aside: list[tuple[int, Aside]] = []
         for position, request in enumerate(requests):
             try:
@@ -216,7 +170,7 @@ class Coordinator:
             except P2PIndexError as exc:
                 answer(position, exc)
                 continue
-            if isinstance(item, _Request):
+            if isinstance(item, InFlight):
                 planned.append(item)
             else:
                 aside.append((position, item))
@@ -234,7 +188,7 @@ class Coordinator:
 
     def _plan_write(
         self, position: int, request: PutRequest | DeleteRequest, trace: RequestTrace | None
-    ) -> _Request | Aside:
+    ) -> InFlight | Aside:
         terms = write_terms(request, self._config.term_limits, self._stats)
         n = self._config.n_replicas
         needed = plan.required(request.consistency, n)
@@ -252,11 +206,11 @@ class Coordinator:
             )
         quorum = WriteQuorum([t.node for t in targets], needed)
         round_ = Round(quorum, len(targets) - 1, trio.current_time() + timeout)
-        return _Request(position, request, targets, round_, timeout, trace, context, terms)
+        return InFlight(position, request, targets, round_, timeout, trace, context, terms)
 
     def _plan_read(
         self, position: int, request: GetRequest, trace: RequestTrace | None
-    ) -> _Request | Aside:
+    ) -> InFlight | Aside:
         needed = plan.required(request.consistency, self._config.n_replicas)
         targets, timeout, relayed = self._place(request, needed, trace, read=True)
         if relayed is not None:
@@ -267,7 +221,7 @@ class Coordinator:
         round_ = Round(
             ReadQuorum(nodes, needed), len(read_plan.digests), trio.current_time() + timeout
         )
-        read = _Request(position, request, targets, round_, timeout, trace, plan=read_plan)
+        read = InFlight(position, request, targets, round_, timeout, trace, plan=read_plan)
         read.spares = read_plan.spares
         return read
 
@@ -290,11 +244,11 @@ class Coordinator:
 
     # --- writes -----------------------------------------------------------------------------
 
-    async def _coordinate_writes(self, writes: list[_Request], answer: Answer) -> None:
+    async def _coordinate_writes(self, writes: list[InFlight], answer: Answer) -> None:
         made = self._index.new_versions(
-            [(w.request.key, w.context, _value(w.request), w.terms) for w in writes]
+            [(w.request.key, w.context, value_of(w.request), w.terms) for w in writes]
         )
-        started: list[_Request] = []
+        started: list[InFlight] = []
         for write, version in zip(writes, made, strict=True):
             if isinstance(version, InvalidRequest):  # sibling, record or context limits
                 answer(write.position, version)
@@ -303,7 +257,7 @@ class Coordinator:
                 started.append(write)
         if not started:
             return
-        answers = _Answers(len(started), answer)
+        answers = Answers(len(started), answer)
         for write in started:
             write.answers = answers
         # Our own commit comes first: a version leaves this node only once its dot is
@@ -323,7 +277,7 @@ class Coordinator:
             self._replicate(started)
         await self._until_answered(started, answers)
 
-    async def _keep_own_hints(self, writes: list[_Request]) -> None:
+    async def _keep_own_hints(self, writes: list[InFlight]) -> None:
         """A coordinator standing in for an unusable primary keeps a hint for it, as a remote
         fallback does on a ReplicaWrite; without one the write would sit on a node outside
         the key's preference list, where neither repair nor anti-entropy ever finds it."""
@@ -332,11 +286,11 @@ class Coordinator:
                 if target.node == self._node_id and target.hint_for is not None:
                     await self._view.keep_hint(target.hint_for, write.request.key, write.record)
 
-    def _replicate(self, writes: list[_Request]) -> None:
+    def _replicate(self, writes: list[InFlight]) -> None:
         """Send the committed writes to their other targets: what one replica gets from
         this batch travels as one ReplicaWriteMany (one frame, one commit, one ack there);
         a hinted write to a fallback goes alone, since the fallback must keep its hint."""
-        by_node: dict[str, list[_Request]] = {}
+        by_node: dict[str, list[InFlight]] = {}
         for write in writes:
             write.round.quorum.record_ack(self._node_id)
             if write.trace is not None:
@@ -352,7 +306,7 @@ class Coordinator:
         for node, carried in (
             (node, group)  # a frame's worth each: a peer closes a link on a larger one
             for node, all_carried in by_node.items()
-            for group in sized_groups(all_carried, _record_size, BATCH_BYTES)
+            for group in sized_groups(all_carried, record_size, BATCH_BYTES)
         ):
             if len(carried) == 1:
                 message = ReplicaWrite(carried[0].request.key, carried[0].record)
@@ -365,7 +319,7 @@ class Coordinator:
             if write.round.ready():
                 self._answer(write)
 
-    def _on_writes(self, node: str, result: outcome.Outcome, carried: list[_Request]) -> None:
+    def _on_writes(self, node: str, result: outcome.Outcome, carried: list[InFlight]) -> None:
         """One replica's answer for every write its message carried."""
         answer = unwrapped(result)
         for write in carried:
@@ -384,8 +338,8 @@ class Coordinator:
 
     # --- reads ------------------------------------------------------------------------------
 
-    async def _coordinate_reads(self, reads: list[_Request], answer: Answer) -> None:
-        answers = _Answers(len(reads), answer)
+    async def _coordinate_reads(self, reads: list[InFlight], answer: Answer) -> None:
+        answers = Answers(len(reads), answer)
         for read in reads:
             read.answers = answers
         try:
@@ -400,7 +354,7 @@ class Coordinator:
                     answers.give(read.position, exc)
         else:
             # What one replica is asked by this batch travels as one ReplicaDigestMany.
-            by_node: dict[str, list[_Request]] = {}
+            by_node: dict[str, list[InFlight]] = {}
             for read, value in zip(reads, local, strict=True):
                 assert read.plan is not None and read.plan.value == self._node_id
                 read.value = value
@@ -420,7 +374,7 @@ class Coordinator:
                     self._answer(read)
         await self._until_answered(reads, answers)
 
-    def _on_digests(self, node: str, result: outcome.Outcome, carried: list[_Request]) -> None:
+    def _on_digests(self, node: str, result: outcome.Outcome, carried: list[InFlight]) -> None:
         """One replica's digests for the reads its ReplicaDigestMany carried: one equal to
         this node's record counts as that replica's copy; any other answer, or a reply
         that is not a digest for each key, is settled by fetching the replica's record."""
@@ -430,7 +384,7 @@ class Coordinator:
             digests = answer.digests
         elif not isinstance(answer, OSError | P2PIndexError):
             self._stats.incr("reads.digest_replies_unusable")
-        fetch: list[_Request] = []
+        fetch: list[InFlight] = []
         for position, read in enumerate(carried):
             if read.trace is not None and not read.round.answered:  # the trace ends at "decided"
                 read.trace.replica(node, result)
@@ -452,7 +406,7 @@ class Coordinator:
                 message = ReplicaReadMany([r.request.key for r in fetch])
             self._calls.send(node, message, min(r.timeout for r in fetch), self._on_reads, fetch)
 
-    def _on_reads(self, node: str, result: outcome.Outcome, carried: list[_Request]) -> None:
+    def _on_reads(self, node: str, result: outcome.Outcome, carried: list[InFlight]) -> None:
         """One replica's answer to a ReplicaRead or ReplicaReadMany (a fetch after a digest
         differed, or a spare's read), shared out to the reads it carried."""
         answer = unwrapped(result)
@@ -476,7 +430,7 @@ class Coordinator:
                 self._fall_back(read)  # a read at ONE: this replica failed, ask the next
             self._heard(read)
 
-    def _fall_back(self, read: _Request) -> None:
+    def _fall_back(self, read: InFlight) -> None:
         """Ask a read's next spare replica for its record (the replica asked failed)."""
         node, *rest = read.spares
         read.spares = tuple(rest)
@@ -484,7 +438,7 @@ class Coordinator:
         self._stats.incr("reads.fallbacks")
         self._calls.send(node, ReplicaRead(read.request.key), read.timeout, self._on_reads, [read])
 
-    def _heard(self, read: _Request) -> None:
+    def _heard(self, read: InFlight) -> None:
         """One replica asked has answered ``read`` (recorded): answer it if that decides
         it, or repair the stale replicas once the last straggler is in."""
         round_ = read.round
@@ -493,7 +447,7 @@ class Coordinator:
         elif round_.answered and round_.all_heard:
             self._calls.repair_if_stale(read.request.key, round_.quorum)
 
-    def _record_read(self, node: str, read: _Request, record: bytes | None) -> None:
+    def _record_read(self, node: str, read: InFlight, record: bytes | None) -> None:
         try:
             obj = None if record is None else self._index.decode(read.request.key, record)
         except ValueError as exc:
@@ -501,14 +455,14 @@ class Coordinator:
         else:
             read.round.quorum.record_reply(node, obj)
 
-    def _read_failed(self, node: str, read: _Request, error: BaseException) -> None:
+    def _read_failed(self, node: str, read: InFlight, error: BaseException) -> None:
         self._stats.incr("replica.read_failures")
         read.round.quorum.record_failure(node)
         self._calls.note_failure(node, error)
 
     # --- rounds -----------------------------------------------------------------------------
 
-    def _answer(self, item: _Request) -> None:
+    def _answer(self, item: InFlight) -> None:
         """Answer ``item``'s caller as its round stands (decided, or out of time), once."""
         round_ = item.round
         if not round_.answer():
@@ -537,7 +491,7 @@ class Coordinator:
         assert item.answers is not None
         item.answers.give(item.position, reply)
 
-    async def _until_answered(self, items: list[_Request], answers: _Answers) -> None:
+    async def _until_answered(self, items: list[InFlight], answers: Answers) -> None:
         """Wait for the quorums, each until its own deadline; a round whose deadline passed
         (during a commit, or waiting for replicas) is answered as it stands (a timeout)."""
         rounds = [item.round for item in items]
@@ -571,20 +525,3 @@ async def _answer_aside(serve: Aside, position: int, answer: Answer) -> None:
     except P2PIndexError as exc:
         reply = exc
     answer(position, reply)
-
-
-def _replying(respond: Respond) -> Answer:
-    """An ``Answer`` that sends failures as the error replies the protocol carries."""
-
-    def answer(position: int, reply: Message | P2PIndexError) -> None:
-        respond(position, reply_for_error(reply) if isinstance(reply, P2PIndexError) else reply)
-
-    return answer
-
-
-def _value(request: ClientRequest) -> bytes | None:
-    return request.value if isinstance(request, PutRequest) else None
-
-
-def _record_size(write: _Request) -> int:
-    return len(write.record) + len(write.request.key)

@@ -564,3 +564,33 @@ def test_drain_hands_on_datagrams_then_push_pulls_then_events_and_leaves_nothing
     assert seen == sorted(seen, key=["datagram", "push_pull", "event"].index)
     assert not swim.datagrams_to_send() and not swim.push_pulls_to_start()
     assert swim.next_event() is None
+
+
+def test_a_suspected_member_that_pings_us_gets_the_suspicion_with_the_ack() -> None:
+    swim = make("n0")
+    know(swim, 1, 2)
+    swim.receive_datagram(dg("n2", 1, rec(Suspect("n1", 1, "n2"))), addr(2), 0.0)
+    swim.datagrams_to_send()
+    swim._queue.discard("n1")  # gossip has spent its transmissions of the suspicion
+    swim.receive_datagram(dg("n1", 1, ctl(Ping(5, "n0"))), addr(1), 0.1)
+    ((address, datagram),) = sent(swim)
+    assert address == addr(1)
+    assert Ack(5) in datagram.controls
+    assert Suspect("n1", 1, "n2") in datagram.records  # the buddy system, on our ack
+
+
+def test_an_accuser_holding_old_news_is_told_our_record_directly() -> None:
+    """Seed 2 of planted-swim-no-suspicion: n1 suspected n2, n2 refuted, but gossip's few
+    transmissions of the refutation all went elsewhere and n1 declared n2 dead. An accusation
+    that reaches us without a ping to answer now gets our record straight back."""
+    swim = make("n0", inc=3)
+    know(swim, 1)
+    swim.receive_datagram(dg("n1", 1, ctl(Ack(9)), rec(Suspect("n0", 2, "n1"))), addr(1), 0.0)
+    replies = [(a, d) for a, d in sent(swim) if a == addr(1)]
+    assert any(
+        isinstance(r, Alive) and r.node_id == "n0" and r.incarnation == 3
+        for _address, datagram in replies
+        for r in datagram.records
+    ), replies
+    assert swim.statistics()["corrections_sent"] == 1
+    assert swim.incarnation == 3  # old news is corrected, not refuted again

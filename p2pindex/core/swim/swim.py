@@ -436,15 +436,22 @@ class Swim(PushPullSide):
         for record in datagram.records:
             if self._verified(record):
                 self._merge(record, now)
+        corrected = False
         for message in datagram.controls:
             if type(message) is Ping:
-                self._on_ping(message, source)
+                corrected |= self._on_ping(message, sender, source)
             elif type(message) is Ack:
                 self._on_ack(message.seq, sender, now)
             elif type(message) is Nack:
                 self._on_nack(message.seq, sender)
             else:
                 self._on_ping_req(message, source, now)
+        if self._correct_sender and not corrected:
+            # The sender holds old news about us (a suspicion we refuted, or an accusation
+            # we just refuted): tell it directly. Gossip alone may not reach it before its
+            # suspicion runs out; a refutation's few transmissions go to random members.
+            self._stats["corrections_sent"] += 1
+            self._send(source, list(self._table.entries[self.node_id].encoded))
 
     def receive_records(self, records: Iterable[Record], now: float) -> None:
         """Records that reached this node another way (held back until their signer's
@@ -453,15 +460,24 @@ class Swim(PushPullSide):
             if self._verified(record):
                 self._merge(record, now)
 
-    def _on_ping(self, ping: Ping, source: Address) -> None:
+    def _on_ping(self, ping: Ping, sender: str, source: Address) -> bool:
+        """Ack ``ping``; True when the ack carries our own record (the sender had old news).
+
+        The buddy system works both ways: a member we suspect that pings us gets our
+        suspicion with the ack, so it can refute even if it is not our probe target soon."""
         if ping.target != self.node_id:
             self._stats["bad_wrong_target"] += 1
-            return
+            return False
         self._stats["acks_sent"] += 1
         parts = [encode_control(Ack(ping.seq))]
         if self._correct_sender:
             parts.extend(self._table.entries[self.node_id].encoded)
+        if self._lifeguard:
+            entry = self._table.get(sender)
+            if entry is not None and isinstance(entry.status, Suspect):
+                parts.append(entry.encoded[-1])
         self._send(source, parts)
+        return self._correct_sender
 
     def _on_ping_req(self, request: PingReq, source: Address, now: float) -> None:
         if request.target == self.node_id:
