@@ -97,7 +97,6 @@ UNREACHABLE_GRACE = 3.0
 """Seconds a peer that refused a connection is skipped, before SWIM has an opinion."""
 MAX_SCAN_BATCH = 4096
 MAX_SCAN_ARCS = 1024
-"""The ring's other members ([node id, address, incarnation]), restored on restart."""
 
 
 class Node:
@@ -271,6 +270,12 @@ class Node:
             if self._seeds and not self.handoff.already_synced():
                 self.state = NodeState.SYNCING
                 self.state_reason = "receiving the data of its ranges"
+            restored = self._load_ring_members()
+            seen_down = (
+                []
+                if restored
+                else await restart_meta.down_ring_members(self._seeds, self.peers, self.node_id)
+            )
             claims = self.security.claims if self.security is not None else None
             self._swim = Swim(
                 self._swim_config,
@@ -283,11 +288,9 @@ class Node:
                 sealer=self.security.sealer if self.security is not None else None,
                 claims=claims,
             )
-            # Members this node knew before a restart stay in its ring while they are down:
-            # the seeds do not hand out tombstones of members the joiner never saw, and a ring
-            # without them would send their keys to other nodes and keep no hints for them.
-            restored = self._load_ring_members()
-            self._swim.restore(restored, trio.current_time())
+            # Down members stay in the ring (restart_meta.down_ring_members says why): those
+            # saved before a restart, or for a node joining afresh those a seed lists.
+            self._swim.restore([*restored, *seen_down], trio.current_time())
             self.view.members = {m.node_id: m for m in self._swim.members()}
             self._rebuild_ring()
             self._driver = MembershipDriver(

@@ -12,18 +12,24 @@ import json
 import logging
 import math
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from p2pindex.core.ring import Ring
 from p2pindex.core.swim import Member
-from p2pindex.errors import StorageFailure
+from p2pindex.errors import P2PIndexError, StorageFailure
+from p2pindex.node.peers import PeerPool
 from p2pindex.storage.base import Storage
 from p2pindex.types import Address, Liveness, NodeState
+from p2pindex.wire.messages import MembersReply, MembersRequest
 
 log = logging.getLogger(__name__)
 
+SEED_ASK_TIMEOUT = 2.0
+"""Seconds a joiner waits for each seed's member list before asking the next."""
+
 REMOVED_META = "removed"
 RING_MEMBERS_META = "ring_members"
+"""The ring's other members ([node id, address, incarnation]), restored on restart."""
 
 
 async def storage_epoch(storage: Storage, rng: random.Random) -> tuple[str, int, str | None]:
@@ -95,3 +101,39 @@ def ring_members_doc(members: Mapping[str, Member], ring: Ring, node_id: str) ->
         if member_id in ring.nodes and member_id != node_id
     )
     return json.dumps(saved).encode()
+
+
+async def down_ring_members(
+    seeds: Sequence[Address], peers: PeerPool, node_id: str
+) -> list[Member]:
+    """The members a seed still places keys on but sees down, for a node joining afresh.
+
+    SWIM does not import tombstones of members a node never saw (they would bounce between
+    tables for ever), so without these a joiner's ring lacks a member that is down right
+    now while every other node's ring keeps it: the joiner would coordinate writes to
+    other replicas than everyone else reads, and one it acknowledged could be read by
+    nobody once the joiner itself is gone. A restarted node has its saved ring members for
+    this; a new one asks a seed. They enter as restored members do, and are probed."""
+    for seed in seeds:
+        try:
+            reply = await peers.request(seed, MembersRequest(), SEED_ASK_TIMEOUT)
+        except (OSError, P2PIndexError):
+            continue
+        if not isinstance(reply, MembersReply):
+            continue
+        down: list[Member] = []
+        for doc in reply.members:
+            try:
+                if doc.get("in_ring") is not True or doc.get("liveness") not in ("dead", "suspect"):
+                    continue
+                member_id = str(doc["node_id"])
+                if member_id != node_id:
+                    address = Address.parse(str(doc["address"]))
+                    incarnation = int(doc["incarnation"])
+                    down.append(
+                        Member(member_id, address, incarnation, Liveness.ALIVE, NodeState.ACTIVE)
+                    )
+            except (KeyError, ValueError, TypeError):
+                continue  # a malformed entry: the seed's others still count
+        return down
+    return []

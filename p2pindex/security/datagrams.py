@@ -11,6 +11,13 @@ timestamp. A receiver drops a datagram whose sequence it has seen or that lies b
 sender's newest by more than ``REORDER_WINDOW`` (replays), and one whose timestamp is more
 than ``MAX_CLOCK_SKEW`` away from its own clock (old captures replayed to a receiver that
 restarted and forgot its windows). Every drop is counted by reason.
+
+A sender whose clock was stepped back and that then restarted sends sequences below what its
+receivers saw before; judged by sequence alone, it would be mute to them until its clock
+caught up, and declared dead meanwhile. Its restart gave it a higher SWIM incarnation (inside
+the signed payload), so a datagram that fails the sequence check but carries a newer
+incarnation than any seen starts the sender's window over, and from then on datagrams of
+older incarnations are refused: they can only be replays.
 """
 
 from __future__ import annotations
@@ -39,12 +46,16 @@ _MICRO = 1_000_000
 class _ReplayWindow:
     """Sequences seen from one sender recently; anything older than ``floor`` is refused."""
 
-    __slots__ = ("floor", "highest", "seen")
+    __slots__ = ("floor", "highest", "incarnation", "oldest_incarnation", "seen")
 
-    def __init__(self) -> None:
+    def __init__(self, oldest_incarnation: int = 0) -> None:
         self.highest = 0
         self.floor = 0
         self.seen: set[int] = set()
+        self.incarnation = oldest_incarnation
+        """The newest SWIM incarnation the sender's datagrams carried."""
+        self.oldest_incarnation = oldest_incarnation
+        """Datagrams of an earlier incarnation are refused (the window restarted past it)."""
 
     def accept(self, sequence: int) -> bool:
         if sequence <= self.floor or sequence in self.seen:
@@ -65,10 +76,18 @@ class _ReplayWindow:
 
 
 def sender_of(payload: bytes) -> str | None:
-    """The sender id a SWIM payload names (its second item), without decoding the rest.
+    """The sender id a SWIM payload names (its second item), without decoding the rest."""
+    origin = origin_of(payload)
+    return None if origin is None else origin[0]
+
+
+def origin_of(payload: bytes) -> tuple[str, int] | None:
+    """The sender id and incarnation a SWIM payload names (its second and third items),
+    without decoding the rest.
 
     The payload is ``[version, sender, incarnation, ...]``; node ids travel as CBOR byte
-    strings (hex ids) or text strings. Anything else is None: the core would refuse it too.
+    strings (hex ids) or text strings, incarnations as unsigned integers. Anything else is
+    None: the core would refuse it too.
     """
     if not payload:
         return None
@@ -102,11 +121,31 @@ def sender_of(payload: bytes) -> str | None:
     if len(raw) != length or length == 0:
         return None
     if major == 2:
-        return raw.hex()
-    try:
-        return raw.decode()
-    except UnicodeDecodeError:
+        sender = raw.hex()
+    else:
+        try:
+            sender = raw.decode()
+        except UnicodeDecodeError:
+            return None
+    incarnation = _uint_at(payload, position + length)
+    return None if incarnation is None else (sender, incarnation)
+
+
+def _uint_at(data: bytes, position: int) -> int | None:
+    """The CBOR unsigned integer at ``position``, or None."""
+    if position >= len(data):
         return None
+    initial = data[position]
+    if initial >> 5 != 0:
+        return None
+    info = initial & 0x1F
+    if info < 24:
+        return info
+    width = {24: 1, 25: 2, 26: 4, 27: 8}.get(info)
+    raw = data[position + 1 : position + 1 + width] if width else b""
+    if not width or len(raw) != width:
+        return None
+    return int.from_bytes(raw, "big")
 
 
 class DatagramSealer:
@@ -147,10 +186,11 @@ class DatagramSealer:
         head = data[1:9]
         signature = data[9:HEADER_BYTES]
         payload = data[HEADER_BYTES:]
-        sender = sender_of(payload)
-        if sender is None:
+        origin = origin_of(payload)
+        if origin is None:
             incr("swim.malformed")
             return None
+        sender, incarnation = origin
         verdict, certificate = self._directory.lookup(sender)
         if verdict is not Verdict.OK or certificate is None:
             incr(f"swim.{verdict.value}_sender")
@@ -167,9 +207,19 @@ class DatagramSealer:
         window = self._windows.get(sender)
         if window is None:
             window = self._windows[sender] = _ReplayWindow()
-        if not window.accept(sequence):
+        if incarnation < window.oldest_incarnation:
             incr("swim.replayed")
             return None
+        if not window.accept(sequence):
+            if incarnation <= window.incarnation:
+                incr("swim.replayed")
+                return None
+            # A newer incarnation behind the sender's old sequences: it restarted with its
+            # clock stepped back. Start its window over from here (see the module docstring).
+            incr("swim.window_restarts")
+            window = self._windows[sender] = _ReplayWindow(incarnation)
+            window.accept(sequence)
+        window.incarnation = max(window.incarnation, incarnation)
         incr("swim.accepted")
         return payload
 

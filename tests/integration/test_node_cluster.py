@@ -362,3 +362,18 @@ async def test_writes_a_leaving_node_takes_while_it_pushes_leave_with_the_others
             for node_id in after.preference_list(key, 3):
                 if node_id not in ring.preference_list(key, 3):
                     assert by_id[node_id].storage.get(key) is not None, key
+
+
+async def test_a_node_joining_while_a_member_is_down_places_keys_on_it_too(autojump_clock):
+    """Index seed 6: a node joined while a member was crashed, never learned it (SWIM does
+    not import tombstones of members a node never saw), built a ring without it, and
+    acknowledged a QUORUM write on itself and a node that was no replica in everyone else's
+    ring; once the joiner was removed, no read could find the write."""
+    async with running_cluster(4) as cluster:
+        victim = cluster.nodes[3]
+        victim_id = victim.node.node_id
+        cluster.crash(victim)
+        await cluster.wait_dead(victim_id)
+        joiner = await cluster.start_node()
+        assert victim_id in joiner.node.ring.nodes  # the same ring as every other node
+        assert joiner.node.ring == cluster.nodes[0].node.ring

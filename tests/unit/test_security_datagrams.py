@@ -301,3 +301,47 @@ def test_signed_swim_cores_talk_and_stay_under_the_datagram_limit() -> None:
     for core in cores:
         assert core.statistics().get("bad_unsealed", 0) == 0
         assert len([m for m in core.members() if m.liveness.value == "alive"]) == 4
+
+
+def incarnation_payload(sender: str, incarnation: int, seq: int) -> bytes:
+    alive = Alive(sender, incarnation, Address("10.0.0.1", 7000), NodeState.ACTIVE)
+    parts = [encode_control(Ping(seq & 0xFFFF, node_id(BOB))), encode_record(alive)]
+    return assemble(datagram_prefix(sender, incarnation), 3, parts)
+
+
+def test_a_sender_restarted_with_its_clock_stepped_back_is_heard_at_once() -> None:
+    """ci seed 11022 (secure): a node's clock ran 28 s ahead, it crashed, and restarted with
+    the right time; every receiver refused its datagrams as replays for half a minute and
+    declared it dead. Its restart raised its incarnation, which restarts the window."""
+    world = World()
+    ahead = Clock()
+    ahead.now = world.clock.now + 30.0
+    before = DatagramSealer(ALICE, TRUST.cluster_id, world.directory, ahead, Tally())
+    old = before.seal(incarnation_payload(node_id(ALICE), 5, 1))
+    world.deliver(before.seal(incarnation_payload(node_id(ALICE), 5, 2)))
+    restarted = world.sealer(ALICE)  # a new process, its clock 30 s behind the old one
+    same_incarnation = restarted.seal(incarnation_payload(node_id(ALICE), 5, 3))
+    world.deliver(same_incarnation)
+    assert world.counts["swim.replayed"] == 1  # without a restart sign, it looks like a replay
+    fresh = restarted.seal(incarnation_payload(node_id(ALICE), 6, 4))
+    world.deliver(fresh)
+    world.deliver(restarted.seal(incarnation_payload(node_id(ALICE), 6, 5)))
+    assert world.counts["swim.window_restarts"] == 1
+    assert world.counts["swim.accepted"] == 3
+    world.deliver(old)  # a capture from before the restart
+    world.deliver(fresh)  # a replay of the new incarnation's datagram
+    assert world.counts["swim.replayed"] == 3
+    assert world.counts["swim.accepted"] == 3
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    sender=st.binary(min_size=1, max_size=32).map(bytes.hex), incarnation=st.integers(0, 2**64 - 1)
+)
+def test_the_origin_read_from_the_bytes_is_what_the_codec_wrote(
+    sender: str, incarnation: int
+) -> None:
+    from p2pindex.security.datagrams import origin_of
+
+    data = assemble(datagram_prefix(sender, incarnation), 3, [b"\x80"])
+    assert origin_of(data) == (sender, incarnation)
