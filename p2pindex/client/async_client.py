@@ -22,7 +22,7 @@ Why it is shaped this way:
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from types import TracebackType
@@ -344,32 +344,23 @@ class AsyncClient:
         call) or the write may have been applied (``Timeout``, ``ConnectionLost``).
         """
         options = self._options(consistency, timeout)
-        prepared: list[BatchItem | KeyOutcome[Any]] = []
-        for item in items:
-            try:
-                put = put_item(item)
-                raw_key = check_key(put.key, self._limits)
-            except InvalidRequest as exc:
-                prepared.append(KeyOutcome(key_of(item), error=exc))
-                continue
-            try:
-                raw_context = check_context(put.context)
-                if put.overwrite and raw_context is not None:
-                    raise InvalidRequest("put takes a context or overwrite=True, not both")
-                request = PutRequest(
-                    raw_key,
-                    check_value(put.value, self._limits),
-                    raw_context,
-                    options.consistency,
-                    options.timeout_ms,
-                    bool(strict),
-                    overwrite=bool(put.overwrite),
-                    index=index_for_wire(put.index),
-                )
-            except (InvalidRequest, ValueError) as exc:
-                prepared.append(KeyOutcome(raw_key, error=invalid_item(raw_key, exc)))
-                continue
-            prepared.append(BatchItem(raw_key, encode_item(request), put_result))
+
+        def request(put: PutItem, raw_key: bytes) -> PutRequest:
+            raw_context = check_context(put.context)
+            if put.overwrite and raw_context is not None:
+                raise InvalidRequest("put takes a context or overwrite=True, not both")
+            return PutRequest(
+                raw_key,
+                check_value(put.value, self._limits),
+                raw_context,
+                options.consistency,
+                options.timeout_ms,
+                bool(strict),
+                overwrite=bool(put.overwrite),
+                index=index_for_wire(put.index),
+            )
+
+        prepared = self._prepare(items, put_item, request, put_result)
         return await self._many(prepared, options.timeout, write=True)
 
     async def get_many(
@@ -407,24 +398,40 @@ class AsyncClient:
         context)`` tuple (without a context the node reads the key first, as ``delete``
         says); every key's outcome, in the order given (see ``put_many``)."""
         options = self._options(consistency, timeout)
+
+        def request(gone: DeleteItem, raw_key: bytes) -> DeleteRequest:
+            raw_context = check_context(gone.context)
+            return DeleteRequest(
+                raw_key, raw_context, options.consistency, options.timeout_ms, bool(strict)
+            )
+
+        prepared = self._prepare(keys, delete_item, request, delete_result)
+        return await self._many(prepared, options.timeout, write=True)
+
+    def _prepare(
+        self,
+        items: Iterable[Any],
+        parse: Callable[[Any], Any],
+        request: Callable[[Any, bytes], Message],
+        convert: Callable[[Message], Any],
+    ) -> list[BatchItem | KeyOutcome[Any]]:
+        """Each write item of a batch call checked and encoded, or its own error: a bad item
+        never stops the others."""
         prepared: list[BatchItem | KeyOutcome[Any]] = []
-        for item in keys:
+        for item in items:
             try:
-                gone = delete_item(item)
-                raw_key = check_key(gone.key, self._limits)
+                parsed = parse(item)
+                raw_key = check_key(parsed.key, self._limits)
             except InvalidRequest as exc:
                 prepared.append(KeyOutcome(key_of(item), error=exc))
                 continue
             try:
-                raw_context = check_context(gone.context)
-            except InvalidRequest as exc:
+                message = request(parsed, raw_key)
+            except (InvalidRequest, ValueError) as exc:
                 prepared.append(KeyOutcome(raw_key, error=invalid_item(raw_key, exc)))
                 continue
-            request = DeleteRequest(
-                raw_key, raw_context, options.consistency, options.timeout_ms, bool(strict)
-            )
-            prepared.append(BatchItem(raw_key, encode_item(request), delete_result))
-        return await self._many(prepared, options.timeout, write=True)
+            prepared.append(BatchItem(raw_key, encode_item(message), convert))
+        return prepared
 
     async def _many(
         self, prepared: list[BatchItem | KeyOutcome[Any]], timeout: float, *, write: bool
