@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -39,6 +40,9 @@ from p2pindex.wire.messages import (
     Message,
     PutRequest,
 )
+
+if TYPE_CHECKING:
+    from p2pindex.node.coordinator import Coordinator
 
 REPLY_SLACK = 4096
 """Room kept in a batch reply's frame for its envelope and per-item headers."""
@@ -196,4 +200,28 @@ def _reply(state: _Open, limits: Limits) -> BatchReply:
 def _as_message(reply: Message | None) -> Message:
     if reply is None:  # cannot happen: a batch is answered once every item is
         return ErrorReply("internal_error", "internal error: request left unanswered")
+    return reply
+
+
+async def serve_one_batch(
+    message: BatchRequest,
+    coordinator: Coordinator,
+    limits: Limits,
+    refused: Callable[[str], None],
+) -> Message:
+    """A batch that came outside a connection's data path (which serves clients' batches
+    without a task, authorising each item, as ``fast_path`` says): served the same way.
+    Its items are not authorised one by one here, so a secure node's guard must keep
+    refusing BatchRequest to clients on this path (it has no client role in
+    ``security.access``); insecure nodes and node peers authorise nothing anyway."""
+    replies: list[Message] = []
+    await serve_batches(
+        [message],
+        lambda _position, reply: replies.append(reply),
+        writes=coordinator.put_batch,
+        reads=coordinator.get_batch,
+        limits=limits,
+        refused=refused,
+    )
+    (reply,) = replies
     return reply

@@ -21,7 +21,13 @@ from p2pindex.config import NodeConfig
 from p2pindex.core.batching import fitting_prefix
 from p2pindex.core.ring import Ring
 from p2pindex.core.swim import Member, MemberChanged, Swim, SwimConfig
-from p2pindex.errors import InvalidRequest, P2PIndexError, PermissionDenied, StorageFailure
+from p2pindex.errors import (
+    InvalidRequest,
+    NotReady,
+    P2PIndexError,
+    PermissionDenied,
+    StorageFailure,
+)
 from p2pindex.net.base import Transport
 from p2pindex.net.channel import BatchHandler, NodeLoad, RpcChannel, Traffic
 from p2pindex.net.secure.manager import SecurityManager
@@ -30,7 +36,7 @@ from p2pindex.node import restart_meta
 from p2pindex.node.admin import serve_admin
 from p2pindex.node.admission import Admission
 from p2pindex.node.antientropy import AntiEntropy, request_arcs
-from p2pindex.node.client_batch import serve_batches
+from p2pindex.node.client_batch import serve_one_batch
 from p2pindex.node.cluster_view import ClusterView
 from p2pindex.node.coordinator import Coordinator
 from p2pindex.node.eventlog import EventLog, describe_member_change
@@ -746,7 +752,11 @@ class Node:
         if isinstance(message, GetRequest):
             return await self._coordinator.get(message)
         if isinstance(message, BatchRequest):
-            return await self._client_batch(message)
+            # Outside a connection's data path (see client_batch.serve_one_batch).
+            assert self._coordinator is not None
+            return await serve_one_batch(
+                message, self._coordinator, self.config.limits, self._count_bad_input
+            )
         if isinstance(message, ReplicaWrite | ReplicaWriteMany):
             assert self._replica is not None
             return await self._replica.write(message)
@@ -766,32 +776,13 @@ class Node:
             assert self.antientropy is not None
             return self.antientropy.serve(message)
         if isinstance(message, PushPull):
-            assert self._swim is not None
+            if self._swim is None:  # still asking a seed for its member list
+                raise NotReady(f"node {self.node_id} is starting and has no membership yet")
             reply = self._swim.push_pull_respond(message.state, self.address, trio.current_time())
             if self._driver is not None:
                 self._driver.notify()
             return PushPullReply(reply)
         return await serve_admin(self, message)
-
-    async def _client_batch(self, message: BatchRequest) -> Message:
-        """A batch that came outside a connection's data path (which serves clients' batches
-        without a task, authorising each item, as ``fast_path`` says): served the same way.
-        Its items are not authorised one by one here, so a secure node's guard must keep
-        refusing BatchRequest to clients on this path (it has no client role in
-        ``security.access``); insecure nodes and node peers authorise nothing anyway."""
-        assert self._coordinator is not None
-        replies: list[Message] = []
-        coordinator = self._coordinator
-        await serve_batches(
-            [message],
-            lambda _position, reply: replies.append(reply),
-            writes=coordinator.put_batch,
-            reads=coordinator.get_batch,
-            limits=self.config.limits,
-            refused=self._count_bad_input,
-        )
-        (reply,) = replies
-        return reply
 
     async def _traced(self, message: PutRequest | DeleteRequest | GetRequest) -> Message:
         """Serve a request that asked for the coordinator's steps, and answer them with it.

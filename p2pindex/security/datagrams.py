@@ -8,9 +8,10 @@ datagram cannot be forged, altered, moved to another cluster or attributed to so
 The sequence is the sender's wall clock in microseconds, forced to grow by at least one per
 datagram: it survives restarts without being stored (the clock moved on) and doubles as a
 timestamp. A receiver drops a datagram whose sequence it has seen or that lies behind the
-sender's newest by more than ``REORDER_WINDOW`` (replays), and one whose timestamp is more
-than ``MAX_CLOCK_SKEW`` away from its own clock (old captures replayed to a receiver that
-restarted and forgot its windows). Every drop is counted by reason.
+sender's newest by more than ``REORDER_WINDOW`` (replays), and, from a sender it keeps no
+window for yet, one whose timestamp is more than ``MAX_CLOCK_SKEW`` away from its own clock
+(old captures replayed to a receiver that restarted and forgot its windows). Every drop is
+counted by reason.
 
 A sender whose clock was stepped back and that then restarted sends sequences below what its
 receivers saw before; judged by sequence alone, it would be mute to them until its clock
@@ -201,11 +202,14 @@ class DatagramSealer:
             incr("swim.bad_signature")
             return None
         sequence = int.from_bytes(head, "big")
-        if abs(sequence / _MICRO - self._wall_clock()) > MAX_CLOCK_SKEW:
-            incr("swim.stale")
-            return None
         window = self._windows.get(sender)
         if window is None:
+            # Only a sender this receiver keeps no window for (it restarted and forgot them)
+            # is judged by the clocks: once a window exists it refuses every replay, and two
+            # clocks that drift apart later must not make a member mute.
+            if abs(sequence / _MICRO - self._wall_clock()) > MAX_CLOCK_SKEW:
+                incr("swim.stale")
+                return None
             window = self._windows[sender] = _ReplayWindow()
         if incarnation < window.oldest_incarnation:
             incr("swim.replayed")

@@ -345,3 +345,21 @@ def test_the_origin_read_from_the_bytes_is_what_the_codec_wrote(
 
     data = assemble(datagram_prefix(sender, incarnation), 3, [b"\x80"])
     assert origin_of(data) == (sender, incarnation)
+
+
+def test_a_sender_whose_clock_drifts_far_after_it_was_heard_stays_heard() -> None:
+    """ci seed 12328 (secure): a node's clock jumped until it was over two minutes ahead of
+    the others; every datagram it sent was refused as stale and its replicas stopped
+    converging. The clock check is for senders a receiver keeps no window for."""
+    world = World()
+    drifting = Clock()
+    drifting.now = world.clock.now
+    alice = DatagramSealer(ALICE, TRUST.cluster_id, world.directory, drifting, Tally())
+    world.deliver(alice.seal(incarnation_payload(node_id(ALICE), 5, 1)))
+    drifting.now += MAX_CLOCK_SKEW + 30
+    world.deliver(alice.seal(incarnation_payload(node_id(ALICE), 5, 2)))
+    assert world.counts["swim.accepted"] == 2 and world.counts["swim.stale"] == 0
+    fresh = World()  # a receiver that restarted: it has no window for alice
+    fresh.clock.now = world.clock.now
+    fresh.deliver(alice.seal(incarnation_payload(node_id(ALICE), 5, 3)))
+    assert fresh.counts["swim.stale"] == 1
