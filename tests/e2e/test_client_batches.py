@@ -14,12 +14,10 @@ import pytest
 import trio
 
 import p2pindex
-from p2pindex.cli.local_cluster import LocalCluster, wait_converged
+from p2pindex.cli.local_cluster import LocalCluster
 from p2pindex.config import Limits
-from p2pindex.net.channel import open_channel
 from p2pindex.net.secure.connector import SecureConnector
 from p2pindex.security.credentials import ClientCredentials
-from p2pindex.types import Address
 from p2pindex.wire.codec import decode_item, encode_item
 from p2pindex.wire.messages import (
     BATCH_VERSION,
@@ -34,28 +32,21 @@ from p2pindex.wire.messages import (
     PutRequest,
     StatusRequest,
 )
+from tests.support.processes import converged_cluster, request_once
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory):
-    with LocalCluster(3, tmp_path_factory.mktemp("cluster")) as cluster:
-        cluster.start()
-        wait_converged(cluster)
+    with converged_cluster(tmp_path_factory.mktemp("cluster")) as cluster:
         yield cluster
 
 
 async def call(cluster: LocalCluster, address: str, message: Message) -> Message:
     assert cluster.credentials is not None
     connector = SecureConnector(ClientCredentials.load(cluster.credentials))
-    async with trio.open_nursery() as nursery:
-        channel = await open_channel(nursery, connector, Address.parse(address), Limits())
-        try:
-            with trio.fail_after(20):
-                return await channel.request(message)
-        finally:
-            await channel.aclose()
+    return await request_once(connector, address, message, timeout=20)
 
 
 def put(key: bytes, value: bytes = b"v") -> bytes:

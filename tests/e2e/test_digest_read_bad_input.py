@@ -12,12 +12,11 @@ from __future__ import annotations
 import pytest
 import trio
 
-from p2pindex.cli.local_cluster import LocalCluster, wait_converged
+from p2pindex.cli.local_cluster import LocalCluster
 from p2pindex.config import Limits
 from p2pindex.core import versions
 from p2pindex.core.digest import key_digest
 from p2pindex.core.versions import VersionVector
-from p2pindex.net.channel import open_channel
 from p2pindex.net.trio_transport import TrioTransport
 from p2pindex.types import Address
 from p2pindex.wire.messages import (
@@ -34,31 +33,19 @@ from p2pindex.wire.messages import (
     ReplicaReadReply,
     ReplicaWrite,
 )
+from tests.support.processes import converged_cluster, request_once
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory):
-    with LocalCluster(3, tmp_path_factory.mktemp("cluster"), insecure=True) as cluster:
-        cluster.start()
-        wait_converged(cluster)
+    with converged_cluster(tmp_path_factory.mktemp("cluster"), insecure=True) as cluster:
         yield cluster
 
 
-async def _call(address: str, message: Message) -> Message:
-    async with trio.open_nursery() as nursery:
-        transport = TrioTransport(Address("127.0.0.1", 0))
-        channel = await open_channel(nursery, transport, Address.parse(address), Limits())
-        try:
-            with trio.fail_after(10):
-                return await channel.request(message)
-        finally:
-            await channel.aclose()
-
-
 def call(address: str, message: Message) -> Message:
-    return trio.run(_call, address, message)
+    return trio.run(request_once, TrioTransport(Address("127.0.0.1", 0)), address, message)
 
 
 def record_on(address: str, key: bytes) -> bytes | None:

@@ -14,15 +14,12 @@ import pytest
 import trio
 
 import p2pindex
-from p2pindex.cli.local_cluster import LocalCluster, wait_converged
-from p2pindex.config import Limits
+from p2pindex.cli.local_cluster import LocalCluster
 from p2pindex.core import terms
-from p2pindex.net.channel import open_channel
 from p2pindex.net.secure.connector import SecureConnector
 from p2pindex.security.authority import Authority
 from p2pindex.security.certs import Role
 from p2pindex.security.credentials import ClientCredentials
-from p2pindex.types import Address
 from p2pindex.wire.messages import (
     ErrorReply,
     GetReply,
@@ -35,27 +32,20 @@ from p2pindex.wire.messages import (
     QueryRequest,
     StatusRequest,
 )
+from tests.support.processes import converged_cluster, request_once
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory):
-    with LocalCluster(3, tmp_path_factory.mktemp("cluster")) as cluster:
-        cluster.start()
-        # The tests read and write at ALL: every node must see every other alive first.
-        wait_converged(cluster)
+    # The tests read and write at ALL: every node must see every other alive first.
+    with converged_cluster(tmp_path_factory.mktemp("cluster")) as cluster:
         yield cluster
 
 
 async def call(connector: SecureConnector, address: str, message: Message) -> Message:
-    async with trio.open_nursery() as nursery:
-        channel = await open_channel(nursery, connector, Address.parse(address), Limits())
-        try:
-            with trio.fail_after(10):
-                return await channel.request(message)
-        finally:
-            await channel.aclose()
+    return await request_once(connector, address, message)
 
 
 def admin(cluster: LocalCluster) -> SecureConnector:
