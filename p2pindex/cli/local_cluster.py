@@ -20,7 +20,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -78,9 +78,13 @@ class LocalNode:
 
 
 def port_is_free(host: str, port: int) -> bool:
-    """True when both TCP and UDP can bind ``port`` (a node serves both on one port)."""
+    """True when both TCP and UDP can bind ``port`` (a node serves both on one port).
+
+    TCP binds with SO_REUSEADDR, as the node's listener does (trio sets it), so connections
+    of a node stopped a moment ago, lingering in TIME_WAIT, do not count as a user."""
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             tcp.bind((host, port))
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
             udp.bind((host, port))
@@ -89,8 +93,9 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
-def free_ports(count: int, host: str = HOST) -> list[int]:
-    """Ports free for TCP and UDP right now, chosen by the kernel (distinct from each other)."""
+def free_ports(count: int, host: str = HOST, exclude: Collection[int] = ()) -> list[int]:
+    """Ports free for TCP and UDP right now, chosen by the kernel, distinct from each other
+    and from ``exclude`` (ports already promised to something that has not bound them yet)."""
     ports: list[int] = []
     holders: list[socket.socket] = []
     try:
@@ -99,6 +104,8 @@ def free_ports(count: int, host: str = HOST) -> list[int]:
             holders.append(tcp)
             tcp.bind((host, 0))
             port = tcp.getsockname()[1]
+            if port in exclude:
+                continue
             udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             holders.append(udp)
             try:
@@ -168,7 +175,8 @@ class LocalCluster:
             for i, port in enumerate(ports)
         ]
         if http:
-            for node, port in zip(self.nodes, free_ports(size), strict=True):
+            http_ports = free_ports(size, exclude=ports)
+            for node, port in zip(self.nodes, http_ports, strict=True):
                 node.http_port = port
 
     @property

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from p2pindex.cli.local_cluster import LocalCluster, free_ports, wait_converged
+from p2pindex.cli.local_cluster import LocalCluster, free_ports, port_is_free, wait_converged
 from p2pindex.security.credentials import CREDENTIALS_ENV
 
 pytestmark = pytest.mark.e2e
@@ -206,8 +206,18 @@ def ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def stderr_of(process: subprocess.Popen[str]) -> str:
+    """What a process that went wrong said on stderr (waits a little for it to end)."""
+    try:
+        return process.communicate(timeout=10)[1]
+    except subprocess.TimeoutExpired:
+        return "(still running)"
+
+
 def test_dev_starts_and_stops_its_nodes(tmp_path: Path) -> None:
     base = free_ports(1)[0]
+    while not port_is_free("127.0.0.1", base + 1):
+        base = free_ports(1)[0]
     # Started the way a background job is, `kill -INT` must still stop it and its nodes.
     process = subprocess.Popen(
         [
@@ -234,7 +244,7 @@ def test_dev_starts_and_stops_its_nodes(tmp_path: Path) -> None:
             if line.startswith("press Ctrl-C"):
                 break
         pids = [int(line.split(" pid ")[1].split()[0]) for line in lines if " pid " in line]
-        assert len(pids) == 2
+        assert len(pids) == 2, "".join(lines) + stderr_of(process)
         assert any("security on" in line for line in lines)
         exports = [line.split("=", 1)[1].strip() for line in lines if "export " in line]
         assert exports == [str(tmp_path / "admin.cred")]
