@@ -14,6 +14,8 @@ import math
 import random
 from collections.abc import Callable, Mapping, Sequence
 
+import trio
+
 from p2pindex.core.ring import Ring
 from p2pindex.core.swim import Member
 from p2pindex.errors import P2PIndexError, StorageFailure
@@ -25,7 +27,7 @@ from p2pindex.wire.messages import MembersReply, MembersRequest
 log = logging.getLogger(__name__)
 
 SEED_ASK_TIMEOUT = 2.0
-"""Seconds a joiner waits for each seed's member list before asking the next."""
+"""Seconds a joiner waits for its seeds' member lists (asked all at once)."""
 
 REMOVED_META = "removed"
 RING_MEMBERS_META = "ring_members"
@@ -113,27 +115,40 @@ async def down_ring_members(
     now while every other node's ring keeps it: the joiner would coordinate writes to
     other replicas than everyone else reads, and one it acknowledged could be read by
     nobody once the joiner itself is gone. A restarted node has its saved ring members for
-    this; a new one asks a seed. They enter as restored members do, and are probed."""
-    for seed in seeds:
+    this; a new one asks its seeds, all at once, and takes the first answer, so seeds that
+    are down cost one timeout together rather than one each. They enter as restored
+    members do, and are probed."""
+    answers: list[list[Member]] = []
+
+    async def ask(seed: Address, cancel_scope: trio.CancelScope) -> None:
         try:
             reply = await peers.request(seed, MembersRequest(), SEED_ASK_TIMEOUT)
         except (OSError, P2PIndexError):
-            continue
-        if not isinstance(reply, MembersReply):
-            continue
-        down: list[Member] = []
-        for doc in reply.members:
-            try:
-                if doc.get("in_ring") is not True or doc.get("liveness") not in ("dead", "suspect"):
-                    continue
-                member_id = str(doc["node_id"])
-                if member_id != node_id:
-                    address = Address.parse(str(doc["address"]))
-                    incarnation = int(doc["incarnation"])
-                    down.append(
-                        Member(member_id, address, incarnation, Liveness.ALIVE, NodeState.ACTIVE)
-                    )
-            except (KeyError, ValueError, TypeError):
-                continue  # a malformed entry: the seed's others still count
-        return down
-    return []
+            return
+        if isinstance(reply, MembersReply):
+            answers.append(_down_in(reply, node_id))
+            cancel_scope.cancel()
+
+    async with trio.open_nursery() as nursery:
+        for seed in seeds:
+            nursery.start_soon(ask, seed, nursery.cancel_scope)
+    return answers[0] if answers else []
+
+
+def _down_in(reply: MembersReply, node_id: str) -> list[Member]:
+    """The ring members ``reply`` lists as dead or suspect, other than ``node_id``."""
+    down: list[Member] = []
+    for doc in reply.members:
+        try:
+            if doc.get("in_ring") is not True or doc.get("liveness") not in ("dead", "suspect"):
+                continue
+            member_id = str(doc["node_id"])
+            if member_id != node_id:
+                address = Address.parse(str(doc["address"]))
+                incarnation = int(doc["incarnation"])
+                down.append(
+                    Member(member_id, address, incarnation, Liveness.ALIVE, NodeState.ACTIVE)
+                )
+        except (KeyError, ValueError, TypeError):
+            continue  # a malformed entry: the seed's others still count
+    return down

@@ -8,7 +8,7 @@ import trio
 
 from p2pindex.core import versions
 from p2pindex.core.ring import RING_SIZE, Ring
-from p2pindex.node import handoff
+from p2pindex.node import handoff, restart_meta
 from p2pindex.wire.messages import (
     DeleteReply,
     DeleteRequest,
@@ -377,3 +377,26 @@ async def test_a_node_joining_while_a_member_is_down_places_keys_on_it_too(autoj
         joiner = await cluster.start_node()
         assert victim_id in joiner.node.ring.nodes  # the same ring as every other node
         assert joiner.node.ring == cluster.nodes[0].node.ring
+
+
+async def test_a_joiner_asks_its_seeds_at_once_so_stalled_seeds_cost_one_timeout(
+    autojump_clock,
+):
+    """A fresh joiner asks its seeds for the down ring members; seeds that do not answer
+    (stalled, as under SIGSTOP) must not each hold the join up by a timeout of their own."""
+    async with running_cluster(4) as cluster:
+        victim = cluster.nodes[3]
+        cluster.crash(victim)
+        await cluster.wait_dead(victim.node.node_id)
+        stalled = cluster.nodes[1:3]
+        for node in stalled:
+            cluster.network.pause(node.address.host)
+        started = trio.current_time()
+        joiner = await cluster.start_node(
+            seeds=(*(node.address for node in stalled), cluster.nodes[0].address)
+        )
+        elapsed = trio.current_time() - started
+        for node in stalled:
+            cluster.network.resume(node.address.host)
+        assert elapsed < 2 * restart_meta.SEED_ASK_TIMEOUT, elapsed
+        assert victim.node.node_id in joiner.node.ring.nodes
