@@ -323,6 +323,27 @@ def _is_set(value: object) -> bool:
 _ENCODERS: dict[type[Message], _Encoder] = {cls: _make_encoder(cls) for cls in _PLANS}
 
 
+def _wire_fields(message: Message) -> tuple[_Encoder, dict[str, object]]:
+    """The encoder and the ``{field: value}`` map that go on the wire for ``message``.
+
+    The one place that decides which fields travel, for frames and batch items alike: every
+    field, except those of ``messages.UNSET_OMITTED`` while unset.
+    """
+    encoder = _ENCODERS.get(type(message))
+    if encoder is None:
+        raise TypeError(f"{type(message).__name__} is not a registered protocol message")
+    for get in encoder.omitted:
+        if _is_set(get(message)):
+            full = encoder.full
+            assert full is not None
+            return full, {
+                name: value
+                for name, value in zip(full.names, full.values(message), strict=True)
+                if name not in UNSET_OMITTED or _is_set(value)
+            }
+    return encoder, dict(zip(encoder.names, encoder.values(message), strict=True))
+
+
 def encode_frame(message: Message, request_id: int, *, max_frame: int | None = None) -> bytes:
     """One complete frame for ``message``.
 
@@ -330,24 +351,9 @@ def encode_frame(message: Message, request_id: int, *, max_frame: int | None = N
     ``max_frame`` (the peer's ``Limits.max_frame``) to get MessageTooLarge instead of a frame
     the peer would reject by closing the connection.
     """
-    encoder = _ENCODERS.get(type(message))
-    if encoder is None:
-        raise TypeError(f"{type(message).__name__} is not a registered protocol message")
+    encoder, fields = _wire_fields(message)
     if type(request_id) is not int or not 0 <= request_id <= MAX_REQUEST_ID:
         raise ValueError(f"request id must be an integer in 0..2**63-1, not {request_id!r}")
-    for get in encoder.omitted:
-        value = get(message)
-        if value is not None and value is not False:
-            assert encoder.full is not None
-            encoder = encoder.full
-            fields = {
-                name: value
-                for name, value in zip(encoder.names, encoder.values(message), strict=True)
-                if name not in UNSET_OMITTED or _is_set(value)
-            }
-            break
-    else:
-        fields = dict(zip(encoder.names, encoder.values(message), strict=True))
     envelope = [PROTOCOL_VERSION, encoder.type_code, request_id, fields]
     payload = cbor2.dumps(envelope, canonical=encoder.canonical)
     limit = _MAX_PAYLOAD if max_frame is None else min(max_frame, _MAX_PAYLOAD)
@@ -362,20 +368,7 @@ def encode_frame(message: Message, request_id: int, *, max_frame: int | None = N
 def encode_item(message: Message) -> bytes:
     """One message inside a batch: the canonical CBOR of ``[type_code, {field: value}]``,
     what a frame's envelope holds without its version and request id."""
-    encoder = _ENCODERS.get(type(message))
-    if encoder is None:
-        raise TypeError(f"{type(message).__name__} is not a registered protocol message")
-    fields = dict(zip(encoder.names, encoder.values(message), strict=True))
-    for get in encoder.omitted:
-        if _is_set(get(message)):
-            assert encoder.full is not None
-            encoder = encoder.full
-            fields = {
-                name: value
-                for name, value in zip(encoder.names, encoder.values(message), strict=True)
-                if name not in UNSET_OMITTED or _is_set(value)
-            }
-            break
+    encoder, fields = _wire_fields(message)
     return cbor2.dumps([encoder.type_code, fields], canonical=encoder.canonical)
 
 
