@@ -42,8 +42,8 @@ from p2pindex.storage.base import (
 from p2pindex.storage.index_rows import (
     NO_FACTS,
     Facts,
+    IndexScanPage,
     KeyFilter,
-    TermRange,
     facts_of,
     prefix_end,
     require_cursor,
@@ -148,15 +148,10 @@ class MemoryStorage:
             del self._order[bisect.bisect_left(self._order, (key_token(key), key))]
             self._reindex(key, NO_FACTS)
 
-    def index_scan(
-        self,
-        terms: TermRange,
-        after: tuple[Term, bytes] | None,
-        limit: int,
-        keep: KeyFilter = None,
-    ) -> list[tuple[Term, bytes]]:
-        """Up to ``limit`` (term, key) rows of ``terms``, in (term, key) order, strictly
-        after ``after``, only of keys ``keep`` accepts."""
+    def index_scan(self, page: IndexScanPage) -> list[tuple[Term, bytes]]:
+        """Up to ``page.limit`` (term, key) rows of ``page.terms``, in (term, key) order,
+        strictly after ``page.after``, only of keys ``page.keep`` accepts."""
+        terms, after, limit, keep = page.terms, page.after, page.limit, page.keep
         self._check_open()
         require_cursor(after)
         require_limit(limit)
