@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Unpack
 
 import trio
 
@@ -41,6 +41,7 @@ from p2pindex.client.batch_send import (
 from p2pindex.client.batching import DeleteItem, PutItem
 from p2pindex.client.queries import (
     DEFAULT_PAGE,
+    PageOptions,
     QueryPage,
     check_page_size,
     continuation_from_text,
@@ -450,23 +451,10 @@ class AsyncClient:
 
     # --- queries ---------------------------------------------------------------------------
 
-    async def keys(
-        self,
-        prefix: Data = b"",
-        *,
-        limit: int = DEFAULT_PAGE,
-        continuation: str | None = None,
-        consistency: ConsistencyArg | None = None,
-        timeout: float | None = None,
-        values: bool = False,
-        complete_only: bool = False,
-        explain: bool = False,
-    ) -> QueryPage:
-        """One page of the live keys starting with ``prefix``, in key order."""
-        return await self._query(
-            "", None, None, prefix, limit, continuation, consistency, timeout,
-            values, complete_only, explain,
-        )  # fmt: skip
+    async def keys(self, prefix: Data = b"", **page: Unpack[PageOptions]) -> QueryPage:
+        """One page of the live keys starting with ``prefix``, in key order (``page``:
+        see ``PageOptions``)."""
+        return await self._query("", None, None, prefix, **page)
 
     async def query(
         self,
@@ -475,16 +463,11 @@ class AsyncClient:
         high: object = None,
         *,
         prefix: Data = b"",
-        limit: int = DEFAULT_PAGE,
-        continuation: str | None = None,
-        consistency: ConsistencyArg | None = None,
-        timeout: float | None = None,
-        values: bool = False,
-        complete_only: bool = False,
-        explain: bool = False,
+        **page: Unpack[PageOptions],
     ) -> QueryPage:
         """One page of the keys filed under ``term`` in ``index`` (or, with ``high``, under
-        any term from ``term`` to ``high`` inclusive), sorted by term then key.
+        any term from ``term`` to ``high`` inclusive), sorted by term then key (``page``:
+        see ``PageOptions``).
 
         The page says whether every arc of the ring was read (``complete``); with
         ``complete_only`` a page that could not be raises ``Unavailable`` instead.
@@ -493,10 +476,7 @@ class AsyncClient:
             raise ValueError(f"index must be a non-empty name, not {index!r}")
         low = term_for_wire(term, "low" if high is not None else "queried")
         top = low if high is None else term_for_wire(high, "high")
-        return await self._query(
-            index, low, top, prefix, limit, continuation, consistency, timeout,
-            values, complete_only, explain,
-        )  # fmt: skip
+        return await self._query(index, low, top, prefix, **page)
 
     async def _query(
         self,
@@ -504,14 +484,17 @@ class AsyncClient:
         low: bytes | None,
         high: bytes | None,
         prefix: Data,
-        limit: int,
-        continuation: str | None,
-        consistency: ConsistencyArg | None,
-        timeout: float | None,
-        values: bool,
-        complete_only: bool,
-        explain: bool,
+        *,
+        limit: int = DEFAULT_PAGE,
+        continuation: str | None = None,
+        consistency: ConsistencyArg | None = None,
+        timeout: float | None = None,
+        values: bool = False,
+        complete_only: bool = False,
+        explain: bool = False,
     ) -> QueryPage:
+        """The one place ``PageOptions`` get their defaults (and an unknown option its
+        TypeError)."""
         options = self._options(consistency, timeout)
         token = continuation_from_text(continuation)
         request = QueryRequest(
