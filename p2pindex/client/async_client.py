@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Unpack
+from typing import Any, TypedDict, Unpack
 
 import trio
 
@@ -758,17 +758,26 @@ class AsyncClient:
             await trio.sleep(REFRESH_MIN_GAP)
 
 
-def connect(
-    addresses: Addresses,
-    *,
-    consistency: ConsistencyArg = ConsistencyLevel.QUORUM,
-    timeout: float = 5.0,
-    limits: Limits | None = None,
-    transport: Transport | None = None,
-    credentials: ClientCredentials | str | Path | None = None,
-    connect_timeout: float = CONNECT_TIMEOUT,
-    handshake_timeout: float = HANDSHAKE_TIMEOUT,
-) -> AsyncClient:
+class ClientOptions(TypedDict, total=False):
+    """How either client connects and what its calls default to, keyword only; the
+    defaults are ``AsyncClient``'s, and ``connect`` says what each one means."""
+
+    consistency: ConsistencyArg
+    timeout: float
+    limits: Limits | None
+    credentials: ClientCredentials | str | Path | None
+    connect_timeout: float
+    handshake_timeout: float
+
+
+class ConnectOptions(ClientOptions, total=False):
+    """``connect``'s options: the clients' and the network to connect over (the
+    simulation's; None: TCP)."""
+
+    transport: Transport | None
+
+
+def connect(addresses: Addresses, **options: Unpack[ConnectOptions]) -> AsyncClient:
     """A client for the cluster reachable at ``addresses``; open it with ``async with``.
 
     ``addresses`` are tried in order until one answers; ``consistency`` and ``timeout``
@@ -782,16 +791,7 @@ def connect(
     ``NoNodeReachable`` when none does. Bad arguments raise ``InvalidRequest`` (a
     ValueError) right here.
     """
-    return AsyncClient(
-        addresses,
-        consistency=consistency,
-        timeout=timeout,
-        limits=limits,
-        transport=transport,
-        credentials=credentials,
-        connect_timeout=connect_timeout,
-        handshake_timeout=handshake_timeout,
-    )
+    return AsyncClient(addresses, **options)
 
 
 def _is_overloaded(reply: Message) -> bool:

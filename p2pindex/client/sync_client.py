@@ -12,16 +12,13 @@ import functools
 import threading
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AbstractContextManager
-from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar, Unpack
 
 import trio
 
-from p2pindex.client.async_client import CONNECT_TIMEOUT, HANDSHAKE_TIMEOUT, AsyncClient
-from p2pindex.client.requests import Addresses, ConsistencyArg, Data
+from p2pindex.client.async_client import AsyncClient, ClientOptions
+from p2pindex.client.requests import Addresses, Data
 from p2pindex.config import Limits
-from p2pindex.security.credentials import ClientCredentials
-from p2pindex.types import ConsistencyLevel
 
 T = TypeVar("T")
 ItemT = TypeVar("ItemT")
@@ -64,29 +61,11 @@ class Client(AbstractContextManager["Client"]):
     threads at once: every call becomes a task on the same loop.
     """
 
-    def __init__(
-        self,
-        addresses: Addresses,
-        *,
-        consistency: ConsistencyArg = ConsistencyLevel.QUORUM,
-        timeout: float = 5.0,
-        limits: Limits | None = None,
-        credentials: ClientCredentials | str | Path | None = None,
-        connect_timeout: float = CONNECT_TIMEOUT,
-        handshake_timeout: float = HANDSHAKE_TIMEOUT,
-    ) -> None:
+    def __init__(self, addresses: Addresses, **options: Unpack[ClientOptions]) -> None:
         """Arguments as for ``p2pindex.connect``. ``credentials``: a credentials file or
         object, else $P2PINDEX_CREDENTIALS; without either the client cannot talk to a
         secure cluster."""
-        self._client = AsyncClient(
-            addresses,
-            consistency=consistency,
-            timeout=timeout,
-            limits=limits,
-            credentials=credentials,
-            connect_timeout=connect_timeout,
-            handshake_timeout=handshake_timeout,
-        )
+        self._client = AsyncClient(addresses, **options)
         self._token: trio.lowlevel.TrioToken | None = None
         self._stop: trio.Event | None = None
         self._started = threading.Event()
