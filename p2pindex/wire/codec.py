@@ -199,6 +199,8 @@ class _FieldPlan:
     name: str
     shape: _Shape
     default: object
+    kw_only: bool = False
+    """Passed to the message's constructor by name (a keyword-only dataclass field)."""
 
 
 def _shape_for(owner: str, where: str | tuple[str, int], annotation: object) -> _Shape:
@@ -237,9 +239,8 @@ def _plan(cls: type[Message]) -> tuple[_FieldPlan, ...]:
         if field.default_factory is not dataclasses.MISSING:
             raise TypeError(f"{cls.__name__}.{field.name}: default_factory is not supported")
         default = _MISSING if field.default is dataclasses.MISSING else field.default
-        plans.append(
-            _FieldPlan(field.name, _shape_for(cls.__name__, field.name, hints[field.name]), default)
-        )
+        shape = _shape_for(cls.__name__, field.name, hints[field.name])
+        plans.append(_FieldPlan(field.name, shape, default, field.kw_only is True))
     return tuple(plans)
 
 
@@ -697,7 +698,10 @@ def _build_reader(cls: type[Message], limits: Limits) -> _Reader:
             lines.append(f"        {slow}")
         else:
             lines += [f"        if not ({fast}):", f"            {slow}"]
-    args = ", ".join(f"v{index}" for index in range(len(plans)))
+    args = ", ".join(
+        [f"v{index}" for index, plan in enumerate(plans) if not plan.kw_only]
+        + [f"{plan.name}=v{index}" for index, plan in enumerate(plans) if plan.kw_only]
+    )
     lines += [
         "    if present != len(fields):",
         f"        _unexpected({name!r}, fields, known)",

@@ -33,8 +33,23 @@ class Message:
 # --- client -> any node ------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeyRequest:
+    """What a put, get or delete of one key carries besides its own fields: how nodes pass
+    it on. Keyword only, so each request's own fields keep their positions; a field's
+    place in the class never shows on the wire (a frame holds fields by name). Not a
+    message itself: it has no type code."""
+
+    forwarded: bool = False
+    """Set when a node relays a client request to a replica; a relayed request is never
+    relayed again, so routing cannot loop."""
+    trace: bool = False
+    """Ask the coordinator for its steps (``p2pindex.node.trace``): the reply, or the
+    ErrorReply of a failure, carries them in its ``trace``. Sent only when True."""
+
+
 @dataclass(frozen=True, slots=True)
-class PutRequest(Message):
+class PutRequest(Message, KeyRequest):
     TYPE: ClassVar[int] = 1
     key: bytes
     value: bytes
@@ -42,42 +57,30 @@ class PutRequest(Message):
     consistency: str | int
     timeout_ms: int
     strict: bool = False
-    forwarded: bool = False
-    """Set when a node relays a client request to a replica; a relayed request is never
-    relayed again, so routing cannot loop."""
     overwrite: bool = False
     """Replace what the cluster holds now: the coordinator reads the key first and writes
     with the context it read (``context`` must be None)."""
     index: bytes | None = None
     """The write's index terms, encoded by ``p2pindex.core.terms.encode`` (None: none)."""
-    trace: bool = False
-    """Ask the coordinator for its steps (``p2pindex.node.trace``): the reply, or the
-    ErrorReply of a failure, carries them in its ``trace``. Sent only when True."""
 
 
 @dataclass(frozen=True, slots=True)
-class GetRequest(Message):
+class GetRequest(Message, KeyRequest):
     TYPE: ClassVar[int] = 2
     key: bytes
     consistency: str | int
     timeout_ms: int
     strict: bool = False
-    forwarded: bool = False
-    trace: bool = False
-    """As ``PutRequest.trace``."""
 
 
 @dataclass(frozen=True, slots=True)
-class DeleteRequest(Message):
+class DeleteRequest(Message, KeyRequest):
     TYPE: ClassVar[int] = 3
     key: bytes
     context: bytes | None
     consistency: str | int
     timeout_ms: int
     strict: bool = False
-    forwarded: bool = False
-    trace: bool = False
-    """As ``PutRequest.trace``."""
 
 
 @dataclass(frozen=True, slots=True)
