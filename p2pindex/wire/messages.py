@@ -164,8 +164,18 @@ MAX_BATCH_ITEMS = 1000
 # --- replies -------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TracedReply:
+    """What the reply to a ``KeyRequest`` (or its ErrorReply) carries besides its own
+    fields; keyword only, as ``KeyRequest``'s fields are."""
+
+    trace: dict[str, Any] | None = None
+    """The coordinator's steps, only in answer to a request that set ``trace``:
+    ``{"request_id": text, "steps": [{"step", "at_ms", "took_ms", ...}, ...]}``."""
+
+
 @dataclass(frozen=True, slots=True)
-class PutReply(Message):
+class PutReply(Message, TracedReply):
     TYPE: ClassVar[int] = 20
     context: bytes
     warning: str | None = None
@@ -177,25 +187,19 @@ class PutReply(Message):
     unseen_may_remain: bool = False
     """Replicas that did not answer that read may hold a version this write did not
     supersede (it would show up as a sibling)."""
-    trace: dict[str, Any] | None = None
-    """The coordinator's steps, only in answer to a request that set ``trace``:
-    ``{"request_id": text, "steps": [{"step", "at_ms", "took_ms", ...}, ...]}``."""
 
 
 @dataclass(frozen=True, slots=True)
-class GetReply(Message):
+class GetReply(Message, TracedReply):
     TYPE: ClassVar[int] = 21
     values: list[bytes]
     """Live sibling values; empty when the key is missing or deleted."""
     context: bytes
     """Causal context to pass to the next put or delete (also for a deleted key)."""
-    trace: dict[str, Any] | None = None
-    """The coordinator's steps, only in answer to a request that set ``trace``:
-    ``{"request_id": text, "steps": [{"step", "at_ms", "took_ms", ...}, ...]}``."""
 
 
 @dataclass(frozen=True, slots=True)
-class DeleteReply(Message):
+class DeleteReply(Message, TracedReply):
     TYPE: ClassVar[int] = 22
     context: bytes
     read_first: bool = False
@@ -204,9 +208,6 @@ class DeleteReply(Message):
     unseen_may_remain: bool = False
     """Replicas that did not answer that read may hold a version the tombstone did not
     supersede, which a later read would still return."""
-    trace: dict[str, Any] | None = None
-    """The coordinator's steps, only in answer to a request that set ``trace``:
-    ``{"request_id": text, "steps": [{"step", "at_ms", "took_ms", ...}, ...]}``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,16 +232,13 @@ class OkReply(Message):
 
 
 @dataclass(frozen=True, slots=True)
-class ErrorReply(Message):
+class ErrorReply(Message, TracedReply):
     TYPE: ClassVar[int] = 25
     code: str
     """One of ``p2pindex.errors.ERROR_CODES``."""
     message: str
     required: int | None = None
     alive: int | None = None
-    trace: dict[str, Any] | None = None
-    """The coordinator's steps, only in answer to a request that set ``trace``:
-    ``{"request_id": text, "steps": [{"step", "at_ms", "took_ms", ...}, ...]}``."""
 
 
 @dataclass(frozen=True, slots=True)
