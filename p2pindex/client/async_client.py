@@ -254,7 +254,12 @@ class AsyncClient:
         ``index={"email": ["a@b.example"], "total": [420]}`` files this version under those
         terms (integers, or text/bytes); a later write with this write's context replaces
         them, a delete removes them. ``trace=True`` returns the coordinator's steps in
-        ``result.trace`` (or, if it fails, in the error's ``trace``).
+        ``result.trace`` (or, if it fails, in the error's ``trace``). ``consistency`` (one,
+        quorum, all or a count) and ``timeout`` (seconds) override the client's defaults
+        for this call; ``strict`` counts only the key's own replicas.
+
+        Raises ``Unavailable`` when too few replicas were reachable (nothing written) and
+        ``Timeout``/``ConnectionLost`` when the outcome is unknown (read before retrying).
         """
         raw_key = check_key(key, self._limits)
         raw_value = check_value(value, self._limits)
@@ -285,8 +290,9 @@ class AsyncClient:
         strict: bool = False,
         trace: bool = False,
     ) -> GetResult:
-        """Read every live value of ``key`` and the context that covers them (with
-        ``trace=True``, the coordinator's steps too, as ``put`` says)."""
+        """Read every live value of ``key`` (several when writes were concurrent) and the
+        context that covers them; ``result.found`` is False for a missing or deleted key.
+        With ``trace=True``, the coordinator's steps too, as ``put`` says."""
         raw_key = check_key(key, self._limits)
         options = self._options(consistency, timeout)
         request = GetRequest(
@@ -310,7 +316,7 @@ class AsyncClient:
         With ``context`` the tombstone covers what that read saw; without one the node reads
         the key at ``consistency`` first and covers what it read (``result.unseen_may_remain``
         says whether a replica that did not answer may still hold a value). ``trace=True``
-        returns the coordinator's steps, as ``put`` says.
+        returns the coordinator's steps, and failures are reported, as ``put`` says.
         """
         raw_key = check_key(key, self._limits)
         options = self._options(consistency, timeout)
