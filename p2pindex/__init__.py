@@ -41,29 +41,9 @@ from p2pindex.errors import (
 from p2pindex.types import ConsistencyLevel
 
 if TYPE_CHECKING:
-    from p2pindex.client import (
-        AsyncClient,
-        BatchResult,
-        Client,
-        Context,
-        DeleteItem,
-        DeleteResult,
-        GetResult,
-        HintBacklog,
-        KeyOutcome,
-        KeyPlacement,
-        Member,
-        MemberStatus,
-        NodeStatus,
-        Placement,
-        PutItem,
-        PutResult,
-        RingView,
-        SiblingConflict,
-        Trace,
-        TraceStep,
-        connect,
-    )
+    # The client's names as its ``__all__`` lists them, for type checkers; at run time
+    # ``__getattr__`` loads them on first use.
+    from p2pindex.client import *
 
 # A library logs only where the program configured logging (`serve` does): without this,
 # Python's last-resort handler printed node warnings into `simulate`'s report.

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import trio
 
@@ -41,6 +41,7 @@ from p2pindex.client.batch_send import (
 from p2pindex.client.batching import DeleteItem, PutItem
 from p2pindex.client.queries import (
     DEFAULT_PAGE,
+    PageOptions,
     QueryPage,
     check_page_size,
     continuation_from_text,
@@ -253,7 +254,12 @@ class AsyncClient:
         ``index={"email": ["a@b.example"], "total": [420]}`` files this version under those
         terms (integers, or text/bytes); a later write with this write's context replaces
         them, a delete removes them. ``trace=True`` returns the coordinator's steps in
-        ``result.trace`` (or, if it fails, in the error's ``trace``).
+        ``result.trace`` (or, if it fails, in the error's ``trace``). ``consistency`` (one,
+        quorum, all or a count) and ``timeout`` (seconds) override the client's defaults
+        for this call; ``strict`` counts only the key's own replicas.
+
+        Raises ``Unavailable`` when too few replicas were reachable (nothing written) and
+        ``Timeout``/``ConnectionLost`` when the outcome is unknown (read before retrying).
         """
         raw_key = check_key(key, self._limits)
         raw_value = check_value(value, self._limits)
@@ -284,8 +290,9 @@ class AsyncClient:
         strict: bool = False,
         trace: bool = False,
     ) -> GetResult:
-        """Read every live value of ``key`` and the context that covers them (with
-        ``trace=True``, the coordinator's steps too, as ``put`` says)."""
+        """Read every live value of ``key`` (several when writes were concurrent) and the
+        context that covers them; ``result.found`` is False for a missing or deleted key.
+        With ``trace=True``, the coordinator's steps too, as ``put`` says."""
         raw_key = check_key(key, self._limits)
         options = self._options(consistency, timeout)
         request = GetRequest(
@@ -309,7 +316,7 @@ class AsyncClient:
         With ``context`` the tombstone covers what that read saw; without one the node reads
         the key at ``consistency`` first and covers what it read (``result.unseen_may_remain``
         says whether a replica that did not answer may still hold a value). ``trace=True``
-        returns the coordinator's steps, as ``put`` says.
+        returns the coordinator's steps, and failures are reported, as ``put`` says.
         """
         raw_key = check_key(key, self._limits)
         options = self._options(consistency, timeout)
@@ -450,23 +457,10 @@ class AsyncClient:
 
     # --- queries ---------------------------------------------------------------------------
 
-    async def keys(
-        self,
-        prefix: Data = b"",
-        *,
-        limit: int = DEFAULT_PAGE,
-        continuation: str | None = None,
-        consistency: ConsistencyArg | None = None,
-        timeout: float | None = None,
-        values: bool = False,
-        complete_only: bool = False,
-        explain: bool = False,
-    ) -> QueryPage:
-        """One page of the live keys starting with ``prefix``, in key order."""
-        return await self._query(
-            "", None, None, prefix, limit, continuation, consistency, timeout,
-            values, complete_only, explain,
-        )  # fmt: skip
+    async def keys(self, prefix: Data = b"", **page: Unpack[PageOptions]) -> QueryPage:
+        """One page of the live keys starting with ``prefix``, in key order (``page``:
+        see ``PageOptions``)."""
+        return await self._query("", None, None, prefix, **page)
 
     async def query(
         self,
@@ -475,16 +469,11 @@ class AsyncClient:
         high: object = None,
         *,
         prefix: Data = b"",
-        limit: int = DEFAULT_PAGE,
-        continuation: str | None = None,
-        consistency: ConsistencyArg | None = None,
-        timeout: float | None = None,
-        values: bool = False,
-        complete_only: bool = False,
-        explain: bool = False,
+        **page: Unpack[PageOptions],
     ) -> QueryPage:
         """One page of the keys filed under ``term`` in ``index`` (or, with ``high``, under
-        any term from ``term`` to ``high`` inclusive), sorted by term then key.
+        any term from ``term`` to ``high`` inclusive), sorted by term then key (``page``:
+        see ``PageOptions``).
 
         The page says whether every arc of the ring was read (``complete``); with
         ``complete_only`` a page that could not be raises ``Unavailable`` instead.
@@ -493,10 +482,7 @@ class AsyncClient:
             raise ValueError(f"index must be a non-empty name, not {index!r}")
         low = term_for_wire(term, "low" if high is not None else "queried")
         top = low if high is None else term_for_wire(high, "high")
-        return await self._query(
-            index, low, top, prefix, limit, continuation, consistency, timeout,
-            values, complete_only, explain,
-        )  # fmt: skip
+        return await self._query(index, low, top, prefix, **page)
 
     async def _query(
         self,
@@ -504,14 +490,17 @@ class AsyncClient:
         low: bytes | None,
         high: bytes | None,
         prefix: Data,
-        limit: int,
-        continuation: str | None,
-        consistency: ConsistencyArg | None,
-        timeout: float | None,
-        values: bool,
-        complete_only: bool,
-        explain: bool,
+        *,
+        limit: int = DEFAULT_PAGE,
+        continuation: str | None = None,
+        consistency: ConsistencyArg | None = None,
+        timeout: float | None = None,
+        values: bool = False,
+        complete_only: bool = False,
+        explain: bool = False,
     ) -> QueryPage:
+        """The one place ``PageOptions`` get their defaults (and an unknown option its
+        TypeError)."""
         options = self._options(consistency, timeout)
         token = continuation_from_text(continuation)
         request = QueryRequest(
@@ -775,17 +764,26 @@ class AsyncClient:
             await trio.sleep(REFRESH_MIN_GAP)
 
 
-def connect(
-    addresses: Addresses,
-    *,
-    consistency: ConsistencyArg = ConsistencyLevel.QUORUM,
-    timeout: float = 5.0,
-    limits: Limits | None = None,
-    transport: Transport | None = None,
-    credentials: ClientCredentials | str | Path | None = None,
-    connect_timeout: float = CONNECT_TIMEOUT,
-    handshake_timeout: float = HANDSHAKE_TIMEOUT,
-) -> AsyncClient:
+class ClientOptions(TypedDict, total=False):
+    """How either client connects and what its calls default to, keyword only; the
+    defaults are ``AsyncClient``'s, and ``connect`` says what each one means."""
+
+    consistency: ConsistencyArg
+    timeout: float
+    limits: Limits | None
+    credentials: ClientCredentials | str | Path | None
+    connect_timeout: float
+    handshake_timeout: float
+
+
+class ConnectOptions(ClientOptions, total=False):
+    """``connect``'s options: the clients' and the network to connect over (the
+    simulation's; None: TCP)."""
+
+    transport: Transport | None
+
+
+def connect(addresses: Addresses, **options: Unpack[ConnectOptions]) -> AsyncClient:
     """A client for the cluster reachable at ``addresses``; open it with ``async with``.
 
     ``addresses`` are tried in order until one answers; ``consistency`` and ``timeout``
@@ -799,16 +797,7 @@ def connect(
     ``NoNodeReachable`` when none does. Bad arguments raise ``InvalidRequest`` (a
     ValueError) right here.
     """
-    return AsyncClient(
-        addresses,
-        consistency=consistency,
-        timeout=timeout,
-        limits=limits,
-        transport=transport,
-        credentials=credentials,
-        connect_timeout=connect_timeout,
-        handshake_timeout=handshake_timeout,
-    )
+    return AsyncClient(addresses, **options)
 
 
 def _is_overloaded(reply: Message) -> bool:

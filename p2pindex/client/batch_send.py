@@ -14,27 +14,20 @@ from typing import Any
 
 import trio
 
+from p2pindex import errors
 from p2pindex.client.batching import DeleteItem, PutItem, plan_frames, repeated
 from p2pindex.client.requests import client_deadline_margin, describe_error
 from p2pindex.client.results import BatchResult, KeyOutcome
 from p2pindex.config import Limits
-from p2pindex.errors import (
-    ConnectionLost,
-    InvalidArgumentType,
-    InvalidRequest,
-    NoNodeReachable,
-    NotReady,
-    Overloaded,
-    P2PIndexError,
-    ProtocolError,
-    Timeout,
-)
 from p2pindex.net.channel import RpcChannel
 from p2pindex.security.errors import HandshakeFailed
 from p2pindex.types import Address, key_text
 from p2pindex.wire.codec import decode_item
 from p2pindex.wire.errors import error_from_reply
 from p2pindex.wire.messages import BATCH_VERSION, BatchReply, BatchRequest, ErrorReply, Message
+
+_TRY_ELSEWHERE = frozenset({errors.Overloaded.code, errors.NotReady.code})
+"""Refusals that are definite (the node did nothing), so another replica may serve."""
 
 
 class BatchSender:
@@ -117,7 +110,7 @@ class BatchSender:
     ) -> None:
         """Send one frame of a batch to ``address`` and share its answer out to its keys."""
 
-        def again(reason: str, refusal: P2PIndexError | None = None) -> None:
+        def again(reason: str, refusal: errors.P2PIndexError | None = None) -> None:
             for item in group:
                 item.tried.add(address)
                 item.failures.append(f"{address} ({reason})")
@@ -125,7 +118,7 @@ class BatchSender:
                     item.refusal = refusal
             retry.extend(group)
 
-        def fail(error: Callable[[BatchItem], P2PIndexError]) -> None:
+        def fail(error: Callable[[BatchItem], errors.P2PIndexError]) -> None:
             for item in group:
                 outcomes[item.position] = KeyOutcome(item.key, error=error(item))
 
@@ -139,25 +132,25 @@ class BatchSender:
             reply = await channel.request(
                 BatchRequest(BATCH_VERSION, [item.encoded for item in group]), deadline=deadline
             )
-        except Timeout:
-            fail(lambda item: Timeout(f"no reply from {address} within {timeout:g}s"))
+        except errors.Timeout:
+            fail(lambda item: errors.Timeout(f"no reply from {address} within {timeout:g}s"))
             return
-        except ConnectionLost as exc:
+        except errors.ConnectionLost as exc:
             self._want_refresh()
             if not write:
                 again(str(exc))
                 return
             lost = str(exc)
             fail(
-                lambda item: ConnectionLost(
+                lambda item: errors.ConnectionLost(
                     f"the connection to {address} broke after the write of key "
                     f"{key_text(item.key)} was sent; it may or may not have been applied ({lost})"
                 )
             )
             return
         if isinstance(reply, ErrorReply):
-            if reply.code in (Overloaded.code, NotReady.code):  # definite: nothing was done
-                if reply.code == NotReady.code:
+            if reply.code in _TRY_ELSEWHERE:
+                if reply.code == errors.NotReady.code:
                     self._want_refresh()
                 again(reply.message, error_from_reply(reply))
                 return
@@ -166,7 +159,7 @@ class BatchSender:
             return
         if not isinstance(reply, BatchReply) or len(reply.replies) != len(group):
             fail(
-                lambda item: ProtocolError(
+                lambda item: errors.ProtocolError(
                     f"{address} answered a batch of {len(group)} requests with something else"
                 )
             )
@@ -202,12 +195,12 @@ class BatchSender:
             try:
                 inner = decode_item(data, self._limits)
             except ValueError as exc:
-                bad = ProtocolError(
+                bad = errors.ProtocolError(
                     f"{address} sent an invalid reply for key {key_text(item.key)}: {exc}"
                 )
                 outcomes[item.position] = KeyOutcome(item.key, error=bad)
                 continue
-            if isinstance(inner, ErrorReply) and inner.code in (Overloaded.code, NotReady.code):
+            if isinstance(inner, ErrorReply) and inner.code in _TRY_ELSEWHERE:
                 item.tried.add(address)
                 item.failures.append(f"{address} ({inner.message})")
                 item.refusal = error_from_reply(inner)
@@ -215,7 +208,7 @@ class BatchSender:
                 continue
             try:
                 outcomes[item.position] = KeyOutcome(item.key, item.convert(inner))
-            except P2PIndexError as exc:
+            except errors.P2PIndexError as exc:
                 outcomes[item.position] = KeyOutcome(item.key, error=exc)
 
 
@@ -230,14 +223,16 @@ class BatchItem:
     position: int = 0
     tried: set[Address] = field(default_factory=set)
     failures: list[str] = field(default_factory=list)
-    refusal: P2PIndexError | None = None
+    refusal: errors.P2PIndexError | None = None
     """The last definite refusal (overloaded, not ready), reported if no node takes it."""
 
-    def gave_up(self) -> P2PIndexError:
+    def gave_up(self) -> errors.P2PIndexError:
         if self.refusal is not None:
             return self.refusal
         tried = "; ".join(self.failures) if self.failures else "no address left to try"
-        return NoNodeReachable(f"could not reach any node for key {key_text(self.key)}: {tried}")
+        return errors.NoNodeReachable(
+            f"could not reach any node for key {key_text(self.key)}: {tried}"
+        )
 
 
 def put_item(item: object) -> PutItem:
@@ -245,7 +240,7 @@ def put_item(item: object) -> PutItem:
         return item
     if isinstance(item, tuple) and len(item) in (2, 3):
         return PutItem(*item)
-    raise InvalidArgumentType(
+    raise errors.InvalidArgumentType(
         f"each item of put_many must be a PutItem or a (key, value[, context]) tuple, "
         f"not {type(item).__name__}"
     )
@@ -258,7 +253,7 @@ def delete_item(item: object) -> DeleteItem:
         return DeleteItem(*item)
     if isinstance(item, bytes | bytearray | memoryview | str):
         return DeleteItem(bytes(item) if not isinstance(item, str) else item)
-    raise InvalidArgumentType(
+    raise errors.InvalidArgumentType(
         f"each item of delete_many must be a key, a DeleteItem or a (key, context) tuple, "
         f"not {type(item).__name__}"
     )
@@ -276,14 +271,14 @@ def key_of(item: object) -> bytes:
     return b""
 
 
-def invalid_item(key: bytes, error: Exception) -> InvalidRequest:
-    if isinstance(error, InvalidRequest):
+def invalid_item(key: bytes, error: Exception) -> errors.InvalidRequest:
+    if isinstance(error, errors.InvalidRequest):
         return error
-    return InvalidRequest(f"key {key_text(key)}: {error}")
+    return errors.InvalidRequest(f"key {key_text(key)}: {error}")
 
 
-def _repeated(key: bytes, counts: Mapping[bytes, int]) -> InvalidRequest:
-    return InvalidRequest(
+def _repeated(key: bytes, counts: Mapping[bytes, int]) -> errors.InvalidRequest:
+    return errors.InvalidRequest(
         f"key {key_text(key)} appears {counts[key]} times in one call; a key may appear "
         "once per batch (nothing was done for it): send its requests in separate calls"
     )

@@ -12,9 +12,9 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
-from p2pindex.client.requests import expect
+from p2pindex.client.requests import ConsistencyArg, expect
 from p2pindex.core import strict_cbor
 from p2pindex.core import terms as index_terms
 from p2pindex.core.terms import Term, TermLimits
@@ -25,6 +25,25 @@ DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 _CLIENT_LIMITS = TermLimits(max_terms=1 << 16, max_term_bytes=1 << 16, max_name_chars=1 << 16)
 """The client only puts terms in canonical form; the node checks them against its limits."""
+
+
+class PageOptions(TypedDict, total=False):
+    """What ``keys`` and ``query`` take besides what they ask for, keyword only."""
+
+    limit: int
+    """Most rows on the page (default ``DEFAULT_PAGE``, at most ``MAX_PAGE``)."""
+    continuation: str | None
+    """The previous page's ``continuation``, to get the page after it."""
+    consistency: ConsistencyArg | None
+    """How many replicas of each arc must answer (default: the client's)."""
+    timeout: float | None
+    """Seconds (default: the client's)."""
+    values: bool
+    """Return each row's live values too."""
+    complete_only: bool
+    """Raise ``Unavailable`` rather than return a page that could not read every arc."""
+    explain: bool
+    """Return the coverage plan in ``coverage``."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -313,6 +313,25 @@ def update(
     return _new(VersionedObject, (_vector(clock), tuple(kept)))
 
 
+class Write(NamedTuple):
+    """One coordinator write as the version rules take it: ``value`` (None deletes) with
+    its index ``terms``, by ``actor`` over the client's ``context``, its dot above ``floor``
+    (see ``update``). One record, so a seam that alters a write (the simulator's planted
+    rules) names what it changes instead of restating every argument."""
+
+    context: VersionVector
+    actor: str
+    value: bytes | None
+    terms: IndexTerms = ()
+    floor: int = 0
+
+
+def apply(current: VersionedObject | None, write: Write) -> VersionedObject:
+    """``update`` of ``current`` by ``write``."""
+    context, actor, value, terms, floor = write
+    return update(current, context, actor, value, terms, floor=floor)
+
+
 def unseen_claim(context: VersionVector, current: VersionedObject | None) -> tuple[str, int] | None:
     """The first (actor, counter) of a client's ``context`` that no replica can have issued:
     above ``SANE_COUNTER`` and above what the key's ``current`` version holds for that actor.

@@ -18,23 +18,7 @@ from p2pindex.core.swim import Member
 from p2pindex.errors import InvalidRequest, P2PIndexError, PermissionDenied
 from p2pindex.node.eventlog import EventLog
 from p2pindex.types import Liveness
-from p2pindex.wire.messages import (
-    LIMITS_VERSION,
-    AdmitRequest,
-    ExplainReply,
-    ExplainRequest,
-    Hello,
-    LeaveRequest,
-    LimitsReply,
-    LimitsRequest,
-    MembersReply,
-    MembersRequest,
-    Message,
-    OkReply,
-    RemoveRequest,
-    StatusReply,
-    StatusRequest,
-)
+from p2pindex.wire import messages as wm
 
 if TYPE_CHECKING:
     from p2pindex.node.node import Node
@@ -46,36 +30,36 @@ RELAY_TIMEOUT = 5.0
 """How long a remove or admit waits for each live member it tells."""
 
 
-async def serve_admin(node: Node, message: Message) -> Message:
+async def serve_admin(node: Node, message: wm.Message) -> wm.Message:
     """Introductions, status documents and membership changes an operator asks for."""
-    if isinstance(message, Hello):
+    if isinstance(message, wm.Hello):
         return _hello(node, message)
-    if isinstance(message, StatusRequest):
-        return StatusReply(node.monitor.status())
-    if isinstance(message, MembersRequest):
-        return MembersReply(node.config.n_replicas, DEFAULT_VNODES, node.monitor.member_docs())
-    if isinstance(message, ExplainRequest):
-        return ExplainReply(node.monitor.explain(message.key))
-    if isinstance(message, LimitsRequest):
+    if isinstance(message, wm.StatusRequest):
+        return wm.StatusReply(node.monitor.status())
+    if isinstance(message, wm.MembersRequest):
+        return wm.MembersReply(node.config.n_replicas, DEFAULT_VNODES, node.monitor.member_docs())
+    if isinstance(message, wm.ExplainRequest):
+        return wm.ExplainReply(node.monitor.explain(message.key))
+    if isinstance(message, wm.LimitsRequest):
         limits = node.config.limits
-        return LimitsReply(
-            LIMITS_VERSION,
+        return wm.LimitsReply(
+            wm.LIMITS_VERSION,
             limits.max_key,
             limits.max_value,
             limits.max_frame,
             limits.sibling_max,
         )
-    if isinstance(message, LeaveRequest):
+    if isinstance(message, wm.LeaveRequest):
         return start_leave(node)
-    if isinstance(message, RemoveRequest):
+    if isinstance(message, wm.RemoveRequest):
         return await remove(node, message)
-    if isinstance(message, AdmitRequest):
+    if isinstance(message, wm.AdmitRequest):
         return await admit(node, message)
     node.stats.incr("rejected.unexpected_message")
     raise InvalidRequest(f"this node does not serve requests of type {message.TYPE}")
 
 
-def _hello(node: Node, message: Hello) -> Message:
+def _hello(node: Node, message: wm.Hello) -> wm.Message:
     if message.cluster != node.config.cluster:
         node.stats.incr("rejected.wrong_cluster")
         raise InvalidRequest(
@@ -90,23 +74,23 @@ def _hello(node: Node, message: Hello) -> Message:
             message.address,
         )
         raise PermissionDenied(node.removed_refusal(message.node_id))
-    return OkReply()
+    return wm.OkReply()
 
 
-def start_leave(node: Node) -> Message:
+def start_leave(node: Node) -> wm.Message:
     """An operator's leave (or drain): refused when the rest could not keep N copies."""
     if node.leaving:
-        return OkReply(f"node {node.node_id} is already leaving")
+        return wm.OkReply(f"node {node.node_id} is already leaving")
     refusal = leave_refusal(len(node.ring.nodes), node.config.n_replicas, node.node_id)
     if refusal is not None:
         node.stats.incr("rejected.leave")
         raise InvalidRequest(f"leave refused: {refusal}")
     node.leaving = True
     node.spawn(node.leave)
-    return OkReply(f"node {node.node_id} is leaving")
+    return wm.OkReply(f"node {node.node_id} is leaving")
 
 
-async def remove(node: Node, request: RemoveRequest) -> Message:
+async def remove(node: Node, request: wm.RemoveRequest) -> wm.Message:
     member = node.view.members.get(request.node_id)
     if member is not None and member.liveness is Liveness.ALIVE and not request.relayed:
         raise InvalidRequest(
@@ -116,28 +100,28 @@ async def remove(node: Node, request: RemoveRequest) -> Message:
         claim_replacement(node, request.node_id, request.replaced_by)
     node.remove_member(request.node_id)
     if request.relayed:
-        return OkReply(f"node {request.node_id} removed from the ring")
+        return wm.OkReply(f"node {request.node_id} removed from the ring")
     others = [
         m
         for m in node.view.members.values()
         if m.node_id not in (node.node_id, request.node_id)
         and m.liveness in (Liveness.ALIVE, Liveness.SUSPECT)
     ]
-    told = await _tell(node, others, RemoveRequest(request.node_id, relayed=True))
-    return OkReply(f"node {request.node_id} removed from the ring on {told}")
+    told = await _tell(node, others, wm.RemoveRequest(request.node_id, relayed=True))
+    return wm.OkReply(f"node {request.node_id} removed from the ring on {told}")
 
 
-async def admit(node: Node, request: AdmitRequest) -> Message:
+async def admit(node: Node, request: wm.AdmitRequest) -> wm.Message:
     """Undo a removal on this node and, unless relayed, on every live member."""
     node_id = request.node_id
     if node_id in node.view.removed:
         node.readmit(node_id)
     elif request.relayed:
-        return OkReply(f"node {node_id} was not removed here")
+        return wm.OkReply(f"node {node_id} was not removed here")
     else:
         raise InvalidRequest(f"node {node_id} is not a removed member of this cluster")
     if request.relayed:
-        return OkReply(f"node {node_id} admitted")
+        return wm.OkReply(f"node {node_id} admitted")
     others = [
         m
         for m in node.view.members.values()
@@ -145,11 +129,11 @@ async def admit(node: Node, request: AdmitRequest) -> Message:
         and m.node_id not in node.view.removed
         and m.liveness in (Liveness.ALIVE, Liveness.SUSPECT)
     ]
-    told = await _tell(node, others, AdmitRequest(node_id, relayed=True))
-    return OkReply(f"node {node_id} may rejoin; admitted on {told}; restart it to rejoin")
+    told = await _tell(node, others, wm.AdmitRequest(node_id, relayed=True))
+    return wm.OkReply(f"node {node_id} may rejoin; admitted on {told}; restart it to rejoin")
 
 
-async def _tell(node: Node, others: list[Member], message: Message) -> str:
+async def _tell(node: Node, others: list[Member], message: wm.Message) -> str:
     """Relay a membership change to ``others`` at once; says how many heard it (this node
     included) and which to retry."""
     failed: list[str] = []

@@ -55,21 +55,7 @@ from p2pindex.node.replica_calls import ReplicaCalls, unwrapped
 from p2pindex.node.stats import StatisticsStore
 from p2pindex.node.trace import RequestTrace
 from p2pindex.types import Address
-from p2pindex.wire.messages import (
-    DeleteRequest,
-    GetRequest,
-    Message,
-    PutRequest,
-    ReplicaAck,
-    ReplicaDigestMany,
-    ReplicaDigestManyReply,
-    ReplicaRead,
-    ReplicaReadMany,
-    ReplicaReadManyReply,
-    ReplicaReadReply,
-    ReplicaWrite,
-    ReplicaWriteMany,
-)
+from p2pindex.wire import messages as wm
 
 BATCH_BYTES = Limits().max_frame // 2
 """Most record bytes one ReplicaWriteMany carries (the rest go in further messages)."""
@@ -89,7 +75,7 @@ class ClusterView(plan.TargetView, Protocol):
         ...
 
 
-Aside = Callable[[], Awaitable[Message]]
+Aside = Callable[[], Awaitable[wm.Message]]
 Plan = Callable[[int, Any, "RequestTrace | None"], "InFlight | Aside"]
 """Plans one request: coordinated here (a ``InFlight``), or served aside (a relay, or a
 write that reads first) by the returned coroutine function."""
@@ -123,33 +109,33 @@ class Coordinator:
             config.replica_timeout,
         )
 
-    async def put(self, request: PutRequest | DeleteRequest) -> Message:
+    async def put(self, request: wm.PutRequest | wm.DeleteRequest) -> wm.Message:
         """Coordinate one write (a batch of one); a failure is raised."""
         return await _one(request, self._serve_writes)
 
-    async def get(self, request: GetRequest) -> Message:
+    async def get(self, request: wm.GetRequest) -> wm.Message:
         """Coordinate one read (a batch of one); a failure is raised."""
         return await _one(request, self._serve_reads)
 
-    async def put_batch(self, requests: list[Message], respond: Respond) -> None:
+    async def put_batch(self, requests: list[wm.Message], respond: Respond) -> None:
         """Coordinate writes that arrived together with one local commit for all of them
         and no task, cancel scope or event per write; each is answered through ``respond``
         the moment its quorum is decided, so a slow replica of one key holds back no other."""
         await self._serve_writes(requests, replying(respond))
 
-    async def get_batch(self, requests: list[Message], respond: Respond) -> None:
+    async def get_batch(self, requests: list[wm.Message], respond: Respond) -> None:
         """Coordinate reads that arrived together, each answered once its quorum is decided."""
         await self._serve_reads(requests, replying(respond))
 
-    async def _serve_writes(self, requests: Sequence[Message], answer: Answer) -> None:
+    async def _serve_writes(self, requests: Sequence[wm.Message], answer: Answer) -> None:
         await self._serve(requests, answer, self._plan_write, self._coordinate_writes)
 
-    async def _serve_reads(self, requests: Sequence[Message], answer: Answer) -> None:
+    async def _serve_reads(self, requests: Sequence[wm.Message], answer: Answer) -> None:
         await self._serve(requests, answer, self._plan_read, self._coordinate_reads)
 
     async def _serve(
         self,
-        requests: Sequence[Message],
+        requests: Sequence[wm.Message],
         answer: Answer,
         plan_one: Plan,
         coordinate: Callable[[list[InFlight], Answer], Awaitable[None]],
@@ -187,7 +173,7 @@ class Coordinator:
     # --- planning ---------------------------------------------------------------------------
 
     def _plan_write(
-        self, position: int, request: PutRequest | DeleteRequest, trace: RequestTrace | None
+        self, position: int, request: wm.PutRequest | wm.DeleteRequest, trace: RequestTrace | None
     ) -> InFlight | Aside:
         terms = write_terms(request, self._config.term_limits, self._stats)
         n = self._config.n_replicas
@@ -209,7 +195,7 @@ class Coordinator:
         return InFlight(position, request, targets, round_, timeout, trace, context, terms)
 
     def _plan_read(
-        self, position: int, request: GetRequest, trace: RequestTrace | None
+        self, position: int, request: wm.GetRequest, trace: RequestTrace | None
     ) -> InFlight | Aside:
         needed = plan.required(request.consistency, self._config.n_replicas)
         targets, timeout, relayed = self._place(request, needed, trace, read=True)
@@ -301,7 +287,7 @@ class Coordinator:
                 if target.hint_for is None:
                     by_node.setdefault(target.node, []).append(write)
                 else:
-                    message = ReplicaWrite(write.request.key, write.record, target.hint_for)
+                    message = wm.ReplicaWrite(write.request.key, write.record, target.hint_for)
                     self._calls.send(target.node, message, write.timeout, self._on_writes, [write])
         for node, carried in (
             (node, group)  # a frame's worth each: a peer closes a link on a larger one
@@ -309,9 +295,9 @@ class Coordinator:
             for group in sized_groups(all_carried, record_size, BATCH_BYTES)
         ):
             if len(carried) == 1:
-                message = ReplicaWrite(carried[0].request.key, carried[0].record)
+                message = wm.ReplicaWrite(carried[0].request.key, carried[0].record)
             else:
-                message = ReplicaWriteMany([(w.request.key, w.record) for w in carried])
+                message = wm.ReplicaWriteMany([(w.request.key, w.record) for w in carried])
             self._calls.send(
                 node, message, min(w.timeout for w in carried), self._on_writes, carried
             )
@@ -326,7 +312,7 @@ class Coordinator:
             if write.trace is not None and not write.round.answered:  # the trace ends at "decided"
                 write.trace.replica(node, result)
             quorum = write.round.quorum
-            if isinstance(answer, ReplicaAck):
+            if isinstance(answer, wm.ReplicaAck):
                 quorum.record_ack(node)
             else:
                 self._stats.incr("replica.write_failures")
@@ -366,7 +352,7 @@ class Coordinator:
                 for node in read.plan.digests:
                     by_node.setdefault(node, []).append(read)
             for node, carried in by_node.items():
-                message = ReplicaDigestMany([r.request.key for r in carried])
+                message = wm.ReplicaDigestMany([r.request.key for r in carried])
                 timeout = min(r.timeout for r in carried)
                 self._calls.send(node, message, timeout, self._on_digests, carried)
             for read in reads:
@@ -380,7 +366,7 @@ class Coordinator:
         that is not a digest for each key, is settled by fetching the replica's record."""
         answer = unwrapped(result)
         digests: list[bytes | None] | None = None
-        if isinstance(answer, ReplicaDigestManyReply) and len(answer.digests) == len(carried):
+        if isinstance(answer, wm.ReplicaDigestManyReply) and len(answer.digests) == len(carried):
             digests = answer.digests
         elif not isinstance(answer, OSError | P2PIndexError):
             self._stats.incr("reads.digest_replies_unusable")
@@ -399,11 +385,11 @@ class Coordinator:
             self._heard(read)
         if fetch:
             self._stats.incr("reads.digest_fetches", len(fetch))
-            message: Message
+            message: wm.Message
             if len(fetch) == 1:
-                message = ReplicaRead(fetch[0].request.key)
+                message = wm.ReplicaRead(fetch[0].request.key)
             else:
-                message = ReplicaReadMany([r.request.key for r in fetch])
+                message = wm.ReplicaReadMany([r.request.key for r in fetch])
             self._calls.send(node, message, min(r.timeout for r in fetch), self._on_reads, fetch)
 
     def _on_reads(self, node: str, result: outcome.Outcome, carried: list[InFlight]) -> None:
@@ -411,9 +397,9 @@ class Coordinator:
         differed, or a spare's read), shared out to the reads it carried."""
         answer = unwrapped(result)
         records: list[bytes | None] | None = None
-        if isinstance(answer, ReplicaReadReply) and len(carried) == 1:
+        if isinstance(answer, wm.ReplicaReadReply) and len(carried) == 1:
             records = [answer.record]
-        elif isinstance(answer, ReplicaReadManyReply) and len(answer.records) == len(carried):
+        elif isinstance(answer, wm.ReplicaReadManyReply) and len(answer.records) == len(carried):
             records = answer.records
         for position, read in enumerate(carried):
             if read.trace is not None and not read.round.answered:  # the trace ends at "decided"
@@ -436,7 +422,9 @@ class Coordinator:
         read.spares = tuple(rest)
         read.round.ask()
         self._stats.incr("reads.fallbacks")
-        self._calls.send(node, ReplicaRead(read.request.key), read.timeout, self._on_reads, [read])
+        self._calls.send(
+            node, wm.ReplicaRead(read.request.key), read.timeout, self._on_reads, [read]
+        )
 
     def _heard(self, read: InFlight) -> None:
         """One replica asked has answered ``read`` (recorded): answer it if that decides
@@ -468,7 +456,7 @@ class Coordinator:
         if not round_.answer():
             return
         quorum = round_.quorum
-        reply: Message | P2PIndexError
+        reply: wm.Message | P2PIndexError
         try:
             if isinstance(quorum, ReadQuorum):
                 if round_.all_heard:
@@ -483,7 +471,7 @@ class Coordinator:
                     decided = quorum.outcome.name.lower()
                     item.trace.step("decided", outcome=decided, acks=quorum.acks)
                 assert item.obj is not None
-                is_delete = isinstance(item.request, DeleteRequest)
+                is_delete = isinstance(item.request, wm.DeleteRequest)
                 limits = self._config.limits
                 reply = replies.write_reply(quorum, item.obj, is_delete, self._stats, limits)
         except P2PIndexError as exc:
@@ -508,10 +496,10 @@ class Coordinator:
 
 
 async def _one(
-    request: ClientRequest, serve: Callable[[Sequence[Message], Answer], Awaitable[None]]
-) -> Message:
+    request: ClientRequest, serve: Callable[[Sequence[wm.Message], Answer], Awaitable[None]]
+) -> wm.Message:
     """Serve one request as a batch of one; a failure is raised, as a caller of one expects."""
-    answers: list[Message | P2PIndexError] = []
+    answers: list[wm.Message | P2PIndexError] = []
     await serve([request], lambda _position, answer: answers.append(answer))
     (answer,) = answers
     if isinstance(answer, P2PIndexError):
@@ -521,7 +509,7 @@ async def _one(
 
 async def _answer_aside(serve: Aside, position: int, answer: Answer) -> None:
     try:
-        reply: Message | P2PIndexError = await serve()
+        reply: wm.Message | P2PIndexError = await serve()
     except P2PIndexError as exc:
         reply = exc
     answer(position, reply)

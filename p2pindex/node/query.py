@@ -58,7 +58,7 @@ from p2pindex.core.versions import VersionedObject
 from p2pindex.errors import InvalidRequest, NotReady, P2PIndexError, Unavailable
 from p2pindex.node.peers import PeerPool
 from p2pindex.node.stats import StatisticsStore
-from p2pindex.storage.index_rows import TermRange, check_range
+from p2pindex.storage.index_rows import IndexScanPage, TermRange, check_range
 from p2pindex.types import Address, consistency_from_wire, required_replies
 from p2pindex.wire.messages import (
     IndexScan,
@@ -104,9 +104,7 @@ class QueryView(Protocol):
 class Storage(Protocol):
     def get_many(self, keys: list[bytes]) -> dict[bytes, bytes]: ...
 
-    def index_scan(
-        self, terms: TermRange, after: Row | None, limit: int, keep: Any = None
-    ) -> list[Row]: ...
+    def index_scan(self, page: IndexScanPage) -> list[Row]: ...
 
     def key_scan(
         self, prefix: bytes, after: bytes | None, limit: int, keep: Any = None
@@ -547,7 +545,7 @@ class QueryService:
                     cursor_term = index_terms.decode_term(request.after_term, "cursor")
                     after = (cursor_term, request.after_key)
                 found = self._storage.index_scan(
-                    check_range(request.index, lo, hi), after, request.limit, keep
+                    IndexScanPage(check_range(request.index, lo, hi), after, request.limit, keep)
                 )
                 rows = [(index_terms.encode_term(term), key) for term, key in found]
             else:

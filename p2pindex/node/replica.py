@@ -47,16 +47,9 @@ class Versioning(Protocol):
     """The rules that make a new version and merge two (core.versions). A seam, so the
     simulator can build a node with wrong rules and prove its checkers catch them."""
 
-    def update(
-        self,
-        current: VersionedObject | None,
-        context: VersionVector,
-        actor: str,
-        value: bytes | None,
-        terms: IndexTerms = (),
-        *,
-        floor: int = 0,
-    ) -> VersionedObject: ...
+    def apply(self, current: VersionedObject | None, write: versions.Write) -> VersionedObject:
+        """The new version of ``current`` that ``write`` makes."""
+        ...
 
     def merge(self, a: VersionedObject, b: VersionedObject) -> VersionedObject: ...
 
@@ -64,7 +57,7 @@ class Versioning(Protocol):
 class DottedVersions:
     """The real rules: dotted version vectors (core.versions)."""
 
-    update = staticmethod(versions.update)
+    apply = staticmethod(versions.apply)
     merge = staticmethod(versions.merge)
 
 
@@ -268,8 +261,8 @@ class IndexManager:
                 f"the context claims write {claim[1]} by {claim[0]!r}, which no replica has "
                 "made; pass the context a read returned, unmodified"
             )
-        updated = self._versioning.update(
-            current, context, self.actor, value, terms, floor=self.issued
+        updated = self._versioning.apply(
+            current, versions.Write(context, self.actor, value, terms, self.issued)
         )
         self.issued = max(self.issued, updated[0]._counters.get(self.actor, 0))
         if updated.sibling_count > self._limits.sibling_max:

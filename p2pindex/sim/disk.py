@@ -41,7 +41,7 @@ from p2pindex.core.terms import Term
 from p2pindex.errors import StorageFailure
 from p2pindex.sim.faults import DiskMode
 from p2pindex.storage.base import Hint, HintBacklog, require_open
-from p2pindex.storage.index_rows import KeyFilter, TermRange
+from p2pindex.storage.index_rows import IndexScanPage, KeyFilter
 from p2pindex.storage.memory import MemoryStorage
 from p2pindex.types import NodeId
 
@@ -270,15 +270,9 @@ class SimStorage:
     def disk_usage(self) -> dict[str, int]:
         return {}
 
-    def index_scan(
-        self,
-        terms: TermRange,
-        after: tuple[Term, bytes] | None,
-        limit: int,
-        keep: KeyFilter = None,
-    ) -> list[tuple[Term, bytes]]:
+    def index_scan(self, page: IndexScanPage) -> list[tuple[Term, bytes]]:
         self._check_open()
-        return self._disk.image.index_scan(terms, after, limit, keep)
+        return self._disk.image.index_scan(page)
 
     def key_scan(
         self, prefix: bytes, after: bytes | None, limit: int, keep: KeyFilter = None

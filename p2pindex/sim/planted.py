@@ -23,7 +23,6 @@ import trio
 from p2pindex.config import Limits
 from p2pindex.core import versions
 from p2pindex.core.swim import SwimConfig
-from p2pindex.core.terms import IndexTerms
 from p2pindex.core.versions import VersionedObject, VersionVector
 from p2pindex.errors import StorageFailure, Timeout, Unavailable
 from p2pindex.net.base import Transport
@@ -133,19 +132,11 @@ class PlantedVersioning:
     lww: bool
     no_dots: bool
 
-    def update(
-        self,
-        current: VersionedObject | None,
-        context: VersionVector,
-        actor: str,
-        value: bytes | None,
-        terms: IndexTerms = (),
-        *,
-        floor: int = 0,
-    ) -> VersionedObject:
-        if self.no_dots and current is not None and not versions.descends(context, current.clock):
-            context = VersionVector()
-        updated = versions.update(current, context, actor, value, terms, floor=floor)
+    def apply(self, current: VersionedObject | None, write: versions.Write) -> VersionedObject:
+        seen = write.context
+        if self.no_dots and current is not None and not versions.descends(seen, current.clock):
+            write = write._replace(context=VersionVector())
+        updated = versions.apply(current, write)
         return last_write_wins(updated) if self.lww else updated
 
     def merge(self, a: VersionedObject, b: VersionedObject) -> VersionedObject:

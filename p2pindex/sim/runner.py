@@ -37,6 +37,7 @@ from p2pindex.net.secure.connector import Connector
 from p2pindex.node.handoff import SYNCED_META
 from p2pindex.node.reaper import saved_markers
 from p2pindex.sim import checkers
+from p2pindex.sim import history as hist
 from p2pindex.sim.cluster import SimCluster, Slot, SlotState
 from p2pindex.sim.determinism import (
     SimWallClock,
@@ -47,15 +48,6 @@ from p2pindex.sim.determinism import (
 )
 from p2pindex.sim.faults import (
     ScheduleDriver,
-)
-from p2pindex.sim.history import (
-    EventKind,
-    FaultEvent,
-    History,
-    Observation,
-    OpType,
-    ReplicaState,
-    RunMeta,
 )
 from p2pindex.sim.index_checker import check_index_run
 from p2pindex.sim.index_workload import index_workload_for
@@ -74,7 +66,7 @@ OBSERVE_INTERVAL: Final = 0.5
 DIVERGENCE_INTERVAL: Final = 1.0
 TOMBSTONE_SAMPLE_EVERY: Final = 30
 """Divergence samples between two counts of the tombstones on disk (a full scan)."""
-CHURN_EVENTS: Final = frozenset({EventKind.JOIN, EventKind.LEAVE, EventKind.REMOVE})
+CHURN_EVENTS: Final = frozenset({hist.EventKind.JOIN, hist.EventKind.LEAVE, hist.EventKind.REMOVE})
 REPLICA_ROUNDS: Final = 6
 """Convergence samples of every key taken during quiescence."""
 
@@ -86,7 +78,7 @@ class Simulation:
         self.plan = plan
         scenario = plan.scenario
         self.trace = Trace()
-        self.history = History(RunMeta(plan.seed, scenario.options()))
+        self.history = hist.History(hist.RunMeta(plan.seed, scenario.options()))
         self.timeline = Timeline(f"{scenario.name} — seed {plan.seed}")
         self.tombstone_samples: list[tuple[float, int]] = []
         """(seconds since the origin, tombstones on every disk), while reaping is on: the
@@ -217,7 +209,7 @@ class Simulation:
                 await self.cluster.start(slot.name, wait=False)
         self.heal_time = trio.current_time()
         self.timeline.heal = self.heal_time - self.origin
-        self.history.append(FaultEvent(self.heal_time, EventKind.HEAL, detail="heal all"))
+        self.history.append(hist.FaultEvent(self.heal_time, hist.EventKind.HEAL, detail="heal all"))
         self.trace.event("heal", "all")
 
     async def _churn(self, churn: ChurnSettings) -> None:
@@ -280,7 +272,7 @@ class Simulation:
                     obj = decode_object(record)
                     values = tuple(sorted(obj.values))
                     clock = encode_context(obj.clock)
-                self.history.append(ReplicaState(now, number, slot.name, key, values, clock))
+                self.history.append(hist.ReplicaState(now, number, slot.name, key, values, clock))
 
     async def _observe(self) -> None:
         """Record each node's liveness view of the others when it changes."""
@@ -308,7 +300,7 @@ class Simulation:
                         accuser = node.accuser(member.node_id)
                         by = None if accuser is None else names.get(accuser, accuser)
                         self.history.append(
-                            Observation(now, slot.name, subject, member.liveness, by)
+                            hist.Observation(now, slot.name, subject, member.liveness, by)
                         )
                 expected = max(len(cluster.in_cluster()) - 1, 1)
                 self.timeline.add_view(now - self.origin, slot.name, min(alive / expected, 1.0))
@@ -361,7 +353,7 @@ def run_simulation(
     violations += check_index_run(
         simulation.index_workload, history, CHURN_EVENTS, plan.scenario.replicas
     )
-    counts = Counter(op.type for op in history.ops if op.type is not OpType.INVOKE)
+    counts = Counter(op.type for op in history.ops if op.type is not hist.OpType.INVOKE)
     fault_counts = Counter(simulation.cluster.fault_counts)
     fault_counts.update(event.kind.value for event in history.faults if event.kind in CHURN_EVENTS)
     cluster = simulation.cluster
@@ -372,9 +364,9 @@ def run_simulation(
         trace_hash=simulation.trace.hexdigest(),
         trace_events=simulation.trace.count,
         ops=sum(counts.values()),
-        ok=counts[OpType.OK],
-        failed=counts[OpType.FAIL],
-        unknown=counts[OpType.INFO],
+        ok=counts[hist.OpType.OK],
+        failed=counts[hist.OpType.FAIL],
+        unknown=counts[hist.OpType.INFO],
         faults=sum(fault_counts.values()),
         fault_kinds=dict(fault_counts),
         violations=violations,

@@ -24,7 +24,7 @@ from p2pindex.errors import StorageFailure
 from p2pindex.types import NodeId
 
 if TYPE_CHECKING:
-    from p2pindex.storage.index_rows import KeyFilter, TermRange
+    from p2pindex.storage.index_rows import IndexScanPage, KeyFilter
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,15 +80,10 @@ class Storage(Protocol):
         """
         ...
 
-    def index_scan(
-        self,
-        terms: TermRange,
-        after: tuple[Term, bytes] | None,
-        limit: int,
-        keep: KeyFilter = None,
-    ) -> list[tuple[Term, bytes]]:
-        """Up to ``limit`` (term, key) rows of one index's term range, in (term, key) order,
-        strictly after ``after``, of keys ``keep`` accepts (``storage.index_rows``)."""
+    def index_scan(self, page: IndexScanPage) -> list[tuple[Term, bytes]]:
+        """Up to ``page.limit`` (term, key) rows of ``page.terms`` (one index's term range),
+        in (term, key) order, strictly after ``page.after``, of keys ``page.keep`` accepts
+        (``storage.index_rows``)."""
         ...
 
     def key_scan(

@@ -46,6 +46,19 @@ class TermRange:
         return self.lo <= term <= self.hi  # type: ignore[operator]
 
 
+@dataclass(frozen=True, slots=True)
+class IndexScanPage:
+    """What one page of an index scan asks a backend for: the rows of ``terms`` strictly
+    after the ``(term, key)`` cursor ``after`` (None: from the start), at most ``limit`` of
+    them, only of keys ``keep`` accepts (None: every key). The four always travel together,
+    from the node's query down to each backend."""
+
+    terms: TermRange
+    after: tuple[Term, bytes] | None
+    limit: int
+    keep: KeyFilter = None
+
+
 def check_range(index: str, lo: Term, hi: Term) -> TermRange:
     """ValueError in the user's words when the bounds cannot make a range."""
     if type(lo) is not type(hi):

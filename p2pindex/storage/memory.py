@@ -29,21 +29,12 @@ import trio
 from p2pindex.core.ring import arc_pieces, key_token
 from p2pindex.core.terms import Term, term_order
 from p2pindex.errors import StorageFailure
-from p2pindex.storage.base import (
-    Hint,
-    HintBacklog,
-    require_bytes,
-    require_hint,
-    require_hint_ids,
-    require_limit,
-    require_meta_name,
-    require_open,
-)
+from p2pindex.storage import base
 from p2pindex.storage.index_rows import (
     NO_FACTS,
     Facts,
+    IndexScanPage,
     KeyFilter,
-    TermRange,
     facts_of,
     prefix_end,
     require_cursor,
@@ -51,7 +42,7 @@ from p2pindex.storage.index_rows import (
 from p2pindex.types import NodeId
 
 
-def backlog_of(hints: list[Hint]) -> list[HintBacklog]:
+def backlog_of(hints: list[base.Hint]) -> list[base.HintBacklog]:
     """Fold hints into one backlog line per target, sorted by target."""
     totals: dict[NodeId, tuple[int, int, float]] = {}
     for hint in hints:
@@ -62,7 +53,7 @@ def backlog_of(hints: list[Hint]) -> list[HintBacklog]:
             min(oldest, hint.created),
         )
     return [
-        HintBacklog(target, count, size, oldest)
+        base.HintBacklog(target, count, size, oldest)
         for target, (count, size, oldest) in sorted(totals.items())
     ]
 
@@ -75,7 +66,7 @@ class MemoryStorage:
         """When set, every write raises StorageFailure with this reason and changes nothing."""
         self._records: dict[bytes, bytes] = {}
         self._order: list[tuple[int, bytes]] = []
-        self._hints: dict[NodeId, dict[int, Hint]] = {}
+        self._hints: dict[NodeId, dict[int, base.Hint]] = {}
         self._hint_targets: dict[int, NodeId] = {}
         self._next_hint_id = 1
         self._meta: dict[str, bytes] = {}
@@ -86,14 +77,14 @@ class MemoryStorage:
 
     def get(self, key: bytes) -> bytes | None:
         self._check_open()
-        require_bytes("key", key)
+        base.require_bytes("key", key)
         return self._records.get(key)
 
     def get_many(self, keys: Sequence[bytes]) -> dict[bytes, bytes]:
         self._check_open()
         found: dict[bytes, bytes] = {}
         for key in keys:
-            require_bytes("key", key)
+            base.require_bytes("key", key)
             record = self._records.get(key)
             if record is not None:
                 found[key] = record
@@ -113,8 +104,8 @@ class MemoryStorage:
     def put_many_now(self, items: list[tuple[bytes, bytes]]) -> None:
         self._check_writable()
         for key, record in items:
-            require_bytes("key", key)
-            require_bytes("record", record)
+            base.require_bytes("key", key)
+            base.require_bytes("record", record)
         for key, record in items:
             if key not in self._records:
                 bisect.insort(self._order, (key_token(key), key))
@@ -143,23 +134,18 @@ class MemoryStorage:
 
     def remove_now(self, key: bytes) -> None:
         self._check_writable()
-        require_bytes("key", key)
+        base.require_bytes("key", key)
         if self._records.pop(key, None) is not None:
             del self._order[bisect.bisect_left(self._order, (key_token(key), key))]
             self._reindex(key, NO_FACTS)
 
-    def index_scan(
-        self,
-        terms: TermRange,
-        after: tuple[Term, bytes] | None,
-        limit: int,
-        keep: KeyFilter = None,
-    ) -> list[tuple[Term, bytes]]:
-        """Up to ``limit`` (term, key) rows of ``terms``, in (term, key) order, strictly
-        after ``after``, only of keys ``keep`` accepts."""
+    def index_scan(self, page: IndexScanPage) -> list[tuple[Term, bytes]]:
+        """Up to ``page.limit`` (term, key) rows of ``page.terms``, in (term, key) order,
+        strictly after ``page.after``, only of keys ``page.keep`` accepts."""
+        terms, after, limit, keep = page.terms, page.after, page.limit, page.keep
         self._check_open()
         require_cursor(after)
-        require_limit(limit)
+        base.require_limit(limit)
         if after is None or term_order(after[0]) < term_order(terms.lo):
             first = bisect.bisect_left(self._index, (terms.index, *term_order(terms.lo), b""))
         else:
@@ -178,8 +164,8 @@ class MemoryStorage:
     ) -> list[bytes]:
         """Up to ``limit`` live keys starting with ``prefix``, in key order, after ``after``."""
         self._check_open()
-        require_bytes("prefix", prefix)
-        require_limit(limit)
+        base.require_bytes("prefix", prefix)
+        base.require_limit(limit)
         start = prefix if after is None or after < prefix else after
         first = (
             bisect.bisect_right(self._live, start)
@@ -200,7 +186,7 @@ class MemoryStorage:
     ) -> list[tuple[bytes, bytes]]:
         self._check_open()
         pieces = arc_pieces(start, end, after)
-        require_limit(limit)
+        base.require_limit(limit)
         found: list[tuple[bytes, bytes]] = []
         for piece in pieces:
             if piece.after is None:
@@ -227,16 +213,16 @@ class MemoryStorage:
 
     def add_hint_now(self, target: NodeId, key: bytes, record: bytes, created: float) -> None:
         self._check_writable()
-        require_hint(target, key, record, created)
-        hint = Hint(self._next_hint_id, target, key, record, float(created))
+        base.require_hint(target, key, record, created)
+        hint = base.Hint(self._next_hint_id, target, key, record, float(created))
         self._next_hint_id += 1
         self._hints.setdefault(target, {})[hint.hint_id] = hint
         self._hint_targets[hint.hint_id] = target
 
-    def hints_for(self, target: NodeId, limit: int) -> list[Hint]:
+    def hints_for(self, target: NodeId, limit: int) -> list[base.Hint]:
         """Oldest first, meaning first stored (hint ids only grow)."""
         self._check_open()
-        require_limit(limit)
+        base.require_limit(limit)
         held = self._hints.get(target, {})
         return [held[hint_id] for hint_id in sorted(held)[:limit]]
 
@@ -247,7 +233,7 @@ class MemoryStorage:
 
     def delete_hints_now(self, hint_ids: list[int]) -> None:
         self._check_writable()
-        ids = require_hint_ids(hint_ids)
+        ids = base.require_hint_ids(hint_ids)
         for hint_id in ids:
             target = self._hint_targets.pop(hint_id, None)
             if target is not None:
@@ -256,13 +242,13 @@ class MemoryStorage:
                 if not held:
                     del self._hints[target]
 
-    def hint_backlog(self) -> list[HintBacklog]:
+    def hint_backlog(self) -> list[base.HintBacklog]:
         self._check_open()
         return backlog_of([hint for held in self._hints.values() for hint in held.values()])
 
     def get_meta(self, name: str) -> bytes | None:
         self._check_open()
-        require_meta_name(name)
+        base.require_meta_name(name)
         return self._meta.get(name)
 
     async def set_meta(self, name: str, value: bytes) -> None:
@@ -271,8 +257,8 @@ class MemoryStorage:
 
     def set_meta_now(self, name: str, value: bytes) -> None:
         self._check_writable()
-        require_meta_name(name)
-        require_bytes("meta value", value)
+        base.require_meta_name(name)
+        base.require_bytes("meta value", value)
         self._meta[name] = value
 
     async def aclose(self) -> None:
@@ -281,7 +267,7 @@ class MemoryStorage:
         await trio.lowlevel.checkpoint()
 
     def _check_open(self) -> None:
-        require_open(self._closed)
+        base.require_open(self._closed)
 
     def _check_writable(self) -> None:
         self._check_open()

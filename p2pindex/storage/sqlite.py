@@ -76,7 +76,13 @@ from p2pindex.storage.base import (
     require_limit,
     require_meta_name,
 )
-from p2pindex.storage.index_rows import KeyFilter, TermRange, facts_of, prefix_end, require_cursor
+from p2pindex.storage.index_rows import (
+    IndexScanPage,
+    KeyFilter,
+    facts_of,
+    prefix_end,
+    require_cursor,
+)
 from p2pindex.storage.memory import backlog_of
 from p2pindex.storage.sqlite_file import (
     _MIN_MAX_BYTES,
@@ -330,14 +336,9 @@ class SqliteStorage:
                 usage[kind] = 0
         return usage
 
-    def index_scan(
-        self,
-        terms: TermRange,
-        after: tuple[Term, bytes] | None,
-        limit: int,
-        keep: KeyFilter = None,
-    ) -> list[tuple[Term, bytes]]:
+    def index_scan(self, page: IndexScanPage) -> list[tuple[Term, bytes]]:
         """See ``MemoryStorage.index_scan``; pending writes overlay the committed rows."""
+        terms, after, limit, keep = page.terms, page.after, page.limit, page.keep
         require_cursor(after)
         require_limit(limit)
         pending = self._pending_records()

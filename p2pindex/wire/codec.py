@@ -199,6 +199,8 @@ class _FieldPlan:
     name: str
     shape: _Shape
     default: object
+    kw_only: bool = False
+    """Passed to the message's constructor by name (a keyword-only dataclass field)."""
 
 
 def _shape_for(owner: str, where: str | tuple[str, int], annotation: object) -> _Shape:
@@ -237,9 +239,8 @@ def _plan(cls: type[Message]) -> tuple[_FieldPlan, ...]:
         if field.default_factory is not dataclasses.MISSING:
             raise TypeError(f"{cls.__name__}.{field.name}: default_factory is not supported")
         default = _MISSING if field.default is dataclasses.MISSING else field.default
-        plans.append(
-            _FieldPlan(field.name, _shape_for(cls.__name__, field.name, hints[field.name]), default)
-        )
+        shape = _shape_for(cls.__name__, field.name, hints[field.name])
+        plans.append(_FieldPlan(field.name, shape, default, field.kw_only is True))
     return tuple(plans)
 
 
@@ -323,6 +324,27 @@ def _is_set(value: object) -> bool:
 _ENCODERS: dict[type[Message], _Encoder] = {cls: _make_encoder(cls) for cls in _PLANS}
 
 
+def _wire_fields(message: Message) -> tuple[_Encoder, dict[str, object]]:
+    """The encoder and the ``{field: value}`` map that go on the wire for ``message``.
+
+    The one place that decides which fields travel, for frames and batch items alike: every
+    field, except those of ``messages.UNSET_OMITTED`` while unset.
+    """
+    encoder = _ENCODERS.get(type(message))
+    if encoder is None:
+        raise TypeError(f"{type(message).__name__} is not a registered protocol message")
+    for get in encoder.omitted:
+        if _is_set(get(message)):
+            full = encoder.full
+            assert full is not None
+            return full, {
+                name: value
+                for name, value in zip(full.names, full.values(message), strict=True)
+                if name not in UNSET_OMITTED or _is_set(value)
+            }
+    return encoder, dict(zip(encoder.names, encoder.values(message), strict=True))
+
+
 def encode_frame(message: Message, request_id: int, *, max_frame: int | None = None) -> bytes:
     """One complete frame for ``message``.
 
@@ -330,24 +352,9 @@ def encode_frame(message: Message, request_id: int, *, max_frame: int | None = N
     ``max_frame`` (the peer's ``Limits.max_frame``) to get MessageTooLarge instead of a frame
     the peer would reject by closing the connection.
     """
-    encoder = _ENCODERS.get(type(message))
-    if encoder is None:
-        raise TypeError(f"{type(message).__name__} is not a registered protocol message")
+    encoder, fields = _wire_fields(message)
     if type(request_id) is not int or not 0 <= request_id <= MAX_REQUEST_ID:
         raise ValueError(f"request id must be an integer in 0..2**63-1, not {request_id!r}")
-    for get in encoder.omitted:
-        value = get(message)
-        if value is not None and value is not False:
-            assert encoder.full is not None
-            encoder = encoder.full
-            fields = {
-                name: value
-                for name, value in zip(encoder.names, encoder.values(message), strict=True)
-                if name not in UNSET_OMITTED or _is_set(value)
-            }
-            break
-    else:
-        fields = dict(zip(encoder.names, encoder.values(message), strict=True))
     envelope = [PROTOCOL_VERSION, encoder.type_code, request_id, fields]
     payload = cbor2.dumps(envelope, canonical=encoder.canonical)
     limit = _MAX_PAYLOAD if max_frame is None else min(max_frame, _MAX_PAYLOAD)
@@ -362,20 +369,7 @@ def encode_frame(message: Message, request_id: int, *, max_frame: int | None = N
 def encode_item(message: Message) -> bytes:
     """One message inside a batch: the canonical CBOR of ``[type_code, {field: value}]``,
     what a frame's envelope holds without its version and request id."""
-    encoder = _ENCODERS.get(type(message))
-    if encoder is None:
-        raise TypeError(f"{type(message).__name__} is not a registered protocol message")
-    fields = dict(zip(encoder.names, encoder.values(message), strict=True))
-    for get in encoder.omitted:
-        if _is_set(get(message)):
-            assert encoder.full is not None
-            encoder = encoder.full
-            fields = {
-                name: value
-                for name, value in zip(encoder.names, encoder.values(message), strict=True)
-                if name not in UNSET_OMITTED or _is_set(value)
-            }
-            break
+    encoder, fields = _wire_fields(message)
     return cbor2.dumps([encoder.type_code, fields], canonical=encoder.canonical)
 
 
@@ -704,7 +698,10 @@ def _build_reader(cls: type[Message], limits: Limits) -> _Reader:
             lines.append(f"        {slow}")
         else:
             lines += [f"        if not ({fast}):", f"            {slow}"]
-    args = ", ".join(f"v{index}" for index in range(len(plans)))
+    args = ", ".join(
+        [f"v{index}" for index, plan in enumerate(plans) if not plan.kw_only]
+        + [f"{plan.name}=v{index}" for index, plan in enumerate(plans) if plan.kw_only]
+    )
     lines += [
         "    if present != len(fields):",
         f"        _unexpected({name!r}, fields, known)",

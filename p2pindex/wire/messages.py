@@ -33,8 +33,23 @@ class Message:
 # --- client -> any node ------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeyRequest:
+    """What a put, get or delete of one key carries besides its own fields: how nodes pass
+    it on. Keyword only, so each request's own fields keep their positions; a field's
+    place in the class never shows on the wire (a frame holds fields by name). Not a
+    message itself: it has no type code."""
+
+    forwarded: bool = False
+    """Set when a node relays a client request to a replica; a relayed request is never
+    relayed again, so routing cannot loop."""
+    trace: bool = False
+    """Ask the coordinator for its steps (``p2pindex.node.trace``): the reply, or the
+    ErrorReply of a failure, carries them in its ``trace``. Sent only when True."""
+
+
 @dataclass(frozen=True, slots=True)
-class PutRequest(Message):
+class PutRequest(Message, KeyRequest):
     TYPE: ClassVar[int] = 1
     key: bytes
     value: bytes
@@ -42,42 +57,30 @@ class PutRequest(Message):
     consistency: str | int
     timeout_ms: int
     strict: bool = False
-    forwarded: bool = False
-    """Set when a node relays a client request to a replica; a relayed request is never
-    relayed again, so routing cannot loop."""
     overwrite: bool = False
     """Replace what the cluster holds now: the coordinator reads the key first and writes
     with the context it read (``context`` must be None)."""
     index: bytes | None = None
     """The write's index terms, encoded by ``p2pindex.core.terms.encode`` (None: none)."""
-    trace: bool = False
-    """Ask the coordinator for its steps (``p2pindex.node.trace``): the reply, or the
-    ErrorReply of a failure, carries them in its ``trace``. Sent only when True."""
 
 
 @dataclass(frozen=True, slots=True)
-class GetRequest(Message):
+class GetRequest(Message, KeyRequest):
     TYPE: ClassVar[int] = 2
     key: bytes
     consistency: str | int
     timeout_ms: int
     strict: bool = False
-    forwarded: bool = False
-    trace: bool = False
-    """As ``PutRequest.trace``."""
 
 
 @dataclass(frozen=True, slots=True)
-class DeleteRequest(Message):
+class DeleteRequest(Message, KeyRequest):
     TYPE: ClassVar[int] = 3
     key: bytes
     context: bytes | None
     consistency: str | int
     timeout_ms: int
     strict: bool = False
-    forwarded: bool = False
-    trace: bool = False
-    """As ``PutRequest.trace``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,8 +164,18 @@ MAX_BATCH_ITEMS = 1000
 # --- replies -------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TracedReply:
+    """What the reply to a ``KeyRequest`` (or its ErrorReply) carries besides its own
+    fields; keyword only, as ``KeyRequest``'s fields are."""
+
+    trace: dict[str, Any] | None = None
+    """The coordinator's steps, only in answer to a request that set ``trace``:
+    ``{"request_id": text, "steps": [{"step", "at_ms", "took_ms", ...}, ...]}``."""
+
+
 @dataclass(frozen=True, slots=True)
-class PutReply(Message):
+class PutReply(Message, TracedReply):
     TYPE: ClassVar[int] = 20
     context: bytes
     warning: str | None = None
@@ -174,25 +187,19 @@ class PutReply(Message):
     unseen_may_remain: bool = False
     """Replicas that did not answer that read may hold a version this write did not
     supersede (it would show up as a sibling)."""
-    trace: dict[str, Any] | None = None
-    """The coordinator's steps, only in answer to a request that set ``trace``:
-    ``{"request_id": text, "steps": [{"step", "at_ms", "took_ms", ...}, ...]}``."""
 
 
 @dataclass(frozen=True, slots=True)
-class GetReply(Message):
+class GetReply(Message, TracedReply):
     TYPE: ClassVar[int] = 21
     values: list[bytes]
     """Live sibling values; empty when the key is missing or deleted."""
     context: bytes
     """Causal context to pass to the next put or delete (also for a deleted key)."""
-    trace: dict[str, Any] | None = None
-    """The coordinator's steps, only in answer to a request that set ``trace``:
-    ``{"request_id": text, "steps": [{"step", "at_ms", "took_ms", ...}, ...]}``."""
 
 
 @dataclass(frozen=True, slots=True)
-class DeleteReply(Message):
+class DeleteReply(Message, TracedReply):
     TYPE: ClassVar[int] = 22
     context: bytes
     read_first: bool = False
@@ -201,9 +208,6 @@ class DeleteReply(Message):
     unseen_may_remain: bool = False
     """Replicas that did not answer that read may hold a version the tombstone did not
     supersede, which a later read would still return."""
-    trace: dict[str, Any] | None = None
-    """The coordinator's steps, only in answer to a request that set ``trace``:
-    ``{"request_id": text, "steps": [{"step", "at_ms", "took_ms", ...}, ...]}``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,16 +232,13 @@ class OkReply(Message):
 
 
 @dataclass(frozen=True, slots=True)
-class ErrorReply(Message):
+class ErrorReply(Message, TracedReply):
     TYPE: ClassVar[int] = 25
     code: str
     """One of ``p2pindex.errors.ERROR_CODES``."""
     message: str
     required: int | None = None
     alive: int | None = None
-    trace: dict[str, Any] | None = None
-    """The coordinator's steps, only in answer to a request that set ``trace``:
-    ``{"request_id": text, "steps": [{"step", "at_ms", "took_ms", ...}, ...]}``."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,13 @@ from p2pindex.core import versions
 from p2pindex.core.terms import normalize, term_order
 from p2pindex.core.versions import VersionVector
 from p2pindex.storage.base import Storage
-from p2pindex.storage.index_rows import TermRange, check_range, facts_of, prefix_end
+from p2pindex.storage.index_rows import (
+    IndexScanPage,
+    TermRange,
+    check_range,
+    facts_of,
+    prefix_end,
+)
 from p2pindex.storage.memory import MemoryStorage
 from p2pindex.storage.sqlite import SqliteStorage
 
@@ -71,7 +77,7 @@ async def page_all(store: Storage, terms: TermRange, size: int, keep=None) -> li
     found: list[tuple] = []
     after = None
     while True:
-        page = store.index_scan(terms, after, size, keep)
+        page = store.index_scan(IndexScanPage(terms, after, size, keep))
         found += page
         if len(page) < size:
             return found
@@ -84,21 +90,27 @@ async def test_rows_follow_writes_tombstones_and_siblings(open_storage: Opener) 
     await store.put(b"o2", record(b"v", {"total": [100]}))
     await store.put(b"o3", siblings((b"x", {"total": [7]}), (b"y", {"total": [9000]})))
     totals = check_range("total", 0, 10_000)
-    assert store.index_scan(totals, None, 10) == [
+    assert store.index_scan(IndexScanPage(totals, None, 10)) == [
         (7, b"o3"),
         (100, b"o2"),
         (420, b"o1"),
         (9000, b"o3"),
     ]
-    assert store.index_scan(check_range("email", b"a", b"z"), None, 10) == [(b"a@b.example", b"o1")]
+    assert store.index_scan(IndexScanPage(check_range("email", b"a", b"z"), None, 10)) == [
+        (b"a@b.example", b"o1")
+    ]
     # A new version replaces the terms; a tombstone removes them and the key from listings.
     await store.put(b"o1", record(b"v2", {"total": [421]}))
     await store.put(b"o2", record(None))
-    assert store.index_scan(totals, None, 10) == [(7, b"o3"), (421, b"o1"), (9000, b"o3")]
-    assert store.index_scan(check_range("email", b"a", b"z"), None, 10) == []
+    assert store.index_scan(IndexScanPage(totals, None, 10)) == [
+        (7, b"o3"),
+        (421, b"o1"),
+        (9000, b"o3"),
+    ]
+    assert store.index_scan(IndexScanPage(check_range("email", b"a", b"z"), None, 10)) == []
     assert store.key_scan(b"", None, 10) == [b"o1", b"o3"]
     await store.remove(b"o3")
-    assert store.index_scan(totals, None, 10) == [(421, b"o1")]
+    assert store.index_scan(IndexScanPage(totals, None, 10)) == [(421, b"o1")]
     assert store.key_scan(b"o", None, 10) == [b"o1"]
     await store.aclose()
 
@@ -106,8 +118,10 @@ async def test_rows_follow_writes_tombstones_and_siblings(open_storage: Opener) 
 async def test_integer_and_byte_terms_never_share_a_range(open_storage: Opener) -> None:
     store = await open_storage()
     await store.put(b"k1", record(b"v", {"x": [5, b"5"]}))
-    assert store.index_scan(check_range("x", 0, 10), None, 10) == [(5, b"k1")]
-    assert store.index_scan(check_range("x", b"", b"\xff"), None, 10) == [(b"5", b"k1")]
+    assert store.index_scan(IndexScanPage(check_range("x", 0, 10), None, 10)) == [(5, b"k1")]
+    assert store.index_scan(IndexScanPage(check_range("x", b"", b"\xff"), None, 10)) == [
+        (b"5", b"k1")
+    ]
     await store.aclose()
 
 
@@ -167,7 +181,7 @@ async def test_a_version_1_file_gets_its_index_on_open(tmp_path: Path) -> None:
     conn.executescript("DROP TABLE idx; DROP TABLE live; PRAGMA user_version = 1;")
     conn.close()
     store = await SqliteStorage.open(path)
-    assert store.index_scan(check_range("n", 0, 9), None, 10) == [(3, b"k")]
+    assert store.index_scan(IndexScanPage(check_range("n", 0, 9), None, 10)) == [(3, b"k")]
     assert store.key_scan(b"", None, 10) == [b"k"]
     await store.aclose()
 

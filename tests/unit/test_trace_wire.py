@@ -230,7 +230,9 @@ def test_put_trace_in_json_carries_the_steps_in_the_document(
 def test_a_failed_traced_delete_shows_the_steps_then_the_error(
     cluster: FakeCluster, capsys: pytest.CaptureFixture
 ) -> None:
-    failure = ErrorReply(Unavailable.code, "2 replicas required but only 1 reachable", 2, 1, STEPS)
+    failure = ErrorReply(
+        Unavailable.code, "2 replicas required but only 1 reachable", 2, 1, trace=STEPS
+    )
     answer_with(cluster, lambda m: failure)
     assert cli_main.main(["delete", "k", "--trace", "--node", cluster.addresses[0]]) == 4
     out, err = capsys.readouterr()

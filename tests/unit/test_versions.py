@@ -15,6 +15,8 @@ from p2pindex.core.versions import (
     Sibling,
     VersionedObject,
     VersionVector,
+    Write,
+    apply,
     decode_context,
     decode_object,
     descends,
@@ -196,6 +198,19 @@ def test_a_write_after_its_key_was_forgotten_survives_every_earlier_version(
     fresh = update(None, EMPTY, "n1", b"new", floor=max(issued, floor))
     assert fresh.siblings[0].dot.counter > max(issued, floor)
     assert b"new" in merge(obj, fresh).values
+
+
+def test_a_write_record_applies_every_one_of_its_fields() -> None:
+    """``apply`` is ``update`` with the write as one record: context, actor, value, terms
+    and floor all reach the new version."""
+    first = update(None, EMPTY, "n1", b"a")
+    concurrent = update(None, EMPTY, "n2", b"b")
+    current = merge(first, concurrent)
+    made = apply(current, Write(first.context, "n1", b"c", (("x", 1),), floor=41))
+    assert sorted(made.values) == [b"b", b"c"]  # covers what its context saw, keeps the rest
+    assert made.clock["n1"] == 42
+    assert made.index_terms == frozenset({("x", 1)})
+    assert made == update(current, first.context, "n1", b"c", (("x", 1),), floor=41)
 
 
 def test_update_rejects_bad_arguments() -> None:

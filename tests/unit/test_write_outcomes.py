@@ -108,7 +108,7 @@ def coordinator(peers: ScriptedPeers) -> Coordinator:
 
 
 def put(key: bytes, consistency: str) -> PutRequest:
-    return PutRequest(key, b"v", None, consistency, TIMEOUT_MS, False, False)
+    return PutRequest(key, b"v", None, consistency, TIMEOUT_MS, False)
 
 
 @pytest.mark.parametrize("consistency", ["one", "quorum"])
@@ -139,7 +139,7 @@ async def test_a_relayed_delete_refused_then_held_is_indeterminate(
     key, replicas = outsider_key()
     peers = ScriptedPeers({replicas[0]: "refuse", replicas[1]: "refuse", replicas[2]: "hang"})
     with pytest.raises(IndeterminateError):
-        await coordinator(peers).put(DeleteRequest(key, None, "one", TIMEOUT_MS, False, False))
+        await coordinator(peers).put(DeleteRequest(key, None, "one", TIMEOUT_MS, False))
 
 
 async def test_a_relay_that_no_replica_accepted_is_definitely_unavailable(
