@@ -43,6 +43,7 @@ from p2pindex.client.queries import (
     DEFAULT_PAGE,
     PageOptions,
     QueryPage,
+    check_page_options,
     check_page_size,
     continuation_from_text,
     index_for_wire,
@@ -460,6 +461,7 @@ class AsyncClient:
     async def keys(self, prefix: Data = b"", **page: Unpack[PageOptions]) -> QueryPage:
         """One page of the live keys starting with ``prefix``, in key order (``page``:
         see ``PageOptions``)."""
+        check_page_options("keys", page)
         return await self._query("", None, None, prefix, **page)
 
     async def query(
@@ -478,6 +480,7 @@ class AsyncClient:
         The page says whether every arc of the ring was read (``complete``); with
         ``complete_only`` a page that could not be raises ``Unavailable`` instead.
         """
+        check_page_options("query", page)
         if not isinstance(index, str) or not index:
             raise ValueError(f"index must be a non-empty name, not {index!r}")
         low = term_for_wire(term, "low" if high is not None else "queried")
@@ -499,8 +502,7 @@ class AsyncClient:
         complete_only: bool = False,
         explain: bool = False,
     ) -> QueryPage:
-        """The one place ``PageOptions`` get their defaults (and an unknown option its
-        TypeError)."""
+        """The one place ``PageOptions`` get their defaults."""
         options = self._options(consistency, timeout)
         token = continuation_from_text(continuation)
         request = QueryRequest(

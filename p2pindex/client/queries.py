@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
@@ -44,6 +45,17 @@ class PageOptions(TypedDict, total=False):
     """Raise ``Unavailable`` rather than return a page that could not read every arc."""
     explain: bool
     """Return the coverage plan in ``coverage``."""
+
+
+def check_page_options(method: str, page: Mapping[str, object]) -> None:
+    """TypeError naming the caller's method and its options for an option it does not take
+    (the keyword arguments travel on as ``**page``, so Python would name ``_query``)."""
+    unknown = sorted(set(page) - set(PageOptions.__annotations__))
+    if unknown:
+        raise TypeError(
+            f"{method}() got an unexpected keyword argument {unknown[0]!r}; its page options "
+            f"are {', '.join(PageOptions.__annotations__)}"
+        )
 
 
 @dataclass(frozen=True, slots=True)

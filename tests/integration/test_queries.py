@@ -104,6 +104,10 @@ async def test_tampered_or_foreign_continuations_and_bad_pages_are_refused():
             await db.query("n", 10, 0)
         with pytest.raises(ValueError, match="limit"):
             await db.query("n", 0, 10, limit=0)
+        with pytest.raises(TypeError, match=r"query\(\) got an unexpected .*'limt'.*limit"):
+            await db.query("n", 0, 10, limt=2)  # type: ignore[call-arg]
+        with pytest.raises(TypeError, match=r"keys\(\) got an unexpected .*'limt'"):
+            await db.keys(b"k", limt=2)  # type: ignore[call-arg]
         # The genuine continuation still resumes exactly after the first page.
         rest = await db.query("n", 0, 10, continuation=token, limit=10)
         assert rest.keys == [b"k2", b"k3", b"k4"]
