@@ -380,6 +380,11 @@ class RpcChannel:
         if self._on_event is not None:
             self._on_event(name)
 
+    @property
+    def stream(self) -> trio.abc.Stream:
+        """The stream this channel runs on (a secure session knows its peer)."""
+        return self._stream
+
     def _shut(self, reason: str) -> None:
         if self._closed:
             return

@@ -49,6 +49,7 @@ from p2pindex.node.load import LoadMeter
 from p2pindex.node.membership import MembershipDriver
 from p2pindex.node.monitor import IndexMonitor
 from p2pindex.node.peers import PeerPool
+from p2pindex.node.push_pull import PushPullExchange
 from p2pindex.node.query import QueryService, query_mac_key
 from p2pindex.node.reaper import TombstoneReaper, load_markers
 from p2pindex.node.replace import prepare_replacement
@@ -150,6 +151,7 @@ class Node:
         self._coordinator: Coordinator | None = None
         self._query: QueryService | None = None
         self._peers: PeerPool | None = None
+        self._push_pull: PushPullExchange | None = None
         self._hints: HintedHandoff | None = None
         self._replica: ReplicaService | None = None
         self.handoff: OwnershipHandoff | None = None
@@ -199,6 +201,12 @@ class Node:
             )
             if self.security is not None:
                 self.security.attach(nursery, self._peers.request, self.view.live_addresses)
+            push_pull = self._push_pull = PushPullExchange(
+                self._peers,
+                self.security,
+                lambda: self.view.members,
+                self._swim_config.probe_interval,
+            )
             self._coordinator = Coordinator(
                 self.node_id,
                 self,
@@ -302,11 +310,12 @@ class Node:
             self._driver = MembershipDriver(
                 self._swim,
                 self._transport,
-                self._exchange,
+                push_pull.exchange,
                 self._on_member_change,
                 claims=claims,
                 on_round_trip=self.stats.histogram("swim.probe_rtt").observe,
             )
+            push_pull.start_push_pull = self._driver.start_push_pull
             await nursery.start(self._driver.run)
             if self._seeds or restored:
                 # Any member it knew before a restart can confirm the membership as well as
@@ -776,12 +785,12 @@ class Node:
             assert self.antientropy is not None
             return self.antientropy.serve(message)
         if isinstance(message, PushPull):
-            if self._swim is None:  # still asking a seed for its member list
+            if self._swim is None or self._push_pull is None:  # still asking a seed
                 raise NotReady(f"node {self.node_id} is starting and has no membership yet")
             reply = self._swim.push_pull_respond(message.state, self.address, trio.current_time())
             if self._driver is not None:
                 self._driver.notify()
-            return PushPullReply(reply)
+            return PushPullReply(reply, self._push_pull.floor())
         return await serve_admin(self, message)
 
     async def _traced(self, message: PutRequest | DeleteRequest | GetRequest) -> Message:
@@ -858,13 +867,6 @@ class Node:
                 return RangeScanReply(items, position)
             after = None
         return RangeScanReply(items, len(arcs))
-
-    async def _exchange(self, address: Address, payload: bytes, join: bool) -> bytes:
-        assert self._peers is not None
-        reply = await self._peers.request(address, PushPull(payload, join), timeout=5.0)
-        if not isinstance(reply, PushPullReply):
-            raise InvalidRequest(f"unexpected reply {type(reply).__name__} to a push-pull")
-        return reply.state
 
     # --- persistent node facts --------------------------------------------------------------
 

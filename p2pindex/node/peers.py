@@ -14,6 +14,7 @@ from p2pindex.errors import ConnectionLost, P2PIndexError, Timeout
 from p2pindex.net.base import Transport
 from p2pindex.net.channel import ReplyCallback, RpcChannel, Traffic
 from p2pindex.net.pool import ChannelPool
+from p2pindex.net.secure.session import SecureStream
 from p2pindex.node.stats import StatisticsStore
 from p2pindex.types import Address
 from p2pindex.wire.errors import error_from_reply
@@ -54,6 +55,13 @@ class PeerPool:
         if isinstance(reply, ErrorReply):
             raise error_from_reply(reply)
         return reply
+
+    def node_of(self, address: Address) -> str | None:
+        """The node id the open session to ``address`` authenticated (None without one,
+        or without security): who really answered, whatever the address was thought to be."""
+        channel = self._pool.open_channel(address)
+        stream = None if channel is None else channel.stream
+        return stream.peer.node_id if isinstance(stream, SecureStream) else None
 
     def send_nowait(
         self, address: Address, message: Message, callback: ReplyCallback, timeout: float

@@ -19,6 +19,15 @@ caught up, and declared dead meanwhile. Its restart gave it a higher SWIM incarn
 the signed payload), so a datagram that fails the sequence check but carries a newer
 incarnation than any seen starts the sender's window over, and from then on datagrams of
 older incarnations are refused: they can only be replays.
+
+Clocks further apart than ``MAX_CLOCK_SKEW`` (a node whose NTP broke, a VM resumed hours
+late) would still make a member mute to every receiver that restarted after it: the first
+datagram is judged by the clocks, and no window ever opens. So a push-pull, which runs over
+an authenticated TCP session with fresh handshake nonces, carries its sender's current
+sequence: the receiver opens the sender's window there (``learn``) and needs no clock. A
+receiver that refuses a datagram as stale asks the node to run such an exchange with its
+sender (``on_stale``), so two members with distant clocks hear each other within one round
+trip rather than never.
 """
 
 from __future__ import annotations
@@ -167,6 +176,9 @@ class DatagramSealer:
         self.counts: Counts = counts if counts is not None else Tally()
         self._sequence = 0
         self._windows: dict[str, _ReplayWindow] = {}
+        self.on_stale: Callable[[str], None] | None = None
+        """Told the sender of every datagram refused as stale (the clocks disagree and no
+        window is open): an authenticated exchange with it can open one (``learn``)."""
 
     @property
     def overhead(self) -> int:
@@ -209,6 +221,8 @@ class DatagramSealer:
             # clocks that drift apart later must not make a member mute.
             if abs(sequence / _MICRO - self._wall_clock()) > MAX_CLOCK_SKEW:
                 incr("swim.stale")
+                if self.on_stale is not None:
+                    self.on_stale(sender)
                 return None
             window = self._windows[sender] = _ReplayWindow()
         if incarnation < window.oldest_incarnation:
@@ -226,6 +240,22 @@ class DatagramSealer:
         window.incarnation = max(window.incarnation, incarnation)
         incr("swim.accepted")
         return payload
+
+    def sequence_floor(self) -> int:
+        """A sequence every datagram this node seals from now on exceeds: what it tells a
+        peer over an authenticated session, so the peer needs no clock to judge them."""
+        self._sequence = max(self._sequence, int(self._wall_clock() * _MICRO))
+        return self._sequence
+
+    def learn(self, sender: str, floor: int) -> None:
+        """Open ``sender``'s window at ``floor`` (from ``sequence_floor``, received over an
+        authenticated session) unless one is open: its datagrams from then on are judged
+        by sequence, not by how far its clock is from this one."""
+        if sender in self._windows or floor <= 0:
+            return
+        window = self._windows[sender] = _ReplayWindow()
+        window.highest = floor
+        self.counts.incr("swim.window_learned")
 
     def forget(self, node_id: str) -> None:
         """Drop a sender's replay window (it left for good or was revoked)."""

@@ -399,12 +399,17 @@ class PushPull(Message):
     TYPE: ClassVar[int] = 48
     state: bytes
     join: bool = False
+    datagram_sequence: int | None = None
+    """The sender's signed-datagram sequence floor (security on): the receiver judges its
+    datagrams by it instead of by clocks (``security.datagrams``)."""
 
 
 @dataclass(frozen=True, slots=True)
 class PushPullReply(Message):
     TYPE: ClassVar[int] = 49
     state: bytes
+    datagram_sequence: int | None = None
+    """As in ``PushPull``: the replying node's datagram sequence floor."""
 
 
 # --- anti-entropy (p2pindex.node.antientropy) ----------------------------------------------

@@ -123,3 +123,32 @@ def test_secure_runs_under_faults_are_a_function_of_their_seed() -> None:
     assert first.trace_hash == second.trace_hash and first.ops == second.ops > 50
     insecure = run_simulation(plan_run(scenario(FAULTY, insecure=True), 21))
     assert insecure.trace_hash != first.trace_hash  # sealed bytes differ from plain ones
+
+
+DISTANT_CLOCKS = {
+    "name": "distant-clocks",
+    "nodes": 3,
+    "replicas": 3,
+    "duration": 40.0,
+    "quiesce": 10.0,
+    "faults": {
+        "schedule": [
+            # n1's clock ends up over four minutes behind the others (a broken NTP) ...
+            {"at": 2.0, "kind": "clock_jump", "nodes": ["n1"], "offset": -250.0},
+            # ... then each side restarts once, forgetting the windows it kept
+            {"at": 8.0, "kind": "crash", "nodes": ["n2"], "duration": 3.0},
+            {"at": 20.0, "kind": "crash", "nodes": ["n1"], "duration": 3.0},
+        ]
+    },
+    "workload": {"processes": 2, "think": 0.3},
+    "checks": {"convergence_bound": 10.0},
+}
+
+
+def test_members_whose_clocks_are_minutes_apart_still_hear_each_other() -> None:
+    """delete-heavy seed 1: a restarted receiver judges a sender's first datagram by the
+    clocks, so a member over MAX_CLOCK_SKEW away was mute to it and declared dead though
+    up. The push-pull its refusal starts carries both sequence floors over an
+    authenticated session and opens both windows."""
+    result = run_simulation(plan_run(scenario(DISTANT_CLOCKS), 3))
+    assert result.violations == [], result.violations

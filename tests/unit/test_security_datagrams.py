@@ -363,3 +363,48 @@ def test_a_sender_whose_clock_drifts_far_after_it_was_heard_stays_heard() -> Non
     fresh.clock.now = world.clock.now
     fresh.deliver(alice.seal(incarnation_payload(node_id(ALICE), 5, 3)))
     assert fresh.counts["swim.stale"] == 1
+
+
+def test_a_sequence_learned_over_a_session_opens_the_window_whatever_the_clocks() -> None:
+    """delete-heavy seed 1 (secure, 30 simulated minutes): clock jumps left n1 three minutes
+    behind the others; once it restarted it refused all their datagrams as stale and they
+    its, and it was declared dead though it was up. A push-pull (an authenticated session)
+    carries each side's sequence floor; the receiver opens the window there."""
+    world = World()
+    behind = Clock()
+    behind.now = world.clock.now - 3 * MAX_CLOCK_SKEW
+    alice = DatagramSealer(ALICE, TRUST.cluster_id, world.directory, behind, Tally())
+    captured = alice.seal(incarnation_payload(node_id(ALICE), 5, 1))
+    for _ in range(REORDER_WINDOW // 1_000_000 + 1):
+        behind.now += 1.0
+        alice.seal(incarnation_payload(node_id(ALICE), 5, 2))
+    stale: list[str] = []
+    world.bob.on_stale = stale.append
+    world.deliver(alice.seal(incarnation_payload(node_id(ALICE), 5, 3)))
+    assert world.counts["swim.stale"] == 1 and stale == [node_id(ALICE)]
+
+    world.bob.learn(node_id(ALICE), alice.sequence_floor())
+    assert world.counts["swim.window_learned"] == 1
+    for seq in range(4, 10):
+        world.deliver(alice.seal(incarnation_payload(node_id(ALICE), 5, seq)))
+    assert world.counts["swim.accepted"] == 6
+    world.deliver(captured)  # sealed before the floor, beyond the reorder window: a replay
+    assert world.counts["swim.replayed"] == 1 and world.counts["swim.accepted"] == 6
+
+    # A window already open is the receiver's own evidence: a learned floor does not move it.
+    world.bob.learn(node_id(ALICE), 1)
+    assert world.counts["swim.window_learned"] == 1
+    world.deliver(alice.seal(incarnation_payload(node_id(ALICE), 5, 10)))
+    assert world.counts["swim.accepted"] == 7
+
+
+def test_the_sequence_floor_is_below_every_later_datagram() -> None:
+    world = World()
+    clock = Clock()
+    alice = DatagramSealer(ALICE, TRUST.cluster_id, world.directory, clock, Tally())
+    floor = alice.sequence_floor()
+    assert floor == int(clock.now * 1_000_000)
+    clock.now -= 60  # stepped back: sequences still grow past the floor it gave out
+    later = alice.seal(incarnation_payload(node_id(ALICE), 5, 1))
+    assert int.from_bytes(later[1:9], "big") > floor
+    assert alice.sequence_floor() >= int.from_bytes(later[1:9], "big")

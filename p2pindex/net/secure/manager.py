@@ -58,6 +58,7 @@ from p2pindex.wire.messages import (
     CertificateRequest,
     Message,
     OkReply,
+    PushPull,
     RevocationPush,
 )
 
@@ -295,6 +296,10 @@ class SecurityManager:
         authorize = self.authorize
 
         async def handle(message: Message) -> Message:
+            if type(message) is PushPull and peer.node_id is not None:
+                floor = message.datagram_sequence
+                if floor is not None:  # the session says whose it is, not the message
+                    self.sealer.learn(peer.node_id, floor)
             if peer.kind is PeerKind.CLIENT or type(message) in _NOTEWORTHY:
                 authorize(peer, message)
                 if isinstance(message, RevocationPush):
