@@ -7,6 +7,9 @@ peer that is still connecting wait for the same connection attempt instead of ra
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TypeVar
+
 import trio
 
 from p2pindex.config import Limits
@@ -19,6 +22,8 @@ from p2pindex.node.stats import StatisticsStore
 from p2pindex.types import Address
 from p2pindex.wire.errors import error_from_reply
 from p2pindex.wire.messages import ErrorReply, Hello, Message
+
+_R = TypeVar("_R", bound=Message)
 
 
 class PeerPool:
@@ -55,6 +60,32 @@ class PeerPool:
         if isinstance(reply, ErrorReply):
             raise error_from_reply(reply)
         return reply
+
+    async def first_reply(
+        self,
+        addresses: Sequence[Address],
+        message: Message,
+        expected: type[_R],
+        timeout: float,
+    ) -> _R | None:
+        """Ask every address at once and return the first reply of type ``expected`` (None
+        when none came within ``timeout``): peers that are down or stalled cost one timeout
+        together rather than one each."""
+        answers: list[_R] = []
+
+        async def ask(address: Address, scope: trio.CancelScope) -> None:
+            try:
+                reply = await self.request(address, message, timeout)
+            except (OSError, P2PIndexError):
+                return
+            if isinstance(reply, expected):
+                answers.append(reply)
+                scope.cancel()
+
+        async with trio.open_nursery() as nursery:
+            for address in addresses:
+                nursery.start_soon(ask, address, nursery.cancel_scope)
+        return answers[0] if answers else None
 
     def node_of(self, address: Address) -> str | None:
         """The node id the open session to ``address`` authenticated (None without one,

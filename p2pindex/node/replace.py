@@ -77,15 +77,7 @@ async def prepare_replacement(
         raise ConfigError("replacement refused: a node cannot replace itself")
     if not seeds:
         raise ConfigError("replacement refused: --replace needs the cluster's --seed list")
-    reply: MembersReply | None = None
-    for seed in seeds:
-        try:
-            answer = await peers.request(seed, MembersRequest(), ASK_TIMEOUT)
-        except (OSError, P2PIndexError):
-            continue
-        if isinstance(answer, MembersReply):
-            reply = answer
-            break
+    reply = await peers.first_reply(seeds, MembersRequest(), MembersReply, ASK_TIMEOUT)
     if reply is None:
         raise ConfigError("replacement refused: no seed answered, so nothing was checked")
     refusal = replace_refusal(replace_id, own_id, reply.members)

@@ -14,11 +14,9 @@ import math
 import random
 from collections.abc import Callable, Mapping, Sequence
 
-import trio
-
 from p2pindex.core.ring import Ring
 from p2pindex.core.swim import Member
-from p2pindex.errors import P2PIndexError, StorageFailure
+from p2pindex.errors import StorageFailure
 from p2pindex.node.peers import PeerPool
 from p2pindex.storage.base import Storage
 from p2pindex.types import Address, Liveness, NodeState
@@ -118,21 +116,8 @@ async def down_ring_members(
     this; a new one asks its seeds, all at once, and takes the first answer, so seeds that
     are down cost one timeout together rather than one each. They enter as restored
     members do, and are probed."""
-    answers: list[list[Member]] = []
-
-    async def ask(seed: Address, cancel_scope: trio.CancelScope) -> None:
-        try:
-            reply = await peers.request(seed, MembersRequest(), SEED_ASK_TIMEOUT)
-        except (OSError, P2PIndexError):
-            return
-        if isinstance(reply, MembersReply):
-            answers.append(_down_in(reply, node_id))
-            cancel_scope.cancel()
-
-    async with trio.open_nursery() as nursery:
-        for seed in seeds:
-            nursery.start_soon(ask, seed, nursery.cancel_scope)
-    return answers[0] if answers else []
+    reply = await peers.first_reply(seeds, MembersRequest(), MembersReply, SEED_ASK_TIMEOUT)
+    return [] if reply is None else _down_in(reply, node_id)
 
 
 def _down_in(reply: MembersReply, node_id: str) -> list[Member]:

@@ -85,12 +85,6 @@ class _ReplayWindow:
         return True
 
 
-def sender_of(payload: bytes) -> str | None:
-    """The sender id a SWIM payload names (its second item), without decoding the rest."""
-    origin = origin_of(payload)
-    return None if origin is None else origin[0]
-
-
 def origin_of(payload: bytes) -> tuple[str, int] | None:
     """The sender id and incarnation a SWIM payload names (its second and third items),
     without decoding the rest.

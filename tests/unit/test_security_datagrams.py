@@ -30,7 +30,7 @@ from p2pindex.security.datagrams import (
     MAX_CLOCK_SKEW,
     REORDER_WINDOW,
     DatagramSealer,
-    sender_of,
+    origin_of,
 )
 from p2pindex.security.directory import CertificateDirectory
 from p2pindex.security.trust import TrustState
@@ -253,16 +253,16 @@ def test_malformed_datagrams_are_counted() -> None:
     ),
     messages=st.integers(0, 300),
 )
-def test_sender_of_reads_what_the_codec_writes(sender: str, messages: int) -> None:
+def test_the_sender_read_from_the_bytes_is_what_the_codec_wrote(sender: str, messages: int) -> None:
     data = assemble(datagram_prefix(sender, 9), 3, [b"\x80"] * messages)
-    assert sender_of(data) == sender
+    assert origin_of(data) == (sender, 9)
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=64))
-def test_sender_of_never_fails_on_garbage(data: bytes) -> None:
-    result = sender_of(data)
-    assert result is None or isinstance(result, str)
+def test_the_origin_reader_never_fails_on_garbage(data: bytes) -> None:
+    result = origin_of(data)
+    assert result is None or (isinstance(result[0], str) and isinstance(result[1], int))
 
 
 def test_signed_swim_cores_talk_and_stay_under_the_datagram_limit() -> None:
