@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 PROTOCOL_VERSION = 1
 
-UNSET_OMITTED = frozenset({"trace"})
+UNSET_OMITTED = frozenset({"trace", "datagram_sequence"})
 """Fields added to version 1 after it shipped, which travel only when set (not False, not
 None). A frame that does not use one is byte for byte what a node without them sends and
 accepts, so clients and nodes that never ask behave exactly as before; a node that predates
