@@ -69,6 +69,8 @@ MAX_PIECES: Final = 256
 """Arcs one digest request may name."""
 SCAN_PAGE: Final = 1024
 REQUEST_TIMEOUT: Final = 5.0
+MAX_BEHIND: Final = 1024
+"""Peers remembered as behind at most (members of the ring only, so rarely near it)."""
 ANSWER_KEYS: Final = 2 * SCAN_BUDGET
 """Keys of a peer's round held to answer its later requests; a larger slice is scanned per
 request instead (an honest round holds about SCAN_BUDGET)."""
@@ -80,6 +82,11 @@ _R = TypeVar("_R", bound=Message)
 
 log = logging.getLogger(__name__)
 events = EventLog(log, trio.current_time)
+
+BEHIND_ATTEMPTS: Final = 3
+"""Rounds a peer known to be behind is tried first before it waits for the rotation again."""
+CATCH_UP_SECONDS: Final = 2 * REQUEST_TIMEOUT
+"""How long a node that just took over ranges compares them with the other replicas."""
 
 SUMMARY_INTERVAL = 60.0
 """Seconds over which anti-entropy repairs are summed up into one log line."""
@@ -120,6 +127,11 @@ class AntiEntropy(RecordMover):
         self._interval = interval
         self._max_batch_bytes = max_frame // 2
         self._rotation: list[str] = []
+        self._behind: dict[str, int] = {}
+        """Peers known to have missed writes, with the rounds they are still tried first.
+        Without it a divergence the node saw happen waits for the rotation, which visits
+        one peer in ``interval`` and so takes members x interval to come round."""
+        self._behind_last = False
         self._answering: dict[str, tuple[Arc, float, SliceDigests]] = {}
         """Per peer: the slice its current round compares, scanned once (see ``serve``)."""
         self._cursor = rng.randrange(RING_SIZE)
@@ -136,7 +148,7 @@ class AntiEntropy(RecordMover):
             await trio.sleep(self._interval * (0.5 + self._rng.random()))
             if self._view.state is not NodeState.ACTIVE:
                 continue
-            peer = self._next_peer()
+            peer, attempts = self._next_peer()
             if peer is None:
                 continue
             try:
@@ -144,8 +156,35 @@ class AntiEntropy(RecordMover):
             except (OSError, P2PIndexError) as exc:
                 self._stats.incr("antientropy.failed_rounds")
                 self.last_error = f"{peer}: {exc}"
+                if attempts > 1:
+                    self._behind.setdefault(peer, attempts - 1)
             else:
                 self._note_repairs(peer, moved)
+
+    def mark_behind(self, peer: str) -> None:
+        """``peer`` may lack writes this node has (a replica write to it failed, or it just
+        came back): its next round comes before the rotation's."""
+        if peer != self._view.node_id and len(self._behind) < MAX_BEHIND:
+            self._behind[peer] = BEHIND_ATTEMPTS
+
+    async def catch_up(self) -> None:
+        """Compare this node's data with every other member's, one round each, within
+        ``CATCH_UP_SECONDS``: a node that has just pulled its ranges took each from one
+        replica, whose copy may be older than another replica's."""
+        arc = self._next_slice()
+        peers = sorted(self._view.ring.nodes - {self._view.node_id})
+        with trio.move_on_after(CATCH_UP_SECONDS):
+            for peer in peers:
+                if not self._view.readable(peer):
+                    continue
+                try:
+                    moved = await self.round(peer, arc)
+                except (OSError, P2PIndexError) as exc:
+                    self._stats.incr("antientropy.failed_rounds")
+                    self.last_error = f"{peer}: {exc}"
+                    self.mark_behind(peer)
+                else:
+                    self._note_repairs(peer, moved)
 
     def _note_repairs(self, peer: str, moved: tuple[int, int]) -> None:
         """Sum up repairs; one line per SUMMARY_INTERVAL when any key was repaired."""
@@ -172,17 +211,30 @@ class AntiEntropy(RecordMover):
         self._summary_pulled = self._summary_pushed = 0
         self._summary_peers = set()
 
-    def _next_peer(self) -> str | None:
-        """The next readable peer of a shuffled rotation over the ring's other members."""
+    def _next_peer(self) -> tuple[str | None, int]:
+        """The first readable peer known to be behind (with the attempts it has left), else
+        the next readable peer of a shuffled rotation over the ring's other members."""
+        ring = self._view.ring.nodes
+        # Every other round at most, so a peer that keeps missing writes (a slow one)
+        # cannot stop the rotation that finds the divergence nobody saw happen.
+        behind_next = not self._behind_last
+        self._behind_last = False
+        for peer, attempts in list(self._behind.items()) if behind_next else ():
+            if peer not in ring:
+                del self._behind[peer]
+            elif self._view.readable(peer):
+                del self._behind[peer]
+                self._behind_last = True
+                return peer, attempts
         for _ in range(2):
             while self._rotation:
                 peer = self._rotation.pop()
-                if peer in self._view.ring.nodes and self._view.readable(peer):
-                    return peer
-            others = sorted(self._view.ring.nodes - {self._view.node_id})
+                if peer in ring and self._view.readable(peer):
+                    return peer, 0
+            others = sorted(ring - {self._view.node_id})
             self._rng.shuffle(others)
             self._rotation = others
-        return None
+        return None, 0
 
     def _next_slice(self) -> Arc:
         width = slice_width(self._storage.count(), SCAN_BUDGET)

@@ -68,6 +68,10 @@ class ClusterView(plan.TargetView, Protocol):
 
     def note_unreachable(self, node_id: str) -> None: ...
 
+    def note_behind(self, node_id: str) -> None:
+        """``node_id`` did not take a write it was sent (anti-entropy visits it first)."""
+        ...
+
     def storage_failed(self, error: StorageFailure) -> None: ...
 
     async def keep_hint(self, target: str, key: bytes, record: bytes) -> None:
@@ -317,6 +321,7 @@ class Coordinator:
             else:
                 self._stats.incr("replica.write_failures")
                 quorum.record_failure(node)
+                self._view.note_behind(node)
                 if isinstance(answer, OSError | P2PIndexError):
                     self._calls.note_failure(node, answer)
             if write.round.heard():

@@ -407,6 +407,8 @@ class Node:
             await trio.sleep(0.1)
         await trio.sleep(self._swim_config.gossip_interval * 5)
         await self.handoff.pull_ranges()
+        if self.antientropy is not None and self.config.anti_entropy_interval is not None:
+            await self.antientropy.catch_up()
         self.set_state(NodeState.ACTIVE)
 
     def set_state(self, state: NodeState, reason: str = "") -> None:
@@ -495,6 +497,11 @@ class Node:
         """Data-path evidence: a refused connection skips the peer for a short grace period."""
         self.view.unreachable_until[node_id] = trio.current_time() + UNREACHABLE_GRACE
 
+    def note_behind(self, node_id: str) -> None:
+        """Data-path evidence: ``node_id`` missed a write, so anti-entropy visits it next."""
+        if self.antientropy is not None:
+            self.antientropy.mark_behind(node_id)
+
     def members(self) -> list[Member]:
         return sorted(self.view.members.values(), key=lambda m: m.node_id)
 
@@ -517,6 +524,9 @@ class Node:
                 self.security.note_member(member.node_id, member.address)
             self.view.unreachable_until.pop(member.node_id, None)
             self.view.dead_since.pop(member.node_id, None)
+            previous = change.previous
+            if previous is not None and previous.liveness is not Liveness.ALIVE:
+                self.note_behind(member.node_id)  # back from suspicion or death
         elif member.liveness is Liveness.DEAD:
             self.view.dead_since.setdefault(member.node_id, trio.current_time())
         self.stats.incr(f"membership.{member.liveness.value}")

@@ -218,6 +218,10 @@ class SimCluster:
             stopped.set()
 
     async def _died(self, slot: Slot, node: Node, exc: Exception) -> None:
+        if slot.node is not node or slot.state is not SlotState.UP:
+            # The harness crashed this process first (its disk is already gone, so its
+            # last synchronous steps may fail on it): a kill, not a death of its own.
+            return
         now = trio.current_time()
         cause = _first_error(exc)
         summary = f"{type(cause).__name__}: {cause}{_where(cause)}"
@@ -229,8 +233,6 @@ class SimCluster:
             )
         )
         self._trace.event("died", f"{slot.name} {type(cause).__name__}")
-        if slot.node is not node or slot.state is not SlotState.UP:
-            return
         slot.node = None
         slot.state = SlotState.DOWN
         if self._network.is_up(slot.name):
