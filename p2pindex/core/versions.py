@@ -544,12 +544,12 @@ def index_facts(data: bytes) -> tuple[bool, frozenset[tuple[str, _terms.Term]]]:
     """(live, terms) of a stored record: whether some sibling is not a tombstone, and the
     union of the siblings' index terms. What a storage backend derives its index rows from,
     in the transaction that stores the record, for every record it stores, so it reads the
-    flat array without building the object (records reach storage already checked by the
-    node). A record that does not parse (storage tests keep opaque bytes) counts as live and
-    unindexed."""
+    flat array without building the object; records reach storage already checked by the
+    node, so the plain decoder reads them (``strict_cbor.loads_own``). A record that does
+    not parse (storage tests keep opaque bytes) counts as live and unindexed."""
     try:
-        items = strict_cbor.loads(data)
-    except (ValueError, TypeError, EOFError):
+        items = strict_cbor.loads_own(data)
+    except ValueError:
         return True, _NO_TERMS
     if type(items) is not list or len(items) < 2 or type(items[1]) is not int:
         return True, _NO_TERMS

@@ -211,11 +211,8 @@ class TombstoneReaper:
                 if key not in self._strays and len(self._strays) < MAX_CANDIDATES:
                     self._strays[key] = now
                 continue
-            try:
-                obj = self._index.decode(key, record)
-            except ValueError:
-                continue
-            if obj.is_deleted:
+            live, _terms = versions.index_facts(record)  # no object built: most are live
+            if not live:
                 self._seen_this_cycle.add(key)
                 if key not in self._candidates and len(self._candidates) < MAX_CANDIDATES:
                     self._candidates[key] = now
