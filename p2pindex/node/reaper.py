@@ -38,6 +38,7 @@ of copies of every key comes back to N. Riak deletes after a confirmed handoff l
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
@@ -66,7 +67,9 @@ MARKERS_META = "reaper.markers"
 MARKER_TTL_GRACES = 10
 """A marker outlives its tombstone by this many grace periods."""
 SCAN_CHUNK = 4096
-"""Records looked at per round while looking for tombstones."""
+"""Records looked at per round at most while looking for tombstones."""
+MIN_SCAN_CHUNK = 64
+"""Records looked at per round at least (a store that takes fewer rounds to scan whole)."""
 CONFIRM_BATCH = 512
 """Tombstones confirmed (and reaped) per round at most."""
 MAX_CANDIDATES = 100_000
@@ -118,9 +121,21 @@ def saved_markers(storage: Storage) -> dict[bytes, bytes]:
 
 
 def reap_interval(grace: float) -> float:
-    """How often a round runs: often enough that a tombstone goes soon after its grace, and
-    that a full scan (SCAN_CHUNK records a round) finds extra copies within minutes."""
+    """How often a round runs: often enough that a tombstone goes soon after its grace."""
     return max(0.5, min(grace / 4, 2.0))
+
+
+def scan_chunk(stored: int, grace: float) -> int:
+    """Records a round looks at: enough to scan the whole store once in a quarter of the
+    grace (a tombstone goes at most that long after its grace, a stray copy as long after
+    STRAY_WAIT), and no more: a node that scanned SCAN_CHUNK records every round would read
+    its whole store over and over, a large share of a busy node's time, to find tombstones
+    that wait an hour anyway. A store that a quarter grace scans in one round is scanned
+    whole every round."""
+    wanted = math.ceil(stored * reap_interval(grace) / (grace / 4))
+    if wanted >= stored:
+        return SCAN_CHUNK
+    return max(MIN_SCAN_CHUNK, min(wanted, SCAN_CHUNK))
 
 
 class TombstoneReaper:
@@ -197,10 +212,11 @@ class TombstoneReaper:
         return reaped
 
     def _scan_chunk(self) -> None:
-        """Look at the next SCAN_CHUNK records, noting tombstones and copies of keys this
-        node is no replica of; a full cycle forgets what it no longer found (overwritten,
-        reaped, dropped, or back in this node's ranges)."""
-        items = self._storage.scan_range(0, 0, self._cursor, SCAN_CHUNK)
+        """Look at the next ``scan_chunk`` records, noting tombstones and copies of keys
+        this node is no replica of; a full cycle forgets what it no longer found
+        (overwritten, reaped, dropped, or back in this node's ranges)."""
+        chunk = scan_chunk(self._storage.count(), self.grace)
+        items = self._storage.scan_range(0, 0, self._cursor, chunk)
         now = trio.current_time()
         ring = self._view.ring
         me = self._view.node_id
@@ -216,7 +232,7 @@ class TombstoneReaper:
                 self._seen_this_cycle.add(key)
                 if key not in self._candidates and len(self._candidates) < MAX_CANDIDATES:
                     self._candidates[key] = now
-        if len(items) < SCAN_CHUNK:
+        if len(items) < chunk:
             for tracked in (self._candidates, self._strays):
                 for key in [key for key in tracked if key not in self._seen_this_cycle]:
                     del tracked[key]
