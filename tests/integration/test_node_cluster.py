@@ -159,6 +159,11 @@ async def test_read_repair_heals_a_replica_that_missed_a_write(autojump_clock):
         )
         cluster.nodes.remove(victim)
         await cluster.wait_converged(timeout=15)
+        # The put's failed write made n0 skip the victim for a grace period; only news of
+        # its restart (its new incarnation) ends that early. Until then ALL is unavailable.
+        with trio.fail_after(15):
+            while not cluster.nodes[0].node.usable(restarted.node.node_id):
+                await trio.sleep(0.05)
         got = await cluster.request(cluster.nodes[0], get(b"k", "all"))
         assert got.values == [b"v"]
         with trio.fail_after(5):

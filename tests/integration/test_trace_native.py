@@ -58,10 +58,13 @@ async def test_a_traced_write_shows_every_replica_asked_and_when_each_answered(a
         decided = trace.steps[-1]
         assert decided.step == "decided"
         assert decided.details == {"outcome": "succeeded", "acks": 3}
-        # the slowed replica (unless it coordinated) answered 100 ms after the other
+        # the slowed replica (unless it coordinated) shows its 100 ms, after the other one
+        # (whose own time depends on what else its link carries then, such as the
+        # anti-entropy rounds a joiner now runs)
         if slow.node.node_id != coordinator:
             (fast,) = [s for node, s in answered.items() if node != slow.node.node_id]
-            assert answered[slow.node.node_id].at_ms >= fast.at_ms + 100
+            assert answered[slow.node.node_id].at_ms >= 100
+            assert answered[slow.node.node_id].at_ms > fast.at_ms
         times = [step.at_ms for step in trace.steps]
         assert times == sorted(times)
         assert sum(step.took_ms for step in trace.steps) == pytest.approx(times[-1], abs=0.01)
