@@ -168,9 +168,11 @@ class AntiEntropy(RecordMover):
             self._behind[peer] = BEHIND_ATTEMPTS
 
     async def catch_up(self) -> None:
-        """Compare this node's data with every other member's, one round each, within
+        """Compare the next slice of this node's store (all of it up to about
+        ``SCAN_BUDGET`` keys) with every other readable member, one round each, within
         ``CATCH_UP_SECONDS``: a node that has just pulled its ranges took each from one
-        replica, whose copy may be older than another replica's."""
+        replica, whose copy may be older than another replica's. A larger store's other
+        slices wait for the rotation, as every divergence does."""
         arc = self._next_slice()
         peers = sorted(self._view.ring.nodes - {self._view.node_id})
         with trio.move_on_after(CATCH_UP_SECONDS):
