@@ -17,17 +17,11 @@ from collections.abc import Awaitable, Callable, Mapping
 
 import trio
 
+from p2pindex import errors
 from p2pindex.config import NodeConfig
 from p2pindex.core.batching import fitting_prefix
 from p2pindex.core.ring import Ring
 from p2pindex.core.swim import Member, MemberChanged, Swim, SwimConfig
-from p2pindex.errors import (
-    InvalidRequest,
-    NotReady,
-    P2PIndexError,
-    PermissionDenied,
-    StorageFailure,
-)
 from p2pindex.net.base import Transport
 from p2pindex.net.channel import BatchHandler, NodeLoad, RpcChannel, Traffic
 from p2pindex.net.secure.manager import SecurityManager
@@ -348,7 +342,7 @@ class Node:
             )
             task_status.started(self.address)
             await self._stopped.wait()
-            with contextlib.suppress(StorageFailure):
+            with contextlib.suppress(errors.StorageFailure):
                 # The epoch in use now (a failed commit retires one while running), saved
                 # before the clean mark: the next start may only keep an epoch that is saved.
                 await self.storage.set_meta("actor_epoch", self._current_epoch().encode())
@@ -428,7 +422,7 @@ class Node:
             self._swim.set_local_state(state, trio.current_time())
             self._driver.notify()
 
-    def storage_failed(self, error: StorageFailure) -> None:
+    def storage_failed(self, error: errors.StorageFailure) -> None:
         """Failing storage makes the node DEGRADED: it stops taking writes and says why."""
         events.error("storage", "storage error: %s", error)
         if self.state is NodeState.DEGRADED:
@@ -442,7 +436,7 @@ class Node:
             await trio.sleep(HEALTH_CHECK_INTERVAL)
             try:
                 await self.storage.set_meta("health", str(self._wall_clock()).encode())
-            except StorageFailure:
+            except errors.StorageFailure:
                 continue
             self.set_state(NodeState.ACTIVE)
 
@@ -584,10 +578,10 @@ class Node:
     def remove_member(self, node_id: str) -> None:
         """Take ``node_id`` out of this node's ring (and remember it across restarts)."""
         if node_id == self.node_id:
-            raise InvalidRequest("a node cannot remove itself; use leave")
+            raise errors.InvalidRequest("a node cannot remove itself; use leave")
         member = self.view.members.get(node_id)
         if member is None:
-            raise InvalidRequest(f"unknown node {node_id}")
+            raise errors.InvalidRequest(f"unknown node {node_id}")
         self.view.removed[node_id] = member.incarnation
         self.stats.incr("membership.removed")
         events.info(
@@ -645,7 +639,7 @@ class Node:
         """Best effort: a full disk must not take the node down; the next change retries."""
         try:
             await self.storage.set_meta(name, value)
-        except StorageFailure as exc:
+        except errors.StorageFailure as exc:
             self.stats.incr("storage.meta_failures")
             log.warning("could not save %s: %s", name, exc)
 
@@ -733,7 +727,7 @@ class Node:
         started = time.perf_counter()
         try:
             reply = await self._dispatch(message)
-        except P2PIndexError as exc:
+        except errors.P2PIndexError as exc:
             self.request_metrics.observe(message, time.perf_counter() - started, exc.code)
             raise
         code = reply.code if isinstance(reply, ErrorReply) else None
@@ -744,7 +738,7 @@ class Node:
         """Raise PermissionDenied unless ``peer`` may send ``message`` (as a session's guard)."""
         if self.security is not None:
             if peer is None:
-                raise PermissionDenied("this node needs client credentials")
+                raise errors.PermissionDenied("this node needs client credentials")
             self.security.authorize(peer, message)
 
     def client_batch_handlers(self) -> Mapping[type[Message], BatchHandler]:
@@ -796,7 +790,7 @@ class Node:
             return self.antientropy.serve(message)
         if isinstance(message, PushPull):
             if self._swim is None or self._push_pull is None:  # still asking a seed
-                raise NotReady(f"node {self.node_id} is starting and has no membership yet")
+                raise errors.NotReady(f"node {self.node_id} is starting and has no membership yet")
             reply = self._swim.push_pull_respond(message.state, self.address, trio.current_time())
             if self._driver is not None:
                 self._driver.notify()
@@ -816,7 +810,7 @@ class Node:
         with tracing(trace):
             try:
                 reply = await self._dispatch(untraced)
-            except P2PIndexError as exc:
+            except errors.P2PIndexError as exc:
                 reply = reply_for_error(exc)
         # The batched data path times the requests it serves; this one is timed here.
         code = reply.code if isinstance(reply, ErrorReply) else None
@@ -855,7 +849,7 @@ class Node:
         items = [(key, record, decode_incoming(record, self.stats)) for key, record in records]
         try:
             await self._index.apply_many(items)
-        except StorageFailure as exc:
+        except errors.StorageFailure as exc:
             self.storage_failed(exc)
             raise
         self.stats.incr("replica.batch_items", len(items))
