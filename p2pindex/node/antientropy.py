@@ -151,15 +151,19 @@ class AntiEntropy(RecordMover):
             peer, attempts = self._next_peer()
             if peer is None:
                 continue
-            try:
-                moved = await self.round(peer)
-            except (OSError, P2PIndexError) as exc:
-                self._stats.incr("antientropy.failed_rounds")
-                self.last_error = f"{peer}: {exc}"
-                if attempts > 1:
-                    self._behind.setdefault(peer, attempts - 1)
-            else:
-                self._note_repairs(peer, moved)
+            if not await self._attempt(peer) and attempts > 1:
+                self._behind.setdefault(peer, attempts - 1)
+
+    async def _attempt(self, peer: str, arc: Arc | None = None) -> bool:
+        """One round with ``peer``, its repairs summed up; False (counted) if it failed."""
+        try:
+            moved = await self.round(peer, arc)
+        except (OSError, P2PIndexError) as exc:
+            self._stats.incr("antientropy.failed_rounds")
+            self.last_error = f"{peer}: {exc}"
+            return False
+        self._note_repairs(peer, moved)
+        return True
 
     def mark_behind(self, peer: str) -> None:
         """``peer`` may lack writes this node has (a replica write to it failed, or it just
@@ -177,16 +181,8 @@ class AntiEntropy(RecordMover):
         peers = sorted(self._view.ring.nodes - {self._view.node_id})
         with trio.move_on_after(CATCH_UP_SECONDS):
             for peer in peers:
-                if not self._view.readable(peer):
-                    continue
-                try:
-                    moved = await self.round(peer, arc)
-                except (OSError, P2PIndexError) as exc:
-                    self._stats.incr("antientropy.failed_rounds")
-                    self.last_error = f"{peer}: {exc}"
+                if self._view.readable(peer) and not await self._attempt(peer, arc):
                     self.mark_behind(peer)
-                else:
-                    self._note_repairs(peer, moved)
 
     def _note_repairs(self, peer: str, moved: tuple[int, int]) -> None:
         """Sum up repairs; one line per SUMMARY_INTERVAL when any key was repaired."""
