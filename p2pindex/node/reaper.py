@@ -359,14 +359,13 @@ class TombstoneReaper:
         """Remove copies every replica of their key holds; the ring is looked at again right
         before each removal, with no await in between, as is the record."""
         me = self._view.node_id
-        dropped = 0
-        for key, record in confirmed.items():
+        for key in confirmed:
             self._strays.pop(key, None)
-            if me in self._view.ring.preference_list(key, self._n):
-                continue
-            if await self._index.drop_copy(key, record):
-                dropped += 1
-        self._stats.incr("copies.dropped", dropped)
+
+        def stray(key: bytes) -> bool:
+            return me not in self._view.ring.preference_list(key, self._n)
+
+        self._stats.incr("copies.dropped", await self._index.drop_copies(confirmed, stray))
 
     async def _reap(self, confirmed: dict[bytes, bytes]) -> int:
         """Save the markers first, then remove the tombstones: a crash in between leaves a

@@ -297,14 +297,32 @@ class IndexManager:
         await self.storage.remove(key)
         return True
 
-    async def drop_copy(self, key: bytes, record: bytes) -> bool:
-        """Remove a copy of ``key`` this node is no replica of, if it still holds
-        ``record`` (nothing awaited between the check and the removal)."""
-        if self.records([key])[0] != record or key in self.shadow:
-            return False
-        self._decoded.pop(key, None)
-        await self.storage.remove(key)
-        return True
+    async def drop_copies(self, copies: dict[bytes, bytes], stray: Callable[[bytes], bool]) -> int:
+        """Remove each copy ``key: record`` of a key this node is no replica of (``stray``,
+        asked right before each removal), if it still holds ``record`` (nothing awaited
+        between the checks and the removal); returns how many went.
+
+        A copy holding a dot of this node's actor is a write it coordinated (as a
+        fallback). Forgetting it and then writing the key again would give the new dot a
+        clock entry above the forgotten one, which supersedes it on the replicas that still
+        hold it: an acknowledged write lost. So, as when a commit is forgotten, the actor is
+        retired first (once), and later dots cover nothing of this one's."""
+        if any(self._carries_actor(key, record) for key, record in copies.items()):
+            self._retire_actor()
+        dropped = 0
+        for key, record in copies.items():
+            if not stray(key) or self.records([key])[0] != record or key in self.shadow:
+                continue
+            self._decoded.pop(key, None)
+            await self.storage.remove(key)
+            dropped += 1
+        return dropped
+
+    def _carries_actor(self, key: bytes, record: bytes) -> bool:
+        try:
+            return self.actor in self.decode(key, record).clock
+        except ValueError:
+            return True  # cannot tell: retiring costs one actor, keeping it may cost a write
 
     async def _put_one(self, key: bytes, record: bytes) -> None:
         await self._commit_or_forget([key], self.storage.put(key, record))

@@ -241,3 +241,38 @@ async def test_keys_written_while_tracked_are_listed_and_too_many_say_so(monkeyp
         _, record = index.new_version(key, VersionVector(), b"v")
         await index.commit(key, record)
     assert await index.written() is None  # the caller pushes everything again
+
+
+@pytest.mark.parametrize("own", [True, False])
+async def test_a_dropped_copy_of_its_own_write_is_never_superseded_by_its_next_write(
+    own: bool,
+) -> None:
+    """A fallback coordinated a write, a replica holds it, the fallback drops its stray copy
+    and then coordinates the key again: the replica must keep the first write (ci seed 27099
+    lost it: the second dot's clock covered the first)."""
+    actors = iter(["n2.e2", "n2.e3"])
+    fallback = IndexManager(
+        MemoryStorage(), "n2.e1", Limits(), StatisticsStore(), fresh_actor=lambda: next(actors)
+    )
+    if own:
+        first, record = fallback.new_version(b"k", VersionVector(), b"first")
+    else:  # a copy it only held (written by another node): no reason to change actor
+        first = versions.update(None, VersionVector(), "n9.e1", b"first")
+        record = versions.encode_object(first)
+    await fallback.commit(b"k", record)
+    replica = versions.decode_object(record)
+    dropped = await fallback.drop_copies({b"k": record}, stray=lambda key: True)
+    assert dropped == 1 and fallback.records([b"k"]) == [None]
+    assert fallback.actor == ("n2.e2" if own else "n2.e1")
+    second, _ = fallback.new_version(b"k", VersionVector(), b"second")
+    assert values(versions.merge(replica, second)) == [b"first", b"second"]
+
+
+async def test_a_copy_no_longer_stray_or_changed_since_is_kept() -> None:
+    storage = MemoryStorage()
+    index = index_on(storage)
+    _obj, record = index.new_version(b"k", VersionVector(), b"v")
+    await index.commit(b"k", record)
+    assert await index.drop_copies({b"k": record}, stray=lambda key: False) == 0
+    assert await index.drop_copies({b"k": b"older"}, stray=lambda key: True) == 0
+    assert storage.get(b"k") == record
