@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import signal
 import sys
 import time
@@ -131,6 +132,23 @@ async def drain(db: p2pindex.AsyncClient, address: str, timeout: float) -> dict:
             await trio.sleep(0.2)
 
 
+FINISHED = re.compile(
+    r"handoff out finished: (\d+) key\(s\), (\d+) byte\(s\) in [\d.]+s"
+    r"(?: \((\d+) key\(s\) written during the push sent again\))?"
+)
+
+
+def pushed(log_path: Path, polled: dict) -> tuple[int, int, int | None]:
+    """(keys, bytes, keys sent again) a leaving node pushed over both passes, from its own
+    log line (written once the second pass is done). ``status`` polled every 0.2 s can
+    miss the end of a push that lasts a second, so it is only the fallback."""
+    found = FINISHED.findall(log_path.read_text(errors="replace"))
+    if not found:
+        return polled.get("keys", 0), polled.get("bytes", 0), polled.get("second_pass_keys")
+    keys, size, again = found[-1]
+    return int(keys), int(size), int(again) if again else None
+
+
 async def verify(db: p2pindex.AsyncClient, keys: list[bytes]) -> int:
     missing = 0
     pending = iter(keys)
@@ -212,20 +230,20 @@ async def run(cluster: LocalCluster, args: argparse.Namespace) -> int:
                 started = time.monotonic()
                 handoff = await drain(db, addresses[index], args.timeout)
                 took = time.monotonic() - started
+                keys, size, again = pushed(node.log_path, handoff)
                 rows.append(
                     row(
                         f"shrink to {index} (-{node.node_id[:8]})",
                         took,
-                        handoff.get("bytes", 0),
+                        size,
                         plan,
                         len(tally.acked) / held,
                     )
                 )
                 print(rows[-1], flush=True)
                 print(
-                    f"  pushed {handoff.get('keys', 0):,} keys, of them "
-                    f"{handoff.get('second_pass_keys')} again in the second pass (written "
-                    "during the first)",
+                    f"  pushed {keys:,} keys, of them {again} again in the second pass "
+                    "(written during the first)",
                     flush=True,
                 )
                 cluster.kill(index, signal.SIGKILL)  # it left already; end the idle process

@@ -201,13 +201,15 @@ class OwnershipHandoff(RecordMover):
 
     def _log_finished(self) -> None:
         doc = self.progress.doc()
+        again = self.progress.second_pass_keys
         events.info(
             "handoff",
-            "handoff %s finished: %d key(s), %d byte(s) in %.1fs",
+            "handoff %s finished: %d key(s), %d byte(s) in %.1fs%s",
             doc["direction"],
             doc["keys"],
             doc["bytes"],
             doc["elapsed_s"],
+            "" if again is None else f" ({again} key(s) written during the push sent again)",
         )
 
     def already_synced(self) -> bool:
@@ -423,15 +425,18 @@ class OwnershipHandoff(RecordMover):
     # --- leaving ----------------------------------------------------------------------------
 
     async def push_all(self) -> None:
-        """Give every key this node replicates to the nodes that replace it, then return."""
-        me = self._view.node_id
-        ring = self._view.ring
-        after_ring = ring.without_node(me)
-        ranges = ring.ranges_for(me, self._n)
+        """A leave's first pass: give every key this node replicates to the nodes that
+        replace it. ``hand_over`` ends the handoff after its second pass."""
+        ranges = self._view.ring.ranges_for(self._view.node_id, self._n)
         self.progress = HandoffProgress(
             direction="out", ranges_total=len(ranges), started=trio.current_time()
         )
         self._log_started()
+        await self._push_ranges(ranges)
+
+    async def _push_ranges(self, ranges: list[tuple[int, int]]) -> None:
+        ring = self._view.ring
+        after_ring = ring.without_node(self._view.node_id)
         # Most ranges hold a few keys each (a node has about 3 x 2,048 of them): records of
         # many ranges go out together, so the push costs a request per BATCH_KEYS keys and
         # not one per range. A shorter push also leaves fewer writes for the second pass.
@@ -450,25 +455,29 @@ class OwnershipHandoff(RecordMover):
             self.progress.ranges_done += 1
         if pending:
             await self._push_batch(pending, ring, after_ring)
-        self.progress.finished = trio.current_time()
-        self._log_finished()
 
     async def hand_over(self, written: WrittenKeys, view: HandingOver) -> None:
         """A leaving node's handoff. Replicas keep writing to it while it pushes, and a
         write that lands after its range went would leave with it. So: push everything,
         stop taking writes, wait for the commits in flight, push again what was written
-        meanwhile."""
+        meanwhile. The handoff is finished (in ``status`` and the log, with what both
+        passes sent) only after the second pass: the figures an operator compares with
+        ``p2pindex plan remove``."""
         written.track_writes()
         await self.push_all()
         view.handing_over = True
         keys = await written.written()
         if keys is None:
             log.info("handoff out: too many keys were written during the push; pushing all again")
-            await self.push_all()
+            ranges = self._view.ring.ranges_for(self._view.node_id, self._n)
+            self.progress.ranges_done = 0
+            await self._push_ranges(ranges)
         else:
             log.info("handoff out: pushing again the %d key(s) written during the push", len(keys))
             self.progress.second_pass_keys = len(keys)
             await self.push_keys(keys)
+        self.progress.finished = trio.current_time()
+        self._log_finished()
 
     async def push_keys(self, keys: set[bytes]) -> None:
         """Push ``keys`` again (those written while ``push_all`` ran) to the nodes that

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import trio
 
@@ -328,9 +329,14 @@ async def test_a_join_interrupted_by_a_crash_resumes_where_it_stopped(monkeypatc
                 assert restarted.storage.get(key) is not None, key
 
 
-async def test_writes_a_leaving_node_takes_while_it_pushes_leave_with_the_others(autojump_clock):
+async def test_writes_a_leaving_node_takes_while_it_pushes_leave_with_the_others(
+    autojump_clock, caplog
+):
     """A replica write that reaches a leaving node after its range was pushed is pushed
-    again; once pushed, the node refuses writes, so nothing lands after its last push."""
+    again; once pushed, the node refuses writes, so nothing lands after its last push. The
+    handoff counts as finished (status, log) only once that second pass is done, with
+    what both passes sent: the figures an operator compares with the plan."""
+    caplog.set_level(logging.INFO, logger="p2pindex.node.handoff")
     async with running_cluster(4, node_options={"anti_entropy_interval": None}) as cluster:
         leaver = cluster.nodes[3]
         ring = leaver.node.ring
@@ -346,8 +352,11 @@ async def test_writes_a_leaving_node_takes_while_it_pushes_leave_with_the_others
         push_all = handoff.push_all
         refused: list[Message] = []
 
+        first_pass: list[tuple[int, float | None]] = []
+
         async def push_then_take_writes() -> None:
             await push_all()
+            first_pass.append((handoff.progress.keys, handoff.progress.finished))
             if not leaver.node.view.handing_over:  # the first push: writes still arrive
                 for key in late:
                     reply = await cluster.request(leaver, ReplicaWrite(key, record, None))
@@ -361,6 +370,18 @@ async def test_writes_a_leaving_node_takes_while_it_pushes_leave_with_the_others
                     await trio.sleep(0.01)
                 refused.append(await cluster.request(leaver, ReplicaWrite(b"after", record, None)))
         assert isinstance(refused[0], ErrorReply), refused
+        [(first_keys, first_finished)] = first_pass
+        assert first_finished is None, "the handoff was reported finished before its second pass"
+        progress = handoff.progress
+        assert progress.finished is not None
+        assert progress.second_pass_keys is not None and progress.second_pass_keys >= len(late)
+        assert progress.keys >= first_keys + len(late)
+        finished = [
+            r.getMessage() for r in caplog.records if "handoff out finished" in r.getMessage()
+        ]
+        assert len(finished) == 1, finished
+        assert f"{progress.keys} key(s), {progress.bytes} byte(s)" in finished[0]
+        assert "written during the push sent again" in finished[0]
         after = ring.without_node(leaver.node.node_id)
         by_id = {n.node.node_id: n for n in cluster.nodes}
         for key in late:
