@@ -99,6 +99,7 @@ def run_plan(args: argparse.Namespace) -> int:
         reply = await db.ring_view(nodes_of(args)[0])
         docs = [dataclasses.asdict(m) for m in reply.members]
         ring = [str(m["node_id"]) for m in docs if m.get("in_ring", True)]
+        sources = {str(m["node_id"]): str(m["tokens_of"]) for m in docs if m.get("tokens_of")}
         loads = await gather_loads(db, docs)
         try:
             if args.plan_action == "add":
@@ -109,10 +110,13 @@ def run_plan(args: argparse.Namespace) -> int:
                     args.count,
                     new_ids=args.new_id,
                     vnodes=reply.vnodes,
+                    sources=sources,
                 )
             else:
                 node_id = resolve_node_id(args.node_id, ring)
-                plan = plan_remove(ring, reply.n_replicas, loads, node_id, vnodes=reply.vnodes)
+                plan = plan_remove(
+                    ring, reply.n_replicas, loads, node_id, vnodes=reply.vnodes, sources=sources
+                )
         except PlanRefused as refusal:
             raise ValueError(f"plan refused: {refusal}") from None
         if args.format == "json":

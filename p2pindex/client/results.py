@@ -298,6 +298,9 @@ class Member:
     incarnation: int
     in_ring: bool
     """Whether keys are placed on it (a removed or departed member is not)."""
+    tokens_of: str = ""
+    """The id its ring tokens come from: its own id, or that of the member it replaced
+    (`serve --replace`), whose ranges it holds."""
 
     @classmethod
     def from_document(cls, doc: Document) -> Member:
@@ -314,14 +317,16 @@ class RingView:
     vnodes: int
 
 
-def _member_fields(doc: Document) -> tuple[str, str, str, str, int, bool]:
+def _member_fields(doc: Document) -> tuple[str, str, str, str, int, bool, str]:
+    node_id = _field(doc, "node_id", str, "member document")
     return (
-        _field(doc, "node_id", str, "member document"),
+        node_id,
         _field(doc, "address", str, "member document"),
         _field(doc, "liveness", str, "member document"),
         str(doc.get("state", "unknown")),
         _field(doc, "incarnation", int, "member document") if "incarnation" in doc else 0,
         bool(doc.get("in_ring", doc.get("liveness") != "left")),
+        _field(doc, "tokens_of", str, "member document") if "tokens_of" in doc else node_id,
     )
 
 

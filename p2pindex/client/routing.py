@@ -31,6 +31,8 @@ class Member:
     liveness: Liveness
     in_ring: bool
     """Whether the node places keys on this member (a removed or departed one it does not)."""
+    tokens_of: str
+    """The id its ring tokens come from: its own, or the member it replaced."""
 
 
 def parse_members(reply: MembersReply) -> list[Member]:
@@ -45,6 +47,7 @@ def parse_members(reply: MembersReply) -> list[Member]:
                     Address.parse(str(doc["address"])),
                     liveness,
                     bool(doc.get("in_ring", liveness is not Liveness.LEFT)),
+                    str(doc.get("tokens_of") or doc["node_id"]),
                 )
             )
         except KeyError as exc:
@@ -63,7 +66,7 @@ class Router:
         self.n_replicas: int | None = None
         self._members: dict[str, Member] = {}
         self._ring: Ring | None = None
-        self._ring_ids: frozenset[str] = frozenset()
+        self._ring_ids: frozenset[tuple[str, str]] = frozenset()
         self._ring_vnodes = 0
         self._down: dict[Address, float] = {}
         self._scores: ReplicaScores[str] = ReplicaScores()
@@ -106,10 +109,14 @@ class Router:
         members = parse_members(reply)
         if reply.n_replicas < 1:
             raise ProtocolError(f"member list claims N={reply.n_replicas}")
-        ring_ids = frozenset(m.node_id for m in members if m.in_ring)
+        ring_ids = frozenset((m.node_id, m.tokens_of) for m in members if m.in_ring)
         if ring_ids != self._ring_ids or reply.vnodes != self._ring_vnodes:
             try:
-                self._ring = Ring(sorted(ring_ids), reply.vnodes) if ring_ids else None
+                self._ring = (
+                    Ring(sorted(i for i, _ in ring_ids), reply.vnodes, dict(ring_ids))
+                    if ring_ids
+                    else None
+                )
             except (ValueError, TypeError) as exc:
                 raise ProtocolError(
                     f"cannot rebuild the ring from the member list: {exc}"

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from p2pindex.core.ring import RING_SIZE, Ring
+from p2pindex.core.ring import DEFAULT_VNODES, RING_SIZE, Ring
 
 MAX_ADD = 64
 """Most nodes one plan may add: a bigger step is a new cluster, not a plan."""
@@ -147,11 +147,13 @@ def plan_add(
     *,
     new_ids: Sequence[str] = (),
     vnodes: int | None = None,
+    sources: Mapping[str, str] | None = None,
 ) -> Plan:
-    """What adding ``count`` nodes (ids ``new_ids`` where known) would move."""
+    """What adding ``count`` nodes (ids ``new_ids`` where known) would move; ``sources``
+    as ``Ring`` takes them (the members that took a replaced member's tokens)."""
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_ADD:
         raise PlanRefused(f"the number of nodes to add must be 1..{MAX_ADD}, not {count!r}")
-    before = _ring(ring_nodes, vnodes)
+    before = _ring(ring_nodes, vnodes, sources)
     known = [node_id for node_id in new_ids if node_id]
     clash = sorted(set(known) & before.nodes)
     if clash:
@@ -159,7 +161,7 @@ def plan_add(
     if len(set(known)) != len(known) or len(known) > count:
         raise PlanRefused(f"name at most {count} distinct new node ids")
     joining = known + placeholder_ids(count - len(known), before.nodes | set(known))
-    after = Ring(before.nodes | set(joining), before.vnodes)
+    after = Ring(before.nodes | set(joining), before.vnodes, before.sources)
     change = f"add {count} node" + ("" if count == 1 else "s")
     return _plan(change, before, after, n, list(loads), joining=set(joining))
 
@@ -171,10 +173,11 @@ def plan_remove(
     node_id: str,
     *,
     vnodes: int | None = None,
+    sources: Mapping[str, str] | None = None,
 ) -> Plan:
     """What removing (or draining) ``node_id`` would move; refused when data would be lost
     or the cluster could no longer keep N copies."""
-    before = _ring(ring_nodes, vnodes)
+    before = _ring(ring_nodes, vnodes, sources)
     if node_id not in before.nodes:
         raise PlanRefused(f"no member of the ring has the id {node_id!r} (see p2pindex status)")
     refusal = removal_refusal(len(before), n, node_id)
@@ -220,11 +223,11 @@ def leave_refusal(members: int, n: int, node_id: str) -> str | None:
     return None
 
 
-def _ring(ring_nodes: Iterable[str], vnodes: int | None) -> Ring:
+def _ring(ring_nodes: Iterable[str], vnodes: int | None, sources: Mapping[str, str] | None) -> Ring:
     nodes = set(ring_nodes)
     if not nodes:
         raise PlanRefused("the ring has no members")
-    return Ring(nodes) if vnodes is None else Ring(nodes, vnodes)
+    return Ring(nodes, DEFAULT_VNODES if vnodes is None else vnodes, sources)
 
 
 def _plan(
@@ -240,7 +243,7 @@ def _plan(
     joining = joining or set()
     leaving = leaving or set()
     keys, data = distinct_data(before, n, loads)
-    union = Ring(before.nodes | after.nodes, before.vnodes)
+    union = Ring(before.nodes | after.nodes, before.vnodes, {**before.sources, **after.sources})
     every = sorted(union.nodes)
     moved_in = dict.fromkeys(every, 0)
     moved_out = dict.fromkeys(every, 0)

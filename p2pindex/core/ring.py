@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import itertools
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import mmh3
@@ -99,9 +99,18 @@ class Ring:
     hash, one bisect in a stratum of ``len(nodes)`` tokens and two dict probes.
     """
 
-    __slots__ = ("_ids", "_nodes", "_pref_cache", "_shares", "_strata", "_vnodes")
+    __slots__ = ("_ids", "_nodes", "_pref_cache", "_shares", "_sources", "_strata", "_vnodes")
 
-    def __init__(self, nodes: Iterable[str] = (), vnodes: int = DEFAULT_VNODES) -> None:
+    def __init__(
+        self,
+        nodes: Iterable[str] = (),
+        vnodes: int = DEFAULT_VNODES,
+        sources: Mapping[str, str] | None = None,
+    ) -> None:
+        """``sources`` names, for a node that took another's place (``serve --replace``),
+        the id its tokens come from instead of its own: it holds exactly the ranges the
+        node it replaced held, and nothing else moves. Entries for absent nodes are
+        ignored."""
         _check_vnodes(vnodes)
         if isinstance(nodes, str):
             raise TypeError("nodes must be an iterable of node ids, not a single str")
@@ -110,7 +119,12 @@ class Ring:
             _check_node_id(node)
         self._nodes = frozenset(members)
         self._vnodes = vnodes
-        self._ids = [(node, node.encode()) for node in members]
+        self._sources: dict[str, str] = {}
+        for node, source in (sources or {}).items():
+            if node in self._nodes and source != node:
+                _check_node_id(source)
+                self._sources[node] = source
+        self._ids = [(node, self._sources.get(node, node).encode()) for node in members]
         self._strata: list[tuple[list[int], list[str]] | None] = [None] * vnodes
         # Per n: ring position (stratum * nodes + index) -> preference list.
         self._pref_cache: dict[int, dict[int, tuple[str, ...]]] = {}
@@ -127,27 +141,43 @@ class Ring:
     def __len__(self) -> int:
         return len(self._nodes)
 
+    @property
+    def sources(self) -> dict[str, str]:
+        """The nodes whose tokens come from another id (see ``__init__``), with that id."""
+        return dict(self._sources)
+
+    def token_source(self, node: str) -> str:
+        """The id ``node``'s tokens are derived from: its own, unless it replaced a node."""
+        return self._sources.get(node, node)
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Ring):
             return NotImplemented
-        return self._vnodes == other._vnodes and self._nodes == other._nodes
+        return (
+            self._vnodes == other._vnodes
+            and self._nodes == other._nodes
+            and self._sources == other._sources
+        )
 
     def __hash__(self) -> int:
-        return hash((self._vnodes, self._nodes))
+        return hash((self._vnodes, self._nodes, frozenset(self._sources.items())))
 
     def __repr__(self) -> str:
-        return f"Ring({sorted(self._nodes)!r}, vnodes={self._vnodes})"
+        sources = f", sources={dict(sorted(self._sources.items()))!r}" if self._sources else ""
+        return f"Ring({sorted(self._nodes)!r}, vnodes={self._vnodes}{sources})"
 
-    def with_node(self, node: str) -> Ring:
+    def with_node(self, node: str, source: str | None = None) -> Ring:
+        """This ring plus ``node``, its tokens derived from ``source`` (default: its id)."""
         _check_node_id(node)
         if node in self._nodes:
             raise ValueError(f"node {node!r} is already on the ring")
-        return Ring(self._nodes | {node}, self._vnodes)
+        sources = self._sources if source is None else {**self._sources, node: source}
+        return Ring(self._nodes | {node}, self._vnodes, sources)
 
     def without_node(self, node: str) -> Ring:
         if node not in self._nodes:
             raise ValueError(f"node {node!r} is not on the ring")
-        return Ring(self._nodes - {node}, self._vnodes)
+        return Ring(self._nodes - {node}, self._vnodes, self._sources)
 
     # --- lookups -----------------------------------------------------------------------
 

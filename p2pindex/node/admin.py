@@ -98,7 +98,7 @@ async def remove(node: Node, request: wm.RemoveRequest) -> wm.Message:
         )
     if request.replaced_by is not None and not request.relayed:
         claim_replacement(node, request.node_id, request.replaced_by)
-    node.remove_member(request.node_id)
+    node.remove_member(request.node_id, request.replaced_by)
     if request.relayed:
         return wm.OkReply(f"node {request.node_id} removed from the ring")
     others = [
@@ -107,7 +107,8 @@ async def remove(node: Node, request: wm.RemoveRequest) -> wm.Message:
         if m.node_id not in (node.node_id, request.node_id)
         and m.liveness in (Liveness.ALIVE, Liveness.SUSPECT)
     ]
-    told = await _tell(node, others, wm.RemoveRequest(request.node_id, relayed=True))
+    relayed = wm.RemoveRequest(request.node_id, relayed=True, replaced_by=request.replaced_by)
+    told = await _tell(node, others, relayed)
     return wm.OkReply(f"node {request.node_id} removed from the ring on {told}")
 
 

@@ -38,6 +38,11 @@ class ClusterView:
         until it holds them it serves no reads of their keys (``node/gained.py``). Only
         those keys: refusing every read would take this node out of quorums it can serve,
         and while a replacement is still SYNCING that leaves keys with no readable quorum."""
+        self.takeovers: dict[str, tuple[str, str]] = {}
+        """Removed members whose place a `serve --replace` node took: removed id ->
+        (replacement id, the id the ring derives its tokens from). The replacement holds
+        the removed member's tokens, so it is in the ring (unusable until it is a member)
+        from the moment of the removal, and no other node's ranges change."""
         self.dead_since: dict[str, float] = {}
         self.unreachable_until: dict[str, float] = {}
         self.ring = Ring([node_id], DEFAULT_VNODES)
@@ -94,8 +99,94 @@ class ClusterView:
             for node_id, member in self.members.items()
             if member.liveness is not Liveness.LEFT and node_id not in self.removed
         }
+        sources = {
+            node_id: member.tokens_of
+            for node_id, member in self.members.items()
+            if member.tokens_of and node_id in nodes
+        }
+        taken = self.token_sources()
+        nodes |= {node_id for node_id in taken if self._placed(node_id)}
         nodes.add(self.node_id)
-        if nodes == self.ring.nodes:
+        sources.update((node_id, source) for node_id, source in taken.items() if node_id in nodes)
+        nodes -= self._given_way(nodes, sources)
+        sources = {node_id: source for node_id, source in sources.items() if node_id in nodes}
+        if nodes == self.ring.nodes and sources == self.ring.sources:
             return False
-        self.ring = Ring(nodes, DEFAULT_VNODES)
+        self.ring = Ring(nodes, DEFAULT_VNODES, sources)
         return True
+
+    def _given_way(self, nodes: set[str], sources: dict[str, str]) -> set[str]:
+        """Nodes whose tokens a replacement took. The takeover's removal reaches the live
+        members at once, but a member that missed it (or joined later) learns of the
+        replacement only from its claim (``Member.tokens_of``): the claim wins over the
+        member it replaced, so every ring that knows the replacement places it alike.
+        Should several replacements claim one member's tokens (a replacement replaced),
+        the running ones win."""
+        claimants: dict[str, list[str]] = {}
+        for node_id, source in sources.items():
+            claimants.setdefault(source, []).append(node_id)
+        gone: set[str] = set()
+        for source, claiming in claimants.items():
+            if source in nodes and source not in sources:
+                gone.add(source)  # the original holder of the tokens
+            running = [node_id for node_id in claiming if self._running(node_id)]
+            if running and len(claiming) > 1:
+                gone.update(node_id for node_id in claiming if node_id not in running)
+        gone.discard(self.node_id)  # a node's own ring keeps it (ranges are asked of it)
+        return gone
+
+    def _running(self, node_id: str) -> bool:
+        if node_id == self.node_id:
+            return True
+        member = self.members.get(node_id)
+        return member is not None and member.liveness in (Liveness.ALIVE, Liveness.SUSPECT)
+
+    def token_sources(self) -> dict[str, str]:
+        """Replacement id -> the id its tokens come from, for the takeovers in force."""
+        return {
+            new: source
+            for old, (new, source) in self.takeovers.items()
+            if old in self.removed and new not in self.removed
+        }
+
+    def _placed(self, node_id: str) -> bool:
+        """A replacement stays in the ring unless it is known to have left."""
+        member = self.members.get(node_id)
+        return member is None or member.liveness is not Liveness.LEFT
+
+    def source_of(self, node_id: str) -> str:
+        """The id ``node_id``'s tokens come from, in the ring or (once removed) as they did."""
+        if node_id in self.ring.nodes:
+            return self.ring.token_source(node_id)
+        return next((source for new, source in self.takeovers.values() if new == node_id), node_id)
+
+    def replacing(self) -> str | None:
+        """The member this node took the place of, if it is a replacement."""
+        return next(
+            (
+                old
+                for old, (new, _source) in self.takeovers.items()
+                if new == self.node_id and old in self.removed
+            ),
+            None,
+        )
+
+    def remove(
+        self,
+        node_id: str,
+        incarnation: int,
+        replaced_by: str | None,
+        source: str | None = None,
+    ) -> None:
+        """Take ``node_id`` out of the ring; ``replaced_by`` takes its tokens, those of
+        ``source`` (by default the id ``node_id``'s own tokens come from). Call
+        ``rebuild_ring`` next. A repeated removal keeps the first takeover."""
+        if replaced_by is not None and replaced_by != node_id and node_id not in self.takeovers:
+            taken = source if source is not None else self.ring.token_source(node_id)
+            self.takeovers[node_id] = (replaced_by, taken)
+        self.removed[node_id] = incarnation
+
+    def readmit(self, node_id: str) -> None:
+        """Undo the removal of ``node_id``; a replacement it had keeps nothing of its place."""
+        del self.removed[node_id]
+        self.takeovers.pop(node_id, None)

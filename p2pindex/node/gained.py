@@ -119,7 +119,8 @@ class GainedRanges:
         for removed in self.pending():
             if removed in self._view.ring.nodes:
                 continue  # admitted again since
-            before = Ring(self._view.ring.nodes | {removed}, self._view.ring.vnodes)
+            ring = self._view.ring
+            before = ring.with_node(removed, self._view.source_of(removed))
             nursery.start_soon(self.gain, removed, self.begin(removed, before))
 
     async def _save(self) -> None:

@@ -203,7 +203,7 @@ class OwnershipHandoff(RecordMover):
         doc = self.progress.doc()
         again = self.progress.second_pass_keys
         events.info(
-            "handoff",
+            "handoff-done",  # its own budget: progress lines never hold the summary back
             "handoff %s finished: %d key(s), %d byte(s) in %.1fs%s",
             doc["direction"],
             doc["keys"],
@@ -231,8 +231,9 @@ class OwnershipHandoff(RecordMover):
 
     # --- joining ----------------------------------------------------------------------------
 
-    async def pull_ranges(self) -> None:
-        """Pull every range this node replicates from a node that held it before the join.
+    async def pull_ranges(self, *, from_every_replica: bool = False) -> None:
+        """Pull every range this node replicates from a node that held it before the join
+        (``from_every_replica``: from every other replica of it, for a replacement).
 
         Returns when all ranges are in; retries a range against another owner (or later)
         when its source fails, so it never gives up on data. Ranges go in chunks of up to
@@ -240,9 +241,21 @@ class OwnershipHandoff(RecordMover):
         chunk's arcs it held in one scan (most arcs are small, so round trips dominate). The
         saved progress is the index below which every range is done, and a resumed handoff
         restarts from there (re-applying a record is harmless: replicas merge).
+
+        A replacement holds the dead member's tokens, so no live node is displaced: every
+        range comes from all its surviving replicas (``pull_gained``), whose union holds
+        every write a quorum acknowledged, the dead member's among them.
         """
         me = self._view.node_id
         ring = self._view.ring
+        if from_every_replica:
+            arcs = [
+                (start, end, ring.preference_list_for_token(end, self._n))
+                for start, end in ring.ranges_for(me, self._n)
+            ]
+            await self.pull_gained(arcs, direction="in")
+            await self.mark_synced()
+            return
         before = ring.without_node(me)
         ranges = ring.ranges_for(me, self._n)
         resume_at = self._load_progress()
@@ -373,7 +386,9 @@ class OwnershipHandoff(RecordMover):
 
     # --- after a removal ---------------------------------------------------------------------
 
-    async def pull_gained(self, arcs: list[tuple[int, int, tuple[str, ...]]]) -> None:
+    async def pull_gained(
+        self, arcs: list[tuple[int, int, tuple[str, ...]]], direction: str = "gained"
+    ) -> None:
         """Pull the arcs this node gained when a member was removed from *every* old replica
         of each that is still reachable (``core.ring.gained_arcs`` names them).
 
@@ -389,7 +404,7 @@ class OwnershipHandoff(RecordMover):
                 if source != self._view.node_id:
                     by_source.setdefault(source, []).append((start, end))
         self.progress = HandoffProgress(
-            direction="gained",
+            direction=direction,
             ranges_total=sum(len(group) for group in by_source.values()),
             started=trio.current_time(),
         )

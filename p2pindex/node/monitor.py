@@ -55,18 +55,24 @@ class IndexMonitor:
         Removed members are left out (status counts them): they are gone for good, and a
         list that kept them as dead forever hid the members that matter."""
         node = self._node
-        return [
-            {
+        ring = node.ring
+        docs: list[dict[str, Any]] = []
+        for m in node.members():
+            if node.is_removed(m.node_id):
+                continue
+            doc = {
                 "node_id": m.node_id,
                 "address": str(m.address),
                 "liveness": m.liveness.value,
                 "state": m.state.value,
                 "incarnation": m.incarnation,
-                "in_ring": m.node_id in node.ring.nodes,
+                "in_ring": m.node_id in ring.nodes,
             }
-            for m in node.members()
-            if not node.is_removed(m.node_id)
-        ]
+            source = ring.token_source(m.node_id)
+            if source != m.node_id:
+                doc["tokens_of"] = source  # a replacement: the member whose tokens it holds
+            docs.append(doc)
+        return docs
 
     def _members_with_ownership(self) -> list[dict[str, Any]]:
         """The member documents plus each member's share of the keyspace, for status. The

@@ -49,7 +49,7 @@ from p2pindex.node.reaper import TombstoneReaper, load_markers
 from p2pindex.node.replace import prepare_replacement
 from p2pindex.node.replica import IndexManager, ReplicaService, Versioning, decode_incoming
 from p2pindex.node.request_metrics import OPERATIONS, RequestMetrics
-from p2pindex.node.restart_meta import REMOVED_META, RING_MEMBERS_META
+from p2pindex.node.restart_meta import REMOVED_META, RING_MEMBERS_META, TAKEOVERS_META
 from p2pindex.node.stats import StatisticsStore
 from p2pindex.node.trace import RequestTrace, new_request_id, tracing
 from p2pindex.security.access import Peer, PeerKind
@@ -273,8 +273,9 @@ class Node:
             self._seeds = self._seeds_without_self(bound)
             if self.config.replace is not None:
                 await prepare_replacement(
-                    self.node_id, self.config.replace, self._seeds, self._peers, self.storage
+                    self.view, self.config.replace, self._seeds, self._peers, self.storage
                 )
+                self._spawn_persist_removed()
             if self._seeds and not self.handoff.already_synced():
                 self.state = NodeState.SYNCING
                 self.state_reason = "receiving the data of its ranges"
@@ -295,6 +296,7 @@ class Node:
                 state=self.state,
                 sealer=self.security.sealer if self.security is not None else None,
                 claims=claims,
+                tokens_of=self.view.token_sources().get(self.node_id),
             )
             # Down members stay in the ring (restart_meta.down_ring_members says why): those
             # saved before a restart, or for a node joining afresh those a seed lists.
@@ -368,8 +370,7 @@ class Node:
         lost its disk and restarts with its usual command line joins the others through
         them instead of forming a cluster of its own. Its own entry would only make it
         wait for itself, so it is dropped here (a list naming nobody else starts a new
-        cluster, as no seed at all does).
-        """
+        cluster, as no seed at all does)."""
         own = {bound, self.address, self.config.listen, self.config.advertised}
         return tuple(seed for seed in self.config.seeds if seed not in own)
 
@@ -400,7 +401,7 @@ class Node:
         while len(self.ring.nodes) < 2:
             await trio.sleep(0.1)
         await trio.sleep(self._swim_config.gossip_interval * 5)
-        await self.handoff.pull_ranges()
+        await self.handoff.pull_ranges(from_every_replica=self.view.replacing() is not None)
         if self.antientropy is not None and self.config.anti_entropy_interval is not None:
             await self.antientropy.catch_up()
         self.set_state(NodeState.ACTIVE)
@@ -575,18 +576,18 @@ class Node:
             "data directory to join as a new node)"
         )
 
-    def remove_member(self, node_id: str) -> None:
-        """Take ``node_id`` out of this node's ring (and remember it across restarts)."""
+    def remove_member(self, node_id: str, replaced_by: str | None = None) -> None:
+        """Take ``node_id`` out of this node's ring, ``replaced_by`` (if any) taking its
+        tokens (and remember both across restarts)."""
         if node_id == self.node_id:
             raise errors.InvalidRequest("a node cannot remove itself; use leave")
         member = self.view.members.get(node_id)
-        if member is None:
+        if member is None and node_id not in self.ring.nodes:
             raise errors.InvalidRequest(f"unknown node {node_id}")
-        self.view.removed[node_id] = member.incarnation
+        self.view.remove(node_id, member.incarnation if member else 0, replaced_by)
         self.stats.incr("membership.removed")
-        events.info(
-            f"member {node_id}", "member %s at %s removed from the ring", node_id, member.address
-        )
+        taken = f", its place taken by {replaced_by}" if replaced_by else ""
+        events.info(f"member {node_id}", "member %s removed from the ring%s", node_id, taken)
         self._spawn_persist_removed()
         before = self.ring
         self._rebuild_ring()
@@ -597,7 +598,7 @@ class Node:
 
     def readmit(self, node_id: str) -> None:
         """Undo the removal of ``node_id`` here (and remember it across restarts)."""
-        del self.view.removed[node_id]
+        self.view.readmit(node_id)
         self._spawn_persist_removed()
         self._rebuild_ring()
         log.info("member %s admitted again: it may rejoin", node_id)
@@ -613,10 +614,12 @@ class Node:
         return self._peers
 
     def _load_removed(self) -> dict[str, int]:
+        self.view.takeovers = restart_meta.load_takeovers(self.storage)
         return restart_meta.load_removed(self.storage)
 
     def _spawn_persist_removed(self) -> None:
         self._spawn_save_meta(REMOVED_META, restart_meta.removed_doc(self.view.removed))
+        self._spawn_save_meta(TAKEOVERS_META, restart_meta.takeovers_doc(self.view.takeovers))
 
     def _load_ring_members(self) -> list[Member]:
         raw = self.storage.get_meta(RING_MEMBERS_META)

@@ -9,20 +9,28 @@ any new node does: SYNCING while it pulls its ranges from the surviving replicas
 once it holds them; the dead member's other ranges are repaired onto their new owners by
 anti-entropy from the N-1 surviving copies.
 
-What this does not do (yet): take over the dead member's ring *tokens*. Tokens come from a
-node's id, so the newcomer gets ranges of its own and about twice the dead member's share
-moves instead of once (Cassandra's replace_address keeps the tokens).
+The newcomer takes over the dead member's ring *tokens* (as Cassandra's replace_address
+keeps them): the removal names it, every member rebuilds its ring with the newcomer at the
+dead member's tokens (``ClusterView.takeovers``), so it gets exactly the dead member's
+ranges and no other node's ranges change. Until it is up, writes for those ranges go to
+fallbacks with hints for it. It pulls each range from every surviving replica (the dead
+one cannot hand anything over, and a write it acknowledged with one other replica is on
+that replica only), so nothing a quorum acknowledged is missing when it turns ACTIVE.
 
 A replacement that crashes and restarts with the same command line finds its own mark
-(``REPLACED_META``) and carries on joining instead of refusing.
+(``REPLACED_META``, which keeps what it took over) and carries on joining instead of
+refusing.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from p2pindex.errors import ConfigError, InvalidRequest, P2PIndexError
+from p2pindex.node.cluster_view import ClusterView
 from p2pindex.node.peers import PeerPool
 from p2pindex.storage.base import Storage
 from p2pindex.types import Address
@@ -30,6 +38,33 @@ from p2pindex.wire.messages import MembersReply, MembersRequest, RemoveRequest
 
 REPLACED_META = "replace.done"
 ASK_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Takeover:
+    """The dead member a replacement stands in for, as the cluster listed it."""
+
+    node_id: str
+    incarnation: int
+    tokens_of: str
+    """The id the dead member's tokens came from (its own, unless it replaced another)."""
+
+    def encode(self) -> bytes:
+        return json.dumps([self.node_id, self.incarnation, self.tokens_of]).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes, replace_id: str) -> Takeover | None:
+        """The saved takeover of ``replace_id`` (None: none saved for it). The first format
+        kept the id alone; its tokens were the member's own."""
+        if raw == replace_id.encode():
+            return cls(replace_id, 0, replace_id)
+        try:
+            node_id, incarnation, tokens_of = json.loads(raw)
+        except (ValueError, TypeError):
+            return None
+        if node_id != replace_id or not isinstance(incarnation, int):
+            return None
+        return cls(str(node_id), incarnation, str(tokens_of))
 
 
 def replace_refusal(replace_id: str, own_id: str, members: Sequence[dict[str, Any]]) -> str | None:
@@ -63,16 +98,28 @@ def arbiter(members: Sequence[dict[str, Any]], replace_id: str) -> Address | Non
 
 
 async def prepare_replacement(
-    own_id: str,
+    view: ClusterView,
     replace_id: str,
     seeds: Sequence[Address],
     peers: PeerPool,
     storage: Storage,
-) -> None:
-    """Check the replacement against the cluster and have the dead member removed; raises
-    ConfigError (one line, nothing changed) when refused."""
-    if storage.get_meta(REPLACED_META) == replace_id.encode():
-        return  # this node already took the member's place and restarted: carry on
+) -> Takeover:
+    """Check the replacement against the cluster and have the dead member removed in
+    favour of this node, in ``view`` too; raises ConfigError (one line, nothing changed)
+    when refused."""
+    own_id = view.node_id
+    saved = storage.get_meta(REPLACED_META)
+    taken = Takeover.decode(saved, replace_id) if saved is not None else None
+    if taken is None:  # else this node took the member's place already and restarted
+        taken = await _ask_removal(own_id, replace_id, seeds, peers)
+        await storage.set_meta(REPLACED_META, taken.encode())
+    view.remove(taken.node_id, taken.incarnation, own_id, taken.tokens_of)
+    return taken
+
+
+async def _ask_removal(
+    own_id: str, replace_id: str, seeds: Sequence[Address], peers: PeerPool
+) -> Takeover:
     if replace_id == own_id:
         raise ConfigError("replacement refused: a node cannot replace itself")
     if not seeds:
@@ -83,6 +130,12 @@ async def prepare_replacement(
     refusal = replace_refusal(replace_id, own_id, reply.members)
     if refusal is not None:
         raise ConfigError(f"replacement refused: {refusal}")
+    member = next(m for m in reply.members if m.get("node_id") == replace_id)
+    taken = Takeover(
+        replace_id,
+        int(member.get("incarnation") or 0),
+        str(member.get("tokens_of") or replace_id),
+    )
     judge = arbiter(reply.members, replace_id)
     if judge is None:
         raise ConfigError("replacement refused: no live member to carry out the removal")
@@ -92,4 +145,4 @@ async def prepare_replacement(
         raise ConfigError(f"replacement refused: {exc}") from None
     except (OSError, P2PIndexError) as exc:
         raise ConfigError(f"replacement not done: {judge} did not answer ({exc})") from None
-    await storage.set_meta(REPLACED_META, replace_id.encode())
+    return taken

@@ -28,6 +28,7 @@ SEED_ASK_TIMEOUT = 2.0
 """Seconds a joiner waits for its seeds' member lists (asked all at once)."""
 
 REMOVED_META = "removed"
+TAKEOVERS_META = "takeovers"
 RING_MEMBERS_META = "ring_members"
 """The ring's other members ([node id, address, incarnation]), restored on restart."""
 
@@ -80,13 +81,30 @@ def removed_doc(removed: Mapping[str, int]) -> bytes:
     return json.dumps(dict(removed), sort_keys=True).encode()
 
 
+def load_takeovers(storage: Storage) -> dict[str, tuple[str, str]]:
+    """Removed members whose place a replacement took: id -> (replacement, token source)."""
+    raw = storage.get_meta(TAKEOVERS_META)
+    return {str(k): (str(v[0]), str(v[1])) for k, v in json.loads(raw).items()} if raw else {}
+
+
+def takeovers_doc(takeovers: Mapping[str, tuple[str, str]]) -> bytes:
+    return json.dumps({k: list(v) for k, v in takeovers.items()}, sort_keys=True).encode()
+
+
 def ring_members(raw: bytes, node_id: str, removed: Mapping[str, int]) -> list[Member]:
     """The saved ring members other than this node and the removed ones (none when the
     document does not parse: the seeds will tell)."""
     try:
         return [
-            Member(str(member), Address.parse(address), int(inc), Liveness.ALIVE, NodeState.ACTIVE)
-            for member, address, inc in json.loads(raw)
+            Member(
+                str(member),
+                Address.parse(address),
+                int(inc),
+                Liveness.ALIVE,
+                NodeState.ACTIVE,
+                str(tokens_of[0]) if tokens_of else None,
+            )
+            for member, address, inc, *tokens_of in json.loads(raw)
             if member != node_id and member not in removed
         ]
     except (ValueError, TypeError) as exc:
@@ -97,6 +115,7 @@ def ring_members(raw: bytes, node_id: str, removed: Mapping[str, int]) -> list[M
 def ring_members_doc(members: Mapping[str, Member], ring: Ring, node_id: str) -> bytes:
     saved = sorted(
         [member_id, str(member.address), member.incarnation]
+        + ([member.tokens_of] if member.tokens_of else [])
         for member_id, member in members.items()
         if member_id in ring.nodes and member_id != node_id
     )
@@ -131,8 +150,10 @@ def _down_in(reply: MembersReply, node_id: str) -> list[Member]:
             if member_id != node_id:
                 address = Address.parse(str(doc["address"]))
                 incarnation = int(doc["incarnation"])
+                tokens_of = doc.get("tokens_of")
+                claim = str(tokens_of) if tokens_of and tokens_of != member_id else None
                 down.append(
-                    Member(member_id, address, incarnation, Liveness.ALIVE, NodeState.ACTIVE)
+                    Member(member_id, address, incarnation, Liveness.ALIVE, NodeState.ACTIVE, claim)
                 )
         except (KeyError, ValueError, TypeError):
             continue  # a malformed entry: the seed's others still count

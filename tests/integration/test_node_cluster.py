@@ -10,6 +10,7 @@ import trio
 from p2pindex.core import versions
 from p2pindex.core.ring import RING_SIZE, Ring
 from p2pindex.node import handoff, restart_meta
+from p2pindex.node.eventlog import EventLog
 from p2pindex.wire.messages import (
     DeleteReply,
     DeleteRequest,
@@ -330,13 +331,15 @@ async def test_a_join_interrupted_by_a_crash_resumes_where_it_stopped(monkeypatc
 
 
 async def test_writes_a_leaving_node_takes_while_it_pushes_leave_with_the_others(
-    autojump_clock, caplog
+    autojump_clock, caplog, monkeypatch
 ):
     """A replica write that reaches a leaving node after its range was pushed is pushed
     again; once pushed, the node refuses writes, so nothing lands after its last push. The
     handoff counts as finished (status, log) only once that second pass is done, with
     what both passes sent: the figures an operator compares with the plan."""
     caplog.set_level(logging.INFO, logger="p2pindex.node.handoff")
+    # The event log's budgets live as long as the module; earlier tests may have spent them.
+    monkeypatch.setattr(handoff, "events", EventLog(handoff.log, trio.current_time))
     async with running_cluster(4, node_options={"anti_entropy_interval": None}) as cluster:
         leaver = cluster.nodes[3]
         ring = leaver.node.ring
@@ -348,21 +351,21 @@ async def test_writes_a_leaving_node_takes_while_it_pushes_leave_with_the_others
         record = versions.encode_object(
             versions.update(None, versions.VersionVector(), "writer.e1", b"late")
         )
-        handoff = leaver.node.handoff
-        push_all = handoff.push_all
+        leaving = leaver.node.handoff
+        push_all = leaving.push_all
         refused: list[Message] = []
 
         first_pass: list[tuple[int, float | None]] = []
 
         async def push_then_take_writes() -> None:
             await push_all()
-            first_pass.append((handoff.progress.keys, handoff.progress.finished))
+            first_pass.append((leaving.progress.keys, leaving.progress.finished))
             if not leaver.node.view.handing_over:  # the first push: writes still arrive
                 for key in late:
                     reply = await cluster.request(leaver, ReplicaWrite(key, record, None))
                     assert isinstance(reply, ReplicaAck)
 
-        handoff.push_all = push_then_take_writes  # type: ignore[method-assign]
+        leaving.push_all = push_then_take_writes  # type: ignore[method-assign]
         with trio.fail_after(30):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(leaver.node.leave)
@@ -372,7 +375,7 @@ async def test_writes_a_leaving_node_takes_while_it_pushes_leave_with_the_others
         assert isinstance(refused[0], ErrorReply), refused
         [(first_keys, first_finished)] = first_pass
         assert first_finished is None, "the handoff was reported finished before its second pass"
-        progress = handoff.progress
+        progress = leaving.progress
         assert progress.finished is not None
         assert progress.second_pass_keys is not None and progress.second_pass_keys >= len(late)
         assert progress.keys >= first_keys + len(late)

@@ -40,6 +40,8 @@ async def test_a_new_node_replaces_a_dead_one_and_bad_replacements_are_refused()
         dead = cluster.nodes[3]
         dead_id = dead.node.node_id
         live_id = cluster.nodes[1].node.node_id
+        old_ring = cluster.nodes[0].node.ring
+        old_ranges = {n: old_ring.ranges_for(n, 3) for n in old_ring.nodes}
         assert "is alive" in await refused(cluster, live_id, 50)
         assert "no member has the id" in await refused(cluster, "0123456789abcdef", 51)
         cluster.crash(dead)
@@ -64,6 +66,19 @@ async def test_a_new_node_replaces_a_dead_one_and_bad_replacements_are_refused()
             ):
                 await trio.sleep(0.1)
         assert all(new.node.node_id in n.node.ring.nodes for n in cluster.nodes)
+        # It took the dead member's tokens: its ranges are the dead member's, and no other
+        # node's ranges changed, so nothing but the dead member's share moved.
+        new_id = new.node.node_id
+        for n in cluster.nodes:
+            ring = n.node.ring
+            assert ring.token_source(new_id) == dead_id
+            assert ring.ranges_for(new_id, 3) == old_ranges[dead_id]
+            for other in old_ring.nodes - {dead_id}:
+                assert ring.ranges_for(other, 3) == old_ranges[other]
+            if n is not new:
+                assert n.node.handoff.progress.direction != "gained", "nothing was gained"
+        assert new.node.handoff.progress.direction == "in"
+        assert new.node.handoff.progress.finished is not None
         for key in keys:
             got = await cluster.request(new, GetRequest(key, "quorum", 5000))
             assert isinstance(got, GetReply) and got.values == [b"v"], key
@@ -81,3 +96,41 @@ async def test_a_new_node_replaces_a_dead_one_and_bad_replacements_are_refused()
             options={"replace": dead_id},
         )
         assert again.node.node_id == identity.node_id
+        assert again.node.ring.token_source(again.node.node_id) == dead_id
+        assert again.node.ring.ranges_for(again.node.node_id, 3) == old_ranges[dead_id]
+
+
+async def test_members_that_missed_a_replacement_place_the_replacement_alike():
+    """A member down while the dead one was replaced, and a node that joins afterwards,
+    hear of the replacement only from its own claim (signed, in its membership record);
+    their rings place it at the dead member's tokens as everyone else's do."""
+    async with running_cluster(4) as cluster:
+        away, dead = cluster.nodes[2], cluster.nodes[3]
+        dead_id = dead.node.node_id
+        for node in (away, dead):
+            cluster.crash(node)
+            cluster.nodes.remove(node)
+        with trio.fail_after(30):
+            while any(
+                m.node_id == dead_id and m.liveness is not Liveness.DEAD
+                for m in cluster.nodes[0].node.members()
+            ):
+                await trio.sleep(0.1)
+        new = await cluster.start_node(
+            identity=NodeIdentity.generate(random.Random(60)),
+            seeds=(cluster.nodes[0].address,),
+            options={"replace": dead_id},
+        )
+        back = await cluster.start_node(storage=away.storage, identity=away.identity)
+        later = await cluster.start_node(identity=NodeIdentity.generate(random.Random(61)))
+        expected = {new.node.node_id: dead_id}
+        with trio.fail_after(60):
+            while not all(
+                n.node.ring.sources == expected
+                and n.node.ring.nodes == cluster.nodes[0].node.ring.nodes
+                and dead_id not in n.node.ring.nodes
+                for n in cluster.nodes
+            ):
+                await trio.sleep(0.1)
+        assert dead_id not in back.node.view.removed, "it learned from the claim, not the removal"
+        assert later.node.node_id in cluster.nodes[0].node.ring.nodes

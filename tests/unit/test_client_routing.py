@@ -158,3 +158,17 @@ def test_a_member_list_update_while_a_request_fails_over_keeps_its_order_whole()
     rest = list(remaining)
     assert sorted([first, *rest]) == sorted({first, *rest})
     assert {first, *rest} >= {addr(i) for i in range(6)}
+
+
+def test_a_replacement_is_routed_to_as_the_member_whose_tokens_it_holds() -> None:
+    """Keys the dead member held go first to the member that took its tokens."""
+    before = router_with([member(0), member(1), member(2), member(3)])
+    after = router_with([member(0), member(1), member(2), member(9, tokens_of="n3")])
+    ring = Ring(["n0", "n1", "n2", "n3"], VNODES)
+    moved = [
+        k for k in (b"key-%d" % i for i in range(400)) if ring.preference_list(k, 3)[0] == "n3"
+    ]
+    assert moved
+    for key in moved:
+        assert next(iter(before.candidates(key, 0.0))) == addr(3)
+        assert next(iter(after.candidates(key, 0.0))) == addr(9)

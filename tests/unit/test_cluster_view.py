@@ -92,3 +92,59 @@ def test_a_syncing_node_refuses_every_read_whatever_the_key() -> None:
     view = view_with(Liveness.ALIVE)
     view.state = NodeState.SYNCING
     assert not view.readable(ME, now=0.0, key=b"any")
+
+
+# --- replacements -----------------------------------------------------------------------------
+
+DEAD = "d" * 16
+NEW = "e" * 16
+OTHER = "f" * 16
+
+
+def member(node_id: str, liveness: Liveness, tokens_of: str | None = None) -> Member:
+    return Member(node_id, Address("10.0.0.9", 7000), 1, liveness, NodeState.ACTIVE, tokens_of)
+
+
+def test_a_takeover_puts_the_replacement_at_the_dead_members_tokens_before_it_is_known():
+    view = ClusterView(ME, Address("10.0.0.1", 7000))
+    view.members = {
+        m.node_id: m for m in (member(PEER, Liveness.ALIVE), member(DEAD, Liveness.DEAD))
+    }
+    view.rebuild_ring()
+    before = view.ring
+    view.remove(DEAD, 1, NEW)
+    assert view.rebuild_ring()
+    assert view.ring.nodes == {ME, PEER, NEW} and view.ring.sources == {NEW: DEAD}
+    assert view.ring.ranges_for(NEW, 2) == before.ranges_for(DEAD, 2)
+    assert not view.usable(NEW, now=0.0), "unknown until it joins: writes go to fallbacks"
+    view.readmit(DEAD)
+    view.rebuild_ring()
+    assert view.ring == before and view.takeovers == {}
+
+
+def test_a_claim_places_the_replacement_where_the_removal_was_missed():
+    view = ClusterView(ME, Address("10.0.0.1", 7000))
+    view.members = {
+        m.node_id: m
+        for m in (member(DEAD, Liveness.DEAD), member(NEW, Liveness.ALIVE, tokens_of=DEAD))
+    }
+    view.rebuild_ring()
+    assert view.ring.nodes == {ME, NEW} and view.ring.sources == {NEW: DEAD}
+    assert view.removed == {}, "the ring gives way; nothing is removed behind anyone's back"
+
+
+def test_of_two_claims_on_one_members_tokens_the_running_one_wins():
+    view = ClusterView(ME, Address("10.0.0.1", 7000))
+    view.members = {
+        m.node_id: m
+        for m in (member(NEW, Liveness.DEAD, tokens_of=DEAD), member(OTHER, Liveness.ALIVE, DEAD))
+    }
+    view.rebuild_ring()
+    assert view.ring.nodes == {ME, OTHER} and view.ring.sources == {OTHER: DEAD}
+
+
+def test_a_node_never_drops_itself_from_its_own_ring():
+    view = ClusterView(DEAD, Address("10.0.0.1", 7000))
+    view.members = {NEW: member(NEW, Liveness.ALIVE, tokens_of=DEAD)}
+    view.rebuild_ring()
+    assert DEAD in view.ring.nodes

@@ -136,3 +136,19 @@ def test_copies_are_conserved_when_the_ring_stays_at_least_n_large(nodes, n, dat
     lost = sum(p.keys_out for p in plan.nodes)
     assert abs(gained - lost) <= len(plan.nodes)
     assert sum(p.share_after for p in plan.nodes) == pytest.approx(1.0)
+
+
+def test_plans_place_a_replacement_at_the_tokens_it_took():
+    """A member that replaced another (``serve --replace``) holds that member's tokens: a
+    plan to remove it moves exactly what removing the replaced member would have moved."""
+    nodes = [*NODES, "n-delta", "n-echo"]
+    keys = random_keys(6000, seed=3)
+    original = Ring(nodes)
+    replaced = [*(n for n in nodes if n != "n-bravo"), "n-new"]
+    sources = {"n-new": "n-bravo"}
+    ring = Ring(replaced, original.vnodes, sources)
+    plan = plan_remove(replaced, 3, loads_for(ring, 3, keys, 50), "n-new", sources=sources)
+    before = plan_remove(nodes, 3, loads_for(original, 3, keys, 50), "n-bravo")
+    assert plan.moved_keys == before.moved_keys and plan.moved_bytes == before.moved_bytes
+    added = plan_add(replaced, 3, loads_for(ring, 3, keys, 50), 1, sources=sources)
+    assert added.moved_keys == plan_add(nodes, 3, loads_for(original, 3, keys, 50), 1).moved_keys

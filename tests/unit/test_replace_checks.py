@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from p2pindex.node.replace import arbiter, replace_refusal
+from p2pindex.node.replace import Takeover, arbiter, replace_refusal
 from p2pindex.types import Address
 
 MEMBERS = [
@@ -34,3 +34,12 @@ def test_a_dead_ring_member_may_be_replaced_through_the_lowest_live_id():
 def test_bad_replacements_are_refused_with_the_reason(target, reason):
     refusal = replace_refusal(target, "new", MEMBERS)
     assert refusal is not None and reason in refusal
+
+
+def test_a_saved_takeover_is_read_back_in_either_format():
+    taken = Takeover("dd", 7, "cc")
+    assert Takeover.decode(taken.encode(), "dd") == taken
+    assert Takeover.decode(b"dd", "dd") == Takeover("dd", 0, "dd"), "the first format: the id"
+    assert Takeover.decode(taken.encode(), "ee") is None, "a mark for another member"
+    for garbage in (b"", b"[", b'["dd", "x", "cc"]', b"{}", b"[1, 2]"):
+        assert Takeover.decode(garbage, "dd") is None

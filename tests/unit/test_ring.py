@@ -293,3 +293,41 @@ def test_ranges_for_everyone_in_every_list_is_the_whole_ring() -> None:
     ring = Ring(["a", "b", "c"], vnodes=8)
     assert ring.ranges_for("b", 3) == [(0, 0)]
     assert ring.ranges_for("b", 5) == [(0, 0)]
+
+
+# --- a replacement takes a dead node's tokens ------------------------------------------------
+
+
+@slow
+@given(nodes=id_sets(3, 8), new=node_ids, n=st.integers(1, 4), pick=st.integers(0, 7))
+def test_a_node_with_another_nodes_token_source_takes_exactly_its_place(
+    nodes: list[str], new: str, n: int, pick: int
+) -> None:
+    """Every preference list of the new ring is the old one with the replaced node renamed:
+    the newcomer holds the replaced node's ranges, and no other node's ranges change."""
+    dead = nodes[pick % len(nodes)]
+    if new in nodes:
+        return
+    before = Ring(nodes, 64)
+    after = before.without_node(dead).with_node(new, source=dead)
+    assert after.token_source(new) == dead and after.sources == {new: dead}
+    rename = {dead: new}
+    for key in SAMPLE_KEYS[:500]:
+        old = before.preference_list(key, n)
+        assert after.preference_list(key, n) == tuple(rename.get(x, x) for x in old)
+    assert after.ranges_for(new, n) == before.ranges_for(dead, n)
+    # A chain: the replacement replaced in turn keeps the same tokens.
+    again = after.without_node(new).with_node("f" * 32, source=after.token_source(new))
+    assert again.ranges_for("f" * 32, n) == before.ranges_for(dead, n)
+
+
+def test_rings_differ_by_their_token_sources() -> None:
+    plain = Ring(["a", "b", "c"], 16)
+    taken = Ring(["a", "b", "c"], 16, {"c": "z", "q": "r"})
+    assert taken.sources == {"c": "z"}, "sources of absent nodes are ignored"
+    assert plain != taken and hash(plain) != hash(taken)
+    assert taken == Ring(["c", "b", "a"], 16, {"c": "z"})
+    assert taken.without_node("b").sources == {"c": "z"}
+    assert Ring(["a"], 16, {"a": "a"}).sources == {}
+    with pytest.raises(ValueError, match="empty"):
+        Ring(["a"], 16, {"a": ""})

@@ -138,3 +138,19 @@ def test_a_thousand_forged_claims_none_accepted() -> None:
         record = Alive(A, incarnation, WHERE, NodeState.ACTIVE, rng.randbytes(64))
         assert not claims["b"].verify(record)
     assert counts["claims.bad_signature"] == 1000
+
+
+def test_a_replacements_token_claim_is_signed_with_its_record() -> None:
+    """Only the node itself can say whose tokens it holds: a relay that adds, changes or
+    drops ``tokens_of`` breaks the signature."""
+    claims, _, counts = setup()
+    record = claims["a"].sign(Alive(A, 4, WHERE, NodeState.SYNCING, tokens_of=B))
+    assert claims["m"].verify(relay(record))
+    for forged in (
+        dataclasses.replace(record, tokens_of=M),
+        dataclasses.replace(record, tokens_of=None),
+    ):
+        assert not claims["m"].verify(relay(forged))
+    plain = claims["a"].sign(Alive(A, 5, WHERE, NodeState.ACTIVE))
+    assert not claims["m"].verify(dataclasses.replace(plain, tokens_of=B))
+    assert counts["claims.bad_signature"] == 3

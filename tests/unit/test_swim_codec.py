@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import cbor2
 import pytest
 from hypothesis import given
@@ -48,6 +50,15 @@ addresses = st.builds(
 signatures = st.none() | st.binary(max_size=64)
 records = st.one_of(
     st.builds(Alive, node_ids, incarnations, addresses, st.sampled_from(NodeState), signatures),
+    st.builds(
+        Alive,
+        node_ids,
+        incarnations,
+        addresses,
+        st.sampled_from(NodeState),
+        signatures,
+        st.none() | node_ids,
+    ),
     st.builds(Suspect, node_ids, incarnations, node_ids, signatures),
     st.builds(Dead, node_ids, incarnations, node_ids, signatures),
 )
@@ -161,3 +172,22 @@ def test_push_pull_limits() -> None:
         decode_push_pull(payload, 1 << 20, 4)
     with pytest.raises(DecodeError):
         decode_push_pull(cbor2.dumps([20, 1, "me", True, b"\x00" * 7, []]), 1 << 20, 4)
+
+
+def test_an_alive_record_without_tokens_of_encodes_as_before() -> None:
+    """Records of nodes that replaced nobody keep their bytes (and so their signatures)."""
+    plain = Alive(HEX_ID, 3, Address("10.0.0.1", 7000), NodeState.ACTIVE, b"s" * 64)
+    item = cbor2.loads(encode_record(plain))
+    assert len(item) == 7 and item[1:5] == [bytes.fromhex(HEX_ID), 3, "10.0.0.1", 7000]
+    assert item[6] == b"s" * 64
+    claimed = dataclasses.replace(plain, tokens_of="cd" * 32)
+    assert decode_record(cbor2.loads(encode_record(claimed))) == claimed
+    unsigned = dataclasses.replace(claimed, signature=None)
+    assert decode_record(cbor2.loads(encode_record(unsigned))) == unsigned
+
+
+@pytest.mark.parametrize("bad", [7, "", b"", [1], b"x" * 65])
+def test_a_bad_tokens_of_is_refused(bad: object) -> None:
+    item = cbor2.loads(encode_record(Alive(HEX_ID, 3, Address("h", 1), NodeState.ACTIVE)))
+    with pytest.raises(DecodeError):
+        decode_record([*item, None, bad])

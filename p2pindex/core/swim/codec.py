@@ -111,6 +111,7 @@ def encode_record(record: Record) -> bytes:
             address.port,
             STATE_CODES[record.state],
             record.signature,
+            record.tokens_of,
         )
     kind = _SUSPECT if type(record) is Suspect else _DEAD
     return _encode_claim(kind, record.node_id, record.incarnation, record.accuser, record.signature)
@@ -118,10 +119,19 @@ def encode_record(record: Record) -> bytes:
 
 @functools.lru_cache(maxsize=1 << 15)
 def _encode_alive(
-    node_id: str, incarnation: int, host: str, port: int, state: int, signature: bytes | None
+    node_id: str,
+    incarnation: int,
+    host: str,
+    port: int,
+    state: int,
+    signature: bytes | None,
+    tokens_of: str | None,
 ) -> bytes:
-    """Cached: in a simulated cluster every table encodes the same records."""
+    """Cached: in a simulated cluster every table encodes the same records. A record with
+    ``tokens_of`` carries it last, after the signature slot (null when unsigned)."""
     item = [Kind.ALIVE.value, _id_item(node_id), incarnation, host, port, state]
+    if tokens_of is not None:
+        return cbor2.dumps([*item, signature, _id_item(tokens_of)])
     return cbor2.dumps(item if signature is None else [*item, signature])
 
 
@@ -232,12 +242,18 @@ def _decode_record(item: object) -> Record:
         state = STATES_BY_CODE.get(item[5]) if type(item[5]) is int else None
         if state is None:
             raise DecodeError("malformed", "bad node state")
+        if len(item) == 8:  # with tokens_of, after a signature slot that may be null
+            signature = None if item[6] is None else _signature(item[:7], 6)
+            tokens_of: str | None = _node_id(item[7])
+        else:
+            signature, tokens_of = _signature(item, 6), None
         return Alive(
             _node_id(item[1]),
             _uint(item[2]),
             _address(item[3], item[4]),
             state,
-            _signature(item, 6),
+            signature,
+            tokens_of,
         )
     if kind in (Kind.SUSPECT, Kind.DEAD) and type(kind) is int:
         if len(item) < 4:

@@ -52,6 +52,9 @@ class Alive:
     address: Address
     state: NodeState
     signature: bytes | None = None
+    tokens_of: str | None = None
+    """Set by a node that took a dead member's place (`serve --replace`): the id its ring
+    tokens come from. Part of the signed claim, so only the node itself can make it."""
 
     @property
     def liveness(self) -> Liveness:

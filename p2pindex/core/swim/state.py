@@ -30,6 +30,8 @@ class Member:
     incarnation: int
     liveness: Liveness
     state: NodeState
+    tokens_of: str | None = None
+    """The id the member's ring tokens come from, when not its own (``Alive.tokens_of``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,15 +64,24 @@ def _record_hash(member: Member) -> int:
         address.host,
         address.port,
         STATE_CODES[member.state],
+        member.tokens_of,
     )
 
 
 @functools.lru_cache(maxsize=1 << 15)
 def _hash_fields(
-    node_id: str, incarnation: int, rank: int, host: str, port: int, state: int
+    node_id: str,
+    incarnation: int,
+    rank: int,
+    host: str,
+    port: int,
+    state: int,
+    tokens_of: str | None,
 ) -> int:
     """Cached: every table in a simulated cluster hashes the same records."""
     text = f"{node_id}|{incarnation}|{rank}|{host}|{port}|{state}"
+    if tokens_of is not None:
+        text += f"|{tokens_of}"
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
 
 
@@ -148,7 +159,7 @@ class MemberTable:
             previous = entry.member
         liveness = ALIVE if status is None else status.liveness
         incarnation = alive.incarnation if status is None else status.incarnation
-        member = Member(node_id, alive.address, incarnation, liveness, alive.state)
+        member = Member(node_id, alive.address, incarnation, liveness, alive.state, alive.tokens_of)
         if member == previous:
             entry.alive, entry.status = alive, status
             return None

@@ -105,6 +105,7 @@ class Swim(PushPullSide):
         state: NodeState = NodeState.ACTIVE,
         sealer: Sealer | None = None,
         claims: ClaimSigner | None = None,
+        tokens_of: str | None = None,
     ) -> None:
         if not valid_node_id(node_id):
             raise ConfigError(f"bad node id {node_id!r}")
@@ -115,6 +116,7 @@ class Swim(PushPullSide):
         self.address = address
         self._inc = incarnation
         self._state = state
+        self._tokens_of = tokens_of
         self._rng = rng
         self._sealer = sealer
         self._claims = claims
@@ -286,7 +288,14 @@ class Swim(PushPullSide):
             if isinstance(member, Alive):
                 alive = member
             else:
-                alive = Alive(node_id, member.incarnation, member.address, member.state)
+                alive = Alive(
+                    node_id,
+                    member.incarnation,
+                    member.address,
+                    member.state,
+                    None,
+                    member.tokens_of,
+                )
             self._set(node_id, alive, None, now)
             self._add_probe_candidate(node_id)
 
@@ -725,7 +734,11 @@ class Swim(PushPullSide):
         if type(record) is Alive:
             if record.incarnation > self._inc or (
                 record.incarnation == self._inc
-                and (record.address != self.address or record.state != self._state)
+                and (
+                    record.address != self.address
+                    or record.state != self._state
+                    or record.tokens_of != self._tokens_of
+                )
             ):
                 self._stats["bad_impersonation"] += 1
                 self._refute(record.incarnation, now)
@@ -751,7 +764,9 @@ class Swim(PushPullSide):
         self._broadcast(self.node_id, encode_record(record), now)
 
     def _self_alive(self) -> Alive:
-        return self._signed(Alive(self.node_id, self._inc, self.address, self._state))
+        return self._signed(
+            Alive(self.node_id, self._inc, self.address, self._state, None, self._tokens_of)
+        )
 
     def _signed(self, record: Claim) -> Claim:
         """A claim this node makes, signed when claims are on."""
