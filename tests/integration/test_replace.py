@@ -29,6 +29,16 @@ async def refused(cluster: Cluster, replace: str, seed: int) -> str:
     return str(error)
 
 
+async def seen_dead(cluster: Cluster, dead_id: str) -> None:
+    """Wait until the first live node sees ``dead_id`` dead (a replacement needs that)."""
+    with trio.fail_after(30):
+        while any(
+            m.node_id == dead_id and m.liveness is not Liveness.DEAD
+            for m in cluster.nodes[0].node.members()
+        ):
+            await trio.sleep(0.1)
+
+
 async def test_a_new_node_replaces_a_dead_one_and_bad_replacements_are_refused():
     async with running_cluster(4) as cluster:
         keys = [b"rep-%d" % i for i in range(60)]
@@ -46,12 +56,7 @@ async def test_a_new_node_replaces_a_dead_one_and_bad_replacements_are_refused()
         assert "no member has the id" in await refused(cluster, "0123456789abcdef", 51)
         cluster.crash(dead)
         cluster.nodes.remove(dead)
-        with trio.fail_after(20):
-            while any(
-                m.node_id == dead_id and m.liveness is not Liveness.DEAD
-                for m in cluster.nodes[0].node.members()
-            ):
-                await trio.sleep(0.1)
+        await seen_dead(cluster, dead_id)
         storage = MemoryStorage()
         identity = NodeIdentity.generate(random.Random(52))
         new = await cluster.start_node(
@@ -110,12 +115,7 @@ async def test_members_that_missed_a_replacement_place_the_replacement_alike():
         for node in (away, dead):
             cluster.crash(node)
             cluster.nodes.remove(node)
-        with trio.fail_after(30):
-            while any(
-                m.node_id == dead_id and m.liveness is not Liveness.DEAD
-                for m in cluster.nodes[0].node.members()
-            ):
-                await trio.sleep(0.1)
+        await seen_dead(cluster, dead_id)
         new = await cluster.start_node(
             identity=NodeIdentity.generate(random.Random(60)),
             seeds=(cluster.nodes[0].address,),
