@@ -11,7 +11,14 @@ import trio
 from p2pindex.node.identity import NodeIdentity
 from p2pindex.storage.memory import MemoryStorage
 from p2pindex.types import Liveness, NodeState
-from p2pindex.wire.messages import GetReply, GetRequest, PutReply, PutRequest
+from p2pindex.wire.messages import (
+    GetReply,
+    GetRequest,
+    OkReply,
+    PutReply,
+    PutRequest,
+    RemoveRequest,
+)
 from tests.support.cluster import Cluster, running_cluster
 
 
@@ -134,3 +141,23 @@ async def test_members_that_missed_a_replacement_place_the_replacement_alike():
                 await trio.sleep(0.1)
         assert dead_id not in back.node.view.removed, "it learned from the claim, not the removal"
         assert later.node.node_id in cluster.nodes[0].node.ring.nodes
+
+
+async def test_a_replacement_that_never_comes_can_be_removed_in_turn():
+    """The removal naming a replacement reserves the dead member's place for it in every
+    ring at once; if it never comes, removing its id frees the place for the others."""
+    async with running_cluster(4) as cluster:
+        dead = cluster.nodes[3]
+        dead_id = dead.node.node_id
+        cluster.crash(dead)
+        cluster.nodes.remove(dead)
+        await seen_dead(cluster, dead_id)
+        ghost = "feedface" * 2
+        removal = RemoveRequest(dead_id, replaced_by=ghost)
+        assert isinstance(await cluster.request(cluster.nodes[0], removal), OkReply)
+        for n in cluster.nodes:
+            assert n.node.ring.sources == {ghost: dead_id}, "the relay named the replacement"
+        reply = await cluster.request(cluster.nodes[1], RemoveRequest(ghost))
+        assert isinstance(reply, OkReply), reply
+        for n in cluster.nodes:
+            assert ghost not in n.node.ring.nodes and dead_id not in n.node.ring.nodes

@@ -148,3 +148,16 @@ def test_a_node_never_drops_itself_from_its_own_ring():
     view.members = {NEW: member(NEW, Liveness.ALIVE, tokens_of=DEAD)}
     view.rebuild_ring()
     assert DEAD in view.ring.nodes
+
+
+def test_removing_a_replacement_that_never_came_frees_the_place():
+    view = ClusterView(ME, Address("10.0.0.1", 7000))
+    view.members = {
+        m.node_id: m for m in (member(PEER, Liveness.ALIVE), member(DEAD, Liveness.DEAD))
+    }
+    view.remove(DEAD, 1, NEW)
+    view.rebuild_ring()
+    assert NEW in view.ring.nodes
+    view.remove(NEW, 0, None)
+    view.rebuild_ring()
+    assert view.ring.nodes == {ME, PEER} and view.ring.sources == {}
