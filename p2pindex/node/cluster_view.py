@@ -99,15 +99,16 @@ class ClusterView:
             for node_id, member in self.members.items()
             if member.liveness is not Liveness.LEFT and node_id not in self.removed
         }
-        sources = {
-            node_id: member.tokens_of
-            for node_id, member in self.members.items()
-            if member.tokens_of and node_id in nodes
-        }
         taken = self.token_sources()
         nodes |= {node_id for node_id in taken if self._placed(node_id)}
         nodes.add(self.node_id)
-        sources.update((node_id, source) for node_id, source in taken.items() if node_id in nodes)
+        sources = {node_id: source for node_id, source in taken.items() if node_id in nodes}
+        # A member's own claim (signed by it) outranks what a relayed removal said.
+        sources.update(
+            (node_id, member.tokens_of)
+            for node_id, member in self.members.items()
+            if member.tokens_of and node_id in nodes
+        )
         nodes -= self._given_way(nodes, sources)
         sources = {node_id: source for node_id, source in sources.items() if node_id in nodes}
         if nodes == self.ring.nodes and sources == self.ring.sources:
@@ -158,6 +159,9 @@ class ClusterView:
         """The id ``node_id``'s tokens come from, in the ring or (once removed) as they did."""
         if node_id in self.ring.nodes:
             return self.ring.token_source(node_id)
+        member = self.members.get(node_id)
+        if member is not None and member.tokens_of:
+            return member.tokens_of
         return next((source for new, source in self.takeovers.values() if new == node_id), node_id)
 
     def replacing(self) -> str | None:
@@ -182,7 +186,7 @@ class ClusterView:
         ``source`` (by default the id ``node_id``'s own tokens come from). Call
         ``rebuild_ring`` next. A repeated removal keeps the first takeover."""
         if replaced_by is not None and replaced_by != node_id and node_id not in self.takeovers:
-            taken = source if source is not None else self.ring.token_source(node_id)
+            taken = source if source is not None else self.source_of(node_id)
             self.takeovers[node_id] = (replaced_by, taken)
         self.removed[node_id] = incarnation
 

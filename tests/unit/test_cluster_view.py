@@ -161,3 +161,19 @@ def test_removing_a_replacement_that_never_came_frees_the_place():
     view.remove(NEW, 0, None)
     view.rebuild_ring()
     assert view.ring.nodes == {ME, PEER} and view.ring.sources == {}
+
+
+def test_a_replacement_of_a_replacement_keeps_the_first_members_tokens():
+    """The claim reached this node before the relayed removal did: the ring still places
+    the second replacement at the original member's tokens, as its own claim says."""
+    view = ClusterView(ME, Address("10.0.0.1", 7000))
+    view.members = {
+        m.node_id: m
+        for m in (member(NEW, Liveness.DEAD, tokens_of=DEAD), member(OTHER, Liveness.ALIVE, DEAD))
+    }
+    view.rebuild_ring()
+    assert NEW not in view.ring.nodes, "displaced by the running claim"
+    view.remove(NEW, 1, OTHER)
+    view.rebuild_ring()
+    assert view.takeovers == {NEW: (OTHER, DEAD)}
+    assert view.ring.sources == {OTHER: DEAD}
