@@ -52,7 +52,7 @@ from p2pindex.sim.plan import PORT, RunPlan
 from p2pindex.sim.planted import AckBeforeCommit, plant, prepare
 from p2pindex.sim.recording import FaultRecorder, FaultWindows
 from p2pindex.sim.timeline import Timeline
-from p2pindex.types import Address
+from p2pindex.types import Address, Liveness
 
 
 class SlotState(enum.Enum):
@@ -61,6 +61,10 @@ class SlotState(enum.Enum):
     DOWN = "down"
     LEFT = "left"
     REMOVED = "removed"
+
+
+REPLACE_WAIT = 30.0
+"""Seconds a replacement waits for every live member to see the machine it replaces dead."""
 
 
 @dataclass(slots=True)
@@ -79,6 +83,8 @@ class Slot:
     scope: trio.CancelScope | None = None
     stopped: trio.Event | None = None
     incarnation: int = 0
+    replaces: str | None = None
+    """The id of the member this machine was started to replace (`serve --replace`)."""
 
 
 class SimCluster:
@@ -132,6 +138,8 @@ class SimCluster:
         self._windows = FaultWindows(timeline)
         self.fault_counts = self._windows.counts
         self._event = FaultRecorder(history, trio.current_time)
+        self.token_sources: dict[str, str] = {}
+        """Replacements' node ids -> the id their ring tokens come from (the checkers' ring)."""
         self.deaths: list[Violation] = []
         """Node processes that died of an unhandled error (each one is a violation)."""
 
@@ -140,6 +148,8 @@ class SimCluster:
     def _config(self, slot: Slot, seeds: tuple[Address, ...]) -> NodeConfig:
         scenario = self._plan.scenario
         extra: dict[str, Any] = dict(scenario.node)
+        if slot.replaces is not None:
+            extra["replace"] = slot.replaces
         return NodeConfig(
             data_dir=None,
             listen=slot.address,
@@ -305,21 +315,59 @@ class SimCluster:
         if slot.state not in (SlotState.UP, SlotState.DOWN):
             raise InvalidRequest(f"{node} is not in the cluster")
         self._trace.event("remove", node)
+        await self._retire(slot)
+        for other in self.up():
+            assert other.node is not None
+            other.node.remove_member(slot.identity.node_id)
+
+    async def _retire(self, slot: Slot) -> None:
+        """Stop ``slot``'s machine for good. An operator removes (or replaces) a node that
+        is gone: whatever only it held (a write acknowledged at ONE that replication had
+        not spread yet) is lost with it."""
         if slot.state is SlotState.UP:
-            await self.crash(node, DiskMode.KEPT)
+            await self.crash(slot.name, DiskMode.KEPT)
         slot.state = SlotState.REMOVED
-        # An operator removes a node that is gone for good: whatever only it held (a write
-        # acknowledged at ONE that replication had not spread yet) is lost with it.
         others = self._cluster_disks()
         node_id = slot.identity.node_id
         durable = slot.disk.durable_records()
         for loss in copy_losses(
-            trio.current_time(), node, durable, None, others, undeliverable_hints=node_id
+            trio.current_time(), slot.name, durable, None, others, undeliverable_hints=node_id
         ):
             self._history.append(loss)
-        for other in self.up():
-            assert other.node is not None
-            other.node.remove_member(slot.identity.node_id)
+
+    async def replace(self, node: str) -> str | None:
+        """Stop ``node`` for good and start a spare machine with ``--replace`` its id, once
+        the live members see it dead (a replacement of a member not yet dead is refused).
+        If they do not within REPLACE_WAIT (a partition keeps it alive somewhere), it is
+        removed instead, no spare is used, and None is returned."""
+        slot = self.slots[node]
+        spare = next((s for s in self.slots.values() if s.state is SlotState.SPARE), None)
+        if slot.state not in (SlotState.UP, SlotState.DOWN) or spare is None:
+            raise InvalidRequest(f"{node} cannot be replaced now")
+        self._trace.event("replace", f"{node} {spare.name}")
+        await self._retire(slot)
+        node_id = slot.identity.node_id
+        with trio.move_on_after(REPLACE_WAIT):
+            while not self._seen_dead(node_id):
+                await trio.sleep(0.5)
+        if not self._seen_dead(node_id):
+            for other in self.up():
+                assert other.node is not None
+                other.node.remove_member(node_id)
+            return None
+        spare.replaces = node_id
+        self.token_sources[spare.identity.node_id] = self.token_sources.get(node_id, node_id)
+        await self.start(spare.name, wait=True)
+        return spare.name
+
+    def _seen_dead(self, node_id: str) -> bool:
+        return all(
+            slot.node is not None
+            and all(
+                m.liveness is Liveness.DEAD for m in slot.node.members() if m.node_id == node_id
+            )
+            for slot in self.up()
+        )
 
     # --- FaultTarget ----------------------------------------------------------------------
 

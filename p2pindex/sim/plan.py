@@ -29,7 +29,7 @@ from p2pindex.types import Address
 PORT: Final = 7000
 """The port every simulated node listens on (hosts are named n1, n2, ...)."""
 RUNNER_WORKLOAD_KEYS: Final = frozenset(
-    {"clients", "churn_interval", "churn_min", "churn_max", "final_level"}
+    {"clients", "churn_interval", "churn_min", "churn_max", "churn_replace", "final_level"}
 )
 WORKLOAD_OPTION_KEYS: Final = frozenset(f.name for f in dataclasses.fields(WorkloadOptions))
 CHECK_KEYS: Final = frozenset(
@@ -50,6 +50,8 @@ class ChurnSettings:
     interval: float
     min_members: int
     max_members: int
+    replace: bool = False
+    """Members are also replaced (`serve --replace` on a spare machine), not only removed."""
 
 
 class PlannedRun:
@@ -127,9 +129,12 @@ def plan_run(scenario: Scenario, seed: int) -> RunPlan:
             raise ScenarioError(
                 f"workload.churn_min: keep at least {scenario.replicas} members (the replicas)"
             )
-        churn = ChurnSettings(interval, low, high)
-    elif "churn_min" in table or "churn_max" in table:
-        raise ScenarioError("workload: churn_min/churn_max need churn_interval")
+        replace = table.get("churn_replace", False)
+        if type(replace) is not bool:
+            raise ScenarioError(f"workload.churn_replace: {replace!r} is not true or false")
+        churn = ChurnSettings(interval, low, high, replace)
+    elif "churn_min" in table or "churn_max" in table or "churn_replace" in table:
+        raise ScenarioError("workload: churn_min/churn_max/churn_replace need churn_interval")
     return RunPlan(prepared, workload, clients, churn, final_level, check_config(scenario))
 
 

@@ -222,6 +222,7 @@ class Simulation:
             interval=churn.interval,
             min_members=churn.min_members,
             max_members=churn.max_members,
+            replace=churn.replace,
         )
 
     async def _quiesce(self) -> None:
@@ -245,8 +246,9 @@ class Simulation:
             return
         by_id = {slot.identity.node_id: slot for slot in members}
         key_set = frozenset(by_id)
-        if self._ring is None or self._ring.nodes != key_set:
-            self._ring = Ring(list(by_id), DEFAULT_VNODES)
+        sources = {n: s for n, s in self.cluster.token_sources.items() if n in key_set}
+        if self._ring is None or self._ring.nodes != key_set or self._ring.sources != sources:
+            self._ring = Ring(list(by_id), DEFAULT_VNODES, sources)
         ring = self._ring
         replicas = self.plan.scenario.replicas
         keys = self.history.keys()

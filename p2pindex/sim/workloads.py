@@ -29,7 +29,7 @@ import itertools
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import trio
 
@@ -85,6 +85,11 @@ class ClusterControl(Protocol):
 
     async def remove(self, node: str) -> None:
         """Stop ``node`` for good and have the others remove it from the ring."""
+        ...
+
+    async def replace(self, node: str) -> str | None:
+        """Stop ``node`` for good and start a new machine in its place (`serve --replace`);
+        returns the new node's name (None: it was only removed)."""
         ...
 
 
@@ -410,8 +415,11 @@ async def run_churn(
     interval: float,
     min_members: int,
     max_members: int,
+    replace: bool = False,
 ) -> None:
-    """Every ``interval`` seconds on average, a node joins, leaves, or is removed.
+    """Every ``interval`` seconds on average, a node joins, leaves, or is removed (or, with
+    ``replace``, is replaced by a new machine: recorded as its removal and the newcomer's
+    join).
 
     The member count stays within ``min_members..max_members``. Each change is recorded as
     a fault event (the control must not record it again); a change whose outcome is
@@ -430,9 +438,14 @@ async def run_churn(
             choices.append(EventKind.JOIN)
         if len(members) > min_members:
             choices += [EventKind.LEAVE, EventKind.REMOVE]
+        if replace:
+            choices.append(REPLACE)
         if not choices:
             return
         kind = rng.choice(choices)
+        if kind is REPLACE:
+            await _replace(control, history, rng.choice(members))
+            continue
         if kind is EventKind.JOIN:
             try:
                 node = await control.join()
@@ -451,6 +464,23 @@ async def run_churn(
         except IndeterminateError as exc:
             detail = f"outcome unknown: {_error_code(exc)}"
         history.append(FaultEvent(started, kind, (node,), detail=detail))
+
+
+REPLACE: Final = "replace"
+
+
+async def _replace(control: ClusterControl, history: History, node: str) -> None:
+    started = trio.current_time()
+    try:
+        new = await control.replace(node)
+    except DefiniteError:
+        return
+    if new is None:
+        history.append(FaultEvent(started, EventKind.REMOVE, (node,), detail="not replaced"))
+        return
+    history.append(FaultEvent(started, EventKind.REMOVE, (node,), detail=f"replaced by {new}"))
+    now = trio.current_time()
+    history.append(FaultEvent(now, EventKind.JOIN, (new,), detail=f"in {node}'s place"))
 
 
 # --- replay -----------------------------------------------------------------------------------

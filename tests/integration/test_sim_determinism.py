@@ -215,6 +215,7 @@ def test_list_shows_every_shipped_scenario(
         "flapping-node",
         "rolling-restart",
         "join-under-load",
+        "replace-under-churn",
         "membership-1000",
     ):
         assert name in out
