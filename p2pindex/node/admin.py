@@ -21,6 +21,7 @@ from p2pindex.types import Liveness
 from p2pindex.wire import messages as wm
 
 if TYPE_CHECKING:
+    from p2pindex.node.cluster_view import ClusterView
     from p2pindex.node.node import Node
 
 events = EventLog(logging.getLogger("p2pindex.node.node"), trio.current_time)
@@ -92,23 +93,27 @@ def start_leave(node: Node) -> wm.Message:
 
 async def remove(node: Node, request: wm.RemoveRequest) -> wm.Message:
     member = node.view.members.get(request.node_id)
-    if member is not None and member.liveness is Liveness.ALIVE and not request.relayed:
+    if request.relayed:
+        if node.is_removed(request.node_id) or readmitted(member, request.incarnation):
+            return wm.OkReply(f"node {request.node_id} was removed here already")
+        node.remove_member(request.node_id, request.replaced_by)
+        return wm.OkReply(f"node {request.node_id} removed from the ring")
+    if member is None and request.node_id not in node.ring.nodes:
+        raise InvalidRequest(f"unknown node {request.node_id}")
+    if member is not None and member.liveness is Liveness.ALIVE:
         raise InvalidRequest(
             f"node {request.node_id} is alive; a live node leaves with `p2pindex leave`"
         )
-    if request.replaced_by is not None and not request.relayed:
+    if request.replaced_by is not None:
         claim_replacement(node, request.node_id, request.replaced_by)
     node.remove_member(request.node_id, request.replaced_by)
-    if request.relayed:
-        return wm.OkReply(f"node {request.node_id} removed from the ring")
     others = [
         m
         for m in node.view.members.values()
         if m.node_id not in (node.node_id, request.node_id)
         and m.liveness in (Liveness.ALIVE, Liveness.SUSPECT)
     ]
-    relayed = wm.RemoveRequest(request.node_id, relayed=True, replaced_by=request.replaced_by)
-    told = await _tell(node, others, relayed)
+    told = await _tell(node, others, removal_notice(node.view, request.node_id))
     return wm.OkReply(f"node {request.node_id} removed from the ring on {told}")
 
 
@@ -152,6 +157,49 @@ async def _tell(node: Node, others: list[Member], message: wm.Message) -> str:
     if failed:
         detail += f"; not reached (retry there): {', '.join(sorted(failed))}"
     return detail
+
+
+def removal_notice(view: ClusterView, node_id: str) -> wm.RemoveRequest:
+    """The relayed form of the removal of ``node_id`` as this node knows it."""
+    successor = view.takeovers.get(node_id, (None, ""))[0]
+    incarnation = view.removed[node_id]
+    return wm.RemoveRequest(node_id, relayed=True, replaced_by=successor, incarnation=incarnation)
+
+
+def readmitted(member: Member | None, removed_at: int | None) -> bool:
+    """Whether a relayed removal is older than the member's return (it was admitted again
+    and restarted since, at a higher incarnation)."""
+    if member is None or removed_at is None:
+        return False
+    return member.incarnation > removed_at and member.liveness in (
+        Liveness.ALIVE,
+        Liveness.SUSPECT,
+    )
+
+
+def note_alive(node: Node, previous: Member | None, member: Member) -> None:
+    """``member`` is alive: new, back from death, or restarted (a higher incarnation)."""
+    if not node.view.removed or member.node_id in node.view.removed:
+        return
+    if previous is None or previous.incarnation < member.incarnation:
+        node.spawn(lambda: tell_removals(node, member))
+
+
+async def tell_removals(node: Node, member: Member) -> None:
+    """Tell ``member``, just seen alive (new, back from death, or restarted), every removal
+    this node knows. The relay reaches only the members alive at the time; one that was
+    down, cut off or not yet a member would keep the removed node in its ring for good,
+    placing keys on a node nobody else does, so their copies never settle where the rest
+    of the cluster reads them."""
+    for node_id in sorted(node.view.removed):
+        if node_id == member.node_id or node_id not in node.view.removed:
+            continue
+        try:
+            await node.peers.request(
+                member.address, removal_notice(node.view, node_id), RELAY_TIMEOUT
+            )
+        except (OSError, P2PIndexError):
+            return  # it is told again the next time it comes back
 
 
 def claim_replacement(node: Node, node_id: str, replaced_by: str) -> None:

@@ -26,8 +26,7 @@ from p2pindex.net.base import Transport
 from p2pindex.net.channel import BatchHandler, NodeLoad, RpcChannel, Traffic
 from p2pindex.net.secure.manager import SecurityManager
 from p2pindex.net.secure.session import SecureStream
-from p2pindex.node import restart_meta
-from p2pindex.node.admin import serve_admin
+from p2pindex.node import admin, restart_meta
 from p2pindex.node.admission import Admission
 from p2pindex.node.antientropy import AntiEntropy, request_arcs
 from p2pindex.node.client_batch import serve_one_batch
@@ -522,6 +521,7 @@ class Node:
             previous = change.previous
             if previous is not None and previous.liveness is not Liveness.ALIVE:
                 self.note_behind(member.node_id)  # back from suspicion or death
+            admin.note_alive(self, previous, member)
         elif member.liveness is Liveness.DEAD:
             self.view.dead_since.setdefault(member.node_id, trio.current_time())
         self.stats.incr(f"membership.{member.liveness.value}")
@@ -582,8 +582,6 @@ class Node:
         if node_id == self.node_id:
             raise errors.InvalidRequest("a node cannot remove itself; use leave")
         member = self.view.members.get(node_id)
-        if member is None and node_id not in self.ring.nodes:
-            raise errors.InvalidRequest(f"unknown node {node_id}")
         self.view.remove(node_id, member.incarnation if member else 0, replaced_by)
         self.stats.incr("membership.removed")
         taken = f", its place taken by {replaced_by}" if replaced_by else ""
@@ -798,7 +796,7 @@ class Node:
             if self._driver is not None:
                 self._driver.notify()
             return PushPullReply(reply, self._push_pull.floor())
-        return await serve_admin(self, message)
+        return await admin.serve_admin(self, message)
 
     async def _traced(self, message: PutRequest | DeleteRequest | GetRequest) -> Message:
         """Serve a request that asked for the coordinator's steps, and answer them with it.

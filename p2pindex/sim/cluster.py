@@ -339,25 +339,33 @@ class SimCluster:
         """Stop ``node`` for good and start a spare machine with ``--replace`` its id, once
         the live members see it dead (a replacement of a member not yet dead is refused).
         If they do not within REPLACE_WAIT (a partition keeps it alive somewhere), it is
-        removed instead, no spare is used, and None is returned."""
+        removed instead, no spare is used, and None is returned.
+
+        Until the wait is over the machine is only crashed (recorded as such), so a run
+        that ends meanwhile restarts it at the heal like any crashed node; from then on
+        nothing can cancel the change halfway."""
         slot = self.slots[node]
         spare = next((s for s in self.slots.values() if s.state is SlotState.SPARE), None)
         if slot.state not in (SlotState.UP, SlotState.DOWN) or spare is None:
             raise InvalidRequest(f"{node} cannot be replaced now")
         self._trace.event("replace", f"{node} {spare.name}")
-        await self._retire(slot)
+        if slot.state is SlotState.UP:
+            self._event(EventKind.CRASH, (node,), detail=f"to be replaced by {spare.name}")
+            await self.crash(node, DiskMode.KEPT)
         node_id = slot.identity.node_id
         with trio.move_on_after(REPLACE_WAIT):
             while not self._seen_dead(node_id):
                 await trio.sleep(0.5)
-        if not self._seen_dead(node_id):
-            for other in self.up():
-                assert other.node is not None
-                other.node.remove_member(node_id)
-            return None
-        spare.replaces = node_id
-        self.token_sources[spare.identity.node_id] = self.token_sources.get(node_id, node_id)
-        await self.start(spare.name, wait=True)
+        with trio.CancelScope(shield=True):
+            await self._retire(slot)
+            if not self._seen_dead(node_id):
+                for other in self.up():
+                    assert other.node is not None
+                    other.node.remove_member(node_id)
+                return None
+            spare.replaces = node_id
+            self.token_sources[spare.identity.node_id] = self.token_sources.get(node_id, node_id)
+            await self.start(spare.name, wait=True)
         return spare.name
 
     def _seen_dead(self, node_id: str) -> bool:

@@ -109,6 +109,9 @@ class RemoveRequest(Message):
     """Set on the copies the receiving node sends to the other members."""
     replaced_by: str | None = None
     """Set by `serve --replace`: the new node standing in; a second one is refused."""
+    incarnation: int | None = None
+    """On relayed copies: the removed node's incarnation when it was removed. A member
+    seen alive at a higher one since was admitted again and keeps its place."""
 
 
 @dataclass(frozen=True, slots=True)

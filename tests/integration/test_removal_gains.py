@@ -8,10 +8,13 @@ of it and the replica that had missed the write answered as if the write never h
 
 from __future__ import annotations
 
+import random
+
 import trio
 
 from p2pindex.core import versions
 from p2pindex.core.versions import VersionVector
+from p2pindex.node.identity import NodeIdentity
 from p2pindex.wire.messages import (
     GetReply,
     GetRequest,
@@ -65,3 +68,35 @@ async def test_a_quorum_write_held_by_a_removed_member_is_read_everywhere_after(
             gainer = nodes[after.preference_list(key, 3)[2]]
             assert gainer.storage.get(key) is not None, "the gained arc was not pulled"
         assert sum(nodes[g].node.stats.get("handoff.gained_syncs") for g in gainers) >= 1
+
+
+async def test_a_member_away_during_a_removal_learns_it_when_it_comes_back(autojump_clock):
+    """The relay of a removal reaches only the members alive at the time. One that was
+    down kept the removed member in its ring for good (join-under-load seed 22): it placed
+    keys on a node nobody else did. Now the others tell it their removals when it comes
+    back, and a node that joins later hears them too."""
+    async with running_cluster(5) as cluster:
+        away, gone = cluster.nodes[3], cluster.nodes[4]
+        gone_id = gone.node.node_id
+        for node in (away, gone):
+            cluster.crash(node)
+            cluster.nodes.remove(node)
+        with trio.fail_after(30):
+            while any(
+                m.node_id == gone_id and m.liveness.value != "dead"
+                for m in cluster.nodes[0].node.members()
+            ):
+                await trio.sleep(0.1)
+        reply = await cluster.request(cluster.nodes[0], RemoveRequest(gone_id))
+        assert isinstance(reply, OkReply), reply
+        back = await cluster.start_node(storage=away.storage, identity=away.identity)
+        later = await cluster.start_node(identity=NodeIdentity.generate(random.Random(77)))
+        with trio.fail_after(30):
+            while not all(
+                gone_id in n.node.view.removed and gone_id not in n.node.ring.nodes
+                for n in (back, later)
+            ):
+                await trio.sleep(0.1)
+
+        rings = {n.node.ring for n in cluster.nodes}
+        assert len(rings) == 1, "every member places keys alike"
