@@ -94,8 +94,12 @@ def start_leave(node: Node) -> wm.Message:
 async def remove(node: Node, request: wm.RemoveRequest) -> wm.Message:
     member = node.view.members.get(request.node_id)
     if request.relayed:
-        if node.is_removed(request.node_id) or readmitted(member, request.incarnation):
+        if node.is_removed(request.node_id):
+            if request.replaced_by is None and node.view.forget_takeover_of(request.node_id):
+                node.persist_removed()  # its replacement has left since
             return wm.OkReply(f"node {request.node_id} was removed here already")
+        if readmitted(member, request.incarnation):
+            return wm.OkReply(f"node {request.node_id} was admitted again here")
         node.remove_member(request.node_id, request.replaced_by)
         return wm.OkReply(f"node {request.node_id} removed from the ring")
     if member is None and request.node_id not in node.ring.nodes:
@@ -160,8 +164,11 @@ async def _tell(node: Node, others: list[Member], message: wm.Message) -> str:
 
 
 def removal_notice(view: ClusterView, node_id: str) -> wm.RemoveRequest:
-    """The relayed form of the removal of ``node_id`` as this node knows it."""
+    """The relayed form of the removal of ``node_id`` as this node knows it (naming the
+    replacement while it holds the place)."""
     successor = view.takeovers.get(node_id, (None, ""))[0]
+    if successor is not None and successor not in view.ring.nodes:
+        successor = None
     incarnation = view.removed[node_id]
     return wm.RemoveRequest(node_id, relayed=True, replaced_by=successor, incarnation=incarnation)
 
@@ -177,9 +184,17 @@ def readmitted(member: Member | None, removed_at: int | None) -> bool:
     )
 
 
-def note_alive(node: Node, previous: Member | None, member: Member) -> None:
-    """``member`` is alive: new, back from death, or restarted (a higher incarnation)."""
-    if not node.view.removed or member.node_id in node.view.removed:
+def note_change(node: Node, previous: Member | None, member: Member) -> None:
+    """Removals and takeovers after a member change: one that comes alive (new, back from
+    death, or restarted at a higher incarnation) is told the removals; a replacement that
+    left gives its place up for good (else a node that no longer lists it would put it
+    back from the takeover it saved)."""
+    view = node.view
+    if member.liveness is Liveness.LEFT and view.forget_successor(member.node_id):
+        node.persist_removed()
+    if member.liveness is not Liveness.ALIVE or not view.removed:
+        return
+    if member.node_id in view.removed:
         return
     if previous is None or previous.incarnation < member.incarnation:
         node.spawn(lambda: tell_removals(node, member))

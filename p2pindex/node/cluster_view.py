@@ -190,6 +190,34 @@ class ClusterView:
             self.takeovers[node_id] = (replaced_by, taken)
         self.removed[node_id] = incarnation
 
+    def stand_in(self, node_id: str) -> str:
+        """The node that now holds ``node_id``'s place: its replacement (and so on, for a
+        replacement replaced in turn), or ``node_id`` itself."""
+        seen = {node_id}
+        while node_id in self.removed and node_id in self.takeovers:
+            node_id = self.takeovers[node_id][0]
+            if node_id in seen:
+                break
+            seen.add(node_id)
+        return node_id
+
+    def forget_successor(self, node_id: str) -> bool:
+        """``node_id`` left: if it held a removed member's place, that takeover ends (the
+        removal stays). True when something changed."""
+        ended = [old for old, (new, _source) in self.takeovers.items() if new == node_id]
+        for old in ended:
+            del self.takeovers[old]
+        return bool(ended)
+
+    def forget_takeover_of(self, node_id: str) -> bool:
+        """Another member says ``node_id``'s removal names no replacement (any longer): drop
+        ours unless its replacement is running here. True when something changed."""
+        taken = self.takeovers.get(node_id)
+        if taken is None or self._running(taken[0]):
+            return False
+        del self.takeovers[node_id]
+        return True
+
     def readmit(self, node_id: str) -> None:
         """Undo the removal of ``node_id``; a replacement it had keeps nothing of its place."""
         del self.removed[node_id]

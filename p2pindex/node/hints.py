@@ -66,8 +66,13 @@ class HintedHandoff:
         *,
         max_bytes: int = MAX_HINT_BYTES_PER_TARGET,
         max_age: float = MAX_HINT_AGE,
+        stand_in: Callable[[str], str] = str,
     ) -> None:
         self._view = view
+        self._stand_in = stand_in
+        """Who takes a target's hints: the target, or the node that took its place in the
+        ring when it was replaced (``ClusterView.stand_in``). A hint holds a write that
+        may be on this fallback alone; the replaced member will never come for it."""
         self._storage = storage
         self._peers = peers
         self._stats = stats
@@ -126,7 +131,7 @@ class HintedHandoff:
             self._summarise_kept()
             backlogs = self._storage.hint_backlog()
             for backlog in backlogs:
-                if self._view.usable(backlog.target):
+                if self._view.usable(self._stand_in(backlog.target)):
                     delivered = await self.deliver(backlog.target)
                     if delivered:
                         events.info(
@@ -144,7 +149,9 @@ class HintedHandoff:
         return self._held
 
     async def deliver(self, target: str) -> int:
-        """Deliver every hint held for ``target``; returns how many were delivered."""
+        """Deliver every hint held for ``target`` (to its stand-in); returns how many were
+        delivered."""
+        receiver = self._stand_in(target)
         delivered = 0
         while True:
             hints = self._storage.hints_for(target, BATCH_ITEMS)
@@ -171,7 +178,7 @@ class HintedHandoff:
             live = live[: len(fitting_prefix([(h.key, h.record) for h in live], BATCH_BYTES))]
             batch = ReplicaWriteBatch([(h.key, h.record) for h in live])
             try:
-                await self._peers.request(self._view.address_of(target), batch, timeout=10.0)
+                await self._peers.request(self._view.address_of(receiver), batch, timeout=10.0)
             except (OSError, P2PIndexError):
                 self._stats.incr("hints.delivery_failures")
                 return delivered

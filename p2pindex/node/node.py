@@ -226,6 +226,7 @@ class Node:
                 self._wall_clock,
                 max_bytes=self.config.hint_max_bytes_per_target,
                 max_age=self.config.hint_max_age,
+                stand_in=self.view.stand_in,
             )
             self._replica = ReplicaService(
                 self._index,
@@ -274,7 +275,7 @@ class Node:
                 await prepare_replacement(
                     self.view, self.config.replace, self._seeds, self._peers, self.storage
                 )
-                self._spawn_persist_removed()
+                self.persist_removed()
             if self._seeds and not self.handoff.already_synced():
                 self.state = NodeState.SYNCING
                 self.state_reason = "receiving the data of its ranges"
@@ -521,9 +522,9 @@ class Node:
             previous = change.previous
             if previous is not None and previous.liveness is not Liveness.ALIVE:
                 self.note_behind(member.node_id)  # back from suspicion or death
-            admin.note_alive(self, previous, member)
         elif member.liveness is Liveness.DEAD:
             self.view.dead_since.setdefault(member.node_id, trio.current_time())
+        admin.note_change(self, change.previous, member)
         self.stats.incr(f"membership.{member.liveness.value}")
         self._rebuild_ring()
 
@@ -586,7 +587,7 @@ class Node:
         self.stats.incr("membership.removed")
         taken = f", its place taken by {replaced_by}" if replaced_by else ""
         events.info(f"member {node_id}", "member %s removed from the ring%s", node_id, taken)
-        self._spawn_persist_removed()
+        self.persist_removed()
         before = self.ring
         self._rebuild_ring()
         if self._nursery is not None and before is not self.ring and self._gained is not None:
@@ -597,7 +598,7 @@ class Node:
     def readmit(self, node_id: str) -> None:
         """Undo the removal of ``node_id`` here (and remember it across restarts)."""
         self.view.readmit(node_id)
-        self._spawn_persist_removed()
+        self.persist_removed()
         self._rebuild_ring()
         log.info("member %s admitted again: it may rejoin", node_id)
 
@@ -615,7 +616,7 @@ class Node:
         self.view.takeovers = restart_meta.load_takeovers(self.storage)
         return restart_meta.load_removed(self.storage)
 
-    def _spawn_persist_removed(self) -> None:
+    def persist_removed(self) -> None:
         self._spawn_save_meta(REMOVED_META, restart_meta.removed_doc(self.view.removed))
         self._spawn_save_meta(TAKEOVERS_META, restart_meta.takeovers_doc(self.view.takeovers))
 

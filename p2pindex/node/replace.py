@@ -25,9 +25,12 @@ refusing.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import trio
 
 from p2pindex.errors import ConfigError, InvalidRequest, P2PIndexError
 from p2pindex.node.cluster_view import ClusterView
@@ -38,6 +41,9 @@ from p2pindex.wire.messages import MembersReply, MembersRequest, RemoveRequest
 
 REPLACED_META = "replace.done"
 ASK_TIMEOUT = 10.0
+ASK_ATTEMPTS = 6
+RETRY_DELAY = 5.0
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,10 +126,33 @@ async def prepare_replacement(
 async def _ask_removal(
     own_id: str, replace_id: str, seeds: Sequence[Address], peers: PeerPool
 ) -> Takeover:
+    """Ask the arbiter; if it does not answer (it may have died since the seed listed it),
+    ask again with a fresh member list, which names another arbiter once the cluster sees
+    the first one down: ASK_ATTEMPTS tries, RETRY_DELAY apart."""
     if replace_id == own_id:
         raise ConfigError("replacement refused: a node cannot replace itself")
     if not seeds:
         raise ConfigError("replacement refused: --replace needs the cluster's --seed list")
+    failure = ""
+    for attempt in range(ASK_ATTEMPTS):
+        if attempt:
+            await trio.sleep(RETRY_DELAY)
+        taken, judge = await _checked(own_id, replace_id, seeds, peers)
+        try:
+            await peers.request(judge, RemoveRequest(replace_id, replaced_by=own_id), ASK_TIMEOUT)
+            return taken
+        except InvalidRequest as exc:
+            raise ConfigError(f"replacement refused: {exc}") from None
+        except (OSError, P2PIndexError) as exc:
+            failure = f"{judge} did not answer ({exc})"
+            log.warning("replacement: the arbiter %s; asking again", failure)
+    raise ConfigError(f"replacement not done: {failure}, {ASK_ATTEMPTS} times")
+
+
+async def _checked(
+    own_id: str, replace_id: str, seeds: Sequence[Address], peers: PeerPool
+) -> tuple[Takeover, Address]:
+    """The takeover the cluster allows and the arbiter to ask; ConfigError if refused."""
     reply = await peers.first_reply(seeds, MembersRequest(), MembersReply, ASK_TIMEOUT)
     if reply is None:
         raise ConfigError("replacement refused: no seed answered, so nothing was checked")
@@ -131,18 +160,14 @@ async def _ask_removal(
     if refusal is not None:
         raise ConfigError(f"replacement refused: {refusal}")
     member = next(m for m in reply.members if m.get("node_id") == replace_id)
+    incarnation = member.get("incarnation")
+    source = member.get("tokens_of")
     taken = Takeover(
         replace_id,
-        int(member.get("incarnation") or 0),
-        str(member.get("tokens_of") or replace_id),
+        incarnation if type(incarnation) is int else 0,
+        source if isinstance(source, str) and source else replace_id,
     )
     judge = arbiter(reply.members, replace_id)
     if judge is None:
         raise ConfigError("replacement refused: no live member to carry out the removal")
-    try:
-        await peers.request(judge, RemoveRequest(replace_id, replaced_by=own_id), ASK_TIMEOUT)
-    except InvalidRequest as exc:
-        raise ConfigError(f"replacement refused: {exc}") from None
-    except (OSError, P2PIndexError) as exc:
-        raise ConfigError(f"replacement not done: {judge} did not answer ({exc})") from None
-    return taken
+    return taken, judge

@@ -320,18 +320,20 @@ class SimCluster:
             assert other.node is not None
             other.node.remove_member(slot.identity.node_id)
 
-    async def _retire(self, slot: Slot) -> None:
+    async def _retire(self, slot: Slot, *, replaced: bool = False) -> None:
         """Stop ``slot``'s machine for good. An operator removes (or replaces) a node that
         is gone: whatever only it held (a write acknowledged at ONE that replication had
-        not spread yet) is lost with it."""
+        not spread yet) is lost with it. Hints meant for a removed node are never
+        delivered; those for a replaced one go to its replacement."""
         if slot.state is SlotState.UP:
             await self.crash(slot.name, DiskMode.KEPT)
         slot.state = SlotState.REMOVED
         others = self._cluster_disks()
         node_id = slot.identity.node_id
         durable = slot.disk.durable_records()
+        undeliverable = None if replaced else node_id
         for loss in copy_losses(
-            trio.current_time(), slot.name, durable, None, others, undeliverable_hints=node_id
+            trio.current_time(), slot.name, durable, None, others, undeliverable_hints=undeliverable
         ):
             self._history.append(loss)
 
@@ -357,7 +359,7 @@ class SimCluster:
             while not self._seen_dead(node_id):
                 await trio.sleep(0.5)
         with trio.CancelScope(shield=True):
-            await self._retire(slot)
+            await self._retire(slot, replaced=self._seen_dead(node_id))
             if not self._seen_dead(node_id):
                 for other in self.up():
                     assert other.node is not None

@@ -177,3 +177,14 @@ def test_a_replacement_of_a_replacement_keeps_the_first_members_tokens():
     view.rebuild_ring()
     assert view.takeovers == {NEW: (OTHER, DEAD)}
     assert view.ring.sources == {OTHER: DEAD}
+
+
+def test_hints_for_a_replaced_member_go_to_whoever_holds_its_place_now():
+    view = ClusterView(ME, Address("10.0.0.1", 7000))
+    assert view.stand_in(DEAD) == DEAD
+    view.remove(DEAD, 1, NEW, source=DEAD)
+    assert view.stand_in(DEAD) == NEW
+    view.remove(NEW, 1, OTHER)
+    assert view.stand_in(DEAD) == OTHER, "a replacement replaced in turn"
+    view.remove(PEER, 1, None)
+    assert view.stand_in(PEER) == PEER, "a plain removal names nobody"

@@ -19,11 +19,17 @@ def member(liveness: Liveness, incarnation: int) -> Member:
 def test_a_notice_carries_the_incarnation_and_the_replacement():
     view = ClusterView("a" * 16, Address("10.0.0.1", 7000))
     view.remove(GONE, 5, NEW, source=GONE)
+    view.rebuild_ring()
     assert removal_notice(view, GONE) == RemoveRequest(
         GONE, relayed=True, replaced_by=NEW, incarnation=5
     )
     view.remove("c" * 16, 2, None)
     assert removal_notice(view, "c" * 16).replaced_by is None
+    # The replacement left since: its place is given up, and the notice no longer names it.
+    assert view.forget_successor(NEW)
+    view.rebuild_ring()
+    assert NEW not in view.ring.nodes
+    assert removal_notice(view, GONE).replaced_by is None
 
 
 def test_a_removal_older_than_the_members_return_is_ignored():
