@@ -59,6 +59,7 @@ from p2pindex.wire.messages import (
     RecordsRequest,
     ReplicaReadMany,
     ReplicaReadManyReply,
+    ReplicaWriteBatch,
 )
 
 log = logging.getLogger(__name__)
@@ -167,6 +168,8 @@ class TombstoneReaper:
         with when they were first seen (trio time)."""
         self.strays_found = 0
         """Keys held outside this node's ranges, as of the last full scan."""
+        self._lacking: dict[str, list[tuple[bytes, bytes]]] = {}
+        """Stray copies the last confirmation found missing on a replica, by replica."""
         self._seen_this_cycle: set[bytes] = set()
         self._cursor: bytes | None = None
         self._reaped_at: dict[bytes, float] = reaped_at or {}
@@ -208,6 +211,7 @@ class TombstoneReaper:
         if strays:
             confirmed = await self._confirm(strays[:CONFIRM_BATCH], tombstones=False)
             await self._drop_strays(confirmed)
+            await self._hand_strays_over()
         await self._expire_markers()
         return reaped
 
@@ -304,7 +308,7 @@ class TombstoneReaper:
         self,
         asks: dict[str, list[bytes]],
         request: Callable[[list[bytes]], Message],
-        answered: Callable[[list[bytes], Message], None],
+        answered: Callable[[str, list[bytes], Message], None],
     ) -> None:
         """Send each replica its request about its keys at once; ``answered`` gets each
         reply. A replica that cannot be reached answers nothing: its keys stay unconfirmed."""
@@ -317,7 +321,7 @@ class TombstoneReaper:
             except (OSError, P2PIndexError):
                 self._stats.incr("tombstones.confirm_failures")
                 return
-            answered(wanted, reply)
+            answered(node, wanted, reply)
 
         async with trio.open_nursery() as nursery:
             for node, wanted in asks.items():
@@ -345,15 +349,36 @@ class TombstoneReaper:
                 return False
             return versions.descends(theirs.clock, held[key][1].clock)
 
-        def answered(wanted: list[bytes], reply: Message) -> None:
+        def answered(node: str, wanted: list[bytes], reply: Message) -> None:
             if not isinstance(reply, ReplicaReadManyReply) or len(reply.records) != len(wanted):
                 return
             for key, record in zip(wanted, reply.records, strict=True):
                 if holds(key, record):
                     waiting[key] -= 1
+                elif not tombstones:
+                    self._lacking.setdefault(node, []).append((key, held[key][0]))
 
         await self._ask_all(asks, ReplicaReadMany, answered)
         return {key: held[key][0] for key, left in waiting.items() if left == 0}
+
+    async def _hand_strays_over(self) -> None:
+        """Write each stray copy to the replicas that answered without it. A fallback's copy
+        of a write whose hint went to a replica that was then lost (removed, or replaced
+        before it passed the write on) may be the last one: kept here, no read would ever
+        find it. Replicas merge it like a hint; the next round finds them holding it and
+        drops the copy."""
+        lacking, self._lacking = self._lacking, {}
+        for node, items in sorted(lacking.items()):
+            if not self._view.readable(node):
+                continue
+            try:
+                await self._peers.request(
+                    self._view.address_of(node), ReplicaWriteBatch(items), CONFIRM_TIMEOUT
+                )
+            except (OSError, P2PIndexError):
+                self._stats.incr("copies.handover_failures")
+                continue
+            self._stats.incr("copies.handed_over", len(items))
 
     async def _drop_strays(self, confirmed: dict[bytes, bytes]) -> None:
         """Remove copies every replica of their key holds; the ring is looked at again right
@@ -420,7 +445,7 @@ class TombstoneReaper:
         shadow = self._index.shadow
         asks, waiting = self._replicas_to_ask(keys)
 
-        def answered(wanted: list[bytes], reply: Message) -> None:
+        def answered(_node: str, wanted: list[bytes], reply: Message) -> None:
             if not isinstance(reply, RecordsReply):
                 return
             stored = dict(reply.items)
