@@ -475,8 +475,9 @@ async def _replace(control: ClusterControl, history: History, node: str) -> None
         new = await control.replace(node)
     except DefiniteError:
         return
-    if new is None:
-        history.append(FaultEvent(started, EventKind.REMOVE, (node,), detail="not replaced"))
+    if new is None:  # removed when the wait ended (a fault may have restarted it meanwhile)
+        now = trio.current_time()
+        history.append(FaultEvent(now, EventKind.REMOVE, (node,), detail="not replaced"))
         return
     history.append(FaultEvent(started, EventKind.REMOVE, (node,), detail=f"replaced by {new}"))
     now = trio.current_time()
