@@ -78,15 +78,8 @@ async def test_a_member_away_during_a_removal_learns_it_when_it_comes_back(autoj
     async with running_cluster(5) as cluster:
         away, gone = cluster.nodes[3], cluster.nodes[4]
         gone_id = gone.node.node_id
-        for node in (away, gone):
-            cluster.crash(node)
-            cluster.nodes.remove(node)
-        with trio.fail_after(30):
-            while any(
-                m.node_id == gone_id and m.liveness.value != "dead"
-                for m in cluster.nodes[0].node.members()
-            ):
-                await trio.sleep(0.1)
+        cluster.crash_out(away, gone)
+        await cluster.wait_dead(gone_id)
         reply = await cluster.request(cluster.nodes[0], RemoveRequest(gone_id))
         assert isinstance(reply, OkReply), reply
         back = await cluster.start_node(storage=away.storage, identity=away.identity)

@@ -10,7 +10,7 @@ import trio
 
 from p2pindex.node.identity import NodeIdentity
 from p2pindex.storage.memory import MemoryStorage
-from p2pindex.types import Liveness, NodeState
+from p2pindex.types import NodeState
 from p2pindex.wire.messages import (
     GetReply,
     GetRequest,
@@ -36,16 +36,6 @@ async def refused(cluster: Cluster, replace: str, seed: int) -> str:
     return str(error)
 
 
-async def seen_dead(cluster: Cluster, dead_id: str) -> None:
-    """Wait until the first live node sees ``dead_id`` dead (a replacement needs that)."""
-    with trio.fail_after(30):
-        while any(
-            m.node_id == dead_id and m.liveness is not Liveness.DEAD
-            for m in cluster.nodes[0].node.members()
-        ):
-            await trio.sleep(0.1)
-
-
 async def test_a_new_node_replaces_a_dead_one_and_bad_replacements_are_refused():
     async with running_cluster(4) as cluster:
         keys = [b"rep-%d" % i for i in range(60)]
@@ -63,7 +53,7 @@ async def test_a_new_node_replaces_a_dead_one_and_bad_replacements_are_refused()
         assert "no member has the id" in await refused(cluster, "0123456789abcdef", 51)
         cluster.crash(dead)
         cluster.nodes.remove(dead)
-        await seen_dead(cluster, dead_id)
+        await cluster.wait_dead(dead_id)
         storage = MemoryStorage()
         identity = NodeIdentity.generate(random.Random(52))
         new = await cluster.start_node(
@@ -120,10 +110,8 @@ async def test_members_that_missed_a_replacement_place_the_replacement_alike():
     async with running_cluster(4) as cluster:
         away, dead = cluster.nodes[2], cluster.nodes[3]
         dead_id = dead.node.node_id
-        for node in (away, dead):
-            cluster.crash(node)
-            cluster.nodes.remove(node)
-        await seen_dead(cluster, dead_id)
+        cluster.crash_out(away, dead)
+        await cluster.wait_dead(dead_id)
         new = await cluster.start_node(
             identity=NodeIdentity.generate(random.Random(60)),
             seeds=(cluster.nodes[0].address,),
@@ -151,7 +139,7 @@ async def test_a_replacement_that_never_comes_can_be_removed_in_turn():
         dead_id = dead.node.node_id
         cluster.crash(dead)
         cluster.nodes.remove(dead)
-        await seen_dead(cluster, dead_id)
+        await cluster.wait_dead(dead_id)
         ghost = "feedface" * 2
         removal = RemoveRequest(dead_id, replaced_by=ghost)
         assert isinstance(await cluster.request(cluster.nodes[0], removal), OkReply)

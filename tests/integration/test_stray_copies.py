@@ -6,14 +6,8 @@ from __future__ import annotations
 import trio
 
 from p2pindex.core import versions
-from p2pindex.wire.messages import (
-    GetReply,
-    GetRequest,
-    PutReply,
-    PutRequest,
-    StatusReply,
-    StatusRequest,
-)
+from p2pindex.wire import messages as wm
+from p2pindex.wire.messages import PutReply, PutRequest, StatusReply, StatusRequest
 from tests.support.cluster import Cluster, RunningNode, running_cluster
 
 FAST = {"tombstone_grace": 0.4, "anti_entropy_interval": 0.5}
@@ -104,5 +98,5 @@ async def test_a_stray_copy_the_replicas_lack_is_handed_to_them_before_it_goes()
         await wait_only_replicas(cluster, keys)
         assert outsider.node.stats.get("copies.handed_over") >= len(keys)
         for key in keys:
-            got = await cluster.request(cluster.nodes[0], GetRequest(key, "all", 5000))
-            assert isinstance(got, GetReply) and got.values == [b"only-here"], key
+            got = await cluster.request(cluster.nodes[0], wm.GetRequest(key, "all", 5000))
+            assert isinstance(got, wm.GetReply) and got.values == [b"only-here"], key

@@ -105,6 +105,13 @@ class Cluster:
         running.scope.cancel()
         self.network.crash(running.address.host)
 
+    def crash_out(self, *nodes: RunningNode) -> None:
+        """Crash ``nodes`` and take them off the running list (their storage stays, for a
+        restart)."""
+        for running in nodes:
+            self.crash(running)
+            self.nodes.remove(running)
+
     async def wait_converged(self, timeout: float = 30.0) -> None:
         """Wait until every running node sees every other running node alive and ACTIVE."""
         live = [n for n in self.nodes if not n.scope.cancel_called]
