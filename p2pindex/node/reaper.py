@@ -45,7 +45,9 @@ from typing import Protocol
 import cbor2
 import trio
 
+from p2pindex.config import Limits
 from p2pindex.core import versions
+from p2pindex.core.batching import batches
 from p2pindex.core.ring import Ring
 from p2pindex.errors import P2PIndexError, StorageFailure
 from p2pindex.node.peers import PeerPool
@@ -76,6 +78,8 @@ CONFIRM_BATCH = 512
 MAX_CANDIDATES = 100_000
 """Tombstones tracked at once; more wait for a later scan (the bound on this node's memory)."""
 CONFIRM_TIMEOUT = 5.0
+HANDOVER_BYTES = Limits().max_frame // 2
+"""Most key and record bytes of stray copies one request hands to a replica."""
 STRAY_WAIT = 10.0
 """Seconds a copy held outside this node's ranges waits before it is confirmed and dropped
 (at most the grace): lets a handoff or hint delivery that is under way finish first."""
@@ -369,16 +373,17 @@ class TombstoneReaper:
         drops the copy."""
         lacking, self._lacking = self._lacking, {}
         for node, items in sorted(lacking.items()):
-            if not self._view.readable(node):
-                continue
-            try:
-                await self._peers.request(
-                    self._view.address_of(node), ReplicaWriteBatch(items), CONFIRM_TIMEOUT
-                )
-            except (OSError, P2PIndexError):
-                self._stats.incr("copies.handover_failures")
-                continue
-            self._stats.incr("copies.handed_over", len(items))
+            for batch in batches(items, HANDOVER_BYTES):
+                if not self._view.readable(node):
+                    break
+                try:
+                    await self._peers.request(
+                        self._view.address_of(node), ReplicaWriteBatch(batch), CONFIRM_TIMEOUT
+                    )
+                except (OSError, P2PIndexError):
+                    self._stats.incr("copies.handover_failures")
+                    break
+                self._stats.incr("copies.handed_over", len(batch))
 
     async def _drop_strays(self, confirmed: dict[bytes, bytes]) -> None:
         """Remove copies every replica of their key holds; the ring is looked at again right
