@@ -197,7 +197,7 @@ def note_change(node: Node, previous: Member | None, member: Member) -> None:
         node.persist_removed()
     if member.liveness is not Liveness.ALIVE or not view.removed:
         return
-    if member.node_id in view.removed:
+    if member.node_id in view.removed or member.node_id == node.node_id:
         return
     if previous is None or previous.incarnation < member.incarnation:
         node.spawn(lambda: tell_removals(node, member))
