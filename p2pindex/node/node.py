@@ -585,8 +585,9 @@ class Node:
         member = self.view.members.get(node_id)
         self.view.remove(node_id, member.incarnation if member else 0, replaced_by)
         self.stats.incr("membership.removed")
+        where = f"{node_id} at {member.address if member else 'an unknown address'}"
         taken = f", its place taken by {replaced_by}" if replaced_by else ""
-        events.info(f"member {node_id}", "member %s removed from the ring%s", node_id, taken)
+        events.info(f"member {node_id}", "member %s removed from the ring%s", where, taken)
         self.persist_removed()
         before = self.ring
         self._rebuild_ring()
