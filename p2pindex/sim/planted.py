@@ -108,11 +108,15 @@ def plant_client(bugs: frozenset[str], connector: Connector) -> Connector:
 
 async def prepare(seams: PlantedSeams, storage: Storage) -> None:
     """What happens to a node's disk before its process starts (``hints-dropped-on-restart``:
-    forget every hint, as if none had been made durable)."""
+    forget every hint and the copy it kept with it, as if neither had been made durable;
+    the copy alone would still reach the key's replicas through the reaper)."""
     if seams.drop_hints_at_start:
         for backlog in storage.hint_backlog():
             hints = storage.hints_for(backlog.target, backlog.count)
             await storage.delete_hints([h.hint_id for h in hints])
+            for hint in hints:
+                if storage.get(hint.key) == hint.record:
+                    await storage.remove(hint.key)
 
 
 # --- version rules ------------------------------------------------------------------------
