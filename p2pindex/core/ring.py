@@ -453,6 +453,19 @@ def arc_covers(outer: Arc, inner: Arc) -> bool:
     return first < last <= (end - start) % RING_SIZE
 
 
+def arc_holding(arcs: list[Arc], starts: list[int], token: int) -> int | None:
+    """Index of the arc of ``arcs`` (disjoint, sorted by start, as ``Ring.ranges_for``
+    gives them; ``starts`` their starts) that holds ``token``, or None."""
+    below = bisect_left(starts, token) - 1
+    for index in (below, len(arcs) - 1):  # the arc starting below, or the one that wraps
+        if index < 0:
+            continue
+        start, end = arcs[index]
+        if start < token <= end if start < end else (token > start or token <= end):
+            return index
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class ArcPiece:
     """One contiguous run of tokens ``lo..hi`` (inclusive) of a ring arc, in scan order.

@@ -27,7 +27,7 @@ import trio
 
 from p2pindex.config import Limits
 from p2pindex.core.batching import batches
-from p2pindex.core.ring import Ring, key_token
+from p2pindex.core.ring import Arc, Ring, arc_holding, key_token
 from p2pindex.errors import P2PIndexError, StorageFailure
 from p2pindex.node.eventlog import EventLog
 from p2pindex.node.peers import PeerPool
@@ -74,7 +74,9 @@ class WrittenKeys(Protocol):
 
     def track_writes(self) -> None: ...
 
-    async def written(self) -> set[bytes] | None: ...
+    def commit_mark(self) -> int: ...
+
+    async def written(self) -> dict[bytes, int] | None: ...
 
 
 class HandingOver(Protocol):
@@ -439,17 +441,21 @@ class OwnershipHandoff(RecordMover):
 
     # --- leaving ----------------------------------------------------------------------------
 
-    async def push_all(self) -> None:
+    async def push_all(self, written: WrittenKeys | None = None) -> list[tuple[Arc, int]]:
         """A leave's first pass: give every key this node replicates to the nodes that
-        replace it. ``hand_over`` ends the handoff after its second pass."""
+        replace it. ``hand_over`` ends the handoff after its second pass. Returns each range
+        with ``written``'s commit mark when its scan began (see ``written_after_scan``)."""
         ranges = self._view.ring.ranges_for(self._view.node_id, self._n)
         self.progress = HandoffProgress(
             direction="out", ranges_total=len(ranges), started=trio.current_time()
         )
         self._log_started()
-        await self._push_ranges(ranges)
+        return list(zip(ranges, await self._push_ranges(ranges, written), strict=True))
 
-    async def _push_ranges(self, ranges: list[tuple[int, int]]) -> None:
+    async def _push_ranges(
+        self, ranges: list[tuple[int, int]], written: WrittenKeys | None = None
+    ) -> list[int]:
+        marks: list[int] = []
         ring = self._view.ring
         after_ring = ring.without_node(self._view.node_id)
         # Most ranges hold a few keys each (a node has about 3 x 2,048 of them): records of
@@ -457,6 +463,7 @@ class OwnershipHandoff(RecordMover):
         # not one per range. A shorter push also leaves fewer writes for the second pass.
         pending: list[tuple[bytes, bytes]] = []
         for start, end in ranges:
+            marks.append(written.commit_mark() if written is not None else 0)
             cursor: bytes | None = None
             while True:
                 items = self._storage.scan_range(start, end, cursor, BATCH_KEYS)
@@ -470,6 +477,7 @@ class OwnershipHandoff(RecordMover):
             self.progress.ranges_done += 1
         if pending:
             await self._push_batch(pending, ring, after_ring)
+        return marks
 
     async def hand_over(self, written: WrittenKeys, view: HandingOver) -> None:
         """A leaving node's handoff. Replicas keep writing to it while it pushes, and a
@@ -479,25 +487,27 @@ class OwnershipHandoff(RecordMover):
         passes sent) only after the second pass: the figures an operator compares with
         ``p2pindex plan remove``."""
         written.track_writes()
-        await self.push_all()
+        scanned = await self.push_all(written)
         view.handing_over = True
-        keys = await written.written()
-        if keys is None:
+        commits = await written.written()
+        if commits is None:
             log.info("handoff out: too many keys were written during the push; pushing all again")
-            ranges = self._view.ring.ranges_for(self._view.node_id, self._n)
             self.progress.ranges_done = 0
-            await self._push_ranges(ranges)
+            await self._push_ranges(self._view.ring.ranges_for(self._view.node_id, self._n))
         else:
-            log.info("handoff out: pushing again the %d key(s) written during the push", len(keys))
+            keys = written_after_scan(commits, scanned)
+            log.info(
+                "handoff out: pushing again the %d key(s) written after their range was read",
+                len(keys),
+            )
             self.progress.second_pass_keys = len(keys)
             await self.push_keys(keys)
         self.progress.finished = trio.current_time()
         self._log_finished()
 
     async def push_keys(self, keys: set[bytes]) -> None:
-        """Push ``keys`` again (those written while ``push_all`` ran) to the nodes that
-        replace this one: a write that reached this node after its range was pushed would
-        otherwise leave with it."""
+        """Push ``keys`` again (those written after ``push_all`` read their range) to the
+        nodes that replace this one: such a write would otherwise leave with this node."""
         me = self._view.node_id
         ring = self._view.ring
         after_ring = ring.without_node(me)
@@ -555,3 +565,18 @@ def _sources(token: int, ring: Ring, before: Ring, n: int, me: str) -> list[str]
     owners = set(ring.preference_list_for_token(token, n))
     held = [node for node in before.preference_list_for_token(token, n) if node != me]
     return sorted(held, key=lambda node: node in owners)
+
+
+def written_after_scan(commits: dict[bytes, int], scanned: list[tuple[Arc, int]]) -> set[bytes]:
+    """The keys of ``commits`` (key -> number of its last commit) whose last commit came
+    after the first pass began reading their range (``scanned``: each range with the commit
+    number then). A key committed before went out with that pass; pushing it again would
+    only move its bytes twice. A key outside every range is kept, to be safe."""
+    ranges = [arc for arc, _ in scanned]
+    starts = [start for start, _ in ranges]
+    again: set[bytes] = set()
+    for key, commit in commits.items():
+        index = arc_holding(ranges, starts, key_token(key))
+        if index is None or commit > scanned[index][1]:
+            again.add(key)
+    return again

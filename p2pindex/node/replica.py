@@ -97,10 +97,13 @@ class IndexManager:
         self._committing: dict[bytes, list[trio.Event]] = {}
         """Keys whose record is pending (visible, not yet committed), with one event per
         commit in flight, set when it ends either way (see ``_settled``)."""
-        self._written: set[bytes] | None = None
-        """Keys committed since ``track_writes`` (None when not tracking), for a leaving
-        node's second push; past WRITTEN_TRACK_MAX it is dropped and ``written`` says so."""
+        self._written: dict[bytes, int] | None = None
+        """Keys committed since ``track_writes``, each with the number of its last commit
+        (None when not tracking), for a leaving node's second push; past
+        WRITTEN_TRACK_MAX it is dropped and ``written`` says so."""
         self._written_overflow = False
+        self._commits = 0
+        """Commits noted while tracking: ``commit_mark`` tells the handoff where it is."""
         self.shadow: dict[bytes, tuple[bytes, VersionedObject]] = {}
         """Reaped tombstones (node/reaper.py): a key absent from storage reads as its
         marker, so stale copies merge against the delete and lose, and new writes get a
@@ -356,20 +359,26 @@ class IndexManager:
 
     def track_writes(self) -> None:
         """Start recording the keys committed from now on (see ``written``)."""
-        self._written = set()
+        self._written = {}
         self._written_overflow = False
+
+    def commit_mark(self) -> int:
+        """The number of the last commit noted since ``track_writes``: a key ``written``
+        lists with a number at most this was already in storage when it was taken."""
+        return self._commits
 
     def _note_written(self, keys: list[bytes]) -> None:
         assert self._written is not None
-        self._written.update(keys)
+        self._commits += 1
+        self._written.update(dict.fromkeys(keys, self._commits))
         if len(self._written) > WRITTEN_TRACK_MAX:
-            self._written = set()
+            self._written = {}
             self._written_overflow = True
 
-    async def written(self) -> set[bytes] | None:
+    async def written(self) -> dict[bytes, int] | None:
         """Once every commit in flight now has ended: the keys committed since
-        ``track_writes`` (None if there were too many to keep: then all of them count);
-        tracking stops."""
+        ``track_writes``, each with the number of its last commit (None if there were too
+        many to keep: then all of them count); tracking stops."""
         for pending in list(self._committing.values()):
             for done in list(pending):
                 await done.wait()

@@ -357,13 +357,14 @@ async def test_writes_a_leaving_node_takes_while_it_pushes_leave_with_the_others
 
         first_pass: list[tuple[int, float | None]] = []
 
-        async def push_then_take_writes() -> None:
-            await push_all()
+        async def push_then_take_writes(*args: object) -> list:
+            scanned = await push_all(*args)
             first_pass.append((leaving.progress.keys, leaving.progress.finished))
             if not leaver.node.view.handing_over:  # the first push: writes still arrive
                 for key in late:
                     reply = await cluster.request(leaver, ReplicaWrite(key, record, None))
                     assert isinstance(reply, ReplicaAck)
+            return scanned
 
         leaving.push_all = push_then_take_writes  # type: ignore[method-assign]
         with trio.fail_after(30):

@@ -234,7 +234,17 @@ async def test_keys_written_while_tracked_are_listed_and_too_many_say_so(monkeyp
     for key in (b"a", b"b"):
         _, record = index.new_version(key, VersionVector(), b"v")
         await index.commit(key, record)
-    assert await index.written() == {b"a", b"b"}
+    assert await index.written() == {b"a": 1, b"b": 2}
+    index.track_writes()
+    _, record = index.new_version(b"a", VersionVector(), b"v")
+    await index.commit(b"a", record)
+    mark = index.commit_mark()
+    for key in (b"b", b"a"):
+        _, record = index.new_version(key, VersionVector(), b"v")
+        await index.commit(key, record)
+    # a key's number is its last commit's, and later than a mark taken before that commit
+    written = await index.written()
+    assert written is not None and written[b"a"] > written[b"b"] > mark
     monkeypatch.setattr(replica, "WRITTEN_TRACK_MAX", 2)
     index.track_writes()
     for key in (b"c", b"d", b"e"):

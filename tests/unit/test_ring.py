@@ -13,6 +13,7 @@ from p2pindex.core.ring import (
     RING_SIZE,
     EmptyRingError,
     Ring,
+    arc_holding,
     key_token,
     node_tokens,
 )
@@ -256,6 +257,28 @@ def test_ranges_for_agree_with_preference_lists(
         preference = ring.preference_list_for_token(token, n)
         for node, arcs in ranges.items():
             assert any(in_arc(token, arc) for arc in arcs) == (node in preference)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    nodes=id_sets(1, 7),
+    vnodes=st.integers(1, 24),
+    n=st.integers(1, 8),
+    keys=st.lists(st.binary(), max_size=30),
+)
+def test_arc_holding_finds_the_one_range_of_a_node_that_holds_a_token(
+    nodes: list[str], vnodes: int, n: int, keys: list[bytes]
+) -> None:
+    ring = Ring(nodes, vnodes=vnodes)
+    edges = [t + d for node in nodes for t in node_tokens(node, vnodes)[:3] for d in (-1, 0, 1)]
+    tokens = [key_token(key) for key in keys] + [t % RING_SIZE for t in edges] + [0, RING_SIZE - 1]
+    for node in nodes:
+        arcs = ring.ranges_for(node, n)
+        starts = [start for start, _ in arcs]
+        for token in tokens:
+            holding = [i for i, arc in enumerate(arcs) if in_arc(token, arc)]
+            assert arc_holding(arcs, starts, token) == (holding[0] if holding else None)
+            assert len(holding) <= 1
 
 
 @settings(max_examples=40, deadline=None)
