@@ -100,10 +100,7 @@ async def remove(node: Node, request: wm.RemoveRequest) -> wm.Message:
             return wm.OkReply(f"node {request.node_id} was removed here already")
         if readmitted(member, request.incarnation):
             return wm.OkReply(f"node {request.node_id} was admitted again here")
-        node.remove_member(request.node_id, request.replaced_by)
-        if member is None and request.incarnation is not None:
-            node.view.removed[request.node_id] = request.incarnation  # as the sender knew it
-            node.persist_removed()
+        node.remove_member(request.node_id, request.replaced_by, request.incarnation)
         return wm.OkReply(f"node {request.node_id} removed from the ring")
     if member is None and request.node_id not in node.ring.nodes:
         raise InvalidRequest(f"unknown node {request.node_id}")

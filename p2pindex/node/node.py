@@ -577,13 +577,17 @@ class Node:
             "data directory to join as a new node)"
         )
 
-    def remove_member(self, node_id: str, replaced_by: str | None = None) -> None:
+    def remove_member(
+        self, node_id: str, replaced_by: str | None = None, incarnation: int | None = None
+    ) -> None:
         """Take ``node_id`` out of this node's ring, ``replaced_by`` (if any) taking its
-        tokens (and remember both across restarts)."""
+        tokens (and remember both across restarts). ``incarnation``: the member's, as the
+        sender of the removal knew it, for one this node never saw."""
         if node_id == self.node_id:
             raise errors.InvalidRequest("a node cannot remove itself; use leave")
         member = self.view.members.get(node_id)
-        self.view.remove(node_id, member.incarnation if member else 0, replaced_by)
+        known = member.incarnation if member else incarnation or 0
+        self.view.remove(node_id, known, replaced_by)
         self.stats.incr("membership.removed")
         where = f"{node_id} at {member.address if member else 'an unknown address'}"
         taken = f", its place taken by {replaced_by}" if replaced_by else ""

@@ -3,12 +3,14 @@ bad replacement is refused with the reason before anything changes."""
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
 import trio
 
 from p2pindex.node.identity import NodeIdentity
+from p2pindex.node.restart_meta import REMOVED_META
 from p2pindex.storage.memory import MemoryStorage
 from p2pindex.types import NodeState
 from p2pindex.wire.messages import (
@@ -149,3 +151,18 @@ async def test_a_replacement_that_never_comes_can_be_removed_in_turn():
         assert isinstance(reply, OkReply), reply
         for n in cluster.nodes:
             assert ghost not in n.node.ring.nodes and dead_id not in n.node.ring.nodes
+
+
+async def test_a_relayed_removal_of_a_member_never_seen_here_keeps_the_senders_incarnation():
+    """A node that never saw the removed member records it at the incarnation the relay
+    names, so that member coming back at that incarnation stays removed here, and only a
+    restart at a higher one counts as coming back."""
+    async with running_cluster(3) as cluster:
+        stranger = "0badc0de" * 2
+        removal = RemoveRequest(stranger, relayed=True, incarnation=7)
+        assert isinstance(await cluster.request(cluster.nodes[1], removal), OkReply)
+        node = cluster.nodes[1].node
+        assert node.view.removed[stranger] == 7
+        with trio.fail_after(5):  # and remembers it across a restart
+            while json.loads(node.storage.get_meta(REMOVED_META) or b"{}").get(stranger) != 7:
+                await trio.sleep(0.05)
