@@ -114,8 +114,7 @@ async def remove(node: Node, request: wm.RemoveRequest) -> wm.Message:
     others = [
         m
         for m in node.view.members.values()
-        if m.node_id not in (node.node_id, request.node_id)
-        and m.liveness in (Liveness.ALIVE, Liveness.SUSPECT)
+        if m.node_id not in (node.node_id, request.node_id) and m.running
     ]
     told = await _tell(node, others, removal_notice(node.view, request.node_id))
     return wm.OkReply(f"node {request.node_id} removed from the ring on {told}")
@@ -137,7 +136,7 @@ async def admit(node: Node, request: wm.AdmitRequest) -> wm.Message:
         for m in node.view.members.values()
         if m.node_id not in (node.node_id, node_id)
         and m.node_id not in node.view.removed
-        and m.liveness in (Liveness.ALIVE, Liveness.SUSPECT)
+        and m.running
     ]
     told = await _tell(node, others, wm.AdmitRequest(node_id, relayed=True))
     return wm.OkReply(f"node {node_id} may rejoin; admitted on {told}; restart it to rejoin")
@@ -178,10 +177,7 @@ def readmitted(member: Member | None, removed_at: int | None) -> bool:
     and restarted since, at a higher incarnation)."""
     if member is None or removed_at is None:
         return False
-    return member.incarnation > removed_at and member.liveness in (
-        Liveness.ALIVE,
-        Liveness.SUSPECT,
-    )
+    return member.incarnation > removed_at and member.running
 
 
 def note_change(node: Node, previous: Member | None, member: Member) -> None:

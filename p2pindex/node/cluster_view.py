@@ -60,7 +60,7 @@ class ClusterView:
         if node_id == self.node_id:
             return self.state is not NodeState.DEGRADED and not self.handing_over
         member = self.members.get(node_id)
-        if member is None or member.liveness not in (Liveness.ALIVE, Liveness.SUSPECT):
+        if member is None or not member.running:
             return False
         if member.state is NodeState.DEGRADED or node_id in self.removed:
             return False  # a removed node that restarted is alive but gets nothing
@@ -88,8 +88,7 @@ class ClusterView:
         return member is not None and member.state is not NodeState.SYNCING
 
     def live_addresses(self) -> list[tuple[str, Address]]:
-        live = (Liveness.ALIVE, Liveness.SUSPECT)
-        return [(m.node_id, m.address) for m in self.members.values() if m.liveness in live]
+        return [(m.node_id, m.address) for m in self.members.values() if m.running]
 
     def rebuild_ring(self) -> bool:
         """Rebuild the ring from the members that have not left or been removed; True when
@@ -140,7 +139,7 @@ class ClusterView:
         if node_id == self.node_id:
             return True
         member = self.members.get(node_id)
-        return member is not None and member.liveness in (Liveness.ALIVE, Liveness.SUSPECT)
+        return member is not None and member.running
 
     def token_sources(self) -> dict[str, str]:
         """Replacement id -> the id its tokens come from, for the takeovers in force."""

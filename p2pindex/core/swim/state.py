@@ -33,6 +33,11 @@ class Member:
     tokens_of: str | None = None
     """The id the member's ring tokens come from, when not its own (``Alive.tokens_of``)."""
 
+    @property
+    def running(self) -> bool:
+        """Alive or suspected: as far as anyone knows, the process is up."""
+        return self.liveness in LIVE
+
 
 @dataclass(frozen=True, slots=True)
 class MemberChanged:
