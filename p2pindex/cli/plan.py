@@ -72,6 +72,8 @@ async def gather_loads(db: AsyncClient, docs: list[dict[str, Any]]) -> list[Node
             status = (await db.status(str(doc["address"]))).document
         except (OSError, P2PIndexError):
             return
+        if status.get("state", "active") != "active":
+            return  # a SYNCING node holds only part of its ranges yet: it would spoil the estimate
         keys, data = status.get("keys"), status.get("bytes")
         if isinstance(keys, int) and isinstance(data, int):
             # Copies held outside the node's ranges (a fallback's, a former owner's, not
@@ -84,12 +86,11 @@ async def gather_loads(db: AsyncClient, docs: list[dict[str, Any]]) -> list[Node
 
     async with trio.open_nursery() as nursery:
         for doc in docs:
-            # A SYNCING node holds only part of its ranges yet: it would spoil the estimate.
-            if (
-                doc.get("in_ring", True)
-                and doc.get("liveness") == "alive"
-                and doc.get("state", "active") == "active"
-            ):
+            # Whether a member is still SYNCING is asked of the member itself: the gossip
+            # that tells the others lags, and a node that has just finished its pull is the
+            # best estimate there is (it holds its ranges and no stray copies yet), while
+            # the former owners still hold copies their reaper has not counted.
+            if doc.get("in_ring", True) and doc.get("liveness") == "alive":
                 nursery.start_soon(ask, doc)
     return loads
 

@@ -132,6 +132,8 @@ class FakeCluster:
             for node in self.nodes[1:]:
                 node.store = self.nodes[0].store
         self.liveness: dict[str, str] = {node.node_id: "alive" for node in self.nodes}
+        self.states: dict[str, str] = {node.node_id: "active" for node in self.nodes}
+        """Each member's state as the others' gossip has it (which can lag its own)."""
         self.node_limits = Limits()
         self.limits_reply: Message = ErrorReply("invalid_request", "unknown message type 19")
         """What the nodes answer a client asking for their limits (by default: what a node
@@ -143,7 +145,7 @@ class FakeCluster:
                 "node_id": node.node_id,
                 "address": str(node.address),
                 "liveness": self.liveness[node.node_id],
-                "state": "active",
+                "state": self.states[node.node_id],
                 "incarnation": 1,
             }
             for node in self.nodes
