@@ -230,24 +230,28 @@ def test_a_join_moves_about_its_share_and_only_to_the_newcomer(
 # --- whole-ring views -----------------------------------------------------------------------
 
 
-@settings(max_examples=40, deadline=None)
-@given(
+ring_cases = given(
     nodes=id_sets(1, 7),
     vnodes=st.integers(1, 24),
     n=st.integers(1, 8),
     keys=st.lists(st.binary(), max_size=30),
 )
+"""A small ring, a replica count (possibly above its size) and some keys."""
+
+
+def probe_tokens(nodes: list[str], vnodes: int, keys: list[bytes]) -> list[int]:
+    """The keys' tokens, the ring's edges (either side of some node tokens) and both ends."""
+    edges = [t + d for node in nodes for t in node_tokens(node, vnodes)[:3] for d in (-1, 0, 1)]
+    return [key_token(key) for key in keys] + [t % RING_SIZE for t in edges] + [0, RING_SIZE - 1]
+
+
+@settings(max_examples=40, deadline=None)
+@ring_cases
 def test_ranges_for_agree_with_preference_lists(
     nodes: list[str], vnodes: int, n: int, keys: list[bytes]
 ) -> None:
     ring = Ring(nodes, vnodes=vnodes)
-    boundaries = [
-        token + delta
-        for node in nodes
-        for token in node_tokens(node, vnodes)[:3]
-        for delta in (-1, 0, 1)
-    ]
-    tokens = [key_token(key) for key in keys] + [t % RING_SIZE for t in boundaries]
+    tokens = probe_tokens(nodes, vnodes, keys)
     ranges = {node: ring.ranges_for(node, n) for node in nodes}
     for arcs in ranges.values():
         assert arcs == sorted(arcs)
@@ -260,18 +264,12 @@ def test_ranges_for_agree_with_preference_lists(
 
 
 @settings(max_examples=60, deadline=None)
-@given(
-    nodes=id_sets(1, 7),
-    vnodes=st.integers(1, 24),
-    n=st.integers(1, 8),
-    keys=st.lists(st.binary(), max_size=30),
-)
+@ring_cases
 def test_arc_holding_finds_the_one_range_of_a_node_that_holds_a_token(
     nodes: list[str], vnodes: int, n: int, keys: list[bytes]
 ) -> None:
     ring = Ring(nodes, vnodes=vnodes)
-    edges = [t + d for node in nodes for t in node_tokens(node, vnodes)[:3] for d in (-1, 0, 1)]
-    tokens = [key_token(key) for key in keys] + [t % RING_SIZE for t in edges] + [0, RING_SIZE - 1]
+    tokens = probe_tokens(nodes, vnodes, keys)
     for node in nodes:
         arcs = ring.ranges_for(node, n)
         starts = [start for start, _ in arcs]
