@@ -33,10 +33,13 @@ write it stood in for, or what a former owner kept after handing a range over. O
 preference-list replica answers with that version or a newer one (so its hints were
 delivered, or the new owners confirmed the handoff), the copy is dropped, and the number
 of copies of every key comes back to N. Riak deletes after a confirmed handoff likewise.
+A copy no replica holds is written to them first; one a delete superseded is dropped as
+soon as every replica answered (``stray_fate``).
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 from collections.abc import Callable, Iterable
@@ -141,6 +144,45 @@ def scan_chunk(stored: int, grace: float) -> int:
     if wanted >= stored:
         return SCAN_CHUNK
     return max(MIN_SCAN_CHUNK, min(wanted, SCAN_CHUNK))
+
+
+class StrayFate(enum.Enum):
+    KEEP = "keep"
+    DROP = "drop"
+    HAND_OVER = "hand over"
+
+
+def stray_fate(replicas: int, holding: int, lacking: int, deleted_above: bool) -> StrayFate:
+    """What to do with a stray copy once ``holding`` of the key's ``replicas`` answered with
+    it or a version descending from it, and ``lacking`` answered without it (the rest did
+    not answer).
+
+    Every replica holding it: it is where it belongs, drop it. A delete above it on some
+    replica, every replica answering: it was deleted, so it is dropped and never handed
+    over. Handing it to a replica whose tombstone was reaped and whose marker expired would
+    bring the deleted value back (the copy can outlive the markers when its holder could
+    not confirm it for that long: seed 33177). No replica holding it, every replica
+    answering: it may be the last copy of a write (its hint went to a replica lost before
+    passing it on), so it goes to them. Anything else waits: the replicas that hold a newer
+    version pass it to the others by anti-entropy, and a later round drops the copy."""
+    if holding == replicas:
+        return StrayFate.DROP
+    if holding + lacking < replicas:
+        return StrayFate.KEEP
+    if deleted_above:
+        return StrayFate.DROP
+    if lacking == replicas:
+        return StrayFate.HAND_OVER
+    return StrayFate.KEEP
+
+
+def _decoded(record: bytes | None) -> versions.VersionedObject | None:
+    if record is None:
+        return None
+    try:
+        return versions.decode_object(record)
+    except ValueError:
+        return None
 
 
 class TombstoneReaper:
@@ -335,7 +377,7 @@ class TombstoneReaper:
         """The keys whose record here every preference-list replica holds (or has a
         version descending from), with that record. ``tombstones``: only tombstones are
         wanted (the rest are forgotten as candidates); otherwise copies this node is no
-        replica of."""
+        replica of, and then also those a delete superseded (see ``stray_fate``)."""
         ring = self._view.ring
         me = self._view.node_id
         if len(ring.nodes) < self._n or not self._view.readable(me):
@@ -343,27 +385,34 @@ class TombstoneReaper:
         tracked = self._candidates if tombstones else self._strays
         held = self._held(keys, tracked, tombstones=tombstones)
         asks, waiting = self._asks(held, tracked, tombstones=tombstones)
-
-        def holds(key: bytes, record: bytes | None) -> bool:
-            if record is None:
-                return False
-            try:
-                theirs = versions.decode_object(record)
-            except ValueError:
-                return False
-            return versions.descends(theirs.clock, held[key][1].clock)
+        asked = dict(waiting)
+        lacking: dict[bytes, list[str]] = {}
+        deleted_above: set[bytes] = set()
 
         def answered(node: str, wanted: list[bytes], reply: Message) -> None:
             if not isinstance(reply, ReplicaReadManyReply) or len(reply.records) != len(wanted):
                 return
             for key, record in zip(wanted, reply.records, strict=True):
-                if holds(key, record):
+                theirs = _decoded(record)
+                if theirs is not None and versions.descends(theirs.clock, held[key][1].clock):
                     waiting[key] -= 1
-                elif not tombstones:
-                    self._lacking.setdefault(node, []).append((key, held[key][0]))
+                    if theirs.is_deleted:
+                        deleted_above.add(key)
+                else:
+                    lacking.setdefault(key, []).append(node)
 
         await self._ask_all(asks, ReplicaReadMany, answered)
-        return {key: held[key][0] for key, left in waiting.items() if left == 0}
+        confirmed = {key: held[key][0] for key, left in waiting.items() if left == 0}
+        if not tombstones:
+            for key, nodes in lacking.items():
+                holding = asked[key] - waiting[key]
+                fate = stray_fate(asked[key], holding, len(nodes), key in deleted_above)
+                if fate is StrayFate.DROP:
+                    confirmed[key] = held[key][0]
+                elif fate is StrayFate.HAND_OVER:
+                    for node in nodes:
+                        self._lacking.setdefault(node, []).append((key, held[key][0]))
+        return confirmed
 
     async def _hand_strays_over(self) -> None:
         """Write each stray copy to the replicas that answered without it. A fallback's copy

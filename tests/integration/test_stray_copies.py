@@ -100,3 +100,43 @@ async def test_a_stray_copy_the_replicas_lack_is_handed_to_them_before_it_goes()
         for key in keys:
             got = await cluster.request(cluster.nodes[0], wm.GetRequest(key, "all", 5000))
             assert isinstance(got, wm.GetReply) and got.values == [b"only-here"], key
+
+
+async def test_a_stray_copy_a_delete_superseded_goes_without_being_handed_over():
+    """Seed 33177: a fallback could not confirm its copy of a value for longer than the
+    markers of the value's delete lived; one replica's marker had expired, the others still
+    answered with theirs. Handed to the replica without a marker, the copy would have
+    brought the deleted value back there; it is dropped instead."""
+    options = {**FAST, "anti_entropy_interval": None}  # only the reaper may move it
+    async with running_cluster(4, node_options=options) as cluster:
+        ring = cluster.nodes[0].node.ring
+        outsider = cluster.nodes[3]
+        keys = [b"deleted-%d" % i for i in range(80)]
+        keys = [k for k in keys if outsider.node.node_id not in ring.preference_list(k, 3)][:10]
+        replicas = cluster.nodes[:3]
+        old: dict[bytes, bytes] = {}
+        for key in keys:
+            reply = await cluster.request(replicas[0], PutRequest(key, b"v", None, "all", 5000))
+            assert isinstance(reply, PutReply), reply
+            old[key] = replicas[0].storage.get(key)
+            gone = await cluster.request(
+                replicas[0], wm.DeleteRequest(key, reply.context, "all", 5000)
+            )
+            assert not hasattr(gone, "code"), gone
+        with trio.fail_after(20):  # every replica reaped: only markers are left
+            while any(n.storage.get(key) is not None for n in replicas for key in keys):
+                await trio.sleep(0.1)
+        forgetful = replicas[1]
+        for key in keys:  # as if this replica's markers had expired already
+            forgetful.node.reaper._index.shadow.pop(key)
+            forgetful.node.reaper._reaped_at.pop(key)
+        for key in keys:
+            await outsider.storage.put(key, old[key])
+        with trio.fail_after(20):
+            while any(outsider.storage.get(key) is not None for key in keys):
+                await trio.sleep(0.1)
+        assert outsider.node.stats.get("copies.handed_over") == 0
+        assert all(forgetful.storage.get(key) is None for key in keys)
+        for key in keys:
+            got = await cluster.request(forgetful, wm.GetRequest(key, "one", 5000))
+            assert isinstance(got, wm.GetReply) and got.values == [], key
