@@ -23,7 +23,7 @@ import trio
 
 import p2pindex
 from p2pindex.cli.local_cluster import LocalCluster
-from p2pindex.errors import P2PIndexError
+from p2pindex.errors import DefiniteError, P2PIndexError
 
 VALUE = b"x" * 100
 
@@ -31,10 +31,23 @@ VALUE = b"x" * 100
 class Tally:
     def __init__(self) -> None:
         self.acked: list[bytes] = []
-        self.writes_failed = 0
+        self.writes_definite = 0
+        """Writes refused: nothing was stored (a DefiniteError)."""
+        self.writes_indeterminate = 0
+        """Writes whose outcome is unknown (timed out, quorum not reached): not checked."""
         self.reads_ok = 0
         self.reads_missing: list[bytes] = []
         self.reads_failed = 0
+
+    def failed(self, error: P2PIndexError) -> None:
+        if isinstance(error, DefiniteError):
+            self.writes_definite += 1
+        else:
+            self.writes_indeterminate += 1
+
+    @property
+    def writes_failed(self) -> str:
+        return f"{self.writes_definite} definite, {self.writes_indeterminate} indeterminate"
 
 
 async def load(db: p2pindex.AsyncClient, keys: int, tally: Tally, concurrency: int = 256) -> None:
@@ -46,8 +59,8 @@ async def load(db: p2pindex.AsyncClient, keys: int, tally: Tally, concurrency: i
             key = b"load-%08d" % i
             try:
                 await db.put(key, VALUE)
-            except P2PIndexError:
-                tally.writes_failed += 1
+            except P2PIndexError as exc:
+                tally.failed(exc)
                 continue
             tally.acked.append(key)
             if len(tally.acked) % 10_000 == 0:
@@ -67,8 +80,8 @@ async def steady_writer(db: p2pindex.AsyncClient, rate: float, tally: Tally) -> 
         try:
             await db.put(key, VALUE)
             tally.acked.append(key)
-        except P2PIndexError:
-            tally.writes_failed += 1
+        except P2PIndexError as exc:
+            tally.failed(exc)
         await trio.sleep(1.0 / rate)
 
 
@@ -133,7 +146,7 @@ async def run(cluster: LocalCluster, args: argparse.Namespace) -> int:
     async with p2pindex.connect(first3, timeout=10.0, credentials=cluster.credentials) as db:
         print(f"loading {args.keys:,} keys at QUORUM ...", flush=True)
         await load(db, args.keys, tally)
-        print(f"loaded {len(tally.acked):,} ({tally.writes_failed} failed)", flush=True)
+        print(f"loaded {len(tally.acked):,} (writes failed: {tally.writes_failed})", flush=True)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(steady_writer, db, args.write_rate, tally)
             nursery.start_soon(checker, db, tally, random.Random(args.seed))
@@ -165,7 +178,7 @@ def report(handoff: dict, tally: Tally, missing: list[bytes], what: str) -> int:
     print(
         f"during {what}: {tally.reads_ok:,} checked reads ok, "
         f"{len(tally.reads_missing)} acknowledged keys missing, {tally.reads_failed} reads failed,"
-        f" {tally.writes_failed} writes failed"
+        f" writes failed: {tally.writes_failed}"
     )
     print(f"after {what}: {len(missing)} of {len(tally.acked):,} acknowledged keys unreadable")
     return 0 if not missing and not tally.reads_missing else 1

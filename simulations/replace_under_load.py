@@ -52,7 +52,7 @@ async def run(cluster: LocalCluster, args: argparse.Namespace) -> int:
     async with p2pindex.connect(first3, timeout=10.0, credentials=cluster.credentials) as db:
         print(f"loading {args.keys:,} keys at QUORUM ...", flush=True)
         await load(db, args.keys, tally)
-        print(f"loaded {len(tally.acked):,} ({tally.writes_failed} failed)", flush=True)
+        print(f"loaded {len(tally.acked):,} (writes failed: {tally.writes_failed})", flush=True)
         held = (await db.status(str(dead.address))).document["keys"]
         async with trio.open_nursery() as nursery:
             nursery.start_soon(steady_writer, db, args.write_rate, tally)
