@@ -103,7 +103,10 @@ class ChaosOptions:
     quiesce: float = 20.0
     clients: int = 5
     request_timeout: float = 2.0
-    convergence_bound: float = 60.0
+    convergence_bound: float | None = None
+    """Seconds after the heal by which every key's replicas must agree; by default 60, or
+    the quiesce plus 30 when that is longer: replicas are sampled once, after the quiesce
+    and the final reads, so a shorter bound would fail every key of a long quiesce."""
     detect_within: float = 20.0
     short_pause: float = 0.8
     """Pauses up to this long are inside the envelope: SWIM must not declare a death."""
@@ -113,6 +116,12 @@ class ChaosOptions:
     """Also let nodes join, leave and be removed (at most nodes + 2, at least N + 1)."""
     churn_interval: float = 15.0
     workdir: str | None = None
+
+    @property
+    def agreement_bound(self) -> float:
+        if self.convergence_bound is not None:
+            return self.convergence_bound
+        return max(60.0, self.quiesce + 30.0)
 
     def bounds(self) -> MembershipBounds:
         return MembershipBounds(
@@ -574,7 +583,7 @@ async def run_inside(options: ChaosOptions) -> int:
     finally:
         cluster.kill_all()
         firewall.close()
-    config = CheckConfig(convergence_bound=options.convergence_bound, membership=options.bounds())
+    config = CheckConfig(convergence_bound=options.agreement_bound, membership=options.bounds())
     violations = check_all(history, config)
     _summary(history, faults, unread, len(violations))
     if options.workdir is None and not violations:
@@ -649,6 +658,7 @@ async def _exercise(
     copies = await sample_replicas(cluster, owners)
     held = ", ".join(f"{count} key(s) on {n} node(s)" for n, count in sorted(copies.items()))
     print(f"chaos: copies {options.quiesce:g} s after the heal: {held or 'no keys'}", flush=True)
+    print(f"chaos: replicas must agree within {options.agreement_bound:g} s of the heal")
     return faults, unread
 
 
@@ -703,13 +713,29 @@ def parse_args(argv: Sequence[str]) -> ChaosOptions:
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--nodes", type=int, default=defaults.nodes)
     parser.add_argument("--n-replicas", type=int, default=defaults.n_replicas)
-    parser.add_argument("--quiesce", type=float, default=defaults.quiesce)
+    parser.add_argument(
+        "--quiesce",
+        type=float,
+        default=defaults.quiesce,
+        help="seconds between the heal and the final reads and replica sample",
+    )
+    parser.add_argument(
+        "--convergence-bound",
+        type=float,
+        help="seconds after the heal by which replicas must agree"
+        " (default 60, or the quiesce plus 30 when longer)",
+    )
     parser.add_argument("--clients", type=int, default=defaults.clients)
     parser.add_argument("--churn", action="store_true", help="nodes also join, leave, are removed")
     parser.add_argument("--workdir", help="keep node data and the history here")
     args = parser.parse_args(argv)
     if args.duration <= 0 or args.quiesce < 0:
         parser.error("--duration must be positive and --quiesce non-negative")
+    if args.convergence_bound is not None and args.convergence_bound <= args.quiesce:
+        parser.error(
+            f"--convergence-bound {args.convergence_bound:g} is not past --quiesce"
+            f" {args.quiesce:g}: replicas are sampled only after the quiesce"
+        )
     if not 3 <= args.nodes <= 200 or not 1 <= args.n_replicas <= args.nodes:
         parser.error("need 3 <= --nodes <= 200 and 1 <= --n-replicas <= --nodes")
     if args.clients < 1:
@@ -720,6 +746,7 @@ def parse_args(argv: Sequence[str]) -> ChaosOptions:
         nodes=args.nodes,
         n_replicas=args.n_replicas,
         quiesce=args.quiesce,
+        convergence_bound=args.convergence_bound,
         clients=args.clients,
         churn=args.churn,
         workdir=args.workdir,
