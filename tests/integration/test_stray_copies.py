@@ -33,6 +33,13 @@ async def wait_only_replicas(cluster: Cluster, keys: list[bytes], timeout: float
             await trio.sleep(0.2)
 
 
+def keys_outside(cluster: Cluster, node: RunningNode, prefix: bytes) -> list[bytes]:
+    """Ten keys ``node`` is no replica of."""
+    ring = cluster.nodes[0].node.ring
+    keys = [prefix + b"-%d" % i for i in range(80)]
+    return [k for k in keys if node.node.node_id not in ring.preference_list(k, 3)][:10]
+
+
 async def test_a_fallbacks_copy_goes_once_the_replica_it_stood_in_for_has_it():
     async with running_cluster(4, node_options=FAST) as cluster:
         victim = cluster.nodes[3]
@@ -86,10 +93,8 @@ async def test_a_stray_copy_the_replicas_lack_is_handed_to_them_before_it_goes()
     looks, it is as good as lost; it is written to the replicas that lack it, then dropped."""
     options = {**FAST, "anti_entropy_interval": None}  # only the reaper may move it
     async with running_cluster(4, node_options=options) as cluster:
-        ring = cluster.nodes[0].node.ring
         outsider = cluster.nodes[3]
-        keys = [b"orphan-%d" % i for i in range(80)]
-        keys = [k for k in keys if outsider.node.node_id not in ring.preference_list(k, 3)][:10]
+        keys = keys_outside(cluster, outsider, b"orphan")
         record = versions.encode_object(
             versions.update(None, versions.VersionVector(), "writer.e1", b"only-here")
         )
@@ -109,10 +114,8 @@ async def test_a_stray_copy_a_delete_superseded_goes_without_being_handed_over()
     brought the deleted value back there; it is dropped instead."""
     options = {**FAST, "anti_entropy_interval": None}  # only the reaper may move it
     async with running_cluster(4, node_options=options) as cluster:
-        ring = cluster.nodes[0].node.ring
         outsider = cluster.nodes[3]
-        keys = [b"deleted-%d" % i for i in range(80)]
-        keys = [k for k in keys if outsider.node.node_id not in ring.preference_list(k, 3)][:10]
+        keys = keys_outside(cluster, outsider, b"deleted")
         replicas = cluster.nodes[:3]
         old: dict[bytes, bytes] = {}
         for key in keys:
