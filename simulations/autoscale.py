@@ -28,6 +28,7 @@ import re
 import signal
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import trio
@@ -50,6 +51,15 @@ class Tally:
         self.acked: list[bytes] = []
         self.definite = 0
         self.indeterminate = 0
+        self.errors: Counter[str] = Counter()
+        """Each failure's class and message, for the report."""
+
+    def failed(self, error: P2PIndexError) -> None:
+        if isinstance(error, DefiniteError):
+            self.definite += 1
+        else:
+            self.indeterminate += 1
+        self.errors[f"{type(error).__name__}: {error}"] += 1
 
 
 async def preload(db: p2pindex.AsyncClient, keys: int, tally: Tally) -> None:
@@ -61,10 +71,8 @@ async def preload(db: p2pindex.AsyncClient, keys: int, tally: Tally) -> None:
             try:
                 await db.put(key, VALUE)
                 tally.acked.append(key)
-            except DefiniteError:
-                tally.definite += 1
-            except P2PIndexError:
-                tally.indeterminate += 1
+            except P2PIndexError as exc:
+                tally.failed(exc)
 
     async with trio.open_nursery() as nursery:
         for _ in range(64):
@@ -81,10 +89,8 @@ async def steady_writer(db: p2pindex.AsyncClient, rate: float, tally: Tally) -> 
             try:
                 await db.put(key, VALUE)
                 tally.acked.append(key)
-            except DefiniteError:
-                tally.definite += 1
-            except P2PIndexError:
-                tally.indeterminate += 1
+            except P2PIndexError as exc:
+                tally.failed(exc)
 
     async with trio.open_nursery() as nursery:
         next_at = trio.current_time()
@@ -268,6 +274,8 @@ async def run(cluster: LocalCluster, args: argparse.Namespace) -> int:
         f"writes: {len(tally.acked):,} acknowledged, {missing} lost, "
         f"{tally.definite} failed definitely, {tally.indeterminate} indeterminate"
     )
+    for error, count in tally.errors.most_common():
+        print(f"  {count} x {error}")
     return 0 if missing == 0 and tally.definite == 0 else 1
 
 
