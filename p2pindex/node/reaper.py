@@ -160,8 +160,8 @@ def stray_fate(replicas: int, holding: int, lacking: int, deleted_above: bool) -
     Every replica holding it: it is where it belongs, drop it. A delete above it on some
     replica, every replica answering: it was deleted, so it is dropped and never handed
     over. Handing it to a replica whose tombstone was reaped and whose marker expired would
-    bring the deleted value back (the copy can outlive the markers when its holder could
-    not confirm it for that long: seed 33177). No replica holding it, every replica
+    bring the deleted value back (the copy outlives the markers when its holder could not
+    confirm it for that long, DEGRADED or cut off). No replica holding it, every replica
     answering: it may be the last copy of a write (its hint went to a replica lost before
     passing it on), so it goes to them. Anything else waits: the replicas that hold a newer
     version pass it to the others by anti-entropy, and a later round drops the copy."""
