@@ -14,7 +14,7 @@ from collections.abc import Callable
 import trio
 
 from p2pindex.core.placement import Target
-from p2pindex.errors import Timeout, Unavailable
+from p2pindex.errors import NotReady, Timeout, Unavailable
 from p2pindex.node import trace as trace_seam
 from p2pindex.node.peers import PeerPool
 from p2pindex.node.stats import StatisticsStore
@@ -32,11 +32,12 @@ async def forward(
 ) -> Message:
     """Relay ``request`` to the first of ``targets`` that takes it."""
     if request.forwarded:
-        raise Unavailable(
-            0,
-            0,
-            "the node this request was relayed to does not hold the key either; the "
-            "membership views disagree, retry shortly",
+        # Not relayed again (two nodes that disagree could pass it back and forth). Nothing
+        # was done, and another node may already see the ring as the client does, so the
+        # refusal is the one a client answers by trying its next node.
+        raise NotReady(
+            "the node this request was relayed to is no replica of the key either: the "
+            "nodes' views of the ring disagree while it changes; another node may serve it"
         )
     trace = trace_seam.current()
     relayed = as_forwarded(request, trace=trace is not None)
