@@ -5,7 +5,8 @@
 Starts one secure `p2pindex serve` process and sends it each kind of hostile traffic of
 ``simulations/hostile_load.py`` in turn (one kind at a time, ``--rate`` a second over 10
 connections), reading the node's CPU time from /proc before and after: the figure is the
-node's CPU per hostile request, idle work included (a quiet node uses a little). Where
+node's CPU per hostile request, idle work included (a quiet node uses a little), and the
+sender's own CPU per request (what the attacking process of ``hostile_load.py`` pays). Where
 ``hostile_load.py`` says whether legitimate clients keep their throughput, this says which
 kind of bad input is worth making cheaper. With ``--profile DIR`` each kind is also sampled
 with py-spy (``pip install py-spy``) into ``DIR/<kind>.txt`` (raw collapsed stacks).
@@ -30,7 +31,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "simulations"))
 
-from hostile_load import CLOSING, IN_SESSION, KINDS, RAW, _drain, cpu_of, record_hello  # noqa: E402
+from hostile_load import (  # noqa: E402
+    CLOSING,
+    IN_SESSION,
+    KINDS,
+    RAW,
+    _drain,
+    cpu_of,
+    own_cpu,
+    record_hello,
+    send_raw,
+)
 
 from p2pindex.cli.local_cluster import LocalCluster  # noqa: E402
 from p2pindex.errors import P2PIndexError  # noqa: E402
@@ -71,9 +82,7 @@ async def _one_connection(
             await trio.sleep_until(next_at)
             try:
                 if kind in RAW:
-                    raw = await trio.open_tcp_stream(address.host, address.port)
-                    await raw.send_all(_raw(kind, rng, hellos))
-                    nursery.start_soon(_drain, raw)
+                    await send_raw(nursery, address, _raw(kind, rng, hellos))
                 else:
                     if stream is None:
                         stream = await admin.connect(address)
@@ -143,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         node = cluster.nodes[0]
         assert node.pid is not None
-        print(f"{'kind':<22} {'sent':>7} {'node CPU s':>11} {'µs each':>8}")
+        print(f"{'kind':<22} {'sent':>7} {'node CPU s':>11} {'µs each':>8} {'sender µs':>10}")
         for kind in kinds:
             spy = None
             if py_spy is not None:
@@ -152,15 +161,16 @@ def main(argv: list[str] | None = None) -> int:
                 command += ["--rate", "200", "--output", str(args.profile / f"{kind}.txt")]
                 spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
                 time.sleep(1)
-            before = cpu_of([node.pid])
+            before, sender_before = cpu_of([node.pid]), own_cpu()
             sent = trio.run(send_kind, node.address, admin, hellos, kind, args.rate, args.seconds)
             time.sleep(0.5)  # the last connections are refused and closed
             used = cpu_of([node.pid]) - before
+            sender = (own_cpu() - sender_before) / max(1, sent) * 1e6
             if spy is not None:
                 spy.send_signal(2)
                 spy.wait(30)
             each = used / max(1, sent) * 1e6
-            print(f"{kind:<22} {sent:>7,} {used:>11.2f} {each:>8,.0f}", flush=True)
+            print(f"{kind:<22} {sent:>7,} {used:>11.2f} {each:>8,.0f} {sender:>10,.0f}", flush=True)
         log = node.log_path.read_text(errors="replace")
     print(json.dumps({"node_log_lines": log.count("\n"), "tracebacks": log.count("Traceback")}))
     return 0

@@ -136,9 +136,7 @@ async def _attack_one(
                         data = b"P2PS" + struct.pack(">I", 2**31) + rng.randbytes(64)
                     else:
                         data = hellos[kind]
-                    raw = await trio.open_tcp_stream(address.host, address.port)
-                    await raw.send_all(data)
-                    nursery.start_soon(_drain, raw)  # the node answers or closes
+                    await send_raw(nursery, address, data)
                 else:
                     if stream is None:
                         stream = await admin.connect(address)
@@ -153,6 +151,32 @@ async def _attack_one(
                 stream = None
             sent[kind] += 1
         nursery.cancel_scope.cancel()
+
+
+async def send_raw(nursery: trio.Nursery, address: Address, data: bytes) -> None:
+    """Open a TCP connection, send ``data`` instead of a handshake and leave a task reading
+    whatever the node answers until it closes. A bare socket, not ``trio.open_tcp_stream``:
+    name resolution, happy eyeballs and a stream wrapper cost the attacker more than the
+    node spends refusing it, and on a shared machine that CPU comes out of the legitimate
+    rate being measured."""
+    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
+    try:
+        await sock.connect((address.host, address.port))
+        await sock.send(data)
+    except BaseException:
+        sock.close()
+        raise
+    nursery.start_soon(_drain_socket, sock)
+
+
+async def _drain_socket(sock: trio.socket.SocketType) -> None:
+    with sock:
+        try:
+            with trio.move_on_after(15):
+                while await sock.recv(65536):
+                    pass
+        except OSError:
+            pass
 
 
 async def _drain(stream: trio.abc.Stream) -> None:
