@@ -28,7 +28,6 @@ import re
 import signal
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import trio
@@ -37,29 +36,13 @@ import p2pindex
 from p2pindex.cli.local_cluster import LocalCluster
 from p2pindex.cli.plan import gather_loads
 from p2pindex.core.planning import Plan, plan_add, plan_remove
-from p2pindex.errors import DefiniteError, P2PIndexError
+from p2pindex.errors import P2PIndexError
 from p2pindex.node.identity import NodeIdentity
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from join_under_load import run_on_cluster
+from join_under_load import Tally, run_on_cluster
 
 VALUE = b"y" * 200
-
-
-class Tally:
-    def __init__(self) -> None:
-        self.acked: list[bytes] = []
-        self.definite = 0
-        self.indeterminate = 0
-        self.errors: Counter[str] = Counter()
-        """Each failure's class and message, for the report."""
-
-    def failed(self, error: P2PIndexError) -> None:
-        if isinstance(error, DefiniteError):
-            self.definite += 1
-        else:
-            self.indeterminate += 1
-        self.errors[f"{type(error).__name__}: {error}"] += 1
 
 
 async def preload(db: p2pindex.AsyncClient, keys: int, tally: Tally) -> None:
@@ -272,11 +255,10 @@ async def run(cluster: LocalCluster, args: argparse.Namespace) -> int:
     print("\n".join(loads))
     print(
         f"writes: {len(tally.acked):,} acknowledged, {missing} lost, "
-        f"{tally.definite} failed definitely, {tally.indeterminate} indeterminate"
+        f"{tally.writes_definite} failed definitely, {tally.writes_indeterminate} indeterminate"
     )
-    for error, count in tally.errors.most_common():
-        print(f"  {count} x {error}")
-    return 0 if missing == 0 and tally.definite == 0 else 1
+    tally.print_errors()
+    return 0 if missing == 0 and tally.writes_definite == 0 else 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,7 @@ import random
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -35,6 +36,8 @@ class Tally:
         """Writes refused: nothing was stored (a DefiniteError)."""
         self.writes_indeterminate = 0
         """Writes whose outcome is unknown (timed out, quorum not reached): not checked."""
+        self.errors: Counter[str] = Counter()
+        """Each failed write's error class and message, for the report."""
         self.reads_ok = 0
         self.reads_missing: list[bytes] = []
         self.reads_failed = 0
@@ -44,6 +47,11 @@ class Tally:
             self.writes_definite += 1
         else:
             self.writes_indeterminate += 1
+        self.errors[f"{type(error).__name__}: {error}"] += 1
+
+    def print_errors(self) -> None:
+        for error, count in self.errors.most_common():
+            print(f"  {count} x {error}")
 
     @property
     def writes_failed(self) -> str:
@@ -181,6 +189,7 @@ def report(handoff: dict, tally: Tally, missing: list[bytes], what: str) -> int:
         f" writes failed: {tally.writes_failed}"
     )
     print(f"after {what}: {len(missing)} of {len(tally.acked):,} acknowledged keys unreadable")
+    tally.print_errors()
     return 0 if not missing and not tally.reads_missing else 1
 
 

@@ -506,10 +506,9 @@ class TombstoneReaper:
             for key in wanted:
                 record = stored.get(key)
                 if record is not None and key in shadow:
-                    try:
-                        theirs = versions.decode_object(record)
-                    except ValueError:
-                        continue
+                    theirs = _decoded(record)
+                    if theirs is None:
+                        continue  # unreadable: count it as storing something older
                     if versions.descends(shadow[key][1].clock, theirs.clock):
                         continue  # it still stores the tombstone (or older): keep ours
                 waiting[key] -= 1
