@@ -74,7 +74,7 @@ def _hello(node: Node, message: wm.Hello) -> wm.Message:
             message.node_id,
             message.address,
         )
-        raise PermissionDenied(node.removed_refusal(message.node_id))
+        raise PermissionDenied(node.removals.refusal(message.node_id))
     return wm.OkReply()
 
 
@@ -94,13 +94,13 @@ def start_leave(node: Node) -> wm.Message:
 async def remove(node: Node, request: wm.RemoveRequest) -> wm.Message:
     member = node.view.members.get(request.node_id)
     if request.relayed:
-        if node.is_removed(request.node_id):
+        if request.node_id in node.removals:
             if request.replaced_by is None and node.view.forget_takeover_of(request.node_id):
-                node.persist_removed()  # its replacement has left since
+                node.removals.persist()  # its replacement has left since
             return wm.OkReply(f"node {request.node_id} was removed here already")
         if readmitted(member, request.incarnation):
             return wm.OkReply(f"node {request.node_id} was admitted again here")
-        node.remove_member(request.node_id, request.replaced_by, request.incarnation)
+        node.removals.remove(request.node_id, request.replaced_by, request.incarnation)
         return wm.OkReply(f"node {request.node_id} removed from the ring")
     if member is None and request.node_id not in node.ring.nodes:
         raise InvalidRequest(f"unknown node {request.node_id}")
@@ -110,7 +110,7 @@ async def remove(node: Node, request: wm.RemoveRequest) -> wm.Message:
         )
     if request.replaced_by is not None:
         claim_replacement(node, request.node_id, request.replaced_by)
-    node.remove_member(request.node_id, request.replaced_by)
+    node.removals.remove(request.node_id, request.replaced_by)
     others = [
         m
         for m in node.view.members.values()
@@ -124,7 +124,7 @@ async def admit(node: Node, request: wm.AdmitRequest) -> wm.Message:
     """Undo a removal on this node and, unless relayed, on every live member."""
     node_id = request.node_id
     if node_id in node.view.removed:
-        node.readmit(node_id)
+        node.removals.readmit(node_id)
     elif request.relayed:
         return wm.OkReply(f"node {node_id} was not removed here")
     else:
@@ -187,7 +187,7 @@ def note_change(node: Node, previous: Member | None, member: Member) -> None:
     back from the takeover it saved)."""
     view = node.view
     if member.liveness is Liveness.LEFT and view.forget_successor(member.node_id):
-        node.persist_removed()
+        node.removals.persist()
     if member.liveness is not Liveness.ALIVE or not view.removed:
         return
     if member.node_id in view.removed or member.node_id == node.node_id:

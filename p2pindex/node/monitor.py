@@ -58,7 +58,7 @@ class IndexMonitor:
         ring = node.ring
         docs: list[dict[str, Any]] = []
         for m in node.members():
-            if node.is_removed(m.node_id):
+            if m.node_id in node.removals:
                 continue
             doc = {
                 "node_id": m.node_id,
@@ -125,7 +125,7 @@ class IndexMonitor:
                 "pending_hints": sum(b.count for b in backlog),
             },
             "members": self._members_with_ownership(),
-            "removed_members": node.removed_count,
+            "removed_members": len(node.removals),
             "hints": [
                 {"target": b.target, "count": b.count, "bytes": b.bytes, "oldest": b.oldest}
                 for b in backlog

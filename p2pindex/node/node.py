@@ -45,10 +45,11 @@ from p2pindex.node.peers import PeerPool
 from p2pindex.node.push_pull import PushPullExchange
 from p2pindex.node.query import QueryService, query_mac_key
 from p2pindex.node.reaper import TombstoneReaper, load_markers
+from p2pindex.node.removals import Removals
 from p2pindex.node.replace import prepare_replacement
 from p2pindex.node.replica import IndexManager, ReplicaService, Versioning, decode_incoming
 from p2pindex.node.request_metrics import OPERATIONS, RequestMetrics
-from p2pindex.node.restart_meta import REMOVED_META, RING_MEMBERS_META, TAKEOVERS_META
+from p2pindex.node.restart_meta import RING_MEMBERS_META
 from p2pindex.node.stats import StatisticsStore
 from p2pindex.node.trace import RequestTrace, new_request_id, tracing
 from p2pindex.security.access import Peer, PeerKind
@@ -137,6 +138,15 @@ class Node:
         self.state_reason = ""
         self._ring_members_saved = b""
         """The ring members as last saved: a rebuild that changes nothing saved writes nothing."""
+        self.removals = Removals(
+            self.view,
+            storage,
+            self.stats,
+            cluster=config.cluster,
+            save_meta=self._spawn_save_meta,
+            rebuild_ring=self._rebuild_ring,
+            gain_from=self._gain_from,
+        )
         self._swim: Swim | None = None
         self._driver: MembershipDriver | None = None
         self._nursery: trio.Nursery | None = None
@@ -184,7 +194,7 @@ class Node:
             )
             reaped_at = load_markers(self.storage, self._index)
             incarnation = await self._next_incarnation()
-            self.view.removed = self._load_removed()
+            self.removals.load()
             bound = await nursery.start(self._transport.serve, self._handle_stream)
             self.address = self.config.advertise or bound
             self.view.address_holder[self.address] = self.node_id
@@ -275,7 +285,7 @@ class Node:
                 await prepare_replacement(
                     self.view, self.config.replace, self._seeds, self._peers, self.storage
                 )
-                self.persist_removed()
+                self.removals.persist()
             if self._seeds and not self.handoff.already_synced():
                 self.state = NodeState.SYNCING
                 self.state_reason = "receiving the data of its ranges"
@@ -561,51 +571,11 @@ class Node:
             self.stats.incr("ring.rebuilds")
             self._spawn_persist_ring_members()
 
-    def is_removed(self, node_id: str) -> bool:
-        return node_id in self.view.removed
-
-    @property
-    def removed_count(self) -> int:
-        return len(self.view.removed)
-
-    def removed_refusal(self, node_id: str) -> str:
-        """What a removed node is told when it tries to come back, in an operator's words."""
-        return (
-            f"node {node_id} was removed from cluster {self.config.cluster!r} with "
-            f"`p2pindex remove` and may not rejoin; to admit it again run `p2pindex admit "
-            f"{node_id}` against a live member, then restart it (or start it with an empty "
-            "data directory to join as a new node)"
-        )
-
-    def remove_member(
-        self, node_id: str, replaced_by: str | None = None, incarnation: int | None = None
-    ) -> None:
-        """Take ``node_id`` out of this node's ring, ``replaced_by`` (if any) taking its
-        tokens (and remember both across restarts). ``incarnation``: the member's, as the
-        sender of the removal knew it, for one this node never saw."""
-        if node_id == self.node_id:
-            raise errors.InvalidRequest("a node cannot remove itself; use leave")
-        member = self.view.members.get(node_id)
-        known = member.incarnation if member else incarnation or 0
-        self.view.remove(node_id, known, replaced_by)
-        self.stats.incr("membership.removed")
-        where = f"{node_id} at {member.address if member else 'an unknown address'}"
-        taken = f", its place taken by {replaced_by}" if replaced_by else ""
-        events.info(f"member {node_id}", "member %s removed from the ring%s", where, taken)
-        self.persist_removed()
-        before = self.ring
-        self._rebuild_ring()
-        if self._nursery is not None and before is not self.ring and self._gained is not None:
-            # The refusal starts now, before any read of a gained key can be served.
+    def _gain_from(self, node_id: str, before: Ring) -> None:
+        """Pull the ranges this node gained when ``node_id`` left the ring (``before``)."""
+        if self._nursery is not None and self._gained is not None:
             arcs = self._gained.begin(node_id, before)
             self._nursery.start_soon(self._gained.gain, node_id, arcs)
-
-    def readmit(self, node_id: str) -> None:
-        """Undo the removal of ``node_id`` here (and remember it across restarts)."""
-        self.view.readmit(node_id)
-        self.persist_removed()
-        self._rebuild_ring()
-        log.info("member %s admitted again: it may rejoin", node_id)
 
     def spawn(self, task: Callable[[], Awaitable[object]]) -> None:
         """Run ``task`` in the node's nursery (the node is running)."""
@@ -616,14 +586,6 @@ class Node:
     def peers(self) -> PeerPool:
         assert self._peers is not None
         return self._peers
-
-    def _load_removed(self) -> dict[str, int]:
-        self.view.takeovers = restart_meta.load_takeovers(self.storage)
-        return restart_meta.load_removed(self.storage)
-
-    def persist_removed(self) -> None:
-        self._spawn_save_meta(REMOVED_META, restart_meta.removed_doc(self.view.removed))
-        self._spawn_save_meta(TAKEOVERS_META, restart_meta.takeovers_doc(self.view.takeovers))
 
     def _load_ring_members(self) -> list[Member]:
         raw = self.storage.get_meta(RING_MEMBERS_META)
@@ -662,7 +624,7 @@ class Node:
                 for node_id, since in list(self.view.dead_since.items()):
                     if now - since >= limit and node_id not in self.view.removed:
                         log.warning("removing %s: dead for %.0fs", node_id, now - since)
-                        self.remove_member(node_id)
+                        self.removals.remove(node_id)
             health = self._swim.local_health()
             if health >= DEGRADED_HEALTH and self.state is NodeState.ACTIVE:
                 self.set_state(NodeState.DEGRADED, f"poor local health (score {health})")

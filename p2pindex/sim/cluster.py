@@ -318,7 +318,7 @@ class SimCluster:
         await self._retire(slot)
         for other in self.up():
             assert other.node is not None
-            other.node.remove_member(slot.identity.node_id)
+            other.node.removals.remove(slot.identity.node_id)
 
     async def _retire(self, slot: Slot, *, replaced: bool = False) -> None:
         """Stop ``slot``'s machine for good. An operator removes (or replaces) a node that
@@ -363,7 +363,7 @@ class SimCluster:
             if not self._seen_dead(node_id):
                 for other in self.up():
                     assert other.node is not None
-                    other.node.remove_member(node_id)
+                    other.node.removals.remove(node_id)
                 return None
             spare.replaces = node_id
             self.token_sources[spare.identity.node_id] = self.token_sources.get(node_id, node_id)
