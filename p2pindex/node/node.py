@@ -47,7 +47,13 @@ from p2pindex.node.query import QueryService, query_mac_key
 from p2pindex.node.reaper import TombstoneReaper, load_markers
 from p2pindex.node.removals import Removals
 from p2pindex.node.replace import prepare_replacement
-from p2pindex.node.replica import IndexManager, ReplicaService, Versioning, decode_incoming
+from p2pindex.node.replica import (
+    REPLICA_REQUESTS,
+    IndexManager,
+    ReplicaService,
+    Versioning,
+    decode_incoming,
+)
 from p2pindex.node.request_metrics import OPERATIONS, RequestMetrics
 from p2pindex.node.restart_meta import RING_MEMBERS_META
 from p2pindex.node.stats import StatisticsStore
@@ -78,12 +84,7 @@ from p2pindex.wire.messages import (
     RangeScanReply,
     RecordsRequest,
     ReplicaAck,
-    ReplicaDigestMany,
-    ReplicaRead,
-    ReplicaReadMany,
-    ReplicaWrite,
     ReplicaWriteBatch,
-    ReplicaWriteMany,
 )
 
 log = logging.getLogger(__name__)
@@ -739,12 +740,9 @@ class Node:
             return await serve_one_batch(
                 message, self._coordinator, self.config.limits, self._count_bad_input
             )
-        if isinstance(message, ReplicaWrite | ReplicaWriteMany):
+        if isinstance(message, REPLICA_REQUESTS):
             assert self._replica is not None
-            return await self._replica.write(message)
-        if isinstance(message, ReplicaRead | ReplicaReadMany | ReplicaDigestMany):
-            assert self._replica is not None
-            return self._replica.read(message)
+            return await self._replica.serve(message)
         if isinstance(message, ReplicaWriteBatch):
             return await self._replica_write_batch(message)
         if isinstance(message, RangeScan):

@@ -62,8 +62,8 @@ from p2pindex.wire.messages import (
     Message,
     RecordsReply,
     RecordsRequest,
-    ReplicaReadMany,
     ReplicaReadManyReply,
+    ReplicaReadSettled,
     ReplicaWriteBatch,
 )
 
@@ -401,7 +401,7 @@ class TombstoneReaper:
                 else:
                     lacking.setdefault(key, []).append(node)
 
-        await self._ask_all(asks, ReplicaReadMany, answered)
+        await self._ask_all(asks, ReplicaReadSettled, answered)
         confirmed = {key: held[key][0] for key, left in waiting.items() if left == 0}
         if not tombstones:
             for key, nodes in lacking.items():

@@ -38,9 +38,20 @@ from p2pindex.wire.messages import (
     ReplicaReadMany,
     ReplicaReadManyReply,
     ReplicaReadReply,
+    ReplicaReadSettled,
     ReplicaWrite,
     ReplicaWriteMany,
 )
+
+REPLICA_REQUESTS = (
+    ReplicaRead,
+    ReplicaReadMany,
+    ReplicaDigestMany,
+    ReplicaReadSettled,
+    ReplicaWrite,
+    ReplicaWriteMany,
+)
+"""What ``ReplicaService.serve`` answers."""
 
 
 class Versioning(Protocol):
@@ -400,6 +411,17 @@ class IndexManager:
             self.issued = 0
             self._stats.incr("versions.actor_retired")
 
+    async def committed_records(self, keys: list[bytes]) -> list[bytes | None]:
+        """``records`` once no commit of ``keys`` is in flight: only what a crash cannot
+        take back (``ReplicaReadSettled`` says who needs that). Checked for all keys with no
+        await in between, so a write staged while waiting is waited for too."""
+        committing = self._committing
+        while True:
+            pending = next((p for key in keys if (p := committing.get(key))), None)
+            if pending is None:
+                return self.records(keys)
+            await pending[0].wait()
+
     async def _settled(self, keys: list[bytes]) -> bool:
         """Wait until no commit of ``keys`` is in flight; False if none was.
 
@@ -550,6 +572,22 @@ class ReplicaService:
         if isinstance(message, ReplicaDigestMany):
             return ReplicaDigestManyReply(list(map(version_digest, keys, records)))
         return ReplicaReadManyReply(records) if many else ReplicaReadReply(records[0])
+
+    async def serve(self, message: Message) -> Message:
+        """One replica request (``REPLICA_REQUESTS``) outside a connection's fast path."""
+        if isinstance(message, ReplicaWrite | ReplicaWriteMany):
+            return await self.write(message)
+        if isinstance(message, ReplicaReadSettled):
+            return await self.read_settled(message)
+        return self.read(message)
+
+    async def read_settled(self, message: ReplicaReadSettled) -> Message:
+        """Committed records only (the tombstone reaper's confirmation reads)."""
+        refusal = self._unreadable(message.keys)
+        if refusal is not None:
+            self._stats.incr("replica.reads_refused")
+            return reply_for_error(NotReady(refusal))
+        return ReplicaReadManyReply(await self._index.committed_records(message.keys))
 
     async def write(self, message: ReplicaWrite | ReplicaWriteMany) -> Message:
         replies: list[Message] = []

@@ -372,6 +372,21 @@ class ReplicaDigestManyReply(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class ReplicaReadSettled(Message):
+    """Replica reads answered with committed records only (a ``ReplicaReadManyReply``).
+
+    A replica answers ordinary reads with a record as soon as it is staged, before its
+    commit, which suits a coordinator: a read that sees a write in flight is merely early.
+    The tombstone reaper asks with this instead, because it deletes on the strength of the
+    answer: a staged tombstone that a crash then loses must not have let the others reap
+    theirs (the replica would keep the older value, and nothing would bring the delete back
+    to it). The replica waits until no commit of the keys is in flight, then answers."""
+
+    TYPE: ClassVar[int] = 58
+    keys: list[bytes]
+
+
+@dataclass(frozen=True, slots=True)
 class RangeScan(Message):
     """Ask an owner for the records whose token lies in the ring arcs (start[i], end[i]], arc
     by arc, starting after key ``after`` in the first arc; at most ``limit`` records.

@@ -24,11 +24,20 @@ from p2pindex.errors import (
     Unavailable,
 )
 from p2pindex.node.coordinator import Coordinator
-from p2pindex.node.replica import IndexManager
+from p2pindex.node.replica import IndexManager, ReplicaService
 from p2pindex.node.stats import StatisticsStore
 from p2pindex.storage.memory import MemoryStorage
 from p2pindex.types import Address
-from p2pindex.wire.messages import DeleteRequest, Message, PutReply, PutRequest
+from p2pindex.wire.messages import (
+    DeleteRequest,
+    Message,
+    PutReply,
+    PutRequest,
+    ReplicaReadMany,
+    ReplicaReadManyReply,
+    ReplicaReadSettled,
+    ReplicaWrite,
+)
 
 NODES = ["n0", "n1", "n2", "n3", "n4"]
 TIMEOUT_MS = 2000
@@ -244,3 +253,48 @@ async def test_a_write_already_committed_is_acknowledged_without_a_commit() -> N
         storage.release(0, ok=True)
     await index.apply(b"k", versions.decode_object(record))
     assert len(storage.gates) == 1
+
+
+# --- the reaper confirms only what is committed ------------------------------------------
+
+
+def replica_on(storage: MemoryStorage) -> ReplicaService:
+    stats = StatisticsStore()
+    index = IndexManager(storage, "n1.e1", Limits(), stats)
+    hints = type("Hints", (), {"keep": None})()
+    return ReplicaService(
+        index, hints, stats, degraded=lambda: None, storage_failed=lambda _exc: None
+    )
+
+
+@pytest.mark.parametrize("commits", [True, False])
+async def test_a_settled_read_answers_only_once_the_staged_tombstone_is_committed_or_gone(
+    commits: bool,
+) -> None:
+    """A replica answers ordinary reads with a staged record; the reaper deletes on the
+    strength of its answer, so its read must not see a tombstone a crash or a failed commit
+    can still take back (the replica would keep the older value, the others reap theirs)."""
+    storage = GatedStorage()
+    replica = replica_on(storage)
+    live = replica_record(b"v")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(replica.serve, ReplicaWrite(b"k", live))
+        await trio.testing.wait_all_tasks_blocked()
+        storage.release(0, ok=True)
+    written = versions.decode_object(live)
+    tombstone = versions.encode_object(versions.update(written, written.clock, "n2.e1", None))
+    answers: list[Message] = []
+
+    async def settled_read() -> None:
+        answers.append(await replica.serve(ReplicaReadSettled([b"k", b"absent"])))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(replica.serve, ReplicaWrite(b"k", tombstone))
+        await trio.testing.wait_all_tasks_blocked()
+        staged = await replica.serve(ReplicaReadMany([b"k"]))
+        assert staged == ReplicaReadManyReply([tombstone])  # what a coordinator may see
+        nursery.start_soon(settled_read)
+        await trio.testing.wait_all_tasks_blocked()
+        assert answers == []  # not while the commit is in flight
+        storage.release(1, ok=commits)
+    assert answers == [ReplicaReadManyReply([tombstone if commits else live, None])]
