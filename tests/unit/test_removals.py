@@ -1,5 +1,6 @@
 """Removals: who is out of the ring for good, remembered across restarts, and what a
-removal sets going (the ring rebuilt, the gained ranges pulled)."""
+removal sets going (the ring rebuilt, the gained ranges pulled). The tests run under trio,
+as the node does: a removal's log line is stamped with trio's clock."""
 
 from __future__ import annotations
 
@@ -66,7 +67,7 @@ async def test_a_removal_leaves_the_ring_pulls_the_gained_ranges_and_survives_a_
     assert restarted.view.removed[DEAD] == 3  # the incarnation it had
 
 
-def test_a_removal_that_changes_no_ring_pulls_nothing():
+async def test_a_removal_that_changes_no_ring_pulls_nothing():
     harness = Harness()
     harness.removals.remove(DEAD)
     harness.gains.clear()
@@ -86,7 +87,7 @@ async def test_an_admitted_member_is_back_in_the_ring_after_a_restart_too():
     assert DEAD not in restarted.removals
 
 
-def test_a_node_cannot_remove_itself_and_the_refusal_says_what_to_run():
+async def test_a_node_cannot_remove_itself_and_the_refusal_says_what_to_run():
     harness = Harness()
     with pytest.raises(InvalidRequest, match="use leave"):
         harness.removals.remove(ME)
@@ -95,7 +96,7 @@ def test_a_node_cannot_remove_itself_and_the_refusal_says_what_to_run():
     assert f"p2pindex admit {DEAD}" in text and "'prod'" in text
 
 
-def test_an_unknown_member_is_removed_at_the_incarnation_the_sender_knew():
+async def test_an_unknown_member_is_removed_at_the_incarnation_the_sender_knew():
     harness = Harness()
     harness.removals.remove("e" * 16, incarnation=9)
     assert harness.view.removed["e" * 16] == 9
