@@ -553,7 +553,7 @@ class Node:
         )
         if line is None:
             return
-        if member.node_id in self.view.removed:
+        if member.node_id in self.removals:
             line += " (a removed member: kept out of the ring)"
         # A budget per member: one flapping member cannot hide what happens to the others.
         events.info(f"member {member.node_id}", "%s", line)
@@ -593,7 +593,7 @@ class Node:
         if not raw:
             return []
         self._ring_members_saved = raw
-        return restart_meta.ring_members(raw, self.node_id, self.view.removed)
+        return restart_meta.ring_members(raw, self.node_id, self.removals)
 
     def _spawn_persist_ring_members(self) -> None:
         doc = restart_meta.ring_members_doc(self.view.members, self.ring, self.node_id)
@@ -623,7 +623,7 @@ class Node:
             if limit is not None:
                 now = trio.current_time()
                 for node_id, since in list(self.view.dead_since.items()):
-                    if now - since >= limit and node_id not in self.view.removed:
+                    if now - since >= limit and node_id not in self.removals:
                         log.warning("removing %s: dead for %.0fs", node_id, now - since)
                         self.removals.remove(node_id)
             health = self._swim.local_health()

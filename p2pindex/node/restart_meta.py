@@ -12,7 +12,7 @@ import json
 import logging
 import math
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 
 from p2pindex.core.ring import Ring
 from p2pindex.core.swim import Member
@@ -91,7 +91,7 @@ def takeovers_doc(takeovers: Mapping[str, tuple[str, str]]) -> bytes:
     return json.dumps({k: list(v) for k, v in takeovers.items()}, sort_keys=True).encode()
 
 
-def ring_members(raw: bytes, node_id: str, removed: Mapping[str, int]) -> list[Member]:
+def ring_members(raw: bytes, node_id: str, removed: Container[str]) -> list[Member]:
     """The saved ring members other than this node and the removed ones (none when the
     document does not parse: the seeds will tell)."""
     try:
