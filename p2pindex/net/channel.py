@@ -43,7 +43,7 @@ from p2pindex.errors import (
     ProtocolError,
     Timeout,
 )
-from p2pindex.net.base import ImmediateSend, Transport
+from p2pindex.net.base import Transport, immediate_send
 from p2pindex.net.tcp_stream import MAX_READ, connect_tcp
 from p2pindex.types import Address
 from p2pindex.wire.codec import Decoded, FrameDecoder, encode_frame
@@ -174,7 +174,7 @@ class RpcChannel:
     ) -> None:
         self._stream = stream
         self._traffic = traffic
-        self._send_now = stream.send_nowait if isinstance(stream, ImmediateSend) else None
+        self._send_now = immediate_send(stream)
         """Frames go straight out when the stream can take them (the simulated network's):
         no writer wake-up, and no scheduler pass spent collecting frames for one send."""
         self._limits = limits

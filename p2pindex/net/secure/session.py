@@ -21,7 +21,7 @@ import trio
 from nacl.bindings import crypto_secretbox_easy, crypto_secretbox_open_easy
 from nacl.exceptions import CryptoError
 
-from p2pindex.net.base import ImmediateSend
+from p2pindex.net.base import ImmediateSend, immediate_send
 from p2pindex.net.tcp_stream import MAX_READ
 from p2pindex.security.access import Peer
 
@@ -208,4 +208,4 @@ class ImmediateSecureStream(SecureStream):
 
 def session_class(inner: trio.abc.Stream) -> type[SecureStream]:
     """What kind of session runs over ``inner`` (one that sends at once if ``inner`` can)."""
-    return ImmediateSecureStream if isinstance(inner, ImmediateSend) else SecureStream
+    return SecureStream if immediate_send(inner) is None else ImmediateSecureStream
