@@ -413,17 +413,14 @@ class IndexManager:
 
     async def committed_records(self, keys: list[bytes]) -> list[bytes | None]:
         """``records`` once no commit of ``keys`` is in flight: only what a crash cannot
-        take back (``ReplicaReadSettled`` says who needs that). Checked for all keys with no
-        await in between, so a write staged while waiting is waited for too."""
-        committing = self._committing
-        while True:
-            pending = next((p for key in keys if (p := committing.get(key))), None)
-            if pending is None:
-                return self.records(keys)
-            await pending[0].wait()
+        take back (``ReplicaReadSettled`` says who needs that)."""
+        await self._settled(keys)
+        return self.records(keys)  # no await since the last check: nothing staged between
 
     async def _settled(self, keys: list[bytes]) -> bool:
-        """Wait until no commit of ``keys`` is in flight; False if none was.
+        """Wait until no commit of ``keys`` is in flight; False if none was. The keys are
+        checked again after every wait, all with no await in between, so a write staged
+        meanwhile is waited for too.
 
         A write that changes nothing (the record already holds it) is acknowledged without
         a commit of its own, which is right only once the record that holds it is
@@ -431,11 +428,11 @@ class IndexManager:
         a crash, and the ack would outlive the data. So such a write waits for the commits
         in flight and is merged again: onto the committed record, or onto what is left.
         """
+        committing = self._committing
         waited = False
-        for key in keys:
-            while pending := self._committing.get(key):
-                waited = True
-                await pending[0].wait()
+        while pending := next((p for key in keys if (p := committing.get(key))), None):
+            waited = True
+            await pending[0].wait()
         return waited
 
     async def apply(self, key: bytes, incoming: VersionedObject) -> VersionedObject:
