@@ -61,7 +61,7 @@ class Removals:
         self._view.takeovers = restart_meta.load_takeovers(self._storage)
         self._view.removed = restart_meta.load_removed(self._storage)
 
-    def __contains__(self, node_id: str) -> bool:
+    def __contains__(self, node_id: object) -> bool:
         return node_id in self._view.removed
 
     def __len__(self) -> int:
