@@ -415,12 +415,10 @@ class Swim(PushPullSide):
         if len(data) > HARD_MAX_DATAGRAM:
             stats["bad_oversized"] += 1
             return
-        payload: bytes | None = data
-        if self._sealer is not None:
-            payload = self._sealer.open(data)
-            if payload is None:
-                stats["bad_unsealed"] += 1
-                return
+        payload = data if self._sealer is None else self._sealer.open(data)
+        if payload is None:
+            stats["bad_unsealed"] += 1
+            return
         try:
             datagram, unknown = decode_datagram(payload)
         except DecodeError as exc:
