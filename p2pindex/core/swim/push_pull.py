@@ -50,6 +50,12 @@ class PushPullSide:
     _join_retry_at: float | None
     _next_push_pull: float | None
 
+    if TYPE_CHECKING:  # Swim's membership rules; declared only for the type checker
+
+        def _verified(self, record: Record) -> bool: ...
+
+        def _merge(self, record: Record, now: float, stream: bool = False) -> None: ...
+
     def _start_exchange(self, address: Address, join: bool) -> bool:
         if address in self._exchanges or len(self._exchanges) >= self._cfg.max_push_pulls:
             return False
