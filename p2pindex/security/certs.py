@@ -18,7 +18,7 @@ import enum
 import json
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -210,7 +210,9 @@ def new_serial() -> int:
     return int.from_bytes(os.urandom(8), "big") & MAX_INT
 
 
-def _sign(authority: SigningKey, cluster_id: bytes, kind: str, fields: dict[str, object]) -> bytes:
+def _sign(
+    authority: SigningKey, cluster_id: bytes, kind: str, fields: Mapping[str, object]
+) -> bytes:
     body = {
         "type": kind,
         "cluster": cluster_id,
