@@ -472,8 +472,8 @@ def decode_object(data: bytes) -> VersionedObject:
     previous = (0, 0)
     for position in range(first, len(items), 3):
         index, counter, value = items[position : position + 3]
-        previous = _check_sibling(actors, limits, index, counter, value, previous)
-        siblings.append(_new(Sibling, (_new(Dot, (actors[index], counter)), value, ())))  # type: ignore[index]
+        index, counter = previous = _check_sibling(actors, limits, index, counter, value, previous)
+        siblings.append(_new(Sibling, (_new(Dot, (actors[index], counter)), value, ())))
     _check_canonical(items, data, "record")
     return _new(VersionedObject, (_vector(counters), tuple(siblings)))
 
@@ -525,7 +525,7 @@ def _decode_with_terms(items: list[object], data: bytes) -> VersionedObject:
     previous = (0, 0)
     for position in range(first, len(items), 4):
         index, counter, value, flat_terms = items[position : position + 4]
-        previous = _check_sibling(actors, limits, index, counter, value, previous)
+        index, counter = previous = _check_sibling(actors, limits, index, counter, value, previous)
         try:
             terms = _terms.from_flat(flat_terms)
         except ValueError as exc:
@@ -533,7 +533,7 @@ def _decode_with_terms(items: list[object], data: bytes) -> VersionedObject:
         if terms and value is None:
             raise ValueError("record has a tombstone that carries index terms")
         indexed = indexed or bool(terms)
-        siblings.append(_new(Sibling, (_new(Dot, (actors[index], counter)), value, terms)))  # type: ignore[index]
+        siblings.append(_new(Sibling, (_new(Dot, (actors[index], counter)), value, terms)))
     if not indexed:
         raise ValueError("record is format 2 but carries no index terms")
     _check_canonical(items, data, "record")
