@@ -159,8 +159,10 @@ def decode_term(data: bytes, what: str) -> Term:
         term = strict_cbor.loads(data)
     except (ValueError, TypeError, EOFError):
         raise ValueError(f"the {what} term is not valid") from None
-    if type(term) is bool or type(term) not in (int, bytes):
+    if type(term) is bytes:
+        return term
+    if type(term) is not int:
         raise ValueError(f"the {what} term must be an integer, text or bytes")
-    if type(term) is int and not MIN_INT_TERM <= term <= MAX_INT_TERM:
+    if not MIN_INT_TERM <= term <= MAX_INT_TERM:
         raise ValueError(f"the {what} term {term} is outside signed 64-bit range")
     return term
