@@ -28,10 +28,10 @@ def error_from_reply(reply: ErrorReply) -> P2PIndexError:
     if reply.code in (Timeout.code, QuorumFailed.code):
         cls = Timeout if reply.code == Timeout.code else QuorumFailed
         return cls(reply.message, required=reply.required or 0, acknowledged=reply.alive or 0)
-    cls = ERROR_CODES.get(reply.code)
-    if cls is None:
+    known = ERROR_CODES.get(reply.code)
+    if known is None:
         return ProtocolError(f"remote error {reply.code!r}: {reply.message}")
-    return cls(reply.message)
+    return known(reply.message)
 
 
 def _detail(message: str) -> str:
