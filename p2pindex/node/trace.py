@@ -63,6 +63,7 @@ class RequestTrace:
         if isinstance(result, outcome.Error):
             self.step("replica_failed", node=node, error=str(result.error)[:200])
         else:
+            assert isinstance(result, outcome.Value)  # outcome's only other (final) subclass
             self.step("replica_answered", node=node, reply=type(result.value).__name__)
 
     def doc(self) -> dict[str, Any]:
