@@ -157,7 +157,7 @@ class Round(Generic[Q]):
     def __init__(self, quorum: Q, asked: int, deadline: float) -> None:
         if not 0 <= asked < len(quorum.targets):
             raise ValueError(f"asked {asked} is outside 0..{len(quorum.targets) - 1}")
-        self.quorum = quorum
+        self.quorum: Q = quorum
         self.remaining = asked
         """Replicas asked that have not answered (an answer or a failure) yet."""
         self.deadline = deadline
