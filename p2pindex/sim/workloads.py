@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import Any, Final, Literal, Protocol
 
 import trio
 
@@ -339,6 +339,8 @@ class Workload:
             ctx=None if read is None else read.op.index,
         )
         context = None if read is None else read.context
+        call: Callable[..., Awaitable[object]]
+        args: tuple[bytes | None, ...]
         if f is OpF.DELETE:
             call, args = process.client.delete, (key.encode(),)
         else:
@@ -363,7 +365,7 @@ class Workload:
         A client that neither answers nor raises within twice its timeout is abandoned and
         the op recorded as ``info``: it may still land.
         """
-        outcome: OpType | None = OpType.INFO
+        outcome = OpType.INFO
         error = "no_answer"
         with trio.move_on_after(2 * self.options.timeout + 1.0):
             try:
@@ -433,7 +435,7 @@ async def run_churn(
         if trio.current_time() >= deadline:
             return
         members = sorted(control.members())
-        choices = []
+        choices: list[EventKind | Literal["replace"]] = []
         if len(members) < max_members:
             choices.append(EventKind.JOIN)
         if len(members) > min_members:
@@ -443,7 +445,7 @@ async def run_churn(
         if not choices:
             return
         kind = rng.choice(choices)
-        if kind is REPLACE:
+        if kind == REPLACE:
             await _replace(control, history, rng.choice(members))
             continue
         if kind is EventKind.JOIN:
@@ -520,7 +522,8 @@ async def replay(
     reads: dict[int, _ReadResult] = {}
 
     async def run_process(ops: Sequence[Op]) -> None:
-        name = ops[0].node if ops[0].node in clients else names[ops[0].process % len(names)]
+        node = ops[0].node
+        name = node if node is not None and node in clients else names[ops[0].process % len(names)]
         process = _Process(workload._new_process_id(), name, clients[name], random.Random(0))
         for op in ops:
             await trio.sleep_until(start + op.time - first)
