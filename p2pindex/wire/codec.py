@@ -746,7 +746,7 @@ class FrameDecoder:
         """Bytes held for a frame that has not fully arrived."""
         return len(self._buffer)
 
-    def feed(self, data: bytes) -> list[Decoded]:
+    def feed(self, data: bytes | bytearray) -> list[Decoded]:
         """Every frame completed by ``data``; raises ProtocolError if the stream is broken.
 
         Frames that preceded the broken one in the same ``data`` are dropped with it: the
@@ -773,7 +773,7 @@ class FrameDecoder:
         (length,) = _HEADER.unpack_from(self._buffer)
         raise ProtocolError(f"truncated frame: {held} of {_HEADER_SIZE + length} bytes")
 
-    def _feed(self, data: bytes) -> list[Decoded]:
+    def _feed(self, data: bytes | bytearray) -> list[Decoded]:
         if self._buffer:
             self._buffer += data
             if not self._frame_complete():
