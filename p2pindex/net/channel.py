@@ -530,12 +530,12 @@ class RpcChannel:
                 if answer is not None:
                     self._enqueue(encode_frame(_answer(answer, message), decoded.request_id))
                     continue
-                serve = fast.batch.get(type(message))
+                handler = fast.batch.get(type(message))
                 # A request asking for a trace (``trace`` set) takes the handler: a batch
                 # serves many requests at once and has no steps of one request to show.
-                if serve is not None and not getattr(message, "trace", False):
+                if handler is not None and not getattr(message, "trace", False):
                     self._admit(size)
-                    batches.setdefault(serve, []).append((decoded.request_id, message))
+                    batches.setdefault(handler, []).append((decoded.request_id, message))
                     continue
             self._admit(size)
             await self._start(self._serve_one, decoded.request_id, message)
