@@ -188,7 +188,8 @@ class HttpServer:
                     if not started and data:
                         started = True
                         deadline = trio.current_time() + limits.request_deadline
-                    conn.receive_data(data)
+                    # h11 takes any bytes-like (its docstring), but annotates bytes only.
+                    conn.receive_data(data)  # type: ignore[arg-type]
                     continue
                 if not started:
                     return None  # idle keep-alive connection: close quietly
