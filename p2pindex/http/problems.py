@@ -9,6 +9,7 @@ binary protocol uses (``p2pindex.errors`` codes).
 from __future__ import annotations
 
 import json
+from typing import TypedDict
 
 from p2pindex.errors import (
     ConnectionLost,
@@ -74,8 +75,17 @@ def problem(
     return Response(status, json.dumps(doc).encode(), PROBLEM_TYPE, headers or [])
 
 
+class _Counts(TypedDict, total=False):
+    """The replica counts a problem adds for the errors that carry them: named keys, so
+    the type checker knows none of them lands on ``problem``'s own keyword parameters."""
+
+    required: int
+    reachable: int
+    acknowledged: int
+
+
 def problem_for(error: P2PIndexError) -> Response:
-    extra: dict[str, object] = {}
+    extra: _Counts = {}
     if isinstance(error, Unavailable):
         extra = {"required": error.required, "reachable": error.alive}
     elif isinstance(error, Timeout | QuorumFailed):
