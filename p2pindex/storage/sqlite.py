@@ -228,9 +228,10 @@ class SqliteStorage:
         writer: sqlite3.Connection | None = None
         threaded = fsync if writer_thread is None else writer_thread
         try:
-            writer, next_hint_id = await trio.to_thread.run_sync(
-                open_writer, path, fsync, max_bytes, threaded
-            )
+            # Unpacked in a second step: straight into the Optional ``writer``, mypy would
+            # infer the call's result as Optional too and never narrow ``writer``.
+            opened = await trio.to_thread.run_sync(open_writer, path, fsync, max_bytes, threaded)
+            writer, next_hint_id = opened
             reader = open_reader(path) if threaded else writer
         except BaseException:
             if writer is not None:
