@@ -313,7 +313,7 @@ class SqliteStorage:
             wanted = limit - len(found)
             if wanted <= 0:
                 break
-            merged = {
+            merged: dict[bytes, tuple[int, bytes | None]] = {
                 key: (token, record) for token, key, record in self._scan(piece, wanted + hidden)
             }
             merged.update(
@@ -350,6 +350,7 @@ class SqliteStorage:
         exhausted = False
         while len(found) < limit:
             wanted = max(limit - len(found), _INDEX_CHUNK if keep else 0) + len(pending)
+            args: tuple[object, ...]
             if cursor is None:
                 sql, args = _INDEX_FROM, (terms.index, terms.lo, terms.hi, wanted)
             else:
@@ -642,6 +643,7 @@ class SqliteStorage:
         return added, deleted
 
     def _scan(self, piece: ArcPiece, limit: int) -> list[tuple[int, bytes, bytes]]:
+        args: tuple[object, ...]
         if piece.after is None:
             sql, args = _SCAN_FROM, (piece.lo - _TOKEN_OFFSET, piece.hi - _TOKEN_OFFSET, limit)
         else:
