@@ -145,7 +145,8 @@ def _hello(message: dict[str, object]) -> _Hello:
     version = message.get("v")
     if version != VERSION or type(version) is not int:
         raise HandshakeFailed("version", f"handshake version {version!r} is not {VERSION}")
-    kind = _KINDS.get(message.get("kind")) if type(message.get("kind")) is str else None
+    kind_name = message.get("kind")
+    kind = _KINDS.get(kind_name) if type(kind_name) is str else None
     ephemeral = message.get("eph")
     nonce = message.get("nonce")
     credential = message.get("cred")
