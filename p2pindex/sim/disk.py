@@ -300,7 +300,7 @@ class SimStorage:
     async def put_many(self, items: list[tuple[bytes, bytes]]) -> None:
         await self._enter(adds_data=True)
         image = self._disk.image
-        before = [
+        before: list[tuple[bytes, bytes | None, bytes | None]] = [
             (key, record, image.get(key) if isinstance(key, bytes) else None)
             for key, record in items
         ]
