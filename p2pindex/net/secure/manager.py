@@ -367,8 +367,8 @@ class SecurityManager:
             self.sealer.forget(node_id)
         for stream in list(self._sessions):
             credential = stream.peer.credential
-            node_id = stream.peer.node_id
-            if (node_id is not None and node_id in revocations.node_ids) or (
+            peer_id = stream.peer.node_id
+            if (peer_id is not None and peer_id in revocations.node_ids) or (
                 credential.serial in revocations.serials
             ):
                 self._cut(stream, f"{stream.peer.name} was revoked")
@@ -440,7 +440,7 @@ class SecurityManager:
         return [(i, a) for i, a in self._members() if i != self.node_id]
 
     def _due_for_fetch(self, now: float) -> list[str]:
-        due = []
+        due: list[str] = []
         for node_id in list(self.directory.wanted):
             attempts, last = self._attempts.get(node_id, (0, -FETCH_RETRY))
             if attempts >= FETCH_ATTEMPTS:
@@ -464,9 +464,9 @@ class SecurityManager:
             _, address = self._rng.choice(known)
             await self._ask(request, address, wanted)
         for node_id in wanted:
-            address = self._addresses.get(node_id)
-            if self.directory.get(node_id) is None and address is not None:
-                await self._ask(request, address, [node_id])
+            its_address = self._addresses.get(node_id)
+            if self.directory.get(node_id) is None and its_address is not None:
+                await self._ask(request, its_address, [node_id])
 
     async def _ask(self, request: Request, address: Address, node_ids: list[str]) -> None:
         """Ask ``address`` for certificates; connecting there also yields its own."""
