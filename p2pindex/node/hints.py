@@ -24,7 +24,7 @@ from p2pindex.node.eventlog import EventLog
 from p2pindex.node.peers import PeerPool
 from p2pindex.node.stats import StatisticsStore
 from p2pindex.storage.base import Storage
-from p2pindex.types import Address
+from p2pindex.types import Address, NodeId
 from p2pindex.wire.messages import ReplicaWriteBatch
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ class HintedHandoff:
             raise StorageFailure(
                 f"hint store for {target} is full ({backlog} bytes); not taking more"
             )
-        await self._storage.add_hint(target, key, record, self._wall_clock())
+        await self._storage.add_hint(NodeId(target), key, record, self._wall_clock())
         held[target] = held.get(target, 0) + size
         self._stats.incr("hints.stored")
         kept = self._kept.setdefault(target, _Kept())
@@ -154,7 +154,7 @@ class HintedHandoff:
         receiver = self._stand_in(target)
         delivered = 0
         while True:
-            hints = self._storage.hints_for(target, BATCH_ITEMS)
+            hints = self._storage.hints_for(NodeId(target), BATCH_ITEMS)
             if not hints:
                 return delivered
             cutoff = self._wall_clock() - self._max_age
