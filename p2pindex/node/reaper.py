@@ -304,7 +304,7 @@ class TombstoneReaper:
         held: dict[bytes, tuple[bytes, versions.VersionedObject]] = {}
         for key, record in mine.items():
             obj = None if record is None else self._index.decode(key, record)
-            if obj is None or key in self._index.shadow:
+            if record is None or obj is None or key in self._index.shadow:
                 tracked.pop(key, None)
                 continue
             if tombstones and not obj.is_deleted:
