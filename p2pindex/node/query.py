@@ -63,6 +63,7 @@ from p2pindex.types import Address, consistency_from_wire, required_replies
 from p2pindex.wire.messages import (
     IndexScan,
     IndexScanReply,
+    Message,
     QueryReply,
     QueryRequest,
     ReplicaReadMany,
@@ -306,6 +307,7 @@ class QueryService:
                 records,
             )
             try:
+                reply: Message
                 if node == self._node_id:
                     reply = self.scan(scan)
                 else:
