@@ -30,6 +30,7 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import outcome
 import trio
@@ -43,12 +44,15 @@ from p2pindex.errors import (
     ProtocolError,
     Timeout,
 )
-from p2pindex.net.base import Transport, immediate_send
+from p2pindex.net.base import immediate_send
 from p2pindex.net.tcp_stream import MAX_READ, connect_tcp
 from p2pindex.types import Address
 from p2pindex.wire.codec import Decoded, FrameDecoder, encode_frame
 from p2pindex.wire.errors import reply_for_error
 from p2pindex.wire.messages import ErrorReply, Message
+
+if TYPE_CHECKING:
+    from p2pindex.net.secure.connector import Connector
 
 log = logging.getLogger(__name__)
 
@@ -628,7 +632,7 @@ def _answer(answer: Callable[[Message], Message], message: Message) -> Message:
 
 async def open_channel(
     nursery: trio.Nursery,
-    transport: Transport | None,
+    transport: Connector | None,
     address: Address,
     limits: Limits,
     *,
@@ -638,7 +642,8 @@ async def open_channel(
     """Connect to ``address`` and run a requesting channel in ``nursery``.
 
     With ``transport=None`` plain TCP is used (clients outside a node); a node or the
-    simulation passes its own Transport. Raises OSError when the peer cannot be reached.
+    simulation passes its own Transport, a client with credentials its SecureConnector (only
+    ``connect`` is used). Raises OSError when the peer cannot be reached.
     """
     if transport is not None:
         stream: trio.abc.Stream = await transport.connect(address)
