@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from p2pindex.core.placement import Target
 from p2pindex.wire.messages import (
@@ -33,7 +34,9 @@ from p2pindex.wire.messages import (
     PutRequest,
 )
 
-Serve = Callable[[Message], Awaitable[Message]]
+_Request = TypeVar("_Request", bound=Message)
+Serve = Callable[[_Request], Awaitable[Message]]
+"""The coordinator's entry point for one kind of request (``Serve[GetRequest]``)."""
 
 
 def needs_read_first(request: PutRequest | DeleteRequest) -> bool:
@@ -52,8 +55,8 @@ def may_leave_unseen(required: int, targets: list[Target], holders: int) -> bool
 
 async def read_then_write(
     request: PutRequest | DeleteRequest,
-    get: Serve,
-    write: Serve,
+    get: Serve[GetRequest],
+    write: Serve[PutRequest | DeleteRequest],
     unseen: bool,
 ) -> Message:
     """Read ``request.key`` at the request's consistency, then write with the context read.
