@@ -291,13 +291,14 @@ class Coordinator:
                 if target.hint_for is None:
                     by_node.setdefault(target.node, []).append(write)
                 else:
-                    message = wm.ReplicaWrite(write.request.key, write.record, target.hint_for)
-                    self._calls.send(target.node, message, write.timeout, self._on_writes, [write])
+                    hinted = wm.ReplicaWrite(write.request.key, write.record, target.hint_for)
+                    self._calls.send(target.node, hinted, write.timeout, self._on_writes, [write])
         for node, carried in (
             (node, group)  # a frame's worth each: a peer closes a link on a larger one
             for node, all_carried in by_node.items()
             for group in sized_groups(all_carried, record_size, BATCH_BYTES)
         ):
+            message: wm.Message
             if len(carried) == 1:
                 message = wm.ReplicaWrite(carried[0].request.key, carried[0].record)
             else:
