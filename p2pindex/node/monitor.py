@@ -13,6 +13,9 @@ if TYPE_CHECKING:
     from p2pindex.core.ring import Ring
     from p2pindex.core.swim import Member
     from p2pindex.node.handoff import OwnershipHandoff
+    from p2pindex.node.load import LoadMeter
+    from p2pindex.node.reaper import TombstoneReaper
+    from p2pindex.node.removals import Removals
     from p2pindex.node.stats import StatisticsStore
     from p2pindex.storage.base import Storage
     from p2pindex.types import Address, NodeState
@@ -28,6 +31,10 @@ class Monitored(Protocol):
     stats: StatisticsStore
     state_reason: str
     handoff: OwnershipHandoff | None
+    removals: Removals
+    leaving: bool
+    reaper: TombstoneReaper | None
+    load: LoadMeter
 
     @property
     def state(self) -> NodeState: ...
@@ -153,7 +160,7 @@ class IndexMonitor:
         node = self._node
         n = node.config.n_replicas
         primaries = node.ring.preference_list(key, n)
-        hints = {b.target: b.count for b in node.storage.hint_backlog()}
+        hints: dict[str, int] = {b.target: b.count for b in node.storage.hint_backlog()}
         members = {m.node_id: m for m in node.members()}
         rows = []
         for node_id in node.ring.walk(key):
