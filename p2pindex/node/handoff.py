@@ -85,7 +85,10 @@ class HandingOver(Protocol):
 
 
 class BatchApplier(Protocol):
-    async def __call__(self, items: list[tuple[bytes, bytes]]) -> None: ...
+    """Applies received (key, record) pairs; called positionally, so the node's method
+    may name its parameter as it likes."""
+
+    async def __call__(self, items: list[tuple[bytes, bytes]], /) -> None: ...
 
 
 @dataclass
