@@ -23,7 +23,7 @@ from p2pindex.core.batching import fitting_prefix
 from p2pindex.core.ring import Ring
 from p2pindex.core.swim import Member, MemberChanged, Swim, SwimConfig
 from p2pindex.net.base import Transport
-from p2pindex.net.channel import BatchHandler, NodeLoad, RpcChannel, Traffic
+from p2pindex.net.channel import BatchHandler, NodeLoad, RequestHandler, RpcChannel, Traffic
 from p2pindex.net.secure.manager import SecurityManager
 from p2pindex.net.secure.session import SecureStream
 from p2pindex.node import admin, restart_meta
@@ -639,7 +639,7 @@ class Node:
     # --- connections and dispatch ----------------------------------------------------------
 
     async def _handle_stream(self, stream: trio.abc.Stream, peer: Address) -> None:
-        handler = self._dispatch
+        handler: RequestHandler = self._dispatch
         node_peer = True
         authorize = None
         if self.security is not None:
