@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypedDict, Unpack
+from typing import Any, Literal, TypedDict, Unpack
 
 import trio
 
@@ -209,7 +209,9 @@ class AsyncClient:
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool:
+    ) -> Literal[False]:
+        """Close; never swallows the body's exception. ``Literal[False]`` tells type
+        checkers so: a function whose ``async with`` body returns needs no return after it."""
         await self._close()
         return False
 
