@@ -134,8 +134,8 @@ def run_put_many(args: argparse.Namespace) -> int:
                         refused.append((position, exc))
                 result: BatchResult[Any] = await db.put_many(items, **options)
                 outcomes = list(result)
-                for position, exc in refused:  # back in input order, failing on their own
-                    outcomes.insert(position, KeyOutcome(b"", error=exc))
+                for position, refusal in refused:  # back in input order, failing on their own
+                    outcomes.insert(position, KeyOutcome(b"", error=refusal))
                 for (number, _line), outcome in zip(chunk, outcomes, strict=True):
                     tally.note(outcome)
                     key = _key(outcome.key) if outcome.key else f"line {number}"
