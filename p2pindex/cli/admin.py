@@ -256,7 +256,7 @@ def _mib(size: Any) -> str:
     return f"{size / (1 << 20):.1f} MiB"
 
 
-def format_upkeep(status: dict[str, Any]) -> list[str]:
+def format_upkeep(status: Mapping[str, Any]) -> list[str]:
     """Load signals (for autoscalers), tombstones and copies outside the node's ranges."""
     lines: list[str] = []
     load = status.get("load")

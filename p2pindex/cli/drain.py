@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Mapping
+from typing import Any
 
 import trio
 
@@ -52,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     drain.set_defaults(func=run_drain)
 
 
-def progress_line(status: dict) -> str:
+def progress_line(status: Mapping[str, Any]) -> str:
     handoff = status.get("handoff") or {}
     if handoff.get("direction") != "out":
         return f"node {status.get('node_id', '?')}: starting the handoff"
