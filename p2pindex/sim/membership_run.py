@@ -7,6 +7,7 @@ member's view of every other as observations, and checks them with the membershi
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import Counter
 from pathlib import Path
@@ -92,8 +93,8 @@ class _MembershipRun:
         scenario = self.plan.scenario
         for index, fault in enumerate(self.plan.schedule.faults):
             fault_id = f"f{index + 1}-{fault.kind.value}"
-            self.sim.at(fault.at, lambda f=fault, i=fault_id: self._begin(i, f))
-            self.sim.at(fault.end, lambda f=fault, i=fault_id: self._end(i, f))
+            self.sim.at(fault.at, functools.partial(self._begin, fault_id, fault))
+            self.sim.at(fault.end, functools.partial(self._end, fault_id, fault))
         end = scenario.duration + scenario.quiesce
         sample = 0.0
         while sample <= end:
