@@ -272,7 +272,7 @@ def _drive(
     try:
         for spec in specs:
             parent, child = context.Pipe()
-            process = context.Process(
+            process: multiprocessing.process.BaseProcess = context.Process(
                 target=worker_main, args=(spec, child), name=f"p2pindex-bench-{spec.index}"
             )
             process.start()
@@ -344,8 +344,8 @@ def _collect(workers: list[tuple[Any, Connection]], phase: str) -> PhaseResult:
     """Start ``phase`` on every worker (except for "ready") and gather their results."""
     conns = {conn: index for index, (_, conn) in enumerate(workers)}
     if phase != "ready":
-        for conn in conns:
-            conn.send("go")
+        for pipe in conns:
+            pipe.send("go")
     pending = set(conns)
     latest = [0] * len(workers)
     merged = PhaseResult()
