@@ -29,7 +29,7 @@ import itertools
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Final, Literal, Protocol, cast, overload
 
 import trio
 
@@ -86,6 +86,11 @@ class ClusterControl(Protocol):
     async def remove(self, node: str) -> None:
         """Stop ``node`` for good and have the others remove it from the ring."""
         ...
+
+
+class ReplacingClusterControl(ClusterControl, Protocol):
+    """A runner that can also replace a member: what churn with ``replace=True`` needs (the
+    real-process chaos cluster cannot, and churns without it)."""
 
     async def replace(self, node: str) -> str | None:
         """Stop ``node`` for good and start a new machine in its place (`serve --replace`);
@@ -408,6 +413,34 @@ class Workload:
 # --- membership churn -----------------------------------------------------------------------
 
 
+@overload
+async def run_churn(
+    control: ReplacingClusterControl,
+    history: History,
+    rng: random.Random,
+    *,
+    duration: float,
+    interval: float,
+    min_members: int,
+    max_members: int,
+    replace: bool = False,
+) -> None: ...
+
+
+@overload
+async def run_churn(
+    control: ClusterControl,
+    history: History,
+    rng: random.Random,
+    *,
+    duration: float,
+    interval: float,
+    min_members: int,
+    max_members: int,
+    replace: Literal[False] = False,
+) -> None: ...
+
+
 async def run_churn(
     control: ClusterControl,
     history: History,
@@ -446,7 +479,9 @@ async def run_churn(
             return
         kind = rng.choice(choices)
         if kind == REPLACE:
-            await _replace(control, history, rng.choice(members))
+            # Chosen only with replace=True, which the overloads allow only together with a
+            # ReplacingClusterControl.
+            await _replace(cast(ReplacingClusterControl, control), history, rng.choice(members))
             continue
         if kind is EventKind.JOIN:
             try:
@@ -471,7 +506,7 @@ async def run_churn(
 REPLACE: Final = "replace"
 
 
-async def _replace(control: ClusterControl, history: History, node: str) -> None:
+async def _replace(control: ReplacingClusterControl, history: History, node: str) -> None:
     started = trio.current_time()
     try:
         new = await control.replace(node)
