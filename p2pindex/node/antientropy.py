@@ -85,6 +85,11 @@ events = EventLog(log, trio.current_time)
 
 BEHIND_ATTEMPTS: Final = 3
 """Rounds a peer known to be behind is tried first before it waits for the rotation again."""
+BEHIND_PER_TICK: Final = 3
+"""Peers known to be behind that get a round of their own each tick, besides the rotation's.
+After a turbulent spell every node knows several (each replica write that failed marks one);
+one such round every other tick, as before, left the last of eight waiting about 80 s, past
+the 30 s in which the simulator expects replicas to agree after a heal."""
 CATCH_UP_SECONDS: Final = 2 * REQUEST_TIMEOUT
 """How long a node that just took over ranges compares them with the other replicas."""
 
@@ -131,7 +136,6 @@ class AntiEntropy(RecordMover):
         """Peers known to have missed writes, with the rounds they are still tried first.
         Without it a divergence the node saw happen waits for the rotation, which visits
         one peer in ``interval`` and so takes members x interval to come round."""
-        self._behind_last = False
         self._answering: dict[str, tuple[Arc, float, SliceDigests]] = {}
         """Per peer: the slice its current round compares, scanned once (see ``serve``)."""
         self._cursor = rng.randrange(RING_SIZE)
@@ -144,15 +148,19 @@ class AntiEntropy(RecordMover):
     # --- the periodic rounds ----------------------------------------------------------------
 
     async def run(self) -> None:
+        """Every tick: a round with each of up to ``BEHIND_PER_TICK`` peers known to be
+        behind, then one with the next peer of the rotation, so a peer that keeps missing
+        writes cannot stall the rotation that finds the divergence nobody saw happen."""
         while True:
             await trio.sleep(self._interval * (0.5 + self._rng.random()))
             if self._view.state is not NodeState.ACTIVE:
                 continue
-            peer, attempts = self._next_peer()
-            if peer is None:
-                continue
-            if not await self._attempt(peer) and attempts > 1:
-                self._behind.setdefault(peer, attempts - 1)
+            for peer, attempts in self._due_behind(BEHIND_PER_TICK):
+                if not await self._attempt(peer) and attempts > 1:
+                    self._behind.setdefault(peer, attempts - 1)
+            peer = self._next_in_rotation()
+            if peer is not None:
+                await self._attempt(peer)
 
     async def _attempt(self, peer: str, arc: Arc | None = None) -> bool:
         """One round with ``peer``, its repairs summed up; False (counted) if it failed."""
@@ -209,30 +217,33 @@ class AntiEntropy(RecordMover):
         self._summary_pulled = self._summary_pushed = 0
         self._summary_peers = set()
 
-    def _next_peer(self) -> tuple[str | None, int]:
-        """The first readable peer known to be behind (with the attempts it has left), else
-        the next readable peer of a shuffled rotation over the ring's other members."""
+    def _due_behind(self, most: int) -> list[tuple[str, int]]:
+        """Up to ``most`` readable peers known to be behind, oldest mark first, each with
+        the attempts it has left; taken off the list (a failed round puts one back)."""
         ring = self._view.ring.nodes
-        # Every other round at most, so a peer that keeps missing writes (a slow one)
-        # cannot stop the rotation that finds the divergence nobody saw happen.
-        behind_next = not self._behind_last
-        self._behind_last = False
-        for peer, attempts in list(self._behind.items()) if behind_next else ():
+        due: list[tuple[str, int]] = []
+        for peer, attempts in list(self._behind.items()):
+            if len(due) >= most:
+                break
             if peer not in ring:
                 del self._behind[peer]
             elif self._view.readable(peer):
                 del self._behind[peer]
-                self._behind_last = True
-                return peer, attempts
+                due.append((peer, attempts))
+        return due
+
+    def _next_in_rotation(self) -> str | None:
+        """The next readable peer of a shuffled rotation over the ring's other members."""
+        ring = self._view.ring.nodes
         for _ in range(2):
             while self._rotation:
                 peer = self._rotation.pop()
                 if peer in ring and self._view.readable(peer):
-                    return peer, 0
+                    return peer
             others = sorted(ring - {self._view.node_id})
             self._rng.shuffle(others)
             self._rotation = others
-        return None, 0
+        return None
 
     def _next_slice(self) -> Arc:
         width = slice_width(self._storage.count(), SCAN_BUDGET)
