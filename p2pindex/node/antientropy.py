@@ -158,9 +158,9 @@ class AntiEntropy(RecordMover):
             for peer, attempts in self._due_behind(BEHIND_PER_TICK):
                 if not await self._attempt(peer) and attempts > 1:
                     self._behind.setdefault(peer, attempts - 1)
-            peer = self._next_in_rotation()
-            if peer is not None:
-                await self._attempt(peer)
+            next_in_rotation = self._next_in_rotation()
+            if next_in_rotation is not None:
+                await self._attempt(next_in_rotation)
 
     async def _attempt(self, peer: str, arc: Arc | None = None) -> bool:
         """One round with ``peer``, its repairs summed up; False (counted) if it failed."""
