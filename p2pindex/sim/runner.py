@@ -222,7 +222,7 @@ class Simulation:
             interval=churn.interval,
             min_members=churn.min_members,
             max_members=churn.max_members,
-            replace=churn.replace,
+            replacer=self.cluster.replace if churn.replace else None,
         )
 
     async def _quiesce(self) -> None:

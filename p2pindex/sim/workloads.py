@@ -29,7 +29,7 @@ import itertools
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, Protocol, cast, overload
+from typing import Any, Final, Literal, Protocol
 
 import trio
 
@@ -88,14 +88,9 @@ class ClusterControl(Protocol):
         ...
 
 
-class ReplacingClusterControl(ClusterControl, Protocol):
-    """A runner that can also replace a member: what churn with ``replace=True`` needs (the
-    real-process chaos cluster cannot, and churns without it)."""
-
-    async def replace(self, node: str) -> str | None:
-        """Stop ``node`` for good and start a new machine in its place (`serve --replace`);
-        returns the new node's name (None: it was only removed)."""
-        ...
+Replacer = Callable[[str], Awaitable[str | None]]
+"""Stops a node for good and starts a new machine in its place (`serve --replace`); returns
+the new node's name (None: it was only removed). The simulated cluster's ``replace``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -413,21 +408,6 @@ class Workload:
 # --- membership churn -----------------------------------------------------------------------
 
 
-@overload
-async def run_churn(
-    control: ReplacingClusterControl,
-    history: History,
-    rng: random.Random,
-    *,
-    duration: float,
-    interval: float,
-    min_members: int,
-    max_members: int,
-    replace: bool = False,
-) -> None: ...
-
-
-@overload
 async def run_churn(
     control: ClusterControl,
     history: History,
@@ -437,24 +417,11 @@ async def run_churn(
     interval: float,
     min_members: int,
     max_members: int,
-    replace: Literal[False] = False,
-) -> None: ...
-
-
-async def run_churn(
-    control: ClusterControl,
-    history: History,
-    rng: random.Random,
-    *,
-    duration: float,
-    interval: float,
-    min_members: int,
-    max_members: int,
-    replace: bool = False,
+    replacer: Replacer | None = None,
 ) -> None:
     """Every ``interval`` seconds on average, a node joins, leaves, or is removed (or, with
-    ``replace``, is replaced by a new machine: recorded as its removal and the newcomer's
-    join).
+    a ``replacer``, is replaced by a new machine: recorded as its removal and the newcomer's
+    join; the real-process chaos cluster cannot replace, so it churns without one).
 
     The member count stays within ``min_members..max_members``. Each change is recorded as
     a fault event (the control must not record it again); a change whose outcome is
@@ -473,15 +440,14 @@ async def run_churn(
             choices.append(EventKind.JOIN)
         if len(members) > min_members:
             choices += [EventKind.LEAVE, EventKind.REMOVE]
-        if replace:
+        if replacer is not None:
             choices.append(REPLACE)
         if not choices:
             return
         kind = rng.choice(choices)
         if kind == REPLACE:
-            # Chosen only with replace=True, which the overloads allow only together with a
-            # ReplacingClusterControl.
-            await _replace(cast(ReplacingClusterControl, control), history, rng.choice(members))
+            assert replacer is not None  # a choice only with one
+            await _replace(replacer, history, rng.choice(members))
             continue
         if kind is EventKind.JOIN:
             try:
@@ -506,10 +472,10 @@ async def run_churn(
 REPLACE: Final = "replace"
 
 
-async def _replace(control: ReplacingClusterControl, history: History, node: str) -> None:
+async def _replace(replacer: Replacer, history: History, node: str) -> None:
     started = trio.current_time()
     try:
-        new = await control.replace(node)
+        new = await replacer(node)
     except DefiniteError:
         return
     if new is None:  # removed when the wait ended (a fault may have restarted it meanwhile)
