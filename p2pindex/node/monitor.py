@@ -30,6 +30,7 @@ class Monitored(Protocol):
     storage: Storage
     stats: StatisticsStore
     state_reason: str
+    poor_health: int | None
     handoff: OwnershipHandoff | None
     removals: Removals
     leaving: bool
@@ -147,13 +148,20 @@ class IndexMonitor:
         node = self._node
         n = node.config.n_replicas
         size = len(node.ring.nodes)
-        if size >= n:
-            return []
-        return [
-            f"the cluster keeps N={n} copies of each key but has only {size} member(s): every "
-            f"member holds every key, and a level needing more than {size} replies is refused; "
-            "keys are copied up to N as nodes join"
-        ]
+        warnings = []
+        if size < n:
+            warnings.append(
+                f"the cluster keeps N={n} copies of each key but has only {size} member(s): "
+                f"every member holds every key, and a level needing more than {size} replies "
+                "is refused; keys are copied up to N as nodes join"
+            )
+        if node.poor_health is not None:
+            warnings.append(
+                f"local health is poor (score {node.poor_health}, 0 is healthy): this node's "
+                "probes of its peers keep failing; look for packet loss on its network or a "
+                "starved CPU"
+            )
+        return warnings
 
     def explain(self, key: bytes) -> dict[str, Any]:
         """The key's preference list with roles, fallbacks, liveness and pending hints."""

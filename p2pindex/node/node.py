@@ -93,8 +93,11 @@ events = EventLog(log, trio.current_time)
 HEALTH_CHECK_INTERVAL = 5.0
 """How often a DEGRADED node retries its storage to see whether it recovered."""
 JOIN_WAIT = 10.0
-DEGRADED_HEALTH = 6
-"""Lifeguard local-health score (0 = healthy) at which the node calls itself DEGRADED."""
+POOR_HEALTH = 6
+"""Lifeguard local-health score (0 = healthy) at which the node warns that its own probes
+keep failing. It is a warning, not DEGRADED: a lossy network raises every node's score at
+once, and taking each out of the data path would take the whole cluster down with them,
+while a node that is merely slow is already avoided by load-aware routing."""
 UNREACHABLE_GRACE = 3.0
 """Seconds a peer that refused a connection is skipped, before SWIM has an opinion."""
 MAX_SCAN_BATCH = 4096
@@ -137,6 +140,8 @@ class Node:
         """The version rules (None: core.versions); the simulator plants wrong ones."""
         self.view = ClusterView(self.node_id, config.advertised)
         self.state_reason = ""
+        self.poor_health: int | None = None
+        """The local-health score while it is at or above POOR_HEALTH (status warns)."""
         self._ring_members_saved = b""
         """The ring members as last saved: a rebuild that changes nothing saved writes nothing."""
         self.removals = Removals(
@@ -626,15 +631,20 @@ class Node:
                     if now - since >= limit and node_id not in self.removals:
                         log.warning("removing %s: dead for %.0fs", node_id, now - since)
                         self.removals.remove(node_id)
-            health = self._swim.local_health()
-            if health >= DEGRADED_HEALTH and self.state is NodeState.ACTIVE:
-                self.set_state(NodeState.DEGRADED, f"poor local health (score {health})")
-            elif (
-                health < DEGRADED_HEALTH
-                and self.state is NodeState.DEGRADED
-                and self.state_reason.startswith("poor local health")
-            ):
-                self.set_state(NodeState.ACTIVE)
+            self._watch_local_health(self._swim.local_health())
+
+    def _watch_local_health(self, score: int) -> None:
+        """Log when the local-health score crosses POOR_HEALTH, either way."""
+        if score >= POOR_HEALTH and self.poor_health is None:
+            events.warning(
+                "health",
+                "local health is poor (score %d): this node's probes of its peers keep "
+                "failing, so its network or CPU may be impaired; it keeps serving",
+                score,
+            )
+        elif score < POOR_HEALTH and self.poor_health is not None:
+            events.info("health", "local health recovered (score %d)", score)
+        self.poor_health = score if score >= POOR_HEALTH else None
 
     # --- connections and dispatch ----------------------------------------------------------
 
