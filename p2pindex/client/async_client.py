@@ -95,6 +95,7 @@ from p2pindex.errors import (
     P2PIndexError,
     ProtocolError,
     Timeout,
+    Unavailable,
 )
 from p2pindex.net.base import Transport
 from p2pindex.net.channel import RpcChannel, open_channel
@@ -681,6 +682,7 @@ class AsyncClient:
         self._ensure_open()
         failures: list[str] = []
         refusal: Message | None = None
+        asked_again = False
         now = trio.current_time()
         deadline = now + timeout + client_deadline_margin(timeout)
         for address in self._router.candidates(key, now):
@@ -713,6 +715,14 @@ class AsyncClient:
                 if _is_overloaded(reply):
                     refusal = reply  # definite: another node may take it
                     failures.append(f"{address} (overloaded)")
+                    continue
+                if _is_unavailable(reply) and not asked_again:
+                    # Definite, and one coordinator's view: a node on the other side of a
+                    # partition may still reach a quorum. One more node is asked (as
+                    # Cassandra's drivers do); its answer stands.
+                    asked_again = True
+                    refusal = reply
+                    failures.append(f"{address} (unavailable)")
                     continue
                 if isinstance(reply, ErrorReply) and reply.code == NotReady.code:
                     # A definite refusal: the node did nothing, so the next one may serve.
@@ -802,6 +812,11 @@ def connect(addresses: Addresses, **options: Unpack[ConnectOptions]) -> AsyncCli
     ValueError) right here.
     """
     return AsyncClient(addresses, **options)
+
+
+def _is_unavailable(reply: Message) -> bool:
+    """An ``unavailable`` refusal: too few replicas usable as its coordinator saw it."""
+    return isinstance(reply, ErrorReply) and reply.code == Unavailable.code
 
 
 def _is_overloaded(reply: Message) -> bool:

@@ -190,7 +190,8 @@ class BatchSender:
         outcomes: list[KeyOutcome[Any] | None],
     ) -> None:
         """Each key's own reply becomes its outcome; a key its node refused as overloaded
-        or not ready (nothing done) goes round again to another replica."""
+        or not ready (nothing done) goes round again to another replica, and so does one
+        refused as unavailable, once."""
         for item, data in zip(group, reply.replies, strict=True):
             try:
                 inner = decode_item(data, self._limits)
@@ -200,7 +201,12 @@ class BatchSender:
                 )
                 outcomes[item.position] = KeyOutcome(item.key, error=bad)
                 continue
-            if isinstance(inner, ErrorReply) and inner.code in _TRY_ELSEWHERE:
+            if isinstance(inner, ErrorReply) and (
+                inner.code in _TRY_ELSEWHERE
+                or (inner.code == errors.Unavailable.code and not item.asked_again)
+            ):
+                # unavailable is one coordinator's view: one more node is asked, once
+                item.asked_again = item.asked_again or inner.code == errors.Unavailable.code
                 item.tried.add(address)
                 item.failures.append(f"{address} ({inner.message})")
                 item.refusal = error_from_reply(inner)
@@ -224,7 +230,10 @@ class BatchItem:
     tried: set[Address] = field(default_factory=set)
     failures: list[str] = field(default_factory=list)
     refusal: errors.P2PIndexError | None = None
-    """The last definite refusal (overloaded, not ready), reported if no node takes it."""
+    """The last definite refusal (overloaded, not ready, unavailable), reported if no node
+    takes it."""
+    asked_again: bool = False
+    """Whether an ``unavailable`` refusal already sent this key to another node."""
 
     def gave_up(self) -> errors.P2PIndexError:
         if self.refusal is not None:
