@@ -15,8 +15,9 @@ Inside it starts the nodes as ``python -m p2pindex serve`` on 127.0.0.11, .12, .
 under its own group id, secure as users run them (a cluster authority in the work directory
 certifies every node; the clients hold an admin capability), runs the workloads of
 ``p2pindex.sim.workloads`` through the real client, and meanwhile injects a fault every few
-seconds: partitions (halves, one node isolated, a bridge, a majorities ring, one way) as
-nftables rules in the namespace's own table, kill -9 and restart, SIGSTOP/SIGCONT pauses
+seconds: partitions (halves, one node isolated, a bridge, a majorities ring, one way) and
+lossy spells (30% of every packet the nodes send) as nftables rules in the namespace's own
+table, kill -9 and restart, SIGSTOP/SIGCONT pauses
 shorter and longer than the SWIM suspicion timeout. It records each node's membership view
 by polling it. Then it heals everything, waits for quiescence, reads every key at ALL, stops
 the nodes and samples each replica's copy of every key from its data file, and runs every
@@ -85,7 +86,19 @@ LEAVE_TIMEOUT = 30.0
 REMOVE_TIMEOUT = 30.0
 AUTHORITY_DIR = "authority"
 ADMIN_CREDENTIALS = "admin.cred"
-SHAPES = ("halves", "isolate", "bridge", "ring", "one_way", "kill", "pause", "long_pause")
+SHAPES = (
+    "halves",
+    "isolate",
+    "bridge",
+    "ring",
+    "one_way",
+    "lossy",
+    "kill",
+    "pause",
+    "long_pause",
+)
+LOSSY_PERCENT = 30
+"""A lossy spell drops this share of every packet the nodes send (datagrams and TCP)."""
 
 
 class HarnessError(Exception):
@@ -116,6 +129,8 @@ class ChaosOptions:
     """Also let nodes join, leave and be removed (at most nodes + 2, at least N + 1)."""
     churn_interval: float = 15.0
     workdir: str | None = None
+    faults: tuple[str, ...] = SHAPES
+    """The fault kinds the nemesis takes turns with (a subset of SHAPES)."""
 
     @property
     def agreement_bound(self) -> float:
@@ -173,6 +188,7 @@ class Firewall:
         self._hosts = hosts
         self._groups = groups
         self._links: set[tuple[str, str]] = set()
+        self._loss = 0
         _run("nft", "add", "table", "inet", TABLE)
         self._apply()
 
@@ -180,8 +196,14 @@ class Firewall:
         self._links.update(links)
         self._apply()
 
+    def lose(self, percent: int) -> None:
+        """Drop ``percent`` of every packet any node sends, until the heal."""
+        self._loss = percent
+        self._apply()
+
     def heal(self) -> None:
         self._links.clear()
+        self._loss = 0
         self._apply()
 
     def _apply(self) -> None:
@@ -194,6 +216,9 @@ class Firewall:
             f"meta l4proto tcp meta skgid {self._groups[a]} ip daddr {self._hosts[b]} drop"
             for a, b in sorted(self._links)
         ]
+        if self._loss:
+            groups = ", ".join(str(group) for group in sorted(set(self._groups.values())))
+            outbound.append(f"meta skgid {{ {groups} }} numgen random mod 100 < {self._loss} drop")
         script = "\n".join(
             [
                 f"flush table inet {TABLE}",
@@ -456,7 +481,7 @@ async def nemesis(
 ) -> Counter[str]:
     """A fault every few seconds, every kind in turn (shuffled), each healed before the next."""
     done: Counter[str] = Counter()
-    order = list(SHAPES)
+    order = list(options.faults)
     for number in itertools.count():
         if number % len(order) == 0:
             rng.shuffle(order)
@@ -481,6 +506,14 @@ async def nemesis(
 
             async def undo(victim: str = victim) -> None:
                 cluster.resume(victim)
+
+        elif shape == "lossy":
+            firewall.lose(LOSSY_PERCENT)
+            cluster.record(EventKind.LOSS, amount=LOSSY_PERCENT / 100, detail="every node")
+
+            async def undo() -> None:
+                firewall.heal()
+                cluster.record(EventKind.HEAL)
 
         else:
             links = partition_links(shape, nodes)
@@ -727,6 +760,11 @@ def parse_args(argv: Sequence[str]) -> ChaosOptions:
     )
     parser.add_argument("--clients", type=int, default=defaults.clients)
     parser.add_argument("--churn", action="store_true", help="nodes also join, leave, are removed")
+    parser.add_argument(
+        "--faults",
+        default=",".join(SHAPES),
+        help=f"comma-separated fault kinds to take turns with (default all: {','.join(SHAPES)})",
+    )
     parser.add_argument("--workdir", help="keep node data and the history here")
     args = parser.parse_args(argv)
     if args.duration <= 0 or args.quiesce < 0:
@@ -740,6 +778,13 @@ def parse_args(argv: Sequence[str]) -> ChaosOptions:
         parser.error("need 3 <= --nodes <= 200 and 1 <= --n-replicas <= --nodes")
     if args.clients < 1:
         parser.error("--clients must be at least 1")
+    faults = tuple(dict.fromkeys(kind.strip() for kind in args.faults.split(",") if kind.strip()))
+    unknown = [kind for kind in faults if kind not in SHAPES]
+    if unknown or not faults:
+        parser.error(
+            f"--faults: {'unknown kind ' + ', '.join(unknown) if unknown else 'no kind given'};"
+            f" choose from {', '.join(SHAPES)}"
+        )
     return ChaosOptions(
         duration=args.duration,
         seed=args.seed,
@@ -750,6 +795,7 @@ def parse_args(argv: Sequence[str]) -> ChaosOptions:
         clients=args.clients,
         churn=args.churn,
         workdir=args.workdir,
+        faults=faults,
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
 import subprocess
 import sys
@@ -33,6 +35,33 @@ def test_a_short_chaos_run_finds_no_violation(tmp_path) -> None:
     history = (tmp_path / "history.jsonl").read_text()  # kept: --workdir was given
     assert '"fault":"crash"' in history or '"fault":"pause"' in history
     assert '"kind":"replica"' in history
+
+
+@pytest.mark.chaos
+def test_lossy_spells_slow_the_cluster_and_break_nothing(tmp_path) -> None:
+    """Only lossy spells (30% of every packet the nodes send): the history records them,
+    fewer operations complete a second during them than outside them (the rule drops
+    packets), and no checker finds anything."""
+    result = run_harness(
+        *("--duration", "14", "--quiesce", "5", "--nodes", "3", "--faults", "lossy"),
+        *("--workdir", str(tmp_path)),
+    )
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    assert "0 violation(s)" in result.stdout
+    events = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
+    faults = [e for e in events if e.get("kind") == "fault"]
+    spells = [
+        (start["time"], end["time"])
+        for start, end in itertools.pairwise(faults)
+        if start["fault"] == "loss" and end["fault"] == "heal"
+    ]
+    assert spells, faults
+    done = [e["time"] for e in events if e.get("kind") == "op" and e["type"] == "ok"]
+    first, last = min(done), max(t for _, t in spells)
+    lossy = sum(b - a for a, b in spells)
+    during = sum(1 for t in done if any(a <= t < b for a, b in spells))
+    outside = sum(1 for t in done if first <= t < last) - during
+    assert during / lossy < 0.8 * outside / (last - first - lossy), (during, outside, spells)
 
 
 @pytest.mark.chaos
