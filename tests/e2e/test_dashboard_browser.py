@@ -78,3 +78,14 @@ def test_the_dashboard_shows_a_killed_member_as_dead(tmp_path: Path):
         shot = REPORT_DIR / "dashboard-member-dead.png"
         chromium(profile, url, "--window-size=1100,900", f"--screenshot={shot.resolve()}")
         assert shot.exists() and shot.stat().st_size > 1000
+
+
+def test_the_dashboard_shows_the_node_status_warnings(tmp_path: Path):
+    """A lone node of a cluster keeping N=3 copies warns in `status`; the page shows it."""
+    with LocalCluster(1, tmp_path / "cluster", n_replicas=3, insecure=True, http=True) as cluster:
+        cluster.start()
+        url = cluster.nodes[0].http_url + "/"
+        dom = chromium(tmp_path / "chromium-profile", url, "--dump-dom")
+        warnings = re.search(r'<ul id="warnings"[^>]*>(.*?)</ul>', dom, re.S)
+        assert warnings is not None, dom[-2000:]
+        assert "N=3" in warnings.group(1) and "1 member" in warnings.group(1), warnings.group(1)
