@@ -201,12 +201,7 @@ class BatchSender:
                 )
                 outcomes[item.position] = KeyOutcome(item.key, error=bad)
                 continue
-            if isinstance(inner, ErrorReply) and (
-                inner.code in _TRY_ELSEWHERE
-                or (inner.code == errors.Unavailable.code and not item.asked_again)
-            ):
-                # unavailable is one coordinator's view: one more node is asked, once
-                item.asked_again = item.asked_again or inner.code == errors.Unavailable.code
+            if isinstance(inner, ErrorReply) and item.goes_elsewhere(inner.code):
                 item.tried.add(address)
                 item.failures.append(f"{address} ({inner.message})")
                 item.refusal = error_from_reply(inner)
@@ -234,6 +229,14 @@ class BatchItem:
     takes it."""
     asked_again: bool = False
     """Whether an ``unavailable`` refusal already sent this key to another node."""
+
+    def goes_elsewhere(self, code: str) -> bool:
+        """Whether a refusal with ``code`` (nothing done) sends this key to another node:
+        overloaded and not ready always; unavailable, one coordinator's view, once."""
+        if code == errors.Unavailable.code:
+            first, self.asked_again = not self.asked_again, True
+            return first
+        return code in _TRY_ELSEWHERE
 
     def gave_up(self) -> errors.P2PIndexError:
         if self.refusal is not None:
