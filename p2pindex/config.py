@@ -74,6 +74,10 @@ class Limits:
             raise ConfigError("sibling_warn must be between 1 and sibling_max")
 
 
+MAX_HANDSHAKES = 256
+"""Connections in their handshake at once, by default (see ``AdmissionLimits``)."""
+
+
 @dataclass(frozen=True, slots=True)
 class AdmissionLimits:
     """What an operator allows each client: enforced by ``node.admission``, refusals counted
@@ -88,10 +92,16 @@ class AdmissionLimits:
     """Requests a second one client key may send on average; None: no limit."""
     client_burst: int = 1000
     """Requests a client key may send at once above its rate."""
+    max_handshakes: int = MAX_HANDSHAKES
+    """Connections still in their handshake at once; one more closes the one waiting
+    longest (counted as ``handshake.evicted``): sockets a stranger opens and leaves silent
+    cannot use up the node's descriptors or keep peers and clients out."""
 
     def __post_init__(self) -> None:
         if self.max_connections < 1 or self.max_client_connections < 1:
             raise ConfigError("connection limits must be at least 1")
+        if self.max_handshakes < 1:
+            raise ConfigError("max_handshakes must be at least 1")
         if self.client_rate is not None and not self.client_rate > 0:
             raise ConfigError("client_rate must be positive (or None for no limit)")
         if self.client_burst < 1:

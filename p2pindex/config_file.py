@@ -83,6 +83,8 @@ SETTINGS: tuple[Setting, ...] = (
             "requests a second one client key may send on average (false: no limit)"),
     Setting("admission.client_burst", "int", _ADMISSION.client_burst,
             "requests a client key may send at once above its rate"),
+    Setting("admission.max_handshakes", "int", _ADMISSION.max_handshakes,
+            "connections in their handshake at once; one more closes the one waiting longest"),
     Setting("terms.max_terms", "int", _TERMS.max_terms,
             "index terms one object version may carry, over all its indexes"),
     Setting("terms.max_term_bytes", "int", _TERMS.max_term_bytes, "largest index term, in bytes"),
@@ -95,7 +97,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("http.request_deadline", "seconds", 10.0,
             "seconds a client has to send a whole request"),
     Setting("http.idle_timeout", "seconds", 60.0, "idle keep-alive connections are closed after"),
-    Setting("http.max_connections", "int", 1024, "open HTTP connections at most"),
+    Setting("http.max_connections", "int", 1024,
+            "open HTTP connections at most; at the limit the one waiting longest for its "
+            "request is closed to admit a new one"),
     Setting("http.max_header_bytes", "int", 16 * 1024, "largest request head, in bytes"),
 )  # fmt: skip
 BY_NAME = {setting.name: setting for setting in SETTINGS}
@@ -227,6 +231,7 @@ def node_config(values: Mapping[str, Any]) -> NodeConfig:
         max_client_connections=values["admission.max_client_connections"],
         client_rate=values["admission.client_rate"],
         client_burst=values["admission.client_burst"],
+        max_handshakes=values["admission.max_handshakes"],
     )
     http = None
     if values["http.listen"] is not None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import trio
 
 from p2pindex.cli.common import DEFAULT_NODE, address_arg, collect_garbage_rarely, single_error
+from p2pindex.cli.open_files import open_files_needed, raise_open_files_limit
 from p2pindex.config import NodeConfig
 from p2pindex.config_file import effective, node_config, read_file
 from p2pindex.errors import ConfigError
@@ -99,6 +100,12 @@ def add_node_options(parser: argparse.ArgumentParser) -> None:
         help="requests a client key may send at once above its rate (default 1000)",
     )
     parser.add_argument(
+        "--max-handshakes",
+        type=int,
+        help="connections in their handshake at once; one more closes the one that has "
+        "waited longest (default 256)",
+    )
+    parser.add_argument(
         "--remove-dead-after",
         type=float,
         metavar="SECONDS",
@@ -172,6 +179,7 @@ FLAG_SETTINGS = {
     "max_client_connections": "admission.max_client_connections",
     "client_rate": "admission.client_rate",
     "client_burst": "admission.client_burst",
+    "max_handshakes": "admission.max_handshakes",
     "remove_dead_after": "remove_dead_after",
     "replace": "replace",
     "trust": "trust_file",
@@ -210,6 +218,11 @@ def serve(config: NodeConfig) -> int:
     from p2pindex.node.runtime import serve_node  # here: other commands need not load a node
 
     log = logging.getLogger("p2pindex.serve")
+    before, limit, short = raise_open_files_limit(open_files_needed(config))
+    if short is not None:
+        log.warning("%s", short)
+    elif limit != before:
+        log.info("open-files limit raised from %d to %d for the connection limits", before, limit)
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:

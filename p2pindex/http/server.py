@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import h11
 import trio
 
+from p2pindex.net.waiting_room import WaitingRoom
 from p2pindex.node.stats import StatisticsStore
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,8 @@ class HttpServer:
         self.limits = limits or HttpLimits()
         self._ssl = ssl_context
         self._open = 0
+        self._waiting = WaitingRoom()
+        """Connections between requests (or before their first), oldest first."""
 
     async def serve(
         self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
@@ -110,9 +113,14 @@ class HttpServer:
     async def _connection(self, stream: trio.SocketStream) -> None:
         peer = _peer_of(stream)
         if self._open >= self.limits.max_connections:
-            self._refuse("too_many_connections")
-            await trio.aclose_forcefully(stream)
-            return
+            # Connections still waiting for a request give way first (``WaitingRoom``):
+            # idle sockets must not keep out a client that has a request to make.
+            if self._waiting.evict_oldest():
+                self._stats.incr("http.evicted")
+            else:  # every connection is being served
+                self._refuse("too_many_connections")
+                await trio.aclose_forcefully(stream)
+                return
         self._open += 1
         self._stats.incr("http.connections")
         wrapped: trio.abc.Stream = stream
@@ -141,15 +149,17 @@ class HttpServer:
     async def _serve(self, stream: trio.abc.Stream, peer: str) -> None:
         conn = self._parser()
         while True:
+            request = None
             try:
-                request = await self._read_request(conn, stream, peer)
+                with self._waiting.wait():
+                    request = await self._read_request(conn, stream, peer)
             except _Refused as refused:
                 self._refuse(refused.reason)
                 log.debug("refused HTTP request from %s: %s", peer, refused)
                 if refused.status and conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
                     await _send_error(stream, refused.status, str(refused))
                 return
-            if request is None:
+            if request is None:  # closed, idle too long, or evicted for a newcomer
                 return
             try:
                 response = await self._handler(request)

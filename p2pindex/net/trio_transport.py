@@ -161,15 +161,29 @@ async def _try_bind(family: int, sockaddr: tuple[object, ...]) -> _Sockets | Non
 
 
 async def _accept(listener: trio.SocketListener) -> trio.SocketStream:
-    """The next connection; waits out descriptor or memory exhaustion instead of dying."""
+    """The next connection; waits out descriptor or memory exhaustion instead of dying.
+
+    One line when accepting starts failing and one when it works again (with how many
+    retries it took): a line per retry would fill the log ten times a second."""
+    failures = 0
     while True:
         try:
-            return await listener.accept()
+            stream = await listener.accept()
         except OSError as exc:
             if exc.errno not in _ACCEPT_RESOURCE_ERRORS:
                 raise
-            log.error("accept failed (%s); retrying in %gs", exc, _ACCEPT_BACKOFF)
+            if not failures:
+                log.error(
+                    "accept failed (%s); new connections wait, retrying every %gs",
+                    exc,
+                    _ACCEPT_BACKOFF,
+                )
+            failures += 1
             await trio.sleep(_ACCEPT_BACKOFF)
+        else:
+            if failures:
+                log.warning("accepting connections again after %d failed attempts", failures)
+            return stream
 
 
 async def _serve_one(handler: StreamHandler, stream: trio.SocketStream) -> None:

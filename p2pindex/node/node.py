@@ -131,7 +131,7 @@ class Node:
         """None: no authentication (tests, `serve --insecure`, `simulate --insecure`)."""
         if security is not None:
             security.use_statistics(self.stats)
-            transport = security.wrap(transport)
+            transport = security.wrap(transport, config.admission.max_handshakes)
         self._transport = transport
         self._rng = rng
         self._wall_clock = wall_clock

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Self
 import trio
 from nacl.signing import SigningKey
 
+from p2pindex.config import MAX_HANDSHAKES
 from p2pindex.core.ratelimit import TokenBucket
 from p2pindex.errors import ConfigError, P2PIndexError
 from p2pindex.net.secure.handshake import (
@@ -219,8 +220,8 @@ class SecurityManager:
 
     # --- the transport seam ----------------------------------------------------------------
 
-    def wrap(self, transport: Transport) -> SecureTransport:
-        return SecureTransport(transport, self)
+    def wrap(self, transport: Transport, max_handshakes: int = MAX_HANDSHAKES) -> SecureTransport:
+        return SecureTransport(transport, self, max_handshakes)
 
     async def accept(self, stream: trio.abc.Stream, address: Address) -> SecureStream | None:
         """Run the responder's handshake; None (counted, audited, logged) when refused."""
@@ -268,6 +269,17 @@ class SecurityManager:
             await trio.aclose_forcefully(stream)
             raise OSError(f"secure handshake with {address} broke: {exc}") from None
         return self._admitted(accepted)
+
+    def handshake_evicted(self, address: Address, limit: int | None) -> None:
+        """A connection still in its handshake was closed to make room for a newer one."""
+        self.incr("handshake.evicted")
+        self._log_limited(
+            logging.INFO,
+            "closed the connection from %s before its handshake completed: %s connections "
+            "were in their handshake (admission.max_handshakes), and it had waited longest",
+            address,
+            limit,
+        )
 
     def _admitted(self, accepted: Accepted) -> SecureStream:
         stream, peer = accepted.stream, accepted.peer

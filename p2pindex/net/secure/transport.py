@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from p2pindex.net.waiting_room import WaitingRoom
 from p2pindex.types import Address
 
 if TYPE_CHECKING:
@@ -20,11 +21,14 @@ if TYPE_CHECKING:
 
 class SecureTransport:
     """Streams authenticated and encrypted by ``manager``; refused peers never reach the
-    handler (the manager counts, audits and logs them)."""
+    handler (the manager counts, audits and logs them). At most ``max_handshakes``
+    connections are in their handshake at once: one more closes the one waiting longest
+    (``WaitingRoom``), so sockets opened and left silent cannot crowd out real peers."""
 
-    def __init__(self, inner: Transport, manager: SecurityManager) -> None:
+    def __init__(self, inner: Transport, manager: SecurityManager, max_handshakes: int) -> None:
         self._inner = inner
         self._manager = manager
+        self._handshakes = WaitingRoom(max_handshakes)
 
     @property
     def local_address(self) -> Address:
@@ -41,10 +45,14 @@ class SecureTransport:
         task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         manager = self._manager
+        handshakes = self._handshakes
 
         async def secured(stream: trio.abc.Stream, address: Address) -> None:
-            session = await manager.accept(stream, address)
-            if session is not None:
+            with handshakes.wait() as waiting:
+                session = await manager.accept(stream, address)
+            if waiting.cancelled_caught:
+                manager.handshake_evicted(address, handshakes.limit)
+            elif session is not None:
                 await handler(session, address)
 
         await self._inner.serve(secured, task_status=task_status)
