@@ -85,7 +85,8 @@ class AdmissionLimits:
     ``overloaded.client_rate``)."""
 
     max_connections: int = 4096
-    """Open connections a node serves at once (clients and nodes together)."""
+    """Open client connections a node serves at once (the cluster's own nodes are never
+    refused: see ``node.admission``)."""
     max_client_connections: int = 256
     """Open connections of one client key."""
     client_rate: float | None = None

@@ -76,7 +76,7 @@ SETTINGS: tuple[Setting, ...] = (
             "request and reply bytes held for all connections before clients that pipeline "
             "get 'overloaded' (everyone a quarter above it)"),
     Setting("admission.max_connections", "int", _ADMISSION.max_connections,
-            "open connections served at once (clients and nodes together)"),
+            "open client connections served at once (the cluster's nodes are never refused)"),
     Setting("admission.max_client_connections", "int", _ADMISSION.max_client_connections,
             "open connections of one client key"),
     Setting("admission.client_rate", "rate_or_off", None,

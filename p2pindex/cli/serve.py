@@ -80,7 +80,8 @@ def add_node_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-connections",
         type=int,
-        help="open connections served at once (default 4096)",
+        help="open client connections served at once; the cluster's own nodes are never "
+        "refused (default 4096)",
     )
     parser.add_argument(
         "--max-client-connections",

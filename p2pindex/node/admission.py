@@ -23,29 +23,40 @@ class Admission:
         self._stats = stats
         self._clock = clock
         self._open = 0
+        self._limited = 0
+        """Open connections ``max_connections`` applies to: all but the cluster's nodes."""
         self._by_client: dict[bytes, int] = {}
         self._buckets: dict[bytes, TokenBucket] = {}
 
-    def connect(self, client: bytes | None) -> str | None:
+    def connect(self, client: bytes | None, *, node: bool = False) -> str | None:
         """Count a new connection (``client``: its key, None for a node or an unauthenticated
-        peer); returns why it is refused instead, having counted nothing."""
+        peer); returns why it is refused instead, having counted nothing.
+
+        ``node``: an authenticated member of the cluster, never refused. Replication, hints
+        and membership must not queue behind clients: were clients holding every connection
+        the node serves, the cluster would stop healing; and peers are few (a handful per
+        member), while anything else must hold a credential the authority issued."""
         limits = self._limits
-        if self._open >= limits.max_connections:
-            self._stats.incr("rejected.connections")
-            return f"the node serves {self._open} connections, its limit"
-        if client is not None:
-            held = self._by_client.get(client, 0)
-            if held >= limits.max_client_connections:
-                self._stats.incr("rejected.client_connections")
-                return f"this client key has {held} connections open, its limit"
-            self._by_client[client] = held + 1
+        if not node:
+            if self._limited >= limits.max_connections:
+                self._stats.incr("rejected.connections")
+                return f"the node serves {self._limited} client connections, its limit"
+            if client is not None:
+                held = self._by_client.get(client, 0)
+                if held >= limits.max_client_connections:
+                    self._stats.incr("rejected.client_connections")
+                    return f"this client key has {held} connections open, its limit"
+                self._by_client[client] = held + 1
+            self._limited += 1
         self._open += 1
         self._stats.set_gauge("connections.open", self._open)
         return None
 
-    def disconnect(self, client: bytes | None) -> None:
+    def disconnect(self, client: bytes | None, *, node: bool = False) -> None:
         self._open -= 1
         self._stats.set_gauge("connections.open", self._open)
+        if not node:
+            self._limited -= 1
         if client is not None:
             left = self._by_client.pop(client) - 1
             if left:

@@ -672,7 +672,8 @@ class Node:
         client = None
         if isinstance(stream, SecureStream) and not node_peer:
             client = stream.peer.credential.public_key
-        refusal = self._admission.connect(client)
+        member = node_peer and self.security is not None  # insecure: anyone is a "node"
+        refusal = self._admission.connect(client, node=member)
         if refusal is not None:
             log.debug("refused a connection from %s: %s", peer, refusal)
             await trio.aclose_forcefully(stream)
@@ -693,7 +694,7 @@ class Node:
         try:
             await channel.run()
         finally:
-            self._admission.disconnect(client)
+            self._admission.disconnect(client, node=member)
 
     async def serve_client(self, message: Message, peer: Peer | None) -> Message:
         """One client request that arrived outside a binary session (the HTTP API).

@@ -49,8 +49,8 @@ def test_connections_are_limited_per_node_and_per_client_key_and_counted() -> No
     assert admission.connect(b"alice") is None
     assert admission.connect(b"alice") is None
     assert "client key" in (admission.connect(b"alice") or "")
-    assert admission.connect(None) is None  # a node
-    assert "3 connections" in (admission.connect(b"bob") or "")
+    assert admission.connect(None) is None  # an anonymous peer (an insecure node)
+    assert "3 client connections" in (admission.connect(b"bob") or "")
     admission.disconnect(b"alice")
     assert admission.connect(b"bob") is None
     counts = stats.snapshot()
@@ -80,3 +80,21 @@ def test_bad_admission_limits_are_refused() -> None:
         AdmissionLimits(client_rate=0)
     with pytest.raises(ConfigError):
         AdmissionLimits(max_client_connections=0)
+
+
+def test_the_clusters_own_nodes_are_admitted_past_the_client_limit() -> None:
+    """Clients holding every connection must not cut a node off from its peers."""
+    stats = StatisticsStore()
+    admission = Admission(AdmissionLimits(max_connections=2), stats, Clock())
+    assert admission.connect(b"alice") is None
+    assert admission.connect(b"bob") is None
+    assert admission.connect(b"carol") is not None  # clients: at their limit
+    assert admission.connect(None, node=True) is None
+    assert admission.connect(None, node=True) is None
+    assert stats.snapshot()["connections.open"] == 4
+    # A node leaving gives clients no room; a client leaving does.
+    admission.disconnect(None, node=True)
+    assert admission.connect(b"carol") is not None
+    admission.disconnect(b"alice")
+    assert admission.connect(b"carol") is None
+    assert stats.snapshot()["rejected.connections"] == 2

@@ -1,0 +1,65 @@
+"""Clients holding every connection a real node serves do not cut it off from its peers.
+
+``max_connections`` caps client connections; a node that restarts while clients fill
+another node's limit still connects to it, so writes at ALL (which need every replica)
+succeed and the clients over the limit are the ones refused.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+import trio
+
+from p2pindex.cli.local_cluster import LocalCluster, wait_converged
+from p2pindex.wire.messages import PutReply, PutRequest, StatusRequest
+from tests.e2e.test_node_process import admin, call
+
+pytestmark = pytest.mark.e2e
+
+CLIENT_LIMIT = 4
+
+
+@pytest.fixture
+def cluster(tmp_path: Path):
+    with LocalCluster(3, tmp_path, extra_args=("--max-connections", str(CLIENT_LIMIT))) as cluster:
+        cluster.start()
+        wait_converged(cluster)
+        yield cluster
+
+
+async def test_a_node_reaches_a_peer_whose_client_limit_is_full(cluster) -> None:
+    full = cluster.nodes[0]
+    held: list[trio.abc.Stream] = []
+    try:
+        for _ in range(CLIENT_LIMIT - 1):  # with the status call below: every client place
+            held.append(await admin(cluster).connect(full.address))
+        # The second node restarts: its connections to the first are all new.
+        cluster.kill(1, signal.SIGKILL)
+        cluster.restart(1)
+        await trio.to_thread.run_sync(wait_converged, cluster)
+        with trio.fail_after(30):
+            while True:  # the restarted node may still be receiving its ranges
+                reply = await call(
+                    cluster, cluster.addresses[1], PutRequest(b"k", b"v", None, "all", 5000)
+                )
+                if isinstance(reply, PutReply):
+                    break
+                await trio.sleep(0.5)
+        status = await call(cluster, str(full.address), StatusRequest())
+        counts = status.status["statistics"]  # type: ignore[attr-defined]
+        assert counts["connections.open"] > CLIENT_LIMIT  # the peers' connections came in
+        # Clients are still held to their limit.
+        held.append(await admin(cluster).connect(full.address))
+        await trio.sleep(0.5)  # the node admits it once its handshake is done
+        extra = await admin(cluster).connect(full.address)
+        try:
+            with trio.fail_after(5):
+                assert await extra.receive_some() == b""  # closed at once
+        finally:
+            await trio.aclose_forcefully(extra)
+    finally:
+        for stream in held:
+            await trio.aclose_forcefully(stream)
