@@ -130,6 +130,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "against); by default they run secure, with an authority made for the run",
     )
     parser.add_argument(
+        "--fsync",
+        action="store_true",
+        help="start the local nodes with --fsync: every commit reaches the disk before a "
+        "write is acknowledged (the like-for-like comparison with etcd, which syncs its log)",
+    )
+    parser.add_argument(
         "--processes",
         type=positive_int_arg,
         default=1,
@@ -167,6 +173,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--concurrency must be at least --processes (each worker needs a loop)")
     if args.insecure and args.node:
         raise ValueError("--insecure is for the local cluster bench starts, not with --node")
+    if args.fsync and args.node:
+        raise ValueError("--fsync is for the local cluster bench starts, not with --node")
     with contextlib.ExitStack() as stack:
         stack.enter_context(stop_signals_interrupt())
         node_pids: list[int] = []
@@ -176,7 +184,14 @@ def run(args: argparse.Namespace) -> int:
         else:
             root = Path(tempfile.mkdtemp(prefix="p2pindex-bench-"))
             stack.callback(shutil.rmtree, root, ignore_errors=True)
-            cluster = stack.enter_context(LocalCluster(args.nodes, root, insecure=args.insecure))
+            cluster = stack.enter_context(
+                LocalCluster(
+                    args.nodes,
+                    root,
+                    insecure=args.insecure,
+                    extra_args=("--fsync",) if args.fsync else (),
+                )
+            )
             # Workers are spawned processes: they inherit the cluster's credentials this way.
             stack.enter_context(credentials_in_environment(cluster.credentials))
             _note(f"starting {args.nodes} local node(s) ...")
@@ -185,7 +200,11 @@ def run(args: argparse.Namespace) -> int:
             addresses = cluster.addresses
             node_pids = [node.pid for node in cluster.nodes if node.pid is not None]
             security = "off (--insecure)" if args.insecure else "on"
-            where = f"{args.nodes} local nodes (N={cluster.n_replicas}, security {security})"
+            durability = ", fsync on every commit" if args.fsync else ""
+            where = (
+                f"{args.nodes} local nodes (N={cluster.n_replicas}, security {security}"
+                f"{durability})"
+            )
             if not args.load and workload.read_proportion > 0:
                 _note("the new cluster is empty, so reads will miss; add --load to fill it first")
         if args.index_workload:

@@ -264,6 +264,16 @@ def test_dev_starts_and_stops_its_nodes(tmp_path: Path) -> None:
             process.wait(timeout=30)
 
 
+def test_bench_fsync_starts_its_nodes_syncing_every_commit() -> None:
+    args = ["bench", "--nodes", "1", "--write-only", "--duration", "1", "--records", "50"]
+    args += ["--concurrency", "4", "--format", "json", "--fsync"]
+    result = p2pindex(*args, timeout=120)
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert "fsync on every commit" in document["config"]["cluster"]
+    assert document["run"]["operations"] > 0 and document["run"]["errors"] == 0
+
+
 @pytest.mark.parametrize("insecure", [False, True])
 def test_bench_runs_its_local_cluster_secure_unless_told_insecure(insecure: bool) -> None:
     args = ["bench", "--nodes", "1", "--write-only", "--duration", "1", "--records", "50"]

@@ -159,6 +159,11 @@ def test_a_short_run_against_fake_nodes(capsys: pytest.CaptureFixture) -> None:
     assert "run phase" in err
 
 
+def test_fsync_with_an_existing_cluster_is_refused(capsys: pytest.CaptureFixture) -> None:
+    assert cli_main.main(["bench", "--node", "127.0.0.1:1", "--fsync"]) == 1
+    assert "--fsync is for the local cluster bench starts" in capsys.readouterr().err
+
+
 def test_concurrency_below_processes_is_refused(capsys: pytest.CaptureFixture) -> None:
     argv = ["bench", "--node", "127.0.0.1:1", "--processes", "4", "--concurrency", "2"]
     assert cli_main.main(argv) == 1
