@@ -76,6 +76,9 @@ EXACT: dict[str, tuple[str, str, dict[str, str]]] = {
                                 {"direction": "pushed"}),
     "replica.writes": ("p2pindex_replica_writes_total", "Records applied as a replica.", {}),
     "http.connections": ("p2pindex_http_connections_total", "HTTP connections accepted.", {}),
+    "http.evicted": ("p2pindex_http_evicted_total",
+                     "HTTP connections closed, while waiting for a request, to admit a new "
+                     "one at max_connections.", {}),
     "peer.connects": ("p2pindex_peer_connections_total", "Connections opened to peers.", {}),
     "peer.timeouts": ("p2pindex_peer_timeouts_total", "Peer requests that timed out.", {}),
 }  # fmt: skip

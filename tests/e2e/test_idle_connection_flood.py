@@ -63,6 +63,16 @@ def livez(url: str) -> int:
         return answer.status
 
 
+def metrics(dashboard_url: str) -> str:
+    """The node's /metrics, with the read token ``dashboard_url`` carries."""
+    base, _, token = dashboard_url.partition("/#token=")
+    request = urllib.request.Request(
+        f"{base}/metrics", headers={"Authorization": f"Bearer {token}"}
+    )
+    with urllib.request.urlopen(request, timeout=5) as answer:
+        return answer.read().decode()
+
+
 async def test_silent_connections_give_way_to_clients_on_both_ports(node) -> None:
     target = node.nodes[0]
     assert target.pid is not None and target.http_url
@@ -90,3 +100,13 @@ async def test_silent_connections_give_way_to_clients_on_both_ports(node) -> Non
     assert counts.get("security.handshake.evicted", 0) >= FLOOD - MAX_HANDSHAKES
     assert counts.get("http.evicted", 0) >= FLOOD - HTTP_MAX_CONNECTIONS
     assert counts.get("http.refused.too_many_connections", 0) == 0
+    # Operators see both in Prometheus too.
+    exposition = await trio.to_thread.run_sync(metrics, node.dashboard_url(target))
+    evicted = {
+        line.split()[0]: float(line.split()[1])
+        for line in exposition.splitlines()
+        if line.startswith(("p2pindex_http_evicted_total", "p2pindex_security_events_total"))
+        and "evicted" in line
+    }
+    assert evicted["p2pindex_http_evicted_total"] >= FLOOD - HTTP_MAX_CONNECTIONS
+    assert evicted['p2pindex_security_events_total{event="handshake.evicted"}'] > 0
