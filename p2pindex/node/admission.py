@@ -37,24 +37,28 @@ class Admission:
         the node serves, the cluster would stop healing; and peers are few (a handful per
         member), while anything else must hold a credential the authority issued."""
         limits = self._limits
-        if not node:
-            if self._limited >= limits.max_connections:
-                self._stats.incr("rejected.connections")
-                return f"the node serves {self._limited} client connections, its limit"
-            if client is not None:
-                held = self._by_client.get(client, 0)
-                if held >= limits.max_client_connections:
-                    self._stats.incr("rejected.client_connections")
-                    return f"this client key has {held} connections open, its limit"
-                self._by_client[client] = held + 1
-            self._limited += 1
-        self._open += 1
-        self._stats.set_gauge("connections.open", self._open)
+        if node:
+            self._opened(1)
+            return None
+        if self._limited >= limits.max_connections:
+            self._stats.incr("rejected.connections")
+            return f"the node serves {self._limited} client connections, its limit"
+        if client is not None:
+            held = self._by_client.get(client, 0)
+            if held >= limits.max_client_connections:
+                self._stats.incr("rejected.client_connections")
+                return f"this client key has {held} connections open, its limit"
+            self._by_client[client] = held + 1
+        self._limited += 1
+        self._opened(1)
         return None
 
-    def disconnect(self, client: bytes | None, *, node: bool = False) -> None:
-        self._open -= 1
+    def _opened(self, change: int) -> None:
+        self._open += change
         self._stats.set_gauge("connections.open", self._open)
+
+    def disconnect(self, client: bytes | None, *, node: bool = False) -> None:
+        self._opened(-1)
         if not node:
             self._limited -= 1
         if client is not None:
