@@ -455,6 +455,7 @@ class AsyncClient:
             self._pool.open_channel,
             self._channel,
             self._want_refresh,
+            self._router.mark_down,
             self._limits,
         )
         return await sender.send(prepared, timeout, write=write)
@@ -723,6 +724,7 @@ class AsyncClient:
                     asked_again = True
                     refusal = reply
                     failures.append(f"{address} (unavailable)")
+                    self._router.mark_down(address, trio.current_time())
                     continue
                 if isinstance(reply, ErrorReply) and reply.code == NotReady.code:
                     # A definite refusal: the node did nothing, so the next one may serve.

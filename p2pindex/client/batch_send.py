@@ -37,12 +37,15 @@ class BatchSender:
         open_channel: Callable[[Address], RpcChannel | None],
         connect: Callable[[Address], Any],
         want_refresh: Callable[[], None],
+        mark_down: Callable[[Address, float], None],
         limits: Limits,
     ) -> None:
         self._candidates = candidates
         self._open_channel = open_channel
         self._connect = connect
         self._want_refresh = want_refresh
+        self._mark_down = mark_down
+        """Called for a node that answered ``unavailable``: later keys try it last."""
         self._limits = limits
 
     async def send(
@@ -202,6 +205,8 @@ class BatchSender:
                 outcomes[item.position] = KeyOutcome(item.key, error=bad)
                 continue
             if isinstance(inner, ErrorReply) and item.goes_elsewhere(inner.code):
+                if inner.code == errors.Unavailable.code:
+                    self._mark_down(address, trio.current_time())
                 item.tried.add(address)
                 item.failures.append(f"{address} ({inner.message})")
                 item.refusal = error_from_reply(inner)

@@ -21,7 +21,8 @@ from p2pindex.types import Address, Liveness, consistency_from_wire, required_re
 from p2pindex.wire.messages import MembersReply, Message
 
 DOWN_FOR = 2.0
-"""Seconds an address that refused a connection is tried only after every other one."""
+"""Seconds an address that refused a connection, or answered ``unavailable``, is tried only
+after every other one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +129,9 @@ class Router:
         self._id_of = {member.address: member.node_id for member in members}
 
     def mark_down(self, address: Address, now: float) -> None:
+        """Try ``address`` last for a while: it refused a connection, or it answered
+        ``unavailable`` (a coordinator cut off from the other replicas answers that at once,
+        so by its latency it would look like the best coordinator of all)."""
         self._down[address] = now + DOWN_FOR
 
     def mark_up(self, address: Address) -> None:
