@@ -279,7 +279,8 @@ class HttpApi:
     # --- authentication ---------------------------------------------------------------------
 
     def _authenticate(self, request: Request) -> Peer | Response | None:
-        """The client a request speaks for (None with security off), or a 401 answer."""
+        """The client a request speaks for (None with security off), or the answer instead:
+        401 for a missing or refused token, 429 for a token over its client rate."""
         node = self._node
         if self._bearer is None or node.security is None:
             return None
@@ -302,6 +303,14 @@ class HttpApi:
                 "unauthenticated",
                 str(exc),
                 headers=[("www-authenticate", f'Bearer error="invalid_token", reason="{reason}"')],
+            )
+        refusal = node.client_rate_refusal(capability.public_key)
+        if refusal is not None:
+            return problem(
+                429,
+                "overloaded",
+                f"{refusal}; nothing was done, try again shortly",
+                headers=[("retry-after", "1")],
             )
         return Peer(PeerKind.CLIENT, capability)
 

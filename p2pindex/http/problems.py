@@ -16,6 +16,8 @@ from p2pindex.errors import (
     DefiniteError,
     IndeterminateError,
     InvalidRequest,
+    NotReady,
+    Overloaded,
     P2PIndexError,
     PermissionDenied,
     QuorumFailed,
@@ -33,6 +35,8 @@ _STATUS: tuple[tuple[type[P2PIndexError], int], ...] = (
     (InvalidRequest, 400),
     (PermissionDenied, 403),
     (Unavailable, 503),
+    (NotReady, 503),
+    (Overloaded, 429),
     (StorageFailure, 507),
     (Timeout, 504),
     (QuorumFailed, 502),
@@ -90,4 +94,9 @@ def problem_for(error: P2PIndexError) -> Response:
         extra = {"required": error.required, "reachable": error.alive}
     elif isinstance(error, Timeout | QuorumFailed):
         extra = {"required": error.required, "acknowledged": error.acknowledged}
-    return problem(status_for(error), error.code, str(error), outcome=outcome_of(error), **extra)
+    status = status_for(error)
+    # Refusals that pass (a cut, a start, a burst) say when to ask again, as HTTP has it.
+    headers = [("retry-after", "1")] if status in (429, 503) else None
+    return problem(
+        status, error.code, str(error), outcome=outcome_of(error), headers=headers, **extra
+    )

@@ -69,18 +69,20 @@ class Admission:
 
     def throttle(self, client: bytes) -> Callable[[], str | None]:
         """The per-request check of one client key's connections (its rate)."""
+        return lambda: self.take(client)
+
+    def take(self, client: bytes) -> str | None:
+        """Count one request of ``client`` against its rate; why it is refused instead.
+        Binary sessions check every request; the HTTP API checks every request whose bearer
+        token names ``client``, so neither protocol gets round the other's limit."""
         rate = self._limits.client_rate
-
-        def check() -> str | None:
-            if rate is None:
-                return None
-            now = self._clock()
-            bucket = self._buckets.get(client)
-            if bucket is None:
-                bucket = self._buckets[client] = TokenBucket(rate, self._limits.client_burst, now)
-            if bucket.take(now):
-                return None
-            self._stats.incr("overloaded.client_rate")
-            return f"this client key is over its rate of {rate:g} requests a second"
-
-        return check
+        if rate is None:
+            return None
+        now = self._clock()
+        bucket = self._buckets.get(client)
+        if bucket is None:
+            bucket = self._buckets[client] = TokenBucket(rate, self._limits.client_burst, now)
+        if bucket.take(now):
+            return None
+        self._stats.incr("overloaded.client_rate")
+        return f"this client key is over its rate of {rate:g} requests a second"

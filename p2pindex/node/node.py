@@ -715,6 +715,11 @@ class Node:
         self.request_metrics.observe(message, time.perf_counter() - started, code)
         return reply
 
+    def client_rate_refusal(self, client: bytes) -> str | None:
+        """Count a request of client key ``client`` that arrived by another protocol (the
+        HTTP API) against the key's rate, as a binary session's does; why it is refused."""
+        return self._admission.take(client)
+
     def authorize_client(self, message: Message, peer: Peer | None) -> None:
         """Raise PermissionDenied unless ``peer`` may send ``message`` (as a session's guard)."""
         if self.security is not None:

@@ -254,6 +254,12 @@ def test_readyz_says_why_a_node_cannot_place_n_replicas(tmp_path: Path):
         assert status == 503
         assert b"fewer than N=3" in body
         assert client("GET", "/livez")[0] == 200  # liveness never needs other nodes
+        # A QUORUM write it cannot place: 503, definite, and when to ask again.
+        status, headers, body = client("PUT", "/v1/kv/alone?consistency=quorum", b"v")
+        assert status == 503 and headers["retry-after"] == "1"
+        doc = json.loads(body)
+        assert (doc["type"], doc["outcome"]) == ("urn:p2pindex:error:unavailable", "definite")
+        assert client("GET", "/v1/kv/alone?consistency=one")[0] == 404
 
 
 def test_a_remote_leave_ends_the_serve_process_with_exit_code_0(tmp_path: Path):

@@ -171,3 +171,29 @@ def test_https_with_the_operators_certificate(tmp_path: Path):
             plain.request("GET", "/livez")
             plain.getresponse()
         assert urlsplit(cluster.nodes[0].http_url).scheme == "https"
+
+
+def test_a_bearer_token_over_its_client_rate_gets_429_and_nothing_written(tmp_path: Path):
+    """`--client-rate` limits a bearer token's requests as it limits a binary session's:
+    the refusal is a 429 problem (overloaded, definite) with Retry-After, the refused write
+    is not stored, and the node counts it with the binary refusals."""
+    args = ("--client-rate", "5", "--client-burst", "10")
+    with LocalCluster(1, tmp_path, http=True, extra_args=args) as cluster:
+        cluster.start()
+        writer = Http(cluster.nodes[0].http_url, token(cluster, Role.WRITE))
+        answers = [writer("PUT", f"/v1/kv/rate-{i}", b"v") for i in range(40)]
+        statuses = [status for status, _, _ in answers]
+        assert set(statuses) == {204, 429} and 10 <= statuses.count(204) < 40, statuses
+        _, headers, body = next(a for a in answers if a[0] == 429)
+        assert headers["retry-after"] == "1"
+        assert headers["content-type"] == "application/problem+json"
+        doc = json.loads(body)
+        assert doc["type"] == "urn:p2pindex:error:overloaded"
+        assert doc["outcome"] == "definite"
+        assert "rate of 5 requests a second" in doc["detail"]
+        refused = [i for i, answer in enumerate(answers) if answer[0] == 429]
+        time.sleep(2.5)  # the bucket refills; another token has its own bucket anyway
+        admin = Http(cluster.nodes[0].http_url, token(cluster, Role.ADMIN))
+        assert admin("GET", f"/v1/kv/rate-{refused[0]}")[0] == 404
+        assert admin("GET", f"/v1/kv/rate-{statuses.index(204)}")[0] == 200
+        assert admin.statistics()["overloaded.client_rate"] >= len(refused)
