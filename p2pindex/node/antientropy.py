@@ -350,7 +350,9 @@ class AntiEntropy(RecordMover):
     # --- local digests (also what the peer computes when it answers) -----------------------
 
     def _shared(self, arcs: list[Arc], peer: str) -> Iterator[tuple[bytes, bytes]]:
-        """Every (key, record) stored in ``arcs`` whose preference list holds us and ``peer``."""
+        """(key, key digest) of every key stored in ``arcs`` whose preference list holds us
+        and ``peer``: the digests come from storage, which keeps them beside the records,
+        so a round reads 16 bytes a key however large the values are."""
         me = self._view.node_id
         ring = self._view.ring
         preference: Callable[[bytes, int], tuple[str, ...]] = ring.preference_list
@@ -360,26 +362,26 @@ class AntiEntropy(RecordMover):
         for start, end in arcs:
             after: bytes | None = None
             while True:
-                page = self._storage.scan_range(start, end, after, SCAN_PAGE)
+                page = self._storage.scan_digests(start, end, after, SCAN_PAGE)
                 if everyone:
                     yield from page
                 else:
-                    for key, record in page:
+                    for key, digest in page:
                         owners = preference(key, self._n)
                         if me in owners and peer in owners:
-                            yield key, record
+                            yield key, digest
                 if len(page) < SCAN_PAGE:
                     break
                 after = page[-1][0]
 
     def _digest(self, arc: Arc, peer: str) -> PieceDigest:
-        return fold(key_digest(key, record) for key, record in self._shared([arc], peer))
+        return fold(digest for _key, digest in self._shared([arc], peer))
 
     def _digest_entries(self, arc: Arc, peer: str) -> Iterator[tuple[int, bytes, bytes]]:
         """(ring token, key, key digest) of every key ``_shared`` finds in ``arc``, the
         entries a SliceDigests holds."""
-        for key, record in self._shared([arc], peer):
-            yield key_token(key), key, key_digest(key, record)
+        for key, digest in self._shared([arc], peer):
+            yield key_token(key), key, digest
 
     # --- answering a peer's round -----------------------------------------------------------
 
@@ -400,10 +402,10 @@ class AntiEntropy(RecordMover):
             items = list(local.keys(arcs).items())
             return KeyDigestReply(items[:limit], complete=len(items) <= limit)
         items = []
-        for key, record in self._shared(arcs, message.sender):
+        for key, digest in self._shared(arcs, message.sender):
             if len(items) == limit:
                 return KeyDigestReply(items, complete=False)
-            items.append((key, key_digest(key, record)))
+            items.append((key, digest))
         return KeyDigestReply(items, complete=True)
 
     def _answering_slice(

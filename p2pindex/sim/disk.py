@@ -263,6 +263,12 @@ class SimStorage:
         self._check_open()
         return self._disk.image.scan_range(start, end, after, limit)
 
+    def scan_digests(
+        self, start: int, end: int, after: bytes | None, limit: int
+    ) -> list[tuple[bytes, bytes]]:
+        self._check_open()
+        return self._disk.image.scan_digests(start, end, after, limit)
+
     def count(self) -> int:
         self._check_open()
         return self._disk.image.count()

@@ -80,6 +80,14 @@ class Storage(Protocol):
         """
         ...
 
+    def scan_digests(
+        self, start: int, end: int, after: bytes | None, limit: int
+    ) -> list[tuple[bytes, bytes]]:
+        """``scan_range`` with ``core.digest.key_digest(key, record)`` in place of each
+        record: what anti-entropy compares. A backend that stores the digests answers
+        without reading the records."""
+        ...
+
     def index_scan(self, page: IndexScanPage) -> list[tuple[Term, bytes]]:
         """Up to ``page.limit`` (term, key) rows of ``page.terms`` (one index's term range),
         in (term, key) order, strictly after ``page.after``, of keys ``page.keep`` accepts

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 
 import trio
 
+from p2pindex.core.digest import key_digest
 from p2pindex.core.ring import arc_pieces, key_token
 from p2pindex.core.terms import Term, term_order
 from p2pindex.errors import StorageFailure
@@ -199,6 +200,14 @@ class MemoryStorage:
             if len(found) >= limit:
                 break
         return found
+
+    def scan_digests(
+        self, start: int, end: int, after: bytes | None, limit: int
+    ) -> list[tuple[bytes, bytes]]:
+        return [
+            (key, key_digest(key, record))
+            for key, record in self.scan_range(start, end, after, limit)
+        ]
 
     def count(self) -> int:
         self._check_open()

@@ -1,13 +1,13 @@
 """SQLite storage, the durable default: WAL, group commit on one writer thread, reads in place.
 
-Layout (schema version 1):
+Layout (schema version 3):
 
-* ``kv(token, key, record)`` WITHOUT ROWID with primary key ``(token, key)``: one B-tree serves
-  point reads (the token is recomputed from the key) and ordered arc scans. A ``key`` primary key
-  plus a token index is slower per random upsert (README, Measuring), because every write then
-  dirties a page in two B-trees. ``token`` is stored as ``key_token(key) - 2**63``: SQLite
-  integers are signed 64-bit, and the shift maps 0..2**64-1 onto -2**63..2**63-1 keeping order,
-  so ``ORDER BY token`` is ring order.
+* ``kv(token, key, digest, record)`` WITHOUT ROWID with primary key ``(token, key)``: one
+  B-tree serves point reads (the token is recomputed from the key) and ordered arc scans. A
+  ``key`` primary key plus a token index is slower per random upsert (README, Measuring),
+  because every write then dirties a page in two B-trees. ``token`` is stored as
+  ``key_token(key) - 2**63``: SQLite integers are signed 64-bit, and the shift maps
+  0..2**64-1 onto -2**63..2**63-1 keeping order, so ``ORDER BY token`` is ring order.
 * ``kv_count(n)``, kept exact by triggers inside the same transactions, so ``count()`` is a point
   read instead of a scan of every row. It counts committed keys only.
 * ``hints(id, target, key, record, created)`` indexed by ``(target, id)``; ids are handed out here,
@@ -20,6 +20,9 @@ Layout (schema version 1):
   order (key listing). ``_apply`` reads the old records of the batch's keys and moves their
   rows in the same transaction as the records, so a committed index always matches the
   committed records. A version 1 file is upgraded on open (its rows derived from its records).
+* Schema version 3 stores each record's anti-entropy digest (``core.digest.key_digest``) in
+  ``kv.digest``, written by ``_apply`` with the record, so ``scan_digests`` reads no record.
+  A version 2 file is upgraded on open (its table rebuilt with the digests).
 * The file is recognised by ``PRAGMA application_id`` and versioned by ``PRAGMA user_version``,
   which keeps every ``meta`` name free for the node.
 
@@ -58,12 +61,13 @@ import os
 import queue
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import trio
 
+from p2pindex.core.digest import key_digest
 from p2pindex.core.ring import ArcPiece, arc_pieces, key_token
 from p2pindex.core.terms import Term, term_order
 from p2pindex.errors import StorageFailure
@@ -114,11 +118,10 @@ from p2pindex.storage.sqlite_sql import (
     _INSERT_LIVE,
     _KEYS_AFTER,
     _KEYS_FROM,
-    _SCAN_AFTER,
-    _SCAN_FROM,
     _TOKEN_OFFSET,
     _UPSERT_KV,
     _UPSERT_META,
+    SCANS,
 )
 from p2pindex.types import NodeId
 
@@ -300,6 +303,26 @@ class SqliteStorage:
         self, start: int, end: int, after: bytes | None, limit: int
     ) -> list[tuple[bytes, bytes]]:
         """See Storage.scan_range; wrapped arcs are walked clockwise from ``start``."""
+        return self._scan_arc(start, end, after, limit, "record", _the_record)
+
+    def scan_digests(
+        self, start: int, end: int, after: bytes | None, limit: int
+    ) -> list[tuple[bytes, bytes]]:
+        """See Storage.scan_digests: committed rows give the digest stored beside their
+        record (the record is not read); pending writes are digested here."""
+        return self._scan_arc(start, end, after, limit, "digest", key_digest)
+
+    def _scan_arc(
+        self,
+        start: int,
+        end: int,
+        after: bytes | None,
+        limit: int,
+        column: str,
+        of_pending: Callable[[bytes, bytes], bytes],
+    ) -> list[tuple[bytes, bytes]]:
+        """(key, ``column``) of the arc's keys: committed rows overlaid with the pending
+        batches, whose records ``of_pending(key, record)`` turns into the column's value."""
         pieces = arc_pieces(start, end, after)
         require_limit(limit)
         pending: dict[bytes, tuple[int, bytes | None]] = {}
@@ -314,17 +337,18 @@ class SqliteStorage:
             if wanted <= 0:
                 break
             merged: dict[bytes, tuple[int, bytes | None]] = {
-                key: (token, record) for token, key, record in self._scan(piece, wanted + hidden)
+                key: (token, value)
+                for token, key, value in self._scan(piece, wanted + hidden, column)
             }
             merged.update(
-                (key, entry) for key, entry in pending.items() if piece.contains(entry[0], key)
+                (key, (token, None if record is None else of_pending(key, record)))
+                for key, (token, record) in pending.items()
+                if piece.contains(token, key)
             )
             rows = sorted(
-                (token, key, record)
-                for key, (token, record) in merged.items()
-                if record is not None
+                (token, key, value) for key, (token, value) in merged.items() if value is not None
             )
-            found.extend((key, record) for _token, key, record in rows[:wanted])
+            found.extend((key, value) for _token, key, value in rows[:wanted])
         return found
 
     def disk_usage(self) -> dict[str, int]:
@@ -642,13 +666,14 @@ class SqliteStorage:
                 deleted |= batch.hints_deleted
         return added, deleted
 
-    def _scan(self, piece: ArcPiece, limit: int) -> list[tuple[int, bytes, bytes]]:
+    def _scan(self, piece: ArcPiece, limit: int, column: str) -> list[tuple[int, bytes, bytes]]:
         args: tuple[object, ...]
+        scan_from, scan_after = SCANS[column]
         if piece.after is None:
-            sql, args = _SCAN_FROM, (piece.lo - _TOKEN_OFFSET, piece.hi - _TOKEN_OFFSET, limit)
+            sql, args = scan_from, (piece.lo - _TOKEN_OFFSET, piece.hi - _TOKEN_OFFSET, limit)
         else:
             token, key = piece.after
-            sql, args = _SCAN_AFTER, (token - _TOKEN_OFFSET, key, piece.hi - _TOKEN_OFFSET, limit)
+            sql, args = scan_after, (token - _TOKEN_OFFSET, key, piece.hi - _TOKEN_OFFSET, limit)
         try:
             rows = self._reader.execute(sql, args).fetchall()
         except sqlite3.Error as exc:
@@ -682,6 +707,10 @@ class SqliteStorage:
             conn.close()
 
 
+def _the_record(_key: bytes, record: bytes) -> bytes:
+    return record
+
+
 def _apply(conn: sqlite3.Connection, batch: _Batch) -> str | None:
     """Commit one batch in one transaction; the sqlite error text on failure."""
     try:
@@ -694,7 +723,7 @@ def _apply(conn: sqlite3.Connection, batch: _Batch) -> str | None:
             if record is None:
                 removals.append((token - _TOKEN_OFFSET, key))
             else:
-                puts.append((token - _TOKEN_OFFSET, key, record))
+                puts.append((token - _TOKEN_OFFSET, key, key_digest(key, record), record))
         _move_index_rows(conn, batch)
         _UPSERT_KV.run(conn, puts)
         _DELETE_KV.run(conn, removals)

@@ -44,9 +44,9 @@ class _RowsStatement:
 
 
 _UPSERT_KV = _RowsStatement(
-    "INSERT INTO kv (token, key, record) VALUES ",
-    "(?,?,?)",
-    " ON CONFLICT (token, key) DO UPDATE SET record = excluded.record",
+    "INSERT INTO kv (token, key, digest, record) VALUES ",
+    "(?,?,?,?)",
+    " ON CONFLICT (token, key) DO UPDATE SET digest = excluded.digest, record = excluded.record",
 )
 _DELETE_KV = _RowsStatement(
     "DELETE FROM kv WHERE (token, key) IN (SELECT column1, column2 FROM (VALUES ", "(?,?)", "))"
@@ -99,12 +99,19 @@ _GET_MANY = _RowsStatement(
 _GET_MANY_FROM = 4
 """Below this many keys a ``get`` each is cheaper than one joined read."""
 _SCAN_FROM = (
-    "SELECT token, key, record FROM kv WHERE token >= ? AND token <= ? ORDER BY token, key LIMIT ?"
-)
-_SCAN_AFTER = (
-    "SELECT token, key, record FROM kv WHERE (token, key) > (?, ?) AND token <= ?"
+    "SELECT token, key, {column} FROM kv WHERE token >= ? AND token <= ?"
     " ORDER BY token, key LIMIT ?"
 )
+_SCAN_AFTER = (
+    "SELECT token, key, {column} FROM kv WHERE (token, key) > (?, ?) AND token <= ?"
+    " ORDER BY token, key LIMIT ?"
+)
+SCANS = {
+    column: (_SCAN_FROM.format(column=column), _SCAN_AFTER.format(column=column))
+    for column in ("record", "digest")
+}
+"""An arc scan's two statements (from an arc's start, after a key) per column read: the
+records, or only their digests (anti-entropy)."""
 _HINTS_FOR = (
     "SELECT id, target, key, record, created FROM hints WHERE target = ? ORDER BY id LIMIT ?"
 )

@@ -23,6 +23,7 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from p2pindex.core.digest import key_digest
 from p2pindex.core.ring import key_token
 from p2pindex.errors import StorageFailure
 from p2pindex.storage.base import HintBacklog, Storage
@@ -247,6 +248,8 @@ async def test_scan_range_matches_brute_force(
             while True:
                 page = store.scan_range(start, end, after, limit)
                 assert all(record == record_of(key) for key, record in page)
+                digests = store.scan_digests(start, end, after, limit)
+                assert digests == [(key, key_digest(key, record)) for key, record in page]
                 paged.extend(key for key, _ in page)
                 if len(page) < limit:
                     break
@@ -428,6 +431,8 @@ async def test_sqlite_scan_merges_pending_writes_in_order(
                     paged: list[tuple[bytes, bytes]] = []
                     after = None
                     while page := sqlite_store.scan_range(start, end, after, limit):
+                        digests = sqlite_store.scan_digests(start, end, after, limit)
+                        assert digests == [(k, key_digest(k, r)) for k, r in page]
                         paged.extend(page)
                         after = page[-1][0]
                     assert [key for key, _ in paged] == ring_order(start, end, None, set(expected))
@@ -572,8 +577,55 @@ async def test_sqlite_open_refuses_an_unknown_schema_version(tmp_path: Path) -> 
     await (await SqliteStorage.open(path)).aclose()
     with contextlib.closing(sqlite3.connect(path)) as conn:
         conn.execute("PRAGMA user_version = 99")
-    with pytest.raises(StorageFailure, match="schema version 99, this p2pindex reads version 2"):
+    with pytest.raises(StorageFailure, match="schema version 99, this p2pindex reads version 3"):
         await SqliteStorage.open(path)
+
+
+def make_older(path: Path, version: int) -> None:
+    """Rewrite a closed store as a file of schema ``version`` (1 or 2) had it: ``kv``
+    without digests, and for version 1 no index tables."""
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.executescript(
+            "BEGIN;"
+            "CREATE TABLE kv_old (token INTEGER NOT NULL, key BLOB NOT NULL,"
+            " record BLOB NOT NULL, PRIMARY KEY (token, key)) WITHOUT ROWID;"
+            "INSERT INTO kv_old SELECT token, key, record FROM kv;"
+            "DROP TABLE kv;"
+            "ALTER TABLE kv_old RENAME TO kv;"
+            "CREATE TRIGGER kv_inserted AFTER INSERT ON kv"
+            " BEGIN UPDATE kv_count SET n = n + 1; END;"
+            "CREATE TRIGGER kv_deleted AFTER DELETE ON kv"
+            " BEGIN UPDATE kv_count SET n = n - 1; END;"
+            + ("DROP TABLE idx; DROP TABLE live;" if version == 1 else "")
+            + f"PRAGMA user_version = {version};"
+            "COMMIT;"
+        )
+
+
+@pytest.mark.parametrize("version", [1, 2])
+async def test_sqlite_upgrades_an_older_file_with_digests_beside_records(
+    tmp_path: Path, version: int
+) -> None:
+    path = tmp_path / "store.db"
+    items = [(os.urandom(8), os.urandom(size)) for size in (10, 100, 5000, 70_000) * 25]
+    async with await SqliteStorage.open(path) as store:
+        await store.put_many(items)
+    make_older(path, version)
+    async with await SqliteStorage.open(path) as store:
+        assert store.count() == len(items)
+        records = store.scan_range(0, 0, None, 1000)
+        assert sorted(records) == sorted(items)
+        assert store.scan_digests(0, 0, None, 1000) == [
+            (key, key_digest(key, record)) for key, record in records
+        ]
+        await store.put(b"new", b"record")  # the count triggers came back with the table
+        await store.remove(items[0][0])
+        assert store.count() == len(items)
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(kv)")]
+        assert columns == ["token", "key", "digest", "record"]  # the digest before the record
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
 async def test_sqlite_open_refuses_a_corrupt_file(tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import random
-import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from p2pindex.storage.index_rows import (
 )
 from p2pindex.storage.memory import MemoryStorage
 from p2pindex.storage.sqlite import SqliteStorage
+from tests.unit.test_storage import make_older
 
 Opener = Callable[[], Awaitable[Storage]]
 
@@ -177,9 +177,7 @@ async def test_a_version_1_file_gets_its_index_on_open(tmp_path: Path) -> None:
     store = await SqliteStorage.open(path)
     await store.put(b"k", record(b"v", {"n": [3]}))
     await store.aclose()
-    conn = sqlite3.connect(path)
-    conn.executescript("DROP TABLE idx; DROP TABLE live; PRAGMA user_version = 1;")
-    conn.close()
+    make_older(path, 1)
     store = await SqliteStorage.open(path)
     assert store.index_scan(IndexScanPage(check_range("n", 0, 9), None, 10)) == [(3, b"k")]
     assert store.key_scan(b"", None, 10) == [b"k"]
