@@ -25,7 +25,7 @@ CAUGHT_BY = {
     "lww": ("lost_writes", 1),
     "ack-before-commit": ("lost_writes", 1),
     "hints-dropped-on-restart": ("lost_writes", 1),
-    "early-tombstone-reap": ("resurrection", 2),
+    "early-tombstone-reap": ("resurrection", 1),
     "no-dots": ("siblings", 1),
     "swim-no-suspicion": ("membership", 1),
     "definite-after-send": ("unexpected_values", 1),
