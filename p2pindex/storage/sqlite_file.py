@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import sqlite3
+import time
 from pathlib import Path
 
 import outcome
@@ -20,6 +22,8 @@ from p2pindex.core.digest import key_digest
 from p2pindex.errors import StorageFailure
 from p2pindex.storage.index_rows import facts_of
 from p2pindex.storage.sqlite_sql import _INSERT_IDX, _INSERT_LIVE
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 3
 """1: records; 2: their index rows (``idx``, ``live``); 3: each record's anti-entropy digest
@@ -167,9 +171,24 @@ def _prepare_schema(conn: sqlite3.Connection, path: Path) -> int:
             f" (application id {application_id:#x})"
         )
     elif version in (1, 2):
+        keys = conn.execute("SELECT n FROM kv_count").fetchone()[0]
+        log.info(
+            "upgrading %s from storage schema %d to %d (%d keys; the node starts when done)",
+            path,
+            version,
+            SCHEMA_VERSION,
+            keys,
+        )
+        began = time.monotonic()
         if version == 1:
             _add_index_tables(conn)
         _add_digests(conn)
+        log.info(
+            "upgraded %s to storage schema %d in %.1f s",
+            path,
+            SCHEMA_VERSION,
+            time.monotonic() - began,
+        )
     elif version != SCHEMA_VERSION:
         raise StorageFailure(
             f"cannot open {path}: it has storage schema version {version},"

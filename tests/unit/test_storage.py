@@ -604,14 +604,17 @@ def make_older(path: Path, version: int) -> None:
 
 @pytest.mark.parametrize("version", [1, 2])
 async def test_sqlite_upgrades_an_older_file_with_digests_beside_records(
-    tmp_path: Path, version: int
+    tmp_path: Path, version: int, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "store.db"
     items = [(os.urandom(8), os.urandom(size)) for size in (10, 100, 5000, 70_000) * 25]
     async with await SqliteStorage.open(path) as store:
         await store.put_many(items)
     make_older(path, version)
+    caplog.set_level("INFO", logger="p2pindex.storage.sqlite_file")
     async with await SqliteStorage.open(path) as store:
+        assert f"from storage schema {version} to 3 (100 keys" in caplog.text
+        assert "upgraded" in caplog.text
         assert store.count() == len(items)
         records = store.scan_range(0, 0, None, 1000)
         assert sorted(records) == sorted(items)
