@@ -22,7 +22,7 @@ Layout (schema version 3):
   committed records. A version 1 file is upgraded on open (its rows derived from its records).
 * Schema version 3 stores each record's anti-entropy digest (``core.digest.key_digest``) in
   ``kv.digest``, written by ``_apply`` with the record, so ``scan_digests`` reads no record.
-  A version 2 file is upgraded on open (its table rebuilt with the digests).
+  A version 1 or 2 file is upgraded on open (``kv`` rebuilt with the digests).
 * The file is recognised by ``PRAGMA application_id`` and versioned by ``PRAGMA user_version``,
   which keeps every ``meta`` name free for the node.
 
@@ -122,6 +122,7 @@ from p2pindex.storage.sqlite_sql import (
     _UPSERT_KV,
     _UPSERT_META,
     SCANS,
+    ScanColumn,
 )
 from p2pindex.types import NodeId
 
@@ -318,7 +319,7 @@ class SqliteStorage:
         end: int,
         after: bytes | None,
         limit: int,
-        column: str,
+        column: ScanColumn,
         of_pending: Callable[[bytes, bytes], bytes],
     ) -> list[tuple[bytes, bytes]]:
         """(key, ``column``) of the arc's keys: committed rows overlaid with the pending
@@ -666,7 +667,9 @@ class SqliteStorage:
                 deleted |= batch.hints_deleted
         return added, deleted
 
-    def _scan(self, piece: ArcPiece, limit: int, column: str) -> list[tuple[int, bytes, bytes]]:
+    def _scan(
+        self, piece: ArcPiece, limit: int, column: ScanColumn
+    ) -> list[tuple[int, bytes, bytes]]:
         args: tuple[object, ...]
         scan_from, scan_after = SCANS[column]
         if piece.after is None:

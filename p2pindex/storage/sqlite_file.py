@@ -57,7 +57,7 @@ _KV_TABLE = (
 """``digest`` is ``core.digest.key_digest(key, record)``, written with the record. It comes
 before the record because SQLite stores a row's columns in order: reading it never walks the
 overflow pages of a large record, so an anti-entropy scan reads 16 bytes a key, not the
-record (with 64 KiB values the record scans were a fifth of a busy node's CPU)."""
+record."""
 _KV_TRIGGERS = (
     "CREATE TRIGGER kv_inserted AFTER INSERT ON kv BEGIN UPDATE kv_count SET n = n + 1; END",
     "CREATE TRIGGER kv_deleted AFTER DELETE ON kv BEGIN UPDATE kv_count SET n = n - 1; END",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, get_args
 
 _TOKEN_OFFSET = 1 << 63
 """Ring tokens are stored shifted by this: SQLite integers are signed 64-bit (see
@@ -106,9 +106,10 @@ _SCAN_AFTER = (
     "SELECT token, key, {column} FROM kv WHERE (token, key) > (?, ?) AND token <= ?"
     " ORDER BY token, key LIMIT ?"
 )
-SCANS = {
+ScanColumn = Literal["record", "digest"]
+SCANS: dict[ScanColumn, tuple[str, str]] = {
     column: (_SCAN_FROM.format(column=column), _SCAN_AFTER.format(column=column))
-    for column in ("record", "digest")
+    for column in get_args(ScanColumn)
 }
 """An arc scan's two statements (from an arc's start, after a key) per column read: the
 records, or only their digests (anti-entropy)."""
