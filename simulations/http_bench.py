@@ -5,7 +5,9 @@
 Starts a secure 3-node p2pindex cluster (N=3) with HTTP listeners, then measures in turn:
   1. native protocol writes (`p2pindex bench --write-only`, 64 requests in flight);
   2. HTTP PUTs with a bearer token over 64 keep-alive connections (wrk + Lua, random keys
-     from 10,000, 100-byte values, ?consistency=quorum), spread over the three nodes;
+     from 10,000, 100-byte values, ?consistency=quorum), spread over the three nodes; each
+     carries the context its key's last write returned, so values are replaced (etcd's
+     puts replace too) instead of piling up siblings that slow every later run;
   3. the same HTTP load while a scraper fetches /metrics from every node once a second;
   4. a 3-member etcd cluster's JSON gateway (`/v3/kv/put`) under the same wrk load.
 Prints each figure and the ratios the issue asks for. Needs `wrk` and `etcd` on PATH
@@ -39,10 +41,21 @@ P2P_LUA = r"""
 math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16))
 local value = string.rep("v", 100)
 local token = os.getenv("P2P_TOKEN")
+local contexts = {}
 request = function()
   local key = "k" .. math.random(1, 10000)
-  return wrk.format("PUT", "/v1/kv/" .. key .. "?consistency=quorum",
-    {["Authorization"] = "Bearer " .. token}, value)
+  local headers = {["Authorization"] = "Bearer " .. token, ["X-Request-Id"] = key}
+  local context = contexts[key]
+  if context then headers["X-P2P-Context"] = context end
+  return wrk.format("PUT", "/v1/kv/" .. key .. "?consistency=quorum", headers, value)
+end
+-- A write carries the context the last write of its key returned, as an application
+-- replacing values does (and as `p2pindex bench` does): blind writes would pile up
+-- siblings, each record growing run after run. The key comes back as the request id.
+response = function(status, headers, body)
+  local key = headers["x-request-id"]
+  local context = headers["x-p2p-context"]
+  if key and context then contexts[key] = context end
 end
 """
 
