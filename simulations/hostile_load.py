@@ -224,7 +224,11 @@ async def attack(args: argparse.Namespace) -> None:
 # --- the legitimate writers and the measurement ------------------------------------------------
 
 
-async def legit_writes(cluster: LocalCluster, seconds: float, writers: int) -> float:
+async def legit_writes(
+    cluster: LocalCluster, seconds: float, writers: int, contexts: dict[bytes, bytes]
+) -> float:
+    """Puts a second of ``writers`` tasks, each writing its own 100 keys in turn with the
+    context (kept in ``contexts`` across runs) its last write of the key returned."""
     assert cluster.credentials is not None
     connector = SecureConnector(ClientCredentials.load(cluster.credentials))
     done = 0
@@ -242,9 +246,14 @@ async def legit_writes(cluster: LocalCluster, seconds: float, writers: int) -> f
             i = 0
             while trio.current_time() < until:
                 key = f"legit-{index}-{i % 100}".encode()
-                reply = await channel.request(PutRequest(key, b"v" * 100, None, "quorum", 5000))
+                # Each write replaces its key's last value, as an application's would:
+                # blind writes would pile up siblings, and the run measured later (the
+                # attacked one) would write larger records than the baseline.
+                request = PutRequest(key, b"v" * 100, contexts.get(key), "quorum", 5000)
+                reply = await channel.request(request)
                 if isinstance(reply, PutReply):
                     done += 1
+                    contexts[key] = reply.context
                 else:
                     failed += 1
                 i += 1
@@ -302,10 +311,11 @@ def measure(args: argparse.Namespace) -> int:
         Authority.load_or_init(Path(root) / "foreign-authority").credentials(Role.ADMIN).save(
             foreign
         )
-        trio.run(legit_writes, cluster, 2.0, args.writers)  # warm up
+        contexts: dict[bytes, bytes] = {}
+        trio.run(legit_writes, cluster, 2.0, args.writers, contexts)  # warm up
         pids = [node.pid for node in cluster.nodes if node.pid is not None]
         started, client_started = cpu_of(pids), own_cpu()
-        baseline = trio.run(legit_writes, cluster, args.seconds, args.writers)
+        baseline = trio.run(legit_writes, cluster, args.seconds, args.writers, contexts)
         base_cpu = (cpu_of(pids) - started) / args.seconds / len(pids)
         base_client = (own_cpu() - client_started) / args.seconds
         before = trio.run(node_counts, cluster)
@@ -333,7 +343,7 @@ def measure(args: argparse.Namespace) -> int:
         )
         time.sleep(1.5)
         started, client_started = cpu_of(pids), own_cpu()
-        attacked = trio.run(legit_writes, cluster, args.seconds, args.writers)
+        attacked = trio.run(legit_writes, cluster, args.seconds, args.writers, contexts)
         attack_cpu = (cpu_of(pids) - started) / args.seconds / len(pids)
         attack_client = (own_cpu() - client_started) / args.seconds
         out, _ = attacker.communicate(timeout=args.seconds + 60)
