@@ -13,6 +13,15 @@ peer of a shuffled rotation and the next slice of the ring and runs one round wi
 3. pull the peer's records of those keys and merge them locally, then push the merged
    records (and the keys the peer lacks) back, so both replicas end with the causal merge.
 
+A key whose tombstone was reaped is in no scan, only in the reaper's *marker*
+(``node.reaper``), which replica reads answer with. So a round asks the peer, with a digest
+read, about the keys it seems to lack, fetches the markers it turns out to hold, and pushes
+its own marker of a key the peer still stores. Otherwise a replica that lost its markers (a
+wiped disk) and then got an old copy of a deleted key back (a fallback's copy it pulled on
+rejoining) kept the deleted value for ever: its pushes were dropped against the others'
+markers, and nothing told it why. (``RecordsRequest`` answers from storage alone: the
+reaper asks with it whether a peer still stores a key before its marker may expire.)
+
 A round is bounded: a slice holds about ``SCAN_BUDGET`` keys (so a sweep of a large store
 takes several rounds), and at most ``MAX_REPAIR_KEYS`` keys move per round. The pure digest
 arithmetic lives in ``p2pindex.core.digest``.
@@ -23,7 +32,7 @@ from __future__ import annotations
 import itertools
 import logging
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Final, Protocol, TypeVar
 
 import trio
@@ -38,7 +47,7 @@ from p2pindex.core.digest import (
     slice_width,
 )
 from p2pindex.core.ring import RING_SIZE, Arc, Ring, arc_covers, arc_length, key_token, split_arc
-from p2pindex.errors import InvalidRequest, P2PIndexError
+from p2pindex.errors import InvalidRequest, NotReady, P2PIndexError
 from p2pindex.node.eventlog import EventLog
 from p2pindex.node.handoff import BatchApplier, RecordMover
 from p2pindex.node.peers import PeerPool
@@ -53,6 +62,10 @@ from p2pindex.wire.messages import (
     Message,
     RecordsReply,
     RecordsRequest,
+    ReplicaDigestMany,
+    ReplicaDigestManyReply,
+    ReplicaReadMany,
+    ReplicaReadManyReply,
     ReplicaWriteBatch,
 )
 
@@ -65,6 +78,8 @@ SCAN_BUDGET: Final = 8192
 """About how many keys one round's slice holds."""
 MAX_REPAIR_KEYS: Final = 1024
 """Keys pulled (and as many pushed) per round at most."""
+MARKER_FETCH: Final = 64
+"""Records fetched per replica read of the keys a peer turned out to hold markers of."""
 MAX_PIECES: Final = 256
 """Arcs one digest request may name."""
 SCAN_PAGE: Final = 1024
@@ -109,6 +124,10 @@ class AntiEntropyView(Protocol):
     def address_of(self, node_id: str) -> Address: ...
 
 
+ReadRecords = Callable[[list[bytes]], Sequence[bytes | None]]
+"""The record a replica read answers for each key (a reaped tombstone's marker included)."""
+
+
 class AntiEntropy(RecordMover):
     """One node's anti-entropy: the periodic rounds it starts and the requests it answers."""
 
@@ -121,6 +140,7 @@ class AntiEntropy(RecordMover):
         stats: StatisticsStore,
         rng: random.Random,
         *,
+        read_records: ReadRecords,
         n_replicas: int,
         interval: float,
         max_frame: int,
@@ -128,6 +148,7 @@ class AntiEntropy(RecordMover):
         super().__init__(storage, peers, apply_batch, stats)
         self._view = view
         self._rng = rng
+        self._read_records = read_records
         self._n = n_replicas
         self._interval = interval
         self._max_batch_bytes = max_frame // 2
@@ -276,23 +297,51 @@ class AntiEntropy(RecordMover):
         diff = diff_keys(mine, theirs)
         pull = diff.pull[:MAX_REPAIR_KEYS]
         push = diff.push[:MAX_REPAIR_KEYS] if reply.complete else []
-        pulled = pushed = 0
+        sent: dict[bytes, bytes] = {}
         if pull:
             records = await self._ask(address, RecordsRequest(pull), RecordsReply)
-            if records.items:
-                await self._apply_batch(records.items)
-                self._stats.incr("antientropy.keys_pulled", len(records.items))
-                pulled = len(records.items)
+            sent.update(records.items)
+        if push:
+            sent.update(await self._markers(address, push))
+        if sent:
+            await self._apply_batch(list(sent.items()))
+            self._stats.incr("antientropy.keys_pulled", len(sent))
+        pulled, pushed = len(sent), 0
         outgoing: list[tuple[bytes, bytes]] = []
-        for key in [*pull, *push]:
-            record = self._storage.get(key)
-            if record is not None and theirs.get(key) != key_digest(key, record):
+        keys = [*pull, *push]
+        for key, record in zip(keys, self._read_records(keys), strict=True):
+            if (
+                record is not None
+                and record != sent.get(key)
+                and theirs.get(key) != key_digest(key, record)
+            ):
                 outgoing.append((key, record))
         for batch in self._batches(outgoing):
             await self._peers.request(address, ReplicaWriteBatch(batch), REQUEST_TIMEOUT)
             self._stats.incr("antientropy.keys_pushed", len(batch))
             pushed += len(batch)
         return (pulled, pushed)
+
+    async def _markers(self, address: Address, keys: list[bytes]) -> dict[bytes, bytes]:
+        """What the peer answers reads of ``keys`` (which its storage lacks) with: the
+        markers of reaped tombstones, or a write that arrived since its scan. A digest read
+        of them all first, so a peer lacking a thousand keys costs one small answer, then
+        the records of those it answered."""
+        try:
+            reply = await self._ask(address, ReplicaDigestMany(keys), ReplicaDigestManyReply)
+        except NotReady:
+            return {}  # not answering reads (syncing, leaving): it holds no markers to send
+        if len(reply.digests) != len(keys):
+            raise InvalidRequest(f"digests of {len(reply.digests)} keys for {len(keys)} asked")
+        answered = [key for key, digest in zip(keys, reply.digests, strict=True) if digest]
+        found: dict[bytes, bytes] = {}
+        for start in range(0, len(answered), MARKER_FETCH):
+            wanted = answered[start : start + MARKER_FETCH]
+            records = await self._ask(address, ReplicaReadMany(wanted), ReplicaReadManyReply)
+            if len(records.records) != len(wanted):
+                raise InvalidRequest(f"{len(records.records)} records for {len(wanted)} asked")
+            found.update((k, r) for k, r in zip(wanted, records.records, strict=True) if r)
+        return found
 
     async def _differing_leaves(
         self, peer: str, address: Address, arc: Arc, local: SliceDigests

@@ -270,6 +270,7 @@ class Node:
                 self._apply_records,
                 self.stats,
                 random.Random(self._rng.getrandbits(64)),
+                read_records=self._index.records,
                 n_replicas=self.config.n_replicas,
                 interval=self.config.anti_entropy_interval or 0.0,
                 max_frame=self.config.limits.max_frame,

@@ -159,3 +159,28 @@ async def test_a_write_from_a_node_whose_marker_expired_first_is_kept_everywhere
         for node in cluster.nodes:
             got = await cluster.request(node, GetRequest(KEYS[0], "all", 5000))
             assert isinstance(got, GetReply) and got.values == [b"again"], got
+
+
+async def test_a_replica_that_lost_its_markers_gets_the_delete_back_from_the_others():
+    """Seed 47987: a replica came back with a wiped disk (its markers gone) and pulled a
+    fallback's old copy of a deleted key. Its anti-entropy pushes were dropped against the
+    others' markers, and theirs never sent the markers, so it kept the deleted value until
+    a read came. Anti-entropy now carries markers both ways: no read is made here."""
+    async with running_cluster(3, node_options=GRACE) as cluster:
+        old = await write_then_delete(cluster)
+        await wait_reaped(cluster, cluster.nodes)
+        wiped = cluster.nodes[2]
+        for key, record in old.items():  # as a wiped disk that pulled a stale copy holds
+            wiped.node.reaper._index.shadow.pop(key)
+            wiped.node.reaper._reaped_at.pop(key)
+            await wiped.storage.put(key, record)
+        with trio.fail_after(15):
+            while True:
+                stored = [wiped.storage.get(key) for key in KEYS]
+                if all(s is None or versions.decode_object(s).is_deleted for s in stored):
+                    break
+                await trio.sleep(0.1)
+        pulled = wiped.node.stats.get("antientropy.keys_pulled")
+        pushed = sum(n.node.stats.get("antientropy.keys_pushed") for n in cluster.nodes[:2])
+        assert pulled + pushed >= len(KEYS)
+        await wait_reaped(cluster, cluster.nodes)  # and the tombstones it got go again

@@ -53,6 +53,7 @@ def answering(storage: MemoryStorage) -> AntiEntropy:
         None,  # type: ignore[arg-type]
         StatisticsStore(),
         random.Random(1),
+        read_records=lambda keys: [storage.get(key) for key in keys],
         n_replicas=3,
         interval=5.0,
         max_frame=1 << 20,

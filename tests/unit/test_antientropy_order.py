@@ -38,13 +38,15 @@ class Recorded(AntiEntropy):
     """Records the peer of every round instead of talking to it; ``failing`` peers time out."""
 
     def __init__(self, view: View) -> None:
+        storage = MemoryStorage()
         super().__init__(
             view,  # type: ignore[arg-type]
-            MemoryStorage(),
+            storage,
             None,  # type: ignore[arg-type]
             None,  # type: ignore[arg-type]
             StatisticsStore(),
             random.Random(3),
+            read_records=lambda keys: [storage.get(key) for key in keys],
             n_replicas=3,
             interval=INTERVAL,
             max_frame=1 << 20,
