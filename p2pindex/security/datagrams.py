@@ -28,6 +28,14 @@ sequence: the receiver opens the sender's window there (``learn``) and needs no 
 receiver that refuses a datagram as stale asks the node to run such an exchange with its
 sender (``on_stale``), so two members with distant clocks hear each other within one round
 trip rather than never.
+
+Checking a signature costs tens of microseconds, so a flood of forged datagrams would buy
+an attacker a node's CPU. Datagrams from a source address that has sent a valid, fresh one
+(``MAX_PROVEN`` are remembered) are always checked; the rest share a budget of
+``UNPROVEN_RATE`` checks a second, beyond which they are dropped unchecked and counted as
+``swim.throttled``. Members' addresses prove themselves with their first datagram; a member
+that is new to this node and unlucky enough to arrive during a flood is still heard through
+its authenticated push-pull, and by datagram once the budget refills.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from nacl.bindings import crypto_sign, crypto_sign_open, crypto_sign_seed_keypai
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey
 
+from p2pindex.core.ratelimit import TokenBucket
 from p2pindex.security.counting import Counts, Tally
 from p2pindex.security.directory import CertificateDirectory, Verdict
 
@@ -50,6 +59,12 @@ MAX_CLOCK_SKEW = 120.0
 REORDER_WINDOW = 5_000_000
 """Microseconds behind a sender's newest datagram within which late arrivals still count."""
 _MAX_REMEMBERED = 4096
+UNPROVEN_RATE = 200.0
+"""Signature checks a second of datagrams from addresses no valid one came from: a few
+times what joining members send, a few percent of a core for an attacker's flood."""
+UNPROVEN_BURST = 400
+MAX_PROVEN = 4096
+"""Source addresses remembered as having sent a valid datagram (the oldest go first)."""
 _MICRO = 1_000_000
 
 
@@ -170,6 +185,9 @@ class DatagramSealer:
         self.counts: Counts = counts if counts is not None else Tally()
         self._sequence = 0
         self._windows: dict[str, _ReplayWindow] = {}
+        self._proven: dict[object, None] = {}
+        """Source addresses a valid datagram came from, oldest first."""
+        self._unproven = TokenBucket(UNPROVEN_RATE, UNPROVEN_BURST, wall_clock())
         self.on_stale: Callable[[str], None] | None = None
         """Told the sender of every datagram refused as stale (the clocks disagree and no
         window is open): an authenticated exchange with it can open one (``learn``)."""
@@ -185,7 +203,7 @@ class DatagramSealer:
         signed = crypto_sign(self._domain + head + payload, self._secret)
         return bytes((VERSION,)) + head + signed[:SIGNATURE_BYTES] + payload
 
-    def open(self, data: bytes) -> bytes | None:
+    def open(self, data: bytes, source: object) -> bytes | None:
         incr = self.counts.incr
         if len(data) <= HEADER_BYTES or data[0] != VERSION:
             incr("swim.malformed")
@@ -201,6 +219,10 @@ class DatagramSealer:
         verdict, certificate = self._directory.lookup(sender)
         if verdict is not Verdict.OK or certificate is None:
             incr(f"swim.{verdict.value}_sender")
+            return None
+        proven = source in self._proven
+        if not proven and not self._unproven.take(self._wall_clock()):
+            incr("swim.throttled")
             return None
         try:
             crypto_sign_open(signature + self._domain + head + payload, certificate.public_key)
@@ -233,6 +255,10 @@ class DatagramSealer:
             window.accept(sequence)
         window.incarnation = max(window.incarnation, incarnation)
         incr("swim.accepted")
+        if not proven:  # signed, fresh and not a replay: its address has proved itself
+            if len(self._proven) >= MAX_PROVEN:
+                del self._proven[next(iter(self._proven))]
+            self._proven[source] = None
         return payload
 
     def sequence_floor(self) -> int:

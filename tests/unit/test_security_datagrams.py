@@ -29,6 +29,8 @@ from p2pindex.security.datagrams import (
     HEADER_BYTES,
     MAX_CLOCK_SKEW,
     REORDER_WINDOW,
+    UNPROVEN_BURST,
+    UNPROVEN_RATE,
     DatagramSealer,
     origin_of,
 )
@@ -69,6 +71,7 @@ def certificate(signing_key: SigningKey, authority: SigningKey = AUTHORITY) -> b
 
 
 ALICE, BOB, MALLORY, REVOKED, OUTSIDER = key(10), key(11), key(12), key(13), key(14)
+ALICE_AT = Address("10.0.0.1", 7000)
 
 
 class World:
@@ -100,8 +103,8 @@ class World:
         """A sealer with ``signer``'s key (its own directory: what it believes is irrelevant)."""
         return DatagramSealer(signer, TRUST.cluster_id, self.directory, self.clock, Tally())
 
-    def deliver(self, data: bytes) -> None:
-        self.swim.receive_datagram(data, Address("10.0.0.1", 7000), 1.0)
+    def deliver(self, data: bytes, source: Address = ALICE_AT) -> None:
+        self.swim.receive_datagram(data, source, 1.0)
 
     def dropped(self) -> int:
         values = self.counts.values
@@ -133,9 +136,34 @@ def test_forged_datagrams_are_never_accepted() -> None:
         world.deliver(mallory.seal(payload(node_id(ALICE), seq)))
     report(world, "forged")
     assert world.counts["swim.accepted"] == 0
-    assert world.counts["swim.bad_signature"] == INJECTED
+    assert world.counts["swim.bad_signature"] + world.counts["swim.throttled"] == INJECTED
     assert world.swim.statistics()["bad_unsealed"] == INJECTED
     assert world.swim.member(node_id(ALICE)) is None
+
+
+def test_a_flood_of_forged_datagrams_buys_a_bounded_number_of_signature_checks() -> None:
+    """Checking a signature costs tens of microseconds: a flood from an address that never
+    sent a valid datagram gets the unproven budget, and a member heard before keeps being
+    heard throughout."""
+    world = World()
+    alice, mallory = world.sealer(ALICE), world.sealer(MALLORY)
+    alice_at, attacker_at = ALICE_AT, Address("10.0.0.66", 4444)
+    world.deliver(alice.seal(payload(node_id(ALICE), 0)), alice_at)
+    for _second in range(3):
+        for seq in range(INJECTED):
+            world.deliver(mallory.seal(payload(node_id(ALICE), seq)), attacker_at)
+            if seq % 100 == 0:
+                world.deliver(alice.seal(payload(node_id(ALICE), seq)), alice_at)
+        world.clock.now += 1.0
+    report(world, "flooded")
+    checked = world.counts["swim.bad_signature"]
+    assert checked <= UNPROVEN_BURST + 2 * UNPROVEN_RATE + 1
+    assert checked + world.counts["swim.throttled"] == 3 * INJECTED
+    assert world.counts["swim.accepted"] == 1 + 3 * INJECTED // 100  # every one of Alice's
+    # A member new to this node, from a new address, is heard once the budget refills.
+    world.clock.now += UNPROVEN_BURST / UNPROVEN_RATE
+    world.deliver(mallory.seal(payload(node_id(MALLORY), 1)), Address("10.0.0.3", 7000))
+    assert world.counts["swim.accepted"] == 2 + 3 * INJECTED // 100
 
 
 def test_altered_datagrams_are_never_accepted() -> None:

@@ -70,8 +70,9 @@ class Sealer(Protocol):
 
     def seal(self, payload: bytes) -> bytes: ...
 
-    def open(self, data: bytes) -> bytes | None:
-        """The payload, or None when the datagram fails verification."""
+    def open(self, data: bytes, source: object) -> bytes | None:
+        """The payload, or None when the datagram (from ``source``, an address) fails
+        verification."""
         ...
 
 

@@ -415,7 +415,7 @@ class Swim(PushPullSide):
         if len(data) > HARD_MAX_DATAGRAM:
             stats["bad_oversized"] += 1
             return
-        payload = data if self._sealer is None else self._sealer.open(data)
+        payload = data if self._sealer is None else self._sealer.open(data, source)
         if payload is None:
             stats["bad_unsealed"] += 1
             return
