@@ -20,11 +20,15 @@ class TokenBucket:
         self._last = now
 
     def take(self, now: float) -> bool:
-        """Spend one token if there is one (True), else refuse (False)."""
+        """Spend one token if there is one (True), else refuse (False).
+
+        A clock read that went back (a wall clock stepped by NTP or by hand) refills
+        nothing and counts on from the new reading; waiting for the old one would hold the
+        bucket empty for as long as the step."""
         elapsed = now - self._last
         if elapsed > 0:
             self._tokens = min(self._burst, self._tokens + elapsed * self._rate)
-            self._last = now
+        self._last = now
         if self._tokens >= 1:
             self._tokens -= 1
             return True

@@ -34,6 +34,13 @@ def test_a_flood_is_held_to_the_rate_and_a_pause_refills_the_bucket() -> None:
     assert bucket.take(1.11) is True
 
 
+def test_a_clock_stepped_back_does_not_hold_the_bucket_empty() -> None:
+    bucket = TokenBucket(10, 5, 1000.0)
+    assert sum(bucket.take(1000.0) for _ in range(100)) == 5
+    assert bucket.take(940.0) is False  # stepped back a minute: nothing refilled
+    assert sum(bucket.take(941.0) for _ in range(100)) == 5  # a second after the step
+
+
 class Clock:
     now = 0.0
 
