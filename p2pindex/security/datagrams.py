@@ -49,6 +49,7 @@ from nacl.signing import SigningKey
 from p2pindex.core.ratelimit import TokenBucket
 from p2pindex.security.counting import Counts, Tally
 from p2pindex.security.directory import CertificateDirectory, Verdict
+from p2pindex.types import Address
 
 VERSION = 1
 SIGNATURE_BYTES = 64
@@ -185,7 +186,7 @@ class DatagramSealer:
         self.counts: Counts = counts if counts is not None else Tally()
         self._sequence = 0
         self._windows: dict[str, _ReplayWindow] = {}
-        self._proven: dict[object, None] = {}
+        self._proven: dict[Address, None] = {}
         """Source addresses a valid datagram came from, oldest first."""
         self._unproven = TokenBucket(UNPROVEN_RATE, UNPROVEN_BURST, wall_clock())
         self.on_stale: Callable[[str], None] | None = None
@@ -203,7 +204,7 @@ class DatagramSealer:
         signed = crypto_sign(self._domain + head + payload, self._secret)
         return bytes((VERSION,)) + head + signed[:SIGNATURE_BYTES] + payload
 
-    def open(self, data: bytes, source: object) -> bytes | None:
+    def open(self, data: bytes, source: Address) -> bytes | None:
         incr = self.counts.incr
         if len(data) <= HEADER_BYTES or data[0] != VERSION:
             incr("swim.malformed")

@@ -376,7 +376,7 @@ class XorSealer:
     def seal(self, payload: bytes) -> bytes:
         return b"\x01" + payload
 
-    def open(self, data: bytes, source: object) -> bytes | None:
+    def open(self, data: bytes, source: Address) -> bytes | None:
         return data[1:] if data[:1] == b"\x01" else None
 
 

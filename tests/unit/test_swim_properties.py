@@ -100,7 +100,7 @@ def test_no_datagram_is_ever_larger_than_1200_bytes(members, sealer_overhead, rn
         def seal(self, payload: bytes) -> bytes:
             return bytes(sealer_overhead) + payload
 
-        def open(self, data: bytes, source: object) -> bytes | None:
+        def open(self, data: bytes, source: Address) -> bytes | None:
             return data[sealer_overhead:]
 
     me = "m" * 128

@@ -70,9 +70,8 @@ class Sealer(Protocol):
 
     def seal(self, payload: bytes) -> bytes: ...
 
-    def open(self, data: bytes, source: object) -> bytes | None:
-        """The payload, or None when the datagram (from ``source``, an address) fails
-        verification."""
+    def open(self, data: bytes, source: Address) -> bytes | None:
+        """The payload, or None when the datagram from ``source`` fails verification."""
         ...
 
 
