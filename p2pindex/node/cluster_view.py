@@ -23,6 +23,10 @@ class ClusterView:
         self.state = NodeState.ACTIVE
         """This node's own state, as it announces it."""
         self.members: dict[str, Member] = {}
+        self.accusers: dict[str, str] = {}
+        """Who made each suspect or dead member so, as of the change ``members`` holds: an
+        operator, or a checker, can tell a member's own verdict from one taken over by
+        gossip."""
         self.removed: dict[str, int] = {}
         """Members taken out of the ring, with the incarnation they had. They stay out when
         they restart (their connections are refused) until an operator admits them again."""

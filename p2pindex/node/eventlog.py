@@ -89,9 +89,11 @@ def describe_member_change(
     state: str,
     previous_liveness: str | None,
     previous_state: str | None,
+    accuser: str | None = None,
 ) -> str | None:
     """The operator's sentence for a membership change, or None when nothing they would
-    look for changed (a refreshed incarnation, say). Liveness and state are their names."""
+    look for changed (a refreshed incarnation, say). Liveness and state are their names;
+    ``accuser`` is the other member whose word this node took (None: its own probes)."""
     who = f"member {node_id} at {address}"
     if previous_liveness is None:
         if liveness == "alive":
@@ -103,10 +105,13 @@ def describe_member_change(
                 return f"{who} is alive again (it answered the suspicion)"
             return f"{who} is alive again (was {previous_liveness}), {state}"
         if liveness == "suspect":
+            if accuser is not None:
+                return f"{who} is suspected by member {accuser}: it did not answer its probes"
             return f"{who} is suspected: it did not answer probes"
         if liveness == "dead":
+            by = "" if accuser is None else f" (declared by member {accuser})"
             return (
-                f"{who} is dead; it stays in the ring (hints are kept for it) until it comes "
+                f"{who} is dead{by}; it stays in the ring (hints are kept for it) until it comes "
                 "back or is removed with `p2pindex remove`"
             )
         if liveness == "left":

@@ -518,8 +518,10 @@ class Node:
         return sorted(self.view.members.values(), key=lambda m: m.node_id)
 
     def accuser(self, node_id: str) -> str | None:
-        """The member whose accusation made ``node_id`` suspect or dead here (None if alive)."""
-        return self._swim.accuser(node_id) if self._swim is not None else None
+        """The member whose accusation made ``node_id`` suspect or dead in this node's view
+        (None while alive). Read from the view, not the SWIM table: the table can be a
+        change ahead of the view until the driver hands the change on (ci seed 52084)."""
+        return self.view.accusers.get(node_id)
 
     def membership_statistics(self) -> dict[str, int]:
         """The SWIM engine's counters (probes, refused input such as ``bad_claim``)."""
@@ -528,6 +530,10 @@ class Node:
     def _on_member_change(self, change: MemberChanged) -> None:
         member = change.member
         self.view.members[member.node_id] = member
+        if change.accuser is None:
+            self.view.accusers.pop(member.node_id, None)
+        else:
+            self.view.accusers[member.node_id] = change.accuser
         self._log_member_change(change)
         if member.liveness is Liveness.ALIVE:
             if member.address != self.address:
@@ -556,6 +562,7 @@ class Node:
             member.state.value,
             previous.liveness.value if previous is not None else None,
             previous.state.value if previous is not None else None,
+            None if change.accuser in (None, self.node_id) else change.accuser,
         )
         if line is None:
             return

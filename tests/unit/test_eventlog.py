@@ -75,3 +75,12 @@ def test_each_membership_change_has_its_sentence(
 
 def test_a_refreshed_incarnation_is_not_news() -> None:
     assert describe_member_change("abc", "h:1", "alive", "active", "alive", "active") is None
+
+
+def test_a_verdict_taken_over_from_another_member_names_it() -> None:
+    suspected = describe_member_change("abc", "h:1", "suspect", "active", "alive", "active", "xyz")
+    dead = describe_member_change("abc", "h:1", "dead", "active", "suspect", "active", "xyz")
+    own = describe_member_change("abc", "h:1", "dead", "active", "suspect", "active")
+    assert suspected is not None and "suspected by member xyz" in suspected
+    assert dead is not None and "declared by member xyz" in dead
+    assert own is not None and "declared by" not in own

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from p2pindex.core.swim import HARD_MAX_DATAGRAM, Member, Swim, SwimConfig
+from p2pindex.core.swim import HARD_MAX_DATAGRAM, Member, MemberChanged, Swim, SwimConfig
 from p2pindex.core.swim.codec import (
     assemble,
     datagram_prefix,
@@ -308,6 +308,30 @@ def test_suspect_times_out_to_dead_and_refutation_cancels() -> None:
     assert swim.member("n1").liveness is Liveness.DEAD
     assert swim.member("n3").liveness is Liveness.ALIVE
     assert swim.member("n3").incarnation == 2
+
+
+def events(swim: Swim) -> list[MemberChanged]:
+    found = []
+    while (event := swim.next_event()) is not None:
+        found.append(event)
+    return found
+
+
+def test_each_change_names_the_accuser_it_came_with() -> None:
+    """A node applies changes after the core made them; the accuser must come with the
+    change, since the table may have moved on by then (ci seed 52084: a view still showing
+    a death told over by gossip was paired with the refuted table's "no accuser")."""
+    swim = make("n0")
+    know(swim, 1, 2, 3)
+    swim.receive_datagram(dg("n2", 1, rec(Suspect("n1", 1, "n2"))), addr(2), 0.0)
+    swim.receive_datagram(dg("n3", 1, rec(Dead("n1", 1, "n3"))), addr(3), 0.1)
+    swim.receive_datagram(dg("n1", 2, rec(Alive("n1", 2, addr(1), NodeState.ACTIVE))), addr(1), 0.2)
+    changes = [(e.member.liveness, e.accuser) for e in events(swim) if e.member.node_id == "n1"]
+    assert changes == [
+        (Liveness.SUSPECT, "n2"),
+        (Liveness.DEAD, "n3"),
+        (Liveness.ALIVE, None),
+    ]
 
 
 def test_refutation_raises_only_our_own_incarnation() -> None:

@@ -43,6 +43,10 @@ class Member:
 class MemberChanged:
     member: Member
     previous: Member | None
+    accuser: str | None = None
+    """Who suspected or declared the member dead (the member itself when it left, None
+    while it is alive). It travels with the change, so whoever applies the change knows
+    who made the claim it applied, not whoever the table names by the time it asks."""
 
 
 class Entry:
@@ -189,7 +193,7 @@ class MemberTable:
                     self.dead.add(node_id)
                 else:
                     self.dead.remove(node_id)
-        return MemberChanged(member, previous)
+        return MemberChanged(member, previous, None if status is None else status.accuser)
 
     def remove(self, node_id: str) -> None:
         entry = self.entries.pop(node_id, None)

@@ -182,13 +182,6 @@ class Swim(PushPullSide):
         entry = self._table.get(node_id)
         return entry.member if entry is not None else None
 
-    def accuser(self, node_id: str) -> str | None:
-        """Who suspected or declared ``node_id`` dead, as this node last heard (None while
-        it is alive): an operator, or a checker, can then tell a member's own verdict from
-        one it took over by gossip."""
-        entry = self._table.get(node_id)
-        return entry.status.accuser if entry is not None and entry.status is not None else None
-
     def local_health(self) -> int:
         return self._awareness.score
 
