@@ -520,7 +520,8 @@ class Node:
     def accuser(self, node_id: str) -> str | None:
         """The member whose accusation made ``node_id`` suspect or dead in this node's view
         (None while alive). Read from the view, not the SWIM table: the table can be a
-        change ahead of the view until the driver hands the change on (ci seed 52084)."""
+        change ahead of the view until the driver hands the change on, and then the two
+        would describe different verdicts."""
         return self.view.accusers.get(node_id)
 
     def membership_statistics(self) -> dict[str, int]:
