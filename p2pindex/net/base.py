@@ -38,22 +38,14 @@ def immediate_send(stream: object) -> Callable[[bytes], bool] | None:
     return send_nowait if callable(send_nowait) else None
 
 
-@runtime_checkable
-class LoneSend(Protocol):
-    """A stream whose every send is a system call (TCP), which can still take one frame
-    without waiting when the connection is otherwise quiet.
-
-    ``send_lone`` returns -1 when it sent nothing (the caller queues ``data`` as usual), 0
-    when all of ``data`` went out, or the number of its bytes the kernel did not take yet:
-    the stream holds those and sends them before anything else (any ``send_all``, an empty
-    one included, flushes them first).
-    """
-
-    def send_lone(self, data: bytes) -> int: ...
-
-
 def lone_send(stream: object) -> Callable[[bytes], int] | None:
-    """``stream.send_lone`` when the stream has one, else None (see ``immediate_send``)."""
+    """``stream.send_lone`` when the stream has one (TCP's), else None.
+
+    A stream whose every send is a system call can still take one frame at once when the
+    connection is otherwise quiet. ``send_lone(data)`` returns -1 when it sent nothing (the
+    caller queues ``data`` as usual), 0 when all of it went out, or the number of its bytes
+    the kernel did not take yet: the stream holds those and sends them before anything
+    else (any ``send_all``, an empty one included, flushes them first)."""
     send = getattr(stream, "send_lone", None)
     return send if callable(send) else None
 

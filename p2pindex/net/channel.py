@@ -324,11 +324,11 @@ class RpcChannel:
             return
         if (
             lone
-            and not others_runnable()
+            and self._send_lone is not None
             and not self._out
             and not self._sending
-            and self._send_lone is not None
             and len(frame) <= _LONE_MAX
+            and not others_runnable()
         ):
             held = self._send_lone(frame)
             if held >= 0:

@@ -83,9 +83,10 @@ class TcpStream(trio.abc.Stream):
             self._sending = False
 
     def send_lone(self, data: bytes) -> int:
-        """Write ``data`` now, without waiting and without a scheduler pass (``LoneSend``):
-        -1 if nothing went (a send under way, bytes still held, a full buffer, a closed or
-        broken socket, which the next ``send_all`` reports), else the bytes held back."""
+        """Write ``data`` now, without waiting and without a scheduler pass: -1 if nothing
+        went (a send under way, bytes still held, a full buffer, a closed or broken socket,
+        which the next ``send_all`` reports), else the bytes held back for the next
+        ``send_all`` (``net.base.lone_send``)."""
         if self._sending or self._held:
             return -1
         try:

@@ -92,8 +92,8 @@ class SecureStream(trio.abc.Stream):
             self._raise_closed()
 
     def send_lone(self, data: bytes) -> int:
-        """One sealed record straight to the inner stream when it can take it (``LoneSend``,
-        TCP's): -1 when nothing was sent, else the bytes the inner stream holds back."""
+        """One sealed record straight to an inner stream that can take it (TCP's, see
+        ``net.base.lone_send``): -1 when nothing was sent, else the bytes it holds back."""
         send = self._inner_send_lone
         if send is None or self._broken is not None or self._sending:
             return -1
