@@ -14,10 +14,10 @@ import trio.testing
 
 from p2pindex.config import Limits
 from p2pindex.net.channel import NodeLoad, RpcChannel
-from p2pindex.net.tcp_stream import TcpStream, connect_tcp
-from p2pindex.types import Address
+from p2pindex.net.tcp_stream import TcpStream
 from p2pindex.wire.codec import encode_frame
 from p2pindex.wire.messages import Message, OkReply, StatusRequest
+from tests.support.tcp import tcp_pair
 
 GUARD = 10.0
 """Seconds after which a test is considered hung (a safety net, not a speed assertion)."""
@@ -28,23 +28,8 @@ BIG = "x" * 60_000
 @pytest.fixture
 async def pair() -> AsyncIterator[tuple[TcpStream, TcpStream]]:
     """(client, server) TcpStreams over loopback TCP."""
-    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-    port = listeners[0].socket.getsockname()[1]
-    accepted: list[trio.SocketStream] = []
-    async with trio.open_nursery() as nursery:
-
-        async def accept_one() -> None:
-            accepted.append(await listeners[0].accept())
-
-        nursery.start_soon(accept_one)
-        client = await connect_tcp(Address("127.0.0.1", port), GUARD)
-    await listeners[0].aclose()
-    server = TcpStream(accepted[0])
-    try:
-        yield client, server
-    finally:
-        await trio.aclose_forcefully(client)
-        await trio.aclose_forcefully(server)
+    async with tcp_pair() as streams:
+        yield streams
 
 
 async def ok(message: Message) -> Message:

@@ -11,8 +11,8 @@ import pytest
 import trio
 import trio.testing
 
-from p2pindex.net.tcp_stream import MAX_READ, TcpStream, connect_tcp
-from p2pindex.types import Address
+from p2pindex.net.tcp_stream import MAX_READ, TcpStream
+from tests.support.tcp import tcp_pair
 
 GUARD = 10.0
 """Seconds after which a test is considered hung (a safety net, not a speed assertion)."""
@@ -21,23 +21,8 @@ GUARD = 10.0
 @pytest.fixture
 async def pair() -> AsyncIterator[tuple[TcpStream, TcpStream]]:
     """Two connected TcpStreams over loopback TCP."""
-    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-    port = listeners[0].socket.getsockname()[1]
-    async with trio.open_nursery() as nursery:
-        accepted: list[trio.SocketStream] = []
-
-        async def accept_one() -> None:
-            accepted.append(await listeners[0].accept())
-
-        nursery.start_soon(accept_one)
-        client = await connect_tcp(Address("127.0.0.1", port), GUARD)
-    await listeners[0].aclose()
-    server = TcpStream(accepted[0])
-    try:
-        yield client, server
-    finally:
-        await trio.aclose_forcefully(client)
-        await trio.aclose_forcefully(server)
+    async with tcp_pair() as streams:
+        yield streams
 
 
 async def receive_exactly(stream: TcpStream, size: int, max_bytes: int = 65_536) -> bytes:

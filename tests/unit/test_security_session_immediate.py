@@ -18,18 +18,12 @@ KEY_AB = bytes(range(32))
 KEY_BA = bytes(range(1, 33))
 
 
-class Immediate(trio.abc.Stream):
-    """The sending end of an in-memory stream that takes bytes at once unless declining."""
+class Sending(trio.abc.Stream):
+    """The sending end of an in-memory stream."""
 
     def __init__(self, to: trio.testing.MemoryReceiveStream) -> None:
         self._to = to
         self.declining = False
-
-    def send_nowait(self, data: bytes) -> bool:
-        if self.declining:
-            return False
-        self._to.put_data(data)
-        return True
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         self._to.put_data(bytes(data))
@@ -43,6 +37,16 @@ class Immediate(trio.abc.Stream):
 
     async def aclose(self) -> None:
         self._to.put_eof()
+
+
+class Immediate(Sending):
+    """Takes bytes at once unless declining (the simulated network's streams)."""
+
+    def send_nowait(self, data: bytes) -> bool:
+        if self.declining:
+            return False
+        self._to.put_data(data)
+        return True
 
 
 def peer() -> Peer:
@@ -74,31 +78,14 @@ async def test_send_nowait_records_open_in_order_and_a_declined_one_costs_nothin
     assert received == b"firstsecondthird"  # the declined record never took a nonce
 
 
-class Lone(trio.abc.Stream):
-    """An inner stream like TCP's: sends one frame at once when asked (``send_lone``)."""
-
-    def __init__(self, to: trio.testing.MemoryReceiveStream) -> None:
-        self._to = to
-        self.declining = False
+class Lone(Sending):
+    """Like TCP's: sends one frame at once when asked (``send_lone``) unless declining."""
 
     def send_lone(self, data: bytes) -> int:
         if self.declining:
             return -1
         self._to.put_data(data)
         return 0
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        self._to.put_data(bytes(data))
-        await trio.lowlevel.checkpoint()
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await trio.lowlevel.checkpoint()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        raise AssertionError("this end only sends")
-
-    async def aclose(self) -> None:
-        self._to.put_eof()
 
 
 async def test_send_lone_records_open_in_order_and_a_declined_one_costs_nothing() -> None:
