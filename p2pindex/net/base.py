@@ -38,18 +38,6 @@ def immediate_send(stream: object) -> Callable[[bytes], bool] | None:
     return send_nowait if callable(send_nowait) else None
 
 
-def lone_send(stream: object) -> Callable[[bytes], int] | None:
-    """``stream.send_lone`` when the stream has one (TCP's), else None.
-
-    A stream whose every send is a system call can still take one frame at once when the
-    connection is otherwise quiet. ``send_lone(data)`` returns -1 when it sent nothing (the
-    caller queues ``data`` as usual), 0 when all of it went out, or the number of its bytes
-    the kernel did not take yet: the stream holds those and sends them before anything
-    else (any ``send_all``, an empty one included, flushes them first)."""
-    send = getattr(stream, "send_lone", None)
-    return send if callable(send) else None
-
-
 class Transport(Protocol):
     """Reliable ordered streams (TCP-like) plus unreliable datagrams (UDP-like).
 

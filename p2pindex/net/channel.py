@@ -44,8 +44,7 @@ from p2pindex.errors import (
     ProtocolError,
     Timeout,
 )
-from p2pindex.net.base import immediate_send, lone_send
-from p2pindex.net.quiet import others_runnable
+from p2pindex.net.base import immediate_send
 from p2pindex.net.tcp_stream import MAX_READ, connect_tcp
 from p2pindex.types import Address
 from p2pindex.wire.codec import Decoded, FrameDecoder, encode_frame
@@ -69,9 +68,6 @@ ReplyCallback = Callable[[outcome.Outcome], None]
 
 _WRITE_HIGH_WATER = 8 * 1024 * 1024
 """Requesters wait while this many bytes are queued, so a slow peer cannot grow memory."""
-_LONE_MAX = 64 * 1024
-"""The largest frame a quiet connection sends at once (see ``RpcChannel._send_lone``);
-larger ones take the writer, whose wait is small beside their transfer."""
 _SWEEP_INTERVAL = 0.1
 """How late a request whose deadline passed may be failed with Timeout: expiries this close
 together are handled in one pass."""
@@ -185,16 +181,6 @@ class RpcChannel:
         self._send_now = immediate_send(stream)
         """Frames go straight out when the stream can take them (the simulated network's):
         no writer wake-up, and no scheduler pass spent collecting frames for one send."""
-        self._send_lone = lone_send(stream) if self._send_now is None else None
-        """On TCP, where every send is a system call, a frame goes straight out only when
-        nothing could share its send: no other request of ours on this connection waits
-        for its reply (or, for a reply, no other request of the peer's is being served),
-        and no task is queued for the next scheduler pass (``net.quiet``). The writer's
-        wake-up would then only add a pass to every hop of a lone request. Busy
-        connections and busy nodes keep coalescing their frames in the writer, which is
-        what their throughput rests on."""
-        self._held = False
-        """A lone send left bytes with the stream: the writer must flush them."""
         self._limits = limits
         self._handler = handler
         self._fast = fast_path
@@ -276,7 +262,7 @@ class RpcChannel:
         if self._closed:
             raise ConnectionLost(f"{self._describe()}: {self._close_reason}")
         request_id = next(self._ids)
-        self._enqueue(encode_frame(message, request_id), lone=not self._waiting)
+        self._enqueue(encode_frame(message, request_id))
         self._waiting[request_id] = trio.lowlevel.current_task()
         if deadline is not None:
             self._add_deadline(request_id, deadline)
@@ -295,7 +281,7 @@ class RpcChannel:
         if self._closed:
             raise ConnectionLost(f"{self._describe()}: {self._close_reason}")
         request_id = next(self._ids)
-        self._enqueue(encode_frame(message, request_id), lone=not self._waiting)
+        self._enqueue(encode_frame(message, request_id))
         self._waiting[request_id] = callback
         self._add_deadline(request_id, trio.current_time() + timeout)
 
@@ -313,44 +299,20 @@ class RpcChannel:
     def _describe(self) -> str:
         return self.name or "connection"
 
-    def _enqueue(self, frame: bytes, *, lone: bool = False) -> None:
-        """Queue ``frame`` for the writer, or send it at once: always on a stream that can
-        (the simulated network's), and on TCP when ``lone`` says the connection is quiet,
-        nothing is queued or being sent, and nothing else will run this pass."""
+    def _enqueue(self, frame: bytes) -> None:
         if self._closed:
             return
         if not self._out and self._send_now is not None and self._send_now(frame):
-            self._count_sent(frame)
+            traffic = self._traffic
+            if traffic is not None:
+                traffic.frames_sent += 1
+                traffic.bytes_sent += len(frame)
             return
-        if (
-            lone
-            and self._send_lone is not None
-            and not self._out
-            and not self._sending
-            and len(frame) <= _LONE_MAX
-            and not others_runnable()
-        ):
-            held = self._send_lone(frame)
-            if held >= 0:
-                self._count_sent(frame)
-                if held:  # the kernel's buffer is full: the writer flushes the rest
-                    self._sending = held
-                    if self._node_load is not None:
-                        self._node_load.held += held
-                    self._held = True
-                    self._writer_lot.unpark()
-                return
         self._out.append(frame)
         self._out_bytes += len(frame)
         if self._node_load is not None:
             self._node_load.held += len(frame)
         self._writer_lot.unpark()
-
-    def _count_sent(self, frame: bytes) -> None:
-        traffic = self._traffic
-        if traffic is not None:
-            traffic.frames_sent += 1
-            traffic.bytes_sent += len(frame)
 
     def _sent(self, size: int) -> None:
         """``size`` queued bytes left this process (or were dropped with the connection)."""
@@ -383,7 +345,7 @@ class RpcChannel:
         guess = self._reply_guess
         self._reply_guess = size if size >= guess else guess - (guess - size) // _GUESS_DECAY
         if not self._closed:
-            self._enqueue(frame, lone=not self._unanswered)
+            self._enqueue(frame)
         self._room_lot.unpark_all()
 
     def _over_budget(self) -> bool:
@@ -440,10 +402,6 @@ class RpcChannel:
         self._space_lot.unpark_all()
         self._writer_lot.unpark_all()
         self._room_lot.unpark_all()
-        if self._held:  # bytes a lone send left that no writer will flush now
-            self._held = False
-            self._sent(self._sending)
-            self._sending = 0
         if self._node_load is not None:
             self._node_load.held -= self._out_bytes + self._request_bytes
         self._out_bytes = 0
@@ -485,11 +443,6 @@ class RpcChannel:
     async def _write_loop(self) -> None:
         coalesce = False
         while not self._closed:
-            if not self._out and self._held:
-                self._held = False
-                if not await self._send(b"", 0):
-                    return
-                continue
             if not self._out:
                 await self._writer_lot.park()
                 if coalesce:
@@ -504,28 +457,21 @@ class RpcChannel:
             data = b"".join(self._out)
             self._out.clear()
             self._out_bytes = 0
-            self._held = False  # send_all flushes what a lone send left first
+            self._sending = len(data)
             self._space_lot.unpark_all()
-            if not await self._send(data, frames):
+            try:
+                await self._stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                self._shut(f"send failed: {exc}")
                 return
-
-    async def _send(self, data: bytes, frames: int) -> bool:
-        """One ``send_all`` of ``frames`` queued frames; False once the connection broke."""
-        self._sending += len(data)
-        try:
-            await self._stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            self._shut(f"send failed: {exc}")
-            return False
-        else:
-            traffic = self._traffic
-            if traffic is not None:
-                traffic.frames_sent += frames
-                traffic.bytes_sent += len(data)
-            return True
-        finally:
-            self._sent(self._sending)
-            self._sending = 0
+            else:
+                traffic = self._traffic
+                if traffic is not None:
+                    traffic.frames_sent += frames
+                    traffic.bytes_sent += len(data)
+            finally:
+                self._sent(self._sending)
+                self._sending = 0
 
     async def _read_loop(self) -> None:
         while not self._closed:
@@ -586,8 +532,7 @@ class RpcChannel:
             if fast is not None:
                 answer = fast.answer.get(type(message))
                 if answer is not None:
-                    answered = encode_frame(_answer(answer, message), decoded.request_id)
-                    self._enqueue(answered, lone=decoded is frames[-1] and not self._unanswered)
+                    self._enqueue(encode_frame(_answer(answer, message), decoded.request_id))
                     continue
                 handler = fast.batch.get(type(message))
                 # A request asking for a trace (``trace`` set) takes the handler: a batch

@@ -53,16 +53,12 @@ class TcpStream(trio.abc.Stream):
         """The last read returned less than it asked for: the socket is probably empty."""
         self._sending = False
         self._receiving = False
-        self._held = b""
-        """What a ``send_lone`` left unsent: it leaves before anything sent later."""
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         if self._sending:
             raise trio.BusyResourceError("another task is already sending on this stream")
         self._sending = True
         try:
-            if self._held:
-                data, self._held = self._held + bytes(data), b""
             view = memoryview(data)
             if not view:
                 self._descriptor()  # closed streams refuse even empty sends
@@ -81,20 +77,6 @@ class TcpStream(trio.abc.Stream):
                 await trio.lowlevel.wait_writable(self.socket)
         finally:
             self._sending = False
-
-    def send_lone(self, data: bytes) -> int:
-        """Write ``data`` now, without waiting and without a scheduler pass: -1 if nothing
-        went (a send under way, bytes still held, a full buffer, a closed or broken socket,
-        which the next ``send_all`` reports), else the bytes held back for the next
-        ``send_all`` (``net.base.lone_send``)."""
-        if self._sending or self._held:
-            return -1
-        try:
-            sent = os.write(self._descriptor(), data)
-        except (OSError, trio.ClosedResourceError):
-            return -1
-        self._held = data[sent:]
-        return len(self._held)
 
     async def wait_send_all_might_not_block(self) -> None:
         await self._inner.wait_send_all_might_not_block()

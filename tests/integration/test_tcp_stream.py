@@ -9,10 +9,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 import trio
-import trio.testing
 
-from p2pindex.net.tcp_stream import MAX_READ, TcpStream
-from tests.support.tcp import tcp_pair
+from p2pindex.net.tcp_stream import MAX_READ, TcpStream, connect_tcp
+from p2pindex.types import Address
 
 GUARD = 10.0
 """Seconds after which a test is considered hung (a safety net, not a speed assertion)."""
@@ -21,8 +20,23 @@ GUARD = 10.0
 @pytest.fixture
 async def pair() -> AsyncIterator[tuple[TcpStream, TcpStream]]:
     """Two connected TcpStreams over loopback TCP."""
-    async with tcp_pair() as streams:
-        yield streams
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    async with trio.open_nursery() as nursery:
+        accepted: list[trio.SocketStream] = []
+
+        async def accept_one() -> None:
+            accepted.append(await listeners[0].accept())
+
+        nursery.start_soon(accept_one)
+        client = await connect_tcp(Address("127.0.0.1", port), GUARD)
+    await listeners[0].aclose()
+    server = TcpStream(accepted[0])
+    try:
+        yield client, server
+    finally:
+        await trio.aclose_forcefully(client)
+        await trio.aclose_forcefully(server)
 
 
 async def receive_exactly(stream: TcpStream, size: int, max_bytes: int = 65_536) -> bytes:
@@ -174,55 +188,4 @@ async def test_a_large_receive_reads_at_most_max_read_at_a_time(
                 chunk = await server.receive_some(16 * MAX_READ)
                 assert 0 < len(chunk) <= MAX_READ
                 received += chunk
-    assert received == payload
-
-
-async def test_a_lone_send_goes_out_at_once_and_whole_on_a_quiet_socket(
-    pair: tuple[TcpStream, TcpStream],
-) -> None:
-    client, server = pair
-    assert client.send_lone(b"hello") == 0
-    with trio.fail_after(GUARD):
-        assert await receive_exactly(server, 5) == b"hello"
-
-
-async def test_what_a_full_buffer_leaves_of_a_lone_send_goes_before_anything_later(
-    pair: tuple[TcpStream, TcpStream],
-) -> None:
-    """The peer does not read: lone sends fill the buffers until the kernel takes only
-    part of one; the stream holds the rest, declines lone sends meanwhile, and its next
-    send_all (an empty one too) sends the rest first."""
-    client, server = pair
-    client.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
-    chunk = bytes(range(251)) * 41  # 10,291 bytes: rarely fills the buffers to the byte
-    sent = bytearray()
-    received = bytearray()
-    held = 0
-    with trio.fail_after(GUARD):
-        while held <= 0:
-            held = client.send_lone(chunk)
-            if held == -1:  # full to the byte: nothing was taken; let the peer read some
-                received += await server.receive_some(1000)
-            else:
-                sent += chunk
-        assert client.send_lone(b"later") == -1  # held bytes go first
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(client.send_all, b"")
-            received += await receive_exactly(server, len(sent) - len(received), 4096)
-        await client.send_all(b"last")
-        assert await receive_exactly(server, 4) == b"last"
-    assert received == sent
-
-
-async def test_a_lone_send_is_declined_while_a_send_all_waits(
-    pair: tuple[TcpStream, TcpStream],
-) -> None:
-    client, server = pair
-    payload = b"x" * (8 * 1024 * 1024)  # more than the buffers: send_all must wait
-    with trio.fail_after(GUARD):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(client.send_all, payload)
-            await trio.testing.wait_all_tasks_blocked()
-            assert client.send_lone(b"cut in") == -1
-            received = await receive_exactly(server, len(payload))
     assert received == payload

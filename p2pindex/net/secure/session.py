@@ -21,7 +21,7 @@ import trio
 from nacl.bindings import crypto_secretbox_easy, crypto_secretbox_open_easy
 from nacl.exceptions import CryptoError
 
-from p2pindex.net.base import ImmediateSend, immediate_send, lone_send
+from p2pindex.net.base import ImmediateSend, immediate_send
 from p2pindex.net.tcp_stream import MAX_READ
 from p2pindex.security.access import Peer
 
@@ -64,7 +64,6 @@ class SecureStream(trio.abc.Stream):
         self._on_failure = on_failure
         self._broken: str | None = None
         self._sending = False
-        self._inner_send_lone = lone_send(inner)
 
     # --- trio.abc.Stream -------------------------------------------------------------------
 
@@ -74,9 +73,7 @@ class SecureStream(trio.abc.Stream):
         if self._sending:
             raise trio.BusyResourceError("another task is already sending on this session")
         data = bytes(data)
-        if not data:
-            out = b""  # nothing to seal; the inner stream still sends what it holds
-        elif len(data) <= RECORD_PLAINTEXT:
+        if len(data) <= RECORD_PLAINTEXT:
             out = self._seal(data)
         else:
             out = b"".join(
@@ -90,19 +87,6 @@ class SecureStream(trio.abc.Stream):
             self._sending = False
         if self._broken is not None:
             self._raise_closed()
-
-    def send_lone(self, data: bytes) -> int:
-        """One sealed record straight to an inner stream that can take it (TCP's, see
-        ``net.base.lone_send``): -1 when nothing was sent, else the bytes it holds back."""
-        send = self._inner_send_lone
-        if send is None or self._broken is not None or self._sending:
-            return -1
-        if len(data) > RECORD_PLAINTEXT:
-            return -1
-        held = send(self._next_record_for(data))
-        if held >= 0:
-            self._send_counter += 1
-        return held
 
     async def wait_send_all_might_not_block(self) -> None:
         await self._inner.wait_send_all_might_not_block()
@@ -161,15 +145,8 @@ class SecureStream(trio.abc.Stream):
         raise trio.ClosedResourceError(f"session closed: {self._broken}")
 
     def _seal(self, chunk: bytes) -> bytes:
-        record = self._next_record_for(chunk)
-        self._send_counter += 1
-        return record
-
-    def _next_record_for(self, chunk: bytes) -> bytes:
-        """``chunk`` sealed as the next record, the counter not moved yet: a caller whose
-        record is declined unsent leaves the counter alone, and sealing other bytes under
-        the same nonce later reveals nothing, as this record was never seen."""
         sealed = crypto_secretbox_easy(chunk, _NONCE.pack(self._send_counter), self._send_key)
+        self._send_counter += 1
         return _HEADER.pack(len(sealed)) + sealed
 
     def _next_record(self) -> bytes | None:
@@ -220,7 +197,10 @@ class ImmediateSecureStream(SecureStream):
     def send_nowait(self, data: bytes) -> bool:
         if self._broken is not None or self._sending or len(data) > RECORD_PLAINTEXT:
             return False
-        if not self._inner_send_nowait(self._next_record_for(data)):
+        # The counter moves only once the record is out: a declined record was never seen,
+        # so sealing other bytes under the same nonce later reveals nothing.
+        sealed = crypto_secretbox_easy(data, _NONCE.pack(self._send_counter), self._send_key)
+        if not self._inner_send_nowait(_HEADER.pack(len(sealed)) + sealed):
             return False
         self._send_counter += 1
         return True
