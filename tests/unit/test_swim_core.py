@@ -43,12 +43,19 @@ def make(node_id: str = "n0", *, cfg: SwimConfig = CFG, inc: int = 1, sealer=Non
     return Swim(cfg, node_id, addr(index), inc, random.Random(index), 0.0, sealer=sealer)
 
 
+def events(swim: Swim) -> list[MemberChanged]:
+    """Every member change the core has not handed on yet (taking them)."""
+    found = []
+    while (event := swim.next_event()) is not None:
+        found.append(event)
+    return found
+
+
 def know(swim: Swim, *indices: int, inc: int = 1) -> None:
     members = [Member(f"n{i}", addr(i), inc, Liveness.ALIVE, NodeState.ACTIVE) for i in indices]
     swim.restore(members, 0.0)
     swim.datagrams_to_send()
-    while swim.next_event():
-        pass
+    events(swim)
 
 
 def dg(sender: str, inc: int, *parts: bytes) -> bytes:
@@ -308,13 +315,6 @@ def test_suspect_times_out_to_dead_and_refutation_cancels() -> None:
     assert swim.member("n1").liveness is Liveness.DEAD
     assert swim.member("n3").liveness is Liveness.ALIVE
     assert swim.member("n3").incarnation == 2
-
-
-def events(swim: Swim) -> list[MemberChanged]:
-    found = []
-    while (event := swim.next_event()) is not None:
-        found.append(event)
-    return found
 
 
 def test_each_change_names_the_accuser_it_came_with() -> None:
