@@ -73,6 +73,23 @@ class ClusterView:
         until = self.unreachable_until.get(node_id)
         return until is None or now >= until
 
+    def holds_copies(self, node_id: str, now: float) -> bool:
+        """May this node read ``node_id``'s stored copies (a handoff pull) at ``now``?
+
+        As ``usable``, except that a DEGRADED member counts: its storage refuses writes, not
+        reads, and after a removal it may hold the only remaining copy of a write the removed
+        member acknowledged with it (index seed 80004: a node that gained the removed
+        member's arcs skipped the degraded one, and a quorum query missed the write)."""
+        if node_id == self.node_id:
+            return True
+        member = self.members.get(node_id)
+        if member is None or not member.running or node_id in self.removed:
+            return False
+        if self.address_holder.get(member.address, node_id) != node_id:
+            return False
+        until = self.unreachable_until.get(node_id)
+        return until is None or now >= until
+
     def gains(self, key: bytes) -> bool:
         """Whether ``key`` lies in arcs this node is still pulling after a removal."""
         return any(arcs(key) for arcs in self.gaining.values())

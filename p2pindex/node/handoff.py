@@ -66,6 +66,10 @@ class HandoffView(Protocol):
 
     def usable(self, node_id: str) -> bool: ...
 
+    def holds_copies(self, node_id: str) -> bool:
+        """Whether a pull may read ``node_id``'s copies (a DEGRADED member's too)."""
+        ...
+
     def address_of(self, node_id: str) -> Address: ...
 
 
@@ -312,7 +316,8 @@ class OwnershipHandoff(RecordMover):
             by_source: dict[str, list[int]] = {}
             for index, candidates in sources.items():
                 source = next(
-                    (n for n in candidates if n not in failed and self._view.usable(n)), None
+                    (n for n in candidates if n not in failed and self._view.holds_copies(n)),
+                    None,
                 )
                 if source is not None:
                     by_source.setdefault(source, []).append(index)
@@ -400,8 +405,9 @@ class OwnershipHandoff(RecordMover):
         No displaced node hands its copy over here: the removed one is gone, so a write
         acknowledged by it and one other replica is on that other replica only. The union of
         the remaining old replicas holds every write a quorum acknowledged. A source that
-        is down is retried while it is usable, then skipped: its copies come back through
-        anti-entropy once it returns.
+        is down is retried while it is reachable, then skipped: its copies come back through
+        anti-entropy once it returns. A DEGRADED source is read like any other: its disk
+        refuses writes, not reads, and it may hold the only copy left.
         """
         by_source: dict[str, list[tuple[int, int]]] = {}
         for start, end, sources in arcs:
@@ -420,7 +426,7 @@ class OwnershipHandoff(RecordMover):
 
         async def pull(source: str, group: list[tuple[int, int]]) -> None:
             for _attempt in range(GAINED_ATTEMPTS):
-                if not self._view.usable(source):
+                if not self._view.holds_copies(source):
                     break
                 try:
                     await self._pull_from(source, group, arc_done)

@@ -486,6 +486,9 @@ class Node:
     def usable(self, node_id: str) -> bool:
         return self.view.usable(node_id, trio.current_time())
 
+    def holds_copies(self, node_id: str) -> bool:
+        return self.view.holds_copies(node_id, trio.current_time())
+
     @property
     def membership_confirmed(self) -> bool:
         """Whether this process has exchanged membership with a live member (or needs none).
