@@ -63,15 +63,9 @@ class ClusterView:
         """May a write (or a read) be sent to ``node_id`` at ``now``?"""
         if node_id == self.node_id:
             return self.state is not NodeState.DEGRADED and not self.handing_over
-        member = self.members.get(node_id)
-        if member is None or not member.running:
+        if not self.holds_copies(node_id, now):
             return False
-        if member.state is NodeState.DEGRADED or node_id in self.removed:
-            return False  # a removed node that restarted is alive but gets nothing
-        if self.address_holder.get(member.address, node_id) != node_id:
-            return False
-        until = self.unreachable_until.get(node_id)
-        return until is None or now >= until
+        return self.members[node_id].state is not NodeState.DEGRADED
 
     def holds_copies(self, node_id: str, now: float) -> bool:
         """May this node read ``node_id``'s stored copies (a handoff pull) at ``now``?
@@ -84,7 +78,7 @@ class ClusterView:
             return True
         member = self.members.get(node_id)
         if member is None or not member.running or node_id in self.removed:
-            return False
+            return False  # a removed node that restarted is alive but gets nothing
         if self.address_holder.get(member.address, node_id) != node_id:
             return False
         until = self.unreachable_until.get(node_id)
