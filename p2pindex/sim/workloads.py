@@ -14,6 +14,11 @@ Each pattern is aimed at a class of bug (see ``p2pindex.sim.checkers``):
   acknowledging before the storage commit, or dropping hints on restart, loses.
 * **delete_recreate**: put, delete with the read's context, put again, on a few keys,
   so a tombstone reaped before every replica has it lets the deleted value come back.
+* **batch**: a few keys read with one ``get_many`` and written back with one ``put_many``
+  (or deleted with one ``delete_many``), each with its own read's context: the client's
+  grouping and retries and the node's batch handling, judged key by key like single
+  calls. A batch outcome that says "nothing was done" for a key that was written is what
+  the checkers catch here (each key is its own op, so its outcome stands on its own).
 * **churn**: nodes join, leave and are removed while the others run.
 
 Values follow the token model of ``p2pindex.sim.history``: every write's token is its
@@ -66,6 +71,33 @@ class KVClient(Protocol):
         consistency: Any = None,
         timeout: float | None = None,
     ) -> Any: ...
+
+    async def get_many(
+        self, keys: Sequence[bytes], *, consistency: Any = None, timeout: float | None = None
+    ) -> Any:
+        """Returns each key's outcome in order: ``.error`` (None on success, else with
+        ``.definite``) and ``.result`` (as ``get`` returns)."""
+        ...
+
+    async def put_many(
+        self,
+        items: Sequence[tuple[Any, ...]],
+        *,
+        consistency: Any = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """``(key, value, context)`` items; each key's outcome in order (see ``get_many``)."""
+        ...
+
+    async def delete_many(
+        self,
+        items: Sequence[tuple[Any, ...]],
+        *,
+        consistency: Any = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """``(key, context)`` items; each key's outcome in order (see ``get_many``)."""
+        ...
 
 
 class ClusterControl(Protocol):
@@ -141,7 +173,10 @@ class WorkloadOptions:
             raise ValueError("index_processes must be a non-negative integer")
 
 
-PATTERNS = ("set_add", "register", "delete_recreate")
+PATTERNS = ("set_add", "register", "delete_recreate", "batch")
+
+BATCH_DELETE_FRACTION = 0.3
+"""Share of batch patterns that delete the keys they read with values instead of writing."""
 
 
 class _KeyPool:
@@ -159,6 +194,11 @@ class _KeyPool:
 
     def pick(self, rng: random.Random) -> str:
         return rng.choice(self._active)
+
+    def sample(self, rng: random.Random) -> list[str]:
+        """Two or more distinct active keys (all of them at most), in key-pool order."""
+        count = rng.randint(min(2, len(self._active)), len(self._active))
+        return sorted(rng.sample(self._active, count), key=self._active.index)
 
     def wrote(self, key: str) -> None:
         count = self._writes.get(key, 0) + 1
@@ -203,7 +243,9 @@ class Workload:
         self._rng = rng
         self._pools = {
             name: _KeyPool(
-                name.replace("_", "-"), self.options.active_keys, self.options.writes_per_key
+                name.replace("_", "-"),
+                self.options.active_keys * (2 if name == "batch" else 1),
+                self.options.writes_per_key,
             )
             for name in PATTERNS
         }
@@ -286,6 +328,28 @@ class Workload:
             await self._write(process, OpF.PUT, key, token, token, read, level)
         pool.wrote(key)
 
+    async def _batch(self, process: _Process) -> None:
+        pool = self._pools["batch"]
+        keys = pool.sample(process.rng)
+        reads: dict[str, _ReadResult] = {}
+        if process.rng.random() >= self.options.blind_fraction:
+            level = self._level(process, self.options.read_levels)
+            reads = await self._read_many(process, keys, level)
+            keys = [key for key in keys if key in reads]
+            if not keys:
+                return
+        level = self._level(process, self.options.write_levels)
+        if reads and process.rng.random() < BATCH_DELETE_FRACTION:
+            holding = [key for key in keys if reads[key].values]
+            if holding:
+                await self._write_many(process, OpF.DELETE, holding, reads, level)
+                for key in holding:
+                    pool.wrote(key)
+                return
+        await self._write_many(process, OpF.PUT, keys, reads, level)
+        for key in keys:
+            pool.wrote(key)
+
     @staticmethod
     def _level(process: _Process, levels: tuple[str, ...]) -> str:
         return process.rng.choice(levels)
@@ -356,6 +420,119 @@ class Workload:
         )
         if result is not None:
             self.history.complete(invocation, OpType.OK, time=trio.current_time())
+
+    async def _read_many(
+        self, process: _Process, keys: list[str], consistency: str
+    ) -> dict[str, _ReadResult]:
+        """One ``get_many``; each key is its own read op. Returns the keys read, by key."""
+        invocations = [
+            self.history.invoke(
+                self._new_process_id(),
+                OpF.READ,
+                key,
+                time=trio.current_time(),
+                node=process.name,
+                consistency=consistency,
+            )
+            for key in keys
+        ]
+        results = await self._call_many(
+            invocations,
+            process.client.get_many,
+            [key.encode() for key in keys],
+            consistency=consistency,
+            timeout=self.options.timeout,
+        )
+        reads = {}
+        for invocation, result in zip(invocations, results, strict=True):
+            if result is None:
+                continue
+            values = [bytes(v) for v in result.values]
+            done = self.history.complete(
+                invocation, OpType.OK, time=trio.current_time(), value=tuple(values)
+            )
+            reads[invocation.key] = _ReadResult(done, values, result.context)
+        return reads
+
+    async def _write_many(
+        self,
+        process: _Process,
+        f: OpF,
+        keys: list[str],
+        reads: Mapping[str, _ReadResult],
+        consistency: str,
+    ) -> None:
+        """One ``put_many`` (tokens as values) or ``delete_many`` over ``keys``, each with
+        the context of its read in ``reads`` (none for a key not in it: a blind put)."""
+        invocations = []
+        items: list[tuple[Any, ...]] = []
+        for key in keys:
+            read = reads.get(key)
+            token = None if f is OpF.DELETE else self._token("b")
+            invocations.append(
+                self.history.invoke(
+                    self._new_process_id(),
+                    f,
+                    key,
+                    token,
+                    time=trio.current_time(),
+                    node=process.name,
+                    consistency=consistency,
+                    ctx=None if read is None else read.op.index,
+                )
+            )
+            context = None if read is None else read.context
+            items.append(
+                (key.encode(), context) if token is None else (key.encode(), token, context)
+            )
+        call = process.client.delete_many if f is OpF.DELETE else process.client.put_many
+        results = await self._call_many(
+            invocations, call, items, consistency=consistency, timeout=self.options.timeout
+        )
+        for invocation, result in zip(invocations, results, strict=True):
+            if result is not None:
+                self.history.complete(invocation, OpType.OK, time=trio.current_time())
+
+    async def _call_many(
+        self, invocations: list[Op], call: Any, *args: Any, **kwargs: Any
+    ) -> list[Any]:
+        """Run one batch call over ``invocations`` (one op per key, in order): each key that
+        failed is recorded fail or info by its own outcome, and its place in the returned
+        list is None; a key that succeeded has its result there, for the caller to record.
+
+        A call that raises as a whole, or neither answers nor raises within twice its
+        timeout, ends every key's op the same way (``_call``'s rule for a single call).
+        """
+        results: list[Any] = [None] * len(invocations)
+        whole: tuple[OpType, str] = (OpType.INFO, "no_answer")
+        with trio.move_on_after(2 * self.options.timeout + 1.0):
+            try:
+                batch = await call(*args, **kwargs)
+            except (P2PIndexError, OSError) as exc:
+                whole = (_outcome(exc), _error_code(exc))
+            else:
+                outcomes = list(batch)
+                if len(outcomes) != len(invocations):
+                    raise AssertionError(
+                        f"a batch of {len(invocations)} keys came back with "
+                        f"{len(outcomes)} outcomes"
+                    )
+                for position, (invocation, outcome) in enumerate(
+                    zip(invocations, outcomes, strict=True)
+                ):
+                    if outcome.error is None:
+                        results[position] = outcome.result
+                    else:
+                        self.history.complete(
+                            invocation,
+                            _outcome(outcome.error),
+                            time=trio.current_time(),
+                            error=_error_code(outcome.error),
+                        )
+                return results
+        for invocation in invocations:
+            self.history.complete(invocation, whole[0], time=trio.current_time(), error=whole[1])
+        return results
 
     async def _call(
         self, process: _Process, invocation: Op, call: Any, *args: Any, **kwargs: Any

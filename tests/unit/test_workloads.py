@@ -24,7 +24,7 @@ from p2pindex.core.versions import (
     merge,
     update,
 )
-from p2pindex.errors import Timeout, Unavailable
+from p2pindex.errors import P2PIndexError, Timeout, Unavailable
 from p2pindex.sim.checkers import CheckConfig, check_all
 from p2pindex.sim.history import EventKind, History, OpF, OpType, shorten
 from p2pindex.sim.workloads import Workload, WorkloadOptions, replay, run_churn
@@ -53,6 +53,7 @@ class FakeStore:
         self.lww = lww
         self.no_dots = no_dots
         self.error_rate = error_rate
+        self.lying_batches = False
         self.data: dict[str, dict[bytes, VersionedObject]] = {r: {} for r in REPLICAS}
         self.nursery: trio.Nursery | None = None
 
@@ -109,6 +110,30 @@ class FakeStore:
         await self._hop()
         return Result([], encode_context(new.context))
 
+    async def get_many(self, keys, *, consistency=None, timeout=None) -> list[Outcome]:
+        await self._whole_call()
+        return [await _outcome_of(self.get(key, consistency=consistency)) for key in keys]
+
+    async def put_many(self, items, *, consistency=None, timeout=None) -> list[Outcome]:
+        await self._whole_call()
+        outcomes = [await _outcome_of(self._write(key, value, ctx)) for key, value, ctx in items]
+        if self.lying_batches and outcomes and outcomes[-1].error is None:
+            outcomes[-1] = Outcome(error=Unavailable(2, 1))  # written, yet "nothing was done"
+        return outcomes
+
+    async def delete_many(self, items, *, consistency=None, timeout=None) -> list[Outcome]:
+        await self._whole_call()
+        return [await _outcome_of(self._write(key, None, ctx)) for key, ctx in items]
+
+    async def _whole_call(self) -> None:
+        """A batch call that fails as a whole: before anything was sent (definite), or with
+        nothing heard back after sending (indeterminate: the keys may have been written)."""
+        roll = self.rng.random()
+        if roll < self.error_rate / 2:
+            raise Unavailable(2, 0)
+        if roll < self.error_rate:
+            raise Timeout(required=2, acknowledged=0)
+
     async def _propagate(self, replica: str, key: bytes, obj: VersionedObject) -> None:
         await trio.sleep(self.rng.uniform(0.0, 0.5))
         current = self.data[replica].get(key)
@@ -122,6 +147,21 @@ class FakeStore:
             )
         else:
             self.data[replica][key] = obj if current is None else merge(current, obj)
+
+
+class Outcome:
+    """One key's outcome in a batch call, shaped like ``p2pindex.client.KeyOutcome``."""
+
+    def __init__(self, result: Result | None = None, error: P2PIndexError | None = None) -> None:
+        self.result = result
+        self.error = error
+
+
+async def _outcome_of(call) -> Outcome:
+    try:
+        return Outcome(result=await call)
+    except P2PIndexError as exc:
+        return Outcome(error=exc)
 
 
 def _covers(seen: VersionVector, clock: VersionVector) -> bool:
@@ -188,6 +228,66 @@ async def test_clocks_without_dots_are_caught_as_false_siblings(autojump_clock) 
     history = await run_against(FakeStore(random.Random(4), no_dots=True), seed=4)
     checkers = {v.checker for v in check_all(history, _no_samples())}
     assert "siblings" in checkers
+
+
+async def test_batches_against_a_correct_store_pass_every_checker(autojump_clock) -> None:
+    # Two processes, one on each client: (time, client, kind) names one batch call.
+    history = await run_against(
+        FakeStore(random.Random(11), error_rate=0.05), seed=11, mix={"batch": 1.0}, processes=2
+    )
+    assert check_all(history, _no_samples()) == []
+    invoked = [op for op in history.ops if op.type is OpType.INVOKE and op.f is not OpF.FINAL]
+    assert invoked and all(op.key.startswith("batch-") for op in invoked)
+    calls: dict[tuple[float, str, OpF], list[str]] = {}
+    for op in invoked:
+        calls.setdefault((op.time, op.node, op.f), []).append(op.key)
+    assert max(len(keys) for keys in calls.values()) >= 3, "no batch call carried 3 keys"
+    assert all(len(keys) == len(set(keys)) for keys in calls.values())
+    assert {f for (_, _, f) in calls} == {OpF.READ, OpF.PUT, OpF.DELETE}
+    assert any(op.ctx is None for op in invoked if op.f is OpF.PUT), "no blind batch put"
+    assert all(op.ctx is not None for op in invoked if op.f is OpF.DELETE)
+    # One op per key, each on a process of its own: a batch is many concurrent calls.
+    processes = [op.process for op in invoked]
+    assert len(processes) == len(set(processes))
+    outcomes = {(op.type, op.error) for op in history.ops if op.type is not OpType.INVOKE}
+    assert (OpType.FAIL, "unavailable") in outcomes
+    assert (OpType.INFO, "timeout") in outcomes
+
+
+class WritesTimeOutStore(FakeStore):
+    """Every batch write raises Timeout as a whole, after writing its first key."""
+
+    async def put_many(self, items, *, consistency=None, timeout=None):
+        key, value, context = items[0]
+        await self._write(key, value, context)
+        raise Timeout(required=2, acknowledged=0)
+
+    async def delete_many(self, items, *, consistency=None, timeout=None):
+        raise Timeout(required=2, acknowledged=0)
+
+
+async def test_a_batch_call_that_fails_as_a_whole_ends_every_key_of_it(autojump_clock) -> None:
+    history = await run_against(WritesTimeOutStore(random.Random(12)), seed=12, mix={"batch": 1.0})
+    writes = [op for op in history.ops if op.f in (OpF.PUT, OpF.DELETE)]
+    invoked = {op.process: op for op in writes if op.type is OpType.INVOKE}
+    ended = {op.process: op for op in writes if op.type is not OpType.INVOKE}
+    assert invoked and ended.keys() == invoked.keys()
+    assert {(op.type, op.error) for op in ended.values()} == {(OpType.INFO, "timeout")}
+    calls: dict[tuple[float, str], set[float]] = {}
+    for process, op in invoked.items():
+        calls.setdefault((op.time, op.node), set()).add(ended[process].time)
+    assert all(len(times) == 1 for times in calls.values()), "a call's keys ended apart"
+    # The first key of each call was written although the call timed out: indeterminate
+    # is what lets the final reads show it without a violation.
+    assert check_all(history, _no_samples()) == []
+
+
+async def test_a_batch_that_calls_a_written_key_not_done_is_caught(autojump_clock) -> None:
+    store = FakeStore(random.Random(13))
+    store.lying_batches = True
+    history = await run_against(store, seed=13, mix={"batch": 1.0})
+    checkers = {v.checker for v in check_all(history, _no_samples())}
+    assert "unexpected_values" in checkers
 
 
 async def test_replaying_a_shortened_history_repeats_its_ops(autojump_clock) -> None:
