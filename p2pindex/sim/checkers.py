@@ -19,7 +19,13 @@ Definitions (the value model is described in ``p2pindex.sim.history``):
   that showed it again: a write at ONE acknowledged by a node whose disk is then wiped
   before the write spread. Such a write is not *must*, and what it replaced may return;
 * a sibling's *writer* is its first token; two siblings of one read must be concurrent:
-  the writer of one must not have read (directly or through other writes) the other.
+  the writer of one must not have read (directly or through other writes) the other;
+* a *read-first* write (a delete without a context, a put with ``overwrite``) is served by
+  a read on the node that the history does not show, so its past is unknown: it *may*
+  drop any token of its key written before it completed (no such token is *must* unless
+  written after it, or unless the write definitely failed), and it makes no token *dead*
+  and no sibling stale. What stays checked: its own token as any put's, a definite
+  failure that changed the key anyway, and every write that follows it.
 """
 
 from __future__ import annotations
@@ -97,6 +103,12 @@ class Write:
     closed: bool
     """``observed`` is the write's whole causal past (so walks can stop here): true when
     each value read is exactly its writer's token plus that writer's closed past."""
+    read_first: bool = False
+    """The node read the key before writing (``Op.read_first``); ``observed`` is empty."""
+    ended: int | None = None
+    """Index of the op's completion, if it completed."""
+    may_drop: frozenset[bytes] = frozenset()
+    """For a read-first write: every token of its key written before it completed."""
 
 
 @dataclass(slots=True)
@@ -145,6 +157,7 @@ class Analysis:
             write = started[1]
             if write is not None:
                 write.outcome = op.type
+                write.ended = op.index
             elif op.type is ok:
                 read = Read(op, self._siblings(op), started[0].time)
                 record = self.by_key[op.key]
@@ -153,9 +166,27 @@ class Analysis:
                 else:
                     record.reads.append(read)
                 ok_reads[op.index] = read
+        self._bound_read_first()
         if history.losses:
             replicas = history.meta.options.get("replicas", 3) if history.meta else 3
             self.destroyed = self._destroyed(history.losses, int(replicas))
+
+    def _bound_read_first(self) -> None:
+        """Give each read-first write the tokens it may have read: those of its key whose
+        writes were invoked before it completed (all of them, if it never did)."""
+        for record in self.by_key.values():
+            if not any(write.read_first for write in record.writes):
+                continue
+            for write in record.writes:
+                if write.read_first:
+                    end = write.ended if write.ended is not None else math.inf
+                    write.may_drop = frozenset(
+                        other.token
+                        for other in record.writes
+                        if other.token is not None
+                        and other is not write
+                        and other.invoke.index < end
+                    )
 
     def _destroyed(self, losses: list[CopyLoss], replicas: int) -> set[bytes]:
         copies: dict[bytes, set[str]] = defaultdict(set)
@@ -196,7 +227,7 @@ class Analysis:
         if op.f not in (OpF.ADD, OpF.PUT, OpF.DELETE):
             return None
         observed: frozenset[bytes] = frozenset()
-        closed = True
+        closed = not op.read_first
         if op.ctx is not None:
             read = ok_reads.get(op.ctx)
             if read is None or read.op.key != op.key:
@@ -207,7 +238,7 @@ class Analysis:
             observed = frozenset().union(*read.siblings)
             closed = all(self._is_closed_value(sibling) for sibling in read.siblings)
         token = op.value if isinstance(op.value, bytes) else None
-        write = Write(op, token, OpType.INFO, observed, closed)
+        write = Write(op, token, OpType.INFO, observed, closed, op.read_first)
         if op.f is not OpF.DELETE:
             if token is None or not token or token.split() != [token]:
                 raise ValueError(f"write #{op.index} has no single-word token: {op.value!r}")
@@ -261,7 +292,9 @@ def _dropping(
             continue
         if destroyed and write.token in destroyed:
             continue  # its replacement was destroyed with it
-        dropped |= write.observed
+        # What a read-first write saw is unknown: it may have dropped what came before it
+        # (so nothing earlier is must) but is not known to have (so nothing is dead).
+        dropped |= write.observed if acknowledged_only else write.observed | write.may_drop
     return dropped
 
 

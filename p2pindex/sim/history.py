@@ -122,6 +122,10 @@ class Op:
     """For writes: index of the ok read whose context was sent (None: a blind write)."""
     error: str | None = None
     """For fail and info: the error code (or exception name) that ended the op."""
+    read_first: bool = False
+    """For writes: a delete without a context or a put with ``overwrite``, which the node
+    serves by reading the key first and writing with what it read; what that read saw is not
+    in the history, so the checkers treat its past as unknown (see ``checkers``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,10 +268,23 @@ class History:
         node: str | None = None,
         consistency: str | None = None,
         ctx: int | None = None,
+        read_first: bool = False,
     ) -> Op:
         """Append the invocation of an op under the next free index."""
+        if read_first and (f not in (OpF.PUT, OpF.DELETE) or ctx is not None):
+            raise ValueError("only a put or delete without a context reads first")
         op = Op(
-            self.next_index, process, OpType.INVOKE, f, key, value, time, node, consistency, ctx
+            self.next_index,
+            process,
+            OpType.INVOKE,
+            f,
+            key,
+            value,
+            time,
+            node,
+            consistency,
+            ctx,
+            read_first=read_first,
         )
         self.append(op)
         return op
@@ -298,6 +315,7 @@ class History:
             invocation.consistency,
             invocation.ctx,
             error,
+            invocation.read_first,
         )
         self.append(op)
         return op
@@ -397,6 +415,8 @@ def _encode(record: Record) -> dict[str, Any]:
             attribute = getattr(record, name)
             if attribute is not None:
                 document[name] = attribute
+        if record.read_first:
+            document["read_first"] = True
         return document
     if isinstance(record, FaultEvent):
         return {
@@ -466,6 +486,7 @@ def _decode(document: dict[str, Any]) -> Record:
             document.get("consistency"),
             document.get("ctx"),
             document.get("error"),
+            document.get("read_first") is True,
         )
     if kind == "fault":
         return FaultEvent(
@@ -550,7 +571,7 @@ def format_history(history: History) -> str:
                 f"{name}={getattr(record, name)}"
                 for name in ("node", "consistency", "ctx", "error")
                 if getattr(record, name) is not None
-            ]
+            ] + (["read_first"] if record.read_first else [])
             lines.append(
                 f"{record.time:10.3f} #{record.index:<6} p{record.process:<4} "
                 f"{record.type.value:6} {record.f.value:6} {record.key} "

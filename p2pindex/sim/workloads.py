@@ -14,6 +14,10 @@ Each pattern is aimed at a class of bug (see ``p2pindex.sim.checkers``):
   acknowledging before the storage commit, or dropping hints on restart, loses.
 * **delete_recreate**: put, delete with the read's context, put again, on a few keys,
   so a tombstone reaped before every replica has it lets the deleted value come back.
+* **supersede**: blind puts that make siblings, reads, and the two writes a user makes
+  without a context to replace what is there: ``delete`` without one and ``put`` with
+  ``overwrite``, which the node serves by reading the key first. Their outcomes must be
+  as honest as any write's (see ``checkers`` for what an unseen read leaves checkable).
 * **batch**: a few keys read with one ``get_many`` and written back with one ``put_many``
   (or deleted with one ``delete_many``), each with its own read's context: the client's
   grouping and retries and the node's batch handling, judged key by key like single
@@ -61,6 +65,7 @@ class KVClient(Protocol):
         context: Any = None,
         consistency: Any = None,
         timeout: float | None = None,
+        overwrite: bool = False,
     ) -> Any: ...
 
     async def delete(
@@ -173,7 +178,7 @@ class WorkloadOptions:
             raise ValueError("index_processes must be a non-negative integer")
 
 
-PATTERNS = ("set_add", "register", "delete_recreate", "batch")
+PATTERNS = ("set_add", "register", "delete_recreate", "batch", "supersede")
 
 BATCH_DELETE_FRACTION = 0.3
 """Share of batch patterns that delete the keys they read with values instead of writing."""
@@ -328,6 +333,24 @@ class Workload:
             await self._write(process, OpF.PUT, key, token, token, read, level)
         pool.wrote(key)
 
+    async def _supersede(self, process: _Process) -> None:
+        pool = self._pools["supersede"]
+        key = pool.pick(process.rng)
+        roll = process.rng.random()
+        if roll < 0.2:
+            await self._read(process, key, self._level(process, self.options.read_levels))
+            return
+        level = self._level(process, self.options.write_levels)
+        if roll < 0.5:
+            token = self._token("s")
+            await self._write(process, OpF.PUT, key, token, token, None, level)
+        elif roll < 0.75:
+            token = self._token("o")
+            await self._write(process, OpF.PUT, key, token, token, None, level, read_first=True)
+        else:
+            await self._write(process, OpF.DELETE, key, None, None, None, level, read_first=True)
+        pool.wrote(key)
+
     async def _batch(self, process: _Process) -> None:
         pool = self._pools["batch"]
         keys = pool.sample(process.rng)
@@ -391,7 +414,11 @@ class Workload:
         payload: bytes | None,
         read: _ReadResult | None,
         consistency: str,
+        *,
+        read_first: bool = False,
     ) -> None:
+        """One put or delete; ``read_first``: a delete without a context or a put with
+        ``overwrite`` (then ``read`` is None)."""
         invocation = self.history.invoke(
             process.id,
             f,
@@ -401,22 +428,25 @@ class Workload:
             node=process.name,
             consistency=consistency,
             ctx=None if read is None else read.op.index,
+            read_first=read_first,
         )
-        context = None if read is None else read.context
+        options: dict[str, Any] = {"context": None if read is None else read.context}
         call: Callable[..., Awaitable[object]]
         args: tuple[bytes | None, ...]
         if f is OpF.DELETE:
             call, args = process.client.delete, (key.encode(),)
         else:
             call, args = process.client.put, (key.encode(), payload)
+            if read_first:
+                options["overwrite"] = True
         result = await self._call(
             process,
             invocation,
             call,
             *args,
-            context=context,
             consistency=consistency,
             timeout=self.options.timeout,
+            **options,
         )
         if result is not None:
             self.history.complete(invocation, OpType.OK, time=trio.current_time())
@@ -718,7 +748,9 @@ async def replay(
             payload = token
             if op.f is OpF.ADD and token is not None:
                 payload = _set_value(token, read)
-            await workload._write(process, op.f, op.key, token, payload, read, level)
+            await workload._write(
+                process, op.f, op.key, token, payload, read, level, read_first=op.read_first
+            )
 
     async with trio.open_nursery() as nursery:
         for ops in plans.values():

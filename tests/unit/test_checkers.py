@@ -69,6 +69,12 @@ class Builder:
     def write(self, p, f, key, token, ctx=None, type=OK) -> int:
         return self.complete(self.invoke(p, f, key, token, ctx), type)
 
+    def read_first(self, p, f, key, token=None, type=OK) -> int:
+        """A delete without a context or a put with overwrite: the node reads first."""
+        value = token.encode() if token else None
+        op = self.history.invoke(p, f, key, value, time=self.tick(), read_first=True)
+        return self.complete(op, type)
+
 
 # --- lost writes ---------------------------------------------------------------------------
 
@@ -126,6 +132,73 @@ def test_a_definitely_failed_overwrite_replaces_nothing() -> None:
     b.write(0, OpF.DELETE, "k", None, ctx=r, type=FAIL)
     b.final("k")
     assert [v.checker for v in check_lost_writes(b.history)] == ["lost_writes"]
+
+
+def test_what_came_before_a_read_first_delete_may_be_gone_and_may_stay() -> None:
+    for final in ((), ("r0",), ("r0", "r1")):
+        b = Builder()
+        b.write(0, OpF.PUT, "k", "r0")
+        b.write(1, OpF.PUT, "k", "r1")
+        b.read_first(2, OpF.DELETE, "k")
+        b.final("k", *final)
+        assert check_all(b.history, CheckConfig(convergence_bound=None)) == [], final
+
+
+def test_a_write_after_a_read_first_delete_must_survive_it() -> None:
+    b = Builder()
+    b.write(0, OpF.PUT, "k", "r0")
+    b.read_first(1, OpF.DELETE, "k")
+    b.write(2, OpF.PUT, "k", "r5")
+    b.final("k")
+    violations = check_lost_writes(b.history)
+    assert [v.checker for v in violations] == ["lost_writes"]
+    assert "r5" in violations[0].message and "r0" not in violations[0].message
+
+
+def test_a_write_in_flight_while_a_read_first_delete_ran_may_be_gone() -> None:
+    b = Builder()
+    racing = b.invoke(0, OpF.PUT, "k", "r0")
+    b.read_first(1, OpF.DELETE, "k")
+    b.complete(racing)
+    b.final("k")
+    assert check_lost_writes(b.history) == []
+
+
+def test_a_definitely_failed_read_first_delete_removes_nothing() -> None:
+    b = Builder()
+    b.write(0, OpF.PUT, "k", "r0")
+    b.read_first(1, OpF.DELETE, "k", type=FAIL)
+    b.final("k")
+    assert [v.checker for v in check_lost_writes(b.history)] == ["lost_writes"]
+
+
+def test_an_overwrite_token_is_checked_like_any_put() -> None:
+    b = Builder()
+    b.write(0, OpF.PUT, "k", "r0")
+    b.read_first(1, OpF.PUT, "k", "o2")
+    b.final("k", "r0")  # r0 may stay (the overwrite's read may have missed it); o2 may not go
+    assert [v.checker for v in check_lost_writes(b.history)] == ["lost_writes"]
+    b = Builder()
+    b.read_first(1, OpF.PUT, "k", "o0", type=FAIL)
+    b.final("k", "o0")
+    assert [v.checker for v in check_unexpected_values(b.history)] == ["unexpected_values"]
+
+
+def test_a_read_first_write_makes_nothing_dead_nor_a_sibling_stale() -> None:
+    b = Builder()
+    b.write(0, OpF.PUT, "k", "r0")
+    b.read_first(1, OpF.PUT, "k", "o1")
+    b.final("k", "r0", "o1")
+    assert check_all(b.history, CheckConfig(convergence_bound=None)) == []
+
+
+def test_only_a_contextless_put_or_delete_reads_first() -> None:
+    b = Builder()
+    r = b.read(0, "k")
+    with pytest.raises(ValueError, match="reads first"):
+        b.history.invoke(1, OpF.DELETE, "k", time=b.tick(), ctx=r, read_first=True)
+    with pytest.raises(ValueError, match="reads first"):
+        b.history.invoke(1, OpF.ADD, "k", b"a1", time=b.tick(), read_first=True)
 
 
 def test_acknowledged_writes_without_a_final_read_are_reported() -> None:

@@ -33,7 +33,7 @@ def sample_history() -> History:
     history.append(FaultEvent(0.25, EventKind.PARTITION, links=(("n1", "n2"), ("n2", "n1"))))
     history.append(FaultEvent(0.5, EventKind.LOSS, ("n3",), amount=0.2, ends=True))
     history.append(Observation(0.4, "n1", "n2", Liveness.SUSPECT))
-    other = history.invoke(1, OpF.DELETE, "k2", time=0.45, consistency="all")
+    other = history.invoke(1, OpF.DELETE, "k2", time=0.45, consistency="all", read_first=True)
     history.complete(other, OpType.FAIL, time=0.46, error="unavailable")
     history.append(ReplicaState(1.0, 0, "n2", "k1", (b"r2",), b"\x01\x02"))
     return history
@@ -46,6 +46,8 @@ def test_invoke_and_complete_number_ops_and_keep_write_tokens() -> None:
     assert history.ops[3].type is OpType.INFO
     assert history.ops[3].ctx == 1
     assert history.ops[3].error == "timeout"
+    assert not history.ops[3].read_first
+    assert history.ops[4].read_first and history.ops[5].read_first
     assert history.keys() == ["k1", "k2"]
     assert len(history) == 10
     assert [type(r).__name__ for r in history][4:7] == ["FaultEvent", "FaultEvent", "Observation"]

@@ -54,6 +54,7 @@ class FakeStore:
         self.no_dots = no_dots
         self.error_rate = error_rate
         self.lying_batches = False
+        self.lying_read_first = False
         self.data: dict[str, dict[bytes, VersionedObject]] = {r: {} for r in REPLICAS}
         self.nursery: trio.Nursery | None = None
 
@@ -74,11 +75,25 @@ class FakeStore:
             return Result([], encode_context(VersionVector()))
         return Result(merged.values, encode_context(merged.context))
 
-    async def put(self, key, value, *, context=None, consistency=None, timeout=None) -> Result:
+    async def put(
+        self, key, value, *, context=None, consistency=None, timeout=None, overwrite=False
+    ) -> Result:
+        if overwrite:
+            context = await self._read_first(key, consistency)
         return await self._write(key, value, context)
 
     async def delete(self, key, *, context=None, consistency=None, timeout=None) -> Result:
+        if context is None:
+            context = await self._read_first(key, consistency)
         return await self._write(key, None, context)
+
+    async def _read_first(self, key: bytes, consistency) -> bytes:
+        """What the node does for a delete without a context or a put with overwrite."""
+        context = (await self.get(key, consistency=consistency)).context
+        if self.lying_read_first:
+            await self._write(key, None, context)
+            raise Unavailable(2, 1)  # the tombstone is written, yet "nothing was done"
+        return context
 
     async def _write(self, key: bytes, value: bytes | None, context: bytes | None) -> Result:
         await self._hop()
@@ -288,6 +303,36 @@ async def test_a_batch_that_calls_a_written_key_not_done_is_caught(autojump_cloc
     history = await run_against(store, seed=13, mix={"batch": 1.0})
     checkers = {v.checker for v in check_all(history, _no_samples())}
     assert "unexpected_values" in checkers
+
+
+async def test_superseding_writes_against_a_correct_store_pass_every_checker(
+    autojump_clock,
+) -> None:
+    history = await run_against(
+        FakeStore(random.Random(14), error_rate=0.05), seed=14, mix={"supersede": 1.0}
+    )
+    assert check_all(history, _no_samples()) == []
+    done = [op for op in history.ops if op.type is OpType.OK and op.f is not OpF.FINAL]
+    assert {(op.f, op.read_first) for op in done} == {
+        (OpF.READ, False),
+        (OpF.PUT, False),
+        (OpF.PUT, True),
+        (OpF.DELETE, True),
+    }
+    assert all(op.ctx is None for op in done if op.f is not OpF.READ)
+    finals = [op for op in history.ops if op.f is OpF.FINAL and op.type is OpType.OK]
+    assert any(not op.value for op in finals), "no key ended deleted"
+    assert any(len(op.value) > 1 for op in finals), "blind puts made no siblings"
+
+
+async def test_a_read_first_delete_that_lands_after_a_definite_failure_is_caught(
+    autojump_clock,
+) -> None:
+    store = FakeStore(random.Random(15))
+    store.lying_read_first = True
+    history = await run_against(store, seed=15, mix={"supersede": 1.0})
+    checkers = {v.checker for v in check_all(history, _no_samples())}
+    assert "lost_writes" in checkers
 
 
 async def test_replaying_a_shortened_history_repeats_its_ops(autojump_clock) -> None:
