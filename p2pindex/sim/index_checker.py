@@ -33,6 +33,12 @@ before W reached them. A change long before or after W is checked in full:
   and serves no reads of them until then (index seed 2 found the gap this closes: a removed
   node had held one of a quorum's two copies).
 
+The strict QUORUM reads the writes take their contexts from are held to the same two rules
+as a quorum query over every term of their one key, by value: the read must return W's
+value when W was acknowledged at QUORUM or ALL (the first rule), and nothing else when W
+replaced every earlier version on a steady ring (the second; for a delete, nothing at all).
+R + W > N on the key's own replicas promises exactly this, and the README says so.
+
 Queries asked after heal and quiescence (``final``) hold every replica to the model: any
 acknowledged level counts, for keys with no write of unknown outcome.
 
@@ -48,7 +54,13 @@ from collections.abc import Collection
 
 from p2pindex.sim.checkers import Violation
 from p2pindex.sim.history import EventKind, History
-from p2pindex.sim.index_workload import IndexHistory, IndexQuery, IndexWorkload, IndexWrite
+from p2pindex.sim.index_workload import (
+    IndexHistory,
+    IndexQuery,
+    IndexRead,
+    IndexWorkload,
+    IndexWrite,
+)
 
 CHECKER = "index"
 _TAKES_EFFECT = ("ok", "unknown", "pending")
@@ -70,12 +82,15 @@ def check_index(history: IndexHistory) -> list[Violation]:
         returned = set(query.rows)
         for key, writes in by_key.items():
             violations += _check_key(number, query, key, writes, returned, steady, history)
+    for number, read in enumerate(history.reads):
+        steady = not any(t <= read.complete for t in history.membership_changes)
+        violations += _check_read(number, read, by_key.get(read.key, []), steady, history)
     return violations
 
 
-def _raced(write: IndexWrite, query: IndexQuery, history: IndexHistory) -> bool:
-    """Whether ``write`` raced a membership change before ``query`` ended (module doc)."""
-    assert write.complete is not None and query.complete is not None
+def _raced(write: IndexWrite, history: IndexHistory) -> bool:
+    """Whether ``write`` raced a membership change (module doc)."""
+    assert write.complete is not None
     since = write.invoke - RING_SETTLE
     until = write.complete + RING_SETTLE
     return any(since < t <= until for t in history.membership_changes)
@@ -95,29 +110,11 @@ def _check_key(
     history: IndexHistory,
 ) -> list[Violation]:
     assert query.complete is not None
-    done = [
-        (i, w)
-        for i, w in writes
-        if w.outcome == "ok" and w.complete is not None and w.complete < query.invoke
-    ]
-    if not done:
+    settled = _settled_last(writes, query.invoke, query.complete, query.final, history)
+    if settled is None:
         return []
-    index, last = max(done, key=lambda item: item[1].complete or 0.0)
-    for i, other in writes:
-        if (
-            i != index
-            and other.outcome in _TAKES_EFFECT
-            and last.invoke < other.invoke <= query.complete
-        ):
-            return []  # a later write may or may not be in the answer
-    if query.final and any(w.outcome != "ok" and w.outcome != "fail" for _, w in writes):
-        return []
-    destroyed = sum(1 for t in history.copy_losses if last.invoke < t <= query.complete)
-    if destroyed >= _acknowledgements(last.level, history.replicas):
-        return []  # every copy of W may have been on the nodes removed or wiped since
-    covers = _level_covers(query, last, steady) and (
-        query.final or not _raced(last, query, history)
-    )
+    index, last = settled
+    covers = _level_covers(query, last, steady) and (query.final or not _raced(last, history))
     text = key.decode()
     found: list[Violation] = []
     in_range = last.term is not None and query.lo <= last.term <= query.hi
@@ -147,6 +144,79 @@ def _check_key(
                 )
             )
     return found
+
+
+def _settled_last(
+    writes: list[tuple[int, IndexWrite]],
+    invoke: float,
+    complete: float,
+    final: bool,
+    history: IndexHistory,
+) -> tuple[int, IndexWrite] | None:
+    """W, the acknowledged write of a key that completed last before ``invoke`` (with its
+    number), when an answer given from ``invoke`` to ``complete`` is held to it: no write
+    that may take effect began after W did and before ``complete``, and W's copies were
+    not all on nodes removed or wiped since (module doc)."""
+    done = [
+        (i, w)
+        for i, w in writes
+        if w.outcome == "ok" and w.complete is not None and w.complete < invoke
+    ]
+    if not done:
+        return None
+    index, last = max(done, key=lambda item: item[1].complete or 0.0)
+    for i, other in writes:
+        if i != index and other.outcome in _TAKES_EFFECT and last.invoke < other.invoke <= complete:
+            return None  # a later write may or may not be in the answer
+    if final and any(w.outcome != "ok" and w.outcome != "fail" for _, w in writes):
+        return None
+    destroyed = sum(1 for t in history.copy_losses if last.invoke < t <= complete)
+    if destroyed >= _acknowledgements(last.level, history.replicas):
+        return None  # every copy of W may have been on the nodes removed or wiped since
+    return index, last
+
+
+def _check_read(
+    number: int,
+    read: IndexRead,
+    writes: list[tuple[int, IndexWrite]],
+    steady: bool,
+    history: IndexHistory,
+) -> list[Violation]:
+    """A strict QUORUM read of one key against W (module doc)."""
+    settled = _settled_last(writes, read.invoke, read.complete, False, history)
+    if settled is None:
+        return []
+    index, last = settled
+    if last.level not in ("quorum", "all") or _raced(last, history):
+        return []
+    text = read.key.decode()
+    shown = sorted(v.decode("ascii", "replace") for v in read.values)
+    if last.value is not None and last.value not in read.values:
+        return [
+            Violation(
+                CHECKER,
+                f"strict quorum read #{number} of {text} returned {shown} without "
+                f"{last.value.decode()}, acknowledged at {last.level} by write #{index} "
+                "before the read began and not written since",
+                keys=(text,),
+                op_indexes=(index,),
+            )
+        ]
+    expected = () if last.value is None else (last.value,)
+    if steady and _supersedes_all(index, last, writes) and read.values != expected:
+        what = "a delete" if last.value is None else last.value.decode()
+        return [
+            Violation(
+                CHECKER,
+                f"strict quorum read #{number} of {text} returned {shown}, but its "
+                f"acknowledged current version (write #{index}, {what} at {last.level}) "
+                "replaced every earlier version",
+                keys=(text,),
+                op_indexes=(index,),
+            )
+        ]
+    return []
 
 
 def _level_covers(query: IndexQuery, write: IndexWrite, steady: bool) -> bool:

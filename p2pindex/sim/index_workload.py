@@ -4,10 +4,12 @@ Processes write to a small pool of keys (``ix:NN``), each version filed under on
 term of index ``t``: most writes read the key at quorum first and replace what they saw
 (the term changes), some are blind (concurrent writes become siblings, found under both
 terms), some delete. Writes are strict (primaries only), at QUORUM or ALL, so what they
-acknowledge is what coverage queries promise to see. Other processes page through range
-queries at ``one`` and ``quorum`` (small pages, so a query spans many requests while
-faults and membership changes go on). After heal and quiescence, ``final_queries`` asks
-every range at ``one`` once more: by then every replica holds every write.
+acknowledge is what coverage queries promise to see, and what the strict QUORUM read each
+write takes its context from must see too (those reads are recorded and checked). Other
+processes page through range queries at ``one`` and ``quorum`` (small pages, so a query
+spans many requests while faults and membership changes go on). After heal and
+quiescence, ``final_queries`` asks every range at ``one`` once more: by then every replica
+holds every write.
 
 Everything is recorded in an ``IndexHistory`` for ``p2pindex.sim.index_checker``. Time is
 ``trio.current_time()``, randomness only from the ``random.Random`` passed in.
@@ -43,6 +45,18 @@ class IndexWrite:
     complete: float | None = None
     outcome: str = "pending"
     """ok, fail (definite: nothing written) or unknown."""
+    value: bytes | None = None
+    """What a put stored (unique to this write); None for a delete."""
+
+
+@dataclass(slots=True)
+class IndexRead:
+    """A strict QUORUM read of one key (the one a write reads its context with)."""
+
+    key: bytes
+    invoke: float
+    complete: float
+    values: tuple[bytes, ...]
 
 
 @dataclass(slots=True)
@@ -69,6 +83,8 @@ class IndexHistory:
     copy_losses: list[float] = field(default_factory=list)
     """Times a node's copies were destroyed for good: removals and wiped disks."""
     replicas: int = 3
+    reads: list[IndexRead] = field(default_factory=list)
+    """The strict QUORUM reads that ended ok, checked like one-key queries."""
 
 
 class IndexWorkload:
@@ -117,9 +133,13 @@ class IndexWorkload:
             except P2PIndexError:
                 return
             context = got.context
+            read = IndexRead(key, read_invoke, trio.current_time(), tuple(map(bytes, got.values)))
+            self.history.reads.append(read)
         term = None if delete else rng.randrange(TERMS)
         write = IndexWrite(key, term, level, read_invoke, trio.current_time())
         self.history.writes.append(write)
+        if not delete:
+            write.value = b"v%d" % len(self.history.writes)
         try:
             if delete:
                 await client.delete(
@@ -128,7 +148,7 @@ class IndexWorkload:
             else:
                 await client.put(
                     key,
-                    b"v%d" % len(self.history.writes),
+                    write.value,
                     context=context,
                     consistency=level,
                     timeout=self._timeout,

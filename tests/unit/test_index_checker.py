@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from p2pindex.sim.index_checker import check_index
-from p2pindex.sim.index_workload import IndexHistory, IndexQuery, IndexWrite
+from p2pindex.sim.index_workload import IndexHistory, IndexQuery, IndexRead, IndexWrite
 
 K = b"ix:01"
 
@@ -98,3 +98,48 @@ def test_only_a_membership_change_that_raced_the_write_excuses_it() -> None:
     assert found([5.0]) == 1  # the new replicas copied a settled write
     assert found([50.0]) == 1  # long after the write: the same
     assert found([25.0]) == 0 and found([35.0]) == 0  # raced the write
+
+
+# --- the strict QUORUM reads the writes take their contexts from ------------------------------
+
+
+def valued(value: bytes | None, level="quorum", *, at, read=None, outcome="ok") -> IndexWrite:
+    write = IndexWrite(K, None if value is None else 1, level, read, at, at + 0.5, outcome)
+    write.value = value
+    return write
+
+
+def read_check(writes, values, *, at=5.0, changes=(), losses=()) -> list:
+    read = IndexRead(K, at, at + 0.5, tuple(values))
+    history = IndexHistory(list(writes), [], list(changes), copy_losses=list(losses))
+    history.reads = [read]
+    return check_index(history)
+
+
+def test_a_strict_quorum_read_must_return_the_last_acknowledged_value() -> None:
+    found = read_check([valued(b"v1", at=1.0)], [])
+    assert len(found) == 1 and "without v1" in found[0].message
+    assert read_check([valued(b"v1", at=1.0)], [b"v1"]) == []
+    assert read_check([valued(b"v1", "all", at=1.0)], [b"v0", b"v1"]) == []  # a blind put
+    missed = read_check([valued(b"v1", at=1.0), valued(b"v2", at=2.0)], [b"v1"])
+    assert len(missed) == 1 and "without v2" in missed[0].message
+
+
+def test_a_read_is_excused_by_a_write_that_raced_it_a_membership_change_or_lost_copies() -> None:
+    assert read_check([valued(b"v1", at=1.0), valued(b"v2", at=5.2)], [b"v2"]) == []
+    unknown = valued(b"v2", at=5.2, outcome="unknown")
+    assert read_check([valued(b"v1", at=1.0), unknown], []) == []
+    assert read_check([valued(b"v1", at=1.0)], [], changes=[2.0]) == []
+    assert read_check([valued(b"v1", at=1.0)], [], losses=[2.0, 3.0]) == []
+    assert len(read_check([valued(b"v1", at=1.0)], [], losses=[3.0])) == 1
+
+
+def test_a_read_after_a_version_that_replaced_everything_returns_only_it() -> None:
+    writes = [valued(b"v1", at=1.0), valued(b"v2", at=3.0, read=2.5)]
+    found = read_check(writes, [b"v1", b"v2"])
+    assert len(found) == 1 and "replaced every earlier version" in found[0].message
+    assert read_check(writes, [b"v2"]) == []
+    assert read_check(writes, [b"v1", b"v2"], changes=[0.5]) == []  # not on a steady ring
+    deleted = [valued(b"v1", at=1.0), valued(None, "all", at=3.0, read=2.5)]
+    assert len(read_check(deleted, [b"v1"])) == 1
+    assert read_check(deleted, []) == []
