@@ -93,6 +93,13 @@ class NotReady(DefiniteError):
     code = "not_ready"
 
 
+class LeaveAbandoned(DefiniteError):
+    """A leaving node could not hand its ranges to the nodes that take its place: it stays
+    a member and keeps serving, and the operator runs the leave again later."""
+
+    code = "leave_abandoned"
+
+
 class StorageFailure(DefiniteError):
     """Local storage refused a write (disk full, unreadable file); it was not acknowledged."""
 

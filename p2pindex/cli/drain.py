@@ -3,19 +3,23 @@
 The node stops coordinating (it relays requests to the key's other replicas), hands every
 range it holds to the nodes that take its place, then announces that it left and exits.
 The command follows the handoff's progress and ETA from the node's status until it is gone.
-A drain that would leave fewer than N nodes is refused by the node, with the reason.
+A drain that would leave fewer than N nodes is refused by the node, with the reason; one
+the node abandons (a node taking over stayed out of reach) ends with that reason and exit
+status 1, the node still a serving member.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Mapping
 from typing import Any
 
 import trio
 
 from p2pindex.cli.common import (
+    EXIT_ERROR,
     EXIT_INDETERMINATE,
     EXIT_OK,
     add_format_option,
@@ -92,6 +96,17 @@ def run_drain(args: argparse.Namespace) -> int:
                     break  # the node has left and exited
                 if status.get("node_id") != node_id:
                     break  # another node now answers at this address
+                abandoned = (status.get("handoff") or {}).get("abandoned")
+                if abandoned:
+                    if as_json:
+                        print(json.dumps({"ok": False, "node_id": node_id, "abandoned": abandoned}))
+                    else:
+                        print(
+                            f"error: node {node_id} abandoned the drain and stays in the "
+                            f"cluster, serving: {abandoned}",
+                            file=sys.stderr,
+                        )
+                    return EXIT_ERROR
                 if not as_json:
                     print(progress_line(status), flush=True)
                 await trio.sleep(POLL)

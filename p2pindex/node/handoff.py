@@ -9,7 +9,10 @@ handoff interrupted by a crash resumes where it stopped.
 
 A leaving node pushes every key it holds to the nodes that take over its place in each
 preference list, then stops taking writes and pushes again the keys written meanwhile,
-before it announces that it left.
+before it announces that it left. A node that cannot reach one of them for
+``LEAVE_PATIENCE`` seconds abandons the leave and stays (``LeaveAbandoned``): leaving
+anyway would take the only copies of some writes (and the hints it holds) with it, and
+a node cut off from the others could not even tell them it left.
 
 When a member is removed, each node that gains arcs pulls them from every old replica that
 remains (``pull_gained``), and answers no reads until it has them.
@@ -28,7 +31,7 @@ import trio
 from p2pindex.config import Limits
 from p2pindex.core.batching import batches
 from p2pindex.core.ring import Arc, Ring, arc_holding, key_token
-from p2pindex.errors import P2PIndexError, StorageFailure
+from p2pindex.errors import LeaveAbandoned, P2PIndexError, StorageFailure
 from p2pindex.node.eventlog import EventLog
 from p2pindex.node.peers import PeerPool
 from p2pindex.node.stats import StatisticsStore
@@ -53,6 +56,9 @@ ARCS_PER_SCAN = 1024
 """Arcs in one RangeScan (the receiver's limit, MAX_SCAN_ARCS, is the same)."""
 PARALLEL_CHUNKS = 8
 SAVE_INTERVAL = 0.5
+LEAVE_PATIENCE = 60.0
+"""Seconds a leaving node keeps trying a node that takes its place while that node is
+down or unreachable, before it abandons the leave (a short partition heals within it)."""
 GAINED_ATTEMPTS = 5
 """Tries per source when pulling arcs gained by a removal, before it is left to
 anti-entropy."""
@@ -109,6 +115,8 @@ class HandoffProgress:
     last_error: str = ""
     second_pass_keys: int | None = None
     """A leave's second push: the keys written while the first one ran (None before it)."""
+    abandoned: str = ""
+    """Why a leave was abandoned (the node stayed); empty otherwise."""
     clock: Callable[[], float] = field(default=trio.current_time, repr=False)
 
     def eta(self, elapsed: float) -> float | None:
@@ -140,6 +148,7 @@ class HandoffProgress:
             "eta_s": None if eta is None else round(eta, 1),
             "last_error": self.last_error,
             "second_pass_keys": self.second_pass_keys,
+            "abandoned": self.abandoned,
         }
 
 
@@ -496,7 +505,11 @@ class OwnershipHandoff(RecordMover):
         passes sent) only after the second pass: the figures an operator compares with
         ``p2pindex plan remove``."""
         written.track_writes()
-        scanned = await self.push_all(written)
+        try:
+            scanned = await self.push_all(written)
+        except LeaveAbandoned:
+            await written.written()  # stops the tracking
+            raise
         view.handing_over = True
         commits = await written.written()
         if commits is None:
@@ -543,6 +556,7 @@ class OwnershipHandoff(RecordMover):
             for target, items in by_target.items()
             for batch in batches(items, BATCH_BYTES)
         ):
+            out_of_reach_since: float | None = None
             while True:
                 try:
                     await self._peers.request(
@@ -552,8 +566,17 @@ class OwnershipHandoff(RecordMover):
                 except (OSError, P2PIndexError) as exc:
                     self._stats.incr("handoff.push_failures")
                     self.progress.last_error = f"{target}: {exc}"
-                    if not self._view.usable(target):
-                        break
+                    now = trio.current_time()
+                    if self._view.usable(target):
+                        out_of_reach_since = None
+                    elif out_of_reach_since is None:
+                        out_of_reach_since = now
+                    elif now - out_of_reach_since >= LEAVE_PATIENCE:
+                        raise LeaveAbandoned(
+                            f"node {target}, which takes over some of this node's ranges, "
+                            f"was down or unreachable for {LEAVE_PATIENCE:g}s ({exc}); "
+                            f"{self.progress.keys} key(s) were handed over before that"
+                        ) from None
                     await trio.sleep(RETRY_DELAY)
             self.progress.keys += len(batch)
             self.progress.bytes += sum(len(k) + len(r) for k, r in batch)

@@ -22,7 +22,7 @@ import trio
 import trio.testing
 
 from p2pindex.config import NodeConfig
-from p2pindex.errors import InvalidRequest
+from p2pindex.errors import InvalidRequest, LeaveAbandoned
 from p2pindex.node.identity import NodeIdentity
 from p2pindex.node.node import Node
 from p2pindex.sim.authority import SimClusterAuthority
@@ -297,13 +297,23 @@ class SimCluster:
             raise InvalidRequest(f"{node} is not running, so it cannot leave")
         self._trace.event("leave", node)
         leaver, stopped = slot.node, slot.stopped
+        left = True
+
+        async def leave(cancel_scope: trio.CancelScope) -> None:
+            nonlocal left
+            left = await leaver.leave()
+            if not left:
+                cancel_scope.cancel()  # abandoned: the node serves on
+
         # The leave runs for the node, so it dies with the node: a crash fault during the
         # handoff ends it as it would end a real process (index seed 79: a leaver crashed
         # mid-push, and its push retried a dead transport forever).
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(leaver.leave)
+            nursery.start_soon(leave, nursery.cancel_scope)
             await stopped.wait()
             nursery.cancel_scope.cancel()
+        if not left:
+            raise LeaveAbandoned(f"{node} abandoned its leave and stays in the cluster")
         if slot.node is not leaver or slot.state is not SlotState.UP:
             return  # crashed while leaving: still a member, down until it restarts
         self._network.crash(node)

@@ -250,6 +250,63 @@ async def test_a_leaving_node_hands_its_keys_to_the_nodes_that_replace_it(autoju
                 assert record is not None, (key, running.node.node_id)
 
 
+async def test_a_leave_that_cannot_reach_a_node_taking_over_is_abandoned_and_it_serves_on(
+    autojump_clock,
+):
+    """Batch seed 91: a node cut off from every other was told to leave; it skipped every
+    push it could not make, announced its leave to nobody and stopped, so the others kept a
+    dead member in the ring and nobody took its ranges over. Now it keeps trying for
+    LEAVE_PATIENCE seconds, then gives up the leave and serves on, saying why."""
+    async with running_cluster(4) as cluster:
+        for i in range(60):
+            reply = await cluster.request(cluster.nodes[0], put(b"stay-%d" % i, b"v", None, "all"))
+            assert isinstance(reply, PutReply)
+        leaver, taker = cluster.nodes[3], cluster.nodes[2]
+        cluster.crash(taker)
+        started = trio.current_time()
+        assert await leaver.node.leave() is False
+        assert trio.current_time() - started >= handoff.LEAVE_PATIENCE
+        assert not leaver.node.leaving and not leaver.node.view.handing_over
+        progress = leaver.node.handoff.progress.doc()
+        assert progress["done"] and taker.node.node_id in str(progress["abandoned"])
+        assert leaver.node.stats.get("handoff.leaves_abandoned") == 1
+        for running in (*cluster.nodes[:2], leaver):
+            assert leaver.node.node_id in running.node.ring.nodes
+        reply = await cluster.request(leaver, put(b"after", b"v", None, "quorum"))
+        assert isinstance(reply, PutReply), reply
+
+
+async def test_a_leave_waits_out_a_short_outage_of_a_node_taking_over(autojump_clock):
+    async with running_cluster(4) as cluster:
+        keys = [b"wait-%d" % i for i in range(60)]
+        for key in keys:
+            assert isinstance(
+                await cluster.request(cluster.nodes[0], put(key, b"v", None, "all")), PutReply
+            )
+        leaver = cluster.nodes[3]
+        host = leaver.address.host
+        others = [n.address.host for n in cluster.nodes[:3]]
+        cluster.network.block("cut-off", [(host, o) for o in others] + [(o, host) for o in others])
+        outcome = []
+
+        async def leave() -> None:
+            outcome.append(await leaver.node.leave())
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(leave)
+            await trio.sleep(handoff.LEAVE_PATIENCE / 2)
+            assert leaver.node.leaving  # still trying: cut off from every other node
+            cluster.network.clear("cut-off")
+        assert outcome == [True]
+        stayers = cluster.nodes[:3]
+        with trio.fail_after(15):
+            while any(leaver.node.node_id in n.node.ring.nodes for n in stayers):
+                await trio.sleep(0.05)
+        for key in keys:
+            for running in stayers:
+                assert running.storage.get(key) is not None, (key, running.node.node_id)
+
+
 async def test_strict_counts_only_primaries_where_sloppy_uses_a_fallback(autojump_clock):
     async with running_cluster(4) as cluster:
         key = b"strictness"

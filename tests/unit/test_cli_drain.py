@@ -90,3 +90,23 @@ def test_a_refused_drain_says_why_in_one_line(
     assert cli_main.main(["drain", "--node", str(cluster.nodes[0].address)]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "leave refused: fewer than N=3" in err[0]
+
+
+def test_a_drain_the_node_abandons_ends_with_its_reason_and_exit_1(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture
+) -> None:
+    reason = "node n4, which takes over some of this node's ranges, was down for 60s"
+
+    async def abandoning(node: FakeNode, message: Message) -> Message:
+        if isinstance(message, LeaveRequest):
+            return OkReply("leaving")
+        return StatusReply(status_doc(node, handoff={**HANDOFF, "abandoned": reason}))
+
+    target = cluster.nodes[2]
+    target.behaviour = abandoning
+    assert cli_main.main(["drain", "--node", str(target.address)]) == 1
+    captured = capsys.readouterr()
+    assert "ok:" not in captured.out
+    assert captured.err.strip() == (
+        f"error: node node2 abandoned the drain and stays in the cluster, serving: {reason}"
+    )
