@@ -22,10 +22,12 @@ Definitions (the value model is described in ``p2pindex.sim.history``):
   the writer of one must not have read (directly or through other writes) the other;
 * a *read-first* write (a delete without a context, a put with ``overwrite``) is served by
   a read on the node that the history does not show, so its past is unknown: it *may*
-  drop any token of its key written before it completed (no such token is *must* unless
-  written after it, or unless the write definitely failed), and it makes no token *dead*
-  and no sibling stale. What stays checked: its own token as any put's, a definite
-  failure that changed the key anyway, and every write that follows it.
+  drop any token of its key written before it was acknowledged (no such token is *must*
+  unless written after it, or unless the write definitely failed), or, with an unknown
+  outcome, any token of its key at all (it may run long after its client gave up); it
+  makes no token *dead* and no sibling stale. What stays checked: its own token as any
+  put's, a definite failure that changed the key anyway, and every write that follows an
+  acknowledged one.
 """
 
 from __future__ import annotations
@@ -173,13 +175,17 @@ class Analysis:
 
     def _bound_read_first(self) -> None:
         """Give each read-first write the tokens it may have read: those of its key whose
-        writes were invoked before it completed (all of them, if it never did)."""
+        writes were invoked before it was acknowledged. One of unknown outcome may still run
+        after the client gave up, and read (and replace) whatever the key holds by then:
+        supersede seed 26 had an overwrite wait 13 s in a paused node's socket and replace
+        three writes acknowledged after its client had timed out."""
         for record in self.by_key.values():
             if not any(write.read_first for write in record.writes):
                 continue
             for write in record.writes:
                 if write.read_first:
-                    end = write.ended if write.ended is not None else math.inf
+                    acknowledged = write.outcome is OpType.OK and write.ended is not None
+                    end = write.ended if acknowledged else math.inf
                     write.may_drop = frozenset(
                         other.token
                         for other in record.writes

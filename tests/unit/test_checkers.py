@@ -164,6 +164,17 @@ def test_a_write_in_flight_while_a_read_first_delete_ran_may_be_gone() -> None:
     assert check_lost_writes(b.history) == []
 
 
+def test_a_timed_out_read_first_write_may_drop_even_what_came_after_it() -> None:
+    """Supersede seed 26: an overwrite sat in a paused node's socket after its client timed
+    out, then read the key and replaced writes acknowledged after the timeout."""
+    for late in ((OpF.PUT, "o1"), (OpF.DELETE, None)):
+        b = Builder()
+        b.read_first(1, late[0], "k", late[1], type=INFO)
+        b.write(2, OpF.PUT, "k", "r5")
+        b.final("k", *(() if late[1] is None else (late[1],)))
+        assert check_lost_writes(b.history) == [], late
+
+
 def test_a_definitely_failed_read_first_delete_removes_nothing() -> None:
     b = Builder()
     b.write(0, OpF.PUT, "k", "r0")
