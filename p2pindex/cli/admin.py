@@ -287,6 +287,11 @@ def format_handoff(handoff: dict[str, Any]) -> str:
     """One line on the ownership handoff that a join or leave started."""
     direction = handoff.get("direction", "?")
     keys = _count(handoff.get("keys"), "key")
+    if handoff.get("abandoned"):
+        return (
+            f"handoff ({direction}): abandoned after {keys} moved, the node stays a member: "
+            f"{handoff['abandoned']}"
+        )
     if handoff.get("done"):
         line = f"handoff ({direction}): done, {keys} moved in {handoff.get('elapsed_s', '?')}s"
     else:

@@ -161,6 +161,12 @@ class IndexMonitor:
                 "probes of its peers keep failing; look for packet loss on its network or a "
                 "starved CPU"
             )
+        abandoned = node.handoff.progress.abandoned if node.handoff else ""
+        if abandoned:
+            warnings.append(
+                f"this node's last leave was abandoned and it serves on as a member: "
+                f"{abandoned}; run the leave again once every member is reachable"
+            )
         return warnings
 
     def explain(self, key: bytes) -> dict[str, Any]:

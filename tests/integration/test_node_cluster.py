@@ -270,6 +270,9 @@ async def test_a_leave_that_cannot_reach_a_node_taking_over_is_abandoned_and_it_
         progress = leaver.node.handoff.progress.doc()
         assert progress["done"] and taker.node.node_id in str(progress["abandoned"])
         assert leaver.node.stats.get("handoff.leaves_abandoned") == 1
+        status = await cluster.request(leaver, StatusRequest())
+        assert isinstance(status, StatusReply)
+        assert any("leave was abandoned" in w for w in status.status["warnings"])
         for running in (*cluster.nodes[:2], leaver):
             assert leaver.node.node_id in running.node.ring.nodes
         reply = await cluster.request(leaver, put(b"after", b"v", None, "quorum"))

@@ -170,6 +170,11 @@ def test_handoff_is_one_line() -> None:
     assert format_handoff(running) == (
         "handoff (out): 2 of 5 ranges, 10 keys so far; last error: peer gone"
     )
+    abandoned = {**running, "done": True, "abandoned": "node n4 was down for 60s"}
+    assert format_handoff(abandoned) == (
+        "handoff (out): abandoned after 10 keys moved, the node stays a member: "
+        "node n4 was down for 60s"
+    )
 
 
 def test_status_text_shows_version_disk_n_warning_last_known_state_and_removed_count() -> None:
