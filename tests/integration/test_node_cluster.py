@@ -231,23 +231,30 @@ async def test_a_joining_node_pulls_its_ranges_then_serves_them(autojump_clock):
             assert record is not None and versions.decode_object(record).values == [b"v"]
 
 
+async def write_at_all(cluster: Cluster, keys: list[bytes]) -> None:
+    for key in keys:
+        reply = await cluster.request(cluster.nodes[0], put(key, b"v", None, "all"))
+        assert isinstance(reply, PutReply), reply
+
+
+async def assert_left_with_its_keys_handed_over(
+    leaver: RunningNode, stayers: list[RunningNode], keys: list[bytes]
+) -> None:
+    with trio.fail_after(15):
+        while any(leaver.node.node_id in n.node.ring.nodes for n in stayers):
+            await trio.sleep(0.05)
+    for key in keys:
+        for running in stayers:
+            assert running.storage.get(key) is not None, (key, running.node.node_id)
+
+
 async def test_a_leaving_node_hands_its_keys_to_the_nodes_that_replace_it(autojump_clock):
     async with running_cluster(4) as cluster:
         keys = [b"leave-%d" % i for i in range(200)]
-        for key in keys:
-            assert isinstance(
-                await cluster.request(cluster.nodes[0], put(key, b"v", None, "all")), PutReply
-            )
+        await write_at_all(cluster, keys)
         leaver = cluster.nodes[3]
         await leaver.node.leave()
-        stayers = cluster.nodes[:3]
-        with trio.fail_after(15):
-            while any(leaver.node.node_id in n.node.ring.nodes for n in stayers):
-                await trio.sleep(0.05)
-        for key in keys:
-            for running in stayers:
-                record = running.storage.get(key)
-                assert record is not None, (key, running.node.node_id)
+        await assert_left_with_its_keys_handed_over(leaver, cluster.nodes[:3], keys)
 
 
 async def test_a_leave_that_cannot_reach_a_node_taking_over_is_abandoned_and_it_serves_on(
@@ -258,9 +265,7 @@ async def test_a_leave_that_cannot_reach_a_node_taking_over_is_abandoned_and_it_
     dead member in the ring and nobody took its ranges over. Now it keeps trying for
     LEAVE_PATIENCE seconds, then gives up the leave and serves on, saying why."""
     async with running_cluster(4) as cluster:
-        for i in range(60):
-            reply = await cluster.request(cluster.nodes[0], put(b"stay-%d" % i, b"v", None, "all"))
-            assert isinstance(reply, PutReply)
+        await write_at_all(cluster, [b"stay-%d" % i for i in range(60)])
         leaver, taker = cluster.nodes[3], cluster.nodes[2]
         cluster.crash(taker)
         started = trio.current_time()
@@ -282,10 +287,7 @@ async def test_a_leave_that_cannot_reach_a_node_taking_over_is_abandoned_and_it_
 async def test_a_leave_waits_out_a_short_outage_of_a_node_taking_over(autojump_clock):
     async with running_cluster(4) as cluster:
         keys = [b"wait-%d" % i for i in range(60)]
-        for key in keys:
-            assert isinstance(
-                await cluster.request(cluster.nodes[0], put(key, b"v", None, "all")), PutReply
-            )
+        await write_at_all(cluster, keys)
         leaver = cluster.nodes[3]
         host = leaver.address.host
         others = [n.address.host for n in cluster.nodes[:3]]
@@ -301,13 +303,7 @@ async def test_a_leave_waits_out_a_short_outage_of_a_node_taking_over(autojump_c
             assert leaver.node.leaving  # still trying: cut off from every other node
             cluster.network.clear("cut-off")
         assert outcome == [True]
-        stayers = cluster.nodes[:3]
-        with trio.fail_after(15):
-            while any(leaver.node.node_id in n.node.ring.nodes for n in stayers):
-                await trio.sleep(0.05)
-        for key in keys:
-            for running in stayers:
-                assert running.storage.get(key) is not None, (key, running.node.node_id)
+        await assert_left_with_its_keys_handed_over(leaver, cluster.nodes[:3], keys)
 
 
 async def test_strict_counts_only_primaries_where_sloppy_uses_a_fallback(autojump_clock):
