@@ -57,7 +57,8 @@ import trio
 
 from p2pindex.client import Member
 from p2pindex.core.versions import decode_object, encode_context
-from p2pindex.errors import P2PIndexError, Timeout
+from p2pindex.errors import LeaveAbandoned, P2PIndexError, Timeout
+from p2pindex.node.handoff import LEAVE_PATIENCE
 from p2pindex.security.authority import Authority
 from p2pindex.security.certs import Role
 from p2pindex.sim.checkers import CheckConfig, MembershipBounds, check_all, failure_report
@@ -82,7 +83,9 @@ FIRST_HOST = 11
 GROUP_BASE = 61000
 READY_TIMEOUT = 30.0
 POLL_INTERVAL = 0.5
-LEAVE_TIMEOUT = 30.0
+LEAVE_TIMEOUT = 2 * LEAVE_PATIENCE + 30.0
+"""Longer than a leave may wait for the nodes taking over and then for a listener, so an
+abandoned leave is seen as such rather than killed as a slow one."""
 REMOVE_TIMEOUT = 30.0
 AUTHORITY_DIR = "authority"
 ADMIN_CREDENTIALS = "admin.cred"
@@ -427,13 +430,27 @@ class Cluster:
         return node.name
 
     async def leave(self, name: str) -> None:
+        """Ask ``name`` to leave and wait for its process to exit. A node that abandons
+        its leave (one taking over stayed out of reach) serves on: LeaveAbandoned, so the
+        churn records no leave; one still leaving after LEAVE_TIMEOUT is killed."""
         node = self.by_name(name)
         self.gone.add(name)
         await self.admin.leave(node.address)
         with trio.move_on_after(LEAVE_TIMEOUT):
             while node.process is not None and node.process.poll() is None:
-                await trio.sleep(0.1)
+                if await self._leave_abandoned(node.address):
+                    self.gone.discard(name)
+                    raise LeaveAbandoned(f"{name} abandoned its leave and serves on")
+                await trio.sleep(POLL_INTERVAL)
         node.kill()
+
+    async def _leave_abandoned(self, address: str) -> bool:
+        try:
+            status = await self.admin.status(address)
+        except (P2PIndexError, OSError):
+            return False  # exiting, or busy: the process check decides
+        handoff = status.document.get("handoff") or {}
+        return bool(handoff.get("abandoned"))
 
     async def remove(self, name: str) -> None:
         """Kill ``name`` and remove it as an operator would: ask a running member once it
