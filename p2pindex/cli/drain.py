@@ -96,7 +96,8 @@ def run_drain(args: argparse.Namespace) -> int:
                     break  # the node has left and exited
                 if status.get("node_id") != node_id:
                     break  # another node now answers at this address
-                abandoned = (status.get("handoff") or {}).get("abandoned")
+                handoff = status.get("handoff")
+                abandoned = handoff.get("abandoned") if isinstance(handoff, dict) else None
                 if abandoned:
                     if as_json:
                         print(json.dumps({"ok": False, "node_id": node_id, "abandoned": abandoned}))

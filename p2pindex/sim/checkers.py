@@ -184,8 +184,9 @@ class Analysis:
                 continue
             for write in record.writes:
                 if write.read_first:
-                    acknowledged = write.outcome is OpType.OK and write.ended is not None
-                    end = write.ended if acknowledged else math.inf
+                    end = math.inf
+                    if write.outcome is OpType.OK and write.ended is not None:
+                        end = write.ended
                     write.may_drop = frozenset(
                         other.token
                         for other in record.writes
