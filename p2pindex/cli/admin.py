@@ -49,7 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="make a node hand over its data and leave the cluster",
         description=(
             "Ask the node at --node to hand its ranges to their new owners and leave. "
-            "The node process exits when it is done."
+            "The node process exits when it is done. A node that cannot reach one of the "
+            "new owners for a minute abandons the leave and serves on; `p2pindex status` "
+            "says why, and `p2pindex drain` follows a leave to its end."
         ),
     )
     add_node_option(leave, what="the node that should leave")
