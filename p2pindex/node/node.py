@@ -26,7 +26,7 @@ from p2pindex.net.base import Transport
 from p2pindex.net.channel import BatchHandler, NodeLoad, RequestHandler, RpcChannel, Traffic
 from p2pindex.net.secure.manager import SecurityManager
 from p2pindex.net.secure.session import SecureStream
-from p2pindex.node import admin, restart_meta
+from p2pindex.node import admin, leaving, restart_meta
 from p2pindex.node.admission import Admission
 from p2pindex.node.antientropy import AntiEntropy, request_arcs
 from p2pindex.node.client_batch import serve_one_batch
@@ -35,7 +35,7 @@ from p2pindex.node.coordinator import Coordinator
 from p2pindex.node.eventlog import EventLog, describe_member_change
 from p2pindex.node.fast_path import data_fast_path, with_client_batches
 from p2pindex.node.gained import GainedRanges
-from p2pindex.node.handoff import LEAVE_PATIENCE, OwnershipHandoff
+from p2pindex.node.handoff import OwnershipHandoff
 from p2pindex.node.hints import HintedHandoff
 from p2pindex.node.identity import NodeIdentity
 from p2pindex.node.load import LoadMeter
@@ -373,57 +373,19 @@ class Node:
     async def leave(self, timeout: float = 5.0) -> bool:
         """Graceful exit: hand our data to the nodes that replace us, announce `left`, stop.
 
-        Returns False when the handoff was abandoned (a node taking over stayed out of
-        reach): the node is then a serving member again, and says why in the log and in
-        ``status``."""
+        Returns False when the leave was abandoned (``node/leaving.py``): the node is then
+        a serving member again, and has said why in the log and in ``status``."""
         self.leaving = True
         log.info("node %s is leaving: handing its keys over", self.node_id)
-        if self.handoff is not None and self._index is not None and len(self.ring.nodes) > 1:
-            try:
-                await self.handoff.hand_over(self._index, self.view)
-                await self._wait_for_a_listener()
-            except errors.LeaveAbandoned as exc:
-                self._abandon_leave(exc)
+        handoff, written = self.handoff, self._index
+        if handoff is not None and written is not None and len(self.ring.nodes) > 1:  # noqa: SIM102
+            if not await leaving.hand_over(handoff, written, self.view, self.stats):
+                self.leaving = False  # abandoned: a serving member again
                 return False
         if self._driver is not None:
             await self._driver.leave(timeout)
         self._stopped.set()
         return True
-
-    async def _wait_for_a_listener(self) -> None:
-        """Return once another member is alive in this node's view, to hear the leave.
-
-        A leave is announced to members this node sees alive; told to nobody (a node that
-        was cut off and has not heard from the others since) it would leave them holding a
-        dead member in the ring, whose ranges nobody takes over."""
-        with trio.move_on_after(LEAVE_PATIENCE):
-            while not any(
-                member.liveness is Liveness.ALIVE
-                for node_id, member in self.view.members.items()
-                if node_id != self.node_id and node_id not in self.view.removed
-            ):
-                await trio.sleep(0.1)
-            return
-        raise errors.LeaveAbandoned(
-            f"no other member was seen alive for {LEAVE_PATIENCE:g}s after the "
-            "handoff, so none would have heard the leave (every key was handed over)"
-        )
-
-    def _abandon_leave(self, reason: errors.LeaveAbandoned) -> None:
-        """Serve on as a member: take writes again and say why the leave stopped."""
-        assert self.handoff is not None
-        self.leaving = False
-        self.view.handing_over = False
-        progress = self.handoff.progress
-        progress.abandoned = str(reason)
-        progress.finished = trio.current_time()
-        self.stats.incr("handoff.leaves_abandoned")
-        log.error(
-            "node %s abandoned its leave and stays in the cluster, serving: %s; run the leave "
-            "again once every member is reachable (or remove the dead one first)",
-            self.node_id,
-            reason,
-        )
 
     def _seeds_without_self(self, bound: Address) -> tuple[Address, ...]:
         """The configured seeds minus this node's own addresses.

@@ -1,0 +1,63 @@
+"""A node's part of a graceful leave that can fail: hand its ranges over, then make sure a
+member is there to hear that it left; or give the leave up and serve on.
+
+Kept apart from ``node`` so the rule is read in one place: ``Node.leave`` asks
+``hand_over`` and announces the leave only when it says the node may go.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from p2pindex.errors import LeaveAbandoned
+from p2pindex.node.cluster_view import ClusterView
+from p2pindex.node.handoff import LEAVE_PATIENCE, OwnershipHandoff, WrittenKeys
+from p2pindex.node.stats import StatisticsStore
+from p2pindex.types import Liveness
+
+log = logging.getLogger("p2pindex.node.node")
+
+
+async def hand_over(
+    handoff: OwnershipHandoff, written: WrittenKeys, view: ClusterView, stats: StatisticsStore
+) -> bool:
+    """Hand the node's ranges over and wait for a member to hear the leave. False when the
+    leave was abandoned: the node then takes writes again and has said why (log, status)."""
+    try:
+        await handoff.hand_over(written, view)
+        await _wait_for_a_listener(view)
+    except LeaveAbandoned as reason:
+        view.handing_over = False
+        handoff.progress.abandoned = str(reason)
+        handoff.progress.finished = trio.current_time()
+        stats.incr("handoff.leaves_abandoned")
+        log.error(
+            "node %s abandoned its leave and stays in the cluster, serving: %s; run the leave "
+            "again once every member is reachable (or remove the dead one first)",
+            view.node_id,
+            reason,
+        )
+        return False
+    return True
+
+
+async def _wait_for_a_listener(view: ClusterView) -> None:
+    """Return once another member is alive in this node's view, to hear the leave.
+
+    A leave is announced to members this node sees alive; told to nobody (a node that was
+    cut off and has not heard from the others since) it would leave them holding a dead
+    member in the ring, whose ranges nobody takes over."""
+    with trio.move_on_after(LEAVE_PATIENCE):
+        while not any(
+            member.liveness is Liveness.ALIVE
+            for node_id, member in view.members.items()
+            if node_id != view.node_id and node_id not in view.removed
+        ):
+            await trio.sleep(0.1)
+        return
+    raise LeaveAbandoned(
+        f"no other member was seen alive for {LEAVE_PATIENCE:g}s after the handoff, so none "
+        "would have heard the leave (every key was handed over)"
+    )
