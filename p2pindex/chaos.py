@@ -449,8 +449,7 @@ class Cluster:
             status = await self.admin.status(address)
         except (P2PIndexError, OSError):
             return False  # exiting, or busy: the process check decides
-        handoff = status.document.get("handoff") or {}
-        return bool(handoff.get("abandoned"))
+        return bool(status.leave_abandoned)
 
     async def remove(self, name: str) -> None:
         """Kill ``name`` and remove it as an operator would: ask a running member once it

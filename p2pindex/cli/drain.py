@@ -91,13 +91,13 @@ def run_drain(args: argparse.Namespace) -> int:
         with trio.move_on_after(args.timeout):
             while True:
                 try:
-                    status = (await db.status(node)).document
+                    reply = await db.status(node)
                 except (OSError, P2PIndexError):
                     break  # the node has left and exited
+                status = reply.document
                 if status.get("node_id") != node_id:
                     break  # another node now answers at this address
-                handoff = status.get("handoff")
-                abandoned = handoff.get("abandoned") if isinstance(handoff, dict) else None
+                abandoned = reply.leave_abandoned
                 if abandoned:
                     if as_json:
                         print(json.dumps({"ok": False, "node_id": node_id, "abandoned": abandoned}))

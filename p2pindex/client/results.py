@@ -381,6 +381,13 @@ class NodeStatus:
     statistics: Mapping[str, float]
     document: Document
 
+    @property
+    def leave_abandoned(self) -> str:
+        """Why the node's last leave was abandoned (it serves on as a member); "" if not."""
+        handoff = self.document.get("handoff")
+        reason = handoff.get("abandoned") if isinstance(handoff, Mapping) else None
+        return reason if isinstance(reason, str) else ""
+
     @classmethod
     def from_document(cls, doc: Document) -> NodeStatus:
         statistics = doc.get("statistics") or {}
