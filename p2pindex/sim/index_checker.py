@@ -166,7 +166,7 @@ def _settled_last(
         return None
     index, last = max(done, key=lambda item: item[1].complete or 0.0)
     for i, other in writes:
-        if i != index and other.outcome in _TAKES_EFFECT and last.invoke < other.invoke <= complete:
+        if i != index and other.outcome in _TAKES_EFFECT and last.invoke < other.invoke < complete:
             return None  # a later write may or may not be in the answer
     if final and any(w.outcome != "ok" and w.outcome != "fail" for _, w in writes):
         return None

@@ -3,10 +3,14 @@
 Processes write to a small pool of keys (``ix:NN``), each version filed under one integer
 term of index ``t``: most writes read the key at quorum first and replace what they saw
 (the term changes), some are blind (concurrent writes become siblings, found under both
-terms), some delete. Writes are strict (primaries only), at QUORUM or ALL, so what they
-acknowledge is what coverage queries promise to see, and what the strict QUORUM read each
-write takes its context from must see too (those reads are recorded and checked). Other
-processes page through range queries at ``one`` and ``quorum`` (small pages, so a query
+terms), some delete. A share of each writer's writes go to a key of its own (``ix:wNN``),
+which no other process writes: the shared keys are nearly always being written by someone,
+and the checker holds a read or a query to a key's last acknowledged write only when no
+other write of it raced them, so without quiet keys most answers could not be judged.
+Writes are strict (primaries only), at QUORUM or ALL, so what they acknowledge is what
+coverage queries promise to see, and what the strict QUORUM read each write takes its
+context from must see too (those reads are recorded and checked). Other processes page
+through range queries at ``one`` and ``quorum`` (small pages, so a query
 spans many requests while faults and membership changes go on). After heal and
 quiescence, ``final_queries`` asks every range at ``one`` once more: by then every replica
 holds every write.
@@ -31,6 +35,8 @@ INDEX = "t"
 TERMS = 10
 KEYS = 16
 PAGE = 4
+OWN_KEY_SHARE = 0.3
+"""The share of a writer's writes that go to its own key."""
 
 
 @dataclass(slots=True)
@@ -105,22 +111,24 @@ class IndexWorkload:
             for number in range(self._processes):
                 client = clients[names[number % len(names)]]
                 rng = random.Random(self._rng.getrandbits(64))
-                nursery.start_soon(self._loop, client, rng, deadline, number % 3 == 2)
+                own = None if number % 3 == 2 else f"ix:w{number:02d}".encode()
+                nursery.start_soon(self._loop, client, rng, deadline, own)
 
-    async def _loop(self, client: Any, rng: random.Random, deadline: float, queries: bool) -> None:
+    async def _loop(
+        self, client: Any, rng: random.Random, deadline: float, own: bytes | None
+    ) -> None:
+        """A writer (``own``: the key only it writes) or, without a key, a querier."""
         while trio.current_time() < deadline:
             await trio.sleep(rng.expovariate(1.0 / self._think))
             if trio.current_time() >= deadline:
                 return
-            if queries:
+            if own is None:
                 await self._query(client, rng.choice(("one", "quorum")), rng, final=False)
-            elif rng.random() < 0.2:
-                await self._write(client, rng, delete=True)
-            else:
-                await self._write(client, rng, delete=False)
+                continue
+            key = own if rng.random() < OWN_KEY_SHARE else rng.choice(self._keys)
+            await self._write(client, key, rng, delete=rng.random() < 0.2)
 
-    async def _write(self, client: Any, rng: random.Random, *, delete: bool) -> None:
-        key = rng.choice(self._keys)
+    async def _write(self, client: Any, key: bytes, rng: random.Random, *, delete: bool) -> None:
         level = rng.choice(("quorum", "all"))
         context = None
         read_invoke = None
