@@ -15,10 +15,11 @@ unknown outcome) began after W began and before ``t1``. Then:
   after every earlier write of ``k`` had completed, and every earlier write is known (none
   of unknown outcome): W superseded them all, so W is the only version. A quorum query must
   not return ``k`` under any term but W's (none after a delete); a ``one`` query neither
-  when W was acknowledged by ALL. Both only while the ring has not changed: a node that
-  joined took its copy of a key from one old owner, which may have missed an earlier
-  write, so after a join W's quorum read may not have seen (and replaced) it; such a
-  version stays a sibling, legitimately, until repair.
+  when W was acknowledged by ALL. Both only when neither W nor any earlier write of ``k``
+  raced a membership change (below): a change while a write was under way may have left
+  its copies off the quorum W's read asked (index seed 5, before joins were excused only
+  around the writes they raced), and such a version stays a sibling, legitimately, until
+  repair.
 
 Neither rule applies to a write that raced a membership change: a join, leave or removal
 from ``RING_SETTLE`` before W began to ``RING_SETTLE`` after it ended. Coordinators that had
@@ -129,7 +130,8 @@ def _check_key(
                 op_indexes=(index,),
             )
         )
-    if covers and (steady or query.final) and _supersedes_all(index, last, writes):
+    held = steady or query.final or _placed_on_one_ring(index, last, writes, history)
+    if covers and held and _supersedes_all(index, last, writes):
         wrong = sorted(t for t, k in returned if k == key and t != last.term)
         if wrong:
             what = "a delete" if last.term is None else f"term {last.term}"
@@ -204,7 +206,8 @@ def _check_read(
             )
         ]
     expected = () if last.value is None else (last.value,)
-    if steady and _supersedes_all(index, last, writes) and read.values != expected:
+    held = steady or _placed_on_one_ring(index, last, writes, history)
+    if held and _supersedes_all(index, last, writes) and read.values != expected:
         what = "a delete" if last.value is None else last.value.decode()
         return [
             Violation(
@@ -217,6 +220,19 @@ def _check_read(
             )
         ]
     return []
+
+
+def _placed_on_one_ring(
+    index: int, last: IndexWrite, writes: list[tuple[int, IndexWrite]], history: IndexHistory
+) -> bool:
+    """Whether neither W nor any earlier write of its key that took effect raced a
+    membership change: each was placed whole on one ring, and a change long after a write
+    moves its copies so that a quorum of the new replicas meets the quorum that has it."""
+    return not any(
+        i == index or (other.invoke <= last.invoke and other.outcome != "fail")
+        for i, other in writes
+        if other.complete is not None and _raced(other, history)
+    )
 
 
 def _level_covers(query: IndexQuery, write: IndexWrite, steady: bool) -> bool:

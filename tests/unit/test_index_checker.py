@@ -65,6 +65,17 @@ def test_after_a_membership_change_old_terms_are_not_held_against_a_query() -> N
     assert check(writes, [query("quorum", [(3, K)], at=5.0)], changes=[2.0]) == []
 
 
+def test_a_membership_change_long_before_every_write_excuses_no_old_term() -> None:
+    # Each write was placed whole on one ring; the change had settled before the first.
+    writes = [put(3, at=30.0), put(None, "all", at=33.0, read=32.5)]
+    found = check(writes, [query("quorum", [(3, K)], at=35.0)], changes=[5.0])
+    assert len(found) == 1 and "replaced every earlier version" in found[0].message
+    # A change that raced either write still excuses it: the earlier write's copies may
+    # have missed the quorum the replacing write read from.
+    assert check(writes, [query("quorum", [(3, K)], at=35.0)], changes=[25.0]) == []
+    assert check(writes, [query("quorum", [(3, K)], at=35.0)], changes=[40.0]) == []
+
+
 def test_a_write_around_a_membership_change_is_not_held_against_a_query() -> None:
     assert check([put(3, at=1.0)], [query("quorum", [], at=5.0)], changes=[3.0]) == []
     assert len(check([put(3, at=20.0)], [query("quorum", [], at=25.0)], changes=[3.0])) == 1
@@ -149,7 +160,9 @@ def test_a_read_after_a_version_that_replaced_everything_returns_only_it() -> No
     found = read_check(writes, [b"v1", b"v2"])
     assert len(found) == 1 and "replaced every earlier version" in found[0].message
     assert read_check(writes, [b"v2"]) == []
-    assert read_check(writes, [b"v1", b"v2"], changes=[0.5]) == []  # not on a steady ring
+    assert read_check(writes, [b"v1", b"v2"], changes=[0.5]) == []  # raced the writes
+    later = [valued(b"v1", at=30.0), valued(b"v2", at=33.0, read=32.5)]
+    assert len(read_check(later, [b"v1", b"v2"], at=35.0, changes=[0.5])) == 1
     deleted = [valued(b"v1", at=1.0), valued(None, "all", at=3.0, read=2.5)]
     assert len(read_check(deleted, [b"v1"])) == 1
     assert read_check(deleted, []) == []
