@@ -17,9 +17,8 @@ unknown outcome) began after W began and before ``t1``. Then:
   not return ``k`` under any term but W's (none after a delete); a ``one`` query neither
   when W was acknowledged by ALL. Both only when neither W nor any earlier write of ``k``
   raced a membership change (below): a change while a write was under way may have left
-  its copies off the quorum W's read asked (index seed 5, before joins were excused only
-  around the writes they raced), and such a version stays a sibling, legitimately, until
-  repair.
+  its copies off the quorum W's read asked, and such a version stays a sibling,
+  legitimately, until repair.
 
 Neither rule applies to a write that raced a membership change: a join, leave or removal
 from ``RING_SETTLE`` before W began to ``RING_SETTLE`` after it ended. Coordinators that had
