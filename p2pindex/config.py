@@ -82,7 +82,7 @@ MAX_HANDSHAKES = 256
 class AdmissionLimits:
     """What an operator allows each client: enforced by ``node.admission``, refusals counted
     in `status` (``rejected.connections``, ``rejected.client_connections``,
-    ``overloaded.client_rate``)."""
+    ``overloaded.client_rate``, ``security.handshake.refused.broken_sessions``)."""
 
     max_connections: int = 4096
     """Open client connections a node serves at once (the cluster's own nodes are never
@@ -97,8 +97,21 @@ class AdmissionLimits:
     """Connections still in their handshake at once; one more closes the one waiting
     longest (counted as ``handshake.evicted``): sockets a stranger opens and leaves silent
     cannot use up the node's descriptors or keep peers and clients out."""
+    broken_sessions: int = 5
+    """Sessions of one client key the node may close for frames it cannot read (invalid
+    CBOR, a frame over the limit) before it refuses that key's new handshakes (counted as
+    ``security.handshake.refused.broken_sessions``); 0: never. Replacing a broken session
+    costs the node a whole handshake's cryptography, which a client holding a credential
+    could otherwise buy over and over for a few bytes each."""
+    broken_session_interval: float = 30.0
+    """Seconds after which a refused client key may open one more session: a token bucket
+    of ``broken_sessions`` that regains one each interval. Sessions already open are served."""
 
     def __post_init__(self) -> None:
+        if self.broken_sessions < 0 or not self.broken_session_interval > 0:
+            raise ConfigError(
+                "broken_sessions must be at least 0 and broken_session_interval positive"
+            )
         if self.max_connections < 1 or self.max_client_connections < 1:
             raise ConfigError("connection limits must be at least 1")
         if self.max_handshakes < 1:

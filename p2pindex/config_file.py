@@ -85,6 +85,11 @@ SETTINGS: tuple[Setting, ...] = (
             "requests a client key may send at once above its rate"),
     Setting("admission.max_handshakes", "int", _ADMISSION.max_handshakes,
             "connections in their handshake at once; one more closes the one waiting longest"),
+    Setting("admission.broken_sessions", "int", _ADMISSION.broken_sessions,
+            "sessions of a client key closed for unreadable frames before its new "
+            "handshakes are refused (0: never)"),
+    Setting("admission.broken_session_interval", "seconds", _ADMISSION.broken_session_interval,
+            "seconds after which a refused client key may open one more session"),
     Setting("terms.max_terms", "int", _TERMS.max_terms,
             "index terms one object version may carry, over all its indexes"),
     Setting("terms.max_term_bytes", "int", _TERMS.max_term_bytes, "largest index term, in bytes"),
@@ -232,6 +237,8 @@ def node_config(values: Mapping[str, Any]) -> NodeConfig:
         client_rate=values["admission.client_rate"],
         client_burst=values["admission.client_burst"],
         max_handshakes=values["admission.max_handshakes"],
+        broken_sessions=values["admission.broken_sessions"],
+        broken_session_interval=values["admission.broken_session_interval"],
     )
     http = None
     if values["http.listen"] is not None:

@@ -25,11 +25,19 @@ class TokenBucket:
         A clock read that went back (a wall clock stepped by NTP or by hand) refills
         nothing and counts on from the new reading; waiting for the old one would hold the
         bucket empty for as long as the step."""
-        elapsed = now - self._last
-        if elapsed > 0:
-            self._tokens = min(self._burst, self._tokens + elapsed * self._rate)
-        self._last = now
+        self._refill(now)
         if self._tokens >= 1:
             self._tokens -= 1
             return True
         return False
+
+    def wait(self, now: float) -> float:
+        """Seconds until ``take`` would grant a token (0.0: it would now); takes none."""
+        self._refill(now)
+        return max(0.0, (1 - self._tokens) / self._rate)
+
+    def _refill(self, now: float) -> None:
+        elapsed = now - self._last
+        if elapsed > 0:
+            self._tokens = min(self._burst, self._tokens + elapsed * self._rate)
+        self._last = now

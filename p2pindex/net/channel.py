@@ -215,6 +215,8 @@ class RpcChannel:
         self._room_lot = trio.lowlevel.ParkingLot()
         self._closed = False
         self._close_reason = "connection closed"
+        self.broke_protocol = False
+        """Closed because the peer sent a frame that cannot be read (``node.admission``)."""
         self._nursery: trio.Nursery | None = None
 
     @property
@@ -494,6 +496,7 @@ class RpcChannel:
                 frames = self._decoder.feed(data)
             except ProtocolError as exc:
                 self._count_bad(str(exc))
+                self.broke_protocol = True
                 self._enqueue(encode_frame(reply_for_error(exc), 0))
                 await self._flush_before_close()
                 self._shut(f"protocol error: {exc}")

@@ -1,5 +1,6 @@
 """Who may open another connection and send another request: the operator's limits on
-connections (per node and per client key) and on each client key's request rate.
+connections (per node and per client key), on each client key's request rate, and on the
+sessions a client key may make the node close for unreadable frames.
 
 Why per client key rather than per address: one credential is one tenant, whatever the
 addresses it connects from; nodes are never limited here (their traffic is the cluster's
@@ -8,11 +9,15 @@ own replication). Every refusal is counted in the node's statistics, so `status`
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from p2pindex.config import AdmissionLimits
 from p2pindex.core.ratelimit import TokenBucket
 from p2pindex.node.stats import StatisticsStore
+from p2pindex.security.errors import CredentialRejected
+
+log = logging.getLogger(__name__)
 
 
 class Admission:
@@ -27,6 +32,9 @@ class Admission:
         """Open connections ``max_connections`` applies to: all but the cluster's nodes."""
         self._by_client: dict[bytes, int] = {}
         self._buckets: dict[bytes, TokenBucket] = {}
+        self._broken: dict[bytes, TokenBucket] = {}
+        """Client key -> its allowance of broken sessions (``broken_sessions``). One entry per
+        key that ever broke one; keys are the authority's to issue, so this stays small."""
 
     def connect(self, client: bytes | None, *, node: bool = False) -> str | None:
         """Count a new connection (``client``: its key, None for a node or an unauthenticated
@@ -57,10 +65,16 @@ class Admission:
         self._open += change
         self._stats.set_gauge("connections.open", self._open)
 
-    def disconnect(self, client: bytes | None, *, node: bool = False) -> None:
+    def disconnect(
+        self, client: bytes | None, *, node: bool = False, broke_protocol: bool = False
+    ) -> None:
+        """A connection ended; ``broke_protocol``: the node closed it because the peer sent
+        a frame it could not read (charged to ``client``'s broken-session allowance)."""
         self._opened(-1)
         if not node:
             self._limited -= 1
+        if client is not None and broke_protocol:
+            self._broke(client)
         if client is not None:
             left = self._by_client.pop(client) - 1
             if left:
@@ -86,3 +100,38 @@ class Admission:
             return None
         self._stats.incr("overloaded.client_rate")
         return f"this client key is over its rate of {rate:g} requests a second"
+
+    def _broke(self, client: bytes) -> None:
+        limits = self._limits
+        if not limits.broken_sessions:
+            return
+        now = self._clock()
+        bucket = self._broken.get(client)
+        if bucket is None:
+            rate = 1 / limits.broken_session_interval
+            bucket = self._broken[client] = TokenBucket(rate, limits.broken_sessions, now)
+        if bucket.take(now) and bucket.wait(now) > 0:  # this one used up the allowance
+            log.warning(
+                "client key %s: %d sessions closed for frames the node could not read; its "
+                "new connections are refused for %.0f s",
+                client.hex()[:16],
+                limits.broken_sessions,
+                bucket.wait(now),
+            )
+
+    def screen(self, client: bytes) -> CredentialRejected | None:
+        """Why a handshake of ``client`` is refused before any more cryptography is spent on
+        it (it broke too many sessions lately), or None. Checked after its credential, so a
+        key is only ever refused for what its holder sent inside an authenticated session."""
+        bucket = self._broken.get(client)
+        if bucket is None:
+            return None
+        wait = bucket.wait(self._clock())
+        if wait <= 0:
+            return None
+        return CredentialRejected(
+            "broken_sessions",
+            f"this client key's sessions kept sending frames the node could not read "
+            f"(invalid CBOR or over the frame limit); its new connections are refused for "
+            f"{wait:.0f} s more",
+        )

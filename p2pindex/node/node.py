@@ -129,8 +129,10 @@ class Node:
         self.request_metrics = RequestMetrics(self.stats, on_latency=self.load.record)
         self.security = security
         """None: no authentication (tests, `serve --insecure`, `simulate --insecure`)."""
+        self._admission = Admission(config.admission, self.stats, trio.current_time)
         if security is not None:
             security.use_statistics(self.stats)
+            security.screen = self._admission.screen
             transport = security.wrap(transport, config.admission.max_handshakes)
         self._transport = transport
         self._rng = rng
@@ -177,7 +179,6 @@ class Node:
         """Dead members this node (as arbiter) let a `serve --replace` node stand in for."""
         self._stopped = trio.Event()
         self._load = NodeLoad(config.limits.node_in_flight)
-        self._admission = Admission(config.admission, self.stats, trio.current_time)
         """Request and reply bytes held for every connection (``net.channel``)."""
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -713,7 +714,7 @@ class Node:
         try:
             await channel.run()
         finally:
-            self._admission.disconnect(client, node=member)
+            self._admission.disconnect(client, node=member, broke_protocol=channel.broke_protocol)
 
     async def serve_client(self, message: Message, peer: Peer | None) -> Message:
         """One client request that arrived outside a binary session (the HTTP API).

@@ -17,7 +17,11 @@ import trio
 from p2pindex.cli.local_cluster import LocalCluster
 from p2pindex.config import MIB, Limits
 from p2pindex.core.versions import MAX_COUNTER, VersionVector, encode_context
+from p2pindex.errors import PermissionDenied
 from p2pindex.net.channel import open_channel
+from p2pindex.net.secure.connector import SecureConnector
+from p2pindex.security.authority import Authority
+from p2pindex.security.certs import Role
 from p2pindex.security.credentials import CREDENTIALS_ENV
 from p2pindex.types import Address
 from p2pindex.wire.codec import encode_frame
@@ -193,3 +197,33 @@ async def test_a_client_over_its_rate_or_connection_limit_is_refused_and_counted
         for stream in others:
             await trio.aclose_forcefully(stream)
         await channel.aclose()
+
+
+async def test_a_client_key_that_keeps_breaking_sessions_is_refused_at_the_handshake(cluster):
+    """Each session the node closes for an unreadable frame costs it a whole handshake to
+    replace; after five (the default allowance) the key's new handshakes are refused before
+    the node spends its own cryptography. Its open sessions and every other key are served."""
+    n0 = cluster.nodes[0]
+    address = n0.address
+    assert cluster.authority_dir is not None
+    mallory = SecureConnector(
+        Authority.load_or_init(cluster.authority_dir).credentials(Role.WRITE, prefix=b"m/")
+    )
+    async with trio.open_nursery() as nursery:
+        kept = await open_channel(nursery, mallory, address, Limits())
+        for _ in range(5):
+            stream = await mallory.connect(address)
+            await stream.send_all(b"\x00\x00\x00\x05\xff\xfe\xfd\x1b\x00")  # not CBOR
+            with trio.fail_after(5):
+                while await stream.receive_some():  # the error reply, then the close
+                    pass
+            await trio.aclose_forcefully(stream)
+        with pytest.raises(PermissionDenied, match=r"could not read.*refused for \d+ s more"):
+            await mallory.connect(address)
+        reply = await kept.request(PutRequest(b"m/still", b"v", None, "one", 5000))
+        assert isinstance(reply, PutReply)  # the session opened before is still served
+        await kept.aclose()
+    counts = await statistics(cluster, str(address))  # the admin key connects as ever
+    assert counts["security.handshake.refused.broken_sessions"] == 1
+    assert counts["rejected.bad_input"] >= 5
+    assert "new connections are refused for 30 s" in n0.log_path.read_text()

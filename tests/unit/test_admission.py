@@ -41,6 +41,25 @@ def test_a_clock_stepped_back_does_not_hold_the_bucket_empty() -> None:
     assert sum(bucket.take(941.0) for _ in range(100)) == 5  # a second after the step
 
 
+@given(st.lists(st.floats(0, 10), max_size=100), st.floats(0.01, 50), st.integers(1, 20))
+def test_a_buckets_wait_is_exactly_when_it_grants_again(
+    gaps: list[float], rate: float, burst: int
+) -> None:
+    bucket = TokenBucket(rate, burst, 0.0)
+    now = 0.0
+    for gap in gaps:
+        now += gap
+        wait = bucket.wait(now)
+        assert wait >= 0
+        if wait == 0:
+            assert bucket.take(now)
+        else:
+            assert bucket.wait(now + wait / 2) > 0  # waiting is no take
+            assert bucket.take(now + wait * 0.999) is False
+            now += wait * 1.001
+            assert bucket.take(now)
+
+
 class Clock:
     now = 0.0
 
@@ -105,3 +124,43 @@ def test_the_clusters_own_nodes_are_admitted_past_the_client_limit() -> None:
     admission.disconnect(b"alice")
     assert admission.connect(b"carol") is None
     assert stats.snapshot()["rejected.connections"] == 2
+
+
+def test_a_client_key_that_keeps_breaking_sessions_is_screened_until_it_regains_one() -> None:
+    clock = Clock()
+    limits = AdmissionLimits(broken_sessions=3, broken_session_interval=10)
+    admission = Admission(limits, StatisticsStore(), clock)
+    for _ in range(3):
+        assert admission.screen(b"mallory") is None
+        admission.connect(b"mallory")
+        admission.disconnect(b"mallory", broke_protocol=True)
+    refusal = admission.screen(b"mallory")
+    assert refusal is not None and refusal.reason == "broken_sessions"
+    assert "could not read" in str(refusal) and "10 s more" in str(refusal)
+    assert admission.screen(b"alice") is None  # another key is not screened
+    admission.connect(b"alice")
+    admission.disconnect(b"alice")  # closed the ordinary way: nothing charged
+    assert admission.screen(b"alice") is None
+    clock.now = 9.9
+    assert admission.screen(b"mallory") is not None
+    clock.now = 10.0
+    assert admission.screen(b"mallory") is None  # one more session, not three
+    admission.connect(b"mallory")
+    admission.disconnect(b"mallory", broke_protocol=True)
+    assert admission.screen(b"mallory") is not None
+
+
+def test_broken_sessions_zero_screens_nobody_and_nodes_are_never_charged() -> None:
+    off = Admission(AdmissionLimits(broken_sessions=0), StatisticsStore(), Clock())
+    for _ in range(100):
+        off.connect(b"mallory")
+        off.disconnect(b"mallory", broke_protocol=True)
+    assert off.screen(b"mallory") is None
+    on = Admission(AdmissionLimits(broken_sessions=1), StatisticsStore(), Clock())
+    on.connect(None, node=True)
+    on.disconnect(None, node=True, broke_protocol=True)  # a node (or an insecure peer)
+    assert on.screen(b"") is None
+    with pytest.raises(ConfigError):
+        AdmissionLimits(broken_sessions=-1)
+    with pytest.raises(ConfigError):
+        AdmissionLimits(broken_session_interval=0)

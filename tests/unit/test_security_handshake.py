@@ -134,6 +134,35 @@ async def test_a_client_session_carries_its_role() -> None:
     assert server.peer.credential.role is Role.READ
 
 
+async def test_a_screened_client_is_refused_before_the_node_signs_anything() -> None:
+    manager = server_manager()
+    screened = bytes(SigningKey(bytes([21]) * 32).verify_key)
+    manager.screen = lambda key: (
+        CredentialRejected("broken_sessions", "refused for its conduct")
+        if key == screened
+        else None
+    )
+    signed: list[bytes] = []
+    original = SigningKey.sign
+
+    def spy(self: SigningKey, message: bytes) -> object:
+        if self == SERVER.signing_key:
+            signed.append(message)
+        return original(self, message)
+
+    party = client_party(21)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(SigningKey, "sign", spy)
+        _, server, error, _ = await handshake(party, manager)
+    assert server is None and "refused for its conduct" in str(error)
+    assert signed == []  # the node refused it before its own signature
+    assert manager.stats["security.handshake.refused.broken_sessions"] == 1
+    _, server, error, _ = await handshake(client_party(22), manager)
+    assert error is None and server is not None  # another client key is not screened
+    _, server, error, _ = await handshake(node_party(21), manager)
+    assert error is None and server is not None  # nor a node, whatever its key
+
+
 async def test_a_client_and_a_node_of_another_cluster_never_connect() -> None:
     left, right = trio.testing.memory_stream_pair()
     foreign = node_party(12, OTHER)

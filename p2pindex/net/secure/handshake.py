@@ -60,6 +60,9 @@ _CLIENT_LABEL = b"p2pindex/handshake/v1/initiator\x00"
 _KINDS = {kind.value: kind for kind in PeerKind}
 
 Clock = Callable[[], float]
+Screen = Callable[[bytes], CredentialRejected | None]
+"""Given a client's verified public key: why the node refuses it anyway (its recent
+conduct), or None. Asked before the responder spends its own cryptography on the client."""
 RandomBytes = Callable[[int], bytes]
 """Where a handshake's ephemeral keys and nonces come from: ``os.urandom`` in a process; the
 simulator passes a stream seeded from the run's seed, so a run's bytes repeat exactly."""
@@ -248,11 +251,13 @@ async def secure_server(
     *,
     timeout: float = DEFAULT_TIMEOUT,
     on_failure: FailureReporter | None = None,
+    screen: Screen | None = None,
 ) -> Accepted:
     """Run the responder's side; raises CredentialRejected (the peer was refused and told
-    why) or HandshakeFailed (truncated, malformed, timed out, or a plain-protocol peer)."""
+    why) or HandshakeFailed (truncated, malformed, timed out, or a plain-protocol peer).
+    ``screen`` may refuse a client whose credential is good (see ``Screen``)."""
     with trio.move_on_after(timeout):
-        return await _serve(stream, local, state, clock, on_failure)
+        return await _serve(stream, local, state, clock, on_failure, screen)
     raise HandshakeFailed("timeout", f"the handshake did not complete within {timeout:g}s")
 
 
@@ -262,6 +267,7 @@ async def _serve(
     state: TrustState,
     clock: Clock,
     on_failure: FailureReporter | None,
+    screen: Screen | None,
 ) -> Accepted:
     reader = _Reader(stream)
     header = await reader.exactly(_HEADER.size)
@@ -271,6 +277,10 @@ async def _serve(
     try:
         hello = _hello(_decode(first))
         peer = _admit(hello, state, clock(), f"the connecting {hello.kind.value}")
+        if screen is not None and peer.kind is PeerKind.CLIENT:
+            refusal = screen(peer.credential.public_key)
+            if refusal is not None:
+                raise refusal
     except (CredentialRejected, HandshakeFailed) as exc:
         await _refuse(stream, exc)
         raise

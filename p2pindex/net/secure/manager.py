@@ -29,6 +29,7 @@ from p2pindex.net.secure.handshake import (
     Accepted,
     LocalParty,
     RandomBytes,
+    Screen,
     secure_client,
     secure_server,
 )
@@ -154,6 +155,8 @@ class SecurityManager:
         self._mtimes = self._file_times()
         self.state.on_revocations(self._revocations_adopted)
         self._log_budget = TokenBucket(LOG_RATE, LOG_BURST, wall_clock())
+        self.screen: Screen | None = None
+        """Set by the node: refuses clients by their conduct (``node.admission``)."""
         self.log_suppressed = 0
         """Lines about refusals left out of the node log since the last one written."""
 
@@ -233,6 +236,7 @@ class SecurityManager:
                 self._wall_clock,
                 timeout=self.handshake_timeout,
                 on_failure=self._session_failed,
+                screen=self.screen,
             )
         except CredentialRejected as exc:
             self._refused("refused", address, exc)
