@@ -15,7 +15,7 @@ from collections.abc import Callable
 from p2pindex.config import AdmissionLimits
 from p2pindex.core.ratelimit import TokenBucket
 from p2pindex.node.stats import StatisticsStore
-from p2pindex.security.errors import CredentialRejected
+from p2pindex.security.errors import ConnectionRefused
 
 log = logging.getLogger(__name__)
 
@@ -44,21 +44,35 @@ class Admission:
         and membership must not queue behind clients: were clients holding every connection
         the node serves, the cluster would stop healing; and peers are few (a handful per
         member), while anything else must hold a credential the authority issued."""
-        limits = self._limits
         if node:
             self._opened(1)
             return None
-        if self._limited >= limits.max_connections:
-            self._stats.incr("rejected.connections")
-            return f"the node serves {self._limited} client connections, its limit"
+        over = self._over_limit(client)
+        if over is not None:
+            self._stats.incr(over[0])
+            return over[1]
         if client is not None:
-            held = self._by_client.get(client, 0)
-            if held >= limits.max_client_connections:
-                self._stats.incr("rejected.client_connections")
-                return f"this client key has {held} connections open, its limit"
-            self._by_client[client] = held + 1
+            self._by_client[client] = self._by_client.get(client, 0) + 1
         self._limited += 1
         self._opened(1)
+        return None
+
+    def _over_limit(self, client: bytes | None) -> tuple[str, str] | None:
+        """(counter, why) when one more connection of ``client`` would pass a limit."""
+        limits = self._limits
+        if self._limited >= limits.max_connections:
+            return (
+                "rejected.connections",
+                f"the node serves {self._limited} client connections, its limit "
+                f"(admission.max_connections)",
+            )
+        held = 0 if client is None else self._by_client.get(client, 0)
+        if held >= limits.max_client_connections:
+            return (
+                "rejected.client_connections",
+                f"this client key has {held} connections open, its limit "
+                f"(admission.max_client_connections)",
+            )
         return None
 
     def _opened(self, change: int) -> None:
@@ -119,17 +133,23 @@ class Admission:
                 bucket.wait(now),
             )
 
-    def screen(self, client: bytes) -> CredentialRejected | None:
+    def screen(self, client: bytes) -> ConnectionRefused | None:
         """Why a handshake of ``client`` is refused before any more cryptography is spent on
-        it (it broke too many sessions lately), or None. Checked after its credential, so a
-        key is only ever refused for what its holder sent inside an authenticated session."""
+        it, or None: it is at a connection limit (so it is told why rather than closed once
+        its handshake is done; ``connect`` still counts), or it broke too many sessions
+        lately. Checked after its credential, so a key is only ever refused for its own
+        connections and for what its holder sent inside an authenticated session."""
+        over = self._over_limit(client)
+        if over is not None:
+            self._stats.incr(over[0])
+            return ConnectionRefused(over[0].removeprefix("rejected."), over[1])
         bucket = self._broken.get(client)
         if bucket is None:
             return None
         wait = bucket.wait(self._clock())
         if wait <= 0:
             return None
-        return CredentialRejected(
+        return ConnectionRefused(
             "broken_sessions",
             f"this client key's sessions kept sending frames the node could not read "
             f"(invalid CBOR or over the frame limit); its new connections are refused for "

@@ -18,6 +18,14 @@ class CredentialRejected(PermissionDenied):
         super().__init__(message)
 
 
+class ConnectionRefused(CredentialRejected):
+    """A node declined a client whose credential is good: the node or the client key is at a
+    connection limit, or the key broke too many sessions lately. Refused at the handshake,
+    so nothing was sent, and another node may accept the same client."""
+
+    REASONS = frozenset({"connections", "client_connections", "broken_sessions"})
+
+
 class AccessDenied(PermissionDenied):
     """An authenticated peer asked for something its role does not allow."""
 

@@ -164,3 +164,25 @@ def test_broken_sessions_zero_screens_nobody_and_nodes_are_never_charged() -> No
         AdmissionLimits(broken_sessions=-1)
     with pytest.raises(ConfigError):
         AdmissionLimits(broken_session_interval=0)
+
+
+def test_a_client_at_a_connection_limit_is_screened_with_the_reason_and_counted() -> None:
+    stats = StatisticsStore()
+    admission = Admission(
+        AdmissionLimits(max_connections=3, max_client_connections=2), stats, Clock()
+    )
+    admission.connect(b"alice")
+    assert admission.screen(b"alice") is None
+    admission.connect(b"alice")
+    refusal = admission.screen(b"alice")
+    assert refusal is not None and refusal.reason == "client_connections"
+    assert "2 connections open, its limit (admission.max_client_connections)" in str(refusal)
+    assert admission.screen(b"bob") is None
+    admission.connect(b"bob")
+    refusal = admission.screen(b"carol")
+    assert refusal is not None and refusal.reason == "connections"
+    assert "serves 3 client connections" in str(refusal)
+    admission.disconnect(b"alice")
+    assert admission.screen(b"alice") is None and admission.screen(b"carol") is None
+    counts = stats.snapshot()
+    assert counts["rejected.client_connections"] == 1 and counts["rejected.connections"] == 1

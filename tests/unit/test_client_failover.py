@@ -15,7 +15,7 @@ import p2pindex
 from p2pindex.config import MIB, Limits
 from p2pindex.errors import ConnectionLost, InvalidRequest, NoNodeReachable, ProtocolError
 from p2pindex.net.tcp_stream import connect_tcp
-from p2pindex.security.errors import HandshakeFailed
+from p2pindex.security.errors import ConnectionRefused, HandshakeFailed
 from p2pindex.types import Address
 from p2pindex.wire.messages import (
     LIMITS_VERSION,
@@ -57,6 +57,38 @@ async def test_a_seed_whose_handshake_fails_sends_the_client_to_the_next(
     assert silent.address in connector.attempts
     assert silent.requests(PutRequest) == []
     assert sum(len(node.requests(PutRequest)) for node in cluster.nodes) == 20
+
+
+class RefusingNode(FailingHandshakes):
+    """A node that refuses the client at its handshake for a limit of its own."""
+
+    async def connect(self, address: Address) -> trio.abc.Stream:
+        self.attempts.append(address)
+        if address in self.bad:
+            raise ConnectionRefused(
+                "client_connections",
+                f"the node at {address} refused the connection: this client key has 256 "
+                f"connections open, its limit (admission.max_client_connections)",
+            )
+        return await connect_tcp(address, 1.0)
+
+
+async def test_a_node_at_a_connection_limit_sends_the_client_to_the_next(
+    nursery: trio.Nursery,
+) -> None:
+    cluster = await FakeCluster(3).start(nursery)
+    full = cluster.nodes[0]
+    connector = RefusingNode({full.address})
+    async with p2pindex.connect(cluster.addresses, transport=connector) as db:  # type: ignore[arg-type]
+        for i in range(20):
+            await db.put(f"k{i}", "v")
+        assert full.address in connector.attempts
+        assert sum(len(node.requests(PutRequest)) for node in cluster.nodes) == 20
+    everywhere = RefusingNode({node.address for node in cluster.nodes})
+    with pytest.raises(NoNodeReachable) as refused:  # each node's reason, in its words
+        async with p2pindex.connect(cluster.addresses, transport=everywhere):  # type: ignore[arg-type]
+            pass
+    assert str(refused.value).count("256 connections open, its limit") == 3
 
 
 async def test_a_silent_seed_is_skipped_within_the_handshake_timeout(

@@ -28,7 +28,7 @@ from p2pindex.security.certs import (
     issue_revocations,
     node_id_of,
 )
-from p2pindex.security.errors import CredentialRejected, HandshakeFailed
+from p2pindex.security.errors import ConnectionRefused, CredentialRejected, HandshakeFailed
 from p2pindex.security.trust import TrustState
 from p2pindex.types import Address
 from p2pindex.wire.codec import FrameDecoder, encode_frame
@@ -138,9 +138,7 @@ async def test_a_screened_client_is_refused_before_the_node_signs_anything() -> 
     manager = server_manager()
     screened = bytes(SigningKey(bytes([21]) * 32).verify_key)
     manager.screen = lambda key: (
-        CredentialRejected("broken_sessions", "refused for its conduct")
-        if key == screened
-        else None
+        ConnectionRefused("broken_sessions", "refused for its conduct") if key == screened else None
     )
     signed: list[bytes] = []
     original = SigningKey.sign
@@ -155,6 +153,7 @@ async def test_a_screened_client_is_refused_before_the_node_signs_anything() -> 
         patch.setattr(SigningKey, "sign", spy)
         _, server, error, _ = await handshake(party, manager)
     assert server is None and "refused for its conduct" in str(error)
+    assert isinstance(error, ConnectionRefused)  # the client may try another node
     assert signed == []  # the node refused it before its own signature
     assert manager.stats["security.handshake.refused.broken_sessions"] == 1
     _, server, error, _ = await handshake(client_party(22), manager)

@@ -42,7 +42,7 @@ from p2pindex.errors import PermissionDenied, ProtocolError
 from p2pindex.net.secure.session import FailureReporter, SecureStream, session_class
 from p2pindex.security.access import Peer, PeerKind
 from p2pindex.security.certs import verify_capability, verify_node_certificate
-from p2pindex.security.errors import CredentialRejected, HandshakeFailed
+from p2pindex.security.errors import ConnectionRefused, CredentialRejected, HandshakeFailed
 from p2pindex.security.trust import TrustState
 from p2pindex.wire.codec import FrameDecoder, encode_frame
 from p2pindex.wire.messages import ErrorReply
@@ -60,7 +60,7 @@ _CLIENT_LABEL = b"p2pindex/handshake/v1/initiator\x00"
 _KINDS = {kind.value: kind for kind in PeerKind}
 
 Clock = Callable[[], float]
-Screen = Callable[[bytes], CredentialRejected | None]
+Screen = Callable[[bytes], ConnectionRefused | None]
 """Given a client's verified public key: why the node refuses it anyway (its recent
 conduct), or None. Asked before the responder spends its own cryptography on the client."""
 RandomBytes = Callable[[int], bytes]
@@ -171,8 +171,13 @@ def _refusal(message: dict[str, object], who: str) -> CredentialRejected | None:
     if "refuse" not in message:
         return None
     text = message.get("message")
-    detail = text[:500] if type(text) is str else "no reason given"
-    return CredentialRejected("refused_by_peer", f"{who} refused the connection: {detail}")
+    detail = f"{who} refused the connection: " + (
+        text[:500] if type(text) is str else "no reason given"
+    )
+    reason = message["refuse"]
+    if type(reason) is str and reason in ConnectionRefused.REASONS:
+        return ConnectionRefused(reason, detail)
+    return CredentialRejected("refused_by_peer", detail)
 
 
 async def _refuse(stream: trio.abc.Stream, error: CredentialRejected | HandshakeFailed) -> None:
