@@ -45,20 +45,6 @@ class FailingHandshakes:
         return stream
 
 
-async def test_a_seed_whose_handshake_fails_sends_the_client_to_the_next(
-    nursery: trio.Nursery,
-) -> None:
-    cluster = await FakeCluster(3).start(nursery)
-    silent = cluster.nodes[0]
-    connector = FailingHandshakes({silent.address})
-    async with p2pindex.connect(cluster.addresses, transport=connector) as db:  # type: ignore[arg-type]
-        for i in range(20):
-            await db.put(f"k{i}", "v")
-    assert silent.address in connector.attempts
-    assert silent.requests(PutRequest) == []
-    assert sum(len(node.requests(PutRequest)) for node in cluster.nodes) == 20
-
-
 class RefusingNode(FailingHandshakes):
     """A node that refuses the client at its handshake for a limit of its own."""
 
@@ -73,19 +59,25 @@ class RefusingNode(FailingHandshakes):
         return await connect_tcp(address, 1.0)
 
 
-async def test_a_node_at_a_connection_limit_sends_the_client_to_the_next(
-    nursery: trio.Nursery,
+@pytest.mark.parametrize("connector_class", [FailingHandshakes, RefusingNode])
+async def test_a_node_whose_handshake_fails_or_refuses_sends_the_client_to_the_next(
+    nursery: trio.Nursery, connector_class: type[FailingHandshakes]
 ) -> None:
     cluster = await FakeCluster(3).start(nursery)
-    full = cluster.nodes[0]
-    connector = RefusingNode({full.address})
+    silent = cluster.nodes[0]
+    connector = connector_class({silent.address})
     async with p2pindex.connect(cluster.addresses, transport=connector) as db:  # type: ignore[arg-type]
         for i in range(20):
             await db.put(f"k{i}", "v")
-        assert full.address in connector.attempts
-        assert sum(len(node.requests(PutRequest)) for node in cluster.nodes) == 20
+    assert silent.address in connector.attempts
+    assert silent.requests(PutRequest) == []
+    assert sum(len(node.requests(PutRequest)) for node in cluster.nodes) == 20
+
+
+async def test_every_node_refusing_the_client_names_each_reason(nursery: trio.Nursery) -> None:
+    cluster = await FakeCluster(3).start(nursery)
     everywhere = RefusingNode({node.address for node in cluster.nodes})
-    with pytest.raises(NoNodeReachable) as refused:  # each node's reason, in its words
+    with pytest.raises(NoNodeReachable) as refused:
         async with p2pindex.connect(cluster.addresses, transport=everywhere):  # type: ignore[arg-type]
             pass
     assert str(refused.value).count("256 connections open, its limit") == 3
