@@ -82,7 +82,7 @@ MAX_HANDSHAKES = 256
 class AdmissionLimits:
     """What an operator allows each client: enforced by ``node.admission``, refusals counted
     in `status` (``rejected.connections``, ``rejected.client_connections``,
-    ``overloaded.client_rate``, ``security.handshake.refused.broken_sessions``)."""
+    ``overloaded.client_rate``, ``security.handshake.refused.*``)."""
 
     max_connections: int = 4096
     """Open client connections a node serves at once (the cluster's own nodes are never

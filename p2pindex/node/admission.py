@@ -10,6 +10,7 @@ own replication). Every refusal is counted in the node's statistics, so `status`
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 
 from p2pindex.config import AdmissionLimits
@@ -126,11 +127,11 @@ class Admission:
             bucket = self._broken[client] = TokenBucket(rate, limits.broken_sessions, now)
         if bucket.take(now) and bucket.wait(now) > 0:  # this one used up the allowance
             log.warning(
-                "client key %s: %d sessions closed for frames the node could not read; its "
-                "new connections are refused for %.0f s",
-                client.hex()[:16],
+                "client %s: %d sessions closed for frames the node could not read; its new "
+                "connections are refused for %d s",
+                client[:8].hex(),
                 limits.broken_sessions,
-                bucket.wait(now),
+                math.ceil(bucket.wait(now)),
             )
 
     def screen(self, client: bytes) -> ConnectionRefused | None:
@@ -153,5 +154,5 @@ class Admission:
             "broken_sessions",
             f"this client key's sessions kept sending frames the node could not read "
             f"(invalid CBOR or over the frame limit); its new connections are refused for "
-            f"{wait:.0f} s more",
+            f"{math.ceil(wait)} s more",
         )

@@ -61,8 +61,8 @@ _KINDS = {kind.value: kind for kind in PeerKind}
 
 Clock = Callable[[], float]
 Screen = Callable[[bytes], ConnectionRefused | None]
-"""Given a client's verified public key: why the node refuses it anyway (its recent
-conduct), or None. Asked before the responder spends its own cryptography on the client."""
+"""Given a client's verified public key: why the node refuses it anyway (a connection limit,
+its recent conduct), or None. Asked before the responder spends its own cryptography on it."""
 RandomBytes = Callable[[int], bytes]
 """Where a handshake's ephemeral keys and nonces come from: ``os.urandom`` in a process; the
 simulator passes a stream seeded from the run's seed, so a run's bytes repeat exactly."""

@@ -156,7 +156,8 @@ class SecurityManager:
         self.state.on_revocations(self._revocations_adopted)
         self._log_budget = TokenBucket(LOG_RATE, LOG_BURST, wall_clock())
         self.screen: Screen | None = None
-        """Set by the node: refuses clients by their conduct (``node.admission``)."""
+        """Set by the node: refuses clients at their limits or for their conduct, before
+        the node's own cryptography (``node.admission``)."""
         self.log_suppressed = 0
         """Lines about refusals left out of the node log since the last one written."""
 
