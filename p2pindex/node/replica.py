@@ -16,6 +16,7 @@ import trio
 from p2pindex.config import Limits
 from p2pindex.core import versions
 from p2pindex.core.digest_read import version_digest
+from p2pindex.core.newest import put_newest
 from p2pindex.core.terms import IndexTerms
 from p2pindex.core.versions import VersionedObject, VersionVector
 from p2pindex.errors import (
@@ -213,9 +214,7 @@ class IndexManager:
         # Re-inserting moves the key to the end, so the key least recently stored (or read
         # from storage) goes first: a hot key rewritten all the time stays rather than being
         # evicted, read back and decoded again every DECODED_CACHE new keys.
-        if decoded.pop(key, None) is None and len(decoded) >= DECODED_CACHE:
-            del decoded[next(iter(decoded))]
-        decoded[key] = (record, obj)
+        put_newest(decoded, key, (record, obj), DECODED_CACHE)
 
     def new_version(
         self,

@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import os
 
+from p2pindex.core.newest import put_newest
 from p2pindex.security.authority import Authority
 from p2pindex.security.certs import (
     ClientCapability,
@@ -97,9 +98,7 @@ class BearerVerifier:
         capability = self._verified.get(token)
         if capability is None:
             capability = self._open(token, now)
-            if len(self._verified) >= CACHE_SIZE:
-                del self._verified[next(iter(self._verified))]
-            self._verified[token] = capability
+            put_newest(self._verified, token, capability, CACHE_SIZE)
         check_validity(capability, now)
         self._state.check_capability(capability)
         return capability

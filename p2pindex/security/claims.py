@@ -27,6 +27,7 @@ from nacl.bindings import crypto_sign, crypto_sign_open, crypto_sign_seed_keypai
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey
 
+from p2pindex.core.newest import put_newest
 from p2pindex.core.swim.claims import Claim
 from p2pindex.core.swim.codec import encode_record
 from p2pindex.core.swim.messages import Alive, Record
@@ -110,9 +111,7 @@ class Claims:
         return True
 
     def _wait(self, record: Record) -> None:
-        if len(self._waiting) >= _WAITING_LIMIT:
-            del self._waiting[next(iter(self._waiting))]
-        self._waiting[record] = None
+        put_newest(self._waiting, record, None, _WAITING_LIMIT)
         if self._locate is not None and type(record) is Alive:
             self._locate(record.node_id, record.address)
 

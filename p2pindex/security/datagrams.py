@@ -46,6 +46,7 @@ from nacl.bindings import crypto_sign, crypto_sign_open, crypto_sign_seed_keypai
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey
 
+from p2pindex.core.newest import put_newest
 from p2pindex.core.ratelimit import TokenBucket
 from p2pindex.security.counting import Counts, Tally
 from p2pindex.security.directory import CertificateDirectory, Verdict
@@ -257,9 +258,7 @@ class DatagramSealer:
         window.incarnation = max(window.incarnation, incarnation)
         incr("swim.accepted")
         if not proven:  # signed, fresh and not a replay: its address has proved itself
-            if len(self._proven) >= MAX_PROVEN:
-                del self._proven[next(iter(self._proven))]
-            self._proven[source] = None
+            put_newest(self._proven, source, None, MAX_PROVEN)
         return payload
 
     def sequence_floor(self) -> int:

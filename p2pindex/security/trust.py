@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from p2pindex.core.newest import put_newest
 from p2pindex.security.certs import (
     ClientCapability,
     Document,
@@ -52,9 +53,7 @@ class TrustState:
         document = self._opened.get(blob)
         if document is None:
             document = open_document(blob, trust, what)
-            if len(self._opened) >= OPENED_MAX:
-                del self._opened[next(iter(self._opened))]  # the oldest
-            self._opened[blob] = document
+            put_newest(self._opened, blob, document, OPENED_MAX)
         return document
 
     def on_revocations(self, listener: RevocationListener) -> None:
