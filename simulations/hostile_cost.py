@@ -10,6 +10,11 @@ sender's own CPU per request (what the attacking process of ``hostile_load.py`` 
 ``hostile_load.py`` says whether legitimate clients keep their throughput, this says which
 kind of bad input is worth making cheaper. With ``--profile DIR`` each kind is also sampled
 with py-spy (``pip install py-spy``) into ``DIR/<kind>.txt`` (raw collapsed stacks).
+
+Each kind is sent with a write credential of its own (a hostile tenant). The two kinds that
+break their session make the node refuse the key's handshakes after five (the default
+``admission.broken_sessions``): their figure is mostly what that refusal costs, as it is
+for an attacker.
 """
 
 from __future__ import annotations
@@ -64,7 +69,7 @@ def _raw(kind: str, rng: random.Random, hellos: dict[str, bytes]) -> bytes:
 
 async def _one_connection(
     address: Address,
-    admin: SecureConnector,
+    client: SecureConnector,
     hellos: dict[str, bytes],
     kind: str,
     per_second: float,
@@ -85,7 +90,7 @@ async def _one_connection(
                     await send_raw(nursery, address, _raw(kind, rng, hellos))
                 else:
                     if stream is None:
-                        stream = await admin.connect(address)
+                        stream = await client.connect(address)
                         nursery.start_soon(_drain, stream)
                     if kind in IN_SESSION:
                         await stream.send_all(IN_SESSION[kind](sent + 1))
@@ -101,7 +106,7 @@ async def _one_connection(
 
 async def send_kind(
     address: Address,
-    admin: SecureConnector,
+    client: SecureConnector,
     hellos: dict[str, bytes],
     kind: str,
     rate: float,
@@ -112,7 +117,7 @@ async def send_kind(
     async def one(seed: int) -> None:
         per_second = rate / CONNECTIONS
         counts.append(
-            await _one_connection(address, admin, hellos, kind, per_second, seconds, seed)
+            await _one_connection(address, client, hellos, kind, per_second, seconds, seed)
         )
 
     async with trio.open_nursery() as nursery:
@@ -150,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
             "foreign_hello": trio.run(record_hello, foreign),
             "replayed_hello": trio.run(record_hello, admin),
         }
+        assert cluster.authority_dir is not None
+        authority = Authority.load_or_init(cluster.authority_dir)
         node = cluster.nodes[0]
         assert node.pid is not None
         print(f"{'kind':<22} {'sent':>7} {'node CPU s':>11} {'µs each':>8} {'sender µs':>10}")
@@ -161,8 +168,9 @@ def main(argv: list[str] | None = None) -> int:
                 command += ["--rate", "200", "--output", str(args.profile / f"{kind}.txt")]
                 spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
                 time.sleep(1)
+            tenant = SecureConnector(authority.credentials(Role.WRITE))
             before, sender_before = cpu_of([node.pid]), own_cpu()
-            sent = trio.run(send_kind, node.address, admin, hellos, kind, args.rate, args.seconds)
+            sent = trio.run(send_kind, node.address, tenant, hellos, kind, args.rate, args.seconds)
             time.sleep(0.5)  # the last connections are refused and closed
             used = cpu_of([node.pid]) - before
             sender = (own_cpu() - sender_before) / max(1, sent) * 1e6
