@@ -193,15 +193,17 @@ class QueryService:
                 f"{plan.uncovered_share:.1%} of the ring has fewer than {query.r} readable "
                 "replicas; ask without complete_only for a partial answer marked as such",
             )
-        answers, failed = await self._ask(plan, query, request.values, timeout)
+        deadline = trio.current_time() + timeout
+        answers, failed = await self._ask(plan, query, request.values, self._step(deadline))
         if failed:
             # One replan without the replicas that failed, so a crash between planning and
             # asking costs a retry, not an incomplete page.
             for node in failed:
                 self._view.note_unreachable(node)
             plan = self._plan(ring, query.r, failed)
-            answers, failed = await self._ask(plan, query, request.values, timeout)
-        page = await self._merge(plan, query, answers, failed, request.values, timeout)
+            answers, failed = await self._ask(plan, query, request.values, self._step(deadline))
+        step = self._step(deadline)
+        page = await self._merge(plan, query, answers, failed, request.values, step)
         uncovered = plan.uncovered_share
         if failed:
             lost = [runs for node, runs in plan.assignments.items() if node in failed]
@@ -283,6 +285,14 @@ class QueryService:
             )
             self._plans[key] = plan
         return plan
+
+    def _step(self, deadline: float) -> float:
+        """Seconds one step of a page (ask, ask again without the replicas that failed,
+        fetch versions) may wait for replicas: ``replica_timeout`` at most, as a key request
+        waits for one replica, and never past the page's deadline, so a page with a silent
+        replica is answered within the client's timeout instead of after three of them."""
+        remaining = deadline - trio.current_time()
+        return max(0.0, min(self._config.replica_timeout, remaining))
 
     async def _ask(
         self, plan: CoveragePlan, query: _Query, values: bool, timeout: float

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 
 import pytest
 import trio
 
 import p2pindex
+from p2pindex.core.terms import encode_term
 from p2pindex.errors import InvalidRequest, Unavailable
+from p2pindex.wire.messages import QueryReply, QueryRequest
 from tests.support.cluster import running_cluster
 
 
@@ -84,6 +87,30 @@ async def test_a_dead_replica_is_covered_by_the_others_and_too_few_is_reported()
         assert not partial.complete and partial.uncovered_share > 0
         with pytest.raises(Unavailable):
             await db.query("n", 0, 100, consistency="all", complete_only=True)
+
+
+async def test_a_silent_replica_costs_a_page_one_replica_timeout_not_the_whole_deadline(
+    autojump_clock,
+) -> None:
+    """Asked, then asked again without the replica that failed, then versions fetched: each
+    step waits replica_timeout (1 s in these clusters) at most and never past the page's
+    deadline, so a page comes back well inside the client's timeout rather than after it."""
+    async with running_cluster(3) as cluster, client(cluster) as db:
+        for i in range(20):
+            await db.put(f"k{i:02d}", b"v", index={"n": [i]})
+        cluster.network.pause(cluster.nodes[2].address.host)
+        request = QueryRequest("n", encode_term(0), encode_term(100), b"", 100, None, 2, 5000)
+        began = trio.current_time()
+        reply = await cluster.request(cluster.nodes[0], request)
+        took = trio.current_time() - began
+        assert isinstance(reply, QueryReply) and reply.coverage["complete"]
+        assert len(reply.rows) == 20
+        assert 0.9 < took < 1.5, took  # one replica timeout, not the 5 s deadline
+        tight = dataclasses.replace(request, timeout_ms=700)
+        began = trio.current_time()
+        reply = await cluster.request(cluster.nodes[1], tight)
+        assert trio.current_time() - began < 0.8  # within its own deadline, however it ends
+        cluster.network.resume(cluster.nodes[2].address.host)
 
 
 async def test_tampered_or_foreign_continuations_and_bad_pages_are_refused():
