@@ -5,9 +5,10 @@ ring. The rules, in Riak's terms plus what Riak lacked:
 
 * an arc is asked only of its primary replicas (its preference list), never of fallbacks,
   which hold at most the hints of a few writes;
-* only *readable* replicas count (alive, reachable, not DEGRADED and not SYNCING): a SYNCING
-  node is still receiving the arcs it joined for, so it is never a source for them (Riak's
-  missing keys during handoff, fixed there by hand with ``participate_in_2i_coverage``);
+* only *readable* replicas count (alive, reachable and not SYNCING; a DEGRADED one counts, as
+  its storage refuses writes, not reads): a SYNCING node is still receiving the arcs it
+  joined for, so it is never a source for them (Riak's missing keys during handoff, fixed
+  there by hand with ``participate_in_2i_coverage``);
 * ``r`` replicas per arc: 1 for ``one``, R for ``quorum``; the node merges their answers by
   version (``p2pindex.node.query``);
 * an arc with fewer than ``r`` readable replicas is *uncovered*: it is still asked of those

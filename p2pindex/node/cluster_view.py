@@ -89,16 +89,24 @@ class ClusterView:
         return any(arcs(key) for arcs in self.gaining.values())
 
     def readable(self, node_id: str, now: float, key: bytes | None = None) -> bool:
-        """Usable, and not still receiving its ranges (a SYNCING node may miss keys).
+        """Usable and serving reads: a peer the reaper and anti-entropy may both read from
+        and write to."""
+        return self.usable(node_id, now) and self.serves_reads(node_id, now, key)
+
+    def serves_reads(self, node_id: str, now: float, key: bytes | None = None) -> bool:
+        """May a client's read (a key or a query's scan) be sent to ``node_id`` at ``now``?
+        It must hold its copies and not be still receiving its ranges (a SYNCING node may
+        miss keys). A DEGRADED member serves reads: its storage refuses writes, not reads,
+        and a cluster whose disks all filled must stay readable, not go dark.
 
         ``key`` narrows a gaining node's refusal to the keys it gained; asked without a key
         (a scan plan, the reaper), a node that gains anything counts as unreadable."""
-        if not self.usable(node_id, now):
-            return False
         if node_id == self.node_id:
-            if self.state is NodeState.SYNCING:
+            if self.state is NodeState.SYNCING or self.handing_over:
                 return False
             return not self.gaining or (key is not None and not self.gains(key))
+        if not self.holds_copies(node_id, now):
+            return False
         member = self.members.get(node_id)
         return member is not None and member.state is not NodeState.SYNCING
 

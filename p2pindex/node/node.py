@@ -500,16 +500,16 @@ class Node:
     @property
     def membership_confirmed(self) -> bool:
         """Whether this process has exchanged membership with a live member (or needs none).
-
-        Until then its ring is only what it restored from disk or what it is itself: a node
-        that crashed soon after joining may have saved three members of nine, and a write it
-        coordinated on that ring would go to nodes that are not the key's replicas, be
-        acknowledged at ONE, and be read by nobody. So it coordinates nothing until then.
-        """
+        Until then its ring is only what it restored from disk or itself: a node that crashed
+        soon after joining may have saved three members of nine, and a write it coordinated
+        on that ring could be acknowledged at ONE by non-replicas and read by nobody."""
         return self._driver is not None and self._driver.joined
 
     def readable(self, node_id: str, key: bytes | None = None) -> bool:
         return self.view.readable(node_id, trio.current_time(), key)
+
+    def serves_reads(self, node_id: str, key: bytes | None = None) -> bool:
+        return self.view.serves_reads(node_id, trio.current_time(), key)
 
     async def keep_hint(self, target: str, key: bytes, record: bytes) -> None:
         """Hand a write this node coordinated as a fallback to hinted handoff."""

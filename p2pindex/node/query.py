@@ -91,7 +91,7 @@ class QueryView(Protocol):
 
     def address_of(self, node_id: str) -> Address: ...
 
-    def readable(self, node_id: str) -> bool: ...
+    def serves_reads(self, node_id: str) -> bool: ...
 
     def scan_refusal(self, runs: list[tuple[int, int]]) -> str | None:
         """Why this node's rows of ``runs`` (all of them when empty) may lack keys now."""
@@ -268,7 +268,7 @@ class QueryService:
 
     def _plan(self, ring: Ring, r: int, failed: set[str]) -> CoveragePlan:
         readable = frozenset(
-            node for node in ring.nodes if node not in failed and self._view.readable(node)
+            node for node in ring.nodes if node not in failed and self._view.serves_reads(node)
         )
         key = (ring, readable, r)
         plan = self._plans.get(key)

@@ -30,7 +30,7 @@ class TargetView(Protocol):
 
     def usable(self, node_id: str) -> bool: ...
 
-    def readable(self, node_id: str, key: bytes | None = None) -> bool: ...
+    def serves_reads(self, node_id: str, key: bytes | None = None) -> bool: ...
 
     @property
     def leaving(self) -> bool: ...
@@ -84,14 +84,14 @@ def targets(
     read: bool = False,
 ) -> list[Target]:
     """The nodes that serve ``key``: NotReady while this node does not know the whole ring,
-    Unavailable when fewer than ``needed`` are usable (readable, for a read)."""
+    Unavailable when fewer than ``needed`` are usable (serving reads, for a read)."""
     if not view.membership_confirmed:
         raise NotReady(
             f"node {node_id} has not reached any member since it started, so it "
             "does not know the whole ring yet; another node can serve this request"
         )
     ring = view.ring
-    usable = (lambda node: view.readable(node, key)) if read else view.usable
+    usable = (lambda node: view.serves_reads(node, key)) if read else view.usable
     chosen = select_targets(ring, key, n, usable, strict=strict)
     if len(chosen) < needed:
         raise Unavailable(needed, len(chosen), _too_few(len(ring.nodes), n, strict))

@@ -47,11 +47,26 @@ def test_a_syncing_member_takes_writes_but_not_reads() -> None:
     assert view.usable(ME, now=0.0) and not view.readable(ME, now=0.0)
 
 
-def test_a_degraded_node_is_not_usable_itself() -> None:
+def test_a_degraded_node_takes_no_writes_but_serves_reads() -> None:
+    """A full disk refuses writes, not reads: a cluster whose disks all filled stays
+    readable. The reaper and anti-entropy, which also write to a peer, still skip it."""
     view = view_with(Liveness.ALIVE, NodeState.DEGRADED)
     view.state = NodeState.DEGRADED
     assert not view.usable(PEER, now=0.0)
     assert not view.usable(ME, now=0.0)
+    assert view.serves_reads(PEER, now=0.0) and view.serves_reads(ME, now=0.0, key=b"k")
+    assert not view.readable(PEER, now=0.0) and not view.readable(ME, now=0.0)
+    view.unreachable_until[PEER] = 10.0
+    assert not view.serves_reads(PEER, now=9.9)  # unreachable is unreachable
+    view.handing_over = True
+    assert not view.serves_reads(ME, now=0.0)  # it has handed its ranges over
+
+
+def test_a_syncing_or_gaining_node_serves_no_reads_of_what_it_is_receiving() -> None:
+    view = view_with(Liveness.ALIVE, NodeState.SYNCING)
+    assert not view.serves_reads(PEER, now=0.0)
+    view.state = NodeState.SYNCING
+    assert not view.serves_reads(ME, now=0.0, key=b"k")
 
 
 def test_the_ring_keeps_dead_members_and_drops_left_and_removed_ones() -> None:

@@ -39,7 +39,7 @@ class View:
     def address_of(self, node_id: str) -> Address:
         return ADDRESSES[node_id]
 
-    def readable(self, node_id: str) -> bool:
+    def serves_reads(self, node_id: str) -> bool:
         return node_id != DOWN
 
     def scan_refusal(self, runs: list[tuple[int, int]]) -> str | None:

@@ -21,7 +21,7 @@ class View:
     def __init__(self) -> None:
         self.receiving = False
 
-    def readable(self, node_id: str) -> bool:
+    def serves_reads(self, node_id: str) -> bool:
         return not self.receiving
 
     def scan_refusal(self, runs: list[tuple[int, int]]) -> str | None:

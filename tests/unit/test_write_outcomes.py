@@ -57,7 +57,7 @@ class View:
     def usable(self, node_id: str) -> bool:
         return True
 
-    def readable(self, node_id: str, key: bytes | None = None) -> bool:
+    def serves_reads(self, node_id: str, key: bytes | None = None) -> bool:
         return True
 
     def note_unreachable(self, node_id: str) -> None:
