@@ -146,16 +146,16 @@ async def _attack_one(
                     await send_raw(nursery, address, data)
                 else:
                     if stream is None:
-                        sent["refused_handshake"] += 1  # unless it is not, below
                         if trio.current_time() < refused_until.get(address, -math.inf):
                             await send_raw(nursery, address, hellos["replayed_hello"])
+                            sent["refused_handshake"] += 1
                             continue
                         try:
                             stream = await credentials.connect(address)
                         except PermissionDenied:  # its key is refused for broken sessions
                             refused_until[address] = trio.current_time() + 1.0
+                            sent["refused_handshake"] += 1
                             continue
-                        sent["refused_handshake"] -= 1
                         nursery.start_soon(_drain, stream)
                     request_id += 1
                     if kind in IN_SESSION:
