@@ -32,6 +32,10 @@ class Admission:
         self._limited = 0
         """Open connections ``max_connections`` applies to: all but the cluster's nodes."""
         self._by_client: dict[bytes, int] = {}
+        self._held: dict[bytes, int] = {}
+        """Client key -> places held for its sessions still in their handshake (``screen``
+        admitted them; ``connect`` counts them, ``release`` gives them back)."""
+        self._held_total = 0
         self._buckets: dict[bytes, TokenBucket] = {}
         self._broken: dict[bytes, TokenBucket] = {}
         """Client key -> its allowance of broken sessions (``broken_sessions``). One entry per
@@ -39,7 +43,8 @@ class Admission:
 
     def connect(self, client: bytes | None, *, node: bool = False) -> str | None:
         """Count a new connection (``client``: its key, None for a node or an unauthenticated
-        peer); returns why it is refused instead, having counted nothing.
+        peer); returns why it is refused instead, having counted nothing. A session whose
+        place ``screen`` held is counted in it, never refused.
 
         ``node``: an authenticated member of the cluster, never refused. Replication, hints
         and membership must not queue behind clients: were clients holding every connection
@@ -48,10 +53,13 @@ class Admission:
         if node:
             self._opened(1)
             return None
-        over = self._over_limit(client)
-        if over is not None:
-            self._stats.incr(over[0])
-            return over[1]
+        if client is not None and client in self._held:
+            self.release(client)
+        else:
+            over = self._over_limit(client)
+            if over is not None:
+                self._stats.incr(over[0])
+                return over[1]
         if client is not None:
             self._by_client[client] = self._by_client.get(client, 0) + 1
         self._limited += 1
@@ -59,15 +67,17 @@ class Admission:
         return None
 
     def _over_limit(self, client: bytes | None) -> tuple[str, str] | None:
-        """(counter, why) when one more connection of ``client`` would pass a limit."""
+        """(counter, why) when one more connection of ``client`` would pass a limit; places
+        held for handshakes count as connections."""
         limits = self._limits
-        if self._limited >= limits.max_connections:
+        serving = self._limited + self._held_total
+        if serving >= limits.max_connections:
             return (
                 "rejected.connections",
-                f"the node serves {self._limited} client connections, its limit "
+                f"the node serves {serving} client connections, its limit "
                 f"(admission.max_connections)",
             )
-        held = 0 if client is None else self._by_client.get(client, 0)
+        held = 0 if client is None else self._by_client.get(client, 0) + self._held.get(client, 0)
         if held >= limits.max_client_connections:
             return (
                 "rejected.client_connections",
@@ -136,23 +146,31 @@ class Admission:
 
     def screen(self, client: bytes) -> ConnectionRefused | None:
         """Why a handshake of ``client`` is refused before any more cryptography is spent on
-        it, or None: it is at a connection limit (so it is told why rather than closed once
-        its handshake is done; ``connect`` still counts), or it broke too many sessions
-        lately. Checked after its credential, so a key is only ever refused for its own
-        connections and for what its holder sent inside an authenticated session."""
+        it, or None, holding a place for its session: it is at a connection limit (so it is
+        told why rather than closed once its handshake is done), or it broke too many
+        sessions lately. Checked after its credential, so a key is only ever refused for its
+        own connections and for what its holder sent inside an authenticated session."""
         over = self._over_limit(client)
         if over is not None:
             self._stats.incr(over[0])
             return ConnectionRefused(over[0].removeprefix("rejected."), over[1])
         bucket = self._broken.get(client)
-        if bucket is None:
-            return None
-        wait = bucket.wait(self._clock())
-        if wait <= 0:
-            return None
-        return ConnectionRefused(
-            "broken_sessions",
-            f"this client key's sessions kept sending frames the node could not read "
-            f"(invalid CBOR or over the frame limit); its new connections are refused for "
-            f"{math.ceil(wait)} s more",
-        )
+        wait = 0.0 if bucket is None else bucket.wait(self._clock())
+        if wait > 0:
+            return ConnectionRefused(
+                "broken_sessions",
+                f"this client key's sessions kept sending frames the node could not read "
+                f"(invalid CBOR or over the frame limit); its new connections are refused "
+                f"for {math.ceil(wait)} s more",
+            )
+        self._held[client] = self._held.get(client, 0) + 1
+        self._held_total += 1
+        return None
+
+    def release(self, client: bytes) -> None:
+        """Give back a place ``screen`` held for ``client`` (its handshake ended without a
+        session, or its session is being counted)."""
+        left = self._held.pop(client) - 1
+        if left:
+            self._held[client] = left
+        self._held_total -= 1

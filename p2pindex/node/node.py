@@ -132,7 +132,7 @@ class Node:
         self._admission = Admission(config.admission, self.stats, trio.current_time)
         if security is not None:
             security.use_statistics(self.stats)
-            security.screen = self._admission.screen
+            security.gate = self._admission
             transport = security.wrap(transport, config.admission.max_handshakes)
         self._transport = transport
         self._rng = rng

@@ -183,6 +183,33 @@ def test_a_client_at_a_connection_limit_is_screened_with_the_reason_and_counted(
     assert refusal is not None and refusal.reason == "connections"
     assert "serves 3 client connections" in str(refusal)
     admission.disconnect(b"alice")
-    assert admission.screen(b"alice") is None and admission.screen(b"carol") is None
+    assert admission.screen(b"carol") is None  # holds the place alice gave up
+    refusal = admission.screen(b"alice")
+    assert refusal is not None and refusal.reason == "connections"
     counts = stats.snapshot()
-    assert counts["rejected.client_connections"] == 1 and counts["rejected.connections"] == 1
+    assert counts["rejected.client_connections"] == 1 and counts["rejected.connections"] == 2
+
+
+def test_a_screened_handshake_holds_its_place_until_its_session_is_counted_or_released() -> None:
+    """Handshakes that pass the screen together cannot overrun a limit: each holds a place,
+    which its session takes over (never refused then) or the failed handshake gives back."""
+    stats = StatisticsStore()
+    admission = Admission(
+        AdmissionLimits(max_connections=3, max_client_connections=2), stats, Clock()
+    )
+    assert admission.screen(b"alice") is None
+    assert admission.screen(b"alice") is None
+    refusal = admission.screen(b"alice")  # two handshakes running, no session yet
+    assert refusal is not None and refusal.reason == "client_connections"
+    assert admission.screen(b"bob") is None
+    refusal = admission.screen(b"carol")
+    assert refusal is not None and refusal.reason == "connections"
+    assert "serves 3 client connections" in str(refusal)
+    admission.release(b"bob")  # bob's handshake failed
+    assert admission.connect(b"alice") is None and admission.connect(b"alice") is None
+    assert "client key" in (admission.connect(b"alice") or "")  # unscreened: checked
+    assert admission.screen(b"carol") is None
+    assert admission.connect(b"carol") is None
+    assert stats.snapshot()["connections.open"] == 3
+    admission.disconnect(b"carol")
+    assert admission.screen(b"bob") is None  # carol's place is free again

@@ -13,11 +13,13 @@ import trio.testing
 from nacl.bindings import crypto_secretbox_easy
 from nacl.signing import SigningKey
 
-from p2pindex.config import Limits
+from p2pindex.config import AdmissionLimits, Limits
 from p2pindex.errors import PermissionDenied, ProtocolError
 from p2pindex.net.secure.handshake import LocalParty, secure_client, secure_server
 from p2pindex.net.secure.manager import SecurityManager
 from p2pindex.net.secure.session import SecureStream, SessionBroken
+from p2pindex.node.admission import Admission
+from p2pindex.node.stats import StatisticsStore
 from p2pindex.security.access import Peer, PeerKind
 from p2pindex.security.certs import (
     Role,
@@ -134,12 +136,26 @@ async def test_a_client_session_carries_its_role() -> None:
     assert server.peer.credential.role is Role.READ
 
 
+class Gate:
+    """Refuses one client key for its conduct; records the places it holds."""
+
+    def __init__(self, refused: bytes) -> None:
+        self.refused = refused
+        self.held: list[bytes] = []
+
+    def screen(self, client: bytes) -> ConnectionRefused | None:
+        if client == self.refused:
+            return ConnectionRefused("broken_sessions", "refused for its conduct")
+        self.held.append(client)
+        return None
+
+    def release(self, client: bytes) -> None:
+        self.held.remove(client)
+
+
 async def test_a_screened_client_is_refused_before_the_node_signs_anything() -> None:
     manager = server_manager()
-    screened = bytes(SigningKey(bytes([21]) * 32).verify_key)
-    manager.screen = lambda key: (
-        ConnectionRefused("broken_sessions", "refused for its conduct") if key == screened else None
-    )
+    manager.gate = Gate(refused=bytes(SigningKey(bytes([21]) * 32).verify_key))
     signed: list[bytes] = []
     original = SigningKey.sign
 
@@ -160,6 +176,52 @@ async def test_a_screened_client_is_refused_before_the_node_signs_anything() -> 
     assert error is None and server is not None  # another client key is not screened
     _, server, error, _ = await handshake(node_party(21), manager)
     assert error is None and server is not None  # nor a node, whatever its key
+
+
+async def test_handshakes_admitted_together_cannot_overrun_a_client_connection_limit() -> None:
+    """The gate holds each admitted handshake's place, so a second handshake of the key is
+    refused with the reason even while the first is still running (no session counted)."""
+    manager = server_manager()
+    manager.gate = Admission(
+        AdmissionLimits(max_client_connections=1), StatisticsStore(), lambda: 0.0
+    )
+    outcomes = []
+
+    async def one() -> None:
+        outcomes.append(await handshake(client_party(24), manager))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(one)
+        nursery.start_soon(one)
+    assert sorted(server is None for _, server, _, _ in outcomes) == [False, True]
+    (error,) = [error for _, _, error, _ in outcomes if error is not None]
+    assert isinstance(error, ConnectionRefused) and error.reason == "client_connections"
+    assert "(admission.max_client_connections)" in str(error)
+
+
+async def test_a_handshake_that_fails_after_the_screen_gives_its_place_back() -> None:
+    manager = server_manager()
+    manager.gate = gate = Gate(refused=b"")
+    left, right = trio.testing.memory_stream_pair()
+
+    async def distrustful_client() -> None:  # refuses the node's certificate (another cluster)
+        with pytest.raises(CredentialRejected):
+            await secure_client(left, client_party(25), TrustState(OTHER_TRUST), now)
+        await left.aclose()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(distrustful_client)
+        assert await manager.accept(right, PEER_ADDRESS) is None
+    assert gate.held == []
+    # Cancelled mid-handshake (as its waiting room or the node's shutdown would), after the
+    # screen: the client sent its hello and waits.
+    left, right = trio.testing.memory_stream_pair()
+    await left.send_all(await recorded_hello(client_party(26)))
+    with trio.move_on_after(0.5):
+        await manager.accept(right, PEER_ADDRESS)
+    assert gate.held == []
+    _, server, error, _ = await handshake(client_party(27), manager)
+    assert error is None and gate.held == [server.peer.credential.public_key]
 
 
 async def test_a_client_and_a_node_of_another_cluster_never_connect() -> None:
@@ -252,8 +314,8 @@ async def test_a_revoked_node_is_refused_and_revocations_travel_in_the_hello() -
     assert state.revocation_version == 5
 
 
-async def test_a_truncated_handshake_is_counted_at_every_cut() -> None:
-    manager = server_manager()
+async def recorded_hello(party: LocalParty) -> bytes:
+    """The first message ``party``'s handshake sends (the rest never happens)."""
     hello = bytearray()
 
     class Recorder(trio.abc.SendStream):
@@ -269,7 +331,13 @@ async def test_a_truncated_handshake_is_counted_at_every_cut() -> None:
 
     with pytest.raises(trio.BrokenResourceError):
         stream = trio.StapledStream(Recorder(), trio.testing.memory_stream_pair()[0])
-        await secure_client(stream, node_party(11), TrustState(TRUST), now)
+        await secure_client(stream, party, TrustState(TRUST), now)
+    return bytes(hello)
+
+
+async def test_a_truncated_handshake_is_counted_at_every_cut() -> None:
+    manager = server_manager()
+    hello = await recorded_hello(node_party(11))
     for cut in range(0, len(hello), 7):
         left, right = trio.testing.memory_stream_pair()
         await left.send_all(bytes(hello[:cut]))

@@ -16,7 +16,7 @@ import random
 import time
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 import trio
 from nacl.signing import SigningKey
@@ -29,7 +29,6 @@ from p2pindex.net.secure.handshake import (
     Accepted,
     LocalParty,
     RandomBytes,
-    Screen,
     secure_client,
     secure_server,
 )
@@ -51,7 +50,12 @@ from p2pindex.security.claims import Claims
 from p2pindex.security.counting import Counts, Tally
 from p2pindex.security.datagrams import DatagramSealer
 from p2pindex.security.directory import MAX_WANTED, CertificateDirectory
-from p2pindex.security.errors import AccessDenied, CredentialRejected, HandshakeFailed
+from p2pindex.security.errors import (
+    AccessDenied,
+    ConnectionRefused,
+    CredentialRejected,
+    HandshakeFailed,
+)
 from p2pindex.security.keys import write_file_atomically
 from p2pindex.security.trust import TrustState
 from p2pindex.types import Address
@@ -97,6 +101,19 @@ _NOTEWORTHY = ADMIN_MESSAGES | {RevocationPush, CertificateRequest}
 Request = Callable[[Address, Message, float], Awaitable[Message]]
 Dispatch = Callable[[Message], Awaitable[Message]]
 LiveMembers = Callable[[], list[tuple[str, Address]]]
+
+
+class Gate(Protocol):
+    """What the node decides about a client whose credential checked out, before the node's
+    own cryptography is spent on it (``node.admission``)."""
+
+    def screen(self, client: bytes) -> ConnectionRefused | None:
+        """Why client key ``client`` is refused anyway, or None: admitted, and a place is held
+        for its session (so handshakes that pass together cannot overrun a limit) until the
+        session is counted or ``release`` gives it back."""
+
+    def release(self, client: bytes) -> None:
+        """The handshake ``screen`` admitted ended without a session."""
 
 
 class SecurityManager:
@@ -155,9 +172,9 @@ class SecurityManager:
         self._mtimes = self._file_times()
         self.state.on_revocations(self._revocations_adopted)
         self._log_budget = TokenBucket(LOG_RATE, LOG_BURST, wall_clock())
-        self.screen: Screen | None = None
+        self.gate: Gate | None = None
         """Set by the node: refuses clients at their limits or for their conduct, before
-        the node's own cryptography (``node.admission``)."""
+        the node's own cryptography, and holds the places of those it admits."""
         self.log_suppressed = 0
         """Lines about refusals left out of the node log since the last one written."""
 
@@ -229,6 +246,20 @@ class SecurityManager:
 
     async def accept(self, stream: trio.abc.Stream, address: Address) -> SecureStream | None:
         """Run the responder's handshake; None (counted, audited, logged) when refused."""
+        gate = self.gate
+        held: bytes | None = None
+        """The client key whose place ``gate`` holds for this handshake: given back unless
+        the handshake ends in a session (which then carries it to the node's count)."""
+
+        def screen(client: bytes) -> ConnectionRefused | None:
+            nonlocal held
+            assert gate is not None
+            refusal = gate.screen(client)
+            if refusal is None:
+                held = client
+            return refusal
+
+        accepted = None
         try:
             accepted = await secure_server(
                 stream,
@@ -237,7 +268,7 @@ class SecurityManager:
                 self._wall_clock,
                 timeout=self.handshake_timeout,
                 on_failure=self._session_failed,
-                screen=self.screen,
+                screen=None if gate is None else screen,
             )
         except CredentialRejected as exc:
             self._refused("refused", address, exc)
@@ -249,6 +280,10 @@ class SecurityManager:
             self.incr("handshake.failed.broken")
             log.debug("handshake with %s broke: %s", address, exc)
             return None
+        finally:
+            if accepted is None and held is not None:
+                assert gate is not None
+                gate.release(held)
         return self._admitted(accepted)
 
     async def connect(
