@@ -52,6 +52,7 @@ from p2pindex.client.queries import (
     term_for_wire,
 )
 from p2pindex.client.requests import (
+    NOTHING_SENT,
     Addresses,
     CallOptions,
     ConsistencyArg,
@@ -102,7 +103,7 @@ from p2pindex.net.channel import RpcChannel, open_channel
 from p2pindex.net.pool import ChannelPool
 from p2pindex.net.secure.connector import client_connector
 from p2pindex.security.credentials import ClientCredentials
-from p2pindex.security.errors import ConnectionRefused, HandshakeFailed
+from p2pindex.security.errors import HandshakeFailed
 from p2pindex.types import Address, ConsistencyLevel
 from p2pindex.wire.codec import encode_item
 from p2pindex.wire.messages import (
@@ -694,7 +695,7 @@ class AsyncClient:
                 with trio.move_on_at(deadline):
                     try:
                         channel = await self._channel(address)
-                    except (OSError, HandshakeFailed, ConnectionRefused) as exc:
+                    except NOTHING_SENT as exc:
                         # Nothing was sent: safe to try the next address, for writes too.
                         failures.append(f"{address} ({describe_error(exc)})")
                         self._want_refresh()

@@ -16,11 +16,10 @@ import trio
 
 from p2pindex import errors
 from p2pindex.client.batching import DeleteItem, PutItem, plan_frames, repeated
-from p2pindex.client.requests import client_deadline_margin, describe_error
+from p2pindex.client.requests import NOTHING_SENT, client_deadline_margin, describe_error
 from p2pindex.client.results import BatchResult, KeyOutcome
 from p2pindex.config import Limits
 from p2pindex.net.channel import RpcChannel
-from p2pindex.security.errors import ConnectionRefused, HandshakeFailed
 from p2pindex.types import Address, key_text
 from p2pindex.wire.codec import decode_item
 from p2pindex.wire.errors import error_from_reply
@@ -177,7 +176,7 @@ class BatchSender:
         with trio.move_on_at(deadline):
             try:
                 channel = await self._connect(address)
-            except (OSError, HandshakeFailed, ConnectionRefused) as exc:
+            except NOTHING_SENT as exc:
                 self._want_refresh()
                 return None, describe_error(exc)
         if channel is None or channel.closed:

@@ -17,6 +17,7 @@ from typing import TypeVar
 from p2pindex.client.results import Context, DeleteResult, GetResult, PutResult, Trace
 from p2pindex.config import Limits
 from p2pindex.errors import InvalidArgumentType, InvalidRequest, P2PIndexError, ProtocolError
+from p2pindex.security.errors import ConnectionRefused, HandshakeFailed
 from p2pindex.types import (
     Address,
     Consistency,
@@ -32,6 +33,9 @@ from p2pindex.wire.messages import DeleteReply, ErrorReply, GetReply, Message, P
 Data = bytes | bytearray | memoryview | str
 ConsistencyArg = ConsistencyLevel | int | str
 M = TypeVar("M", bound=Message)
+NOTHING_SENT = (OSError, HandshakeFailed, ConnectionRefused)
+"""What opening a session to a node raises when nothing was sent (unreachable, a failed
+handshake, a refusal at a connection limit): the next node may be tried, for writes too."""
 
 
 def as_bytes(what: str, data: Data) -> bytes:

@@ -58,7 +58,7 @@ class Admission:
         else:
             over = self._over_limit(client)
             if over is not None:
-                self._stats.incr(over[0])
+                self._stats.incr(f"rejected.{over[0]}")
                 return over[1]
         if client is not None:
             self._by_client[client] = self._by_client.get(client, 0) + 1
@@ -67,20 +67,21 @@ class Admission:
         return None
 
     def _over_limit(self, client: bytes | None) -> tuple[str, str] | None:
-        """(counter, why) when one more connection of ``client`` would pass a limit; places
-        held for handshakes count as connections."""
+        """(reason, why) when one more connection of ``client`` would pass a limit (a reason
+        of ``ConnectionRefused``, counted as ``rejected.<reason>``); places held for
+        handshakes count as connections."""
         limits = self._limits
         serving = self._limited + self._held_total
         if serving >= limits.max_connections:
             return (
-                "rejected.connections",
+                "connections",
                 f"the node serves {serving} client connections, its limit "
                 f"(admission.max_connections)",
             )
         held = 0 if client is None else self._by_client.get(client, 0) + self._held.get(client, 0)
         if held >= limits.max_client_connections:
             return (
-                "rejected.client_connections",
+                "client_connections",
                 f"this client key has {held} connections open, its limit "
                 f"(admission.max_client_connections)",
             )
@@ -98,13 +99,13 @@ class Admission:
         self._opened(-1)
         if not node:
             self._limited -= 1
-        if client is not None and broke_protocol:
-            self._broke(client)
         if client is not None:
             left = self._by_client.pop(client) - 1
             if left:
                 self._by_client[client] = left
-            # A client's bucket outlives its connections: reconnecting must not refill it.
+            # A client's buckets outlive its connections: reconnecting must not refill them.
+            if broke_protocol:
+                self._broke(client)
 
     def throttle(self, client: bytes) -> Callable[[], str | None]:
         """The per-request check of one client key's connections (its rate)."""
@@ -135,13 +136,14 @@ class Admission:
         if bucket is None:
             rate = 1 / limits.broken_session_interval
             bucket = self._broken[client] = TokenBucket(rate, limits.broken_sessions, now)
-        if bucket.take(now) and bucket.wait(now) > 0:  # this one used up the allowance
+        wait = bucket.wait(now) if bucket.take(now) else 0.0
+        if wait > 0:  # this one used up the allowance
             log.warning(
                 "client %s: %d sessions closed for frames the node could not read; its new "
                 "connections are refused for %d s",
                 client[:8].hex(),
                 limits.broken_sessions,
-                math.ceil(bucket.wait(now)),
+                math.ceil(wait),
             )
 
     def screen(self, client: bytes) -> ConnectionRefused | None:
@@ -152,8 +154,8 @@ class Admission:
         own connections and for what its holder sent inside an authenticated session."""
         over = self._over_limit(client)
         if over is not None:
-            self._stats.incr(over[0])
-            return ConnectionRefused(over[0].removeprefix("rejected."), over[1])
+            self._stats.incr(f"rejected.{over[0]}")
+            return ConnectionRefused(*over)
         bucket = self._broken.get(client)
         wait = 0.0 if bucket is None else bucket.wait(self._clock())
         if wait > 0:
