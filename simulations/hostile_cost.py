@@ -1,6 +1,7 @@
 """What refusing each kind of hostile traffic costs a real node, in CPU microseconds apiece.
 
     python simulations/hostile_cost.py [--kinds a,b] [--rate 500] [--seconds 4] [--profile DIR]
+                                       [--floor]
 
 Starts one secure `p2pindex serve` process and sends it each kind of hostile traffic of
 ``simulations/hostile_load.py`` in turn (one kind at a time, ``--rate`` a second over 10
@@ -11,6 +12,10 @@ sender's own CPU per request (what the attacking process of ``hostile_load.py`` 
 kind of bad input is worth making cheaper. With ``--profile DIR`` each kind is also sampled
 with py-spy (``pip install py-spy``) into ``DIR/<kind>.txt`` (raw collapsed stacks).
 
+With ``--floor`` it also sends garbage to a bare trio TCP server in a process of its own (it
+reads what arrives once and closes the connection): what the runtime alone spends on a
+connection, the floor under any refusal the node makes at that layer.
+
 Each kind is sent with a write credential of its own (a hostile tenant). The two kinds that
 break their session make the node refuse the key's handshakes after five (the default
 ``admission.broken_sessions``): their figure is mostly what that refusal costs, as it is
@@ -20,9 +25,11 @@ for an attacker.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import shutil
+import socket
 import struct
 import subprocess
 import sys
@@ -69,7 +76,7 @@ def _raw(kind: str, rng: random.Random, hellos: dict[str, bytes]) -> bytes:
 
 async def _one_connection(
     address: Address,
-    client: SecureConnector,
+    client: SecureConnector | None,
     hellos: dict[str, bytes],
     kind: str,
     per_second: float,
@@ -90,6 +97,7 @@ async def _one_connection(
                     await send_raw(nursery, address, _raw(kind, rng, hellos))
                 else:
                     if stream is None:
+                        assert client is not None
                         stream = await client.connect(address)
                         nursery.start_soon(_drain, stream)
                     if kind in IN_SESSION:
@@ -106,7 +114,7 @@ async def _one_connection(
 
 async def send_kind(
     address: Address,
-    client: SecureConnector,
+    client: SecureConnector | None,
     hellos: dict[str, bytes],
     kind: str,
     rate: float,
@@ -126,13 +134,54 @@ async def send_kind(
     return sum(counts)
 
 
+async def _serve_floor(port: int) -> None:
+    async def handler(stream: trio.SocketStream) -> None:
+        with contextlib.suppress(OSError, trio.BrokenResourceError):
+            await stream.receive_some(4096)
+        await trio.aclose_forcefully(stream)
+
+    await trio.serve_tcp(handler, port, host="127.0.0.1")
+
+
+def measure_floor(rate: float, seconds: float) -> str:
+    """The row of a bare trio server receiving ``garbage_handshake`` connections."""
+    with socket.socket() as probe:  # a free port for the server to bind
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, __file__, "--serve-floor", str(port)])
+    try:
+        address = Address("127.0.0.1", port)
+        for _ in range(100):
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
+                break
+            time.sleep(0.05)
+        time.sleep(0.5)
+        before, sender_before = cpu_of([server.pid]), own_cpu()
+        sent = trio.run(send_kind, address, None, {}, "garbage_handshake", rate, seconds)
+        time.sleep(0.5)
+        used = cpu_of([server.pid]) - before
+        sender = (own_cpu() - sender_before) / max(1, sent) * 1e6
+    finally:
+        server.terminate()
+        server.wait(10)
+    each = used / max(1, sent) * 1e6
+    return f"{'bare trio (floor)':<22} {sent:>7,} {used:>11.2f} {each:>8,.0f} {sender:>10,.0f}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kinds", help=f"only these (of {', '.join(KINDS)})")
     parser.add_argument("--rate", type=float, default=500)
     parser.add_argument("--seconds", type=float, default=4)
     parser.add_argument("--profile", type=Path, metavar="DIR")
+    parser.add_argument(
+        "--floor", action="store_true", help="also measure a bare trio server (the floor)"
+    )
+    parser.add_argument("--serve-floor", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.serve_floor:
+        trio.run(_serve_floor, args.serve_floor)
+        return 0
     kinds = args.kinds.split(",") if args.kinds else KINDS
     unknown = set(kinds) - set(KINDS)
     if unknown:
@@ -180,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
             each = used / max(1, sent) * 1e6
             print(f"{kind:<22} {sent:>7,} {used:>11.2f} {each:>8,.0f} {sender:>10,.0f}", flush=True)
         log = node.log_path.read_text(errors="replace")
+    if args.floor:
+        print(measure_floor(args.rate, args.seconds), flush=True)
     print(json.dumps({"node_log_lines": log.count("\n"), "tracebacks": log.count("Traceback")}))
     return 0
 
