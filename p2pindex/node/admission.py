@@ -33,9 +33,9 @@ class Admission:
         """Open connections ``max_connections`` applies to: all but the cluster's nodes."""
         self._by_client: dict[bytes, int] = {}
         self._held: dict[bytes, int] = {}
-        """Client key -> places held for its sessions still in their handshake (``screen``
-        admitted them; ``connect`` counts them, ``release`` gives them back)."""
-        self._held_total = 0
+        """Client key -> places held for its sessions still in their handshake: ``screen``
+        counted them as connections already; ``connect`` takes one over, ``release`` gives
+        one back."""
         self._buckets: dict[bytes, TokenBucket] = {}
         self._broken: dict[bytes, TokenBucket] = {}
         """Client key -> its allowance of broken sessions (``broken_sessions``). One entry per
@@ -54,31 +54,33 @@ class Admission:
             self._opened(1)
             return None
         if client is not None and client in self._held:
-            self.release(client)
+            _drop_one(self._held, client)  # screen counted it already
         else:
             over = self._over_limit(client)
             if over is not None:
                 self._stats.incr(f"rejected.{over[0]}")
                 return over[1]
-        if client is not None:
-            self._by_client[client] = self._by_client.get(client, 0) + 1
-        self._limited += 1
+            self._count(client)
         self._opened(1)
         return None
 
+    def _count(self, client: bytes | None) -> None:
+        """Count a connection of ``client`` against the limits."""
+        if client is not None:
+            self._by_client[client] = self._by_client.get(client, 0) + 1
+        self._limited += 1
+
     def _over_limit(self, client: bytes | None) -> tuple[str, str] | None:
         """(reason, why) when one more connection of ``client`` would pass a limit (a reason
-        of ``ConnectionRefused``, counted as ``rejected.<reason>``); places held for
-        handshakes count as connections."""
+        of ``ConnectionRefused``, counted as ``rejected.<reason>``)."""
         limits = self._limits
-        serving = self._limited + self._held_total
-        if serving >= limits.max_connections:
+        if self._limited >= limits.max_connections:
             return (
                 "connections",
-                f"the node serves {serving} client connections, its limit "
+                f"the node serves {self._limited} client connections, its limit "
                 f"(admission.max_connections)",
             )
-        held = 0 if client is None else self._by_client.get(client, 0) + self._held.get(client, 0)
+        held = 0 if client is None else self._by_client.get(client, 0)
         if held >= limits.max_client_connections:
             return (
                 "client_connections",
@@ -100,9 +102,7 @@ class Admission:
         if not node:
             self._limited -= 1
         if client is not None:
-            left = self._by_client.pop(client) - 1
-            if left:
-                self._by_client[client] = left
+            _drop_one(self._by_client, client)
             # A client's buckets outlive its connections: reconnecting must not refill them.
             if broke_protocol:
                 self._broke(client)
@@ -165,14 +165,20 @@ class Admission:
                 f"(invalid CBOR or over the frame limit); its new connections are refused "
                 f"for {math.ceil(wait)} s more",
             )
+        self._count(client)
         self._held[client] = self._held.get(client, 0) + 1
-        self._held_total += 1
         return None
 
     def release(self, client: bytes) -> None:
-        """Give back a place ``screen`` held for ``client`` (its handshake ended without a
-        session, or its session is being counted)."""
-        left = self._held.pop(client) - 1
-        if left:
-            self._held[client] = left
-        self._held_total -= 1
+        """Give back the place ``screen`` held for ``client``: its handshake ended without a
+        session."""
+        _drop_one(self._held, client)
+        _drop_one(self._by_client, client)
+        self._limited -= 1
+
+
+def _drop_one(counts: dict[bytes, int], key: bytes) -> None:
+    """One fewer of ``key`` in ``counts``, which holds no zeros."""
+    left = counts.pop(key) - 1
+    if left:
+        counts[key] = left
