@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import random
 import shutil
@@ -35,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import trio
@@ -143,6 +145,18 @@ async def _serve_floor(port: int) -> None:
     await trio.serve_tcp(handler, port, host="127.0.0.1")
 
 
+def cost_row(name: str, pid: int, send: Callable[[], int]) -> str:
+    """The table row of ``send()`` (which returns how many it sent): CPU of process ``pid``
+    and of this sender per request."""
+    before, sender_before = cpu_of([pid]), own_cpu()
+    sent = send()
+    time.sleep(0.5)  # the last connections are refused and closed
+    used = cpu_of([pid]) - before
+    sender = (own_cpu() - sender_before) / max(1, sent) * 1e6
+    each = used / max(1, sent) * 1e6
+    return f"{name:<22} {sent:>7,} {used:>11.2f} {each:>8,.0f} {sender:>10,.0f}"
+
+
 def measure_floor(rate: float, seconds: float) -> str:
     """The row of a bare trio server receiving ``garbage_handshake`` connections."""
     with socket.socket() as probe:  # a free port for the server to bind
@@ -156,16 +170,16 @@ def measure_floor(rate: float, seconds: float) -> str:
                 break
             time.sleep(0.05)
         time.sleep(0.5)
-        before, sender_before = cpu_of([server.pid]), own_cpu()
-        sent = trio.run(send_kind, address, None, {}, "garbage_handshake", rate, seconds)
-        time.sleep(0.5)
-        used = cpu_of([server.pid]) - before
-        sender = (own_cpu() - sender_before) / max(1, sent) * 1e6
+        return cost_row(
+            "bare trio (floor)",
+            server.pid,
+            functools.partial(
+                trio.run, send_kind, address, None, {}, "garbage_handshake", rate, seconds
+            ),
+        )
     finally:
         server.terminate()
         server.wait(10)
-    each = used / max(1, sent) * 1e6
-    return f"{'bare trio (floor)':<22} {sent:>7,} {used:>11.2f} {each:>8,.0f} {sender:>10,.0f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -218,16 +232,17 @@ def main(argv: list[str] | None = None) -> int:
                 spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
                 time.sleep(1)
             tenant = SecureConnector(authority.credentials(Role.WRITE))
-            before, sender_before = cpu_of([node.pid]), own_cpu()
-            sent = trio.run(send_kind, node.address, tenant, hellos, kind, args.rate, args.seconds)
-            time.sleep(0.5)  # the last connections are refused and closed
-            used = cpu_of([node.pid]) - before
-            sender = (own_cpu() - sender_before) / max(1, sent) * 1e6
+            row = cost_row(
+                kind,
+                node.pid,
+                functools.partial(
+                    trio.run, send_kind, node.address, tenant, hellos, kind, args.rate, args.seconds
+                ),
+            )
             if spy is not None:
                 spy.send_signal(2)
                 spy.wait(30)
-            each = used / max(1, sent) * 1e6
-            print(f"{kind:<22} {sent:>7,} {used:>11.2f} {each:>8,.0f} {sender:>10,.0f}", flush=True)
+            print(row, flush=True)
         log = node.log_path.read_text(errors="replace")
     if args.floor:
         print(measure_floor(args.rate, args.seconds), flush=True)
