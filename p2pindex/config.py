@@ -135,6 +135,8 @@ class HttpConfig:
     """Seconds a client has from a request's first byte to its last (slow clients cut off)."""
     idle_timeout: float = 60.0
     """Seconds a keep-alive connection may sit idle between requests."""
+    send_timeout: float = 30.0
+    """Seconds a client has to take an answer (one that stops reading is cut off)."""
     max_connections: int = 1024
     max_header_bytes: int = 16 * KIB
 
@@ -146,7 +148,7 @@ class HttpConfig:
                 f"the HTTP listener {self.listen} is not on loopback: give it a TLS certificate "
                 "and key (--http-cert, --http-key) or accept plain HTTP with --http-insecure"
             )
-        if self.request_deadline <= 0 or self.idle_timeout <= 0:
+        if min(self.request_deadline, self.idle_timeout, self.send_timeout) <= 0:
             raise ConfigError("HTTP timeouts must be positive")
         if not 1 <= self.max_connections <= 100_000:
             raise ConfigError("http max_connections must be in 1..100000")

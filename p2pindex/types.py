@@ -59,7 +59,7 @@ def parse_consistency(text: str) -> Consistency:
     level = _LEVELS.get(lowered)
     if level is not None:
         return level
-    if lowered.isdigit() and int(lowered) > 0:
+    if lowered.isascii() and lowered.isdigit() and len(lowered) <= 9 and int(lowered) > 0:
         return int(lowered)
     raise ValueError(f"bad consistency {text!r}: expected one, quorum, all or a positive integer")
 

@@ -37,7 +37,7 @@ from p2pindex.node.trace import RequestTrace, tracing
 from p2pindex.security.access import Peer, PeerKind
 from p2pindex.security.bearer import BearerVerifier
 from p2pindex.security.errors import CredentialRejected
-from p2pindex.types import NodeState, parse_consistency
+from p2pindex.types import NodeState, consistency_to_wire, parse_consistency
 from p2pindex.wire.messages import (
     DeleteReply,
     DeleteRequest,
@@ -77,7 +77,12 @@ reading random bytes for every request)."""
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _TRUE = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
-_KEY_METHODS = {"GET", "PUT", "DELETE"}
+_KEY_METHODS = {"GET", "HEAD", "PUT", "DELETE"}
+_READS = {"GET", "HEAD"}
+READ_ONLY = [("allow", "GET, HEAD")]
+READ_FLAG_HEADER = "x-p2p-read-first"
+SIBLINGS_HEADER = "x-p2p-siblings"
+UNSEEN_HEADER = "x-p2p-unseen-may-remain"
 _QUERY_NAMES = {"consistency", "strict", "timeout_ms"}
 
 
@@ -141,78 +146,101 @@ class HttpApi:
             if path == "/v1/keys" or path.startswith("/v1/query/"):
                 return await self._query(request, path, query)
             if path in ("/v1/status", "/v1/members") or path.startswith("/v1/explain/"):
-                return await self._admin(request, path)
+                return await self._admin(request, path, query)
+            route = self._routes.get(path)
+            if path not in ("/livez", "/readyz") and route is None:
+                return problem(404, "not_found", f"no resource at {path[:200]}")
+            if request.method not in _READS:
+                return _read_only(request.method, path)
             if path == "/livez":
                 return Response(200, b"ok\n")
             if path == "/readyz":
                 return self._readyz()
-            route = self._routes.get(path)
-            if route is not None and request.method in ("GET", "HEAD"):
-                return await route(request)
-            return problem(404, "not_found", f"no resource at {path[:200]}")
+            assert route is not None
+            return await route(request)
+        except P2PIndexError as exc:
+            return problem_for(exc, read=request.method in _READS)
+
+    def screen(self, request: Request) -> Response | None:
+        """A request whose client waits (``Expect: 100-continue``) before sending its body:
+        the answer its head already decides (a bad key or parameter, a missing token, a
+        value announced over the limit), so the body is never sent; None to go ahead."""
+        path, _, query = request.target.partition("?")
+        if not path.startswith("/v1/kv/") or request.method != "PUT":
+            return None
+        announced = request.headers.get("content-length", "")
+        limit = self._node.config.limits.max_value
+        if announced.isdigit() and int(announced) > limit:
+            return _value_too_large(limit)
+        try:
+            checked = self._kv_message(request, path[len("/v1/kv/") :], query, count_rate=False)
         except P2PIndexError as exc:
             return problem_for(exc)
+        return checked if isinstance(checked, Response) else None
 
     # --- keys -------------------------------------------------------------------------------
 
     async def _kv(self, request: Request, raw_key: str, query: str) -> Response:
-        if request.method not in _KEY_METHODS:
-            return problem(
-                405,
-                "method_not_allowed",
-                f"{request.method} is not served on keys; use GET, PUT or DELETE",
-                headers=[("allow", "GET, PUT, DELETE")],
-            )
-        key = decode_component(raw_key, "key")
-        if not key:
-            raise InvalidRequest("the key is empty: use /v1/kv/{key}")
-        if len(key) > self._node.config.limits.max_key:
-            raise InvalidRequest(
-                f"the key is {len(key)} bytes, over the {self._node.config.limits.max_key}-byte "
-                "limit"
-            )
-        params = parse_query(query)
-        consistency = params.get("consistency", "quorum")
-        try:
-            parse_consistency(consistency)
-        except ValueError as exc:
-            raise InvalidRequest(str(exc)) from None
-        strict = _flag(params.get("strict", "false"), "strict")
-        timeout_ms = _int_param(params.get("timeout_ms", "0"), "timeout_ms")
-        wire_consistency: str | int = int(consistency) if consistency.isdigit() else consistency
-        wire_consistency = (
-            wire_consistency.lower() if isinstance(wire_consistency, str) else wire_consistency
-        )
-        peer = self._authenticate(request)
-        if isinstance(peer, Response):
-            return peer
-        message: Message
-        if request.method == "GET":
-            message = GetRequest(key, wire_consistency, timeout_ms, strict)
-        elif request.method == "PUT":
-            limit = self._node.config.limits.max_value
-            if len(request.body) > limit:
-                return problem(
-                    413, "too_large", f"the value is over the {limit}-byte limit; nothing written"
-                )
-            context = _context(request.headers.get(CONTEXT_HEADER))
-            message = PutRequest(key, request.body, context, wire_consistency, timeout_ms, strict)
-        else:
-            context = _context(request.headers.get(CONTEXT_HEADER))
-            message = DeleteRequest(key, context, wire_consistency, timeout_ms, strict)
+        checked = self._kv_message(request, raw_key, query)
+        if isinstance(checked, Response):
+            return checked
+        message, peer = checked
         batcher = self._batcher
         if batcher is not None and batcher.serves(message) and trace_seam.current() is None:
             self._node.authorize_client(message, peer)
             reply = await batcher.submit(message)
         else:
             reply = await self._node.serve_client(message, peer)
-        return _kv_response(reply)
+        return _kv_response(reply, read=request.method in _READS)
+
+    def _kv_message(
+        self, request: Request, raw_key: str, query: str, *, count_rate: bool = True
+    ) -> tuple[Message, Peer | None] | Response:
+        """The request a key operation stands for and the client it speaks for, or the
+        answer that refuses it."""
+        if request.method not in _KEY_METHODS:
+            return problem(
+                405,
+                "method_not_allowed",
+                f"{request.method} is not served on keys; use GET, PUT or DELETE",
+                headers=[("allow", "GET, HEAD, PUT, DELETE")],
+            )
+        key = self._key(raw_key, "/v1/kv/{key}")
+        params = parse_query(query)
+        consistency = params.get("consistency", "quorum")
+        try:
+            wire_consistency = consistency_to_wire(parse_consistency(consistency))
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from None
+        strict = _flag(params.get("strict", "false"), "strict")
+        timeout_ms = _int_param(params.get("timeout_ms", "0"), "timeout_ms")
+        peer = self._authenticate(request, count_rate=count_rate)
+        if isinstance(peer, Response):
+            return peer
+        if request.method in _READS:
+            return GetRequest(key, wire_consistency, timeout_ms, strict), peer
+        context = _context(request.headers.get(CONTEXT_HEADER))
+        if request.method == "DELETE":
+            return DeleteRequest(key, context, wire_consistency, timeout_ms, strict), peer
+        limit = self._node.config.limits.max_value
+        if len(request.body) > limit:
+            return _value_too_large(limit)
+        return PutRequest(key, request.body, context, wire_consistency, timeout_ms, strict), peer
+
+    def _key(self, raw: str, form: str) -> bytes:
+        key = decode_component(raw, "key")
+        if not key:
+            raise InvalidRequest(f"the key is empty: use {form}")
+        limit = self._node.config.limits.max_key
+        if len(key) > limit:
+            raise InvalidRequest(f"the key is {len(key)} bytes, over the {limit}-byte limit")
+        return key
 
     # --- listings and index queries ---------------------------------------------------------
 
     async def _query(self, request: Request, path: str, query: str) -> Response:
-        if request.method not in ("GET", "HEAD"):
-            return problem(405, "method_not_allowed", "listings and queries are read-only (GET)")
+        if request.method not in _READS:
+            return _read_only(request.method, "listings and queries")
         message: QueryRequest
         try:
             if path == "/v1/keys":
@@ -231,7 +259,7 @@ class HttpApi:
             return peer
         reply = await self._node.serve_client(message, peer)
         if isinstance(reply, ErrorReply):
-            return _error_reply(reply)
+            return _error_reply(reply, read=True)
         if not isinstance(reply, QueryReply):
             return problem(500, "error", f"unexpected reply {type(reply).__name__}")
         doc = http_queries.reply_document(reply, terms=terms, values=message.values)
@@ -239,9 +267,11 @@ class HttpApi:
 
     # --- admin reads ------------------------------------------------------------------------
 
-    async def _admin(self, request: Request, path: str) -> Response:
-        if request.method not in ("GET", "HEAD"):
-            return problem(405, "method_not_allowed", "admin resources are read-only (GET)")
+    async def _admin(self, request: Request, path: str, query: str) -> Response:
+        if request.method not in _READS:
+            return _read_only(request.method, "admin resources")
+        if query:
+            raise InvalidRequest(f"{path.split('/')[2]} takes no query parameters")
         peer = self._authenticate(request)
         if isinstance(peer, Response):
             return peer
@@ -251,13 +281,10 @@ class HttpApi:
         elif path == "/v1/members":
             message = MembersRequest()
         else:
-            key = decode_component(path[len("/v1/explain/") :], "key")
-            if not key:
-                raise InvalidRequest("the key is empty: use /v1/explain/{key}")
-            message = ExplainRequest(key)
+            message = ExplainRequest(self._key(path[len("/v1/explain/") :], "/v1/explain/{key}"))
         reply = await self._node.serve_client(message, peer)
         if isinstance(reply, ErrorReply):
-            return _error_reply(reply)
+            return _error_reply(reply, read=True)
         if isinstance(reply, StatusReply):
             doc: object = reply.status
         elif isinstance(reply, MembersReply):
@@ -278,9 +305,10 @@ class HttpApi:
 
     # --- authentication ---------------------------------------------------------------------
 
-    def _authenticate(self, request: Request) -> Peer | Response | None:
+    def _authenticate(self, request: Request, *, count_rate: bool = True) -> Peer | Response | None:
         """The client a request speaks for (None with security off), or the answer instead:
-        401 for a missing or refused token, 429 for a token over its client rate."""
+        401 for a missing or refused token, 429 for a token over its client rate (counted
+        unless ``count_rate`` is false: a screen's look at a request that comes again)."""
         node = self._node
         if self._bearer is None or node.security is None:
             return None
@@ -304,7 +332,7 @@ class HttpApi:
                 str(exc),
                 headers=[("www-authenticate", f'Bearer error="invalid_token", reason="{reason}"')],
             )
-        refusal = node.client_rate_refusal(capability.public_key)
+        refusal = node.client_rate_refusal(capability.public_key) if count_rate else None
         if refusal is not None:
             return problem(
                 429,
@@ -355,6 +383,8 @@ def parse_query(query: str) -> dict[str, str]:
             raise InvalidRequest(
                 f"unknown query parameter {name[:40]!r}; known: {', '.join(sorted(_QUERY_NAMES))}"
             )
+        if name in params:
+            raise InvalidRequest(f"{name} is given more than once")
         params[name] = value
     return params
 
@@ -367,7 +397,7 @@ def _flag(value: str, name: str) -> bool:
 
 
 def _int_param(value: str, name: str) -> int:
-    if not value.isdigit() or len(value) > 9:
+    if not (value.isascii() and value.isdigit()) or len(value) > 9:
         raise InvalidRequest(f"{name} must be a whole number of milliseconds, not {value[:20]!r}")
     return int(value)
 
@@ -389,9 +419,9 @@ def encode_context(context: bytes) -> str:
     return base64.urlsafe_b64encode(context).rstrip(b"=").decode()
 
 
-def _kv_response(reply: Message) -> Response:
+def _kv_response(reply: Message, *, read: bool) -> Response:
     if isinstance(reply, ErrorReply):
-        return _error_reply(reply)
+        return _error_reply(reply, read=read)
     if isinstance(reply, GetReply):
         headers = [(CONTEXT_HEADER, encode_context(reply.context))]
         if not reply.values:
@@ -405,14 +435,33 @@ def _kv_response(reply: Message) -> Response:
         return Response(300, json.dumps(doc).encode(), JSON, headers)
     if isinstance(reply, PutReply | DeleteReply):
         headers = [(CONTEXT_HEADER, encode_context(reply.context))]
-        if isinstance(reply, PutReply) and reply.warning:
-            headers.append((WARNING_HEADER, reply.warning))
+        if isinstance(reply, PutReply):
+            headers.append((SIBLINGS_HEADER, str(reply.siblings)))
+            if reply.warning:
+                headers.append((WARNING_HEADER, reply.warning))
+        if reply.read_first:
+            headers.append((READ_FLAG_HEADER, "true"))
+        if reply.unseen_may_remain:
+            headers.append((UNSEEN_HEADER, "true"))
         return Response(204, b"", OCTETS, headers)
     return problem(500, "error", f"unexpected reply {type(reply).__name__}")
 
 
-def _error_reply(reply: ErrorReply) -> Response:
+def _read_only(method: str, what: str) -> Response:
+    return problem(
+        405,
+        "method_not_allowed",
+        f"{what} are read-only: GET, not {method[:20]}",
+        headers=READ_ONLY,
+    )
+
+
+def _value_too_large(limit: int) -> Response:
+    return problem(413, "too_large", f"the value is over the {limit}-byte limit; nothing written")
+
+
+def _error_reply(reply: ErrorReply, *, read: bool) -> Response:
     """A relayed request's error, as the client-facing error it stands for."""
     from p2pindex.wire.errors import error_from_reply
 
-    return problem_for(error_from_reply(reply))
+    return problem_for(error_from_reply(reply), read=read)

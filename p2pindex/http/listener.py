@@ -43,6 +43,7 @@ def build_server(
         max_body=node.config.limits.max_value + 64 * 1024,
         request_deadline=config.request_deadline,
         idle_timeout=config.idle_timeout,
+        send_timeout=config.send_timeout,
         max_connections=config.max_connections,
     )
     registry = metrics_registry(node)
@@ -57,7 +58,7 @@ def build_server(
 
     batcher = RequestBatcher(node.client_batch_handlers(), spawn) if spawn else None
     api = HttpApi(node, extra_routes={"/metrics": metrics, "/": dashboard}, batcher=batcher)
-    return HttpServer(api, node.stats, limits, tls_context(config))
+    return HttpServer(api, node.stats, limits, tls_context(config), screen=api.screen)
 
 
 async def serve_http(

@@ -8,7 +8,6 @@ binary protocol uses (``p2pindex.errors`` codes).
 
 from __future__ import annotations
 
-import json
 from typing import TypedDict
 
 from p2pindex.errors import (
@@ -26,9 +25,9 @@ from p2pindex.errors import (
     Timeout,
     Unavailable,
 )
-from p2pindex.http.server import Response
+from p2pindex.http.server import PROBLEM_TYPE, Response, problem
 
-PROBLEM_TYPE = "application/problem+json"
+__all__ = ["PROBLEM_TYPE", "outcome_of", "problem", "problem_for", "status_for"]
 
 _STATUS: tuple[tuple[type[P2PIndexError], int], ...] = (
     (SiblingLimitExceeded, 409),
@@ -59,26 +58,6 @@ def outcome_of(error: P2PIndexError) -> str:
     return "definite"
 
 
-def problem(
-    status: int,
-    code: str,
-    detail: str,
-    *,
-    outcome: str = "definite",
-    headers: list[tuple[str, str]] | None = None,
-    **extra: object,
-) -> Response:
-    doc: dict[str, object] = {
-        "type": f"urn:p2pindex:error:{code}",
-        "title": code.replace("_", " "),
-        "status": status,
-        "detail": detail,
-        "outcome": outcome,
-        **extra,
-    }
-    return Response(status, json.dumps(doc).encode(), PROBLEM_TYPE, headers or [])
-
-
 class _Counts(TypedDict, total=False):
     """The replica counts a problem adds for the errors that carry them: named keys, so
     the type checker knows none of them lands on ``problem``'s own keyword parameters."""
@@ -88,7 +67,9 @@ class _Counts(TypedDict, total=False):
     acknowledged: int
 
 
-def problem_for(error: P2PIndexError) -> Response:
+def problem_for(error: P2PIndexError, *, read: bool = False) -> Response:
+    """``error`` as a problem. A failed read (``read``) is ``definite`` whatever the error:
+    a read writes nothing, so there is no write whose fate is open."""
     extra: _Counts = {}
     if isinstance(error, Unavailable):
         extra = {"required": error.required, "reachable": error.alive}
@@ -98,5 +79,10 @@ def problem_for(error: P2PIndexError) -> Response:
     # Refusals that pass (a cut, a start, a burst) say when to ask again, as HTTP has it.
     headers = [("retry-after", "1")] if status in (429, 503) else None
     return problem(
-        status, error.code, str(error), outcome=outcome_of(error), headers=headers, **extra
+        status,
+        error.code,
+        str(error),
+        outcome="definite" if read else outcome_of(error),
+        headers=headers,
+        **extra,
     )

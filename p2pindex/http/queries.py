@@ -25,7 +25,7 @@ from urllib.parse import unquote_to_bytes
 from p2pindex.config import TermLimits
 from p2pindex.core import terms as index_terms
 from p2pindex.errors import InvalidRequest
-from p2pindex.types import parse_consistency
+from p2pindex.types import consistency_to_wire, parse_consistency
 from p2pindex.wire.messages import QueryReply, QueryRequest
 
 DEFAULT_CONSISTENCY = "one"
@@ -70,10 +70,10 @@ def query_request(index: bytes, query: str) -> QueryRequest:
     if exact is not None:
         if "lo" in params or "hi" in params:
             raise BadQuery("give either term= or lo= and hi=, not both")
-        low = high = _term(exact, as_int, "term")
+        low = high = _term(name, exact, as_int, "term")
     elif "lo" in params and "hi" in params:
-        low = _term(params["lo"], as_int, "lo")
-        high = _term(params["hi"], as_int, "hi")
+        low = _term(name, params["lo"], as_int, "lo")
+        high = _term(name, params["hi"], as_int, "hi")
     else:
         raise BadQuery(f"query {name[:60]!r}: give term= (exact) or lo= and hi= (a range)")
     return _request(name, low, high, params)
@@ -140,10 +140,9 @@ def _request(
 ) -> QueryRequest:
     consistency = _text(params.get("consistency", DEFAULT_CONSISTENCY.encode()), "consistency")
     try:
-        parse_consistency(consistency)
+        wire = consistency_to_wire(parse_consistency(consistency))
     except ValueError as exc:
         raise BadQuery(str(exc)) from None
-    wire: str | int = int(consistency) if consistency.isdigit() else consistency.lower()
     return QueryRequest(
         index,
         low,
@@ -189,7 +188,7 @@ def _term_type(value: bytes | None) -> bool:
     return kind == "int"
 
 
-def _term(value: bytes, as_int: bool, name: str) -> bytes:
+def _term(index: str, value: bytes, as_int: bool, name: str) -> bytes:
     """A term as written (see the module docstring), encoded as a binary client encodes it."""
     text = _text(value, name)
     term: int | str
@@ -203,9 +202,9 @@ def _term(value: bytes, as_int: bool, name: str) -> bytes:
     else:
         term = text
     try:
-        return index_terms.encode_term(index_terms.check_term("query", term, _LIMITS))
+        return index_terms.encode_term(index_terms.check_term(index, term, _LIMITS))
     except ValueError as exc:
-        raise BadQuery(f"the {name} term: {exc}") from None
+        raise BadQuery(f"{name}=: {exc}") from None
 
 
 def _continuation(value: bytes | None) -> bytes | None:

@@ -18,11 +18,19 @@ here, from a fixed shape (status line, content type and length, our own headers,
 CR or LF in a value replaced), because building them through h11's validating event objects
 cost more than parsing and more than half of a whole replicated write. A fresh h11
 connection takes over each keep-alive request with the bytes already received.
+
+A client that stops reading its answers would otherwise hold its connection (and a place
+under the cap) forever, its answer stuck in the send: each answer must be taken within
+``send_timeout`` or the connection is closed. A refusal made before the request's body was
+read (a body over the limit, an early answer to ``Expect: 100-continue``) drains what the
+client is still sending for a moment before closing, so the client reads the answer instead
+of a connection reset. Refusals made here are problem documents (``problem``) like the API's.
 """
 
 from __future__ import annotations
 
 import http
+import json
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
@@ -38,6 +46,12 @@ log = logging.getLogger(__name__)
 
 READ_SIZE = 64 * 1024
 _REASONS = {status.value: status.phrase for status in http.HTTPStatus}
+PROBLEM_TYPE = "application/problem+json"
+LINGER_SECONDS = 2.0
+"""How long a connection refused mid-request drains the rest of the request before closing."""
+LINGER_BYTES = 64 * 1024 * 1024
+_NO_BODY_STATUS = frozenset({204, 304})
+_WRITES = frozenset({"PUT", "DELETE", "POST", "PATCH"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +62,8 @@ class HttpLimits:
     """Seconds from a request's first byte to its last (slow clients are cut off)."""
     idle_timeout: float = 60.0
     """Seconds a keep-alive connection may wait for its next request."""
+    send_timeout: float = 30.0
+    """Seconds a client has to take an answer (one that stops reading is cut off)."""
     max_connections: int = 1024
 
 
@@ -72,6 +88,31 @@ class Response:
 
 
 Handler = Callable[[Request], Awaitable[Response]]
+Screen = Callable[[Request], Response | None]
+"""Judges a request from its head alone (its body not yet sent): the final answer that
+makes the body pointless (a refusal), or None to let the client send it."""
+
+
+def problem(
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    outcome: str = "definite",
+    headers: list[tuple[str, str]] | None = None,
+    **extra: object,
+) -> Response:
+    """An ``application/problem+json`` answer (RFC 9457). ``outcome`` says whether anything
+    was written: ``definite`` nothing, ``indeterminate`` it may have been."""
+    doc: dict[str, object] = {
+        "type": f"urn:p2pindex:error:{code}",
+        "title": code.replace("_", " "),
+        "status": status,
+        "detail": detail,
+        "outcome": outcome,
+        **extra,
+    }
+    return Response(status, json.dumps(doc).encode(), PROBLEM_TYPE, headers or [])
 
 
 class _Refused(Exception):
@@ -83,6 +124,14 @@ class _Refused(Exception):
         self.reason = reason
 
 
+class _AnsweredEarly(Exception):
+    """The screen answered a request whose body the client waits to send; close after."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
 class HttpServer:
     def __init__(
         self,
@@ -90,8 +139,10 @@ class HttpServer:
         stats: StatisticsStore,
         limits: HttpLimits | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        screen: Screen | None = None,
     ) -> None:
         self._handler = handler
+        self._screen = screen
         self._stats = stats
         self.limits = limits or HttpLimits()
         self._ssl = ssl_context
@@ -157,7 +208,13 @@ class HttpServer:
                 self._refuse(refused.reason)
                 log.debug("refused HTTP request from %s: %s", peer, refused)
                 if refused.status and conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                    await _send_error(stream, refused.status, str(refused))
+                    code = _CODES.get(refused.reason, refused.reason)
+                    answer = problem(refused.status, code, str(refused))
+                    await self._send_last(stream, answer, peer)
+                return
+            except _AnsweredEarly as early:
+                self._stats.incr(f"http.responses.{early.response.status // 100}xx")
+                await self._send_last(stream, early.response, peer)
                 return
             if request is None:  # closed, idle too long, or evicted for a newcomer
                 return
@@ -166,14 +223,56 @@ class HttpServer:
             except Exception:  # a bug in one handler must not take the listener down
                 log.exception("HTTP %s %s failed", request.method, request.target[:200])
                 self._stats.incr("http.internal_errors")
-                response = Response(500, b"internal error; see the node's log\n")
+                response = problem(
+                    500,
+                    "internal_error",
+                    "the node failed to answer this request; see the node's log",
+                    outcome="indeterminate" if request.method in _WRITES else "definite",
+                )
             self._stats.incr(f"http.responses.{response.status // 100}xx")
-            await stream.send_all(
-                encode_response(response, request.keep_alive, head=request.method == "HEAD")
-            )
+            head = request.method == "HEAD"
+            if not await self._send(
+                stream, encode_response(response, request.keep_alive, head=head), peer
+            ):
+                return
             if not request.keep_alive:
                 return
             conn = self._parser(conn.trailing_data)
+
+    async def _send(self, stream: trio.abc.Stream, data: bytes, peer: str) -> bool:
+        """Send ``data`` unless the client stops taking it for ``send_timeout``: then False
+        (the caller closes the connection, the only way to free what it holds)."""
+        with trio.move_on_after(self.limits.send_timeout):
+            await stream.send_all(data)
+            return True
+        self._refuse("slow_reader")
+        log.debug("HTTP client %s took no answer for %gs; closed", peer, self.limits.send_timeout)
+        return False
+
+    async def _send_last(self, stream: trio.abc.Stream, response: Response, peer: str) -> None:
+        """Answer, then drain what the client may still be sending of its request (briefly,
+        boundedly) before the connection closes: closing with unread bytes resets it, and a
+        reset can destroy the answer before the client reads it."""
+        if not await self._send(stream, encode_response(response, False), peer):
+            return
+        with trio.move_on_after(LINGER_SECONDS):
+            if isinstance(stream, trio.SocketStream):
+                await stream.send_eof()
+            drained = 0
+            while drained < LINGER_BYTES:
+                data = await stream.receive_some(READ_SIZE)
+                if not data:
+                    break
+                drained += len(data)
+
+    async def _go_ahead(self, event: h11.Request, stream: trio.abc.Stream, peer: str) -> bool:
+        """Answer ``Expect: 100-continue``: the screen's refusal (raised as the request's
+        answer, so the client never sends the body), or "100 Continue"; False when the
+        client did not take even that."""
+        early = self._screen(_request_of(event, [], peer)) if self._screen else None
+        if early is not None:
+            raise _AnsweredEarly(early)
+        return await self._send(stream, b"HTTP/1.1 100 Continue\r\n\r\n", peer)
 
     async def _read_request(
         self, conn: h11.Connection, stream: trio.abc.Stream, peer: str
@@ -185,19 +284,24 @@ class HttpServer:
         size = 0
         deadline = trio.current_time() + limits.idle_timeout
         started = False
+        fed = len(conn.trailing_data[0])
+        """Bytes given to h11 for this request so far (the head's size is read from it)."""
         while True:
             try:
                 event = conn.next_event()
             except h11.RemoteProtocolError as exc:
                 status = exc.error_status_hint
                 reason = "headers_too_large" if status == 431 else "malformed"
-                raise _Refused(status, reason, f"malformed HTTP request: {exc}") from None
+                raise _Refused(
+                    status, reason, f"malformed HTTP request: {_describe(exc)}"
+                ) from None
             if event is h11.NEED_DATA:
                 with trio.move_on_at(deadline):
                     data = await stream.receive_some(READ_SIZE)
                     if not started and data:
                         started = True
                         deadline = trio.current_time() + limits.request_deadline
+                    fed += len(data)
                     # h11 takes any bytes-like (its docstring), but annotates bytes only.
                     conn.receive_data(data)  # type: ignore[arg-type]
                     continue
@@ -206,9 +310,11 @@ class HttpServer:
                 raise _Refused(408, "slow_client", "the request took too long to arrive")
             if isinstance(event, h11.Request):
                 request = event
-                _check_framing(event, limits.max_body)
-                if conn.they_are_waiting_for_100_continue:
-                    await stream.send_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                _check_head(event, fed - len(conn.trailing_data[0]), limits)
+                if conn.they_are_waiting_for_100_continue and not await self._go_ahead(
+                    event, stream, peer
+                ):
+                    return None
             elif isinstance(event, h11.Data):
                 size += len(event.data)
                 if size > limits.max_body:
@@ -216,24 +322,61 @@ class HttpServer:
                 body.append(bytes(event.data))
             elif isinstance(event, h11.EndOfMessage):
                 assert request is not None
-                headers = {
-                    name.decode("latin-1"): value.decode("latin-1")
-                    for name, value in request.headers
-                }
-                connection = headers.get("connection", "").lower()
-                keep_alive = request.http_version == b"1.1" and "close" not in connection
-                return Request(
-                    request.method.decode("ascii", "replace"),
-                    request.target.decode("latin-1"),
-                    headers,
-                    b"".join(body),
-                    peer,
-                    keep_alive,
-                )
+                return _request_of(request, body, peer)
             elif isinstance(event, h11.ConnectionClosed):
                 if started:
                     raise _Refused(0, "truncated", "the client closed mid-request")
                 return None
+
+
+_CODES = {"body_too_large": "too_large", "malformed": "bad_request"}
+"""The problem type of a refusal whose counter reason says it differently."""
+
+
+def _request_of(event: h11.Request, body: list[bytes], peer: str) -> Request:
+    headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in event.headers}
+    connection = headers.get("connection", "").lower()
+    keep_alive = event.http_version == b"1.1" and "close" not in connection
+    return Request(
+        event.method.decode("ascii", "replace"),
+        _origin_form(event.target.decode("latin-1")),
+        headers,
+        b"".join(body),
+        peer,
+        keep_alive,
+    )
+
+
+def _origin_form(target: str) -> str:
+    """The path and query of a target; a proxy-style absolute URL is served as its path
+    (RFC 9112 3.2.2: servers must accept it). A fragment never belongs in a request."""
+    if "#" in target:
+        raise _Refused(400, "malformed", "a request target must not carry a #fragment")
+    lowered = target[:8].lower()
+    if lowered.startswith(("http://", "https://")):
+        slash = target.find("/", target.index("//") + 2)
+        return "/" if slash < 0 else target[slash:]
+    return target
+
+
+def _describe(exc: h11.RemoteProtocolError) -> str:
+    """h11's reason without the raw bytes it sometimes appends (a Python repr)."""
+    text = str(exc)
+    cut = text.find(": bytearray(")
+    return text if cut < 0 else text[:cut]
+
+
+def _check_head(event: h11.Request, head_bytes: int, limits: HttpLimits) -> None:
+    # h11 bounds only a head still arriving; one that came whole is held to the same limit.
+    if head_bytes > limits.max_header_bytes:
+        raise _Refused(
+            431,
+            "headers_too_large",
+            f"the request line and headers are over the {limits.max_header_bytes}-byte limit",
+        )
+    if event.http_version not in (b"1.0", b"1.1"):
+        raise _Refused(505, "http_version", "this server speaks HTTP/1.1 (and 1.0) only")
+    _check_framing(event, limits.max_body)
 
 
 def _check_framing(request: h11.Request, max_body: int) -> None:
@@ -250,16 +393,19 @@ def _check_framing(request: h11.Request, max_body: int) -> None:
 
 
 def _too_large(max_body: int) -> str:
-    return f"the request body is over the {max_body}-byte limit"
+    return f"the request body is over the {max_body}-byte limit of a request; nothing was written"
 
 
 def encode_response(response: Response, keep_alive: bool, *, head: bool = False) -> bytes:
     status = response.status
     reason = _REASONS.get(status, "")
-    parts = [
-        f"HTTP/1.1 {status} {reason}\r\ncontent-type: {response.content_type}\r\n"
-        f"content-length: {len(response.body)}\r\n"
-    ]
+    if status in _NO_BODY_STATUS:  # RFC 9110: these carry no content and no length
+        parts = [f"HTTP/1.1 {status} {reason}\r\n"]
+    else:
+        parts = [
+            f"HTTP/1.1 {status} {reason}\r\ncontent-type: {response.content_type}\r\n"
+            f"content-length: {len(response.body)}\r\n"
+        ]
     for name, value in response.headers:
         if "\r" in value or "\n" in value:
             value = value.replace("\r", " ").replace("\n", " ")
@@ -269,20 +415,6 @@ def encode_response(response: Response, keep_alive: bool, *, head: bool = False)
     parts.append("\r\n")
     head_bytes = "".join(parts).encode("latin-1", "replace")
     return head_bytes if head else head_bytes + response.body
-
-
-async def _send_error(stream: trio.abc.Stream, status: int, detail: str) -> None:
-    """A last answer on a connection h11 can no longer frame (it is closed right after)."""
-    body = (detail + "\n").encode()
-    reason = {400: "Bad Request", 408: "Request Timeout", 413: "Content Too Large"}.get(
-        status, "Request Header Fields Too Large" if status == 431 else "Error"
-    )
-    head = (
-        f"HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\n"
-        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
-    )
-    with trio.move_on_after(2.0):
-        await stream.send_all(head.encode() + body)
 
 
 def _peer_of(stream: trio.SocketStream) -> str:

@@ -535,6 +535,11 @@ class QueryService:
             raise ValueError("the continuation is not one this cluster issued")
         body, mac = items[:6], items[6]
         issuer = items[1]
+        if type(issuer) is not str or (
+            issuer != self._node_id and issuer not in self._view.ring.nodes
+        ):
+            # Not a member's: the bytes naming the issuer were altered (or never issued).
+            raise ValueError("the continuation is not one this cluster issued")
         if issuer != self._node_id:
             raise ValueError(
                 f"the continuation was issued by node {issuer!r}; send the next page there "

@@ -141,8 +141,8 @@ def authorize(peer: Peer, message: Message, now: float) -> None:
         # query inside the capability's prefix sees nothing outside it.
         raise AccessDenied(
             "prefix",
-            f"this capability reads only keys under {credential.prefix!r}; query with a "
-            f"prefix inside it (asked for {message.prefix[:64]!r})",
+            f"this capability reads only keys under {key_text(credential.prefix)}; query with "
+            f"a prefix inside it (asked for {key_text(message.prefix)})",
         )
     if credential.prefix and isinstance(message, _KEYED):
         key: bytes = message.key

@@ -103,10 +103,14 @@ def test_binary_keys_travel_percent_encoded(node):
 
 def test_concurrent_writes_answer_300_with_every_sibling_and_resolve_with_the_context(node):
     client = Http(url_of(node))
-    client("PUT", "/v1/kv/k", b"one")
-    client("PUT", "/v1/kv/k", b"two")  # no context: concurrent with the first
+    assert client("PUT", "/v1/kv/k", b"one")[1]["x-p2p-siblings"] == "1"
+    # no context: concurrent with the first, and the answer says the key now has two values
+    assert client("PUT", "/v1/kv/k", b"two")[1]["x-p2p-siblings"] == "2"
     status, headers, body = client("GET", "/v1/kv/k")
     assert status == 300
+    head_status, head_headers, head_body = client("HEAD", "/v1/kv/k")
+    assert (head_status, head_body) == (300, b"")
+    assert head_headers["content-length"] == str(len(body))
     doc = json.loads(body)
     assert sorted(base64.b64decode(v) for v in doc["siblings"]) == [b"one", b"two"]
     assert doc["context"] == headers["x-p2p-context"]
@@ -124,6 +128,9 @@ def test_concurrent_writes_answer_300_with_every_sibling_and_resolve_with_the_co
         ("/v1/kv/k?colour=red", "unknown query parameter"),
         ("/v1/kv/", "the key is empty"),
         ("/v1/kv/" + "x" * 2000, "over the 1024-byte limit"),
+        ("/v1/kv/k?timeout_ms=%C2%B2", "timeout_ms must be a whole number"),
+        ("/v1/kv/k?consistency=%C2%B2", "bad consistency"),
+        ("/v1/kv/k?consistency=one&consistency=all", "consistency is given more than once"),
     ],
 )
 def test_bad_requests_are_400_problems_and_write_nothing(node, path, detail):
@@ -242,8 +249,21 @@ def test_health_and_admin_reads(node):
     assert status == 200 and len(json.loads(body)["members"]) == 1
     status, _, body = client("GET", "/v1/explain/somekey")
     assert status == 200 and json.loads(body)["nodes"][0]["role"] == "primary"
-    assert client("POST", "/v1/status")[0] == 405
     assert client("GET", "/nowhere")[0] == 404
+    for method, path in [
+        ("POST", "/v1/status"),
+        ("DELETE", "/v1/keys"),
+        ("POST", "/livez"),
+        ("PATCH", "/readyz"),
+        ("POST", "/metrics"),
+    ]:
+        status, headers, _ = client(method, path)
+        assert (status, headers.get("allow")) == (405, "GET, HEAD"), (method, path)
+    assert client("HEAD", "/livez")[:1] == (200,)
+    status, _, body = client("GET", "/v1/status?junk=1")
+    assert status == 400 and "takes no query parameters" in json.loads(body)["detail"]
+    status, _, body = client("GET", "/v1/explain/" + "x" * 1100)
+    assert status == 400 and "over the 1024-byte limit" in json.loads(body)["detail"]
 
 
 def test_readyz_says_why_a_node_cannot_place_n_replicas(tmp_path: Path):

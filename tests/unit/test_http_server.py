@@ -1,0 +1,208 @@
+"""The HTTP server's own limits, against real loopback sockets in one trio process."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+import trio
+
+from p2pindex.http.server import HttpLimits, HttpServer, Request, Response, problem
+from p2pindex.node.stats import StatisticsStore
+
+BIG = 8 * 1024 * 1024
+
+
+class Served:
+    def __init__(self, port: int, stats: StatisticsStore, seen: list[Request]) -> None:
+        self.port, self.stats, self.seen = port, stats, seen
+
+    async def connect(self, *, receive_buffer: int | None = None) -> trio.SocketStream:
+        sock = trio.socket.socket()
+        if receive_buffer is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        await sock.connect(("127.0.0.1", self.port))
+        return trio.SocketStream(sock)
+
+    async def exchange(self, payload: bytes) -> bytes:
+        """Send ``payload`` whole, then read everything until the server closes."""
+        stream = await self.connect()
+        async with stream:
+            await stream.send_all(payload)
+            return await read_all(stream)
+
+
+async def read_all(stream: trio.SocketStream) -> bytes:
+    chunks = []
+    with trio.fail_after(10):
+        while data := await stream.receive_some(65536):
+            chunks.append(data)
+    return b"".join(chunks)
+
+
+async def answer(request: Request) -> Response:
+    if request.target == "/big":
+        return Response(200, b"x" * BIG)
+    if request.target == "/empty":
+        return Response(204)
+    if request.target == "/crash":
+        raise RuntimeError("a handler bug")
+    return Response(200, request.target.encode())
+
+
+def refuse_unauthenticated(request: Request) -> Response | None:
+    if "authorization" not in request.headers:
+        return problem(401, "unauthenticated", "this node needs a token")
+    return None
+
+
+@asynccontextmanager
+async def served(**limits: float) -> AsyncIterator[Served]:
+    stats = StatisticsStore()
+    seen: list[Request] = []
+
+    async def handler(request: Request) -> Response:
+        seen.append(request)
+        return await answer(request)
+
+    server = HttpServer(
+        handler,
+        stats,
+        HttpLimits(**limits),  # type: ignore[arg-type]
+        screen=refuse_unauthenticated,
+    )
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(server.serve, "127.0.0.1", 0)
+        yield Served(port, stats, seen)
+        nursery.cancel_scope.cancel()
+
+
+def head_and_body(answer: bytes) -> tuple[str, bytes]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return head.decode("latin-1").lower(), body
+
+
+async def test_a_client_that_stops_reading_is_cut_off_and_frees_its_place() -> None:
+    async with served(send_timeout=0.5, max_connections=1) as server:
+        stuck = await server.connect(receive_buffer=4096)
+        await stuck.send_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        with trio.fail_after(5):
+            while not server.stats.get("http.refused.slow_reader"):
+                await trio.sleep(0.05)
+        # its place under the cap of one is free again: a new client is served
+        answer = await server.exchange(
+            b"GET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"/next")
+        await stuck.aclose()
+
+
+async def test_a_body_far_over_the_limit_gets_its_413_not_a_reset() -> None:
+    async with served(max_body=1024 * 1024) as server:
+        stream = await server.connect()
+        body = b"x" * (5 * 1024 * 1024)
+        head = b"PUT /k HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body)
+        async with stream:
+            # the client sends it all before reading, as http.client and curl do
+            with trio.move_on_after(5):
+                await stream.send_all(head + body)
+            answer = await read_all(stream)
+        head_text, doc = head_and_body(answer)
+        assert head_text.startswith("http/1.1 413")
+        assert "content-type: application/problem+json" in head_text
+        problem_doc = json.loads(doc)
+        assert problem_doc["outcome"] == "definite" and problem_doc["type"].endswith(":too_large")
+        assert server.seen == []
+
+
+@pytest.mark.parametrize(
+    ("payload", "status"),
+    [
+        # a head that arrives whole is held to the limit too (h11 bounds only a partial one)
+        (b"GET /k HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 5000 + b"\r\n\r\n", 431),
+        (b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 431),
+        (b"GET /k HTTP/2.0\r\nHost: x\r\n\r\n", 505),
+        (b"GET /k#frag HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        (b"GET /caf\xc3\xa9 raw HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    ],
+    ids=["header", "request-line", "http-2", "fragment", "raw-utf8"],
+)
+async def test_refusals_are_problem_documents_in_words(payload: bytes, status: int) -> None:
+    async with served(max_header_bytes=1024) as server:
+        answer = await server.exchange(payload)
+        head, body = head_and_body(answer)
+        assert head.startswith(f"http/1.1 {status}"), head
+        assert "content-type: application/problem+json" in head
+        doc = json.loads(body)
+        assert doc["status"] == status and doc["outcome"] == "definite"
+        assert "bytearray" not in doc["detail"] and "\\x" not in doc["detail"]
+        assert server.seen == []
+
+
+async def test_an_absolute_target_is_served_as_its_path() -> None:
+    async with served() as server:
+        answer = await server.exchange(
+            b"GET http://127.0.0.1:1/livez?x=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        assert answer.startswith(b"HTTP/1.1 200")
+        assert [r.target for r in server.seen] == ["/livez?x=1"]
+
+
+async def test_a_204_carries_neither_length_nor_type() -> None:
+    async with served() as server:
+        answer = await server.exchange(
+            b"GET /empty HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        head, body = head_and_body(answer)
+        assert head.startswith("http/1.1 204")
+        assert "content-length" not in head and "content-type" not in head and body == b""
+
+
+async def test_expect_continue_is_refused_from_the_head_before_the_body_is_sent() -> None:
+    async with served() as server:
+        stream = await server.connect()
+        async with stream:
+            await stream.send_all(
+                b"PUT /k HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+            )
+            answer = await read_all(stream)  # the body is never sent
+        assert answer.startswith(b"HTTP/1.1 401"), answer[:80]
+        assert b"100 Continue" not in answer
+        assert server.seen == []
+        # with a token the client is told to go ahead, and its request is served
+        stream = await server.connect()
+        async with stream:
+            await stream.send_all(
+                b"PUT /k HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\nContent-Length: 5\r\n"
+                b"Expect: 100-continue\r\nConnection: close\r\n\r\n"
+            )
+            with trio.fail_after(5):
+                first = await stream.receive_some(65536)
+            assert first.startswith(b"HTTP/1.1 100 Continue")
+            await stream.send_all(b"hello")
+            answer = first + await read_all(stream)
+        assert b"HTTP/1.1 200" in answer
+        assert [r.body for r in server.seen] == [b"hello"]
+
+
+async def test_a_handler_bug_is_a_500_problem_open_for_a_write() -> None:
+    async with served() as server:
+        answer = await server.exchange(
+            b"PUT /crash HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nConnection: close\r\n\r\nv"
+        )
+        head, body = head_and_body(answer)
+        assert head.startswith("http/1.1 500")
+        assert json.loads(body)["outcome"] == "indeterminate"
+        assert server.stats.get("http.internal_errors") == 1
+
+
+def test_a_failed_read_is_definite_whatever_the_error() -> None:
+    from p2pindex.errors import Timeout
+    from p2pindex.http.problems import problem_for
+
+    timed_out = Timeout(required=2, acknowledged=1)
+    assert json.loads(problem_for(timed_out).body)["outcome"] == "indeterminate"
+    assert json.loads(problem_for(timed_out, read=True).body)["outcome"] == "definite"
