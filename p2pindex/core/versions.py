@@ -18,6 +18,7 @@ would multiply the cost of every record on the hot path)::
     record:  [1, k, actor_1, counter_1, ..., actor_k, counter_k,
                     index_1, counter_1, value_1, ..., index_m, counter_m, value_m]
     context: [1, actor_1, counter_1, ..., actor_k, counter_k]
+             [3, key tag, actor_1, counter_1, ..., actor_k, counter_k]
 
 where 1 is the format, actors ascend, each sibling names its actor by its index in the
 clock, siblings ascend by dot and a value is a byte string or null (a tombstone). Decoding
@@ -28,10 +29,18 @@ each sibling is four items, ``index, counter, value, terms`` where terms is the 
 of ``p2pindex.core.terms`` (empty for a sibling without terms, always empty for a
 tombstone). A record without terms is always written as format 1, so unindexed data keeps
 its bytes (and its speed) and older records still read.
+
+A context given out for a key carries the key's tag (``key_tag``, 8 bytes of BLAKE2b), as
+format 3. Counters are per actor across all keys, so another key's context, which is easy
+to pass by mistake, usually names counters above everything this key has seen: written with
+it, it would replace siblings the client never read. With the tag the coordinator refuses
+it (``decode_context(data, key)``). Untagged contexts (format 1: older releases, and the
+empty context of a key never written) still read.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
 from typing import NamedTuple, NoReturn
 
@@ -43,6 +52,8 @@ from p2pindex.core.terms import IndexTerms
 
 FORMAT = 1
 FORMAT_WITH_TERMS = 2
+FORMAT_KEYED_CONTEXT = 3
+KEY_TAG_BYTES = 8
 MAX_COUNTER = (1 << 64) - 1
 SANE_COUNTER = (1 << 53) - 1
 """The highest counter a context from outside may name for an actor unless the replica
@@ -407,13 +418,23 @@ def encode_object(obj: VersionedObject) -> bytes:
     return dumps(items)
 
 
-def encode_context(vector: VersionVector) -> bytes:
+def key_tag(key: bytes) -> bytes:
+    """What a context carries of the key it was given out for."""
+    return hashlib.blake2b(key, digest_size=KEY_TAG_BYTES).digest()
+
+
+def encode_context(vector: VersionVector, key: bytes | None = None) -> bytes:
+    """A context to give a client; with ``key``, tagged as that key's (see the docstring)."""
     if type(vector) is not VersionVector:
         raise TypeError(f"expected a VersionVector, not {type(vector).__name__}")
-    items: list[object] = [FORMAT]
+    items: list[object] = [FORMAT] if key is None else [FORMAT_KEYED_CONTEXT, key_tag(key)]
     for pair in vector._counters.items():
         items += pair
     return dumps(items)
+
+
+class ContextOfAnotherKey(ValueError):
+    """A tagged context given back with a key other than the one it was given out for."""
 
 
 def _load(data: bytes, what: str, formats: tuple[int, ...] = (FORMAT,)) -> list[object]:
@@ -594,11 +615,20 @@ def _refuse_sibling(
     raise ValueError(f"record has {problem} at ({actor!r}, {counter})")
 
 
-def decode_context(data: bytes) -> VersionVector:
-    """Parse a context; raises ValueError naming the first problem in anything else."""
-    items = _load(data, "context")
-    if len(items) % 2 != 1:
+def decode_context(data: bytes, key: bytes | None = None) -> VersionVector:
+    """Parse a context; raises ValueError naming the first problem in anything else, and
+    ``ContextOfAnotherKey`` when it is tagged for a key other than ``key`` (if given)."""
+    items = _load(data, "context", (FORMAT, FORMAT_KEYED_CONTEXT))
+    first = 1
+    if items[0] == FORMAT_KEYED_CONTEXT:
+        tag = items[1] if len(items) > 1 else None
+        if type(tag) is not bytes or len(tag) != KEY_TAG_BYTES:
+            raise ValueError("context has no valid key tag")
+        first = 2
+    if (len(items) - first) % 2:
         raise ValueError("context has an actor without a counter")
-    counters = _clock(items[1::2], items[2::2], "context")
+    counters = _clock(items[first::2], items[first + 1 :: 2], "context")
     _check_canonical(items, data, "context")
+    if first == 2 and key is not None and items[1] != key_tag(key):
+        raise ContextOfAnotherKey("the context was given out for another key")
     return _vector(counters)

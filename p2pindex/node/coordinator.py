@@ -182,7 +182,7 @@ class Coordinator:
         terms = write_terms(request, self._config.term_limits, self._stats)
         n = self._config.n_replicas
         needed = plan.required(request.consistency, n)
-        context = plan.context(request.context)
+        context = plan.context(request.context, request.key)
         targets, timeout, relayed = self._place(request, needed, trace)
         if relayed is not None:
             return relayed
@@ -471,7 +471,7 @@ class Coordinator:
                     stale = sorted(quorum.stale_replicas()) if quorum.merged is not None else []
                     decided = quorum.outcome.name.lower()
                     item.trace.step("decided", outcome=decided, read_repair_to=stale)
-                reply = replies.read_reply(quorum, self._stats)
+                reply = replies.read_reply(quorum, item.request.key, self._stats)
             else:
                 if item.trace is not None:
                     decided = quorum.outcome.name.lower()
@@ -479,7 +479,8 @@ class Coordinator:
                 assert item.obj is not None
                 is_delete = isinstance(item.request, wm.DeleteRequest)
                 limits = self._config.limits
-                reply = replies.write_reply(quorum, item.obj, is_delete, self._stats, limits)
+                key = item.request.key
+                reply = replies.write_reply(quorum, key, item.obj, is_delete, self._stats, limits)
         except P2PIndexError as exc:
             reply = exc
         assert item.answers is not None

@@ -18,6 +18,7 @@ EMPTY_CONTEXT = versions.encode_context(VersionVector())
 
 def write_reply(
     quorum: WriteQuorum,
+    key: bytes,
     obj: VersionedObject,
     is_delete: bool,
     stats: StatisticsStore,
@@ -26,7 +27,7 @@ def write_reply(
     """The answer to a coordinated write whose quorum is decided or whose time ran out."""
     if quorum.outcome is Outcome.SUCCEEDED:
         stats.incr("requests.delete" if is_delete else "requests.put")
-        context_bytes = versions.encode_context(obj.clock)
+        context_bytes = versions.encode_context(obj.clock, key)
         if is_delete:
             return DeleteReply(context_bytes)
         return PutReply(context_bytes, _sibling_warning(obj, stats, limits), len(obj.values))
@@ -55,14 +56,14 @@ def local_commit_failed(error: StorageFailure, required: int) -> QuorumFailed:
     )
 
 
-def read_reply(quorum: ReadQuorum, stats: StatisticsStore) -> Message:
+def read_reply(quorum: ReadQuorum, key: bytes, stats: StatisticsStore) -> Message:
     """The answer to a coordinated read whose quorum is decided or whose time ran out."""
     if quorum.outcome is Outcome.SUCCEEDED:
         stats.incr("requests.get")
         merged = quorum.merged
         if merged is None:
             return GetReply([], EMPTY_CONTEXT)
-        return GetReply(merged.values, versions.encode_context(merged.clock))
+        return GetReply(merged.values, versions.encode_context(merged.clock, key))
     if quorum.outcome is Outcome.FAILED:
         raise Unavailable(quorum.required, quorum.replies, "replicas failed to answer the read")
     raise Timeout(required=quorum.required, acknowledged=quorum.replies)

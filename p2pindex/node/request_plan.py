@@ -47,12 +47,17 @@ def required(consistency: str | int, n: int) -> int:
         raise InvalidRequest(str(exc)) from None
 
 
-def context(raw: bytes | None) -> VersionVector:
-    """The causal context a client passed back (empty when it passed none)."""
+def context(raw: bytes | None, key: bytes) -> VersionVector:
+    """The causal context a client passed back with ``key`` (empty when it passed none)."""
     if raw is None:
         return VersionVector()
     try:
-        decoded = versions.decode_context(raw)
+        decoded = versions.decode_context(raw, key)
+    except versions.ContextOfAnotherKey:
+        raise InvalidRequest(
+            "the context was returned for another key; pass back the context a read or "
+            "write of this key returned (a context belongs to its key); nothing written"
+        ) from None
     except ValueError:
         raise InvalidRequest(
             "the context is not one p2pindex gave out: pass the context a get or put "

@@ -95,7 +95,7 @@ def test_the_caller_is_answered_once_and_a_write_never_fails_definitely(
     assert round_.answer() is False and not round_.ready() and not round_.expired(1e9)
     obj = update(None, VersionVector(), "n1.e1", b"v")
     try:
-        reply = write_reply(quorum, obj, False, StatisticsStore(), Limits())
+        reply = write_reply(quorum, b"k", obj, False, StatisticsStore(), Limits())
     except IndeterminateError as exc:
         assert not isinstance(exc, DefiniteError)
         assert quorum.outcome is not Outcome.SUCCEEDED
@@ -136,7 +136,7 @@ def test_a_read_answered_early_is_ready_no_more_but_repairs_once_all_have_answer
     assert round_.heard() is False  # answered already
     assert round_.all_heard and not round_.ready()
     assert quorum.stale_replicas() == ["n1"]
-    assert read_reply(quorum, StatisticsStore()).values == [b"v"]  # type: ignore[attr-defined]
+    assert read_reply(quorum, b"k", StatisticsStore()).values == [b"v"]  # type: ignore[attr-defined]
 
 
 def test_a_round_whose_replicas_all_answered_is_ready_though_its_quorum_is_pending() -> None:
@@ -156,7 +156,7 @@ def test_a_read_answered_at_its_deadline_is_a_timeout_not_a_definite_failure() -
     assert not round_.ready() and not round_.expired(0.5)
     assert round_.expired(1.0) and round_.answer()
     with pytest.raises(IndeterminateError):
-        read_reply(quorum, StatisticsStore())
+        read_reply(quorum, b"k", StatisticsStore())
 
 
 @pytest.mark.parametrize("asked", [-1, 3, 4])

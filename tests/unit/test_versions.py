@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from p2pindex.core.versions import (
+    ContextOfAnotherKey,
     Dot,
     Sibling,
     VersionedObject,
@@ -389,8 +390,32 @@ def test_contexts_round_trip_and_refuse_garbage() -> None:
         (cbor2.dumps([1, "n1", -3]), "bad counter"),
         (cbor2.dumps([1, "n2", 1, "n1", 1]), "out of order"),
         (cbor2.dumps([1, "n1", 1, "n1", 2]), "repeated"),
-        (cbor2.dumps([3, "n1", 1]), "format"),
+        (cbor2.dumps([4, "n1", 1]), "format"),
+        (cbor2.dumps([3, "n1", 1]), "no valid key tag"),
+        (cbor2.dumps([3, b"short", "n1", 1]), "no valid key tag"),
+        (cbor2.dumps([3, b"8 bytes!", "n1"]), "without a counter"),
         (cbor2.dumps([1, "n1", 1]) + b"\x01", "canonical"),
     ]:
         with pytest.raises(ValueError, match=problem):
             decode_context(data)
+
+
+def test_a_context_given_out_for_a_key_is_refused_with_any_other_key() -> None:
+    vector = VersionVector({"n1": 7, "n2": 4})
+    tagged = encode_context(vector, b"user:1")
+    assert decode_context(tagged, b"user:1") == vector
+    assert decode_context(tagged) == vector  # no key to check against: the clock alone
+    with pytest.raises(ContextOfAnotherKey):
+        decode_context(tagged, b"user:2")
+    # untagged contexts (older releases, a key never written) carry no key to check
+    assert decode_context(encode_context(vector), b"user:2") == vector
+
+
+@given(st.binary(max_size=40), st.binary(max_size=40))
+def test_only_the_same_key_opens_a_tagged_context(key: bytes, other: bytes) -> None:
+    tagged = encode_context(VersionVector({"n1": 1}), key)
+    if key == other:
+        assert decode_context(tagged, other) == VersionVector({"n1": 1})
+    else:
+        with pytest.raises(ContextOfAnotherKey):
+            decode_context(tagged, other)
