@@ -231,10 +231,16 @@ class OwnershipHandoff(RecordMover):
         )
 
     def already_synced(self) -> bool:
-        return self._storage.get_meta(SYNCED_META) is not None
+        return bool(self._storage.get_meta(SYNCED_META))
 
     async def mark_synced(self) -> None:
         await self._write_meta(SYNCED_META, b"1")
+
+    async def forget_synced(self) -> None:
+        """After handing every range over (a leave): what this node holds stops being
+        current as soon as it is gone, so coming back it pulls its ranges as a joiner
+        does instead of serving its old copies as replicas that never left."""
+        await self._write_meta(SYNCED_META, b"")
 
     async def _write_meta(self, name: str, value: bytes) -> None:
         """Write handoff metadata, retrying while storage refuses (a full disk): the node

@@ -24,10 +24,12 @@ async def hand_over(
     handoff: OwnershipHandoff, written: WrittenKeys, view: ClusterView, stats: StatisticsStore
 ) -> bool:
     """Hand the node's ranges over and wait for a member to hear the leave. False when the
-    leave was abandoned: the node then takes writes again and has said why (log, status)."""
+    leave was abandoned: the node then takes writes again and has said why (log, status).
+    Once it may go, its data stops counting as current (``forget_synced``)."""
     try:
         await handoff.hand_over(written, view)
         await _wait_for_a_listener(view)
+        await handoff.forget_synced()
     except LeaveAbandoned as reason:
         view.handing_over = False
         handoff.progress.abandoned = str(reason)

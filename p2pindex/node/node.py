@@ -177,7 +177,9 @@ class Node:
         """The seeds this node joins through: ``config.seeds`` minus its own address."""
         self.replaced_by: dict[str, str] = {}
         """Dead members this node (as arbiter) let a `serve --replace` node stand in for."""
-        self._stopped = trio.Event()
+        self.stopped = trio.Event()
+        """Set: ``run`` ends with a clean shutdown (after a leave, or a stop that keeps the
+        membership: the node is down until it starts again, as itself)."""
         self._load = NodeLoad(config.limits.node_in_flight)
         """Request and reply bytes held for every connection (``net.channel``)."""
 
@@ -361,7 +363,7 @@ class Node:
                 len(self.ring.nodes),
             )
             task_status.started(self.address)
-            await self._stopped.wait()
+            await self.stopped.wait()
             with contextlib.suppress(errors.StorageFailure):
                 # The epoch in use now (a failed commit retires one while running), saved
                 # before the clean mark: the next start may only keep an epoch that is saved.
@@ -385,7 +387,7 @@ class Node:
                 return False
         if self._driver is not None:
             await self._driver.leave(timeout)
-        self._stopped.set()
+        self.stopped.set()
         return True
 
     def _seeds_without_self(self, bound: Address) -> tuple[Address, ...]:
@@ -400,11 +402,9 @@ class Node:
         return tuple(seed for seed in self.config.seeds if seed not in own)
 
     async def _wait_joined(self) -> None:
-        """Report ready only once a seed answered, so the first request sees the cluster.
-
-        If no seed answers within JOIN_WAIT the node starts anyway (it keeps retrying in the
-        background) and says so, rather than hang a deployment whose seeds start later.
-        """
+        """Report ready once a seed answered, so the first request sees the cluster; if none
+        answers within JOIN_WAIT, start anyway (retrying in the background) and say so,
+        rather than hang a deployment whose seeds start later."""
         if self.membership_confirmed:
             return
         with trio.move_on_after(JOIN_WAIT):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import random
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from p2pindex.node.node import Node
 from p2pindex.storage.sqlite import SqliteStorage
 from p2pindex.types import Address
 
+log = logging.getLogger("p2pindex.node.node")
 DATA_FILE = "data.sqlite3"
 LOCK_FILE = "LOCK"
 
@@ -44,6 +46,36 @@ def data_dir_lock(data_dir: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+async def _leave_unless_signalled_again(node: Node, signals: AsyncIterator[int]) -> bool:
+    """Leave as a signal asks; whether the node left. A second signal while the leave runs
+    (handing a large store over can take long) stops it there: an operator who signals
+    twice wants the process gone. A leave that cannot finish (a node taking over is down)
+    is given up as ``Node.leave`` gives it up; either way the caller then stops the node
+    without leaving, which keeps its data and its place, as a crash would, minus the risk."""
+    async with trio.open_nursery() as nursery:
+
+        async def on_second_signal() -> None:
+            async for _ in signals:
+                log.warning(
+                    "a second signal: stopping without finishing the leave; the node stays a "
+                    "member (down) with its data, and comes back as itself when started again"
+                )
+                nursery.cancel_scope.cancel()
+                return
+
+        nursery.start_soon(on_second_signal)
+        left = await node.leave()
+        nursery.cancel_scope.cancel()
+        if not left:
+            log.error(
+                "stopping without leaving, as the signal asked: the node stays a member "
+                "(down) with its data; start it again, or run `p2pindex leave` once every "
+                "member is reachable"
+            )
+        return left
+    return False
 
 
 async def serve_node(
@@ -87,8 +119,9 @@ async def serve_node(
                     address = await nursery.start(run_until_left)
                     task_status.started((node, address))
                     async for _ in signals:
-                        await node.leave()
                         break
+                    if not await _leave_unless_signalled_again(node, signals):
+                        node.stopped.set()  # stop anyway, still a member: asked to stop
         finally:
             with trio.CancelScope(shield=True):
                 await storage.aclose()

@@ -11,6 +11,7 @@ from p2pindex.core import versions
 from p2pindex.core.ring import RING_SIZE, Ring
 from p2pindex.node import handoff, restart_meta
 from p2pindex.node.eventlog import EventLog
+from p2pindex.types import NodeState
 from p2pindex.wire.messages import (
     DeleteReply,
     DeleteRequest,
@@ -135,6 +136,25 @@ async def test_a_node_of_another_cluster_is_refused(autojump_clock):
         assert status.status["statistics"]["rejected.wrong_cluster"] == 1
 
 
+async def test_a_context_of_another_key_is_refused_and_replaces_nothing(autojump_clock):
+    """Counters are per node, not per key: the context of a key written later names higher
+    counters than every sibling of an earlier key, so passed with that key by mistake it
+    would have replaced siblings its client never read. It is refused, definitely."""
+    async with running_cluster(3) as cluster:
+        first = cluster.nodes[0]
+        await cluster.request(first, put(b"b", b"b1"))
+        await cluster.request(first, put(b"b", b"b2"))  # no context: two siblings
+        later = await cluster.request(first, put(b"a", b"a1"))
+        assert isinstance(later, PutReply)
+        refused = await cluster.request(first, put(b"b", b"mixed-up", later.context))
+        assert isinstance(refused, ErrorReply) and refused.code == "invalid_request", refused
+        assert "another key" in refused.message
+        got = await cluster.request(first, get(b"b", "all"))
+        assert isinstance(got, GetReply) and sorted(got.values) == [b"b1", b"b2"]
+        resolved = await cluster.request(first, put(b"b", b"b3", got.context))
+        assert isinstance(resolved, PutReply) and resolved.siblings == 1
+
+
 async def test_a_request_to_a_non_replica_is_forwarded(autojump_clock):
     async with running_cluster(5) as cluster:
         key = b"forward-me"
@@ -255,6 +275,42 @@ async def test_a_leaving_node_hands_its_keys_to_the_nodes_that_replace_it(autoju
         leaver = cluster.nodes[3]
         await leaver.node.leave()
         await assert_left_with_its_keys_handed_over(leaver, cluster.nodes[:3], keys)
+
+
+async def test_a_node_that_left_pulls_its_ranges_again_when_it_comes_back(autojump_clock):
+    """A node that left stops holding its ranges; the writes made while it was away went
+    to the nodes that took them over. Started again with its old data (a restart after
+    SIGTERM, which leaves), it must come back SYNCING and pull, not serve its old copies as
+    current: a quorum counting them could miss a write acknowledged meanwhile."""
+    async with running_cluster(4) as cluster:
+        keys = [b"back-%d" % i for i in range(60)]
+        await write_at_all(cluster, keys)
+        leaver = cluster.nodes[3]
+        assert await leaver.node.leave()
+        await assert_left_with_its_keys_handed_over(leaver, cluster.nodes[:3], keys)
+        leaver.scope.cancel()
+        for key in keys:
+            read = await cluster.request(cluster.nodes[0], get(key, "all"))
+            assert isinstance(read, GetReply), read
+            reply = await cluster.request(cluster.nodes[0], put(key, b"newer", read.context, "all"))
+            assert isinstance(reply, PutReply), reply
+        cluster.nodes.remove(leaver)
+        back = await cluster.start_node(
+            storage=leaver.storage, identity=leaver.identity, seeds=(cluster.nodes[0].address,)
+        )
+        assert back.node.state is NodeState.SYNCING
+        with trio.fail_after(30):
+            while back.node.state is not NodeState.ACTIVE:
+                await trio.sleep(0.05)
+        mine = [key for key in keys if back.node.node_id in owners_ids(cluster, key)]
+        assert mine
+        for key in mine:
+            stored = versions.decode_object(back.storage.get(key))
+            assert stored.values == [b"newer"], key
+
+
+def owners_ids(cluster: Cluster, key: bytes) -> list[str]:
+    return cluster.nodes[0].node.ring.preference_list(key, cluster.n_replicas)
 
 
 async def test_a_leave_that_cannot_reach_a_node_taking_over_is_abandoned_and_it_serves_on(
