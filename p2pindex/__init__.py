@@ -20,6 +20,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from p2pindex.errors import (
+    ClientClosed,
     ConfigError,
     ConnectionLost,
     DefiniteError,
@@ -55,6 +56,7 @@ __all__ = [
     "AsyncClient",
     "BatchResult",
     "Client",
+    "ClientClosed",
     "ConfigError",
     "ConnectionLost",
     "ConsistencyLevel",

@@ -80,6 +80,16 @@ class PermissionDenied(DefiniteError):
     code = "permission_denied"
 
 
+class ClientClosed(DefiniteError, RuntimeError):
+    """The client was closed (or never opened) when it was called: nothing was sent.
+
+    Definite, since the request never left the caller; also a ``RuntimeError``, what the
+    client raised before this class existed, so ``except RuntimeError`` keeps working.
+    """
+
+    code = "client_closed"
+
+
 class NoNodeReachable(DefiniteError):
     """The client could not reach any of the nodes it was given; nothing was sent."""
 

@@ -43,6 +43,7 @@ from p2pindex.client.queries import (
     DEFAULT_PAGE,
     PageOptions,
     QueryPage,
+    check_index_name,
     check_page_options,
     check_page_size,
     continuation_from_text,
@@ -59,6 +60,7 @@ from p2pindex.client.requests import (
     Data,
     as_bytes,
     call_options,
+    check_batch,
     check_consistency,
     check_context,
     check_key,
@@ -87,6 +89,7 @@ from p2pindex.client.results import (
 from p2pindex.client.routing import Router
 from p2pindex.config import Limits
 from p2pindex.errors import (
+    ClientClosed,
     ConfigError,
     ConnectionLost,
     InvalidRequest,
@@ -187,7 +190,9 @@ class AsyncClient:
     # --- lifetime --------------------------------------------------------------------------
 
     async def __aenter__(self) -> AsyncClient:
-        if self._nursery is not None or self._closed:
+        if self._closed:
+            raise ClientClosed("the client was closed; a client can be opened only once")
+        if self._nursery is not None:
             raise RuntimeError("a client can be opened only once")
         manager = trio.open_nursery()
         self._nursery = await manager.__aenter__()
@@ -257,7 +262,8 @@ class AsyncClient:
         supersedes what it read (``result.unseen_may_remain`` says whether a replica that did
         not answer may still hold another value). It takes no ``context``.
         ``index={"email": ["a@b.example"], "total": [420]}`` files this version under those
-        terms (integers, or text/bytes); a later write with this write's context replaces
+        terms (integers, or text/bytes), a list of them per index (a bare term is refused
+        with ``InvalidArgumentType``); a later write with this write's context replaces
         them, a delete removes them. ``trace=True`` returns the coordinator's steps in
         ``result.trace`` (or, if it fails, in the error's ``trace``). ``consistency`` (one,
         quorum, all or a count) and ``timeout`` (seconds) override the client's defaults
@@ -355,6 +361,7 @@ class AsyncClient:
         nothing was written for it (bad argument, ``Unavailable``, a key repeated in the
         call) or the write may have been applied (``Timeout``, ``ConnectionLost``).
         """
+        check_batch("put_many", items)
         options = self._options(consistency, timeout)
 
         def request(put: PutItem, raw_key: bytes) -> PutRequest:
@@ -386,6 +393,7 @@ class AsyncClient:
         """Read many keys in one call; every key's outcome, in the order given (see
         ``put_many``). A read is retried on another replica when its node cannot be
         reached or its connection breaks."""
+        check_batch("get_many", keys)
         options = self._options(consistency, timeout)
         prepared: list[BatchItem | KeyOutcome[Any]] = []
         for key in keys:
@@ -409,6 +417,7 @@ class AsyncClient:
         """Delete many keys in one call: each a key, a ``DeleteItem`` or a ``(key,
         context)`` tuple (without a context the node reads the key first, as ``delete``
         says); every key's outcome, in the order given (see ``put_many``)."""
+        check_batch("delete_many", keys)
         options = self._options(consistency, timeout)
 
         def request(gone: DeleteItem, raw_key: bytes) -> DeleteRequest:
@@ -486,10 +495,9 @@ class AsyncClient:
         ``complete_only`` a page that could not be raises ``Unavailable`` instead.
         """
         check_page_options("query", page)
-        if not isinstance(index, str) or not index:
-            raise ValueError(f"index must be a non-empty name, not {index!r}")
-        low = term_for_wire(term, "low" if high is not None else "queried")
-        top = low if high is None else term_for_wire(high, "high")
+        index = check_index_name(index)
+        low = term_for_wire(term, "low" if high is not None else "queried", index)
+        top = low if high is None else term_for_wire(high, "high", index)
         return await self._query(index, low, top, prefix, **page)
 
     async def _query(
@@ -649,8 +657,14 @@ class AsyncClient:
         return expect(reply, MembersReply)
 
     def _ensure_open(self) -> trio.Nursery:
-        if self._closed or self._nursery is None:
-            raise RuntimeError("the client is not open: use `async with p2pindex.connect(...)`")
+        """The client's nursery, or ``ClientClosed`` (definite: nothing was sent) when the
+        client was closed or never opened, so callers can tell it from a failed request."""
+        if self._closed:
+            raise ClientClosed("the client was closed; open a new one to send requests")
+        if self._nursery is None:
+            raise ClientClosed(
+                "the client is not open yet: use `async with p2pindex.connect(...) as db`"
+            )
         return self._nursery
 
     async def _channel(self, address: Address) -> RpcChannel:

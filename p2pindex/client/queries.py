@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
@@ -19,7 +19,7 @@ from p2pindex.client.requests import ConsistencyArg, expect
 from p2pindex.core import strict_cbor
 from p2pindex.core import terms as index_terms
 from p2pindex.core.terms import Term, TermLimits
-from p2pindex.errors import ProtocolError
+from p2pindex.errors import InvalidArgumentType, InvalidRequest, ProtocolError
 from p2pindex.wire.messages import Message, QueryReply
 
 DEFAULT_PAGE = 100
@@ -80,36 +80,123 @@ class QueryPage:
         return [row.key for row in self.rows]
 
 
-def term_for_wire(term: object, what: str) -> bytes:
-    """An int, text (UTF-8) or bytes term encoded for the wire; ValueError otherwise."""
-    try:
-        checked = index_terms.check_term("query", term, _CLIENT_LIMITS)
-    except ValueError as exc:
-        raise ValueError(f"the {what} term: {exc}") from None
+def term_for_wire(term: object, what: str, index: str = "") -> bytes:
+    """A term of ``index`` (an int, text or bytes) encoded for the wire.
+
+    Raises the client's own errors, named after the index the caller queried:
+    ``InvalidArgumentType`` for a term of the wrong type (a float, a bool: ``True`` is an
+    ``int`` to Python but never a term), ``InvalidRequest`` for one out of range.
+    """
+    checked = _checked_term(index, term, f"the {what} term")
     return index_terms.encode_term(checked)
 
 
+def _checked_term(index: str, term: object, what: str) -> Term:
+    """``term`` in canonical form (text as UTF-8, bytes-like as bytes), or the client's error
+    naming ``index`` (left out when empty) and what the term was for."""
+    where = f"{what} of index {index!r}" if index else what
+    if isinstance(term, bool) or not isinstance(term, int | str | bytes | bytearray | memoryview):
+        raise InvalidArgumentType(
+            f"{where} must be an integer, text or bytes, not {type(term).__name__}"
+        )
+    plain: Term | str
+    if isinstance(term, int):
+        plain = int(term)  # an IntEnum member is its integer
+    elif isinstance(term, str):
+        plain = str(term)
+    else:
+        plain = bytes(term)
+    try:
+        return index_terms.check_term(index, plain, _CLIENT_LIMITS)
+    except ValueError as exc:
+        detail = str(exc).removeprefix(f"index {index!r}: ")
+        raise InvalidRequest(f"{where}: {detail}") from None
+
+
 def index_for_wire(index: object) -> bytes | None:
-    """A put's ``index={"name": [terms]}`` encoded for the wire (None: no terms)."""
+    """A put's ``index={"name": [terms]}`` encoded for the wire (None: no terms).
+
+    The documented shape is a mapping of index name to a list (or other collection) of
+    terms; a bare term is refused rather than guessed at, since text, bytes and mappings
+    are iterable too and would be filed as the wrong terms (``bytearray(b"ab")`` as the
+    integers 97 and 98). Wrong shapes and types raise ``InvalidArgumentType``, a term or
+    name the client can tell is bad ``InvalidRequest``; both name the index.
+    """
     if index is None:
         return None
-    canonical = index_terms.normalize(index, _CLIENT_LIMITS)  # type: ignore[arg-type]
+    if not isinstance(index, Mapping):
+        raise InvalidArgumentType(
+            f"index must be a mapping of index name to a list of terms, such as "
+            f"{{'total': [420]}}, not {type(index).__name__}"
+        )
+    pairs: dict[object, object] = {}
+    for name, terms in index.items():
+        checked_name = _checked_name(name)
+        pairs[checked_name] = [
+            _checked_term(checked_name, term, "a term") for term in _term_list(checked_name, terms)
+        ]
+    try:
+        canonical = index_terms.normalize(pairs, _CLIENT_LIMITS)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
     return index_terms.encode(canonical) if canonical else None
 
 
+def _checked_name(name: object) -> str:
+    """An index name as the node would take it, else the client's error (nothing sent)."""
+    if not isinstance(name, str):
+        raise InvalidArgumentType(f"an index name must be text, not {type(name).__name__}")
+    try:
+        return index_terms.check_name(str(name), _CLIENT_LIMITS)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
+
+
+def _term_list(name: str, terms: object) -> Collection[object]:
+    """The terms given for index ``name``: a list, tuple or set, never a bare term."""
+    if isinstance(terms, str | bytes | bytearray | memoryview | Mapping) or not isinstance(
+        terms, Collection
+    ):
+        raise InvalidArgumentType(
+            f"index {name!r} takes a list of terms, not one {type(terms).__name__}; "
+            f"write {{{name!r}: [term]}} for a single term"
+        )
+    return terms
+
+
 def check_page_size(limit: object) -> int:
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
-        raise ValueError(f"limit must be an integer in 1..{MAX_PAGE}, not {limit!r}")
-    return limit
+    """The page size asked for: ``InvalidArgumentType`` if it is not an integer,
+    ``InvalidRequest`` if it is outside 1..MAX_PAGE (nothing is sent either way)."""
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise InvalidArgumentType(
+            f"limit must be an integer in 1..{MAX_PAGE}, not {type(limit).__name__}"
+        )
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidRequest(f"limit must be an integer in 1..{MAX_PAGE}, not {limit!r}")
+    return int(limit)
 
 
-def continuation_from_text(text: str | None) -> bytes | None:
+def check_index_name(index: object) -> str:
+    """The index a query names: text (``InvalidArgumentType`` otherwise), not empty."""
+    if not isinstance(index, str):
+        raise InvalidArgumentType(f"index must be a non-empty name, not {type(index).__name__}")
+    if not index:
+        raise InvalidRequest("index must be a non-empty name, not ''")
+    return index
+
+
+def continuation_from_text(text: object) -> bytes | None:
+    """The continuation a previous page gave, decoded; anything else is the client's error."""
     if text is None:
         return None
+    if not isinstance(text, str):
+        raise InvalidArgumentType(
+            f"continuation must be the text of a page's continuation, not {type(text).__name__}"
+        )
     try:
         return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError):
-        raise ValueError("the continuation is not one this cluster issued") from None
+        raise InvalidRequest("the continuation is not one this cluster issued") from None
 
 
 def route_of(continuation: bytes | None) -> str | None:

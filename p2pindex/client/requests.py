@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -120,6 +120,40 @@ def check_timeout(timeout: float) -> float:
     if not math.isfinite(timeout) or timeout <= 0:
         raise InvalidRequest(f"timeout must be a positive number of seconds, not {timeout!r}")
     return float(timeout)
+
+
+_BATCH_SHAPES = {
+    "put_many": ("(key, value) items", "put"),
+    "get_many": ("keys", "get"),
+    "delete_many": ("keys", "delete"),
+}
+"""What each batch call takes, and the single-key call to use instead of it."""
+
+
+def check_batch(method: str, items: object) -> None:
+    """Refuse what a batch call would iterate into the wrong keys, before anything is sent.
+
+    Text and bytes are iterable, so ``delete_many("ab")`` would delete the keys "a" and "b"
+    (and bytes iterate as integers); a mapping iterates its keys and drops its values, so
+    ``put_many({"k": b"v"})`` or ``delete_many({"k": context})`` would not do what it says.
+    """
+    what, single = _BATCH_SHAPES[method]
+    if isinstance(items, str | bytes | bytearray | memoryview):
+        raise InvalidArgumentType(
+            f"{method} takes a list of {what}, not one {type(items).__name__} key; "
+            f"use {single}() for one key"
+        )
+    if isinstance(items, Mapping) and method != "get_many":
+        pairs = "(key, value)" if method == "put_many" else "(key, context)"
+        raise InvalidArgumentType(
+            f"{method} takes a list of {what}, not a {type(items).__name__}; "
+            f"pass list(items.items()) to send each entry as a {pairs} pair"
+        )
+    if not isinstance(items, Iterable):
+        raise InvalidArgumentType(
+            f"{method} takes a list of {what}, not one {type(items).__name__}; "
+            f"use {single}() for one key"
+        )
 
 
 Addresses = str | Address | Sequence[str | Address]

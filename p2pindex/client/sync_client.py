@@ -17,8 +17,9 @@ from typing import Any, Concatenate, ParamSpec, TypeVar, Unpack
 import trio
 
 from p2pindex.client.async_client import AsyncClient, ClientOptions
-from p2pindex.client.requests import Addresses, Data
+from p2pindex.client.requests import Addresses, Data, check_batch
 from p2pindex.config import Limits
+from p2pindex.errors import ClientClosed
 
 T = TypeVar("T")
 ItemT = TypeVar("ItemT")
@@ -47,6 +48,7 @@ def _blocking_many(
 
     @functools.wraps(method)
     def call(self: Client, items: Iterable[ItemT], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        check_batch(method.__name__, items)  # before list() splits a str into characters
         return self._call(method, self._client, list(items), *args, **kwargs)
 
     call.__qualname__ = f"Client.{method.__name__}"
@@ -96,14 +98,18 @@ class Client(AbstractContextManager["Client"]):
             await self._stop.wait()
 
     def _call(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn`` on the loop; ``ClientClosed`` (definite: nothing was sent) once the
+        client is closed or its loop has stopped."""
         if self._closed or self._token is None:
-            raise RuntimeError("the client is closed")
+            raise ClientClosed("the client was closed; open a new one to send requests")
         try:
             return trio.from_thread.run(
                 functools.partial(fn, *args, **kwargs), trio_token=self._token
             )
         except trio.RunFinishedError:
-            raise RuntimeError("the client's background loop has stopped") from self._failure
+            raise ClientClosed(
+                "the client's background loop has stopped; open a new client"
+            ) from self._failure
 
     def close(self) -> None:
         """Close the connections and stop the background thread (idempotent)."""
