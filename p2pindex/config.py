@@ -66,12 +66,12 @@ class Limits:
             )
         if self.reply_budget < 1 or self.max_unanswered < 1 or self.node_in_flight < 1:
             raise ConfigError("reply_budget, max_unanswered and node_in_flight must be positive")
+        if not 1 <= self.sibling_warn <= self.sibling_max:
+            raise ConfigError("sibling_warn must be between 1 and sibling_max")
 
     @property
     def record_limit(self) -> int:
         return self.max_frame // 4 if self.max_record is None else self.max_record
-        if not 1 <= self.sibling_warn <= self.sibling_max:
-            raise ConfigError("sibling_warn must be between 1 and sibling_max")
 
 
 MAX_HANDSHAKES = 256

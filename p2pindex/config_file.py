@@ -9,8 +9,10 @@ because a misspelt setting silently left at its default is the worst kind of con
 
 from __future__ import annotations
 
+import contextlib
+import os
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,10 @@ class Setting:
     default: object
     help: str
     choices: tuple[str, ...] = ()
+    low: int = 0
+    """Least value of an ``int`` setting (the config objects refuse less)."""
+    high: int | None = None
+    """Largest value of an ``int`` setting, if it has one."""
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -40,7 +46,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("advertise", "address", None, "HOST:PORT other nodes use to reach this one"),
     Setting("seeds", "addresses", [], "existing members to join through"),
     Setting("cluster", "str", "p2pindex", "cluster name; nodes of other clusters are refused"),
-    Setting("n_replicas", "int", 3, "replicas kept of every key (the same on every node)"),
+    Setting("n_replicas", "int", 3, "replicas kept of every key (the same on every node)",
+            low=1, high=16),
     Setting("fsync", "bool", False, "fsync every commit (acknowledged writes survive power loss)"),
     Setting("request_timeout", "seconds", 5.0, "deadline of a request whose client gives none"),
     Setting("replica_timeout", "seconds", 2.0, "how long a coordinator waits for one replica"),
@@ -60,41 +67,47 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log_level", "choice", "info", "log verbosity",
             ("debug", "info", "warning", "error")),
     Setting("log_format", "choice", "text", "log line format", ("text", "json")),
-    Setting("limits.max_value", "int", _LIMITS.max_value, "largest value accepted, in bytes"),
-    Setting("limits.max_key", "int", _LIMITS.max_key, "largest key accepted, in bytes"),
+    Setting("limits.max_value", "int", _LIMITS.max_value, "largest value accepted, in bytes",
+            low=1),
+    Setting("limits.max_key", "int", _LIMITS.max_key, "largest key accepted, in bytes", low=1),
     Setting("limits.max_frame", "int", None,
-            "largest protocol frame (default: 16 MiB or max_value + 64 KiB)"),
+            "largest protocol frame (default: 16 MiB or max_value + 64 KiB)", low=1),
     Setting("limits.sibling_warn", "int", _LIMITS.sibling_warn,
-            "siblings at which a write is answered with a warning"),
+            "siblings at which a write is answered with a warning", low=1),
     Setting("limits.sibling_max", "int", _LIMITS.sibling_max,
-            "siblings above which a write is refused"),
+            "siblings above which a write is refused", low=1),
     Setting("limits.max_record", "int", None,
-            "largest record (all siblings of a key), in bytes (default: a quarter of max_frame)"),
+            "largest record (all siblings of a key), in bytes (default: a quarter of max_frame)",
+            low=1),
     Setting("limits.reply_budget", "int", _LIMITS.reply_budget,
-            "unsent reply bytes per connection before it stops being read"),
+            "unsent reply bytes per connection before it stops being read", low=1),
     Setting("limits.node_in_flight", "int", _LIMITS.node_in_flight,
             "request and reply bytes held for all connections before clients that pipeline "
-            "get 'overloaded' (everyone a quarter above it)"),
+            "get 'overloaded' (everyone a quarter above it)", low=1),
     Setting("admission.max_connections", "int", _ADMISSION.max_connections,
-            "open client connections served at once (the cluster's nodes are never refused)"),
+            "open client connections served at once (the cluster's nodes are never refused)",
+            low=1),
     Setting("admission.max_client_connections", "int", _ADMISSION.max_client_connections,
-            "open connections of one client key"),
+            "open connections of one client key", low=1),
     Setting("admission.client_rate", "rate_or_off", None,
             "requests a second one client key may send on average (false: no limit)"),
     Setting("admission.client_burst", "int", _ADMISSION.client_burst,
-            "requests a client key may send at once above its rate"),
+            "requests a client key may send at once above its rate", low=1),
     Setting("admission.max_handshakes", "int", _ADMISSION.max_handshakes,
-            "connections in their handshake at once; one more closes the one waiting longest"),
+            "connections in their handshake at once; one more closes the one waiting longest",
+            low=1),
     Setting("admission.broken_sessions", "int", _ADMISSION.broken_sessions,
             "sessions of a client key closed for unreadable frames before its new "
             "handshakes are refused (0: never)"),
     Setting("admission.broken_session_interval", "seconds", _ADMISSION.broken_session_interval,
             "seconds after which a refused client key may open one more session"),
     Setting("terms.max_terms", "int", _TERMS.max_terms,
-            "index terms one object version may carry, over all its indexes"),
-    Setting("terms.max_term_bytes", "int", _TERMS.max_term_bytes, "largest index term, in bytes"),
+            "index terms one object version may carry, over all its indexes",
+            low=1, high=1 << 16),
+    Setting("terms.max_term_bytes", "int", _TERMS.max_term_bytes, "largest index term, in bytes",
+            low=1, high=1 << 16),
     Setting("terms.max_name_chars", "int", _TERMS.max_name_chars,
-            "longest index name, in characters"),
+            "longest index name, in characters", low=1, high=1 << 16),
     Setting("http.listen", "address", None, "HOST:PORT of the HTTP API (unset: no HTTP)"),
     Setting("http.tls_cert", "path", None, "TLS certificate (PEM) of the HTTP listener"),
     Setting("http.tls_key", "path", None, "private key (PEM) of http.tls_cert"),
@@ -102,10 +115,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("http.request_deadline", "seconds", 10.0,
             "seconds a client has to send a whole request"),
     Setting("http.idle_timeout", "seconds", 60.0, "idle keep-alive connections are closed after"),
+    Setting("http.send_timeout", "seconds", 30.0,
+            "seconds a client has to take an answer; one that stops reading is cut off"),
     Setting("http.max_connections", "int", 1024,
             "open HTTP connections at most; at the limit the one waiting longest for its "
-            "request is closed to admit a new one"),
-    Setting("http.max_header_bytes", "int", 16 * 1024, "largest request head, in bytes"),
+            "request is closed to admit a new one", low=1, high=100_000),
+    Setting("http.max_header_bytes", "int", 16 * 1024, "largest request head, in bytes",
+            low=1024, high=1024 * 1024),
 )  # fmt: skip
 BY_NAME = {setting.name: setting for setting in SETTINGS}
 SECTIONS = {name.split(".")[0] for name in BY_NAME if "." in name}
@@ -125,20 +141,34 @@ def _convert(setting: Setting, value: object, where: str) -> object:
         return [_convert(item, one, where) for one in value]
     if kind in ("str", "choice", "path", "address"):
         return _text(setting, value, where, bad)
-    return _scalar(kind, value, bad)
+    return _scalar(setting, value, bad)
 
 
-def _scalar(kind: str, value: object, bad: Callable[[str], ConfigError]) -> object:
+def _range_text(setting: Setting) -> str:
+    """The values an ``int`` setting takes, in the words of its error message."""
+    if setting.high is not None:
+        return f"a whole number in {setting.low}..{setting.high}"
+    return (
+        "a whole number, zero or more"
+        if setting.low == 0
+        else f"a whole number, at least {setting.low}"
+    )
+
+
+def _in_range(setting: Setting, value: int) -> bool:
+    return setting.low <= value and (setting.high is None or value <= setting.high)
+
+
+def _scalar(setting: Setting, value: object, bad: Callable[[str], ConfigError]) -> object:
     """A bool, a count, a duration or a rate."""
+    kind = setting.kind
     if kind == "bool":
         if type(value) is not bool:
             raise bad("true or false")
         return value
     if kind == "int":
-        if type(value) is not int:
-            raise bad("a whole number")
-        if value < 0:
-            raise bad("zero or more")
+        if type(value) is not int or not _in_range(setting, value):
+            raise bad(_range_text(setting))
         return value
     if kind == "rate_or_off":
         if value is False:
@@ -156,7 +186,8 @@ def _scalar(kind: str, value: object, bad: Callable[[str], ConfigError]) -> obje
 
 
 def _text(setting: Setting, value: object, where: str, bad: Callable[[str], ConfigError]) -> object:
-    """A string, one of the setting's choices, a path or an address."""
+    """A string, one of the setting's choices, a path or an address. A relative path is
+    taken as it is here (``read_file`` resolves it against the file's directory)."""
     if type(value) is not str or not value:
         raise bad("a non-empty string")
     if setting.kind == "choice" and value not in setting.choices:
@@ -189,7 +220,16 @@ def read_file(path: Path) -> dict[str, object]:
                 values[_known(f"{key}.{inner}", path)] = inner_value
         else:
             values[_known(key, path)] = value
-    return {name: _convert(BY_NAME[name], value, str(path)) for name, value in values.items()}
+    converted = {name: _convert(BY_NAME[name], value, str(path)) for name, value in values.items()}
+    return {name: _beside(path, value) for name, value in converted.items()}
+
+
+def _beside(config: Path, value: object) -> object:
+    """A relative path in a config file means a path beside the file, wherever `serve` is
+    started from (a relative data_dir once made a directory in the working directory)."""
+    if not isinstance(value, Path) or value.is_absolute():
+        return value
+    return Path(os.path.abspath(config.parent / value))
 
 
 def _known(name: str, path: Path) -> str:
@@ -212,16 +252,104 @@ def effective(file_values: Mapping[str, object], overrides: Mapping[str, object]
     return values
 
 
-def node_config(values: Mapping[str, Any]) -> NodeConfig:
-    """The NodeConfig these settings describe (ConfigError for a missing or bad one)."""
-    if values["data_dir"] is None:
+def node_config(
+    values: Mapping[str, Any],
+    sources: Mapping[str, str] | None = None,
+    *,
+    need_data_dir: bool = True,
+) -> NodeConfig:
+    """The NodeConfig these settings describe: exactly the checks `serve` makes (ConfigError
+    for a missing or bad one). ``sources`` (setting -> "default", a file, "flag") lets each
+    error name where the wrong value came from; `config show` passes ``need_data_dir=False``
+    to check everything else of a file that leaves the data directory to a flag."""
+    sources = sources or {}
+    if values["data_dir"] is None and need_data_dir:
         raise ConfigError("data_dir is not set: give --data-dir or data_dir in the config file")
+    if values["data_dir"] is not None:
+        check_data_dir(values["data_dir"])
+    _check_counts(values, sources)
+    with _naming("limits", sources):
+        limits = _limits(values)
+    with _naming("admission", sources):
+        admission = _admission(values)
+    with _naming("http", sources):
+        http = _http(values)
+    with _naming("terms", sources):
+        terms = TermLimits(
+            max_terms=values["terms.max_terms"],
+            max_term_bytes=values["terms.max_term_bytes"],
+            max_name_chars=values["terms.max_name_chars"],
+        )
+    with _naming("", sources):
+        return NodeConfig(
+            data_dir=values["data_dir"],
+            listen=values["listen"],
+            advertise=values["advertise"],
+            seeds=tuple(values["seeds"]),
+            cluster=values["cluster"],
+            n_replicas=values["n_replicas"],
+            limits=limits,
+            fsync=values["fsync"],
+            request_timeout=values["request_timeout"],
+            replica_timeout=values["replica_timeout"],
+            remove_dead_after=values["remove_dead_after"],
+            anti_entropy_interval=values["anti_entropy_interval"],
+            hint_max_bytes_per_target=values["hint_max_bytes_per_target"],
+            hint_max_age=values["hint_max_age"],
+            tombstone_grace=values["tombstone_grace"],
+            replace=values["replace"],
+            insecure=values["insecure"],
+            trust_file=values["trust_file"],
+            certificate_file=values["certificate_file"],
+            http=http,
+            admission=admission,
+            term_limits=terms,
+        )
+
+
+def check_data_dir(path: Path) -> None:
+    """Refuse a data directory that exists as something else (the node would fail to
+    create it with a bare "file exists")."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"the data directory {path} is a file, not a directory")
+
+
+def _check_counts(values: Mapping[str, Any], sources: Mapping[str, str]) -> None:
+    """Every whole-number setting within its range, whether from the file or a flag (flags
+    are not read through the file's checks), named with where it came from."""
+    for setting in SETTINGS:
+        value = values[setting.name]
+        if setting.kind != "int" or value is None or _in_range(setting, value):
+            continue
+        origin = sources.get(setting.name, "default")
+        name = setting.name
+        where = {"default": "", "flag": ""}.get(origin, f"{origin}: ")
+        given = " (given as a flag)" if origin == "flag" else ""
+        raise ConfigError(f"{where}{name} must be {_range_text(setting)}, not {value!r}{given}")
+
+
+@contextlib.contextmanager
+def _naming(section: str, sources: Mapping[str, str]) -> Iterator[None]:
+    """Prefix an error of a config object (which knows its fields, not the file) with
+    where its settings came from and the file's section, so the message names both."""
+    try:
+        yield
+    except (ConfigError, ValueError) as exc:
+        prefix = f"{section}." if section else ""
+        names = [n for n in BY_NAME if (n.startswith(prefix) if section else "." not in n)]
+        origins = sorted({sources.get(n, "default") for n in names} - {"default"})
+        where = " and ".join("flags" if o == "flag" else o for o in origins)
+        table = f"[{section}] " if section else ""
+        raise ConfigError(f"{where + ': ' if where else ''}{table}{exc}") from None
+
+
+def _limits(values: Mapping[str, Any]) -> Limits:
     max_value = values["limits.max_value"]
     max_frame = values["limits.max_frame"]
     if max_frame is None:
         # A record (all siblings) is at most a quarter of a frame, and must hold one value.
         max_frame = max(_LIMITS.max_frame, 4 * (max_value + 64 * 1024))
-    limits = Limits(
+    return Limits(
         max_frame=max_frame,
         max_key=values["limits.max_key"],
         max_value=max_value,
@@ -231,7 +359,10 @@ def node_config(values: Mapping[str, Any]) -> NodeConfig:
         reply_budget=values["limits.reply_budget"],
         node_in_flight=values["limits.node_in_flight"],
     )
-    admission = AdmissionLimits(
+
+
+def _admission(values: Mapping[str, Any]) -> AdmissionLimits:
+    return AdmissionLimits(
         max_connections=values["admission.max_connections"],
         max_client_connections=values["admission.max_client_connections"],
         client_rate=values["admission.client_rate"],
@@ -240,53 +371,22 @@ def node_config(values: Mapping[str, Any]) -> NodeConfig:
         broken_sessions=values["admission.broken_sessions"],
         broken_session_interval=values["admission.broken_session_interval"],
     )
-    http = None
-    if values["http.listen"] is not None:
-        http = HttpConfig(
-            values["http.listen"],
-            values["http.tls_cert"],
-            values["http.tls_key"],
-            insecure=values["http.insecure"],
-            request_deadline=values["http.request_deadline"],
-            idle_timeout=values["http.idle_timeout"],
-            max_connections=values["http.max_connections"],
-            max_header_bytes=values["http.max_header_bytes"],
-        )
-    return NodeConfig(
-        data_dir=values["data_dir"],
-        listen=values["listen"],
-        advertise=values["advertise"],
-        seeds=tuple(values["seeds"]),
-        cluster=values["cluster"],
-        n_replicas=values["n_replicas"],
-        limits=limits,
-        fsync=values["fsync"],
-        request_timeout=values["request_timeout"],
-        replica_timeout=values["replica_timeout"],
-        remove_dead_after=values["remove_dead_after"],
-        anti_entropy_interval=values["anti_entropy_interval"],
-        hint_max_bytes_per_target=values["hint_max_bytes_per_target"],
-        hint_max_age=values["hint_max_age"],
-        tombstone_grace=values["tombstone_grace"],
-        replace=values["replace"],
-        insecure=values["insecure"],
-        trust_file=values["trust_file"],
-        certificate_file=values["certificate_file"],
-        http=http,
-        admission=admission,
-        term_limits=_term_limits(values),
+
+
+def _http(values: Mapping[str, Any]) -> HttpConfig | None:
+    if values["http.listen"] is None:
+        return None
+    return HttpConfig(
+        values["http.listen"],
+        values["http.tls_cert"],
+        values["http.tls_key"],
+        insecure=values["http.insecure"],
+        request_deadline=values["http.request_deadline"],
+        idle_timeout=values["http.idle_timeout"],
+        send_timeout=values["http.send_timeout"],
+        max_connections=values["http.max_connections"],
+        max_header_bytes=values["http.max_header_bytes"],
     )
-
-
-def _term_limits(values: Mapping[str, Any]) -> TermLimits:
-    try:
-        return TermLimits(
-            max_terms=values["terms.max_terms"],
-            max_term_bytes=values["terms.max_term_bytes"],
-            max_name_chars=values["terms.max_name_chars"],
-        )
-    except ValueError as exc:
-        raise ConfigError(f"terms: {exc}") from None
 
 
 def _toml_value(value: object) -> str:

@@ -11,6 +11,8 @@ from p2pindex.cli.common import (
     EXIT_OK,
     add_format_option,
     add_node_option,
+    argv_bytes,
+    display_bytes,
     nodes_of,
     with_client,
 )
@@ -98,12 +100,14 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def run_explain(args: argparse.Namespace) -> int:
+    key = argv_bytes(args.key, "KEY")
+
     async def body(db: AsyncClient) -> int:
-        explain = (await db.explain(args.key)).document
+        explain = (await db.explain(key)).document
         if args.format == "json":
             print(json.dumps(explain, indent=2, sort_keys=True))
         else:
-            print(format_explain(args.key, explain))
+            print(format_explain(display_bytes(key), explain))
         return EXIT_OK
 
     return with_client(args, body)

@@ -28,8 +28,8 @@ from p2pindex.cli.common import (
     EXIT_ERROR,
     EXIT_OK,
     add_format_option,
-    address_arg,
     consistency_arg,
+    node_list_arg,
     positive_int_arg,
     seconds_arg,
 )
@@ -118,10 +118,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     where.add_argument(
         "--node",
-        action="append",
-        type=address_arg,
+        action="extend",
+        type=node_list_arg,
         metavar="HOST:PORT",
-        help="use the existing cluster at this address instead (repeatable)",
+        help="use the existing cluster at this address instead (repeatable or comma-separated)",
     )
     parser.add_argument(
         "--insecure",

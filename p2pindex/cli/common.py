@@ -18,6 +18,7 @@ import trio
 from p2pindex.client import AsyncClient, connect
 from p2pindex.client.async_client import CONNECT_TIMEOUT, HANDSHAKE_TIMEOUT
 from p2pindex.errors import (
+    ConfigError,
     IndeterminateError,
     NoNodeReachable,
     NotReady,
@@ -71,6 +72,33 @@ def address_arg(text: str) -> Address:
     if address.port == 0:
         raise argparse.ArgumentTypeError(f"bad address {text!r}: port 0 cannot be connected to")
     return address
+
+
+def node_list_arg(text: str) -> list[Address]:
+    """``--node HOST:PORT[,HOST:PORT...]``: the comma-separated list $P2PINDEX_NODE takes
+    is valid here too (with ``action="extend"`` repeated options add up)."""
+    parts = [part.strip() for part in text.split(",")]
+    if not any(parts):
+        raise argparse.ArgumentTypeError(f"{text!r} names no node; expected HOST:PORT")
+    return [address_arg(part) for part in parts if part]
+
+
+def argv_bytes(text: str, what: str) -> bytes:
+    """A key or value from the command line as the bytes the user typed.
+
+    The OS hands Python argv bytes that are not UTF-8 as lone surrogates
+    (``surrogateescape``); encoding them back the same way gives the bytes typed, where a
+    plain ``encode("utf-8")`` would fail with a codec error. UTF-8 text is unchanged."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raise UsageError(f"{what} is not valid Unicode text") from None
+
+
+def display_bytes(data: bytes) -> str:
+    """Bytes from the command line or the cluster as text to print: UTF-8 as it is, any
+    other byte as U+FFFD, so printing never fails on a codec error."""
+    return data.decode("utf-8", "replace")
 
 
 def consistency_arg(text: str) -> Consistency:
@@ -129,10 +157,11 @@ def add_node_option(parser: argparse.ArgumentParser, *, what: str = "a node to t
     """``--node`` and the two waits that decide when the client moves to the next node."""
     parser.add_argument(
         "--node",
-        action="append",
-        type=address_arg,
+        action="extend",
+        type=node_list_arg,
         metavar="HOST:PORT",
-        help=f"{what} (repeatable, tried in order; default ${NODE_ENV} or {DEFAULT_NODE})",
+        help=f"{what} (repeatable or comma-separated, tried in order; default ${NODE_ENV} "
+        f"or {DEFAULT_NODE})",
     )
     parser.add_argument(
         "--connect-timeout",
@@ -217,7 +246,10 @@ def describe(error: BaseException) -> str:
     if isinstance(error, P2PIndexError):
         kind = error.code.replace("_", " ")
         text = str(error)
-        self_explaining = isinstance(error, NoNodeReachable) or text.startswith(kind)
+        # A ConfigError's text names what is wrong (a setting and its file, a port in use,
+        # an authority directory, a credentials file): "config error:" would mislabel all
+        # but the first as configuration.
+        self_explaining = isinstance(error, NoNodeReachable | ConfigError) or text.startswith(kind)
         message = text if self_explaining else f"{kind}: {text}"
         if isinstance(error, IndeterminateError):
             message += " (the operation may or may not have taken effect)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from p2pindex.cli.common import EXIT_OK, add_format_option
@@ -24,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Print every setting a node started with the same --config file and flags would "
             "use, as TOML, each marked with its source (default, the file, or a flag). An "
-            "unknown key or a bad value is reported as `serve` would, naming it."
+            "unknown key or a bad value is reported as `serve` would, naming it. Relative "
+            "paths in the file are resolved against the file's directory and shown resolved."
         ),
     )
     add_node_options(show)
@@ -34,8 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_show(args: argparse.Namespace) -> int:
     values, sources = settings_from(args)
-    if values["data_dir"] is not None:
-        node_config(values)  # the checks `serve` makes on the values taken together
+    # Exactly the checks `serve` makes (the same config objects are built), so a file
+    # `config show` accepts is one `serve` starts with; only data_dir may be left to a flag.
+    node_config(values, sources, need_data_dir=False)
     if args.format == "json":
         document = {
             name: {"value": _jsonable(value), "source": sources[name]}
@@ -44,6 +47,8 @@ def run_show(args: argparse.Namespace) -> int:
         print(json.dumps(document, indent=2, sort_keys=True))
     else:
         print(render(values, sources.__getitem__), end="")
+    if values["data_dir"] is None:
+        print("note: data_dir is not set; `serve` needs --data-dir or data_dir", file=sys.stderr)
     return EXIT_OK
 
 

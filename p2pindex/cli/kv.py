@@ -19,8 +19,10 @@ from p2pindex.cli.common import (
     add_format_option,
     add_node_option,
     add_timeout_option,
+    argv_bytes,
     consistency_arg,
     describe,
+    display_bytes,
     with_client,
 )
 from p2pindex.cli.kv_many import encode_values, run_get_many, run_put_many
@@ -178,7 +180,8 @@ def _traced(args: argparse.Namespace, body: Callable[[AsyncClient], Awaitable[in
         except P2PIndexError as exc:
             if isinstance(exc.trace, Trace):
                 if args.format == "json":
-                    _emit_json({"key": args.key, "ok": False, "error": describe(exc)}, exc.trace)
+                    doc = {"key": display_bytes(argv_bytes(args.key, "KEY"))}
+                    _emit_json({**doc, "ok": False, "error": describe(exc)}, exc.trace)
                 else:
                     _print_trace(exc.trace)
             raise
@@ -210,13 +213,14 @@ def run_put(args: argparse.Namespace) -> int:
     _one_or_many(args, needs=("key", "value"), alone=("context", "overwrite", "index", "trace"))
     if args.many is not None:
         return run_put_many(args)
-    value = sys.stdin.buffer.read() if args.value == "-" else args.value.encode("utf-8")
+    key = argv_bytes(args.key, "KEY")
+    value = sys.stdin.buffer.read() if args.value == "-" else argv_bytes(args.value, "VALUE")
 
     async def body(db: AsyncClient) -> int:
         if args.overwrite and args.context is not None:
             raise InvalidRequest("put takes --context or --overwrite, not both")
         result = await db.put(
-            args.key,
+            key,
             value,
             context=args.context,
             overwrite=args.overwrite,
@@ -226,7 +230,7 @@ def run_put(args: argparse.Namespace) -> int:
         if args.format == "json":
             _emit_json(
                 {
-                    "key": args.key,
+                    "key": display_bytes(key),
                     "ok": True,
                     "context": str(result.context),
                     "warning": result.warning,
@@ -237,7 +241,7 @@ def run_put(args: argparse.Namespace) -> int:
                 result.trace,
             )
         else:
-            print(f"ok: stored {len(value)} bytes{_put_note(args.key, result)}")
+            print(f"ok: stored {len(value)} bytes{_put_note(key, result)}")
             print(f"context: {result.context}", file=sys.stderr)
             if result.warning:
                 print(f"warning: {result.warning}", file=sys.stderr)
@@ -247,7 +251,7 @@ def run_put(args: argparse.Namespace) -> int:
     return _traced(args, body)
 
 
-def _put_note(key: str, result: PutResult) -> str:
+def _put_note(key: bytes | str, result: PutResult) -> str:
     """What the ok line adds: siblings the put made, and what an overwrite could not see."""
     note = ""
     if result.siblings > 1:
@@ -269,13 +273,15 @@ def run_get(args: argparse.Namespace) -> int:
     if args.many is not None:
         return run_get_many(args)
 
+    key = argv_bytes(args.key, "KEY")
+
     async def body(db: AsyncClient) -> int:
-        result = await db.get(args.key, **_options(args))
+        result = await db.get(key, **_options(args))
         if args.format == "json":
             encoding, values = encode_values(result.values)
             _emit_json(
                 {
-                    "key": args.key,
+                    "key": display_bytes(key),
                     "found": result.found,
                     "encoding": encoding,
                     "values": values,
@@ -285,7 +291,7 @@ def run_get(args: argparse.Namespace) -> int:
             )
             return EXIT_OK if result.found else EXIT_NOT_FOUND
         if not result.found:
-            print(f"not found: {args.key}", file=sys.stderr)
+            print(f"not found: {display_bytes(key)}", file=sys.stderr)
         elif len(result.values) == 1:
             _write_value(result.values[0])
             print(f"context: {result.context}", file=sys.stderr)
@@ -295,7 +301,7 @@ def run_get(args: argparse.Namespace) -> int:
                 _write_value(value, always_newline=True)
             print(
                 f"warning: {len(result.values)} concurrent values (siblings); resolve them with\n"
-                f"  p2pindex put {_quote(args.key)} MERGED_VALUE --context {result.context}",
+                f"  p2pindex put {_quote(key)} MERGED_VALUE --context {result.context}",
                 file=sys.stderr,
             )
         _print_trace(result.trace)
@@ -305,12 +311,14 @@ def run_get(args: argparse.Namespace) -> int:
 
 
 def run_delete(args: argparse.Namespace) -> int:
+    key = argv_bytes(args.key, "KEY")
+
     async def body(db: AsyncClient) -> int:
-        result = await db.delete(args.key, context=args.context, **_options(args))
+        result = await db.delete(key, context=args.context, **_options(args))
         if args.format == "json":
             _emit_json(
                 {
-                    "key": args.key,
+                    "key": display_bytes(key),
                     "ok": True,
                     "context": str(result.context),
                     "read_first": result.read_first,
@@ -343,6 +351,16 @@ def _write_value(value: bytes, *, always_newline: bool = False) -> None:
     out.flush()
 
 
-def _quote(text: str) -> str:
+def _quote(key: bytes | str) -> str:
+    """The key as a shell word that gives back its bytes (``$'\\xff'`` for non-UTF-8)."""
+    if isinstance(key, str):
+        key = argv_bytes(key, "KEY")
+    try:
+        text = key.decode("utf-8")
+    except UnicodeDecodeError:
+        escaped = "".join(
+            chr(b) if 32 <= b < 127 and chr(b) not in "'\\" else f"\\x{b:02x}" for b in key
+        )
+        return "$'" + escaped + "'"
     safe = text and all(c.isalnum() or c in "-_.:/@" for c in text)
     return text if safe else "'" + text.replace("'", "'\\''") + "'"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 from collections.abc import Sequence
 
@@ -54,9 +55,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_DASH_VALUE = re.compile(r"-[0-9.]")
+
+
+def _value_options(parser: argparse.ArgumentParser) -> set[str]:
+    """The long options (of every subcommand) that take exactly one value and are a flag
+    in none: those after which a value that starts with '-' is meant as their value."""
+    takes: set[str] = set()
+    flags: set[str] = set()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                takes |= _value_options(sub)
+        elif action.nargs is None:
+            takes.update(o for o in action.option_strings if o.startswith("--"))
+        else:
+            flags.update(action.option_strings)
+    return takes - flags
+
+
+def attach_dash_values(parser: argparse.ArgumentParser, argv: Sequence[str]) -> list[str]:
+    """``--expires -5d`` as ``--expires=-5d``: argparse takes a word like ``-5d`` for an
+    unknown option and says only "expected one argument"; attached, the value reaches its
+    checker, whose message says what is wrong with it (a lifetime must be positive)."""
+    options = _value_options(parser)
+    joined: list[str] = []
+    words = iter(argv)
+    for word in words:
+        if word == "--":
+            joined += [word, *words]
+            break
+        if joined and joined[-1] in options and _DASH_VALUE.match(word):
+            joined[-1] = f"{joined[-1]}={word}"
+        else:
+            joined.append(word)
+    return joined
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(attach_dash_values(parser, words))
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "(from `p2pindex keygen` or a data directory) for an exact plan."
         ),
     )
-    add.add_argument("count", type=int, metavar="COUNT", help=f"nodes to add (1..{MAX_ADD})")
+    add.add_argument("count", type=count_arg, metavar="COUNT", help=f"nodes to add (1..{MAX_ADD})")
     add.add_argument(
         "--new-id",
         action="append",
@@ -60,6 +60,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         add_node_option(sub, what="a node to read the ring from")
         add_format_option(sub)
         sub.set_defaults(func=run_plan)
+
+
+def count_arg(text: str) -> int:
+    """COUNT of `plan add`, checked while parsing: a bad one is a usage error (exit 2)."""
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= count <= MAX_ADD:
+        raise argparse.ArgumentTypeError(
+            f"the number of nodes to add must be 1..{MAX_ADD}, not {count}"
+        )
+    return count
 
 
 async def gather_loads(db: AsyncClient, docs: list[dict[str, Any]]) -> list[NodeLoad]:

@@ -16,6 +16,7 @@ import sys
 
 from p2pindex.cli.common import (
     EXIT_OK,
+    UsageError,
     add_format_option,
     add_node_option,
     add_timeout_option,
@@ -139,7 +140,8 @@ def run_keys(args: argparse.Namespace) -> int:
 
 def run_query(args: argparse.Namespace) -> int:
     if (args.term is None) == (args.range is None):
-        raise ValueError("give either TERM or --range LO HI")
+        # A mistake in the command line, found after parsing: exit 2 like argparse's own.
+        raise UsageError("give either TERM or --range LO HI")
     low, high = (args.term, None) if args.range is None else args.range
 
     async def fetch(db: AsyncClient, token: str | None) -> QueryPage:

@@ -43,8 +43,15 @@ PUSH_CAPABILITY_LIFETIME = 600
 
 
 def duration_arg(text: str) -> int:
-    match = _DURATION.fullmatch(text.strip().lower())
-    if match is None or int(match.group(1)) == 0:
+    """A lifetime such as 30d; it must be positive (a credential that expired at issue, or
+    before it, is never what was meant), and the message says so."""
+    signed = re.fullmatch(r"([-+]?)(\d+)([smhdwy])", text.strip().lower())
+    if signed is not None and (signed.group(1) == "-" or int(signed.group(2)) == 0):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration: a lifetime must be positive, e.g. 30d, 12h, 90m, 1y"
+        )
+    match = _DURATION.fullmatch(text.strip().lower().lstrip("+"))
+    if match is None:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a duration: use a number and a unit, e.g. 30d, 12h, 90m, 1y"
         )

@@ -208,8 +208,8 @@ def settings_from(args: argparse.Namespace) -> tuple[dict[str, object], dict[str
 
 
 def run(args: argparse.Namespace) -> int:
-    values, _sources = settings_from(args)
-    config = node_config(values)  # every error raised here, before anything starts
+    values, sources = settings_from(args)
+    config = node_config(values, sources)  # every error raised here, before anything starts
     configure_logging(str(values["log_level"]), str(values["log_format"]))
     return serve(config)
 
@@ -226,11 +226,13 @@ def serve(config: NodeConfig) -> int:
         log.info("open-files limit raised from %d to %d for the connection limits", before, limit)
 
     async def main() -> None:
+        left = False
         async with trio.open_nursery() as nursery:
 
             async def node_then_stop(task_status: trio.TaskStatus[object]) -> None:
-                await serve_node(config, task_status=task_status)
-                nursery.cancel_scope.cancel()  # the node left: close the HTTP listener too
+                nonlocal left
+                left = await serve_node(config, task_status=task_status)
+                nursery.cancel_scope.cancel()  # the node stopped: close the HTTP listener too
 
             node, address = await nursery.start(node_then_stop)
             ready = f"ready node_id={node.node_id} address={address}"
@@ -241,7 +243,13 @@ def serve(config: NodeConfig) -> int:
                 ready += f" http={url}"
             collect_garbage_rarely()
             print(ready, flush=True)
-        log.warning("node %s left the cluster and stopped", node.node_id)
+        if left:
+            log.warning("node %s left the cluster and stopped", node.node_id)
+        else:
+            log.warning(
+                "node %s stopped without leaving: still a member, down until it starts again",
+                node.node_id,
+            )
 
     try:
         trio.run(main)

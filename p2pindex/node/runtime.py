@@ -82,9 +82,10 @@ async def serve_node(
     config: NodeConfig,
     *,
     task_status: trio.TaskStatus[tuple[Node, Address]] = trio.TASK_STATUS_IGNORED,
-) -> None:
+) -> bool:
     """Run a node until SIGINT or SIGTERM (then leave the cluster gracefully) or until a
-    remote `p2pindex leave` has handed its data over; either way, return."""
+    remote `p2pindex leave` has handed its data over; either way, return whether it left
+    (False: stopped without leaving, see ``_leave_unless_signalled_again``)."""
     assert config.data_dir is not None
     with data_dir_lock(config.data_dir):
         identity = NodeIdentity.load_or_create(config.data_dir)
@@ -106,6 +107,7 @@ async def serve_node(
                 wall_clock=time.time,
                 security=security,
             )
+            left = True
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async with trio.open_nursery() as nursery:
 
@@ -120,8 +122,10 @@ async def serve_node(
                     task_status.started((node, address))
                     async for _ in signals:
                         break
-                    if not await _leave_unless_signalled_again(node, signals):
+                    left = await _leave_unless_signalled_again(node, signals)
+                    if not left:
                         node.stopped.set()  # stop anyway, still a member: asked to stop
         finally:
             with trio.CancelScope(shield=True):
                 await storage.aclose()
+    return left

@@ -219,7 +219,7 @@ def test_serve_without_a_certificate_refuses_to_start_and_says_what_to_run(
     assert result.returncode == 1
     assert result.stdout == ""  # never printed its ready line
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
-    assert result.stderr.startswith("error: config error: security is on")
+    assert result.stderr.startswith("error: security is on")
     assert f"p2pindex cluster certify --authority AUTHORITY --data-dir {data_dir}" in result.stderr
     assert "--insecure" in result.stderr
     assert not (data_dir / "data.sqlite3").exists()

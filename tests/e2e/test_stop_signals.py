@@ -51,5 +51,7 @@ def test_a_second_signal_stops_a_leave_that_cannot_finish_and_the_node_keeps_its
         log = node.log_path.read_text(errors="replace")
         assert "a second signal: stopping without finishing the leave" in log
         assert "stopped (clean shutdown)" in log
+        assert "stopped without leaving: still a member" in log
+        assert "left the cluster and stopped" not in log
         cluster.restart(0)  # not left: it comes back as itself, a member
         assert cluster.nodes[0].running

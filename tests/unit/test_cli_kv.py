@@ -193,3 +193,56 @@ def test_the_put_line_says_how_many_siblings_the_key_has_and_how_to_resolve_them
     assert "3 concurrent values" in note and "--overwrite" in note and "--context" in note
     unseen = _put_note("k", PutResult(Context(b"c"), overwrote=True, unseen_may_remain=True))
     assert "may still hold" in unseen and "--consistency all" in unseen
+
+
+def _typed(raw: bytes) -> str:
+    """How the OS hands Python an argument that is not UTF-8 (surrogate escapes)."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def test_argv_keys_and_values_are_the_bytes_typed(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture
+) -> None:
+    """`put $'\\xff' v` used to fail with a raw "'utf-8' codec can't encode" message."""
+    node = ["--node", cluster.addresses[0]]
+    assert run("put", _typed(b"\xff"), _typed(b"v\xfe"), *node) == 0
+    assert run("put", "k", _typed(b"\xff"), *node) == 0
+    puts = [m for node in cluster.nodes for m in node.requests(PutRequest)]
+    assert sorted((m.key, m.value) for m in puts) == [(b"k", b"\xff"), (b"\xff", b"v\xfe")]
+    capsys.readouterr()
+    assert run("get", _typed(b"\xfe\xfd"), *node) == 3
+    err = capsys.readouterr().err
+    assert "codec" not in err and err.startswith("not found: ")
+
+
+def test_get_adds_a_newline_for_a_terminal_only(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Piped, the value's bytes are exact (README: a value can be piped into a file
+    unchanged); on a terminal a value without a final newline gets one, so the prompt
+    does not run on after it."""
+    node = ["--node", cluster.addresses[0]]
+    assert run("put", "k", "no newline", *node) == 0
+    capsys.readouterr()
+    assert run("get", "k", *node) == 0
+    assert capsys.readouterr().out == "no newline"
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    assert run("get", "k", *node) == 0
+    assert capsys.readouterr().out == "no newline\n"
+
+
+def test_node_takes_a_comma_separated_list_like_the_environment(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture
+) -> None:
+    down = f"127.0.0.1:{closed_port()}"
+    assert run("put", "k", "v", "--node", f"{down},{cluster.addresses[1]}") == 0
+    assert run("put", "k2", "v", "--node", f"{down}, {cluster.addresses[1]}", "--node", down) == 0
+    puts = [m for node in cluster.nodes for m in node.requests(PutRequest)]
+    assert len(puts) == 2
+
+
+def test_a_bad_entry_in_a_node_list_is_a_usage_error(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        run("get", "k", "--node", "127.0.0.1:7400,nonsense")
+    assert exit_.value.code == 2
+    assert "nonsense" in capsys.readouterr().err

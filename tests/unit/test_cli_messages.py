@@ -13,7 +13,7 @@ import pytest
 from test_security_access import NOW, client
 
 from p2pindex.cli import main as cli_main
-from p2pindex.cli.common import DEFAULT_NODE, default_nodes, exit_code_for
+from p2pindex.cli.common import DEFAULT_NODE, default_nodes, describe, exit_code_for
 from p2pindex.config_file import BY_NAME
 from p2pindex.errors import (
     ConfigError,
@@ -193,5 +193,22 @@ def test_serve_on_a_port_in_use_names_the_address(
         argv = ["serve", "--insecure", "--data-dir", str(tmp_path / "n"), "--listen", address]
         assert cli_main.main(argv) == 1
     err = capsys.readouterr().err.splitlines()[-1]
-    assert err.startswith(f"error: config error: cannot listen on {address}: the address is")
+    # Not a configuration mistake: the plain "error:" prefix, no "config error:".
+    assert err.startswith(f"error: cannot listen on {address}: the address is")
     assert "already in use" in clean(err)
+
+
+def test_setup_errors_are_plain_errors_not_config_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`cluster init` on an existing authority, unreadable credentials, a port in use: each
+    message says what is wrong; "config error:" mislabelled them as configuration."""
+    authority = str(tmp_path / "authority")
+    assert cli_main.main(["cluster", "init", "--dir", authority]) == 0
+    capsys.readouterr()
+    assert cli_main.main(["cluster", "init", "--dir", authority]) == 1
+    err = capsys.readouterr().err
+    assert err == f"error: {authority} already holds an authority; refusing to replace it\n"
+    assert describe(ConfigError("cannot read credentials x.cred: no such file")) == (
+        "cannot read credentials x.cred: no such file"
+    )

@@ -43,3 +43,28 @@ def test_the_commands_parse() -> None:
     assert (args.prefix, args.format) == ("user:", "json")
     args = parser.parse_args(["put", "k", "v", "--index", "total=420", "--index", "e=x"])
     assert args.index == [("total", 420), ("e", "x")]
+
+
+@pytest.mark.parametrize(
+    "argv", [["query", "total"], ["query", "total", "420", "--range", "1", "2"]]
+)
+def test_term_or_range_is_a_usage_error_exit_2(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's table: a bad command line exits 2 (it exited 1), before any request."""
+    from p2pindex.cli import main as cli_main
+
+    assert cli_main.main([*argv, "--node", "127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: give either TERM or --range LO HI") and err.count("\n") == 1
+
+
+def test_a_negative_integer_term_is_still_a_term() -> None:
+    """`--opt -5d` is attached to its option before parsing; a negative TERM is not."""
+    from p2pindex.cli.main import attach_dash_values
+
+    parser = build_parser()
+    argv = ["query", "total", "-3", "--limit", "5"]
+    assert attach_dash_values(parser, argv) == argv
+    assert parser.parse_args(argv).term == -3
+    assert attach_dash_values(parser, ["query", "t", "--range", "-5", "-1"])[-2:] == ["-5", "-1"]

@@ -169,6 +169,29 @@ def test_bad_durations_are_usage_errors(text: str) -> None:
         cli.duration_arg(text)
 
 
+@pytest.mark.parametrize("text", ["-5d", "0d", "-1h"])
+def test_a_lifetime_that_is_not_positive_says_so(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="a lifetime must be positive"):
+        cli.duration_arg(text)
+
+
+def test_a_negative_expiry_after_a_space_reaches_its_check(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`--expires -5d` looked like an unknown option to argparse ("expected one
+    argument"); the value now reaches duration_arg, whose message says what is wrong."""
+    from p2pindex.cli import main as cli_main
+
+    for argv in (["--expires", "-5d"], ["--expires=-5d"]):
+        with pytest.raises(SystemExit) as exit_:
+            cli_main.main(
+                ["token", "issue", "--authority", "a", "--role", "read", "--out", "x", *argv]
+            )
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
+        assert "a lifetime must be positive" in err and "expected one argument" not in err
+
+
 def test_durations() -> None:
     assert cli.duration_arg("30d") == 30 * 86400
     assert cli.duration_arg("12h") == 43200
