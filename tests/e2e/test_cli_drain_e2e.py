@@ -8,9 +8,14 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from p2pindex.cli.local_cluster import LocalCluster, wait_converged
+
+pytestmark = pytest.mark.e2e
 
 KEYS = 3000
 
@@ -27,71 +32,70 @@ def p2pindex(*argv: str, env: dict[str, str], stdin: str = "", timeout: float = 
     )
 
 
-def fill(cluster: LocalCluster, env: dict[str, str]) -> None:
-    lines = "".join(json.dumps({"key": f"k{i}", "value": "v"}) + "\n" for i in range(KEYS))
-    done = p2pindex(
-        "put", "--many", "-", "--node", str(cluster.nodes[0].address), env=env, stdin=lines
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-
-
-def test_a_drain_ends_with_the_nodes_own_key_count(tmp_path: Path) -> None:
+@pytest.fixture
+def filled(tmp_path: Path) -> Iterator[tuple[LocalCluster, dict[str, str]]]:
+    """Four secure nodes, N=3, holding KEYS keys; and the environment of their clients."""
     with LocalCluster(4, tmp_path, n_replicas=3) as four:
         four.start()
         wait_converged(four)
         env = four.client_environment()
-        fill(four, env)
-        leaver = four.nodes[3]
-        done = p2pindex("drain", "--node", str(leaver.address), env=env)
-        assert done.returncode == 0, done.stdout + done.stderr
-        last = done.stdout.splitlines()[-1]
-        assert last.startswith(f"ok: node {leaver.node_id} handed its data over")
-        assert "confirmed by another member" in last
-        # Never a count of 0 presented as final: either the node's final figure (seen in
-        # its last status) or a pointer to its log, where the final count is.
-        assert "(0 keys" not in last
-        if "its log has" not in last:
-            handed = int(last.split("(")[1].split(" keys handed over")[0])
-            assert handed >= KEYS * 3 // 4  # a quarter of the ring's copies move to others
-        assert leaver.process is not None and leaver.process.wait(timeout=20) == 0
+        lines = "".join(json.dumps({"key": f"k{i}", "value": "v"}) + "\n" for i in range(KEYS))
+        done = p2pindex(
+            "put", "--many", "-", "--node", str(four.nodes[0].address), env=env, stdin=lines
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        yield four, env
 
 
-def test_a_drain_that_loses_its_node_never_claims_success(tmp_path: Path) -> None:
+def test_a_drain_ends_with_the_nodes_own_key_count(filled) -> None:
+    four, env = filled
+    leaver = four.nodes[3]
+    done = p2pindex("drain", "--node", str(leaver.address), env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    last = done.stdout.splitlines()[-1]
+    assert last.startswith(f"ok: node {leaver.node_id} handed its data over")
+    assert "confirmed by another member" in last
+    # Never a count of 0 presented as final: either the node's final figure (seen in
+    # its last status) or a pointer to its log, where the final count is.
+    assert "(0 keys" not in last
+    if "its log has" not in last:
+        handed = int(last.split("(")[1].split(" keys handed over")[0])
+        assert handed >= KEYS * 3 // 4  # a quarter of the ring's copies move to others
+    assert leaver.process is not None and leaver.process.wait(timeout=20) == 0
+
+
+def test_a_drain_that_loses_its_node_never_claims_success(filled) -> None:
     """The node is paused (SIGSTOP) as its drain starts: the drain must end with exit 5 and
     a message saying contact was lost, or (if the node had left before the signal landed)
     with a success that the other members confirm. Never an unconfirmed "left"."""
-    with LocalCluster(4, tmp_path, n_replicas=3) as four:
-        four.start()
-        wait_converged(four)
-        env = four.client_environment()
-        fill(four, env)
-        leaver = four.nodes[3]
-        assert leaver.process is not None
-        command = [sys.executable, "-m", "p2pindex", "drain", "--node", str(leaver.address)]
-        drain = subprocess.Popen(
-            command,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, **env},
+    four, env = filled
+    leaver = four.nodes[3]
+    assert leaver.process is not None
+    command = [sys.executable, "-m", "p2pindex", "drain", "--node", str(leaver.address)]
+    drain = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **env},
+    )
+    try:
+        assert drain.stdout is not None
+        first = drain.stdout.readline()
+        assert first.startswith("draining node"), first
+        os.kill(leaver.process.pid, signal.SIGSTOP)
+        out, err = drain.communicate(timeout=120)
+    finally:
+        if drain.poll() is None:
+            drain.kill()
+        os.kill(leaver.process.pid, signal.SIGCONT)
+    if drain.returncode == 0:  # it had left before the pause: the others must say so
+        members = p2pindex(
+            "status", "--node", str(four.nodes[0].address), "--format", "json", env=env
         )
-        try:
-            assert drain.stdout is not None
-            first = drain.stdout.readline()
-            assert first.startswith("draining node"), first
-            os.kill(leaver.process.pid, signal.SIGSTOP)
-            out, err = drain.communicate(timeout=120)
-        finally:
-            if drain.poll() is None:
-                drain.kill()
-            os.kill(leaver.process.pid, signal.SIGCONT)
-        if drain.returncode == 0:  # it had left before the pause: the others must say so
-            members = p2pindex(
-                "status", "--node", str(four.nodes[0].address), "--format", "json", env=env
-            )
-            docs = json.loads(members.stdout)["members"]
-            assert [m["liveness"] for m in docs if m["node_id"] == leaver.node_id] == ["left"]
-        else:
-            assert drain.returncode == 5, out + err
-            assert "ok:" not in out
-            assert "contact with node" in err and "may still be running" in err
+        docs = json.loads(members.stdout)["members"]
+        assert [m["liveness"] for m in docs if m["node_id"] == leaver.node_id] == ["left"]
+    else:
+        assert drain.returncode == 5, out + err
+        assert "ok:" not in out
+        assert "contact with node" in err and "may still be running" in err

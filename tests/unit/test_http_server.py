@@ -163,12 +163,9 @@ async def test_a_204_carries_neither_length_nor_type() -> None:
 
 async def test_expect_continue_is_refused_from_the_head_before_the_body_is_sent() -> None:
     async with served() as server:
-        stream = await server.connect()
-        async with stream:
-            await stream.send_all(
-                b"PUT /k HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
-            )
-            answer = await read_all(stream)  # the body is never sent
+        answer = await server.exchange(  # the body is never sent
+            b"PUT /k HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+        )
         assert answer.startswith(b"HTTP/1.1 401"), answer[:80]
         assert b"100 Continue" not in answer
         assert server.seen == []
