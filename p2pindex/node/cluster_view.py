@@ -223,6 +223,14 @@ class ClusterView:
             seen.add(node_id)
         return node_id
 
+    def orphaned(self, node_id: str) -> bool:
+        """Is nobody to come for what is kept for ``node_id``: it (or whoever took its place)
+        was removed, or left? Only known departures count: a member this node merely has not
+        heard of yet is not one."""
+        holder = self.stand_in(node_id)
+        member = self.members.get(holder)
+        return holder in self.removed or (member is not None and member.liveness is Liveness.LEFT)
+
     def forget_successor(self, node_id: str) -> bool:
         """``node_id`` left: if it held a removed member's place, that takeover ends (the
         removal stays). True when something changed."""

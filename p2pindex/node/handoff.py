@@ -8,8 +8,9 @@ than the joiner commits. Progress is saved in the node's metadata after every ba
 handoff interrupted by a crash resumes where it stopped.
 
 A leaving node pushes every key it holds to the nodes that take over its place in each
-preference list, then stops taking writes and pushes again the keys written meanwhile,
-before it announces that it left. A node that cannot reach one of them for
+preference list, then stops taking writes and pushes again the keys written meanwhile; the
+writes it keeps hints for (``hints``) go to their keys' replicas; only then does it
+announce that it left. A node that cannot reach one of them for
 ``LEAVE_PATIENCE`` seconds abandons the leave and stays (``LeaveAbandoned``): leaving
 anyway would take the only copies of some writes (and the hints it holds) with it, and
 a node cut off from the others could not even tell them it left.
@@ -115,6 +116,8 @@ class HandoffProgress:
     last_error: str = ""
     second_pass_keys: int | None = None
     """A leave's second push: the keys written while the first one ran (None before it)."""
+    hints: int = 0
+    """Writes a leave handed from this node's hints to their keys' replicas."""
     abandoned: str = ""
     """Why a leave was abandoned (the node stayed); empty otherwise."""
     clock: Callable[[], float] = field(default=trio.current_time, repr=False)
@@ -148,6 +151,7 @@ class HandoffProgress:
             "eta_s": None if eta is None else round(eta, 1),
             "last_error": self.last_error,
             "second_pass_keys": self.second_pass_keys,
+            "hints": self.hints,
             "abandoned": self.abandoned,
         }
 

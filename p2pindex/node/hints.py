@@ -6,6 +6,13 @@ delivers each target's hints in batches once the target is usable again, then de
 Hints are bounded per target by bytes (a fallback refuses to take more, so the write fails
 over elsewhere instead of silently dropping data) and by age (expired hints are dropped and
 counted; read repair still heals those keys).
+
+A fallback may hold the only copy of a hinted write (one acknowledged at ONE while the key's
+replicas were down), and it holds it outside its own ranges, where neither anti-entropy nor
+a leave's range push looks. So when nobody will come for the hints (their member left,
+or was removed with nobody in its place), and when this node leaves, the writes go to their
+keys' current replicas instead: once one of them holds a write, anti-entropy carries it to
+the others.
 """
 
 from __future__ import annotations
@@ -18,12 +25,13 @@ from typing import Protocol
 import trio
 
 from p2pindex.config import Limits
-from p2pindex.core.batching import fitting_prefix
-from p2pindex.errors import P2PIndexError, StorageFailure
+from p2pindex.core.batching import fitting_prefix, sized_groups
+from p2pindex.core.ring import Ring, key_token
+from p2pindex.errors import LeaveAbandoned, P2PIndexError, StorageFailure
 from p2pindex.node.eventlog import EventLog
 from p2pindex.node.peers import PeerPool
 from p2pindex.node.stats import StatisticsStore
-from p2pindex.storage.base import Storage
+from p2pindex.storage.base import Hint, Storage
 from p2pindex.types import Address, NodeId
 from p2pindex.wire.messages import ReplicaWriteBatch
 
@@ -50,9 +58,37 @@ class _Kept:
 
 
 class HintView(Protocol):
+    node_id: str
+
+    @property
+    def ring(self) -> Ring: ...
+
     def usable(self, node_id: str) -> bool: ...
 
     def address_of(self, node_id: str) -> Address: ...
+
+
+class Departures(Protocol):
+    """Members that left or were replaced (``ClusterView``)."""
+
+    def stand_in(self, node_id: str) -> str:
+        """Who takes ``node_id``'s hints: itself, or the node that took its place in the ring
+        when it was replaced. A hint holds a write that may be on this fallback alone; the
+        replaced member will never come for it."""
+        ...
+
+    def orphaned(self, node_id: str) -> bool:
+        """Is nobody to come for ``node_id``'s hints (it left, or was removed with nobody
+        in its place)?"""
+        ...
+
+
+class _NoDepartures:
+    def stand_in(self, node_id: str) -> str:
+        return node_id
+
+    def orphaned(self, node_id: str) -> bool:
+        return False
 
 
 class HintedHandoff:
@@ -66,13 +102,12 @@ class HintedHandoff:
         *,
         max_bytes: int = MAX_HINT_BYTES_PER_TARGET,
         max_age: float = MAX_HINT_AGE,
-        stand_in: Callable[[str], str] = str,
+        departures: Departures | None = None,
+        n_replicas: int = 3,
     ) -> None:
         self._view = view
-        self._stand_in = stand_in
-        """Who takes a target's hints: the target, or the node that took its place in the
-        ring when it was replaced (``ClusterView.stand_in``). A hint holds a write that
-        may be on this fallback alone; the replaced member will never come for it."""
+        self._n = n_replicas
+        self._departures = departures or _NoDepartures()
         self._storage = storage
         self._peers = peers
         self._stats = stats
@@ -84,6 +119,8 @@ class HintedHandoff:
         and after every delivery round) plus what was kept since. Reading it from storage on
         every hinted write summed the whole backlog each time, quadratic in a long outage."""
         self._kept: dict[str, _Kept] = {}
+        self._last_error = ""
+        """Why the last placement of hinted writes on their keys' replicas failed."""
 
     async def keep(self, target: str, key: bytes, record: bytes) -> None:
         """Durably keep ``record`` for ``target``; refuse when its backlog is full."""
@@ -131,7 +168,9 @@ class HintedHandoff:
             self._summarise_kept()
             backlogs = self._storage.hint_backlog()
             for backlog in backlogs:
-                if self._view.usable(self._stand_in(backlog.target)):
+                if self._departures.orphaned(backlog.target):
+                    await self._give_orphans_to_replicas(backlog.target)
+                elif self._view.usable(self._departures.stand_in(backlog.target)):
                     delivered = await self.deliver(backlog.target)
                     if delivered:
                         events.info(
@@ -151,7 +190,7 @@ class HintedHandoff:
     async def deliver(self, target: str) -> int:
         """Deliver every hint held for ``target`` (to its stand-in); returns how many were
         delivered."""
-        receiver = self._stand_in(target)
+        receiver = self._departures.stand_in(target)
         delivered = 0
         while True:
             hints = self._storage.hints_for(NodeId(target), BATCH_ITEMS)
@@ -185,3 +224,95 @@ class HintedHandoff:
             await self._storage.delete_hints([h.hint_id for h in live])
             delivered += len(live)
             self._stats.incr("hints.delivered", len(live))
+
+    async def _give_orphans_to_replicas(self, target: str) -> None:
+        """The hints of a member removed with nobody in its place: nobody will come for
+        them, so their writes go to their keys' current replicas."""
+        placed = 0
+        while hints := self._storage.hints_for(NodeId(target), BATCH_ITEMS):
+            done = await self._place_on_replicas(hints, self._view.ring)
+            await self._storage.delete_hints(done)
+            placed += len(done)
+            if len(done) < len(hints):
+                break  # the rest wait for a replica to be usable, next round
+        if placed:
+            events.info(
+                "hints-delivered",
+                "gave %d write(s) kept for removed member %s to their keys' replicas",
+                placed,
+                target,
+            )
+
+    async def hand_over(self, ring_after: Ring, patience: float) -> int:
+        """A leaving node's last step: give every hinted write to its key's replicas in
+        ``ring_after`` (the ring without this node), since leaving would take it along.
+        Returns how many; raises ``LeaveAbandoned`` when some reached no replica for
+        ``patience`` seconds (the node stays, and delivers them as usual)."""
+        placed = 0
+        stuck_since: float | None = None
+        last_error = "none of them was usable"
+        while backlogs := self._storage.hint_backlog():
+            progress = 0
+            for backlog in backlogs:
+                hints = self._storage.hints_for(backlog.target, BATCH_ITEMS)
+                done = await self._place_on_replicas(hints, ring_after)
+                try:
+                    await self._storage.delete_hints(done)
+                except StorageFailure as exc:
+                    raise LeaveAbandoned(
+                        f"this node could not drop the hints it handed over ({exc})"
+                    ) from None
+                progress += len(done)
+                if len(done) < len(hints):
+                    last_error = self._last_error or last_error
+            placed += progress
+            if progress:
+                stuck_since = None
+                continue
+            now = trio.current_time()
+            if stuck_since is None:
+                stuck_since = now
+            elif now - stuck_since >= patience:
+                held = sum(backlog.count for backlog in backlogs)
+                raise LeaveAbandoned(
+                    f"{held} write(s) this node keeps hints for reached none of their keys' "
+                    f"replicas for {patience:g}s ({last_error}); {placed} were handed over"
+                )
+            await trio.sleep(DELIVERY_INTERVAL)
+        if placed:
+            self._stats.incr("hints.handed_over", placed)
+            events.info(
+                "hints-delivered",
+                "handed %d write(s) kept as hints to their keys' replicas before leaving",
+                placed,
+            )
+        return placed
+
+    async def _place_on_replicas(self, hints: list[Hint], ring: Ring) -> list[int]:
+        """Send each hinted write to every usable replica of its key in ``ring``; the ids
+        of the hints whose write one of them took (or this node holds as a replica)."""
+        me = self._view.node_id
+        placed: set[int] = set()
+        by_replica: dict[str, list[Hint]] = {}
+        for hint in hints:
+            for node in ring.preference_list_for_token(key_token(hint.key), self._n):
+                if node == me:
+                    placed.add(hint.hint_id)  # it holds the record in its own ranges now
+                elif self._view.usable(node):
+                    by_replica.setdefault(node, []).append(hint)
+        self._last_error = ""
+        for node, held in by_replica.items():
+            for group in sized_groups(held, _hint_size, BATCH_BYTES):
+                batch = ReplicaWriteBatch([(hint.key, hint.record) for hint in group])
+                try:
+                    await self._peers.request(self._view.address_of(node), batch, timeout=10.0)
+                except (OSError, P2PIndexError) as exc:
+                    self._stats.incr("hints.delivery_failures")
+                    self._last_error = f"{node}: {exc}"
+                    break
+                placed.update(hint.hint_id for hint in group)
+        return sorted(placed)
+
+
+def _hint_size(hint: Hint) -> int:
+    return len(hint.key) + len(hint.record)

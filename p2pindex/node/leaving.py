@@ -14,6 +14,7 @@ import trio
 from p2pindex.errors import LeaveAbandoned
 from p2pindex.node.cluster_view import ClusterView
 from p2pindex.node.handoff import LEAVE_PATIENCE, OwnershipHandoff, WrittenKeys
+from p2pindex.node.hints import HintedHandoff
 from p2pindex.node.stats import StatisticsStore
 from p2pindex.types import Liveness
 
@@ -21,13 +22,20 @@ log = logging.getLogger("p2pindex.node.node")
 
 
 async def hand_over(
-    handoff: OwnershipHandoff, written: WrittenKeys, view: ClusterView, stats: StatisticsStore
+    handoff: OwnershipHandoff,
+    hints: HintedHandoff,
+    written: WrittenKeys,
+    view: ClusterView,
+    stats: StatisticsStore,
 ) -> bool:
-    """Hand the node's ranges over and wait for a member to hear the leave. False when the
-    leave was abandoned: the node then takes writes again and has said why (log, status).
-    Once it may go, its data stops counting as current (``forget_synced``)."""
+    """Hand the node's ranges over, and the writes it keeps hints for, and wait for a member
+    to hear the leave. False when the leave was abandoned: the node then takes writes again
+    and has said why (log, status). Once it may go, its data stops counting as current
+    (``forget_synced``)."""
     try:
         await handoff.hand_over(written, view)
+        ring_after = view.ring.without_node(view.node_id)
+        handoff.progress.hints = await hints.hand_over(ring_after, LEAVE_PATIENCE)
         await _wait_for_a_listener(view)
         await handoff.forget_synced()
     except LeaveAbandoned as reason:

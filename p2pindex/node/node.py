@@ -245,7 +245,8 @@ class Node:
                 self._wall_clock,
                 max_bytes=self.config.hint_max_bytes_per_target,
                 max_age=self.config.hint_max_age,
-                stand_in=self.view.stand_in,
+                departures=self.view,
+                n_replicas=self.config.n_replicas,
             )
             self._replica = ReplicaService(
                 self._index,
@@ -380,9 +381,9 @@ class Node:
         a serving member again, and has said why in the log and in ``status``."""
         self.leaving = True
         log.info("node %s is leaving: handing its keys over", self.node_id)
-        handoff, written = self.handoff, self._index
-        if handoff is not None and written is not None and len(self.ring.nodes) > 1:  # noqa: SIM102
-            if not await leaving.hand_over(handoff, written, self.view, self.stats):
+        handoff, hints, written = self.handoff, self._hints, self._index
+        if handoff and hints and written and len(self.ring.nodes) > 1:  # noqa: SIM102
+            if not await leaving.hand_over(handoff, hints, written, self.view, self.stats):
                 self.leaving = False  # abandoned: a serving member again
                 return False
         if self._driver is not None:
@@ -394,10 +395,9 @@ class Node:
         """The configured seeds minus this node's own addresses.
 
         Every node of a cluster takes the same seed list, so no node is special: one that
-        lost its disk and restarts with its usual command line joins the others through
-        them instead of forming a cluster of its own. Its own entry would only make it
-        wait for itself, so it is dropped here (a list naming nobody else starts a new
-        cluster, as no seed at all does)."""
+        lost its disk and restarts with its usual command line joins the others through them
+        instead of forming a cluster of its own. Its own entry would only make it wait for
+        itself, so it is dropped (a list naming nobody else starts a new cluster)."""
         own = {bound, self.address, self.config.listen, self.config.advertised}
         return tuple(seed for seed in self.config.seeds if seed not in own)
 

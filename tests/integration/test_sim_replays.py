@@ -1,4 +1,4 @@
-"""Seeds of the `ci` scenario that once failed, replayed whole.
+"""Simulation seeds that once failed, replayed whole.
 
 Each names what went wrong. A replay proves the fix only while the schedule still reaches
 the fault, so each also has a focused test next to the code it fixed; the replay guards
@@ -14,6 +14,8 @@ from p2pindex.cli.simulate import PACKAGED_SCENARIOS
 from p2pindex.sim.plan import plan_run
 from p2pindex.sim.runner import run_simulation
 from p2pindex.sim.scenario import load_scenario
+
+SIMULATIONS = Path(__file__).resolve().parents[2] / "simulations"
 
 
 def test_seed_52084_a_death_taken_over_by_gossip_is_recorded_with_its_accuser(
@@ -34,3 +36,15 @@ def test_seed_52084_a_death_taken_over_by_gossip_is_recorded_with_its_accuser(
     ]
     assert verdicts
     assert all(record.get("accuser") for record in verdicts)
+
+
+def test_supersede_seed_272_a_leaving_fallback_hands_its_hinted_writes_over(
+    tmp_path: Path,
+) -> None:
+    """n1 was leaving when it took two writes at ONE as a fallback (the key's replicas were
+    paused, out of disk space and failing fsync), and it left holding the only copies: its
+    range push skipped the key, which it did not replicate, and its hints left with it
+    (tests/unit/test_hint_departures.py has the mechanism)."""
+    plan = plan_run(load_scenario(SIMULATIONS / "supersede.toml"), 272)
+    result = run_simulation(plan, output=tmp_path)
+    assert result.violations == []
