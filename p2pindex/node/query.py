@@ -198,8 +198,6 @@ class QueryService:
         if failed:
             # One replan without the replicas that failed, so a crash between planning and
             # asking costs a retry, not an incomplete page.
-            for node in failed:
-                self._view.note_unreachable(node)
             plan = self._plan(ring, query.r, failed)
             answers, failed = await self._ask(plan, query, request.values, self._step(deadline))
         step = self._step(deadline)
@@ -327,9 +325,14 @@ class QueryService:
                 if not isinstance(reply, IndexScanReply):
                     raise InvalidRequest(f"unexpected reply {type(reply).__name__} to a scan")
                 rows = [(self._term_of(term, query), key) for term, key in reply.rows]
-            except (OSError, P2PIndexError, ValueError):  # ValueError: a garbled term
+            except (OSError, P2PIndexError, ValueError) as exc:  # ValueError: a garbled term
                 self._stats.incr("queries.replica_failures")
                 failed.add(node)
+                if isinstance(exc, OSError):
+                    # A refused connection is evidence the node is down, as on the key path.
+                    # A replica slower than this page's deadline is not: the deadline is
+                    # the client's, and one in a hurry must not cut others off from it.
+                    self._view.note_unreachable(node)
                 return
             answers.append(_Answer(node, rows, dict(reply.records), reply.truncated))
 

@@ -11,6 +11,7 @@ import trio
 import p2pindex
 from p2pindex.core.terms import encode_term
 from p2pindex.errors import InvalidRequest, Unavailable
+from p2pindex.sim.network import Delay, DelayKind
 from p2pindex.wire.messages import QueryReply, QueryRequest
 from tests.support.cluster import running_cluster
 
@@ -111,6 +112,31 @@ async def test_a_silent_replica_costs_a_page_one_replica_timeout_not_the_whole_d
         reply = await cluster.request(cluster.nodes[1], tight)
         assert trio.current_time() - began < 0.8  # within its own deadline, however it ends
         cluster.network.resume(cluster.nodes[2].address.host)
+
+
+async def test_a_query_in_a_hurry_does_not_cut_its_coordinator_off_from_slower_replicas(
+    autojump_clock,
+):
+    """A page with a 1 ms deadline fails the replicas that could not answer within it; that
+    is the client's hurry, not evidence they are down. Counted as unreachable, they were
+    skipped for seconds by every request on that node: others' queries came back empty
+    and key reads at ONE answered not_found for keys that exist."""
+    async with running_cluster(3) as cluster, client(cluster) as db:
+        for i in range(20):
+            await db.put(f"k{i:02d}", b"v", index={"n": [i]})
+        coordinator = cluster.nodes[0]
+        slow = Delay(DelayKind.CONSTANT, minimum=0.01, mean=0.01)
+        cluster.network.set_delay("slow", slow)
+        hurried = QueryRequest("n", encode_term(0), encode_term(100), b"", 100, None, 2, 1)
+        reply = await cluster.request(coordinator, hurried)
+        assert isinstance(reply, QueryReply) and not reply.coverage["complete"]
+        cluster.network.clear("slow")
+        others = [n.node.node_id for n in cluster.nodes[1:]]
+        assert all(coordinator.node.usable(node_id) for node_id in others)
+        normal = dataclasses.replace(hurried, timeout_ms=3000)
+        reply = await cluster.request(coordinator, normal)
+        assert isinstance(reply, QueryReply) and reply.coverage["complete"]
+        assert len(reply.rows) == 20
 
 
 async def test_tampered_or_foreign_continuations_and_bad_pages_are_refused():
