@@ -545,8 +545,9 @@ class QueryService:
             raise ValueError("the continuation is not one this cluster issued")
         if issuer != self._node_id:
             raise ValueError(
-                f"the continuation was issued by node {issuer!r}; send the next page there "
-                "(or start the query again)"
+                f"the continuation was issued by node {issuer!r} (at "
+                f"{self._view.address_of(issuer)}); send the next page there, the node whose "
+                "answer it came with (or start the query again)"
             )
         if type(mac) is not bytes or not hmac.compare_digest(mac, self._mac(body)):
             raise ValueError("the continuation was altered (its authentication failed)")

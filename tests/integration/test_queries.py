@@ -5,14 +5,16 @@ from __future__ import annotations
 import base64
 import dataclasses
 
+import cbor2
 import pytest
 import trio
 
 import p2pindex
+from p2pindex.client.queries import continuation_from_text
 from p2pindex.core.terms import encode_term
 from p2pindex.errors import InvalidRequest, Unavailable
 from p2pindex.sim.network import Delay, DelayKind
-from p2pindex.wire.messages import QueryReply, QueryRequest
+from p2pindex.wire.messages import ErrorReply, QueryReply, QueryRequest
 from tests.support.cluster import running_cluster
 
 
@@ -161,6 +163,14 @@ async def test_tampered_or_foreign_continuations_and_bad_pages_are_refused():
             await db.query("n", 0, 10, limt=2)  # type: ignore[call-arg]
         with pytest.raises(TypeError, match=r"keys\(\) got an unexpected .*'limt'"):
             await db.keys(b"k", limt=2)  # type: ignore[call-arg]
+        raw_token = continuation_from_text(token)
+        issuer_id = cbor2.loads(raw_token)[1]
+        issuer = next(n for n in cluster.nodes if n.node.node_id == issuer_id)
+        other = next(n for n in cluster.nodes if n is not issuer)
+        elsewhere = QueryRequest("n", encode_term(0), encode_term(10), b"", 2, raw_token, 1, 2000)
+        refused = await cluster.request(other, elsewhere)
+        assert isinstance(refused, ErrorReply)
+        assert f"issued by node '{issuer.node.node_id}' (at {issuer.address})" in refused.message
         # The genuine continuation still resumes exactly after the first page.
         rest = await db.query("n", 0, 10, continuation=token, limit=10)
         assert rest.keys == [b"k2", b"k3", b"k4"]
