@@ -7,6 +7,7 @@ A command line tool is judged by its failures: each one here ends as a single
 from __future__ import annotations
 
 import argparse
+import base64
 import gc
 import json
 import os
@@ -46,7 +47,19 @@ class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose usage errors are one line, like every other error."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(EXIT_USAGE, f"error: {message} (see '{self.prog} --help')\n")
+        self.exit(EXIT_USAGE, f"error: {message}{_dash_hint(message)} (see '{self.prog} --help')\n")
+
+
+def _dash_hint(message: str) -> str:
+    """For a word argparse took for an unknown option: how to give it as a value instead."""
+    words = message.removeprefix("unrecognized arguments: ")
+    dashed = [word for word in words.split() if word.startswith("-")] if words != message else []
+    if not dashed:
+        return ""
+    return (
+        f"; if {dashed[0]} is a value, not an option, give it after '--' (after every option),"
+        f" or a query term as text:{dashed[0]}"
+    )
 
 
 def collect_garbage_rarely() -> None:
@@ -99,6 +112,24 @@ def display_bytes(data: bytes) -> str:
     """Bytes from the command line or the cluster as text to print: UTF-8 as it is, any
     other byte as U+FFFD, so printing never fails on a codec error."""
     return data.decode("utf-8", "replace")
+
+
+def encode_values(values: list[bytes]) -> tuple[str, list[str]]:
+    """Values as JSON strings: UTF-8 text when they all are, otherwise base64 (the
+    ``"encoding"`` of `get --format json` and of `put --many` lines)."""
+    try:
+        return "utf-8", [value.decode("utf-8") for value in values]
+    except UnicodeDecodeError:
+        return "base64", [base64.b64encode(value).decode("ascii") for value in values]
+
+
+def text_or_base64(field: str, data: bytes) -> dict[str, str]:
+    """``{field: text}`` for UTF-8 bytes, else ``{field_base64: ...}``, as the HTTP API
+    answers keys and terms: two different byte strings never print the same."""
+    try:
+        return {field: data.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {f"{field}_base64": base64.b64encode(data).decode("ascii")}
 
 
 def consistency_arg(text: str) -> Consistency:

@@ -23,9 +23,10 @@ from p2pindex.cli.common import (
     consistency_arg,
     describe,
     display_bytes,
+    encode_values,
     with_client,
 )
-from p2pindex.cli.kv_many import encode_values, run_get_many, run_put_many
+from p2pindex.cli.kv_many import run_get_many, run_put_many
 from p2pindex.cli.query import index_arg, index_terms
 from p2pindex.cli.trace_view import trace_lines
 from p2pindex.client import AsyncClient, Context, Trace

@@ -27,6 +27,7 @@ from p2pindex.cli.common import (
     EXIT_INDETERMINATE,
     EXIT_OK,
     describe,
+    encode_values,
     with_client,
 )
 from p2pindex.client import AsyncClient, PutItem
@@ -56,14 +57,6 @@ class Refusal:
     reason: str
     key: bytes | None = None
     """The line's key, when it had a readable one (a key given twice); None otherwise."""
-
-
-def encode_values(values: list[bytes]) -> tuple[str, list[str]]:
-    """Values as JSON strings: UTF-8 text when they all are, otherwise base64."""
-    try:
-        return "utf-8", [value.decode("utf-8") for value in values]
-    except UnicodeDecodeError:
-        return "base64", [base64.b64encode(value).decode("ascii") for value in values]
 
 
 def _source(name: str) -> IO[bytes]:

@@ -92,10 +92,92 @@ def attach_dash_values(parser: argparse.ArgumentParser, argv: Sequence[str]) -> 
     return joined
 
 
+_NEGATIVE_NUMBER = re.compile(r"-[0-9]+|-[0-9]*\.[0-9]+")
+"""What argparse itself takes for a value rather than an option (its negative numbers)."""
+
+
+def attach_dash_terms(parser: argparse.ArgumentParser, argv: Sequence[str]) -> list[str]:
+    """``query tag -abc`` as ``query tag text:-abc``: argparse takes a word like ``-abc``
+    for an unknown option wherever it stands, but where a term is due (TERM, the two words
+    after ``--range``) it can only be the text term, which ``text:`` spells unambiguously.
+
+    Only a single-dash word is rewritten: one with two dashes is more likely a mistyped
+    option, and stays one (``text:--x`` or ``-- --x`` gives such a term). Words after
+    ``--`` are left to argparse, which takes them as positionals already."""
+    words = list(argv)
+    command = next((i for i, word in enumerate(words) if not word.startswith("-")), None)
+    sub = None if command is None else _subcommand(parser, words[command])
+    if command is None or sub is None:
+        return words
+    positionals = [action for action in sub._actions if not action.option_strings]
+    if not any(action.type is query_cli.term_arg for action in sub._actions):
+        return words
+    slot = 0
+    position = command + 1
+    while position < len(words):
+        word = words[position]
+        if word == "--":
+            break
+        option = _option_of(sub, word)
+        if option is not None:
+            takes = 0 if "=" in word else _words_taken(option)
+            for value in range(position + 1, min(position + 1 + takes, len(words))):
+                words[value] = _term_word(option, words[value])
+            position += 1 + takes
+            continue
+        if _is_dash_word(word) and (
+            slot >= len(positionals) or _term_word(positionals[slot], word) == word
+        ):
+            position += 1  # an unknown option, as argparse will say
+            continue
+        if slot < len(positionals):
+            words[position] = _term_word(positionals[slot], word)
+            slot += 1
+        position += 1
+    return words
+
+
+def _subcommand(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser | None:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices.get(name)
+    return None
+
+
+def _option_of(parser: argparse.ArgumentParser, word: str) -> argparse.Action | None:
+    """The option ``word`` names (``--name``, ``--name=value``, a unique abbreviation)."""
+    if not word.startswith("-") or _NEGATIVE_NUMBER.fullmatch(word):
+        return None
+    actions = parser._option_string_actions
+    name = word.partition("=")[0] if word.startswith("--") else word
+    if name in actions:
+        return actions[name]
+    if not name.startswith("--"):
+        return None
+    matches = {actions[o] for o in actions if o.startswith(name) and o.startswith("--")}
+    return matches.pop() if len(matches) == 1 else None
+
+
+def _words_taken(action: argparse.Action) -> int:
+    if action.nargs is None:
+        return 1
+    return action.nargs if isinstance(action.nargs, int) else 0
+
+
+def _is_dash_word(word: str) -> bool:
+    return len(word) > 1 and word.startswith("-") and not _NEGATIVE_NUMBER.fullmatch(word)
+
+
+def _term_word(action: argparse.Action, word: str) -> str:
+    if action.type is query_cli.term_arg and _is_dash_word(word) and not word.startswith("--"):
+        return "text:" + word
+    return word
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     words = sys.argv[1:] if argv is None else argv
-    args = parser.parse_args(attach_dash_values(parser, words))
+    args = parser.parse_args(attach_dash_terms(parser, attach_dash_values(parser, words)))
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

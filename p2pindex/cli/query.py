@@ -1,10 +1,17 @@
 """`p2pindex keys` and `p2pindex query`: key listings and index queries, page by page.
 
 A term on the command line is an integer when it is one (``420``, ``-3``) and text
-otherwise; ``text:0042`` forces text and ``int:42`` forces an integer. Text output prints
-one row per line (``TERM<TAB>KEY`` for a query) and the continuation and coverage on
-stderr; ``--format json`` prints one document. A page that did not read the whole ring says
-so on stderr and exits 4 (with ``--complete-only`` the query fails instead).
+otherwise; ``text:0042`` forces text and ``int:42`` forces an integer. An argument that is
+not UTF-8 (the OS hands Python its bytes as lone surrogates) is those bytes: a byte-string
+term, or a ``--prefix`` of those bytes, as KEY and VALUE are.
+
+Text output prints one row per line (``TERM<TAB>KEY`` for a query) with keys, terms and
+values as their bytes, and a text term that would read back as something else (``6``,
+``int:6``, ``text:x``) written ``text:6`` as the command line takes it; the continuation
+and coverage go to stderr. ``--format json`` prints one document: a key or term that is not
+UTF-8 as ``key_base64`` / ``term_base64`` (as the HTTP API), a row's values with their
+``encoding`` (as ``get --format json``). A page that did not read the whole ring says so on
+stderr and exits 4 (with ``--complete-only`` the query fails instead).
 """
 
 from __future__ import annotations
@@ -20,40 +27,95 @@ from p2pindex.cli.common import (
     add_format_option,
     add_node_option,
     add_timeout_option,
+    argv_bytes,
     consistency_arg,
+    encode_values,
+    text_or_base64,
     with_client,
 )
 from p2pindex.client import AsyncClient
-from p2pindex.client.queries import DEFAULT_PAGE, MAX_PAGE, QueryPage
-from p2pindex.types import ConsistencyLevel
+from p2pindex.client.queries import DEFAULT_PAGE, MAX_PAGE, QueryPage, QueryRow
+from p2pindex.types import ConsistencyLevel, key_text
 
 EXIT_INCOMPLETE = 4
 _INTEGER = re.compile(r"-?[0-9]+")
+_INTEGER_BYTES = re.compile(rb"-?[0-9]+")
+
+Term = int | str | bytes
 
 
-def term_arg(text: str) -> int | str:
+def _typed(text: str) -> bytes:
+    """The bytes behind an argument (``surrogateescape``, as the OS handed them over)."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate no OS argument holds: only from Python callers
+        return text.encode("utf-8", "surrogatepass")
+
+
+def _shown(text: str) -> str:
+    """An argument quoted for a message: the text, or its bytes in hex when not UTF-8."""
+    return key_text(_typed(text))
+
+
+def _text_term(text: str) -> str | bytes:
+    """Text as typed, or its bytes when it is not UTF-8 (a byte-string term)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            return text.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            raise argparse.ArgumentTypeError(
+                f"the term {_shown(text)} is not valid UTF-8"
+            ) from None
+    return text
+
+
+def term_arg(text: str) -> Term:
     """A term as typed: see the module docstring."""
     if text.startswith("text:"):
-        return text[5:]
+        return _text_term(text[5:])
     if text.startswith("int:"):
         text = text[4:]
         if not _INTEGER.fullmatch(text):
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer")
-    return int(text) if _INTEGER.fullmatch(text) else text
+            raise argparse.ArgumentTypeError(f"{_shown(text)} is not an integer")
+    return int(text) if _INTEGER.fullmatch(text) else _text_term(text)
 
 
-def index_arg(text: str) -> tuple[str, int | str]:
+def index_name_arg(text: str) -> str:
+    """An index name: text, so an argument that is not UTF-8 is a usage error."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError(
+            f"the index name {_shown(text)} is not valid UTF-8 (index names are text)"
+        ) from None
+    return text
+
+
+def index_arg(text: str) -> tuple[str, Term]:
     """``NAME=TERM`` for ``put --index``."""
     name, sep, term = text.partition("=")
     if not sep or not name:
-        raise argparse.ArgumentTypeError(f"expected NAME=TERM, got {text!r}")
-    return name, term_arg(term)
+        raise argparse.ArgumentTypeError(f"expected NAME=TERM, got {_shown(text)}")
+    return index_name_arg(name), term_arg(term)
 
 
-def index_terms(pairs: list[tuple[str, int | str]] | None) -> dict[str, list[int | str]] | None:
+def term_text(term: int | bytes) -> bytes:
+    """A term as text output prints it: what ``term_arg`` reads back as the same term, so
+    the integer 6 prints ``6`` and the text "6" ``text:6`` (as does text starting with
+    ``text:`` or ``int:``); any other term is its bytes."""
+    if isinstance(term, int):
+        return str(term).encode()
+    if _INTEGER_BYTES.fullmatch(term) or term.startswith((b"text:", b"int:")):
+        return b"text:" + term
+    return term
+
+
+def index_terms(pairs: list[tuple[str, Term]] | None) -> dict[str, list[Term]] | None:
     if not pairs:
         return None
-    grouped: dict[str, list[int | str]] = {}
+    grouped: dict[str, list[Term]] = {}
     for name, term in pairs:
         grouped.setdefault(name, []).append(term)
     return grouped
@@ -102,7 +164,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="list live keys in key order",
         description="List the live keys (optionally only those starting with --prefix).",
     )
-    keys.add_argument("--prefix", default="", help="only keys starting with this text")
+    keys.add_argument("--prefix", default="", help="only keys starting with these bytes")
     _common(keys)
     keys.set_defaults(func=run_keys)
 
@@ -112,10 +174,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Find the keys filed under TERM in INDEX (or under any term from LO to HI with "
             "--range), sorted by term then key. Terms: 420 is an integer, anything else is "
-            "text; text:420 forces text."
+            "text; text:420 forces text (text starting with '-' as -x or text:--x)."
         ),
     )
-    query.add_argument("index", metavar="INDEX", help="the index name")
+    query.add_argument("index", metavar="INDEX", type=index_name_arg, help="the index name")
     query.add_argument(
         "term", metavar="TERM", nargs="?", type=term_arg, help="the exact term to look up"
     )
@@ -126,14 +188,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=term_arg,
         help="every term from LO to HI inclusive (both integers or both text)",
     )
-    query.add_argument("--prefix", default="", help="only keys starting with this text")
+    query.add_argument("--prefix", default="", help="only keys starting with these bytes")
     _common(query)
     query.set_defaults(func=run_query)
 
 
 def run_keys(args: argparse.Namespace) -> int:
+    prefix = argv_bytes(args.prefix, "--prefix")
+
     async def fetch(db: AsyncClient, token: str | None) -> QueryPage:
-        return await db.keys(args.prefix, continuation=token, **_options(args))
+        return await db.keys(prefix, continuation=token, **_options(args))
 
     return with_client(args, lambda db: _pages(args, db, fetch, listing=True))
 
@@ -143,10 +207,11 @@ def run_query(args: argparse.Namespace) -> int:
         # A mistake in the command line, found after parsing: exit 2 like argparse's own.
         raise UsageError("give either TERM or --range LO HI")
     low, high = (args.term, None) if args.range is None else args.range
+    prefix = argv_bytes(args.prefix, "--prefix")
 
     async def fetch(db: AsyncClient, token: str | None) -> QueryPage:
         return await db.query(
-            args.index, low, high, prefix=args.prefix, continuation=token, **_options(args)
+            args.index, low, high, prefix=prefix, continuation=token, **_options(args)
         )
 
     return with_client(args, lambda db: _pages(args, db, fetch, listing=False))
@@ -172,10 +237,16 @@ async def _pages(args: argparse.Namespace, db: AsyncClient, fetch, listing: bool
         page = await fetch(db, token)
         last = page
         complete = complete and page.complete
-        for row in page.rows:
-            rows.append(_row_doc(row, listing))
-            if args.format != "json":
-                _print_row(row, listing, args.values)
+        if args.format == "json":
+            rows += [_row_doc(row, listing, args.values) for row in page.rows]
+        else:
+            # Bytes, not text: a key or value that is not UTF-8 prints as stored, as `get`
+            # prints a value, instead of an escape that a key could also spell.
+            sys.stdout.flush()
+            sys.stdout.buffer.write(
+                b"".join(_row_line(row, listing, args.values) for row in page.rows)
+            )
+            sys.stdout.buffer.flush()
         token = page.continuation
         if args.explain and args.format != "json":
             print(json.dumps(page.coverage.get("plan", {}), indent=2), file=sys.stderr)
@@ -199,22 +270,22 @@ async def _pages(args: argparse.Namespace, db: AsyncClient, fetch, listing: bool
     return EXIT_OK if complete else EXIT_INCOMPLETE
 
 
-def _text(data: bytes) -> str:
-    return data.decode("utf-8", errors="backslashreplace")
-
-
-def _row_doc(row, listing: bool) -> dict:
-    doc: dict = {"key": _text(row.key)}
-    if not listing:
-        doc["term"] = row.term if isinstance(row.term, int) else _text(row.term)
-    if row.values:
-        doc["values"] = [_text(value) for value in row.values]
+def _row_doc(row: QueryRow, listing: bool, values: bool) -> dict:
+    """A row for ``--format json``: nothing that is not UTF-8 is lost or mistaken for text."""
+    doc: dict = text_or_base64("key", row.key)
+    if isinstance(row.term, int):
+        doc["term"] = row.term
+    elif row.term is not None and not listing:
+        doc.update(text_or_base64("term", row.term))
+    if values:
+        doc["encoding"], doc["values"] = encode_values(list(row.values))
     return doc
 
 
-def _print_row(row, listing: bool, values: bool) -> None:
-    fields = [] if listing else [str(row.term) if isinstance(row.term, int) else _text(row.term)]
-    fields.append(_text(row.key))
+def _row_line(row: QueryRow, listing: bool, values: bool) -> bytes:
+    """A row for text output: its fields' bytes, tab-separated (see ``term_text``)."""
+    fields = [] if listing or row.term is None else [term_text(row.term)]
+    fields.append(row.key)
     if values:
-        fields += [_text(value) for value in row.values]
-    print("\t".join(fields))
+        fields += row.values
+    return b"\t".join(fields) + b"\n"

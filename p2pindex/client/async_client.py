@@ -43,6 +43,7 @@ from p2pindex.client.queries import (
     DEFAULT_PAGE,
     PageOptions,
     QueryPage,
+    bounds_for_wire,
     check_index_name,
     check_page_options,
     check_page_size,
@@ -50,7 +51,6 @@ from p2pindex.client.queries import (
     index_for_wire,
     page_from_reply,
     route_of,
-    term_for_wire,
 )
 from p2pindex.client.requests import (
     NOTHING_SENT,
@@ -496,8 +496,7 @@ class AsyncClient:
         """
         check_page_options("query", page)
         index = check_index_name(index)
-        low = term_for_wire(term, "low" if high is not None else "queried", index)
-        top = low if high is None else term_for_wire(high, "high", index)
+        low, top = bounds_for_wire(index, term, high)
         return await self._query(index, low, top, prefix, **page)
 
     async def _query(

@@ -91,6 +91,33 @@ def term_for_wire(term: object, what: str, index: str = "") -> bytes:
     return index_terms.encode_term(checked)
 
 
+def bounds_for_wire(index: str, term: object, high: object = None) -> tuple[bytes, bytes]:
+    """The low and high terms a query of ``index`` sends (an exact query: ``term`` twice).
+
+    Besides ``term_for_wire``'s errors, a range whose low end is above its high end is the
+    client's ``InvalidRequest``, quoting the two terms as the caller gave them."""
+    if high is None:
+        exact = term_for_wire(term, "queried", index)
+        return exact, exact
+    low = _checked_term(index, term, "the low term")
+    top = _checked_term(index, high, "the high term")
+    if type(low) is type(top) and low > top:  # type: ignore[operator]
+        raise InvalidRequest(
+            f"index {index!r}: the range's low end {_as_given(term)} is above its high end "
+            f"{_as_given(high)}"
+        )
+    return index_terms.encode_term(low), index_terms.encode_term(top)
+
+
+def _as_given(term: object) -> str:
+    """A term as the caller wrote it: ``5``, ``'b'``, ``b'\\xff'``."""
+    if isinstance(term, int):
+        return str(int(term))
+    if isinstance(term, bytearray | memoryview):
+        return repr(bytes(term))
+    return repr(term)
+
+
 def _checked_term(index: str, term: object, what: str) -> Term:
     """``term`` in canonical form (text as UTF-8, bytes-like as bytes), or the client's error
     naming ``index`` (left out when empty) and what the term was for."""
@@ -182,6 +209,10 @@ def check_index_name(index: object) -> str:
         raise InvalidArgumentType(f"index must be a non-empty name, not {type(index).__name__}")
     if not index:
         raise InvalidRequest("index must be a non-empty name, not ''")
+    try:
+        index_terms.check_utf8(index, "index name")
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
     return index
 
 

@@ -16,6 +16,7 @@ from typing import TypeVar
 
 from p2pindex.client.results import Context, DeleteResult, GetResult, PutResult, Trace
 from p2pindex.config import Limits
+from p2pindex.core.terms import check_utf8
 from p2pindex.errors import InvalidArgumentType, InvalidRequest, P2PIndexError, ProtocolError
 from p2pindex.security.errors import ConnectionRefused, HandshakeFailed
 from p2pindex.types import (
@@ -43,7 +44,10 @@ def as_bytes(what: str, data: Data) -> bytes:
     if isinstance(data, bytes):
         return data
     if isinstance(data, str):
-        return data.encode("utf-8")
+        try:
+            return check_utf8(data, what)
+        except ValueError as exc:
+            raise InvalidRequest(f"{exc}; pass bytes for a {what} that is not text") from None
     if isinstance(data, bytearray | memoryview):
         return bytes(data)
     raise InvalidArgumentType(f"{what} must be bytes or str, not {type(data).__name__}")

@@ -45,6 +45,18 @@ def pair_order(pair: tuple[str, Term]) -> tuple[str, int, Term]:
     return (name, 0, term) if type(term) is int else (name, 1, term)
 
 
+def check_utf8(text: str, what: str) -> bytes:
+    """``text`` as UTF-8, or ValueError naming ``what`` it is: a lone surrogate (what
+    Python makes of bytes decoded with ``surrogateescape``) has no UTF-8 form."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"{what} {text[:20]!r}{'...' if len(text) > 20 else ''} is not valid UTF-8"
+            f" (a lone surrogate at position {exc.start})"
+        ) from None
+
+
 def check_name(name: object, limits: TermLimits = DEFAULT_LIMITS) -> str:
     """An index name, or ValueError saying what is wrong with it in the user's words."""
     if type(name) is not str:
@@ -58,13 +70,17 @@ def check_name(name: object, limits: TermLimits = DEFAULT_LIMITS) -> str:
         )
     if name.startswith("$"):
         raise ValueError(f"index name {name!r}: names starting with '$' are reserved")
+    check_utf8(name, "index name")
     return name
 
 
 def check_term(name: str, term: object, limits: TermLimits = DEFAULT_LIMITS) -> Term:
     """A term of index ``name`` in canonical form (text becomes UTF-8 bytes), or ValueError."""
     if type(term) is str:
-        term = term.encode()
+        try:
+            term = check_utf8(term, f"index {name!r}: the text")
+        except ValueError as exc:
+            raise ValueError(f"{exc}; pass bytes for a term that is not text") from None
     if type(term) is int:
         if not MIN_INT_TERM <= term <= MAX_INT_TERM:
             raise ValueError(f"index {name!r}: integer term {term} is outside signed 64-bit range")

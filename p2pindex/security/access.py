@@ -139,10 +139,11 @@ def authorize(peer: Peer, message: Message, now: float) -> None:
     ):
         # Every answer's key starts with the query's prefix (nodes filter by it), so a
         # query inside the capability's prefix sees nothing outside it.
+        asked = key_text(message.prefix) if message.prefix else "every key: no prefix"
         raise AccessDenied(
             "prefix",
             f"this capability reads only keys under {key_text(credential.prefix)}; query with "
-            f"a prefix inside it (asked for {key_text(message.prefix)})",
+            f"a prefix inside it (asked for {asked})",
         )
     if credential.prefix and isinstance(message, _KEYED):
         key: bytes = message.key

@@ -156,7 +156,7 @@ async def test_capabilities_bound_what_a_query_may_see(cluster):
     reader = scoped(cluster, Role.READ, b"user:")
     denied = await call(reader, address, query("p", 0, 5))
     assert isinstance(denied, ErrorReply) and denied.code == "permission_denied"
-    assert "user:" in denied.message
+    assert "user:" in denied.message and "(asked for every key: no prefix)" in denied.message
     allowed = await call(reader, address, query("p", 0, 5, prefix=b"user:"))
     assert isinstance(allowed, QueryReply)
     assert [key for _term, key in allowed.rows] == [b"user:1"]
@@ -204,6 +204,67 @@ async def test_the_command_line_puts_terms_pages_and_explains(cluster):
     assert done.stdout.splitlines() == ["cli:0", "cli:1", "cli:2"]
     done = await trio.to_thread.run_sync(lambda: cli(cluster, "query", "cli", "--range", "9", "1"))
     assert done.returncode != 0 and "above its high end" in done.stderr
+
+
+def cli_bytes(cluster: LocalCluster, *args: str) -> subprocess.CompletedProcess:
+    """``cli`` with stdout as bytes: keys and values that are not UTF-8 print as stored."""
+    env = dict(os.environ, **cluster.client_environment())
+    return subprocess.run(
+        [sys.executable, "-m", "p2pindex", *args, "--node", str(cluster.nodes[0].address)],
+        env=env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def typed(raw: bytes) -> str:
+    """An argument as the OS hands Python bytes that are not UTF-8 (surrogate escapes)."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
+async def test_the_command_line_keeps_bytes_and_terms_apart(cluster):
+    """Keys, terms and values that are not UTF-8, and text terms that look like integers,
+    go through `put`, `keys` and `query` without a codec error or two spellings alike."""
+    await wait_ready(cluster, str(cluster.nodes[0].address))
+
+    async def run(*args: str) -> subprocess.CompletedProcess:
+        return await trio.to_thread.run_sync(lambda: cli_bytes(cluster, *args))
+
+    for key, value, term in (
+        (typed(b"bin:\xff"), typed(b"\xfe\x01"), "6"),
+        ("bin:\\xff", "v", "text:6"),
+        ("bin:-", "w", "-abc"),
+        ("bin:b", "x", "bin=" + typed(b"\xfe")),
+    ):
+        index = term if term.startswith("bin=") else f"bt={term}"
+        done = await run("put", key, value, "--index", index, "--consistency", "all")
+        assert done.returncode == 0, done.stderr
+    done = await run("keys", "--prefix", "bin:", "--values", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["rows"] == [
+        {"key": "bin:-", "encoding": "utf-8", "values": ["w"]},
+        {"key": "bin:\\xff", "encoding": "utf-8", "values": ["v"]},
+        {"key": "bin:b", "encoding": "utf-8", "values": ["x"]},
+        {"key_base64": "YmluOv8=", "encoding": "base64", "values": ["/gE="]},
+    ]
+    done = await run("query", "bt", "--range", "0", "9", "--values")
+    assert done.stdout == b"6\tbin:\xff\t\xfe\x01\n"
+    done = await run("query", "bt", "--range", "-abc", "text:7", "--prefix", "bin:")
+    assert done.stdout.split(b"\n") == [b"-abc\tbin:-", b"text:6\tbin:\\xff", b""]
+    done = await run("query", "bt", "-abc", "--format", "json")
+    assert [row["key"] for row in json.loads(done.stdout)["rows"]] == ["bin:-"]
+    done = await run("query", "bin", typed(b"\xfe"), "--format", "json")
+    assert json.loads(done.stdout)["rows"] == [{"key": "bin:b", "term_base64": "/g=="}]
+    done = await run("keys", "--prefix", typed(b"bin:\xff"))
+    assert (done.returncode, done.stdout) == (0, b"bin:\xff\n"), done.stderr
+    done = await run("query", "bt", "--range", "b", "a")
+    assert done.returncode == 1
+    assert b"the range's low end 'b' is above its high end 'a'" in done.stderr
+    for args in (("query", typed(b"\xfe"), "1"), ("put", "k", "v", "--index", "\udcfe=1")):
+        done = await run(*args)
+        assert done.returncode == 2 and b"is not valid UTF-8" in done.stderr, done.stderr
+        assert b"codec" not in done.stderr
 
 
 async def test_the_sync_client_queries_and_lists(cluster):

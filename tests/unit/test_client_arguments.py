@@ -186,6 +186,50 @@ def test_blocking_client_raises_the_same_query_errors(threaded_cluster: FakeClus
     assert data_requests(threaded_cluster) == []
 
 
+LONE_SURROGATE_CALLS = [
+    ("put", ("k", b"v"), {"index": {"idx\udcff": [1]}}, "index name 'idx\\udcff'"),
+    ("put", ("k", b"v"), {"index": {"tag": ["x\udcff"]}}, "a term of index 'tag': the text"),
+    ("query", ("idx\udcff", 1), {}, "index name 'idx\\udcff'"),
+    ("query", ("tag", "x\udcff"), {}, "the queried term of index 'tag': the text"),
+    ("query", ("tag", "a", "x\udcff"), {}, "the high term of index 'tag': the text"),
+    ("query", ("tag", 1), {"prefix": "p\udcff"}, "prefix 'p\\udcff'"),
+    ("keys", ("p\udcff",), {}, "prefix 'p\\udcff'"),
+    ("get", ("k\udcff",), {}, "key 'k\\udcff'"),
+]
+
+
+@pytest.mark.parametrize(("method", "args", "kwargs", "words"), LONE_SURROGATE_CALLS)
+async def test_text_that_is_not_valid_utf8_is_an_invalid_request_naming_it(
+    nursery: trio.Nursery, method: str, args: tuple, kwargs: dict, words: str
+) -> None:
+    """A lone surrogate in an index name raised a bare UnicodeEncodeError, in a term an
+    InvalidRequest quoting the codec ("'utf-8' codec can't encode character")."""
+    cluster = await FakeCluster(3).start(nursery)
+    async with p2pindex.connect(cluster.addresses) as db:
+        with pytest.raises(InvalidRequest) as info:
+            await getattr(db, method)(*args, **kwargs)
+    message = str(info.value)
+    assert message.startswith(words) and "is not valid UTF-8" in message, message
+    assert "codec" not in message and "surrogates not allowed" not in message
+    assert data_requests(cluster) == []
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "shown"),
+    [("b", "a", "'b' is above its high end 'a'"), (b"b", b"a", "b'b' is above its high end b'a'")],
+)
+async def test_a_range_whose_low_end_is_above_its_high_end_quotes_the_terms_given(
+    nursery: trio.Nursery, low: object, high: object, shown: str
+) -> None:
+    """The node's refusal showed the terms' bytes (b'b' for the text "b")."""
+    cluster = await FakeCluster(3).start(nursery)
+    async with p2pindex.connect(cluster.addresses) as db:
+        with pytest.raises(InvalidRequest) as info:
+            await db.query("tag", low, high)
+    assert str(info.value) == f"index 'tag': the range's low end {shown}"
+    assert data_requests(cluster) == []
+
+
 # --- 3. the shape of a put's index terms -----------------------------------------------------
 
 

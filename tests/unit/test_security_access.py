@@ -29,6 +29,7 @@ from p2pindex.wire.messages import (
     Message,
     PushPull,
     PutRequest,
+    QueryRequest,
     RangeScan,
     RemoveRequest,
     ReplicaRead,
@@ -135,6 +136,17 @@ def test_prefix_limits_keyed_requests_but_not_cluster_reads() -> None:
         ExplainRequest(b"other"),
     ):
         assert denied(peer, message) == "prefix"
+
+
+def test_a_query_outside_the_prefix_is_refused_saying_what_it_asked_for() -> None:
+    """A query with no prefix was refused "(asked for 0x)"."""
+    peer = client(Role.READ, b"t:")
+    authorize(peer, QueryRequest("p", None, None, b"t:1", 10, None, "one", 1000), NOW)
+    for prefix, asked in ((b"", "every key: no prefix"), (b"u:", "'u:'"), (b"\xff", "0xff")):
+        with pytest.raises(AccessDenied) as info:
+            authorize(peer, QueryRequest("p", None, None, prefix, 10, None, "one", 1000), NOW)
+        assert info.value.reason == "prefix"
+        assert str(info.value).endswith(f"inside it (asked for {asked})"), str(info.value)
 
 
 def test_an_expired_capability_is_refused_mid_session() -> None:

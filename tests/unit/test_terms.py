@@ -42,6 +42,8 @@ def test_integers_sort_before_byte_strings_within_an_index() -> None:
         ({"n" * 65: [1]}, "characters long"),
         ({"$key": [1]}, "reserved"),
         ({"x": list(range(33))}, "at most 32"),
+        ({"x\udcff": [1]}, r"index name 'x\\udcff' is not valid UTF-8 \(a lone surrogate"),
+        ({"x": ["a\udcff"]}, r"the text 'a\\udcff' is not valid UTF-8 \(a lone surrogate"),
     ],
 )
 def test_bad_terms_are_refused_with_the_problem_named(index: dict, problem: str) -> None:
