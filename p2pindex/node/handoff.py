@@ -58,8 +58,9 @@ ARCS_PER_SCAN = 1024
 PARALLEL_CHUNKS = 8
 SAVE_INTERVAL = 0.5
 LEAVE_PATIENCE = 60.0
-"""Seconds a leaving node keeps trying a node that takes its place while that node is
-down or unreachable, before it abandons the leave (a short partition heals within it)."""
+"""Seconds a leaving node keeps trying a node that takes its place while every push to it
+fails (it is down, cut off, or refuses), before it abandons the leave (a short partition
+heals within it)."""
 GAINED_ATTEMPTS = 5
 """Tries per source when pulling arcs gained by a removal, before it is left to
 anti-entropy."""
@@ -566,7 +567,10 @@ class OwnershipHandoff(RecordMover):
             for target, items in by_target.items()
             for batch in batches(items, BATCH_BYTES)
         ):
-            out_of_reach_since: float | None = None
+            # Patience runs from the first failure in a row, whether the target is down or
+            # alive and refusing every push (a member that removed this node refuses it for
+            # good while gossip still shows it alive): only a push that lands resets it.
+            failing_since: float | None = None
             while True:
                 try:
                     await self._peers.request(
@@ -577,14 +581,17 @@ class OwnershipHandoff(RecordMover):
                     self._stats.incr("handoff.push_failures")
                     self.progress.last_error = f"{target}: {exc}"
                     now = trio.current_time()
-                    if self._view.usable(target):
-                        out_of_reach_since = None
-                    elif out_of_reach_since is None:
-                        out_of_reach_since = now
-                    elif now - out_of_reach_since >= LEAVE_PATIENCE:
+                    if failing_since is None:
+                        failing_since = now
+                    elif now - failing_since >= LEAVE_PATIENCE:
+                        how = (
+                            "refused every push"
+                            if self._view.usable(target)
+                            else "was down or unreachable"
+                        )
                         raise LeaveAbandoned(
                             f"node {target}, which takes over some of this node's ranges, "
-                            f"was down or unreachable for {LEAVE_PATIENCE:g}s ({exc}); "
+                            f"{how} for {LEAVE_PATIENCE:g}s ({exc}); "
                             f"{self.progress.keys} key(s) were handed over before that"
                         ) from None
                     await trio.sleep(RETRY_DELAY)
