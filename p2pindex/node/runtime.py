@@ -15,6 +15,7 @@ from pathlib import Path
 import trio
 
 from p2pindex.config import NodeConfig
+from p2pindex.core.planning import leave_refusal
 from p2pindex.errors import ConfigError
 from p2pindex.net.secure.loading import node_security
 from p2pindex.net.trio_transport import TrioTransport
@@ -53,7 +54,19 @@ async def _leave_unless_signalled_again(node: Node, signals: AsyncIterator[int])
     (handing a large store over can take long) stops it there: an operator who signals
     twice wants the process gone. A leave that cannot finish (a node taking over is down)
     is given up as ``Node.leave`` gives it up; either way the caller then stops the node
-    without leaving, which keeps its data and its place, as a crash would, minus the risk."""
+    without leaving, which keeps its data and its place, as a crash would, minus the risk.
+
+    A leave that `p2pindex leave` would refuse (the others would be fewer than N) is not
+    started: stopping a node of a three-node cluster, to restart or upgrade it, must not
+    turn into a membership change the leave command forbids."""
+    refusal = leave_refusal(len(node.ring.nodes), node.config.n_replicas, node.node_id)
+    if refusal is not None:
+        log.warning(
+            "stopping without leaving: %s; the node stays a member (down) with its data, and "
+            "comes back as itself when started again",
+            refusal,
+        )
+        return False
     async with trio.open_nursery() as nursery:
 
         async def on_second_signal() -> None:

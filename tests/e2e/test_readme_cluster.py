@@ -258,8 +258,9 @@ def test_the_readme_cluster_walkthrough_works_as_written(tmp_path: Path) -> None
         assert status is not None and a_id in status.stdout.decode(), status
         shell.run(commands["explain"])
 
-        # 5. Deployment with a configuration file: node a stops (SIGTERM: it leaves
-        # gracefully) and comes back from node-a.toml, as itself, with its HTTP API.
+        # 5. Deployment with a configuration file: node a stops (SIGTERM; one of three with
+        # N=3, it stops without leaving) and comes back from node-a.toml, as itself, with its
+        # HTTP API.
         first = serving[0]
         first.send_signal(signal.SIGTERM)
         assert first.wait(timeout=30) == 0

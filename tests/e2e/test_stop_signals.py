@@ -55,3 +55,23 @@ def test_a_second_signal_stops_a_leave_that_cannot_finish_and_the_node_keeps_its
         assert "left the cluster and stopped" not in log
         cluster.restart(0)  # not left: it comes back as itself, a member
         assert cluster.nodes[0].running
+
+
+def test_sigterm_does_not_leave_when_the_others_would_be_fewer_than_n(tmp_path: Path):
+    """`p2pindex leave` is refused on a three-node cluster with N=3; SIGTERM (a restart, an
+    upgrade, `systemctl stop`) used to leave anyway, dropping the cluster below N. It now
+    stops without leaving, and the node comes back as the member it was."""
+    with LocalCluster(3, tmp_path, insecure=True, n_replicas=3) as cluster:
+        cluster.start()
+        node = cluster.nodes[2]
+        assert node.process is not None
+        node.process.send_signal(signal.SIGTERM)
+        assert node.process.wait(timeout=30) == 0
+        log = node.log_path.read_text(errors="replace")
+        assert "stopping without leaving: without node" in log
+        assert "fewer than N=3" in log
+        assert "is leaving: handing its keys over" not in log
+        assert "stopped without leaving: still a member" in log
+        cluster.restart(2)
+        assert cluster.nodes[2].running
+        assert cluster.nodes[2].node_id == node.node_id
