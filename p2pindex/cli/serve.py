@@ -9,7 +9,13 @@ from pathlib import Path
 
 import trio
 
-from p2pindex.cli.common import DEFAULT_NODE, address_arg, collect_garbage_rarely, single_error
+from p2pindex.cli.common import (
+    DEFAULT_NODE,
+    EXIT_ERROR,
+    address_arg,
+    collect_garbage_rarely,
+    single_error,
+)
 from p2pindex.cli.open_files import open_files_needed, raise_open_files_limit
 from p2pindex.config import NodeConfig
 from p2pindex.config_file import effective, node_config, read_file
@@ -225,6 +231,8 @@ def serve(config: NodeConfig) -> int:
     elif limit != before:
         log.info("open-files limit raised from %d to %d for the connection limits", before, limit)
 
+    removed: list[str] = []
+
     async def main() -> None:
         left = False
         async with trio.open_nursery() as nursery:
@@ -243,7 +251,10 @@ def serve(config: NodeConfig) -> int:
                 ready += f" http={url}"
             collect_garbage_rarely()
             print(ready, flush=True)
-        if left:
+        if node.view.removed_notice:
+            removed.append(node.node_id)
+            log.error("node %s stopped: it was removed from the cluster", node.node_id)
+        elif left:
             log.warning("node %s left the cluster and stopped", node.node_id)
         else:
             log.warning(
@@ -260,7 +271,7 @@ def serve(config: NodeConfig) -> int:
                 f"cannot listen on {config.listen}: {LISTEN_PROBLEMS[error.errno]}"
             ) from None
         raise
-    return 0
+    return EXIT_ERROR if removed else 0
 
 
 LISTEN_PROBLEMS = {

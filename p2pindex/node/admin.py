@@ -93,6 +93,8 @@ def start_leave(node: Node) -> wm.Message:
 
 async def remove(node: Node, request: wm.RemoveRequest) -> wm.Message:
     member = node.view.members.get(request.node_id)
+    if request.relayed and request.node_id == node.node_id:
+        return _removed_here(node)
     if request.relayed:
         if request.node_id in node.removals:
             if request.replaced_by is None and node.view.forget_takeover_of(request.node_id):
@@ -180,6 +182,25 @@ def readmitted(member: Member | None, removed_at: int | None) -> bool:
     return member.incarnation > removed_at and member.running
 
 
+def _removed_here(node: Node) -> wm.Message:
+    """A member says this node was removed: an operator ran `p2pindex remove` while the
+    others could not reach it (paused, cut off), and it has come back. Its ranges are the
+    others' now and what it holds went stale, yet it would serve reads from it and count
+    its own commit as an acknowledgement. It stops, saying why and how to come back."""
+    if node.view.removed_notice:
+        return wm.OkReply(f"node {node.node_id} knows it was removed and is stopping")
+    node.view.removed_notice = True
+    node.stats.incr("membership.removed_self")
+    events.error(
+        "removed",
+        "another member says this node was removed from the cluster while it was "
+        "unreachable; it stops now. %s",
+        node.removals.refusal(node.node_id),
+    )
+    node.stopped.set()
+    return wm.OkReply(f"node {node.node_id} was removed and stops")
+
+
 def note_change(node: Node, previous: Member | None, member: Member) -> None:
     """Removals and takeovers after a member change: one that comes alive (new, back from
     death, or restarted at a higher incarnation) is told the removals; a replacement that
@@ -190,10 +211,27 @@ def note_change(node: Node, previous: Member | None, member: Member) -> None:
         node.removals.persist()
     if member.liveness is not Liveness.ALIVE or not view.removed:
         return
-    if member.node_id in view.removed or member.node_id == node.node_id:
+    if member.node_id == node.node_id:
         return
-    if previous is None or previous.incarnation < member.incarnation:
+    back = previous is None or previous.incarnation < member.incarnation
+    if member.node_id in view.removed:
+        if previous is None or back or previous.liveness is not Liveness.ALIVE:
+            node.spawn(lambda: tell_removed(node, member))
+        return
+    if back:
         node.spawn(lambda: tell_removals(node, member))
+
+
+async def tell_removed(node: Node, member: Member) -> None:
+    """Tell a removed member, heard from again, that it was removed (``_removed_here``):
+    it was unreachable when the removal was relayed, and nothing else would tell it."""
+    if member.node_id not in node.view.removed:
+        return
+    try:
+        notice = removal_notice(node.view, member.node_id)
+        await node.peers.request(member.address, notice, RELAY_TIMEOUT)
+    except (OSError, P2PIndexError):
+        pass  # told again the next time it is heard from
 
 
 async def tell_removals(node: Node, member: Member) -> None:

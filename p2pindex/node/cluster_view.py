@@ -35,6 +35,8 @@ class ClusterView:
         at its old address with a new identity; until the old identity is removed, requests
         meant for it would reach the newcomer (which holds none of its data) and count as
         its answers, so the old identity is treated as unusable instead."""
+        self.removed_notice = False
+        """Another member said this node was removed (``admin._removed_here``): it stops."""
         self.handing_over = False
         """A leaving node that pushed its ranges: it takes no more writes (``Node.leave``)."""
         self.gaining: dict[str, ArcFilter] = {}

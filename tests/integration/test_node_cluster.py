@@ -11,7 +11,7 @@ from p2pindex.core import versions
 from p2pindex.core.ring import RING_SIZE, Ring
 from p2pindex.node import handoff, restart_meta
 from p2pindex.node.eventlog import EventLog
-from p2pindex.types import NodeState
+from p2pindex.types import Liveness, NodeState
 from p2pindex.wire.messages import (
     DeleteReply,
     DeleteRequest,
@@ -542,3 +542,30 @@ async def test_a_joiner_asks_its_seeds_at_once_so_stalled_seeds_cost_one_timeout
             cluster.network.resume(node.address.host)
         assert elapsed < 2 * restart_meta.SEED_ASK_TIMEOUT, elapsed
         assert victim.node.node_id in joiner.node.ring.nodes
+
+
+async def test_a_node_removed_while_unreachable_is_told_when_it_is_back_and_stops(autojump_clock):
+    """Removed while paused, it was the one member nobody told: back, it went on serving
+    stale reads at ONE and counting its own commit as a write's acknowledgement. The first
+    member that hears from it again tells it, and it stops, saying why."""
+    async with running_cluster(4) as cluster:
+        victim, members = cluster.nodes[3], cluster.nodes[:3]
+        cluster.network.pause(victim.address.host)
+        with trio.fail_after(60):
+            while any(
+                m.liveness is not Liveness.DEAD
+                for n in members
+                for m in n.node.members()
+                if m.node_id == victim.node.node_id
+            ):
+                await trio.sleep(0.5)
+        reply = await cluster.request(members[0], RemoveRequest(victim.node.node_id))
+        assert isinstance(reply, OkReply), reply
+        assert not victim.node.stopped.is_set()
+        cluster.network.resume(victim.address.host)
+        with trio.fail_after(30):
+            await victim.node.stopped.wait()
+        assert victim.node.view.removed_notice
+        assert victim.node.stats.get("membership.removed_self") == 1
+        for running in members:
+            assert victim.node.node_id not in running.node.ring.nodes
