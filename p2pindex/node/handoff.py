@@ -50,6 +50,8 @@ BATCH_BYTES = Limits().max_frame // 2
 """Most key and record bytes one pushed batch carries, so the peer's frame limit holds."""
 PROGRESS_META = "handoff.progress"
 SYNCED_META = "handoff.synced"
+LEFT_META = "handoff.left"
+"""Set once a leave handed everything over: the next start drops what the node kept."""
 RETRY_DELAY = 1.0
 ARCS_PER_CHUNK = 256
 """Ranges one worker takes at a time (a node holds about 3 x 2,048 of them)."""
@@ -244,8 +246,36 @@ class OwnershipHandoff(RecordMover):
     async def forget_synced(self) -> None:
         """After handing every range over (a leave): what this node holds stops being
         current as soon as it is gone, so coming back it pulls its ranges as a joiner
-        does instead of serving its old copies as replicas that never left."""
+        does instead of serving its old copies as replicas that never left; and it drops
+        them first (``drop_copies_if_it_left``)."""
         await self._write_meta(SYNCED_META, b"")
+        await self._write_meta(LEFT_META, b"1")
+
+    async def drop_copies_if_it_left(self) -> None:
+        """Started again after it left, drop every record it kept before joining. The others
+        hold all of it (the leave handed it over) and anything newer; what it kept can only
+        be older. Kept, it would bring back keys deleted while it was away once their
+        tombstones were reaped (after the tombstone grace): merged with replicas that hold
+        nothing for such a key, an old live record wins, and anti-entropy spreads it."""
+        if self._storage.get_meta(LEFT_META) != b"1":
+            return
+        total = self._storage.count()
+        events.info(
+            "handoff",
+            "this node left the cluster when it last ran: dropping the %d record(s) it kept "
+            "(the others hold them, and anything newer) before joining again",
+            total,
+        )
+        while batch := self._storage.scan_range(0, 0, None, BATCH_KEYS):
+            try:
+                async with trio.open_nursery() as nursery:  # one commit for the batch
+                    for key, _record in batch:
+                        nursery.start_soon(self._storage.remove, key)
+            except* StorageFailure:
+                self._stats.incr("handoff.meta_failures")
+                await trio.sleep(RETRY_DELAY)
+        await self._write_meta(LEFT_META, b"")
+        log.info("dropped the %d record(s) kept from before the leave", total)
 
     async def _write_meta(self, name: str, value: bytes) -> None:
         """Write handoff metadata, retrying while storage refuses (a full disk): the node

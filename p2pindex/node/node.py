@@ -297,6 +297,7 @@ class Node:
                     self.view, self.config.replace, self._seeds, self._peers, self.storage
                 )
                 self.removals.persist()
+            await self.handoff.drop_copies_if_it_left()
             if self._seeds and not self.handoff.already_synced():
                 self.state = NodeState.SYNCING
                 self.state_reason = "receiving the data of its ranges"
@@ -772,7 +773,6 @@ class Node:
             return await self._coordinator.get(message)
         if isinstance(message, BatchRequest):
             # Outside a connection's data path (see client_batch.serve_one_batch).
-            assert self._coordinator is not None
             return await serve_one_batch(
                 message, self._coordinator, self.config.limits, self._count_bad_input
             )

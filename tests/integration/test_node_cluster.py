@@ -569,3 +569,40 @@ async def test_a_node_removed_while_unreachable_is_told_when_it_is_back_and_stop
         assert victim.node.stats.get("membership.removed_self") == 1
         for running in members:
             assert victim.node.node_id not in running.node.ring.nodes
+
+
+async def test_a_node_that_left_drops_what_it_kept_so_deleted_keys_stay_deleted(autojump_clock):
+    """Found by a helper: a node that left was started again, with its old data, after the
+    tombstones of keys deleted meanwhile had been reaped; its old copies won every merge
+    (the others held nothing for those keys) and 753 of 1000 deleted keys came back. A node
+    that left hands everything over, so it drops what it kept before joining again."""
+    async with running_cluster(4) as cluster:
+        keys = [b"gone-%d" % i for i in range(40)]
+        await write_at_all(cluster, keys)
+        leaver = cluster.nodes[3]
+        assert await leaver.node.leave()
+        await assert_left_with_its_keys_handed_over(leaver, cluster.nodes[:3], keys)
+        leaver.scope.cancel()
+        cluster.nodes.remove(leaver)
+        for key in keys:
+            read = await cluster.request(cluster.nodes[0], get(key, "all"))
+            assert isinstance(read, GetReply), read
+            reply = await cluster.request(
+                cluster.nodes[0], DeleteRequest(key, read.context, "all", 2000)
+            )
+            assert isinstance(reply, DeleteReply), reply
+        for running in cluster.nodes:  # every tombstone reaped, as after the grace
+            for key in keys:
+                await running.storage.remove(key)
+        kept = [key for key in keys if leaver.storage.get(key) is not None]
+        assert kept  # the copies it left with
+        back = await cluster.start_node(
+            storage=leaver.storage, identity=leaver.identity, seeds=(cluster.nodes[0].address,)
+        )
+        with trio.fail_after(30):
+            while back.node.state is not NodeState.ACTIVE:
+                await trio.sleep(0.05)
+        assert all(back.storage.get(key) is None for key in keys)
+        for key in keys:
+            read = await cluster.request(cluster.nodes[0], get(key, "all"))
+            assert isinstance(read, GetReply) and read.values == [], (key, read)
