@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -50,10 +51,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "leave",
         help="make a node hand over its data and leave the cluster",
         description=(
-            "Ask the node at --node to hand its ranges to their new owners and leave. "
-            "The node process exits when it is done. A node that cannot reach one of the "
-            "new owners for a minute abandons the leave and serves on; `p2pindex status` "
-            "says why, and `p2pindex drain` follows a leave to its end."
+            "Ask the node at --node to hand its ranges to their new owners and leave, and "
+            "return once the leave has started (exit 0 means started, not done). The node "
+            "process exits when it is done. A node that cannot reach one of the new owners "
+            "for a minute abandons the leave and serves on; `p2pindex drain --node` follows "
+            "a leave to its end, and `p2pindex status --node` shows how it is going or why "
+            "it was abandoned."
         ),
     )
     add_node_option(leave, what="the node that should leave")
@@ -121,10 +124,23 @@ def run_leave(args: argparse.Namespace) -> int:
         if args.format == "json":
             print(json.dumps({"ok": True, "node": str(node), "leaving": True}))
         else:
-            print(f"ok: {node} is handing over its data and leaving the cluster")
+            print(leave_started(str(node)))
         return EXIT_OK
 
     return with_client(args, body)
+
+
+def leave_started(node: str) -> str:
+    """What `leave` says once the node took the request: the leave has started, not
+    finished. It can still be abandoned (a node taking over stays out of reach for a
+    minute), so the text says where its end shows."""
+    return (
+        f"ok: the node at {node} started its leave (not finished yet): it hands its data "
+        "over, then leaves the cluster and exits\n"
+        "it abandons the leave and serves on if a node taking over stays unreachable for a "
+        f"minute: `p2pindex drain --node {node}` follows the leave to its end, "
+        f"`p2pindex status --node {node}` shows how it ends"
+    )
 
 
 def run_remove(args: argparse.Namespace) -> int:
@@ -193,7 +209,9 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def format_status(status: Mapping[str, Any]) -> str:
+def format_status(status: Mapping[str, Any], now: float | None = None) -> str:
+    """The status document as text. ``now`` (wall-clock seconds) is what hint ages are
+    measured against: the document's own ``time`` if it carries one, else this clock."""
     lines = [
         f"node {status.get('node_id', '?')} at {status.get('address', '?')}: "
         f"state {status.get('state', '?')}"
@@ -231,16 +249,21 @@ def format_status(status: Mapping[str, Any]) -> str:
     )
     handoff = status.get("handoff")
     if handoff:
-        lines += ["", format_handoff(handoff)]
+        lines += ["", format_handoff(handoff, members)]
     lines += format_upkeep(status)
     hints = status.get("hints") or []
     lines.append("")
     if hints:
+        own = status.get("time")
+        clock = time.time() if now is None else now
+        if now is None and isinstance(own, int | float) and not isinstance(own, bool):
+            clock = float(own)
         lines.append("hints waiting for delivery:")
         hint_rows = [
-            [h.get("target"), h.get("count"), h.get("bytes"), h.get("oldest")] for h in hints
+            [h.get("target"), h.get("count"), h.get("bytes"), _age(h.get("oldest"), clock)]
+            for h in hints
         ]
-        lines.append(_indent(table(["FOR NODE", "COUNT", "BYTES", "OLDEST"], hint_rows, (1, 2))))
+        lines.append(_indent(table(["FOR NODE", "COUNT", "BYTES", "OLDEST"], hint_rows, (1, 2, 3))))
     else:
         lines.append("hints waiting for delivery: none")
     statistics = status.get("statistics") or {}
@@ -248,6 +271,23 @@ def format_status(status: Mapping[str, Any]) -> str:
         lines += ["", "statistics:"]
         lines.append(_indent(table(["NAME", "VALUE"], sorted(statistics.items()), (1,))))
     return "\n".join(lines)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _age(created: Any, now: float) -> str:
+    """How long ago the wall-clock time ``created`` was, in the largest whole unit that
+    fits ("42s", "3m", "2h", "5d"); "-" when it is not a time. A time slightly ahead of
+    ``now`` (clocks of two machines) counts as "0s"."""
+    if not _is_number(created):
+        return "-"
+    seconds = max(0, int(now - created))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
 
 
 def _disk(disk: Any) -> str:
@@ -289,8 +329,11 @@ def format_upkeep(status: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def format_handoff(handoff: dict[str, Any]) -> str:
-    """One line on the ownership handoff that a join or leave started."""
+def format_handoff(handoff: Mapping[str, Any], members: Sequence[Mapping[str, Any]] = ()) -> str:
+    """One line on the ownership handoff that a join or leave started. While the node
+    its last error names is down in the status's own member list (``members``), the
+    handoff is waiting for that node rather than progressing: the line says so instead
+    of an ETA, which would only grow."""
     direction = handoff.get("direction", "?")
     keys = _count(handoff.get("keys"), "key")
     if handoff.get("abandoned"):
@@ -305,11 +348,63 @@ def format_handoff(handoff: dict[str, Any]) -> str:
             f"handoff ({direction}): {handoff.get('ranges_done', '?')} of "
             f"{handoff.get('ranges_total', '?')} ranges, {keys} so far"
         )
+        if waits_for_a_down_member(handoff, members):
+            return f"{line}; {handoff_wait(handoff, members)}"
         if isinstance(handoff.get("eta_s"), int | float):
             line += f", about {handoff['eta_s']:.0f}s left"
     if handoff.get("last_error"):
         line += f"; last error: {handoff['last_error']}"
     return line
+
+
+def _blamed(handoff: Mapping[str, Any]) -> tuple[str, str]:
+    """The node id and the reason in a handoff's last error, which the node records as
+    "NODE_ID: reason" for a failed push or pull ("" for the id if it has another form)."""
+    error = str(handoff.get("last_error") or "")
+    node_id, sep, reason = error.partition(": ")
+    if not sep or not node_id or " " in node_id:
+        return "", error
+    return node_id, reason
+
+
+def _member(node_id: str, members: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
+    if node_id:
+        for member in members:
+            if isinstance(member, Mapping) and member.get("node_id") == node_id:
+                return member
+    return {}
+
+
+def waits_for_a_down_member(
+    handoff: Mapping[str, Any], members: Sequence[Mapping[str, Any]]
+) -> bool:
+    """Whether a leave's unfinished handoff (direction "out") has a last error naming a
+    member that the same status shows as not alive (suspect, dead): a leave's pushes must
+    reach the nodes taking its place, so it waits for that one until it is back or the
+    leave is abandoned. (A join pulls from another owner instead, so it is not waiting.)"""
+    if handoff.get("direction") != "out" or not handoff.get("last_error"):
+        return False
+    if handoff.get("done") or handoff.get("abandoned"):
+        return False
+    liveness = _member(_blamed(handoff)[0], members).get("liveness")
+    return liveness is not None and liveness != "alive"
+
+
+def handoff_wait(handoff: Mapping[str, Any], members: Sequence[Mapping[str, Any]] = ()) -> str:
+    """What a stuck handoff waits for, from its last error and the member list: "waiting
+    for node ID at ADDRESS (dead; connection refused)". A leave (direction "out") gives
+    up after a minute of it (the node's LEAVE_PATIENCE), which the text says."""
+    node_id, reason = _blamed(handoff)
+    member = _member(node_id, members)
+    who = f"node {node_id}" if node_id else "a node"
+    if member.get("address"):
+        who += f" at {member['address']}"
+    liveness = member.get("liveness")
+    detail = f"{liveness}; {reason}" if liveness and liveness != "alive" else reason
+    text = f"waiting for {who} ({detail})" if detail else f"waiting for {who}"
+    if handoff.get("direction") == "out":
+        text += "; a leave gives up after a minute of this"
+    return text
 
 
 def _count(value: Any, noun: str) -> str:

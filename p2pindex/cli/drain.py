@@ -3,6 +3,9 @@
 The node stops coordinating (it relays requests to the key's other replicas), hands every
 range it holds to the nodes that take its place, then announces that it left and exits.
 The command follows the handoff's progress and ETA from the node's status until it is gone.
+While the handoff stands still on an error (a node taking over is down or refuses), the line
+names the node it waits for instead of an ETA, which would only grow: the node abandons the
+leave after a minute of that.
 A drain that would leave fewer than N nodes is refused by the node, with the reason; one
 the node abandons (a node taking over stayed out of reach) ends with that reason and exit
 status 1, the node still a serving member.
@@ -24,6 +27,7 @@ from typing import Any
 
 import trio
 
+from p2pindex.cli.admin import handoff_wait
 from p2pindex.cli.common import (
     EXIT_ERROR,
     EXIT_INDETERMINATE,
@@ -49,6 +53,10 @@ keeps its connections open and never answers."""
 CONFIRM_WAIT = 30.0
 """How long to look for a confirmation once the node stopped answering: a node that left
 is recorded as left by the others at once, while a crashed one never is."""
+STALLED = 2.0
+"""Seconds (by the node's handoff clock) the handoff's counts must stand still, with an
+error recorded, before the progress line says what it waits for instead of an ETA. A
+handoff at work changes its key or range count within moments."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -58,7 +66,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Drain the node at --node: it stops coordinating requests, hands every range it "
             "holds to the nodes that take its place, then leaves and exits. Progress and an "
-            "ETA are printed until it is gone (and shown by `p2pindex status` meanwhile). "
+            "ETA are printed until it is gone (and shown by `p2pindex status` meanwhile); "
+            "while a node taking over is unreachable, the node it waits for instead. "
             "Refused, with the reason, when the others could not keep N copies. Success is "
             "reported only once another member confirms the node left; if the node stops "
             "answering without that, the outcome is unknown (exit 5)."
@@ -77,9 +86,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     drain.set_defaults(func=run_drain)
 
 
-def progress_line(status: Mapping[str, Any]) -> str:
+def progress_line(status: Mapping[str, Any], stalled: bool = False) -> str:
     """One progress line. Keys go out in batches of many ranges, so once every range is
-    read the last batch may still be on its way: the count is then "so far", not final."""
+    read the last batch may still be on its way: the count is then "so far", not final.
+    ``stalled``: the counts have stood still for a while (``Watch.stalled_for``); with an
+    error recorded, the handoff is then waiting for the node that error names, and the
+    line says so (with the minute after which the node gives the leave up) instead of an
+    ETA that only grows."""
     handoff = status.get("handoff") or {}
     node = f"node {status.get('node_id', '?')}"
     if handoff.get("direction") != "out":
@@ -89,6 +102,12 @@ def progress_line(status: Mapping[str, Any]) -> str:
     ranges = f"({done} of {total} ranges)"
     if handoff.get("done"):
         return f"{node}: 100.0% {ranges}, {keys} keys handed over, announcing its leave"
+    if stalled and handoff.get("last_error"):
+        wait = handoff_wait(handoff, _member_docs(status))
+        return (
+            f"{node}: {handoff.get('percent', 0):.1f}% {ranges}, {keys} keys handed over "
+            f"so far; {wait}"
+        )
     if total and done >= total:
         return (
             f"{node}: every range read {ranges}, {keys} keys handed over so far, sending the rest"
@@ -111,6 +130,8 @@ class Watch:
     last: Mapping[str, Any] = field(default_factory=dict)
     shown: str = ""
     shown_at: float = -POLL
+    counts: tuple[Any, ...] = ()
+    counts_since: float = 0.0
 
     def show(self, line: str) -> None:
         """Print a progress line when it says something new, at most once per POLL while
@@ -139,6 +160,26 @@ class Watch:
     def handoff(self) -> Mapping[str, Any]:
         handoff = self.last.get("handoff")
         return handoff if isinstance(handoff, Mapping) else {}
+
+    def stalled_for(self) -> float:
+        """Seconds the last status's handoff counts (keys, ranges, second pass) have
+        stood still, as far as this command saw: 0 when they just changed. Measured by
+        the handoff's own ``elapsed_s`` (the node's clock, which polls that wait for a
+        slow answer do not distort), or this process's clock if it has none."""
+        handoff = self.handoff()
+        counts = tuple(
+            handoff.get(name)
+            for name in ("direction", "keys", "ranges_done", "second_pass_keys", "done")
+        )
+        elapsed = handoff.get("elapsed_s")
+        now = (
+            float(elapsed)
+            if isinstance(elapsed, int | float) and not isinstance(elapsed, bool)
+            else trio.current_time()
+        )
+        if counts != self.counts or now < self.counts_since:  # moved, or a new handoff
+            self.counts, self.counts_since = counts, now
+        return now - self.counts_since
 
     def keys_handed_over(self) -> str:
         """The key count for the final line: the node's own figure if its last status said
@@ -221,8 +262,9 @@ async def _follow(db: AsyncClient, watch: Watch, as_json: bool) -> str:
         watch.learn_members(_member_docs(status))
         if watch.handoff().get("abandoned"):
             return "abandoned"
+        stalled = watch.stalled_for() >= STALLED
         if not as_json:
-            watch.show(progress_line(status))
+            watch.show(progress_line(status, stalled))
         delay = _next_delay(watch, delay)
         await trio.sleep(delay)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -50,17 +51,32 @@ def filled(tmp_path: Path) -> Iterator[tuple[LocalCluster, dict[str, str]]]:
 def test_a_drain_ends_with_the_nodes_own_key_count(filled) -> None:
     four, env = filled
     leaver = four.nodes[3]
+    before = p2pindex("status", "--node", str(leaver.address), "--format", "json", env=env)
+    assert before.returncode == 0, before.stderr
+    status = json.loads(before.stdout)
+    held = status["keys"] - (status.get("keys_outside_ranges") or 0)
     done = p2pindex("drain", "--node", str(leaver.address), env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     last = done.stdout.splitlines()[-1]
     assert last.startswith(f"ok: node {leaver.node_id} handed its data over")
     assert "confirmed by another member" in last
     # Never a count of 0 presented as final: either the node's final figure (seen in
-    # its last status) or a pointer to its log, where the final count is.
+    # its last status), or the count it had when last seen (a lower bound: it left
+    # before a status showed the final one) with a pointer to its log, where the final
+    # count is, or that pointer alone.
     assert "(0 keys" not in last
-    if "its log has" not in last:
-        handed = int(last.split("(")[1].split(" keys handed over")[0])
-        assert handed >= KEYS * 3 // 4  # a quarter of the ring's copies move to others
+    counted = re.search(r"\((\d+) keys handed over( when last seen)?", last)
+    if counted is None:
+        assert "(its log has the number of keys handed over;" in last
+    elif counted.group(2):
+        assert int(counted.group(1)) > 0
+        assert "when last seen; its log has the final count;" in last
+    else:
+        # The final figure: four nodes become three, so each key the node held goes to
+        # exactly one node taking its place. About 3/4 of KEYS, give or take the ring's
+        # and the hash's spread (2,215 to 2,306 seen): the node's own count is the bound,
+        # while a fixed 3/4 of KEYS would fail about every other run.
+        assert held <= int(counted.group(1)) <= KEYS, (held, last)
     assert leaver.process is not None and leaver.process.wait(timeout=20) == 0
 
 
