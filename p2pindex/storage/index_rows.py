@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from p2pindex.core.terms import Term, term_order
 from p2pindex.core.versions import index_facts
+from p2pindex.types import key_text
 
 Facts = tuple[bool, frozenset[tuple[str, Term]]]
 NO_FACTS: Facts = (False, frozenset())
@@ -68,9 +69,15 @@ def check_range(index: str, lo: Term, hi: Term) -> TermRange:
         )
     if lo > hi:  # type: ignore[operator]
         raise ValueError(
-            f"index {index!r}: the range's low end {lo!r} is above its high end {hi!r}"
+            f"index {index!r}: the range's low end {_term_text(lo)} is above its high end "
+            f"{_term_text(hi)}"
         )
     return TermRange(index, lo, hi)
+
+
+def _term_text(term: Term) -> str:
+    """A term as a person gave it: the number, or the text (hex for bytes that are not)."""
+    return str(term) if type(term) is int else key_text(term)  # type: ignore[arg-type]
 
 
 def row_order(term: Term, key: bytes) -> tuple[tuple[int, Term], bytes]:

@@ -205,3 +205,16 @@ def test_unparseable_records_count_as_live_and_unindexed() -> None:
 
 def test_memory_backend_starts_empty() -> None:
     assert MemoryStorage().key_scan(b"", None, 5) == []
+
+
+@pytest.mark.parametrize(
+    ("lo", "hi", "said"),
+    [
+        (b"b", b"a", "low end 'b' is above its high end 'a'"),
+        (9, -3, "low end 9 is above its high end -3"),
+        (b"\xff", b"\x00", "low end 0xff is above its high end 0x00"),
+    ],
+)
+def test_a_backward_range_names_its_terms_as_the_user_gave_them(lo, hi, said) -> None:
+    with pytest.raises(ValueError, match=said):
+        check_range("tag", lo, hi)
