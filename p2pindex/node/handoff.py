@@ -38,7 +38,13 @@ from p2pindex.node.peers import PeerPool
 from p2pindex.node.stats import StatisticsStore
 from p2pindex.storage.base import Storage
 from p2pindex.types import Address
-from p2pindex.wire.messages import RangeScan, RangeScanReply, ReplicaWriteBatch
+from p2pindex.wire.messages import (
+    RangeScan,
+    RangeScanReply,
+    ReplicaWriteBatch,
+    StatusReply,
+    StatusRequest,
+)
 
 log = logging.getLogger(__name__)
 events = EventLog(log, trio.current_time)
@@ -63,6 +69,8 @@ LEAVE_PATIENCE = 60.0
 """Seconds a leaving node keeps trying a node that takes its place while every push to it
 fails (it is down, cut off, or refuses), before it abandons the leave (a short partition
 heals within it)."""
+STATUS_TIMEOUT = 5.0
+"""Seconds a leaving node waits for another member to say whether it is leaving too."""
 GAINED_ATTEMPTS = 5
 """Tries per source when pulling arcs gained by a removal, before it is left to
 anti-entropy."""
@@ -567,6 +575,35 @@ class OwnershipHandoff(RecordMover):
             await self.push_keys(keys)
         self.progress.finished = trio.current_time()
         self._log_finished()
+
+    @property
+    def n_replicas(self) -> int:
+        return self._n
+
+    async def others_leaving(self) -> list[str]:
+        """The other live members whose status says they are leaving too, asked at once.
+
+        Each leave is decided alone, on the ring as it was, so leaves that run together
+        hand data to one another: every node of a cluster stopped with SIGTERM at once
+        pushed its keys to nodes that were leaving too, and all of it was gone."""
+        me = self._view.node_id
+        leaving: list[str] = []
+
+        async def ask(node: str) -> None:
+            try:
+                reply = await self._peers.request(
+                    self._view.address_of(node), StatusRequest(), timeout=STATUS_TIMEOUT
+                )
+            except (OSError, P2PIndexError):
+                return  # down or unreachable: its leave, if any, could not finish either
+            if isinstance(reply, StatusReply) and reply.status.get("leaving") is True:
+                leaving.append(node)
+
+        async with trio.open_nursery() as nursery:
+            for node in sorted(self._view.ring.nodes):
+                if node != me and self._view.usable(node):
+                    nursery.start_soon(ask, node)
+        return sorted(leaving)
 
     async def push_keys(self, keys: set[bytes]) -> None:
         """Push ``keys`` again (those written after ``push_all`` read their range) to the

@@ -35,9 +35,11 @@ async def hand_over(
     and has said why (log, status). Once it may go, its data stops counting as current
     (``forget_synced``)."""
     try:
+        await _refuse_a_concurrent_leave(handoff, view)  # before pushing to a leaver
         await handoff.hand_over(written, view)
         ring_after = view.ring.without_node(view.node_id)
         handoff.progress.hints = await hints.hand_over(ring_after, LEAVE_PATIENCE)
+        await _refuse_a_concurrent_leave(handoff, view)  # one that began meanwhile
         await _wait_for_a_listener(view)
         await handoff.forget_synced()
         # Its final figures (status: handoff done, keys handed over) live only until it
@@ -57,6 +59,39 @@ async def hand_over(
         )
         return False
     return True
+
+
+async def _refuse_a_concurrent_leave(handoff: OwnershipHandoff, view: ClusterView) -> None:
+    others = await handoff.others_leaving()
+    members = len(view.ring.nodes)
+    refusal = concurrent_leave_refusal(view.node_id, members, handoff.n_replicas, others)
+    if refusal is not None:
+        raise LeaveAbandoned(refusal)
+
+
+def concurrent_leave_refusal(me: str, members: int, n: int, others: list[str]) -> str | None:
+    """Why this node may not finish its leave while ``others`` leave too (None: it may).
+
+    Only one of the leaves that run together finishes, the lowest node id's: the others
+    stay members, holding what was handed to them. None finishes when the members that
+    would be left are fewer than N (every node of a cluster stopped at once): all stay,
+    and come back as themselves."""
+    if not others:
+        return None
+    staying = members - 1 - len(others)
+    if staying < n:
+        return (
+            f"{len(others)} other member(s) are leaving at the same time ({', '.join(others)}): "
+            f"the cluster would keep {staying} node(s), fewer than N={n}, so none of these "
+            "leaves may finish"
+        )
+    first = min(others)
+    if first < me:
+        return (
+            f"member {first} is leaving at the same time; one leave at a time keeps every "
+            "key's copies (leave again once it has left)"
+        )
+    return None
 
 
 async def _wait_for_a_listener(view: ClusterView) -> None:

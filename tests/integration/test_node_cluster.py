@@ -606,3 +606,49 @@ async def test_a_node_that_left_drops_what_it_kept_so_deleted_keys_stay_deleted(
         for key in keys:
             read = await cluster.request(cluster.nodes[0], get(key, "all"))
             assert isinstance(read, GetReply) and read.values == [], (key, read)
+
+
+async def test_leaves_that_run_together_let_one_finish_at_most_and_lose_nothing(
+    autojump_clock,
+):
+    """Found by a helper: SIGTERM to every node of a four-node cluster at once made each
+    hand its keys to nodes that were leaving too; all four left and every key was gone.
+    Leaves that run together now ask each other: only the lowest node id's may finish, and
+    none when the members left would be fewer than N."""
+    async with running_cluster(4) as cluster:
+        keys = [b"together-%d" % i for i in range(40)]
+        await write_at_all(cluster, keys)
+        outcome: dict[str, bool] = {}
+
+        async def leave(running: RunningNode) -> None:
+            outcome[running.node.node_id] = await running.node.leave()
+
+        async with trio.open_nursery() as nursery:
+            for running in cluster.nodes:
+                nursery.start_soon(leave, running)
+        assert outcome and not any(outcome.values()), outcome  # 4 - 1 - 3 < N: none
+        assert all("at the same time" in n.node.handoff.progress.abandoned for n in cluster.nodes)
+        for key in keys:
+            assert sum(n.storage.get(key) is not None for n in cluster.nodes) >= 3, key
+
+
+async def test_of_two_leaves_that_run_together_the_lowest_node_id_finishes(autojump_clock):
+    async with running_cluster(5) as cluster:
+        keys = [b"pair-%d" % i for i in range(40)]
+        await write_at_all(cluster, keys)
+        pair = sorted(cluster.nodes[3:], key=lambda n: n.node.node_id)
+        outcome: dict[str, bool] = {}
+
+        async def leave(running: RunningNode) -> None:
+            outcome[running.node.node_id] = await running.node.leave()
+
+        async with trio.open_nursery() as nursery:
+            for running in pair:
+                nursery.start_soon(leave, running)
+        assert outcome == {pair[0].node.node_id: True, pair[1].node.node_id: False}
+        assert "is leaving at the same time" in pair[1].node.handoff.progress.abandoned
+        stayers = [n for n in cluster.nodes if n is not pair[0]]
+        await assert_left_with_its_keys_handed_over(pair[0], stayers[:3], [])
+        for key in keys:
+            read = await cluster.request(stayers[0], get(key, "all"))
+            assert isinstance(read, GetReply) and read.values == [b"v"], (key, read)
