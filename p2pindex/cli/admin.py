@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_node_option(status, what="the node to ask")
     add_format_option(status)
-    status.set_defaults(func=run_status)
+    status.set_defaults(func=run_status, reads_only=True)
 
     explain = subparsers.add_parser(
         "explain",
@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     explain.add_argument("key", metavar="KEY", help="the key (text, stored as UTF-8)")
     add_node_option(explain)
     add_format_option(explain)
-    explain.set_defaults(func=run_explain)
+    explain.set_defaults(func=run_explain, reads_only=True)
 
     leave = subparsers.add_parser(
         "leave",

@@ -260,19 +260,22 @@ def with_client(args: argparse.Namespace, body: Callable[[AsyncClient], Awaitabl
     return trio.run(run)
 
 
-def exit_code_for(error: BaseException) -> int:
+def exit_code_for(error: BaseException, *, read: bool = False) -> int:
     """The README's table: 1 error, 2 usage, 3 not found (set by `get`), 4 unavailable
-    (definitely not done), 5 timeout or another indeterminate outcome."""
+    (definitely not done), 5 timeout or another indeterminate outcome. A command that only
+    reads (``read``) changed nothing, however it failed: a timeout is a 4 for it."""
     if isinstance(error, UsageError):
         return EXIT_USAGE
     if isinstance(error, Unavailable | NoNodeReachable | NotReady):
+        return EXIT_UNAVAILABLE
+    if read and isinstance(error, IndeterminateError):
         return EXIT_UNAVAILABLE
     if isinstance(error, IndeterminateError):
         return EXIT_INDETERMINATE
     return EXIT_ERROR
 
 
-def describe(error: BaseException) -> str:
+def describe(error: BaseException, *, read: bool = False) -> str:
     """The text after ``error: ``: what kind of failure, then what happened."""
     if isinstance(error, P2PIndexError):
         kind = error.code.replace("_", " ")
@@ -283,7 +286,11 @@ def describe(error: BaseException) -> str:
         self_explaining = isinstance(error, NoNodeReachable | ConfigError) or text.startswith(kind)
         message = text if self_explaining else f"{kind}: {text}"
         if isinstance(error, IndeterminateError):
-            message += " (the operation may or may not have taken effect)"
+            message += (
+                " (a read: nothing was changed)"
+                if read
+                else " (the operation may or may not have taken effect)"
+            )
         return message
     if isinstance(error, OSError) and error.strerror:
         where = f" ({error.filename})" if error.filename else ""
@@ -291,12 +298,13 @@ def describe(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
-def report(error: BaseException) -> int:
-    message = describe(error)
+def report(error: BaseException, *, read: bool = False) -> int:
+    """Print ``error`` and return its exit status; ``read``: the command only reads."""
+    message = describe(error, read=read)
     if isinstance(error, UsageError):
         message += " (see 'p2pindex --help')"
     print(f"error: {message}", file=sys.stderr)
-    return exit_code_for(error)
+    return exit_code_for(error, read=read)
 
 
 def single_error(group: BaseExceptionGroup) -> BaseException | None:

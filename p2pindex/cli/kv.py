@@ -130,7 +130,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         " line; prints KEY<TAB>VALUE lines (one per value; --format json: one document a key)",
     )
     _common(get)
-    get.set_defaults(func=run_get)
+    get.set_defaults(func=run_get, reads_only=True)
 
     delete = subparsers.add_parser(
         "delete",
@@ -182,7 +182,8 @@ def _traced(args: argparse.Namespace, body: Callable[[AsyncClient], Awaitable[in
             if isinstance(exc.trace, Trace):
                 if args.format == "json":
                     doc = {"key": display_bytes(argv_bytes(args.key, "KEY"))}
-                    _emit_json({**doc, "ok": False, "error": describe(exc)}, exc.trace)
+                    error = describe(exc, read=getattr(args, "reads_only", False))
+                    _emit_json({**doc, "ok": False, "error": error}, exc.trace)
                 else:
                     _print_trace(exc.trace)
             raise

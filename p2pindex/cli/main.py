@@ -189,11 +189,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_ERROR
     except (P2PIndexError, UsageError, ValueError, OSError) as exc:
-        return report(exc)
+        return report(exc, read=getattr(args, "reads_only", False))
     except BaseExceptionGroup as group:
         error = single_error(group)
         if isinstance(error, P2PIndexError | UsageError | ValueError | OSError):
-            return report(error)
+            return report(error, read=getattr(args, "reads_only", False))
         if isinstance(error, KeyboardInterrupt):
             print("interrupted", file=sys.stderr)
             return 130

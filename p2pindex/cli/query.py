@@ -166,7 +166,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     keys.add_argument("--prefix", default="", help="only keys starting with these bytes")
     _common(keys)
-    keys.set_defaults(func=run_keys)
+    keys.set_defaults(func=run_keys, reads_only=True)
 
     query = subparsers.add_parser(
         "query",
@@ -190,7 +190,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     query.add_argument("--prefix", default="", help="only keys starting with these bytes")
     _common(query)
-    query.set_defaults(func=run_query)
+    query.set_defaults(func=run_query, reads_only=True)
 
 
 def run_keys(args: argparse.Namespace) -> int:

@@ -24,9 +24,12 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from p2pindex.core.placement import Target
+from p2pindex.errors import IndeterminateError, P2PIndexError, Unavailable
+from p2pindex.wire.errors import error_from_reply, reply_for_error
 from p2pindex.wire.messages import (
     DeleteReply,
     DeleteRequest,
+    ErrorReply,
     GetReply,
     GetRequest,
     Message,
@@ -37,6 +40,16 @@ from p2pindex.wire.messages import (
 _Request = TypeVar("_Request", bound=Message)
 Serve = Callable[[_Request], Awaitable[Message]]
 """The coordinator's entry point for one kind of request (``Serve[GetRequest]``)."""
+
+
+def _nothing_written(error: P2PIndexError) -> Unavailable:
+    """A read that failed as a read fails (a timeout, too few answers) said nothing about
+    a write, and this one was never sent: the failure is definite."""
+    required = getattr(error, "required", 0)
+    answered = getattr(error, "acknowledged", 0)
+    return Unavailable(
+        required, answered, f"the read this write begins with failed ({error}); nothing was written"
+    )
 
 
 def needs_read_first(request: PutRequest | DeleteRequest) -> bool:
@@ -66,11 +79,18 @@ async def read_then_write(
     """
     # Not marked forwarded even when the write was: a coordinator that is no read target
     # (a SYNCING node) relays the read once, and the node it reaches serves it.
-    read = await get(
-        GetRequest(request.key, request.consistency, request.timeout_ms, request.strict)
-    )
+    try:
+        read = await get(
+            GetRequest(request.key, request.consistency, request.timeout_ms, request.strict)
+        )
+    except IndeterminateError as exc:
+        raise _nothing_written(exc) from None
+    if isinstance(read, ErrorReply):  # from a relayed read: nothing was written
+        error = error_from_reply(read)
+        indeterminate = isinstance(error, IndeterminateError)
+        return reply_for_error(_nothing_written(error)) if indeterminate else read
     if not isinstance(read, GetReply):
-        return read  # an error reply from a relayed read: nothing was written
+        return read
     if isinstance(request, DeleteRequest):
         reply = await write(dataclasses.replace(request, context=read.context))
         if isinstance(reply, DeleteReply):

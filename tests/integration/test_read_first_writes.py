@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import trio
 
+from p2pindex.sim.network import Delay, DelayKind
 from p2pindex.wire.messages import (
     DeleteReply,
     DeleteRequest,
@@ -109,3 +110,23 @@ async def test_an_overwrite_with_a_context_is_refused_and_writes_nothing():
         assert isinstance(refused, ErrorReply) and refused.code == "invalid_request"
         assert "context" in refused.message
         assert (await cluster.request(a, get(b"k"))).values == [b"v1"]
+
+
+async def test_a_delete_whose_read_times_out_is_definite_and_deletes_nothing(autojump_clock):
+    """Found by a helper: with one replica stalled, DELETE at ALL answered 504 'timed out
+    with 2 of 3 required replies', indeterminate; but only the read had run, and the value
+    was still there. The read before a write failing is definite: nothing was written."""
+    async with running_cluster(3) as cluster:
+        a, b, c = cluster.nodes
+        assert isinstance(await cluster.request(a, put(b"k", b"v1", "all")), PutReply)
+        slow = Delay(DelayKind.CONSTANT, minimum=2.0, mean=2.0)
+        cluster.network.set_delay("slow", slow, hosts=[c.address.host])
+        refused = await cluster.request(a, DeleteRequest(b"k", None, "all", 500))
+        assert isinstance(refused, ErrorReply) and refused.code == "unavailable", refused
+        overwrite = await cluster.request(
+            b, PutRequest(b"k", b"v2", None, "all", 500, overwrite=True)
+        )
+        assert isinstance(overwrite, ErrorReply) and overwrite.code == "unavailable", overwrite
+        cluster.network.clear("slow")
+        got = await cluster.request(a, get(b"k"))
+        assert isinstance(got, GetReply) and got.values == [b"v1"]

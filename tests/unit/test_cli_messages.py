@@ -103,6 +103,25 @@ def test_exit_codes_follow_the_readme_table(error: Exception, code: int) -> None
     assert exit_code_for(error) == code
 
 
+@pytest.mark.parametrize("error", [Timeout(required=3, acknowledged=2), ConnectionLost("x")])
+def test_a_read_that_times_out_changed_nothing_and_says_so(error: Exception) -> None:
+    """Found by a helper: `get --consistency all` timing out said "(the operation may or
+    may not have taken effect)" and exited 5, the code of a write that may have landed."""
+    assert exit_code_for(error, read=True) == 4
+    said = describe(error, read=True)
+    assert said.endswith("(a read: nothing was changed)")
+    assert "may or may not" not in said
+    assert "may or may not" in describe(error)
+
+
+def test_the_commands_that_only_read_are_marked_so() -> None:
+    parser = cli_main.build_parser()
+    for words in (["get", "k"], ["keys"], ["query", "i", "1"], ["status"], ["explain", "k"]):
+        assert parser.parse_args(words).reads_only is True, words
+    for words in (["put", "k", "v"], ["delete", "k"]):
+        assert getattr(parser.parse_args(words), "reads_only", False) is False, words
+
+
 # --- access refusals -------------------------------------------------------------------------
 
 
