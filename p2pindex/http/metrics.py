@@ -49,9 +49,11 @@ EXACT: dict[str, tuple[str, str, dict[str, str]]] = {
     "requests.delete": ("p2pindex_requests_succeeded_total", "", {"operation": "delete"}),
     "requests.forwarded": ("p2pindex_requests_relayed_total",
                            "Client requests relayed to a node that holds the key.", {}),
-    "requests.write_indeterminate": ("p2pindex_quorum_failures_total",
-                                     "Writes whose quorum failed or timed out, by cause.",
-                                     {"cause": "write_indeterminate"}),
+    # Not a cause of p2pindex_quorum_failures_total: those are counted from the errors
+    # below, and this one would count every failed write twice.
+    "requests.write_indeterminate": ("p2pindex_writes_indeterminate_total",
+                                     "Writes whose quorum failed or timed out after they "
+                                     "were sent: their outcome is unknown.", {}),
     "repairs.read": ("p2pindex_read_repairs_total", "Read repairs sent to stale replicas.", {}),
     "repairs.failed": ("p2pindex_read_repair_failures_total", "Read repairs that failed.", {}),
     "hints.stored": ("p2pindex_hints_total", "Hinted-handoff events.", {"event": "stored"}),

@@ -121,3 +121,26 @@ async def test_a_request_moves_the_frame_and_byte_counters_and_connections_open(
         assert value(closed, "p2pindex_connections_open", direction="in") == value(
             before, "p2pindex_connections_open", direction="in"
         )
+
+
+async def test_a_write_that_times_out_is_one_quorum_failure_and_one_unknown_outcome(
+    autojump_clock,
+):
+    """Found by a helper: one failed write moved p2pindex_quorum_failures_total twice,
+    under cause="write_indeterminate" and cause="timeout", so the alert on its rate saw
+    double."""
+    async with running_cluster(3) as cluster:
+        node = cluster.nodes[0].node
+        cluster.crash(cluster.nodes[2])
+        before = scrape(node)
+        reply = await cluster.request(cluster.nodes[0], PutRequest(b"k", b"v", None, "all", 500))
+        assert not isinstance(reply, PutReply), reply
+        after = scrape(node)
+        failures = {
+            labels: count
+            for (name, labels), count in after.items()
+            if name == "p2pindex_quorum_failures_total" and count != before.get((name, labels), 0.0)
+        }
+        assert len(failures) == 1 and sum(failures.values()) == 1, failures
+        unknown = value(after, "p2pindex_writes_indeterminate_total")
+        assert unknown == 1 + before.get(("p2pindex_writes_indeterminate_total", ()), 0.0)
