@@ -173,6 +173,9 @@ class HintedHandoff:
                 elif self._view.usable(self._departures.stand_in(backlog.target)):
                     delivered = await self.deliver(backlog.target)
                     if delivered:
+                        # What was kept for it since the last summary went out with these:
+                        # summed up later, it would be logged as kept for a member "down".
+                        self._kept.pop(backlog.target, None)
                         events.info(
                             "hints-delivered",
                             "delivered %d hint(s) to member %s; %d left for it",

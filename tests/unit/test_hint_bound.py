@@ -107,3 +107,24 @@ async def test_hints_larger_together_than_a_frame_are_delivered_in_frame_sized_b
     assert await hints.deliver("n1") == 7
     assert sorted(peer.delivered) == [f"key{i}".encode() for i in range(7)]
     assert peer.sizes == [80, 80, 80, 40]
+
+
+async def test_hints_delivered_are_not_summed_up_later_as_kept_for_a_member_down(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by a helper: 'kept 918 hint(s) ... for member X, which is down; 0 bytes held'
+    was logged ten seconds after X came back and all of them were delivered."""
+    storage, stats, peer = MemoryStorage(), StatisticsStore(), AcceptingPeer()
+    hints = HintedHandoff(Reachable(), storage, peer, stats, lambda: 1_000.0)  # type: ignore[arg-type]
+    for i in range(5):
+        await hints.keep("n1", f"key{i}".encode(), RECORD)
+    import p2pindex.node.hints as hints_module
+
+    caplog.set_level("INFO")
+    caplog.clear()  # the first hint of the outage is news, logged as it is kept
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(hints.run)
+        await trio.sleep(2 * hints_module.SUMMARY_INTERVAL)
+        nursery.cancel_scope.cancel()
+    assert sorted(peer.delivered) == [f"key{i}".encode() for i in range(5)]
+    assert not [r for r in caplog.records if "which is down" in r.getMessage()]
