@@ -230,7 +230,8 @@ class Coordinator:
         others = {t.node: t for t in targets if t.node != self._node_id}
         ranked = [others[node] for node in self._calls.rank(list(others))]  # the fastest first
         relaying = (request, ranked, timeout, self._peers, self._view.address_of, self._stats)
-        return targets, timeout, functools.partial(relay.forward, *relaying)
+        attempt = self._config.replica_timeout
+        return targets, timeout, functools.partial(relay.forward, *relaying, attempt=attempt)
 
     # --- writes -----------------------------------------------------------------------------
 

@@ -3,7 +3,8 @@
 A target that cannot be reached (an OSError from the peer pool: nothing was sent) is skipped
 for the next. Once the relayed request went out, whatever happens next (a broken link, the
 deadline passing while a target holds it) may follow a write that target applied, so only a
-relay that every target refused is definite.
+relay that every target refused is definite. A read changes nothing: a target that holds it
+past ``replica_timeout`` is given up for the next, and a relayed read that fails is definite.
 """
 
 from __future__ import annotations
@@ -29,8 +30,16 @@ async def forward(
     peers: PeerPool,
     address_of: Callable[[str], Address],
     stats: StatisticsStore,
+    *,
+    attempt: float | None = None,
 ) -> Message:
-    """Relay ``request`` to the first of ``targets`` that takes it."""
+    """Relay ``request`` to the first of ``targets`` that takes it.
+
+    A read changes nothing, so one target that holds it past ``attempt`` seconds (stalled,
+    paused) is given up for the next, within the request's ``timeout``: a read relayed to a
+    stalled replica used to wait out the whole deadline with two healthy ones unasked. A
+    write is never sent twice (a second coordinator would make a second version)."""
+    read = isinstance(request, GetRequest) and attempt is not None
     if request.forwarded:
         # Not relayed again (two nodes that disagree could pass it back and forth). Nothing
         # was done, and another node may already see the ring as the client does, so the
@@ -42,21 +51,37 @@ async def forward(
     trace = trace_seam.current()
     relayed = as_forwarded(request, trace=trace is not None)
     refused: list[str] = []
+    deadline = trio.current_time() + timeout
     with trio.move_on_after(timeout):
         for target in targets:
             try:
                 if trace is not None:
                     trace.step("relayed", node=target.node)
                 stats.incr("requests.forwarded")
-                reply = await peers.request(address_of(target.node), relayed, timeout)
+                wait = deadline - trio.current_time()
+                if read and attempt is not None and target is not targets[-1]:
+                    wait = min(wait, attempt)
+                with trio.fail_after(wait):
+                    reply = await peers.request(address_of(target.node), relayed, wait)
                 if trace is not None:
                     remote = getattr(reply, "trace", None) or {}
                     trace.step("relay_answered", node=target.node, steps=remote.get("steps"))
                 return reply
             except OSError as exc:  # not connected: this target got nothing
                 refused.append(f"{target.node} ({exc})")
+            except (trio.TooSlowError, Timeout):
+                if not read:
+                    raise Timeout(
+                        f"no replica answered the relayed request within {timeout:g}s"
+                    ) from None
+                refused.append(f"{target.node} (no answer within {wait:.3g}s)")
         tried = "; ".join(refused)
         raise Unavailable(1, 0, f"no replica could be reached to relay to: {tried}")
+    if read:
+        tried = "; ".join(refused) or "none answered"
+        raise Unavailable(
+            1, 0, f"no replica answered the relayed read within {timeout:g}s: {tried}"
+        )
     raise Timeout(f"no replica answered the relayed request within {timeout:g}s")
 
 
