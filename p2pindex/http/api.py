@@ -354,9 +354,10 @@ def readiness(node: Node) -> list[str]:
     if not node.membership_confirmed:
         reasons.append("no seed or known member has answered since the node started")
     if not node.ring_known():
+        why = "" if node.membership_confirmed else " (no seed answered yet)"
         reasons.append(
             f"the ring has {len(node.ring.nodes)} node(s), fewer than N={node.config.n_replicas}"
-            " (no seed answered yet)"
+            f"{why}"
         )
     return reasons
 

@@ -155,6 +155,18 @@ class IndexMonitor:
                 f"every member holds every key, and a level needing more than {size} replies "
                 "is refused; keys are copied up to N as nodes join"
             )
+        running = 1 + sum(  # itself, and the other members of the ring that are up
+            1
+            for member in node.members()
+            if member.node_id != node.node_id and member.node_id in node.ring.nodes
+            if member.running
+        )
+        if size >= n > running:
+            warnings.append(
+                f"only {running} of the ring's {size} members are up, fewer than N={n}: "
+                f"requests needing {n} replies (consistency all) fail until more come back, "
+                "and writes wait on fallbacks and hints"
+            )
         if node.poor_health is not None:
             warnings.append(
                 f"local health is poor (score {node.poor_health}, 0 is healthy): this node's "

@@ -9,6 +9,7 @@ import trio
 
 from p2pindex.core import versions
 from p2pindex.core.ring import RING_SIZE, Ring
+from p2pindex.http.api import readiness
 from p2pindex.node import handoff, restart_meta
 from p2pindex.node.eventlog import EventLog
 from p2pindex.types import Liveness, NodeState
@@ -652,3 +653,31 @@ async def test_of_two_leaves_that_run_together_the_lowest_node_id_finishes(autoj
         for key in keys:
             read = await cluster.request(stayers[0], get(key, "all"))
             assert isinstance(read, GetReply) and read.values == [b"v"], (key, read)
+
+
+async def test_status_warns_when_fewer_than_n_members_are_up(autojump_clock):
+    """Found by a helper: with 2 of 4 members up and N=3 every request at ALL failed, yet
+    status had no warning (it counted ring members, the dead included)."""
+    async with running_cluster(4) as cluster:
+        status = await cluster.request(cluster.nodes[0], StatusRequest())
+        assert isinstance(status, StatusReply)
+        assert not any("are up" in w for w in status.status["warnings"])
+        for victim in cluster.nodes[2:]:
+            cluster.crash(victim)
+        for victim in cluster.nodes[2:]:
+            await cluster.wait_dead(victim.node.node_id, 60)
+        status = await cluster.request(cluster.nodes[0], StatusRequest())
+        assert isinstance(status, StatusReply)
+        assert any(
+            "only 2 of the ring's 4 members are up, fewer than N=3" in w
+            for w in status.status["warnings"]
+        ), status.status["warnings"]
+        ready = readiness(cluster.nodes[0].node)
+        assert ready == [], ready  # quorum still works: it takes traffic
+
+
+async def test_a_one_node_cluster_is_not_ready_for_the_reason_it_has(autojump_clock):
+    async with running_cluster(1) as cluster:
+        reasons = readiness(cluster.nodes[0].node)
+        assert any("fewer than N=3" in r for r in reasons), reasons
+        assert not any("no seed answered" in r for r in reasons), reasons
