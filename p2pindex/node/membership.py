@@ -66,6 +66,8 @@ class MembershipDriver:
         self._wake_at = math.inf
         self._nursery: trio.Nursery | None = None
         self._outgoing: list[tuple[Address, bytes]] = []
+        self._incarnation_seen = swim.incarnation
+        self._refuted_seen = 0
         self.joined = False
         """True once the core joined and every member change up to then reached the node.
         The core counts as joined the moment an exchange is merged, but its member events
@@ -138,8 +140,24 @@ class MembershipDriver:
             for seconds in round_trips:
                 self._on_round_trip(seconds)
         self.joined = self._swim.joined
+        if self._swim.incarnation != self._incarnation_seen:
+            self._note_refutation()
         for address, data in self._outgoing:
             await self._transport.send_datagram(address, data)
+
+    def _note_refutation(self) -> None:
+        """Say in this node's own log that others took it for suspect or dead: otherwise
+        only their logs tell, and an operator reading this one sees nothing of it."""
+        self._incarnation_seen = self._swim.incarnation
+        refuted = self._swim.statistics().get("refutations", 0)
+        if refuted > self._refuted_seen:
+            self._refuted_seen = refuted
+            events.warning(
+                "refuted",
+                "other members suspected this node or declared it dead (was it paused, "
+                "starved of CPU or cut off?); it refuted them at incarnation %d",
+                self._swim.incarnation,
+            )
 
     # --- Outputs (called by drain) ----------------------------------------------------------
 

@@ -681,3 +681,25 @@ async def test_a_one_node_cluster_is_not_ready_for_the_reason_it_has(autojump_cl
         reasons = readiness(cluster.nodes[0].node)
         assert any("fewer than N=3" in r for r in reasons), reasons
         assert not any("no seed answered" in r for r in reasons), reasons
+
+
+async def test_a_node_taken_for_dead_says_so_in_its_own_log_when_it_refutes(autojump_clock, caplog):
+    """Found by a helper: a node paused and declared dead four times had not a line about
+    it in its own log; only the others' logs told."""
+    caplog.set_level(logging.WARNING, logger="p2pindex.node.membership")
+    async with running_cluster(3) as cluster:
+        victim, others = cluster.nodes[2], cluster.nodes[:2]
+        cluster.network.pause(victim.address.host)
+        with trio.fail_after(60):
+            while any(
+                m.liveness is not Liveness.DEAD
+                for n in others
+                for m in n.node.members()
+                if m.node_id == victim.node.node_id
+            ):
+                await trio.sleep(0.5)
+        assert not [r for r in caplog.records if "refuted them" in r.getMessage()]
+        cluster.network.resume(victim.address.host)
+        with trio.fail_after(30):
+            while not [r for r in caplog.records if "refuted them" in r.getMessage()]:
+                await trio.sleep(0.5)
