@@ -66,6 +66,10 @@ def describe_step(step: TraceStep) -> str:
     elif step.step == "relay_answered":
         details.pop("steps", None)
         text = f"{node} answered the relayed request"
+    elif step.step == "unavailable":
+        required = details.pop("required", "?")
+        text = f"refused before asking any replica ({required} must answer): "
+        text += str(details.pop("reason", "too few replicas usable"))
     elif step.step == "decided":
         outcome = details.pop("outcome", "?")
         text = f"decided: {outcome}"

@@ -34,7 +34,7 @@ from p2pindex.core.batching import sized_groups
 from p2pindex.core.digest_read import Verdict, plan_read, verdict, version_digest
 from p2pindex.core.placement import Target
 from p2pindex.core.quorum import Outcome, ReadQuorum, Round, WriteQuorum, next_deadline
-from p2pindex.errors import InvalidRequest, P2PIndexError, StorageFailure
+from p2pindex.errors import InvalidRequest, P2PIndexError, StorageFailure, Unavailable
 from p2pindex.net.channel import Respond
 from p2pindex.node import read_first, relay, replies
 from p2pindex.node import request_plan as plan
@@ -222,7 +222,12 @@ class Coordinator:
         coordinate it."""
         timeout = plan.timeout(request.timeout_ms, self._config.request_timeout)
         n, key, strict = self._config.n_replicas, request.key, request.strict
-        targets = plan.targets(self._view, self._node_id, key, n, strict, needed, read=read)
+        try:
+            targets = plan.targets(self._view, self._node_id, key, n, strict, needed, read=read)
+        except Unavailable as refused:
+            if trace is not None:  # else a traced refusal shows no step at all
+                trace.step("unavailable", required=needed, reason=str(refused))
+            raise
         if trace is not None:
             trace.step("targets", required=needed, nodes=plan.describe(targets))
         if plan.coordinates(self._view, self._node_id, request, targets):

@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from p2pindex.client import connect
-from p2pindex.errors import IndeterminateError
+from p2pindex.errors import IndeterminateError, Unavailable
 from p2pindex.sim.network import Delay, DelayKind
 from p2pindex.types import Liveness
 from p2pindex.wire.messages import GetReply, GetRequest, PutReply, PutRequest
@@ -166,3 +166,20 @@ async def test_a_traced_request_relayed_to_a_replica_carries_the_relays_steps(au
         assert inner[0] == "targets" and inner[-1] == "decided"
         answered = {s["node"] for s in relay["steps"] if s["step"] == "replica_answered"}
         assert answered == owners - {relay["node"]}
+
+
+async def test_a_traced_request_refused_before_any_replica_was_asked_says_why(autojump_clock):
+    """Found by a helper: `--trace` on a request refused as unavailable printed the
+    header and no step at all (the refusal came before the targets step)."""
+    async with running_cluster(3) as cluster:
+        async with client_of(cluster, cluster.nodes[0]) as db:
+            await db.put("k", "v", consistency="all")
+            cluster.crash(cluster.nodes[2])
+            await cluster.wait_dead(cluster.nodes[2].node.node_id)
+            with pytest.raises(Unavailable) as refused:
+                await db.put("k", "w", consistency="all", trace=True, overwrite=True)
+        trace = refused.value.trace
+        assert trace is not None
+        steps = steps_named(trace, "unavailable")
+        assert steps and steps[0].details["required"] == 3, trace.steps
+        assert "reachable" in steps[0].details["reason"]

@@ -159,6 +159,17 @@ def test_an_unknown_step_is_shown_with_its_details() -> None:
     assert trace_lines(Trace.from_document(doc))[1].endswith("new thing aa n=3")
 
 
+def test_a_refusal_before_any_replica_was_asked_is_a_step_with_its_reason() -> None:
+    reason = "3 replicas required but only 2 reachable"
+    doc = {
+        "request_id": "r",
+        "steps": [{"step": "unavailable", "at_ms": 0.2, "took_ms": 0.2, "required": 3,
+                   "reason": reason}],
+    }  # fmt: skip
+    line = trace_lines(Trace.from_document(doc))[1]
+    assert line.endswith(f"refused before asking any replica (3 must answer): {reason}")
+
+
 def test_a_relays_steps_are_shown_indented_under_it() -> None:
     doc = {
         "request_id": "r",
