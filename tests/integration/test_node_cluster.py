@@ -12,7 +12,7 @@ from p2pindex.core.ring import RING_SIZE, Ring
 from p2pindex.http.api import readiness
 from p2pindex.node import handoff, restart_meta
 from p2pindex.node.eventlog import EventLog
-from p2pindex.types import Liveness, NodeState
+from p2pindex.types import NodeState
 from p2pindex.wire.messages import (
     DeleteReply,
     DeleteRequest,
@@ -552,14 +552,7 @@ async def test_a_node_removed_while_unreachable_is_told_when_it_is_back_and_stop
     async with running_cluster(4) as cluster:
         victim, members = cluster.nodes[3], cluster.nodes[:3]
         cluster.network.pause(victim.address.host)
-        with trio.fail_after(60):
-            while any(
-                m.liveness is not Liveness.DEAD
-                for n in members
-                for m in n.node.members()
-                if m.node_id == victim.node.node_id
-            ):
-                await trio.sleep(0.5)
+        await cluster.wait_dead(victim.node.node_id, 60, among=members)
         reply = await cluster.request(members[0], RemoveRequest(victim.node.node_id))
         assert isinstance(reply, OkReply), reply
         assert not victim.node.stopped.is_set()
@@ -690,14 +683,7 @@ async def test_a_node_taken_for_dead_says_so_in_its_own_log_when_it_refutes(auto
     async with running_cluster(3) as cluster:
         victim, others = cluster.nodes[2], cluster.nodes[:2]
         cluster.network.pause(victim.address.host)
-        with trio.fail_after(60):
-            while any(
-                m.liveness is not Liveness.DEAD
-                for n in others
-                for m in n.node.members()
-                if m.node_id == victim.node.node_id
-            ):
-                await trio.sleep(0.5)
+        await cluster.wait_dead(victim.node.node_id, 60, among=others)
         assert not [r for r in caplog.records if "refuted them" in r.getMessage()]
         cluster.network.resume(victim.address.host)
         with trio.fail_after(30):

@@ -130,9 +130,12 @@ class Cluster:
                     return
                 await trio.sleep(0.05)
 
-    async def wait_dead(self, node_id: str, timeout: float = 30.0) -> None:
-        """Wait until every running node holds ``node_id`` dead (as `remove` requires)."""
-        live = [n for n in self.nodes if not n.scope.cancel_called]
+    async def wait_dead(
+        self, node_id: str, timeout: float = 30.0, among: list[RunningNode] | None = None
+    ) -> None:
+        """Wait until every running node (or those ``among``; a paused node runs but hears
+        nothing) holds ``node_id`` dead (as `remove` requires)."""
+        live = among or [n for n in self.nodes if not n.scope.cancel_called]
         with trio.fail_after(timeout):
             while any(
                 m.liveness is not Liveness.DEAD
