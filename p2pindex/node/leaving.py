@@ -19,8 +19,6 @@ from p2pindex.node.stats import StatisticsStore
 from p2pindex.types import Liveness
 
 log = logging.getLogger("p2pindex.node.node")
-FINAL_FIGURES_LINGER = 1.0
-"""Seconds a node that handed everything over waits before it announces its leave."""
 
 
 async def hand_over(
@@ -42,10 +40,6 @@ async def hand_over(
         await _refuse_a_concurrent_leave(handoff, view)  # one that began meanwhile
         await _wait_for_a_listener(view)
         await handoff.forget_synced()
-        # Its final figures (status: handoff done, keys handed over) live only until it
-        # goes; a drain following it polls every FINAL_POLL, and a loaded machine can stretch
-        # that, so they stay up a moment before the node announces the leave.
-        await trio.sleep(FINAL_FIGURES_LINGER)
     except LeaveAbandoned as reason:
         view.handing_over = False
         handoff.progress.abandoned = str(reason)
