@@ -278,18 +278,27 @@ async def test_a_leaving_node_hands_its_keys_to_the_nodes_that_replace_it(autoju
         await assert_left_with_its_keys_handed_over(leaver, cluster.nodes[:3], keys)
 
 
+async def left_and_stopped(
+    cluster: Cluster, prefix: bytes, count: int
+) -> tuple[RunningNode, list[bytes]]:
+    """Write ``count`` keys at ALL, have the fourth node leave (checking its keys were
+    handed over) and stop it; its storage stays, for a restart."""
+    keys = [prefix + b"-%d" % i for i in range(count)]
+    await write_at_all(cluster, keys)
+    leaver = cluster.nodes[3]
+    assert await leaver.node.leave()
+    await assert_left_with_its_keys_handed_over(leaver, cluster.nodes[:3], keys)
+    leaver.scope.cancel()
+    return leaver, keys
+
+
 async def test_a_node_that_left_pulls_its_ranges_again_when_it_comes_back(autojump_clock):
     """A node that left stops holding its ranges; the writes made while it was away went
     to the nodes that took them over. Started again with its old data (a restart after
     SIGTERM, which leaves), it must come back SYNCING and pull, not serve its old copies as
     current: a quorum counting them could miss a write acknowledged meanwhile."""
     async with running_cluster(4) as cluster:
-        keys = [b"back-%d" % i for i in range(60)]
-        await write_at_all(cluster, keys)
-        leaver = cluster.nodes[3]
-        assert await leaver.node.leave()
-        await assert_left_with_its_keys_handed_over(leaver, cluster.nodes[:3], keys)
-        leaver.scope.cancel()
+        leaver, keys = await left_and_stopped(cluster, b"back", 60)
         for key in keys:
             read = await cluster.request(cluster.nodes[0], get(key, "all"))
             assert isinstance(read, GetReply), read
@@ -571,12 +580,7 @@ async def test_a_node_that_left_drops_what_it_kept_so_deleted_keys_stay_deleted(
     (the others held nothing for those keys) and 753 of 1000 deleted keys came back. A node
     that left hands everything over, so it drops what it kept before joining again."""
     async with running_cluster(4) as cluster:
-        keys = [b"gone-%d" % i for i in range(40)]
-        await write_at_all(cluster, keys)
-        leaver = cluster.nodes[3]
-        assert await leaver.node.leave()
-        await assert_left_with_its_keys_handed_over(leaver, cluster.nodes[:3], keys)
-        leaver.scope.cancel()
+        leaver, keys = await left_and_stopped(cluster, b"gone", 40)
         cluster.nodes.remove(leaver)
         for key in keys:
             read = await cluster.request(cluster.nodes[0], get(key, "all"))
