@@ -80,6 +80,13 @@ class PermissionDenied(DefiniteError):
     code = "permission_denied"
 
 
+class MemberRemoved(PermissionDenied):
+    """A node was removed from the cluster (`p2pindex remove`) and may not rejoin until it
+    is admitted again; a seed refuses its handshake with this, and the node stops."""
+
+    code = "member_removed"
+
+
 class ClientClosed(DefiniteError, RuntimeError):
     """The client was closed (or never opened) when it was called: nothing was sent.
 
@@ -169,6 +176,7 @@ ERROR_CODES: dict[str, type[P2PIndexError]] = {
         RecordLimitExceeded,
         Overloaded,
         PermissionDenied,
+        MemberRemoved,
         StorageFailure,
         Timeout,
         QuorumFailed,

@@ -250,7 +250,8 @@ def serve(config: NodeConfig) -> int:
                 url = await nursery.start(serve_http, node, config.http)
                 ready += f" http={url}"
             collect_garbage_rarely()
-            print(ready, flush=True)
+            if not node.view.removed_notice:  # a removed node stops instead (below)
+                print(ready, flush=True)
         if node.view.removed_notice:
             removed.append(node.node_id)
             log.error("node %s stopped: it was removed from the cluster", node.node_id)

@@ -15,7 +15,7 @@ import trio
 from p2pindex.core.planning import leave_refusal
 from p2pindex.core.ring import DEFAULT_VNODES
 from p2pindex.core.swim import Member
-from p2pindex.errors import InvalidRequest, P2PIndexError, PermissionDenied
+from p2pindex.errors import InvalidRequest, MemberRemoved, P2PIndexError
 from p2pindex.node.eventlog import EventLog
 from p2pindex.types import Liveness
 from p2pindex.wire import messages as wm
@@ -74,7 +74,7 @@ def _hello(node: Node, message: wm.Hello) -> wm.Message:
             message.node_id,
             message.address,
         )
-        raise PermissionDenied(node.removals.refusal(message.node_id))
+        raise MemberRemoved(node.removals.refusal(message.node_id))
     return wm.OkReply()
 
 
@@ -189,16 +189,25 @@ def _removed_here(node: Node) -> wm.Message:
     its own commit as an acknowledgement. It stops, saying why and how to come back."""
     if node.view.removed_notice:
         return wm.OkReply(f"node {node.node_id} knows it was removed and is stopping")
+    stop_as_removed(node, "while it was unreachable")
+    return wm.OkReply(f"node {node.node_id} was removed and stops")
+
+
+def stop_as_removed(node: Node, when: str) -> None:
+    """Stop a node the others removed (told by a member, or refused by a seed as it
+    restarted): serving would hand out stale copies of ranges that are the others' now,
+    and waiting would leave it running, not ready, for good. `serve` exits 1."""
+    if node.view.removed_notice:
+        return
     node.view.removed_notice = True
     node.stats.incr("membership.removed_self")
     events.error(
         "removed",
-        "another member says this node was removed from the cluster while it was "
-        "unreachable; it stops now. %s",
+        "another member says this node was removed from the cluster %s; it stops now. %s",
+        when,
         node.removals.refusal(node.node_id),
     )
     node.stopped.set()
-    return wm.OkReply(f"node {node.node_id} was removed and stops")
 
 
 def note_change(node: Node, previous: Member | None, member: Member) -> None:

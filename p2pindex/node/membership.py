@@ -20,7 +20,7 @@ import trio
 
 from p2pindex.core.swim import MemberChanged, Swim
 from p2pindex.core.swim.outputs import drain
-from p2pindex.errors import P2PIndexError
+from p2pindex.errors import MemberRemoved, P2PIndexError
 from p2pindex.net.base import Transport
 from p2pindex.node.eventlog import EventLog
 from p2pindex.security.claims import Claims
@@ -52,8 +52,11 @@ class MembershipDriver:
         exchange_timeout: float = 10.0,
         claims: Claims | None = None,
         on_round_trip: Callable[[float], None] | None = None,
+        on_removed: Callable[[], None] | None = None,
     ) -> None:
         self._swim = swim
+        self._on_removed = on_removed
+        """Called when a member refuses this node's connection because it was removed."""
         self._on_round_trip = on_round_trip
         """Gets each probe's round trip (seconds, trio time): the core computes them from
         the ``now`` values this driver passes in, and never reads a clock itself."""
@@ -182,6 +185,10 @@ class MembershipDriver:
                 with trio.fail_after(self._exchange_timeout):
                     reply = await self._exchange(address, payload, join)
             except (OSError, trio.TooSlowError, P2PIndexError) as exc:
+                # A refused connection is an OSError caused by the member's error reply.
+                removed = isinstance(exc.__cause__, MemberRemoved)
+                if removed and self._on_removed is not None:
+                    self._on_removed()
                 if join:
                     # A seed that is down is routine (info); one that refuses us says why,
                     # such as a removed node told how to come back (warning).

@@ -300,7 +300,7 @@ class Node:
             await self.handoff.drop_copies_if_it_left()
             if self._seeds and not self.handoff.already_synced():
                 self.state = NodeState.SYNCING
-                self.state_reason = "receiving the data of its ranges"
+                self.state_reason = "waiting for a seed or a known member to answer"
             restored = self._load_ring_members()
             seen_down = (
                 []
@@ -332,12 +332,12 @@ class Node:
                 self._on_member_change,
                 claims=claims,
                 on_round_trip=self.stats.histogram("swim.probe_rtt").observe,
+                on_removed=lambda: admin.stop_as_removed(self, "and refuses its connections"),
             )
             push_pull.start_push_pull = self._driver.start_push_pull
             await nursery.start(self._driver.run)
             if self._seeds or restored:
-                # Any member it knew before a restart can confirm the membership as well as
-                # a seed can; the seeds may be the ones that are down.
+                # Members known before a restart confirm membership too (seeds may be down).
                 known = [m.address for m in restored if m.address not in self._seeds]
                 self._swim.join([*self._seeds, *known], trio.current_time())
             else:
@@ -409,7 +409,7 @@ class Node:
         if self.membership_confirmed:
             return
         with trio.move_on_after(JOIN_WAIT):
-            while not self.membership_confirmed:
+            while not self.membership_confirmed and not self.stopped.is_set():
                 await trio.sleep(0.02)
             return
         log.warning(
@@ -426,6 +426,7 @@ class Node:
             return
         while len(self.ring.nodes) < 2:
             await trio.sleep(0.1)
+        self.set_state(NodeState.SYNCING, "receiving the data of its ranges")
         await trio.sleep(self._swim_config.gossip_interval * 5)
         await self.handoff.pull_ranges(from_every_replica=self.view.replacing() is not None)
         if self.antientropy is not None and self.config.anti_entropy_interval is not None:
@@ -721,8 +722,7 @@ class Node:
         """One client request that arrived outside a binary session (the HTTP API).
 
         The same authorisation a client session's guard applies, then the same dispatch:
-        there is one copy of request handling whichever protocol a client speaks.
-        """
+        there is one copy of request handling whichever protocol a client speaks."""
         self.authorize_client(message, peer)
         if type(message) not in OPERATIONS:
             return await self._dispatch(message)

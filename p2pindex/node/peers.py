@@ -117,7 +117,7 @@ class PeerPool:
         if isinstance(reply, ErrorReply):
             await channel.aclose()
             error: P2PIndexError = error_from_reply(reply)
-            raise OSError(f"{address} refused the connection: {error}")
+            raise OSError(f"{address} refused the connection: {error}") from error
         return channel
 
     async def aclose(self) -> None:
