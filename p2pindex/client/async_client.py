@@ -698,6 +698,7 @@ class AsyncClient:
         failures: list[str] = []
         refusal: Message | None = None
         asked_again = False
+        not_ready = 0
         now = trio.current_time()
         deadline = now + timeout + client_deadline_margin(timeout)
         for address in self._router.candidates(key, now):
@@ -743,6 +744,7 @@ class AsyncClient:
                 if isinstance(reply, ErrorReply) and reply.code == NotReady.code:
                     # A definite refusal: the node did nothing, so the next one may serve.
                     failures.append(f"{address} (not ready: {reply.message})")
+                    not_ready += 1
                     self._want_refresh()
                     continue
                 return reply
@@ -760,8 +762,7 @@ class AsyncClient:
                 raise Timeout(f"no reply from {address} within {timeout:g}s")
         if refusal is not None:
             return refusal
-        tried = "; ".join(failures) if failures else "no address left to try"
-        raise NoNodeReachable(f"could not reach any node: {tried}")
+        raise _no_node_took_it(failures, not_ready)
 
     async def _request_to(self, address: Address, message: Message, timeout: float) -> Message:
         """Send to exactly ``address`` (admin commands that name their node)."""
@@ -833,6 +834,15 @@ def connect(addresses: Addresses, **options: Unpack[ConnectOptions]) -> AsyncCli
 def _is_unavailable(reply: Message) -> bool:
     """An ``unavailable`` refusal: too few replicas usable as its coordinator saw it."""
     return isinstance(reply, ErrorReply) and reply.code == Unavailable.code
+
+
+def _no_node_took_it(failures: list[str], not_ready: int) -> NoNodeReachable:
+    """Nothing was sent, or every node that was reached refused before doing anything: say
+    which, since "could not reach" misleads an operator whose nodes answer `not_ready`."""
+    tried = "; ".join(failures) if failures else "no address left to try"
+    if failures and not_ready == len(failures):
+        return NoNodeReachable(f"no node is ready to serve the request (nothing done): {tried}")
+    return NoNodeReachable(f"could not reach any node: {tried}")
 
 
 def _is_overloaded(reply: Message) -> bool:
