@@ -70,12 +70,18 @@ def describe_step(step: TraceStep) -> str:
         required = details.pop("required", "?")
         text = f"refused before asking any replica ({required} must answer): "
         text += str(details.pop("reason", "too few replicas usable"))
+    elif step.step == "read_first":
+        what = "delete" if details.pop("delete", False) else "overwrite"
+        text = f"no context given: reads the key first, then writes the {what} with its context"
     elif step.step == "decided":
-        outcome = details.pop("outcome", "?")
+        outcome = str(details.pop("outcome", "?")).replace("_", " ")
         text = f"decided: {outcome}"
         acks = details.pop("acks", None)
         if acks is not None:
             text += f" with {acks} acknowledgement(s)"
+        unanswered = details.pop("unanswered", None)
+        if unanswered:
+            text += f"; not answered yet: {', '.join(map(str, unanswered))}"
         repaired = details.pop("read_repair_to", None)
         if repaired is not None:
             text += f"; read repair sent to {', '.join(repaired)}" if repaired else "; no repair"

@@ -191,6 +191,8 @@ class Coordinator:
                 raise InvalidRequest("a put that overwrites takes no context; drop one of them")
             holders = min(n, len(self._view.ring.nodes))
             unseen = read_first.may_leave_unseen(needed, targets, holders)
+            if trace is not None:  # the read's and the write's own steps follow
+                trace.step("read_first", delete=isinstance(request, wm.DeleteRequest))
             return functools.partial(
                 read_first.read_then_write, request, self.get, self.put, unseen
             )
@@ -475,13 +477,11 @@ class Coordinator:
                     self._calls.repair_if_stale(item.request.key, quorum)
                 if item.trace is not None:
                     stale = sorted(quorum.stale_replicas()) if quorum.merged is not None else []
-                    decided = quorum.outcome.name.lower()
-                    item.trace.step("decided", outcome=decided, read_repair_to=stale)
+                    item.trace.step("decided", **_decided(quorum), read_repair_to=stale)
                 reply = replies.read_reply(quorum, item.request.key, self._stats)
             else:
                 if item.trace is not None:
-                    decided = quorum.outcome.name.lower()
-                    item.trace.step("decided", outcome=decided, acks=quorum.acks)
+                    item.trace.step("decided", **_decided(quorum), acks=quorum.acks)
                 assert item.obj is not None
                 is_delete = isinstance(item.request, wm.DeleteRequest)
                 limits = self._config.limits
@@ -526,3 +526,14 @@ async def _answer_aside(serve: Aside, position: int, answer: Answer) -> None:
     except P2PIndexError as exc:
         reply = exc
     answer(position, reply)
+
+
+def _decided(quorum: ReadQuorum | WriteQuorum) -> dict[str, Any]:
+    """How a round ended, for its trace: ``timed_out`` when answered at its deadline, and
+    the replicas that had not answered by then (not failed: they may yet apply a write),
+    which the trace would otherwise never mention, since it ends here."""
+    decided = "timed_out" if quorum.outcome is Outcome.PENDING else quorum.outcome.name.lower()
+    unanswered = quorum.pending
+    return (
+        {"outcome": decided, "unanswered": list(unanswered)} if unanswered else {"outcome": decided}
+    )

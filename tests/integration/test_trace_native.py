@@ -136,7 +136,24 @@ async def test_a_failed_traced_write_carries_its_steps_in_the_error(autojump_clo
         names = [step.step for step in trace.steps]
         assert names[0] == "targets"
         assert trace.steps[-1].step == "decided"
-        assert trace.steps[-1].details["outcome"] != "succeeded"
+        # Cut off, one replica's call timed out (the round cannot reach ALL); the trace
+        # names the other, which had not answered either, rather than leave it out.
+        decided = trace.steps[-1].details
+        assert decided["outcome"] == "failed"
+        failed = {step.details["node"] for step in steps_named(trace, "replica_failed")}
+        cut_off = {n.node.node_id for n in cluster.nodes[1:]}
+        assert failed | set(decided["unanswered"]) == cut_off, trace.steps
+
+
+async def test_a_traced_delete_without_a_context_shows_its_read_then_its_write(autojump_clock):
+    async with running_cluster(3) as cluster, client_of(cluster, cluster.nodes[0]) as db:
+        await db.put("k", "v", consistency="all")
+        deleted = await db.delete("k", consistency="all", trace=True)
+        names = [step.step for step in deleted.trace.steps]
+        first = names.index("read_first")
+        rest = names[first + 1 :]
+        assert rest[0] == "targets" and rest.count("decided") == 2, names
+        assert rest.index("decided") < rest.index("committed_locally"), names  # read, then write
 
 
 async def test_an_untraced_request_gets_no_trace_and_the_same_answer(autojump_clock):

@@ -151,6 +151,22 @@ def test_the_text_names_fallbacks_answers_failures_and_the_read_repair() -> None
     assert "    9.000     +7.500" in text
 
 
+def test_a_round_out_of_time_and_a_read_first_write_say_so() -> None:
+    doc = {
+        "request_id": "r",
+        "steps": [
+            {"step": "read_first", "at_ms": 0.1, "took_ms": 0.1, "delete": True},
+            {"step": "decided", "at_ms": 9.0, "took_ms": 8.9, "outcome": "timed_out",
+             "unanswered": ["bb", "cc"], "acks": 1},
+        ],
+    }  # fmt: skip
+    lines = trace_lines(Trace.from_document(doc))
+    assert lines[1].endswith("reads the key first, then writes the delete with its context")
+    assert lines[2].endswith(
+        "decided: timed out with 1 acknowledgement(s); not answered yet: bb, cc"
+    )
+
+
 def test_an_unknown_step_is_shown_with_its_details() -> None:
     doc = {
         "request_id": "r",
