@@ -142,6 +142,13 @@ SWIM_GAUGES: dict[str, tuple[str, str]] = {
         "Membership updates waiting to be gossiped.",
     ),
 }
+SWIM_BYTES: dict[str, tuple[str, str]] = {
+    # SWIM core statistic -> (kind, direction) of p2pindex_swim_bytes_total
+    "bytes_in": ("datagram", "in"),
+    "bytes_out": ("datagram", "out"),
+    "push_pull_bytes_in": ("push_pull", "in"),
+    "push_pull_bytes_out": ("push_pull", "out"),
+}
 SWIM_TABLE = frozenset({"members", "live_members"})
 """Member counts the SWIM core reports, exported by state as p2pindex_swim_members."""
 
@@ -289,8 +296,17 @@ def _swim(node: Node) -> Iterator[Metric]:
     events = CounterMetricFamily(
         "p2pindex_swim_events", "Other SWIM membership engine events, by name.", labels=["event"]
     )
+    traffic = CounterMetricFamily(
+        "p2pindex_swim_bytes",
+        "Membership bytes: SWIM datagrams (sealed) and push-pull exchanges, each way.",
+        labels=["kind", "direction"],
+    )
+    for name, labels in SWIM_BYTES.items():
+        traffic.add_metric(list(labels), statistics.get(name, 0))
+    yield traffic
+    named = SWIM_COUNTERS.keys() | SWIM_GAUGES.keys() | SWIM_BYTES.keys() | SWIM_TABLE
     for name, value in sorted(statistics.items()):
-        if name not in SWIM_COUNTERS and name not in SWIM_GAUGES and name not in SWIM_TABLE:
+        if name not in named:
             events.add_metric([name], value)
     yield events
     members = GaugeMetricFamily(

@@ -45,6 +45,13 @@ async def test_probes_fill_the_round_trip_histogram_and_the_probe_counter(autoju
         assert 0 < value(after, "p2pindex_swim_probe_rtt_seconds_sum") < rtt_count * 0.5
         assert value(after, "p2pindex_swim_members", state="alive") == 2
         assert value(after, "p2pindex_swim_members", state="dead") == 0
+        for direction in ("in", "out"):  # membership bytes have a counter of their own
+            sent = value(after, "p2pindex_swim_bytes_total", kind="datagram", direction=direction)
+            assert sent > value(
+                before, "p2pindex_swim_bytes_total", kind="datagram", direction=direction
+            )
+        events = {labels for name, labels in after if name == "p2pindex_swim_events_total"}
+        assert not [labels for labels in events if "bytes" in dict(labels)["event"]], events
 
 
 async def test_a_crashed_node_is_suspected_then_counted_dead(autojump_clock):
