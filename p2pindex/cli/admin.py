@@ -310,11 +310,11 @@ def format_upkeep(status: Mapping[str, Any]) -> list[str]:
         p99 = load.get("p99_ms")
         lines += [
             "",
-            f"load: {load.get('requests_per_s', '?')} requests/s, p99 "
+            f"load over the last {load.get('window_s', '?')}s: "
+            f"{load.get('requests_per_s', '?')} requests/s, p99 "
             + (f"{p99} ms" if p99 is not None else "-")
-            + f", cpu {load.get('cpu_percent', '?')}%, {load.get('storage_bytes', '?')} bytes "
-            f"stored, {load.get('pending_hints', '?')} hints pending "
-            f"(last {load.get('window_s', '?')}s)",
+            + f", cpu {load.get('cpu_percent', '?')}%; now {load.get('storage_bytes', '?')} "
+            f"bytes stored, {load.get('pending_hints', '?')} hints pending",
         ]
     tombstones = status.get("tombstones")
     if isinstance(tombstones, dict):

@@ -276,7 +276,8 @@ def test_status_text_shows_load_tombstones_and_copies_outside_ranges() -> None:
     }
     text = format_status(status)
     assert (
-        "load: 12.5 requests/s, p99 4.2 ms, cpu 30.0%, 4096 bytes stored, 3 hints pending" in text
+        "load over the last 10.0s: 12.5 requests/s, p99 4.2 ms, cpu 30.0%; "
+        "now 4096 bytes stored, 3 hints pending" in text
     )
     assert "tombstones: 7 held, 5 reaped, 5 markers, 1 stale copies dropped; 2 keys" in text
     assert "leaving: handing its ranges over" in text
