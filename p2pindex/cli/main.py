@@ -103,7 +103,11 @@ def attach_dash_terms(parser: argparse.ArgumentParser, argv: Sequence[str]) -> l
 
     Only a single-dash word is rewritten: one with two dashes is more likely a mistyped
     option, and stays one (``text:--x`` or ``-- --x`` gives such a term). Words after
-    ``--`` are left to argparse, which takes them as positionals already."""
+    ``--`` are left to argparse, which takes them as positionals already.
+
+    The options are also put before the positionals (``query tag --limit 5 6`` as ``query
+    --limit 5 tag 6``): argparse fills an optional TERM when it meets the first option, so
+    a TERM written after one was "unrecognized"."""
     words = list(argv)
     command = next((i for i, word in enumerate(words) if not word.startswith("-")), None)
     sub = None if command is None else _subcommand(parser, words[command])
@@ -114,6 +118,8 @@ def attach_dash_terms(parser: argparse.ArgumentParser, argv: Sequence[str]) -> l
         return words
     slot = 0
     position = command + 1
+    given: list[str] = []
+    options: list[str] = []
     while position < len(words):
         word = words[position]
         if word == "--":
@@ -121,20 +127,22 @@ def attach_dash_terms(parser: argparse.ArgumentParser, argv: Sequence[str]) -> l
         option = _option_of(sub, word)
         if option is not None:
             takes = 0 if "=" in word else _words_taken(option)
-            for value in range(position + 1, min(position + 1 + takes, len(words))):
-                words[value] = _term_word(option, words[value])
+            values = words[position + 1 : position + 1 + takes]
+            options += [word, *(_term_word(option, value) for value in values)]
             position += 1 + takes
             continue
         if _is_dash_word(word) and (
             slot >= len(positionals) or _term_word(positionals[slot], word) == word
         ):
-            position += 1  # an unknown option, as argparse will say
+            options.append(word)  # an unknown option, as argparse will say
+            position += 1
             continue
         if slot < len(positionals):
-            words[position] = _term_word(positionals[slot], word)
+            word = _term_word(positionals[slot], word)
             slot += 1
+        given.append(word)
         position += 1
-    return words
+    return [*words[: command + 1], *options, *given, *words[position:]]
 
 
 def _subcommand(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser | None:
