@@ -380,7 +380,7 @@ class AsyncClient:
             )
 
         prepared = self._prepare(items, put_item, request, put_result)
-        return await self._many(prepared, options.timeout, write=True)
+        return await self._many(prepared, options, write=True)
 
     async def get_many(
         self,
@@ -404,7 +404,7 @@ class AsyncClient:
                 continue
             request = GetRequest(raw_key, options.consistency, options.timeout_ms, bool(strict))
             prepared.append(BatchItem(raw_key, encode_item(request), get_result))
-        return await self._many(prepared, options.timeout, write=False)
+        return await self._many(prepared, options, write=False)
 
     async def delete_many(
         self,
@@ -427,7 +427,7 @@ class AsyncClient:
             )
 
         prepared = self._prepare(keys, delete_item, request, delete_result)
-        return await self._many(prepared, options.timeout, write=True)
+        return await self._many(prepared, options, write=True)
 
     def _prepare(
         self,
@@ -455,20 +455,20 @@ class AsyncClient:
         return prepared
 
     async def _many(
-        self, prepared: list[BatchItem | KeyOutcome[Any]], timeout: float, *, write: bool
+        self, prepared: list[BatchItem | KeyOutcome[Any]], options: CallOptions, *, write: bool
     ) -> BatchResult[Any]:
         await trio.lowlevel.checkpoint_if_cancelled()
         self._ensure_open()
         assert self._pool is not None
         sender = BatchSender(
-            self._router.candidates,
+            self._router,
             self._pool.open_channel,
-            self._channel,
+            self._connect_within,
             self._want_refresh,
-            self._router.mark_down,
             self._limits,
         )
-        return await sender.send(prepared, timeout, write=write)
+        timed = self._router.timed_level(options.consistency)
+        return await sender.send(prepared, options.timeout, write=write, timed=timed)
 
     # --- queries ---------------------------------------------------------------------------
 
@@ -706,17 +706,13 @@ class AsyncClient:
             # deadline); only connecting needs one.
             channel = self._pool.open_channel(address)
             if channel is None:
-                with trio.move_on_at(deadline):
-                    try:
-                        channel = await self._channel(address)
-                    except NOTHING_SENT as exc:
-                        # Nothing was sent: safe to try the next address, for writes too.
-                        failures.append(f"{address} ({describe_error(exc)})")
-                        self._want_refresh()
-                        continue
-                if channel is None or channel.closed:
-                    failures.append(f"{address} (no connection before the deadline)")
-                    break
+                try:
+                    channel = await self._connect_within(address, deadline)
+                except NOTHING_SENT as exc:
+                    # Nothing was sent: safe to try the next address, for writes too.
+                    failures.append(f"{address} ({describe_error(exc)})")
+                    self._want_refresh()
+                    continue
             try:
                 timed = self._router.timed(message)  # it ranks replicas by what they take
                 began = trio.current_time()
@@ -763,6 +759,21 @@ class AsyncClient:
         if refusal is not None:
             return refusal
         raise _no_node_took_it(failures, not_ready)
+
+    async def _connect_within(self, address: Address, deadline: float) -> RpcChannel:
+        """A channel to ``address`` within half the time left before ``deadline``: a node
+        that accepts connections but never completes a handshake (stopped, starved) would
+        otherwise take a whole short call, leaving no time to try the next node. One cut
+        off is tried last for a while, like one that refused; nothing was sent to it."""
+        now = trio.current_time()
+        budget = max(deadline - now, 0.0) / 2
+        channel: RpcChannel | None = None
+        with trio.move_on_at(now + budget):
+            channel = await self._channel(address)
+        if channel is None or channel.closed:
+            self._router.mark_down(address, trio.current_time())
+            raise OSError(f"no connection within {budget:.3g}s")
+        return channel
 
     async def _request_to(self, address: Address, message: Message, timeout: float) -> Message:
         """Send to exactly ``address`` (admin commands that name their node)."""

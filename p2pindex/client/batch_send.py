@@ -8,9 +8,9 @@ in one place; the client hands in what a batch needs (routing, channels, limits)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -25,6 +25,9 @@ from p2pindex.wire.codec import decode_item
 from p2pindex.wire.errors import error_from_reply
 from p2pindex.wire.messages import BATCH_VERSION, BatchReply, BatchRequest, ErrorReply, Message
 
+if TYPE_CHECKING:
+    from p2pindex.client.routing import Router
+
 _TRY_ELSEWHERE = frozenset({errors.Overloaded.code, errors.NotReady.code})
 """Refusals that are definite (the node did nothing), so another replica may serve."""
 
@@ -32,29 +35,37 @@ _TRY_ELSEWHERE = frozenset({errors.Overloaded.code, errors.NotReady.code})
 class BatchSender:
     def __init__(
         self,
-        candidates: Callable[[bytes, float], Iterator[Address]],
+        router: Router,
         open_channel: Callable[[Address], RpcChannel | None],
-        connect: Callable[[Address], Any],
+        connect_within: Callable[[Address, float], Awaitable[RpcChannel]],
         want_refresh: Callable[[], None],
-        mark_down: Callable[[Address, float], None],
         limits: Limits,
     ) -> None:
-        self._candidates = candidates
+        self._router = router
+        """Where each key goes (``candidates``), which nodes to try last (``mark_down``: one
+        that answered ``unavailable``), and how long each node takes (``sent``/``ended``,
+        what its ranking by latency learns from: a stalled node stops getting keys)."""
         self._open_channel = open_channel
-        self._connect = connect
+        self._connect_within = connect_within
         self._want_refresh = want_refresh
-        self._mark_down = mark_down
-        """Called for a node that answered ``unavailable``: later keys try it last."""
         self._limits = limits
+        self._timed = False
 
     async def send(
-        self, prepared: list[BatchItem | KeyOutcome[Any]], timeout: float, *, write: bool
+        self,
+        prepared: list[BatchItem | KeyOutcome[Any]],
+        timeout: float,
+        *,
+        write: bool,
+        timed: bool = False,
     ) -> BatchResult[Any]:
         """Send the prepared items in rounds: each round groups the items still pending by
         the best node for each key not yet tried for it, into as few frames as the limits
         allow, all frames in flight at once. An item goes round again only when nothing was
         done for it (no connection, a node that refused the whole frame as overloaded or not
-        ready, or a read whose connection broke); every other outcome is final."""
+        ready, or a read whose connection broke); every other outcome is final. ``timed``:
+        whether the time a frame takes says how fast its node is (``Router.timed``)."""
+        self._timed = timed
         counts = repeated(item.key for item in prepared if isinstance(item, BatchItem))
         pending: list[BatchItem] = []
         for position, item in enumerate(prepared):
@@ -73,7 +84,7 @@ class BatchSender:
             routed: list[tuple[Address, BatchItem]] = []
             for item in pending:
                 address = next(
-                    (a for a in self._candidates(item.key, now) if a not in item.tried),
+                    (a for a in self._router.candidates(item.key, now) if a not in item.tried),
                     None,
                 )
                 if address is None:
@@ -131,9 +142,7 @@ class BatchSender:
                 again(failure)
                 return
         try:
-            reply = await channel.request(
-                BatchRequest(BATCH_VERSION, [item.encoded for item in group]), deadline=deadline
-            )
+            reply = await self._request(channel, address, group, deadline)
         except errors.Timeout:
             fail(lambda item: errors.Timeout(f"no reply from {address} within {timeout:g}s"))
             return
@@ -168,20 +177,32 @@ class BatchSender:
             return
         self._share_out(address, group, reply, retry, outcomes)
 
+    async def _request(
+        self, channel: RpcChannel, address: Address, group: list[BatchItem], deadline: float
+    ) -> Message:
+        """One frame's request; when the router ranks by time, it learns what this took
+        (a frame that timed out included: a stalled node stops getting keys)."""
+        request = BatchRequest(BATCH_VERSION, [item.encoded for item in group])
+        if not self._timed:
+            return await channel.request(request, deadline=deadline)
+        began = trio.current_time()
+        self._router.sent(address, began)
+        try:
+            return await channel.request(request, deadline=deadline)
+        finally:
+            ended = trio.current_time()
+            self._router.ended(address, ended - began, ended)
+
     async def _batch_channel(
         self, address: Address, deadline: float
     ) -> tuple[RpcChannel | None, str]:
-        """A channel to ``address`` for a batch frame, or None and why (nothing was sent)."""
-        channel: RpcChannel | None = None
-        with trio.move_on_at(deadline):
-            try:
-                channel = await self._connect(address)
-            except NOTHING_SENT as exc:
-                self._want_refresh()
-                return None, describe_error(exc)
-        if channel is None or channel.closed:
-            return None, "no connection before the deadline"
-        return channel, ""
+        """A channel to ``address`` for a batch frame, or None and why (nothing was sent:
+        its keys go round again, to the next replica)."""
+        try:
+            return await self._connect_within(address, deadline), ""
+        except NOTHING_SENT as exc:
+            self._want_refresh()
+            return None, describe_error(exc)
 
     def _share_out(
         self,
@@ -205,7 +226,7 @@ class BatchSender:
                 continue
             if isinstance(inner, ErrorReply) and item.goes_elsewhere(inner.code):
                 if inner.code == errors.Unavailable.code:
-                    self._mark_down(address, trio.current_time())
+                    self._router.mark_down(address, trio.current_time())
                 item.tried.add(address)
                 item.failures.append(f"{address} ({inner.message})")
                 item.refusal = error_from_reply(inner)

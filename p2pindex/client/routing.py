@@ -79,7 +79,10 @@ class Router:
         """Whether the time ``message`` takes says how fast the node it goes to is: not for
         a request that waits for every replica, which takes as long wherever it goes (and,
         counted, would make the nodes that coordinate it look as slow as the slowest)."""
-        level = getattr(message, "consistency", None)
+        return self.timed_level(getattr(message, "consistency", None))
+
+    def timed_level(self, level: object) -> bool:
+        """``timed`` for a request at ``level`` (None: one that has no level)."""
         n = self.n_replicas
         if level is None or n is None:
             return True
