@@ -257,7 +257,8 @@ class AsyncClient:
 
         Without ``context`` the write is concurrent with whatever the key holds and becomes
         a sibling of it (``result.siblings`` says how many values the key now has); pass the
-        context of a previous get or put to replace what it saw. ``overwrite=True`` means
+        context of a previous get to replace what it saw, or of a previous put whose result
+        had one sibling (a put's context covers every sibling it counted). ``overwrite=True`` means
         "replace what the cluster holds now": the node reads the key at ``consistency`` and
         supersedes what it read (``result.unseen_may_remain`` says whether a replica that did
         not answer may still hold another value). It takes no ``context``.

@@ -123,7 +123,10 @@ def _time(value: object) -> float | None:
 @dataclass(frozen=True, slots=True)
 class PutResult:
     context: Context
-    """Covers the value just written; pass it to the next write of this key."""
+    """Covers the value just written and every value the key held beside it on the node
+    that coordinated the write (``siblings`` counts them): pass it to the next write of
+    this key while ``siblings`` is 1. With more, read the key and write with the read's
+    context, or that write replaces concurrent values this caller never saw."""
     warning: str | None = None
     """Set when the write succeeded but something needs attention (many siblings)."""
     siblings: int = 1
