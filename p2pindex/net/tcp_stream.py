@@ -70,7 +70,7 @@ class TcpStream(trio.abc.Stream):
                 except BlockingIOError:
                     sent = 0
                 except OSError as exc:
-                    raise trio.BrokenResourceError(f"send failed: {exc}") from exc
+                    raise trio.BrokenResourceError(str(exc)) from exc
                 view = view[sent:]
                 if not view:
                     return
@@ -103,7 +103,7 @@ class TcpStream(trio.abc.Stream):
                     await trio.lowlevel.wait_readable(self.socket)
                     continue
                 except OSError as exc:
-                    raise trio.BrokenResourceError(f"receive failed: {exc}") from exc
+                    raise trio.BrokenResourceError(str(exc)) from exc
                 self._drained = len(data) < asked
                 return data
         finally:

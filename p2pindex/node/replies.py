@@ -39,7 +39,12 @@ def write_reply(
             required=quorum.required,
             acknowledged=quorum.acks,
         )
-    raise Timeout(required=quorum.required, acknowledged=quorum.acks)
+    raise Timeout(
+        f"timed out with {quorum.acks} of {quorum.required} required acknowledgements; the "
+        "write may still be stored on the replicas that have it: read before retrying",
+        required=quorum.required,
+        acknowledged=quorum.acks,
+    )
 
 
 def local_commit_failed(error: StorageFailure, required: int) -> QuorumFailed:

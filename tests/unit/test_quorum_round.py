@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from p2pindex.config import Limits
 from p2pindex.core.quorum import Outcome, ReadQuorum, Round, WriteQuorum, next_deadline
 from p2pindex.core.versions import VersionVector, update
-from p2pindex.errors import DefiniteError, IndeterminateError
+from p2pindex.errors import DefiniteError, IndeterminateError, Timeout
 from p2pindex.node.replies import read_reply, write_reply
 from p2pindex.node.stats import StatisticsStore
 from p2pindex.wire.messages import PutReply
@@ -163,3 +163,15 @@ def test_a_read_answered_at_its_deadline_is_a_timeout_not_a_definite_failure() -
 def test_a_round_asks_fewer_replicas_than_its_targets(asked: int) -> None:
     with pytest.raises(ValueError, match="asked"):
         Round(WriteQuorum(["n1", "n2", "n3"], 2), asked, 1.0)
+
+
+def test_a_write_out_of_time_says_it_may_have_landed_and_what_to_do() -> None:
+    quorum = WriteQuorum(["n1", "n2", "n3"], 2)
+    quorum.record_ack("n1")
+    obj = update(None, VersionVector(), "n1.e1", b"v")
+    with pytest.raises(Timeout) as timed_out:
+        write_reply(quorum, b"k", obj, False, StatisticsStore(), Limits())
+    assert (timed_out.value.required, timed_out.value.acknowledged) == (2, 1)
+    text = str(timed_out.value)
+    assert text.startswith("timed out with 1 of 2 required acknowledgements")
+    assert "may still be stored" in text and "read before retrying" in text
