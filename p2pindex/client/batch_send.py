@@ -279,7 +279,7 @@ def put_item(item: object) -> PutItem:
         return PutItem(*item)
     raise errors.InvalidArgumentType(
         f"each item of put_many must be a PutItem or a (key, value[, context]) tuple, "
-        f"not {type(item).__name__}"
+        f"not {_shape(item)}"
     )
 
 
@@ -292,8 +292,15 @@ def delete_item(item: object) -> DeleteItem:
         return DeleteItem(bytes(item) if not isinstance(item, str) else item)
     raise errors.InvalidArgumentType(
         f"each item of delete_many must be a key, a DeleteItem or a (key, context) tuple, "
-        f"not {type(item).__name__}"
+        f"not {_shape(item)}"
     )
+
+
+def _shape(item: object) -> str:
+    """What a refused item is, in words that show what is wrong with it."""
+    if isinstance(item, tuple):
+        return f"a tuple of {len(item)} item{'' if len(item) == 1 else 's'}"
+    return type(item).__name__
 
 
 def key_of(item: object) -> bytes:

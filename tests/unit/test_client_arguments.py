@@ -101,6 +101,17 @@ def test_blocking_batch_calls_refuse_one_key_before_splitting_it(
     assert data_requests(threaded_cluster) == []
 
 
+def test_a_batch_item_of_the_wrong_shape_says_what_shape_it_has() -> None:
+    from p2pindex.client.batch_send import delete_item, put_item
+
+    with pytest.raises(InvalidArgumentType, match=r"tuple, not a tuple of 4 items$"):
+        put_item(("k", "v", None, "extra"))
+    with pytest.raises(InvalidArgumentType, match=r"tuple, not a tuple of 1 item$"):
+        put_item(("k",))
+    with pytest.raises(InvalidArgumentType, match=r"tuple, not int$"):
+        delete_item(5)
+
+
 async def test_a_mapping_of_keys_still_reads_its_keys(nursery: trio.Nursery) -> None:
     cluster = await FakeCluster(3, shared_store=True).start(nursery)
     async with p2pindex.connect(cluster.addresses) as db:
