@@ -47,7 +47,7 @@ import subprocess
 import sys
 import tempfile
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -57,7 +57,7 @@ import trio
 
 from p2pindex.client import Member
 from p2pindex.core.versions import decode_object, encode_context
-from p2pindex.errors import LeaveAbandoned, P2PIndexError, Timeout
+from p2pindex.errors import DefiniteError, LeaveAbandoned, P2PIndexError, Timeout
 from p2pindex.node.handoff import LEAVE_PATIENCE
 from p2pindex.security.authority import Authority
 from p2pindex.security.certs import Role
@@ -355,6 +355,9 @@ class Cluster:
     paused: set[str] = field(default_factory=set)
     gone: set[str] = field(default_factory=set)
     """Nodes that left or were removed: never restarted, never faulted again."""
+    starting: set[str] = field(default_factory=set)
+    """Nodes joining or restarting, not yet ready: faults and churn wait for them (a leave
+    sent to a port not open yet is refused, a crash there fails the start)."""
     admin: Any = None
     """A connected client for leave and remove (set once the cluster runs)."""
 
@@ -381,8 +384,12 @@ class Cluster:
         return next(node for node in self.nodes if node.name == name)
 
     def names(self) -> list[str]:
-        """Nodes in the cluster (up or not)."""
-        return [node.name for node in self.nodes if node.name not in self.gone]
+        """Nodes in the cluster (up or not), but for those still starting."""
+        return [
+            node.name
+            for node in self.nodes
+            if node.name not in self.gone and node.name not in self.starting
+        ]
 
     def members(self) -> list[str]:
         """Nodes in the cluster and running: what churn may act on."""
@@ -406,11 +413,21 @@ class Cluster:
         self.down.add(name)
 
     async def restart(self, name: str) -> None:
-        self.down.discard(name)
         if name in self.gone:
+            self.down.discard(name)
             return
-        await self.by_name(name).start()
+        async with self._starting(name):
+            await self.by_name(name).start()
+        self.down.discard(name)  # only now may churn act on it
         self.record(EventKind.RESTART, [name])
+
+    @contextlib.asynccontextmanager
+    async def _starting(self, name: str) -> AsyncIterator[None]:
+        self.starting.add(name)
+        try:
+            yield
+        finally:
+            self.starting.discard(name)
 
     def pause(self, name: str, hold: float) -> None:
         self.record(EventKind.PAUSE, [name], amount=hold)
@@ -426,7 +443,8 @@ class Cluster:
 
     async def join(self) -> str:
         node = self.add_node()
-        await node.start()
+        async with self._starting(node.name):
+            await node.start()
         return node.name
 
     async def leave(self, name: str) -> None:
@@ -435,7 +453,11 @@ class Cluster:
         churn records no leave; one still leaving after LEAVE_TIMEOUT is killed."""
         node = self.by_name(name)
         self.gone.add(name)
-        await self.admin.leave(node.address)
+        try:
+            await self.admin.leave(node.address)
+        except DefiniteError:
+            self.gone.discard(name)  # refused or never sent: it serves on, faults go on
+            raise
         with trio.move_on_after(LEAVE_TIMEOUT):
             while node.process is not None and node.process.poll() is None:
                 if await self._leave_abandoned(node.address):
@@ -611,7 +633,8 @@ async def run_inside(options: ChaosOptions) -> int:
     prepare_namespace()
     workdir = Path(options.workdir or tempfile.mkdtemp(prefix="p2pindex-chaos-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    history = History(RunMeta(options.seed, asdict(options)))
+    # "replicas" is the name the checkers read (the scenario options spell it so).
+    history = History(RunMeta(options.seed, {**asdict(options), "replicas": options.n_replicas}))
     authority = Authority.load_or_init(workdir / AUTHORITY_DIR)
     cluster = Cluster(workdir, history, options.n_replicas, authority)
     for _ in range(options.nodes):
