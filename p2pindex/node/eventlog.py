@@ -90,10 +90,30 @@ def describe_member_change(
     previous_liveness: str | None,
     previous_state: str | None,
     accuser: str | None = None,
+    removed: bool = False,
 ) -> str | None:
     """The operator's sentence for a membership change, or None when nothing they would
     look for changed (a refreshed incarnation, say). Liveness and state are their names;
-    ``accuser`` is the other member whose word this node took (None: its own probes)."""
+    ``accuser`` is the other member whose word this node took (None: its own probes);
+    ``removed``: the member was removed (`p2pindex remove`), so it is out of the ring."""
+    line = _member_change(
+        node_id, address, liveness, state, previous_liveness, previous_state, accuser, removed
+    )
+    if line is None or not removed or "removed" in line:
+        return line
+    return f"{line} (a removed member: kept out of the ring)"
+
+
+def _member_change(
+    node_id: str,
+    address: str,
+    liveness: str,
+    state: str,
+    previous_liveness: str | None,
+    previous_state: str | None,
+    accuser: str | None,
+    removed: bool,
+) -> str | None:
     who = f"member {node_id} at {address}"
     if previous_liveness is None:
         if liveness == "alive":
@@ -110,6 +130,8 @@ def describe_member_change(
             return f"{who} is suspected: it did not answer probes"
         if liveness == "dead":
             by = "" if accuser is None else f" (declared by member {accuser})"
+            if removed:
+                return f"{who} is dead{by}; it was removed, and stays out of the ring"
             return (
                 f"{who} is dead{by}; it stays in the ring (hints are kept for it) until it comes "
                 "back or is removed with `p2pindex remove`"

@@ -577,11 +577,10 @@ class Node:
             previous.liveness.value if previous is not None else None,
             previous.state.value if previous is not None else None,
             None if change.accuser in (None, self.node_id) else change.accuser,
+            member.node_id in self.removals,
         )
         if line is None:
             return
-        if member.node_id in self.removals:
-            line += " (a removed member: kept out of the ring)"
         # A budget per member: one flapping member cannot hide what happens to the others.
         events.info(f"member {member.node_id}", "%s", line)
 

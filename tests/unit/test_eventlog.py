@@ -84,3 +84,12 @@ def test_a_verdict_taken_over_from_another_member_names_it() -> None:
     assert suspected is not None and "suspected by member xyz" in suspected
     assert dead is not None and "declared by member xyz" in dead
     assert own is not None and "declared by" not in own
+
+
+def test_a_removed_member_is_not_said_to_stay_in_the_ring() -> None:
+    """The line had said 'it stays in the ring (hints are kept for it) until it comes back
+    or is removed' and then '(a removed member: kept out of the ring)'."""
+    dead = describe_member_change("abc", "h:1", "dead", "active", "suspect", "active", None, True)
+    assert dead == "member abc at h:1 is dead; it was removed, and stays out of the ring"
+    back = describe_member_change("abc", "h:1", "alive", "active", "dead", "active", None, True)
+    assert back is not None and back.endswith("(a removed member: kept out of the ring)")
