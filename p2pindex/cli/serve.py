@@ -6,6 +6,7 @@ import argparse
 import errno
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -21,6 +22,9 @@ from p2pindex.config import NodeConfig
 from p2pindex.config_file import effective, node_config, read_file
 from p2pindex.errors import ConfigError
 from p2pindex.logs import configure_logging
+
+if TYPE_CHECKING:
+    from p2pindex.node.node import Node
 
 DEFAULT_LISTEN = DEFAULT_NODE
 
@@ -235,20 +239,33 @@ def serve(config: NodeConfig) -> int:
 
     async def main() -> None:
         left = False
+        http = await _bind_http(config)  # a busy HTTP port stops the start before any join
+        http_url = ""
+        http_up = trio.Event()
         async with trio.open_nursery() as nursery:
+
+            async def serve_http_once_running(node: Node) -> None:
+                # Health and status answer during the join wait, which can last 10 s.
+                nonlocal http_url
+                if http is not None and config.http is not None:
+                    from p2pindex.http.listener import serve_http
+
+                    await node.running.wait()
+                    http_url = await nursery.start(serve_http, node, config.http, http)
+                http_up.set()
+
+            def created(node: Node) -> None:
+                nursery.start_soon(serve_http_once_running, node)
 
             async def node_then_stop(task_status: trio.TaskStatus[object]) -> None:
                 nonlocal left
-                left = await serve_node(config, task_status=task_status)
+                left = await serve_node(config, task_status=task_status, created=created)
                 nursery.cancel_scope.cancel()  # the node stopped: close the HTTP listener too
 
             node, address = await nursery.start(node_then_stop)
+            await http_up.wait()
             ready = f"ready node_id={node.node_id} address={address}"
-            if config.http is not None:
-                from p2pindex.http.listener import serve_http
-
-                url = await nursery.start(serve_http, node, config.http)
-                ready += f" http={url}"
+            ready += f" http={http_url}" if http_url else ""
             collect_garbage_rarely()
             if not node.view.removed_notice:  # a removed node stops instead (below)
                 print(ready, flush=True)
@@ -273,6 +290,16 @@ def serve(config: NodeConfig) -> int:
             ) from None
         raise
     return EXIT_ERROR if removed else 0
+
+
+async def _bind_http(config: NodeConfig) -> list[trio.SocketListener] | None:
+    """The HTTP port, bound (and its TLS files read) before the node starts."""
+    if config.http is None:
+        return None
+    from p2pindex.http.listener import bind_http, tls_context
+
+    tls_context(config.http)  # a bad certificate is a ConfigError now, not after the join
+    return await bind_http(config.http)
 
 
 LISTEN_PROBLEMS = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import ssl
 from collections.abc import Callable
 from importlib import resources
@@ -61,14 +62,40 @@ def build_server(
     return HttpServer(api, node.stats, limits, tls_context(config), screen=api.screen)
 
 
+BIND_PROBLEMS = {
+    errno.EADDRINUSE: "the address is already in use (by another node's HTTP port, or the "
+    "node port itself?); pick another [http] listen / --http",
+    errno.EADDRNOTAVAIL: "no network interface of this machine has that address",
+    errno.EACCES: "this user may not listen on that port (ports below 1024 need privileges)",
+}
+
+
+async def bind_http(config: HttpConfig) -> list[trio.SocketListener]:
+    """The HTTP listening sockets, bound before the node starts: a busy port then stops the
+    start at once, named as the HTTP address, before the node has joined anyone."""
+    host, port = config.listen.host, config.listen.port
+    try:
+        return await trio.open_tcp_listeners(port, host=host)
+    except OSError as exc:
+        problem = BIND_PROBLEMS.get(exc.errno or 0, exc.strerror or str(exc))
+        raise ConfigError(f"cannot listen for HTTP on {config.listen}: {problem}") from None
+
+
 async def serve_http(
-    node: Node, config: HttpConfig, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
+    node: Node,
+    config: HttpConfig,
+    listeners: list[trio.SocketListener] | None = None,
+    *,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until cancelled; reports the URL (with the port actually bound)."""
+    """Serve until cancelled (on ``listeners`` when bound beforehand, see ``bind_http``);
+    reports the URL (with the port actually bound)."""
     scheme = "https" if config.tls_cert is not None else "http"
+    bound = listeners if listeners is not None else await bind_http(config)
     async with trio.open_nursery() as nursery:
         server = build_server(node, config, nursery.start_soon)
-        port = await nursery.start(server.serve, config.listen.host, config.listen.port)
+        port = bound[0].socket.getsockname()[1]
+        nursery.start_soon(server.serve_listeners, bound)
         host = config.listen.host
         shown = f"[{host}]" if ":" in host else host
         task_status.started(f"{scheme}://{shown}:{port}")

@@ -156,6 +156,11 @@ class HttpServer:
         listeners = await trio.open_tcp_listeners(port, host=host)
         bound = listeners[0].socket.getsockname()[1]
         task_status.started(bound)
+        await self.serve_listeners(listeners)
+
+    async def serve_listeners(self, listeners: list[trio.SocketListener]) -> None:
+        """Serve on listeners bound beforehand (`serve` binds the HTTP port before the node
+        starts, so a port in use fails the start at once, named as the HTTP one)."""
         await trio.serve_listeners(self._connection, listeners)
 
     def _refuse(self, reason: str) -> None:

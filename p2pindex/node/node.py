@@ -173,13 +173,13 @@ class Node:
         self.leaving = False
         """Set once a leave (or drain) starts: the node stops coordinating requests (it
         relays them to the key's other replicas), hands its ranges over, then leaves."""
-        self._seeds: tuple[Address, ...] = ()
-        """The seeds this node joins through: ``config.seeds`` minus its own address."""
-        self.replaced_by: dict[str, str] = {}
-        """Dead members this node (as arbiter) let a `serve --replace` node stand in for."""
+        self._seeds: tuple[Address, ...] = ()  # config.seeds minus its own address
+        self.replaced_by: dict[str, str] = {}  # dead members a `serve --replace` stands in for
         self.stopped = trio.Event()
         """Set: ``run`` ends with a clean shutdown (after a leave, or a stop that keeps the
         membership: the node is down until it starts again, as itself)."""
+        self.running = trio.Event()
+        """Set once every part is up, before the join wait: status and health may answer."""
         self._load = NodeLoad(config.limits.node_in_flight)
         """Request and reply bytes held for every connection (``net.channel``)."""
 
@@ -353,6 +353,7 @@ class Node:
             nursery.start_soon(self._housekeeping)
             if self.state is NodeState.DEGRADED:  # storage failed while starting
                 nursery.start_soon(self._recover_storage)
+            self.running.set()
             await self._wait_joined()
             log.info(
                 "node %s listening on %s, %s%s (version %s, N=%d, %d member(s) in the ring)",

@@ -8,7 +8,7 @@ import os
 import random
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -95,10 +95,13 @@ async def serve_node(
     config: NodeConfig,
     *,
     task_status: trio.TaskStatus[tuple[Node, Address]] = trio.TASK_STATUS_IGNORED,
+    created: Callable[[Node], None] | None = None,
 ) -> bool:
     """Run a node until SIGINT or SIGTERM (then leave the cluster gracefully) or until a
     remote `p2pindex leave` has handed its data over; either way, return whether it left
-    (False: stopped without leaving, see ``_leave_unless_signalled_again``)."""
+    (False: stopped without leaving, see ``_leave_unless_signalled_again``). ``created``
+    gets the node as soon as it exists (`serve` starts its HTTP listener once the node is
+    ``running``, before the join wait that ``task_status`` reports the end of)."""
     assert config.data_dir is not None
     with data_dir_lock(config.data_dir):
         identity = NodeIdentity.load_or_create(config.data_dir)
@@ -120,6 +123,8 @@ async def serve_node(
                 wall_clock=time.time,
                 security=security,
             )
+            if created is not None:
+                created(node)
             left = True
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async with trio.open_nursery() as nursery:
