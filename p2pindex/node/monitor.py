@@ -162,10 +162,21 @@ class IndexMonitor:
             if member.running
         )
         if size >= n > running:
+            quorum = n // 2 + 1
+            failing = (
+                f"requests needing more than {running} replies (quorum and all) fail"
+                if running < quorum
+                else f"requests needing {n} replies (consistency all) fail"
+            )
             warnings.append(
                 f"only {running} of the ring's {size} members are up, fewer than N={n}: "
-                f"requests needing {n} replies (consistency all) fail until more come back, "
-                "and writes wait on fallbacks and hints"
+                f"{failing} until more come back, and writes wait on fallbacks and hints"
+            )
+        if not node.membership_confirmed:
+            warnings.append(
+                "no seed or known member has answered since this node started: it refuses "
+                "reads and writes (not_ready) until one does; check that the seed addresses "
+                "are right and reachable, and that a seed is up"
             )
         if node.poor_health is not None:
             warnings.append(

@@ -12,7 +12,7 @@ from p2pindex.core.ring import RING_SIZE, Ring
 from p2pindex.http.api import readiness
 from p2pindex.node import handoff, membership, restart_meta
 from p2pindex.node.eventlog import EventLog
-from p2pindex.types import NodeState
+from p2pindex.types import Address, NodeState
 from p2pindex.wire.messages import (
     DeleteReply,
     DeleteRequest,
@@ -699,3 +699,33 @@ async def test_a_node_taken_for_dead_says_so_in_its_own_log_when_it_refutes(
         with trio.fail_after(30):
             while not [r for r in caplog.records if "refuted them" in r.getMessage()]:
                 await trio.sleep(0.5)
+
+
+async def test_status_says_why_a_node_no_seed_answered_refuses_requests(autojump_clock):
+    """Found by a helper: /v1/status said 'active' with no warning while the node refused
+    every request as not_ready (none of its seeds had answered since it started)."""
+    async with running_cluster(1) as cluster:
+        lonely = await cluster.start_node(seeds=(Address("nowhere", 7000),))
+        status = await cluster.request(lonely, StatusRequest())
+        assert isinstance(status, StatusReply)
+        assert any(
+            "no seed or known member has answered" in w and "not_ready" in w
+            for w in status.status["warnings"]
+        ), status.status["warnings"]
+        first = await cluster.request(cluster.nodes[0], StatusRequest())
+        assert isinstance(first, StatusReply)
+        assert not any("no seed" in w for w in first.status["warnings"])
+
+
+async def test_status_says_quorum_fails_too_when_fewer_than_a_quorum_are_up(autojump_clock):
+    async with running_cluster(3) as cluster:
+        for victim in cluster.nodes[1:]:
+            cluster.crash(victim)
+        for victim in cluster.nodes[1:]:
+            await cluster.wait_dead(victim.node.node_id, 60, among=cluster.nodes[:1])
+        status = await cluster.request(cluster.nodes[0], StatusRequest())
+        assert isinstance(status, StatusReply)
+        assert any(
+            "only 1 of the ring's 3 members are up" in w and "(quorum and all) fail" in w
+            for w in status.status["warnings"]
+        ), status.status["warnings"]
