@@ -185,13 +185,20 @@ class QueryService:
         timeout = (min(request.timeout_ms, MAX_QUERY_TIMEOUT_MS) or 5000) / 1000.0
         ring = self._view.ring
         plan = self._plan(ring, query.r, set())
-        if request.complete_only and not plan.complete:
+        if (request.complete_only and not plan.complete) or plan.uncovered_share >= 1.0:
+            # A page that can read no arc at all is no answer: an empty page whose
+            # continuation moved on would read as "no keys" to a client following it.
             self._stats.incr("queries.unavailable")
+            partial = (
+                "ask without complete_only for a partial answer marked as such"
+                if plan.uncovered_share < 1.0
+                else "no part of the ring can be read at this level; ask at a lower one"
+            )
             raise Unavailable(
                 query.r,
                 plan.fewest,
                 f"{plan.uncovered_share:.1%} of the ring has fewer than {query.r} readable "
-                "replicas; ask without complete_only for a partial answer marked as such",
+                f"replicas; {partial}",
             )
         deadline = trio.current_time() + timeout
         answers, failed = await self._ask(plan, query, request.values, self._step(deadline))
@@ -207,7 +214,7 @@ class QueryService:
             lost = [runs for node, runs in plan.assignments.items() if node in failed]
             uncovered = min(1.0, uncovered + sum(share_of(runs) for runs in lost))
         complete = plan.complete and not failed
-        if request.complete_only and not complete:
+        if (request.complete_only and not complete) or uncovered >= 1.0:
             self._stats.incr("queries.unavailable")
             raise Unavailable(
                 query.r, query.r - 1, f"replicas {', '.join(sorted(failed))} did not answer"
