@@ -419,13 +419,20 @@ def _issue_bearer(args: argparse.Namespace, authority: Authority) -> int:
     write_file_atomically(args.out, (token + "\n").encode(), 0o600)
     capability = BearerVerifier(TrustState(authority.trust)).verify(token, time.time())
     scope = f"keys starting with {args.prefix!r}" if args.prefix else "every key"
-    print(
+    text = (
         f"wrote {args.out}: bearer token, role {args.role} on {scope}, valid until "
-        f"{when(capability.expires)}"
-    )
-    print(
+        f"{when(capability.expires)}\n"
         f"serial {capability.serial} (revoke with `p2pindex cluster revoke --capability "
-        f"{capability.serial} ...`)"
+        f"{capability.serial} ...`)\n"
+        f'use it with: curl -H "Authorization: Bearer $(cat {args.out})" URL'
     )
-    print(f'use it with: curl -H "Authorization: Bearer $(cat {args.out})" URL')
+    document = {
+        "file": args.out,
+        "kind": "bearer",
+        "role": args.role,
+        "prefix": args.prefix,
+        "expires": when(capability.expires),
+        "serial": capability.serial,
+    }
+    emit(args, text, document)
     return EXIT_OK

@@ -239,6 +239,12 @@ def test_every_security_command_prints_its_result_as_json(
         "--prefix", "user:", "--out", str(tmp_path / "app.cred"),
     )  # fmt: skip
     assert (issued["role"], issued["prefix"]) == ("read", "user:")
+    bearer = as_json(
+        "token", "issue", "--authority", str(authority), "--role", "write",
+        "--bearer", "--out", str(tmp_path / "app.token"),
+    )  # fmt: skip
+    assert (bearer["kind"], bearer["role"]) == ("bearer", "write")
+    assert isinstance(bearer["serial"], int) and bearer["file"] == str(tmp_path / "app.token")
     revoked = as_json("cluster", "revoke", str(certified["node_id"]), "--authority", str(authority))
     assert revoked["node_ids"] == [certified["node_id"]] and revoked["pushed_to"] is None
     rotated = as_json("cluster", "rotate", "--authority", str(authority))
