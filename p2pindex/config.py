@@ -142,11 +142,16 @@ class HttpConfig:
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
-            raise ConfigError("HTTP TLS needs both a certificate (http_tls_cert) and its key")
+            raise ConfigError(
+                "HTTP TLS needs both a certificate and its key (--http-cert and --http-key, "
+                "or tls_cert and tls_key under [http] in the config file)"
+            )
         if self.tls_cert is None and not self.insecure and not _loopback(self.listen.host):
             raise ConfigError(
                 f"the HTTP listener {self.listen} is not on loopback: give it a TLS certificate "
-                "and key (--http-cert, --http-key) or accept plain HTTP with --http-insecure"
+                "and key (--http-cert, --http-key; tls_cert, tls_key under [http] in the "
+                "config file) or accept plain HTTP (--http-insecure; insecure = true under "
+                "[http])"
             )
         if min(self.request_deadline, self.idle_timeout, self.send_timeout) <= 0:
             raise ConfigError("HTTP timeouts must be positive")

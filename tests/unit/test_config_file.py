@@ -83,8 +83,12 @@ def test_an_unknown_key_or_bad_value_is_one_error_naming_it(tmp_path: Path, text
 
 def test_checks_across_settings_are_made_before_start(tmp_path: Path):
     path = write(tmp_path, 'data_dir = "d"\n[http]\nlisten = "10.1.2.3:80"\n')
-    with pytest.raises(ConfigError, match="not on loopback"):
+    with pytest.raises(ConfigError, match="not on loopback") as public:
         node_config(settings("--config", str(path))[0])
+    assert "insecure = true under [http]" in str(public.value)  # the file's own words
+    half = write(tmp_path, 'data_dir = "d"\n[http]\nlisten = "127.0.0.1:80"\ntls_cert = "c"\n')
+    with pytest.raises(ConfigError, match="tls_cert and tls_key under \\[http\\]"):
+        node_config(settings("--config", str(half))[0])
     with pytest.raises(ConfigError, match="data_dir is not set"):
         node_config(settings()[0])
 
