@@ -9,6 +9,9 @@ Keys are the percent-decoded path segment after ``/v1/kv/`` (any bytes; a ``%`` 
 by two hex digits is refused). The causal context travels base64url in ``X-P2P-Context``:
 a read returns it, a write passes it back. One value is the raw body; concurrent siblings
 are ``300 Multiple Choices`` with JSON ``{"siblings": [base64...], "context": ...}``.
+A PUT takes the native put's index terms (``index=NAME:TERM``, repeatable, terms spelled
+as queries spell them) and ``overwrite=true``: without them an HTTP update would file its
+version under no terms and drop the key from every index it was in.
 
 ``/v1/keys`` and ``/v1/query/{index}`` become the ``QueryRequest`` of ``AsyncClient.keys``
 and ``query`` (``p2pindex.http.queries`` reads the parameters and writes the JSON page).
@@ -37,7 +40,7 @@ from p2pindex.node.trace import RequestTrace, tracing
 from p2pindex.security.access import Peer, PeerKind
 from p2pindex.security.bearer import BearerVerifier
 from p2pindex.security.errors import CredentialRejected
-from p2pindex.types import NodeState, consistency_to_wire, parse_consistency
+from p2pindex.types import ConsistencyLevel, NodeState, consistency_to_wire, parse_consistency
 from p2pindex.wire.messages import (
     DeleteReply,
     DeleteRequest,
@@ -84,6 +87,8 @@ READ_FLAG_HEADER = "x-p2p-read-first"
 SIBLINGS_HEADER = "x-p2p-siblings"
 UNSEEN_HEADER = "x-p2p-unseen-may-remain"
 _QUERY_NAMES = {"consistency", "strict", "timeout_ms"}
+_PUT_NAMES = {"index", "overwrite"}
+"""Parameters only a PUT takes; ``index`` (one ``NAME:TERM`` each) may repeat."""
 
 
 class HttpApi:
@@ -206,7 +211,7 @@ class HttpApi:
                 headers=[("allow", "GET, HEAD, PUT, DELETE")],
             )
         key = self._key(raw_key, "/v1/kv/{key}")
-        params = parse_query(query)
+        params, written = parse_query(query, request.method)
         consistency = params.get("consistency", "quorum")
         try:
             wire_consistency = consistency_to_wire(parse_consistency(consistency))
@@ -214,6 +219,7 @@ class HttpApi:
             raise InvalidRequest(str(exc)) from None
         strict = _flag(params.get("strict", "false"), "strict")
         timeout_ms = _int_param(params.get("timeout_ms", "0"), "timeout_ms")
+        terms = self._index_terms(written) if written else None
         peer = self._authenticate(request, count_rate=count_rate)
         if isinstance(peer, Response):
             return peer
@@ -222,10 +228,30 @@ class HttpApi:
         context = _context(request.headers.get(CONTEXT_HEADER))
         if request.method == "DELETE":
             return DeleteRequest(key, context, wire_consistency, timeout_ms, strict), peer
+        overwrite = _overwrite(params, context)
         limit = self._node.config.limits.max_value
         if len(request.body) > limit:
             return _value_too_large(limit)
-        return PutRequest(key, request.body, context, wire_consistency, timeout_ms, strict), peer
+        put = PutRequest(
+            key,
+            request.body,
+            context,
+            wire_consistency,
+            timeout_ms,
+            strict,
+            overwrite=overwrite,
+            index=terms,
+        )
+        return put, peer
+
+    def _index_terms(self, written: list[str]) -> bytes | None:
+        """A PUT's ``index=`` terms for the wire, or its refusal, counted as the node
+        counts the bad terms a native client sends (``rejected.bad_index_terms``)."""
+        try:
+            return http_queries.written_terms(written, self._node.config.term_limits)
+        except InvalidRequest as exc:
+            self._node.stats.incr("rejected.bad_index_terms")
+            raise InvalidRequest(f"{exc}; nothing written") from None
 
     def _key(self, raw: str, form: str) -> bytes:
         key = decode_component(raw, "key")
@@ -344,7 +370,9 @@ class HttpApi:
 
 
 def readiness(node: Node) -> list[str]:
-    """Why ``node`` should not take traffic from a load balancer (empty: it should)."""
+    """Why ``node`` should not take traffic from a load balancer (empty: it should): also
+    while it reaches too few members to serve the default (QUORUM) requests, since a node
+    cut off from the others refuses them all while the balancer keeps sending them."""
     reasons = []
     if node.state is not NodeState.ACTIVE:
         detail = f": {node.state_reason}" if node.state_reason else ""
@@ -359,7 +387,27 @@ def readiness(node: Node) -> list[str]:
             f"the ring has {len(node.ring.nodes)} node(s), fewer than N={node.config.n_replicas}"
             f"{why}"
         )
+    cut_off = _quorum_unreachable(node)
+    if cut_off:
+        reasons.append(cut_off)
     return reasons
+
+
+def _quorum_unreachable(node: Node) -> str | None:
+    """Why ``node`` cannot serve QUORUM requests, if it cannot: it counts itself and the
+    ring's members it would route a request to (``Node.usable``: alive or suspected, as its
+    coordinator sees them), against a quorum of N, or the whole ring when it is smaller than
+    N (a lone node of N=3 serves ONE, so this never calls it unready)."""
+    ring = node.ring.nodes
+    needed = min(ConsistencyLevel.QUORUM.required(node.config.n_replicas), len(ring))
+    reachable = sum(1 for member in ring if member == node.node_id or node.usable(member))
+    if reachable >= needed:
+        return None
+    verb = "is" if reachable == 1 else "are"
+    return (
+        f"only {reachable} of the ring's {len(ring)} members {verb} reachable; "
+        f"quorum requests need {needed}"
+    )
 
 
 def _request_id(given: str | None) -> str:
@@ -375,19 +423,33 @@ def decode_component(raw: str, what: str) -> bytes:
     return unquote_to_bytes(raw)
 
 
-def parse_query(query: str) -> dict[str, str]:
+def parse_query(query: str, method: str = "GET") -> tuple[dict[str, str], list[str]]:
+    """A key request's parameters, each once, and a PUT's ``index=`` values in order (the
+    one that repeats). Decoded strictly: a term that is not UTF-8 would otherwise be filed
+    as U+FFFD, a different term from the one the client sent."""
     if _BAD_PERCENT.search(query):
         raise InvalidRequest("the query string has a bad percent-encoding (% must start %XX)")
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError:
+        raise InvalidRequest("the query string is not UTF-8 once percent-decoded") from None
+    known = _QUERY_NAMES | _PUT_NAMES if method == "PUT" else _QUERY_NAMES
     params: dict[str, str] = {}
-    for name, value in parse_qsl(query, keep_blank_values=True):
-        if name not in _QUERY_NAMES:
+    written: list[str] = []
+    for name, value in pairs:
+        if name in _PUT_NAMES and name not in known:
+            raise InvalidRequest(f"{name}= is taken by PUT only, not by {method[:20]}")
+        if name not in known:
             raise InvalidRequest(
-                f"unknown query parameter {name[:40]!r}; known: {', '.join(sorted(_QUERY_NAMES))}"
+                f"unknown query parameter {name[:40]!r}; known: {', '.join(sorted(known))}"
             )
-        if name in params:
+        if name == "index":
+            written.append(value)
+        elif name in params:
             raise InvalidRequest(f"{name} is given more than once")
-        params[name] = value
-    return params
+        else:
+            params[name] = value
+    return params, written
 
 
 def _flag(value: str, name: str) -> bool:
@@ -395,6 +457,19 @@ def _flag(value: str, name: str) -> bool:
     if flag is None:
         raise InvalidRequest(f"{name} must be true or false, not {value[:20]!r}")
     return flag
+
+
+def _overwrite(params: dict[str, str], context: bytes | None) -> bool:
+    """A PUT's ``overwrite=``, refused beside a context as the native client refuses it:
+    the two name different versions to replace, and neither should silently win."""
+    overwrite = _flag(params.get("overwrite", "false"), "overwrite")
+    if overwrite and context is not None:
+        raise InvalidRequest(
+            "a PUT takes an X-P2P-Context or overwrite=true, not both (the context "
+            "replaces what its read saw, overwrite what the cluster holds now); "
+            "nothing written"
+        )
+    return overwrite
 
 
 def _int_param(value: str, name: str) -> int:

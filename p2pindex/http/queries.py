@@ -8,10 +8,12 @@ and the same counters. This module only turns text into the request's fields, an
 a parameter it cannot read (``rejected.bad_query``, as the node counts its own refusals).
 
 Terms are text unless written ``int:420`` (or with ``type=int``); ``text:`` forces text,
-so ``text:int:5`` is the text ``int:5``. Keys and prefixes are percent-decoded bytes. In
-the answer a key or term that is UTF-8 is a JSON string (a number for an integer term),
-otherwise it goes base64 under ``key_base64`` / ``term_base64``; values are base64, as
-``/v1/kv`` siblings are.
+so ``text:int:5`` is the text ``int:5``. A PUT's ``index=NAME:TERM`` parameters spell their
+terms the same way, so a term is queried as it was written; unlike a query's, they are
+checked here against the node's limits too (``written_terms``), so a PUT is refused before
+its body is sent. Keys and prefixes are percent-decoded bytes. In the answer a key or term
+that is UTF-8 is a JSON string (a number for an integer term), otherwise it goes base64
+under ``key_base64`` / ``term_base64``; values are base64, as ``/v1/kv`` siblings are.
 """
 
 from __future__ import annotations
@@ -77,6 +79,31 @@ def query_request(index: bytes, query: str) -> QueryRequest:
     else:
         raise BadQuery(f"query {name[:60]!r}: give term= (exact) or lo= and hi= (a range)")
     return _request(name, low, high, params)
+
+
+def written_terms(written: list[str], limits: TermLimits) -> bytes | None:
+    """A PUT's ``index=NAME:TERM`` parameters as the terms a native client's ``index=``
+    sends (None: none), each term spelled as a query spells it, so ``index=total:int:420``
+    is found by ``term=int:420``. The name ends at the first ``:``.
+
+    Checked against the node's own ``limits`` with the node's words, so a bad name, term
+    or count is refused before the body is read, never half-applied (the node checks the
+    encoded terms again, as it checks every client's)."""
+    grouped: dict[object, list[object]] = {}
+    for value in written:
+        name, colon, spelled = value.partition(":")
+        if not colon:
+            raise BadQuery(
+                f"index={value[:60]!r}: expected NAME:TERM, such as index=email:a@b.example "
+                "(text) or index=total:int:420 (an integer)"
+            )
+        term = _spelled_term(spelled, False, f"index {name[:60]!r}: the term")
+        grouped.setdefault(name, []).append(term)
+    try:
+        canonical = index_terms.normalize(grouped, limits)
+    except ValueError as exc:
+        raise BadQuery(str(exc)) from None
+    return index_terms.encode(canonical) if canonical else None
 
 
 def reply_document(reply: QueryReply, *, terms: bool, values: bool) -> dict[str, Any]:
@@ -190,21 +217,24 @@ def _term_type(value: bytes | None) -> bool:
 
 def _term(index: str, value: bytes, as_int: bool, name: str) -> bytes:
     """A term as written (see the module docstring), encoded as a binary client encodes it."""
-    text = _text(value, name)
-    term: int | str
-    if text.startswith("text:"):
-        term = text[5:]
-    elif text.startswith("int:") or as_int:
-        digits = text[4:] if text.startswith("int:") else text
-        if not _INTEGER.fullmatch(digits):
-            raise BadQuery(f"{name} {digits[:40]!r} is not an integer")
-        term = int(digits)
-    else:
-        term = text
+    term = _spelled_term(_text(value, name), as_int, name)
     try:
         return index_terms.encode_term(index_terms.check_term(index, term, _LIMITS))
     except ValueError as exc:
         raise BadQuery(f"{name}=: {exc}") from None
+
+
+def _spelled_term(text: str, as_int: bool, name: str) -> int | str:
+    """The term ``text`` spells: text unless ``int:`` (or ``as_int``), ``text:`` forcing
+    text. One reading for queries and writes, so a term is found as it was written."""
+    if text.startswith("text:"):
+        return text[5:]
+    if text.startswith("int:") or as_int:
+        digits = text[4:] if text.startswith("int:") else text
+        if not _INTEGER.fullmatch(digits):
+            raise BadQuery(f"{name} {digits[:40]!r} is not an integer")
+        return int(digits)
+    return text
 
 
 def _continuation(value: bytes | None) -> bytes | None:
