@@ -4,9 +4,17 @@ prometheus_client writes the exposition format (escaping, ordering, ``_total`` a
 ``_bucket`` suffixes); this module only names things. Naming follows Prometheus' rules:
 base units (seconds, bytes), counters end in ``_total``, one metric per meaning with
 labels for its bounded dimensions (operation, consistency, reason). Every label value comes
-from the code (a counter name or an enum), never from a client or a key, so no label is
-unbounded. A counter the tables below do not name still appears, as
-``p2pindex_events_total{event="..."}``, so nothing counted is ever hidden.
+from the code (a counter name or an enum) or, for ``p2pindex_member_dead``, from the
+cluster's membership, never from a client or a key, so no label is unbounded. A counter the
+tables below do not name still appears, as ``p2pindex_events_total{event="..."}``, so
+nothing counted is ever hidden.
+
+Each family's HELP is written once, in ``FAMILIES``, not with each counter that feeds it:
+a family fed by several counters then says the same thing whichever was counted first.
+Label values known before anything happens (``KNOWN``: operations, consistency levels,
+quorum causes, refusal reasons, states) are exported at zero from the first scrape: a
+series that only appears with its first event has no earlier sample, so ``rate()`` and
+``increase()`` would miss the first burst after every restart.
 
 The collector reads the store when scraped and keeps nothing: a scrape costs the node
 nothing between scrapes.
@@ -27,7 +35,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from p2pindex import errors
 from p2pindex.net.channel import Traffic
+from p2pindex.node.request_metrics import LEVELS, OPERATIONS
 from p2pindex.node.stats import Histogram
 from p2pindex.types import Liveness, NodeState
 
@@ -41,69 +51,163 @@ except PackageNotFoundError:  # a source checkout on PYTHONPATH, not installed
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-EXACT: dict[str, tuple[str, str, dict[str, str]]] = {
-    # counter name -> (metric, help, labels)
-    "requests.get": ("p2pindex_requests_succeeded_total", "Client requests that succeeded.",
-                     {"operation": "get"}),
-    "requests.put": ("p2pindex_requests_succeeded_total", "", {"operation": "put"}),
-    "requests.delete": ("p2pindex_requests_succeeded_total", "", {"operation": "delete"}),
-    "requests.forwarded": ("p2pindex_requests_relayed_total",
-                           "Client requests relayed to a node that holds the key.", {}),
+FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
+    # counter metric -> (help, label names)
+    "p2pindex_requests_succeeded_total": (
+        "Client requests that succeeded, by operation.", ("operation",)),
+    "p2pindex_requests_relayed_total": (
+        "Client requests relayed to a node that holds the key.", ()),
+    "p2pindex_writes_indeterminate_total": (
+        "Writes whose quorum failed or timed out after they were sent: their outcome is "
+        "unknown.", ()),
+    "p2pindex_read_repairs_total": ("Read repairs sent to stale replicas.", ()),
+    "p2pindex_read_repair_failures_total": ("Read repairs that failed.", ()),
+    "p2pindex_hints_total": (
+        "Hinted-handoff events: hints stored, delivered, delivery_failed, expired, and "
+        "refused_full (the target's hint store was full, so the write kept no hint).",
+        ("event",)),
+    "p2pindex_handoff_keys_total": (
+        "Keys moved by ownership handoff, in to or out of this node.", ("direction",)),
+    "p2pindex_antientropy_rounds_total": (
+        "Anti-entropy rounds, by result (done or failed).", ("result",)),
+    "p2pindex_antientropy_pieces_compared_total": (
+        "Digest pieces compared with a peer.", ()),
+    "p2pindex_antientropy_pieces_differing_total": (
+        "Digest pieces that differed from a peer's.", ()),
+    "p2pindex_antientropy_keys_repaired_total": (
+        "Keys anti-entropy repaired, pulled from or pushed to a peer.", ("direction",)),
+    "p2pindex_replica_writes_total": ("Records applied as a replica.", ()),
+    "p2pindex_http_connections_total": ("HTTP connections accepted.", ()),
+    "p2pindex_http_evicted_total": (
+        "HTTP connections closed, while waiting for a request, to admit a new one at "
+        "max_connections.", ()),
+    "p2pindex_peer_connections_total": ("Connections opened to peers.", ()),
+    "p2pindex_peer_timeouts_total": ("Peer requests that timed out.", ()),
+    "p2pindex_request_errors_total": (
+        "Client requests that failed, by operation and error.", ("operation", "error")),
+    "p2pindex_quorum_failures_total": (
+        "Client requests that failed for lack of a quorum, by cause: unavailable (definite), "
+        "timeout or quorum_failed (indeterminate); each failed request once.", ("cause",)),
+    "p2pindex_security_events_total": (
+        "Security events: handshakes, refusals (denied.*, bearer.*, handshake.refused.*).",
+        ("event",)),
+    "p2pindex_http_refused_total": (
+        "HTTP requests refused before reaching the node, by reason.", ("reason",)),
+    "p2pindex_http_responses_total": ("HTTP responses by status class.", ("class",)),
+    "p2pindex_member_transitions_total": (
+        "Members seen entering a liveness state (or removed).", ("liveness",)),
+    "p2pindex_replica_errors_total": ("Failed requests to replicas, by error.", ("error",)),
+    "p2pindex_state_transitions_total": ("This node entering a state.", ("state",)),
+    "p2pindex_rejected_input_total": ("Protocol input refused, by reason.", ("reason",)),
+    "p2pindex_events_total": ("Other events the node counts, by name.", ("event",)),
+}  # fmt: skip
+"""Every counter family built from the StatisticsStore's counters, with its one HELP."""
+
+EXACT: dict[str, tuple[str, tuple[str, ...]]] = {
+    # counter name -> (metric, label values in the order FAMILIES names the labels)
+    "requests.get": ("p2pindex_requests_succeeded_total", ("get",)),
+    "requests.put": ("p2pindex_requests_succeeded_total", ("put",)),
+    "requests.delete": ("p2pindex_requests_succeeded_total", ("delete",)),
+    "requests.forwarded": ("p2pindex_requests_relayed_total", ()),
     # Not a cause of p2pindex_quorum_failures_total: those are counted from the errors
     # below, and this one would count every failed write twice.
-    "requests.write_indeterminate": ("p2pindex_writes_indeterminate_total",
-                                     "Writes whose quorum failed or timed out after they "
-                                     "were sent: their outcome is unknown.", {}),
-    "repairs.read": ("p2pindex_read_repairs_total", "Read repairs sent to stale replicas.", {}),
-    "repairs.failed": ("p2pindex_read_repair_failures_total", "Read repairs that failed.", {}),
-    "hints.stored": ("p2pindex_hints_total", "Hinted-handoff events.", {"event": "stored"}),
-    "hints.delivered": ("p2pindex_hints_total", "", {"event": "delivered"}),
-    "hints.delivery_failures": ("p2pindex_hints_total", "", {"event": "delivery_failed"}),
-    "hints.expired": ("p2pindex_hints_total", "", {"event": "expired"}),
-    "hints.refused_full": ("p2pindex_hints_total", "", {"event": "refused_full"}),
-    "handoff.keys_in": ("p2pindex_handoff_keys_total", "Keys moved by ownership handoff.",
-                        {"direction": "in"}),
-    "handoff.keys_out": ("p2pindex_handoff_keys_total", "", {"direction": "out"}),
-    "antientropy.rounds": ("p2pindex_antientropy_rounds_total", "Anti-entropy rounds.",
-                           {"result": "done"}),
-    "antientropy.failed_rounds": ("p2pindex_antientropy_rounds_total", "",
-                                  {"result": "failed"}),
-    "antientropy.pieces_compared": ("p2pindex_antientropy_pieces_compared_total",
-                                    "Digest pieces compared with a peer.", {}),
-    "antientropy.pieces_differing": ("p2pindex_antientropy_pieces_differing_total",
-                                     "Digest pieces that differed from a peer's.", {}),
-    "antientropy.keys_pulled": ("p2pindex_antientropy_keys_repaired_total",
-                                "Keys anti-entropy repaired.", {"direction": "pulled"}),
-    "antientropy.keys_pushed": ("p2pindex_antientropy_keys_repaired_total", "",
-                                {"direction": "pushed"}),
-    "replica.writes": ("p2pindex_replica_writes_total", "Records applied as a replica.", {}),
-    "http.connections": ("p2pindex_http_connections_total", "HTTP connections accepted.", {}),
-    "http.evicted": ("p2pindex_http_evicted_total",
-                     "HTTP connections closed, while waiting for a request, to admit a new "
-                     "one at max_connections.", {}),
-    "peer.connects": ("p2pindex_peer_connections_total", "Connections opened to peers.", {}),
-    "peer.timeouts": ("p2pindex_peer_timeouts_total", "Peer requests that timed out.", {}),
+    "requests.write_indeterminate": ("p2pindex_writes_indeterminate_total", ()),
+    "repairs.read": ("p2pindex_read_repairs_total", ()),
+    "repairs.failed": ("p2pindex_read_repair_failures_total", ()),
+    "hints.stored": ("p2pindex_hints_total", ("stored",)),
+    "hints.delivered": ("p2pindex_hints_total", ("delivered",)),
+    "hints.delivery_failures": ("p2pindex_hints_total", ("delivery_failed",)),
+    "hints.expired": ("p2pindex_hints_total", ("expired",)),
+    "hints.refused_full": ("p2pindex_hints_total", ("refused_full",)),
+    "handoff.keys_in": ("p2pindex_handoff_keys_total", ("in",)),
+    "handoff.keys_out": ("p2pindex_handoff_keys_total", ("out",)),
+    "antientropy.rounds": ("p2pindex_antientropy_rounds_total", ("done",)),
+    "antientropy.failed_rounds": ("p2pindex_antientropy_rounds_total", ("failed",)),
+    "antientropy.pieces_compared": ("p2pindex_antientropy_pieces_compared_total", ()),
+    "antientropy.pieces_differing": ("p2pindex_antientropy_pieces_differing_total", ()),
+    "antientropy.keys_pulled": ("p2pindex_antientropy_keys_repaired_total", ("pulled",)),
+    "antientropy.keys_pushed": ("p2pindex_antientropy_keys_repaired_total", ("pushed",)),
+    "replica.writes": ("p2pindex_replica_writes_total", ()),
+    "http.connections": ("p2pindex_http_connections_total", ()),
+    "http.evicted": ("p2pindex_http_evicted_total", ()),
+    "peer.connects": ("p2pindex_peer_connections_total", ()),
+    "peer.timeouts": ("p2pindex_peer_timeouts_total", ()),
 }  # fmt: skip
 
-PREFIXES: tuple[tuple[str, str, str, str], ...] = (
-    # counter-name prefix -> (metric, help, label for the rest of the name)
-    ("requests.errors.", "p2pindex_request_errors_total",
-     "Client requests that failed, by operation and error.", "operation_error"),
-    ("security.", "p2pindex_security_events_total",
-     "Security events: handshakes, refusals (denied.*, bearer.*, handshake.refused.*).",
-     "event"),
-    ("http.refused.", "p2pindex_http_refused_total",
-     "HTTP requests refused before reaching the node, by reason.", "reason"),
-    ("http.responses.", "p2pindex_http_responses_total", "HTTP responses by status class.",
-     "class"),
-    ("membership.", "p2pindex_member_transitions_total",
-     "Members seen entering a liveness state.", "liveness"),
-    ("replica.errors.", "p2pindex_replica_errors_total",
-     "Failed requests to replicas, by error.", "error"),
-    ("state.", "p2pindex_state_transitions_total", "This node entering a state.", "state"),
-    ("rejected.", "p2pindex_rejected_input_total", "Protocol input refused, by reason.",
-     "reason"),
-)  # fmt: skip
+PREFIXES: dict[str, str] = {
+    # counter-name prefix -> metric; the rest of the name is the label's value (for two
+    # labels, split at its first dot: requests.errors.OPERATION.ERROR)
+    "requests.errors.": "p2pindex_request_errors_total",
+    "security.": "p2pindex_security_events_total",
+    "http.refused.": "p2pindex_http_refused_total",
+    "http.responses.": "p2pindex_http_responses_total",
+    "membership.": "p2pindex_member_transitions_total",
+    "replica.errors.": "p2pindex_replica_errors_total",
+    "state.": "p2pindex_state_transitions_total",
+    "rejected.": "p2pindex_rejected_input_total",
+}
+
+QUORUM_CAUSES = (
+    errors.Unavailable.code,
+    errors.Timeout.code,
+    errors.QuorumFailed.code,
+)
+"""The errors of p2pindex_request_errors_total that p2pindex_quorum_failures_total counts."""
+
+REQUEST_ERRORS = (
+    *QUORUM_CAUSES,
+    errors.Overloaded.code,
+    errors.NotReady.code,
+    errors.StorageFailure.code,
+    errors.InvalidRequest.code,
+    errors.SiblingLimitExceeded.code,
+    errors.RecordLimitExceeded.code,
+    errors.PermissionDenied.code,
+)
+"""The errors a node answers a client request with, exported at zero for every operation.
+Others (a client's own: connection_lost, no_node_reachable) appear when counted."""
+
+HTTP_REFUSED = (
+    "malformed",
+    "headers_too_large",
+    "body_too_large",
+    "ambiguous_length",
+    "http_version",
+    "slow_client",
+    "truncated",
+    "slow_reader",
+    "too_many_connections",
+    "tls",
+)
+"""The reasons p2pindex/http/server.py counts as ``http.refused.*`` (a test keeps the two
+in step)."""
+
+HTTP_CLASSES = ("2xx", "3xx", "4xx", "5xx")
+"""Status classes the HTTP API answers with (3xx: a read that found siblings)."""
+
+
+def _known() -> tuple[str, ...]:
+    """Every counter whose name is known before it is counted, to export at zero."""
+    operations = OPERATIONS.values()
+    return (
+        *EXACT,
+        *(f"requests.errors.{op}.{error}" for op in operations for error in REQUEST_ERRORS),
+        *(f"http.refused.{reason}" for reason in HTTP_REFUSED),
+        *(f"http.responses.{status}" for status in HTTP_CLASSES),
+        *(f"membership.{liveness.value}" for liveness in Liveness),
+        "membership.removed",
+        "membership.removed_self",
+        *(f"state.{state.value}" for state in NodeState),
+    )
+
+
+KNOWN = _known()
+LATENCIES = tuple(
+    f"latency.{operation}.{level}"
+    for operation in OPERATIONS.values()
+    for level in (*sorted(LEVELS), "n")
+)
+"""The request latency histograms (``RequestMetrics``' names), exported empty until used."""
 
 HISTOGRAMS: dict[str, tuple[str, str]] = {
     "replica.apply": ("p2pindex_replica_apply_seconds", "Time to apply replica writes."),
@@ -160,6 +264,49 @@ def _histogram_buckets(histogram: Histogram) -> list[tuple[str, float]]:
     ]
 
 
+def _place(counter: str) -> tuple[str, tuple[str, ...]]:
+    """The counter family and label values a StatisticsStore counter is exported as."""
+    exact = EXACT.get(counter)
+    if exact is not None:
+        return exact
+    for prefix, metric in PREFIXES.items():
+        if counter.startswith(prefix):
+            labels = FAMILIES[metric][1]
+            values = tuple(counter[len(prefix) :].split(".", len(labels) - 1))
+            if len(values) == len(labels):
+                return metric, values
+            break
+    return "p2pindex_events_total", (counter,)
+
+
+def _quorum_causes(counters: dict[str, int]) -> dict[str, int]:
+    """Quorum failures by cause, summed over operations from the requests' errors."""
+    causes = dict.fromkeys(QUORUM_CAUSES, 0)
+    for counter, value in counters.items():
+        if counter.startswith("requests.errors."):
+            error = counter.rsplit(".", 1)[-1]
+            if error in causes:
+                causes[error] += value
+    return causes
+
+
+class _CounterFamilies:
+    """Counter families being filled, each made on first use with FAMILIES' HELP and
+    labels, whichever of its counters comes first."""
+
+    def __init__(self) -> None:
+        self.families: dict[str, CounterMetricFamily] = {}
+
+    def add(self, metric: str, values: tuple[str, ...], value: float) -> None:
+        family = self.families.get(metric)
+        if family is None:
+            help_text, labels = FAMILIES[metric]
+            family = self.families[metric] = CounterMetricFamily(
+                metric.removesuffix("_total"), help_text, labels=list(labels)
+            )
+        family.add_metric(list(values), value)
+
+
 class NodeCollector(Collector):
     def __init__(self, node: Node) -> None:
         self._node = node
@@ -177,52 +324,16 @@ class NodeCollector(Collector):
         yield from self._gauges()
 
     def _counters(self, counters: dict[str, int]) -> Iterator[Metric]:
-        families: dict[str, CounterMetricFamily] = {}
-
-        def family(name: str, help_text: str, labels: list[str]) -> CounterMetricFamily:
-            existing = families.get(name)
-            if existing is None:
-                existing = families[name] = CounterMetricFamily(
-                    name.removesuffix("_total"), help_text or name, labels=labels
-                )
-            return existing
-
+        counters = dict.fromkeys(KNOWN, 0) | counters
+        families = _CounterFamilies()
         for counter, value in sorted(counters.items()):
-            exact = EXACT.get(counter)
-            if exact is not None:
-                name, help_text, labels = exact
-                family(name, help_text, list(labels)).add_metric(list(labels.values()), value)
-                continue
-            for prefix, name, help_text, label in PREFIXES:
-                if counter.startswith(prefix):
-                    rest = counter[len(prefix) :]
-                    if label == "operation_error":
-                        operation, _, error = rest.partition(".")
-                        family(name, help_text, ["operation", "error"]).add_metric(
-                            [operation, error], value
-                        )
-                    else:
-                        family(name, help_text, [label]).add_metric([rest], value)
-                    break
-            else:
-                family(
-                    "p2pindex_events_total", "Other events the node counts, by name.", ["event"]
-                ).add_metric([counter], value)
-        # quorum failures by cause, from the errors of coordinated requests
-        quorum = families.get("p2pindex_quorum_failures_total") or family(
-            "p2pindex_quorum_failures_total", "Quorum failures by cause.", ["cause"]
-        )
-        causes: dict[str, int] = {}
-        for counter, value in counters.items():
-            if counter.startswith("requests.errors."):
-                error = counter.rsplit(".", 1)[-1]
-                if error in ("unavailable", "timeout", "quorum_failed"):
-                    causes[error] = causes.get(error, 0) + value
-        for cause, value in sorted(causes.items()):
-            quorum.add_metric([cause], value)
-        yield from families.values()
+            families.add(*_place(counter), value)
+        for cause, value in _quorum_causes(counters).items():
+            families.add("p2pindex_quorum_failures_total", (cause,), value)
+        yield from families.families.values()
 
     def _histograms(self, histograms: dict[str, Histogram]) -> Iterator[Metric]:
+        empty = Histogram()
         requests = HistogramMetricFamily(
             "p2pindex_request_duration_seconds",
             "Client request latency at the coordinator, by operation and consistency.",
@@ -233,20 +344,19 @@ class NodeCollector(Collector):
             "Client requests answered (any outcome), by operation and consistency.",
             labels=["operation", "consistency"],
         )
-        for name, histogram in sorted(histograms.items()):
-            if name.startswith("latency."):
-                _, operation, consistency = name.split(".", 2)
-                requests.add_metric(
-                    [operation, consistency], _histogram_buckets(histogram), histogram.sum
-                )
-                counts.add_metric([operation, consistency], histogram.count)
-            elif name in HISTOGRAMS:
-                metric, help_text = HISTOGRAMS[name]
-                family = HistogramMetricFamily(metric, help_text)
-                family.add_metric([], _histogram_buckets(histogram), histogram.sum)
-                yield family
+        latencies = set(LATENCIES) | {name for name in histograms if name.startswith("latency.")}
+        for name in sorted(latencies):
+            histogram = histograms.get(name, empty)
+            labels = name.split(".", 2)[1:]
+            requests.add_metric(labels, _histogram_buckets(histogram), histogram.sum)
+            counts.add_metric(labels, histogram.count)
         yield requests
         yield counts
+        for name, (metric, help_text) in HISTOGRAMS.items():
+            histogram = histograms.get(name, empty)
+            family = HistogramMetricFamily(metric, help_text)
+            family.add_metric([], _histogram_buckets(histogram), histogram.sum)
+            yield family
 
     def _gauges(self) -> Iterator[Metric]:
         node = self._node
@@ -261,15 +371,7 @@ class NodeCollector(Collector):
         yield GaugeMetricFamily(
             "p2pindex_ready", "1 when /readyz would answer 200.", value=0 if readiness(node) else 1
         )
-        members = GaugeMetricFamily(
-            "p2pindex_members", "Members this node knows, by liveness.", labels=["liveness"]
-        )
-        by_liveness = {value: 0 for value in Liveness}
-        for member in node.members():
-            by_liveness[member.liveness] += 1
-        for liveness, count in by_liveness.items():
-            members.add_metric([liveness.value], count)
-        yield members
+        yield from _members(node)
         yield GaugeMetricFamily(
             "p2pindex_ring_members", "Nodes in this node's ring.", value=len(node.ring.nodes)
         )
@@ -285,6 +387,30 @@ class NodeCollector(Collector):
         yield GaugeMetricFamily("p2pindex_keys", "Keys stored on this node.", value=keys)
         yield from _swim(node)
         yield from _connections(node.traffic)
+
+
+def _members(node: Node) -> Iterator[Metric]:
+    """Members by liveness, and which ones are dead: one series per dead member (none in a
+    healthy cluster), so an alert can name the member and page once for it however many
+    nodes see it dead."""
+    members = GaugeMetricFamily(
+        "p2pindex_members", "Members this node knows, by liveness.", labels=["liveness"]
+    )
+    dead = GaugeMetricFamily(
+        "p2pindex_member_dead",
+        "1 for each member this node sees dead, by node id and address (the members that "
+        'p2pindex_members{liveness="dead"} counts).',
+        labels=["member", "address"],
+    )
+    by_liveness = dict.fromkeys(Liveness, 0)
+    for member in node.members():
+        by_liveness[member.liveness] += 1
+        if member.liveness is Liveness.DEAD:
+            dead.add_metric([member.node_id, str(member.address)], 1)
+    for liveness, count in by_liveness.items():
+        members.add_metric([liveness.value], count)
+    yield members
+    yield dead
 
 
 def _swim(node: Node) -> Iterator[Metric]:
