@@ -34,7 +34,13 @@ from p2pindex.core.batching import sized_groups
 from p2pindex.core.digest_read import Verdict, plan_read, verdict, version_digest
 from p2pindex.core.placement import Target
 from p2pindex.core.quorum import Outcome, ReadQuorum, Round, WriteQuorum, next_deadline
-from p2pindex.errors import InvalidRequest, P2PIndexError, StorageFailure, Unavailable
+from p2pindex.errors import (
+    InvalidRequest,
+    Overloaded,
+    P2PIndexError,
+    StorageFailure,
+    Unavailable,
+)
 from p2pindex.net.channel import Respond
 from p2pindex.node import read_first, relay, replies
 from p2pindex.node import request_plan as plan
@@ -264,7 +270,7 @@ class Coordinator:
         with trio.move_on_at(max(w.round.deadline for w in started)):
             try:
                 await self._index.commit_many([(w.request.key, w.record) for w in started])
-                await self._keep_own_hints(started)
+                kept = await self._keep_own_hints(started)
             except StorageFailure as exc:
                 self._view.storage_failed(exc)
                 for write in started:
@@ -272,17 +278,30 @@ class Coordinator:
                     failure = replies.local_commit_failed(exc, write.round.quorum.required)
                     answer(write.position, failure)
                 return
-            self._replicate(started)
+            self._replicate(kept)
         await self._until_answered(started, answers)
 
-    async def _keep_own_hints(self, writes: list[InFlight]) -> None:
+    async def _keep_own_hints(self, writes: list[InFlight]) -> list[InFlight]:
         """A coordinator standing in for an unusable primary keeps a hint for it, as a remote
         fallback does on a ReplicaWrite; without one the write would sit on a node outside
-        the key's preference list, where neither repair nor anti-entropy ever finds it."""
+        the key's preference list, where neither repair nor anti-entropy ever finds it.
+        Returns the writes to replicate: one whose hint store is full is answered here (its
+        version is committed on this node, so the failure is indeterminate), and the node
+        serves on, since a spent hint budget is no storage failure."""
+        kept: list[InFlight] = []
         for write in writes:
-            for target in write.targets:
-                if target.node == self._node_id and target.hint_for is not None:
-                    await self._view.keep_hint(target.hint_for, write.request.key, write.record)
+            try:
+                for target in write.targets:
+                    if target.node == self._node_id and target.hint_for is not None:
+                        key, record = write.request.key, write.record
+                        await self._view.keep_hint(target.hint_for, key, record)
+            except Overloaded as full:
+                if write.round.answer() and write.answers is not None:
+                    required = write.round.quorum.required
+                    write.answers.give(write.position, replies.hint_refused(full, required))
+                continue
+            kept.append(write)
+        return kept
 
     def _replicate(self, writes: list[InFlight]) -> None:
         """Send the committed writes to their other targets: what one replica gets from

@@ -27,7 +27,7 @@ import trio
 from p2pindex.config import Limits
 from p2pindex.core.batching import fitting_prefix, sized_groups
 from p2pindex.core.ring import Ring, key_token
-from p2pindex.errors import LeaveAbandoned, P2PIndexError, StorageFailure
+from p2pindex.errors import LeaveAbandoned, Overloaded, P2PIndexError, StorageFailure
 from p2pindex.node.eventlog import EventLog
 from p2pindex.node.peers import PeerPool
 from p2pindex.node.stats import StatisticsStore
@@ -129,8 +129,11 @@ class HintedHandoff:
         backlog = held.get(target, 0)
         if backlog + size > self._max_bytes:
             self._stats.incr("hints.refused_full")
-            raise StorageFailure(
-                f"hint store for {target} is full ({backlog} bytes); not taking more"
+            # Overloaded, not StorageFailure: the disk is fine, this member's budget is
+            # spent; a storage failure would take the whole node out of service (DEGRADED).
+            raise Overloaded(
+                f"hint store for {target} is full ({backlog} bytes, hint_max_bytes_per_target); "
+                "not taking more hinted writes for it"
             )
         await self._storage.add_hint(NodeId(target), key, record, self._wall_clock())
         held[target] = held.get(target, 0) + size

@@ -22,6 +22,7 @@ from p2pindex.core.versions import VersionedObject, VersionVector
 from p2pindex.errors import (
     InvalidRequest,
     NotReady,
+    Overloaded,
     RecordLimitExceeded,
     SiblingLimitExceeded,
     StorageFailure,
@@ -609,7 +610,7 @@ class ReplicaService:
             started = time.perf_counter()
             await self._apply_items(items)
             self._apply_seconds.observe(time.perf_counter() - started)
-        except StorageFailure as exc:
+        except (StorageFailure, Overloaded) as exc:  # Overloaded: a full hint store
             failure = reply_for_error(exc)
             for position, _carried in accepted:
                 respond(position, failure)

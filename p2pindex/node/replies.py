@@ -9,7 +9,7 @@ from p2pindex.config import Limits
 from p2pindex.core import versions
 from p2pindex.core.quorum import Outcome, ReadQuorum, WriteQuorum
 from p2pindex.core.versions import VersionedObject, VersionVector
-from p2pindex.errors import QuorumFailed, StorageFailure, Timeout, Unavailable
+from p2pindex.errors import Overloaded, QuorumFailed, StorageFailure, Timeout, Unavailable
 from p2pindex.node.stats import StatisticsStore
 from p2pindex.wire.messages import DeleteReply, GetReply, Message, PutReply
 
@@ -56,6 +56,19 @@ def local_commit_failed(error: StorageFailure, required: int) -> QuorumFailed:
     return QuorumFailed(
         f"the coordinator's storage failed ({error}); nothing was sent to other "
         "replicas, but a concurrent write may carry this one",
+        required=required,
+        acknowledged=0,
+    )
+
+
+def hint_refused(error: Overloaded, required: int) -> QuorumFailed:
+    """The coordinator stood in for a replica but could not keep the hint for it: the
+    version is committed here, outside the key's preference list, and was sent nowhere.
+    Indeterminate: reads through this node may see it until it is superseded."""
+    return QuorumFailed(
+        f"this node stood in for a replica that is down but could not keep the write for it "
+        f"({error}); it was sent to no other replica, though this node holds it: bring the "
+        "member back or remove it, then write again",
         required=required,
         acknowledged=0,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import trio
 
-from p2pindex.errors import StorageFailure
+from p2pindex.errors import Overloaded
 from p2pindex.node.hints import HintedHandoff
 from p2pindex.node.stats import StatisticsStore
 from p2pindex.storage.memory import MemoryStorage
@@ -49,7 +49,7 @@ async def test_a_full_target_is_refused_counted_and_left_unchanged() -> None:
     hints = handoff(storage, AcceptingPeer(), stats)
     await hints.keep("n1", b"key1", RECORD)
     await hints.keep("n1", b"key2", RECORD)
-    with pytest.raises(StorageFailure, match="hint store for n1 is full \\(80 bytes\\)"):
+    with pytest.raises(Overloaded, match="hint store for n1 is full \\(80 bytes"):
         await hints.keep("n1", b"key3", RECORD)
     await hints.keep("n2", b"key3", RECORD)  # another target has its own bound
     assert stats.get("hints.refused_full") == 1
@@ -64,7 +64,7 @@ async def test_the_bound_counts_hints_already_on_disk() -> None:
     await storage.add_hint("n1", b"old1", RECORD, 1.0)
     await storage.add_hint("n1", b"old2", RECORD, 1.0)
     hints = handoff(storage, AcceptingPeer(), stats)  # a restarted node with a backlog
-    with pytest.raises(StorageFailure):
+    with pytest.raises(Overloaded):
         await hints.keep("n1", b"key1", RECORD)
 
 
