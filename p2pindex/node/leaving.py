@@ -11,7 +11,7 @@ import logging
 
 import trio
 
-from p2pindex.errors import LeaveAbandoned
+from p2pindex.errors import LeaveAbandoned, StorageFailure
 from p2pindex.node.cluster_view import ClusterView
 from p2pindex.node.handoff import LEAVE_PATIENCE, OwnershipHandoff, WrittenKeys
 from p2pindex.node.hints import HintedHandoff
@@ -40,7 +40,9 @@ async def hand_over(
         await _refuse_a_concurrent_leave(handoff, view)  # one that began meanwhile
         await _wait_for_a_listener(view)
         await handoff.forget_synced()
-    except LeaveAbandoned as reason:
+    except (LeaveAbandoned, StorageFailure) as reason:
+        # A storage failure (its ranges could not be read to push them) abandons the leave
+        # too: the node keeps its data and its place rather than die in the middle.
         view.handing_over = False
         handoff.progress.abandoned = str(reason)
         handoff.progress.finished = trio.current_time()
