@@ -96,49 +96,38 @@ def describe_member_change(
     look for changed (a refreshed incarnation, say). Liveness and state are their names;
     ``accuser`` is the other member whose word this node took (None: its own probes);
     ``removed``: the member was removed (`p2pindex remove`), so it is out of the ring."""
-    line = _member_change(
-        node_id, address, liveness, state, previous_liveness, previous_state, accuser, removed
-    )
+
+    def sentence() -> str | None:
+        who = f"member {node_id} at {address}"
+        if previous_liveness is None:
+            if liveness == "alive":
+                return f"{who} joined ({state})"
+            return f"{who} is known, {liveness}"
+        if liveness != previous_liveness:
+            if liveness == "alive":
+                if previous_liveness == "suspect":
+                    return f"{who} is alive again (it answered the suspicion)"
+                return f"{who} is alive again (was {previous_liveness}), {state}"
+            if liveness == "suspect":
+                if accuser is not None:
+                    return f"{who} is suspected by member {accuser}: it did not answer its probes"
+                return f"{who} is suspected: it did not answer probes"
+            if liveness == "dead":
+                by = "" if accuser is None else f" (declared by member {accuser})"
+                if removed:
+                    return f"{who} is dead{by}; it was removed, and stays out of the ring"
+                return (
+                    f"{who} is dead{by}; it stays in the ring (hints are kept for it) until it "
+                    "comes back or is removed with `p2pindex remove`"
+                )
+            if liveness == "left":
+                return f"{who} left the cluster"
+            return f"{who} is {liveness}"
+        if state != previous_state and liveness == "alive":
+            return f"{who} is now {state}"
+        return None
+
+    line = sentence()
     if line is None or not removed or "removed" in line:
         return line
     return f"{line} (a removed member: kept out of the ring)"
-
-
-def _member_change(
-    node_id: str,
-    address: str,
-    liveness: str,
-    state: str,
-    previous_liveness: str | None,
-    previous_state: str | None,
-    accuser: str | None,
-    removed: bool,
-) -> str | None:
-    who = f"member {node_id} at {address}"
-    if previous_liveness is None:
-        if liveness == "alive":
-            return f"{who} joined ({state})"
-        return f"{who} is known, {liveness}"
-    if liveness != previous_liveness:
-        if liveness == "alive":
-            if previous_liveness == "suspect":
-                return f"{who} is alive again (it answered the suspicion)"
-            return f"{who} is alive again (was {previous_liveness}), {state}"
-        if liveness == "suspect":
-            if accuser is not None:
-                return f"{who} is suspected by member {accuser}: it did not answer its probes"
-            return f"{who} is suspected: it did not answer probes"
-        if liveness == "dead":
-            by = "" if accuser is None else f" (declared by member {accuser})"
-            if removed:
-                return f"{who} is dead{by}; it was removed, and stays out of the ring"
-            return (
-                f"{who} is dead{by}; it stays in the ring (hints are kept for it) until it comes "
-                "back or is removed with `p2pindex remove`"
-            )
-        if liveness == "left":
-            return f"{who} left the cluster"
-        return f"{who} is {liveness}"
-    if state != previous_state and liveness == "alive":
-        return f"{who} is now {state}"
-    return None
