@@ -36,6 +36,8 @@ async def serve_admin(node: Node, message: wm.Message) -> wm.Message:
     if isinstance(message, wm.Hello):
         return _hello(node, message)
     if isinstance(message, wm.StatusRequest):
+        if message.leaving_only:
+            return wm.StatusReply({"node_id": node.node_id, "leaving": node.leaving})
         return wm.StatusReply(node.monitor.status())
     if isinstance(message, wm.MembersRequest):
         return wm.MembersReply(node.config.n_replicas, DEFAULT_VNODES, node.monitor.member_docs())

@@ -592,7 +592,9 @@ class OwnershipHandoff(RecordMover):
         async def ask(node: str) -> None:
             try:
                 reply = await self._peers.request(
-                    self._view.address_of(node), StatusRequest(), timeout=STATUS_TIMEOUT
+                    self._view.address_of(node),
+                    StatusRequest(leaving_only=True),
+                    timeout=STATUS_TIMEOUT,
                 )
             except (OSError, P2PIndexError):
                 return  # down or unreachable: its leave, if any, could not finish either

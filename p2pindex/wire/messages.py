@@ -86,6 +86,10 @@ class DeleteRequest(Message, KeyRequest):
 @dataclass(frozen=True, slots=True)
 class StatusRequest(Message):
     TYPE: ClassVar[int] = 4
+    leaving_only: bool = False
+    """Ask only whether the node is leaving (a leaving node asks its peers, handoff's
+    ``others_leaving``): the whole status carries timings and load figures that are not
+    the simulator's to decide, and a reply that varies makes a seed run differently."""
 
 
 @dataclass(frozen=True, slots=True)
