@@ -136,13 +136,14 @@ async def test_a_failed_traced_write_carries_its_steps_in_the_error(autojump_clo
         names = [step.step for step in trace.steps]
         assert names[0] == "targets"
         assert trace.steps[-1].step == "decided"
-        # Cut off, one replica's call timed out (the round cannot reach ALL); the trace
-        # names the other, which had not answered either, rather than leave it out.
+        # Cut off, the replicas never answered: whether a replica call's timeout or the
+        # round's deadline (the same instant here) ends the round first, the trace names
+        # every cut-off replica, as failed or as not answered, rather than leave one out.
         decided = trace.steps[-1].details
-        assert decided["outcome"] == "failed"
+        assert decided["outcome"] in ("failed", "timed_out")
         failed = {step.details["node"] for step in steps_named(trace, "replica_failed")}
         cut_off = {n.node.node_id for n in cluster.nodes[1:]}
-        assert failed | set(decided["unanswered"]) == cut_off, trace.steps
+        assert failed | set(decided.get("unanswered", [])) == cut_off, trace.steps
 
 
 async def test_a_traced_delete_without_a_context_shows_its_read_then_its_write(autojump_clock):
