@@ -400,7 +400,7 @@ def _quorum_unreachable(node: Node) -> str | None:
     N (a lone node of N=3 serves ONE, so this never calls it unready)."""
     ring = node.ring.nodes
     needed = min(ConsistencyLevel.QUORUM.required(node.config.n_replicas), len(ring))
-    reachable = sum(1 for member in ring if member == node.node_id or node.usable(member))
+    reachable = node.reachable_ring_members()
     if reachable >= needed:
         return None
     verb = "is" if reachable == 1 else "are"

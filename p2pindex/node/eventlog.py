@@ -96,38 +96,41 @@ def describe_member_change(
     look for changed (a refreshed incarnation, say). Liveness and state are their names;
     ``accuser`` is the other member whose word this node took (None: its own probes);
     ``removed``: the member was removed (`p2pindex remove`), so it is out of the ring."""
-
-    def sentence() -> str | None:
-        who = f"member {node_id} at {address}"
-        if previous_liveness is None:
-            if liveness == "alive":
-                return f"{who} joined ({state})"
-            return f"{who} is known, {liveness}"
-        if liveness != previous_liveness:
-            if liveness == "alive":
-                if previous_liveness == "suspect":
-                    return f"{who} is alive again (it answered the suspicion)"
-                return f"{who} is alive again (was {previous_liveness}), {state}"
-            if liveness == "suspect":
-                if accuser is not None:
-                    return f"{who} is suspected by member {accuser}: it did not answer its probes"
-                return f"{who} is suspected: it did not answer probes"
-            if liveness == "dead":
-                by = "" if accuser is None else f" (declared by member {accuser})"
-                if removed:
-                    return f"{who} is dead{by}; it was removed, and stays out of the ring"
-                return (
-                    f"{who} is dead{by}; it stays in the ring (hints are kept for it) until it "
-                    "comes back or is removed with `p2pindex remove`"
-                )
-            if liveness == "left":
-                return f"{who} left the cluster"
-            return f"{who} is {liveness}"
-        if state != previous_state and liveness == "alive":
-            return f"{who} is now {state}"
-        return None
-
-    line = sentence()
-    if line is None or not removed or "removed" in line:
+    who = f"member {node_id} at {address}"
+    if removed and liveness == "dead" and previous_liveness not in (None, "dead"):
+        by = "" if accuser is None else f" (declared by member {accuser})"
+        return f"{who} is dead{by}; it was removed, and stays out of the ring"
+    line = _liveness_sentence(who, liveness, state, previous_liveness, accuser)
+    if line is None and state != previous_state and liveness == "alive":
+        line = f"{who} is now {state}"
+    if line is None or not removed:
         return line
     return f"{line} (a removed member: kept out of the ring)"
+
+
+def _liveness_sentence(
+    who: str, liveness: str, state: str, previous: str | None, accuser: str | None
+) -> str | None:
+    """What changed in a member's liveness, said for a member still in the ring; None when
+    its liveness did not change."""
+    if previous is None:
+        return f"{who} joined ({state})" if liveness == "alive" else f"{who} is known, {liveness}"
+    if liveness == previous:
+        return None
+    if liveness == "alive":
+        if previous == "suspect":
+            return f"{who} is alive again (it answered the suspicion)"
+        return f"{who} is alive again (was {previous}), {state}"
+    if liveness == "suspect":
+        if accuser is not None:
+            return f"{who} is suspected by member {accuser}: it did not answer its probes"
+        return f"{who} is suspected: it did not answer probes"
+    if liveness == "dead":
+        by = "" if accuser is None else f" (declared by member {accuser})"
+        return (
+            f"{who} is dead{by}; it stays in the ring (hints are kept for it) until it "
+            "comes back or is removed with `p2pindex remove`"
+        )
+    if liveness == "left":
+        return f"{who} left the cluster"
+    return f"{who} is {liveness}"

@@ -158,12 +158,7 @@ class IndexMonitor:
                 f"every member holds every key, and a level needing more than {size} replies "
                 "is refused; keys are copied up to N as nodes join"
             )
-        running = 1 + sum(  # itself, and the other members of the ring that are up
-            1
-            for member in node.members()
-            if member.node_id != node.node_id and member.node_id in node.ring.nodes
-            if member.running
-        )
+        running = node.reachable_ring_members()
         if size >= n > running:
             quorum = n // 2 + 1
             failing = (

@@ -497,6 +497,12 @@ class Node:
     def usable(self, node_id: str) -> bool:
         return self.view.usable(node_id, trio.current_time())
 
+    def reachable_ring_members(self) -> int:
+        """Itself and the ring's members it would route a request to: what readiness and the
+        status warnings count against a quorum, so the two never disagree."""
+        now = trio.current_time()
+        return sum(1 for m in self.ring.nodes if m == self.node_id or self.view.usable(m, now))
+
     def holds_copies(self, node_id: str) -> bool:
         return self.view.holds_copies(node_id, trio.current_time())
 
@@ -582,8 +588,9 @@ class Node:
         )
         if line is None:
             return
-        # A budget per member: one flapping member cannot hide what happens to the others.
-        events.info(f"member {member.node_id}", "%s", line)
+        # A budget per member; an unplanned death (not a removal) is an operator's concern.
+        died = member.liveness is Liveness.DEAD and member.node_id not in self.removals
+        (events.warning if died else events.info)(f"member {member.node_id}", "%s", line)
 
     def _rebuild_ring(self) -> None:
         before = len(self.view.ring.nodes)
