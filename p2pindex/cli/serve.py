@@ -268,7 +268,10 @@ def serve(config: NodeConfig) -> int:
             ready += f" http={http_url}" if http_url else ""
             collect_garbage_rarely()
             if not node.view.removed_notice:  # a removed node stops instead (below)
-                print(ready, flush=True)
+                print(ready, flush=True)  # stdout, for supervisors; the log says it too
+                fields = {"node_id": node.node_id, "address": str(address)}
+                fields["http"] = http_url or None
+                log.info("node %s ready at %s", node.node_id, address, extra={"fields": fields})
         if node.view.removed_notice:
             removed.append(node.node_id)
             log.error("node %s stopped: it was removed from the cluster", node.node_id)

@@ -64,3 +64,9 @@ def test_json_logs_carry_one_debug_line_per_request_with_its_id(tmp_path: Path):
         assert len(mine) == 1
         assert mine[0]["level"] == "debug" and mine[0]["status"] == 204
         assert {"time", "logger", "message"} <= set(mine[0])
+        # The readiness a supervisor reads on stdout is in the structured log too.
+        ready = [line for line in lines if line["message"].startswith("node ")]
+        ready = [line for line in ready if " ready at " in line["message"]]
+        assert len(ready) == 1, log[:2000]
+        assert ready[0]["node_id"] == cluster.nodes[0].node_id
+        assert ready[0]["http"] == cluster.nodes[0].http_url
