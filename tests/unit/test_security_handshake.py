@@ -3,6 +3,7 @@ refusal with its reason, and records that cannot be forged, altered, replayed or
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from typing import Any
@@ -338,14 +339,32 @@ async def recorded_hello(party: LocalParty) -> bytes:
 async def test_a_truncated_handshake_is_counted_at_every_cut() -> None:
     manager = server_manager()
     hello = await recorded_hello(node_party(11))
-    for cut in range(0, len(hello), 7):
+    for cut in range(1, len(hello), 7):
         left, right = trio.testing.memory_stream_pair()
         await left.send_all(bytes(hello[:cut]))
         await left.aclose()
         assert await manager.accept(right, PEER_ADDRESS) is None
-    expected = len(range(0, len(hello), 7))
+    expected = len(range(1, len(hello), 7))
     assert manager.stats["security.handshake.failed.truncated"] == expected
     assert all(line["reason"] == "truncated" for line in manager.audit.lines)
+
+
+async def test_a_connection_closed_before_any_byte_is_counted_and_logged_only_at_debug(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """TCP health checks and port scans open and close without a byte: each used to log an
+    info line about a truncated handshake."""
+    manager = server_manager()
+    caplog.set_level(logging.DEBUG, logger="p2pindex.net.secure.manager")
+    for _ in range(3):
+        left, right = trio.testing.memory_stream_pair()
+        await left.aclose()
+        assert await manager.accept(right, PEER_ADDRESS) is None
+    assert manager.stats["security.handshake.failed.closed_before_hello"] == 3
+    assert manager.stats["security.handshake.failed.truncated"] == 0
+    assert [line["reason"] for line in manager.audit.lines] == ["closed_before_hello"] * 3
+    lines = [r for r in caplog.records if "without sending anything" in r.getMessage()]
+    assert lines and all(r.levelno == logging.DEBUG for r in lines)
 
 
 async def test_a_silent_peer_times_out(autojump_clock: trio.testing.MockClock) -> None:

@@ -104,17 +104,25 @@ class _Reader:
     def __init__(self, stream: trio.abc.Stream) -> None:
         self._stream = stream
         self._buffer = bytearray()
+        self._received = False
 
     async def exactly(self, count: int) -> bytes:
         while len(self._buffer) < count:
             data = await self._stream.receive_some(max(count - len(self._buffer), 4096))
             if not data:
+                if not self._buffer and not self._received:
+                    raise HandshakeFailed(
+                        "closed_before_hello",
+                        "the peer closed the connection without sending anything (a port "
+                        "check or an abandoned connection attempt)",
+                    )
                 raise HandshakeFailed(
                     "truncated",
                     f"truncated handshake: the peer closed the connection after "
                     f"{len(self._buffer)} of {count} expected bytes",
                 )
             self._buffer += data
+            self._received = True
         out = bytes(self._buffer[:count])
         del self._buffer[:count]
         return out

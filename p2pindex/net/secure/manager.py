@@ -336,7 +336,12 @@ class SecurityManager:
         self.audit.record(
             f"handshake_{side}", address=str(address), reason=error.reason, detail=str(error)
         )
-        self._log_limited(logging.INFO, "handshake with %s %s: %s", address, side, error)
+        # A connection closed before its first byte is what TCP health checks and port scans
+        # do, and what a node's own join probe does when another seed answered first: counted
+        # and audited, but only worth a line when debugging.
+        quiet = error.reason == "closed_before_hello"
+        level = logging.DEBUG if quiet else logging.INFO
+        self._log_limited(level, "handshake with %s %s: %s", address, side, error)
 
     # --- requests --------------------------------------------------------------------------
 
