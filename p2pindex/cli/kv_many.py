@@ -190,7 +190,8 @@ def _failure(args: argparse.Namespace, key: str, outcome: KeyOutcome[Any], numbe
         doc = {"key": key, "line": number, "ok": False, "error": describe(outcome.error)}
         print(json.dumps({**doc, "definite": outcome.definite}, ensure_ascii=False))
     else:
-        print(f"error: {key}: {describe(outcome.error)}", file=sys.stderr)
+        # A batch's errors name their key (p2pindex.client.batch_send.error_for_key).
+        print(f"error: line {number}: {describe(outcome.error)}", file=sys.stderr)
 
 
 def _refused(args: argparse.Namespace, refusal: Refusal) -> None:

@@ -109,7 +109,7 @@ class BatchSender:
                 break
         done = tuple(outcome for outcome in outcomes if outcome is not None)
         assert len(done) == len(outcomes)
-        return BatchResult(done)
+        return BatchResult(_own_errors(done))
 
     async def _send_batch(
         self,
@@ -319,6 +319,57 @@ def invalid_item(key: bytes, error: Exception) -> errors.InvalidRequest:
     if isinstance(error, errors.InvalidRequest):
         return error
     return errors.InvalidRequest(f"key {key_text(key)}: {error}")
+
+
+def _own_errors(outcomes: tuple[KeyOutcome[Any], ...]) -> tuple[KeyOutcome[Any], ...]:
+    """Every failed key with an error of its own that names it (see ``error_for_key``)."""
+    seen: set[int] = set()
+    owned: list[KeyOutcome[Any]] = []
+    for outcome in outcomes:
+        error = outcome.error
+        if error is not None:
+            outcome = KeyOutcome(
+                outcome.key, error=error_for_key(outcome.key, error, shared=id(error) in seen)
+            )
+            seen.add(id(error))
+        owned.append(outcome)
+    return tuple(owned)
+
+
+def error_for_key(
+    key: bytes, error: errors.P2PIndexError, *, shared: bool = False
+) -> errors.P2PIndexError:
+    """``error`` as one key's own: ``error`` itself when it names ``key`` and is not
+    ``shared`` with other keys, else a copy of the same class and attributes (``required``,
+    ``alive``, ``trace``, ...) whose message starts with the key (unless it already names
+    it), caused by ``error``.
+
+    Why: one frame's failure (a timeout, a refusal of the whole frame) is a single error for
+    all of its keys. Shared as is, it would not say which key failed, and raising it for one
+    key would write that key's traceback onto every other key's error. The copy is made
+    without calling ``__init__``, whose parameters differ between classes (``Unavailable``
+    takes counts and builds its message from them)."""
+    text = str(error) or type(error).__name__
+    named = not key or _names_key(text, key)
+    if named and not shared:
+        return error
+    cls = type(error)
+    own = cls.__new__(cls, text if named else f"key {key_text(key)}: {text}")
+    own.__dict__.update(error.__dict__)
+    if isinstance(notes := getattr(error, "__notes__", None), list):
+        own.__notes__ = list(notes)
+    own.__cause__ = error
+    return own
+
+
+def _names_key(text: str, key: bytes) -> bool:
+    """Whether ``text`` names ``key`` as the client and nodes show a key: ``key_text``'s
+    form, or the repr of its text (hex when it is not UTF-8)."""
+    try:
+        plain = repr(key.decode("utf-8"))
+    except UnicodeDecodeError:
+        plain = key.hex()
+    return f"key {key_text(key)}" in text or f"key {plain}" in text
 
 
 def _repeated(key: bytes, counts: Mapping[bytes, int]) -> errors.InvalidRequest:

@@ -195,7 +195,10 @@ class KeyOutcome(Generic[R]):
     Each key fails on its own, so one failure never hides another's outcome. ``definite``
     says what the caller may conclude from a failure, as the single calls' errors do:
     True means nothing was done for this key (safe to retry), False that a write may or
-    may not have been applied (read before retrying)."""
+    may not have been applied (read before retrying). A batch call gives each failed key
+    an ``error`` of its own whose message names the key: when a whole frame failed, each
+    of its keys gets a copy of the frame's error (same class and attributes, the frame's
+    error as its ``__cause__``)."""
 
     key: bytes
     result: R | None = None

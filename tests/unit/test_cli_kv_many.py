@@ -13,7 +13,9 @@ import trio
 
 from p2pindex.cli import main as cli_main
 from p2pindex.client import Context, PutItem
+from p2pindex.client.batch_send import error_for_key
 from p2pindex.client.results import BatchResult, GetResult, KeyOutcome, PutResult
+from p2pindex.errors import Timeout
 
 
 class FakeDb:
@@ -166,3 +168,29 @@ def test_a_repeated_key_in_json_keeps_its_key_and_line(
         ("dup", 2, False),
     ]
     assert all("appears on lines 1 and 2" in doc["error"] for doc in docs)
+
+
+def test_a_failed_key_is_reported_by_line_and_named_once(
+    tmp_path: Path, db: FakeDb, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch error names its key (the client gives each key its own error); the line said
+    the key a second time before it."""
+    frame_error = Timeout("no reply from 127.0.0.1:7000 within 1s")
+
+    async def put_many(items: Iterable[PutItem], **options: Any) -> BatchResult[Any]:
+        keys = [_raw(item.key) for item in items]
+        return BatchResult(
+            (
+                KeyOutcome(keys[0], PutResult(Context(b"c"))),
+                KeyOutcome(keys[1], error=error_for_key(keys[1], frame_error, shared=True)),
+            )
+        )
+
+    monkeypatch.setattr(db, "put_many", put_many)
+    data = b'{"key":"k1","value":"one"}\n{"key":"user:7","value":"two"}\n'
+    assert many(tmp_path, "put", data) != 0
+    out, err = capsys.readouterr()
+    assert out.splitlines() == ["ok: k1"]
+    [line] = err.splitlines()
+    assert line.startswith("error: line 2: ") and line.count("user:7") == 1, line
+    assert "no reply from 127.0.0.1:7000" in line
