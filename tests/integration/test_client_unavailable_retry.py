@@ -34,6 +34,12 @@ async def cut(cluster: Cluster, links: list[tuple[str, str]]) -> None:
             await trio.sleep(0.5)
 
 
+async def cut_everyone(cluster: Cluster) -> None:
+    """Every node cut off from every other (see ``cut``)."""
+    hosts = [running.address.host for running in cluster.nodes]
+    await cut(cluster, [(a, b) for a in hosts for b in hosts if a < b])
+
+
 async def test_a_cut_off_coordinator_does_not_fail_a_quorum_request(autojump_clock) -> None:
     """The cut-off node still answers the client, quickly and with `unavailable` (it sees
     one of three replicas); every QUORUM put, get and put_many still succeeds through the
@@ -70,8 +76,7 @@ async def test_unavailable_everywhere_stays_definite_and_asks_only_two_nodes(
         addresses = [str(running.address) for running in cluster.nodes]
         async with connect(addresses, transport=cluster.client_transport(), timeout=3.0) as db:
             await db.put("warm", "up", consistency="all")
-            hosts = [running.address.host for running in cluster.nodes]
-            await cut(cluster, [(a, b) for a in hosts for b in hosts if a < b])
+            await cut_everyone(cluster)
             counts = [refused(running) for running in cluster.nodes]
             try:
                 await db.put("nowhere", "v", consistency="quorum")

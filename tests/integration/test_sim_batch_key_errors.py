@@ -13,7 +13,7 @@ import trio
 from p2pindex.client import BatchResult, KeyOutcome, connect
 from p2pindex.errors import DefiniteError, IndeterminateError, Timeout, Unavailable
 from p2pindex.types import key_text
-from tests.integration.test_client_unavailable_retry import cut
+from tests.integration.test_client_unavailable_retry import cut_everyone
 from tests.support.cluster import running_cluster
 
 KEYS = [f"batch-key-{i}" for i in range(30)]
@@ -45,8 +45,7 @@ async def test_keys_refused_by_cut_off_coordinators_each_get_their_own_unavailab
         addresses = [str(running.address) for running in cluster.nodes]
         async with connect(addresses, transport=cluster.client_transport(), timeout=3.0) as db:
             await db.put("warm", "up", consistency="all")
-            hosts = [running.address.host for running in cluster.nodes]
-            await cut(cluster, [(a, b) for a in hosts for b in hosts if a < b])
+            await cut_everyone(cluster)
             written: BatchResult[Any] = await db.put_many(
                 [(key, "v") for key in KEYS], consistency="quorum"
             )
