@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from p2pindex.cli.simulate import PACKAGED_SCENARIOS
+from p2pindex.cli.simulate import PACKAGED_SCENARIOS, seed_error
 from p2pindex.sim.determinism import reexec_with_fixed_hash_seed
 from p2pindex.sim.plan import plan_run
 from p2pindex.sim.runner import run_simulation
@@ -35,6 +35,8 @@ from p2pindex.sim.scenario import load_scenario
 
 HERE = Path(__file__).resolve().parent
 SHOWN_VIOLATIONS = 3
+RUN_ERROR = "[run error]"
+"""How a run that raised is recorded in place of its violations."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +88,13 @@ def run_seed(job: Job) -> SeedResult:
             write_passing=False,
         )
     except Exception as exc:  # reported with its replay command like any failure
-        return SeedResult(seed, False, "", (f"[run error] {type(exc).__name__}: {exc}",), 1)
+        name = Path(scenario).stem
+        directory = None if output is None else Path(output) / f"{name}-{seed}"
+        error = seed_error(name, seed, exc, directory, replay(scenario, seed, bugs))
+        if error.traceback_file is None:  # nowhere to keep it: print it once, from here
+            print(error.traceback, file=sys.stderr, flush=True)
+        where = f" (traceback in {error.traceback_file})" if error.traceback_file else ""
+        return SeedResult(seed, False, "", (f"{RUN_ERROR} {error.error}{where}",), 1)
     shown = tuple(f"[{v.checker}] {v.message}" for v in result.violations[:SHOWN_VIOLATIONS])
     return SeedResult(
         seed, result.passed, result.trace_hash, shown, len(result.violations), result.cpu_seconds
@@ -118,7 +126,9 @@ def load_state(path: Path, seeds: range) -> dict[int, SeedResult]:
 
 def describe_failure(scenario: str, result: SeedResult, bugs: Sequence[str]) -> str:
     command = replay(scenario, result.seed, bugs)
-    lines = [f"seed {result.seed} FAILED ({result.count} violation(s)): {command}"]
+    raised = bool(result.violations) and result.violations[0].startswith(RUN_ERROR)
+    what = "the run raised" if raised else f"{result.count} violation(s)"
+    lines = [f"seed {result.seed} FAILED ({what}): {command}"]
     lines += [f"    {violation}" for violation in result.violations]
     if result.count > len(result.violations):
         lines.append(f"    ... and {result.count - len(result.violations)} more")

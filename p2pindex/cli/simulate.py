@@ -18,6 +18,7 @@ import multiprocessing
 import shlex
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,6 +187,82 @@ class _Job:
     replay: str
 
 
+TRACEBACK_FILE: Final = "traceback.txt"
+"""Written into a seed's run directory (beside a failing seed's files) when its run raised."""
+
+
+@dataclass(frozen=True, slots=True)
+class SeedError:
+    """A seed whose run raised instead of finishing, returned by a batch worker in place of
+    its result: one broken seed is then reported (and counted as failed) with its replay
+    command while the others go on, instead of its traceback ending the whole batch."""
+
+    scenario: str
+    seed: int
+    error: str
+    """``Type: first line of the message`` (see :func:`describe_exception`)."""
+    traceback: str
+    traceback_file: str | None
+    """Where the traceback was written; None when it could not be, so it is printed."""
+    replay: str
+
+    def document(self) -> dict[str, Any]:
+        """The ``--format json`` line of this seed (``passed`` false, like a failing one)."""
+        return {
+            "scenario": self.scenario,
+            "seed": self.seed,
+            "passed": False,
+            "error": self.error,
+            "traceback_file": self.traceback_file,
+            "replay": self.replay,
+        }
+
+    def lines(self, *, traceback_printed_above: bool = False) -> list[str]:
+        """The seed, its error, where the traceback is and how to replay it; then the
+        traceback itself when no file holds it and it was not printed already."""
+        printed = self.traceback_file is None and not traceback_printed_above
+        where = self.traceback_file or f"(not written, printed {'below' if printed else 'above'})"
+        lines = [
+            f"seed {self.seed} FAILED: the run raised {self.error}",
+            f"  traceback: {where}",
+            f"  replay:    {self.replay}",
+        ]
+        return [*lines, self.traceback.rstrip()] if printed else lines
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``Type: first line of the message``, looking inside exception groups of one, since
+    trio wraps a task's error in a group per nursery and the group's own text says nothing."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    if isinstance(exc, BaseExceptionGroup):
+        first = describe_exception(exc.exceptions[0])
+        return f"{type(exc).__name__} of {len(exc.exceptions)} errors, the first {first}"
+    message = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {message[0]}" if message else type(exc).__name__
+
+
+def seed_error(
+    scenario: str, seed: int, exc: Exception, directory: Path | None, replay: str
+) -> SeedError:
+    """Describe a run that raised and write its traceback into ``directory`` (the seed's run
+    directory, where a failing seed's files go) so a line can point at it. Called where the
+    exception was caught, the only place its traceback exists."""
+    error = describe_exception(exc)
+    text = f"seed {seed} of {scenario} raised {error}\nreplay: {replay}\n\n" + "".join(
+        traceback.format_exception(exc)
+    )
+    written: str | None = None
+    if directory is not None:
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            (directory / TRACEBACK_FILE).write_text(text, encoding="utf-8")
+            written = str(directory / TRACEBACK_FILE)
+        except OSError:
+            written = None
+    return SeedError(scenario, seed, error, text, written, replay)
+
+
 def run(args: argparse.Namespace) -> int:
     from p2pindex.sim.determinism import reexec_with_fixed_hash_seed
     from p2pindex.sim.scenario import Engine, ScenarioError
@@ -322,31 +399,45 @@ def _run_one(scenario: Any, seed: int, args: argparse.Namespace) -> int:
         say(f"  {name} = {value}")
     say(f"  fault schedule: {len(plan.schedule)} faults")
     output = default_output(args.output, scenario.name, seed)
-    result = run_simulation(plan, output=output, replay_command=command)
-    if args.format == "json":
-        document = result_document(result)
+    try:
+        result = run_simulation(plan, output=output, replay_command=command)
+        if args.format == "json":
+            document = result_document(result)
+            if args.verify_determinism:
+                again = run_simulation(plan, output=None)
+                document["deterministic"] = again.trace_hash == result.trace_hash
+            print(json.dumps(document))
+            return EXIT_OK if result.passed and document.get("deterministic", True) else EXIT_ERROR
+        print()
+        print(format_table(result.summary_rows()))
+        print(f"trace hash: {result.trace_hash}")
         if args.verify_determinism:
             again = run_simulation(plan, output=None)
-            document["deterministic"] = again.trace_hash == result.trace_hash
-        print(json.dumps(document))
-        return EXIT_OK if result.passed and document.get("deterministic", True) else EXIT_ERROR
-    print()
-    print(format_table(result.summary_rows()))
-    print(f"trace hash: {result.trace_hash}")
-    if args.verify_determinism:
-        again = run_simulation(plan, output=None)
-        if again.trace_hash != result.trace_hash:
-            print(
-                f"error: seed {seed} is not deterministic: second run gave {again.trace_hash}",
-                file=sys.stderr,
-            )
-            return EXIT_ERROR
-        print("determinism: a second run gave the same trace hash")
+            if again.trace_hash != result.trace_hash:
+                print(
+                    f"error: seed {seed} is not deterministic: second run gave {again.trace_hash}",
+                    file=sys.stderr,
+                )
+                return EXIT_ERROR
+            print("determinism: a second run gave the same trace hash")
+    except Exception as exc:  # reported like a failing run: seed, error, replay
+        return _one_raised(seed_error(scenario.name, seed, exc, output, command), args)
     if not result.passed:
         print()
         print(result.report)
         return EXIT_ERROR
     return EXIT_OK
+
+
+def _one_raised(error: SeedError, args: argparse.Namespace) -> int:
+    """A single run that raised: the traceback (one seed, so it is the thing to read), then
+    the seed, the error, the traceback file and the replay command last, where they are
+    seen; the exit status is that of a failing run, as for a seed of a batch."""
+    print(error.traceback.rstrip(), file=sys.stderr)
+    if args.format == "json":
+        print(json.dumps(error.document()))
+    print("error: " + "\n".join(error.lines(traceback_printed_above=True)), file=sys.stderr)
+    return EXIT_ERROR
 
 
 def _narrator(args: argparse.Namespace) -> Any:
@@ -365,17 +456,23 @@ def _collect_garbage_rarely() -> None:
 
 
 def _batch_worker(job: _Job) -> Any:
+    """Run one seed of a batch: its RunResult, or a SeedError when the run raised (caught
+    here, in the worker, where the traceback still exists). Only ``Exception`` is caught:
+    an interrupt still stops the batch."""
     from p2pindex.sim.outputs import default_output
     from p2pindex.sim.plan import plan_run
     from p2pindex.sim.runner import run_simulation
 
     _collect_garbage_rarely()
 
-    plan = plan_run(job.scenario, job.seed)
     output = default_output(job.output, job.scenario.name, job.seed)
-    return run_simulation(
-        plan, output=output, replay_command=job.replay, write_passing=job.keep_passing
-    )
+    try:
+        plan = plan_run(job.scenario, job.seed)
+        return run_simulation(
+            plan, output=output, replay_command=job.replay, write_passing=job.keep_passing
+        )
+    except Exception as exc:
+        return seed_error(job.scenario.name, job.seed, exc, output, job.replay)
 
 
 def _run_batch(scenario: Any, seeds: Sequence[int], args: argparse.Namespace) -> int:
@@ -395,25 +492,62 @@ def _run_batch(scenario: Any, seeds: Sequence[int], args: argparse.Namespace) ->
     started = time.perf_counter()
     results: dict[int, Any] = {}
     repeats: dict[int, Any] = {}
+    errors: dict[int, SeedError] = {}
     context = multiprocessing.get_context("spawn")
     with context.Pool(workers) as pool:
         pending = [(job, False) for job in jobs] + [(job, True) for job in twice]
         outcomes = pool.imap(_batch_worker, [job for job, _ in pending])
-        for (job, repeat), result in zip(pending, outcomes, strict=True):
-            if repeat:
-                repeats[job.seed] = result
+        for (job, repeat), outcome in zip(pending, outcomes, strict=True):
+            if isinstance(outcome, SeedError):
+                if job.seed not in errors:  # a seed that raised twice is reported once
+                    errors[job.seed] = outcome
+                    _print_error(outcome, args, repeat=repeat)
                 continue
-            results[job.seed] = result
+            if repeat:
+                repeats[job.seed] = outcome
+                continue
+            results[job.seed] = outcome
             if args.format == "json":
-                print(json.dumps(result_document(result)), flush=True)
+                print(json.dumps(result_document(outcome)), flush=True)
             else:
-                print(_batch_line(result), flush=True)
+                print(_batch_line(outcome), flush=True)
     wall = time.perf_counter() - started
+    different = _nondeterministic(results, repeats, errors)
     if args.format == "json":
-        different = [s for s, again in repeats.items() if again.trace_hash != results[s].trace_hash]
-        failed = any(not r.passed for r in results.values())
+        failed = errors or any(not r.passed for r in results.values())
         return EXIT_ERROR if failed or different else EXIT_OK
-    return _batch_summary(results, repeats, wall)
+    return _batch_summary(results, repeats, wall, errors, different, twice=len(twice))
+
+
+def _print_error(error: SeedError, args: argparse.Namespace, *, repeat: bool) -> None:
+    """A seed whose run raised, at once, in the batch's format. One line names the seed,
+    the error, the traceback file and the replay command; the traceback is printed only
+    when it could not be written (once, with the failures after the summary)."""
+    if args.format == "json":
+        document = error.document() | ({"second_run": True} if repeat else {})
+        print(json.dumps(document), flush=True)
+        if error.traceback_file is None:
+            print(error.traceback, file=sys.stderr, flush=True)
+        return
+    when = " (on its second run)" if repeat else ""
+    where = error.traceback_file or "printed at the end"
+    print(
+        f"  seed {error.seed:>6}  {'FAIL':8} raised {error.error}{when}; "
+        f"traceback: {where}; replay: {error.replay}",
+        flush=True,
+    )
+
+
+def _nondeterministic(
+    results: dict[int, Any], repeats: dict[int, Any], errors: dict[int, SeedError]
+) -> list[int]:
+    """Seeds run twice whose trace hashes differ; a seed that raised on either run is
+    reported as raised, not as nondeterministic as well."""
+    return [
+        seed
+        for seed, again in repeats.items()
+        if seed in results and seed not in errors and again.trace_hash != results[seed].trace_hash
+    ]
 
 
 def _batch_line(result: Any) -> str:
@@ -425,32 +559,43 @@ def _batch_line(result: Any) -> str:
     )
 
 
-def _batch_summary(results: dict[int, Any], repeats: dict[int, Any], wall: float) -> int:
+def _batch_summary(
+    results: dict[int, Any],
+    repeats: dict[int, Any],
+    wall: float,
+    errors: dict[int, SeedError],
+    nondeterministic: list[int],
+    *,
+    twice: int,
+) -> int:
+    """The batch's table, then every failure: a seed that raised counts as failed, and the
+    statistics cover the runs that finished. ``twice``: seeds run twice, raising or not."""
     failed = [r for r in results.values() if not r.passed]
-    nondeterministic = [
-        seed for seed, again in repeats.items() if again.trace_hash != results[seed].trace_hash
-    ]
+    failing = {r.seed for r in failed} | set(errors)
+    seeds = len(set(results) | set(errors))
     values = list(results.values())
+    raised = f" ({len(errors)} raised an exception)" if errors else ""
     print()
     rows = [
-        ("seeds", str(len(values))),
-        ("passed", str(len(values) - len(failed))),
-        ("failed", str(len(failed))),
+        ("seeds", str(seeds)),
+        ("passed", str(seeds - len(failing))),
+        ("failed", f"{len(failing)}{raised}"),
+        ("operations per seed", _spread([r.ops for r in values])),
+        ("faults per seed", _spread([r.faults for r in values])),
         (
-            "operations per seed",
-            f"min {min(r.ops for r in values)}, max {max(r.ops for r in values)}",
+            "fault kinds per seed",
+            f"min {min(len(r.fault_kinds) for r in values)}" if values else "none finished",
         ),
+        ("determinism", f"{twice} seeds run twice, {len(nondeterministic)} differed"),
         (
-            "faults per seed",
-            f"min {min(r.faults for r in values)}, max {max(r.faults for r in values)}",
+            "wall time",
+            f"{wall:.1f} s"
+            + (f" (longest seed {max(r.wall_seconds for r in values):.1f} s)" if values else ""),
         ),
-        ("fault kinds per seed", f"min {min(len(r.fault_kinds) for r in values)}"),
-        ("determinism", f"{len(repeats)} seeds run twice, {len(nondeterministic)} differed"),
-        ("wall time", f"{wall:.1f} s (longest seed {max(r.wall_seconds for r in values):.1f} s)"),
         (
             "CPU time",
             f"{sum(r.cpu_seconds for r in values):.1f} s in the workers "
-            f"({sum(r.cpu_seconds for r in values) / len(values):.1f} s per seed)",
+            f"({sum(r.cpu_seconds for r in values) / max(len(values), 1):.1f} s per seed)",
         ),
     ]
     width = max(len(name) for name, _ in rows)
@@ -464,7 +609,14 @@ def _batch_summary(results: dict[int, Any], repeats: dict[int, Any], wall: float
     for result in failed:
         print()
         print(result.report)
-    return EXIT_ERROR if failed or nondeterministic else EXIT_OK
+    for error in sorted(errors.values(), key=lambda e: e.seed):
+        print()
+        print("\n".join(error.lines()))
+    return EXIT_ERROR if failed or errors or nondeterministic else EXIT_OK
+
+
+def _spread(counts: list[int]) -> str:
+    return f"min {min(counts)}, max {max(counts)}" if counts else "none finished"
 
 
 def _run_membership(scenario: Any, seeds: Sequence[int], args: argparse.Namespace) -> int:
