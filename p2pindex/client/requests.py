@@ -285,6 +285,8 @@ def client_deadline_margin(timeout: float) -> float:
     """Extra time the client waits beyond the server-side timeout.
 
     The node answers ``timeout`` on its own at ``timeout_ms``; the margin lets that answer
-    (which says how many replicas replied) arrive before the client gives up by itself.
+    (which says how many replicas replied) arrive before the client gives up by itself. It
+    is at most half the timeout, so a short call stays short: a flat quarter second made a
+    0.1 s call wait up to 0.36 s for a node that never answered.
     """
-    return 0.25 + 0.05 * timeout
+    return min(0.25, timeout / 2) + 0.05 * timeout
