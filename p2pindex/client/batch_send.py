@@ -109,7 +109,7 @@ class BatchSender:
                 break
         done = tuple(outcome for outcome in outcomes if outcome is not None)
         assert len(done) == len(outcomes)
-        return BatchResult(_own_errors(done))
+        return BatchResult(_own_errors(done, read=not write))
 
     async def _send_batch(
         self,
@@ -321,16 +321,18 @@ def invalid_item(key: bytes, error: Exception) -> errors.InvalidRequest:
     return errors.InvalidRequest(f"key {key_text(key)}: {error}")
 
 
-def _own_errors(outcomes: tuple[KeyOutcome[Any], ...]) -> tuple[KeyOutcome[Any], ...]:
-    """Every failed key with an error of its own that names it (see ``error_for_key``)."""
+def _own_errors(
+    outcomes: tuple[KeyOutcome[Any], ...], *, read: bool
+) -> tuple[KeyOutcome[Any], ...]:
+    """Every failed key with an error of its own that names it (see ``error_for_key``),
+    marked as a ``read``'s when the batch only read."""
     seen: set[int] = set()
     owned: list[KeyOutcome[Any]] = []
     for outcome in outcomes:
         error = outcome.error
         if error is not None:
-            outcome = KeyOutcome(
-                outcome.key, error=error_for_key(outcome.key, error, shared=id(error) in seen)
-            )
+            own = error_for_key(outcome.key, error, shared=id(error) in seen)
+            outcome = KeyOutcome(outcome.key, error=own, read=read)
             seen.add(id(error))
         owned.append(outcome)
     return tuple(owned)

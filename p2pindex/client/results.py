@@ -195,7 +195,9 @@ class KeyOutcome(Generic[R]):
     Each key fails on its own, so one failure never hides another's outcome. ``definite``
     says what the caller may conclude from a failure, as the single calls' errors do:
     True means nothing was done for this key (safe to retry), False that a write may or
-    may not have been applied (read before retrying). A batch call gives each failed key
+    may not have been applied (read before retrying). A failed read (``read``, from
+    ``get_many``) is always definite, however it failed: a read changes nothing, as the
+    CLI's exit codes also say. A batch call gives each failed key
     an ``error`` of its own whose message names the key: when a whole frame failed, each
     of its keys gets a copy of the frame's error (same class and attributes, the frame's
     error as its ``__cause__``)."""
@@ -203,6 +205,7 @@ class KeyOutcome(Generic[R]):
     key: bytes
     result: R | None = None
     error: P2PIndexError | None = None
+    read: bool = False
 
     @property
     def ok(self) -> bool:
@@ -210,7 +213,7 @@ class KeyOutcome(Generic[R]):
 
     @property
     def definite(self) -> bool:
-        return self.error is None or isinstance(self.error, DefiniteError)
+        return self.error is None or self.read or isinstance(self.error, DefiniteError)
 
     def unwrap(self) -> R:
         """The result; raises this key's error if it failed."""
