@@ -15,12 +15,23 @@ version under no terms and drop the key from every index it was in.
 
 ``/v1/keys`` and ``/v1/query/{index}`` become the ``QueryRequest`` of ``AsyncClient.keys``
 and ``query`` (``p2pindex.http.queries`` reads the parameters and writes the JSON page).
+An ``X-P2P-Trace`` on one shows the query coordinator's steps (the plan, each replica's
+answer, the page decided), and the page carries its coverage plan too (``explain=true``).
+A trace without steps (a request refused before it was planned) is answered with a note
+instead of an empty header (``trace_note``), which would read as "nothing was asked".
+
+With security on, a request without a bearer token is challenged as RFC 6750 section 3.1
+has it, ``WWW-Authenticate: Bearer realm="p2pindex"`` and no error code (the client may not
+have known a token was needed); a token that is present but refused (malformed, expired,
+revoked) gets ``error="invalid_token"`` with the reason, and a good token asking beyond its
+role or prefix a ``403`` with ``error="insufficient_scope"``.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import itertools
 import json
 import logging
@@ -33,13 +44,13 @@ from urllib.parse import parse_qsl, unquote_to_bytes
 from p2pindex.errors import InvalidRequest, P2PIndexError
 from p2pindex.http import queries as http_queries
 from p2pindex.http.batching import RequestBatcher
-from p2pindex.http.problems import problem, problem_for
+from p2pindex.http.problems import PROBLEM_TYPE, problem, problem_for
 from p2pindex.http.server import Request, Response
 from p2pindex.node import trace as trace_seam
 from p2pindex.node.trace import RequestTrace, tracing
 from p2pindex.security.access import Peer, PeerKind
 from p2pindex.security.bearer import BearerVerifier
-from p2pindex.security.errors import CredentialRejected
+from p2pindex.security.errors import AccessDenied, CredentialRejected
 from p2pindex.types import ConsistencyLevel, NodeState, consistency_to_wire, parse_consistency
 from p2pindex.wire.messages import (
     DeleteReply,
@@ -69,6 +80,18 @@ CONTEXT_HEADER = "x-p2p-context"
 REQUEST_ID_HEADER = "x-request-id"
 TRACE_HEADER = "x-p2p-trace"
 """Request header: ask for the coordinator's steps; response header: the steps, as JSON."""
+UNTRACED_PATHS = ("/v1/keys", "/v1/query/")
+"""Paths whose trace is answered only when it holds steps: a listing refused before its
+query was planned gets a note instead of an empty list that would read as "nothing was
+asked"."""
+QUERY_TRACE_NOTE = (
+    "this request was answered before its query was planned, so there are no coordinator "
+    "steps and no X-P2P-Trace header"
+)
+REALM = "p2pindex"
+"""The protection space of RFC 6750's challenges: one for the whole API."""
+_SCOPE_REASONS = frozenset({"role", "prefix", "node_only"})
+"""``AccessDenied`` reasons that mean "this token, but not for this": insufficient_scope."""
 WARNING_HEADER = "x-p2p-warning"
 JSON = "application/json"
 OCTETS = "application/octet-stream"
@@ -120,7 +143,11 @@ class HttpApi:
                 response = await self._answer(request)
         response.headers.append((REQUEST_ID_HEADER, request_id))
         if trace is not None:
-            response.headers.append((TRACE_HEADER, json.dumps(trace.doc(), separators=(",", ":"))))
+            if trace.steps or not request.target.startswith(UNTRACED_PATHS):
+                doc = json.dumps(trace.doc(), separators=(",", ":"))
+                response.headers.append((TRACE_HEADER, doc))
+            else:
+                _note_untraced(response)
         if log.isEnabledFor(logging.DEBUG):
             elapsed = (time.perf_counter() - started) * 1000
             log.debug(
@@ -164,7 +191,11 @@ class HttpApi:
             assert route is not None
             return await route(request)
         except P2PIndexError as exc:
-            return problem_for(exc, read=request.method in _READS)
+            answer = problem_for(exc, read=request.method in _READS)
+            if isinstance(exc, AccessDenied) and exc.reason in _SCOPE_REASONS:
+                challenge = _challenge("insufficient_scope", str(exc))
+                answer.headers.append(("www-authenticate", challenge))
+            return answer
 
     def screen(self, request: Request) -> Response | None:
         """A request whose client waits (``Expect: 100-continue``) before sending its body:
@@ -283,6 +314,10 @@ class HttpApi:
         peer = self._authenticate(request)
         if isinstance(peer, Response):
             return peer
+        traced = trace_seam.current()
+        if traced is not None and not message.explain:
+            # What a trace would show of a page that records no steps: whom it asked.
+            message = dataclasses.replace(message, explain=True)
         reply = await self._node.serve_client(message, peer)
         if isinstance(reply, ErrorReply):
             return _error_reply(reply, read=True)
@@ -302,12 +337,14 @@ class HttpApi:
         if isinstance(peer, Response):
             return peer
         message: Message
+        key = b""
         if path == "/v1/status":
             message = StatusRequest()
         elif path == "/v1/members":
             message = MembersRequest()
         else:
-            message = ExplainRequest(self._key(path[len("/v1/explain/") :], "/v1/explain/{key}"))
+            key = self._key(path[len("/v1/explain/") :], "/v1/explain/{key}")
+            message = ExplainRequest(key)
         reply = await self._node.serve_client(message, peer)
         if isinstance(reply, ErrorReply):
             return _error_reply(reply, read=True)
@@ -316,7 +353,7 @@ class HttpApi:
         elif isinstance(reply, MembersReply):
             doc = {"n_replicas": reply.n_replicas, "vnodes": reply.vnodes, "members": reply.members}
         elif isinstance(reply, ExplainReply):
-            doc = reply.explain
+            doc = explain_document(reply.explain, key)
         else:
             doc = {}
         return Response(200, json.dumps(doc, default=str).encode(), JSON)
@@ -343,7 +380,10 @@ class HttpApi:
         try:
             if scheme.lower() != "bearer" or not token.strip():
                 raise CredentialRejected(
-                    "missing", "this node needs an Authorization: Bearer token"
+                    "missing",
+                    "this node needs an Authorization: Bearer token (an operator issues one "
+                    "with `p2pindex token issue --authority DIR --role ROLE --bearer --out "
+                    "FILE`)",
                 )
             capability = self._bearer.verify(token.strip(), time.time())
         except CredentialRejected as exc:
@@ -352,11 +392,19 @@ class HttpApi:
             node.security.audit.record(
                 "bearer_refused", address=request.peer, reason=exc.reason, detail=str(exc)
             )
+            # RFC 6750 3.1: a request with no token at all (or another scheme) is told only
+            # that a bearer token is needed; an error code is for a token that was refused.
+            challenge = (
+                _challenge()
+                if reason == "missing"
+                else _challenge("invalid_token", str(exc), reason)
+            )
             return problem(
                 401,
                 "unauthenticated",
                 str(exc),
-                headers=[("www-authenticate", f'Bearer error="invalid_token", reason="{reason}"')],
+                headers=[("www-authenticate", challenge)],
+                reason=reason,
             )
         refusal = node.client_rate_refusal(capability.public_key) if count_rate else None
         if refusal is not None:
@@ -408,6 +456,53 @@ def _quorum_unreachable(node: Node) -> str | None:
         f"only {reachable} of the ring's {len(ring)} members {verb} reachable; "
         f"quorum requests need {needed}"
     )
+
+
+def _note_untraced(response: Response) -> None:
+    """Say in a JSON answer (a page or a problem) why it carries no trace header."""
+    if response.content_type not in (JSON, PROBLEM_TYPE):
+        return
+    try:
+        doc = json.loads(response.body)
+    except ValueError:
+        return
+    if isinstance(doc, dict):
+        doc["trace_note"] = QUERY_TRACE_NOTE
+        response.body = json.dumps(doc, ensure_ascii=False).encode()
+
+
+def _challenge(error: str = "", description: str = "", reason: str = "") -> str:
+    """A ``WWW-Authenticate`` value (RFC 6750 section 3): the realm alone, or with an error
+    code, its description and our reason key. Parameter values are quoted-strings limited
+    to printable ASCII without ``"`` or ``\\``, as the RFC's grammar for them requires."""
+    parts = [f'Bearer realm="{REALM}"']
+    if error:
+        parts.append(f'error="{error}"')
+        if description:
+            parts.append(f'error_description="{_auth_param(description)}"')
+    if reason:
+        parts.append(f'reason="{_auth_param(reason)}"')
+    return ", ".join(parts)
+
+
+def _auth_param(text: str, limit: int = 512) -> str:
+    """``text`` as a quoted-string's content: ``"`` becomes ``'``, a backslash or anything
+    outside printable ASCII becomes ``?``."""
+    return "".join(
+        "'" if char == '"' else char if " " <= char <= "~" and char != "\\" else "?"
+        for char in text[:limit]
+    )
+
+
+def explain_document(explain: dict[str, Any], key: bytes) -> dict[str, Any]:
+    """``p2pindex explain``'s document with the key also as its user wrote it: ``key`` stays
+    the hex it always was (clients read it), ``key_text`` is the key as text when it is
+    UTF-8 (null otherwise), ``key_hex`` the hex again under a name that says so."""
+    try:
+        text: str | None = key.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    return {**explain, "key_text": text, "key_hex": key.hex()}
 
 
 def _request_id(given: str | None) -> str:

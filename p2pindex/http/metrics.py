@@ -37,7 +37,7 @@ from prometheus_client.registry import Collector
 
 from p2pindex import errors
 from p2pindex.net.channel import Traffic
-from p2pindex.node.request_metrics import LEVELS, OPERATIONS
+from p2pindex.node.request_metrics import LEVELS, OPERATIONS, QUERY_OPERATIONS
 from p2pindex.node.stats import Histogram
 from p2pindex.types import Liveness, NodeState
 
@@ -209,6 +209,16 @@ LATENCIES = tuple(
 )
 """The request latency histograms (``RequestMetrics``' names), exported empty until used."""
 
+QUERY_LATENCIES = tuple(
+    f"query_latency.{operation}.{level}"
+    for operation in QUERY_OPERATIONS
+    for level in (*sorted(LEVELS), "n")
+)
+"""The query page latency histograms, exported empty until used. Not ``latency.*``: a page
+reads a share of every arc of the ring, so it is timed apart from the key requests whose
+p99 ``P2PIndexRequestLatencyHigh`` and the dashboard watch."""
+
+
 HISTOGRAMS: dict[str, tuple[str, str]] = {
     "replica.apply": ("p2pindex_replica_apply_seconds", "Time to apply replica writes."),
     "storage.commit": ("p2pindex_storage_commit_seconds", "Time of one storage commit."),
@@ -352,6 +362,18 @@ class NodeCollector(Collector):
             counts.add_metric(labels, histogram.count)
         yield requests
         yield counts
+        queries = HistogramMetricFamily(
+            "p2pindex_query_duration_seconds",
+            "Latency of one page of a key listing (keys) or an index query (query) at its "
+            "coordinator, any outcome, by operation and consistency.",
+            labels=["operation", "consistency"],
+        )
+        timed = set(QUERY_LATENCIES) | {n for n in histograms if n.startswith("query_latency.")}
+        for name in sorted(timed):
+            histogram = histograms.get(name, empty)
+            labels = name.split(".", 2)[1:]
+            queries.add_metric(labels, _histogram_buckets(histogram), histogram.sum)
+        yield queries
         for name, (metric, help_text) in HISTOGRAMS.items():
             histogram = histograms.get(name, empty)
             family = HistogramMetricFamily(metric, help_text)

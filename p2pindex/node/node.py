@@ -794,7 +794,7 @@ class Node:
             assert self._query is not None
             if isinstance(message, IndexScan):
                 return self._query.scan(message)
-            return await self._query.query(message)
+            return await self.request_metrics.timed_query(message, self._query.query)
         if isinstance(message, DigestRequest | KeyDigestRequest | RecordsRequest):
             assert self.antientropy is not None
             return self.antientropy.serve(message)

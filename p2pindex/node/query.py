@@ -25,6 +25,12 @@ The node a client asks is the query's coordinator. For one page it
    replica that failed counts as uncovered once a replan without it fails too) and a
    continuation.
 
+A traced page (``p2pindex.node.trace``: an HTTP request with ``X-P2P-Trace``) records
+these steps as a key request's coordinator does: ``planned`` (each replica asked and its
+share of the ring), each ``replica_answered`` or ``replica_failed`` as it happens,
+``timed_out`` naming the replicas silent at the step's deadline, ``replanned``,
+``versions_fetched`` (quorum pages) and ``decided``, or ``unavailable``.
+
 The continuation is ``[1, issuer, query digest, ring digest, term, key, mac]``: the cursor
 (the last row answered, so the next page resumes strictly after it), bound to the query it
 came from by a digest of its index, bounds and prefix, and authenticated by a keyed BLAKE2b
@@ -57,6 +63,7 @@ from p2pindex.core.ring import Ring
 from p2pindex.core.terms import Term, term_order
 from p2pindex.core.versions import VersionedObject
 from p2pindex.errors import InvalidRequest, NotReady, P2PIndexError, Unavailable
+from p2pindex.node import trace as trace_seam
 from p2pindex.node.peers import PeerPool
 from p2pindex.node.stats import StatisticsStore
 from p2pindex.storage.index_rows import IndexScanPage, TermRange, check_range
@@ -185,6 +192,9 @@ class QueryService:
         timeout = (min(request.timeout_ms, MAX_QUERY_TIMEOUT_MS) or 5000) / 1000.0
         ring = self._view.ring
         plan = self._plan(ring, query.r, set())
+        trace = trace_seam.current()
+        if trace is not None:
+            trace.step("planned", **_plan_step(plan))
         if (request.complete_only and not plan.complete) or plan.uncovered_share >= 1.0:
             # A page that can read no arc at all is no answer: an empty page whose
             # continuation moved on would read as "no keys" to a client following it.
@@ -194,6 +204,8 @@ class QueryService:
                 if plan.uncovered_share < 1.0
                 else "no part of the ring can be read at this level; ask at a lower one"
             )
+            if trace is not None:
+                trace.step("unavailable", required=query.r, reason=partial)
             raise Unavailable(
                 query.r,
                 plan.fewest,
@@ -206,6 +218,8 @@ class QueryService:
             # One replan without the replicas that failed, so a crash between planning and
             # asking costs a retry, not an incomplete page.
             plan = self._plan(ring, query.r, failed)
+            if trace is not None:
+                trace.step("replanned", without=sorted(failed), **_plan_step(plan))
             answers, failed = await self._ask(plan, query, request.values, self._step(deadline))
         step = self._step(deadline)
         page = await self._merge(plan, query, answers, failed, request.values, step)
@@ -216,6 +230,8 @@ class QueryService:
         complete = plan.complete and not failed
         if (request.complete_only and not complete) or uncovered >= 1.0:
             self._stats.incr("queries.unavailable")
+            if trace is not None:
+                trace.step("unavailable", required=query.r, failed=sorted(failed))
             raise Unavailable(
                 query.r, query.r - 1, f"replicas {', '.join(sorted(failed))} did not answer"
             )
@@ -233,6 +249,14 @@ class QueryService:
         if request.explain:
             coverage["plan"] = plan.describe()
         cursor = self._next_cursor(page)
+        if trace is not None:
+            trace.step(
+                "decided",
+                rows=len(page.rows),
+                complete=complete,
+                uncovered_share=round(uncovered, 6),
+                more=cursor is not None,
+            )
         return QueryReply(
             [(_encoded(term, query), key) for term, key in page.rows],
             page.values,
@@ -305,6 +329,7 @@ class QueryService:
         answers: list[_Answer] = []
         failed: set[str] = set()
         records = values or query.r > 1
+        trace = trace_seam.current()
         after_term = None if query.after is None else _encoded(query.after[0], query)
         after_key = None if query.after is None else query.after[1]
 
@@ -335,6 +360,8 @@ class QueryService:
             except (OSError, P2PIndexError, ValueError) as exc:  # ValueError: a garbled term
                 self._stats.incr("queries.replica_failures")
                 failed.add(node)
+                if trace is not None:
+                    trace.step("replica_failed", node=node, error=str(exc)[:200])
                 if isinstance(exc, OSError):
                     # A refused connection is evidence the node is down, as on the key path.
                     # A replica slower than this page's deadline is not: the deadline is
@@ -342,13 +369,18 @@ class QueryService:
                     self._view.note_unreachable(node)
                 return
             answers.append(_Answer(node, rows, dict(reply.records), reply.truncated))
+            if trace is not None:
+                trace.step("replica_answered", node=node, rows=len(rows), more=reply.truncated)
 
         with trio.move_on_after(timeout):
             async with trio.open_nursery() as nursery:
                 for node, runs in sorted(plan.assignments.items()):
                     nursery.start_soon(ask, node, runs)
         answered = {answer.node for answer in answers}
-        failed |= set(plan.assignments) - answered
+        silent = set(plan.assignments) - answered - failed
+        if silent and trace is not None:
+            trace.step("timed_out", unanswered=sorted(silent))
+        failed |= silent
         return answers, failed
 
     def _term_of(self, raw: bytes, query: _Query) -> Term:
@@ -489,6 +521,9 @@ class QueryService:
         if silent:
             self._stats.incr("queries.replica_failures", len(silent))
             failed |= silent
+        trace = trace_seam.current()
+        if missing and trace is not None:
+            trace.step("versions_fetched", nodes=sorted(fetched), unanswered=sorted(silent))
         return fetched
 
     async def _records_from(
@@ -632,6 +667,18 @@ def query_mac_key(node_secret: bytes) -> bytes:
     """The key continuations are authenticated with, derived from the node's private key:
     secret, the same after a restart, and nothing to store or draw at random."""
     return hashlib.blake2b(node_secret, digest_size=32, person=b"p2pix-query-mac").digest()
+
+
+def _plan_step(plan: CoveragePlan) -> dict[str, Any]:
+    """A plan as a trace step shows it: each replica asked with its share of the ring."""
+    return {
+        "replicas_per_arc": plan.r,
+        "nodes": [
+            {"node": node, "arcs": len(runs), "share": round(share_of(runs), 6)}
+            for node, runs in sorted(plan.assignments.items())
+        ],
+        "uncovered_share": round(plan.uncovered_share, 6),
+    }
 
 
 def _both(arcs: Callable[[bytes], bool] | None, prefix: bytes) -> Callable[[bytes], bool] | None:

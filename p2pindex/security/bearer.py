@@ -8,7 +8,9 @@ capability seen on the wire or in a log is useless without the secret, and no on
 a signing key whose public key is that hash, so a bearer capability cannot open a session.
 
 Roles, key prefix, expiry and revocation (by serial) are the capability's own, checked by
-the same code as every other client's.
+the same code as every other client's. An expired token is refused saying when it expired
+and the command that issues its replacement (same role and prefix): an HTTP client cannot
+renew a token, so its user needs to know whom to ask for what.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import binascii
 import hashlib
 import hmac
 import os
+import shlex
 
 from p2pindex.core.newest import put_newest
 from p2pindex.security.authority import Authority
@@ -26,7 +29,8 @@ from p2pindex.security.certs import (
     Role,
     TrustSet,
     check_validity,
-    verify_capability,
+    open_document,
+    when,
 )
 from p2pindex.security.errors import CredentialRejected
 from p2pindex.security.trust import TrustState
@@ -97,17 +101,49 @@ class BearerVerifier:
             self._verified_under = self._state.trust
         capability = self._verified.get(token)
         if capability is None:
-            capability = self._open(token, now)
+            capability = self._open(token)
             put_newest(self._verified, token, capability, CACHE_SIZE)
-        check_validity(capability, now)
+        try:
+            check_validity(capability, now)
+        except CredentialRejected as exc:
+            if exc.reason != "expired":
+                raise
+            raise CredentialRejected("expired", expired_message(capability, now)) from None
         self._state.check_capability(capability)
         return capability
 
-    def _open(self, token: str, now: float) -> ClientCapability:
+    def _open(self, token: str) -> ClientCapability:
+        """The capability a token carries, its signature and secret checked (its times are
+        checked on every use, by ``verify``). The secret comes before expiry: whoever holds
+        an expired capability without its secret learns nothing about renewing it."""
         secret, blob = decode_token(token)
-        capability = verify_capability(blob, self._state.trust, now, "the bearer token")
+        capability = open_document(blob, self._state.trust, "client capability")
+        if not isinstance(capability, ClientCapability):
+            raise CredentialRejected(
+                "wrong_document", "the bearer token carries no client capability"
+            )
         if not hmac.compare_digest(capability.public_key, bearer_key(secret)):
             raise CredentialRejected(
                 "bad_secret", "the bearer token's secret does not match its capability"
             )
         return capability
+
+
+def renewal_command(capability: ClientCapability) -> str:
+    """The command an operator runs to issue a token like ``capability`` (same role and
+    prefix), with the authority directory and output file left for them to fill in."""
+    words = ["p2pindex", "token", "issue", "--authority", "DIR", "--role"]
+    words.append(capability.role.value)
+    if capability.prefix:
+        try:
+            words += ["--prefix", shlex.quote(capability.prefix.decode("utf-8"))]
+        except UnicodeDecodeError:  # the CLI takes UTF-8 only: the operator must choose
+            words += ["--prefix", "PREFIX"]
+    return " ".join([*words, "--bearer", "--out", "FILE"])
+
+
+def expired_message(capability: ClientCapability, now: float) -> str:
+    return (
+        f"the bearer token expired at {when(capability.expires)} (now {when(int(now))}); "
+        f"ask an operator of this cluster for a new one: `{renewal_command(capability)}`"
+    )

@@ -14,7 +14,7 @@ from p2pindex.security.bearer import (
     issue_bearer,
     new_secret,
 )
-from p2pindex.security.certs import Role
+from p2pindex.security.certs import Role, when
 from p2pindex.security.errors import CredentialRejected
 from p2pindex.security.trust import TrustState
 
@@ -60,3 +60,24 @@ def test_expiry_is_checked_on_every_use_even_when_cached(authority):
     with pytest.raises(CredentialRejected) as refused:
         verifier.verify(token, time.time() + 120)
     assert refused.value.reason == "expired"
+
+
+def test_an_expired_token_says_when_and_names_the_command_that_renews_it(authority):
+    verifier = BearerVerifier(TrustState(authority.trust))
+    token = issue_bearer(authority, Role.WRITE, b"app/", 60)
+    expires = verifier.verify(token, time.time()).expires
+    with pytest.raises(CredentialRejected) as refused:
+        verifier.verify(token, expires + 5)
+    assert refused.value.reason == "expired"
+    message = str(refused.value)
+    assert f"expired at {when(expires)}" in message
+    assert "`p2pindex token issue --authority DIR --role write --prefix app/ --bearer" in message
+
+
+def test_an_expired_capability_without_its_secret_learns_nothing_of_renewal(authority):
+    _, capability = decode_token(issue_bearer(authority, Role.ADMIN, b"", 60))
+    forged = encode_token(new_secret(), capability)
+    with pytest.raises(CredentialRejected) as refused:
+        BearerVerifier(TrustState(authority.trust)).verify(forged, time.time() + 120)
+    assert refused.value.reason == "bad_secret"
+    assert "token issue" not in str(refused.value)
