@@ -16,7 +16,7 @@ version under no terms and drop the key from every index it was in.
 ``/v1/keys`` and ``/v1/query/{index}`` become the ``QueryRequest`` of ``AsyncClient.keys``
 and ``query`` (``p2pindex.http.queries`` reads the parameters and writes the JSON page).
 An ``X-P2P-Trace`` on one shows the query coordinator's steps (the plan, each replica's
-answer, the page decided), and the page carries its coverage plan too (``explain=true``).
+answer, the page decided); ``explain=true`` adds the coverage plan to the page itself.
 A trace without steps (a request refused before it was planned) is answered with a note
 instead of an empty header (``trace_note``), which would read as "nothing was asked".
 
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import dataclasses
 import itertools
 import json
 import logging
@@ -314,10 +313,6 @@ class HttpApi:
         peer = self._authenticate(request)
         if isinstance(peer, Response):
             return peer
-        traced = trace_seam.current()
-        if traced is not None and not message.explain:
-            # What a trace would show of a page that records no steps: whom it asked.
-            message = dataclasses.replace(message, explain=True)
         reply = await self._node.serve_client(message, peer)
         if isinstance(reply, ErrorReply):
             return _error_reply(reply, read=True)
