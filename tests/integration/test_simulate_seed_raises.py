@@ -20,9 +20,9 @@ from types import ModuleType
 import pytest
 
 from p2pindex.cli import simulate
-from p2pindex.cli.main import main
 from p2pindex.sim import runner
 from p2pindex.sim.scenario import load_scenario
+from tests.integration.test_sim_determinism import simulate_here
 
 ROOT = Path(__file__).resolve().parents[2]
 SHORT = ("--nodes", "5", "--duration", "14", "--fault-count", "12")
@@ -53,20 +53,6 @@ def plant_in_workers(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *seeds: in
     # their path: point them at the same p2pindex as this process.
     package_root = Path(runner.__file__).resolve().parents[2]
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), str(package_root)]))
-
-
-def simulate_here(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str
-) -> tuple[int, str, str]:
-    """Run the command in this process; with the hash seed fixed it never re-executes."""
-    monkeypatch.setenv("PYTHONHASHSEED", "0")
-    monkeypatch.chdir(ROOT)
-    try:
-        code = main(["simulate", *args])
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def seed_line(out: str, seed: int) -> str:
