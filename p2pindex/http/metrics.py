@@ -186,6 +186,17 @@ HTTP_CLASSES = ("2xx", "3xx", "4xx", "5xx")
 """Status classes the HTTP API answers with (3xx: a read that found siblings)."""
 
 
+def _labelled(
+    histograms: dict[str, Histogram], known: tuple[str, ...], prefix: str
+) -> Iterator[tuple[list[str], Histogram]]:
+    """(operation and consistency labels, histogram) for every ``prefix`` histogram: those
+    ``known`` in advance (empty until used) and any other that was observed."""
+    empty = Histogram()
+    names = set(known) | {name for name in histograms if name.startswith(prefix)}
+    for name in sorted(names):
+        yield name.split(".", 2)[1:], histograms.get(name, empty)
+
+
 def _known() -> tuple[str, ...]:
     """Every counter whose name is known before it is counted, to export at zero."""
     operations = OPERATIONS.values()
@@ -354,10 +365,7 @@ class NodeCollector(Collector):
             "Client requests answered (any outcome), by operation and consistency.",
             labels=["operation", "consistency"],
         )
-        latencies = set(LATENCIES) | {name for name in histograms if name.startswith("latency.")}
-        for name in sorted(latencies):
-            histogram = histograms.get(name, empty)
-            labels = name.split(".", 2)[1:]
+        for labels, histogram in _labelled(histograms, LATENCIES, "latency."):
             requests.add_metric(labels, _histogram_buckets(histogram), histogram.sum)
             counts.add_metric(labels, histogram.count)
         yield requests
@@ -368,10 +376,7 @@ class NodeCollector(Collector):
             "coordinator, any outcome, by operation and consistency.",
             labels=["operation", "consistency"],
         )
-        timed = set(QUERY_LATENCIES) | {n for n in histograms if n.startswith("query_latency.")}
-        for name in sorted(timed):
-            histogram = histograms.get(name, empty)
-            labels = name.split(".", 2)[1:]
+        for labels, histogram in _labelled(histograms, QUERY_LATENCIES, "query_latency."):
             queries.add_metric(labels, _histogram_buckets(histogram), histogram.sum)
         yield queries
         for name, (metric, help_text) in HISTOGRAMS.items():

@@ -17,6 +17,9 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from p2pindex.core.swim import MemberChanged
+from p2pindex.types import Liveness
+
 DEFAULT_BURST = 10
 DEFAULT_PERIOD = 60.0
 MAX_TOPICS = 4096
@@ -80,6 +83,29 @@ class EventLog:
             budget.held_back = 0
         self._logger.log(level, message, *args)
         return True
+
+
+def log_member_change(events: EventLog, change: MemberChanged, own_id: str, removed: bool) -> None:
+    """Log a change of another member in the operator's words (``describe_member_change``),
+    within a budget per member so one flapping member cannot hide the others. An unplanned
+    death is a warning; a ``removed`` member's is expected, and logged at info."""
+    member, previous = change.member, change.previous
+    if member.node_id == own_id:
+        return
+    line = describe_member_change(
+        member.node_id,
+        str(member.address),
+        member.liveness.value,
+        member.state.value,
+        previous.liveness.value if previous is not None else None,
+        previous.state.value if previous is not None else None,
+        None if change.accuser in (None, own_id) else change.accuser,
+        removed,
+    )
+    if line is None:
+        return
+    died = member.liveness is Liveness.DEAD and not removed
+    (events.warning if died else events.info)(f"member {member.node_id}", "%s", line)
 
 
 def describe_member_change(

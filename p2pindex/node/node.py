@@ -32,7 +32,7 @@ from p2pindex.node.antientropy import AntiEntropy, request_arcs
 from p2pindex.node.client_batch import serve_one_batch
 from p2pindex.node.cluster_view import ClusterView
 from p2pindex.node.coordinator import Coordinator
-from p2pindex.node.eventlog import EventLog, describe_member_change
+from p2pindex.node.eventlog import EventLog, log_member_change
 from p2pindex.node.fast_path import data_fast_path, with_client_batches
 from p2pindex.node.gained import GainedRanges
 from p2pindex.node.handoff import OwnershipHandoff
@@ -555,7 +555,7 @@ class Node:
             self.view.accusers.pop(member.node_id, None)
         else:
             self.view.accusers[member.node_id] = change.accuser
-        self._log_member_change(change)
+        log_member_change(events, change, self.node_id, member.node_id in self.removals)
         if member.liveness is Liveness.ALIVE:
             if member.address != self.address:
                 self.view.address_holder[member.address] = member.node_id
@@ -571,26 +571,6 @@ class Node:
         admin.note_change(self, change.previous, member)
         self.stats.incr(f"membership.{member.liveness.value}")
         self._rebuild_ring()
-
-    def _log_member_change(self, change: MemberChanged) -> None:
-        member, previous = change.member, change.previous
-        if member.node_id == self.node_id:
-            return
-        line = describe_member_change(
-            member.node_id,
-            str(member.address),
-            member.liveness.value,
-            member.state.value,
-            previous.liveness.value if previous is not None else None,
-            previous.state.value if previous is not None else None,
-            None if change.accuser in (None, self.node_id) else change.accuser,
-            member.node_id in self.removals,
-        )
-        if line is None:
-            return
-        # A budget per member; an unplanned death (not a removal) is an operator's concern.
-        died = member.liveness is Liveness.DEAD and member.node_id not in self.removals
-        (events.warning if died else events.info)(f"member {member.node_id}", "%s", line)
 
     def _rebuild_ring(self) -> None:
         before = len(self.view.ring.nodes)
