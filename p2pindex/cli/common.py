@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import difflib
 import gc
 import json
 import os
@@ -44,22 +45,63 @@ with the others (and with the README's examples) without options."""
 
 
 class Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose usage errors are one line, like every other error."""
+    """An ArgumentParser whose usage errors are one line, like every other error, and whose
+    "unrecognized arguments" error names the command and the option that was probably meant."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(EXIT_USAGE, f"error: {message}{_dash_hint(message)} (see '{self.prog} --help')\n")
+        self.exit(EXIT_USAGE, f"error: {message} (see '{self.prog} --help')\n")
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[no-untyped-def,override]
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = _chosen_command(self, parsed) or self
+            hint = _dash_hint(command, extras)
+            command.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
+        return parsed
 
 
-def _dash_hint(message: str) -> str:
-    """For a word argparse took for an unknown option: how to give it as a value instead."""
-    words = message.removeprefix("unrecognized arguments: ")
-    dashed = [word for word in words.split() if word.startswith("-")] if words != message else []
+TAKES_TEXT_TERMS = "takes_text_terms"
+"""A default a command sets when its positionals are query terms, which ``text:`` can spell."""
+
+
+def _chosen_command(
+    parser: argparse.ArgumentParser, parsed: argparse.Namespace
+) -> argparse.ArgumentParser | None:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = action.choices.get(getattr(parsed, action.dest, None) or "")
+            return chosen if isinstance(chosen, argparse.ArgumentParser) else None
+    return None
+
+
+def _dash_hint(command: argparse.ArgumentParser, extras: list[str]) -> str:
+    """For a word argparse took for an unknown option: the option probably meant, or how to
+    give the word as a value instead."""
+    dashed = [word for word in extras if word.startswith("-")]
     if not dashed:
         return ""
-    return (
-        f"; if {dashed[0]} is a value, not an option, give it after '--' (after every option),"
-        f" or a query term as text:{dashed[0]}"
-    )
+    word = dashed[0]
+    options = [option for action in command._actions for option in action.option_strings]
+    close = _option_meant(word.split("=", 1)[0], options)
+    if close:
+        return f"; did you mean {close}?"
+    if all(action.option_strings for action in command._actions):
+        return ""
+    hint = f"; if {word} is a value, not an option, give it after '--' (after every option)"
+    if command.get_default(TAKES_TEXT_TERMS):
+        hint += f", or a query term as text:{word}"
+    return hint
+
+
+def _option_meant(word: str, options: list[str]) -> str | None:
+    """The long option ``word`` most likely misspells or shortens, if one is close enough."""
+    stem = word.lstrip("-")
+    longs = [option for option in options if option.startswith("--")]
+    within = [option for option in longs if len(stem) >= 3 and stem in option]
+    if len(within) == 1:
+        return within[0]
+    close = difflib.get_close_matches(word, longs, n=1, cutoff=0.75)
+    return close[0] if close else None
 
 
 def collect_garbage_rarely() -> None:

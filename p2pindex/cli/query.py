@@ -23,6 +23,7 @@ import sys
 
 from p2pindex.cli.common import (
     EXIT_OK,
+    TAKES_TEXT_TERMS,
     UsageError,
     add_format_option,
     add_node_option,
@@ -190,7 +191,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     query.add_argument("--prefix", default="", help="only keys starting with these bytes")
     _common(query)
-    query.set_defaults(func=run_query, reads_only=True)
+    query.set_defaults(func=run_query, reads_only=True, **{TAKES_TEXT_TERMS: True})
 
 
 def run_keys(args: argparse.Namespace) -> int:

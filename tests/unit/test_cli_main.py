@@ -161,3 +161,24 @@ def test_python_dash_m_works() -> None:
     )
     assert result.returncode == 0
     assert "put" in result.stdout and "bench" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected", "absent"),
+    [
+        (["dev", "--dir", "x"], "did you mean --data-dir? (see 'p2pindex dev --help')", "'--'"),
+        (["serve", "--seeds", "h:1"], "did you mean --seed? (see 'p2pindex serve --help')", "'--'"),
+        (["get", "--consistncy", "all", "k"], "did you mean --consistency?", "text:"),
+        (["status", "--bogus"], "unrecognized arguments: --bogus (see 'p2pindex status", "'--'"),
+        (["put", "k", "-v"], "give it after '--' (after every option) (see 'p2pindex put", "text:"),
+    ],
+)
+def test_an_unknown_option_names_its_command_and_the_option_meant(
+    argv: list[str], expected: str, absent: str, capsys: pytest.CaptureFixture
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli_main.main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unrecognized arguments: ") and err.count("\n") == 1
+    assert expected in err and absent not in err
