@@ -1,18 +1,20 @@
 """Legitimate write throughput of a real cluster with and without a flood of hostile traffic.
 
     python simulations/hostile_load.py [--rate 1000] [--connections 10] [--seconds 10]
+                                       [--rounds 3]
 
 Starts a secure local cluster of real `p2pindex serve` processes, measures the puts a second
-that legitimate writers get (tasks writing one at a time on one session per node), then does
-it again while another process sends ``--rate`` hostile requests a second over
+that legitimate writers get (tasks writing one at a time on one session per node), then
+measures it again while another process sends ``--rate`` hostile requests a second over
 ``--connections`` connections spread over the nodes: unknown message types, broken schemas,
 forged causal contexts, keys over the limit, invalid CBOR and frames claiming more than the
 frame limit inside authenticated sessions (the last two close the session; it reconnects,
 and once the nodes refuse its key's handshakes for the sessions it broke it keeps trying),
 garbage instead of a handshake, and handshakes with credentials from a foreign authority.
-The attacker holds credentials of its own (a write role), as a hostile tenant would. It
-prints both throughputs, their ratio (the goal: at least 80%), what the attacker sent and
-what the nodes counted.
+The attacker holds credentials of its own (a write role), as a hostile tenant would.
+Baselines and attacked runs alternate, ``--rounds`` attacked runs in all, and each attacked
+run is compared with the two baselines around it. It prints every run, the ratios (the
+goal: at least 80%), what the attacker sent and what the nodes counted.
 """
 
 from __future__ import annotations
@@ -24,13 +26,16 @@ import math
 import os
 import random
 import resource
+import statistics
 import struct
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cbor2
 import trio
@@ -315,7 +320,70 @@ def cpu_of(pids: list[int]) -> float:
     return total / ticks
 
 
+@dataclass(frozen=True)
+class Phase:
+    """One measured stretch of legitimate writes."""
+
+    puts_per_second: float
+    node_cpu: float
+    """Mean share of a core each node used."""
+    client_cpu: float
+    """Share of a core the legitimate writers used."""
+
+
+def timed_writes(
+    cluster: LocalCluster, args: argparse.Namespace, contexts: dict[bytes, bytes]
+) -> Phase:
+    pids = [node.pid for node in cluster.nodes if node.pid is not None]
+    started, client_started = cpu_of(pids), own_cpu()
+    rate = trio.run(legit_writes, cluster, args.seconds, args.writers, contexts)
+    return Phase(
+        rate,
+        (cpu_of(pids) - started) / args.seconds / len(pids),
+        (own_cpu() - client_started) / args.seconds,
+    )
+
+
+def attacked_writes(
+    cluster: LocalCluster,
+    args: argparse.Namespace,
+    contexts: dict[bytes, bytes],
+    hostile: Path,
+    foreign: Path,
+) -> tuple[Phase, dict[str, Any]]:
+    """Legitimate writes while a separate attacker process floods the nodes."""
+    attacker = subprocess.Popen(
+        [
+            *(["nice", "-n", str(args.attacker_nice)] if args.attacker_nice else []),
+            sys.executable,
+            __file__,
+            "--attack",
+            ",".join(cluster.addresses),
+            "--credentials",
+            str(hostile),
+            "--foreign",
+            str(foreign),
+            "--rate",
+            str(args.rate),
+            "--connections",
+            str(args.connections),
+            "--seconds",
+            str(args.seconds + 3),
+            *(["--kinds", args.kinds] if args.kinds else []),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(1.5)
+    phase = timed_writes(cluster, args, contexts)
+    out, _ = attacker.communicate(timeout=args.seconds + 60)
+    return phase, json.loads(out.strip().splitlines()[-1])
+
+
 def measure(args: argparse.Namespace) -> int:
+    """Baselines and attacked runs alternate (B A B A ... B): each attacked run is compared
+    with the mean of the baselines just before and after it, so the machine's drift over
+    the run (a quarter within minutes on a shared VM) does not land in the ratio."""
     with (
         tempfile.TemporaryDirectory(prefix="p2pindex-hostile-") as root,
         LocalCluster(args.nodes, Path(root)) as cluster,
@@ -332,65 +400,55 @@ def measure(args: argparse.Namespace) -> int:
         Authority.load_or_init(cluster.authority_dir).credentials(Role.WRITE).save(hostile)
         contexts: dict[bytes, bytes] = {}
         trio.run(legit_writes, cluster, 2.0, args.writers, contexts)  # warm up
-        pids = [node.pid for node in cluster.nodes if node.pid is not None]
-        started, client_started = cpu_of(pids), own_cpu()
-        baseline = trio.run(legit_writes, cluster, args.seconds, args.writers, contexts)
-        base_cpu = (cpu_of(pids) - started) / args.seconds / len(pids)
-        base_client = (own_cpu() - client_started) / args.seconds
+        baselines = [timed_writes(cluster, args, contexts)]
+        attacks: list[Phase] = []
+        sent: Counter[str] = Counter()
+        attacker_seconds = attacker_cpu = 0.0
         before = trio.run(node_counts, cluster)
-        attacker = subprocess.Popen(
-            [
-                *(["nice", "-n", str(args.attacker_nice)] if args.attacker_nice else []),
-                sys.executable,
-                __file__,
-                "--attack",
-                ",".join(cluster.addresses),
-                "--credentials",
-                str(hostile),
-                "--foreign",
-                str(foreign),
-                "--rate",
-                str(args.rate),
-                "--connections",
-                str(args.connections),
-                "--seconds",
-                str(args.seconds + 3),
-                *(["--kinds", args.kinds] if args.kinds else []),
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        time.sleep(1.5)
-        started, client_started = cpu_of(pids), own_cpu()
-        attacked = trio.run(legit_writes, cluster, args.seconds, args.writers, contexts)
-        attack_cpu = (cpu_of(pids) - started) / args.seconds / len(pids)
-        attack_client = (own_cpu() - client_started) / args.seconds
-        out, _ = attacker.communicate(timeout=args.seconds + 60)
-        report = json.loads(out.strip().splitlines()[-1])
-        after = trio.run(node_counts, cluster)
-        counted = after - before
-        sent = sum(report["sent"].values())
+        for _round in range(args.rounds):
+            phase, report = attacked_writes(cluster, args, contexts, hostile, foreign)
+            attacks.append(phase)
+            sent.update(report["sent"])
+            attacker_seconds += report["seconds"]
+            attacker_cpu += report["cpu"]
+            baselines.append(timed_writes(cluster, args, contexts))
+        counted = trio.run(node_counts, cluster) - before
         logs = "".join(node.log_path.read_text(errors="replace") for node in cluster.nodes)
+    ratios = [
+        attack.puts_per_second
+        / statistics.mean([baselines[i].puts_per_second, baselines[i + 1].puts_per_second])
+        for i, attack in enumerate(attacks)
+    ]
+    total = sum(sent.values())
     print(f"legitimate writers           {args.writers} (one request at a time each)")
-    print(f"puts/s without attack        {baseline:,.0f}")
+    print(f"rounds                       {args.rounds} of {args.seconds:g} s (B A B ... A B)")
+    for i, attack in enumerate(attacks):
+        print(
+            f"  round {i + 1}: puts/s {baselines[i].puts_per_second:,.0f} -> "
+            f"{attack.puts_per_second:,.0f} under attack -> "
+            f"{baselines[i + 1].puts_per_second:,.0f}; {ratios[i]:.0%} of the baselines around it"
+        )
     print(
-        f"puts/s under attack          {attacked:,.0f} ({attacked / baseline:.0%} of the baseline)"
+        f"under attack / baseline      median {statistics.median(ratios):.0%}, "
+        f"lowest {min(ratios):.0%}"
     )
     print(
-        f"hostile requests             {sent:,} in {report['seconds']:.1f} s "
-        f"({sent / report['seconds']:,.0f}/s over {args.connections} connections; "
-        f"the attacker used {report['cpu'] / report['seconds']:.0%} of a core)"
+        f"hostile requests             {total:,} in {attacker_seconds:.1f} s "
+        f"({total / attacker_seconds:,.0f}/s over {args.connections} connections; "
+        f"the attacker used {attacker_cpu / attacker_seconds:.0%} of a core)"
     )
     print(
-        f"node CPU                     {base_cpu:.0%} of a core per node without attack, "
-        f"{attack_cpu:.0%} under attack"
+        f"node CPU                     "
+        f"{statistics.mean(b.node_cpu for b in baselines):.0%} of a core per node without "
+        f"attack, {statistics.mean(a.node_cpu for a in attacks):.0%} under attack"
     )
     print(
-        f"legitimate client CPU        {base_client:.0%} of a core without attack, "
-        f"{attack_client:.0%} under attack; load average {os.getloadavg()[0]:.1f} on "
-        f"{os.cpu_count()} CPUs"
+        f"legitimate client CPU        "
+        f"{statistics.mean(b.client_cpu for b in baselines):.0%} of a core without attack, "
+        f"{statistics.mean(a.client_cpu for a in attacks):.0%} under attack; load average "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
     )
-    for kind, count in sorted(report["sent"].items()):
+    for kind, count in sorted(sent.items()):
         print(f"  {kind:<26} {count:,}")
     print("counted by the nodes meanwhile")
     for name, count in sorted(counted.items()):
@@ -405,7 +463,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=float, default=1000)
     parser.add_argument("--connections", type=int, default=10)
-    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--seconds", type=float, default=10, help="length of each measured run")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="attacked runs, each between two baselines (the ratio is against their mean)",
+    )
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--writers", type=int, default=12)
     parser.add_argument(
