@@ -98,9 +98,14 @@ def parse_put_line(number: int, line: bytes | str) -> PutItem:
     """One input line as a PutItem (its key text checked to be UTF-8-encodable, its value
     as bytes); raises BadLine naming the line and the problem."""
     try:
-        doc = json.loads(_line_text(number, line))
+        doc = json.loads(_line_text(number, line).rstrip("\r\n"))
     except json.JSONDecodeError as exc:
-        raise BadLine(number, f"not a JSON object ({exc.msg})") from None
+        # The decoder's own wording ("Expecting value") means nothing to a user.
+        raise BadLine(
+            number,
+            f"not a JSON object (invalid JSON at column {exc.colno}); "
+            'each line is one object like {"key": "k", "value": "v"}',
+        ) from None
     if not isinstance(doc, dict):
         raise BadLine(number, "expected a JSON object with key and value")
     unknown = sorted(set(doc) - {"key", "value", "context", "encoding", "overwrite"})

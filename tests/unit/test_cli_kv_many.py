@@ -126,7 +126,8 @@ def test_json_reports_an_unreadable_line_by_number_not_as_a_key(
     assert docs[0] == {"key": "k1", "line": 1, "ok": True, "context": "Yw", "siblings": 1}
     assert docs[1]["line"] == 3 and "key" not in docs[1]
     assert docs[1]["ok"] is False and docs[1]["definite"] is True
-    assert docs[1]["error"].startswith("not a JSON object")
+    assert docs[1]["error"].startswith("not a JSON object (invalid JSON at column 1)")
+    assert "Expecting" not in docs[1]["error"]
 
 
 def test_text_reports_an_unreadable_line_once_by_number(
