@@ -12,7 +12,10 @@ Every finished seed is appended to the state file (JSON lines; default
 ``soak-<scenario>-<first seed>.jsonl``) as soon as it ends, so an interrupted soak started
 again with the same arguments runs only the seeds still missing. Each failing seed is
 printed at once with its violations and the command that replays it; so is a run that
-raised instead of finishing. Exits 1 if any seed in the range failed (including seeds
+raised instead of finishing. With ``--output DIR`` each failing seed's files (the checker's
+history, schedule, summary and timeline, or the traceback of a run that raised) go into its
+own ``DIR/<scenario>-<seed>/``, the layout ``p2pindex simulate`` uses, and its report line
+names that folder. Exits 1 if any seed in the range failed (including seeds
 finished in an earlier, interrupted soak), 0 if all passed.
 """
 
@@ -29,6 +32,7 @@ from pathlib import Path
 
 from p2pindex.cli.simulate import PACKAGED_SCENARIOS, seed_error
 from p2pindex.sim.determinism import reexec_with_fixed_hash_seed
+from p2pindex.sim.outputs import default_output
 from p2pindex.sim.plan import plan_run
 from p2pindex.sim.runner import run_simulation
 from p2pindex.sim.scenario import load_scenario
@@ -51,6 +55,8 @@ class SeedResult:
     count: int = 0
     """How many violations the run found (1 for a run that raised)."""
     cpu: float = 0.0
+    output: str = ""
+    """The folder holding a failing seed's files (``<output>/<scenario>-<seed>``), if any."""
 
 
 def scenario_path(scenario: str) -> Path:
@@ -77,28 +83,42 @@ Job = tuple[str, int, str | None, tuple[str, ...]]
 def run_seed(job: Job) -> SeedResult:
     """Run one seed (in a worker); an error escaping the run is a failure, not a crash."""
     scenario, seed, output, bugs = job
+    name = Path(scenario).stem
     try:
         loaded = load_scenario(scenario_path(scenario))
+        name = loaded.name
         if bugs:
             loaded = loaded.with_overrides(planted_bugs=list(bugs))
         result = run_simulation(
             plan_run(loaded, seed),
-            output=None if output is None else Path(output),
+            output=seed_directory(output, name, seed),
             replay_command=replay(scenario, seed, bugs),
             write_passing=False,
         )
     except Exception as exc:  # reported with its replay command like any failure
-        name = Path(scenario).stem
-        directory = None if output is None else Path(output) / f"{name}-{seed}"
+        directory = seed_directory(output, name, seed)
         error = seed_error(name, seed, exc, directory, replay(scenario, seed, bugs))
         if error.traceback_file is None:  # nowhere to keep it: print it once, from here
             print(error.traceback, file=sys.stderr, flush=True)
         where = f" (traceback in {error.traceback_file})" if error.traceback_file else ""
-        return SeedResult(seed, False, "", (f"{RUN_ERROR} {error.error}{where}",), 1)
+        folder = str(directory) if error.traceback_file else ""
+        return SeedResult(seed, False, "", (f"{RUN_ERROR} {error.error}{where}",), 1, 0.0, folder)
     shown = tuple(f"[{v.checker}] {v.message}" for v in result.violations[:SHOWN_VIOLATIONS])
     return SeedResult(
-        seed, result.passed, result.trace_hash, shown, len(result.violations), result.cpu_seconds
+        seed,
+        result.passed,
+        result.trace_hash,
+        shown,
+        len(result.violations),
+        result.cpu_seconds,
+        result.output_dir or "",
     )
+
+
+def seed_directory(output: str | None, scenario: str, seed: int) -> Path | None:
+    """Where one seed's files go: its own folder under ``--output``, as in a simulate batch,
+    so failing seeds sharing an output directory do not overwrite each other's files."""
+    return None if output is None else default_output(Path(output), scenario, seed)
 
 
 def load_state(path: Path, seeds: range) -> dict[int, SeedResult]:
@@ -116,6 +136,7 @@ def load_state(path: Path, seeds: range) -> dict[int, SeedResult]:
                 tuple(document.get("violations", ())),
                 int(document.get("count", 0)),
                 float(document.get("cpu", 0.0)),
+                str(document.get("output", "")),
             )
         except (ValueError, KeyError, TypeError):
             continue
@@ -128,6 +149,7 @@ def describe_failure(scenario: str, result: SeedResult, bugs: Sequence[str]) -> 
     command = replay(scenario, result.seed, bugs)
     raised = bool(result.violations) and result.violations[0].startswith(RUN_ERROR)
     what = "the run raised" if raised else f"{result.count} violation(s)"
+    what += f"; files in {result.output}" if result.output else ""
     lines = [f"seed {result.seed} FAILED ({what}): {command}"]
     lines += [f"    {violation}" for violation in result.violations]
     if result.count > len(result.violations):
@@ -142,7 +164,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=2000, help="how many seeds (default 2000)")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--state", type=Path, help="state file of finished seeds (JSON lines)")
-    parser.add_argument("--output", help="directory for the files of failing seeds")
+    parser.add_argument(
+        "--output", help="directory for the files of failing seeds, each in <scenario>-<seed>/"
+    )
     parser.add_argument(
         "--plant-bug",
         action="append",

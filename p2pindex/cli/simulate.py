@@ -571,15 +571,10 @@ def _batch_summary(
     """The batch's table, then every failure: a seed that raised counts as failed, and the
     statistics cover the runs that finished. ``twice``: seeds run twice, raising or not."""
     failed = [r for r in results.values() if not r.passed]
-    failing = {r.seed for r in failed} | set(errors)
-    seeds = len(set(results) | set(errors))
     values = list(results.values())
-    raised = f" ({len(errors)} raised an exception)" if errors else ""
     print()
     rows = [
-        ("seeds", str(seeds)),
-        ("passed", str(seeds - len(failing))),
-        ("failed", f"{len(failing)}{raised}"),
+        *_tally_rows(results, errors),
         ("operations per seed", _spread([r.ops for r in values])),
         ("faults per seed", _spread([r.faults for r in values])),
         (
@@ -609,10 +604,27 @@ def _batch_summary(
     for result in failed:
         print()
         print(result.report)
+    _print_raised(errors)
+    return EXIT_ERROR if failed or errors or nondeterministic else EXIT_OK
+
+
+def _tally_rows(results: dict[int, Any], errors: dict[int, SeedError]) -> list[tuple[str, str]]:
+    """The first rows of a batch's summary (either engine): a seed that raised is failed."""
+    failing = {seed for seed, result in results.items() if not result.passed} | set(errors)
+    seeds = len(set(results) | set(errors))
+    raised = f" ({len(errors)} raised an exception)" if errors else ""
+    return [
+        ("seeds", str(seeds)),
+        ("passed", str(seeds - len(failing))),
+        ("failed", f"{len(failing)}{raised}"),
+    ]
+
+
+def _print_raised(errors: dict[int, SeedError]) -> None:
+    """After a batch's summary: each seed that raised, its traceback file and replay."""
     for error in sorted(errors.values(), key=lambda e: e.seed):
         print()
         print("\n".join(error.lines()))
-    return EXIT_ERROR if failed or errors or nondeterministic else EXIT_OK
 
 
 def _spread(counts: list[int]) -> str:
@@ -620,21 +632,40 @@ def _spread(counts: list[int]) -> str:
 
 
 def _run_membership(scenario: Any, seeds: Sequence[int], args: argparse.Namespace) -> int:
+    """Run membership-only seeds one after another, in this process (``--jobs`` does not
+    apply: a seed of a thousand SWIM cores is one discrete-event loop). A seed whose run
+    raises is reported as in a cluster batch (see :class:`SeedError`) and the others go on;
+    a batch ends with its tally and every seed that raised."""
     from p2pindex.sim.membership_run import run_membership
+    from p2pindex.sim.outputs import default_output, format_table
     from p2pindex.sim.plan import plan_membership
 
-    status = EXIT_OK
+    results: dict[int, Any] = {}
+    errors: dict[int, SeedError] = {}
     for seed in seeds:
-        if args.format == "json":
+        if args.format != "json":
+            print(f"simulating {scenario.name} (membership only) with seed {seed}", flush=True)
+        try:
             result = run_membership(plan_membership(scenario, seed), output=args.output)
-            print(json.dumps(result_document(result)), flush=True)
-            status = status if result.passed else EXIT_ERROR
+        except Exception as exc:  # reported like a failing seed: seed, error, replay
+            directory = default_output(args.output, scenario.name, seed)
+            error = seed_error(scenario.name, seed, exc, directory, replay_command(args, seed))
+            if args.seeds is None:
+                return _one_raised(error, args)
+            errors[seed] = error
+            _print_error(error, args, repeat=False)
             continue
-        print(f"simulating {scenario.name} (membership only) with seed {seed}", flush=True)
-        result = run_membership(plan_membership(scenario, seed), output=args.output)
+        results[seed] = result
+        if args.format == "json":
+            print(json.dumps(result_document(result)), flush=True)
+            continue
         print(result.table())
         print(f"trace hash: {result.trace_hash}")
         if not result.passed:
             print(result.report)
-            status = EXIT_ERROR
-    return status
+    failed = errors or any(not r.passed for r in results.values())
+    if args.seeds is not None and args.format != "json":
+        print()
+        print(format_table(_tally_rows(results, errors)))
+        _print_raised(errors)
+    return EXIT_ERROR if failed else EXIT_OK

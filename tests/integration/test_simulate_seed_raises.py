@@ -229,8 +229,12 @@ def test_a_soak_records_a_seed_that_raises_as_failed_with_its_traceback(
     )
     assert "Traceback (most recent call last)" in traceback_file.read_text()
     assert soak.describe_failure("ci", result, ["lww"]).splitlines()[0] == (
-        "seed 12 FAILED (the run raised): p2pindex simulate ci --seed 12 --plant-bug lww"
+        f"seed 12 FAILED (the run raised; files in {tmp_path / 'ci-12'}): "
+        "p2pindex simulate ci --seed 12 --plant-bug lww"
     )
     without_output = soak.run_seed(("ci", 13, None, ()))
     assert without_output.violations == ("[run error] ValueError: soak planted",)
+    assert soak.describe_failure("ci", without_output, ()).splitlines()[0] == (
+        "seed 13 FAILED (the run raised): p2pindex simulate ci --seed 13"
+    )
     assert capsys.readouterr().err.count("ValueError: soak planted") == 2  # header, traceback

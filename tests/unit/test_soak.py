@@ -53,3 +53,58 @@ def test_a_run_that_raises_is_a_failure_with_its_error() -> None:
     result = soak.run_seed(("no-such-scenario", 1, None, ()))
     assert not result.passed
     assert result.violations[0].startswith("[run error] ")
+
+
+SHORT_LWW = """\
+# planted-lww cut to 4 s of workload: every seed fails (lost_writes) in about half a second.
+name = "lww-short"
+nodes = 3
+replicas = 3
+duration = 4.0
+quiesce = 8.0
+
+[workload]
+processes = 6
+think = 0.1
+mix = { set_add = 3.0, register = 1.0 }
+
+[checks]
+convergence_bound = 8.0
+"""
+
+
+def test_failing_seeds_keep_their_files_each_in_its_own_folder(
+    monkeypatch, capsys, tmp_path: Path
+) -> None:
+    """Two seeds caught by the checker (planted bug lww) share one --output: each seed's
+    files go to <output>/<scenario>-<seed>/, as in a simulate batch, and its report line
+    names that folder. The seeds run in the soak's spawned worker, which finds the soak
+    module (imported here as ``soak``) through the path it inherits."""
+    scenario = tmp_path / "lww-short.toml"
+    scenario.write_text(SHORT_LWW, encoding="utf-8")
+    out_dir = tmp_path / "out"
+    state = tmp_path / "state.jsonl"
+    monkeypatch.setenv("PYTHONHASHSEED", "0")  # so the soak does not re-execute itself
+    monkeypatch.syspath_prepend(str(ROOT / "simulations"))
+    seeds = ["--first-seed", "1", "--seeds", "2", "--jobs", "1", "--plant-bug", "lww"]
+    code = soak.main([str(scenario), *seeds, "--output", str(out_dir), "--state", str(state)])
+    out = capsys.readouterr().out
+    assert code == 1, out
+    assert sorted(path.name for path in out_dir.iterdir()) == ["lww-short-1", "lww-short-2"]
+    for seed in (1, 2):
+        folder = out_dir / f"lww-short-{seed}"
+        schedule = json.loads((folder / "schedule.json").read_text(encoding="utf-8"))
+        assert schedule["seed"] == seed
+        with (folder / "history.jsonl").open(encoding="utf-8") as history:
+            assert json.loads(history.readline())["seed"] == seed
+        summary = (folder / "summary.txt").read_text(encoding="utf-8")
+        assert f"--seed {seed} --plant-bug lww" in summary
+        lines = [line for line in out.splitlines() if line.startswith(f"seed {seed} FAILED")]
+        assert len(lines) == 1, out
+        assert f"; files in {folder}): p2pindex simulate {scenario} --seed {seed}" in lines[0]
+    # A resumed soak reads the folders back and names them again.
+    done = soak.load_state(state, range(1, 3))
+    assert {seed: result.output for seed, result in done.items()} == {
+        1: str(out_dir / "lww-short-1"),
+        2: str(out_dir / "lww-short-2"),
+    }
