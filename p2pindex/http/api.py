@@ -13,6 +13,9 @@ A PUT takes the native put's index terms (``index=NAME:TERM``, repeatable, terms
 as queries spell them) and ``overwrite=true``: without them an HTTP update would file its
 version under no terms and drop the key from every index it was in.
 
+``POST /v1/batch`` serves many gets, puts and deletes in one request, each item answered as
+its single-key request would be (``p2pindex.http.batch_api``).
+
 ``/v1/keys`` and ``/v1/query/{index}`` become the ``QueryRequest`` of ``AsyncClient.keys``
 and ``query`` (``p2pindex.http.queries`` reads the parameters and writes the JSON page).
 An ``X-P2P-Trace`` on one shows the query coordinator's steps (the plan, each replica's
@@ -76,6 +79,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CONTEXT_HEADER = "x-p2p-context"
+BATCH_PATH = "/v1/batch"
 REQUEST_ID_HEADER = "x-request-id"
 TRACE_HEADER = "x-p2p-trace"
 """Request header: ask for the coordinator's steps; response header: the steps, as JSON."""
@@ -127,13 +131,19 @@ class HttpApi:
         self._batcher = batcher
         self._bearer = BearerVerifier(node.security.state) if node.security is not None else None
         self._routes = extra_routes or {}
+        # Imported here: batch_api builds its answers from this module's helpers.
+        from p2pindex.http.batch_api import BatchEndpoint
+
+        self._batch = BatchEndpoint(node, self._authenticate, self._index_terms)
 
     async def __call__(self, request: Request) -> Response:
         """Answer ``request``, tagged with its request id (the client's or a new one)."""
         started = time.perf_counter()
         request_id = _request_id(request.headers.get(REQUEST_ID_HEADER))
         trace = None
-        if request.headers.get(TRACE_HEADER, "").lower() in ("1", "true", "yes"):
+        wanted = request.headers.get(TRACE_HEADER, "").lower() in ("1", "true", "yes")
+        # A batch refuses the header itself (BatchEndpoint): no empty trace on its 400.
+        if wanted and request.target.partition("?")[0] != BATCH_PATH:
             trace = RequestTrace(request_id)
         if trace is None:
             response = await self._answer(request)
@@ -174,6 +184,8 @@ class HttpApi:
         try:
             if path.startswith("/v1/kv/"):
                 return await self._kv(request, path[len("/v1/kv/") :], query)
+            if path == BATCH_PATH:
+                return await self._batch(request, query)
             if path == "/v1/keys" or path.startswith("/v1/query/"):
                 return await self._query(request, path, query)
             if path in ("/v1/status", "/v1/members") or path.startswith("/v1/explain/"):
@@ -226,7 +238,7 @@ class HttpApi:
             reply = await batcher.submit(message)
         else:
             reply = await self._node.serve_client(message, peer)
-        return _kv_response(reply, read=request.method in _READS)
+        return kv_response(reply, read=request.method in _READS)
 
     def _kv_message(
         self, request: Request, raw_key: str, query: str, *, count_rate: bool = True
@@ -255,7 +267,7 @@ class HttpApi:
             return peer
         if request.method in _READS:
             return GetRequest(key, wire_consistency, timeout_ms, strict), peer
-        context = _context(request.headers.get(CONTEXT_HEADER))
+        context = decode_context(request.headers.get(CONTEXT_HEADER))
         if request.method == "DELETE":
             return DeleteRequest(key, context, wire_consistency, timeout_ms, strict), peer
         overwrite = _overwrite(params, context)
@@ -568,24 +580,23 @@ def _int_param(value: str, name: str) -> int:
     return int(value)
 
 
-def _context(header: str | None) -> bytes | None:
-    if header is None or header == "":
+def decode_context(text: str | None, what: str = "the X-P2P-Context header") -> bytes | None:
+    """A context as a read gave it (base64url, unpadded), or None when absent or empty."""
+    if text is None or text == "":
         return None
-    if len(header) > MAX_CONTEXT_CHARS:
-        raise InvalidRequest("the X-P2P-Context header is too long; pass back what a read gave")
+    if len(text) > MAX_CONTEXT_CHARS:
+        raise InvalidRequest(f"{what} is too long; pass back what a read gave")
     try:
-        return base64.urlsafe_b64decode(header + "=" * (-len(header) % 4))
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError):
-        raise InvalidRequest(
-            "the X-P2P-Context header is not base64url; pass back what a read gave"
-        ) from None
+        raise InvalidRequest(f"{what} is not base64url; pass back what a read gave") from None
 
 
 def encode_context(context: bytes) -> str:
     return base64.urlsafe_b64encode(context).rstrip(b"=").decode()
 
 
-def _kv_response(reply: Message, *, read: bool) -> Response:
+def kv_response(reply: Message, *, read: bool) -> Response:
     if isinstance(reply, ErrorReply):
         return _error_reply(reply, read=read)
     if isinstance(reply, GetReply):

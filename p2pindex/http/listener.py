@@ -13,6 +13,7 @@ import trio
 from p2pindex.config import HttpConfig
 from p2pindex.errors import ConfigError
 from p2pindex.http.api import HttpApi
+from p2pindex.http.batch_api import batch_body_limit
 from p2pindex.http.batching import RequestBatcher
 from p2pindex.http.metrics import CONTENT_TYPE, metrics_registry, render
 from p2pindex.http.server import HttpLimits, HttpServer, Request, Response
@@ -42,6 +43,7 @@ def build_server(
     limits = HttpLimits(
         max_header_bytes=config.max_header_bytes,
         max_body=node.config.limits.max_value + 64 * 1024,
+        larger_bodies=(batch_body_limit(node.config.limits),),
         request_deadline=config.request_deadline,
         idle_timeout=config.idle_timeout,
         send_timeout=config.send_timeout,
@@ -59,7 +61,9 @@ def build_server(
 
     batcher = RequestBatcher(node.client_batch_handlers(), spawn) if spawn else None
     api = HttpApi(node, extra_routes={"/metrics": metrics, "/": dashboard}, batcher=batcher)
-    return HttpServer(api, node.stats, limits, tls_context(config), screen=api.screen)
+    return HttpServer(
+        api, node.stats, limits, tls_context(config), screen=api.screen, body_budget=node.held_bytes
+    )
 
 
 BIND_PROBLEMS = {

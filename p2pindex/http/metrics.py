@@ -94,6 +94,9 @@ FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
     "p2pindex_http_refused_total": (
         "HTTP requests refused before reaching the node, by reason.", ("reason",)),
     "p2pindex_http_responses_total": ("HTTP responses by status class.", ("class",)),
+    "p2pindex_http_batch_items_total": (
+        "Items of HTTP batches (POST /v1/batch) by the status class of their result.",
+        ("class",)),
     "p2pindex_member_transitions_total": (
         "Members seen entering a liveness state (or removed).", ("liveness",)),
     "p2pindex_replica_errors_total": ("Failed requests to replicas, by error.", ("error",)),
@@ -141,6 +144,7 @@ PREFIXES: dict[str, str] = {
     "security.": "p2pindex_security_events_total",
     "http.refused.": "p2pindex_http_refused_total",
     "http.responses.": "p2pindex_http_responses_total",
+    "http.batch_items.": "p2pindex_http_batch_items_total",
     "membership.": "p2pindex_member_transitions_total",
     "replica.errors.": "p2pindex_replica_errors_total",
     "state.": "p2pindex_state_transitions_total",
@@ -178,6 +182,7 @@ HTTP_REFUSED = (
     "slow_reader",
     "too_many_connections",
     "tls",
+    "overloaded",
 )
 """The reasons p2pindex/http/server.py counts as ``http.refused.*`` (a test keeps the two
 in step)."""
@@ -205,6 +210,7 @@ def _known() -> tuple[str, ...]:
         *(f"requests.errors.{op}.{error}" for op in operations for error in REQUEST_ERRORS),
         *(f"http.refused.{reason}" for reason in HTTP_REFUSED),
         *(f"http.responses.{status}" for status in HTTP_CLASSES),
+        *(f"http.batch_items.{status}" for status in HTTP_CLASSES),
         *(f"membership.{liveness.value}" for liveness in Liveness),
         "membership.removed",
         "membership.removed_self",

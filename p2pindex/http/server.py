@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 import h11
 import trio
 
+from p2pindex.net.channel import NodeLoad
 from p2pindex.net.waiting_room import WaitingRoom
 from p2pindex.node.stats import StatisticsStore
 
@@ -55,9 +56,21 @@ _WRITES = frozenset({"PUT", "DELETE", "POST", "PATCH"})
 
 
 @dataclass(frozen=True, slots=True)
+class BodyLimit:
+    """A path whose requests may carry more than ``HttpLimits.max_body`` (a batch carries
+    many values), and what to tell a client whose body is over even this limit."""
+
+    path: str
+    max_body: int
+    advice: str
+
+
+@dataclass(frozen=True, slots=True)
 class HttpLimits:
     max_header_bytes: int = 16 * 1024
     max_body: int = 1024 * 1024
+    larger_bodies: tuple[BodyLimit, ...] = ()
+    """Paths (exact, without the query) allowed another body limit than ``max_body``."""
     request_deadline: float = 10.0
     """Seconds from a request's first byte to its last (slow clients are cut off)."""
     idle_timeout: float = 60.0
@@ -65,6 +78,17 @@ class HttpLimits:
     send_timeout: float = 30.0
     """Seconds a client has to take an answer (one that stops reading is cut off)."""
     max_connections: int = 1024
+
+    def body_limit(self, target: bytes) -> tuple[int, str]:
+        """The body limit of a request to ``target`` and the advice its 413 carries."""
+        if self.larger_bodies:
+            path = target.partition(b"?")[0].decode("latin-1")
+            if path.lower().startswith(("http://", "https://")):
+                path = _origin_form(path)
+            for larger in self.larger_bodies:
+                if larger.path == path:
+                    return larger.max_body, larger.advice
+        return self.max_body, ""
 
 
 @dataclass(slots=True)
@@ -124,6 +148,40 @@ class _Refused(Exception):
         self.reason = reason
 
 
+class _BodyCharge:
+    """The body bytes of the request one connection is reading or serving, counted in the
+    node's in-flight budget (``NodeLoad``, shared with the binary protocol's requests) from
+    their arrival until the answer is sent. Without it every HTTP connection could hold a
+    body at the limit at once (a 16 MiB batch on each of a thousand connections), whatever
+    the budget said; past the budget's ceiling a body is refused as it arrives."""
+
+    __slots__ = ("_load", "held")
+
+    def __init__(self, load: NodeLoad | None) -> None:
+        self._load = load
+        self.held = 0
+
+    def add(self, size: int) -> None:
+        load = self._load
+        if load is None:
+            return
+        load.held += size
+        self.held += size
+        if load.full:
+            load.refused += 1
+            raise _Refused(
+                503,
+                "overloaded",
+                "the node holds too many requests' bytes to take this body now; try again "
+                "shortly or on another node",
+            )
+
+    def release(self) -> None:
+        if self._load is not None:
+            self._load.held -= self.held
+        self.held = 0
+
+
 class _AnsweredEarly(Exception):
     """The screen answered a request whose body the client waits to send; close after."""
 
@@ -140,9 +198,11 @@ class HttpServer:
         limits: HttpLimits | None = None,
         ssl_context: ssl.SSLContext | None = None,
         screen: Screen | None = None,
+        body_budget: NodeLoad | None = None,
     ) -> None:
         self._handler = handler
         self._screen = screen
+        self._body_budget = body_budget
         self._stats = stats
         self.limits = limits or HttpLimits()
         self._ssl = ssl_context
@@ -203,18 +263,30 @@ class HttpServer:
         return conn
 
     async def _serve(self, stream: trio.abc.Stream, peer: str) -> None:
+        charge = _BodyCharge(self._body_budget)
+        try:
+            await self._serve_requests(stream, peer, charge)
+        finally:
+            charge.release()
+
+    async def _serve_requests(
+        self, stream: trio.abc.Stream, peer: str, charge: _BodyCharge
+    ) -> None:
         conn = self._parser()
         while True:
             request = None
             try:
                 with self._waiting.wait():
-                    request = await self._read_request(conn, stream, peer)
+                    request = await self._read_request(conn, stream, peer, charge)
             except _Refused as refused:
+                charge.release()  # what arrived of the body is dropped
                 self._refuse(refused.reason)
                 log.debug("refused HTTP request from %s: %s", peer, refused)
                 if refused.status and conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
                     code = _CODES.get(refused.reason, refused.reason)
                     answer = problem(refused.status, code, str(refused))
+                    if refused.status == 503:
+                        answer.headers.append(("retry-after", "1"))
                     await self._send_last(stream, answer, peer)
                 return
             except _AnsweredEarly as early:
@@ -236,9 +308,11 @@ class HttpServer:
                 )
             self._stats.incr(f"http.responses.{response.status // 100}xx")
             head = request.method == "HEAD"
-            if not await self._send(
+            sent = await self._send(
                 stream, encode_response(response, request.keep_alive, head=head), peer
-            ):
+            )
+            charge.release()
+            if not sent:
                 return
             if not request.keep_alive:
                 return
@@ -280,13 +354,14 @@ class HttpServer:
         return await self._send(stream, b"HTTP/1.1 100 Continue\r\n\r\n", peer)
 
     async def _read_request(
-        self, conn: h11.Connection, stream: trio.abc.Stream, peer: str
+        self, conn: h11.Connection, stream: trio.abc.Stream, peer: str, charge: _BodyCharge
     ) -> Request | None:
         """The next complete request; None when the client closed or went idle."""
         limits = self.limits
         request: h11.Request | None = None
         body: list[bytes] = []
         size = 0
+        max_body, advice = limits.max_body, ""
         deadline = trio.current_time() + limits.idle_timeout
         started = False
         fed = len(conn.trailing_data[0])
@@ -315,15 +390,17 @@ class HttpServer:
                 raise _Refused(408, "slow_client", "the request took too long to arrive")
             if isinstance(event, h11.Request):
                 request = event
-                _check_head(event, fed - len(conn.trailing_data[0]), limits)
+                max_body, advice = limits.body_limit(event.target)
+                _check_head(event, fed - len(conn.trailing_data[0]), limits, max_body, advice)
                 if conn.they_are_waiting_for_100_continue and not await self._go_ahead(
                     event, stream, peer
                 ):
                     return None
             elif isinstance(event, h11.Data):
                 size += len(event.data)
-                if size > limits.max_body:
-                    raise _Refused(413, "body_too_large", _too_large(limits.max_body))
+                if size > max_body:
+                    raise _Refused(413, "body_too_large", _too_large(max_body, advice))
+                charge.add(len(event.data))
                 body.append(bytes(event.data))
             elif isinstance(event, h11.EndOfMessage):
                 assert request is not None
@@ -371,7 +448,9 @@ def _describe(exc: h11.RemoteProtocolError) -> str:
     return text if cut < 0 else text[:cut]
 
 
-def _check_head(event: h11.Request, head_bytes: int, limits: HttpLimits) -> None:
+def _check_head(
+    event: h11.Request, head_bytes: int, limits: HttpLimits, max_body: int, advice: str
+) -> None:
     # h11 bounds only a head still arriving; one that came whole is held to the same limit.
     if head_bytes > limits.max_header_bytes:
         raise _Refused(
@@ -381,10 +460,10 @@ def _check_head(event: h11.Request, head_bytes: int, limits: HttpLimits) -> None
         )
     if event.http_version not in (b"1.0", b"1.1"):
         raise _Refused(505, "http_version", "this server speaks HTTP/1.1 (and 1.0) only")
-    _check_framing(event, limits.max_body)
+    _check_framing(event, max_body, advice)
 
 
-def _check_framing(request: h11.Request, max_body: int) -> None:
+def _check_framing(request: h11.Request, max_body: int, advice: str = "") -> None:
     lengths = [value for name, value in request.headers if name == b"content-length"]
     chunked = any(name == b"transfer-encoding" for name, _ in request.headers)
     if lengths and chunked:
@@ -394,11 +473,12 @@ def _check_framing(request: h11.Request, max_body: int) -> None:
             "a request may carry Content-Length or Transfer-Encoding, not both",
         )
     if lengths and int(lengths[0]) > max_body:
-        raise _Refused(413, "body_too_large", _too_large(max_body))
+        raise _Refused(413, "body_too_large", _too_large(max_body, advice))
 
 
-def _too_large(max_body: int) -> str:
-    return f"the request body is over the {max_body}-byte limit of a request; nothing was written"
+def _too_large(max_body: int, advice: str = "") -> str:
+    text = f"the request body is over the {max_body}-byte limit of a request; nothing was written"
+    return f"{text}; {advice}" if advice else text
 
 
 def encode_response(response: Response, keep_alive: bool, *, head: bool = False) -> bytes:

@@ -180,8 +180,9 @@ class Node:
         membership: the node is down until it starts again, as itself)."""
         self.running = trio.Event()
         """Set once every part is up, before the join wait: status and health may answer."""
-        self._load = NodeLoad(config.limits.node_in_flight)
-        """Request and reply bytes held for every connection (``net.channel``)."""
+        self.held_bytes = NodeLoad(config.limits.node_in_flight)
+        """Request and reply bytes held for every connection (``net.channel``), and the
+        bodies of HTTP requests (``http.server``): one budget for both protocols."""
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -632,7 +633,7 @@ class Node:
         assert self._swim is not None
         while True:
             await trio.sleep(1.0)
-            self.stats.set_gauge("load.held_bytes", self._load.held)  # net.channel.NodeLoad
+            self.stats.set_gauge("load.held_bytes", self.held_bytes.held)  # net.channel.NodeLoad
             limit = self.config.remove_dead_after
             if limit is not None:
                 now = trio.current_time()
@@ -694,7 +695,7 @@ class Node:
             name=f"from {peer}",
             on_bad_input=self._count_bad_input,
             fast_path=fast_path,
-            node_load=self._load,
+            node_load=self.held_bytes,
             refuse_when_overloaded=not node_peer or self.security is None,
             on_event=self.stats.incr,
             throttle=None if client is None else self._admission.throttle(client),

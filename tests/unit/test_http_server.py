@@ -11,6 +11,7 @@ import pytest
 import trio
 
 from p2pindex.http.server import HttpLimits, HttpServer, Request, Response, problem
+from p2pindex.net.channel import NodeLoad
 from p2pindex.node.stats import StatisticsStore
 
 BIG = 8 * 1024 * 1024
@@ -203,3 +204,39 @@ def test_a_failed_read_is_definite_whatever_the_error() -> None:
     timed_out = Timeout(required=2, acknowledged=1)
     assert json.loads(problem_for(timed_out).body)["outcome"] == "indeterminate"
     assert json.loads(problem_for(timed_out, read=True).body)["outcome"] == "definite"
+
+
+async def test_bodies_count_in_the_node_budget_until_answered_and_past_it_are_refused() -> None:
+    """Bodies held by every HTTP connection together stay within the node's in-flight
+    budget: one past its ceiling is refused with a 503 as it arrives, and what a request held
+    is given back once its answer is sent."""
+    load = NodeLoad(100_000)  # ceiling 125,000
+    stats = StatisticsStore()
+    held_while_served: list[int] = []
+
+    async def handler(request: Request) -> Response:
+        held_while_served.append(load.held)
+        return Response(200, b"ok")
+
+    server = HttpServer(handler, stats, HttpLimits(max_body=1_000_000), body_budget=load)
+
+    def put(size: int) -> bytes:
+        head = f"PUT /k HTTP/1.1\r\nhost: x\r\ncontent-length: {size}\r\n"
+        return head.encode() + b"connection: close\r\n\r\n" + b"v" * size
+
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(server.serve, "127.0.0.1", 0)
+        served = Served(port, stats, [])
+        answer = await served.exchange(put(60_000))
+        assert answer.startswith(b"HTTP/1.1 200 ")
+        assert held_while_served == [60_000]
+        assert load.held == 0
+        load.held = 90_000  # other connections' requests and replies
+        refused = await served.exchange(put(60_000))
+        assert refused.startswith(b"HTTP/1.1 503 ")
+        assert b"retry-after: 1\r\n" in refused.lower()
+        assert b"try again shortly" in refused
+        assert held_while_served == [60_000]  # the refused body never reached the handler
+        assert load.held == 90_000 and load.refused == 1
+        assert stats.get("http.refused.overloaded") == 1
+        nursery.cancel_scope.cancel()
