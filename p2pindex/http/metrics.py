@@ -427,7 +427,9 @@ def _members(node: Node) -> Iterator[Metric]:
     healthy cluster), so an alert can name the member and page once for it however many
     nodes see it dead."""
     members = GaugeMetricFamily(
-        "p2pindex_members", "Members this node knows, by liveness.", labels=["liveness"]
+        "p2pindex_members",
+        "Members of the cluster as this node sees them (itself included), by liveness.",
+        labels=["liveness"],
     )
     dead = GaugeMetricFamily(
         "p2pindex_member_dead",
@@ -470,7 +472,7 @@ def _swim(node: Node) -> Iterator[Metric]:
     yield events
     members = GaugeMetricFamily(
         "p2pindex_swim_members",
-        "Other members in this node's SWIM view, by state.",
+        "Other members in this node's SWIM view (itself excluded), by state.",
         labels=["state"],
     )
     by_state = {value: 0 for value in Liveness}
