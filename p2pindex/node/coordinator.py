@@ -39,6 +39,7 @@ from p2pindex.errors import (
     Overloaded,
     P2PIndexError,
     StorageFailure,
+    Timeout,
     Unavailable,
 )
 from p2pindex.net.channel import Respond
@@ -348,7 +349,10 @@ class Coordinator:
                 quorum.record_ack(node)
             else:
                 self._stats.incr("replica.write_failures")
-                quorum.record_failure(node)
+                if not isinstance(answer, Timeout):
+                    # A replica silent until the deadline has not refused: were the quorum
+                    # then short, the write timed out (``Timeout``), it did not fail.
+                    quorum.record_failure(node)
                 self._view.note_behind(node)
                 if isinstance(answer, OSError | P2PIndexError):
                     self._calls.note_failure(node, answer)
