@@ -646,7 +646,11 @@ def _run_membership(scenario: Any, seeds: Sequence[int], args: argparse.Namespac
         if args.format != "json":
             print(f"simulating {scenario.name} (membership only) with seed {seed}", flush=True)
         try:
-            result = run_membership(plan_membership(scenario, seed), output=args.output)
+            result = run_membership(
+                plan_membership(scenario, seed),
+                output=args.output,
+                replay_command=replay_command(args, seed),
+            )
         except Exception as exc:  # reported like a failing seed: seed, error, replay
             directory = default_output(args.output, scenario.name, seed)
             error = seed_error(scenario.name, seed, exc, directory, replay_command(args, seed))

@@ -216,8 +216,11 @@ def _cover_links(groups: tuple[tuple[str, ...], ...]) -> tuple[Link, ...]:
     return tuple(links)
 
 
-def run_membership(plan: MembershipPlan, *, output: Path | None = None) -> MembershipResult:
-    """Run a membership-only plan; write its files into ``output`` when given."""
+def run_membership(
+    plan: MembershipPlan, *, output: Path | None = None, replay_command: str = ""
+) -> MembershipResult:
+    """Run a membership-only plan; write its files into ``output`` when given. A failing
+    run's report ends with ``replay_command``, the command that runs it again."""
     started = time.perf_counter()
     cpu = time.process_time()
     run = _MembershipRun(plan)
@@ -244,7 +247,7 @@ def run_membership(plan: MembershipPlan, *, output: Path | None = None) -> Membe
         events=run.sim.events_processed,
     )
     if violations:
-        result.report = membership_report(plan, run.history, violations)
+        result.report = membership_report(plan, run.history, violations, replay_command)
     if output is not None:
         output = default_output(output, scenario.name, plan.seed)
         result.output_dir = str(output)

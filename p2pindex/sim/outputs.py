@@ -206,10 +206,14 @@ def default_output(root: Path, scenario: str, seed: int) -> Path:
     return root / f"{scenario}-{seed}"
 
 
-def membership_report(plan: MembershipPlan, history: History, violations: list[Violation]) -> str:
+def membership_report(
+    plan: MembershipPlan, history: History, violations: list[Violation], replay_command: str = ""
+) -> str:
     lines = [f"FAILED: {len(violations)} violation(s)", f"seed: {plan.seed}"]
     lines.append("options: " + " ".join(f"{k}={v}" for k, v in plan.scenario.options().items()))
     lines.extend(f"[{v.checker}] {v.message}" for v in violations[:20])
     lines.append("fault schedule:")
     lines.extend(f"  {fault.describe()}" for fault in plan.schedule.faults)
+    if replay_command:
+        lines.append(f"replay: {replay_command}")
     return "\n".join(lines)

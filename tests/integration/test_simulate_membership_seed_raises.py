@@ -170,3 +170,26 @@ def test_an_interrupt_still_stops_a_membership_batch(
     assert (out_dir / f"{SCENARIO}-1" / "traceback.txt").is_file()
     assert not (out_dir / f"{SCENARIO}-2").exists()
     assert "  seeds " not in out  # no summary: the batch did not end, it was stopped
+
+
+def test_a_failing_membership_seed_prints_the_command_that_replays_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A seed whose checkers find a violation (not one that raises) ends its report with
+    its replay command, as a cluster seed's does, in the output and in summary.txt."""
+    from p2pindex.sim import checkers
+
+    def one_violation(history: Any, bounds: Any) -> list[checkers.Violation]:
+        return [checkers.Violation("planted", "a violation planted by the test")]
+
+    monkeypatch.setattr(membership_run.checkers, "check_membership", one_violation)
+    out_dir = tmp_path / "out"
+    code, out, _err = simulate_here(
+        monkeypatch, capsys, SCENARIO, "--seed", "4", *SHORT, "--output", str(out_dir)
+    )
+    assert code == 1, out
+    replay = f"replay: {REPLAY.format(seed=4)}"
+    assert "[planted] a violation planted by the test" in out
+    assert replay in out.splitlines(), out
+    summary = out_dir / f"{SCENARIO}-4" / "summary.txt"
+    assert replay in summary.read_text().splitlines()
