@@ -149,11 +149,12 @@ class _Refused(Exception):
 
 
 class _BodyCharge:
-    """The body bytes of the request one connection is reading or serving, counted in the
-    node's in-flight budget (``NodeLoad``, shared with the binary protocol's requests) from
-    their arrival until the answer is sent. Without it every HTTP connection could hold a
-    body at the limit at once (a 16 MiB batch on each of a thousand connections), whatever
-    the budget said; past the budget's ceiling a body is refused as it arrives."""
+    """The body bytes of the request one connection is reading or serving, and then of its
+    answer, counted in the node's in-flight budget (``NodeLoad``, shared with the binary
+    protocol's requests and replies) from their arrival until the answer is sent. Without
+    it every HTTP connection could hold a body or an answer at the limit at once (a 16 MiB
+    batch on each of a thousand connections), whatever the budget said; past the budget's
+    ceiling a body is refused as it arrives."""
 
     __slots__ = ("_load", "held")
 
@@ -175,6 +176,14 @@ class _BodyCharge:
                 "the node holds too many requests' bytes to take this body now; try again "
                 "shortly or on another node",
             )
+
+    def hold(self, size: int) -> None:
+        """Count an answer's bytes until it is sent, refusing nothing: it is made already,
+        and a client slow to take it holds them (up to ``send_timeout``), so the bodies of
+        the next requests see the budget that is left."""
+        if self._load is not None:
+            self._load.held += size
+            self.held += size
 
     def release(self) -> None:
         if self._load is not None:
@@ -308,9 +317,9 @@ class HttpServer:
                 )
             self._stats.incr(f"http.responses.{response.status // 100}xx")
             head = request.method == "HEAD"
-            sent = await self._send(
-                stream, encode_response(response, request.keep_alive, head=head), peer
-            )
+            encoded = encode_response(response, request.keep_alive, head=head)
+            charge.hold(len(encoded))
+            sent = await self._send(stream, encoded, peer)
             charge.release()
             if not sent:
                 return

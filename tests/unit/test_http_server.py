@@ -240,3 +240,40 @@ async def test_bodies_count_in_the_node_budget_until_answered_and_past_it_are_re
         assert load.held == 90_000 and load.refused == 1
         assert stats.get("http.refused.overloaded") == 1
         nursery.cancel_scope.cancel()
+
+
+async def test_an_answer_counts_in_the_node_budget_until_the_client_takes_it() -> None:
+    """A client that asks for a large answer and does not read it holds the answer's bytes
+    in the node's budget (so the bodies of other requests see what is left) until it is
+    sent or the client is cut off."""
+    load = NodeLoad(100 * 1024 * 1024)
+    stats = StatisticsStore()
+    server = HttpServer(answer, stats, HttpLimits(send_timeout=60.0), body_budget=load)
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(server.serve, "127.0.0.1", 0)
+        served = Served(port, stats, [])
+        stream = await served.connect(receive_buffer=4096)
+        await stream.send_all(b"GET /big HTTP/1.1\r\nhost: x\r\n\r\n")
+        with trio.fail_after(10):
+            while load.held < BIG:
+                await trio.sleep(0.01)
+        answer_bytes = await read_all_of(stream, BIG)
+        assert answer_bytes.endswith(b"x" * 1000)
+        with trio.fail_after(10):
+            while load.held:
+                await trio.sleep(0.01)
+        await stream.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def read_all_of(stream: trio.SocketStream, body: int) -> bytes:
+    """Read until at least ``body`` bytes and a head have come."""
+    chunks: list[bytes] = []
+    size = 0
+    with trio.fail_after(10):
+        while size < body + 20:
+            data = await stream.receive_some(65536)
+            assert data
+            chunks.append(data)
+            size += len(data)
+    return b"".join(chunks)
