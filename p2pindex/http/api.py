@@ -297,12 +297,7 @@ class HttpApi:
 
     def _key(self, raw: str, form: str) -> bytes:
         key = decode_component(raw, "key")
-        if not key:
-            raise InvalidRequest(f"the key is empty: use {form}")
-        limit = self._node.config.limits.max_key
-        if len(key) > limit:
-            raise InvalidRequest(f"the key is {len(key)} bytes, over the {limit}-byte limit")
-        return key
+        return checked_key(key, self._node.config.limits.max_key, f"the key is empty: use {form}")
 
     # --- listings and index queries ---------------------------------------------------------
 
@@ -517,6 +512,16 @@ def _request_id(given: str | None) -> str:
     if given and _REQUEST_ID.fullmatch(given):
         return given
     return f"{_ID_PREFIX}{next(_ID_COUNTER):08x}"
+
+
+def checked_key(key: bytes, limit: int, empty: str, where: str = "") -> bytes:
+    """``key`` if a node takes it; InvalidRequest with ``empty`` for an empty one, or naming
+    the limit (after ``where``, the item it belongs to) for one too long."""
+    if not key:
+        raise InvalidRequest(empty)
+    if len(key) > limit:
+        raise InvalidRequest(f"{where}the key is {len(key)} bytes, over the {limit}-byte limit")
+    return key
 
 
 def decode_component(raw: str, what: str) -> bytes:

@@ -61,6 +61,7 @@ from p2pindex.http.api import (
     TRACE_HEADER,
     UNSEEN_HEADER,
     WARNING_HEADER,
+    checked_key,
     decode_context,
     kv_response,
 )
@@ -321,14 +322,8 @@ class BatchEndpoint:
                 ) from None
         else:
             key = _base64(item["key_b64"], f'{where}: "key_b64"')
-        if not key:
-            raise InvalidRequest(f"{where}: the key is empty")
         limit = self._node.config.limits.max_key
-        if len(key) > limit:
-            raise InvalidRequest(
-                f"{where}: the key is {len(key)} bytes, over the {limit}-byte limit"
-            )
-        return key
+        return checked_key(key, limit, f"{where}: the key is empty", where=f"{where}: ")
 
     def _terms(self, written: Any, where: str) -> bytes | None:
         if written is None:
